@@ -1,0 +1,35 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Each sets up what it needs first.
+SWIFT ?= swift
+CONFIG ?= debug
+
+.PHONY: setup build release test demo proto check-proto bench clean
+
+setup:
+	@scripts/setup
+
+build: setup
+	$(SWIFT) build -c $(CONFIG)
+
+release: setup
+	$(SWIFT) build -c release
+
+# Every test: unit, simulation, integration against a real dockerd and prometheus.
+test:
+	@scripts/setup --test
+	@scripts/check-proto
+	@scripts/test
+
+demo: build
+	$(SWIFT) run -c $(CONFIG) microscale --help
+
+proto:
+	@scripts/generate-proto
+
+check-proto:
+	@scripts/check-proto
+
+bench: release
+	scripts/bench
+
+clean:
+	rm -rf .build

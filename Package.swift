@@ -1,0 +1,134 @@
+// swift-tools-version:6.1
+// Microscale: one agent per host, gossip over mutual TLS, Raft among the servers,
+// a microscaling planner on the leader, Docker on every host. Module map: docs/ARCHITECTURE.md.
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "microscale",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "microscale", targets: ["microscale"]),
+        .executable(name: "microscale-sim", targets: ["microscale-sim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+    ],
+    targets: [
+        // System libraries (Debian: libssl-dev, liblz4-dev, libsqlite3-dev).
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+
+        // Seeded randomness shared by the pure cores and the simulator.
+        .target(name: "Determinism", swiftSettings: strict),
+
+        // Wire: generated protobuf messages and the frame codec.
+        .target(
+            name: "Wire",
+            dependencies: [
+                "CLZ4",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strict),
+
+        // SecureTransport: TLS 1.3 with mutual authentication on system OpenSSL.
+        .target(
+            name: "SecureTransport",
+            dependencies: [
+                "COpenSSL", "Wire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+
+        // Pure protocol cores: no clock, socket, file or random source of their own.
+        .target(name: "Membership", dependencies: ["Determinism"], swiftSettings: strict),
+        .target(
+            name: "Consensus",
+            dependencies: ["Determinism", "CSQLite"],
+            swiftSettings: strict),
+        .target(name: "Scaling", swiftSettings: strict),
+
+        // Shells to the outside world.
+        .target(
+            name: "DockerEngine",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .target(
+            name: "Demand",
+            dependencies: [
+                "Determinism",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+
+        // The composition root and the thin executable.
+        .target(
+            name: "Agent",
+            dependencies: [
+                "Wire", "SecureTransport", "Membership", "Consensus", "Scaling", "DockerEngine", "Demand",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "microscale",
+            dependencies: ["Agent"],
+            swiftSettings: strict),
+
+        // Seeded whole-cluster simulation.
+        .target(
+            name: "SimulationKit",
+            dependencies: [
+                "Determinism", "Membership", "Consensus", "Scaling",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "microscale-sim",
+            dependencies: [
+                "SimulationKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+
+        // Tests mirror Sources/.
+        .testTarget(name: "DeterminismTests", dependencies: ["Determinism"], swiftSettings: strict),
+        .testTarget(name: "WireTests", dependencies: ["Wire", .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
+        .testTarget(name: "SecureTransportTests", dependencies: ["SecureTransport", "Agent"], swiftSettings: strict),
+        .testTarget(
+            name: "MembershipTests",
+            dependencies: ["Membership", "SimulationKit"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "ConsensusTests",
+            dependencies: ["Consensus", "SimulationKit"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "ScalingTests",
+            dependencies: ["Scaling", "SimulationKit", .product(name: "PropertyBased", package: "swift-property-based")],
+            swiftSettings: strict),
+        .testTarget(name: "DockerEngineTests", dependencies: ["DockerEngine"], swiftSettings: strict),
+        .testTarget(name: "DemandTests", dependencies: ["Demand"], swiftSettings: strict),
+        .testTarget(name: "AgentTests", dependencies: ["Agent"], swiftSettings: strict),
+        .testTarget(name: "SimulationKitTests", dependencies: ["SimulationKit"], swiftSettings: strict),
+    ]
+)

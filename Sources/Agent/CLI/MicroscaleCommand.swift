@@ -1,0 +1,17 @@
+import ArgumentParser
+
+/// The `microscale` command line. The executable only calls `main()`; every subcommand lives in
+/// this library so tests can run it directly.
+public struct MicroscaleCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "microscale",
+        abstract: "Microscale: priority-aware container scheduling on the capacity you already have.",
+        version: MicroscaleVersion.current,
+        subcommands: [])
+
+    public init() {}
+}
+
+public enum MicroscaleVersion {
+    public static let current = "0.1.0"
+}

@@ -1,0 +1,1 @@
+/// DockerEngine: a Docker Engine API client over the unix socket.

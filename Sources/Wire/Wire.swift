@@ -1,0 +1,1 @@
+/// Wire: the generated protobuf messages (proto/) and the frame codec.

@@ -1,0 +1,10 @@
+import ArgumentParser
+import SimulationKit
+
+@main
+struct MicroscaleSim: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "microscale-sim",
+        abstract: "Seeded whole-cluster simulation and the scale benchmarks.",
+        subcommands: [])
+}

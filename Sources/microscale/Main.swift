@@ -1,0 +1,8 @@
+import Agent
+
+@main
+enum Main {
+    static func main() async {
+        await MicroscaleCommand.main()
+    }
+}
