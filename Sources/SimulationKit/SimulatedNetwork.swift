@@ -25,7 +25,7 @@ public struct SimulatedNetwork<Node: Hashable & Sendable, Message: Sendable>: Se
             self.delay = delay
         }
 
-        public static let none = Faults()
+        public static var none: Faults { Faults() }
     }
 
     public struct Envelope: Sendable {

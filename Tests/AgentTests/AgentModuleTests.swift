@@ -1,0 +1,2 @@
+import Agent
+import Testing

@@ -1,0 +1,2 @@
+import Consensus
+import Testing

@@ -1,0 +1,2 @@
+import Demand
+import Testing

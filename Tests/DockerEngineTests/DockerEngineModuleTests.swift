@@ -1,0 +1,2 @@
+import DockerEngine
+import Testing

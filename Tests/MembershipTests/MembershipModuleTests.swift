@@ -1,0 +1,2 @@
+import Membership
+import Testing

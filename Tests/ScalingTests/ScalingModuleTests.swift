@@ -1,0 +1,2 @@
+import Scaling
+import Testing

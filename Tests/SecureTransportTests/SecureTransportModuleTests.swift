@@ -1,0 +1,2 @@
+import SecureTransport
+import Testing

@@ -1,0 +1,2 @@
+import Wire
+import Testing
