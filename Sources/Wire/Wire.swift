@@ -1,1 +1,0 @@
-/// Wire: the generated protobuf messages (proto/) and the frame codec.
