@@ -37,4 +37,8 @@ static inline int ms_sk_X509_push(STACK_OF(X509) *stack, X509 *cert) { return sk
 static inline void ms_sk_X509_pop_free(STACK_OF(X509) *stack) { sk_X509_pop_free(stack, X509_free); }
 static inline int ms_SSL_set_tlsext_host_name(SSL *ssl, const char *name) { return SSL_set_tlsext_host_name(ssl, name); }
 static inline void ms_SSL_CTX_disable_tickets(SSL_CTX *ctx) { SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET); SSL_CTX_set_num_tickets(ctx, 0); }
+static inline X509 *ms_SSL_peer_leaf_from_chain(SSL *ssl) {
+    STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
+    return (chain && sk_X509_num(chain) > 0) ? sk_X509_value(chain, 0) : NULL;
+}
 #endif

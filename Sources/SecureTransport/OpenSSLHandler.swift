@@ -119,9 +119,10 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
         state = .handshaking
         if let remote = context.channel.remoteAddress { remoteDescription = "\(remote)" }
         let timeout = tls.configuration.handshakeTimeout
-        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) * 1e-18
+        let nanos = timeout.nanosecondsClamped
+        let seconds = Double(nanos) / 1e9
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        handshakeTimer = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(seconds * 1e9))) {
+        handshakeTimer = context.eventLoop.scheduleTask(in: .nanoseconds(nanos)) {
             let (handler, context) = loopBound.value
             if handler.state == .handshaking {
                 handler.fail(context: context, TLSError.handshakeTimeout(seconds: seconds))
@@ -166,7 +167,8 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
         if verify != X509_V_OK {
             ERR_clear_error()
             if verify == X509_V_ERR_HOSTNAME_MISMATCH, let expectedPeer {
-                let actual = SSL_get0_peer_certificate(ssl).flatMap { PeerIdentity(certificate: $0)?.name } ?? ""
+                // The session has no verified peer yet, but the chain it received is kept.
+                let actual = ms_SSL_peer_leaf_from_chain(ssl).flatMap { PeerIdentity(certificate: $0)?.name } ?? ""
                 return .peerNameMismatch(expected: expectedPeer, actual: actual)
             }
             return .peerVerificationFailed(String(cString: X509_verify_cert_error_string(verify)))

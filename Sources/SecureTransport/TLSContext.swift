@@ -44,7 +44,9 @@ public final class TLSContext: @unchecked Sendable {
         }
         ERR_clear_error()
         guard let ctx = SSL_CTX_new(TLS_method()) else { throw TLSError.contextSetup(openSSLErrors()) }
-        self.ctx = ctx
+        // Everything that can throw happens before the stored properties are set, so a failed
+        // init frees the context exactly once (here) and deinit never sees it.
+        let me: PeerIdentity
         do {
             // DESIGN.md §5: TLS 1.3 only. 1.3 also removes renegotiation and static-RSA key
             // exchange, so there is nothing to disable beyond the version floor.
@@ -72,11 +74,11 @@ public final class TLSContext: @unchecked Sendable {
             _ = ms_SSL_CTX_set_session_cache_mode(ctx, Int(SSL_SESS_CACHE_OFF))
             ms_SSL_CTX_disable_tickets(ctx)
             guard let cert = SSL_CTX_get0_certificate(ctx) else { throw TLSError.contextSetup("no certificate loaded") }
-            guard let me = PeerIdentity(certificate: cert) else {
+            guard let identity = PeerIdentity(certificate: cert) else {
                 throw TLSError.badFile(role: "certificate", path: configuration.certificateFile,
                                        reason: "names no node (no common name)")
             }
-            self.identity = me
+            me = identity
             // Our own certificate must chain to the CA we trust, or peers will refuse us with a
             // far less helpful message.
             try Self.verifyOwnChain(ctx: ctx, certificate: cert, path: configuration.certificateFile)
@@ -84,6 +86,8 @@ public final class TLSContext: @unchecked Sendable {
             SSL_CTX_free(ctx)
             throw error
         }
+        self.ctx = ctx
+        self.identity = me
     }
 
     private static func verifyOwnChain(ctx: OpaquePointer, certificate: OpaquePointer, path: String) throws {

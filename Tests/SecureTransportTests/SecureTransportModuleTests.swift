@@ -1,2 +1,0 @@
-import SecureTransport
-import Testing
