@@ -129,6 +129,12 @@ final class HelloHandler: ChannelDuplexHandler {
         context.fireChannelInactive()
     }
 
+    /// A connection that never became active (refused, timed out) never sees channelInactive;
+    /// its promise must still be completed, or its waiter would hang.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        finish(failing: TLSError.handshakeFailed("connection closed before the peer authenticated"))
+    }
+
     private func refuse(context: ChannelHandlerContext, _ error: TLSError) {
         logger.warning("refused peer", metadata: [
             "address": "\(context.channel.remoteAddress.map { "\($0)" } ?? "unknown")", "reason": "\(error)",

@@ -1,0 +1,158 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Testing
+@testable import SecureTransport
+import Wire
+
+/// Collects frames a transport hands to its handler.
+final class Inbox: Sendable {
+    private let frames = NIOLockedValueBox<[(String, Frame)]>([])
+    var handler: PeerTransport.FrameHandler { { peer, frame in self.frames.withLockedValue { $0.append((peer.name, frame)) } } }
+    var received: [(String, Frame)] { frames.withLockedValue { $0 } }
+    var texts: [String] { received.map { "\($0.0):\(String(buffer: $0.1.payload))" } }
+}
+
+@Suite(.serialized) struct PeerTransportTests {
+    func transport(_ node: String, inbox: Inbox, options: PeerTransport.Options = .init(cluster: "test")) throws -> PeerTransport {
+        PeerTransport(group: Fixtures.group, tls: try Fixtures.context(node), options: options, logger: Fixtures.logger, onFrame: inbox.handler)
+    }
+
+    func frame(_ s: String) -> Frame { Frame(kind: .membership, payload: ByteBuffer(string: s)) }
+
+    @Test func framesTravelBothWaysOverOneAuthenticatedConnection() async throws {
+        let inboxA = Inbox(), inboxB = Inbox()
+        let a = try transport("node-a", inbox: inboxA)
+        let b = try transport("node-b", inbox: inboxB)
+        let addrB = try await b.listen(host: "127.0.0.1", port: 0)
+        try await a.send(frame("ping"), to: "node-b", host: "127.0.0.1", port: addrB.port!)
+        try await waitUntil { inboxB.texts == ["node-a:ping"] }
+        #expect(inboxB.texts == ["node-a:ping"])
+        // B answers over the connection A opened: no listener on A is needed.
+        #expect(await b.connectedPeers() == ["node-a"])
+        try await b.send(frame("ack"), to: "node-a", host: "127.0.0.1", port: 1)
+        try await waitUntil { inboxA.texts == ["node-b:ack"] }
+        #expect(inboxA.texts == ["node-b:ack"])
+        #expect(await a.connectionCount() == 1)
+        await a.shutdown()
+        await b.shutdown()
+    }
+
+    @Test func largeAndCompressedFramesArriveIntact() async throws {
+        let inboxB = Inbox()
+        let a = try transport("node-a", inbox: Inbox())
+        let b = try transport("node-b", inbox: inboxB)
+        let port = try await b.listen(host: "127.0.0.1", port: 0).port!
+        let big = String(repeating: "node-c running web=4 batch=12; ", count: 20_000)
+        try await a.send(frame(big), to: "node-b", host: "127.0.0.1", port: port)
+        try await waitUntil { inboxB.received.count == 1 }
+        #expect(inboxB.received.first.map { String(buffer: $0.1.payload) } == big)
+        await a.shutdown()
+        await b.shutdown()
+    }
+
+    @Test func dialingANodeThatAnswersWithAnotherCertificateFails() async throws {
+        let a = try transport("node-a", inbox: Inbox())
+        let c = try transport("node-c", inbox: Inbox())
+        let port = try await c.listen(host: "127.0.0.1", port: 0).port!
+        await #expect(throws: TLSError.peerNameMismatch(expected: "node-b", actual: "node-c")) {
+            try await a.send(frame("x"), to: "node-b", host: "127.0.0.1", port: port)
+        }
+        #expect(await a.connectionCount() == 0)
+        await a.shutdown()
+        await c.shutdown()
+    }
+
+    @Test func aPeerWhoseHelloClaimsAnotherNameIsRefused() async throws {
+        let inboxB = Inbox()
+        let b = try transport("node-b", inbox: inboxB)
+        let port = try await b.listen(host: "127.0.0.1", port: 0).port!
+        // node-a's certificate, but a Hello that says node-c.
+        let tls = try Fixtures.context("node-a")
+        var liar = SecureChannel.hello(for: tls, cluster: "test", agentVersion: "x")
+        liar.nodeName = "node-c"
+        let (channel, authenticated) = try await ClientBootstrap(group: Fixtures.group)
+            .connect(host: "127.0.0.1", port: port) { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    (ch, try SecureChannel.configure(ch, tls: tls, role: .client, expectedPeer: "node-b", hello: liar, logger: Fixtures.logger))
+                }
+            }
+        // The liar may well find B genuine; B still refuses it, closes, and delivers nothing,
+        // not even a frame the liar sends right after its Hello.
+        if (try? await authenticated.get()) != nil {
+            channel.writeAndFlush(Frame(kind: .membership, payload: ByteBuffer(string: "sneaky")), promise: nil)
+        }
+        try await channel.closeFuture.get()
+        #expect(inboxB.received.isEmpty)
+        #expect(await b.connectionCount() == 0)
+        await b.shutdown()
+    }
+
+    @Test func aPeerFromAnotherClusterIsRefused() async throws {
+        let b = try transport("node-b", inbox: Inbox(), options: .init(cluster: "prod"))
+        let a = try transport("node-a", inbox: Inbox(), options: .init(cluster: "staging"))
+        let port = try await b.listen(host: "127.0.0.1", port: 0).port!
+        await #expect(throws: (any Error).self) {
+            try await a.send(frame("x"), to: "node-b", host: "127.0.0.1", port: port)
+        }
+        await a.shutdown()
+        await b.shutdown()
+    }
+
+    @Test func concurrentSendsToOnePeerShareOneConnection() async throws {
+        let inboxB = Inbox()
+        let a = try transport("node-a", inbox: Inbox())
+        let b = try transport("node-b", inbox: inboxB)
+        let port = try await b.listen(host: "127.0.0.1", port: 0).port!
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<20 {
+                group.addTask { try await a.send(self.frame("m\(i)"), to: "node-b", host: "127.0.0.1", port: port) }
+            }
+            try await group.waitForAll()
+        }
+        try await waitUntil { inboxB.received.count == 20 }
+        #expect(Set(inboxB.texts) == Set((0..<20).map { "node-a:m\($0)" }))
+        #expect(await a.connectionCount() == 1)
+        await a.shutdown()
+        await b.shutdown()
+    }
+
+    @Test func thePoolStaysWithinItsBound() async throws {
+        let a = try transport("node-a", inbox: Inbox(), options: .init(cluster: "test", maxConnections: 1))
+        let b = try transport("node-b", inbox: Inbox())
+        let c = try transport("node-c", inbox: Inbox())
+        let pb = try await b.listen(host: "127.0.0.1", port: 0).port!
+        let pc = try await c.listen(host: "127.0.0.1", port: 0).port!
+        try await a.send(frame("1"), to: "node-b", host: "127.0.0.1", port: pb)
+        try await a.send(frame("2"), to: "node-c", host: "127.0.0.1", port: pc)
+        #expect(await a.connectionCount() == 1)
+        #expect(await a.connectedPeers() == ["node-c"])
+        for t in [a, b, c] { await t.shutdown() }
+    }
+
+    @Test func anIdleConnectionIsClosed() async throws {
+        let a = try transport("node-a", inbox: Inbox(), options: .init(cluster: "test", idleTimeout: .milliseconds(150)))
+        let b = try transport("node-b", inbox: Inbox())
+        let port = try await b.listen(host: "127.0.0.1", port: 0).port!
+        try await a.send(frame("hi"), to: "node-b", host: "127.0.0.1", port: port)
+        #expect(await a.connectionCount() == 1)
+        try await waitUntilAsync { await a.connectionCount() == 0 }
+        #expect(await a.connectionCount() == 0)
+        for t in [a, b] { await t.shutdown() }
+    }
+
+    @Test func sendingToAnUnreachablePeerFailsWithinTheConnectTimeout() async throws {
+        let a = try transport("node-a", inbox: Inbox(), options: .init(cluster: "test", connectTimeout: .milliseconds(300)))
+        let closed = try freePort()
+        await #expect(throws: (any Error).self) {
+            try await a.send(frame("x"), to: "node-b", host: "127.0.0.1", port: closed)
+        }
+        await a.shutdown()
+    }
+}
+
+func waitUntilAsync(seconds: Double = 10, _ condition: @Sendable () async -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while await !condition(), Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
+}
