@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "microscale", targets: ["microscale"]),
         .executable(name: "microscale-sim", targets: ["microscale-sim"]),
+        .executable(name: "microscale-bench", targets: ["microscale-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -106,6 +107,15 @@ let package = Package(
             name: "microscale-sim",
             dependencies: [
                 "SimulationKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+
+        // Benchmarks of the real components: sockets, TLS, processes.
+        .executableTarget(
+            name: "microscale-bench",
+            dependencies: [
+                "SecureTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
