@@ -1,0 +1,237 @@
+import Foundation
+import Yams
+
+/// Everything `microscale agent` is told (DESIGN.md §6): flags, or the same keys in a YAML
+/// file named by `--config`; a flag given on the command line wins over the file.
+public struct AgentConfiguration: Sendable, Equatable {
+    public struct HostPort: Sendable, Hashable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+        /// "10.0.0.5:7480", "[::1]:7480", "node-a:7480".
+        public init?(_ text: String) {
+            let t = text.trimmingCharacters(in: .whitespaces)
+            var hostPart: Substring
+            let portPart: Substring
+            if t.hasPrefix("[") {
+                guard let close = t.firstIndex(of: "]"), t[t.index(after: close)...].hasPrefix(":") else { return nil }
+                hostPart = t[t.index(after: t.startIndex)..<close]
+                portPart = t[t.index(close, offsetBy: 2)...]
+            } else {
+                guard let colon = t.lastIndex(of: ":") else { return nil }
+                hostPart = t[..<colon]
+                portPart = t[t.index(after: colon)...]
+                if hostPart.contains(":") { return nil }
+            }
+            hostPart = hostPart.isEmpty ? "0.0.0.0" : hostPart
+            guard let port = Int(portPart), (0...65_535).contains(port) else { return nil }
+            host = String(hostPart)
+            self.port = port
+        }
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+
+        public var isLoopback: Bool { host == "localhost" || host.hasPrefix("127.") || host == "::1" }
+    }
+
+    public var name: String
+    public var bind: HostPort
+    public var advertise: HostPort
+    public var http: HostPort
+    public var server: Bool
+    public var bootstrapExpect: Int
+    public var join: [HostPort]
+    public var dataDir: String
+    public var tlsCA: String
+    public var tlsCert: String
+    public var tlsKey: String
+    public var dockerSocket: String
+    /// nil: detect from the Docker Engine and cgroups.
+    public var capacityCPUMillis: Int64?
+    public var capacityMemoryBytes: Int64?
+    public var cluster: String
+    /// Required when the HTTP API listens beyond loopback (DESIGN.md §5).
+    public var apiToken: String?
+    public var logLevel: String
+}
+
+/// A configuration problem, naming the flag or key and, for a file, the line.
+public struct ConfigurationError: Error, Equatable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// The raw values as given, before defaults and validation. Each field is the flag's name.
+public struct AgentSettings: Sendable, Equatable {
+    public var values: [String: String] = [:]
+    public var lists: [String: [String]] = [:]
+    /// Where each value came from, for error messages: "--bind" or "agent.yaml line 4".
+    public var origins: [String: String] = [:]
+
+    public init() {}
+
+    public static let keys: Set<String> = [
+        "name", "bind", "advertise", "http", "server", "bootstrap-expect", "join", "data-dir",
+        "tls-ca", "tls-cert", "tls-key", "docker-socket", "capacity-cpu", "capacity-memory",
+        "cluster", "api-token", "log-level",
+    ]
+    static let listKeys: Set<String> = ["join"]
+
+    public mutating func set(_ key: String, _ value: String, origin: String) {
+        values[key] = value
+        origins[key] = origin
+    }
+
+    public mutating func append(_ key: String, _ value: String, origin: String) {
+        lists[key, default: []].append(value)
+        origins[key] = origin
+    }
+
+    /// Values from a YAML file; every key must be a known flag name.
+    public static func fromYAML(_ text: String, file: String) throws -> AgentSettings {
+        var s = AgentSettings()
+        let root: Node?
+        do { root = try Yams.compose(yaml: text) } catch {
+            throw ConfigurationError("\(file): not valid YAML: \(error)")
+        }
+        guard let root else { return s }
+        guard let mapping = root.mapping else {
+            throw ConfigurationError("\(file): expected a mapping of flag names to values")
+        }
+        for (keyNode, valueNode) in mapping {
+            let line = (keyNode.mark?.line).map { " line \($0)" } ?? ""
+            let origin = "\(file)\(line)"
+            guard let key = keyNode.string else { throw ConfigurationError("\(origin): keys must be strings") }
+            let normalized = key.replacingOccurrences(of: "_", with: "-")
+            guard keys.contains(normalized) else {
+                throw ConfigurationError("\(origin): unknown key \"\(key)\"; known keys: \(keys.sorted().joined(separator: ", "))")
+            }
+            if listKeys.contains(normalized) {
+                if let seq = valueNode.sequence {
+                    for item in seq {
+                        guard let v = item.string else { throw ConfigurationError("\(origin): \(key) entries must be strings") }
+                        s.append(normalized, v, origin: origin)
+                    }
+                } else if let v = valueNode.string {
+                    s.append(normalized, v, origin: origin)
+                } else {
+                    throw ConfigurationError("\(origin): \(key) must be a string or a list of strings")
+                }
+            } else {
+                guard let v = valueNode.scalar?.string else {
+                    throw ConfigurationError("\(origin): \(key) must be a single value")
+                }
+                s.set(normalized, v, origin: origin)
+            }
+        }
+        return s
+    }
+
+    /// `other` wins where both have a value (flags over file).
+    public func overridden(by other: AgentSettings) -> AgentSettings {
+        var merged = self
+        for (k, v) in other.values { merged.set(k, v, origin: other.origins[k] ?? "--\(k)") }
+        for (k, v) in other.lists where !v.isEmpty {
+            merged.lists[k] = v
+            merged.origins[k] = other.origins[k] ?? "--\(k)"
+        }
+        return merged
+    }
+
+    /// Applies defaults and checks every value, naming the first problem found.
+    public func resolve() throws -> AgentConfiguration {
+        func origin(_ k: String) -> String { origins[k] ?? "--\(k)" }
+        func required(_ k: String) throws -> String {
+            guard let v = values[k], !v.isEmpty else { throw ConfigurationError("--\(k) is required (or \"\(k)\" in the --config file)") }
+            return v
+        }
+        func hostPort(_ k: String, default d: String? = nil) throws -> AgentConfiguration.HostPort {
+            guard let raw = values[k] ?? d else { throw ConfigurationError("--\(k) is required (or \"\(k)\" in the --config file)") }
+            guard let hp = AgentConfiguration.HostPort(raw) else {
+                throw ConfigurationError("\(origin(k)): \(k) \"\(raw)\" is not ADDRESS:PORT")
+            }
+            return hp
+        }
+        func bool(_ k: String) throws -> Bool {
+            guard let raw = values[k] else { return false }
+            switch raw.lowercased() {
+            case "true", "yes", "1", "on": return true
+            case "false", "no", "0", "off": return false
+            default: throw ConfigurationError("\(origin(k)): \(k) \"\(raw)\" is not true or false")
+            }
+        }
+
+        let name = try required("name")
+        if let bad = Self.nameProblem(name) { throw ConfigurationError("\(origin("name")): name \"\(name)\" \(bad)") }
+        let bind = try hostPort("bind", default: "0.0.0.0:7480")
+        var advertise = try hostPort("advertise", default: values["bind"] ?? "0.0.0.0:7480")
+        if advertise.host == "0.0.0.0" || advertise.host == "::" {
+            guard values["advertise"] == nil else {
+                throw ConfigurationError("\(origin("advertise")): advertise must be an address peers can reach, not \(advertise.host)")
+            }
+            // Binding to every interface: advertise loopback, which suits a single-host
+            // trial; a real cluster names its address with --advertise.
+            advertise.host = "127.0.0.1"
+        }
+        let http = try hostPort("http", default: "127.0.0.1:7481")
+        let server = try bool("server")
+        var expect = 0
+        if let raw = values["bootstrap-expect"] {
+            guard let n = Int(raw), n >= 1, n <= 9 else {
+                throw ConfigurationError("\(origin("bootstrap-expect")): bootstrap-expect \"\(raw)\" must be a number from 1 to 9")
+            }
+            guard server else { throw ConfigurationError("\(origin("bootstrap-expect")): bootstrap-expect needs --server") }
+            expect = n
+        }
+        var join: [AgentConfiguration.HostPort] = []
+        for raw in lists["join"] ?? [] {
+            guard let hp = AgentConfiguration.HostPort(raw), hp.port != 0 else {
+                throw ConfigurationError("\(origin("join")): join \"\(raw)\" is not ADDRESS:PORT")
+            }
+            join.append(hp)
+        }
+        let dataDir = try required("data-dir")
+        let ca = try required("tls-ca"), cert = try required("tls-cert"), key = try required("tls-key")
+        var cpu: Int64?
+        if let raw = values["capacity-cpu"] {
+            guard let m = Units.millicores(raw), m > 0 else {
+                throw ConfigurationError("\(origin("capacity-cpu")): capacity-cpu \"\(raw)\" is not a positive number of cores")
+            }
+            cpu = m
+        }
+        var memory: Int64?
+        if let raw = values["capacity-memory"] {
+            guard let b = Units.bytes(raw), b > 0 else {
+                throw ConfigurationError("\(origin("capacity-memory")): capacity-memory \"\(raw)\" is not a size like 8GiB")
+            }
+            memory = b
+        }
+        let token = values["api-token"].flatMap { $0.isEmpty ? nil : $0 }
+        if !http.isLoopback, token == nil {
+            throw ConfigurationError("\(origin("http")): the HTTP API on \(http) is reachable beyond this host; set api-token")
+        }
+        let level = values["log-level"] ?? "info"
+        guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) else {
+            throw ConfigurationError("\(origin("log-level")): log-level \"\(level)\" is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        return AgentConfiguration(
+            name: name, bind: bind, advertise: advertise, http: http, server: server, bootstrapExpect: expect,
+            join: join, dataDir: dataDir, tlsCA: ca, tlsCert: cert, tlsKey: key,
+            dockerSocket: values["docker-socket"] ?? "/var/run/docker.sock",
+            capacityCPUMillis: cpu, capacityMemoryBytes: memory, cluster: values["cluster"] ?? "microscale",
+            apiToken: token, logLevel: level)
+    }
+
+    static func nameProblem(_ name: String) -> String? {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
+        if name.count > 63 { return "is longer than 63 characters" }
+        if let c = name.first(where: { !allowed.contains($0) }) { return "contains \"\(c)\"; use letters, digits, '-' and '.'" }
+        if name.hasPrefix("-") || name.hasSuffix("-") { return "must not start or end with '-'" }
+        return nil
+    }
+}

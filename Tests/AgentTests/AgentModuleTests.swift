@@ -1,2 +1,0 @@
-import Agent
-import Testing

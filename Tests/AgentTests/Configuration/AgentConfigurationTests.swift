@@ -1,0 +1,108 @@
+@testable import Agent
+import Testing
+
+@Suite struct AgentConfigurationTests {
+    func flags(_ pairs: [String: String], join: [String] = []) -> AgentSettings {
+        var s = AgentSettings()
+        for (k, v) in pairs { s.set(k, v, origin: "--\(k)") }
+        for j in join { s.append("join", j, origin: "--join") }
+        return s
+    }
+
+    let minimal = ["name": "node-a", "data-dir": "/tmp/a", "tls-ca": "ca.pem", "tls-cert": "a.pem", "tls-key": "a-key.pem"]
+
+    @Test func defaultsMatchTheDesign() throws {
+        let c = try flags(minimal).resolve()
+        #expect(c.bind == .init(host: "0.0.0.0", port: 7480))
+        #expect(c.http == .init(host: "127.0.0.1", port: 7481))
+        #expect(c.advertise == .init(host: "127.0.0.1", port: 7480))
+        #expect(c.dockerSocket == "/var/run/docker.sock")
+        #expect(!c.server && c.bootstrapExpect == 0 && c.join.isEmpty)
+    }
+
+    @Test func aMissingRequiredFlagIsNamed() {
+        var m = minimal
+        m["tls-key"] = nil
+        #expect(throws: ConfigurationError("--tls-key is required (or \"tls-key\" in the --config file)")) { try flags(m).resolve() }
+    }
+
+    @Test func aBadAddressNamesTheFlagAndTheValue() {
+        var m = minimal
+        m["bind"] = "localhost"
+        #expect(throws: ConfigurationError("--bind: bind \"localhost\" is not ADDRESS:PORT")) { try flags(m).resolve() }
+    }
+
+    @Test func capacityTakesHumanUnits() throws {
+        var m = minimal
+        m["capacity-cpu"] = "2.5"
+        m["capacity-memory"] = "8GiB"
+        let c = try flags(m).resolve()
+        #expect(c.capacityCPUMillis == 2500)
+        #expect(c.capacityMemoryBytes == 8 << 30)
+    }
+
+    @Test func bootstrapExpectNeedsServer() {
+        var m = minimal
+        m["bootstrap-expect"] = "3"
+        #expect(throws: ConfigurationError("--bootstrap-expect: bootstrap-expect needs --server")) { try flags(m).resolve() }
+    }
+
+    @Test func anHTTPAPIBeyondLoopbackNeedsAToken() throws {
+        var m = minimal
+        m["http"] = "0.0.0.0:7481"
+        #expect(throws: ConfigurationError.self) { try flags(m).resolve() }
+        m["api-token"] = "s3cret"
+        #expect(try flags(m).resolve().apiToken == "s3cret")
+    }
+
+    @Test func theConfigFileUsesTheFlagNamesAndFlagsWin() throws {
+        let yaml = """
+        name: node-b
+        bind: 127.0.0.2:7480
+        server: true
+        bootstrap-expect: 3
+        join: [127.0.0.1:7480, 127.0.0.3:7480]
+        data-dir: /var/lib/microscale
+        tls-ca: ca.pem
+        tls-cert: b.pem
+        tls-key: b-key.pem
+        capacity_memory: 2GiB
+        """
+        let file = try AgentSettings.fromYAML(yaml, file: "agent.yaml")
+        let c = try file.overridden(by: flags(["name": "node-z"])).resolve()
+        #expect(c.name == "node-z")
+        #expect(c.bind == .init(host: "127.0.0.2", port: 7480))
+        #expect(c.advertise == .init(host: "127.0.0.2", port: 7480))
+        #expect(c.server && c.bootstrapExpect == 3)
+        #expect(c.join.map(\.description) == ["127.0.0.1:7480", "127.0.0.3:7480"])
+        #expect(c.capacityMemoryBytes == 2 << 30)
+    }
+
+    @Test func aBadValueInTheFileNamesTheFileAndLine() throws {
+        let yaml = "name: node-b\ndata-dir: /d\nbind: nowhere\n"
+        let file = try AgentSettings.fromYAML(yaml, file: "agent.yaml")
+        #expect(throws: ConfigurationError("agent.yaml line 3: bind \"nowhere\" is not ADDRESS:PORT")) { try file.resolve() }
+    }
+
+    @Test func anUnknownKeyInTheFileIsRefused() {
+        #expect {
+            try AgentSettings.fromYAML("name: a\nbindd: 1.2.3.4:5\n", file: "agent.yaml")
+        } throws: { error in
+            "\(error)".hasPrefix("agent.yaml line 2: unknown key \"bindd\"")
+        }
+    }
+
+    @Test func unitsParseAsDocumented() {
+        #expect(Units.bytes("64MiB") == 64 << 20)
+        #expect(Units.bytes("512m") == 512 << 20)
+        #expect(Units.bytes("1.5GiB") == 3 << 29)
+        #expect(Units.bytes("1GB") == 1_000_000_000)
+        #expect(Units.bytes("12") == 12)
+        #expect(Units.bytes("lots") == nil)
+        #expect(Units.millicores("0.5") == 500)
+        #expect(Units.millicores("250m") == 250)
+        #expect(Units.duration("5s") == .seconds(5))
+        #expect(Units.duration("250ms") == .milliseconds(250))
+        #expect(Units.duration("soon") == nil)
+    }
+}
