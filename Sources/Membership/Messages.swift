@@ -3,6 +3,20 @@
 /// transport for identity beyond what TLS already verified. `estimatedSize` approximates the
 /// protobuf encoding (strings: bytes + 2; integers: a tag and a varint), for bandwidth accounting.
 
+/// Bytes of a protobuf field holding `v`: a one-byte tag and the varint (7 bits per byte).
+@inline(__always)
+func varintField(_ v: UInt64) -> Int {
+    1 + (v == 0 ? 1 : (64 - v.leadingZeroBitCount + 6) / 7)
+}
+
+/// Bytes of a protobuf string field: tag, length, bytes.
+@inline(__always)
+func stringField(_ s: String) -> Int {
+    let n = s.utf8.count
+    let lengthBytes = varintField(UInt64(n)) - 1
+    return 1 + lengthBytes + n
+}
+
 public enum MemberStatus: String, Sendable, Hashable, CaseIterable {
     case alive, suspect, dead, left
 }
@@ -31,11 +45,12 @@ public enum Gossip: Sendable, Hashable {
 
     public var estimatedSize: Int {
         switch self {
-        case let .alive(_, record): return 2 + 10 + record.estimatedSize + 2
-        case let .suspect(name, _, from), let .dead(name, _, from):
-            return 2 + name.utf8.count + 2 + 10 + from.utf8.count + 2
-        case let .left(name, _): return 2 + name.utf8.count + 2 + 10
-        case let .recordDelta(d): return 2 + d.estimatedSize + 2
+        // One byte for the oneof tag and one or two for the submessage length.
+        case let .alive(inc, record): return 3 + varintField(inc) + 2 + record.estimatedSize
+        case let .suspect(name, inc, from), let .dead(name, inc, from):
+            return 3 + stringField(name) + varintField(inc) + stringField(from)
+        case let .left(name, inc): return 3 + stringField(name) + varintField(inc)
+        case let .recordDelta(d): return 3 + d.estimatedSize
         }
     }
 }
@@ -103,7 +118,7 @@ public struct MemberState: Sendable, Hashable {
         self.record = record
     }
 
-    public var estimatedSize: Int { 2 + 10 + 2 + record.estimatedSize + 2 }
+    public var estimatedSize: Int { 2 + varintField(incarnation) + 2 + 2 + record.estimatedSize }
 }
 
 /// Full-state anti-entropy (memberlist's push-pull): heals what piggybacked gossip missed.
@@ -141,21 +156,22 @@ public enum Message: Sendable, Hashable {
     /// header and compression).
     public var estimatedSize: Int {
         func g(_ list: [Gossip]) -> Int { list.reduce(0) { $0 + $1.estimatedSize } }
+        // Two bytes for the envelope's oneof tag and length.
         switch self {
         case let .ping(p):
-            return 2 + 10 + p.from.utf8.count + 2 + p.fromAddress.utf8.count + 2 + p.target.utf8.count + 2
-                + (p.suspectedAt == nil ? 0 : 10) + g(p.gossip)
+            return 2 + varintField(p.sequence) + stringField(p.from) + stringField(p.fromAddress) + stringField(p.target)
+                + (p.suspectedAt.map(varintField) ?? 0) + g(p.gossip)
         case let .pingReq(p):
-            return 2 + 10 + p.from.utf8.count + 2 + p.fromAddress.utf8.count + 2 + p.target.utf8.count + 2
-                + p.targetAddress.utf8.count + 2 + g(p.gossip)
-        case let .ack(a): return 2 + 10 + a.from.utf8.count + 2 + g(a.gossip)
-        case let .nack(n): return 2 + 10 + n.from.utf8.count + 2
-        case let .gossip(p): return 2 + p.from.utf8.count + 2 + g(p.gossip)
+            return 2 + varintField(p.sequence) + stringField(p.from) + stringField(p.fromAddress) + stringField(p.target)
+                + stringField(p.targetAddress) + g(p.gossip)
+        case let .ack(a): return 2 + varintField(a.sequence) + stringField(a.from) + g(a.gossip)
+        case let .nack(n): return 2 + varintField(n.sequence) + stringField(n.from)
+        case let .gossip(p): return 2 + stringField(p.from) + g(p.gossip)
         case let .pushPull(p):
-            return 2 + p.from.utf8.count + 2 + p.fromAddress.utf8.count + 2 + 4
+            return 4 + stringField(p.from) + stringField(p.fromAddress) + 4
                 + p.states.reduce(0) { $0 + $1.estimatedSize }
-        case let .recordRequest(r): return 2 + r.from.utf8.count + 2 + r.fromAddress.utf8.count + 2
-        case let .record(r): return 2 + 10 + r.record.estimatedSize + 2
+        case let .recordRequest(r): return 2 + stringField(r.from) + stringField(r.fromAddress)
+        case let .record(r): return 4 + varintField(r.incarnation) + r.record.estimatedSize
         }
     }
 }

@@ -115,13 +115,13 @@ public struct NodeRecord: Sendable, Hashable {
 
     public func hash(into hasher: inout Hasher) { hasher.combine(box.fields) }
 
-    /// Estimated protobuf size: each string is its bytes plus a tag and a length; each integer a
-    /// tag and a varint (taken as 5 bytes for counts, 9 for 64-bit quantities).
+    /// Estimated protobuf size (tags, varints and string bytes as protobuf lays them out).
     public var estimatedSize: Int {
         let f = box.fields
-        var n = (f.name.utf8.count + 2) + (f.address.utf8.count + 2) + 2 + 2 * (2 + 9 + 9)
-        n += f.agentVersion.utf8.count + 2 + 10
-        for (service, _) in f.running { n += service.utf8.count + 2 + 5 + 2 }
+        var n = stringField(f.name) + stringField(f.address) + 2 + stringField(f.agentVersion) + varintField(f.version)
+        n += 2 * 2 + varintField(UInt64(bitPattern: Int64(f.capacity.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(f.capacity.memoryBytes)))
+        n += 2 * 2 + varintField(UInt64(bitPattern: Int64(f.reserved.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(f.reserved.memoryBytes)))
+        for (service, count) in f.running { n += 2 + stringField(service) + varintField(UInt64(bitPattern: Int64(count))) }
         return n
     }
 
@@ -230,13 +230,13 @@ public struct NodeRecordDelta: Sendable, Hashable {
     }
 
     public var estimatedSize: Int {
-        var n = name.utf8.count + 2 + 2 * 10
-        if let a = address { n += a.utf8.count + 2 }
+        var n = stringField(name) + varintField(baseVersion) + varintField(version)
+        if let a = address { n += stringField(a) }
         if role != nil { n += 2 }
-        if capacity != nil { n += 20 }
-        if reserved != nil { n += 20 }
-        if let v = agentVersion { n += v.utf8.count + 2 }
-        for (k, _) in running { n += k.utf8.count + 2 + 5 + 2 }
+        if let c = capacity { n += 2 + varintField(UInt64(bitPattern: Int64(c.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(c.memoryBytes))) }
+        if let r = reserved { n += 2 + varintField(UInt64(bitPattern: Int64(r.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(r.memoryBytes))) }
+        if let v = agentVersion { n += stringField(v) }
+        for (k, v) in running { n += 2 + stringField(k) + varintField(UInt64(bitPattern: Int64(v))) }
         return n
     }
 }

@@ -121,9 +121,10 @@ public struct SWIMInstance: Sendable {
         return finish(now)
     }
 
-    /// Loads a membership view wholesale (a large simulation's converged start, or a shell's
-    /// snapshot), without gossiping it.
+    /// Loads a membership view wholesale (a large simulation's converged start), as if it had
+    /// been learned long ago: nothing is gossiped, not even this member's own `alive`.
     public mutating func restore(_ states: [MemberState], now: Duration) {
+        broadcasts = BroadcastQueue()
         members.reserveCapacity(states.count)
         index.reserveCapacity(states.count)
         for s in states where s.record.name != name && index[s.record.name] == nil {
