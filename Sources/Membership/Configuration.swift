@@ -29,7 +29,7 @@ public struct MembershipConfiguration: Sendable, Hashable {
     /// k: relays asked for an indirect probe (SWIM §3.1).
     public var indirectChecks = 3
     /// Lifeguard IV.B: Min = multiplier · max(1, log10 N) · probeInterval.
-    public var suspicionMinMultiplier = 2.0
+    public var suspicionMinMultiplier = 1.5
     /// Lifeguard IV.B: Max = multiplier · Min.
     public var suspicionMaxMultiplier = 3.0
     /// Lifeguard IV.B: K, the independent confirmations that bring the timeout down to Min.
@@ -48,6 +48,12 @@ public struct MembershipConfiguration: Sendable, Hashable {
     /// Push-pull with one random member every interval, scaled by ceil(log2(N/32)) + 1 above
     /// 32 members so the total full-state traffic grows like N log N, not N².
     public var pushPullInterval: Duration = .seconds(30)
+    /// After joining, this many extra push-pulls with random members, the first after
+    /// `joinPushPullDelay`, each later one after twice the previous delay (at 0.25, 0.75, 1.75 s):
+    /// 50 simultaneous joins converge by gossip in ~0.2 s, and these bound the tail of a member
+    /// that missed some of it to ~1.75 s instead of a whole push-pull interval.
+    public var joinPushPulls = 3
+    public var joinPushPullDelay: Duration = .milliseconds(250)
     /// A joining node repeats its push-pull to the seeds this often until one answers.
     public var joinRetryInterval: Duration = .seconds(1)
     /// memberlist's open problem (healed partitions stay split): for `redialWindow` after a

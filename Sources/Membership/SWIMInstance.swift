@@ -38,6 +38,8 @@ public struct SWIMInstance: Sendable {
     private var redial: (sequence: UInt64, name: String)?
     private var joinSeeds: [String] = []
     private var nextJoinAt: Duration?
+    /// Push-pulls still owed soon after joining (see `onPushPull`).
+    private var earlyPushPulls = 0
     private var recordRequests: [String: Duration] = [:]
     private var out = Directives()
 
@@ -192,7 +194,17 @@ public struct SWIMInstance: Sendable {
             if !isLeaving, let target = randomLiveMembers(1, excluding: nil).first {
                 send(.pushPull(fullState(isReply: false, isJoin: false)), to: members[target].address)
             }
-            nextPushPullAt = now + configuration.scaledPushPullInterval(members: liveCount + 1)
+            if earlyPushPulls > 0 {
+                earlyPushPulls -= 1
+            }
+            if earlyPushPulls > 0 {
+                let sent = min(16, configuration.joinPushPulls - earlyPushPulls)
+                nextPushPullAt = now + configuration.joinPushPullDelay * (1 << sent)
+            } else {
+                // ±25% jitter keeps members that joined together from pushing in lockstep.
+                let interval = configuration.scaledPushPullInterval(members: liveCount + 1)
+                nextPushPullAt = now + interval * 0.75 + Duration.randomUpTo(interval * 0.5, using: &rng)
+            }
         }
         if now >= nextRedialAt {
             nextRedialAt = now + configuration.redialInterval
@@ -519,6 +531,23 @@ public struct SWIMInstance: Sendable {
         setStatus(i, .suspect, incarnation: inc, now)
         suspicions[subject] = Suspicion(incarnation: inc, startedAt: now, suspecters: [from])
         broadcasts.enqueue(.suspect(name: subject, incarnation: inc, from: from))
+        if from != name { probeNext(i) }
+    }
+
+    /// Moves member `i` to the front of this round's probe order. When we hear that someone
+    /// else suspects a member, our own next probe of it either confirms the suspicion
+    /// independently (Lifeguard IV.B: the timeout falls to Min within about one probe interval)
+    /// or carries the buddy hint (IV.C) that makes a live member refute at once. It costs no
+    /// message: the probe we were going to send anyway goes there first, and the member it
+    /// displaces keeps a place in this round.
+    private mutating func probeNext(_ i: Int) {
+        if probe?.target == members[i].name { return }
+        let target = Int32(i)
+        if probeCursor < probeOrder.count, let p = probeOrder[probeCursor...].firstIndex(of: target) {
+            probeOrder.swapAt(probeCursor, p)
+        } else {
+            probeOrder.insert(target, at: min(probeCursor, probeOrder.count))
+        }
     }
 
     private mutating func applyDead(_ subject: String, incarnation inc: UInt64, from: String, _ now: Duration) {
@@ -671,7 +700,15 @@ public struct SWIMInstance: Sendable {
                 out.events.append(.recordUpdated(name: s.record.name, version: s.record.version))
             }
         }
-        if liveCount > 0 { nextJoinAt = nil }
+        if liveCount > 0 && nextJoinAt != nil {
+            // Joined. Members that join at the same time as us may have spent their
+            // retransmissions before their gossipers knew us (serf's 86.7 s tail in issue 3):
+            // a few early push-pulls with random members fetch what we missed and announce us
+            // afresh. Their delays double: d, 2d, 4d.
+            nextJoinAt = nil
+            earlyPushPulls = configuration.joinPushPulls
+            if earlyPushPulls > 0 { nextPushPullAt = now + configuration.joinPushPullDelay }
+        }
     }
 
     // MARK: Helpers

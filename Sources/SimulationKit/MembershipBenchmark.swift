@@ -13,8 +13,10 @@ public struct MembershipBenchmark {
         /// joins through one seed cost the seed O(N²) push-pull bytes; it is not the 10,000-node
         /// question).
         public var maxJoiningNodes = 1000
-        /// Quiet period over which messages and bytes per node per second are measured.
-        public var idleWindow: Duration = .seconds(10)
+        /// Quiet period over which messages and bytes per node per second are measured; nil:
+        /// two push-pull intervals up to `maxJoiningNodes` nodes (so push-pull is counted at its
+        /// real rate), 10 s above (where a full-state exchange is too costly to simulate often).
+        public var idleWindow: Duration? = nil
 
         public init(nodes: Int, seed: UInt64) {
             self.nodes = nodes
@@ -29,14 +31,21 @@ public struct MembershipBenchmark {
         public var joinConvergenceSeconds: Double?
         public var recordSpread999Seconds: Double?
         public var recordSpreadAllSeconds: Double?
+        /// Until every survivor holds it dead; the first suspicion and first dead verdict show
+        /// where the time went.
         public var crashDetectionSeconds: Double?
+        public var crashFirstSuspectSeconds: Double?
+        public var crashFirstDeadSeconds: Double?
         public var freezeDetectionSeconds: Double?
+        public var freezeFirstSuspectSeconds: Double?
+        public var freezeFirstDeadSeconds: Double?
         /// Dead verdicts about members that were running.
         public var falsePositives: Int
         /// Suspect verdicts about members that were running (refuted in time, but counted).
         public var falseSuspicions: Int
         public var messagesPerNodePerSecond: Double
         public var bytesPerNodePerSecond: Double
+        public var idleWindowSeconds: Double
         public var simulatedSeconds: Double
     }
 
@@ -58,8 +67,10 @@ public struct MembershipBenchmark {
 
         // Bandwidth at rest.
         let m0 = c.sentMessages.reduce(0, +), b0 = c.sentBytes.reduce(0, +)
-        c.advance(by: o.idleWindow)
-        let window = o.idleWindow.seconds * Double(o.nodes)
+        let idle = o.idleWindow ?? (o.nodes <= o.maxJoiningNodes
+            ? o.configuration.scaledPushPullInterval(members: o.nodes) * 2 : .seconds(10))
+        c.advance(by: idle)
+        let window = idle.seconds * Double(o.nodes)
         let msgs = Double(c.sentMessages.reduce(0, +) - m0) / window
         let bytes = Double(c.sentBytes.reduce(0, +) - b0) / window
 
@@ -89,22 +100,32 @@ public struct MembershipBenchmark {
         let crashed = 2, frozen = 3
         c.watch(crashed)
         var t0 = c.now
+        let crashAt = t0
         c.crash(crashed)
         let crashT = c.run(until: c.now + limit, stopWhen: { c.allRunningHoldDead(crashed) }).map { ($0 - t0).seconds }
         c.advance(by: .seconds(1))
         c.watch(frozen)
         t0 = c.now
+        let freezeAt = t0
         c.freeze(frozen)
         let freezeT = c.run(until: c.now + limit, stopWhen: { c.allRunningHoldDead(frozen) }).map { ($0 - t0).seconds }
         c.advance(by: .seconds(2))
 
+        func first(_ subject: Int, _ status: MemberStatus, after t: Duration) -> Double? {
+            c.verdicts.first { $0.subject == subject && $0.status == status && $0.time >= t }.map { ($0.time - t).seconds }
+        }
         let fp = c.verdicts.filter { $0.subject != crashed && $0.subject != frozen }
         return Report(nodes: o.nodes, seed: o.seed, joinConvergenceSeconds: join,
                       recordSpread999Seconds: t999, recordSpreadAllSeconds: tAll.map { ($0 - start).seconds },
-                      crashDetectionSeconds: crashT, freezeDetectionSeconds: freezeT,
+                      crashDetectionSeconds: crashT,
+                      crashFirstSuspectSeconds: first(crashed, .suspect, after: crashAt),
+                      crashFirstDeadSeconds: first(crashed, .dead, after: crashAt),
+                      freezeDetectionSeconds: freezeT,
+                      freezeFirstSuspectSeconds: first(frozen, .suspect, after: freezeAt),
+                      freezeFirstDeadSeconds: first(frozen, .dead, after: freezeAt),
                       falsePositives: fp.filter { $0.status == .dead }.count,
                       falseSuspicions: fp.filter { $0.status == .suspect }.count,
-                      messagesPerNodePerSecond: msgs, bytesPerNodePerSecond: bytes,
+                      messagesPerNodePerSecond: msgs, bytesPerNodePerSecond: bytes, idleWindowSeconds: idle.seconds,
                       simulatedSeconds: c.now.seconds)
     }
 }

@@ -37,7 +37,7 @@ struct MembershipCommand: ParsableCommand {
         print("  crashed member dead at all survivors : \(s(r.crashDetectionSeconds))")
         print("  frozen member dead at all survivors  : \(s(r.freezeDetectionSeconds))")
         print("  false positives (dead) / suspicions  : \(r.falsePositives) / \(r.falseSuspicions)")
-        print(String(format: "  at rest, per node                    : %.1f msg/s, %.0f B/s", r.messagesPerNodePerSecond, r.bytesPerNodePerSecond))
+        print(String(format: "  at rest, per node (over %.0f s)      : %.1f msg/s, %.0f B/s", r.idleWindowSeconds, r.messagesPerNodePerSecond, r.bytesPerNodePerSecond))
         print(String(format: "  simulated %.1f s in %.1f s wall", r.simulatedSeconds, elapsed))
     }
 }
