@@ -1,0 +1,105 @@
+import Foundation
+
+/// Timing and size parameters. The defaults target a LAN (loopback in the benchmarks) over
+/// TCP + TLS, where a probe's round trip is well under 5 ms even on a loaded 2-core host:
+///
+/// - Crash and freeze detection by every survivor within 1.5 s (kill) and 2 s (stop), from probe
+///   timeouts alone. The chain is: first probe of the failed member (the N-1 survivors together
+///   probe any one member about 1/probeInterval = 5 times a second, so ~0.1 s on average) +
+///   a failed probe round (probeInterval = 0.2 s, direct timeout 0.1 s then k indirect probes)
+///   + the suspicion timeout + dissemination of `dead` (gossipInterval 0.05 s, fanout 3: ×4 per
+///   tick, 50 members in ~3 ticks = 0.15 s).
+///   Suspicion (Lifeguard IV.B) = max(Min, Max − (Max − Min)·log(C+1)/log(K+1)) with
+///   Min = 2·max(1, log10 N)·probeInterval and Max = 3·Min: N = 10 → 0.4 … 1.2 s, N = 50 →
+///   0.68 … 2.0 s. Other survivors probe the member at ~5/s, so the K = 3 independent
+///   confirmations arrive within ~0.6 s and the timeout sits at Min: 0.1 + 0.2 + 0.6 + 0.15 ≈ 1.05 s
+///   for N = 10 and ≈ 1.1 s for N = 50.
+/// - Bandwidth ≤ 0.5 KB/s per node at rest: a ping (~45 B) and its ack (~20 B) five times a
+///   second is ~325 B/s sent, plus a push-pull of N·~70 B each way every 30 s scaled by log2 N
+///   above 32 members (N = 50: 2·3.5 KB / 60 s ≈ 120 B/s), ≈ 445 B/s.
+/// - No false positive under CPU load: Lifeguard IV.A stretches this node's probe interval and
+///   timeouts by (LHM + 1) when its own probes fail without the relays' nacks arriving, and the
+///   buddy system (IV.C) lets a suspected-but-alive member refute at its next incoming probe,
+///   well inside Min.
+public struct MembershipConfiguration: Sendable, Hashable {
+    /// SWIM §3: one probe per interval, round-robin over a shuffled list (SWIM §4.3).
+    public var probeInterval: Duration = .milliseconds(200)
+    /// Wait this long for a direct ack before asking k relays (SWIM §3.1).
+    public var probeTimeout: Duration = .milliseconds(100)
+    /// k: relays asked for an indirect probe (SWIM §3.1).
+    public var indirectChecks = 3
+    /// Lifeguard IV.B: Min = multiplier · max(1, log10 N) · probeInterval.
+    public var suspicionMinMultiplier = 1.5
+    /// Lifeguard IV.B: Max = multiplier · Min.
+    public var suspicionMaxMultiplier = 3.0
+    /// Lifeguard IV.B: K, the independent confirmations that bring the timeout down to Min.
+    public var suspicionConfirmations = 3
+    /// Lifeguard IV.A: the Local Health Multiplier's ceiling; timeouts stretch by at most (max + 1).
+    public var maxLocalHealthMultiplier = 8
+    /// λ in the retransmit limit λ·ceil(log10(N + 1)) (SWIM §4.1, memberlist's RetransmitMult).
+    public var retransmitMultiplier = 4
+    /// Gossip packets carrying pending updates go to `gossipFanout` random members every
+    /// `gossipInterval`, but only while there is something to say: idle nodes send none.
+    public var gossipInterval: Duration = .milliseconds(50)
+    public var gossipFanout = 3
+    /// Bytes of updates piggybacked on one ping/ack, and carried by one gossip packet.
+    public var maxPiggybackBytes = 512
+    public var maxGossipPacketBytes = 1400
+    /// Push-pull with one random member every interval, scaled by ceil(log2(N/32)) + 1 above
+    /// 32 members so the total full-state traffic grows like N log N, not N².
+    public var pushPullInterval: Duration = .seconds(30)
+    /// After joining, this many extra push-pulls with random members, the first after
+    /// `joinPushPullDelay`, each later one after twice the previous delay (at 0.25, 0.75, 1.75 s):
+    /// 50 simultaneous joins converge by gossip in ~0.2 s, and these bound the tail of a member
+    /// that missed some of it to ~1.75 s instead of a whole push-pull interval.
+    public var joinPushPulls = 3
+    public var joinPushPullDelay: Duration = .milliseconds(250)
+    /// A joining node repeats its push-pull to the seeds this often until one answers.
+    public var joinRetryInterval: Duration = .seconds(1)
+    /// memberlist's open problem (healed partitions stay split): for `redialWindow` after a
+    /// member is declared dead, ping one such member every `redialInterval`; an ack starts a
+    /// push-pull, which merges the two sides. After the window the member is forgotten.
+    public var redialInterval: Duration = .milliseconds(500)
+    public var redialWindow: Duration = .seconds(300)
+    /// Left members are remembered this long so late gossip about them does not revive them.
+    public var leftRetention: Duration = .seconds(60)
+    /// A record delta that does not apply triggers a full-record request, at most this often per member.
+    public var recordRequestInterval: Duration = .seconds(1)
+    public var recordLimits = NodeRecordLimits.standard
+
+    public init() {}
+
+    /// Defaults for a LAN; named so the shell's configuration reads like memberlist's profiles.
+    public static let lan = MembershipConfiguration()
+
+    /// Lifeguard IV.B, Min for a group of `n` members.
+    public func suspicionMin(members n: Int) -> Duration {
+        let factor = suspicionMinMultiplier * max(1.0, log10(Double(max(n, 1))))
+        return probeInterval * factor
+    }
+
+    public func suspicionMax(members n: Int) -> Duration {
+        suspicionMin(members: n) * suspicionMaxMultiplier
+    }
+
+    /// Lifeguard IV.B: the suspicion timeout after `confirmations` independent confirmations.
+    public func suspicionTimeout(members n: Int, confirmations c: Int) -> Duration {
+        let lo = suspicionMin(members: n), hi = suspicionMax(members: n)
+        let k = min(suspicionConfirmations, max(0, n - 2))
+        if k < 1 { return lo }
+        let frac = log(Double(min(c, k) + 1)) / log(Double(k + 1))
+        let t = hi - (hi - lo) * frac
+        return max(lo, t)
+    }
+
+    /// SWIM §4.1: each update is sent λ·ceil(log10(N + 1)) times.
+    public func retransmitLimit(members n: Int) -> Int {
+        retransmitMultiplier * max(1, Int(ceil(log10(Double(n + 1)))))
+    }
+
+    public func scaledPushPullInterval(members n: Int) -> Duration {
+        if n <= 32 { return pushPullInterval }
+        let mult = Int(ceil(log2(Double(n)) - log2(32.0))) + 1
+        return pushPullInterval * mult
+    }
+}

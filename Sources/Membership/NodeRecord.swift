@@ -1,0 +1,242 @@
+/// Item 2 of issue 3: every member carries a versioned, size-bounded record of what it is and
+/// what it runs. The owner bumps `version` on every change; a change travels as a
+/// `NodeRecordDelta` piggybacked on probes, and the full record travels in push-pull and in
+/// `alive` gossip (joins and refutations, which are rare).
+
+public enum NodeRole: String, Sendable, Hashable, CaseIterable {
+    case server, client
+}
+
+/// CPU in millicores (1 core = 1000) so that sums stay exact integers.
+public struct Resources: Sendable, Hashable {
+    public var cpuMillicores: Int64
+    public var memoryBytes: Int64
+
+    public init(cpuMillicores: Int64 = 0, memoryBytes: Int64 = 0) {
+        self.cpuMillicores = cpuMillicores
+        self.memoryBytes = memoryBytes
+    }
+
+    public static let zero = Resources()
+}
+
+/// Hard bounds on a record. A record is gossiped to everyone and held by everyone, so its size
+/// multiplies by N twice (memory, push-pull bytes): 2 KiB × 10,000 members = 20 MB per node,
+/// the most we accept for the largest cluster we simulate.
+public struct NodeRecordLimits: Sendable, Hashable {
+    public var maxNameBytes = 64
+    public var maxAddressBytes = 128
+    public var maxServiceNameBytes = 64
+    public var maxServices = 64
+    public var maxAgentVersionBytes = 32
+    public var maxEncodedBytes = 2048
+
+    public init() {}
+    public static let standard = NodeRecordLimits()
+}
+
+public enum NodeRecordError: Error, Sendable, Hashable, CustomStringConvertible {
+    case emptyName
+    case fieldTooLong(field: String, bytes: Int, limit: Int)
+    case tooManyServices(count: Int, limit: Int)
+    case negative(field: String, value: Int64)
+    case tooLarge(bytes: Int, limit: Int)
+    case nameChanged(from: String, to: String)
+    case baseVersionMismatch(name: String, have: UInt64, base: UInt64)
+
+    public var description: String {
+        switch self {
+        case .emptyName: return "node record: name is empty"
+        case let .fieldTooLong(field, bytes, limit):
+            return "node record: \(field) is \(bytes) bytes, limit \(limit)"
+        case let .tooManyServices(count, limit):
+            return "node record: running lists \(count) services, limit \(limit)"
+        case let .negative(field, value): return "node record: \(field) is negative (\(value))"
+        case let .tooLarge(bytes, limit):
+            return "node record: encoded size \(bytes) bytes exceeds limit \(limit)"
+        case let .nameChanged(from, to): return "node record: name cannot change (\(from) -> \(to))"
+        case let .baseVersionMismatch(name, have, base):
+            return "node record delta for \(name): based on version \(base), have \(have)"
+        }
+    }
+}
+
+/// The record is held by every member about every member (10,000² copies in the largest
+/// simulation), so the fields live in one immutable shared box: copying a record copies a
+/// pointer, and a change allocates a new box (records change rarely).
+@dynamicMemberLookup
+public struct NodeRecord: Sendable, Hashable {
+    public struct Fields: Sendable, Hashable {
+        public var name: String
+        public var address: String
+        public var role: NodeRole
+        public var capacity: Resources
+        public var reserved: Resources
+        /// Running container count per service name; a service with none is absent.
+        public var running: [String: Int]
+        public var agentVersion: String
+        /// Bumped by the owner on every change; receivers keep the highest.
+        public var version: UInt64
+    }
+
+    private final class Box: Sendable {
+        let fields: Fields
+        init(_ fields: Fields) { self.fields = fields }
+    }
+
+    private var box: Box
+
+    public init(name: String, address: String, role: NodeRole = .client,
+                capacity: Resources = .zero, reserved: Resources = .zero,
+                running: [String: Int] = [:], agentVersion: String = "", version: UInt64 = 1) {
+        box = Box(Fields(name: name, address: address, role: role, capacity: capacity,
+                         reserved: reserved, running: running, agentVersion: agentVersion, version: version))
+    }
+
+    public init(_ fields: Fields) { box = Box(fields) }
+
+    public var fields: Fields {
+        get { box.fields }
+        set { box = Box(newValue) }
+    }
+
+    public subscript<T>(dynamicMember keyPath: WritableKeyPath<Fields, T>) -> T {
+        get { box.fields[keyPath: keyPath] }
+        set {
+            var f = box.fields
+            f[keyPath: keyPath] = newValue
+            box = Box(f)
+        }
+    }
+
+    public static func == (a: NodeRecord, b: NodeRecord) -> Bool {
+        a.box === b.box || a.box.fields == b.box.fields
+    }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(box.fields) }
+
+    /// Estimated protobuf size (tags, varints and string bytes as protobuf lays them out).
+    public var estimatedSize: Int {
+        let f = box.fields
+        var n = stringField(f.name) + stringField(f.address) + 2 + stringField(f.agentVersion) + varintField(f.version)
+        n += 2 * 2 + varintField(UInt64(bitPattern: Int64(f.capacity.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(f.capacity.memoryBytes)))
+        n += 2 * 2 + varintField(UInt64(bitPattern: Int64(f.reserved.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(f.reserved.memoryBytes)))
+        for (service, count) in f.running { n += 2 + stringField(service) + varintField(UInt64(bitPattern: Int64(count))) }
+        return n
+    }
+
+    /// Checks every bound; the error names the field.
+    public func validate(_ limits: NodeRecordLimits = .standard) throws(NodeRecordError) {
+        let f = box.fields
+        if f.name.isEmpty { throw .emptyName }
+        try Self.check("name", f.name, limits.maxNameBytes)
+        try Self.check("address", f.address, limits.maxAddressBytes)
+        try Self.check("agentVersion", f.agentVersion, limits.maxAgentVersionBytes)
+        try Self.nonNegative("capacity.cpuMillicores", f.capacity.cpuMillicores)
+        try Self.nonNegative("capacity.memoryBytes", f.capacity.memoryBytes)
+        try Self.nonNegative("reserved.cpuMillicores", f.reserved.cpuMillicores)
+        try Self.nonNegative("reserved.memoryBytes", f.reserved.memoryBytes)
+        if f.running.count > limits.maxServices {
+            throw .tooManyServices(count: f.running.count, limit: limits.maxServices)
+        }
+        for (service, count) in f.running {
+            try Self.check("running[\(service.prefix(limits.maxServiceNameBytes))…] service name", service, limits.maxServiceNameBytes)
+            try Self.nonNegative("running[\(service)]", Int64(count))
+        }
+        let size = estimatedSize
+        if size > limits.maxEncodedBytes { throw .tooLarge(bytes: size, limit: limits.maxEncodedBytes) }
+    }
+
+    private static func check(_ field: String, _ value: String, _ limit: Int) throws(NodeRecordError) {
+        let n = value.utf8.count
+        if n > limit { throw .fieldTooLong(field: field, bytes: n, limit: limit) }
+    }
+
+    private static func nonNegative(_ field: String, _ value: Int64) throws(NodeRecordError) {
+        if value < 0 { throw .negative(field: field, value: value) }
+    }
+}
+
+/// A change to a record: the fields that changed between `baseVersion` and `version`. A
+/// receiver holding any version in `baseVersion..<version` can apply it, because merging two
+/// deltas keeps every field touched by either (with the later value), not just the net diff.
+public struct NodeRecordDelta: Sendable, Hashable {
+    public var name: String
+    public var baseVersion: UInt64
+    public var version: UInt64
+    public var address: String?
+    public var role: NodeRole?
+    public var capacity: Resources?
+    public var reserved: Resources?
+    /// Changed entries only; 0 means the service no longer runs here.
+    public var running: [String: Int]
+    public var agentVersion: String?
+
+    public init(name: String, baseVersion: UInt64, version: UInt64, address: String? = nil,
+                role: NodeRole? = nil, capacity: Resources? = nil, reserved: Resources? = nil,
+                running: [String: Int] = [:], agentVersion: String? = nil) {
+        self.name = name
+        self.baseVersion = baseVersion
+        self.version = version
+        self.address = address
+        self.role = role
+        self.capacity = capacity
+        self.reserved = reserved
+        self.running = running
+        self.agentVersion = agentVersion
+    }
+
+    /// The delta that turns `old` into `new`.
+    public static func between(_ old: NodeRecord, _ new: NodeRecord) -> NodeRecordDelta {
+        var d = NodeRecordDelta(name: new.name, baseVersion: old.version, version: new.version)
+        if old.address != new.address { d.address = new.address }
+        if old.role != new.role { d.role = new.role }
+        if old.capacity != new.capacity { d.capacity = new.capacity }
+        if old.reserved != new.reserved { d.reserved = new.reserved }
+        if old.agentVersion != new.agentVersion { d.agentVersion = new.agentVersion }
+        let o = old.running, n = new.running
+        for (k, v) in n where o[k] != v { d.running[k] = v }
+        for (k, _) in o where n[k] == nil { d.running[k] = 0 }
+        return d
+    }
+
+    /// `self` followed by `later` (which must start where `self` ends).
+    public func merged(with later: NodeRecordDelta) -> NodeRecordDelta {
+        var d = self
+        d.version = later.version
+        if let a = later.address { d.address = a }
+        if let r = later.role { d.role = r }
+        if let c = later.capacity { d.capacity = c }
+        if let r = later.reserved { d.reserved = r }
+        if let v = later.agentVersion { d.agentVersion = v }
+        for (k, v) in later.running { d.running[k] = v }
+        return d
+    }
+
+    /// The record after this delta, or an error when `record` is outside `baseVersion..<version`.
+    public func apply(to record: NodeRecord) throws(NodeRecordError) -> NodeRecord {
+        guard record.version >= baseVersion, record.version < version else {
+            throw .baseVersionMismatch(name: name, have: record.version, base: baseVersion)
+        }
+        var f = record.fields
+        f.version = version
+        if let a = address { f.address = a }
+        if let r = role { f.role = r }
+        if let c = capacity { f.capacity = c }
+        if let r = reserved { f.reserved = r }
+        if let v = agentVersion { f.agentVersion = v }
+        for (k, v) in running { f.running[k] = v > 0 ? v : nil }
+        return NodeRecord(f)
+    }
+
+    public var estimatedSize: Int {
+        var n = stringField(name) + varintField(baseVersion) + varintField(version)
+        if let a = address { n += stringField(a) }
+        if role != nil { n += 2 }
+        if let c = capacity { n += 2 + varintField(UInt64(bitPattern: Int64(c.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(c.memoryBytes))) }
+        if let r = reserved { n += 2 + varintField(UInt64(bitPattern: Int64(r.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(r.memoryBytes))) }
+        if let v = agentVersion { n += stringField(v) }
+        for (k, v) in running { n += 2 + stringField(k) + varintField(UInt64(bitPattern: Int64(v))) }
+        return n
+    }
+}

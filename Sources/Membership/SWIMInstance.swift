@@ -1,0 +1,840 @@
+import Determinism
+
+/// The pure SWIM instance with the Lifeguard extensions (Das, Gupta, Motivala 2002; Dadgar et
+/// al. 2018). It takes inputs (a message, a tick, a record change, join, leave) with the time
+/// `now` — a Duration since an epoch chosen by the shell — and returns `Directives`. It reads no
+/// clock or socket; its random choices come from a SeededGenerator seeded by the shell.
+public struct SWIMInstance: Sendable {
+    public let configuration: MembershipConfiguration
+    /// This member's own record; `updateRecord` changes it.
+    public private(set) var record: NodeRecord
+    /// SWIM §4.2: only this member raises its incarnation, to refute suspicion about itself.
+    public private(set) var incarnation: UInt64
+    /// Lifeguard IV.A: the Local Health Multiplier (0 = healthy). Probe interval and timeouts
+    /// are stretched by (localHealth + 1).
+    public private(set) var localHealth = 0
+    public private(set) var isLeaving = false
+
+    public var name: String { record.name }
+    public var address: String { record.address }
+
+    private var members: [Member] = []
+    private var index: [String: Int] = [:]
+    /// Members by status (self excluded).
+    private var counts: [MemberStatus: Int] = [.alive: 0, .suspect: 0, .dead: 0, .left: 0]
+    /// SWIM §4.3: indices into `members`, shuffled once per round.
+    private var probeOrder: [Int32] = []
+    private var probeCursor = 0
+    private var rng: SeededGenerator
+    private var lastSequence: UInt64 = 0
+    private var nextProbeAt: Duration
+    private var probe: Probe?
+    private var relays: [UInt64: Relay] = [:]
+    private var suspicions: [String: Suspicion] = [:]
+    private var broadcasts = BroadcastQueue()
+    private var nextGossipAt: Duration
+    private var nextPushPullAt: Duration
+    private var nextRedialAt: Duration
+    private var redial: (sequence: UInt64, name: String)?
+    private var joinSeeds: [String] = []
+    private var nextJoinAt: Duration?
+    /// Push-pulls still owed soon after joining (see `onPushPull`).
+    private var earlyPushPulls = 0
+    private var recordRequests: [String: Duration] = [:]
+    private var out = Directives()
+
+    private struct Probe: Sendable {
+        var target: String
+        var sequence: UInt64
+        var directDeadline: Duration
+        var roundDeadline: Duration
+        var indirectSent = false
+        var expectedNacks = 0
+        var nacks = 0
+    }
+
+    private struct Relay: Sendable {
+        var requester: String
+        var sequence: UInt64
+        var deadline: Duration
+    }
+
+    /// Lifeguard IV.B: a suspicion with its independent confirmations.
+    private struct Suspicion: Sendable {
+        var incarnation: UInt64
+        var startedAt: Duration
+        /// Who suspected, the originator first; confirmations = count − 1.
+        var suspecters: [String]
+        var confirmations: Int { suspecters.count - 1 }
+    }
+
+    /// Bounds on per-peer bookkeeping (principle 7).
+    private static let maxRelays = 64
+    private static let maxJoinSeeds = 16
+    private static let maxRecordRequests = 256
+
+    /// - Parameters:
+    ///   - incarnation: where to start; a shell that persists it passes the last one + 1, and
+    ///     one that does not can pass 0: hearing itself suspected or dead at a higher
+    ///     incarnation (push-pull on join) makes the instance jump above it.
+    public init(configuration: MembershipConfiguration = .lan, record: NodeRecord, seed: UInt64,
+                now: Duration, incarnation: UInt64 = 0) throws(NodeRecordError) {
+        try record.validate(configuration.recordLimits)
+        self.configuration = configuration
+        self.record = record
+        self.incarnation = incarnation
+        rng = SeededGenerator(seed: seed)
+        // Random phases keep a cluster started at one instant from probing in lockstep.
+        nextProbeAt = now + Duration.randomUpTo(configuration.probeInterval, using: &rng)
+        nextPushPullAt = now + Duration.randomUpTo(configuration.pushPullInterval, using: &rng)
+        nextGossipAt = now
+        nextRedialAt = now + configuration.redialInterval
+        broadcasts.enqueue(.alive(incarnation: incarnation, record: record))
+    }
+
+    // MARK: Queries for the shell
+
+    /// Every member this instance knows, itself excluded, in no particular order.
+    public var knownMembers: [Member] { members }
+
+    public func member(named name: String) -> Member? {
+        index[name].map { members[$0] }
+    }
+
+    public func count(_ status: MemberStatus) -> Int { counts[status] ?? 0 }
+
+    /// Alive and suspect members, self excluded.
+    public var liveCount: Int { count(.alive) + count(.suspect) }
+
+    /// This member as push-pull carries it.
+    public var selfState: MemberState {
+        MemberState(incarnation: incarnation, status: isLeaving ? .left : .alive, record: record)
+    }
+
+    // MARK: Entry points
+
+    /// Starts joining through `seeds` (addresses): a push-pull with each, repeated every
+    /// joinRetryInterval until some member is known.
+    public mutating func join(seeds: [String], now: Duration) -> Directives {
+        begin()
+        joinSeeds = Array(seeds.filter { $0 != address }.prefix(Self.maxJoinSeeds))
+        sendJoin()
+        nextJoinAt = joinSeeds.isEmpty ? nil : now + configuration.joinRetryInterval
+        return finish(now)
+    }
+
+    /// Loads a membership view wholesale (a large simulation's converged start), as if it had
+    /// been learned long ago: nothing is gossiped, not even this member's own `alive`.
+    public mutating func restore(_ states: [MemberState], now: Duration) {
+        broadcasts = BroadcastQueue()
+        members.reserveCapacity(states.count)
+        index.reserveCapacity(states.count)
+        for s in states where s.record.name != name && index[s.record.name] == nil {
+            index[s.record.name] = members.count
+            members.append(Member(record: s.record, incarnation: s.incarnation, status: s.status, statusSince: now))
+            counts[s.status, default: 0] += 1
+        }
+        probeOrder = []
+        probeCursor = 0
+    }
+
+    public mutating func receive(_ message: Message, now: Duration) -> Directives {
+        begin()
+        switch message {
+        case let .ping(p): onPing(p, now)
+        case let .pingReq(r): onPingReq(r, now)
+        case let .ack(a): onAck(a, now)
+        case let .nack(n):
+            if probe?.sequence == n.sequence { probe?.nacks += 1 }
+        case let .gossip(g): apply(g.gossip, from: g.from, now)
+        case let .pushPull(p): onPushPull(p, now)
+        case let .recordRequest(r):
+            send(.record(RecordReply(incarnation: incarnation, record: record)), to: r.fromAddress)
+        case let .record(r): onRecord(r, now)
+        }
+        return finish(now)
+    }
+
+    /// Runs every timer due by `now`.
+    public mutating func tick(now: Duration) -> Directives {
+        begin()
+        if var p = probe {
+            if !p.indirectSent && now >= p.directDeadline {
+                sendIndirectProbes(&p, now)
+                probe = p
+            }
+            if now >= p.roundDeadline { probeFailed(p, now) }
+        }
+        if !relays.isEmpty {
+            for (seq, r) in relays where now >= r.deadline {
+                // Lifeguard IV.A: the target did not answer us in time; tell the requester so it
+                // knows its own link to us is fine.
+                send(.nack(Nack(sequence: r.sequence, from: name)), to: r.requester)
+                relays[seq] = nil
+            }
+        }
+        if !suspicions.isEmpty {
+            let n = liveCount + 1
+            for (subject, s) in suspicions
+            where now >= s.startedAt + configuration.suspicionTimeout(members: n, confirmations: s.confirmations) {
+                suspicions[subject] = nil
+                if let i = index[subject], members[i].status == .suspect, members[i].incarnation == s.incarnation {
+                    applyDead(subject, incarnation: s.incarnation, from: name, now)
+                }
+            }
+        }
+        if !isLeaving && now >= nextProbeAt {
+            startProbe(now)
+        }
+        if !broadcasts.isEmpty && liveCount > 0 && now >= nextGossipAt {
+            gossip(now)
+            nextGossipAt = now + configuration.gossipInterval
+        }
+        if now >= nextPushPullAt {
+            if !isLeaving, let target = randomLiveMembers(1, excluding: nil).first {
+                send(.pushPull(fullState(isReply: false, isJoin: false)), to: members[target].address)
+            }
+            if earlyPushPulls > 0 {
+                earlyPushPulls -= 1
+            }
+            if earlyPushPulls > 0 {
+                let sent = min(16, configuration.joinPushPulls - earlyPushPulls)
+                nextPushPullAt = now + configuration.joinPushPullDelay * (1 << sent)
+            } else {
+                // ±25% jitter keeps members that joined together from pushing in lockstep.
+                let interval = configuration.scaledPushPullInterval(members: liveCount + 1)
+                nextPushPullAt = now + interval * 0.75 + Duration.randomUpTo(interval * 0.5, using: &rng)
+            }
+        }
+        if now >= nextRedialAt {
+            nextRedialAt = now + configuration.redialInterval
+            if count(.dead) > 0 && !isLeaving { redialDead(now) }
+        }
+        if let j = nextJoinAt, now >= j {
+            if liveCount == 0 {
+                sendJoin()
+                nextJoinAt = now + configuration.joinRetryInterval
+            } else {
+                nextJoinAt = nil
+            }
+        }
+        return finish(now)
+    }
+
+    /// Replaces this member's record (the agent's containers changed, say) and disseminates the
+    /// change as a delta. The version is this instance's to assign; the one in `new` is ignored.
+    public mutating func updateRecord(_ new: NodeRecord, now: Duration) throws(NodeRecordError) -> Directives {
+        begin()
+        guard new.name == record.name else { throw .nameChanged(from: record.name, to: new.name) }
+        var next = new
+        next.version = record.version
+        if next == record { return finish(now) }
+        next.version = record.version + 1
+        try next.validate(configuration.recordLimits)
+        let delta = NodeRecordDelta.between(record, next)
+        record = next
+        broadcasts.enqueue(.recordDelta(delta))
+        out.events.append(.recordUpdated(name: name, version: record.version))
+        return finish(now)
+    }
+
+    /// Graceful leave: tells everyone at once (a gossip packet to several members) and keeps
+    /// answering probes. The shell keeps ticking for a few gossip intervals, then stops.
+    public mutating func leave(now: Duration) -> Directives {
+        begin()
+        guard !isLeaving else { return finish(now) }
+        isLeaving = true
+        probe = nil
+        incarnation += 1
+        broadcasts.enqueue(.left(name: name, incarnation: incarnation))
+        let targets = randomLiveMembers(configuration.gossipFanout * 2, excluding: nil)
+        for t in targets {
+            send(.gossip(GossipPacket(from: name, gossip: [.left(name: name, incarnation: incarnation)])),
+                 to: members[t].address)
+        }
+        return finish(now)
+    }
+
+    /// A hint from the transport: connecting to `address` was refused or reset (a killed
+    /// process). If the current probe is waiting on it, go to indirect probes now rather than at
+    /// the probe timeout. Suspicion still needs the whole probe round to fail, so a hint alone
+    /// never marks anyone.
+    public mutating func peerUnreachable(address: String, now: Duration) -> Directives {
+        begin()
+        if var p = probe, !p.indirectSent, let i = index[p.target], members[i].address == address {
+            sendIndirectProbes(&p, now)
+            probe = p
+        }
+        return finish(now)
+    }
+
+    // MARK: Probing (SWIM §3, §4.3; Lifeguard IV.A)
+
+    private func scaled(_ d: Duration) -> Duration { d * (localHealth + 1) }
+
+    private mutating func adjustHealth(_ delta: Int) {
+        localHealth = min(configuration.maxLocalHealthMultiplier, max(0, localHealth + delta))
+    }
+
+    private mutating func nextSequence() -> UInt64 {
+        lastSequence &+= 1
+        return lastSequence
+    }
+
+    private mutating func startProbe(_ now: Duration) {
+        nextProbeAt = now + scaled(configuration.probeInterval)
+        guard let i = nextProbeTarget(now) else { return }
+        let m = members[i]
+        let seq = nextSequence()
+        send(.ping(Ping(sequence: seq, from: name, fromAddress: address, target: m.name,
+                        suspectedAt: m.status == .suspect ? m.incarnation : nil,
+                        gossip: broadcasts.take(budget: configuration.maxPiggybackBytes, limit: retransmitLimit))),
+             to: m.address)
+        probe = Probe(target: m.name, sequence: seq,
+                      directDeadline: now + scaled(configuration.probeTimeout),
+                      roundDeadline: now + scaled(configuration.probeInterval))
+    }
+
+    /// SWIM §4.3: round-robin over a list shuffled at the start of each round, so every member
+    /// is probed within one round (a bounded, not just expected, detection time).
+    private mutating func nextProbeTarget(_ now: Duration) -> Int? {
+        var tries = 0
+        while tries <= probeOrder.count + 1 {
+            tries += 1
+            if probeCursor >= probeOrder.count {
+                newRound(now)
+                if probeOrder.isEmpty { return nil }
+            }
+            let i = Int(probeOrder[probeCursor])
+            probeCursor += 1
+            if i < members.count, members[i].status == .alive || members[i].status == .suspect {
+                return i
+            }
+        }
+        return nil
+    }
+
+    /// Starts a probe round: forgets members past their retention, reshuffles.
+    private mutating func newRound(_ now: Duration) {
+        let expired = members.contains { m in
+            (m.status == .dead && now - m.statusSince >= configuration.redialWindow)
+                || (m.status == .left && now - m.statusSince >= configuration.leftRetention)
+        }
+        if expired {
+            members.removeAll { m in
+                (m.status == .dead && now - m.statusSince >= configuration.redialWindow)
+                    || (m.status == .left && now - m.statusSince >= configuration.leftRetention)
+            }
+            index = [:]
+            counts = [.alive: 0, .suspect: 0, .dead: 0, .left: 0]
+            for (i, m) in members.enumerated() {
+                index[m.name] = i
+                counts[m.status, default: 0] += 1
+            }
+        }
+        probeOrder = []
+        probeOrder.reserveCapacity(liveCount)
+        for (i, m) in members.enumerated() where m.status == .alive || m.status == .suspect {
+            probeOrder.append(Int32(i))
+        }
+        probeOrder.shuffle(using: &rng)
+        probeCursor = 0
+    }
+
+    private mutating func sendIndirectProbes(_ p: inout Probe, _ now: Duration) {
+        p.indirectSent = true
+        guard let ti = index[p.target] else { return }
+        let targetAddress = members[ti].address
+        let relays = randomLiveMembers(configuration.indirectChecks, excluding: p.target)
+        p.expectedNacks = relays.count
+        for r in relays {
+            send(.pingReq(PingReq(sequence: p.sequence, from: name, fromAddress: address, target: p.target,
+                                  targetAddress: targetAddress,
+                                  gossip: broadcasts.take(budget: configuration.maxPiggybackBytes, limit: retransmitLimit))),
+                 to: members[r].address)
+        }
+    }
+
+    private mutating func probeFailed(_ p: Probe, _ now: Duration) {
+        probe = nil
+        // Lifeguard IV.A: a failed probe says little about the target if the relays' nacks are
+        // missing too — then the problem is more likely here. Count the missing nacks (or 1 if
+        // no relay could be asked) against our own health, as memberlist does.
+        if p.expectedNacks > 0 {
+            adjustHealth(max(0, p.expectedNacks - p.nacks))
+        } else {
+            adjustHealth(1)
+        }
+        guard let i = index[p.target] else { return }
+        let m = members[i]
+        if m.status == .alive || m.status == .suspect {
+            applySuspect(m.name, incarnation: m.incarnation, from: name, now)
+        }
+    }
+
+    private mutating func onPing(_ p: Ping, _ now: Duration) {
+        apply(p.gossip, from: p.from, now)
+        // A ping for someone else (this address now belongs to another member) gets no ack, so
+        // the sender's probe of that member fails as it should.
+        guard p.target.isEmpty || p.target == name else { return }
+        if let s = p.suspectedAt, s >= incarnation, !isLeaving {
+            // Lifeguard IV.C (buddy system): the prober suspects us; refute at once.
+            refute(above: s, now)
+        }
+        send(.ack(Ack(sequence: p.sequence, from: name,
+                      gossip: broadcasts.take(budget: configuration.maxPiggybackBytes, limit: retransmitLimit))),
+             to: p.fromAddress)
+    }
+
+    private mutating func onPingReq(_ r: PingReq, _ now: Duration) {
+        apply(r.gossip, from: r.from, now)
+        guard relays.count < Self.maxRelays else { return }
+        let seq = nextSequence()
+        let suspectedAt = index[r.target].flatMap { members[$0].status == .suspect ? members[$0].incarnation : nil }
+        send(.ping(Ping(sequence: seq, from: name, fromAddress: address, target: r.target, suspectedAt: suspectedAt,
+                        gossip: broadcasts.take(budget: configuration.maxPiggybackBytes, limit: retransmitLimit))),
+             to: r.targetAddress)
+        // Lifeguard IV.A: nack at 80% of the probe timeout, leaving the requester time to count it.
+        relays[seq] = Relay(requester: r.fromAddress, sequence: r.sequence,
+                            deadline: now + configuration.probeTimeout * 0.8)
+    }
+
+    private mutating func onAck(_ a: Ack, _ now: Duration) {
+        apply(a.gossip, from: a.from, now)
+        if let p = probe, p.sequence == a.sequence {
+            probe = nil
+            adjustHealth(-1)
+        } else if let r = relays.removeValue(forKey: a.sequence) {
+            send(.ack(Ack(sequence: r.sequence, from: name, gossip: [])), to: r.requester)
+        } else if let d = redial, d.sequence == a.sequence {
+            // A member we declared dead answers: the partition healed. A push-pull merges the
+            // two views; the member refutes its death when it sees it in our state.
+            redial = nil
+            if let i = index[d.name] {
+                send(.pushPull(fullState(isReply: false, isJoin: false)), to: members[i].address)
+            }
+        }
+    }
+
+    private mutating func redialDead(_ now: Duration) {
+        var candidates: [Int] = []
+        for (i, m) in members.enumerated() where m.status == .dead && now - m.statusSince < configuration.redialWindow {
+            candidates.append(i)
+            if candidates.count >= 64 { break }
+        }
+        guard let i = candidates.randomElement(using: &rng) else { return }
+        let seq = nextSequence()
+        redial = (seq, members[i].name)
+        send(.ping(Ping(sequence: seq, from: name, fromAddress: address, target: members[i].name)),
+             to: members[i].address)
+    }
+
+    // MARK: Dissemination (SWIM §4.1)
+
+    private var retransmitLimit: Int { configuration.retransmitLimit(members: liveCount + 1) }
+
+    private mutating func gossip(_ now: Duration) {
+        for t in randomLiveMembers(configuration.gossipFanout, excluding: nil) {
+            let items = broadcasts.take(budget: configuration.maxGossipPacketBytes, limit: retransmitLimit)
+            if items.isEmpty { break }
+            send(.gossip(GossipPacket(from: name, gossip: items)), to: members[t].address)
+        }
+    }
+
+    private mutating func apply(_ updates: [Gossip], from sender: String, _ now: Duration) {
+        for g in updates {
+            switch g {
+            case let .alive(inc, rec): applyAlive(inc, rec, now)
+            case let .suspect(n, inc, from): applySuspect(n, incarnation: inc, from: from, now)
+            case let .dead(n, inc, from): applyDead(n, incarnation: inc, from: from, now)
+            case let .left(n, inc): applyLeft(n, incarnation: inc, now)
+            case let .recordDelta(d): applyDelta(d, from: sender, now)
+            }
+        }
+    }
+
+    private mutating func setStatus(_ i: Int, _ status: MemberStatus, incarnation inc: UInt64, _ now: Duration) {
+        let previous = members[i].status
+        members[i].incarnation = inc
+        guard previous != status else { return }
+        counts[previous, default: 0] -= 1
+        counts[status, default: 0] += 1
+        members[i].status = status
+        members[i].statusSince = now
+        if status != .suspect { suspicions[members[i].name] = nil }
+        out.events.append(.memberChanged(MemberChange(name: members[i].name, address: members[i].address,
+                                                      previous: previous, status: status, incarnation: inc)))
+    }
+
+    private mutating func applyAlive(_ inc: UInt64, _ rec: NodeRecord, _ now: Duration) {
+        do throws(NodeRecordError) {
+            try rec.validate(configuration.recordLimits)
+        } catch {
+            out.events.append(.rejected(from: rec.name, reason: error.description))
+            return
+        }
+        if rec.name == name {
+            noteReportAboutSelf(incarnation: inc, status: .alive, record: rec, now)
+            return
+        }
+        guard let i = index[rec.name] else {
+            index[rec.name] = members.count
+            members.append(Member(record: rec, incarnation: inc, status: .alive, statusSince: now))
+            counts[.alive, default: 0] += 1
+            // New members join the current round at a random place (memberlist does the same),
+            // so they are probed within this round without reshuffling everyone.
+            let pos = probeCursor >= probeOrder.count ? probeOrder.count : Int.random(in: probeCursor...probeOrder.count, using: &rng)
+            probeOrder.insert(Int32(members.count - 1), at: pos)
+            out.events.append(.memberChanged(MemberChange(name: rec.name, address: rec.address, previous: nil,
+                                                          status: .alive, incarnation: inc)))
+            broadcasts.enqueue(.alive(incarnation: inc, record: rec))
+            return
+        }
+        let m = members[i]
+        if inc < m.incarnation { return }
+        var changed = false
+        if rec.version > m.record.version || (inc > m.incarnation && rec != m.record) {
+            members[i].record = rec
+            out.events.append(.recordUpdated(name: rec.name, version: rec.version))
+            changed = true
+        }
+        if inc > m.incarnation {
+            // SWIM §4.2: a higher incarnation overrides suspect, dead and left alike.
+            setStatus(i, .alive, incarnation: inc, now)
+            changed = true
+        }
+        if changed { broadcasts.enqueue(.alive(incarnation: inc, record: members[i].record)) }
+    }
+
+    private mutating func applySuspect(_ subject: String, incarnation inc: UInt64, from: String, _ now: Duration) {
+        if subject == name {
+            noteReportAboutSelf(incarnation: inc, status: .suspect, record: nil, now)
+            return
+        }
+        guard let i = index[subject] else { return }
+        let m = members[i]
+        if inc < m.incarnation || m.status == .dead || m.status == .left { return }
+        if m.status == .suspect, var s = suspicions[subject] {
+            if inc > s.incarnation {
+                s.incarnation = inc
+                members[i].incarnation = inc
+            }
+            // Lifeguard IV.B: each independent suspecter shortens the timeout; repeat news of
+            // the same one does not.
+            if !s.suspecters.contains(from), s.suspecters.count <= configuration.suspicionConfirmations {
+                s.suspecters.append(from)
+                broadcasts.enqueue(.suspect(name: subject, incarnation: inc, from: from))
+            }
+            suspicions[subject] = s
+            return
+        }
+        setStatus(i, .suspect, incarnation: inc, now)
+        suspicions[subject] = Suspicion(incarnation: inc, startedAt: now, suspecters: [from])
+        broadcasts.enqueue(.suspect(name: subject, incarnation: inc, from: from))
+        if from != name { probeNext(i) }
+    }
+
+    /// Moves member `i` to the front of this round's probe order. When we hear that someone
+    /// else suspects a member, our own next probe of it either confirms the suspicion
+    /// independently (Lifeguard IV.B: the timeout falls to Min within about one probe interval)
+    /// or carries the buddy hint (IV.C) that makes a live member refute at once. It costs no
+    /// message: the probe we were going to send anyway goes there first, and the member it
+    /// displaces keeps a place in this round.
+    private mutating func probeNext(_ i: Int) {
+        if probe?.target == members[i].name { return }
+        let target = Int32(i)
+        if probeCursor < probeOrder.count, let p = probeOrder[probeCursor...].firstIndex(of: target) {
+            probeOrder.swapAt(probeCursor, p)
+        } else {
+            probeOrder.insert(target, at: min(probeCursor, probeOrder.count))
+        }
+    }
+
+    private mutating func applyDead(_ subject: String, incarnation inc: UInt64, from: String, _ now: Duration) {
+        if subject == name {
+            noteReportAboutSelf(incarnation: inc, status: .dead, record: nil, now)
+            return
+        }
+        guard let i = index[subject] else { return }
+        let m = members[i]
+        if inc < m.incarnation || m.status == .dead || m.status == .left { return }
+        setStatus(i, .dead, incarnation: inc, now)
+        broadcasts.enqueue(.dead(name: subject, incarnation: inc, from: from))
+    }
+
+    private mutating func applyLeft(_ subject: String, incarnation inc: UInt64, _ now: Duration) {
+        if subject == name {
+            noteReportAboutSelf(incarnation: inc, status: .left, record: nil, now)
+            return
+        }
+        guard let i = index[subject] else { return }
+        let m = members[i]
+        if inc < m.incarnation || m.status == .left { return }
+        setStatus(i, .left, incarnation: inc, now)
+        broadcasts.enqueue(.left(name: subject, incarnation: inc))
+    }
+
+    private mutating func applyDelta(_ d: NodeRecordDelta, from sender: String, _ now: Duration) {
+        if d.name == name {
+            if d.version >= record.version { bumpVersion(above: d.version) }
+            return
+        }
+        guard let i = index[d.name] else { return }
+        let m = members[i]
+        if m.record.version >= d.version { return }
+        do throws(NodeRecordError) {
+            let next = try d.apply(to: m.record)
+            try next.validate(configuration.recordLimits)
+            members[i].record = next
+            out.events.append(.recordUpdated(name: d.name, version: next.version))
+            broadcasts.enqueue(.recordDelta(d))
+        } catch .baseVersionMismatch {
+            requestRecord(i, now)
+        } catch {
+            out.events.append(.rejected(from: sender, reason: error.description))
+        }
+    }
+
+    /// A delta skipped over a version we never saw: ask the owner for its whole record.
+    private mutating func requestRecord(_ i: Int, _ now: Duration) {
+        let m = members[i]
+        if let last = recordRequests[m.name], now - last < configuration.recordRequestInterval { return }
+        if recordRequests.count >= Self.maxRecordRequests { recordRequests = [:] }
+        recordRequests[m.name] = now
+        send(.recordRequest(RecordRequest(from: name, fromAddress: address)), to: m.address)
+    }
+
+    private mutating func onRecord(_ r: RecordReply, _ now: Duration) {
+        let rec = r.record
+        do throws(NodeRecordError) {
+            try rec.validate(configuration.recordLimits)
+        } catch {
+            out.events.append(.rejected(from: rec.name, reason: error.description))
+            return
+        }
+        recordRequests[rec.name] = nil
+        guard let i = index[rec.name], rec.version > members[i].record.version else { return }
+        members[i].record = rec
+        out.events.append(.recordUpdated(name: rec.name, version: rec.version))
+    }
+
+    // MARK: Refutation (SWIM §4.2) and stale incarnations after restarts
+
+    /// Something was said about this member. Anything but "alive at most at our incarnation"
+    /// is refuted by jumping above it; that is also how a restarted member that lost its
+    /// incarnation catches up with what the cluster remembers (memberlist's mass-restart problem).
+    private mutating func noteReportAboutSelf(incarnation inc: UInt64, status: MemberStatus, record rec: NodeRecord?,
+                                              _ now: Duration) {
+        if let rec, rec.version >= record.version, rec != record { bumpVersion(above: rec.version) }
+        if isLeaving {
+            if status != .left && inc >= incarnation {
+                incarnation = inc + 1
+                broadcasts.enqueue(.left(name: name, incarnation: incarnation))
+            }
+            return
+        }
+        switch status {
+        case .alive:
+            if inc > incarnation { refute(above: inc, now) }
+        case .suspect, .dead, .left:
+            if inc >= incarnation { refute(above: inc, now) }
+        }
+    }
+
+    private mutating func refute(above inc: UInt64, _ now: Duration) {
+        incarnation = max(incarnation, inc) + 1
+        // Lifeguard IV.A: being suspected means others could not reach us in time; we may be
+        // the slow one, so slow down too.
+        adjustHealth(1)
+        broadcasts.enqueue(.alive(incarnation: incarnation, record: record))
+    }
+
+    private mutating func bumpVersion(above v: UInt64) {
+        var r = record
+        r.version = v + 1
+        record = r
+        broadcasts.enqueue(.alive(incarnation: incarnation, record: record))
+    }
+
+    // MARK: Push-pull (anti-entropy)
+
+    private func fullState(isReply: Bool, isJoin: Bool) -> PushPull {
+        var states: [MemberState] = []
+        states.reserveCapacity(members.count + 1)
+        states.append(selfState)
+        for m in members { states.append(m.state) }
+        return PushPull(from: name, fromAddress: address, isReply: isReply, isJoin: isJoin, states: states)
+    }
+
+    private mutating func sendJoin() {
+        let pp = fullState(isReply: false, isJoin: true)
+        for s in joinSeeds { send(.pushPull(pp), to: s) }
+    }
+
+    private mutating func onPushPull(_ p: PushPull, _ now: Duration) {
+        if !p.isReply {
+            send(.pushPull(fullState(isReply: true, isJoin: false)), to: p.fromAddress)
+        }
+        for s in p.states {
+            let known = index[s.record.name] != nil || s.record.name == name
+            switch s.status {
+            case .alive:
+                applyAlive(s.incarnation, s.record, now)
+            case .suspect:
+                if !known { applyAlive(s.incarnation, s.record, now) }
+                applySuspect(s.record.name, incarnation: s.incarnation, from: p.from, now)
+            case .dead:
+                // memberlist's mergeState: a remote "dead" only makes us suspect, so a member the
+                // other side lost (a partition) gets the suspicion timeout to refute.
+                if s.record.name == name {
+                    noteReportAboutSelf(incarnation: s.incarnation, status: .dead, record: s.record, now)
+                } else {
+                    applySuspect(s.record.name, incarnation: s.incarnation, from: p.from, now)
+                }
+            case .left:
+                applyLeft(s.record.name, incarnation: s.incarnation, now)
+            }
+            if known, s.record.name != name, let i = index[s.record.name], s.record.version > members[i].record.version,
+               s.incarnation >= members[i].incarnation {
+                members[i].record = s.record
+                out.events.append(.recordUpdated(name: s.record.name, version: s.record.version))
+            }
+        }
+        if liveCount > 0 && nextJoinAt != nil {
+            // Joined. Members that join at the same time as us may have spent their
+            // retransmissions before their gossipers knew us (serf's 86.7 s tail in issue 3):
+            // a few early push-pulls with random members fetch what we missed and announce us
+            // afresh. Their delays double: d, 2d, 4d.
+            nextJoinAt = nil
+            earlyPushPulls = configuration.joinPushPulls
+            if earlyPushPulls > 0 { nextPushPullAt = now + configuration.joinPushPullDelay }
+        }
+    }
+
+    // MARK: Helpers
+
+    private mutating func begin() { out = Directives() }
+
+    private mutating func send(_ m: Message, to address: String) {
+        out.messages.append(Outbound(to: address, message: m))
+    }
+
+    /// Up to `n` distinct random alive-or-suspect members other than `excluding`.
+    private mutating func randomLiveMembers(_ n: Int, excluding: String?) -> [Int] {
+        guard n > 0, liveCount > 0 else { return [] }
+        var picked: [Int] = []
+        let isCandidate = { (m: Member) in (m.status == .alive || m.status == .suspect) && m.name != excluding }
+        if liveCount <= n * 4 || members.count > liveCount * 4 {
+            var all: [Int] = []
+            for (i, m) in members.enumerated() where isCandidate(m) { all.append(i) }
+            all.shuffle(using: &rng)
+            return Array(all.prefix(n))
+        }
+        var attempts = 0
+        while picked.count < n && attempts < n * 16 {
+            attempts += 1
+            let i = Int.random(in: 0..<members.count, using: &rng)
+            if isCandidate(members[i]) && !picked.contains(i) { picked.append(i) }
+        }
+        return picked
+    }
+
+    private mutating func finish(_ now: Duration) -> Directives {
+        var next: Duration? = nil
+        func consider(_ d: Duration) { next = min(next ?? d, d) }
+        if !isLeaving && liveCount > 0 { consider(nextProbeAt) }
+        if let p = probe { consider(p.indirectSent ? p.roundDeadline : p.directDeadline) }
+        for r in relays.values { consider(r.deadline) }
+        if !suspicions.isEmpty {
+            let n = liveCount + 1
+            for s in suspicions.values {
+                consider(s.startedAt + configuration.suspicionTimeout(members: n, confirmations: s.confirmations))
+            }
+        }
+        if !broadcasts.isEmpty && liveCount > 0 { consider(max(nextGossipAt, now)) }
+        if liveCount > 0 { consider(nextPushPullAt) }
+        if count(.dead) > 0 { consider(nextRedialAt) }
+        if let j = nextJoinAt { consider(j) }
+        out.nextDeadline = next
+        let result = out
+        out = Directives()
+        return result
+    }
+}
+
+extension Duration {
+    /// Uniform in 0..<d at nanosecond resolution.
+    static func randomUpTo(_ d: Duration, using rng: inout SeededGenerator) -> Duration {
+        let (s, atto) = d.components
+        let ns = s * 1_000_000_000 + atto / 1_000_000_000
+        guard ns > 0 else { return .zero }
+        return .nanoseconds(Int64.random(in: 0..<ns, using: &rng))
+    }
+}
+
+/// Updates waiting to be piggybacked (SWIM §4.1). A newer update about a member replaces the
+/// older one (memberlist's invalidation), so the queue holds at most two entries per member.
+struct BroadcastQueue: Sendable {
+    private struct Item: Sendable {
+        var key: Key
+        var gossip: Gossip
+        var size: Int
+        var transmits: Int
+        var order: UInt64
+    }
+
+    private struct Key: Hashable, Sendable {
+        var subject: String
+        var isRecord: Bool
+    }
+
+    private var items: [Item] = []
+    private var counter: UInt64 = 0
+    static let maxItems = 4096
+
+    var isEmpty: Bool { items.isEmpty }
+    var count: Int { items.count }
+
+    mutating func enqueue(_ g: Gossip) {
+        var g = g
+        let key: Key
+        if case .recordDelta = g { key = Key(subject: g.subject, isRecord: true) } else { key = Key(subject: g.subject, isRecord: false) }
+        if let i = items.firstIndex(where: { $0.key == key }) {
+            if case let .recordDelta(old) = items[i].gossip, case let .recordDelta(new) = g {
+                if old.version == new.baseVersion {
+                    // Consecutive deltas merge, so a receiver still at the older base can apply the result.
+                    g = .recordDelta(old.merged(with: new))
+                } else if new.version <= old.version {
+                    return
+                }
+            }
+            items.remove(at: i)
+        }
+        counter += 1
+        items.append(Item(key: key, gossip: g, size: g.estimatedSize, transmits: 0, order: counter))
+        if items.count > Self.maxItems {
+            // Drop the most-sent (ties: oldest); push-pull heals what this loses.
+            if let worst = items.indices.max(by: { (items[$0].transmits, items[$1].order) < (items[$1].transmits, items[$0].order) }) {
+                items.remove(at: worst)
+            }
+        }
+    }
+
+    /// Updates that fit in `budget` bytes, least-sent first (then newest); each is dropped after
+    /// `limit` transmissions.
+    mutating func take(budget: Int, limit: Int) -> [Gossip] {
+        guard !items.isEmpty else { return [] }
+        items.sort { ($0.transmits, $1.order) < ($1.transmits, $0.order) }
+        var out: [Gossip] = []
+        var used = 0
+        for i in items.indices {
+            if used + items[i].size > budget { continue }
+            used += items[i].size
+            out.append(items[i].gossip)
+            items[i].transmits += 1
+            if used >= budget { break }
+        }
+        items.removeAll { $0.transmits >= limit }
+        return out
+    }
+}

@@ -1,0 +1,234 @@
+import HeapModule
+import Membership
+
+/// A whole cluster of real `SWIMInstance`s on a `SimulatedNetwork`, in one process. The event
+/// loop takes the earlier of the next message arrival and the earliest node deadline (a heap of
+/// per-node deadlines, stale entries skipped), so thousands of nodes cost only the events they
+/// produce. Nodes are numbered 0..<N; node i is named "n<i>" and listens on "n<i>:7480".
+public final class MembershipCluster {
+    public typealias Network = SimulatedNetwork<Int, Message>
+
+    public private(set) var now: Duration = .zero
+    public var network: Network
+    public let configuration: MembershipConfiguration
+    public let size: Int
+    private var nodes: [SWIMInstance?]
+    private var deadlines: [Duration?]
+    private var timers = Heap<Timer>()
+    private var addressToNode: [String: Int] = [:]
+    private var rng: SeededGenerator
+    private var restarts: [Int] = []
+
+    /// Every dead or suspect verdict any node reached, in order: (time, observer, subject, status).
+    public private(set) var verdicts: [Verdict] = []
+    /// Observers that currently hold each watched subject dead (or left).
+    private var deadHolders: [Int: Set<Int>] = [:]
+    private var watched: Set<Int> = []
+    /// Messages and bytes each node sent.
+    public private(set) var sentMessages: [Int]
+    public private(set) var sentBytes: [Int]
+
+    public struct Verdict: Sendable, Hashable {
+        public var time: Duration
+        public var observer: Int
+        public var subject: Int
+        public var status: MemberStatus
+    }
+
+    private struct Timer: Comparable {
+        var at: Duration
+        var node: Int32
+        static func < (a: Timer, b: Timer) -> Bool { (a.at, a.node) < (b.at, b.node) }
+    }
+
+    public static func name(_ i: Int) -> String { "n\(i)" }
+    public static func address(_ i: Int) -> String { "n\(i):7480" }
+
+    public static func record(_ i: Int) -> NodeRecord {
+        NodeRecord(name: name(i), address: address(i), role: i < 3 ? .server : .client,
+                   capacity: Resources(cpuMillicores: 2000, memoryBytes: 4 << 30), agentVersion: "0.1.0")
+    }
+
+    public init(size: Int, seed: UInt64, configuration: MembershipConfiguration = .lan,
+                faults: Network.Faults = .init(delay: .microseconds(200) ... .milliseconds(2))) {
+        self.size = size
+        self.configuration = configuration
+        rng = SeededGenerator(seed: seed)
+        network = Network(seed: rng.next(), faults: faults)
+        nodes = Array(repeating: nil, count: size)
+        deadlines = Array(repeating: nil, count: size)
+        sentMessages = Array(repeating: 0, count: size)
+        sentBytes = Array(repeating: 0, count: size)
+        restarts = Array(repeating: 0, count: size)
+        addressToNode.reserveCapacity(size)
+        for i in 0..<size { addressToNode[Self.address(i)] = i }
+    }
+
+    // MARK: Building the cluster
+
+    /// Starts node `i` and has it join through `seeds` (none: it is the first).
+    public func start(_ i: Int, joining seeds: [Int], incarnation: UInt64 = 0) {
+        // The record validates by construction; a failure here is a bug in this file.
+        var instance = try! SWIMInstance(configuration: configuration, record: Self.record(i),
+                                         seed: rng.next(), now: now, incarnation: incarnation)
+        let d = instance.join(seeds: seeds.map(Self.address), now: now)
+        nodes[i] = instance
+        handle(i, d)
+    }
+
+    /// Every node up and already knowing every other as alive (the converged start for large
+    /// clusters, where N simultaneous joins would be a benchmark of their own).
+    public func startConverged() {
+        let states = (0..<size).map { MemberState(incarnation: 0, status: .alive, record: Self.record($0)) }
+        for i in 0..<size {
+            var instance = try! SWIMInstance(configuration: configuration, record: states[i].record,
+                                             seed: rng.next(), now: now)
+            instance.restore(states, now: now)
+            nodes[i] = instance
+            let d = nodes[i]!.tick(now: now)
+            handle(i, d)
+        }
+    }
+
+    // MARK: Faults
+
+    /// SIGKILL: the process is gone; its state is lost.
+    public func crash(_ i: Int) {
+        network.crash(i)
+        nodes[i] = nil
+        deadlines[i] = nil
+    }
+
+    /// A crashed node comes back with a fresh instance (incarnation 0 unless given) and rejoins.
+    public func restart(_ i: Int, joining seeds: [Int], incarnation: UInt64 = 0) {
+        network.restart(i)
+        restarts[i] += 1
+        start(i, joining: seeds, incarnation: incarnation)
+    }
+
+    public func freeze(_ i: Int) { network.freeze(i) }
+
+    public func thaw(_ i: Int) {
+        network.thaw(i, now: now)
+        if nodes[i] != nil { schedule(i, at: now) }
+    }
+
+    public func leave(_ i: Int) {
+        guard nodes[i] != nil else { return }
+        let d = nodes[i]!.leave(now: now)
+        handle(i, d)
+    }
+
+    public func updateRecord(_ i: Int, _ change: (inout NodeRecord) -> Void) throws(NodeRecordError) {
+        guard var r = nodes[i]?.record else { return }
+        change(&r)
+        let d = try nodes[i]!.updateRecord(r, now: now)
+        handle(i, d)
+    }
+
+    // MARK: Observation
+
+    public func instance(_ i: Int) -> SWIMInstance? { nodes[i] }
+    public func isUp(_ i: Int) -> Bool { nodes[i] != nil && !network.isCrashed(i) }
+    public func isRunning(_ i: Int) -> Bool { isUp(i) && !network.isFrozen(i) }
+
+    /// Tracks which nodes hold `subject` dead from now on.
+    public func watch(_ subject: Int) {
+        watched.insert(subject)
+        var holders = Set<Int>()
+        for i in 0..<size where i != subject {
+            if let s = nodes[i]?.member(named: Self.name(subject))?.status, s == .dead || s == .left { holders.insert(i) }
+        }
+        deadHolders[subject] = holders
+    }
+
+    /// Whether every running node other than `subject` and `except` holds `subject` dead or left.
+    public func allRunningHoldDead(_ subject: Int, except: Set<Int> = []) -> Bool {
+        let holders = deadHolders[subject] ?? []
+        for i in 0..<size where i != subject && !except.contains(i) && isRunning(i) {
+            if !holders.contains(i) { return false }
+        }
+        return true
+    }
+
+    /// Whether every running node sees exactly the other running nodes as alive (and no one else
+    /// as alive or suspect).
+    public func isConverged() -> Bool {
+        var running = Set<String>()
+        for i in 0..<size where isRunning(i) { running.insert(Self.name(i)) }
+        for i in 0..<size where isRunning(i) {
+            guard let inst = nodes[i] else { return false }
+            if inst.count(.alive) != running.count - 1 || inst.count(.suspect) != 0 { return false }
+            for m in inst.knownMembers where m.status == .alive && !running.contains(m.name) { return false }
+        }
+        return true
+    }
+
+    // MARK: Running
+
+    /// Processes events up to `limit`, or until `stop` returns true (checked after each event).
+    /// Returns the time at which `stop` became true, if it did.
+    @discardableResult
+    public func run(until limit: Duration, stopWhen stop: (() -> Bool)? = nil) -> Duration? {
+        while true {
+            let tn = network.nextDeliveryTime
+            let tt = timers.min?.at
+            guard let next = [tn, tt].compactMap({ $0 }).min(), next <= limit else { break }
+            now = max(now, next)
+            if let tn, tn == next, tt == nil || tn <= tt! {
+                guard let e = network.deliverNext(upTo: now) else { continue }
+                guard nodes[e.to] != nil else { continue }
+                let d = nodes[e.to]!.receive(e.message, now: now)
+                handle(e.to, d)
+            } else {
+                let t = timers.removeMin()
+                let i = Int(t.node)
+                guard deadlines[i] == t.at, nodes[i] != nil else { continue }
+                if network.isFrozen(i) { continue }  // thaw() reschedules
+                deadlines[i] = nil
+                let d = nodes[i]!.tick(now: now)
+                handle(i, d)
+            }
+            if let stop, stop() { return now }
+        }
+        now = max(now, limit)
+        return stop?() == true ? now : nil
+    }
+
+    /// Runs for `duration` more.
+    public func advance(by duration: Duration) { run(until: now + duration) }
+
+    private func schedule(_ i: Int, at t: Duration) {
+        if let cur = deadlines[i], cur <= t { return }
+        deadlines[i] = t
+        timers.insert(Timer(at: t, node: Int32(i)))
+    }
+
+    private func handle(_ i: Int, _ d: Directives) {
+        for o in d.messages {
+            guard let to = addressToNode[o.to] else { continue }
+            let size = o.message.estimatedSize
+            sentMessages[i] += 1
+            sentBytes[i] += size
+            network.send(o.message, from: i, to: to, size: size, now: now)
+        }
+        for e in d.events {
+            guard case let .memberChanged(c) = e, let subject = Self.node(named: c.name) else { continue }
+            if c.status == .dead || c.status == .suspect {
+                verdicts.append(Verdict(time: now, observer: i, subject: subject, status: c.status))
+            }
+            if watched.contains(subject) {
+                if c.status == .dead || c.status == .left { deadHolders[subject, default: []].insert(i) }
+                else { deadHolders[subject, default: []].remove(i) }
+            }
+        }
+        // The instance's deadline after each input is authoritative; older heap entries go stale.
+        deadlines[i] = nil
+        if let next = d.nextDeadline { schedule(i, at: max(next, now)) }
+    }
+
+    private static func node(named name: String) -> Int? {
+        guard name.first == "n" else { return nil }
+        return Int(name.dropFirst())
+    }
+}
