@@ -69,7 +69,7 @@ public final class PeerTransport: Sendable {
                         channel, tls: tls, role: .server, hello: hello, limits: options.limits, logger: logger)
                     try self.addApplicationHandlers(channel)
                     authenticated.whenSuccess { peer in
-                        Task { await self.register(peer: peer.name, channel: channel) }
+                        Task { await self.register(key: nil, peer: peer.name, channel: channel) }
                     }
                 }
             }
@@ -78,24 +78,37 @@ public final class PeerTransport: Sendable {
         return channel.localAddress!
     }
 
-    /// Sends a frame to `peer`, dialing `host:port` if no connection to it is open. Fails with
-    /// the reason if the peer cannot be reached or does not authenticate as `peer`.
-    public func send(_ frame: Frame, to peer: String, host: String, port: Int) async throws {
-        let channel = try await connection(to: peer, host: host, port: port)
-        try await channel.writeAndFlush(frame)
+    /// Sends a frame to the agent listening at `host:port`, dialing it if no connection is
+    /// open. With `expecting`, the server's certificate must name that node. Returns once the
+    /// frame is handed to an open connection (it does not wait for the socket); fails with the
+    /// reason if the address cannot be reached or does not authenticate.
+    public func send(_ frame: Frame, toAddress host: String, port: Int, expecting peer: String? = nil) async throws {
+        let channel = try await connection(toAddress: host, port: port, expecting: peer)
+        channel.writeAndFlush(frame, promise: nil)
     }
 
-    /// The open connection to `peer`, or a new one.
-    public func connection(to peer: String, host: String, port: Int) async throws -> Channel {
-        if let open = await table.channel(for: peer) { return open }
-        return try await table.dial(peer) { [self] in
-            let channel = try await dial(peer: peer, host: host, port: port)
-            await register(peer: peer, channel: channel)
+    /// Sends over any open connection with `peer`, dialed or accepted; false if there is none.
+    @discardableResult
+    public func send(_ frame: Frame, toPeer peer: String) async -> Bool {
+        guard let channel = await table.channel(forPeer: peer) else { return false }
+        channel.writeAndFlush(frame, promise: nil)
+        return true
+    }
+
+    /// The open connection to `host:port`, or a new one.
+    public func connection(toAddress host: String, port: Int, expecting peer: String? = nil) async throws -> Channel {
+        let key = Self.key(host, port)
+        if let open = await table.channel(forKey: key) { return open }
+        return try await table.dial(key) { [self] in
+            let (channel, authenticated) = try await dial(peer: peer, host: host, port: port)
+            await register(key: key, peer: authenticated.name, channel: channel)
             return channel
         }
     }
 
-    private func dial(peer: String, host: String, port: Int) async throws -> Channel {
+    static func key(_ host: String, _ port: Int) -> String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    private func dial(peer: String?, host: String, port: Int) async throws -> (Channel, AuthenticatedPeer) {
         let hello = self.hello
         let (channel, authenticated) = try await ClientBootstrap(group: group)
             .connectTimeout(.nanoseconds(options.connectTimeout.nanosecondsClamped))
@@ -110,12 +123,11 @@ public final class PeerTransport: Sendable {
                 }
             }
         do {
-            _ = try await authenticated.get()
+            return (channel, try await authenticated.get())
         } catch {
             channel.close(promise: nil)
             throw error
         }
-        return channel
     }
 
     private func addApplicationHandlers(_ channel: Channel) throws {
@@ -125,13 +137,13 @@ public final class PeerTransport: Sendable {
         try ops.addHandler(FrameDispatchHandler(onFrame: onFrame, logger: logger))
     }
 
-    private func register(peer: String, channel: Channel) async {
-        if let evicted = await table.add(peer: peer, channel: channel) {
+    private func register(key: String?, peer: String, channel: Channel) async {
+        if let evicted = await table.add(key: key, peer: peer, channel: channel) {
             logger.debug("closing least recently opened connection to stay within the pool bound", metadata: ["peer": "\(evicted.peer)"])
             evicted.channel.close(promise: nil)
         }
         channel.closeFuture.whenComplete { _ in
-            Task { await self.table.remove(peer: peer, channel: channel) }
+            Task { await self.table.remove(channel: channel) }
         }
     }
 
@@ -144,6 +156,11 @@ public final class PeerTransport: Sendable {
     /// Closes one peer's connections, e.g. after membership declares it dead.
     public func disconnect(peer: String) async {
         for c in await table.removeAll(peer: peer) { try? await c.close() }
+    }
+
+    /// Whether a connection to `host:port` is open (a dead peer's was reset, say).
+    public func isConnected(toAddress host: String, port: Int) async -> Bool {
+        await table.channel(forKey: Self.key(host, port)) != nil
     }
 
     /// Stops listening and closes every connection.
@@ -187,60 +204,64 @@ final class FrameDispatchHandler: ChannelInboundHandler {
     }
 }
 
-/// Which connections are open to which peer, within a bound, and which dials are in progress
-/// (so concurrent senders to one peer share one dial).
+/// Which connections are open, to which peer and (for dialed ones) which address, within a
+/// bound; and which dials are in progress, so concurrent senders to one address share one dial.
 actor ConnectionTable {
+    private struct Entry {
+        var key: String?
+        var peer: String
+        var channel: Channel
+    }
+
     private let maxConnections: Int
-    private var byPeer: [String: [Channel]] = [:]
-    private var order: [(peer: String, channel: Channel)] = []
+    /// Oldest first: the bound evicts from the front.
+    private var entries: [Entry] = []
     private var dialing: [String: Task<Channel, Error>] = [:]
 
     init(maxConnections: Int) { self.maxConnections = max(1, maxConnections) }
 
-    var count: Int { order.count }
+    var count: Int { entries.count }
 
-    func peers() -> [String] { byPeer.keys.sorted() }
+    func peers() -> [String] { Array(Set(entries.map(\.peer))).sorted() }
 
-    func channel(for peer: String) -> Channel? {
-        byPeer[peer]?.last(where: { $0.isActive })
+    func channel(forKey key: String) -> Channel? {
+        entries.last(where: { $0.key == key && $0.channel.isActive })?.channel
     }
 
-    func dial(_ peer: String, _ make: @escaping @Sendable () async throws -> Channel) async throws -> Channel {
-        if let inFlight = dialing[peer] { return try await inFlight.value }
+    func channel(forPeer peer: String) -> Channel? {
+        entries.last(where: { $0.peer == peer && $0.channel.isActive })?.channel
+    }
+
+    func dial(_ key: String, _ make: @escaping @Sendable () async throws -> Channel) async throws -> Channel {
+        if let inFlight = dialing[key] { return try await inFlight.value }
         let task = Task { try await make() }
-        dialing[peer] = task
-        defer { dialing[peer] = nil }
+        dialing[key] = task
+        defer { dialing[key] = nil }
         return try await task.value
     }
 
     /// Adds a connection; returns one to close if the bound was reached.
-    func add(peer: String, channel: Channel) -> (peer: String, channel: Channel)? {
+    func add(key: String?, peer: String, channel: Channel) -> (peer: String, channel: Channel)? {
         guard channel.isActive else { return nil }
-        byPeer[peer, default: []].append(channel)
-        order.append((peer, channel))
-        guard order.count > maxConnections else { return nil }
-        let evicted = order.removeFirst()
-        byPeer[evicted.peer]?.removeAll { $0 === evicted.channel }
-        if byPeer[evicted.peer]?.isEmpty == true { byPeer[evicted.peer] = nil }
-        return evicted
+        entries.append(Entry(key: key, peer: peer, channel: channel))
+        guard entries.count > maxConnections else { return nil }
+        let evicted = entries.removeFirst()
+        return (evicted.peer, evicted.channel)
     }
 
-    func remove(peer: String, channel: Channel) {
-        byPeer[peer]?.removeAll { $0 === channel }
-        if byPeer[peer]?.isEmpty == true { byPeer[peer] = nil }
-        order.removeAll { $0.channel === channel }
+    func remove(channel: Channel) {
+        entries.removeAll { $0.channel === channel }
     }
 
     func removeAll(peer: String) -> [Channel] {
-        let chans = byPeer.removeValue(forKey: peer) ?? []
-        order.removeAll { $0.peer == peer }
+        let chans = entries.filter { $0.peer == peer }.map(\.channel)
+        entries.removeAll { $0.peer == peer }
         return chans
     }
 
     func removeEverything() -> [Channel] {
-        let all = order.map(\.channel)
-        byPeer = [:]
-        order = []
+        let all = entries.map(\.channel)
+        entries = []
         return all
     }
 }

@@ -26,12 +26,12 @@ final class Inbox: Sendable {
         let a = try transport("node-a", inbox: inboxA)
         let b = try transport("node-b", inbox: inboxB)
         let addrB = try await b.listen(host: "127.0.0.1", port: 0)
-        try await a.send(frame("ping"), to: "node-b", host: "127.0.0.1", port: addrB.port!)
+        try await a.send(frame("ping"), toAddress: "127.0.0.1", port: addrB.port!, expecting: "node-b")
         try await waitUntil { inboxB.texts == ["node-a:ping"] }
         #expect(inboxB.texts == ["node-a:ping"])
         // B answers over the connection A opened: no listener on A is needed.
         #expect(await b.connectedPeers() == ["node-a"])
-        try await b.send(frame("ack"), to: "node-a", host: "127.0.0.1", port: 1)
+        #expect(await b.send(frame("ack"), toPeer: "node-a"))
         try await waitUntil { inboxA.texts == ["node-b:ack"] }
         #expect(inboxA.texts == ["node-b:ack"])
         #expect(await a.connectionCount() == 1)
@@ -45,7 +45,7 @@ final class Inbox: Sendable {
         let b = try transport("node-b", inbox: inboxB)
         let port = try await b.listen(host: "127.0.0.1", port: 0).port!
         let big = String(repeating: "node-c running web=4 batch=12; ", count: 20_000)
-        try await a.send(frame(big), to: "node-b", host: "127.0.0.1", port: port)
+        try await a.send(frame(big), toAddress: "127.0.0.1", port: port)
         try await waitUntil { inboxB.received.count == 1 }
         #expect(inboxB.received.first.map { String(buffer: $0.1.payload) } == big)
         await a.shutdown()
@@ -57,7 +57,7 @@ final class Inbox: Sendable {
         let c = try transport("node-c", inbox: Inbox())
         let port = try await c.listen(host: "127.0.0.1", port: 0).port!
         await #expect(throws: TLSError.peerNameMismatch(expected: "node-b", actual: "node-c")) {
-            try await a.send(frame("x"), to: "node-b", host: "127.0.0.1", port: port)
+            try await a.send(frame("x"), toAddress: "127.0.0.1", port: port, expecting: "node-b")
         }
         #expect(await a.connectionCount() == 0)
         await a.shutdown()
@@ -94,7 +94,7 @@ final class Inbox: Sendable {
         let a = try transport("node-a", inbox: Inbox(), options: .init(cluster: "staging"))
         let port = try await b.listen(host: "127.0.0.1", port: 0).port!
         await #expect(throws: (any Error).self) {
-            try await a.send(frame("x"), to: "node-b", host: "127.0.0.1", port: port)
+            try await a.send(frame("x"), toAddress: "127.0.0.1", port: port)
         }
         await a.shutdown()
         await b.shutdown()
@@ -107,7 +107,7 @@ final class Inbox: Sendable {
         let port = try await b.listen(host: "127.0.0.1", port: 0).port!
         try await withThrowingTaskGroup(of: Void.self) { group in
             for i in 0..<20 {
-                group.addTask { try await a.send(self.frame("m\(i)"), to: "node-b", host: "127.0.0.1", port: port) }
+                group.addTask { try await a.send(self.frame("m\(i)"), toAddress: "127.0.0.1", port: port) }
             }
             try await group.waitForAll()
         }
@@ -124,8 +124,8 @@ final class Inbox: Sendable {
         let c = try transport("node-c", inbox: Inbox())
         let pb = try await b.listen(host: "127.0.0.1", port: 0).port!
         let pc = try await c.listen(host: "127.0.0.1", port: 0).port!
-        try await a.send(frame("1"), to: "node-b", host: "127.0.0.1", port: pb)
-        try await a.send(frame("2"), to: "node-c", host: "127.0.0.1", port: pc)
+        try await a.send(frame("1"), toAddress: "127.0.0.1", port: pb)
+        try await a.send(frame("2"), toAddress: "127.0.0.1", port: pc)
         #expect(await a.connectionCount() == 1)
         #expect(await a.connectedPeers() == ["node-c"])
         for t in [a, b, c] { await t.shutdown() }
@@ -135,7 +135,7 @@ final class Inbox: Sendable {
         let a = try transport("node-a", inbox: Inbox(), options: .init(cluster: "test", idleTimeout: .milliseconds(150)))
         let b = try transport("node-b", inbox: Inbox())
         let port = try await b.listen(host: "127.0.0.1", port: 0).port!
-        try await a.send(frame("hi"), to: "node-b", host: "127.0.0.1", port: port)
+        try await a.send(frame("hi"), toAddress: "127.0.0.1", port: port)
         #expect(await a.connectionCount() == 1)
         try await waitUntilAsync { await a.connectionCount() == 0 }
         #expect(await a.connectionCount() == 0)
@@ -146,7 +146,7 @@ final class Inbox: Sendable {
         let a = try transport("node-a", inbox: Inbox(), options: .init(cluster: "test", connectTimeout: .milliseconds(300)))
         let closed = try freePort()
         await #expect(throws: (any Error).self) {
-            try await a.send(frame("x"), to: "node-b", host: "127.0.0.1", port: closed)
+            try await a.send(frame("x"), toAddress: "127.0.0.1", port: closed, expecting: "node-b")
         }
         await a.shutdown()
     }

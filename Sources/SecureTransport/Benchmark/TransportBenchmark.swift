@@ -90,7 +90,7 @@ public struct TransportBenchmark: Sendable {
 
         // Throughput: 1 KiB frames of incompressible bytes over one connection.
         let client = PeerTransport(group: group, tls: a, onFrame: { _, _ in })
-        let channel = try await client.connection(to: "bench-b", host: "127.0.0.1", port: port)
+        let channel = try await client.connection(toAddress: "127.0.0.1", port: port, expecting: "bench-b")
         var rng = SystemRandomNumberGenerator()
         let payload = ByteBuffer(bytes: (0..<frameBytes).map { _ in UInt8.random(in: 0...255, using: &rng) })
         let frame = Frame(kind: .raft, payload: payload)
@@ -135,24 +135,22 @@ public struct TransportBenchmark: Sendable {
                         "mailer", "etl", "cache-warm", "indexer", "ml-train", "billing", "auth", "gateway",
                         "recommend", "inventory", "notify", "audit"]
         for i in 0..<members {
-            var s = Microscale_Membership_NodeState()
-            s.name = "node-\(i)"
-            s.address = "10.0.\(i / 250).\(i % 250 + 1):7480"
-            s.role = i < 3 ? .server : .client
-            s.capacity.cpuMillis = 16_000
-            s.capacity.memoryBytes = 64 << 30
-            s.reserved.cpuMillis = UInt64(8_000 + (i * 337) % 7_000)
-            s.reserved.memoryBytes = UInt64((20 + i % 30)) << 30
-            for (j, svc) in services.enumerated() where (i + j) % 3 != 0 { s.running[svc] = UInt32((i * 7 + j * 3) % 12) }
-            s.agentVersion = "0.1.0"
-            s.version = UInt64(1000 + i * 13)
-            var u = Microscale_Membership_Update()
-            u.name = s.name
-            u.status = .alive
-            u.incarnation = UInt64(i % 4)
-            u.address = s.address
-            u.state = s
-            pp.members.append(u)
+            var r = Microscale_Membership_NodeRecord()
+            r.name = "node-\(i)"
+            r.address = "10.0.\(i / 250).\(i % 250 + 1):7480"
+            r.role = i < 3 ? .server : .client
+            r.capacity.cpuMillicores = 16_000
+            r.capacity.memoryBytes = 64 << 30
+            r.reserved.cpuMillicores = Int64(8_000 + (i * 337) % 7_000)
+            r.reserved.memoryBytes = Int64(20 + i % 30) << 30
+            for (j, svc) in services.enumerated() where (i + j) % 3 != 0 { r.running[svc] = Int64((i * 7 + j * 3) % 12) }
+            r.agentVersion = "0.1.0"
+            r.version = UInt64(1000 + i * 13)
+            var m = Microscale_Membership_MemberState()
+            m.incarnation = UInt64(i % 4)
+            m.status = .alive
+            m.record = r
+            pp.states.append(m)
         }
         let bytes: [UInt8] = try pp.serializedBytes()
         let compressed = LZ4.compress(ByteBuffer(bytes: bytes))?.readableBytes ?? bytes.count

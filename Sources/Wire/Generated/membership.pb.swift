@@ -8,7 +8,9 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
-/// Membership: SWIM with the Lifeguard extensions, and every node's state record.
+/// Membership: SWIM with the Lifeguard extensions, and every node's state record. The messages
+/// mirror Sources/Membership/Messages.swift one to one; Sources/Agent/Membership/MembershipCodec.swift
+/// maps between them.
 
 import SwiftProtobuf
 
@@ -104,18 +106,17 @@ public nonisolated struct Microscale_Membership_Resources: Sendable {
   // methods supported on all messages.
 
   /// CPU in millicores, so sums never drift.
-  public var cpuMillis: UInt64 = 0
+  public var cpuMillicores: Int64 = 0
 
-  public var memoryBytes: UInt64 = 0
+  public var memoryBytes: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
-/// What every agent tells the others about its host. Versioned: a receiver keeps the record
-/// with the highest (incarnation, version).
-public nonisolated struct Microscale_Membership_NodeState: Sendable {
+/// What every agent tells the others about its host. The owner bumps `version` on each change.
+public nonisolated struct Microscale_Membership_NodeRecord: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -145,13 +146,11 @@ public nonisolated struct Microscale_Membership_NodeState: Sendable {
   public mutating func clearReserved() {self._reserved = nil}
 
   /// Running containers per service.
-  public var running: Dictionary<String,UInt32> = [:]
+  public var running: Dictionary<String,Int64> = [:]
 
   public var agentVersion: String = String()
 
   public var version: UInt64 = 0
-
-  public var draining: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -161,38 +160,206 @@ public nonisolated struct Microscale_Membership_NodeState: Sendable {
   fileprivate var _reserved: Microscale_Membership_Resources? = nil
 }
 
-/// A dissemination update (SWIM §4.1), piggybacked on probes.
-public nonisolated struct Microscale_Membership_Update: Sendable {
+/// A change to a record from base_version to version; absent fields did not change, a running
+/// count of 0 removes the service.
+public nonisolated struct Microscale_Membership_NodeRecordDelta: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var name: String = String()
 
-  public var status: Microscale_Membership_Status = .alive
+  public var baseVersion: UInt64 = 0
 
-  public var incarnation: UInt64 = 0
+  public var version: UInt64 = 0
 
-  public var address: String = String()
-
-  /// Who accused, for suspicion confirmations (Lifeguard IV.B).
-  public var from: String = String()
-
-  /// Present when the node's record changed.
-  public var state: Microscale_Membership_NodeState {
-    get {_state ?? Microscale_Membership_NodeState()}
-    set {_state = newValue}
+  public var address: String {
+    get {_address ?? String()}
+    set {_address = newValue}
   }
-  /// Returns true if `state` has been explicitly set.
-  public var hasState: Bool {self._state != nil}
-  /// Clears the value of `state`. Subsequent reads from it will return its default value.
-  public mutating func clearState() {self._state = nil}
+  /// Returns true if `address` has been explicitly set.
+  public var hasAddress: Bool {self._address != nil}
+  /// Clears the value of `address`. Subsequent reads from it will return its default value.
+  public mutating func clearAddress() {self._address = nil}
+
+  public var role: Microscale_Membership_Role {
+    get {_role ?? .client}
+    set {_role = newValue}
+  }
+  /// Returns true if `role` has been explicitly set.
+  public var hasRole: Bool {self._role != nil}
+  /// Clears the value of `role`. Subsequent reads from it will return its default value.
+  public mutating func clearRole() {self._role = nil}
+
+  public var capacity: Microscale_Membership_Resources {
+    get {_capacity ?? Microscale_Membership_Resources()}
+    set {_capacity = newValue}
+  }
+  /// Returns true if `capacity` has been explicitly set.
+  public var hasCapacity: Bool {self._capacity != nil}
+  /// Clears the value of `capacity`. Subsequent reads from it will return its default value.
+  public mutating func clearCapacity() {self._capacity = nil}
+
+  public var reserved: Microscale_Membership_Resources {
+    get {_reserved ?? Microscale_Membership_Resources()}
+    set {_reserved = newValue}
+  }
+  /// Returns true if `reserved` has been explicitly set.
+  public var hasReserved: Bool {self._reserved != nil}
+  /// Clears the value of `reserved`. Subsequent reads from it will return its default value.
+  public mutating func clearReserved() {self._reserved = nil}
+
+  public var running: Dictionary<String,Int64> = [:]
+
+  public var agentVersion: String {
+    get {_agentVersion ?? String()}
+    set {_agentVersion = newValue}
+  }
+  /// Returns true if `agentVersion` has been explicitly set.
+  public var hasAgentVersion: Bool {self._agentVersion != nil}
+  /// Clears the value of `agentVersion`. Subsequent reads from it will return its default value.
+  public mutating func clearAgentVersion() {self._agentVersion = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _state: Microscale_Membership_NodeState? = nil
+  fileprivate var _address: String? = nil
+  fileprivate var _role: Microscale_Membership_Role? = nil
+  fileprivate var _capacity: Microscale_Membership_Resources? = nil
+  fileprivate var _reserved: Microscale_Membership_Resources? = nil
+  fileprivate var _agentVersion: String? = nil
+}
+
+/// Dissemination (SWIM §4.4), piggybacked on probes and sent in gossip packets.
+public nonisolated struct Microscale_Membership_Gossip: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var kind: Microscale_Membership_Gossip.OneOf_Kind? = nil
+
+  public var alive: Microscale_Membership_Gossip.Alive {
+    get {
+      if case .alive(let v)? = kind {return v}
+      return Microscale_Membership_Gossip.Alive()
+    }
+    set {kind = .alive(newValue)}
+  }
+
+  public var suspect: Microscale_Membership_Gossip.Suspect {
+    get {
+      if case .suspect(let v)? = kind {return v}
+      return Microscale_Membership_Gossip.Suspect()
+    }
+    set {kind = .suspect(newValue)}
+  }
+
+  public var dead: Microscale_Membership_Gossip.Dead {
+    get {
+      if case .dead(let v)? = kind {return v}
+      return Microscale_Membership_Gossip.Dead()
+    }
+    set {kind = .dead(newValue)}
+  }
+
+  public var left: Microscale_Membership_Gossip.Left {
+    get {
+      if case .left(let v)? = kind {return v}
+      return Microscale_Membership_Gossip.Left()
+    }
+    set {kind = .left(newValue)}
+  }
+
+  public var recordDelta: Microscale_Membership_NodeRecordDelta {
+    get {
+      if case .recordDelta(let v)? = kind {return v}
+      return Microscale_Membership_NodeRecordDelta()
+    }
+    set {kind = .recordDelta(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Kind: Equatable, Sendable {
+    case alive(Microscale_Membership_Gossip.Alive)
+    case suspect(Microscale_Membership_Gossip.Suspect)
+    case dead(Microscale_Membership_Gossip.Dead)
+    case left(Microscale_Membership_Gossip.Left)
+    case recordDelta(Microscale_Membership_NodeRecordDelta)
+
+  }
+
+  public nonisolated struct Alive: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    public var incarnation: UInt64 = 0
+
+    public var record: Microscale_Membership_NodeRecord {
+      get {_record ?? Microscale_Membership_NodeRecord()}
+      set {_record = newValue}
+    }
+    /// Returns true if `record` has been explicitly set.
+    public var hasRecord: Bool {self._record != nil}
+    /// Clears the value of `record`. Subsequent reads from it will return its default value.
+    public mutating func clearRecord() {self._record = nil}
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public init() {}
+
+    fileprivate var _record: Microscale_Membership_NodeRecord? = nil
+  }
+
+  public nonisolated struct Suspect: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    public var name: String = String()
+
+    public var incarnation: UInt64 = 0
+
+    public var from: String = String()
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public init() {}
+  }
+
+  public nonisolated struct Dead: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    public var name: String = String()
+
+    public var incarnation: UInt64 = 0
+
+    public var from: String = String()
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public init() {}
+  }
+
+  public nonisolated struct Left: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    public var name: String = String()
+
+    public var incarnation: UInt64 = 0
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public init() {}
+  }
+
+  public init() {}
 }
 
 public nonisolated struct Microscale_Membership_Ping: Sendable {
@@ -202,18 +369,32 @@ public nonisolated struct Microscale_Membership_Ping: Sendable {
 
   public var sequence: UInt64 = 0
 
+  public var from: String = String()
+
+  public var fromAddress: String = String()
+
   public var target: String = String()
 
-  /// Set on an indirect probe relayed for another member (SWIM §3.2).
-  public var onBehalfOf: String = String()
+  /// Lifeguard IV.C (buddy system): set when the sender suspects the target.
+  public var suspectedAt: UInt64 {
+    get {_suspectedAt ?? 0}
+    set {_suspectedAt = newValue}
+  }
+  /// Returns true if `suspectedAt` has been explicitly set.
+  public var hasSuspectedAt: Bool {self._suspectedAt != nil}
+  /// Clears the value of `suspectedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearSuspectedAt() {self._suspectedAt = nil}
 
-  public var piggyback: [Microscale_Membership_Update] = []
+  public var gossip: [Microscale_Membership_Gossip] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _suspectedAt: UInt64? = nil
 }
 
+/// SWIM §3.1: probe `target` on the sender's behalf.
 public nonisolated struct Microscale_Membership_PingReq: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -221,9 +402,15 @@ public nonisolated struct Microscale_Membership_PingReq: Sendable {
 
   public var sequence: UInt64 = 0
 
+  public var from: String = String()
+
+  public var fromAddress: String = String()
+
   public var target: String = String()
 
-  public var piggyback: [Microscale_Membership_Update] = []
+  public var targetAddress: String = String()
+
+  public var gossip: [Microscale_Membership_Gossip] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -239,14 +426,14 @@ public nonisolated struct Microscale_Membership_Ack: Sendable {
 
   public var from: String = String()
 
-  public var piggyback: [Microscale_Membership_Update] = []
+  public var gossip: [Microscale_Membership_Gossip] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
-/// Lifeguard IV.A: an intermediary tells the requester it is alive but heard nothing yet.
+/// Lifeguard IV.A: a relay heard nothing from the target.
 public nonisolated struct Microscale_Membership_Nack: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -261,21 +448,101 @@ public nonisolated struct Microscale_Membership_Nack: Sendable {
   public init() {}
 }
 
-/// Periodic full-state exchange that heals what gossip missed.
+public nonisolated struct Microscale_Membership_GossipPacket: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var from: String = String()
+
+  public var gossip: [Microscale_Membership_Gossip] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Microscale_Membership_MemberState: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var incarnation: UInt64 = 0
+
+  public var status: Microscale_Membership_Status = .alive
+
+  public var record: Microscale_Membership_NodeRecord {
+    get {_record ?? Microscale_Membership_NodeRecord()}
+    set {_record = newValue}
+  }
+  /// Returns true if `record` has been explicitly set.
+  public var hasRecord: Bool {self._record != nil}
+  /// Clears the value of `record`. Subsequent reads from it will return its default value.
+  public mutating func clearRecord() {self._record = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _record: Microscale_Membership_NodeRecord? = nil
+}
+
+/// Full-state anti-entropy that heals what gossip missed.
 public nonisolated struct Microscale_Membership_PushPull: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var join: Bool = false
+  public var from: String = String()
 
-  public var reply: Bool = false
+  public var fromAddress: String = String()
 
-  public var members: [Microscale_Membership_Update] = []
+  public var isReply: Bool = false
+
+  public var isJoin: Bool = false
+
+  public var states: [Microscale_Membership_MemberState] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+}
+
+public nonisolated struct Microscale_Membership_RecordRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var from: String = String()
+
+  public var fromAddress: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Microscale_Membership_RecordReply: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var incarnation: UInt64 = 0
+
+  public var record: Microscale_Membership_NodeRecord {
+    get {_record ?? Microscale_Membership_NodeRecord()}
+    set {_record = newValue}
+  }
+  /// Returns true if `record` has been explicitly set.
+  public var hasRecord: Bool {self._record != nil}
+  /// Clears the value of `record`. Subsequent reads from it will return its default value.
+  public mutating func clearRecord() {self._record = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _record: Microscale_Membership_NodeRecord? = nil
 }
 
 public nonisolated struct Microscale_Membership_MembershipMessage: Sendable {
@@ -317,12 +584,36 @@ public nonisolated struct Microscale_Membership_MembershipMessage: Sendable {
     set {body = .nack(newValue)}
   }
 
+  public var gossip: Microscale_Membership_GossipPacket {
+    get {
+      if case .gossip(let v)? = body {return v}
+      return Microscale_Membership_GossipPacket()
+    }
+    set {body = .gossip(newValue)}
+  }
+
   public var pushPull: Microscale_Membership_PushPull {
     get {
       if case .pushPull(let v)? = body {return v}
       return Microscale_Membership_PushPull()
     }
     set {body = .pushPull(newValue)}
+  }
+
+  public var recordRequest: Microscale_Membership_RecordRequest {
+    get {
+      if case .recordRequest(let v)? = body {return v}
+      return Microscale_Membership_RecordRequest()
+    }
+    set {body = .recordRequest(newValue)}
+  }
+
+  public var record: Microscale_Membership_RecordReply {
+    get {
+      if case .record(let v)? = body {return v}
+      return Microscale_Membership_RecordReply()
+    }
+    set {body = .record(newValue)}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -332,7 +623,10 @@ public nonisolated struct Microscale_Membership_MembershipMessage: Sendable {
     case pingReq(Microscale_Membership_PingReq)
     case ack(Microscale_Membership_Ack)
     case nack(Microscale_Membership_Nack)
+    case gossip(Microscale_Membership_GossipPacket)
     case pushPull(Microscale_Membership_PushPull)
+    case recordRequest(Microscale_Membership_RecordRequest)
+    case record(Microscale_Membership_RecordReply)
 
   }
 
@@ -353,7 +647,7 @@ nonisolated extension Microscale_Membership_Status: SwiftProtobuf._ProtoNameProv
 
 nonisolated extension Microscale_Membership_Resources: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Resources"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cpu_millis\0\u{3}memory_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cpu_millicores\0\u{3}memory_bytes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -361,34 +655,34 @@ nonisolated extension Microscale_Membership_Resources: SwiftProtobuf.Message, Sw
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.cpuMillis) }()
-      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.memoryBytes) }()
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.cpuMillicores) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.memoryBytes) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.cpuMillis != 0 {
-      try visitor.visitSingularUInt64Field(value: self.cpuMillis, fieldNumber: 1)
+    if self.cpuMillicores != 0 {
+      try visitor.visitSingularInt64Field(value: self.cpuMillicores, fieldNumber: 1)
     }
     if self.memoryBytes != 0 {
-      try visitor.visitSingularUInt64Field(value: self.memoryBytes, fieldNumber: 2)
+      try visitor.visitSingularInt64Field(value: self.memoryBytes, fieldNumber: 2)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Microscale_Membership_Resources, rhs: Microscale_Membership_Resources) -> Bool {
-    if lhs.cpuMillis != rhs.cpuMillis {return false}
+    if lhs.cpuMillicores != rhs.cpuMillicores {return false}
     if lhs.memoryBytes != rhs.memoryBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
-nonisolated extension Microscale_Membership_NodeState: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".NodeState"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}version\0\u{1}draining\0")
+nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeRecord"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}version\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -401,10 +695,9 @@ nonisolated extension Microscale_Membership_NodeState: SwiftProtobuf.Message, Sw
       case 3: try { try decoder.decodeSingularEnumField(value: &self.role) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._capacity) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._reserved) }()
-      case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt32>.self, value: &self.running) }()
+      case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &self.running) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.agentVersion) }()
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
-      case 9: try { try decoder.decodeSingularBoolField(value: &self.draining) }()
       default: break
       }
     }
@@ -431,7 +724,7 @@ nonisolated extension Microscale_Membership_NodeState: SwiftProtobuf.Message, Sw
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     } }()
     if !self.running.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt32>.self, value: self.running, fieldNumber: 6)
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: self.running, fieldNumber: 6)
     }
     if !self.agentVersion.isEmpty {
       try visitor.visitSingularStringField(value: self.agentVersion, fieldNumber: 7)
@@ -439,13 +732,10 @@ nonisolated extension Microscale_Membership_NodeState: SwiftProtobuf.Message, Sw
     if self.version != 0 {
       try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 8)
     }
-    if self.draining != false {
-      try visitor.visitSingularBoolField(value: self.draining, fieldNumber: 9)
-    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Microscale_Membership_NodeState, rhs: Microscale_Membership_NodeState) -> Bool {
+  public static func ==(lhs: Microscale_Membership_NodeRecord, rhs: Microscale_Membership_NodeRecord) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.address != rhs.address {return false}
     if lhs.role != rhs.role {return false}
@@ -454,15 +744,14 @@ nonisolated extension Microscale_Membership_NodeState: SwiftProtobuf.Message, Sw
     if lhs.running != rhs.running {return false}
     if lhs.agentVersion != rhs.agentVersion {return false}
     if lhs.version != rhs.version {return false}
-    if lhs.draining != rhs.draining {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
-nonisolated extension Microscale_Membership_Update: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Update"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}status\0\u{1}incarnation\0\u{1}address\0\u{1}from\0\u{1}state\0")
+nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeRecordDelta"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}base_version\0\u{1}version\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -471,11 +760,14 @@ nonisolated extension Microscale_Membership_Update: SwiftProtobuf.Message, Swift
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
-      case 2: try { try decoder.decodeSingularEnumField(value: &self.status) }()
-      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.address) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.from) }()
-      case 6: try { try decoder.decodeSingularMessageField(value: &self._state) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.baseVersion) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self._address) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self._role) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._capacity) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._reserved) }()
+      case 8: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &self.running) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self._agentVersion) }()
       default: break
       }
     }
@@ -489,31 +781,315 @@ nonisolated extension Microscale_Membership_Update: SwiftProtobuf.Message, Swift
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
-    if self.status != .alive {
-      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 2)
+    if self.baseVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.baseVersion, fieldNumber: 2)
     }
-    if self.incarnation != 0 {
-      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 3)
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 3)
     }
-    if !self.address.isEmpty {
-      try visitor.visitSingularStringField(value: self.address, fieldNumber: 4)
-    }
-    if !self.from.isEmpty {
-      try visitor.visitSingularStringField(value: self.from, fieldNumber: 5)
-    }
-    try { if let v = self._state {
+    try { if let v = self._address {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._role {
+      try visitor.visitSingularEnumField(value: v, fieldNumber: 5)
+    } }()
+    try { if let v = self._capacity {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
+    try { if let v = self._reserved {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    if !self.running.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: self.running, fieldNumber: 8)
+    }
+    try { if let v = self._agentVersion {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 9)
     } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Microscale_Membership_Update, rhs: Microscale_Membership_Update) -> Bool {
+  public static func ==(lhs: Microscale_Membership_NodeRecordDelta, rhs: Microscale_Membership_NodeRecordDelta) -> Bool {
     if lhs.name != rhs.name {return false}
-    if lhs.status != rhs.status {return false}
+    if lhs.baseVersion != rhs.baseVersion {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs._address != rhs._address {return false}
+    if lhs._role != rhs._role {return false}
+    if lhs._capacity != rhs._capacity {return false}
+    if lhs._reserved != rhs._reserved {return false}
+    if lhs.running != rhs.running {return false}
+    if lhs._agentVersion != rhs._agentVersion {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Membership_Gossip: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Gossip"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}alive\0\u{1}suspect\0\u{1}dead\0\u{1}left\0\u{3}record_delta\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Microscale_Membership_Gossip.Alive?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .alive(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .alive(v)
+        }
+      }()
+      case 2: try {
+        var v: Microscale_Membership_Gossip.Suspect?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .suspect(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .suspect(v)
+        }
+      }()
+      case 3: try {
+        var v: Microscale_Membership_Gossip.Dead?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .dead(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .dead(v)
+        }
+      }()
+      case 4: try {
+        var v: Microscale_Membership_Gossip.Left?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .left(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .left(v)
+        }
+      }()
+      case 5: try {
+        var v: Microscale_Membership_NodeRecordDelta?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .recordDelta(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .recordDelta(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.kind {
+    case .alive?: try {
+      guard case .alive(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    }()
+    case .suspect?: try {
+      guard case .suspect(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case .dead?: try {
+      guard case .dead(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case .left?: try {
+      guard case .left(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .recordDelta?: try {
+      guard case .recordDelta(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Membership_Gossip, rhs: Microscale_Membership_Gossip) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Membership_Gossip.Alive: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Microscale_Membership_Gossip.protoMessageName + ".Alive"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}incarnation\0\u{1}record\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._record) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.incarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 1)
+    }
+    try { if let v = self._record {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Membership_Gossip.Alive, rhs: Microscale_Membership_Gossip.Alive) -> Bool {
     if lhs.incarnation != rhs.incarnation {return false}
-    if lhs.address != rhs.address {return false}
+    if lhs._record != rhs._record {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Membership_Gossip.Suspect: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Microscale_Membership_Gossip.protoMessageName + ".Suspect"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}incarnation\0\u{1}from\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.incarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 2)
+    }
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Membership_Gossip.Suspect, rhs: Microscale_Membership_Gossip.Suspect) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.incarnation != rhs.incarnation {return false}
     if lhs.from != rhs.from {return false}
-    if lhs._state != rhs._state {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Membership_Gossip.Dead: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Microscale_Membership_Gossip.protoMessageName + ".Dead"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}incarnation\0\u{1}from\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.incarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 2)
+    }
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Membership_Gossip.Dead, rhs: Microscale_Membership_Gossip.Dead) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.incarnation != rhs.incarnation {return false}
+    if lhs.from != rhs.from {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Membership_Gossip.Left: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Microscale_Membership_Gossip.protoMessageName + ".Left"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}incarnation\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.incarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Membership_Gossip.Left, rhs: Microscale_Membership_Gossip.Left) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.incarnation != rhs.incarnation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -521,92 +1097,7 @@ nonisolated extension Microscale_Membership_Update: SwiftProtobuf.Message, Swift
 
 nonisolated extension Microscale_Membership_Ping: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Ping"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}target\0\u{3}on_behalf_of\0\u{1}piggyback\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.target) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.onBehalfOf) }()
-      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.piggyback) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.sequence != 0 {
-      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 1)
-    }
-    if !self.target.isEmpty {
-      try visitor.visitSingularStringField(value: self.target, fieldNumber: 2)
-    }
-    if !self.onBehalfOf.isEmpty {
-      try visitor.visitSingularStringField(value: self.onBehalfOf, fieldNumber: 3)
-    }
-    if !self.piggyback.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.piggyback, fieldNumber: 4)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Microscale_Membership_Ping, rhs: Microscale_Membership_Ping) -> Bool {
-    if lhs.sequence != rhs.sequence {return false}
-    if lhs.target != rhs.target {return false}
-    if lhs.onBehalfOf != rhs.onBehalfOf {return false}
-    if lhs.piggyback != rhs.piggyback {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Microscale_Membership_PingReq: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PingReq"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}target\0\u{1}piggyback\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.target) }()
-      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.piggyback) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.sequence != 0 {
-      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 1)
-    }
-    if !self.target.isEmpty {
-      try visitor.visitSingularStringField(value: self.target, fieldNumber: 2)
-    }
-    if !self.piggyback.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.piggyback, fieldNumber: 3)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Microscale_Membership_PingReq, rhs: Microscale_Membership_PingReq) -> Bool {
-    if lhs.sequence != rhs.sequence {return false}
-    if lhs.target != rhs.target {return false}
-    if lhs.piggyback != rhs.piggyback {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Microscale_Membership_Ack: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Ack"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}from\0\u{1}piggyback\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}from\0\u{3}from_address\0\u{1}target\0\u{3}suspected_at\0\u{1}gossip\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -616,7 +1107,69 @@ nonisolated extension Microscale_Membership_Ack: SwiftProtobuf.Message, SwiftPro
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.from) }()
-      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.piggyback) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.fromAddress) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.target) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self._suspectedAt) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.gossip) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.sequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 1)
+    }
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 2)
+    }
+    if !self.fromAddress.isEmpty {
+      try visitor.visitSingularStringField(value: self.fromAddress, fieldNumber: 3)
+    }
+    if !self.target.isEmpty {
+      try visitor.visitSingularStringField(value: self.target, fieldNumber: 4)
+    }
+    try { if let v = self._suspectedAt {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 5)
+    } }()
+    if !self.gossip.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.gossip, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Membership_Ping, rhs: Microscale_Membership_Ping) -> Bool {
+    if lhs.sequence != rhs.sequence {return false}
+    if lhs.from != rhs.from {return false}
+    if lhs.fromAddress != rhs.fromAddress {return false}
+    if lhs.target != rhs.target {return false}
+    if lhs._suspectedAt != rhs._suspectedAt {return false}
+    if lhs.gossip != rhs.gossip {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Membership_PingReq: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PingReq"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}from\0\u{3}from_address\0\u{1}target\0\u{3}target_address\0\u{1}gossip\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.fromAddress) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.target) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.targetAddress) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.gossip) }()
       default: break
       }
     }
@@ -629,8 +1182,60 @@ nonisolated extension Microscale_Membership_Ack: SwiftProtobuf.Message, SwiftPro
     if !self.from.isEmpty {
       try visitor.visitSingularStringField(value: self.from, fieldNumber: 2)
     }
-    if !self.piggyback.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.piggyback, fieldNumber: 3)
+    if !self.fromAddress.isEmpty {
+      try visitor.visitSingularStringField(value: self.fromAddress, fieldNumber: 3)
+    }
+    if !self.target.isEmpty {
+      try visitor.visitSingularStringField(value: self.target, fieldNumber: 4)
+    }
+    if !self.targetAddress.isEmpty {
+      try visitor.visitSingularStringField(value: self.targetAddress, fieldNumber: 5)
+    }
+    if !self.gossip.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.gossip, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Membership_PingReq, rhs: Microscale_Membership_PingReq) -> Bool {
+    if lhs.sequence != rhs.sequence {return false}
+    if lhs.from != rhs.from {return false}
+    if lhs.fromAddress != rhs.fromAddress {return false}
+    if lhs.target != rhs.target {return false}
+    if lhs.targetAddress != rhs.targetAddress {return false}
+    if lhs.gossip != rhs.gossip {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Membership_Ack: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Ack"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}from\0\u{1}gossip\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.gossip) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.sequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 1)
+    }
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 2)
+    }
+    if !self.gossip.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.gossip, fieldNumber: 3)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -638,7 +1243,7 @@ nonisolated extension Microscale_Membership_Ack: SwiftProtobuf.Message, SwiftPro
   public static func ==(lhs: Microscale_Membership_Ack, rhs: Microscale_Membership_Ack) -> Bool {
     if lhs.sequence != rhs.sequence {return false}
     if lhs.from != rhs.from {return false}
-    if lhs.piggyback != rhs.piggyback {return false}
+    if lhs.gossip != rhs.gossip {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -679,9 +1284,9 @@ nonisolated extension Microscale_Membership_Nack: SwiftProtobuf.Message, SwiftPr
   }
 }
 
-nonisolated extension Microscale_Membership_PushPull: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PushPull"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}join\0\u{1}reply\0\u{1}members\0")
+nonisolated extension Microscale_Membership_GossipPacket: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GossipPacket"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}from\0\u{1}gossip\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -689,31 +1294,194 @@ nonisolated extension Microscale_Membership_PushPull: SwiftProtobuf.Message, Swi
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularBoolField(value: &self.join) }()
-      case 2: try { try decoder.decodeSingularBoolField(value: &self.reply) }()
-      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.members) }()
+      case 1: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.gossip) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.join != false {
-      try visitor.visitSingularBoolField(value: self.join, fieldNumber: 1)
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 1)
     }
-    if self.reply != false {
-      try visitor.visitSingularBoolField(value: self.reply, fieldNumber: 2)
+    if !self.gossip.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.gossip, fieldNumber: 2)
     }
-    if !self.members.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.members, fieldNumber: 3)
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Membership_GossipPacket, rhs: Microscale_Membership_GossipPacket) -> Bool {
+    if lhs.from != rhs.from {return false}
+    if lhs.gossip != rhs.gossip {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Membership_MemberState: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MemberState"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}incarnation\0\u{1}status\0\u{1}record\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.status) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._record) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.incarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 1)
+    }
+    if self.status != .alive {
+      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 2)
+    }
+    try { if let v = self._record {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Membership_MemberState, rhs: Microscale_Membership_MemberState) -> Bool {
+    if lhs.incarnation != rhs.incarnation {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs._record != rhs._record {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Membership_PushPull: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PushPull"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}from\0\u{3}from_address\0\u{3}is_reply\0\u{3}is_join\0\u{1}states\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.fromAddress) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.isReply) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.isJoin) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.states) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 1)
+    }
+    if !self.fromAddress.isEmpty {
+      try visitor.visitSingularStringField(value: self.fromAddress, fieldNumber: 2)
+    }
+    if self.isReply != false {
+      try visitor.visitSingularBoolField(value: self.isReply, fieldNumber: 3)
+    }
+    if self.isJoin != false {
+      try visitor.visitSingularBoolField(value: self.isJoin, fieldNumber: 4)
+    }
+    if !self.states.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.states, fieldNumber: 5)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Microscale_Membership_PushPull, rhs: Microscale_Membership_PushPull) -> Bool {
-    if lhs.join != rhs.join {return false}
-    if lhs.reply != rhs.reply {return false}
-    if lhs.members != rhs.members {return false}
+    if lhs.from != rhs.from {return false}
+    if lhs.fromAddress != rhs.fromAddress {return false}
+    if lhs.isReply != rhs.isReply {return false}
+    if lhs.isJoin != rhs.isJoin {return false}
+    if lhs.states != rhs.states {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Membership_RecordRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RecordRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}from\0\u{3}from_address\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.fromAddress) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 1)
+    }
+    if !self.fromAddress.isEmpty {
+      try visitor.visitSingularStringField(value: self.fromAddress, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Membership_RecordRequest, rhs: Microscale_Membership_RecordRequest) -> Bool {
+    if lhs.from != rhs.from {return false}
+    if lhs.fromAddress != rhs.fromAddress {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Membership_RecordReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RecordReply"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}incarnation\0\u{1}record\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._record) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.incarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 1)
+    }
+    try { if let v = self._record {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Membership_RecordReply, rhs: Microscale_Membership_RecordReply) -> Bool {
+    if lhs.incarnation != rhs.incarnation {return false}
+    if lhs._record != rhs._record {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -721,7 +1489,7 @@ nonisolated extension Microscale_Membership_PushPull: SwiftProtobuf.Message, Swi
 
 nonisolated extension Microscale_Membership_MembershipMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MembershipMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ping\0\u{3}ping_req\0\u{1}ack\0\u{1}nack\0\u{3}push_pull\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ping\0\u{3}ping_req\0\u{1}ack\0\u{1}nack\0\u{1}gossip\0\u{3}push_pull\0\u{3}record_request\0\u{1}record\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -782,6 +1550,19 @@ nonisolated extension Microscale_Membership_MembershipMessage: SwiftProtobuf.Mes
         }
       }()
       case 5: try {
+        var v: Microscale_Membership_GossipPacket?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .gossip(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .gossip(v)
+        }
+      }()
+      case 6: try {
         var v: Microscale_Membership_PushPull?
         var hadOneofValue = false
         if let current = self.body {
@@ -792,6 +1573,32 @@ nonisolated extension Microscale_Membership_MembershipMessage: SwiftProtobuf.Mes
         if let v = v {
           if hadOneofValue {try decoder.handleConflictingOneOf()}
           self.body = .pushPull(v)
+        }
+      }()
+      case 7: try {
+        var v: Microscale_Membership_RecordRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .recordRequest(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .recordRequest(v)
+        }
+      }()
+      case 8: try {
+        var v: Microscale_Membership_RecordReply?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .record(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .record(v)
         }
       }()
       default: break
@@ -821,9 +1628,21 @@ nonisolated extension Microscale_Membership_MembershipMessage: SwiftProtobuf.Mes
       guard case .nack(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     }()
+    case .gossip?: try {
+      guard case .gossip(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
     case .pushPull?: try {
       guard case .pushPull(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
+    case .recordRequest?: try {
+      guard case .recordRequest(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    }()
+    case .record?: try {
+      guard case .record(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
     }()
     case nil: break
     }

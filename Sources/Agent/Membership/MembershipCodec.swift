@@ -1,0 +1,238 @@
+import Membership
+import NIOCore
+import Wire
+
+/// Maps the pure core's messages (Sources/Membership/Messages.swift) to and from their protobuf
+/// form (proto/membership.proto). Decoding validates what the core cannot: enum values it does
+/// not know and missing required parts are refused with the field named.
+public enum MembershipCodec {
+    public struct DecodingError: Error, CustomStringConvertible, Equatable {
+        public var field: String
+        public var problem: String
+        public var description: String { "membership message: \(field) \(problem)" }
+    }
+
+    public static func frame(_ message: Membership.Message) throws -> Frame {
+        try Frame(kind: .membership, message: encode(message))
+    }
+
+    public static func message(from frame: Frame) throws -> Membership.Message {
+        try decode(frame.decode(Microscale_Membership_MembershipMessage.self))
+    }
+
+    // MARK: Encoding
+
+    public static func encode(_ message: Membership.Message) -> Microscale_Membership_MembershipMessage {
+        var m = Microscale_Membership_MembershipMessage()
+        switch message {
+        case let .ping(p):
+            var x = Microscale_Membership_Ping()
+            x.sequence = p.sequence
+            x.from = p.from
+            x.fromAddress = p.fromAddress
+            x.target = p.target
+            if let s = p.suspectedAt { x.suspectedAt = s }
+            x.gossip = p.gossip.map(encode)
+            m.ping = x
+        case let .pingReq(p):
+            var x = Microscale_Membership_PingReq()
+            x.sequence = p.sequence
+            x.from = p.from
+            x.fromAddress = p.fromAddress
+            x.target = p.target
+            x.targetAddress = p.targetAddress
+            x.gossip = p.gossip.map(encode)
+            m.pingReq = x
+        case let .ack(a):
+            var x = Microscale_Membership_Ack()
+            x.sequence = a.sequence
+            x.from = a.from
+            x.gossip = a.gossip.map(encode)
+            m.ack = x
+        case let .nack(n):
+            var x = Microscale_Membership_Nack()
+            x.sequence = n.sequence
+            x.from = n.from
+            m.nack = x
+        case let .gossip(g):
+            var x = Microscale_Membership_GossipPacket()
+            x.from = g.from
+            x.gossip = g.gossip.map(encode)
+            m.gossip = x
+        case let .pushPull(p):
+            var x = Microscale_Membership_PushPull()
+            x.from = p.from
+            x.fromAddress = p.fromAddress
+            x.isReply = p.isReply
+            x.isJoin = p.isJoin
+            x.states = p.states.map(encode)
+            m.pushPull = x
+        case let .recordRequest(r):
+            var x = Microscale_Membership_RecordRequest()
+            x.from = r.from
+            x.fromAddress = r.fromAddress
+            m.recordRequest = x
+        case let .record(r):
+            var x = Microscale_Membership_RecordReply()
+            x.incarnation = r.incarnation
+            x.record = encode(r.record)
+            m.record = x
+        }
+        return m
+    }
+
+    static func encode(_ g: Gossip) -> Microscale_Membership_Gossip {
+        var x = Microscale_Membership_Gossip()
+        switch g {
+        case let .alive(inc, record):
+            x.alive = .with { $0.incarnation = inc; $0.record = encode(record) }
+        case let .suspect(name, inc, from):
+            x.suspect = .with { $0.name = name; $0.incarnation = inc; $0.from = from }
+        case let .dead(name, inc, from):
+            x.dead = .with { $0.name = name; $0.incarnation = inc; $0.from = from }
+        case let .left(name, inc):
+            x.left = .with { $0.name = name; $0.incarnation = inc }
+        case let .recordDelta(d):
+            var y = Microscale_Membership_NodeRecordDelta()
+            y.name = d.name
+            y.baseVersion = d.baseVersion
+            y.version = d.version
+            if let a = d.address { y.address = a }
+            if let r = d.role { y.role = encode(r) }
+            if let c = d.capacity { y.capacity = encode(c) }
+            if let r = d.reserved { y.reserved = encode(r) }
+            y.running = d.running.mapValues { Int64($0) }
+            if let v = d.agentVersion { y.agentVersion = v }
+            x.recordDelta = y
+        }
+        return x
+    }
+
+    static func encode(_ s: MemberState) -> Microscale_Membership_MemberState {
+        .with {
+            $0.incarnation = s.incarnation
+            $0.status = encode(s.status)
+            $0.record = encode(s.record)
+        }
+    }
+
+    static func encode(_ r: NodeRecord) -> Microscale_Membership_NodeRecord {
+        .with {
+            $0.name = r.name
+            $0.address = r.address
+            $0.role = encode(r.role)
+            $0.capacity = encode(r.capacity)
+            $0.reserved = encode(r.reserved)
+            $0.running = r.running.mapValues { Int64($0) }
+            $0.agentVersion = r.agentVersion
+            $0.version = r.version
+        }
+    }
+
+    static func encode(_ r: Membership.Resources) -> Microscale_Membership_Resources {
+        .with { $0.cpuMillicores = r.cpuMillicores; $0.memoryBytes = r.memoryBytes }
+    }
+
+    static func encode(_ r: NodeRole) -> Microscale_Membership_Role { r == .server ? .server : .client }
+
+    static func encode(_ s: MemberStatus) -> Microscale_Membership_Status {
+        switch s {
+        case .alive: return .alive
+        case .suspect: return .suspect
+        case .dead: return .dead
+        case .left: return .left
+        }
+    }
+
+    // MARK: Decoding
+
+    public static func decode(_ m: Microscale_Membership_MembershipMessage) throws -> Membership.Message {
+        switch m.body {
+        case .ping(let x)?:
+            return .ping(Ping(sequence: x.sequence, from: x.from, fromAddress: x.fromAddress, target: x.target,
+                              suspectedAt: x.hasSuspectedAt ? x.suspectedAt : nil, gossip: try x.gossip.map(decode)))
+        case .pingReq(let x)?:
+            return .pingReq(PingReq(sequence: x.sequence, from: x.from, fromAddress: x.fromAddress, target: x.target,
+                                    targetAddress: x.targetAddress, gossip: try x.gossip.map(decode)))
+        case .ack(let x)?:
+            return .ack(Ack(sequence: x.sequence, from: x.from, gossip: try x.gossip.map(decode)))
+        case .nack(let x)?:
+            return .nack(Nack(sequence: x.sequence, from: x.from))
+        case .gossip(let x)?:
+            return .gossip(GossipPacket(from: x.from, gossip: try x.gossip.map(decode)))
+        case .pushPull(let x)?:
+            return .pushPull(PushPull(from: x.from, fromAddress: x.fromAddress, isReply: x.isReply, isJoin: x.isJoin,
+                                      states: try x.states.map(decode)))
+        case .recordRequest(let x)?:
+            return .recordRequest(RecordRequest(from: x.from, fromAddress: x.fromAddress))
+        case .record(let x)?:
+            guard x.hasRecord else { throw DecodingError(field: "record.record", problem: "is missing") }
+            return .record(RecordReply(incarnation: x.incarnation, record: try decode(x.record)))
+        case nil:
+            throw DecodingError(field: "body", problem: "is empty or of a kind this agent does not know")
+        }
+    }
+
+    static func decode(_ g: Microscale_Membership_Gossip) throws -> Gossip {
+        switch g.kind {
+        case .alive(let x)?:
+            guard x.hasRecord else { throw DecodingError(field: "gossip.alive.record", problem: "is missing") }
+            return .alive(incarnation: x.incarnation, record: try decode(x.record))
+        case .suspect(let x)?: return .suspect(name: x.name, incarnation: x.incarnation, from: x.from)
+        case .dead(let x)?: return .dead(name: x.name, incarnation: x.incarnation, from: x.from)
+        case .left(let x)?: return .left(name: x.name, incarnation: x.incarnation)
+        case .recordDelta(let y)?:
+            return .recordDelta(NodeRecordDelta(
+                name: y.name, baseVersion: y.baseVersion, version: y.version,
+                address: y.hasAddress ? y.address : nil,
+                role: y.hasRole ? try decode(y.role, field: "gossip.record_delta.role") : nil,
+                capacity: y.hasCapacity ? decode(y.capacity) : nil,
+                reserved: y.hasReserved ? decode(y.reserved) : nil,
+                running: try runningCounts(y.running, field: "gossip.record_delta.running"),
+                agentVersion: y.hasAgentVersion ? y.agentVersion : nil))
+        case nil:
+            throw DecodingError(field: "gossip", problem: "is empty or of a kind this agent does not know")
+        }
+    }
+
+    static func decode(_ s: Microscale_Membership_MemberState) throws -> MemberState {
+        guard s.hasRecord else { throw DecodingError(field: "push_pull.states.record", problem: "is missing") }
+        let status: MemberStatus
+        switch s.status {
+        case .alive: status = .alive
+        case .suspect: status = .suspect
+        case .dead: status = .dead
+        case .left: status = .left
+        case .UNRECOGNIZED(let v): throw DecodingError(field: "push_pull.states.status", problem: "has unknown value \(v)")
+        }
+        return MemberState(incarnation: s.incarnation, status: status, record: try decode(s.record))
+    }
+
+    static func decode(_ r: Microscale_Membership_NodeRecord) throws -> NodeRecord {
+        NodeRecord(name: r.name, address: r.address, role: try decode(r.role, field: "record.role"),
+                   capacity: decode(r.capacity), reserved: decode(r.reserved),
+                   running: try runningCounts(r.running, field: "record.running"),
+                   agentVersion: r.agentVersion, version: r.version)
+    }
+
+    static func decode(_ r: Microscale_Membership_Resources) -> Membership.Resources {
+        Membership.Resources(cpuMillicores: r.cpuMillicores, memoryBytes: r.memoryBytes)
+    }
+
+    static func decode(_ r: Microscale_Membership_Role, field: String) throws -> NodeRole {
+        switch r {
+        case .client: return .client
+        case .server: return .server
+        case .UNRECOGNIZED(let v): throw DecodingError(field: field, problem: "has unknown value \(v)")
+        }
+    }
+
+    static func runningCounts(_ m: [String: Int64], field: String) throws -> [String: Int] {
+        var out: [String: Int] = [:]
+        for (k, v) in m {
+            guard v >= 0, v <= Int64(Int32.max) else { throw DecodingError(field: "\(field)[\(k)]", problem: "is out of range: \(v)") }
+            out[k] = Int(v)
+        }
+        return out
+    }
+}
