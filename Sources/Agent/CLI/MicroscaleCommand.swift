@@ -7,7 +7,7 @@ public struct MicroscaleCommand: AsyncParsableCommand {
         commandName: "microscale",
         abstract: "Microscale: priority-aware container scheduling on the capacity you already have.",
         version: MicroscaleVersion.current,
-        subcommands: [TLSCommand.self])
+        subcommands: [AgentCommand.self, MembersCommand.self, TLSCommand.self])
 
     public init() {}
 }

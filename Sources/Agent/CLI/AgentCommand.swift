@@ -1,0 +1,92 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+
+/// `microscale agent`: runs the daemon. Every flag has a config-file key of the same name.
+public struct AgentCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "agent", abstract: "Run the Microscale agent on this host.")
+
+    @Option(help: "This node's name (must match its certificate).") var name: String?
+    @Option(help: "Address for agent-to-agent TLS traffic (ADDR:PORT).") var bind: String?
+    @Option(help: "Address other agents reach this one at (default: --bind).") var advertise: String?
+    @Option(help: "Address of the local HTTP API (default 127.0.0.1:7481).") var http: String?
+    @Flag(help: "Run Raft: this agent is a server.") var server = false
+    @Option(name: .customLong("bootstrap-expect"), help: "Servers to wait for before the first election.") var bootstrapExpect: String?
+    @Option(help: "Address of an agent to join (repeatable).") var join: [String] = []
+    @Option(name: .customLong("data-dir"), help: "Directory for this agent's state.") var dataDir: String?
+    @Option(name: .customLong("tls-ca"), help: "Cluster CA certificate.") var tlsCA: String?
+    @Option(name: .customLong("tls-cert"), help: "This node's certificate.") var tlsCert: String?
+    @Option(name: .customLong("tls-key"), help: "This node's private key.") var tlsKey: String?
+    @Option(name: .customLong("docker-socket"), help: "Docker Engine socket.") var dockerSocket: String?
+    @Option(name: .customLong("capacity-cpu"), help: "CPU cores to offer (default: detected).") var capacityCPU: String?
+    @Option(name: .customLong("capacity-memory"), help: "Memory to offer, e.g. 8GiB (default: detected).") var capacityMemory: String?
+    @Option(help: "Cluster name; agents of another cluster are refused.") var cluster: String?
+    @Option(name: .customLong("api-token"), help: "Token the HTTP API requires (needed beyond loopback).") var apiToken: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, warning, error.") var logLevel: String?
+    @Option(help: "YAML file whose keys are these flags' names.") var config: String?
+
+    public init() {}
+
+    func flagSettings() -> AgentSettings {
+        var s = AgentSettings()
+        let pairs: [(String, String?)] = [
+            ("name", name), ("bind", bind), ("advertise", advertise), ("http", http),
+            ("bootstrap-expect", bootstrapExpect), ("data-dir", dataDir), ("tls-ca", tlsCA),
+            ("tls-cert", tlsCert), ("tls-key", tlsKey), ("docker-socket", dockerSocket),
+            ("capacity-cpu", capacityCPU), ("capacity-memory", capacityMemory), ("cluster", cluster),
+            ("api-token", apiToken), ("log-level", logLevel),
+        ]
+        for (k, v) in pairs { if let v { s.set(k, v, origin: "--\(k)") } }
+        if server { s.set("server", "true", origin: "--server") }
+        for j in join { s.append("join", j, origin: "--join") }
+        return s
+    }
+
+    /// The configuration from the file (if any) overridden by the flags.
+    public func resolvedConfiguration() throws -> AgentConfiguration {
+        var settings = AgentSettings()
+        if let config {
+            let text: String
+            do { text = try String(contentsOfFile: config, encoding: .utf8) } catch {
+                throw ConfigurationError("--config: cannot read \(config): \(error.localizedDescription)")
+            }
+            settings = try AgentSettings.fromYAML(text, file: config)
+        }
+        return try settings.overridden(by: flagSettings()).resolve()
+    }
+
+    public func run() async throws {
+        let runtime: AgentRuntime
+        do {
+            let c = try resolvedConfiguration()
+            var logger = Logger(label: "microscale.agent")
+            logger.logLevel = Logger.Level(rawValue: c.logLevel) ?? .info
+            logger[metadataKey: "node"] = "\(c.name)"
+            runtime = try AgentRuntime(configuration: c, logger: logger)
+            try await runtime.start()
+        } catch let e as ConfigurationError {
+            printError("error: \(e)")
+            throw ExitCode(2)
+        }
+        await waitForTerminationSignal()
+        runtime.logger.info("signal received: leaving the cluster")
+        await runtime.stop()
+    }
+}
+
+/// Suspends until SIGINT or SIGTERM.
+func waitForTerminationSignal() async {
+    signal(SIGINT, SIG_IGN)
+    signal(SIGTERM, SIG_IGN)
+    let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
+    let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
+        let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        s.setEventHandler { continuation.yield(sig) }
+        s.resume()
+        return s
+    }
+    for await _ in stream { break }
+    sources.forEach { $0.cancel() }
+}

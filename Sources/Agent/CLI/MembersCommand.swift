@@ -1,0 +1,106 @@
+import ArgumentParser
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// Options every CLI command that talks to the local agent shares.
+public struct HTTPClientOptions: ParsableArguments {
+    @Option(name: .customLong("http-addr"), help: "The agent's HTTP API (env MICROSCALE_HTTP_ADDR, default 127.0.0.1:7481).")
+    var httpAddr: String?
+    @Option(help: "API token (env MICROSCALE_HTTP_TOKEN).")
+    var token: String?
+
+    public init() {}
+
+    var baseURL: String {
+        let addr = httpAddr ?? ProcessInfo.processInfo.environment["MICROSCALE_HTTP_ADDR"] ?? "127.0.0.1:7481"
+        return addr.hasPrefix("http") ? addr : "http://\(addr)"
+    }
+
+    /// GETs `path` and decodes the JSON; errors say what to check.
+    func get<T: Decodable>(_ path: String, as: T.Type) async throws -> (T, Data) {
+        guard let url = URL(string: baseURL + path) else { throw CLIError("--http-addr \(baseURL) is not an address") }
+        var request = URLRequest(url: url, timeoutInterval: 5)
+        if let t = token ?? ProcessInfo.processInfo.environment["MICROSCALE_HTTP_TOKEN"] {
+            request.setValue("Bearer \(t)", forHTTPHeaderField: "Authorization")
+        }
+        let data: Data
+        let response: URLResponse
+        do { (data, response) = try await URLSession.shared.data(for: request) } catch {
+            throw CLIError("cannot reach the agent at \(baseURL): \(error.localizedDescription) (is 'microscale agent' running? see --http-addr)")
+        }
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        guard status == 200 else {
+            throw CLIError("the agent at \(baseURL) answered \(status): \(String(decoding: data.prefix(300), as: UTF8.self))")
+        }
+        do { return (try JSONDecoder().decode(T.self, from: data), data) } catch {
+            throw CLIError("the agent at \(baseURL) sent an unexpected answer: \(error)")
+        }
+    }
+}
+
+struct CLIError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// `microscale members`: the cluster as this agent sees it.
+public struct MembersCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "members", abstract: "List the cluster's members as the local agent sees them.")
+
+    @OptionGroup var client: HTTPClientOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    public init() {}
+
+    public func run() async throws {
+        do {
+            let (members, raw) = try await client.get("/v1/members", as: [MemberView].self)
+            if json {
+                print(String(decoding: raw, as: UTF8.self))
+                return
+            }
+            print(Self.table(members))
+        } catch let e as CLIError {
+            printError("error: \(e)")
+            throw ExitCode(1)
+        }
+    }
+
+    static func table(_ members: [MemberView]) -> String {
+        var rows = [["NAME", "ADDRESS", "STATUS", "ROLE", "CPU", "MEMORY", "CONTAINERS"]]
+        for m in members {
+            rows.append([m.name, m.address, m.status, m.role, formatCPU(m.capacity.cpu),
+                         formatBytes(m.capacity.memoryBytes), "\(m.running.values.reduce(0, +))"])
+        }
+        return formatTable(rows)
+    }
+}
+
+func formatCPU(_ cores: Double) -> String {
+    cores == cores.rounded() ? "\(Int(cores))" : String(format: "%.2f", cores)
+}
+
+func formatBytes(_ b: Int64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var v = Double(b)
+    var i = 0
+    while v >= 1024, i < units.count - 1 {
+        v /= 1024
+        i += 1
+    }
+    return i == 0 ? "\(b)B" : String(format: v >= 10 ? "%.0f%@" : "%.1f%@", v, units[i])
+}
+
+/// Left-aligned columns separated by two spaces, like `consul members`.
+func formatTable(_ rows: [[String]]) -> String {
+    guard let width = rows.map(\.count).max() else { return "" }
+    var widths = [Int](repeating: 0, count: width)
+    for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
+    return rows.map { r in
+        r.enumerated().map { i, c in i == r.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+            .joined(separator: "  ")
+    }.joined(separator: "\n")
+}

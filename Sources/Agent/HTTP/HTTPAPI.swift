@@ -1,0 +1,53 @@
+import Foundation
+import Hummingbird
+import NIOCore
+
+/// What the HTTP API needs from the running agent; the runtime provides it, tests can too.
+public protocol AgentState: Sendable {
+    func members() async -> [MemberView]
+}
+
+/// The local HTTP API (DESIGN.md §6): JSON for the CLI, scripts and the dashboard. Bound to
+/// loopback by default; anywhere else it requires the API token (DESIGN.md §5).
+public enum HTTPAPI {
+    public static func router(state: some AgentState, token: String?) -> Router<BasicRequestContext> {
+        let router = Router()
+        if let token { router.add(middleware: TokenMiddleware(token: token)) }
+        router.get("/v1/members") { _, _ -> JSONBody<[MemberView]> in
+            JSONBody(await state.members())
+        }
+        return router
+    }
+}
+
+/// A JSON response body with the encoder settings every endpoint shares.
+public struct JSONBody<T: Encodable & Sendable>: ResponseGenerator, Sendable {
+    public var value: T
+    public var status: HTTPResponse.Status
+
+    public init(_ value: T, status: HTTPResponse.Status = .ok) {
+        self.value = value
+        self.status = status
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = try encoder.encode(value)
+        return Response(status: status, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// Requires `Authorization: Bearer <token>` on every request.
+struct TokenMiddleware<Context: RequestContext>: RouterMiddleware {
+    let token: String
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard request.headers[.authorization] == "Bearer \(token)" else {
+            return Response(status: .unauthorized, headers: [.contentType: "application/json"],
+                            body: .init(byteBuffer: ByteBuffer(string: #"{"error":"missing or wrong API token"}"#)))
+        }
+        return try await next(request, context)
+    }
+}

@@ -1,0 +1,225 @@
+import Foundation
+import Logging
+import Membership
+import SecureTransport
+import Wire
+
+/// The shell that runs the pure SWIM instance for real: wall-clock time from a monotonic clock,
+/// messages over the TLS transport, timers as tasks. The instance decides everything; this actor
+/// only carries its directives out and feeds it what happens.
+public actor MembershipService {
+    private var instance: SWIMInstance
+    private let transport: PeerTransport
+    private let logger: Logger
+    private let epoch = ContinuousClock.now
+    private var timer: Task<Void, Never>?
+    private var timerDeadline: Duration?
+    /// One ordered outbound queue per destination address, so messages to one member keep
+    /// their order while a dial to another is slow.
+    private var couriers: [String: AsyncStream<Frame>.Continuation] = [:]
+    private var stopped = false
+    public private(set) var bytesSent = 0
+    public private(set) var messagesSent = 0
+
+    /// Couriers alive at once, at most; each is a task and a queue.
+    static let maxCouriers = 4096
+    /// Messages queued to one address, at most: SWIM traffic is periodic, so a backlog only
+    /// means the peer is unreachable, and the newest messages are the useful ones.
+    static let courierQueue = 64
+
+    public init(configuration: MembershipConfiguration = .lan, record: NodeRecord, seed: UInt64,
+                transport: PeerTransport, logger: Logger) throws {
+        self.instance = try SWIMInstance(configuration: configuration, record: record, seed: seed, now: .zero)
+        self.transport = transport
+        self.logger = logger
+    }
+
+    private var now: Duration { ContinuousClock.now - epoch }
+
+    // MARK: Inputs
+
+    public func start(join seeds: [String]) {
+        logger.info("membership starting", metadata: ["name": "\(instance.name)", "address": "\(instance.address)", "join": "\(seeds)"])
+        execute(instance.join(seeds: seeds, now: now))
+    }
+
+    /// A membership frame from an authenticated peer.
+    public func receive(_ frame: Frame, from peer: AuthenticatedPeer) {
+        guard !stopped else { return }
+        let message: Message
+        do { message = try MembershipCodec.message(from: frame) } catch {
+            logger.warning("dropping malformed membership message", metadata: ["peer": "\(peer)", "reason": "\(error)"])
+            return
+        }
+        // The transport vouches for the peer's name; a message speaking for another is refused.
+        if let sender = message.sender, sender != peer.name {
+            logger.warning("dropping membership message whose sender is not its peer",
+                           metadata: ["peer": "\(peer.name)", "claims": "\(sender)"])
+            return
+        }
+        execute(instance.receive(message, now: now))
+    }
+
+    public func updateRecord(_ change: (inout NodeRecord) -> Void) throws {
+        var r = instance.record
+        change(&r)
+        r.version = instance.record.version + 1
+        execute(try instance.updateRecord(r, now: now))
+    }
+
+    /// Graceful leave (SWIM: tell the others, so they mark us left rather than dead).
+    public func leave() async {
+        execute(instance.leave(now: now))
+        // Give the leave a moment on the wire; the instance's own gossip carries it on.
+        try? await Task.sleep(for: .milliseconds(300))
+        execute(instance.tick(now: now))
+        try? await Task.sleep(for: .milliseconds(100))
+        stop()
+    }
+
+    public func stop() {
+        stopped = true
+        timer?.cancel()
+        for c in couriers.values { c.finish() }
+        couriers = [:]
+    }
+
+    private func tick() {
+        guard !stopped else { return }
+        timerDeadline = nil
+        execute(instance.tick(now: now))
+    }
+
+    private func unreachable(_ address: String) {
+        couriers[address] = nil
+        guard !stopped else { return }
+        execute(instance.peerUnreachable(address: address, now: now))
+    }
+
+    // MARK: Effects
+
+    private func execute(_ d: Directives) {
+        for out in d.messages { send(out) }
+        for e in d.events { report(e) }
+        if let deadline = d.nextDeadline { schedule(deadline) }
+    }
+
+    private func schedule(_ deadline: Duration) {
+        if let current = timerDeadline, current <= deadline, timer != nil { return }
+        timer?.cancel()
+        timerDeadline = deadline
+        let at = epoch + deadline
+        timer = Task { [weak self] in
+            do { try await Task.sleep(until: at, clock: .continuous) } catch { return }
+            await self?.tick()
+        }
+    }
+
+    private func send(_ out: Outbound) {
+        let frame: Frame
+        do { frame = try MembershipCodec.frame(out.message) } catch {
+            logger.error("cannot encode membership message", metadata: ["reason": "\(error)"])
+            return
+        }
+        messagesSent += 1
+        bytesSent += frame.payload.readableBytes
+        if let c = couriers[out.to] {
+            c.yield(frame)
+            return
+        }
+        guard couriers.count < Self.maxCouriers, let (host, port) = Self.split(out.to) else { return }
+        let expected = instance.knownMembers.first(where: { $0.address == out.to })?.name
+        let (stream, continuation) = AsyncStream.makeStream(of: Frame.self, bufferingPolicy: .bufferingNewest(Self.courierQueue))
+        couriers[out.to] = continuation
+        continuation.yield(frame)
+        let transport = self.transport
+        let address = out.to
+        Task { [weak self] in
+            for await f in stream {
+                do {
+                    try await transport.send(f, toAddress: host, port: port, expecting: expected)
+                } catch {
+                    await self?.unreachable(address)
+                    return
+                }
+            }
+        }
+    }
+
+    private func report(_ event: MembershipEvent) {
+        switch event {
+        case let .memberChanged(c):
+            let from = c.previous.map { "\($0)" } ?? "new"
+            if c.status == .dead || c.status == .suspect {
+                logger.warning("member \(c.name) is \(c.status)", metadata: ["address": "\(c.address)", "was": "\(from)", "incarnation": "\(c.incarnation)"])
+                if c.status == .dead { Task { [transport] in await transport.disconnect(peer: c.name) } }
+            } else {
+                logger.info("member \(c.name) is \(c.status)", metadata: ["address": "\(c.address)", "was": "\(from)", "incarnation": "\(c.incarnation)"])
+            }
+        case let .recordUpdated(name, version):
+            logger.debug("record updated", metadata: ["member": "\(name)", "version": "\(version)"])
+        case let .rejected(from, reason):
+            logger.warning("membership input refused", metadata: ["from": "\(from)", "reason": "\(reason)"])
+        }
+    }
+
+    static func split(_ address: String) -> (String, Int)? {
+        guard let hp = AgentConfiguration.HostPort(address), hp.port > 0 else { return nil }
+        return (hp.host, hp.port)
+    }
+
+    // MARK: Queries
+
+    /// Every member including this one, sorted by name, as the API shows them.
+    public func members() -> [MemberView] {
+        var out = instance.knownMembers.map { MemberView($0.record, status: $0.status, incarnation: $0.incarnation) }
+        out.append(MemberView(instance.record, status: instance.isLeaving ? .left : .alive, incarnation: instance.incarnation))
+        return out.sorted { $0.name < $1.name }
+    }
+}
+
+/// A member as `GET /v1/members` and `microscale members` show it.
+public struct MemberView: Codable, Sendable, Equatable {
+    public var name: String
+    public var address: String
+    public var status: String
+    public var role: String
+    public var incarnation: UInt64
+    public var capacity: ResourceView
+    public var reserved: ResourceView
+    public var running: [String: Int]
+    public var agentVersion: String
+
+    public struct ResourceView: Codable, Sendable, Equatable {
+        public var cpu: Double
+        public var memoryBytes: Int64
+    }
+
+    init(_ r: NodeRecord, status: MemberStatus, incarnation: UInt64) {
+        name = r.name
+        address = r.address
+        self.status = status.rawValue
+        role = r.role.rawValue
+        self.incarnation = incarnation
+        capacity = ResourceView(cpu: Double(r.capacity.cpuMillicores) / 1000, memoryBytes: r.capacity.memoryBytes)
+        reserved = ResourceView(cpu: Double(r.reserved.cpuMillicores) / 1000, memoryBytes: r.reserved.memoryBytes)
+        running = r.running
+        agentVersion = r.agentVersion
+    }
+}
+
+extension Message {
+    /// The member a message says it comes from, where it says so.
+    var sender: String? {
+        switch self {
+        case let .ping(p): return p.from
+        case let .pingReq(p): return p.from
+        case let .ack(a): return a.from
+        case let .nack(n): return n.from
+        case let .gossip(g): return g.from
+        case let .pushPull(p): return p.from
+        case let .recordRequest(r): return r.from
+        case .record(let r): return r.record.name
+        }
+    }
+}
