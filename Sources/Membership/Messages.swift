@@ -86,12 +86,27 @@ public struct PingReq: Sendable, Hashable {
     public var target: String
     public var targetAddress: String
     public var gossip: [Gossip]
+
+    public init(sequence: UInt64, from: String, fromAddress: String, target: String, targetAddress: String, gossip: [Gossip] = []) {
+        self.sequence = sequence
+        self.from = from
+        self.fromAddress = fromAddress
+        self.target = target
+        self.targetAddress = targetAddress
+        self.gossip = gossip
+    }
 }
 
 public struct Ack: Sendable, Hashable {
     public var sequence: UInt64
     public var from: String
     public var gossip: [Gossip]
+
+    public init(sequence: UInt64, from: String, gossip: [Gossip] = []) {
+        self.sequence = sequence
+        self.from = from
+        self.gossip = gossip
+    }
 }
 
 /// Lifeguard IV.A: a relay that got no ack from the target says so, which tells the requester
@@ -99,11 +114,21 @@ public struct Ack: Sendable, Hashable {
 public struct Nack: Sendable, Hashable {
     public var sequence: UInt64
     public var from: String
+
+    public init(sequence: UInt64, from: String) {
+        self.sequence = sequence
+        self.from = from
+    }
 }
 
 public struct GossipPacket: Sendable, Hashable {
     public var from: String
     public var gossip: [Gossip]
+
+    public init(from: String, gossip: [Gossip]) {
+        self.from = from
+        self.gossip = gossip
+    }
 }
 
 /// One member as a push-pull carries it.
@@ -129,17 +154,35 @@ public struct PushPull: Sendable, Hashable {
     public var isJoin: Bool
     /// Every member the sender knows, itself included.
     public var states: [MemberState]
+
+    public init(from: String, fromAddress: String, isReply: Bool, isJoin: Bool, states: [MemberState]) {
+        self.from = from
+        self.fromAddress = fromAddress
+        self.isReply = isReply
+        self.isJoin = isJoin
+        self.states = states
+    }
 }
 
 /// Asks a member for its full record when a delta arrived that does not apply (a gap).
 public struct RecordRequest: Sendable, Hashable {
     public var from: String
     public var fromAddress: String
+
+    public init(from: String, fromAddress: String) {
+        self.from = from
+        self.fromAddress = fromAddress
+    }
 }
 
 public struct RecordReply: Sendable, Hashable {
     public var incarnation: UInt64
     public var record: NodeRecord
+
+    public init(incarnation: UInt64, record: NodeRecord) {
+        self.incarnation = incarnation
+        self.record = record
+    }
 }
 
 public enum Message: Sendable, Hashable {

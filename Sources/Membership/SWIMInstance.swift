@@ -672,8 +672,9 @@ public struct SWIMInstance: Sendable {
     }
 
     private mutating func onPushPull(_ p: PushPull, _ now: Duration) {
-        if !p.isReply {
-            send(.pushPull(fullState(isReply: true, isJoin: false)), to: p.fromAddress)
+        defer {
+            // Answer after merging, so the reply already holds what the sender just told us.
+            if !p.isReply { send(.pushPull(fullState(isReply: true, isJoin: false)), to: p.fromAddress) }
         }
         for s in p.states {
             let known = index[s.record.name] != nil || s.record.name == name
