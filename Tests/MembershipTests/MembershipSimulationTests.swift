@@ -73,14 +73,24 @@ import Testing
         #expect(t != nil, "seed \(seed): restarted members did not all come back alive within 30 s")
     }
 
-    @Test(arguments: seeds) func underTwentyPercentLossNoLiveMemberIsDeclaredDeadAndACrashIsStillFound(seed: UInt64) {
+    @Test(arguments: seeds) func underTwentyPercentLossFalseDeathsAreRareAndHealAndACrashIsStillFound(seed: UInt64) {
+        // At 20% loss a direct probe round fails 36% of the time and each relay path 59%, so
+        // about 7% of probes fail outright: suspicions are constant, and a suspecter that misses
+        // the refutation declares a live member dead. Lifeguard keeps that rare; re-dial and
+        // push-pull undo it.
         let c = joined(seed: seed, loss: 0.2)
+        let start = c.now
         c.advance(by: .seconds(60))
-        #expect(falseDeaths(c, excluding: []).isEmpty, "seed \(seed): \(falseDeaths(c, excluding: []).count) false deaths under 20% loss")
+        let nodeMinutes = Double(Self.size) * (c.now - start).seconds / 60
+        let rate = Double(falseDeaths(c, excluding: []).count) / nodeMinutes
+        #expect(rate < 0.5, "seed \(seed): \(rate) false deaths per node-minute under 20% loss")
         c.watch(3)
         c.crash(3)
         let t = c.run(until: c.now + .seconds(15), stopWhen: { c.allRunningHoldDead(3) })
         #expect(t != nil, "seed \(seed): a crash under 20% loss was not found everywhere within 15 s")
+        c.network.faults.loss = 0
+        let healed = c.run(until: c.now + .seconds(10), stopWhen: c.isConverged)
+        #expect(healed != nil, "seed \(seed): views did not reconverge within 10 s after the loss stopped")
     }
 
     @Test(arguments: seeds) func aGracefulLeaveIsSeenAsLeftNotDead(seed: UInt64) {
