@@ -87,7 +87,7 @@ public struct PingReq: Sendable, Hashable {
     public var targetAddress: String
     public var gossip: [Gossip]
 
-    public init(sequence: UInt64, from: String, fromAddress: String, target: String, targetAddress: String, gossip: [Gossip]) {
+    public init(sequence: UInt64, from: String, fromAddress: String, target: String, targetAddress: String, gossip: [Gossip] = []) {
         self.sequence = sequence
         self.from = from
         self.fromAddress = fromAddress
@@ -102,7 +102,7 @@ public struct Ack: Sendable, Hashable {
     public var from: String
     public var gossip: [Gossip]
 
-    public init(sequence: UInt64, from: String, gossip: [Gossip]) {
+    public init(sequence: UInt64, from: String, gossip: [Gossip] = []) {
         self.sequence = sequence
         self.from = from
         self.gossip = gossip

@@ -405,7 +405,10 @@ public struct SWIMInstance: Sendable {
             probe = nil
             adjustHealth(-1)
         } else if let r = relays.removeValue(forKey: a.sequence) {
-            send(.ack(Ack(sequence: r.sequence, from: name, gossip: [])), to: r.requester)
+            // The target's refutation, if any, is in our queue now; pass it on with the ack.
+            send(.ack(Ack(sequence: r.sequence, from: name,
+                          gossip: broadcasts.take(budget: configuration.maxPiggybackBytes, limit: retransmitLimit))),
+                 to: r.requester)
         } else if let d = redial, d.sequence == a.sequence {
             // A member we declared dead answers: the partition healed. A push-pull merges the
             // two views; the member refutes its death when it sees it in our state.
@@ -516,8 +519,13 @@ public struct SWIMInstance: Sendable {
         if inc < m.incarnation || m.status == .dead || m.status == .left { return }
         if m.status == .suspect, var s = suspicions[subject] {
             if inc > s.incarnation {
-                s.incarnation = inc
+                // A suspicion of a newer incarnation is a new suspicion: the member refuted the
+                // old one, so the old timer and its confirmations no longer count.
                 members[i].incarnation = inc
+                suspicions[subject] = Suspicion(incarnation: inc, startedAt: now, suspecters: [from])
+                broadcasts.enqueue(.suspect(name: subject, incarnation: inc, from: from))
+                probeNext(i)
+                return
             }
             // Lifeguard IV.B: each independent suspecter shortens the timeout; repeat news of
             // the same one does not.
@@ -531,13 +539,15 @@ public struct SWIMInstance: Sendable {
         setStatus(i, .suspect, incarnation: inc, now)
         suspicions[subject] = Suspicion(incarnation: inc, startedAt: now, suspecters: [from])
         broadcasts.enqueue(.suspect(name: subject, incarnation: inc, from: from))
-        if from != name { probeNext(i) }
+        probeNext(i)
     }
 
     /// Moves member `i` to the front of this round's probe order. When we hear that someone
     /// else suspects a member, our own next probe of it either confirms the suspicion
     /// independently (Lifeguard IV.B: the timeout falls to Min within about one probe interval)
-    /// or carries the buddy hint (IV.C) that makes a live member refute at once. It costs no
+    /// or carries the buddy hint (IV.C) that makes a live member refute at once. When we are
+    /// the suspecter, the next probe gives the member a direct path for its refutation (its ack
+    /// piggybacks it) instead of relying on gossip reaching us in time. It costs no
     /// message: the probe we were going to send anyway goes there first, and the member it
     /// displaces keeps a place in this round.
     private mutating func probeNext(_ i: Int) {
@@ -672,8 +682,9 @@ public struct SWIMInstance: Sendable {
     }
 
     private mutating func onPushPull(_ p: PushPull, _ now: Duration) {
-        if !p.isReply {
-            send(.pushPull(fullState(isReply: true, isJoin: false)), to: p.fromAddress)
+        defer {
+            // Answer after merging, so the reply already holds what the sender just told us.
+            if !p.isReply { send(.pushPull(fullState(isReply: true, isJoin: false)), to: p.fromAddress) }
         }
         for s in p.states {
             let known = index[s.record.name] != nil || s.record.name == name

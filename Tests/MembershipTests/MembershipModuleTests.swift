@@ -1,2 +1,0 @@
-import Membership
-import Testing
