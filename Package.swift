@@ -119,7 +119,7 @@ let package = Package(
         .executableTarget(
             name: "microscale-bench",
             dependencies: [
-                "SecureTransport",
+                "SecureTransport", "Agent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Agent
 import SecureTransport
 
 /// Benchmarks with real sockets and processes: figures and JSON, never pass/fail.
@@ -8,7 +9,7 @@ struct MicroscaleBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "microscale-bench",
         abstract: "Benchmarks of the real components on this machine (build with -c release).",
-        subcommands: [Transport.self])
+        subcommands: [Transport.self, MembershipBench.self])
 }
 
 struct Transport: AsyncParsableCommand {
@@ -39,6 +40,38 @@ struct Transport: AsyncParsableCommand {
             print(String(format: "MB/s              %9.1f   (%d frames of %d B over one connection; target >= 200)", r.megabytesPerSecond, r.frames, r.frameBytes))
             print(String(format: "frames/s          %9.0f", r.framesPerSecond))
             print(String(format: "LZ4 ratio         %9.2f   (push-pull of %d members: %d -> %d bytes)", r.lz4Ratio, members, r.nodeStatePayloadBytes, r.nodeStateCompressedBytes))
+        }
+    }
+}
+
+struct MembershipBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "membership",
+        abstract: "Real agent processes on 127.0.0.x: join convergence, SIGKILL and SIGSTOP detection, bytes/s, CPU, RSS.")
+
+    @Option(help: "Cluster sizes to measure, comma separated.") var nodes = "10,25,50"
+    @Option(help: "Seconds of idle measurement.") var idle = 10.0
+    @Option(help: "The microscale executable (default: next to this one).") var microscale: String?
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
+    func run() async throws {
+        let exe = microscale ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("microscale").path
+        var reports: [MembershipProcessBenchmark.Report] = []
+        for n in nodes.split(separator: ",").compactMap({ Int($0) }) {
+            var b = MembershipProcessBenchmark(nodes: n, executable: exe, workDirectory: NSTemporaryDirectory() + "microscale-bench-membership-\(n)")
+            b.idleSeconds = idle
+            let r = try await b.run(progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
+            reports.append(r)
+            if !json {
+                func s(_ v: Double?) -> String { v.map { String(format: "%.2f s", $0) } ?? "timed out" }
+                print("N=\(n): join \(s(r.joinConvergenceSeconds)) (target 0.5 s at 50)  SIGKILL->all dead \(s(r.killDetectionSeconds)) (target 1.5 s)  SIGSTOP->all dead \(s(r.stopDetectionSeconds)) (target 2 s)")
+                print(String(format: "      %.0f B/s per node (target <= 500)  idle CPU %.2f%% (target <= 0.5%%)  RSS %.1f MiB (target <= 40)  false positives %d", r.bytesPerNodePerSecond, r.idleCPUPercent, r.rssMiB, r.falsePositives))
+            }
+        }
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try enc.encode(reports), as: UTF8.self))
         }
     }
 }

@@ -5,6 +5,17 @@ import NIOCore
 /// What the HTTP API needs from the running agent; the runtime provides it, tests can too.
 public protocol AgentState: Sendable {
     func members() async -> [MemberView]
+    func selfView() async -> AgentSelfView
+}
+
+/// `GET /v1/agent/self`: this agent's identity and counters.
+public struct AgentSelfView: Codable, Sendable, Equatable {
+    public var name: String
+    public var version: String
+    public var server: Bool
+    public var uptimeSeconds: Double
+    public var gossipMessagesSent: Int
+    public var gossipBytesSent: Int
 }
 
 /// The local HTTP API (DESIGN.md §6): JSON for the CLI, scripts and the dashboard. Bound to
@@ -15,6 +26,9 @@ public enum HTTPAPI {
         if let token { router.add(middleware: TokenMiddleware(token: token)) }
         router.get("/v1/members") { _, _ -> JSONBody<[MemberView]> in
             JSONBody(await state.members())
+        }
+        router.get("/v1/agent/self") { _, _ -> JSONBody<AgentSelfView> in
+            JSONBody(await state.selfView())
         }
         return router
     }

@@ -170,6 +170,9 @@ public actor MembershipService {
 
     // MARK: Queries
 
+    /// Membership messages and payload bytes sent since start.
+    public func traffic() -> (messages: Int, bytes: Int) { (messagesSent, bytesSent) }
+
     /// Every member including this one, sorted by name, as the API shows them.
     public func members() -> [MemberView] {
         var out = instance.knownMembers.map { MemberView($0.record, status: $0.status, incarnation: $0.incarnation) }

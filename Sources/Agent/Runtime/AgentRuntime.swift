@@ -20,6 +20,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     /// The address the HTTP API listens on (port 0 in the configuration picks a free one).
     public private(set) var httpAddress: SocketAddress?
     public private(set) var peerAddress: SocketAddress?
+    private let startedAt = ContinuousClock.now
 
     /// Builds the agent; throws `ConfigurationError` for anything an operator must fix.
     public init(configuration c: AgentConfiguration, logger: Logger) throws {
@@ -122,6 +123,13 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     }
 
     public func members() async -> [MemberView] { await membership.members() }
+
+    public func selfView() async -> AgentSelfView {
+        let (messages, bytes) = await membership.traffic()
+        return AgentSelfView(name: configuration.name, version: MicroscaleVersion.current, server: configuration.server,
+                             uptimeSeconds: Double((ContinuousClock.now - startedAt).nanosecondsSinceZero) / 1e9,
+                             gossipMessagesSent: messages, gossipBytesSent: bytes)
+    }
 }
 
 /// Lets the transport's frame handler, made before the membership service, reach it.
@@ -131,5 +139,12 @@ private final class MembershipBox: @unchecked Sendable {
     var service: MembershipService? {
         get { lock.withLock { _service } }
         set { lock.withLock { _service = newValue } }
+    }
+}
+
+extension Duration {
+    var nanosecondsSinceZero: Int64 {
+        let (s, atto) = components
+        return s * 1_000_000_000 + atto / 1_000_000_000
     }
 }

@@ -1,0 +1,185 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import SecureTransport
+
+/// Membership with real agent processes on loopback addresses 127.0.0.x, measured the way the
+/// serf reference was: all N agents join one seed at once, every agent's view is polled every
+/// 100 ms, then one non-seed member is SIGKILLed and another SIGSTOPped. Figures, not
+/// assertions: `microscale-bench membership`.
+public struct MembershipProcessBenchmark: Sendable {
+    public struct Report: Codable, Sendable {
+        public var nodes: Int
+        /// From the moment every process was started to every agent seeing all N alive.
+        public var joinConvergenceSeconds: Double?
+        /// SIGKILL to every survivor showing the member dead.
+        public var killDetectionSeconds: Double?
+        /// SIGSTOP to every other agent showing the member dead.
+        public var stopDetectionSeconds: Double?
+        public var falsePositives: Int
+        public var bytesPerNodePerSecond: Double
+        public var idleCPUPercent: Double
+        public var rssMiB: Double
+    }
+
+    public var nodes: Int
+    public var executable: String
+    public var workDirectory: String
+    public var idleSeconds: Double = 10
+    public var timeoutSeconds: Double = 30
+
+    public init(nodes: Int, executable: String, workDirectory: String) {
+        self.nodes = nodes
+        self.executable = executable
+        self.workDirectory = workDirectory
+    }
+
+    struct Agent: @unchecked Sendable {
+        var name: String
+        var host: String
+        var process: Process
+    }
+
+    public func run(progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
+        let dir = workDirectory
+        try? FileManager.default.removeItem(atPath: dir)
+        try CertificateIssuer.createCA(in: "\(dir)/ca")
+        for i in 0..<nodes {
+            try CertificateIssuer.createNodeCertificate(caDir: "\(dir)/ca", node: "node-\(i)", server: i < 3, in: "\(dir)/certs")
+        }
+        var agents: [Agent] = []
+        defer {
+            for a in agents where a.process.isRunning {
+                kill(a.process.processIdentifier, SIGCONT)
+                kill(a.process.processIdentifier, SIGKILL)
+            }
+        }
+        func spawn(_ i: Int) throws -> Agent {
+            let name = "node-\(i)", host = "127.0.0.\(i + 1)"
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: executable)
+            var args = ["agent", "--name", name, "--bind", "\(host):7480", "--http", "\(host):7481",
+                        "--data-dir", "\(dir)/data/\(name)", "--tls-ca", "\(dir)/ca/ca.pem",
+                        "--tls-cert", "\(dir)/certs/\(name).pem", "--tls-key", "\(dir)/certs/\(name)-key.pem",
+                        "--capacity-cpu", "2", "--capacity-memory", "4GiB", "--log-level", "warning"]
+            if i > 0 { args += ["--join", "127.0.0.1:7480"] }
+            p.arguments = args
+            FileManager.default.createFile(atPath: "\(dir)/\(name).log", contents: nil)
+            let log = FileHandle(forWritingAtPath: "\(dir)/\(name).log")
+            p.standardOutput = log
+            p.standardError = log
+            try p.run()
+            return Agent(name: name, host: host, process: p)
+        }
+
+        agents.append(try spawn(0))
+        progress("seed started")
+        guard try await waitUntil(timeoutSeconds, { await self.view(agents[0]) != nil }) else {
+            throw CLIError("the seed agent did not start; see \(dir)/node-0.log")
+        }
+        for i in 1..<nodes { agents.append(try spawn(i)) }
+        let t0 = Date()
+        progress("\(nodes) agents started; waiting for every view to hold \(nodes) alive members")
+        let converged = try await waitUntil(timeoutSeconds) {
+            await self.allSee(agents, { $0.values.filter { $0 == "alive" }.count == nodes })
+        }
+        let join = converged ? Date().timeIntervalSince(t0) : nil
+
+        progress("converged: \(join.map { "\($0)" } ?? "no")")
+        // Idle: bytes, CPU, memory over a quiet window.
+        let before = await traffic(agents)
+        let cpuBefore = agents.map { cpuTicks($0.process.processIdentifier) }
+        let idleStart = Date()
+        var falsePositives = 0
+        while Date().timeIntervalSince(idleStart) < idleSeconds {
+            try await Task.sleep(for: .milliseconds(500))
+            for a in agents {
+                if let v = await view(a) { falsePositives += v.values.filter { $0 != "alive" }.count }
+            }
+        }
+        let idle = Date().timeIntervalSince(idleStart)
+        let after = await traffic(agents)
+        let cpuAfter = agents.map { cpuTicks($0.process.processIdentifier) }
+        let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let cpu = zip(cpuBefore, cpuAfter).map { Double($1 - $0) / ticksPerSecond / idle * 100 }.reduce(0, +) / Double(nodes)
+        let rss = agents.map { rssKiB($0.process.processIdentifier) }.reduce(0, +) / Double(nodes) / 1024
+        let bytesPerNode = Double(after - before) / idle / Double(nodes)
+
+        // SIGKILL one non-seed member.
+        let victim = agents[nodes / 2]
+        kill(victim.process.processIdentifier, SIGKILL)
+        let tk = Date()
+        let survivors = agents.filter { $0.name != victim.name }
+        let killed = try await waitUntil(timeoutSeconds) {
+            await self.allSee(survivors, { $0[victim.name] == "dead" })
+        }
+        let killDetection = killed ? Date().timeIntervalSince(tk) : nil
+
+        // SIGSTOP another: its sockets stay open, so only probe timeouts can tell.
+        let frozen = agents[nodes / 2 + 1 < nodes ? nodes / 2 + 1 : 1]
+        kill(frozen.process.processIdentifier, SIGSTOP)
+        let ts = Date()
+        let others = survivors.filter { $0.name != frozen.name }
+        let stopped = try await waitUntil(timeoutSeconds) {
+            await self.allSee(others, { $0[frozen.name] == "dead" })
+        }
+        let stopDetection = stopped ? Date().timeIntervalSince(ts) : nil
+
+        return Report(nodes: nodes, joinConvergenceSeconds: join, killDetectionSeconds: killDetection,
+                      stopDetectionSeconds: stopDetection, falsePositives: falsePositives,
+                      bytesPerNodePerSecond: bytesPerNode, idleCPUPercent: cpu, rssMiB: rss)
+    }
+
+    // MARK: Polling
+
+    /// Polls every 100 ms, as the serf measurement did.
+    func waitUntil(_ seconds: Double, _ condition: () async -> Bool) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if await condition() { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+
+    func allSee(_ agents: [Agent], _ predicate: @Sendable @escaping ([String: String]) -> Bool) async -> Bool {
+        await withTaskGroup(of: Bool.self) { g in
+            for a in agents { g.addTask { await view(a).map(predicate) ?? false } }
+            for await ok in g where !ok { g.cancelAll(); return false }
+            return true
+        }
+    }
+
+    func view(_ a: Agent) async -> [String: String]? {
+        guard let data = await PlainHTTP.get(host: a.host, port: 7481, path: "/v1/members"),
+              let members = try? JSONDecoder().decode([MemberView].self, from: data) else { return nil }
+        return Dictionary(members.map { ($0.name, $0.status) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    func traffic(_ agents: [Agent]) async -> Int {
+        var total = 0
+        for a in agents {
+            guard let data = await PlainHTTP.get(host: a.host, port: 7481, path: "/v1/agent/self"),
+                  let s = try? JSONDecoder().decode(AgentSelfView.self, from: data) else { continue }
+            total += s.gossipBytesSent
+        }
+        return total
+    }
+
+    func cpuTicks(_ pid: Int32) -> Int {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // After the command: state is field 3, utime 14 and stime 15 (proc(5)).
+        guard fields.count > 13, let u = Int(fields[11]), let s = Int(fields[12]) else { return 0 }
+        return u + s
+    }
+
+    func rssKiB(_ pid: Int32) -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let kb = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return 0 }
+        return kb
+    }
+}

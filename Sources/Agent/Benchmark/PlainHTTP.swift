@@ -1,0 +1,43 @@
+import Dispatch
+import Foundation
+
+/// A blocking HTTP/1.0 GET over a plain socket with hard timeouts, run off the cooperative
+/// pool. Benchmarks poll dozens of agents ten times a second; this keeps the poller simple and
+/// bounded (a frozen agent costs at most the timeout), independent of URLSession.
+enum PlainHTTP {
+    static func get(host: String, port: Int, path: String, timeoutMillis: Int = 1000, maxBytes: Int = 4 << 20) async -> Data? {
+        await withCheckedContinuation { c in
+            DispatchQueue.global().async { c.resume(returning: blockingGet(host: host, port: port, path: path, timeoutMillis: timeoutMillis, maxBytes: maxBytes)) }
+        }
+    }
+
+    private static func blockingGet(host: String, port: Int, path: String, timeoutMillis: Int, maxBytes: Int) -> Data? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var tv = timeval(tv_sec: timeoutMillis / 1000, tv_usec: (timeoutMillis % 1000) * 1000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else { return nil }
+        let ok = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard ok == 0 else { return nil }
+        let request = Array("GET \(path) HTTP/1.0\r\nHost: \(host)\r\n\r\n".utf8)
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else { return nil }
+        var response = Data()
+        var buf = [UInt8](repeating: 0, count: 65_536)
+        while response.count < maxBytes {
+            let n = recv(fd, &buf, buf.count, 0)
+            if n <= 0 { break }
+            response.append(buf, count: n)
+        }
+        guard let split = response.range(of: Data("\r\n\r\n".utf8)),
+              response.starts(with: Data("HTTP/1.1 200".utf8)) || response.starts(with: Data("HTTP/1.0 200".utf8))
+        else { return nil }
+        return response[split.upperBound...]
+    }
+}
