@@ -26,18 +26,33 @@ enum PlainHTTP {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard ok == 0 else { return nil }
-        let request = Array("GET \(path) HTTP/1.0\r\nHost: \(host)\r\n\r\n".utf8)
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n".utf8)
         guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else { return nil }
         var response = Data()
         var buf = [UInt8](repeating: 0, count: 65_536)
+        // Read until the body announced by Content-Length is complete (a server may keep the
+        // connection open regardless of "Connection: close"), or the peer closes.
         while response.count < maxBytes {
             let n = recv(fd, &buf, buf.count, 0)
             if n <= 0 { break }
             response.append(buf, count: n)
+            if let head = response.range(of: Data("\r\n\r\n".utf8)),
+               let length = contentLength(response[..<head.lowerBound]),
+               response.count - head.upperBound >= length { break }
         }
         guard let split = response.range(of: Data("\r\n\r\n".utf8)),
               response.starts(with: Data("HTTP/1.1 200".utf8)) || response.starts(with: Data("HTTP/1.0 200".utf8))
         else { return nil }
         return response[split.upperBound...]
+    }
+
+    private static func contentLength(_ head: Data) -> Int? {
+        for line in String(decoding: head, as: UTF8.self).split(separator: "\r\n") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2, parts[0].lowercased() == "content-length" {
+                return Int(parts[1].trimmingCharacters(in: .whitespaces))
+            }
+        }
+        return nil
     }
 }
