@@ -103,6 +103,9 @@ public struct SWIMInstance: Sendable {
 
     public func count(_ status: MemberStatus) -> Int { counts[status] ?? 0 }
 
+    /// Updates waiting to be piggybacked or gossiped (0 when the cluster is at rest).
+    public var pendingBroadcasts: Int { broadcasts.count }
+
     /// Alive and suspect members, self excluded.
     public var liveCount: Int { count(.alive) + count(.suspect) }
 
