@@ -139,6 +139,9 @@ public struct SWIMInstance: Sendable {
         }
         probeOrder = []
         probeCursor = 0
+        // init() could not know N; spread the first push-pull over the interval scaled for it.
+        let interval = configuration.scaledPushPullInterval(members: liveCount + 1)
+        nextPushPullAt = now + Duration.randomUpTo(interval, using: &rng)
     }
 
     public mutating func receive(_ message: Message, now: Duration) -> Directives {
@@ -258,15 +261,22 @@ public struct SWIMInstance: Sendable {
         return finish(now)
     }
 
-    /// A hint from the transport: connecting to `address` was refused or reset (a killed
-    /// process). If the current probe is waiting on it, go to indirect probes now rather than at
-    /// the probe timeout. Suspicion still needs the whole probe round to fail, so a hint alone
-    /// never marks anyone.
+    /// A hint from the transport: the connection to `address` was refused or reset (a killed
+    /// process; a frozen one or a cut link gives no such hint). It only makes us probe sooner:
+    /// the current probe of that member skips to its indirect phase, or the member becomes our
+    /// next probe target and that probe starts now. A verdict still needs a whole failed probe
+    /// round and the suspicion timeout, so a spurious hint costs one probe and marks no one.
     public mutating func peerUnreachable(address: String, now: Duration) -> Directives {
         begin()
-        if var p = probe, !p.indirectSent, let i = index[p.target], members[i].address == address {
-            sendIndirectProbes(&p, now)
-            probe = p
+        if var p = probe, let i = index[p.target], members[i].address == address {
+            if !p.indirectSent {
+                sendIndirectProbes(&p, now)
+                probe = p
+            }
+        } else if !isLeaving,
+                  let i = members.firstIndex(where: { $0.address == address && ($0.status == .alive || $0.status == .suspect) }) {
+            probeNext(i)
+            if probe == nil { nextProbeAt = min(nextProbeAt, now) }
         }
         return finish(now)
     }

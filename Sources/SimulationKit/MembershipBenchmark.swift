@@ -36,6 +36,9 @@ public struct MembershipBenchmark {
         public var crashDetectionSeconds: Double?
         public var crashFirstSuspectSeconds: Double?
         public var crashFirstDeadSeconds: Double?
+        /// The same with the transport's connection-reset hint (`peerUnreachable`) delivered to
+        /// every survivor at the crash; the verdict still comes from a failed probe and suspicion.
+        public var crashWithResetHintDetectionSeconds: Double?
         public var freezeDetectionSeconds: Double?
         public var freezeFirstSuspectSeconds: Double?
         public var freezeFirstDeadSeconds: Double?
@@ -50,7 +53,7 @@ public struct MembershipBenchmark {
     }
 
     public static func run(_ o: Options) -> Report {
-        precondition(o.nodes >= 4, "the scenario crashes one member and freezes another: use at least 4 nodes")
+        precondition(o.nodes >= 6, "the scenario crashes two members and freezes a third: use at least 6 nodes")
         let faults = MembershipCluster.Network.Faults(loss: o.loss, delay: .microseconds(200) ... .milliseconds(2))
         let c = MembershipCluster(size: o.nodes, seed: o.seed, configuration: o.configuration, faults: faults)
         let limit: Duration = .seconds(60)
@@ -112,6 +115,12 @@ public struct MembershipBenchmark {
         c.crash(crashed)
         let crashT = c.run(until: c.now + limit, stopWhen: { c.allRunningHoldDead(crashed) }).map { ($0 - t0).seconds }
         c.advance(by: .seconds(1))
+        let hinted = 4
+        c.watch(hinted)
+        let hintAt = c.now
+        c.crash(hinted, resetHints: true)
+        let hintT = c.run(until: c.now + limit, stopWhen: { c.allRunningHoldDead(hinted) }).map { ($0 - hintAt).seconds }
+        c.advance(by: .seconds(1))
         c.watch(frozen)
         t0 = c.now
         let freezeAt = t0
@@ -122,12 +131,13 @@ public struct MembershipBenchmark {
         func first(_ subject: Int, _ status: MemberStatus, after t: Duration) -> Double? {
             c.verdicts.first { $0.subject == subject && $0.status == status && $0.time >= t }.map { ($0.time - t).seconds }
         }
-        let fp = c.verdicts.filter { $0.subject != crashed && $0.subject != frozen }
+        let fp = c.verdicts.filter { $0.subject != crashed && $0.subject != frozen && $0.subject != hinted }
         return Report(nodes: o.nodes, seed: o.seed, joinConvergenceSeconds: join,
                       recordSpread999Seconds: t999, recordSpreadAllSeconds: tAll.map { ($0 - start).seconds },
                       crashDetectionSeconds: crashT,
                       crashFirstSuspectSeconds: first(crashed, .suspect, after: crashAt),
                       crashFirstDeadSeconds: first(crashed, .dead, after: crashAt),
+                      crashWithResetHintDetectionSeconds: hintT,
                       freezeDetectionSeconds: freezeT,
                       freezeFirstSuspectSeconds: first(frozen, .suspect, after: freezeAt),
                       freezeFirstDeadSeconds: first(frozen, .dead, after: freezeAt),

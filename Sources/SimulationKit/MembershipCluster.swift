@@ -99,12 +99,19 @@ public final class MembershipCluster {
 
     // MARK: Faults
 
-    /// SIGKILL: the process is gone; its state is lost.
-    public func crash(_ i: Int) {
+    /// SIGKILL: the process is gone; its state is lost. With `resetHints`, every running node
+    /// is told at once that its connection to it was reset, as a TCP shell would see it (all
+    /// members hold a connection to every member they probe).
+    public func crash(_ i: Int, resetHints: Bool = false) {
         if isRunning(i) { runningCount -= 1 }
         network.crash(i)
         nodes[i] = nil
         deadlines[i] = nil
+        guard resetHints else { return }
+        for j in 0..<size where j != i && isRunning(j) {
+            let d = nodes[j]!.peerUnreachable(address: Self.address(i), now: now)
+            handle(j, d)
+        }
     }
 
     /// A crashed node comes back with a fresh instance (incarnation 0 unless given) and rejoins.
