@@ -182,7 +182,7 @@ public struct SWIMInstance: Sendable {
         if !suspicions.isEmpty {
             let n = liveCount + 1
             for (subject, s) in suspicions
-            where now >= s.startedAt + configuration.suspicionTimeout(members: n, confirmations: s.confirmations) {
+            where now >= s.startedAt + suspicionTimeout(members: n, s) {
                 suspicions[subject] = nil
                 if let i = index[subject], members[i].status == .suspect, members[i].incarnation == s.incarnation {
                     applyDead(subject, incarnation: s.incarnation, from: name, now)
@@ -284,6 +284,14 @@ public struct SWIMInstance: Sendable {
     // MARK: Probing (SWIM §3, §4.3; Lifeguard IV.A)
 
     private func scaled(_ d: Duration) -> Duration { d * (localHealth + 1) }
+
+    /// Lifeguard IV.B's timeout, stretched like every other timeout of ours by (LHM + 1)
+    /// (IV.A): a member whose own probes are failing without nacks is the likelier culprit, so it
+    /// gives the members it suspects longer to refute before it declares them dead. A healthy
+    /// member (LHM 0) uses the plain timeout, so detection of real failures is unchanged.
+    private func suspicionTimeout(members n: Int, _ s: Suspicion) -> Duration {
+        scaled(configuration.suspicionTimeout(members: n, confirmations: s.confirmations))
+    }
 
     private mutating func adjustHealth(_ delta: Int) {
         localHealth = min(configuration.maxLocalHealthMultiplier, max(0, localHealth + delta))
@@ -772,7 +780,7 @@ public struct SWIMInstance: Sendable {
         if !suspicions.isEmpty {
             let n = liveCount + 1
             for s in suspicions.values {
-                consider(s.startedAt + configuration.suspicionTimeout(members: n, confirmations: s.confirmations))
+                consider(s.startedAt + suspicionTimeout(members: n, s))
             }
         }
         if !broadcasts.isEmpty && liveCount > 0 { consider(max(nextGossipAt, now)) }
