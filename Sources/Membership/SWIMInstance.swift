@@ -103,6 +103,9 @@ public struct SWIMInstance: Sendable {
 
     public func count(_ status: MemberStatus) -> Int { counts[status] ?? 0 }
 
+    /// Updates waiting to be piggybacked or gossiped (0 when the cluster is at rest).
+    public var pendingBroadcasts: Int { broadcasts.count }
+
     /// Alive and suspect members, self excluded.
     public var liveCount: Int { count(.alive) + count(.suspect) }
 
@@ -136,6 +139,9 @@ public struct SWIMInstance: Sendable {
         }
         probeOrder = []
         probeCursor = 0
+        // init() could not know N; spread the first push-pull over the interval scaled for it.
+        let interval = configuration.scaledPushPullInterval(members: liveCount + 1)
+        nextPushPullAt = now + Duration.randomUpTo(interval, using: &rng)
     }
 
     public mutating func receive(_ message: Message, now: Duration) -> Directives {
@@ -176,7 +182,7 @@ public struct SWIMInstance: Sendable {
         if !suspicions.isEmpty {
             let n = liveCount + 1
             for (subject, s) in suspicions
-            where now >= s.startedAt + configuration.suspicionTimeout(members: n, confirmations: s.confirmations) {
+            where now >= s.startedAt + suspicionTimeout(members: n, s) {
                 suspicions[subject] = nil
                 if let i = index[subject], members[i].status == .suspect, members[i].incarnation == s.incarnation {
                     applyDead(subject, incarnation: s.incarnation, from: name, now)
@@ -255,15 +261,22 @@ public struct SWIMInstance: Sendable {
         return finish(now)
     }
 
-    /// A hint from the transport: connecting to `address` was refused or reset (a killed
-    /// process). If the current probe is waiting on it, go to indirect probes now rather than at
-    /// the probe timeout. Suspicion still needs the whole probe round to fail, so a hint alone
-    /// never marks anyone.
+    /// A hint from the transport: the connection to `address` was refused or reset (a killed
+    /// process; a frozen one or a cut link gives no such hint). It only makes us probe sooner:
+    /// the current probe of that member skips to its indirect phase, or the member becomes our
+    /// next probe target and that probe starts now. A verdict still needs a whole failed probe
+    /// round and the suspicion timeout, so a spurious hint costs one probe and marks no one.
     public mutating func peerUnreachable(address: String, now: Duration) -> Directives {
         begin()
-        if var p = probe, !p.indirectSent, let i = index[p.target], members[i].address == address {
-            sendIndirectProbes(&p, now)
-            probe = p
+        if var p = probe, let i = index[p.target], members[i].address == address {
+            if !p.indirectSent {
+                sendIndirectProbes(&p, now)
+                probe = p
+            }
+        } else if !isLeaving,
+                  let i = members.firstIndex(where: { $0.address == address && ($0.status == .alive || $0.status == .suspect) }) {
+            probeNext(i)
+            if probe == nil { nextProbeAt = min(nextProbeAt, now) }
         }
         return finish(now)
     }
@@ -271,6 +284,14 @@ public struct SWIMInstance: Sendable {
     // MARK: Probing (SWIM §3, §4.3; Lifeguard IV.A)
 
     private func scaled(_ d: Duration) -> Duration { d * (localHealth + 1) }
+
+    /// Lifeguard IV.B's timeout, stretched like every other timeout of ours by (LHM + 1)
+    /// (IV.A): a member whose own probes are failing without nacks is the likelier culprit, so it
+    /// gives the members it suspects longer to refute before it declares them dead. A healthy
+    /// member (LHM 0) uses the plain timeout, so detection of real failures is unchanged.
+    private func suspicionTimeout(members n: Int, _ s: Suspicion) -> Duration {
+        scaled(configuration.suspicionTimeout(members: n, confirmations: s.confirmations))
+    }
 
     private mutating func adjustHealth(_ delta: Int) {
         localHealth = min(configuration.maxLocalHealthMultiplier, max(0, localHealth + delta))
@@ -759,7 +780,7 @@ public struct SWIMInstance: Sendable {
         if !suspicions.isEmpty {
             let n = liveCount + 1
             for s in suspicions.values {
-                consider(s.startedAt + configuration.suspicionTimeout(members: n, confirmations: s.confirmations))
+                consider(s.startedAt + suspicionTimeout(members: n, s))
             }
         }
         if !broadcasts.isEmpty && liveCount > 0 { consider(max(nextGossipAt, now)) }

@@ -36,6 +36,9 @@ public struct MembershipBenchmark {
         public var crashDetectionSeconds: Double?
         public var crashFirstSuspectSeconds: Double?
         public var crashFirstDeadSeconds: Double?
+        /// The same with the transport's connection-reset hint (`peerUnreachable`) delivered to
+        /// every survivor at the crash; the verdict still comes from a failed probe and suspicion.
+        public var crashWithResetHintDetectionSeconds: Double?
         public var freezeDetectionSeconds: Double?
         public var freezeFirstSuspectSeconds: Double?
         public var freezeFirstDeadSeconds: Double?
@@ -50,7 +53,7 @@ public struct MembershipBenchmark {
     }
 
     public static func run(_ o: Options) -> Report {
-        precondition(o.nodes >= 4, "the scenario crashes one member and freezes another: use at least 4 nodes")
+        precondition(o.nodes >= 6, "the scenario crashes two members and freezes a third: use at least 6 nodes")
         let faults = MembershipCluster.Network.Faults(loss: o.loss, delay: .microseconds(200) ... .milliseconds(2))
         let c = MembershipCluster(size: o.nodes, seed: o.seed, configuration: o.configuration, faults: faults)
         let limit: Duration = .seconds(60)
@@ -63,6 +66,14 @@ public struct MembershipBenchmark {
         } else {
             c.startConverged()
         }
+        // At rest: every join announcement has used up its retransmissions (after N
+        // simultaneous joins each node holds N updates to send λ·log N times each).
+        var busy = Set((0..<o.nodes).filter { (c.instance($0)?.pendingBroadcasts ?? 0) > 0 })
+        c.onStep = { i in
+            if (c.instance(i)?.pendingBroadcasts ?? 0) > 0 { busy.insert(i) } else { busy.remove(i) }
+        }
+        if !busy.isEmpty { c.run(until: c.now + limit, stopWhen: { busy.isEmpty }) }
+        c.onStep = nil
         c.advance(by: .seconds(2))
 
         // Bandwidth at rest.
@@ -81,19 +92,19 @@ public struct MembershipBenchmark {
         let version = c.instance(changer)!.record.version
         let others = o.nodes - 1
         let target999 = Int((Double(others) * 0.999).rounded(.up))
-        var have = Set<Int>()
+        var have = 0
+        var seen = [Bool](repeating: false, count: o.nodes)
         var t999: Double? = nil
-        let tAll = c.run(until: c.now + limit, stopWhen: {
-            // Checking every node after every event would be O(N) per event; check the members
-            // not yet updated instead, which shrinks as the change spreads.
-            for i in 0..<o.nodes where i != changer && !have.contains(i) {
-                if let v = c.instance(i)?.member(named: MembershipCluster.name(changer))?.record.version, v >= version {
-                    have.insert(i)
-                }
-            }
-            if t999 == nil && have.count >= target999 { t999 = (c.now - start).seconds }
-            return have.count == others
-        })
+        c.onStep = { i in
+            guard i != changer, !seen[i],
+                  let v = c.instance(i)?.member(named: MembershipCluster.name(changer))?.record.version, v >= version
+            else { return }
+            seen[i] = true
+            have += 1
+            if t999 == nil && have >= target999 { t999 = (c.now - start).seconds }
+        }
+        let tAll = c.run(until: c.now + limit, stopWhen: { have == others })
+        c.onStep = nil
         c.advance(by: .seconds(1))
 
         // SIGKILL one member, then SIGSTOP another.
@@ -103,6 +114,12 @@ public struct MembershipBenchmark {
         let crashAt = t0
         c.crash(crashed)
         let crashT = c.run(until: c.now + limit, stopWhen: { c.allRunningHoldDead(crashed) }).map { ($0 - t0).seconds }
+        c.advance(by: .seconds(1))
+        let hinted = 4
+        c.watch(hinted)
+        let hintAt = c.now
+        c.crash(hinted, resetHints: true)
+        let hintT = c.run(until: c.now + limit, stopWhen: { c.allRunningHoldDead(hinted) }).map { ($0 - hintAt).seconds }
         c.advance(by: .seconds(1))
         c.watch(frozen)
         t0 = c.now
@@ -114,12 +131,13 @@ public struct MembershipBenchmark {
         func first(_ subject: Int, _ status: MemberStatus, after t: Duration) -> Double? {
             c.verdicts.first { $0.subject == subject && $0.status == status && $0.time >= t }.map { ($0.time - t).seconds }
         }
-        let fp = c.verdicts.filter { $0.subject != crashed && $0.subject != frozen }
+        let fp = c.verdicts.filter { $0.subject != crashed && $0.subject != frozen && $0.subject != hinted }
         return Report(nodes: o.nodes, seed: o.seed, joinConvergenceSeconds: join,
                       recordSpread999Seconds: t999, recordSpreadAllSeconds: tAll.map { ($0 - start).seconds },
                       crashDetectionSeconds: crashT,
                       crashFirstSuspectSeconds: first(crashed, .suspect, after: crashAt),
                       crashFirstDeadSeconds: first(crashed, .dead, after: crashAt),
+                      crashWithResetHintDetectionSeconds: hintT,
                       freezeDetectionSeconds: freezeT,
                       freezeFirstSuspectSeconds: first(frozen, .suspect, after: freezeAt),
                       freezeFirstDeadSeconds: first(frozen, .dead, after: freezeAt),

@@ -8,13 +8,13 @@ struct MembershipCommand: ParsableCommand {
         commandName: "membership",
         abstract: "Join, state spread, crash and freeze detection, bandwidth, for N simulated nodes.")
 
-    @Option(help: "Number of nodes (at least 4).") var nodes = 50
+    @Option(help: "Number of nodes (at least 6).") var nodes = 50
     @Option(help: "Seed; the same seed replays the same run.") var seed: UInt64 = 1
     @Option(help: "Message loss probability, 0...1.") var loss = 0.0
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
-        guard nodes >= 4 else { throw ValidationError("--nodes must be at least 4 (got \(nodes))") }
+        guard nodes >= 6 else { throw ValidationError("--nodes must be at least 6 (got \(nodes))") }
         guard (0.0..<1.0).contains(loss) else { throw ValidationError("--loss must be in [0, 1) (got \(loss))") }
     }
 
@@ -35,6 +35,7 @@ struct MembershipCommand: ParsableCommand {
         print("  join convergence (all join one seed) : \(r.joinConvergenceSeconds.map { String(format: "%.3f s", $0) } ?? "n/a (started converged)")")
         print("  record change reaches 99.9% / 100%   : \(s(r.recordSpread999Seconds)) / \(s(r.recordSpreadAllSeconds))")
         print("  crashed member dead at all survivors : \(s(r.crashDetectionSeconds))")
+        print("  same, with the connection-reset hint : \(s(r.crashWithResetHintDetectionSeconds))")
         print("  frozen member dead at all survivors  : \(s(r.freezeDetectionSeconds))")
         print("  false positives (dead) / suspicions  : \(r.falsePositives) / \(r.falseSuspicions)")
         print(String(format: "  at rest, per node (over %.0f s)      : %.1f msg/s, %.0f B/s", r.idleWindowSeconds, r.messagesPerNodePerSecond, r.bytesPerNodePerSecond))

@@ -95,6 +95,19 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
         #expect(h.swim.peerUnreachable(address: to, now: h.now).pingReqs.count == 3)
     }
 
+    @Test func aConnectionResetHintMakesThatMemberTheNextProbeTargetAtOnce() throws {
+        var h = Harness(members: eight)
+        let (_, p) = try h.probe()
+        _ = h.receive(.ack(Ack(sequence: p.sequence, from: p.target)))
+        let other = eight.first { $0 != p.target }!
+        let d = h.swim.peerUnreachable(address: "\(other):7480", now: h.now)
+        h.next = d.nextDeadline
+        #expect(d.nextDeadline == h.now, "the probe starts now, not at the next interval")
+        let (_, hinted) = try h.probe()
+        #expect(hinted.target == other)
+        #expect(h.status(other) == .alive, "a hint alone marks no one")
+    }
+
     @Test func aPingForAnotherMemberIsNotAcked() {
         var h = Harness(members: five)
         let d = h.receive(.ping(Ping(sequence: 1, from: "a", fromAddress: "a:7480", target: "someone-else")))
