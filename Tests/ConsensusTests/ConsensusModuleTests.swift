@@ -1,2 +1,0 @@
-import Consensus
-import Testing
