@@ -74,7 +74,7 @@ let package = Package(
         .target(
             name: "Demand",
             dependencies: [
-                "Determinism",
+                "Determinism", "DockerEngine",  // DockerEngine for its small HTTP/1.1 client (MiniHTTPClient)
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

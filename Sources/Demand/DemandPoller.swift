@@ -1,0 +1,170 @@
+import Logging
+
+/// What the planner sees of one source: a number, or unknown. Unknown makes the planner hold the
+/// current count: a metric that goes away never scales a service to zero.
+public enum DemandReading: Sendable, Hashable {
+    case known(Double)
+    case unknown
+}
+
+/// The staleness rule, pure: a failing source keeps its last good value for `staleness`, then reads
+/// unknown. It reports a change of health only when the health changes, so a source failing every
+/// poll for an hour is logged once, not once per poll.
+public struct DemandTracker: Sendable, Hashable {
+    public enum Health: Sendable, Hashable {
+        case healthy
+        /// Failing, still serving the last good value.
+        case stale(since: Duration, error: String)
+        /// Failing for longer than the staleness window (or never succeeded).
+        case unknown(error: String)
+    }
+
+    public let staleness: Duration
+    public private(set) var health: Health = .unknown(error: "no sample yet")
+    private var lastGood: (value: Double, at: Duration)?
+    private var firstFailure: Duration?
+
+    public init(staleness: Duration) {
+        self.staleness = staleness
+    }
+
+    public static func == (a: DemandTracker, b: DemandTracker) -> Bool {
+        a.staleness == b.staleness && a.health == b.health && a.lastGood?.value == b.lastGood?.value
+            && a.lastGood?.at == b.lastGood?.at && a.firstFailure == b.firstFailure
+    }
+    public func hash(into h: inout Hasher) {
+        h.combine(staleness)
+        h.combine(health)
+    }
+
+    /// Records a poll's outcome at `now`; returns the new health when it changed.
+    public mutating func record(_ outcome: Result<Double, DemandError>, at now: Duration) -> Health? {
+        let before = health
+        switch outcome {
+        case .success(let v):
+            lastGood = (v, now)
+            firstFailure = nil
+            health = .healthy
+        case .failure(let e):
+            if firstFailure == nil { firstFailure = now }
+            health = classify(error: "\(e)", now: now)
+        }
+        return Self.sameKind(before, health) ? nil : health
+    }
+
+    /// Advances time without a poll (the window can run out between polls).
+    public mutating func advance(to now: Duration) -> Health? {
+        guard case .stale(_, let error) = health else { return nil }
+        let before = health
+        health = classify(error: error, now: now)
+        return Self.sameKind(before, health) ? nil : health
+    }
+
+    public func reading(at now: Duration) -> DemandReading {
+        switch health {
+        case .healthy: return lastGood.map { .known($0.value) } ?? .unknown
+        case .stale:
+            guard let lastGood, now - lastGood.at <= staleness else { return .unknown }
+            return .known(lastGood.value)
+        case .unknown: return .unknown
+        }
+    }
+
+    private func classify(error: String, now: Duration) -> Health {
+        guard let lastGood, now - lastGood.at <= staleness else { return .unknown(error: error) }
+        return .stale(since: firstFailure ?? now, error: error)
+    }
+
+    private static func sameKind(_ a: Health, _ b: Health) -> Bool {
+        switch (a, b) {
+        case (.healthy, .healthy), (.stale, .stale), (.unknown, .unknown): true
+        default: false
+        }
+    }
+}
+
+/// Polls one source on its own interval, each poll bounded by `timeout`. Clock and sleep are
+/// injected so tests drive time themselves.
+public actor DemandPoller {
+    public let source: any DemandSource
+    public let interval: Duration
+    public let timeout: Duration
+    private var tracker: DemandTracker
+    private let now: @Sendable () -> Duration
+    private let sleep: @Sendable (Duration) async throws -> Void
+    private let logger: Logger
+    /// Health changes, newest last, bounded.
+    public private(set) var transitions: [DemandTracker.Health] = []
+
+    public init(
+        source: any DemandSource, interval: Duration, timeout: Duration, staleness: Duration,
+        now: @escaping @Sendable () -> Duration = { ContinuousClock().now - demandEpoch },
+        sleep: @escaping @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) },
+        logger: Logger = Logger(label: "microscale.demand")
+    ) {
+        self.source = source
+        self.interval = interval
+        self.timeout = timeout
+        self.tracker = DemandTracker(staleness: staleness)
+        self.now = now
+        self.sleep = sleep
+        self.logger = logger
+    }
+
+    public var reading: DemandReading { tracker.reading(at: now()) }
+    public var health: DemandTracker.Health { tracker.health }
+
+    /// One poll, bounded by `timeout`.
+    @discardableResult
+    public func pollOnce() async -> DemandReading {
+        let outcome = await Self.sample(source, timeout: timeout, sleep: sleep)
+        if let change = tracker.record(outcome, at: now()) { note(change) }
+        return tracker.reading(at: now())
+    }
+
+    /// Polls until cancelled.
+    public func run() async {
+        while !Task.isCancelled {
+            await pollOnce()
+            do { try await sleep(interval) } catch { return }
+            if let change = tracker.advance(to: now()) { note(change) }
+        }
+    }
+
+    private func note(_ health: DemandTracker.Health) {
+        transitions.append(health)
+        if transitions.count > 64 { transitions.removeFirst(transitions.count - 64) }
+        switch health {
+        case .healthy: logger.info("demand source healthy", metadata: ["source": "\(source.name)"])
+        case .stale(_, let e): logger.warning("demand source failing; keeping its last value", metadata: ["source": "\(source.name)", "error": "\(e)"])
+        case .unknown(let e): logger.error("demand source unknown", metadata: ["source": "\(source.name)", "error": "\(e)"])
+        }
+    }
+
+    static func sample(
+        _ source: any DemandSource, timeout: Duration, sleep: @escaping @Sendable (Duration) async throws -> Void
+    ) async -> Result<Double, DemandError> {
+        await withTaskGroup(of: Result<Double, DemandError>?.self) { group in
+            group.addTask {
+                do { return .success(try await source.sample()) } catch let e as DemandError { return .failure(e) } catch {
+                    return .failure(.unreachable(source: source.name, reason: "\(error)"))
+                }
+            }
+            group.addTask {
+                do { try await sleep(timeout) } catch { return nil }
+                return .failure(.timedOut(source: source.name, after: timeout))
+            }
+            var result: Result<Double, DemandError> = .failure(.timedOut(source: source.name, after: timeout))
+            while let r = await group.next() {
+                if let r {
+                    result = r
+                    break
+                }
+            }
+            group.cancelAll()
+            return result
+        }
+    }
+}
+
+public let demandEpoch = ContinuousClock().now

@@ -1,0 +1,296 @@
+import Foundation
+import Logging
+import NIOHTTP1
+
+/// A Docker Engine API client over the unix socket. Every call is bounded in time and answer size.
+/// The API version is negotiated once (GET /version) and used as the path prefix, so a newer daemon
+/// keeps answering in the dialect this client was written against (Engine API "Versioned API").
+public actor DockerClient {
+    /// The newest Engine API version this client speaks; older daemons are spoken to in theirs.
+    public static let maximumAPIVersion = "1.43"
+    public static let minimumAPIVersion = "1.40"
+
+    public nonisolated let endpoint: HTTPEndpoint
+    public nonisolated let socketPath: String
+    private let http: MiniHTTPClient
+    private var versionPrefix: String?
+    public var requestTimeout: Duration = .seconds(30)
+    public var maxResponseBytes = 16 << 20
+
+    /// `host` is a DOCKER_HOST value (`unix:///path`) or a bare path; nil reads DOCKER_HOST, then
+    /// falls back to /var/run/docker.sock.
+    public init(host: String? = nil, http: MiniHTTPClient = MiniHTTPClient()) throws(DockerError) {
+        let raw = host ?? ProcessInfo.processInfo.environment["DOCKER_HOST"] ?? "unix:///var/run/docker.sock"
+        let path: String
+        if raw.hasPrefix("unix://") {
+            path = String(raw.dropFirst("unix://".count))
+        } else if raw.hasPrefix("/") {
+            path = raw
+        } else {
+            throw DockerError(
+                kind: .refused, operation: "connect", service: nil, status: nil,
+                daemonMessage: "DOCKER_HOST=\(raw): only unix:// sockets are supported")
+        }
+        self.socketPath = path
+        self.endpoint = .unix(path: path)
+        self.http = http
+    }
+
+    // MARK: System
+
+    public func version() async throws(DockerError) -> EngineVersion {
+        try await call("version", .GET, "/version", versioned: false)
+    }
+
+    public func ping() async throws(DockerError) {
+        let r = try await raw("ping", .GET, "/_ping", versioned: false, service: nil)
+        guard r.status == 200 else { throw Self.error(r, "ping", nil) }
+    }
+
+    public func info() async throws(DockerError) -> EngineInfo {
+        try await call("info", .GET, "/info")
+    }
+
+    /// The negotiated prefix, e.g. "/v1.41": min(ours, the daemon's).
+    public func negotiatedVersion() async throws(DockerError) -> String {
+        if let versionPrefix { return String(versionPrefix.dropFirst(2)) }
+        let v = try await version()
+        let chosen = Self.compare(v.ApiVersion, Self.maximumAPIVersion) < 0 ? v.ApiVersion : Self.maximumAPIVersion
+        guard Self.compare(chosen, Self.minimumAPIVersion) >= 0 else {
+            throw DockerError(
+                kind: .refused, operation: "version", service: nil, status: nil,
+                daemonMessage: "the daemon speaks Engine API \(v.ApiVersion); Microscale needs \(Self.minimumAPIVersion) or newer")
+        }
+        versionPrefix = "/v\(chosen)"
+        return chosen
+    }
+
+    // MARK: Containers
+
+    /// Containers carrying every label in `labels` (`key=value`, or `key` alone for presence).
+    public func list(labels: [String], all: Bool = true) async throws(DockerError) -> [ContainerSummary] {
+        let filters = Self.json(["label": labels])
+        return try await call("list", .GET, "/containers/json?all=\(all ? 1 : 0)&filters=\(Self.query(filters))")
+    }
+
+    public func create(_ spec: ContainerSpec, name: String? = nil) async throws(DockerError) -> String {
+        struct Body: Encodable {
+            var Image: String
+            var Cmd: [String]?
+            var Env: [String]
+            var Labels: [String: String]
+            var StopTimeout: Int
+            var HostConfig: Host
+            struct Host: Encodable {
+                var NanoCpus: Int64
+                var Memory: Int64
+                var Init: Bool
+                var NetworkMode: String
+                var RestartPolicy: [String: String]
+            }
+        }
+        let body = Body(
+            Image: spec.image, Cmd: spec.command.isEmpty ? nil : spec.command, Env: spec.env, Labels: spec.labels,
+            StopTimeout: spec.stopTimeoutSeconds,
+            HostConfig: .init(
+                NanoCpus: Int64((spec.cpu * 1e9).rounded()), Memory: spec.memoryBytes, Init: true,
+                NetworkMode: "none", RestartPolicy: ["Name": "no"]))
+        let bytes = Array((try? JSONEncoder().encode(body)) ?? Data())
+        let nameQuery = name.map { "?name=\(Self.query($0))" } ?? ""
+        struct Created: Decodable { var Id: String }
+        let r = try await raw("create", .POST, "/containers/create\(nameQuery)", body: bytes, service: spec.service)
+        guard r.status == 201 else {
+            if r.status == 404 {
+                throw DockerError(
+                    kind: .imageMissing, operation: "create", service: spec.service, status: 404,
+                    daemonMessage: "\(spec.image): \(Self.message(r))")
+            }
+            throw Self.error(r, "create", spec.service)
+        }
+        return try Self.decode(Created.self, r, "create", spec.service).Id
+    }
+
+    public func start(_ id: String, service: String? = nil) async throws(DockerError) {
+        let r = try await raw("start", .POST, "/containers/\(id)/start", service: service)
+        guard r.status == 204 || r.status == 304 else { throw Self.error(r, "start", service) }
+    }
+
+    /// Stops with SIGTERM, then SIGKILL after `timeoutSeconds`. Already stopped is success.
+    public func stop(_ id: String, timeoutSeconds: Int? = nil, service: String? = nil) async throws(DockerError) {
+        let t = timeoutSeconds.map { "?t=\($0)" } ?? ""
+        // The daemon answers only once the container is down: allow its stop timeout on top of ours.
+        let budget = requestTimeout + .seconds(timeoutSeconds ?? 10)
+        let r = try await raw("stop", .POST, "/containers/\(id)/stop\(t)", service: service, timeout: budget)
+        guard r.status == 204 || r.status == 304 else { throw Self.error(r, "stop", service) }
+    }
+
+    public func kill(_ id: String, signal: String = "KILL", service: String? = nil) async throws(DockerError) {
+        let r = try await raw("kill", .POST, "/containers/\(id)/kill?signal=\(signal)", service: service)
+        guard r.status == 204 else { throw Self.error(r, "kill", service) }
+    }
+
+    /// Removes the container and its anonymous volumes. Already gone is success.
+    public func remove(_ id: String, force: Bool = false, service: String? = nil) async throws(DockerError) {
+        let r = try await raw("remove", .DELETE, "/containers/\(id)?v=1&force=\(force ? 1 : 0)", service: service)
+        guard r.status == 204 || r.status == 404 else { throw Self.error(r, "remove", service) }
+    }
+
+    public func inspect(_ id: String, service: String? = nil) async throws(DockerError) -> ContainerInspect {
+        try await call("inspect", .GET, "/containers/\(id)/json", service: service)
+    }
+
+    public func inspectImage(_ name: String, service: String? = nil) async throws(DockerError) -> ImageInspect {
+        let r = try await raw("image inspect", .GET, "/images/\(Self.query(name))/json", service: service)
+        guard r.status == 200 else {
+            if r.status == 404 {
+                throw DockerError(kind: .imageMissing, operation: "image inspect", service: service, status: 404, daemonMessage: Self.message(r))
+            }
+            throw Self.error(r, "image inspect", service)
+        }
+        return try Self.decode(ImageInspect.self, r, "image inspect", service)
+    }
+
+    // MARK: Events
+
+    /// Container events for containers carrying `labels`, as they happen, across daemon restarts:
+    /// when the stream breaks the client waits (`retry`, doubling up to `maxRetry`) and subscribes
+    /// again, asking for events `since` the last one it saw so none is lost while it was away.
+    /// `reconnected` is yielded as a synthetic event (Action "microscale.reconnected") so the
+    /// consumer knows to re-list: events during the outage of the daemon itself are not replayed.
+    public nonisolated func events(
+        labels: [String], retry: Duration = .milliseconds(100), maxRetry: Duration = .seconds(2)
+    ) -> AsyncStream<EngineEvent> {
+        let (stream, continuation) = AsyncStream<EngineEvent>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
+        let task = Task {
+            var since: Int64? = nil
+            var delay = retry
+            var connectedBefore = false
+            while !Task.isCancelled {
+                do {
+                    let prefix = try await self.prefix()
+                    var filters = ["type": ["container"], "label": labels]
+                    if labels.isEmpty { filters.removeValue(forKey: "label") }
+                    var path = "\(prefix)/events?filters=\(Self.query(Self.json(filters)))"
+                    if let since { path += "&since=\(since / 1_000_000_000).\(String(format: "%09d", since % 1_000_000_000))" }
+                    let (status, body) = try await http.stream(endpoint, path: path)
+                    guard status == 200 else { throw HTTPClientError.connectionClosed(endpoint: endpoint.description) }
+                    if connectedBefore {
+                        continuation.yield(EngineEvent(Type: "microscale", Action: "microscale.reconnected", Actor: .init(ID: "", Attributes: nil), time: nil, timeNano: nil))
+                    }
+                    connectedBefore = true
+                    delay = retry
+                    var buffer: [UInt8] = []
+                    for try await chunk in body {
+                        buffer += chunk
+                        // Bounded: one event is a few hundred bytes; a megabyte without a newline is garbage.
+                        if buffer.count > 1 << 20 { buffer.removeAll() }
+                        while let nl = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                            let line = Array(buffer[..<nl])
+                            buffer.removeSubrange(...nl)
+                            if let e = try? JSONDecoder().decode(EngineEvent.self, from: Data(line)) {
+                                if let t = e.timeNano { since = t + 1 }
+                                continuation.yield(e)
+                            }
+                        }
+                    }
+                } catch {
+                    // Fall through to the back-off: the daemon is down or restarting.
+                }
+                await self.forgetVersion()
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, maxRetry)
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
+    private func forgetVersion() { versionPrefix = nil }
+
+    // MARK: Plumbing
+
+    private func prefix() async throws(DockerError) -> String {
+        if let versionPrefix { return versionPrefix }
+        _ = try await negotiatedVersion()
+        return versionPrefix ?? ""
+    }
+
+    private func call<T: Decodable>(
+        _ op: String, _ method: HTTPMethod, _ path: String, versioned: Bool = true, service: String? = nil
+    ) async throws(DockerError) -> T {
+        let r = try await raw(op, method, path, versioned: versioned, service: service)
+        guard r.status == 200 else { throw Self.error(r, op, service) }
+        return try Self.decode(T.self, r, op, service)
+    }
+
+    private func raw(
+        _ op: String, _ method: HTTPMethod, _ path: String, body: [UInt8]? = nil, versioned: Bool = true,
+        service: String?, timeout: Duration? = nil
+    ) async throws(DockerError) -> HTTPResponse {
+        let full = versioned ? (try await prefix()) + path : path
+        do {
+            return try await http.request(
+                endpoint, method: method, path: full,
+                headers: body == nil ? [] : [("Content-Type", "application/json")], body: body,
+                timeout: timeout ?? requestTimeout, maxBody: maxResponseBytes)
+        } catch let e as HTTPClientError {
+            switch e {
+            case .connectFailed:
+                throw DockerError(kind: .daemonUnreachable, operation: op, service: service, status: nil, daemonMessage: "\(e)")
+            default:
+                throw DockerError(kind: .badResponse, operation: op, service: service, status: nil, daemonMessage: "\(e)")
+            }
+        } catch {
+            throw DockerError(kind: .daemonUnreachable, operation: op, service: service, status: nil, daemonMessage: "\(error)")
+        }
+    }
+
+    static func message(_ r: HTTPResponse) -> String {
+        struct Message: Decodable { var message: String }
+        if let m = try? JSONDecoder().decode(Message.self, from: Data(r.body)) { return m.message }
+        return String(r.bodyText.prefix(500)).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    static func error(_ r: HTTPResponse, _ op: String, _ service: String?) -> DockerError {
+        let kind: DockerError.Kind =
+            switch r.status {
+            case 404: .notFound
+            case 409: .conflict
+            default: .refused
+            }
+        return DockerError(kind: kind, operation: op, service: service, status: r.status, daemonMessage: message(r))
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ r: HTTPResponse, _ op: String, _ service: String?) throws(DockerError) -> T {
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(r.body))
+        } catch {
+            throw DockerError(
+                kind: .badResponse, operation: op, service: service, status: r.status,
+                daemonMessage: "cannot decode the answer: \(error)")
+        }
+    }
+
+    static func json(_ value: [String: [String]]) -> String {
+        String(decoding: (try? JSONEncoder().encode(value)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+
+    static func query(_ s: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return s.addingPercentEncoding(withAllowedCharacters: allowed) ?? s
+    }
+
+    /// Compares dotted version numbers numerically ("1.9" < "1.41").
+    static func compare(_ a: String, _ b: String) -> Int {
+        let x = a.split(separator: ".").map { Int($0) ?? 0 }
+        let y = b.split(separator: ".").map { Int($0) ?? 0 }
+        for i in 0..<max(x.count, y.count) {
+            let l = i < x.count ? x[i] : 0
+            let r = i < y.count ? y[i] : 0
+            if l != r { return l < r ? -1 : 1 }
+        }
+        return 0
+    }
+}

@@ -1,1 +1,0 @@
-/// DockerEngine: a Docker Engine API client over the unix socket.

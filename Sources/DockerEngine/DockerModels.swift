@@ -1,0 +1,150 @@
+/// The labels Microscale puts on every container it creates (DESIGN.md §6). A container without
+/// `managed=true` is never touched.
+public enum MicroscaleLabel {
+    public static let managed = "io.microscale.managed"
+    public static let service = "io.microscale.service"
+    public static let node = "io.microscale.node"
+    public static let spec = "io.microscale.spec"
+}
+
+/// What a container should be: what the reconciler asks the client to create.
+public struct ContainerSpec: Sendable, Hashable, Codable {
+    public var service: String
+    public var node: String
+    public var specHash: String
+    public var image: String
+    public var command: [String]
+    public var env: [String]
+    /// Cores reserved; becomes the hard limit (NanoCpus) so a container cannot take its neighbours' share.
+    public var cpu: Double
+    public var memoryBytes: Int64
+    public var stopTimeoutSeconds: Int
+    public var extraLabels: [String: String]
+
+    public init(
+        service: String, node: String, specHash: String, image: String, command: [String] = [],
+        env: [String] = [], cpu: Double, memoryBytes: Int64, stopTimeoutSeconds: Int = 10,
+        extraLabels: [String: String] = [:]
+    ) {
+        self.service = service
+        self.node = node
+        self.specHash = specHash
+        self.image = image
+        self.command = command
+        self.env = env
+        self.cpu = cpu
+        self.memoryBytes = memoryBytes
+        self.stopTimeoutSeconds = stopTimeoutSeconds
+        self.extraLabels = extraLabels
+    }
+
+    public var labels: [String: String] {
+        var l = extraLabels
+        l[MicroscaleLabel.managed] = "true"
+        l[MicroscaleLabel.service] = service
+        l[MicroscaleLabel.node] = node
+        l[MicroscaleLabel.spec] = specHash
+        return l
+    }
+}
+
+// MARK: Engine API bodies (only the fields we read; names as the Engine API spells them).
+
+public struct EngineVersion: Sendable, Decodable {
+    public var Version: String
+    public var ApiVersion: String
+    public var MinAPIVersion: String?
+}
+
+public struct EngineInfo: Sendable, Decodable {
+    public var NCPU: Int
+    public var MemTotal: Int64
+    public var Name: String?
+    public var ServerVersion: String?
+}
+
+public struct ContainerSummary: Sendable, Decodable, Hashable {
+    public var Id: String
+    public var Names: [String]?
+    public var Image: String?
+    public var State: String?
+    public var Status: String?
+    public var Labels: [String: String]?
+    public var Created: Int64?
+}
+
+public struct ContainerInspect: Sendable, Decodable {
+    public struct State: Sendable, Decodable {
+        public var Status: String
+        public var Running: Bool
+        public var ExitCode: Int
+        public var OOMKilled: Bool?
+        public var StartedAt: String?
+        public var FinishedAt: String?
+    }
+    public struct Config: Sendable, Decodable {
+        public var Image: String?
+        public var Labels: [String: String]?
+        public var Cmd: [String]?
+        public var StopTimeout: Int?
+    }
+    public struct HostConfig: Sendable, Decodable {
+        public var NanoCpus: Int64?
+        public var Memory: Int64?
+        public var Init: Bool?
+        public var NetworkMode: String?
+        public struct RestartPolicy: Sendable, Decodable { public var Name: String? }
+        public var RestartPolicy: RestartPolicy?
+    }
+    public var Id: String
+    public var Name: String?
+    public var State: State
+    public var Config: Config
+    public var HostConfig: HostConfig
+}
+
+public struct ImageInspect: Sendable, Decodable {
+    public var Id: String
+    public var Size: Int64?
+    public var RepoTags: [String]?
+}
+
+public struct EngineEvent: Sendable, Decodable, Hashable {
+    public struct Actor: Sendable, Decodable, Hashable {
+        public var ID: String
+        public var Attributes: [String: String]?
+    }
+    public var `Type`: String?
+    public var Action: String
+    public var Actor: Actor
+    public var time: Int64?
+    public var timeNano: Int64?
+}
+
+/// An error the reconciler can show an operator as is: which operation, which service, what the
+/// daemon said.
+public struct DockerError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        case daemonUnreachable
+        case imageMissing
+        case notFound
+        case conflict
+        case refused
+        case badResponse
+    }
+    public var kind: Kind
+    public var operation: String
+    public var service: String?
+    public var status: Int?
+    public var daemonMessage: String
+
+    public var description: String {
+        let who = service.map { " for service \($0)" } ?? ""
+        let code = status.map { " (HTTP \($0))" } ?? ""
+        switch kind {
+        case .daemonUnreachable: return "docker \(operation)\(who): the Docker daemon is unreachable: \(daemonMessage)"
+        case .imageMissing: return "docker \(operation)\(who): image missing\(code): \(daemonMessage)"
+        default: return "docker \(operation)\(who) failed\(code): \(daemonMessage)"
+        }
+    }
+}

@@ -1,0 +1,218 @@
+/// The node reconciler's decision, pure: desired counts per service and the containers observed on
+/// the local Docker Engine in, the actions to take out. It never reads a clock or talks to Docker; the
+/// shell (`ReconcilerShell`) lists containers, passes the time and executes what comes back.
+
+/// What the planner wants on this node for one service.
+public struct DesiredService: Sendable, Hashable {
+    public var count: Int
+    /// A hash of everything that makes a container of this service (image, command, limits...). A
+    /// running container with another hash is replaced.
+    public var specHash: String
+    public init(count: Int, specHash: String) {
+        self.count = count
+        self.specHash = specHash
+    }
+}
+
+/// One container as Docker reported it, reduced to plain values.
+public struct ObservedContainer: Sendable, Hashable {
+    public enum State: Sendable, Hashable {
+        /// Running, restarting or paused: it holds its reservation.
+        case running
+        /// Created but never started: holds nothing but is ours to finish or clean up.
+        case created
+        /// Exited or dead.
+        case exited
+        /// Being removed by the daemon already.
+        case removing
+    }
+    public var id: String
+    public var labels: [String: String]
+    public var state: State
+    /// For an exited container: how long it ran before exiting (StartedAt to FinishedAt), if known.
+    public var ranFor: Duration?
+
+    public init(id: String, labels: [String: String], state: State, ranFor: Duration? = nil) {
+        self.id = id
+        self.labels = labels
+        self.state = state
+        self.ranFor = ranFor
+    }
+
+    public var isManaged: Bool { labels[MicroscaleLabel.managed] == "true" }
+    public var service: String? { labels[MicroscaleLabel.service] }
+    public var node: String? { labels[MicroscaleLabel.node] }
+    public var specHash: String? { labels[MicroscaleLabel.spec] }
+
+    /// Maps the Engine API's State string ("running", "exited", ...).
+    public static func state(fromEngine s: String) -> State {
+        switch s {
+        case "running", "restarting", "paused": .running
+        case "created": .created
+        case "removing": .removing
+        default: .exited
+        }
+    }
+}
+
+/// What the shell does, in the order of `ReconcilePlan.actions`.
+public enum ReconcileAction: Sendable, Hashable {
+    /// Stop (SIGTERM, then SIGKILL after the stop timeout) and remove.
+    case stop(id: String, service: String)
+    /// Remove an exited or never-started container.
+    case remove(id: String, service: String)
+    /// Create and start one container of the service with this spec hash.
+    case start(service: String, specHash: String)
+
+    public var service: String {
+        switch self {
+        case .stop(_, let s), .remove(_, let s), .start(let s, _): s
+        }
+    }
+}
+
+public struct ReconcilePlan: Sendable, Hashable {
+    /// Stops and removals: they free room and must be done before `starts` begin (DESIGN.md §4.3).
+    public var stops: [ReconcileAction] = []
+    public var starts: [ReconcileAction] = []
+    /// Services held back because their containers keep exiting, and until when.
+    public var crashLooping: [String: CrashLoop] = [:]
+    /// Containers left alone because they are not ours (no managed label, or another node's).
+    public var ignored: Int = 0
+
+    /// Stops first, then starts.
+    public var actions: [ReconcileAction] { stops + starts }
+    public var isEmpty: Bool { stops.isEmpty && starts.isEmpty }
+}
+
+public struct CrashLoop: Sendable, Hashable {
+    /// Consecutive quick exits.
+    public var failures: Int
+    /// No start before this time (the shell's clock, as passed to `decide`).
+    public var retryAt: Duration
+}
+
+public struct ReconcilerPolicy: Sendable, Hashable {
+    /// A container that exits sooner than this after starting counts as a crash.
+    public var minimumRunTime: Duration = .seconds(10)
+    /// Back-off after the first crash; doubles per consecutive crash up to `maximumBackoff`
+    /// (the kubelet's CrashLoopBackOff shape).
+    public var initialBackoff: Duration = .seconds(1)
+    public var maximumBackoff: Duration = .seconds(300)
+    /// At most this many starts per service per decision, so one decision cannot flood the daemon.
+    public var maxStartsPerService: Int = 64
+    /// Exit records kept to avoid counting one exit twice (bounded).
+    public var rememberedExits: Int = 4096
+
+    public init() {}
+}
+
+/// The reconciler's state: only the crash-loop bookkeeping. Desired and observed state come in whole
+/// every time, so an agent that restarts with an empty Reconciler adopts what is running instead of
+/// duplicating it.
+public struct Reconciler: Sendable {
+    public let node: String
+    public var policy: ReconcilerPolicy
+    private(set) public var crashLoops: [String: CrashLoop] = [:]
+    private var countedExits: Set<String> = []
+    private var countedExitOrder: [String] = []
+
+    public init(node: String, policy: ReconcilerPolicy = ReconcilerPolicy()) {
+        self.node = node
+        self.policy = policy
+    }
+
+    public mutating func decide(
+        desired: [String: DesiredService], observed: [ObservedContainer], now: Duration
+    ) -> ReconcilePlan {
+        var plan = ReconcilePlan()
+        var byService: [String: [ObservedContainer]] = [:]
+        for c in observed {
+            // Never touch what is not ours (DESIGN.md §6), nor what another node's agent created.
+            guard c.isManaged, let service = c.service, c.node == node else {
+                plan.ignored += 1
+                continue
+            }
+            byService[service, default: []].append(c)
+        }
+
+        // Crash accounting first, so this decision already honours the back-off.
+        for c in observed where c.isManaged && c.node == node && c.state == .exited {
+            guard let service = c.service, !countedExits.contains(c.id) else { continue }
+            remember(c.id)
+            if let ran = c.ranFor, ran < policy.minimumRunTime {
+                let failures = (crashLoops[service]?.failures ?? 0) + 1
+                crashLoops[service] = CrashLoop(failures: failures, retryAt: now + backoff(failures))
+            } else {
+                crashLoops[service] = nil
+            }
+        }
+        // A service that now has a container running long enough has recovered; one that is no
+        // longer wanted forgets its history.
+        for service in crashLoops.keys where desired[service] == nil { crashLoops[service] = nil }
+
+        for service in Set(byService.keys).union(desired.keys).sorted() {
+            let containers = (byService[service] ?? []).sorted { $0.id < $1.id }
+            let want = desired[service]
+            var keep = 0
+            var runningCurrent: [ObservedContainer] = []
+            for c in containers {
+                switch c.state {
+                case .removing:
+                    continue
+                case .exited, .created:
+                    // Exited containers go first: they free their names and show up in no count.
+                    plan.stops.append(.remove(id: c.id, service: service))
+                case .running:
+                    if let want, c.specHash == want.specHash {
+                        runningCurrent.append(c)
+                    } else {
+                        plan.stops.append(.stop(id: c.id, service: service))
+                    }
+                }
+            }
+            let target = max(0, want?.count ?? 0)
+            // Extras: stop the newest-looking last by id order; which one does not matter for
+            // capacity, only that the choice is deterministic.
+            if runningCurrent.count > target {
+                for c in runningCurrent[target...] { plan.stops.append(.stop(id: c.id, service: service)) }
+                keep = target
+            } else {
+                keep = runningCurrent.count
+            }
+            guard let want, keep < target else { continue }
+            if let loop = crashLoops[service], now < loop.retryAt {
+                plan.crashLooping[service] = loop
+                continue
+            }
+            let missing = min(target - keep, policy.maxStartsPerService)
+            for _ in 0..<missing { plan.starts.append(.start(service: service, specHash: want.specHash)) }
+        }
+        return plan
+    }
+
+    /// Tells the reconciler that a container of `service` has been running for `ranFor`: at or above
+    /// the minimum run time the service is healthy again.
+    public mutating func observeRunning(service: String, ranFor: Duration) {
+        if ranFor >= policy.minimumRunTime { crashLoops[service] = nil }
+    }
+
+    func backoff(_ failures: Int) -> Duration {
+        var d = policy.initialBackoff
+        for _ in 1..<max(1, failures) {
+            d = d * 2
+            if d >= policy.maximumBackoff { return policy.maximumBackoff }
+        }
+        return min(d, policy.maximumBackoff)
+    }
+
+    private mutating func remember(_ id: String) {
+        countedExits.insert(id)
+        countedExitOrder.append(id)
+        if countedExitOrder.count > policy.rememberedExits {
+            let drop = countedExitOrder.count - policy.rememberedExits
+            for old in countedExitOrder.prefix(drop) { countedExits.remove(old) }
+            countedExitOrder.removeFirst(drop)
+        }
+    }
+}

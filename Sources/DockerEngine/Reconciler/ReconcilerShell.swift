@@ -1,0 +1,182 @@
+import Foundation
+import Logging
+
+public let reconcilerEpoch = ContinuousClock().now
+
+/// The thin shell around `Reconciler`: lists this node's containers, asks the pure decision what to
+/// do, and does it against the Docker Engine, stops before starts, with at most `maxInFlight` Docker
+/// calls at a time. One round at a time, so a container being created is never seen half-made by
+/// the next decision.
+public actor ReconcilerShell {
+    public struct RoundReport: Sendable {
+        public var plan: ReconcilePlan
+        public var started: [String] = []
+        public var stopped: [String] = []
+        public var errors: [DockerError] = []
+    }
+
+    private let client: DockerClient
+    private var reconciler: Reconciler
+    private var specs: [String: ContainerSpec] = [:]
+    private let maxInFlight: Int
+    private let now: @Sendable () -> Duration
+    private let logger: Logger
+    private var nameCounter: UInt64 = 0
+    private let namePrefix: String
+
+    public init(
+        client: DockerClient, node: String, policy: ReconcilerPolicy = ReconcilerPolicy(), maxInFlight: Int = 8,
+        now: @escaping @Sendable () -> Duration = { ContinuousClock().now - reconcilerEpoch },
+        logger: Logger = Logger(label: "microscale.reconciler")
+    ) {
+        self.client = client
+        self.reconciler = Reconciler(node: node, policy: policy)
+        self.maxInFlight = max(1, maxInFlight)
+        self.now = now
+        self.logger = logger
+        // Names only need to be unique on this daemon; the time of the shell's birth plus a counter is.
+        self.namePrefix = "ms-\(node)-\(String(UInt64(Date().timeIntervalSince1970 * 1000), radix: 36))"
+    }
+
+
+    /// Replaces the desired state: the specs (with their count) to run on this node.
+    public func setDesired(_ specs: [ContainerSpec], counts: [String: Int]) {
+        self.specs = Dictionary(specs.map { ($0.service, $0) }, uniquingKeysWith: { _, new in new })
+        self.counts = counts
+    }
+    private var counts: [String: Int] = [:]
+
+    public var crashLoops: [String: CrashLoop] { reconciler.crashLoops }
+
+    /// One round: observe, decide, act. Returns what was done and what failed.
+    @discardableResult
+    public func reconcileOnce() async throws(DockerError) -> RoundReport {
+        let observed = try await observe()
+        var desired: [String: DesiredService] = [:]
+        for (service, spec) in specs { desired[service] = DesiredService(count: counts[service] ?? 0, specHash: spec.specHash) }
+        let plan = reconciler.decide(desired: desired, observed: observed, now: now())
+        for (service, loop) in plan.crashLooping {
+            logger.warning("service is crash-looping; holding starts", metadata: ["service": "\(service)", "failures": "\(loop.failures)"])
+        }
+        var report = RoundReport(plan: plan)
+        // Stops first: they free the room the starts need (DESIGN.md §4.3).
+        let stopResults = await run(plan.stops)
+        let startResults = await run(plan.starts)
+        for r in stopResults + startResults {
+            switch r {
+            case .success(let (action, id)):
+                if case .start = action { report.started.append(id) } else { report.stopped.append(id) }
+            case .failure(let e):
+                report.errors.append(e)
+                logger.error("\(e)")
+            }
+        }
+        return report
+    }
+
+    /// Rounds until nothing is left to do (or `maxRounds`), e.g. after a change of desired state.
+    @discardableResult
+    public func converge(maxRounds: Int = 10) async throws(DockerError) -> RoundReport? {
+        var last: RoundReport?
+        for _ in 0..<maxRounds {
+            let r = try await reconcileOnce()
+            last = r
+            if r.plan.isEmpty { break }
+        }
+        return last
+    }
+
+    private func observe() async throws(DockerError) -> [ObservedContainer] {
+        let summaries = try await client.list(labels: ["\(MicroscaleLabel.managed)=true"])
+        var observed: [ObservedContainer] = []
+        for s in summaries {
+            let state = ObservedContainer.state(fromEngine: s.State ?? "exited")
+            var ranFor: Duration? = nil
+            if state == .exited, let i = try? await client.inspect(s.Id) {
+                ranFor = Self.ranFor(started: i.State.StartedAt, finished: i.State.FinishedAt)
+            }
+            observed.append(ObservedContainer(id: s.Id, labels: s.Labels ?? [:], state: state, ranFor: ranFor))
+        }
+        return observed
+    }
+
+    static func ranFor(started: String?, finished: String?) -> Duration? {
+        guard let started, let finished, let a = parseTime(started), let b = parseTime(finished), b >= a else { return nil }
+        return .milliseconds(Int64((b - a) * 1000))
+    }
+
+    static func parseTime(_ s: String) -> Double? {
+        // Docker writes RFC 3339 with nanoseconds: 2026-11-23T05:27:42.906624703Z.
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        var trimmed = s
+        if let dot = s.firstIndex(of: "."), let z = s.lastIndex(where: { $0 == "Z" || $0 == "+" }) , z > dot {
+            let frac = s[s.index(after: dot)..<z]
+            trimmed = String(s[...dot]) + String(frac.prefix(3)) + String(s[z...])
+        }
+        if let d = f.date(from: trimmed) { return d.timeIntervalSince1970 }
+        f.formatOptions = [.withInternetDateTime]
+        return f.date(from: s).map { $0.timeIntervalSince1970 }
+    }
+
+    private func nextName(_ service: String) -> String {
+        nameCounter += 1
+        return "\(namePrefix)-\(service)-\(nameCounter)"
+    }
+
+    /// Runs the actions with at most `maxInFlight` Docker calls at a time.
+    private func run(_ actions: [ReconcileAction]) async -> [Result<(ReconcileAction, String), DockerError>] {
+        var jobs: [(ReconcileAction, ContainerSpec?, String?)] = []
+        for a in actions {
+            if case .start(let service, _) = a { jobs.append((a, specs[service], nextName(service))) } else { jobs.append((a, nil, nil)) }
+        }
+        let client = self.client
+        return await withTaskGroup(of: Result<(ReconcileAction, String), DockerError>.self) { group in
+            var results: [Result<(ReconcileAction, String), DockerError>] = []
+            var next = 0
+            func add() {
+                let (action, spec, name) = jobs[next]
+                next += 1
+                group.addTask { await Self.execute(action, spec: spec, name: name, client: client) }
+            }
+            while next < jobs.count && next < maxInFlight { add() }
+            while let r = await group.next() {
+                results.append(r)
+                if next < jobs.count { add() }
+            }
+            return results
+        }
+    }
+
+    private static func execute(
+        _ action: ReconcileAction, spec: ContainerSpec?, name: String?, client: DockerClient
+    ) async -> Result<(ReconcileAction, String), DockerError> {
+        do throws(DockerError) {
+            switch action {
+            case .stop(let id, let service):
+                // The container's own StopTimeout applies (set at create), so no t= override here.
+                try await client.stop(id, service: service)
+                try await client.remove(id, service: service)
+                return .success((action, id))
+            case .remove(let id, let service):
+                try await client.remove(id, force: true, service: service)
+                return .success((action, id))
+            case .start(let service, _):
+                guard let spec else {
+                    return .failure(DockerError(kind: .refused, operation: "create", service: service, status: nil, daemonMessage: "no spec for the service"))
+                }
+                let id = try await client.create(spec, name: name)
+                do throws(DockerError) {
+                    try await client.start(id, service: service)
+                } catch {
+                    // A container that cannot start is removed, so it does not pile up.
+                    try? await client.remove(id, force: true, service: service)
+                    throw error
+                }
+                return .success((action, id))
+            }
+        } catch {
+            return .failure(error)
+        }
+    }
+}
