@@ -19,8 +19,9 @@ test:
 	@scripts/check-proto
 	@scripts/test
 
+# A local three-agent cluster; Ctrl-C stops it (DEMO_SECONDS=N stops after N seconds).
 demo: build
-	$(SWIFT) run -c $(CONFIG) microscale --help
+	@scripts/demo
 
 proto:
 	@scripts/generate-proto
