@@ -4,23 +4,25 @@ import Foundation
 /// TCP + TLS, where a probe's round trip is well under 5 ms even on a loaded 2-core host:
 ///
 /// - Crash and freeze detection by every survivor within 1.5 s (kill) and 2 s (stop), from probe
-///   timeouts alone. The chain is: first probe of the failed member (the N-1 survivors together
-///   probe any one member about 1/probeInterval = 5 times a second, so ~0.1 s on average) +
-///   a failed probe round (probeInterval = 0.2 s, direct timeout 0.1 s then k indirect probes)
-///   + the suspicion timeout + dissemination of `dead` (gossipInterval 0.05 s, fanout 3: ×4 per
-///   tick, 50 members in ~3 ticks = 0.15 s).
+///   timeouts alone. The chain is: the wait for the first probe of the failed member (the N−1
+///   survivors together probe any one member 1/probeInterval = 5 times a second whatever N, so
+///   0.2 s on average, ~0.6 s at the 95th percentile) + a failed probe round (probeInterval =
+///   0.2 s: direct timeout 0.1 s, then k = 3 indirect probes) + the suspicion timeout +
+///   dissemination of `dead` (gossip every 0.05 s to 3 members: ×4 per tick, 50 members in
+///   ~3 ticks).
 ///   Suspicion (Lifeguard IV.B) = max(Min, Max − (Max − Min)·log(C+1)/log(K+1)) with
-///   Min = 2·max(1, log10 N)·probeInterval and Max = 3·Min: N = 10 → 0.4 … 1.2 s, N = 50 →
-///   0.68 … 2.0 s. Other survivors probe the member at ~5/s, so the K = 3 independent
-///   confirmations arrive within ~0.6 s and the timeout sits at Min: 0.1 + 0.2 + 0.6 + 0.15 ≈ 1.05 s
-///   for N = 10 and ≈ 1.1 s for N = 50.
-/// - Bandwidth ≤ 0.5 KB/s per node at rest: a ping (~45 B) and its ack (~20 B) five times a
-///   second is ~325 B/s sent, plus a push-pull of N·~70 B each way every 30 s scaled by log2 N
-///   above 32 members (N = 50: 2·3.5 KB / 60 s ≈ 120 B/s), ≈ 445 B/s.
-/// - No false positive under CPU load: Lifeguard IV.A stretches this node's probe interval and
-///   timeouts by (LHM + 1) when its own probes fail without the relays' nacks arriving, and the
-///   buddy system (IV.C) lets a suspected-but-alive member refute at its next incoming probe,
-///   well inside Min.
+///   Min = 1.5·max(1, log10 N)·probeInterval and Max = 3·Min: N = 10 → 0.30 … 0.90 s,
+///   N = 50 → 0.51 … 1.53 s, N = 10,000 → 1.2 … 3.6 s. Hearing a suspicion moves the suspect to
+///   the front of every member's probe order, so K = 3 confirmations arrive within about one
+///   interval and the timeout sits at Min: N = 50 ≈ 0.2 + 0.2 + 0.51 + 0.05 ≈ 0.96 s mean.
+/// - Bandwidth ≤ 0.5 KB/s per node at rest: a ping (~21 B) and an ack (~8 B) five times a second
+///   each way is ~150 B/s of payload, plus a push-pull of N·~45 B each way every 30 s, scaled by
+///   log2 N above 32 members (N = 50: 2·2.3 KB / 60 s ≈ 75 B/s): ≈ 240 B/s before the shell's
+///   frame and TLS record overhead (~28 B per message).
+/// - No false positive under CPU load: Lifeguard IV.A stretches this node's probe interval,
+///   probe timeout and suspicion timeouts by (LHM + 1) when its own probes fail without the
+///   relays' nacks arriving, and the buddy system (IV.C) lets a suspected-but-alive member
+///   refute at the next incoming probe, well inside Min.
 public struct MembershipConfiguration: Sendable, Hashable {
     /// SWIM §3: one probe per interval, round-robin over a shuffled list (SWIM §4.3).
     public var probeInterval: Duration = .milliseconds(200)

@@ -398,13 +398,16 @@ public struct SWIMInstance: Sendable {
         // A ping for someone else (this address now belongs to another member) gets no ack, so
         // the sender's probe of that member fails as it should.
         guard p.target.isEmpty || p.target == name else { return }
-        if let s = p.suspectedAt, s >= incarnation, !isLeaving {
-            // Lifeguard IV.C (buddy system): the prober suspects us; refute at once.
-            refute(above: s, now)
+        var gossip = broadcasts.take(budget: configuration.maxPiggybackBytes, limit: retransmitLimit)
+        if let s = p.suspectedAt, !isLeaving {
+            // Lifeguard IV.C (buddy system): the prober suspects us; refute at once, and answer
+            // the prober itself with the refutation even if our queue has already sent it its
+            // λ·log N times (dozens of buddy pings can arrive within one interval).
+            if s >= incarnation { refute(above: s, now) }
+            let alive = Gossip.alive(incarnation: incarnation, record: record)
+            if !gossip.contains(alive) { gossip.append(alive) }
         }
-        send(.ack(Ack(sequence: p.sequence, from: name,
-                      gossip: broadcasts.take(budget: configuration.maxPiggybackBytes, limit: retransmitLimit))),
-             to: p.fromAddress)
+        send(.ack(Ack(sequence: p.sequence, from: name, gossip: gossip)), to: p.fromAddress)
     }
 
     private mutating func onPingReq(_ r: PingReq, _ now: Duration) {
