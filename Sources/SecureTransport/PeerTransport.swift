@@ -41,6 +41,15 @@ public final class PeerTransport: Sendable {
     let onFrame: FrameHandler
     private let table: ConnectionTable
     private let server = NIOLockedValueBox<Channel?>(nil)
+    private let lostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
+    private let shuttingDown = NIOLockedValueBox(false)
+
+    /// Called with the address ("host:port") of a dialed connection that closed while the
+    /// transport was running: a killed peer resets its connections at once, a hint failure
+    /// detectors can use long before any timeout (memberlist and Lifeguard treat it the same way).
+    public func onConnectionLost(_ handler: @escaping @Sendable (String) -> Void) {
+        lostHandler.withLockedValue { $0 = handler }
+    }
 
     public init(group: any EventLoopGroup, tls: TLSContext, options: Options = Options(),
                 logger: Logger = Logger(label: "microscale.transport"), onFrame: @escaping FrameHandler) {
@@ -144,6 +153,9 @@ public final class PeerTransport: Sendable {
         }
         channel.closeFuture.whenComplete { _ in
             Task { await self.table.remove(channel: channel) }
+            if let key, !self.shuttingDown.withLockedValue({ $0 }), let lost = self.lostHandler.withLockedValue({ $0 }) {
+                lost(key)
+            }
         }
     }
 
@@ -165,6 +177,7 @@ public final class PeerTransport: Sendable {
 
     /// Stops listening and closes every connection.
     public func shutdown() async {
+        shuttingDown.withLockedValue { $0 = true }
         if let s = server.withLockedValue({ $0 }) { try? await s.close() }
         for c in await table.removeEverything() { try? await c.close() }
     }

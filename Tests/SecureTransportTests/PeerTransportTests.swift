@@ -142,6 +142,19 @@ final class Inbox: Sendable {
         for t in [a, b] { await t.shutdown() }
     }
 
+    @Test func aDialedConnectionThatDropsIsReportedByAddress() async throws {
+        let a = try transport("node-a", inbox: Inbox())
+        let b = try transport("node-b", inbox: Inbox())
+        let port = try await b.listen(host: "127.0.0.1", port: 0).port!
+        let lost = NIOLockedValueBox<[String]>([])
+        a.onConnectionLost { address in lost.withLockedValue { $0.append(address) } }
+        try await a.send(frame("hi"), toAddress: "127.0.0.1", port: port, expecting: "node-b")
+        await b.shutdown()
+        try await waitUntil { lost.withLockedValue { $0 } == ["127.0.0.1:\(port)"] }
+        #expect(lost.withLockedValue { $0 } == ["127.0.0.1:\(port)"])
+        await a.shutdown()
+    }
+
     @Test func sendingToAnUnreachablePeerFailsWithinTheConnectTimeout() async throws {
         let a = try transport("node-a", inbox: Inbox(), options: .init(cluster: "test", connectTimeout: .milliseconds(300)))
         let closed = try freePort()

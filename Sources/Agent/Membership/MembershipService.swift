@@ -90,6 +90,12 @@ public actor MembershipService {
         execute(instance.tick(now: now))
     }
 
+    /// The transport saw a dialed connection close: a hint, never a verdict.
+    public func connectionLost(_ address: String) {
+        guard !stopped else { return }
+        execute(instance.peerUnreachable(address: address, now: now))
+    }
+
     private func unreachable(_ address: String) {
         couriers[address] = nil
         guard !stopped else { return }

@@ -68,6 +68,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             throw ConfigurationError("node record: \(error)")
         }
         box.service = membership
+        let service = membership
+        transport.onConnectionLost { address in Task { await service.connectionLost(address) } }
     }
 
     /// Listens on the peer and HTTP addresses and joins the cluster.
