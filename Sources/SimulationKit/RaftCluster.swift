@@ -28,6 +28,8 @@ public struct RaftSimulationResult: Sendable, Hashable, Codable {
     public var acknowledged = 0
     public var committedIndex: UInt64 = 0
     public var crashes = 0
+    /// Linearizable reads (ReadIndex) served and checked.
+    public var reads = 0
     public var snapshotsInstalled = 0
     public var messages = 0
     /// From the end of the faults to the first acknowledged write after it, in seconds.
@@ -81,6 +83,9 @@ struct RaftSimulation {
     struct Proposal { var server: NodeID; var index: UInt64; var term: UInt64; var data: [UInt8] }
     var proposals: [Proposal] = []
     var acked: [UInt64: [UInt8]] = [:]
+    var maxAcked: UInt64 = 0
+    /// ReadIndex requests in flight: context -> the highest acknowledged write when issued.
+    var reads: [UInt64: UInt64] = [:]
     var firstAckAfterFaults: Duration?
     var nextFault: Duration
     var nextClient: Duration = .milliseconds(100)
@@ -222,6 +227,17 @@ struct RaftSimulation {
             result.snapshotsInstalled += 1
         }
         for e in rd.committedEntries { apply(e, on: s) }
+        for r in rd.readStates {
+            // Linearizable reads (thesis §6.4): a read sees every write acknowledged before it
+            // was issued, so its index is at least theirs.
+            let ctx = key(Snapshot(index: 0, term: 0, configuration: Configuration(), data: r.context))
+            if let floor = reads.removeValue(forKey: ctx) {
+                result.reads += 1
+                if r.index < floor {
+                    violation("linearizability: read \(ctx) on \(s.name) at index \(r.index), but write \(floor) was acknowledged before it")
+                }
+            }
+        }
         s.core!.advance(rd)
         s.pending = nil
         if let core = s.core, core.applied >= core.snapshot.index + options.compactEvery {
@@ -254,6 +270,7 @@ struct RaftSimulation {
             let p = proposals.remove(at: i)
             if p.term == e.term && p.data == e.data {
                 acked[e.index] = e.data
+                maxAcked = max(maxAcked, e.index)
                 if now >= faultEnd && firstAckAfterFaults == nil { firstAckAfterFaults = now }
             }
         }
@@ -287,6 +304,20 @@ struct RaftSimulation {
     // MARK: Clients
 
     mutating func client() {
+        if rng.chance(0.2) {
+            let live = servers.filter { $0.core != nil }
+            if !live.isEmpty {
+                let s = live[Int.random(in: 0..<live.count, using: &rng)]
+                counter += 1
+                let ctx = UInt64(counter)
+                tick(s)
+                if (try? s.core!.readIndex(context: (0..<8).map { UInt8(truncatingIfNeeded: ctx >> (8 * UInt64($0))) })) != nil {
+                    reads[ctx] = maxAcked
+                    if reads.count > 10_000 { reads.removeAll() }
+                }
+                pump(s)
+            }
+        }
         let leaders = servers.filter { $0.core?.role == .leader }
         guard !leaders.isEmpty else { return }
         let s = leaders[Int.random(in: 0..<leaders.count, using: &rng)]
