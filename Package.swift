@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "microscale", targets: ["microscale"]),
         .executable(name: "microscale-sim", targets: ["microscale-sim"]),
+        .executable(name: "microscale-bench", targets: ["microscale-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -92,6 +93,9 @@ let package = Package(
             name: "microscale",
             dependencies: ["Agent"],
             swiftSettings: strict),
+
+        // Benchmarks against real services (the Docker Engine): thin, the work is in DockerEngine.
+        .executableTarget(name: "microscale-bench", dependencies: ["DockerEngine"], swiftSettings: strict),
 
         // Seeded whole-cluster simulation.
         .target(
