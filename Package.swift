@@ -98,6 +98,8 @@ let package = Package(
             dependencies: ["Agent"],
             swiftSettings: strict),
 
+        // Benchmarks against real services (the Docker Engine): thin, the work is in DockerEngine.
+
         // Seeded whole-cluster simulation.
         .target(
             name: "SimulationKit",
@@ -119,7 +121,7 @@ let package = Package(
         .executableTarget(
             name: "microscale-bench",
             dependencies: [
-                "SecureTransport", "Agent",
+                "SecureTransport", "Agent", "DockerEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),

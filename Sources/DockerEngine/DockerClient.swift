@@ -228,7 +228,16 @@ public actor DockerClient {
         _ op: String, _ method: HTTPMethod, _ path: String, body: [UInt8]? = nil, versioned: Bool = true,
         service: String?, timeout: Duration? = nil
     ) async throws(DockerError) -> HTTPResponse {
-        let full = versioned ? (try await prefix()) + path : path
+        let full: String
+        do throws(DockerError) {
+            full = versioned ? (try await prefix()) + path : path
+        } catch {
+            // Name the operation and service the caller asked for, not the version handshake.
+            var e = error
+            e.operation = op
+            e.service = service
+            throw e
+        }
         do {
             return try await http.request(
                 endpoint, method: method, path: full,

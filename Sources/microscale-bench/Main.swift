@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Agent
+import DockerEngine
 import SecureTransport
 
 /// Benchmarks with real sockets and processes: figures and JSON, never pass/fail.
@@ -9,7 +10,7 @@ struct MicroscaleBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "microscale-bench",
         abstract: "Benchmarks of the real components on this machine (build with -c release).",
-        subcommands: [Transport.self, MembershipBench.self])
+        subcommands: [Transport.self, MembershipBench.self, DockerBench.self])
 }
 
 struct Transport: AsyncParsableCommand {
@@ -72,6 +73,32 @@ struct MembershipBench: AsyncParsableCommand {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try enc.encode(reports), as: UTF8.self))
+        }
+    }
+}
+
+struct DockerBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "docker",
+        abstract: "Create+start and stop+remove through the client vs the docker CLI, and scaling 0->N->0 on one node.")
+
+    @Option(help: "Docker Engine (default: MICROSCALE_TEST_DOCKER_HOST, DOCKER_HOST or the standard socket).") var host: String?
+    @Option(help: "Image to run (default: MICROSCALE_TEST_IMAGE or microscale-test:latest).") var image: String?
+    @Option(help: "Containers to scale to.") var containers = 20
+    @Option(help: "Docker calls in flight.") var parallelism = 8
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
+    func run() async throws {
+        let env = ProcessInfo.processInfo.environment
+        let host = host ?? env["MICROSCALE_TEST_DOCKER_HOST"] ?? env["DOCKER_HOST"] ?? "unix:///var/run/docker.sock"
+        let image = image ?? env["MICROSCALE_TEST_IMAGE"] ?? "microscale-test:latest"
+        let figures = try await DockerBenchmark(host: host, image: image, containers: containers, parallelism: parallelism).run()
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try enc.encode(figures), as: UTF8.self))
+        } else {
+            print(DockerBenchmark.report(figures))
         }
     }
 }

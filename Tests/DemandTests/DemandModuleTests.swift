@@ -1,2 +1,0 @@
-import Demand
-import Testing

@@ -1,2 +1,0 @@
-import DockerEngine
-import Testing

@@ -1,0 +1,125 @@
+import DockerEngine
+import Testing
+
+private func c(_ id: String, _ service: String, _ hash: String = "h1", node: String = "n1", state: ObservedContainer.State = .running, ranFor: Duration? = nil, managed: Bool = true) -> ObservedContainer {
+    var labels = [MicroscaleLabel.service: service, MicroscaleLabel.node: node, MicroscaleLabel.spec: hash]
+    if managed { labels[MicroscaleLabel.managed] = "true" }
+    return ObservedContainer(id: id, labels: labels, state: state, ranFor: ranFor)
+}
+
+@Suite struct ReconcilerDecisionTests {
+    @Test func missingContainersAreStartedAndNothingElseIsDone() {
+        var r = Reconciler(node: "n1")
+        let plan = r.decide(desired: ["web": .init(count: 3, specHash: "h1")], observed: [c("a", "web")], now: .zero)
+        #expect(plan.stops.isEmpty)
+        #expect(plan.starts == Array(repeating: .start(service: "web", specHash: "h1"), count: 2))
+    }
+
+    @Test func stopsComeBeforeStartsWhenOneServiceShrinksForAnother() {
+        var r = Reconciler(node: "n1")
+        let plan = r.decide(
+            desired: ["web": .init(count: 2, specHash: "h1"), "batch": .init(count: 0, specHash: "b1")],
+            observed: [c("b1", "batch", "b1"), c("b2", "batch", "b1")], now: .zero)
+        #expect(plan.actions.prefix(2).allSatisfy { if case .stop = $0 { true } else { false } })
+        #expect(plan.actions.suffix(2).allSatisfy { if case .start = $0 { true } else { false } })
+    }
+
+    @Test func extraContainersAreStoppedAndExitedOnesAreRemovedFirst() {
+        var r = Reconciler(node: "n1")
+        let plan = r.decide(
+            desired: ["web": .init(count: 1, specHash: "h1")],
+            observed: [c("a", "web"), c("b", "web"), c("z", "web", state: .exited, ranFor: .seconds(60))], now: .zero)
+        #expect(plan.stops == [.remove(id: "z", service: "web"), .stop(id: "b", service: "web")])
+        #expect(plan.starts.isEmpty)
+    }
+
+    @Test func aChangedSpecHashReplacesTheRunningContainers() {
+        var r = Reconciler(node: "n1")
+        let plan = r.decide(desired: ["web": .init(count: 2, specHash: "h2")], observed: [c("a", "web", "h1"), c("b", "web", "h2")], now: .zero)
+        #expect(plan.stops == [.stop(id: "a", service: "web")])
+        #expect(plan.starts == [.start(service: "web", specHash: "h2")])
+    }
+
+    @Test func aFreshReconcilerAdoptsRunningContainersInsteadOfDuplicatingThem() {
+        var r = Reconciler(node: "n1")
+        let plan = r.decide(desired: ["web": .init(count: 2, specHash: "h1")], observed: [c("a", "web"), c("b", "web")], now: .seconds(1000))
+        #expect(plan.isEmpty)
+    }
+
+    @Test func containersWithoutTheManagedLabelOrOfAnotherNodeAreNeverTouched() {
+        var r = Reconciler(node: "n1")
+        let plan = r.decide(
+            desired: [:],
+            observed: [c("u", "web", managed: false), c("o", "web", node: "n2"), c("x", "web", state: .exited, managed: false)], now: .zero)
+        #expect(plan.isEmpty)
+        #expect(plan.ignored == 3)
+    }
+
+    @Test func servicesNoLongerWantedAreStopped() {
+        var r = Reconciler(node: "n1")
+        let plan = r.decide(desired: [:], observed: [c("a", "old")], now: .zero)
+        #expect(plan.stops == [.stop(id: "a", service: "old")])
+    }
+
+    @Test func quickExitsBackOffExponentiallyAndAreReportedAsCrashLooping() {
+        var policy = ReconcilerPolicy()
+        policy.initialBackoff = .seconds(1)
+        policy.maximumBackoff = .seconds(4)
+        var r = Reconciler(node: "n1", policy: policy)
+        let want = ["web": DesiredService(count: 1, specHash: "h1")]
+        var t = Duration.zero
+        var waits: [Duration] = []
+        for i in 0..<5 {
+            let p = r.decide(desired: want, observed: [c("x\(i)", "web", state: .exited, ranFor: .milliseconds(50))], now: t)
+            #expect(p.starts.isEmpty, "a crashing service waits out its back-off")
+            let loop = try! #require(p.crashLooping["web"])
+            #expect(loop.failures == i + 1)
+            waits.append(loop.retryAt - t)
+            t = loop.retryAt
+            let again = r.decide(desired: want, observed: [], now: t)
+            #expect(again.starts == [.start(service: "web", specHash: "h1")])
+        }
+        #expect(waits == [.seconds(1), .seconds(2), .seconds(4), .seconds(4), .seconds(4)])
+    }
+
+    @Test func aContainerThatRanLongEnoughClearsTheCrashLoop() {
+        var r = Reconciler(node: "n1")
+        let want = ["web": DesiredService(count: 1, specHash: "h1")]
+        _ = r.decide(desired: want, observed: [c("x", "web", state: .exited, ranFor: .milliseconds(10))], now: .zero)
+        #expect(r.crashLoops["web"] != nil)
+        let p = r.decide(desired: want, observed: [c("y", "web", state: .exited, ranFor: .seconds(60))], now: .milliseconds(1))
+        #expect(r.crashLoops["web"] == nil)
+        #expect(p.starts.count == 1)
+    }
+
+    @Test func oneExitIsCountedOnceEvenIfItsRemovalFailed() {
+        var r = Reconciler(node: "n1")
+        let want = ["web": DesiredService(count: 1, specHash: "h1")]
+        let exited = c("x", "web", state: .exited, ranFor: .milliseconds(10))
+        _ = r.decide(desired: want, observed: [exited], now: .zero)
+        _ = r.decide(desired: want, observed: [exited], now: .milliseconds(1))
+        #expect(r.crashLoops["web"]?.failures == 1)
+    }
+}
+
+@Suite struct CapacityTests {
+    @Test func cgroupLimitsLowerTheEngineFiguresOnlyWhenLower() {
+        let a = CapacityDetection.resolve(engineCPUs: 8, engineMemory: 16 << 30, cgroupCPUs: 2.5, cgroupMemory: 4 << 30)
+        #expect(a == NodeCapacity(cpus: 2.5, memoryBytes: 4 << 30))
+        let b = CapacityDetection.resolve(engineCPUs: 2, engineMemory: 1 << 30, cgroupCPUs: 16, cgroupMemory: 8 << 30)
+        #expect(b == NodeCapacity(cpus: 2, memoryBytes: 1 << 30))
+    }
+
+    @Test func explicitValuesOverrideEverything() {
+        let a = CapacityDetection.resolve(engineCPUs: 8, engineMemory: 16 << 30, cgroupCPUs: 2, cgroupMemory: nil, overrideCPUs: 6, overrideMemory: 1000)
+        #expect(a == NodeCapacity(cpus: 6, memoryBytes: 1000))
+    }
+
+    @Test func cgroupFilesAreParsedAsTheKernelWritesThem() {
+        #expect(CapacityDetection.parseCPUMax("max 100000\n") == nil)
+        #expect(CapacityDetection.parseCPUMax("150000 100000\n") == 1.5)
+        #expect(CapacityDetection.parseMemoryMax("max\n") == nil)
+        #expect(CapacityDetection.parseMemoryMax("536870912\n") == 536_870_912)
+        #expect(CapacityDetection.parseMemoryMax("9223372036854771712\n") == nil, "cgroup v1's 'no limit'")
+    }
+}
