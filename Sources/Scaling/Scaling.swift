@@ -1,2 +1,460 @@
 /// Scaling: the pure microscaling planner: (services, demand, nodes, current plan, now) -> new plan
 /// and the reason for every change.
+///
+/// Pure: no clock, no random source. The time comes in as `now`; the state the stabilization window
+/// needs travels inside the returned `Plan`, so the shell only hands the last plan back.
+
+/// A declared service, as the planner needs it. CPU is in millicores so sums never drift.
+public struct ServiceSpec: Sendable, Hashable {
+    public var name: String
+    /// 1 is the most important.
+    public var priority: Int
+    public var cpuMillis: Int
+    public var memoryBytes: Int
+    public var min: Int
+    public var max: Int
+    /// Demand one container absorbs (demand-driven services); ignored for fill services.
+    public var perContainer: Double
+    /// A fill service wants everything that is left, up to `max`.
+    public var fill: Bool
+    public var stopTimeout: Duration
+    public var specHash: String
+
+    public init(
+        name: String, priority: Int, cpuMillis: Int, memoryBytes: Int, min: Int = 0, max: Int,
+        perContainer: Double = 1, fill: Bool = false, stopTimeout: Duration = .seconds(5),
+        specHash: String = ""
+    ) {
+        self.name = name
+        self.priority = priority
+        self.cpuMillis = cpuMillis
+        self.memoryBytes = memoryBytes
+        self.min = min
+        self.max = max
+        self.perContainer = perContainer
+        self.fill = fill
+        self.stopTimeout = stopTimeout
+        self.specHash = specHash
+    }
+}
+
+public enum NodeStatus: String, Sendable, Hashable { case alive, suspect, dead, left }
+
+public struct Node: Sendable, Hashable {
+    public var name: String
+    public var cpuMillis: Int
+    public var memoryBytes: Int
+    public var status: NodeStatus
+    public var drained: Bool
+    /// Containers the node reports running, per service.
+    public var running: [String: Int]
+
+    public init(
+        name: String, cpuMillis: Int, memoryBytes: Int, status: NodeStatus = .alive,
+        drained: Bool = false, running: [String: Int] = [:]
+    ) {
+        self.name = name
+        self.cpuMillis = cpuMillis
+        self.memoryBytes = memoryBytes
+        self.status = status
+        self.drained = drained
+        self.running = running
+    }
+
+    /// Work may stay on, and be placed on, this node. A suspect node keeps its work (it may be only
+    /// slow; Lifeguard IV.A) but does not receive new containers.
+    var keepsWork: Bool { (status == .alive || status == .suspect) && !drained }
+    var acceptsWork: Bool { status == .alive && !drained }
+}
+
+public enum DemandValue: Sendable, Hashable {
+    case known(Double)
+    case unknown
+}
+
+/// Which stops must finish on a node before which starts: every stop listed here comes before every
+/// start, so the room the stops free is there when the starts need it.
+public struct NodeSteps: Sendable, Hashable {
+    public var stops: [String: Int] = [:]
+    public var starts: [String: Int] = [:]
+    public init(stops: [String: Int] = [:], starts: [String: Int] = [:]) {
+        self.stops = stops
+        self.starts = starts
+    }
+}
+
+public struct Plan: Sendable, Hashable {
+    /// node -> service -> containers. Counts, not containers: 1M containers are 5,000 small maps.
+    public var assignments: [String: [String: Int]] = [:]
+    /// node -> the stops and starts that move the previous plan to this one, stops first.
+    public var steps: [String: NodeSteps] = [:]
+    /// Desired count per service as last decided (the base the stabilization window compares to).
+    public var desired: [String: Int] = [:]
+    /// Since when a demand-driven service has wanted fewer containers than `desired`.
+    public var scaleDownSince: [String: Duration] = [:]
+
+    public init() {}
+
+    public func count(_ service: String, on node: String) -> Int { assignments[node]?[service] ?? 0 }
+    public func total(_ service: String) -> Int {
+        assignments.values.reduce(0) { $0 + ($1[service] ?? 0) }
+    }
+}
+
+public struct Decision: Sendable, Hashable, CustomStringConvertible {
+    public var service: String
+    public var node: String?
+    public var from: Int
+    public var to: Int
+    public var reason: String
+    public var description: String {
+        if let node {
+            let d = to - from
+            return "\(service) \(d >= 0 ? "+\(d)" : "−\(-d)") on \(node): \(reason)"
+        }
+        return "\(service) \(from)→\(to): \(reason)"
+    }
+}
+
+public struct Shortfall: Sendable, Hashable, CustomStringConvertible {
+    public var service: String
+    public var wanted: Int
+    public var placed: Int
+    public var description: String {
+        "\(service) short by \(wanted - placed): wanted \(wanted), room for \(placed)"
+    }
+}
+
+public struct PlanResult: Sendable {
+    public var plan: Plan
+    public var decisions: [Decision]
+    public var shortfalls: [Shortfall]
+}
+
+public struct Planner: Sendable {
+    /// Scale-down of a demand-driven service waits this long so a flickering metric does not thrash.
+    public var stabilizationWindow: Duration
+
+    public init(stabilizationWindow: Duration = .seconds(3)) {
+        self.stabilizationWindow = stabilizationWindow
+    }
+
+    public func plan(
+        services: [ServiceSpec], demand: [String: DemandValue], nodes: [Node], currentPlan: Plan?,
+        now: Duration
+    ) -> PlanResult {
+        var w = Work(services: services, nodes: nodes, current: currentPlan)
+        var newPlan = Plan()
+        var decisions: [Decision] = []
+
+        // 1. Desired counts (demand-driven: clamp(ceil(demand / per_container), min, max)).
+        var wanted = [Int](repeating: 0, count: w.svc.count)
+        var demandReason = [String](repeating: "", count: w.svc.count)
+        for (s, spec) in w.svc.enumerated() {
+            let before = currentPlan?.desired[spec.name] ?? w.total(s)
+            if spec.fill {
+                wanted[s] = spec.max
+                continue
+            }
+            var target: Int
+            switch demand[spec.name] ?? .unknown {
+            case .known(let d):
+                let raw = spec.perContainer > 0 ? Int((max(0, d) / spec.perContainer).rounded(.up)) : spec.max
+                target = Swift.min(Swift.max(raw, spec.min), spec.max)
+                demandReason[s] = "demand \(formatDemand(d)) at \(formatDemand(spec.perContainer)) per container"
+            case .unknown:
+                target = Swift.min(Swift.max(before, spec.min), spec.max)
+                demandReason[s] = "demand unknown, holding"
+            }
+            if target < before {
+                let since = currentPlan?.scaleDownSince[spec.name] ?? now
+                if now - since >= stabilizationWindow {
+                    demandReason[s] += " (lower for \(stabilizationWindow))"
+                } else {
+                    newPlan.scaleDownSince[spec.name] = since
+                    target = Swift.min(before, spec.max)
+                }
+            }
+            wanted[s] = target
+            newPlan.desired[spec.name] = target
+            if target != before {
+                decisions.append(
+                    Decision(service: spec.name, node: nil, from: before, to: target, reason: demandReason[s]))
+            }
+        }
+
+        // 2. Containers on nodes that may not keep work go away at once.
+        var healCause = [String](repeating: "", count: w.svc.count)
+        for n in 0..<w.nodeCount where !w.nodes[n].keepsWork {
+            let why = w.nodes[n].drained ? "\(w.nodes[n].name) drained" : "\(w.nodes[n].name) \(w.nodes[n].status.rawValue)"
+            for s in 0..<w.svc.count where w.count[n][s] > 0 {
+                if healCause[s].isEmpty { healCause[s] = why }
+                w.remove(s, from: n, k: w.count[n][s], reason: why)
+            }
+        }
+
+        // 3. Scale down: remove surplus, from the nodes holding most (keeps spread, frees whole nodes for packing).
+        for s in 0..<w.svc.count where w.total(s) > wanted[s] {
+            var surplus = w.total(s) - wanted[s]
+            let reason = w.svc[s].fill ? "above max \(w.svc[s].max)" : demandReason[s]
+            if w.svc[s].fill {
+                // Fill services shed from their emptiest nodes first, so the rest stay packed.
+                let order = (0..<w.nodeCount).filter { w.count[$0][s] > 0 }.sorted {
+                    (w.count[$0][s], w.nodes[$0].name) < (w.count[$1][s], w.nodes[$1].name)
+                }
+                for n in order where surplus > 0 {
+                    let k = Swift.min(surplus, w.count[n][s])
+                    w.remove(s, from: n, k: k, reason: reason)
+                    surplus -= k
+                }
+            }
+            // Spread services shed one at a time from the fullest node: repeat until done.
+            while surplus > 0 {
+                guard let n = (0..<w.nodeCount).filter({ w.count[$0][s] > 0 }).max(by: {
+                    (w.count[$0][s], w.nodes[$1].name) < (w.count[$1][s], w.nodes[$0].name)
+                }) else { break }
+                w.remove(s, from: n, k: 1, reason: reason)
+                surplus -= 1
+            }
+        }
+
+        // 4. Place by priority level, most important first; equal priorities share fairly.
+        var shortfalls: [Shortfall] = []
+        let levels = Dictionary(grouping: 0..<w.svc.count, by: { w.svc[$0].priority }).sorted { $0.key < $1.key }
+        for (priority, members) in levels {
+            let cause: (Int) -> String = { s in
+                if !healCause[s].isEmpty { return healCause[s] }
+                return w.svc[s].fill ? "filling free capacity" : demandReason[s]
+            }
+            w.placeFairly(members, wanted: wanted, cause: cause)
+            // Preempt lower priorities for what is still short: lowest priority first, fewest stops.
+            for s in members where w.total(s) < wanted[s] && !w.svc[s].fill {
+                w.preempt(for: s, upTo: wanted[s], priority: priority, cause: cause(s))
+            }
+            for s in members where w.total(s) < wanted[s] && !w.svc[s].fill {
+                shortfalls.append(Shortfall(service: w.svc[s].name, wanted: wanted[s], placed: w.total(s)))
+            }
+        }
+
+        // 5. Emit the plan, its per-node steps and the per-node decisions.
+        for n in 0..<w.nodeCount {
+            let name = w.nodes[n].name
+            var counts: [String: Int] = [:]
+            var steps = NodeSteps()
+            for s in 0..<w.svc.count {
+                let c = w.count[n][s], b = w.before[n][s]
+                if c > 0 { counts[w.svc[s].name] = c }
+                if c < b { steps.stops[w.svc[s].name] = b - c }
+                if c > b { steps.starts[w.svc[s].name] = c - b }
+            }
+            if !counts.isEmpty { newPlan.assignments[name] = counts }
+            if !steps.stops.isEmpty || !steps.starts.isEmpty { newPlan.steps[name] = steps }
+        }
+        decisions.append(contentsOf: w.nodeDecisions())
+        return PlanResult(plan: newPlan, decisions: decisions, shortfalls: shortfalls)
+    }
+}
+
+private func formatDemand(_ d: Double) -> String {
+    d == d.rounded() && abs(d) < 1e15 ? String(Int(d)) : String(d)
+}
+
+/// Mutable working state of one planning pass: dense arrays indexed by node and service.
+struct Work {
+    let svc: [ServiceSpec]
+    let nodes: [Node]
+    var nodeCount: Int { nodes.count }
+    var count: [[Int]]
+    let before: [[Int]]
+    var freeCPU: [Int]
+    var freeMem: [Int]
+    var totals: [Int]
+    /// (node, service) -> reasons for the change, in order; first one wins in the decision text.
+    var reasons: [Int: [Int: String]] = [:]
+
+    init(services: [ServiceSpec], nodes: [Node], current: Plan?) {
+        // Deterministic order regardless of input order.
+        self.svc = services.sorted { ($0.priority, $0.name) < ($1.priority, $1.name) }
+        self.nodes = nodes.sorted { $0.name < $1.name }
+        let index = Dictionary(svc.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var count = [[Int]](repeating: [Int](repeating: 0, count: svc.count), count: self.nodes.count)
+        var freeCPU = [Int](repeating: 0, count: self.nodes.count)
+        var freeMem = freeCPU
+        var totals = [Int](repeating: 0, count: svc.count)
+        for (n, node) in self.nodes.enumerated() {
+            freeCPU[n] = node.cpuMillis
+            freeMem[n] = node.memoryBytes
+            let source = current?.assignments[node.name] ?? (current == nil ? node.running : [:])
+            for (name, c) in source where c > 0 {
+                guard let s = index[name] else { continue }
+                count[n][s] = c
+                totals[s] += c
+                freeCPU[n] -= c * svc[s].cpuMillis
+                freeMem[n] -= c * svc[s].memoryBytes
+            }
+        }
+        self.count = count
+        self.before = count
+        self.freeCPU = freeCPU
+        self.freeMem = freeMem
+        self.totals = totals
+    }
+
+    func total(_ s: Int) -> Int { totals[s] }
+
+    func fits(_ s: Int, on n: Int) -> Int {
+        guard nodes[n].acceptsWork else { return 0 }
+        let c = svc[s].cpuMillis > 0 ? freeCPU[n] / svc[s].cpuMillis : Int.max
+        let m = svc[s].memoryBytes > 0 ? freeMem[n] / svc[s].memoryBytes : Int.max
+        return Swift.max(0, Swift.min(c, m, 1 << 40))
+    }
+
+    mutating func note(_ s: Int, _ n: Int, _ reason: String) {
+        if reasons[n, default: [:]][s] == nil { reasons[n, default: [:]][s] = reason }
+    }
+
+    mutating func remove(_ s: Int, from n: Int, k: Int, reason: String) {
+        count[n][s] -= k
+        totals[s] -= k
+        freeCPU[n] += k * svc[s].cpuMillis
+        freeMem[n] += k * svc[s].memoryBytes
+        note(s, n, reason)
+    }
+
+    mutating func add(_ s: Int, to n: Int, k: Int, reason: String) {
+        count[n][s] += k
+        totals[s] += k
+        freeCPU[n] -= k * svc[s].cpuMillis
+        freeMem[n] -= k * svc[s].memoryBytes
+        note(s, n, reason)
+    }
+
+    /// Places up to `need` containers of `s` in free room. Spread services water-fill (the nodes with
+    /// fewest of `s` get the next ones; binary search on the level, O(nodes log max)); fill services
+    /// pack best-fit (the fullest nodes that still fit, O(nodes log nodes)).
+    @discardableResult
+    mutating func place(_ s: Int, need: Int, reason: String) -> Int {
+        guard need > 0 else { return 0 }
+        let room = (0..<nodeCount).map { fits(s, on: $0) }
+        if svc[s].fill {
+            let order = (0..<nodeCount).filter { room[$0] > 0 }.sorted {
+                (freeCPU[$0], nodes[$0].name) < (freeCPU[$1], nodes[$1].name)
+            }
+            var left = need
+            for n in order where left > 0 {
+                let k = Swift.min(left, room[n])
+                add(s, to: n, k: k, reason: reason)
+                left -= k
+            }
+            return need - left
+        }
+        // Water level L: node n ends with min(max(count, L), count + room).
+        func gained(_ level: Int) -> Int {
+            var sum = 0
+            for n in 0..<nodeCount where room[n] > 0 && count[n][s] < level {
+                sum += Swift.min(level - count[n][s], room[n])
+            }
+            return sum
+        }
+        var lo = 0
+        var hi = (count.map { $0[s] }.max() ?? 0) + (room.max() ?? 0) + 1
+        // Largest level whose gain stays <= need.
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if gained(mid) <= need { lo = mid } else { hi = mid - 1 }
+        }
+        var placed = 0
+        for n in 0..<nodeCount where room[n] > 0 && count[n][s] < lo {
+            let k = Swift.min(lo - count[n][s], room[n])
+            add(s, to: n, k: k, reason: reason)
+            placed += k
+        }
+        // The remainder goes one each to the nodes at the level, by name order (deterministic).
+        if placed < need {
+            for n in 0..<nodeCount where placed < need && fits(s, on: n) > 0 && count[n][s] == lo {
+                add(s, to: n, k: 1, reason: reason)
+                placed += 1
+            }
+        }
+        return placed
+    }
+
+    /// Equal priorities share fairly: if all fit, place all; otherwise place in rounds of equal chunks.
+    mutating func placeFairly(_ members: [Int], wanted: [Int], cause: (Int) -> String) {
+        if members.count == 1 {
+            let s = members[0]
+            place(s, need: wanted[s] - totals[s], reason: cause(s))
+            return
+        }
+        var active = members.filter { wanted[$0] > totals[$0] }
+        while !active.isEmpty {
+            let smallest = active.map { wanted[$0] - totals[$0] }.min() ?? 1
+            let chunk = Swift.max(1, Swift.min(smallest, (active.map { wanted[$0] - totals[$0] }.reduce(0, +)) / (active.count * 32)))
+            var next: [Int] = []
+            for s in active {
+                let want = Swift.min(chunk, wanted[s] - totals[s])
+                let got = place(s, need: want, reason: cause(s))
+                if got == want && totals[s] < wanted[s] { next.append(s) }
+            }
+            active = next
+        }
+    }
+
+    /// Stops lower-priority containers to make room for `s`. For each container still short, picks the
+    /// node where room is made by stopping only the lowest priority possible, and the fewest of them.
+    mutating func preempt(for s: Int, upTo target: Int, priority: Int, cause: String) {
+        let victims = (0..<svc.count).filter { svc[$0].priority > priority }
+            .sorted { (svc[$0].priority, svc[$0].name) > (svc[$1].priority, svc[$1].name) }
+        guard !victims.isEmpty else { return }
+        let why = "room for \(svc[s].name) (priority \(svc[s].priority))"
+        while totals[s] < target {
+            var best: (n: Int, worst: Int, stops: Int, list: [(Int, Int)])? = nil
+            for n in 0..<nodeCount where nodes[n].acceptsWork {
+                var cpu = freeCPU[n], mem = freeMem[n]
+                var list: [(Int, Int)] = []
+                var stops = 0
+                var worst = Int.max
+                for v in victims where cpu < svc[s].cpuMillis || mem < svc[s].memoryBytes {
+                    let have = count[n][v]
+                    guard have > 0 else { continue }
+                    let needC = svc[v].cpuMillis > 0 ? ceilDiv(Swift.max(0, svc[s].cpuMillis - cpu), svc[v].cpuMillis) : 0
+                    let needM = svc[v].memoryBytes > 0 ? ceilDiv(Swift.max(0, svc[s].memoryBytes - mem), svc[v].memoryBytes) : 0
+                    let k = Swift.min(have, Swift.max(needC, needM, 1))
+                    cpu += k * svc[v].cpuMillis
+                    mem += k * svc[v].memoryBytes
+                    list.append((v, k))
+                    stops += k
+                    worst = Swift.min(worst, svc[v].priority)
+                }
+                guard cpu >= svc[s].cpuMillis && mem >= svc[s].memoryBytes, stops > 0 else { continue }
+                // Prefer touching only the least important priority, then the fewest stops, then spread.
+                if let b = best {
+                    if (-worst, stops, count[n][s]) >= (-b.worst, b.stops, count[b.n][s]) { continue }
+                }
+                best = (n, worst, stops, list)
+            }
+            guard let b = best else { return }
+            for (v, k) in b.list { remove(v, from: b.n, k: k, reason: why) }
+            add(s, to: b.n, k: 1, reason: cause)
+            // Use the rest of the room the stops freed before looking elsewhere.
+            let extra = Swift.min(fits(s, on: b.n), target - totals[s])
+            if extra > 0 { add(s, to: b.n, k: extra, reason: cause) }
+        }
+    }
+
+    func nodeDecisions() -> [Decision] {
+        var out: [Decision] = []
+        for n in 0..<nodeCount {
+            guard let r = reasons[n] else { continue }
+            for s in r.keys.sorted() where count[n][s] != before[n][s] {
+                out.append(
+                    Decision(
+                        service: svc[s].name, node: nodes[n].name, from: before[n][s], to: count[n][s],
+                        reason: r[s]!))
+            }
+        }
+        return out
+    }
+}
+
+private func ceilDiv(_ a: Int, _ b: Int) -> Int { (a + b - 1) / b }
