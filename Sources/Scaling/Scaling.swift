@@ -120,6 +120,11 @@ public struct Shortfall: Sendable, Hashable, CustomStringConvertible {
     public var service: String
     public var wanted: Int
     public var placed: Int
+    public init(service: String, wanted: Int, placed: Int) {
+        self.service = service
+        self.wanted = wanted
+        self.placed = placed
+    }
     public var description: String {
         "\(service) short by \(wanted - placed): wanted \(wanted), room for \(placed)"
     }
@@ -222,10 +227,10 @@ public struct Planner: Sendable {
         var shortfalls: [Shortfall] = []
         let levels = Dictionary(grouping: 0..<w.svc.count, by: { w.svc[$0].priority }).sorted { $0.key < $1.key }
         for (priority, members) in levels {
-            let cause: (Int) -> String = { s in
-                if !healCause[s].isEmpty { return healCause[s] }
-                return w.svc[s].fill ? "filling free capacity" : demandReason[s]
+            let causes = (0..<w.svc.count).map { s in
+                !healCause[s].isEmpty ? healCause[s] : w.svc[s].fill ? "filling free capacity" : demandReason[s]
             }
+            let cause: @Sendable (Int) -> String = { causes[$0] }
             w.placeFairly(members, wanted: wanted, cause: cause)
             // Preempt lower priorities for what is still short: lowest priority first, fewest stops.
             for s in members where w.total(s) < wanted[s] && !w.svc[s].fill {
