@@ -120,6 +120,11 @@ public struct Shortfall: Sendable, Hashable, CustomStringConvertible {
     public var service: String
     public var wanted: Int
     public var placed: Int
+    public init(service: String, wanted: Int, placed: Int) {
+        self.service = service
+        self.wanted = wanted
+        self.placed = placed
+    }
     public var description: String {
         "\(service) short by \(wanted - placed): wanted \(wanted), room for \(placed)"
     }
@@ -222,15 +227,24 @@ public struct Planner: Sendable {
         var shortfalls: [Shortfall] = []
         let levels = Dictionary(grouping: 0..<w.svc.count, by: { w.svc[$0].priority }).sorted { $0.key < $1.key }
         for (priority, members) in levels {
-            let cause: (Int) -> String = { s in
-                if !healCause[s].isEmpty { return healCause[s] }
-                return w.svc[s].fill ? "filling free capacity" : demandReason[s]
+            let causes = (0..<w.svc.count).map { s in
+                !healCause[s].isEmpty ? healCause[s] : w.svc[s].fill ? "filling free capacity" : demandReason[s]
             }
+            let cause: @Sendable (Int) -> String = { causes[$0] }
             w.placeFairly(members, wanted: wanted, cause: cause)
             // Preempt lower priorities for what is still short: lowest priority first, fewest stops.
-            for s in members where w.total(s) < wanted[s] && !w.svc[s].fill {
-                w.preempt(for: s, upTo: wanted[s], priority: priority, cause: cause(s))
+            // Equal priorities take turns, one node's worth each, so they share what preemption frees.
+            var preempted = false
+            var turn = members.filter { w.total($0) < wanted[$0] && !w.svc[$0].fill }
+            while !turn.isEmpty {
+                turn = turn.filter {
+                    w.preempt(for: $0, upTo: wanted[$0], priority: priority, cause: cause($0), once: true)
+                        && w.total($0) < wanted[$0]
+                }
+                preempted = true
             }
+            // Room the stops freed beyond what the short services used goes to this level's fill services.
+            if preempted { w.placeFairly(members, wanted: wanted, cause: cause) }
             for s in members where w.total(s) < wanted[s] && !w.svc[s].fill {
                 shortfalls.append(Shortfall(service: w.svc[s].name, wanted: wanted[s], placed: w.total(s)))
             }
@@ -402,10 +416,12 @@ struct Work {
 
     /// Stops lower-priority containers to make room for `s`. For each container still short, picks the
     /// node where room is made by stopping only the lowest priority possible, and the fewest of them.
-    mutating func preempt(for s: Int, upTo target: Int, priority: Int, cause: String) {
+    /// Returns whether it placed a container.
+    @discardableResult
+    mutating func preempt(for s: Int, upTo target: Int, priority: Int, cause: String, once: Bool = false) -> Bool {
         let victims = (0..<svc.count).filter { svc[$0].priority > priority }
             .sorted { (svc[$0].priority, svc[$0].name) > (svc[$1].priority, svc[$1].name) }
-        guard !victims.isEmpty else { return }
+        guard !victims.isEmpty else { return false }
         let why = "room for \(svc[s].name) (priority \(svc[s].priority))"
         while totals[s] < target {
             var best: (n: Int, worst: Int, stops: Int, list: [(Int, Int)])? = nil
@@ -426,20 +442,23 @@ struct Work {
                     stops += k
                     worst = Swift.min(worst, svc[v].priority)
                 }
-                guard cpu >= svc[s].cpuMillis && mem >= svc[s].memoryBytes, stops > 0 else { continue }
+                // No stops at all is best: room an earlier preemption freed and left over.
+                guard cpu >= svc[s].cpuMillis && mem >= svc[s].memoryBytes else { continue }
                 // Prefer touching only the least important priority, then the fewest stops, then spread.
                 if let b = best {
                     if (-worst, stops, count[n][s]) >= (-b.worst, b.stops, count[b.n][s]) { continue }
                 }
                 best = (n, worst, stops, list)
             }
-            guard let b = best else { return }
+            guard let b = best else { return false }
             for (v, k) in b.list { remove(v, from: b.n, k: k, reason: why) }
             add(s, to: b.n, k: 1, reason: cause)
             // Use the rest of the room the stops freed before looking elsewhere.
             let extra = Swift.min(fits(s, on: b.n), target - totals[s])
             if extra > 0 { add(s, to: b.n, k: extra, reason: cause) }
+            if once { return true }
         }
+        return true
     }
 
     func nodeDecisions() -> [Decision] {

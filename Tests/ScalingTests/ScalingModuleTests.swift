@@ -1,2 +1,0 @@
-import Scaling
-import Testing
