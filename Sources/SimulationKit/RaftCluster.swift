@@ -28,6 +28,8 @@ public struct RaftSimulationResult: Sendable, Hashable, Codable {
     public var acknowledged = 0
     public var committedIndex: UInt64 = 0
     public var crashes = 0
+    /// Membership changes committed.
+    public var configurationChanges = 0
     /// Linearizable reads (ReadIndex) served and checked.
     public var reads = 0
     public var snapshotsInstalled = 0
@@ -182,6 +184,7 @@ struct RaftSimulation {
         result.messages = net.statistics.sent
         result.acknowledged = acked.count
         result.committedIndex = committed.keys.max() ?? 0
+        result.configurationChanges = committed.values.filter { $0.kind == .configuration }.count
         return result
     }
 
@@ -356,14 +359,16 @@ struct RaftSimulation {
         case 67..<82:
             let down = servers.filter { $0.core == nil }
             if !down.isEmpty { restart(down[Int.random(in: 0..<down.count, using: &rng)]) }
-        case 82..<90:
+        case 82..<86:
             let hi = Int64.random(in: 2...60, using: &rng)
             net.faults = .init(loss: Double.random(in: 0...0.2, using: &rng),
                                duplication: Double.random(in: 0...0.1, using: &rng),
                                delay: .microseconds(200) ... .milliseconds(hi))
-        case 90..<95:
+        case 86..<90:
             let s = servers[Int.random(in: 0..<servers.count, using: &rng)]
             s.slowDisk.toggle()
+        case 90..<97:
+            reconfigure()
         default:
             if let l = servers.first(where: { $0.core?.role == .leader }) {
                 let target = names[Int.random(in: 0..<names.count, using: &rng)]
@@ -373,6 +378,25 @@ struct RaftSimulation {
             }
         }
         checkLogMatching()
+    }
+
+    /// Single-server membership changes (thesis §4.1-4.2): promote a learner, re-add a removed
+    /// server as a learner (with its old state: a server may rejoin), or remove a follower.
+    mutating func reconfigure() {
+        guard let l = servers.first(where: { $0.core?.role == .leader }) else { return }
+        let c = l.core!.configuration
+        tick(l)
+        if let learner = c.learners.sorted().first {
+            _ = try? l.core!.proposeConfChange(.promote(learner))
+        } else if let absent = servers.map(\.name).first(where: { !c.members.contains($0) }) {
+            _ = try? l.core!.proposeConfChange(.addLearner(absent))
+        } else {
+            let others = c.voters.sorted().filter { $0 != l.name }
+            if c.voters.count >= 3, !others.isEmpty {
+                _ = try? l.core!.proposeConfChange(.remove(others[Int.random(in: 0..<others.count, using: &rng)]))
+            }
+        }
+        pump(l)
     }
 
     mutating func crash(_ s: SimServer) {
@@ -438,7 +462,10 @@ struct RaftSimulation {
         }
         // No acknowledged write lost: every server, after catching up, holds every one.
         let maxAcked = acked.keys.max() ?? 0
-        for s in servers {
+        // A server removed from the configuration (and not re-added) stops receiving the log.
+        let members = servers.compactMap(\.core).filter { $0.role == .leader }.max { $0.term < $1.term }?
+            .configuration.members ?? Set(servers.map(\.name))
+        for s in servers where members.contains(s.name) {
             if s.machine.applied < maxAcked {
                 violation("\(s.name) applied only up to \(s.machine.applied), below acknowledged \(maxAcked)")
                 continue

@@ -38,7 +38,7 @@ struct RaftCommand: ParsableCommand {
         options.nodes = nodes
         options.faultDuration = .seconds(faultSeconds)
         var failing: [RaftSimulationResult] = []
-        var runs = 0, elections = 0, acknowledged = 0, crashes = 0, snapshots = 0, reads = 0
+        var runs = 0, elections = 0, acknowledged = 0, crashes = 0, snapshots = 0, reads = 0, reconfigurations = 0
         var recoveries: [Double] = []
         for seed in range {
             let r = runRaftSimulation(seed: seed, options: options)
@@ -48,6 +48,7 @@ struct RaftCommand: ParsableCommand {
             crashes += r.crashes
             snapshots += r.snapshotsInstalled
             reads += r.reads
+            reconfigurations += r.configurationChanges
             if let t = r.recoverySeconds { recoveries.append(t) }
             if !r.violations.isEmpty {
                 failing.append(r)
@@ -67,18 +68,18 @@ struct RaftCommand: ParsableCommand {
         if json {
             struct Summary: Encodable {
                 var runs: Int; var nodes: Int; var failing: [RaftSimulationResult]; var violations: Int
-                var elections: Int; var acknowledgedWrites: Int; var reads: Int; var crashes: Int; var snapshotsInstalled: Int
+                var elections: Int; var acknowledgedWrites: Int; var reads: Int; var membershipChanges: Int; var crashes: Int; var snapshotsInstalled: Int
                 var recoveryP50Seconds: Double; var recoveryP99Seconds: Double
             }
             let s = Summary(runs: runs, nodes: nodes, failing: failing, violations: failing.reduce(0) { $0 + $1.violations.count },
-                            elections: elections, acknowledgedWrites: acknowledged, reads: reads, crashes: crashes,
+                            elections: elections, acknowledgedWrites: acknowledged, reads: reads, membershipChanges: reconfigurations, crashes: crashes,
                             snapshotsInstalled: snapshots, recoveryP50Seconds: p50, recoveryP99Seconds: p99)
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try enc.encode(s), as: UTF8.self))
         } else {
             print("raft: \(runs) runs of \(nodes) servers, \(failing.count) failing; \(elections) elections, "
-                  + "\(acknowledged) writes acknowledged, \(reads) linearizable reads checked, \(crashes) crashes, \(snapshots) snapshots installed; "
+                  + "\(acknowledged) writes acknowledged, \(reads) linearizable reads checked, \(reconfigurations) membership changes, \(crashes) crashes, \(snapshots) snapshots installed; "
                   + String(format: "recovery after faults p50 %.3fs p99 %.3fs", p50, p99))
         }
         if !failing.isEmpty { throw ExitCode(1) }
