@@ -140,7 +140,10 @@ public struct Reconciler: Sendable {
         for c in observed where c.isManaged && c.node == node && c.state == .exited {
             guard let service = c.service, !countedExits.contains(c.id) else { continue }
             remember(c.id)
-            if let ran = c.ranFor, ran < policy.minimumRunTime {
+            // An exit whose run time is unknown (the daemon can list a container as exited a
+            // moment before its inspect shows FinishedAt) counts as quick: a wrongly counted crash
+            // costs one short back-off, a missed one a restart storm.
+            if c.ranFor.map({ $0 < policy.minimumRunTime }) ?? true {
                 let failures = (crashLoops[service]?.failures ?? 0) + 1
                 crashLoops[service] = CrashLoop(failures: failures, retryAt: now + backoff(failures))
             } else {
