@@ -230,7 +230,7 @@ private func cleanup(_ client: DockerClient, node: String) async {
     private func createUnmanaged(_ s: ContainerSpec) async throws -> String {
         // The client always adds managed=true; a foreign container comes from the docker CLI.
         let host = try TestEnvironment.require("MICROSCALE_TEST_DOCKER_HOST")
-        let out = try runProcess("/usr/local/bin/docker", ["-H", host, "create", "--label", "\(MicroscaleLabel.service)=\(s.service)", "--label", "\(MicroscaleLabel.node)=\(s.node)", "--label", "\(MicroscaleLabel.spec)=\(s.specHash)", s.image, "sleep", "600"])
+        let out = try runProcess("/usr/bin/docker", ["-H", host, "create", "--label", "\(MicroscaleLabel.service)=\(s.service)", "--label", "\(MicroscaleLabel.node)=\(s.node)", "--label", "\(MicroscaleLabel.spec)=\(s.specHash)", s.image, "sleep", "600"])
         return out.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 

@@ -155,6 +155,16 @@ public actor ReconcilerShell {
             switch action {
             case .stop(let id, let service):
                 // The container's own StopTimeout applies (set at create), so no t= override here.
+                // A SIGTERM that reaches a container in its first milliseconds, before docker-init
+                // has blocked signals, is dropped (PID 1 ignores default-action signals), and the
+                // stop then waits out the whole timeout. Seen in the benchmark when scaling 0→N→0
+                // at once; a second SIGTERM a moment later closes that window.
+                let resend = Task {
+                    try? await Task.sleep(for: .milliseconds(250))
+                    guard !Task.isCancelled else { return }
+                    try? await client.kill(id, signal: "TERM", service: service)
+                }
+                defer { resend.cancel() }
                 try await client.stop(id, service: service)
                 try await client.remove(id, service: service)
                 return .success((action, id))
