@@ -28,4 +28,10 @@ public struct WireDecodingError: Error, CustomStringConvertible, Equatable {
     public var message: String
     public var underlying: String
     public var description: String { "malformed \(message) in a \(kind) frame: \(underlying)" }
+
+    public init(kind: FrameKind, message: String, underlying: String) {
+        self.kind = kind
+        self.message = message
+        self.underlying = underlying
+    }
 }

@@ -25,6 +25,8 @@ public struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Cluster name; agents of another cluster are refused.") var cluster: String?
     @Option(name: .customLong("api-token"), help: "Token the HTTP API requires (needed beyond loopback).") var apiToken: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, warning, error.") var logLevel: String?
+    @Option(name: .customLong("raft-election-timeout"), help: "Raft election timeout T (followers campaign after [T, 2T) of silence; default 300ms).") var raftElectionTimeout: String?
+    @Option(name: .customLong("raft-heartbeat-interval"), help: "Raft leader heartbeat interval (default 50ms).") var raftHeartbeat: String?
     @Option(help: "YAML file whose keys are these flags' names.") var config: String?
 
     public init() {}
@@ -37,6 +39,7 @@ public struct AgentCommand: AsyncParsableCommand {
             ("tls-cert", tlsCert), ("tls-key", tlsKey), ("docker-socket", dockerSocket),
             ("capacity-cpu", capacityCPU), ("capacity-memory", capacityMemory), ("cluster", cluster),
             ("api-token", apiToken), ("log-level", logLevel),
+            ("raft-election-timeout", raftElectionTimeout), ("raft-heartbeat-interval", raftHeartbeat),
         ]
         for (k, v) in pairs { if let v { s.set(k, v, origin: "--\(k)") } }
         if server { s.set("server", "true", origin: "--server") }

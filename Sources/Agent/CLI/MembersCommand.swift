@@ -20,8 +20,22 @@ public struct HTTPClientOptions: ParsableArguments {
 
     /// GETs `path` and decodes the JSON; errors say what to check.
     func get<T: Decodable>(_ path: String, as: T.Type) async throws -> (T, Data) {
+        let data = try await call("GET", path)
+        do { return (try JSONDecoder().decode(T.self, from: data), data) } catch {
+            throw CLIError("the agent at \(baseURL) sent an unexpected answer: \(error)")
+        }
+    }
+
+    /// Sends a request and returns the body of a 2xx answer; anything else becomes an error carrying
+    /// the agent's own message (`{"error": ...}`).
+    func call(_ method: String, _ path: String, body: Data? = nil, timeout: TimeInterval = 15) async throws -> Data {
         guard let url = URL(string: baseURL + path) else { throw CLIError("--http-addr \(baseURL) is not an address") }
-        var request = URLRequest(url: url, timeoutInterval: 5)
+        var request = URLRequest(url: url, timeoutInterval: timeout)
+        request.httpMethod = method
+        if let body {
+            request.httpBody = body
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        }
         if let t = token ?? ProcessInfo.processInfo.environment["MICROSCALE_HTTP_TOKEN"] {
             request.setValue("Bearer \(t)", forHTTPHeaderField: "Authorization")
         }
@@ -31,12 +45,12 @@ public struct HTTPClientOptions: ParsableArguments {
             throw CLIError("cannot reach the agent at \(baseURL): \(error.localizedDescription) (is 'microscale agent' running? see --http-addr)")
         }
         let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        guard status == 200 else {
+        guard (200..<300).contains(status) else {
+            struct Failure: Decodable { var error: String }
+            if let f = try? JSONDecoder().decode(Failure.self, from: data) { throw CLIError(f.error) }
             throw CLIError("the agent at \(baseURL) answered \(status): \(String(decoding: data.prefix(300), as: UTF8.self))")
         }
-        do { return (try JSONDecoder().decode(T.self, from: data), data) } catch {
-            throw CLIError("the agent at \(baseURL) sent an unexpected answer: \(error)")
-        }
+        return data
     }
 }
 

@@ -7,7 +7,8 @@ public struct MicroscaleCommand: AsyncParsableCommand {
         commandName: "microscale",
         abstract: "Microscale: priority-aware container scheduling on the capacity you already have.",
         version: MicroscaleVersion.current,
-        subcommands: [AgentCommand.self, MembersCommand.self, TLSCommand.self])
+        subcommands: [AgentCommand.self, MembersCommand.self, LeaderCommand.self, ServicesCommand.self,
+                      DemandCommand.self, NodeCommand.self, TLSCommand.self])
 
     public init() {}
 }

@@ -57,6 +57,10 @@ public struct AgentConfiguration: Sendable, Equatable {
     /// Required when the HTTP API listens beyond loopback (DESIGN.md §5).
     public var apiToken: String?
     public var logLevel: String
+    /// Raft timing (Raft §5.2): a follower campaigns after hearing nothing for a time drawn from
+    /// [T, 2T); the leader heartbeats every `raftHeartbeat`.
+    public var raftElectionTimeout: Duration = .milliseconds(300)
+    public var raftHeartbeat: Duration = .milliseconds(50)
 }
 
 /// A configuration problem, naming the flag or key and, for a file, the line.
@@ -78,7 +82,7 @@ public struct AgentSettings: Sendable, Equatable {
     public static let keys: Set<String> = [
         "name", "bind", "advertise", "http", "server", "bootstrap-expect", "join", "data-dir",
         "tls-ca", "tls-cert", "tls-key", "docker-socket", "capacity-cpu", "capacity-memory",
-        "cluster", "api-token", "log-level",
+        "cluster", "api-token", "log-level", "raft-election-timeout", "raft-heartbeat-interval",
     ]
     static let listKeys: Set<String> = ["join"]
 
@@ -219,12 +223,27 @@ public struct AgentSettings: Sendable, Equatable {
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) else {
             throw ConfigurationError("\(origin("log-level")): log-level \"\(level)\" is not one of trace, debug, info, notice, warning, error, critical")
         }
-        return AgentConfiguration(
+        func duration(_ key: String, default d: Duration) throws -> Duration {
+            guard let raw = values[key] else { return d }
+            guard let v = Units.duration(raw), v >= .milliseconds(1), v <= .seconds(60) else {
+                throw ConfigurationError("\(origin(key)): \(key) \"\(raw)\" is not a duration from 1ms to 60s (like 300ms)")
+            }
+            return v
+        }
+        let election = try duration("raft-election-timeout", default: .milliseconds(300))
+        let heartbeat = try duration("raft-heartbeat-interval", default: .milliseconds(50))
+        guard heartbeat < election else {
+            throw ConfigurationError("\(origin("raft-heartbeat-interval")): raft-heartbeat-interval must be shorter than raft-election-timeout (\(election))")
+        }
+        var configuration = AgentConfiguration(
             name: name, bind: bind, advertise: advertise, http: http, server: server, bootstrapExpect: expect,
             join: join, dataDir: dataDir, tlsCA: ca, tlsCert: cert, tlsKey: key,
             dockerSocket: values["docker-socket"] ?? "/var/run/docker.sock",
             capacityCPUMillis: cpu, capacityMemoryBytes: memory, cluster: values["cluster"] ?? "microscale",
             apiToken: token, logLevel: level)
+        configuration.raftElectionTimeout = election
+        configuration.raftHeartbeat = heartbeat
+        return configuration
     }
 
     static func nameProblem(_ name: String) -> String? {

@@ -6,6 +6,8 @@ import NIOCore
 public protocol AgentState: Sendable {
     func members() async -> [MemberView]
     func selfView() async -> AgentSelfView
+    /// The cluster-state endpoints (leader, services, demand, drain), answered by the Raft leader.
+    func cluster(method: String, path: String, body: [UInt8]) async -> APIResponse
 }
 
 /// `GET /v1/agent/self`: this agent's identity and counters.
@@ -21,6 +23,10 @@ public struct AgentSelfView: Codable, Sendable, Equatable {
 /// The local HTTP API (DESIGN.md §6): JSON for the CLI, scripts and the dashboard. Bound to
 /// loopback by default; anywhere else it requires the API token (DESIGN.md §5).
 public enum HTTPAPI {
+    /// Largest request body (a services file): well under the wire's frame limit, since a follower
+    /// forwards it to the leader in one frame.
+    public static let maxBodyBytes = 256 * 1024
+
     public static func router(state: some AgentState, token: String?) -> Router<BasicRequestContext> {
         let router = Router()
         if let token { router.add(middleware: TokenMiddleware(token: token)) }
@@ -30,6 +36,22 @@ public enum HTTPAPI {
         router.get("/v1/agent/self") { _, _ -> JSONBody<AgentSelfView> in
             JSONBody(await state.selfView())
         }
+        @Sendable func cluster(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+            let body = try await request.body.collect(upTo: maxBodyBytes)
+            let answer = await state.cluster(method: request.method.rawValue, path: request.uri.path,
+                                             body: Array(body.readableBytesView))
+            return Response(status: .init(code: answer.status), headers: [.contentType: "application/json"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
+        }
+        router.get("/v1/leader", use: cluster)
+        router.get("/v1/services", use: cluster)
+        router.put("/v1/services", use: cluster)
+        router.delete("/v1/services/:name", use: cluster)
+        router.get("/v1/demand", use: cluster)
+        router.put("/v1/demand/:service", use: cluster)
+        router.get("/v1/nodes/drained", use: cluster)
+        router.post("/v1/nodes/:name/drain", use: cluster)
+        router.post("/v1/nodes/:name/undrain", use: cluster)
         return router
     }
 }

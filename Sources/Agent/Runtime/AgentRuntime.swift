@@ -16,6 +16,9 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     let tls: TLSContext
     let transport: PeerTransport
     public let membership: MembershipService
+    /// Raft, on servers only.
+    public let raft: RaftService?
+    public let clusterAPI: ClusterAPI
     private var httpTask: Task<Void, Error>?
     /// The address the HTTP API listens on (port 0 in the configuration picks a free one).
     public private(set) var httpAddress: SocketAddress?
@@ -43,7 +46,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             throw ConfigurationError("--data-dir: cannot create \(c.dataDir): \(error.localizedDescription)")
         }
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, min(2, System.coreCount)))
-        let box = MembershipBox()
+        let box = ServiceBox()
         transport = PeerTransport(
             group: group, tls: tls,
             options: .init(cluster: c.cluster, agentVersion: MicroscaleVersion.current),
@@ -51,7 +54,11 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             onFrame: { peer, frame in
                 switch frame.kind {
                 case .membership:
-                    if let m = box.service { Task { await m.receive(frame, from: peer) } }
+                    if let m = box.membership { Task { await m.receive(frame, from: peer) } }
+                case .raft:
+                    if let r = box.raft { Task { await r.receive(frame, from: peer) } }
+                case .control:
+                    if let a = box.api { Task { await a.receive(frame, from: peer) } }
                 default:
                     break
                 }
@@ -67,9 +74,38 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         } catch {
             throw ConfigurationError("node record: \(error)")
         }
-        box.service = membership
+        box.membership = membership
         let service = membership
-        transport.onConnectionLost { address in Task { await service.connectionLost(address) } }
+        // Alive servers and where to reach them, for Raft and for forwarding API requests.
+        let servers: @Sendable () async -> [String: String] = {
+            var book: [String: String] = [:]
+            for m in await service.members() where m.role == "server" && (m.status == "alive" || m.status == "suspect") {
+                book[m.name] = m.address
+            }
+            return book
+        }
+        if c.server {
+            var options = RaftService.Options()
+            options.bootstrapExpect = c.bootstrapExpect
+            options.electionTimeout = c.raftElectionTimeout
+            options.heartbeatInterval = c.raftHeartbeat
+            do {
+                raft = try RaftService(name: c.name, dataDir: c.dataDir, options: options, transport: transport,
+                                       logger: logger, seed: seed.next(), servers: servers)
+            } catch {
+                throw ConfigurationError("--data-dir: cannot open the Raft log in \(c.dataDir): \(error)")
+            }
+        } else {
+            raft = nil
+        }
+        box.raft = raft
+        clusterAPI = ClusterAPI(name: c.name, raft: raft, transport: transport, logger: logger, servers: servers)
+        box.api = clusterAPI
+        let api = clusterAPI
+        transport.onConnectionLost { address in
+            Task { await service.connectionLost(address) }
+            Task { await api.connectionLost(address) }
+        }
     }
 
     /// Listens on the peer and HTTP addresses and joins the cluster.
@@ -107,6 +143,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             "role": "\(c.server ? "server" : "client")",
         ])
         await membership.start(join: c.join.map(\.description))
+        await raft?.start()
     }
 
     /// Leaves the cluster gracefully and stops everything.
@@ -117,6 +154,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
 
     /// Stops without telling anyone (as a crash would, but closing sockets cleanly).
     public func shutdown() async {
+        await raft?.stop()
         await membership.stop()
         httpTask?.cancel()
         _ = try? await httpTask?.value
@@ -126,6 +164,10 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
 
     public func members() async -> [MemberView] { await membership.members() }
 
+    public func cluster(method: String, path: String, body: [UInt8]) async -> APIResponse {
+        await clusterAPI.handle(method: method, path: path, body: body)
+    }
+
     public func selfView() async -> AgentSelfView {
         let (messages, bytes) = await membership.traffic()
         return AgentSelfView(name: configuration.name, version: MicroscaleVersion.current, server: configuration.server,
@@ -134,13 +176,23 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     }
 }
 
-/// Lets the transport's frame handler, made before the membership service, reach it.
-private final class MembershipBox: @unchecked Sendable {
+/// Lets the transport's frame handler, made before the services it feeds, reach them.
+private final class ServiceBox: @unchecked Sendable {
     private let lock = NSLock()
-    private var _service: MembershipService?
-    var service: MembershipService? {
-        get { lock.withLock { _service } }
-        set { lock.withLock { _service = newValue } }
+    private var _membership: MembershipService?
+    private var _raft: RaftService?
+    private var _api: ClusterAPI?
+    var membership: MembershipService? {
+        get { lock.withLock { _membership } }
+        set { lock.withLock { _membership = newValue } }
+    }
+    var raft: RaftService? {
+        get { lock.withLock { _raft } }
+        set { lock.withLock { _raft = newValue } }
+    }
+    var api: ClusterAPI? {
+        get { lock.withLock { _api } }
+        set { lock.withLock { _api = newValue } }
     }
 }
 

@@ -93,6 +93,10 @@ public nonisolated struct Microscale_Control_ForwardRequest: Sendable {
 
   public var body: Data = Data()
 
+  /// How many agents relayed it so far (a client to a server, a follower to the leader); bounded so
+  /// that two servers with stale leader hints cannot bounce a request between them.
+  public var hops: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -295,7 +299,7 @@ nonisolated extension Microscale_Control_SubscribeAssignments: SwiftProtobuf.Mes
 
 nonisolated extension Microscale_Control_ForwardRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForwardRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}method\0\u{1}path\0\u{1}body\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}method\0\u{1}path\0\u{1}body\0\u{1}hops\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -307,6 +311,7 @@ nonisolated extension Microscale_Control_ForwardRequest: SwiftProtobuf.Message, 
       case 2: try { try decoder.decodeSingularStringField(value: &self.method) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.path) }()
       case 4: try { try decoder.decodeSingularBytesField(value: &self.body) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.hops) }()
       default: break
       }
     }
@@ -325,6 +330,9 @@ nonisolated extension Microscale_Control_ForwardRequest: SwiftProtobuf.Message, 
     if !self.body.isEmpty {
       try visitor.visitSingularBytesField(value: self.body, fieldNumber: 4)
     }
+    if self.hops != 0 {
+      try visitor.visitSingularUInt32Field(value: self.hops, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -333,6 +341,7 @@ nonisolated extension Microscale_Control_ForwardRequest: SwiftProtobuf.Message, 
     if lhs.method != rhs.method {return false}
     if lhs.path != rhs.path {return false}
     if lhs.body != rhs.body {return false}
+    if lhs.hops != rhs.hops {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

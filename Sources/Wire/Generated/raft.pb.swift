@@ -231,47 +231,92 @@ public nonisolated struct Microscale_Raft_Snapshot: Sendable {
   fileprivate var _metadata: Microscale_Raft_SnapshotMetadata? = nil
 }
 
-public nonisolated struct Microscale_Raft_Message: Sendable {
+public nonisolated struct Microscale_Raft_Message: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var type: Microscale_Raft_MessageType = .msgAppend
+  public var type: Microscale_Raft_MessageType {
+    get {_storage._type}
+    set {_uniqueStorage()._type = newValue}
+  }
 
-  public var from: String = String()
+  public var from: String {
+    get {_storage._from}
+    set {_uniqueStorage()._from = newValue}
+  }
 
-  public var to: String = String()
+  public var to: String {
+    get {_storage._to}
+    set {_uniqueStorage()._to = newValue}
+  }
 
-  public var term: UInt64 = 0
+  public var term: UInt64 {
+    get {_storage._term}
+    set {_uniqueStorage()._term = newValue}
+  }
 
-  public var logTerm: UInt64 = 0
+  public var logTerm: UInt64 {
+    get {_storage._logTerm}
+    set {_uniqueStorage()._logTerm = newValue}
+  }
 
-  public var index: UInt64 = 0
+  public var index: UInt64 {
+    get {_storage._index}
+    set {_uniqueStorage()._index = newValue}
+  }
 
-  public var entries: [Microscale_Raft_Entry] = []
+  public var entries: [Microscale_Raft_Entry] {
+    get {_storage._entries}
+    set {_uniqueStorage()._entries = newValue}
+  }
 
-  public var commit: UInt64 = 0
+  public var commit: UInt64 {
+    get {_storage._commit}
+    set {_uniqueStorage()._commit = newValue}
+  }
 
-  public var reject: Bool = false
+  public var reject: Bool {
+    get {_storage._reject}
+    set {_uniqueStorage()._reject = newValue}
+  }
 
-  public var rejectHint: UInt64 = 0
+  public var rejectHint: UInt64 {
+    get {_storage._rejectHint}
+    set {_uniqueStorage()._rejectHint = newValue}
+  }
 
   public var snapshot: Microscale_Raft_Snapshot {
-    get {_snapshot ?? Microscale_Raft_Snapshot()}
-    set {_snapshot = newValue}
+    get {_storage._snapshot ?? Microscale_Raft_Snapshot()}
+    set {_uniqueStorage()._snapshot = newValue}
   }
   /// Returns true if `snapshot` has been explicitly set.
-  public var hasSnapshot: Bool {self._snapshot != nil}
+  public var hasSnapshot: Bool {_storage._snapshot != nil}
   /// Clears the value of `snapshot`. Subsequent reads from it will return its default value.
-  public mutating func clearSnapshot() {self._snapshot = nil}
+  public mutating func clearSnapshot() {_uniqueStorage()._snapshot = nil}
 
-  public var context: Data = Data()
+  public var context: Data {
+    get {_storage._context}
+    set {_uniqueStorage()._context = newValue}
+  }
+
+  /// heartbeat(response): the ReadIndex round it carries (thesis §6.4).
+  public var readRound: UInt64 {
+    get {_storage._readRound}
+    set {_uniqueStorage()._readRound = newValue}
+  }
+
+  /// vote: started by TimeoutNow, so it may override a leader lease (thesis §3.10).
+  public var transfer: Bool {
+    get {_storage._transfer}
+    set {_uniqueStorage()._transfer = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _snapshot: Microscale_Raft_Snapshot? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -491,88 +536,160 @@ nonisolated extension Microscale_Raft_Snapshot: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Microscale_Raft_Message: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Message"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}from\0\u{1}to\0\u{1}term\0\u{3}log_term\0\u{1}index\0\u{1}entries\0\u{1}commit\0\u{1}reject\0\u{3}reject_hint\0\u{1}snapshot\0\u{1}context\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}from\0\u{1}to\0\u{1}term\0\u{3}log_term\0\u{1}index\0\u{1}entries\0\u{1}commit\0\u{1}reject\0\u{3}reject_hint\0\u{1}snapshot\0\u{1}context\0\u{3}read_round\0\u{1}transfer\0")
+
+  fileprivate class _StorageClass {
+    var _type: Microscale_Raft_MessageType = .msgAppend
+    var _from: String = String()
+    var _to: String = String()
+    var _term: UInt64 = 0
+    var _logTerm: UInt64 = 0
+    var _index: UInt64 = 0
+    var _entries: [Microscale_Raft_Entry] = []
+    var _commit: UInt64 = 0
+    var _reject: Bool = false
+    var _rejectHint: UInt64 = 0
+    var _snapshot: Microscale_Raft_Snapshot? = nil
+    var _context: Data = Data()
+    var _readRound: UInt64 = 0
+    var _transfer: Bool = false
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _type = source._type
+      _from = source._from
+      _to = source._to
+      _term = source._term
+      _logTerm = source._logTerm
+      _index = source._index
+      _entries = source._entries
+      _commit = source._commit
+      _reject = source._reject
+      _rejectHint = source._rejectHint
+      _snapshot = source._snapshot
+      _context = source._context
+      _readRound = source._readRound
+      _transfer = source._transfer
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularEnumField(value: &self.type) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.from) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.to) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.term) }()
-      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.logTerm) }()
-      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.index) }()
-      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.entries) }()
-      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.commit) }()
-      case 9: try { try decoder.decodeSingularBoolField(value: &self.reject) }()
-      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.rejectHint) }()
-      case 11: try { try decoder.decodeSingularMessageField(value: &self._snapshot) }()
-      case 12: try { try decoder.decodeSingularBytesField(value: &self.context) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularEnumField(value: &_storage._type) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._from) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._to) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._term) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._logTerm) }()
+        case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._index) }()
+        case 7: try { try decoder.decodeRepeatedMessageField(value: &_storage._entries) }()
+        case 8: try { try decoder.decodeSingularUInt64Field(value: &_storage._commit) }()
+        case 9: try { try decoder.decodeSingularBoolField(value: &_storage._reject) }()
+        case 10: try { try decoder.decodeSingularUInt64Field(value: &_storage._rejectHint) }()
+        case 11: try { try decoder.decodeSingularMessageField(value: &_storage._snapshot) }()
+        case 12: try { try decoder.decodeSingularBytesField(value: &_storage._context) }()
+        case 13: try { try decoder.decodeSingularUInt64Field(value: &_storage._readRound) }()
+        case 14: try { try decoder.decodeSingularBoolField(value: &_storage._transfer) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if self.type != .msgAppend {
-      try visitor.visitSingularEnumField(value: self.type, fieldNumber: 1)
-    }
-    if !self.from.isEmpty {
-      try visitor.visitSingularStringField(value: self.from, fieldNumber: 2)
-    }
-    if !self.to.isEmpty {
-      try visitor.visitSingularStringField(value: self.to, fieldNumber: 3)
-    }
-    if self.term != 0 {
-      try visitor.visitSingularUInt64Field(value: self.term, fieldNumber: 4)
-    }
-    if self.logTerm != 0 {
-      try visitor.visitSingularUInt64Field(value: self.logTerm, fieldNumber: 5)
-    }
-    if self.index != 0 {
-      try visitor.visitSingularUInt64Field(value: self.index, fieldNumber: 6)
-    }
-    if !self.entries.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.entries, fieldNumber: 7)
-    }
-    if self.commit != 0 {
-      try visitor.visitSingularUInt64Field(value: self.commit, fieldNumber: 8)
-    }
-    if self.reject != false {
-      try visitor.visitSingularBoolField(value: self.reject, fieldNumber: 9)
-    }
-    if self.rejectHint != 0 {
-      try visitor.visitSingularUInt64Field(value: self.rejectHint, fieldNumber: 10)
-    }
-    try { if let v = self._snapshot {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
-    } }()
-    if !self.context.isEmpty {
-      try visitor.visitSingularBytesField(value: self.context, fieldNumber: 12)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._type != .msgAppend {
+        try visitor.visitSingularEnumField(value: _storage._type, fieldNumber: 1)
+      }
+      if !_storage._from.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._from, fieldNumber: 2)
+      }
+      if !_storage._to.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._to, fieldNumber: 3)
+      }
+      if _storage._term != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._term, fieldNumber: 4)
+      }
+      if _storage._logTerm != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._logTerm, fieldNumber: 5)
+      }
+      if _storage._index != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._index, fieldNumber: 6)
+      }
+      if !_storage._entries.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._entries, fieldNumber: 7)
+      }
+      if _storage._commit != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._commit, fieldNumber: 8)
+      }
+      if _storage._reject != false {
+        try visitor.visitSingularBoolField(value: _storage._reject, fieldNumber: 9)
+      }
+      if _storage._rejectHint != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._rejectHint, fieldNumber: 10)
+      }
+      try { if let v = _storage._snapshot {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+      } }()
+      if !_storage._context.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._context, fieldNumber: 12)
+      }
+      if _storage._readRound != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._readRound, fieldNumber: 13)
+      }
+      if _storage._transfer != false {
+        try visitor.visitSingularBoolField(value: _storage._transfer, fieldNumber: 14)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Microscale_Raft_Message, rhs: Microscale_Raft_Message) -> Bool {
-    if lhs.type != rhs.type {return false}
-    if lhs.from != rhs.from {return false}
-    if lhs.to != rhs.to {return false}
-    if lhs.term != rhs.term {return false}
-    if lhs.logTerm != rhs.logTerm {return false}
-    if lhs.index != rhs.index {return false}
-    if lhs.entries != rhs.entries {return false}
-    if lhs.commit != rhs.commit {return false}
-    if lhs.reject != rhs.reject {return false}
-    if lhs.rejectHint != rhs.rejectHint {return false}
-    if lhs._snapshot != rhs._snapshot {return false}
-    if lhs.context != rhs.context {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._type != rhs_storage._type {return false}
+        if _storage._from != rhs_storage._from {return false}
+        if _storage._to != rhs_storage._to {return false}
+        if _storage._term != rhs_storage._term {return false}
+        if _storage._logTerm != rhs_storage._logTerm {return false}
+        if _storage._index != rhs_storage._index {return false}
+        if _storage._entries != rhs_storage._entries {return false}
+        if _storage._commit != rhs_storage._commit {return false}
+        if _storage._reject != rhs_storage._reject {return false}
+        if _storage._rejectHint != rhs_storage._rejectHint {return false}
+        if _storage._snapshot != rhs_storage._snapshot {return false}
+        if _storage._context != rhs_storage._context {return false}
+        if _storage._readRound != rhs_storage._readRound {return false}
+        if _storage._transfer != rhs_storage._transfer {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,191 @@
+import ArgumentParser
+import Consensus
+import Foundation
+
+/// Runs a CLI body, turning a `CLIError` into one line on stderr and exit status 1.
+func reportingErrors(_ body: () async throws -> Void) async throws {
+    do { try await body() } catch let e as CLIError {
+        printError("error: \(e)")
+        throw ExitCode(1)
+    }
+}
+
+func printJSON(_ data: Data) {
+    print(String(decoding: data, as: UTF8.self))
+}
+
+/// `microscale leader`: who leads the Raft servers, where, in which term.
+public struct LeaderCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(commandName: "leader", abstract: "Show the Raft leader.")
+    @OptionGroup var client: HTTPClientOptions
+    @Flag(help: "Print JSON.") var json = false
+    public init() {}
+
+    public func run() async throws {
+        try await reportingErrors {
+            let (leader, raw) = try await client.get("/v1/leader", as: LeaderView.self)
+            if json { return printJSON(raw) }
+            print(formatTable([["NAME", "ADDRESS", "TERM", "COMMIT", "VOTERS"],
+                               [leader.name, leader.address, "\(leader.term)", "\(leader.commitIndex)", leader.voters.joined(separator: ",")]]))
+        }
+    }
+}
+
+/// `microscale services apply FILE | ls | rm NAME`.
+public struct ServicesCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "services", abstract: "Declare, list and remove services.",
+        subcommands: [Apply.self, List.self, Remove.self])
+    public init() {}
+
+    public struct Apply: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(
+            commandName: "apply", abstract: "Declare (add or replace) the services of a YAML file.")
+        @OptionGroup var client: HTTPClientOptions
+        @Flag(help: "Print JSON.") var json = false
+        @Argument(help: "The services file (DESIGN.md §6).") var file: String
+        public init() {}
+
+        public func run() async throws {
+            try await reportingErrors {
+                let text: String
+                do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
+                    throw CLIError("cannot read \(file): \(error.localizedDescription)")
+                }
+                // Checked here first so that the error names this file and its line; the leader
+                // checks again, since the API takes files from anyone.
+                let specs: [String: ServiceSpec]
+                do { specs = try ServicesFile.parse(text, source: file) } catch { throw CLIError("\(error)") }
+                let raw = try await client.call("PUT", "/v1/services", body: Data(text.utf8))
+                if json { return printJSON(raw) }
+                print("applied \(specs.count) service\(specs.count == 1 ? "" : "s"): \(specs.keys.sorted().joined(separator: ", "))")
+            }
+        }
+    }
+
+    public struct List: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(commandName: "ls", abstract: "List the declared services.")
+        @OptionGroup var client: HTTPClientOptions
+        @Flag(help: "Print JSON.") var json = false
+        public init() {}
+
+        public func run() async throws {
+            try await reportingErrors {
+                let (services, raw) = try await client.get("/v1/services", as: [String: ServiceSpec].self)
+                if json { return printJSON(raw) }
+                print(ServicesCommand.table(services))
+            }
+        }
+    }
+
+    public struct Remove: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove a service.")
+        @OptionGroup var client: HTTPClientOptions
+        @Flag(help: "Print JSON.") var json = false
+        @Argument(help: "The service's name.") var name: String
+        public init() {}
+
+        public func run() async throws {
+            try await reportingErrors {
+                let raw = try await client.call("DELETE", "/v1/services/\(try pathSegment(name, "NAME"))")
+                if json { return printJSON(raw) }
+                print("removed \(name)")
+            }
+        }
+    }
+
+    static func table(_ services: [String: ServiceSpec]) -> String {
+        var rows = [["NAME", "PRIORITY", "CPU", "MEMORY", "MIN", "MAX", "FILL", "DEMAND", "IMAGE"]]
+        for (name, s) in services.sorted(by: { ($0.value.priority, $0.key) < ($1.value.priority, $1.key) }) {
+            rows.append([name, "\(s.priority)", formatCPU(s.cpu), formatBytes(Int64(s.memory)), "\(s.min)", "\(s.max)",
+                         s.fill ? "yes" : "no", s.demand?.source ?? "-", s.image])
+        }
+        return formatTable(rows)
+    }
+}
+
+/// `microscale demand set SERVICE VALUE | get`.
+public struct DemandCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "demand", abstract: "Set or read static demand values.", subcommands: [Set.self, Get.self])
+    public init() {}
+
+    public struct Set: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(commandName: "set", abstract: "Set a service's demand.")
+        @OptionGroup var client: HTTPClientOptions
+        @Flag(help: "Print JSON.") var json = false
+        @Argument(help: "The service.") var service: String
+        @Argument(help: "The demand, a number >= 0.") var value: String
+        public init() {}
+
+        public func run() async throws {
+            try await reportingErrors {
+                guard let v = Double(value), v.isFinite, v >= 0 else { throw CLIError("VALUE \"\(value)\" is not a number >= 0") }
+                let body = try JSONEncoder().encode(["value": v])
+                let raw = try await client.call("PUT", "/v1/demand/\(try pathSegment(service, "SERVICE"))", body: body)
+                if json { return printJSON(raw) }
+                print("demand of \(service) set to \(formatNumber(v))")
+            }
+        }
+    }
+
+    public struct Get: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(commandName: "get", abstract: "Show the demand values set.")
+        @OptionGroup var client: HTTPClientOptions
+        @Flag(help: "Print JSON.") var json = false
+        public init() {}
+
+        public func run() async throws {
+            try await reportingErrors {
+                let (demand, raw) = try await client.get("/v1/demand", as: [String: Double].self)
+                if json { return printJSON(raw) }
+                print(formatTable([["SERVICE", "DEMAND"]] + demand.sorted { $0.key < $1.key }.map { [$0.key, formatNumber($0.value)] }))
+            }
+        }
+    }
+}
+
+/// `microscale node drain NAME | undrain NAME`.
+public struct NodeCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "node", abstract: "Move work off a node, and back.", subcommands: [Drain.self, Undrain.self])
+    public init() {}
+
+    public struct Drain: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(commandName: "drain", abstract: "Move all work off a node.")
+        @OptionGroup var client: HTTPClientOptions
+        @Flag(help: "Print JSON.") var json = false
+        @Argument(help: "The node's name.") var name: String
+        public init() {}
+        public func run() async throws { try await NodeCommand.set(name, drained: true, client: client, json: json) }
+    }
+
+    public struct Undrain: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(commandName: "undrain", abstract: "Let a node take work again.")
+        @OptionGroup var client: HTTPClientOptions
+        @Flag(help: "Print JSON.") var json = false
+        @Argument(help: "The node's name.") var name: String
+        public init() {}
+        public func run() async throws { try await NodeCommand.set(name, drained: false, client: client, json: json) }
+    }
+
+    static func set(_ name: String, drained: Bool, client: HTTPClientOptions, json: Bool) async throws {
+        try await reportingErrors {
+            let raw = try await client.call("POST", "/v1/nodes/\(try pathSegment(name, "NAME"))/\(drained ? "drain" : "undrain")")
+            if json { return printJSON(raw) }
+            print("\(name) \(drained ? "drained" : "undrained")")
+        }
+    }
+}
+
+/// Names go into URL paths; refuse what would change the path rather than escape it.
+func pathSegment(_ s: String, _ what: String) throws -> String {
+    guard !s.isEmpty, s.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+        throw CLIError("\(what) \"\(s)\" may hold only letters, digits, '-', '_' and '.'")
+    }
+    return s
+}
+
+func formatNumber(_ v: Double) -> String {
+    v == v.rounded() && abs(v) < 1e15 ? "\(Int64(v))" : "\(v)"
+}

@@ -1,0 +1,241 @@
+import Consensus
+import Foundation
+import Logging
+import SecureTransport
+import Wire
+
+/// One API answer, whichever agent produced it.
+public struct APIResponse: Sendable, Equatable {
+    public var status: Int
+    public var body: [UInt8]
+
+    public init(status: Int, body: [UInt8]) {
+        self.status = status
+        self.body = body
+    }
+
+    static func json<T: Encodable>(_ value: T, status: Int = 200) -> APIResponse {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return APIResponse(status: status, body: Array((try? e.encode(value)) ?? Data("{}".utf8)))
+    }
+
+    static func error(_ status: Int, _ message: String) -> APIResponse {
+        json(["error": message], status: status)
+    }
+}
+
+public struct DemandView: Codable, Sendable, Equatable {
+    public var service: String
+    public var value: Double
+}
+
+public struct DrainView: Codable, Sendable, Equatable {
+    public var node: String
+    public var drained: Bool
+}
+
+/// `GET /v1/leader`.
+public struct LeaderView: Codable, Sendable, Equatable {
+    public var name: String
+    public var address: String
+    public var term: UInt64
+    public var commitIndex: UInt64
+    public var voters: [String]
+}
+
+/// The cluster-state part of the HTTP API (DESIGN.md §6): leader, services, demand, drain. Every
+/// such request is answered by the Raft leader, so a write returns only once committed and a read
+/// that follows it (through any agent) sees it. Another agent forwards the request over the peer
+/// transport in a control frame: a follower to the leader it knows, a client (which runs no Raft)
+/// to any alive server, which relays it once more if it is not the leader.
+public actor ClusterAPI {
+    /// A request is relayed at most this often (client → follower → leader).
+    static let maxHops = 2
+    /// How long a forwarded request may take: the leader's proposal timeout plus the relays.
+    public var forwardTimeout: Duration = .seconds(7)
+    /// Bound on forwarded requests waiting for their answer.
+    static let maxPending = 4096
+
+    let name: String
+    let raft: RaftService?
+    let transport: PeerTransport
+    let logger: Logger
+    /// Alive servers by name, "host:port".
+    let servers: @Sendable () async -> [String: String]
+    private var pending: [UInt64: (address: String, continuation: CheckedContinuation<APIResponse, Never>)] = [:]
+    private var nextID: UInt64 = 1
+
+    public init(name: String, raft: RaftService?, transport: PeerTransport, logger: Logger,
+                servers: @escaping @Sendable () async -> [String: String]) {
+        self.name = name
+        self.raft = raft
+        self.transport = transport
+        self.logger = logger
+        self.servers = servers
+    }
+
+    public func handle(method: String, path: String, body: [UInt8], hops: Int = 0) async -> APIResponse {
+        if let raft, await raft.isLeader {
+            return await execute(method: method, path: path, body: body, raft: raft)
+        }
+        let book = await servers()
+        guard hops < Self.maxHops else {
+            return .error(503, "request relayed \(hops) times without reaching the leader; retry shortly")
+        }
+        let targets: [String]
+        if let raft {
+            guard await raft.status() != nil else { return .error(503, await raft.noClusterReason) }
+            guard let leader = await raft.leader, leader != name else { return .error(503, "no leader elected yet; retry shortly") }
+            targets = [leader]
+        } else {
+            // A client knows no leader: any server will do, and the next one if it cannot be reached
+            // (membership may not yet have noticed that a server died).
+            targets = book.keys.shuffled()
+        }
+        var last = APIResponse.error(503, raft == nil ? "no server is alive to answer" : "the leader is not reachable; retry shortly")
+        for target in targets.prefix(3) {
+            guard let address = book[target] else { continue }
+            let (response, reached) = await forward(method: method, path: path, body: body, hops: hops + 1, to: target, address: address)
+            if reached { return response }
+            last = response
+        }
+        return last
+    }
+
+    // MARK: Forwarding
+
+    /// Sends the request to `peer`; `reached` is false when it could not be delivered at all.
+    private func forward(method: String, path: String, body: [UInt8], hops: Int, to peer: String,
+                         address: String) async -> (APIResponse, reached: Bool) {
+        guard pending.count < Self.maxPending else { return (.error(503, "too many forwarded requests in flight"), true) }
+        guard let hp = AgentConfiguration.HostPort(address) else { return (.error(503, "bad address \(address) for \(peer)"), false) }
+        let id = nextID
+        nextID += 1
+        var request = Microscale_Control_ForwardRequest()
+        request.id = id
+        request.method = method
+        request.path = path
+        request.body = Data(body)
+        request.hops = UInt32(hops)
+        var message = Microscale_Control_ControlMessage()
+        message.forwardRequest = request
+        let frame: Frame
+        do { frame = try Frame(kind: .control, message: message) } catch { return (.error(500, "cannot encode: \(error)"), true) }
+        let timeout = forwardTimeout
+        let response = await withCheckedContinuation { c in
+            pending[id] = (address, c)
+            Task {
+                do {
+                    try await self.transport.send(frame, toAddress: hp.host, port: hp.port, expecting: peer)
+                } catch {
+                    self.answer(id, .error(Self.unreachable, "cannot reach \(peer) at \(address): \(error); retry shortly"))
+                    return
+                }
+                try? await Task.sleep(for: timeout)
+                self.answer(id, .error(504, "\(peer) did not answer within \(timeout)"))
+            }
+        }
+        if response.status == Self.unreachable { return (APIResponse(status: 503, body: response.body), false) }
+        return (response, true)
+    }
+
+    /// Internal marker for "never delivered" (a connection refused or lost before the answer).
+    static let unreachable = 599
+
+    private func answer(_ id: UInt64, _ response: APIResponse) {
+        pending.removeValue(forKey: id)?.continuation.resume(returning: response)
+    }
+
+    /// A dialed connection closed: requests waiting on it will get no answer.
+    public func connectionLost(_ address: String) {
+        for (id, p) in pending where p.address == address {
+            answer(id, .error(Self.unreachable, "the connection to \(address) was lost before it answered; retry"))
+        }
+    }
+
+    /// A control frame from another agent: a request to serve, or the answer to one we sent.
+    public func receive(_ frame: Frame, from peer: AuthenticatedPeer) {
+        let message: Microscale_Control_ControlMessage
+        do { message = try frame.decode(Microscale_Control_ControlMessage.self) } catch {
+            logger.warning("dropping control frame", metadata: ["peer": "\(peer.name)", "error": "\(error)"])
+            return
+        }
+        switch message.body {
+        case .forwardRequest(let r):
+            Task {
+                let response = await self.handle(method: r.method, path: r.path, body: Array(r.body), hops: Int(r.hops))
+                var reply = Microscale_Control_ForwardResponse()
+                reply.id = r.id
+                reply.status = UInt32(response.status)
+                reply.body = Data(response.body)
+                var m = Microscale_Control_ControlMessage()
+                m.forwardResponse = reply
+                if let f = try? Frame(kind: .control, message: m) {
+                    await self.transport.send(f, toPeer: peer.name)
+                }
+            }
+        case .forwardResponse(let r):
+            answer(r.id, APIResponse(status: Int(r.status), body: Array(r.body)))
+        default:
+            break
+        }
+    }
+
+    // MARK: Serving (on the leader)
+
+    private func execute(method: String, path: String, body: [UInt8], raft: RaftService) async -> APIResponse {
+        let p = path.split(separator: "?", maxSplits: 1)[0].split(separator: "/").map(String.init)
+        guard p.count >= 2, p[0] == "v1" else { return .error(404, "no such endpoint: \(method) \(path)") }
+        switch (method, p[1], p.count) {
+        case ("GET", "leader", 2):
+            guard let s = await raft.status() else { return .error(503, await raft.noClusterReason) }
+            let address = await servers()[name] ?? ""
+            return .json(LeaderView(name: name, address: address, term: s.term, commitIndex: s.commitIndex, voters: s.voters))
+        case ("GET", "services", 2):
+            return .json(await raft.state.services)
+        case ("PUT", "services", 2), ("POST", "services", 2):
+            let specs: [String: ServiceSpec]
+            do { specs = try ServicesFile.parse(String(decoding: body, as: UTF8.self), source: "request body") } catch {
+                return .error(400, error.description)
+            }
+            return await commit(.applyServices(specs), raft: raft, ok: .json(["applied": specs.keys.sorted()]))
+        case ("DELETE", "services", 3):
+            return await commit(.removeService(p[2]), raft: raft, ok: .json(["removed": p[2]]))
+        case ("GET", "demand", 2):
+            return .json(await raft.state.demand)
+        case ("PUT", "demand", 3):
+            struct Value: Decodable { var value: Double }
+            guard let v = try? JSONDecoder().decode(Value.self, from: Data(body)) else {
+                return .error(400, "body: expected {\"value\": NUMBER}")
+            }
+            return await commit(.setDemand(service: p[2], value: v.value), raft: raft,
+                                ok: .json(DemandView(service: p[2], value: v.value)))
+        case ("GET", "nodes", 3) where p[2] == "drained":
+            return .json(await raft.state.drainedNodes)
+        case ("POST", "nodes", 4) where p[3] == "drain" || p[3] == "undrain":
+            return await commit(.setDrain(node: p[2], drained: p[3] == "drain"), raft: raft,
+                                ok: .json(DrainView(node: p[2], drained: p[3] == "drain")))
+        default:
+            return .error(404, "no such endpoint: \(method) \(path)")
+        }
+    }
+
+    private func commit(_ command: ClusterCommand, raft: RaftService, ok: APIResponse) async -> APIResponse {
+        do {
+            if let refused = try await raft.propose(command) {
+                if case .unknownService = refused { return .error(404, refused.description) }
+                return .error(400, refused.description)
+            }
+            return ok
+        } catch let e as ProposalError {
+            switch e {
+            case .timedOut: return .error(504, e.description)
+            case .invalid, .rejected: return .error(400, e.description)
+            case .notLeader, .noCluster, .lost: return .error(503, e.description)
+            }
+        } catch {
+            return .error(500, "\(error)")
+        }
+    }
+}

@@ -1,0 +1,96 @@
+import Consensus
+import Foundation
+import Wire
+
+/// Raft messages on the wire (proto/raft.proto), in frames of kind `.raft`. The pure core has its own
+/// types; this is the only place that knows both.
+public enum RaftCodec {
+    public static func frame(_ m: Consensus.Message) throws -> Frame {
+        try Frame(kind: .raft, message: encode(m))
+    }
+
+    public static func decode(_ frame: Frame) throws -> Consensus.Message {
+        try decode(frame.decode(Microscale_Raft_Message.self))
+    }
+
+    static let kinds: [(Consensus.Message.Kind, Microscale_Raft_MessageType)] = [
+        (.append, .msgAppend), (.appendResponse, .msgAppendResponse), (.vote, .msgVote),
+        (.voteResponse, .msgVoteResponse), (.preVote, .msgPreVote), (.preVoteResponse, .msgPreVoteResponse),
+        (.heartbeat, .msgHeartbeat), (.heartbeatResponse, .msgHeartbeatResponse),
+        (.installSnapshot, .msgSnapshot), (.timeoutNow, .msgTimeoutNow), (.readIndex, .msgReadIndex),
+        (.readIndexResponse, .msgReadIndexResponse),
+    ]
+
+    public static func encode(_ m: Consensus.Message) -> Microscale_Raft_Message {
+        var p = Microscale_Raft_Message()
+        p.type = kinds.first { $0.0 == m.kind }!.1
+        p.from = m.from
+        p.to = m.to
+        p.term = m.term
+        p.logTerm = m.logTerm
+        p.index = m.index
+        p.entries = m.entries.map(encode)
+        p.commit = m.commit
+        p.reject = m.reject
+        p.rejectHint = m.rejectHint
+        if let s = m.snapshot { p.snapshot = encode(s) }
+        p.context = Data(m.context)
+        p.readRound = m.readRound
+        p.transfer = m.transfer
+        return p
+    }
+
+    public static func decode(_ p: Microscale_Raft_Message) throws -> Consensus.Message {
+        guard let kind = kinds.first(where: { $0.1 == p.type })?.0 else {
+            throw WireDecodingError(kind: .raft, message: "raft message", underlying: "unknown type \(p.type.rawValue)")
+        }
+        var m = Consensus.Message(kind: kind, from: p.from, to: p.to, term: p.term)
+        m.logTerm = p.logTerm
+        m.index = p.index
+        m.entries = try p.entries.map(decode)
+        m.commit = p.commit
+        m.reject = p.reject
+        m.rejectHint = p.rejectHint
+        if p.hasSnapshot { m.snapshot = decode(p.snapshot) }
+        m.context = Array(p.context)
+        m.readRound = p.readRound
+        m.transfer = p.transfer
+        return m
+    }
+
+    static func encode(_ e: Entry) -> Microscale_Raft_Entry {
+        var p = Microscale_Raft_Entry()
+        p.term = e.term
+        p.index = e.index
+        p.type = e.kind == .configuration ? .entryConfigChange : .entryNormal
+        p.data = Data(e.data)
+        return p
+    }
+
+    static func decode(_ p: Microscale_Raft_Entry) throws -> Entry {
+        let kind: Entry.Kind
+        switch p.type {
+        case .entryNormal: kind = .normal
+        case .entryConfigChange: kind = .configuration
+        case .UNRECOGNIZED(let v):
+            throw WireDecodingError(kind: .raft, message: "raft entry", underlying: "unknown entry type \(v)")
+        }
+        return Entry(term: p.term, index: p.index, kind: kind, data: Array(p.data))
+    }
+
+    static func encode(_ s: Snapshot) -> Microscale_Raft_Snapshot {
+        var p = Microscale_Raft_Snapshot()
+        p.metadata.index = s.index
+        p.metadata.term = s.term
+        p.metadata.conf.voters = s.configuration.voters.sorted()
+        p.metadata.conf.learners = s.configuration.learners.sorted()
+        p.data = Data(s.data)
+        return p
+    }
+
+    static func decode(_ p: Microscale_Raft_Snapshot) -> Snapshot {
+        Snapshot(index: p.metadata.index, term: p.metadata.term,
+                 configuration: Configuration(voters: Set(p.metadata.conf.voters), learners: Set(p.metadata.conf.learners)),
+                 data: Array(p.data))
+    }
+}

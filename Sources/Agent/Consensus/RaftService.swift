@@ -1,0 +1,319 @@
+import Consensus
+import Foundation
+import Logging
+import SecureTransport
+import Wire
+
+/// Why a proposal did not take effect.
+public enum ProposalError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// This server is not the leader; `leader` is who it believes is.
+    case notLeader(leader: String?)
+    /// No Raft cluster yet: waiting for --bootstrap-expect servers, or not a server at all.
+    case noCluster(String)
+    /// The entry was overwritten by a new leader's log (Raft §5.3) or compacted before we saw it:
+    /// it did not take effect, or we cannot tell; the caller retries.
+    case lost
+    /// Not committed within the deadline (no quorum reachable).
+    case timedOut(Duration)
+    /// Committed and applied, but the state machine refused it (the same on every server).
+    case rejected(ClusterStateError)
+    case invalid(String)
+
+    public var description: String {
+        switch self {
+        case .notLeader(let l): return "not the leader (leader: \(l ?? "none yet"))"
+        case .noCluster(let why): return why
+        case .lost: return "the proposal was lost to a change of leader; retry"
+        case .timedOut(let d): return "not committed within \(d) (is a quorum of servers reachable?)"
+        case .rejected(let e): return "\(e)"
+        case .invalid(let why): return why
+        }
+    }
+}
+
+/// What `GET /v1/leader` and the dashboard show of the local Raft server.
+public struct RaftStatus: Codable, Sendable, Equatable {
+    public var name: String
+    public var role: String
+    public var leader: String?
+    public var term: UInt64
+    public var commitIndex: UInt64
+    public var appliedIndex: UInt64
+    public var voters: [String]
+}
+
+/// The Raft shell of a server agent: drives the pure `RaftNode` with the wall clock, persists each
+/// Ready to SQLite before sending its messages (Raft Figure 2: a server answers only from durable
+/// state), sends over the peer transport in frames of kind `.raft`, and applies committed entries
+/// to the `ClusterState`.
+public actor RaftService {
+    public struct Options: Sendable {
+        public var electionTimeout: Duration = .milliseconds(300)
+        public var heartbeatInterval: Duration = .milliseconds(50)
+        /// --bootstrap-expect: how many servers form the first configuration (0: never bootstrap).
+        public var bootstrapExpect = 0
+        /// A proposal not committed by then is reported as timed out (the entry may still commit).
+        public var proposalTimeout: Duration = .seconds(5)
+        /// The log is compacted into a snapshot once this many applied entries follow the last one.
+        public var compactEvery: UInt64 = 2000
+        /// Bound on frames queued to one peer; Raft resends what is dropped.
+        public var outboxLimit = 1024
+        public init() {}
+    }
+
+    public let name: String
+    let options: Options
+    let transport: PeerTransport
+    let logger: Logger
+    /// Alive servers by name, "host:port" (from membership).
+    let servers: @Sendable () async -> [String: String]
+    let dataDir: String
+    private var storage: SQLiteLogStorage
+    private var node: RaftNode?
+    public private(set) var state = ClusterState()
+    private var waiters: [UInt64: (term: UInt64, continuation: CheckedContinuation<ClusterStateError?, any Error>)] = [:]
+    private var outboxes: [String: AsyncStream<(Frame, String, Int)>.Continuation] = [:]
+    private var addresses: [String: (host: String, port: Int)] = [:]
+    private var loop: Task<Void, Never>?
+    private var lastSoft: SoftState?
+    private var seed: UInt64
+    private var waitingLogged = false
+
+    public init(name: String, dataDir: String, options: Options, transport: PeerTransport, logger: Logger,
+                seed: UInt64, servers: @escaping @Sendable () async -> [String: String]) throws {
+        self.name = name
+        self.options = options
+        self.transport = transport
+        self.logger = logger
+        self.servers = servers
+        self.dataDir = dataDir
+        self.seed = seed
+        storage = try SQLiteLogStorage(path: (dataDir as NSString).appendingPathComponent("raft.sqlite"))
+    }
+
+    var peersFile: String { (dataDir as NSString).appendingPathComponent("raft-peers.json") }
+
+    public func start() {
+        loop = Task { [weak self] in
+            var last = ContinuousClock.now
+            var refreshed = ContinuousClock.now - .seconds(1)
+            while !Task.isCancelled, let self {
+                let now = ContinuousClock.now
+                if now - refreshed >= .milliseconds(250) {
+                    refreshed = now
+                    await self.refreshAddresses()
+                }
+                let wait = await self.tick(by: now - last)
+                last = now
+                try? await Task.sleep(for: max(.milliseconds(1), min(wait, .milliseconds(50))))
+            }
+        }
+    }
+
+    public func stop() {
+        loop?.cancel()
+        loop = nil
+        for (_, c) in outboxes { c.finish() }
+        outboxes = [:]
+        for (_, w) in waiters { w.continuation.resume(throwing: ProposalError.noCluster("the agent is stopping")) }
+        waiters = [:]
+        node = nil
+    }
+
+    private func refreshAddresses() async {
+        let book = await servers()
+        var next: [String: (host: String, port: Int)] = [:]
+        for (n, a) in book {
+            if let hp = AgentConfiguration.HostPort(a) { next[n] = (hp.host, hp.port) }
+        }
+        addresses = next
+        if node == nil { bootstrapIfReady(alive: Set(book.keys)) }
+    }
+
+    /// Recovers from disk, or forms the first configuration once --bootstrap-expect servers are
+    /// alive (as Consul does). The voters are written to raft-peers.json before the node starts, so
+    /// that a restarted server knows them even before its first snapshot carries them.
+    private func bootstrapIfReady(alive: Set<String>) {
+        let voters: Set<String>
+        if let data = FileManager.default.contents(atPath: peersFile),
+           let saved = try? JSONDecoder().decode([String].self, from: data) {
+            voters = Set(saved)
+        } else {
+            guard options.bootstrapExpect > 0 else {
+                if !waitingLogged {
+                    logger.warning("server has no --bootstrap-expect and no Raft state: it will not elect a leader")
+                    waitingLogged = true
+                }
+                return
+            }
+            let others = alive.subtracting([name]).sorted()
+            guard others.count + 1 >= options.bootstrapExpect else {
+                if !waitingLogged {
+                    logger.info("waiting for servers to bootstrap Raft", metadata: ["expect": "\(options.bootstrapExpect)", "alive": "\(others.count + 1)"])
+                    waitingLogged = true
+                }
+                return
+            }
+            voters = Set([name] + others.prefix(options.bootstrapExpect - 1))
+            do {
+                try JSONEncoder().encode(voters.sorted()).write(to: URL(fileURLWithPath: peersFile), options: .atomic)
+            } catch {
+                logger.error("cannot write \(peersFile): \(error)")
+                return
+            }
+        }
+        let recovered: RecoveredState
+        do { recovered = try storage.recover() } catch {
+            logger.critical("cannot recover the Raft log: \(error)")
+            return
+        }
+        var config = RaftConfig(id: name)
+        config.electionTimeout = options.electionTimeout
+        config.heartbeatInterval = options.heartbeatInterval
+        node = RaftNode(config: config, bootstrap: Configuration(voters: voters), recovered: recovered, seed: seed)
+        if let snap = recovered.snapshot, let s = try? ClusterState.restore(snap.data) { state = s }
+        logger.info("raft started", metadata: ["voters": "\(voters.sorted())", "term": "\(recovered.hardState.term)",
+                                               "entries": "\(recovered.entries.count)"])
+        drain()
+    }
+
+    /// Advances Raft's clock; returns how long until it next needs a tick.
+    private func tick(by elapsed: Duration) -> Duration {
+        guard node != nil else { return .milliseconds(100) }
+        node!.tick(by: elapsed)
+        drain()
+        return node?.timeUntilNextTimeout ?? .milliseconds(50)
+    }
+
+    public func receive(_ frame: Frame, from peer: AuthenticatedPeer) {
+        guard node != nil else { return }
+        let m: Consensus.Message
+        do { m = try RaftCodec.decode(frame) } catch {
+            logger.warning("dropping raft frame", metadata: ["peer": "\(peer.name)", "error": "\(error)"])
+            return
+        }
+        // The certificate is the only identity we trust: a member may not speak for another.
+        guard m.from == peer.name, m.to == name else {
+            logger.warning("dropping raft message with a forged sender or wrong recipient",
+                           metadata: ["peer": "\(peer.name)", "from": "\(m.from)", "to": "\(m.to)"])
+            return
+        }
+        node!.step(m)
+        drain()
+    }
+
+    /// Proposes `command` and returns once it is committed and applied here: nil when it took
+    /// effect, or the state machine's reason for refusing it.
+    public func propose(_ command: ClusterCommand) async throws -> ClusterStateError? {
+        guard node != nil else { throw ProposalError.noCluster(noClusterReason) }
+        let data: [UInt8]
+        do { data = try command.encoded() } catch { throw ProposalError.invalid("\(error)") }
+        let (index, term): (UInt64, UInt64)
+        do { (index, term) = try node!.propose(data) } catch {
+            if case .notLeader(let l) = error { throw ProposalError.notLeader(leader: l) }
+            throw ProposalError.invalid("\(error)")
+        }
+        let timeout = options.proposalTimeout
+        Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            await self?.expire(index: index, term: term)
+        }
+        return try await withCheckedThrowingContinuation { c in
+            waiters[index] = (term, c)
+            drain()
+        }
+    }
+
+    private func expire(index: UInt64, term: UInt64) {
+        guard let w = waiters[index], w.term == term else { return }
+        waiters[index] = nil
+        w.continuation.resume(throwing: ProposalError.timedOut(options.proposalTimeout))
+    }
+
+    var noClusterReason: String {
+        options.bootstrapExpect > 0
+            ? "no Raft cluster yet: waiting for \(options.bootstrapExpect) servers (--bootstrap-expect)"
+            : "this server has no Raft cluster (start servers with --bootstrap-expect N)"
+    }
+
+    public func status() -> RaftStatus? {
+        guard let n = node else { return nil }
+        return RaftStatus(name: name, role: n.role.rawValue, leader: n.leader, term: n.term, commitIndex: n.commit,
+                          appliedIndex: n.applied, voters: n.configuration.voters.sorted())
+    }
+
+    public var isLeader: Bool { node?.role == .leader }
+    public var leader: String? { node?.leader }
+
+    /// The Ready loop (see `Ready`): persist, then send, then apply, then advance.
+    private func drain() {
+        var rounds = 0
+        while let n = node, n.hasReady, rounds < 64 {
+            rounds += 1
+            let rd = node!.ready()
+            do { try storage.persist(rd) } catch {
+                // Answering from state we could not make durable would break Raft's guarantees;
+                // this server stops taking part instead.
+                logger.critical("cannot persist the Raft log; raft stops on this server: \(error)")
+                stop()
+                return
+            }
+            for m in rd.messages { send(m) }
+            if let snap = rd.snapshot {
+                do { state = try ClusterState.restore(snap.data) } catch {
+                    logger.critical("cannot restore snapshot \(snap.index): \(error)")
+                }
+                for (i, w) in waiters where i <= snap.index {
+                    waiters[i] = nil
+                    w.continuation.resume(throwing: ProposalError.lost)
+                }
+            }
+            for e in rd.committedEntries { apply(e) }
+            node!.advance(rd)
+            if let soft = rd.softState, soft != lastSoft {
+                logger.info("raft role", metadata: ["role": "\(soft.role.rawValue)", "leader": "\(soft.leader ?? "none")",
+                                                    "term": "\(soft.term)"])
+                lastSoft = soft
+            }
+            compactIfDue()
+        }
+    }
+
+    private func apply(_ e: Entry) {
+        let result: ClusterStateError? = e.kind == .normal ? state.apply(e.data, index: e.index) : nil
+        if let w = waiters.removeValue(forKey: e.index) {
+            if w.term == e.term { w.continuation.resume(returning: result) } else { w.continuation.resume(throwing: ProposalError.lost) }
+        }
+    }
+
+    private func compactIfDue() {
+        guard let n = node, n.applied >= n.snapshot.index + options.compactEvery else { return }
+        do {
+            let snap = try node!.compact(upTo: n.applied, data: state.snapshot())
+            try storage.compact(to: snap)
+        } catch {
+            logger.error("log compaction failed: \(error)")
+        }
+    }
+
+    private func send(_ m: Consensus.Message) {
+        guard let to = addresses[m.to] else { return } // not alive in membership: Raft retries
+        let frame: Frame
+        do { frame = try RaftCodec.frame(m) } catch { return }
+        if outboxes[m.to] == nil {
+            // One sender per peer keeps the order of appends (pipelining relies on it, Raft §5.3
+            // tolerates reordering but each reorder costs a rejection and a resend).
+            let (stream, continuation) = AsyncStream.makeStream(of: (Frame, String, Int).self,
+                                                                bufferingPolicy: .bufferingOldest(options.outboxLimit))
+            outboxes[m.to] = continuation
+            let transport = self.transport
+            let peer = m.to
+            Task {
+                for await (f, host, port) in stream {
+                    try? await transport.send(f, toAddress: host, port: port, expecting: peer)
+                }
+            }
+        }
+        outboxes[m.to]!.yield((frame, to.host, to.port))
+    }
+}
