@@ -10,7 +10,7 @@ struct MicroscaleBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "microscale-bench",
         abstract: "Benchmarks of the real components on this machine (build with -c release).",
-        subcommands: [Transport.self, MembershipBench.self, DockerBench.self])
+        subcommands: [Transport.self, MembershipBench.self, RaftBench.self, DockerBench.self])
 }
 
 struct Transport: AsyncParsableCommand {
@@ -67,6 +67,48 @@ struct MembershipBench: AsyncParsableCommand {
                 func s(_ v: Double?) -> String { v.map { String(format: "%.2f s", $0) } ?? "timed out" }
                 print("N=\(n): join \(s(r.joinConvergenceSeconds)) (target 0.5 s at 50)  SIGKILL->all dead \(s(r.killDetectionSeconds)) (target 1.5 s)  SIGSTOP->all dead \(s(r.stopDetectionSeconds)) (target 2 s)")
                 print(String(format: "      %.0f B/s per node (target <= 500)  idle CPU %.2f%% (target <= 0.5%%)  RSS %.1f MiB (target <= 40)  false positives %d", r.bytesPerNodePerSecond, r.idleCPUPercent, r.rssMiB, r.falsePositives))
+            }
+        }
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try enc.encode(reports), as: UTF8.self))
+        }
+    }
+}
+
+struct RaftBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "raft",
+        abstract: "Three real server agents on 127.0.2.x: SIGKILL of the leader to the first committed write, sequential and concurrent writes.")
+
+    @Option(help: "Settings to measure, ELECTION/HEARTBEAT in ms, comma separated (ours: 300/50, the same as etcd's fast 50/300; etcd's defaults: 1000/100).")
+    var settings = "300/50,1000/100"
+    @Option(help: "Failover trials per setting.") var trials = 30
+    @Option(help: "Sequential writes.") var writes = 500
+    @Option(help: "Concurrent clients.") var clients = 64
+    @Option(help: "The microscale executable (default: next to this one).") var microscale: String?
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
+    func run() async throws {
+        let exe = microscale ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("microscale").path
+        var reports: [RaftProcessBenchmark.Report] = []
+        for setting in settings.split(separator: ",") {
+            let parts = setting.split(separator: "/").compactMap { Int($0) }
+            guard parts.count == 2 else { throw ValidationError("--settings: \(setting) is not ELECTION/HEARTBEAT") }
+            var b = RaftProcessBenchmark(executable: exe, workDirectory: NSTemporaryDirectory() + "microscale-bench-raft")
+            b.electionTimeoutMilliseconds = parts[0]
+            b.heartbeatMilliseconds = parts[1]
+            b.trials = trials
+            b.sequentialWrites = writes
+            b.concurrentClients = clients
+            let r = try await b.run(progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
+            reports.append(r)
+            if !json {
+                func f(_ v: Double?) -> String { v.map { String(format: "%.0f ms", $0) } ?? "-" }
+                func g(_ v: Double?) -> String { v.map { String(format: "%.2f ms", $0) } ?? "-" }
+                print("election \(parts[0]) ms / heartbeat \(parts[1]) ms: failover median \(f(r.failoverMedianMilliseconds)) p90 \(f(r.failoverP90Milliseconds)) over \(r.failoverMilliseconds.count)/\(r.trials) trials (targets at 300/50: median <= 500, p90 <= 800; etcd: 384/687 at 300/50, 1305/1638 at 1000/100)")
+                print("      sequential writes median \(g(r.sequentialMedianMilliseconds)) p90 \(g(r.sequentialP90Milliseconds)) (target median <= 3 ms)  concurrent \(String(format: "%.0f", r.concurrentWritesPerSecond)) writes/s with \(r.concurrentClients) clients (target >= 5,000/s)")
             }
         }
         if json {

@@ -6,12 +6,24 @@ import Foundation
 /// bounded (a frozen agent costs at most the timeout), independent of URLSession.
 enum PlainHTTP {
     static func get(host: String, port: Int, path: String, timeoutMillis: Int = 1000, maxBytes: Int = 4 << 20) async -> Data? {
+        guard let (status, body) = await request("GET", host: host, port: port, path: path, timeoutMillis: timeoutMillis, maxBytes: maxBytes),
+              status == 200 else { return nil }
+        return body
+    }
+
+    /// Any method, with an optional body; the status and body, or nil if no answer came.
+    static func request(_ method: String, host: String, port: Int, path: String, body: [UInt8] = [],
+                        timeoutMillis: Int = 1000, maxBytes: Int = 4 << 20) async -> (Int, Data)? {
         await withCheckedContinuation { c in
-            DispatchQueue.global().async { c.resume(returning: blockingGet(host: host, port: port, path: path, timeoutMillis: timeoutMillis, maxBytes: maxBytes)) }
+            DispatchQueue.global().async {
+                c.resume(returning: blockingRequest(method, host: host, port: port, path: path, body: body,
+                                                    timeoutMillis: timeoutMillis, maxBytes: maxBytes))
+            }
         }
     }
 
-    private static func blockingGet(host: String, port: Int, path: String, timeoutMillis: Int, maxBytes: Int) -> Data? {
+    static func blockingRequest(_ method: String, host: String, port: Int, path: String, body: [UInt8],
+                                timeoutMillis: Int, maxBytes: Int) -> (Int, Data)? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -26,7 +38,7 @@ enum PlainHTTP {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard ok == 0 else { return nil }
-        let request = Array("GET \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n".utf8)
+        let request = Array("\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body
         guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else { return nil }
         var response = Data()
         var buf = [UInt8](repeating: 0, count: 65_536)
@@ -40,10 +52,10 @@ enum PlainHTTP {
                let length = contentLength(response[..<head.lowerBound]),
                response.count - head.upperBound >= length { break }
         }
-        guard let split = response.range(of: Data("\r\n\r\n".utf8)),
-              response.starts(with: Data("HTTP/1.1 200".utf8)) || response.starts(with: Data("HTTP/1.0 200".utf8))
+        guard let split = response.range(of: Data("\r\n\r\n".utf8)), response.count >= 12,
+              let status = Int(String(decoding: response[response.startIndex + 9 ..< response.startIndex + 12], as: UTF8.self))
         else { return nil }
-        return response[split.upperBound...]
+        return (status, Data(response[split.upperBound...]))
     }
 
     private static func contentLength(_ head: Data) -> Int? {

@@ -1,0 +1,81 @@
+@testable import Agent
+import Consensus
+import Foundation
+import Testing
+
+/// The services file of DESIGN.md §6: what it accepts, and that every refusal names the field and line.
+@Suite struct ServicesFileTests {
+    static let demo = """
+        services:
+          web:
+            image: mini:latest
+            command: ["httpd", "-f", "-p", "8080"]
+            priority: 1
+            cpu: 0.5
+            memory: 64MiB
+            min: 1
+            max: 40
+            demand: { source: random, per_container: 10 }
+            stop_timeout: 5s
+          batch:
+            image: mini:latest
+            command: ["sleep", "1000000"]
+            priority: 2
+            cpu: 500m
+            memory: 32MiB
+            max: 100
+            fill: true
+        """
+
+    @Test func theDesignDocumentsExampleParsesToItsSpecs() throws {
+        let specs = try ServicesFile.parse(Self.demo)
+        #expect(specs.keys.sorted() == ["batch", "web"])
+        let web = try #require(specs["web"])
+        #expect(web.command == ["httpd", "-f", "-p", "8080"])
+        #expect(web.cpu == 0.5 && web.memory == 64 << 20 && web.min == 1 && web.max == 40)
+        #expect(web.demand == DemandSourceConfig(source: "random", perContainer: 10))
+        #expect(web.stopTimeoutMilliseconds == 5000)
+        let batch = try #require(specs["batch"])
+        #expect(batch.priority == 2 && batch.fill && batch.cpu == 0.5 && batch.min == 0 && batch.stopTimeoutMilliseconds == 10_000)
+    }
+
+    @Test func jsonIsAcceptedBecauseItIsYAML() throws {
+        let specs = try ServicesFile.parse(#"{"services": {"api": {"image": "a:1", "cpu": 1, "memory": 1048576, "max": 3}}}"#)
+        #expect(specs["api"]?.memory == 1 << 20)
+    }
+
+    @Test(arguments: [
+        ("cpu: 0.5", "cpu: lots", "line 6: services.web.cpu: must be a positive number"),
+        ("memory: 64MiB", "memory: 64 parsecs", "line 7: services.web.memory: must be a positive size"),
+        ("max: 40", "max: 0", "services.web.max: must be at least min (1)"),
+        ("priority: 1", "priority: 0", "line 5: services.web.priority: must be 1 or more"),
+        ("source: random", "source: tarot", "line 10: services.web.demand.source: `tarot` is not one of"),
+        ("stop_timeout: 5s", "stop_timeout: soon", "line 11: services.web.stop_timeout: must be a duration"),
+        ("min: 1", "mni: 1", "line 8: services.web.mni: unknown field"),
+        ("fill: true", "fill: maybe", "services.batch.fill: must be true or false"),
+    ])
+    func aBadFieldIsRefusedNamingItsPathAndLine(good: String, bad: String, expected: String) {
+        let text = Self.demo.replacingOccurrences(of: good, with: bad)
+        #expect(text != Self.demo, "the fixture must contain \(good)")
+        do {
+            _ = try ServicesFile.parse(text, source: "svc.yaml")
+            Issue.record("accepted a file with \(bad)")
+        } catch {
+            #expect(error.description.contains(expected), "\(error.description)")
+            #expect(error.description.hasPrefix("svc.yaml"), "\(error.description)")
+        }
+    }
+
+    @Test func aMissingRequiredFieldIsNamed() {
+        #expect(throws: ServicesFileError.self) { try ServicesFile.parse("services: { a: { image: x, cpu: 1, memory: 1MiB } }") }
+        do { _ = try ServicesFile.parse("services: { a: { image: x, cpu: 1, memory: 1MiB } }") } catch {
+            #expect(error.description.contains("services.a.max: required"), "\(error.description)")
+        }
+    }
+
+    @Test func aFileWithoutServicesOrWithAStrayKeyIsRefused() {
+        #expect(throws: ServicesFileError.self) { try ServicesFile.parse("service: {}") }
+        #expect(throws: ServicesFileError.self) { try ServicesFile.parse("- just a list") }
+        #expect(throws: ServicesFileError.self) { try ServicesFile.parse("services: { \"Bad Name\": { image: x, cpu: 1, memory: 1MiB, max: 1 } }") }
+    }
+}
