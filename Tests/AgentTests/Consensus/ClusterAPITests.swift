@@ -1,0 +1,160 @@
+@testable import Agent
+import Consensus
+import Foundation
+import Logging
+import SecureTransport
+import Testing
+
+/// Three server agents and a client in this process: real TLS on loopback, real SQLite logs, the
+/// cluster API as the HTTP routes call it.
+@Suite(.serialized) struct ClusterAPITests {
+    static let dir: String = {
+        let d = NSTemporaryDirectory() + "microscale-cluster-api-tests-\(getpid())"
+        try? FileManager.default.removeItem(atPath: d)
+        try! CertificateIssuer.createCA(in: "\(d)/ca")
+        for n in ["s1", "s2", "s3", "c1"] {
+            try! CertificateIssuer.createNodeCertificate(caDir: "\(d)/ca", node: n, server: n.hasPrefix("s"), in: "\(d)/certs")
+        }
+        return d
+    }()
+
+    struct Cluster {
+        var servers: [AgentRuntime]
+        var client: AgentRuntime
+        var all: [AgentRuntime] { servers + [client] }
+    }
+
+    func agent(_ name: String, server: Bool, join: Int?, dataDir: String? = nil) throws -> (AgentRuntime, Int) {
+        let port = AgentRuntimeTests.freePort()
+        var s = AgentSettings()
+        s.set("name", name, origin: "test")
+        s.set("bind", "127.0.0.1:\(port)", origin: "test")
+        s.set("http", "127.0.0.1:0", origin: "test")
+        s.set("data-dir", dataDir ?? "\(Self.dir)/data-\(name)-\(port)", origin: "test")
+        s.set("tls-ca", "\(Self.dir)/ca/ca.pem", origin: "test")
+        s.set("tls-cert", "\(Self.dir)/certs/\(name).pem", origin: "test")
+        s.set("tls-key", "\(Self.dir)/certs/\(name)-key.pem", origin: "test")
+        if server {
+            s.set("server", "true", origin: "test")
+            s.set("bootstrap-expect", "3", origin: "test")
+        }
+        if let join { s.append("join", "127.0.0.1:\(join)", origin: "test") }
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        return (try AgentRuntime(configuration: try s.resolve(), logger: logger), port)
+    }
+
+    func cluster() async throws -> Cluster {
+        let (s1, p1) = try agent("s1", server: true, join: nil)
+        try await s1.start()
+        var servers = [s1]
+        for n in ["s2", "s3"] {
+            let (s, _) = try agent(n, server: true, join: p1)
+            try await s.start()
+            servers.append(s)
+        }
+        let (c, _) = try agent("c1", server: false, join: p1)
+        try await c.start()
+        return Cluster(servers: servers, client: c)
+    }
+
+    func eventually(_ seconds: Double = 15, _ condition: () async -> Bool) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if await condition() { return true }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return await condition()
+    }
+
+    func json<T: Decodable>(_ r: APIResponse, _ type: T.Type) throws -> T {
+        try JSONDecoder().decode(T.self, from: Data(r.body))
+    }
+
+    func leader(_ a: AgentRuntime) async -> String? {
+        let r = await a.cluster(method: "GET", path: "/v1/leader", body: [])
+        return r.status == 200 ? (try? json(r, LeaderView.self).name) : nil
+    }
+
+    @Test func everyAgentNamesTheSameLeaderAndWritesThroughAnyOfThemAreCommitted() async throws {
+        let c = try await cluster()
+        defer { Task { for a in c.all { await a.shutdown() } } }
+        #expect(try await eventually {
+            var names: Set<String?> = []
+            for a in c.all { names.insert(await leader(a)) }
+            return names.count == 1 && names.first! != nil
+        })
+        let leaderName = try #require(await leader(c.client))
+        let follower = try #require(c.servers.first { $0.configuration.name != leaderName })
+
+        let file = "services: { web: { image: mini:latest, cpu: 0.5, memory: 64MiB, min: 1, max: 4 } }"
+        let applied = await c.client.cluster(method: "PUT", path: "/v1/services", body: Array(file.utf8))
+        #expect(applied.status == 200, "\(String(decoding: applied.body, as: UTF8.self))")
+        let demand = await follower.cluster(method: "PUT", path: "/v1/demand/web", body: Array(#"{"value": 12.5}"#.utf8))
+        #expect(demand.status == 200, "\(String(decoding: demand.body, as: UTF8.self))")
+        let drained = await c.client.cluster(method: "POST", path: "/v1/nodes/c1/drain", body: [])
+        #expect(drained.status == 200)
+
+        // A read through any agent, right after the write returned, sees it (reads are served by the leader).
+        for a in c.all {
+            let services = try json(await a.cluster(method: "GET", path: "/v1/services", body: []), [String: ServiceSpec].self)
+            #expect(services["web"]?.max == 4)
+            let d = try json(await a.cluster(method: "GET", path: "/v1/demand", body: []), [String: Double].self)
+            #expect(d == ["web": 12.5])
+            let nodes = try json(await a.cluster(method: "GET", path: "/v1/nodes/drained", body: []), [String].self)
+            #expect(nodes == ["c1"])
+        }
+        // Every server applied the same state.
+        #expect(try await eventually {
+            var states: [ClusterState] = []
+            for s in c.servers { if let r = s.raft { states.append(await r.state) } }
+            return states.count == 3 && states.allSatisfy { $0.services == states[0].services && $0.demand == ["web": 12.5] }
+        })
+    }
+
+    @Test func aMalformedServicesFileIsRefusedWithItsLineAndNothingCommittedChanges() async throws {
+        let c = try await cluster()
+        defer { Task { for a in c.all { await a.shutdown() } } }
+        #expect(try await eventually { await leader(c.client) != nil })
+        let good = "services:\n  web:\n    image: mini:latest\n    cpu: 0.5\n    memory: 64MiB\n    max: 4\n"
+        #expect(await c.client.cluster(method: "PUT", path: "/v1/services", body: Array(good.utf8)).status == 200)
+        let bad = "services:\n  web:\n    image: mini:latest\n    cpu: -1\n    memory: 64MiB\n    max: 9\n  api:\n    image: a\n    cpu: 1\n    memory: 1MiB\n    max: 1\n"
+        let refused = await c.servers[1].cluster(method: "PUT", path: "/v1/services", body: Array(bad.utf8))
+        #expect(refused.status == 400)
+        let message = try json(refused, [String: String].self)["error"] ?? ""
+        #expect(message.contains("line 4") && message.contains("services.web.cpu"), "\(message)")
+        let services = try json(await c.client.cluster(method: "GET", path: "/v1/services", body: []), [String: ServiceSpec].self)
+        #expect(services.keys.sorted() == ["web"] && services["web"]?.max == 4)
+
+        let unknown = await c.client.cluster(method: "PUT", path: "/v1/demand/nope", body: Array(#"{"value": 1}"#.utf8))
+        #expect(unknown.status == 404)
+        let removed = await c.client.cluster(method: "DELETE", path: "/v1/services/web", body: [])
+        #expect(removed.status == 200)
+        #expect(await c.client.cluster(method: "DELETE", path: "/v1/services/web", body: []).status == 404)
+    }
+
+    @Test func whenTheLeaderStopsAnotherIsElectedAndNoAcknowledgedWriteIsLost() async throws {
+        let c = try await cluster()
+        defer { Task { for a in c.all { await a.shutdown() } } }
+        #expect(try await eventually { await leader(c.client) != nil })
+        let file = "services: { web: { image: mini:latest, cpu: 0.5, memory: 64MiB, max: 4 } }"
+        #expect(await c.client.cluster(method: "PUT", path: "/v1/services", body: Array(file.utf8)).status == 200)
+        #expect(await c.client.cluster(method: "PUT", path: "/v1/demand/web", body: Array(#"{"value": 3}"#.utf8)).status == 200)
+        let old = try #require(await leader(c.client))
+        let oldRuntime = try #require(c.servers.first { $0.configuration.name == old })
+        await oldRuntime.shutdown()
+
+        // The survivors elect a new leader and take writes again, with everything acknowledged before.
+        let survivors = c.servers.filter { $0.configuration.name != old }
+        #expect(try await eventually {
+            let r = await survivors[0].cluster(method: "PUT", path: "/v1/demand/web", body: Array(#"{"value": 4}"#.utf8))
+            return r.status == 200
+        })
+        let now = await leader(survivors[1])
+        #expect(now != nil && now != old)
+        let services = try json(await survivors[1].cluster(method: "GET", path: "/v1/services", body: []), [String: ServiceSpec].self)
+        #expect(services["web"] != nil)
+        let d = try json(await survivors[1].cluster(method: "GET", path: "/v1/demand", body: []), [String: Double].self)
+        #expect(d["web"] == 4)
+    }
+}
