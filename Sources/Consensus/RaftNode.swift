@@ -202,6 +202,22 @@ public struct RaftNode: Sendable {
 
     private var isPromotable: Bool { configuration.voters.contains(id) }
 
+    /// A hint from the shell that its connection to `peer` broke: a killed process resets its
+    /// sockets at once, long before any election timeout. If `peer` is this follower's leader, the
+    /// follower forgets it (ending its lease, thesis §4.2.3, so that it grants the other followers'
+    /// pre-votes) and campaigns after a fresh random delay in [0, T/2) instead of waiting out the
+    /// rest of [T, 2T). Only timing changes: a campaign still needs a majority of pre-votes (thesis
+    /// §9.6), and a follower that still hears from a live leader refuses them, so a false hint cannot
+    /// depose a working leader.
+    public mutating func leaderUnreachable(_ peer: NodeID) {
+        guard role == .follower, leader == peer, isPromotable else { return }
+        leader = nil
+        let (sec, atto) = config.electionTimeout.components
+        let half = max((sec * 1_000_000_000 + atto / 1_000_000_000) / 2, 1)
+        let remaining = Duration.nanoseconds(Int64.random(in: 0..<half, using: &rng))
+        electionElapsed = max(electionElapsed, randomizedElectionTimeout - remaining)
+    }
+
     /// Thesis §4.2.3: a server that heard from a leader within the minimum election timeout
     /// ignores vote requests, so a removed or partitioned server cannot depose a working leader.
     private var inLease: Bool {

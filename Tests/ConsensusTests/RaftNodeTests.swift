@@ -71,6 +71,43 @@ import Testing
 
     /// Thesis §9.6: a server cut off from the others campaigns with pre-votes only, so its term
     /// does not grow and it does not depose the leader when it comes back.
+    /// A broken connection to the leader (a killed process) starts the election within T/2 rather
+    /// than after [T, 2T) of silence.
+    @Test func aFollowerToldItsLeaderIsUnreachableCampaignsWithinHalfAnElectionTimeout() {
+        var h = RaftHarness(voters: ["a", "b", "c"])
+        h.expireElectionTimeout("a")
+        h.isolated = ["a"]
+        h.nodes["b"]!.leaderUnreachable("a")
+        h.nodes["c"]!.leaderUnreachable("a")
+        var waited: Duration = .zero
+        while h.leaders().filter({ $0 != "a" }).isEmpty, waited < .milliseconds(150) {
+            for id in ["b", "c"] { h.nodes[id]!.tick(by: .milliseconds(5)) }
+            h.settle()
+            waited += .milliseconds(5)
+        }
+        #expect(h.leaders().contains { $0 != "a" }, "no new leader after \(waited)")
+    }
+
+    /// The hint changes timing only: a follower that still hears from a live leader refuses the
+    /// pre-vote, so a dropped connection to a healthy leader does not depose it.
+    @Test func aFalseUnreachableHintDoesNotDeposeAWorkingLeader() {
+        var h = RaftHarness(voters: ["a", "b", "c"])
+        h.expireElectionTimeout("a")
+        let term = h.nodes["a"]!.term
+        h.nodes["b"]!.leaderUnreachable("a")
+        h.run(for: .milliseconds(400))
+        #expect(h.leaders() == ["a"])
+        #expect(h.nodes["a"]!.term == term)
+    }
+
+    @Test func anUnreachableHintAboutAnotherServerChangesNothing() {
+        var h = RaftHarness(voters: ["a", "b", "c"])
+        h.expireElectionTimeout("a")
+        h.nodes["b"]!.leaderUnreachable("c")
+        #expect(h.nodes["b"]!.leader == "a")
+        #expect(h.nodes["b"]!.timeUntilNextTimeout! > .milliseconds(250))
+    }
+
     @Test func aPartitionedServerDoesNotRaiseItsTermWithPreVote() throws {
         var h = RaftHarness(voters: ["a", "b", "c"])
         h.expireElectionTimeout("a")

@@ -215,6 +215,15 @@ public actor RaftService {
         }
     }
 
+    /// A dialed connection to `address` closed. If it was the leader's, Raft need not wait out a
+    /// whole election timeout to find out (`RaftNode.leaderUnreachable`).
+    public func connectionLost(_ address: String) {
+        guard node != nil, let leader = node!.leader, let a = addresses[leader],
+              AgentConfiguration.HostPort(address).map({ $0.host == a.host && $0.port == a.port }) == true else { return }
+        node!.leaderUnreachable(leader)
+        drain()
+    }
+
     /// Proposes `command` and returns once it is committed and applied here: nil when it took
     /// effect, or the state machine's reason for refusing it.
     public func propose(_ command: ClusterCommand) async throws -> ClusterStateError? {

@@ -102,9 +102,11 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         clusterAPI = ClusterAPI(name: c.name, raft: raft, transport: transport, logger: logger, servers: servers)
         box.api = clusterAPI
         let api = clusterAPI
+        let consensus = raft
         transport.onConnectionLost { address in
             Task { await service.connectionLost(address) }
             Task { await api.connectionLost(address) }
+            if let consensus { Task { await consensus.connectionLost(address) } }
         }
     }
 
