@@ -155,12 +155,7 @@ public actor ClusterAPI {
     }
 
     /// A control frame from another agent: a request to serve, or the answer to one we sent.
-    public func receive(_ frame: Frame, from peer: AuthenticatedPeer) {
-        let message: Microscale_Control_ControlMessage
-        do { message = try frame.decode(Microscale_Control_ControlMessage.self) } catch {
-            logger.warning("dropping control frame", metadata: ["peer": "\(peer.name)", "error": "\(error)"])
-            return
-        }
+    public func receive(_ message: Microscale_Control_ControlMessage, from peer: AuthenticatedPeer) {
         switch message.body {
         case .forwardRequest(let r):
             Task {

@@ -79,6 +79,12 @@ public actor RaftService {
     private var seed: UInt64
     private var waitingLogged = false
     private var drainScheduled = false
+    private var observers: [@Sendable (ClusterState) async -> Void] = []
+
+    /// Called (in order, off the Ready loop) with the state after entries were applied.
+    public func onApply(_ observer: @escaping @Sendable (ClusterState) async -> Void) {
+        observers.append(observer)
+    }
 
     public init(name: String, dataDir: String, options: Options, transport: PeerTransport, logger: Logger,
                 seed: UInt64, servers: @escaping @Sendable () async -> [String: String]) throws {
@@ -114,6 +120,7 @@ public actor RaftService {
     public func stop() {
         loop?.cancel()
         loop = nil
+        notifications?.finish()
         for (_, c) in outboxes { c.finish() }
         outboxes = [:]
         for (_, w) in waiters { w.continuation.resume(throwing: ProposalError.noCluster("the agent is stopping")) }
@@ -291,6 +298,7 @@ public actor RaftService {
                 }
             }
             for e in rd.committedEntries { apply(e) }
+            if rd.snapshot != nil || !rd.committedEntries.isEmpty { notify() }
             node!.advance(rd)
             if let soft = rd.softState, soft != lastSoft {
                 logger.info("raft role", metadata: ["role": "\(soft.role.rawValue)", "leader": "\(soft.leader ?? "none")",
@@ -299,6 +307,22 @@ public actor RaftService {
             }
             compactIfDue()
         }
+    }
+
+    private var notifications: AsyncStream<ClusterState>.Continuation?
+
+    private func notify() {
+        guard !observers.isEmpty else { return }
+        if notifications == nil {
+            // One consumer task keeps the observers' calls in apply order.
+            let (stream, c) = AsyncStream.makeStream(of: ClusterState.self, bufferingPolicy: .bufferingNewest(1))
+            notifications = c
+            let observers = self.observers
+            Task {
+                for await s in stream { for o in observers { await o(s) } }
+            }
+        }
+        notifications!.yield(state)
     }
 
     private func apply(_ e: Entry) {

@@ -19,6 +19,10 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     /// Raft, on servers only.
     public let raft: RaftService?
     public let clusterAPI: ClusterAPI
+    public let assignments: AssignmentService
+    public let executor: NodeExecutor
+    /// The leader's decision loop, on servers.
+    public let decisions: DecisionLoop?
     private var httpTask: Task<Void, Error>?
     /// The address the HTTP API listens on (port 0 in the configuration picks a free one).
     public private(set) var httpAddress: SocketAddress?
@@ -58,7 +62,17 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
                 case .raft:
                     if let r = box.raft { Task { await r.receive(frame, from: peer) } }
                 case .control:
-                    if let a = box.api { Task { await a.receive(frame, from: peer) } }
+                    let message: Microscale_Control_ControlMessage
+                    do { message = try frame.decode(Microscale_Control_ControlMessage.self) } catch {
+                        logger.warning("dropping control frame", metadata: ["peer": "\(peer.name)", "error": "\(error)"])
+                        return
+                    }
+                    switch message.body {
+                    case .forwardRequest, .forwardResponse:
+                        if let a = box.api { Task { await a.receive(message, from: peer) } }
+                    default:
+                        if let a = box.assignments { Task { await a.receive(message, from: peer) } }
+                    }
                 default:
                     break
                 }
@@ -101,6 +115,15 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         box.raft = raft
         clusterAPI = ClusterAPI(name: c.name, raft: raft, transport: transport, logger: logger, servers: servers)
         box.api = clusterAPI
+        executor = NodeExecutor(node: c.name, dockerHost: c.dockerSocket, logger: logger) { running in
+            try? await service.updateRecord { $0.running = running }
+        }
+        let executor = self.executor
+        assignments = AssignmentService(name: c.name, raft: raft, transport: transport, logger: logger, servers: servers) { a in
+            await executor.assign(a)
+        }
+        box.assignments = assignments
+        decisions = raft.map { DecisionLoop(raft: $0, membership: service, logger: logger) }
         let api = clusterAPI
         let consensus = raft
         transport.onConnectionLost { address in
@@ -145,7 +168,14 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             "role": "\(c.server ? "server" : "client")",
         ])
         await membership.start(join: c.join.map(\.description))
-        await raft?.start()
+        if let raft {
+            let a = assignments
+            await raft.onApply { state in await a.planApplied(state) }
+            await raft.start()
+        }
+        await executor.start()
+        await assignments.start()
+        await decisions?.start()
     }
 
     /// Leaves the cluster gracefully and stops everything.
@@ -156,6 +186,9 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
 
     /// Stops without telling anyone (as a crash would, but closing sockets cleanly).
     public func shutdown() async {
+        await decisions?.stop()
+        await assignments.stop()
+        await executor.stop()
         await raft?.stop()
         await membership.stop()
         httpTask?.cancel()
@@ -184,6 +217,11 @@ private final class ServiceBox: @unchecked Sendable {
     private var _membership: MembershipService?
     private var _raft: RaftService?
     private var _api: ClusterAPI?
+    private var _assignments: AssignmentService?
+    var assignments: AssignmentService? {
+        get { lock.withLock { _assignments } }
+        set { lock.withLock { _assignments = newValue } }
+    }
     var membership: MembershipService? {
         get { lock.withLock { _membership } }
         set { lock.withLock { _membership = newValue } }

@@ -60,6 +60,10 @@ public nonisolated struct Microscale_Control_ServiceAssignment: Sendable {
   /// Stops of these services must finish before this service starts (preemption).
   public var afterStopping: [String] = []
 
+  /// The service's settings (the services-file entry as JSON), so the agent can create containers
+  /// without a second round trip; spec_hash names exactly this content.
+  public var spec: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -219,7 +223,7 @@ nonisolated extension Microscale_Control_Assignment: SwiftProtobuf.Message, Swif
 
 nonisolated extension Microscale_Control_ServiceAssignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServiceAssignment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}count\0\u{3}spec_hash\0\u{3}after_stopping\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}count\0\u{3}spec_hash\0\u{3}after_stopping\0\u{1}spec\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -231,6 +235,7 @@ nonisolated extension Microscale_Control_ServiceAssignment: SwiftProtobuf.Messag
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.count) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.specHash) }()
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.afterStopping) }()
+      case 5: try { try decoder.decodeSingularBytesField(value: &self.spec) }()
       default: break
       }
     }
@@ -249,6 +254,9 @@ nonisolated extension Microscale_Control_ServiceAssignment: SwiftProtobuf.Messag
     if !self.afterStopping.isEmpty {
       try visitor.visitRepeatedStringField(value: self.afterStopping, fieldNumber: 4)
     }
+    if !self.spec.isEmpty {
+      try visitor.visitSingularBytesField(value: self.spec, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -257,6 +265,7 @@ nonisolated extension Microscale_Control_ServiceAssignment: SwiftProtobuf.Messag
     if lhs.count != rhs.count {return false}
     if lhs.specHash != rhs.specHash {return false}
     if lhs.afterStopping != rhs.afterStopping {return false}
+    if lhs.spec != rhs.spec {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,158 @@
+import Consensus
+import Foundation
+import Logging
+import SecureTransport
+import Wire
+
+/// One node's share of a committed plan: every declared service with its count here (0 included,
+/// so the agent stops what it should no longer run) and its settings.
+public struct NodeAssignment: Sendable, Equatable {
+    public var planIndex: UInt64
+    public var services: [String: (count: Int, spec: Consensus.ServiceSpec)]
+
+    public static func == (a: NodeAssignment, b: NodeAssignment) -> Bool {
+        a.planIndex == b.planIndex && a.services.keys.sorted() == b.services.keys.sorted()
+            && a.services.allSatisfy { b.services[$0.key]?.count == $0.value.count && b.services[$0.key]?.spec == $0.value.spec }
+    }
+
+    /// The share of `node` in the state's committed plan; the plan's index is that of its entry.
+    static func of(_ state: ClusterState, node: String) -> NodeAssignment {
+        var services: [String: (Int, Consensus.ServiceSpec)] = [:]
+        for (name, spec) in state.services {
+            services[name] = (state.plan.assignments[node]?[name] ?? 0, spec)
+        }
+        return NodeAssignment(planIndex: state.decisions.last?.index ?? 0, services: services)
+    }
+}
+
+/// Assignments from the servers to every agent (DESIGN.md §4): an agent subscribes to one server,
+/// naming the last plan index it saw; the server answers with the agent's share when it holds a
+/// newer plan, and pushes each new plan to its subscribers as soon as it is applied. The agent
+/// re-subscribes every second (to another server if its own is gone), which is also how it resumes
+/// after a reconnect or a healed partition. A server agent reads its own replicated state directly.
+/// With no server reachable an agent keeps running its last assignment (static stability).
+public actor AssignmentService {
+    let name: String
+    let raft: RaftService?
+    let transport: PeerTransport
+    let logger: Logger
+    let servers: @Sendable () async -> [String: String]
+    let deliver: @Sendable (NodeAssignment) async -> Void
+    /// Bound on subscribers one server serves.
+    static let maxSubscribers = 4096
+
+    private var subscribers: [String: UInt64] = [:]
+    private var lastIndex: UInt64 = 0
+    private var upstream: String?
+    private var loop: Task<Void, Never>?
+    public var resubscribeInterval: Duration = .seconds(1)
+
+    public init(name: String, raft: RaftService?, transport: PeerTransport, logger: Logger,
+                servers: @escaping @Sendable () async -> [String: String],
+                deliver: @escaping @Sendable (NodeAssignment) async -> Void) {
+        self.name = name
+        self.raft = raft
+        self.transport = transport
+        self.logger = logger
+        self.servers = servers
+        self.deliver = deliver
+    }
+
+    public func start() {
+        loop = Task { [weak self] in
+            while !Task.isCancelled, let self {
+                await self.subscribe()
+                try? await Task.sleep(for: await self.resubscribeInterval)
+            }
+        }
+    }
+
+    public func stop() {
+        loop?.cancel()
+        loop = nil
+    }
+
+    public var lastPlanIndex: UInt64 { lastIndex }
+
+    private func subscribe() async {
+        if let raft {
+            await planApplied(await raft.state)
+            return
+        }
+        let book = await servers()
+        if upstream == nil || book[upstream!] == nil { upstream = book.keys.randomElement() }
+        guard let server = upstream, let address = book[server], let hp = AgentConfiguration.HostPort(address) else { return }
+        var s = Microscale_Control_SubscribeAssignments()
+        s.node = name
+        s.afterIndex = lastIndex
+        var m = Microscale_Control_ControlMessage()
+        m.subscribe = s
+        do {
+            try await transport.send(try Frame(kind: .control, message: m), toAddress: hp.host, port: hp.port, expecting: server)
+        } catch {
+            upstream = nil
+        }
+    }
+
+    /// Called by the local Raft when a plan (or the services) changed.
+    public func planApplied(_ state: ClusterState) async {
+        let planIndex = state.decisions.last?.index ?? 0
+        if planIndex > lastIndex {
+            lastIndex = planIndex
+            await deliver(NodeAssignment.of(state, node: name))
+        }
+        for (peer, after) in subscribers where planIndex > after {
+            if await push(NodeAssignment.of(state, node: peer), to: peer) {
+                subscribers[peer] = planIndex
+            } else {
+                subscribers[peer] = nil
+            }
+        }
+    }
+
+    private func push(_ a: NodeAssignment, to peer: String) async -> Bool {
+        var p = Microscale_Control_Assignment()
+        p.planIndex = a.planIndex
+        p.node = peer
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        for (service, (count, spec)) in a.services.sorted(by: { $0.key < $1.key }) {
+            var s = Microscale_Control_ServiceAssignment()
+            s.service = service
+            s.count = UInt32(clamping: count)
+            s.specHash = Specs.hash(spec)
+            s.spec = (try? e.encode(spec)) ?? Data()
+            p.services.append(s)
+        }
+        var m = Microscale_Control_ControlMessage()
+        m.assignment = p
+        guard let frame = try? Frame(kind: .control, message: m) else { return false }
+        return await transport.send(frame, toPeer: peer)
+    }
+
+    /// Control frames about assignments (forwarded API requests go to `ClusterAPI`).
+    public func receive(_ message: Microscale_Control_ControlMessage, from peer: AuthenticatedPeer) async {
+        switch message.body {
+        case .subscribe(let s):
+            // A node subscribes for itself only: its certificate names it.
+            guard let raft, s.node == peer.name else { return }
+            guard subscribers[peer.name] != nil || subscribers.count < Self.maxSubscribers else { return }
+            subscribers[peer.name] = s.afterIndex
+            await planApplied(await raft.state)
+        case .assignment(let a):
+            guard raft == nil, a.node == name, a.planIndex > lastIndex else { return }
+            var services: [String: (Int, Consensus.ServiceSpec)] = [:]
+            for s in a.services {
+                guard let spec = try? JSONDecoder().decode(Consensus.ServiceSpec.self, from: s.spec) else {
+                    logger.warning("assignment with an unreadable spec", metadata: ["service": "\(s.service)", "from": "\(peer.name)"])
+                    return
+                }
+                services[s.service] = (Int(s.count), spec)
+            }
+            lastIndex = a.planIndex
+            await deliver(NodeAssignment(planIndex: a.planIndex, services: services))
+        default:
+            break
+        }
+    }
+}

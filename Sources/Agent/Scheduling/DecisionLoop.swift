@@ -1,0 +1,164 @@
+import Consensus
+import Demand
+import Foundation
+import Logging
+import Scaling
+
+/// The leader's decision loop (DESIGN.md §4): node states from membership, demand from the sources,
+/// the replicated services and drain flags → the Scaling planner → a new plan, committed through Raft
+/// only when it differs from the committed one, with the reasons. It looks every `interval` (100 ms)
+/// and plans when anything it reads changed, and at least once a second (so the stabilization
+/// window and the random walk advance). It runs on every server and acts only while leader; a new
+/// leader starts from the committed plan, so nothing is restarted by a change of leader.
+public actor DecisionLoop {
+    public var interval: Duration = .milliseconds(100)
+    public var maxQuiet: Duration = .seconds(1)
+
+    let raft: RaftService
+    let membership: MembershipService
+    let logger: Logger
+    let planner = Planner()
+    private var lastPlan: Scaling.Plan?
+    private var lastInputs: Int?
+    private var lastRun = ContinuousClock.now
+    private var loop: Task<Void, Never>?
+    private var pollers: [String: (config: DemandSourceConfig, poller: DemandPoller, task: Task<Void, Never>)] = [:]
+    private let epoch = ContinuousClock.now
+    public private(set) var plansCommitted = 0
+
+    public init(raft: RaftService, membership: MembershipService, logger: Logger) {
+        self.raft = raft
+        self.membership = membership
+        self.logger = logger
+    }
+
+    public func start() {
+        loop = Task { [weak self] in
+            while !Task.isCancelled, let self {
+                await self.step()
+                try? await Task.sleep(for: await self.interval)
+            }
+        }
+    }
+
+    public func stop() {
+        loop?.cancel()
+        loop = nil
+        for (_, p) in pollers { p.task.cancel() }
+        pollers = [:]
+    }
+
+    func step() async {
+        let state = await raft.state
+        syncPollers(state.services)
+        guard await raft.isLeader else {
+            lastPlan = nil
+            lastInputs = nil
+            return
+        }
+        let members = await membership.members()
+        var demand: [String: DemandValue] = [:]
+        for (name, spec) in state.services where !spec.fill {
+            if let p = pollers[name] {
+                switch await p.poller.reading {
+                case .known(let v): demand[name] = .known(v)
+                case .unknown: demand[name] = .unknown
+                }
+            } else if let v = state.demand[name] {
+                demand[name] = .known(v)
+            } else {
+                demand[name] = .unknown
+            }
+        }
+        var nodes: [Scaling.Node] = []
+        for m in members {
+            let status: NodeStatus = NodeStatus(rawValue: m.status) ?? .dead
+            nodes.append(Scaling.Node(name: m.name, cpuMillis: Int((m.capacity.cpu * 1000).rounded()),
+                                      memoryBytes: Int(m.capacity.memoryBytes), status: status,
+                                      drained: state.isDrained(m.name), running: m.running))
+        }
+        var h = Hasher()
+        h.combine(state.appliedIndex)
+        h.combine(nodes)
+        h.combine(demand)
+        let inputs = h.finalize()
+        let now = ContinuousClock.now
+        guard inputs != lastInputs || now - lastRun >= maxQuiet else { return }
+        lastInputs = inputs
+        lastRun = now
+
+        let services = state.services.map { Specs.planner($0.key, $0.value) }
+        var current = lastPlan ?? Scaling.Plan()
+        if lastPlan == nil { current.assignments = state.plan.assignments }
+        let t0 = ContinuousClock.now
+        let result = planner.plan(services: services, demand: demand, nodes: nodes, currentPlan: current, now: now - epoch)
+        let planning = ContinuousClock.now - t0
+        lastPlan = result.plan
+        let next = result.plan.assignments.filter { !$0.value.isEmpty }.mapValues { $0.filter { $0.value > 0 } }
+        let committed = state.plan.assignments.filter { !$0.value.isEmpty }.mapValues { $0.filter { $0.value > 0 } }
+        guard next != committed else { return }
+        let reasons = Array((result.decisions.map(\.description) + result.shortfalls.map(\.description)).prefix(50))
+        let decision = Consensus.Decision(
+            timestampMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
+            summary: "\(result.decisions.count) change\(result.decisions.count == 1 ? "" : "s") planned in \(planning)",
+            reasons: reasons)
+        do {
+            if let refused = try await raft.propose(.setPlan(Consensus.Plan(assignments: next), decision)) {
+                logger.error("plan refused: \(refused)")
+            } else {
+                plansCommitted += 1
+                logger.info("plan committed", metadata: ["changes": "\(result.decisions.count)",
+                                                         "reasons": "\(reasons.prefix(5).joined(separator: "; "))"])
+            }
+        } catch {
+            // Lost leadership or no quorum: the next leader plans from the committed state.
+            lastPlan = nil
+            lastInputs = nil
+            logger.warning("plan not committed: \(error)")
+        }
+    }
+
+    /// One poller per service whose demand comes from a source other than the API (`static`).
+    private func syncPollers(_ services: [String: Consensus.ServiceSpec]) {
+        for (name, p) in pollers where services[name]?.demand != p.config {
+            p.task.cancel()
+            pollers[name] = nil
+        }
+        for (name, spec) in services {
+            guard pollers[name] == nil, let config = spec.demand, config.source != "static" else { continue }
+            guard let source = Self.source(name: name, spec: spec, config: config) else {
+                logger.error("demand source not usable", metadata: ["service": "\(name)", "source": "\(config.source)"])
+                continue
+            }
+            let every = config.options["interval"].flatMap(Units.duration) ?? .seconds(1)
+            let poller = DemandPoller(source: source, interval: every, timeout: .seconds(2), staleness: .seconds(10), logger: logger)
+            pollers[name] = (config, poller, Task { await poller.run() })
+        }
+    }
+
+    static func source(name: String, spec: Consensus.ServiceSpec, config: DemandSourceConfig) -> (any DemandSource)? {
+        let o = config.options
+        switch config.source {
+        case "random":
+            // The microscaling demo: a seeded walk over [min, max] demand (default: what min..max
+            // containers absorb), in steps of at most `step` (default a tenth of the range).
+            let per = config.perContainer ?? 1
+            let low = o["min"].flatMap(Double.init) ?? Double(spec.min) * per
+            let high = o["max"].flatMap(Double.init) ?? Double(spec.max) * per
+            guard high >= low else { return nil }
+            let step = o["step"].flatMap(Double.init) ?? max((high - low) / 10, 1)
+            let start = o["start"].flatMap(Double.init) ?? (low + (high - low) / 4)
+            var seed: UInt64 = o["seed"].flatMap(UInt64.init) ?? 0xcbf2_9ce4_8422_2325
+            if o["seed"] == nil { for b in name.utf8 { seed = (seed ^ UInt64(b)) &* 0x100_0000_01b3 } }
+            return RandomDemand(name: "random \(name)", walk: RandomWalk(seed: seed, start: start, step: step, bounds: low...high))
+        case "prometheus":
+            guard let url = o["url"], let query = o["query"] else { return nil }
+            return PrometheusDemand(baseURL: url, query: query)
+        case "http":
+            guard let url = o["url"] else { return nil }
+            return HTTPJSONDemand(url: url, pointer: o["pointer"] ?? "")
+        default:
+            return nil
+        }
+    }
+}

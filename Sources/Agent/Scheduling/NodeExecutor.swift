@@ -1,0 +1,104 @@
+import DockerEngine
+import Foundation
+import Logging
+
+/// Carries this node's assignment out on the local Docker Engine with the reconciler (stops before
+/// starts, adoption after a restart, crash-loop back-off) and reports what runs into the node's
+/// gossiped record, which is what the leader's planner reads back.
+///
+/// Nothing happens before the first assignment arrives: an agent that restarts while the servers are
+/// unreachable keeps its containers running (static stability) instead of stopping what it cannot
+/// yet account for.
+public actor NodeExecutor {
+    let node: String
+    let dockerHost: String
+    let logger: Logger
+    let report: @Sendable ([String: Int]) async -> Void
+    public var interval: Duration = .seconds(2)
+
+    private var shell: ReconcilerShell?
+    private var client: DockerClient?
+    private var assignment: NodeAssignment?
+    private var loop: Task<Void, Never>?
+    private var wake: AsyncStream<Void>.Continuation?
+    private var lastReported: [String: Int]?
+    private var lastError: String?
+    public private(set) var rounds = 0
+
+    public init(node: String, dockerHost: String, logger: Logger, report: @escaping @Sendable ([String: Int]) async -> Void) {
+        self.node = node
+        self.dockerHost = dockerHost
+        self.logger = logger
+        self.report = report
+    }
+
+    public func start() {
+        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        wake = continuation
+        let every = interval
+        // A timer feeds the same stream, so a round runs on a new assignment at once and otherwise
+        // every `interval` (to restart what exited and to notice what someone removed).
+        let timer = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: every)
+                continuation.yield()
+            }
+        }
+        loop = Task { [weak self] in
+            for await _ in stream {
+                guard let self else { break }
+                await self.round()
+            }
+            timer.cancel()
+        }
+    }
+
+    public func stop() {
+        wake?.finish()
+        loop?.cancel()
+        loop = nil
+    }
+
+    public func assign(_ a: NodeAssignment) {
+        assignment = a
+        logger.info("assignment", metadata: ["plan": "\(a.planIndex)",
+                                             "services": "\(a.services.filter { $0.value.count > 0 }.mapValues(\.count))"])
+        wake?.yield()
+    }
+
+    public var current: NodeAssignment? { assignment }
+
+    private func round() async {
+        guard let a = assignment else { return }
+        rounds += 1
+        do {
+            if shell == nil {
+                let c = try DockerClient(host: dockerHost)
+                client = c
+                shell = ReconcilerShell(client: c, node: node, logger: logger)
+            }
+            let specs = a.services.map { Specs.container($0.key, $0.value.spec, node: node) }
+            await shell!.setDesired(specs, counts: a.services.mapValues(\.count))
+            _ = try await shell!.converge(maxRounds: 5)
+            let running = try await client!.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(node)"], all: false)
+            var counts: [String: Int] = [:]
+            for c in running where c.State == "running" {
+                if let s = c.Labels?[MicroscaleLabel.service] { counts[s, default: 0] += 1 }
+            }
+            if counts != lastReported {
+                lastReported = counts
+                await report(counts)
+            }
+            if lastError != nil {
+                logger.info("docker reachable again")
+                lastError = nil
+            }
+        } catch {
+            let text = "\(error)"
+            if text != lastError {
+                logger.error("cannot carry out the assignment: \(text)")
+                lastError = text
+            }
+        }
+    }
+}

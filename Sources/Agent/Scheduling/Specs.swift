@@ -1,0 +1,45 @@
+import Consensus
+import DockerEngine
+import Foundation
+import Scaling
+
+/// Translations between the replicated services (Consensus), the planner's view (Scaling) and the
+/// containers an agent creates (DockerEngine). One place, so the three never disagree on a hash.
+enum Specs {
+    /// A stable hash of what a container is made from (image, command, limits, stop timeout): a
+    /// change replaces the containers (the reconciler compares it with the `io.microscale.spec`
+    /// label). FNV-1a over sorted-key JSON, so every agent and every version computes the same value
+    /// (Swift's `Hasher` is seeded per process).
+    static func hash(_ s: Consensus.ServiceSpec) -> String {
+        struct Identity: Encodable {
+            var image: String
+            var command: [String]
+            var cpu: Double
+            var memory: UInt64
+            var stop: Int64
+        }
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        let bytes = (try? e.encode(Identity(image: s.image, command: s.command, cpu: s.cpu, memory: s.memory,
+                                             stop: s.stopTimeoutMilliseconds))) ?? Data()
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in bytes {
+            h ^= UInt64(b)
+            h = h &* 0x100_0000_01b3
+        }
+        return String(h, radix: 16)
+    }
+
+    static func planner(_ name: String, _ s: Consensus.ServiceSpec) -> Scaling.ServiceSpec {
+        Scaling.ServiceSpec(name: name, priority: s.priority, cpuMillis: Int((s.cpu * 1000).rounded()),
+                            memoryBytes: Int(clamping: s.memory), min: s.min, max: s.max,
+                            perContainer: s.demand?.perContainer ?? 1, fill: s.fill,
+                            stopTimeout: .milliseconds(s.stopTimeoutMilliseconds), specHash: hash(s))
+    }
+
+    static func container(_ name: String, _ s: Consensus.ServiceSpec, node: String) -> ContainerSpec {
+        ContainerSpec(service: name, node: node, specHash: hash(s), image: s.image, command: s.command,
+                      cpu: s.cpu, memoryBytes: Int64(clamping: s.memory),
+                      stopTimeoutSeconds: Int((s.stopTimeoutMilliseconds + 999) / 1000))
+    }
+}
