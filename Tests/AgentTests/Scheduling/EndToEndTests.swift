@@ -11,14 +11,21 @@ import Testing
 /// daemon as three hosts would their own).
 @Suite(.serialized) struct EndToEndTests {
     static let run = "e\(UInt32.random(in: 0...UInt32.max) % 100_000)"
-    static let names = (1...3).map { "\(run)-\($0)" }
     static let dir: String = {
         let d = NSTemporaryDirectory() + "microscale-e2e-tests-\(getpid())"
         try? FileManager.default.removeItem(atPath: d)
         try! CertificateIssuer.createCA(in: "\(d)/ca")
-        for n in names { try! CertificateIssuer.createNodeCertificate(caDir: "\(d)/ca", node: n, server: true, in: "\(d)/certs") }
         return d
     }()
+    /// Node names of their own for each test (so one test's agents, shutting down, never meet the
+    /// next test's containers), with their certificates.
+    let names: [String]
+
+    init() throws {
+        let tag = UInt32.random(in: 0...UInt32.max) % 100_000
+        names = (1...3).map { "\(Self.run)-\(tag)-\($0)" }
+        for n in names { try CertificateIssuer.createNodeCertificate(caDir: "\(Self.dir)/ca", node: n, server: true, in: "\(Self.dir)/certs") }
+    }
 
     static func env(_ name: String) throws -> String {
         guard let v = ProcessInfo.processInfo.environment[name], !v.isEmpty else {
@@ -27,11 +34,11 @@ import Testing
         return v
     }
 
-    func agent(_ name: String, join: Int?, docker: String) throws -> (AgentRuntime, Int) {
-        let port = AgentRuntimeTests.freePort()
+    func agent(_ name: String, join: Int?, docker: String, port fixed: Int? = nil) throws -> (AgentRuntime, Int) {
+        let port = fixed ?? AgentRuntimeTests.freePort()
         var s = AgentSettings()
         for (k, v) in [("name", name), ("bind", "127.0.0.1:\(port)"), ("http", "127.0.0.1:0"),
-                       ("data-dir", "\(Self.dir)/data-\(name)-\(port)"), ("tls-ca", "\(Self.dir)/ca/ca.pem"),
+                       ("data-dir", "\(Self.dir)/data-\(name)"), ("tls-ca", "\(Self.dir)/ca/ca.pem"),
                        ("tls-cert", "\(Self.dir)/certs/\(name).pem"), ("tls-key", "\(Self.dir)/certs/\(name)-key.pem"),
                        ("capacity-cpu", "2"), ("capacity-memory", "4GiB"), ("server", "true"), ("bootstrap-expect", "3"),
                        ("docker-socket", docker)] {
@@ -55,7 +62,7 @@ import Testing
     /// Running containers per node, per service, as the daemon reports them.
     func running(_ client: DockerClient) async -> [String: [String: Int]] {
         var out: [String: [String: Int]] = [:]
-        for n in Self.names {
+        for n in names {
             let list = (try? await client.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(n)"], all: false)) ?? []
             for c in list where c.State == "running" {
                 out[n, default: [:]][c.Labels?[MicroscaleLabel.service] ?? "?", default: 0] += 1
@@ -67,7 +74,7 @@ import Testing
     func total(_ r: [String: [String: Int]], _ service: String) -> Int { r.values.reduce(0) { $0 + ($1[service] ?? 0) } }
 
     func removeAll(_ client: DockerClient, node: String? = nil) async {
-        for n in node.map({ [$0] }) ?? Self.names {
+        for n in node.map({ [$0] }) ?? names {
             for c in (try? await client.list(labels: ["\(MicroscaleLabel.node)=\(n)"])) ?? [] {
                 try? await client.remove(c.Id, force: true)
             }
@@ -79,10 +86,10 @@ import Testing
         let image = try Self.env("MICROSCALE_TEST_IMAGE")
         let client = try DockerClient(host: docker)
         await removeAll(client)
-        let (a1, p1) = try agent(Self.names[0], join: nil, docker: docker)
+        let (a1, p1) = try agent(names[0], join: nil, docker: docker)
         try await a1.start()
         var agents = [a1]
-        for n in Self.names.dropFirst() {
+        for n in names.dropFirst() {
             let (a, _) = try agent(n, join: p1, docker: docker)
             try await a.start()
             agents.append(a)
@@ -129,7 +136,7 @@ import Testing
 
         // The containers carry the labels of DESIGN.md §6 and their limits.
         let webs = try await client.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.service)=web"], all: false)
-        let one = try #require(webs.first { Self.names.contains($0.Labels?[MicroscaleLabel.node] ?? "") })
+        let one = try #require(webs.first { names.contains($0.Labels?[MicroscaleLabel.node] ?? "") })
         let inspected = try await client.inspect(one.Id)
         #expect(inspected.Config.Labels?[MicroscaleLabel.managed] == "true")
         #expect(inspected.HostConfig.NanoCpus == 500_000_000)
@@ -142,13 +149,99 @@ import Testing
 
         // A host dies (agent and its containers): its web containers run elsewhere, batch shrinks.
         let leader = try JSONDecoder().decode(LeaderView.self, from: Data(await a1.cluster(method: "GET", path: "/v1/leader", body: []).body)).name
-        let victimIndex = try #require(Self.names.firstIndex { $0 != leader })
+        let victimIndex = try #require(names.firstIndex { $0 != leader })
         let victim = agents.remove(at: victimIndex)
         await victim.shutdown()
-        await removeAll(client, node: Self.names[victimIndex])
+        await removeAll(client, node: names[victimIndex])
         #expect(try await eventually {
             seen = await self.running(client)
-            return seen[Self.names[victimIndex]] == nil && total(seen, "web") == 6 && total(seen, "batch") == 2
+            return seen[names[victimIndex]] == nil && total(seen, "web") == 6 && total(seen, "batch") == 2
         }, "running: \(seen)")
+    }
+
+    func ids(_ client: DockerClient, node: String) async -> Set<String> {
+        Set(((try? await client.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(node)"], all: false)) ?? []).map(\.Id))
+    }
+
+    @Test func aNewLeaderRestartsNothingARestartedAgentAdoptsItsContainersAndADrainedNodeEmpties() async throws {
+        let docker = try Self.env("MICROSCALE_TEST_DOCKER_HOST")
+        let image = try Self.env("MICROSCALE_TEST_IMAGE")
+        let client = try DockerClient(host: docker)
+        await removeAll(client)
+        var ports: [Int] = []
+        var agents: [AgentRuntime] = []
+        for n in names {
+            let (a, p) = try agent(n, join: ports.first, docker: docker)
+            try await a.start()
+            agents.append(a)
+            ports.append(p)
+        }
+        let box = AgentsBox(agents)
+        defer {
+            Task {
+                for a in box.all { await a.shutdown() }
+                await removeAll(client)
+            }
+        }
+        let a0 = agents[0]
+        #expect(try await eventually { await a0.cluster(method: "GET", path: "/v1/leader", body: []).status == 200 })
+        let file = "services: { web: { image: \(image), command: [sleep, '600'], cpu: 0.5, memory: 16MiB, min: 6, max: 6, stop_timeout: 1s } }"
+        #expect(await a0.cluster(method: "PUT", path: "/v1/services", body: Array(file.utf8)).status == 200)
+        var seen: [String: [String: Int]] = [:]
+        #expect(try await eventually { seen = await self.running(client); return self.total(seen, "web") == 6 }, "running: \(seen)")
+        var before: [String: Set<String>] = [:]
+        for n in names { before[n] = await ids(client, node: n) }
+
+        // The leader's agent goes (its host keeps its containers): a new leader is elected from the
+        // committed plan, the dead node's share moves to the survivors, and no container on a
+        // surviving node is restarted.
+        let leader = try JSONDecoder().decode(LeaderView.self, from: Data(await a0.cluster(method: "GET", path: "/v1/leader", body: []).body)).name
+        let li = try #require(names.firstIndex(of: leader))
+        await agents[li].shutdown()
+        let survivor = agents[(li + 1) % 3]
+        #expect(try await eventually {
+            let r = await survivor.cluster(method: "GET", path: "/v1/leader", body: [])
+            return r.status == 200 && (try? JSONDecoder().decode(LeaderView.self, from: Data(r.body)).name) != leader
+        })
+        let survivors = names.filter { $0 != leader }
+        #expect(try await eventually {
+            seen = await self.running(client)
+            return survivors.reduce(0) { $0 + (seen[$1]?["web"] ?? 0) } == 6
+        }, "running: \(seen)")
+        for n in survivors {
+            let now = await ids(client, node: n)
+            let history = await survivor.raft?.state.decisions.suffix(6).map { "\($0.index) \($0.summary): \($0.reasons)" } ?? []
+            #expect(before[n]!.isSubset(of: now), "\(n) lost containers: \(before[n]!.subtracting(now)); decisions: \(history)")
+        }
+
+        // The agent comes back on the same data dir: it adopts its containers, and since the new plan
+        // gives its node nothing, stops them; nothing is duplicated.
+        let (back, _) = try agent(leader, join: ports[(li + 1) % 3], docker: docker, port: ports[li])
+        try await back.start()
+        box.replace(agents[li], with: back)
+        agents[li] = back
+        #expect(try await eventually {
+            seen = await self.running(client)
+            return self.total(seen, "web") == 6
+        }, "running after restart: \(seen)")
+
+        // A drained node is emptied; its work runs on the others.
+        let target = names[(li + 2) % 3]
+        #expect(await survivor.cluster(method: "POST", path: "/v1/nodes/\(target)/drain", body: []).status == 200)
+        #expect(try await eventually {
+            seen = await self.running(client)
+            return seen[target] == nil && self.total(seen, "web") == 6
+        }, "running after drain: \(seen)")
+    }
+}
+
+/// The agents a test started, for its cleanup.
+final class AgentsBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var agents: [AgentRuntime]
+    init(_ a: [AgentRuntime]) { agents = a }
+    var all: [AgentRuntime] { lock.withLock { agents } }
+    func replace(_ old: AgentRuntime, with new: AgentRuntime) {
+        lock.withLock { agents = agents.map { $0 === old ? new : $0 } }
     }
 }
