@@ -20,7 +20,9 @@ test:
 	@scripts/test
 
 # A local three-agent cluster; Ctrl-C stops it (DEMO_SECONDS=N stops after N seconds).
-demo: build
+demo:
+	@scripts/setup --test
+	$(SWIFT) build
 	@scripts/demo
 
 proto:

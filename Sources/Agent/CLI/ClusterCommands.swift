@@ -189,3 +189,70 @@ func pathSegment(_ s: String, _ what: String) throws -> String {
 func formatNumber(_ v: Double) -> String {
     v == v.rounded() && abs(v) < 1e15 ? "\(Int64(v))" : "\(v)"
 }
+
+/// `microscale status`: per service, demand, desired and running; per node, assigned and running.
+public struct StatusCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(commandName: "status", abstract: "Show services and nodes: wanted and running.")
+    @OptionGroup var client: HTTPClientOptions
+    @Flag(help: "Print JSON.") var json = false
+    public init() {}
+
+    public func run() async throws {
+        try await reportingErrors {
+            let (status, raw) = try await client.get("/v1/status", as: StatusView.self)
+            if json { return printJSON(raw) }
+            print(Self.render(status))
+        }
+    }
+
+    static func render(_ s: StatusView) -> String {
+        var rows = [["SERVICE", "PRIORITY", "DEMAND", "DESIRED", "RUNNING"]]
+        for v in s.services {
+            rows.append([v.name, "\(v.priority)", v.demand.map(formatNumber) ?? "-", "\(v.desired)", "\(v.running)"])
+        }
+        var nodes = [["NODE", "STATUS", "ROLE", "ASSIGNED", "RUNNING"]]
+        func counts(_ c: [String: Int]) -> String {
+            c.isEmpty ? "-" : c.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+        }
+        for n in s.nodes {
+            nodes.append([n.name, n.status + (n.drained ? " (drained)" : ""), n.role, counts(n.assigned), counts(n.running)])
+        }
+        return "leader \(s.leader), term \(s.term), plan \(s.planIndex)\n\n" + formatTable(rows) + "\n\n" + formatTable(nodes)
+    }
+}
+
+/// `microscale decisions [--follow] [--limit N]`: the leader's decisions with their reasons.
+public struct DecisionsCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(commandName: "decisions", abstract: "Show the leader's decisions and why.")
+    @OptionGroup var client: HTTPClientOptions
+    @Flag(help: "Print JSON.") var json = false
+    @Flag(help: "Keep printing new decisions as they are made.") var follow = false
+    @Option(help: "How many recent decisions (1-1000).") var limit = 20
+    public init() {}
+
+    public func run() async throws {
+        try await reportingErrors {
+            guard (1...1000).contains(limit) else { throw CLIError("--limit \(limit) must be from 1 to 1000") }
+            var last: UInt64 = 0
+            while true {
+                let (list, raw) = try await client.get("/v1/decisions?limit=\(limit)", as: [Consensus.Decision].self)
+                let fresh = list.filter { $0.index > last }
+                if json && !follow { return printJSON(raw) }
+                for d in fresh {
+                    if json {
+                        let e = JSONEncoder()
+                        e.outputFormatting = [.sortedKeys]
+                        print(String(decoding: try e.encode(d), as: UTF8.self))
+                    } else {
+                        let time = Date(timeIntervalSince1970: Double(d.timestampMilliseconds) / 1000)
+                        print("\(ISO8601DateFormatter().string(from: time))  #\(d.index)  \(d.summary)")
+                        for r in d.reasons { print("    \(r)") }
+                    }
+                }
+                last = max(last, list.last?.index ?? 0)
+                guard follow else { return }
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+}

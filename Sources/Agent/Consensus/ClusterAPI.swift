@@ -35,6 +35,31 @@ public struct DrainView: Codable, Sendable, Equatable {
     public var drained: Bool
 }
 
+/// `GET /v1/status`: per service and per node, what is wanted and what runs.
+public struct StatusView: Codable, Sendable, Equatable {
+    public struct Service: Codable, Sendable, Equatable {
+        public var name: String
+        public var priority: Int
+        /// nil: unknown (the planner holds the count), or a fill service.
+        public var demand: Double?
+        public var desired: Int
+        public var running: Int
+    }
+    public struct NodeRow: Codable, Sendable, Equatable {
+        public var name: String
+        public var status: String
+        public var role: String
+        public var drained: Bool
+        public var assigned: [String: Int]
+        public var running: [String: Int]
+    }
+    public var leader: String
+    public var term: UInt64
+    public var planIndex: UInt64
+    public var services: [Service]
+    public var nodes: [NodeRow]
+}
+
 /// `GET /v1/leader`.
 public struct LeaderView: Codable, Sendable, Equatable {
     public var name: String
@@ -63,6 +88,9 @@ public actor ClusterAPI {
     let logger: Logger
     /// Alive servers by name, "host:port".
     let servers: @Sendable () async -> [String: String]
+    /// Members and the demand the decision loop last used, for `GET /v1/status` (set by the runtime).
+    var members: @Sendable () async -> [MemberView] = { [] }
+    var demandInUse: @Sendable () async -> [String: Double] = { [:] }
     private var pending: [UInt64: (address: String, continuation: CheckedContinuation<APIResponse, Never>)] = [:]
     private var nextID: UInt64 = 1
 
@@ -73,6 +101,12 @@ public actor ClusterAPI {
         self.transport = transport
         self.logger = logger
         self.servers = servers
+    }
+
+    func setStatusSources(members: @escaping @Sendable () async -> [MemberView],
+                          demand: @escaping @Sendable () async -> [String: Double]) {
+        self.members = members
+        self.demandInUse = demand
     }
 
     public func handle(method: String, path: String, body: [UInt8], hops: Int = 0) async -> APIResponse {
@@ -187,6 +221,37 @@ public actor ClusterAPI {
             guard let s = await raft.status() else { return .error(503, await raft.noClusterReason) }
             let address = await servers()[name] ?? ""
             return .json(LeaderView(name: name, address: address, term: s.term, commitIndex: s.commitIndex, voters: s.voters))
+        case ("GET", "status", 2):
+            guard let s = await raft.status() else { return .error(503, await raft.noClusterReason) }
+            let state = await raft.state
+            let members = await members()
+            let demand = await demandInUse()
+            var running: [String: Int] = [:]
+            for m in members where m.status == "alive" || m.status == "suspect" {
+                for (svc, n) in m.running { running[svc, default: 0] += n }
+            }
+            let services = state.services.map { name, spec in
+                StatusView.Service(name: name, priority: spec.priority, demand: spec.fill ? nil : demand[name],
+                                   desired: state.plan.count(service: name), running: running[name] ?? 0)
+            }.sorted { ($0.priority, $0.name) < ($1.priority, $1.name) }
+            let nodes = members.map { m in
+                StatusView.NodeRow(name: m.name, status: m.status, role: m.role, drained: state.isDrained(m.name),
+                                   assigned: state.plan.assignments[m.name] ?? [:], running: m.running)
+            }
+            return .json(StatusView(leader: name, term: s.term, planIndex: state.decisions.last?.index ?? 0,
+                                    services: services, nodes: nodes))
+        case ("GET", "decisions", 2):
+            var limit = 20
+            if let q = path.split(separator: "?", maxSplits: 1).dropFirst().first {
+                for pair in q.split(separator: "&") {
+                    let kv = pair.split(separator: "=", maxSplits: 1)
+                    if kv.count == 2, kv[0] == "limit" {
+                        guard let n = Int(kv[1]), n >= 1 else { return .error(400, "limit: \"\(kv[1])\" is not a number >= 1") }
+                        limit = min(n, ClusterState.maxDecisions)
+                    }
+                }
+            }
+            return .json(Array(await raft.state.decisions.suffix(limit)))
         case ("GET", "services", 2):
             return .json(await raft.state.services)
         case ("PUT", "services", 2), ("POST", "services", 2):

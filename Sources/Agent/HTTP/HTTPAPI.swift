@@ -38,12 +38,15 @@ public enum HTTPAPI {
         }
         @Sendable func cluster(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
             let body = try await request.body.collect(upTo: maxBodyBytes)
-            let answer = await state.cluster(method: request.method.rawValue, path: request.uri.path,
+            let query = request.uri.query.map { "?\($0)" } ?? ""
+            let answer = await state.cluster(method: request.method.rawValue, path: request.uri.path + query,
                                              body: Array(body.readableBytesView))
             return Response(status: .init(code: answer.status), headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
         }
         router.get("/v1/leader", use: cluster)
+        router.get("/v1/status", use: cluster)
+        router.get("/v1/decisions", use: cluster)
         router.get("/v1/services", use: cluster)
         router.put("/v1/services", use: cluster)
         router.delete("/v1/services/:name", use: cluster)

@@ -173,6 +173,10 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             await raft.onApply { state in await a.planApplied(state) }
             await raft.start()
         }
+        let service = membership
+        let loop = decisions
+        await clusterAPI.setStatusSources(members: { await service.members() },
+                                          demand: { await loop?.demandInUse ?? [:] })
         await executor.start()
         await assignments.start()
         await decisions?.start()

@@ -25,6 +25,8 @@ public actor DecisionLoop {
     private var pollers: [String: (config: DemandSourceConfig, poller: DemandPoller, task: Task<Void, Never>)] = [:]
     private let epoch = ContinuousClock.now
     public private(set) var plansCommitted = 0
+    /// The demand the last plan used, per service (known values only).
+    public private(set) var demandInUse: [String: Double] = [:]
 
     public init(raft: RaftService, membership: MembershipService, logger: Logger) {
         self.raft = raft
@@ -70,6 +72,7 @@ public actor DecisionLoop {
                 demand[name] = .unknown
             }
         }
+        demandInUse = demand.compactMapValues { if case .known(let v) = $0 { return v } else { return nil } }
         var nodes: [Scaling.Node] = []
         for m in members {
             let status: NodeStatus = NodeStatus(rawValue: m.status) ?? .dead
