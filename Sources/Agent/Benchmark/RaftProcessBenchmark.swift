@@ -197,9 +197,9 @@ func ms(_ d: Duration) -> Double {
     Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
 }
 
-func median(_ xs: [Double]) -> Double? { percentile(xs, 0.5) }
+public func median(_ xs: [Double]) -> Double? { percentile(xs, 0.5) }
 
-func percentile(_ xs: [Double], _ p: Double) -> Double? {
+public func percentile(_ xs: [Double], _ p: Double) -> Double? {
     guard !xs.isEmpty else { return nil }
     let s = xs.sorted()
     return s[min(s.count - 1, Int((Double(s.count - 1) * p).rounded()))]

@@ -170,13 +170,17 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         await membership.start(join: c.join.map(\.description))
         if let raft {
             let a = assignments
-            await raft.onApply { state in await a.planApplied(state) }
+            let loop = decisions
+            await raft.onApply { state in
+                await a.planApplied(state)
+                await loop?.poke()
+            }
             await raft.start()
         }
         let service = membership
-        let loop = decisions
+        let decisionLoop = decisions
         await clusterAPI.setStatusSources(members: { await service.members() },
-                                          demand: { await loop?.demandInUse ?? [:] })
+                                          demand: { await decisionLoop?.demandInUse ?? [:] })
         await executor.start()
         await assignments.start()
         await decisions?.start()

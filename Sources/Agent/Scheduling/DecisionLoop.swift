@@ -34,16 +34,36 @@ public actor DecisionLoop {
         self.logger = logger
     }
 
+    private var wake: AsyncStream<Void>.Continuation?
+
     public func start() {
-        loop = Task { [weak self] in
-            while !Task.isCancelled, let self {
-                await self.step()
-                try? await Task.sleep(for: await self.interval)
+        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        wake = continuation
+        let every = interval
+        // The timer and `poke` feed one stream: a committed change is planned at once, and anything
+        // else (membership, demand sources) within `interval`.
+        let timer = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: every)
+                continuation.yield()
             }
+        }
+        loop = Task { [weak self] in
+            for await _ in stream {
+                guard let self else { break }
+                await self.step()
+            }
+            timer.cancel()
         }
     }
 
+    /// Something the plan depends on changed (an applied entry: services, demand, drain).
+    public func poke() {
+        wake?.yield()
+    }
+
     public func stop() {
+        wake?.finish()
         loop?.cancel()
         loop = nil
         for (_, p) in pollers { p.task.cancel() }

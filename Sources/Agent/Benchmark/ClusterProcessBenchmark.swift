@@ -1,0 +1,219 @@
+import DockerEngine
+import Foundation
+import SecureTransport
+
+/// The product end to end: three server agent processes on 127.0.5.1-3, each a 2-core "host" on one
+/// real dockerd (containers carry their node's label), running web (priority 1, demand-driven) and
+/// batch (priority 2, filling). Measured from the event, on what the Docker Engine reports:
+/// - a demand step that needs 6 more web containers (preempting batch) → all running;
+/// - a host killed (SIGKILL of its agent, its containers removed) → its web containers running elsewhere;
+/// - the leader's agent killed together with a demand step → the next plan committed.
+/// Figures, not assertions: `microscale-bench cluster`.
+public struct ClusterProcessBenchmark: Sendable {
+    public struct Report: Codable, Sendable {
+        public var trials: Int
+        public var demandStepMilliseconds: [Double]
+        public var demandStepMedianMilliseconds: Double?
+        public var hostKillMilliseconds: [Double]
+        public var hostKillMedianMilliseconds: Double?
+        public var leaderKillMilliseconds: [Double]
+        public var leaderKillMedianMilliseconds: Double?
+    }
+
+    public var executable: String
+    public var workDirectory: String
+    public var dockerHost: String
+    public var image: String
+    public var trials = 20
+
+    public init(executable: String, workDirectory: String, dockerHost: String, image: String) {
+        self.executable = executable
+        self.workDirectory = workDirectory
+        self.dockerHost = dockerHost
+        self.image = image
+    }
+
+    final class Host: @unchecked Sendable {
+        let name: String
+        let ip: String
+        var process: Process?
+        init(name: String, ip: String) {
+            self.name = name
+            self.ip = ip
+        }
+    }
+
+    public func run(progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
+        let dir = workDirectory
+        try? FileManager.default.removeItem(atPath: dir)
+        try CertificateIssuer.createCA(in: "\(dir)/ca")
+        let tag = String(UInt32.random(in: 0...UInt32.max) % 100_000)
+        let hosts = (1...3).map { Host(name: "b\(tag)-\($0)", ip: "127.0.5.\($0)") }
+        for h in hosts { try CertificateIssuer.createNodeCertificate(caDir: "\(dir)/ca", node: h.name, server: true, in: "\(dir)/certs") }
+        let docker = try DockerClient(host: dockerHost)
+        defer {
+            for h in hosts { if let p = h.process, p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        }
+        for h in hosts { try start(h, join: hosts[0].ip) }
+        guard try await waitUntil(30, { await self.get(hosts[0], "/v1/leader") != nil }) else {
+            throw CLIError("no leader within 30 s; see \(dir)/*.log")
+        }
+        let services = """
+            services:
+              web: { image: \(image), command: [sleep, "3600"], priority: 1, cpu: 0.5, memory: 16MiB, min: 1, max: 12,
+                     demand: { source: static, per_container: 10 }, stop_timeout: 1s }
+              batch: { image: \(image), command: [sleep, "3600"], priority: 2, cpu: 0.5, memory: 16MiB, max: 20, fill: true, stop_timeout: 1s }
+            """
+        guard await put(hosts, "/v1/services", services) else { throw CLIError("could not declare the services") }
+
+        func running(_ service: String, on names: [String]) async -> Int {
+            var n = 0
+            for name in names {
+                let list = (try? await docker.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(name)",
+                                                          "\(MicroscaleLabel.service)=\(service)"], all: false)) ?? []
+                n += list.filter { $0.State == "running" }.count
+            }
+            return n
+        }
+        let all = hosts.map(\.name)
+        func steady(web: Int, batch: Int, on names: [String], seconds: Double = 60) async throws -> Bool {
+            try await waitUntil(seconds, {
+                let w = await running("web", on: names)
+                let b = await running("batch", on: names)
+                return w == web && b == batch
+            }, every: .milliseconds(100))
+        }
+
+        // 1. Demand steps: 20 → 80 needs 6 more web containers, which take batch's place.
+        var steps: [Double] = []
+        for trial in 1...trials {
+            guard await put(hosts, "/v1/demand/web", #"{"value": 20}"#), try await steady(web: 2, batch: 10, on: all) else {
+                progress("demand trial \(trial): did not settle at 2 web + 10 batch"); continue
+            }
+            let t0 = ContinuousClock.now
+            guard await put(hosts, "/v1/demand/web", #"{"value": 80}"#) else { continue }
+            if try await waitUntil(20, { await running("web", on: all) >= 8 }, every: .milliseconds(10)) {
+                steps.append(ms(ContinuousClock.now - t0))
+                progress(String(format: "demand trial %d: %.0f ms", trial, steps.last!))
+            }
+        }
+
+        // 2. A host dies: its agent is SIGKILLed and its containers go with it.
+        var hostKills: [Double] = []
+        for trial in 1...trials {
+            guard await put(hosts, "/v1/demand/web", #"{"value": 60}"#), try await steady(web: 6, batch: 6, on: all) else {
+                progress("host trial \(trial): did not settle at 6 web + 6 batch"); continue
+            }
+            let leader = await leaderName(hosts)
+            guard let victim = hosts.first(where: { $0.name != leader && $0.process?.isRunning == true }) else { continue }
+            let others = all.filter { $0 != victim.name }
+            let t0 = ContinuousClock.now
+            kill(victim.process!.processIdentifier, SIGKILL)
+            for c in (try? await docker.list(labels: ["\(MicroscaleLabel.node)=\(victim.name)"])) ?? [] {
+                try? await docker.remove(c.Id, force: true)
+            }
+            if try await waitUntil(20, { await running("web", on: others) >= 6 }, every: .milliseconds(20)) {
+                hostKills.append(ms(ContinuousClock.now - t0))
+                progress(String(format: "host trial %d: %.0f ms", trial, hostKills.last!))
+            }
+            victim.process!.waitUntilExit()
+            try start(victim, join: hosts.first { $0 !== victim }!.ip)
+            _ = try await waitUntil(20, { await self.get(victim, "/v1/leader") != nil })
+        }
+
+        // 3. The leader's agent dies as demand steps: time to the next committed plan.
+        var leaderKills: [Double] = []
+        for trial in 1...trials {
+            // Settle at 30 (3 web), then step to 50 as the leader dies: an increase, so the plan must
+            // change at once (a decrease would wait out the planner's stabilization window).
+            guard await put(hosts, "/v1/demand/web", #"{"value": 30}"#), try await steady(web: 3, batch: 9, on: all) else {
+                progress("leader trial \(trial): did not settle"); continue
+            }
+            guard let leader = await leaderName(hosts), let victim = hosts.first(where: { $0.name == leader }) else { continue }
+            let survivors = hosts.filter { $0 !== victim }
+            let before = await lastDecision(survivors[0]) ?? 0
+            let next = 50
+            let t0 = ContinuousClock.now
+            kill(victim.process!.processIdentifier, SIGKILL)
+            var committed = false
+            while ContinuousClock.now - t0 < .seconds(20), !committed {
+                if await put(survivors, "/v1/demand/web", "{\"value\": \(next)}", attempts: 1) {
+                    committed = try await waitUntil(10, { (await self.lastDecision(survivors[0]) ?? 0) > before }, every: .milliseconds(5))
+                }
+            }
+            if committed {
+                leaderKills.append(ms(ContinuousClock.now - t0))
+                progress(String(format: "leader trial %d: %.0f ms", trial, leaderKills.last!))
+            }
+            victim.process!.waitUntilExit()
+            try start(victim, join: survivors[0].ip)
+            _ = try await waitUntil(20, { await self.get(victim, "/v1/leader") != nil })
+            try await Task.sleep(for: .seconds(1))
+        }
+        for h in hosts {
+            for c in (try? await docker.list(labels: ["\(MicroscaleLabel.node)=\(h.name)"])) ?? [] { try? await docker.remove(c.Id, force: true) }
+        }
+        return Report(trials: trials, demandStepMilliseconds: steps, demandStepMedianMilliseconds: median(steps),
+                      hostKillMilliseconds: hostKills, hostKillMedianMilliseconds: median(hostKills),
+                      leaderKillMilliseconds: leaderKills, leaderKillMedianMilliseconds: median(leaderKills))
+    }
+
+    func start(_ h: Host, join: String) throws {
+        let dir = workDirectory
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        var args = ["agent", "--name", h.name, "--bind", "\(h.ip):7480", "--http", "\(h.ip):7481",
+                    "--data-dir", "\(dir)/data/\(h.name)", "--tls-ca", "\(dir)/ca/ca.pem",
+                    "--tls-cert", "\(dir)/certs/\(h.name).pem", "--tls-key", "\(dir)/certs/\(h.name)-key.pem",
+                    "--server", "--bootstrap-expect", "3", "--log-level", ProcessInfo.processInfo.environment["MICROSCALE_BENCH_LOG_LEVEL"] ?? "warning", "--docker-socket", dockerHost,
+                    "--capacity-cpu", "2", "--capacity-memory", "2GiB"]
+        if join != h.ip { args += ["--join", "\(join):7480"] }
+        p.arguments = args
+        let logPath = "\(dir)/\(h.name).log"
+        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        let log = FileHandle(forWritingAtPath: logPath)
+        log?.seekToEndOfFile()
+        p.standardOutput = log
+        p.standardError = log
+        try p.run()
+        h.process = p
+    }
+
+    func get(_ h: Host, _ path: String) async -> Data? {
+        await PlainHTTP.get(host: h.ip, port: 7481, path: path, timeoutMillis: 1000)
+    }
+
+    /// PUT through any running host, retrying briefly (a leader change answers 503 for a moment).
+    func put(_ hosts: [Host], _ path: String, _ body: String, attempts: Int = 50) async -> Bool {
+        for i in 0..<attempts {
+            for h in hosts where h.process?.isRunning == true {
+                if let (s, _) = await PlainHTTP.request("PUT", host: h.ip, port: 7481, path: path, body: Array(body.utf8), timeoutMillis: 2000),
+                   s == 200 { return true }
+            }
+            if i + 1 < attempts { try? await Task.sleep(for: .milliseconds(100)) }
+        }
+        return false
+    }
+
+    func leaderName(_ hosts: [Host]) async -> String? {
+        for h in hosts where h.process?.isRunning == true {
+            if let d = await get(h, "/v1/leader"), let v = try? JSONDecoder().decode(LeaderView.self, from: d) { return v.name }
+        }
+        return nil
+    }
+
+    func lastDecision(_ h: Host) async -> UInt64? {
+        struct D: Decodable { var index: UInt64 }
+        guard let d = await get(h, "/v1/decisions?limit=1"), let list = try? JSONDecoder().decode([D].self, from: d) else { return nil }
+        return list.last?.index
+    }
+
+    func waitUntil(_ seconds: Double, _ condition: () async -> Bool, every: Duration = .milliseconds(50)) async throws -> Bool {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        while ContinuousClock.now < deadline {
+            if await condition() { return true }
+            try await Task.sleep(for: every)
+        }
+        return false
+    }
+}
