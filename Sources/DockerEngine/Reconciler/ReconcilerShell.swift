@@ -59,18 +59,54 @@ public actor ReconcilerShell {
             logger.warning("service is crash-looping; holding starts", metadata: ["service": "\(service)", "failures": "\(loop.failures)"])
         }
         var report = RoundReport(plan: plan)
-        // Stops first: they free the room the starts need (DESIGN.md §4.3).
-        let stopResults = await run(plan.stops)
-        let startResults = await run(plan.starts)
-        for r in stopResults + startResults {
-            switch r {
-            case .success(let (action, id)):
-                if case .start = action { report.started.append(id) } else { report.stopped.append(id) }
-            case .failure(let e):
-                report.errors.append(e)
-                logger.error("\(e)")
+        // Stops before starts (DESIGN.md §4.3): a start needs the room a stop frees. Creating a
+        // container needs no room, so the new containers are created while the old ones stop; they
+        // are started once every stop is done, and the stopped containers are removed last (removal
+        // frees nothing the starts need). Each phase keeps at most `maxInFlight` calls in flight, so
+        // the first phase has at most twice that.
+        var stops: [Step] = []
+        for a in plan.stops {
+            switch a {
+            case .stop(let id, let service): stops.append(.stop(id: id, service: service))
+            case .remove(let id, let service): stops.append(.remove(id: id, service: service, force: true))
+            case .start: break
             }
         }
+        var creates: [Step] = []
+        for a in plan.starts {
+            if case .start(let service, _) = a { creates.append(.create(service: service, spec: specs[service], name: nextName(service))) }
+        }
+        async let created = run(creates)
+        let stopped = await run(stops)
+        var starts: [Step] = []
+        for r in await created {
+            switch r {
+            case .success(let (step, id)): starts.append(.start(id: id, service: step.service))
+            case .failure(let e): report.errors.append(e)
+            }
+        }
+        let startedResults = await run(starts)
+        var removals: [Step] = []
+        for r in stopped {
+            switch r {
+            case .success(let (step, id)):
+                if case .stop = step { removals.append(.remove(id: id, service: step.service, force: false)) } else { report.stopped.append(id) }
+            case .failure(let e): report.errors.append(e)
+            }
+        }
+        for r in startedResults {
+            switch r {
+            case .success(let (_, id)): report.started.append(id)
+            case .failure(let e): report.errors.append(e)
+            }
+        }
+        for r in await run(removals) {
+            switch r {
+            case .success(let (_, id)): report.stopped.append(id)
+            case .failure(let e): report.errors.append(e)
+            }
+        }
+        for e in report.errors { logger.error("\(e)") }
         return report
     }
 
@@ -124,35 +160,44 @@ public actor ReconcilerShell {
         return "\(namePrefix)-\(service)-\(nameCounter)"
     }
 
-    /// Runs the actions with at most `maxInFlight` Docker calls at a time.
-    private func run(_ actions: [ReconcileAction]) async -> [Result<(ReconcileAction, String), DockerError>] {
-        var jobs: [(ReconcileAction, ContainerSpec?, String?)] = []
-        for a in actions {
-            if case .start(let service, _) = a { jobs.append((a, specs[service], nextName(service))) } else { jobs.append((a, nil, nil)) }
+    /// One Docker call (or two, for a stop) of a round.
+    enum Step: Sendable {
+        case create(service: String, spec: ContainerSpec?, name: String)
+        case start(id: String, service: String)
+        case stop(id: String, service: String)
+        case remove(id: String, service: String, force: Bool)
+
+        var service: String {
+            switch self {
+            case .create(let s, _, _), .start(_, let s), .stop(_, let s), .remove(_, let s, _): return s
+            }
         }
+    }
+
+    /// Runs the steps with at most `maxInFlight` Docker calls at a time.
+    private func run(_ steps: [Step]) async -> [Result<(Step, String), DockerError>] {
         let client = self.client
-        return await withTaskGroup(of: Result<(ReconcileAction, String), DockerError>.self) { group in
-            var results: [Result<(ReconcileAction, String), DockerError>] = []
+        let limit = maxInFlight
+        return await withTaskGroup(of: Result<(Step, String), DockerError>.self) { group in
+            var results: [Result<(Step, String), DockerError>] = []
             var next = 0
             func add() {
-                let (action, spec, name) = jobs[next]
+                let step = steps[next]
                 next += 1
-                group.addTask { await Self.execute(action, spec: spec, name: name, client: client) }
+                group.addTask { await Self.execute(step, client: client) }
             }
-            while next < jobs.count && next < maxInFlight { add() }
+            while next < steps.count && next < limit { add() }
             while let r = await group.next() {
                 results.append(r)
-                if next < jobs.count { add() }
+                if next < steps.count { add() }
             }
             return results
         }
     }
 
-    private static func execute(
-        _ action: ReconcileAction, spec: ContainerSpec?, name: String?, client: DockerClient
-    ) async -> Result<(ReconcileAction, String), DockerError> {
+    private static func execute(_ step: Step, client: DockerClient) async -> Result<(Step, String), DockerError> {
         do throws(DockerError) {
-            switch action {
+            switch step {
             case .stop(let id, let service):
                 // The container's own StopTimeout applies (set at create), so no t= override here.
                 // A SIGTERM that reaches a container in its first milliseconds, before docker-init
@@ -166,16 +211,16 @@ public actor ReconcilerShell {
                 }
                 defer { resend.cancel() }
                 try await client.stop(id, service: service)
-                try await client.remove(id, service: service)
-                return .success((action, id))
-            case .remove(let id, let service):
-                try await client.remove(id, force: true, service: service)
-                return .success((action, id))
-            case .start(let service, _):
+                return .success((step, id))
+            case .remove(let id, let service, let force):
+                try await client.remove(id, force: force, service: service)
+                return .success((step, id))
+            case .create(let service, let spec, let name):
                 guard let spec else {
                     return .failure(DockerError(kind: .refused, operation: "create", service: service, status: nil, daemonMessage: "no spec for the service"))
                 }
-                let id = try await client.create(spec, name: name)
+                return .success((step, try await client.create(spec, name: name)))
+            case .start(let id, let service):
                 do throws(DockerError) {
                     try await client.start(id, service: service)
                 } catch {
@@ -183,7 +228,7 @@ public actor ReconcilerShell {
                     try? await client.remove(id, force: true, service: service)
                     throw error
                 }
-                return .success((action, id))
+                return .success((step, id))
             }
         } catch {
             return .failure(error)
