@@ -79,6 +79,8 @@ public actor RaftService {
     private var seed: UInt64
     private var waitingLogged = false
     private var drainScheduled = false
+    /// Changes of known leader, for metrics.
+    public private(set) var leaderChanges = 0
     private var observers: [@Sendable (ClusterState) async -> Void] = []
 
     /// Called (in order, off the Ready loop) with the state after entries were applied.
@@ -301,6 +303,7 @@ public actor RaftService {
             if rd.snapshot != nil || !rd.committedEntries.isEmpty { notify() }
             node!.advance(rd)
             if let soft = rd.softState, soft != lastSoft {
+                if soft.leader != lastSoft?.leader, soft.leader != nil { leaderChanges += 1 }
                 logger.info("raft role", metadata: ["role": "\(soft.role.rawValue)", "leader": "\(soft.leader ?? "none")",
                                                     "term": "\(soft.term)"])
                 lastSoft = soft

@@ -8,6 +8,8 @@ public protocol AgentState: Sendable {
     func selfView() async -> AgentSelfView
     /// The cluster-state endpoints (leader, services, demand, drain), answered by the Raft leader.
     func cluster(method: String, path: String, body: [UInt8]) async -> APIResponse
+    /// `GET /metrics`, in the Prometheus text exposition format.
+    func metricsText() async -> String
 }
 
 /// `GET /v1/agent/self`: this agent's identity and counters.
@@ -43,6 +45,10 @@ public enum HTTPAPI {
                                              body: Array(body.readableBytesView))
             return Response(status: .init(code: answer.status), headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
+        }
+        router.get("/metrics") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                     body: .init(byteBuffer: ByteBuffer(string: await state.metricsText())))
         }
         router.get("/v1/leader", use: cluster)
         router.get("/v1/status", use: cluster)

@@ -23,6 +23,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     public let executor: NodeExecutor
     /// The leader's decision loop, on servers.
     public let decisions: DecisionLoop?
+    public let metrics = AgentMetrics()
     private var httpTask: Task<Void, Error>?
     /// The address the HTTP API listens on (port 0 in the configuration picks a free one).
     public private(set) var httpAddress: SocketAddress?
@@ -123,7 +124,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             await executor.assign(a)
         }
         box.assignments = assignments
-        decisions = raft.map { DecisionLoop(raft: $0, membership: service, logger: logger) }
+        let latency = metrics.decisionLatency
+        decisions = raft.map { DecisionLoop(raft: $0, membership: service, logger: logger, latency: latency) }
         let api = clusterAPI
         let consensus = raft
         transport.onConnectionLost { address in
@@ -206,6 +208,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     }
 
     public func members() async -> [MemberView] { await membership.members() }
+
+    public func metricsText() async -> String { await metrics.render(self) }
 
     public func cluster(method: String, path: String, body: [UInt8]) async -> APIResponse {
         await clusterAPI.handle(method: method, path: path, body: body)

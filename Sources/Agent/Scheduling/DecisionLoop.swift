@@ -2,6 +2,7 @@ import Consensus
 import Demand
 import Foundation
 import Logging
+import Prometheus
 import Scaling
 
 /// The leader's decision loop (DESIGN.md §4): node states from membership, demand from the sources,
@@ -28,7 +29,10 @@ public actor DecisionLoop {
     /// The demand the last plan used, per service (known values only).
     public private(set) var demandInUse: [String: Double] = [:]
 
-    public init(raft: RaftService, membership: MembershipService, logger: Logger) {
+    let latency: DurationHistogram?
+
+    public init(raft: RaftService, membership: MembershipService, logger: Logger, latency: DurationHistogram? = nil) {
+        self.latency = latency
         self.raft = raft
         self.membership = membership
         self.logger = logger
@@ -119,7 +123,10 @@ public actor DecisionLoop {
         lastPlan = result.plan
         let next = result.plan.assignments.filter { !$0.value.isEmpty }.mapValues { $0.filter { $0.value > 0 } }
         let committed = state.plan.assignments.filter { !$0.value.isEmpty }.mapValues { $0.filter { $0.value > 0 } }
-        guard next != committed else { return }
+        guard next != committed else {
+            latency?.record(ContinuousClock.now - now)
+            return
+        }
         let reasons = Array((result.decisions.map(\.description) + result.shortfalls.map(\.description)).prefix(50))
         let decision = Consensus.Decision(
             timestampMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
@@ -129,6 +136,7 @@ public actor DecisionLoop {
             if let refused = try await raft.propose(.setPlan(Consensus.Plan(assignments: next), decision)) {
                 logger.error("plan refused: \(refused)")
             } else {
+                latency?.record(ContinuousClock.now - now)
                 plansCommitted += 1
                 logger.info("plan committed", metadata: ["changes": "\(result.decisions.count)",
                                                          "reasons": "\(reasons.prefix(5).joined(separator: "; "))"])

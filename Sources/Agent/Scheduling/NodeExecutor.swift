@@ -24,6 +24,8 @@ public actor NodeExecutor {
     private var lastReported: [String: Int]?
     private var lastError: String?
     public private(set) var rounds = 0
+    /// Containers started and stopped, and Docker calls that failed, since the agent started.
+    public private(set) var totals = (started: 0, stopped: 0, errors: 0)
 
     public init(node: String, dockerHost: String, logger: Logger, report: @escaping @Sendable ([String: Int]) async -> Void) {
         self.node = node
@@ -79,7 +81,13 @@ public actor NodeExecutor {
             }
             let specs = a.services.map { Specs.container($0.key, $0.value.spec, node: node) }
             await shell!.setDesired(specs, counts: a.services.mapValues(\.count))
-            _ = try await shell!.converge(maxRounds: 5)
+            for _ in 0..<5 {
+                let report = try await shell!.reconcileOnce()
+                totals.started += report.started.count
+                totals.stopped += report.stopped.count
+                totals.errors += report.errors.count
+                if report.plan.isEmpty { break }
+            }
             let running = try await client!.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(node)"], all: false)
             var counts: [String: Int] = [:]
             for c in running where c.State == "running" {
@@ -94,6 +102,7 @@ public actor NodeExecutor {
                 lastError = nil
             }
         } catch {
+            totals.errors += 1
             let text = "\(error)"
             if text != lastError {
                 logger.error("cannot carry out the assignment: \(text)")

@@ -104,6 +104,12 @@ import Testing
             let nodes = try json(await a.cluster(method: "GET", path: "/v1/nodes/drained", body: []), [String].self)
             #expect(nodes == ["c1"])
         }
+        // The Prometheus endpoint carries members, Raft and the services.
+        let text = await c.servers[0].metricsText()
+        #expect(text.contains(#"microscale_members{status="alive"} 4"#), "\(text)")
+        #expect(text.contains("microscale_raft_term") && text.contains("microscale_raft_commit_index"))
+        #expect(text.contains(#"microscale_service_demand{service="web"} 12.5"#), "\(text)")
+
         // Every server applied the same state.
         #expect(try await eventually {
             var states: [ClusterState] = []
