@@ -42,6 +42,8 @@ public struct StatusView: Codable, Sendable, Equatable {
         public var priority: Int
         /// nil: unknown (the planner holds the count), or a fill service.
         public var demand: Double?
+        /// Demand one container absorbs (the chart draws demand in containers).
+        public var perContainer: Double?
         public var desired: Int
         public var running: Int
     }
@@ -232,7 +234,7 @@ public actor ClusterAPI {
             }
             let services = state.services.map { name, spec in
                 StatusView.Service(name: name, priority: spec.priority, demand: spec.fill ? nil : demand[name],
-                                   desired: state.plan.count(service: name), running: running[name] ?? 0)
+                                   perContainer: spec.demand?.perContainer, desired: state.plan.count(service: name), running: running[name] ?? 0)
             }.sorted { ($0.priority, $0.name) < ($1.priority, $1.name) }
             let nodes = members.map { m in
                 StatusView.NodeRow(name: m.name, status: m.status, role: m.role, drained: state.isDrained(m.name),

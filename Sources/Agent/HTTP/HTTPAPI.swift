@@ -10,6 +10,8 @@ public protocol AgentState: Sendable {
     func cluster(method: String, path: String, body: [UInt8]) async -> APIResponse
     /// `GET /metrics`, in the Prometheus text exposition format.
     func metricsText() async -> String
+    /// The dashboard's samples (starts sampling on first use).
+    func history() async -> [StatusHistory.Sample]
 }
 
 /// `GET /v1/agent/self`: this agent's identity and counters.
@@ -49,6 +51,14 @@ public enum HTTPAPI {
         router.get("/metrics") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                      body: .init(byteBuffer: ByteBuffer(string: await state.metricsText())))
+        }
+        router.get("/ui") { _, _ -> Response in
+            _ = await state.history()
+            return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
+                            body: .init(byteBuffer: ByteBuffer(string: DashboardPage.html)))
+        }
+        router.get("/v1/history") { _, _ -> JSONBody<[StatusHistory.Sample]> in
+            JSONBody(await state.history())
         }
         router.get("/v1/leader", use: cluster)
         router.get("/v1/status", use: cluster)

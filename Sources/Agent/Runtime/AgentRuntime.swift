@@ -24,6 +24,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     /// The leader's decision loop, on servers.
     public let decisions: DecisionLoop?
     public let metrics = AgentMetrics()
+    private var statusHistory: StatusHistory?
+    private let historyLock = NSLock()
     private var httpTask: Task<Void, Error>?
     /// The address the HTTP API listens on (port 0 in the configuration picks a free one).
     public private(set) var httpAddress: SocketAddress?
@@ -196,6 +198,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
 
     /// Stops without telling anyone (as a crash would, but closing sockets cleanly).
     public func shutdown() async {
+        await historyLock.withLock { statusHistory }?.stop()
         await decisions?.stop()
         await assignments.stop()
         await executor.stop()
@@ -210,6 +213,20 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     public func members() async -> [MemberView] { await membership.members() }
 
     public func metricsText() async -> String { await metrics.render(self) }
+
+    public func history() async -> [StatusHistory.Sample] {
+        let h: StatusHistory = historyLock.withLock {
+            if let h = statusHistory { return h }
+            let h = StatusHistory { [weak self] in
+                guard let self, case let r = await self.cluster(method: "GET", path: "/v1/status", body: []), r.status == 200 else { return nil }
+                return try? JSONDecoder().decode(StatusView.self, from: Data(r.body))
+            }
+            statusHistory = h
+            return h
+        }
+        await h.ensureRunning()
+        return await h.all
+    }
 
     public func cluster(method: String, path: String, body: [UInt8]) async -> APIResponse {
         await clusterAPI.handle(method: method, path: path, body: body)

@@ -130,7 +130,7 @@ public actor DecisionLoop {
         let reasons = Array((result.decisions.map(\.description) + result.shortfalls.map(\.description)).prefix(50))
         let decision = Consensus.Decision(
             timestampMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
-            summary: "\(result.decisions.count) change\(result.decisions.count == 1 ? "" : "s") planned in \(planning)",
+            summary: "\(result.decisions.count) change\(result.decisions.count == 1 ? "" : "s") planned in \(String(format: "%.2f", ms(planning))) ms",
             reasons: reasons)
         do {
             if let refused = try await raft.propose(.setPlan(Consensus.Plan(assignments: next), decision)) {

@@ -1,0 +1,90 @@
+/// `GET /ui`: one self-contained page (no external assets: the cluster may have no internet, and the
+/// API token must not leak to a CDN). It polls `/v1/history` once and `/v1/status` and
+/// `/v1/decisions` every second, and draws with a canvas: the demand line of each demand-driven
+/// service against its running containers, priority 1 tracking demand and batch filling the rest.
+enum DashboardPage {
+    static let html = #"""
+<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Microscale</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body { font: 14px system-ui, sans-serif; margin: 16px; color: #222; background: #fafafa; }
+ h1 { font-size: 18px; margin: 0 0 8px; } h2 { font-size: 15px; margin: 16px 0 6px; }
+ #chart { width: 100%; height: 320px; background: #fff; border: 1px solid #ddd; }
+ table { border-collapse: collapse; background: #fff; } td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; }
+ .legend span { display: inline-block; margin-right: 14px; } .sw { display: inline-block; width: 10px; height: 10px; margin-right: 4px; }
+ #err { color: #b00; }
+</style></head><body>
+<h1>Microscale <small id="leader"></small></h1>
+<div id="err"></div>
+<canvas id="chart" data-points="0"></canvas>
+<div class="legend" id="legend"></div>
+<h2>Members</h2><table id="members"><tr><th>node</th><th>status</th><th>role</th><th>assigned</th><th>running</th></tr></table>
+<h2>Latest decisions</h2><table id="decisions"><tr><th>#</th><th>when</th><th>summary</th><th>reasons</th></tr></table>
+<script>
+const colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+let history = [];
+const windowMs = 10 * 60 * 1000;
+function esc(s) { return String(s).replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;","\"":"&quot;"}[c])); }
+function counts(c) { return Object.keys(c || {}).sort().map(k => k + "=" + c[k]).join(", ") || "-"; }
+async function get(path) { const r = await fetch(path); if (!r.ok) throw new Error(path + ": " + r.status + " " + await r.text()); return r.json(); }
+function draw() {
+  const cv = document.getElementById("chart"), ctx = cv.getContext("2d");
+  cv.width = cv.clientWidth; cv.height = cv.clientHeight;
+  ctx.clearRect(0, 0, cv.width, cv.height);
+  cv.dataset.points = String(history.length);
+  if (history.length === 0) return;
+  // The x axis spans what there is, from one minute up to ten.
+  const now = history[history.length - 1].time;
+  const span = Math.min(windowMs, Math.max(60 * 1000, now - history[0].time)), t0 = now - span;
+  const names = [...new Set(history.flatMap(h => h.services.map(s => s.name)))];
+  let max = 1;
+  for (const h of history) for (const s of h.services) {
+    max = Math.max(max, s.running, s.desired);
+    const per = s.perContainer || 1;
+    if (s.demand != null) max = Math.max(max, s.demand / per);
+  }
+  const x = t => 40 + (cv.width - 50) * (t - t0) / span, y = v => cv.height - 20 - (cv.height - 30) * v / max;
+  ctx.strokeStyle = "#eee"; ctx.fillStyle = "#888"; ctx.font = "11px sans-serif";
+  for (let i = 0; i <= 4; i++) { const v = max * i / 4; ctx.beginPath(); ctx.moveTo(40, y(v)); ctx.lineTo(cv.width - 10, y(v)); ctx.stroke(); ctx.fillText(v.toFixed(0), 4, y(v) + 4); }
+  const legend = [];
+  names.forEach((n, i) => {
+    const col = colors[i % colors.length];
+    ctx.strokeStyle = col; ctx.lineWidth = 2; ctx.setLineDash([]); ctx.beginPath();
+    history.forEach((h, j) => { const s = h.services.find(s => s.name === n); const v = s ? s.running : 0; j ? ctx.lineTo(x(h.time), y(v)) : ctx.moveTo(x(h.time), y(v)); });
+    ctx.stroke();
+    const withDemand = history.filter(h => { const s = h.services.find(s => s.name === n); return s && s.demand != null; });
+    if (withDemand.length) {
+      ctx.setLineDash([5, 4]); ctx.lineWidth = 1.5; ctx.beginPath();
+      withDemand.forEach((h, j) => { const s = h.services.find(s => s.name === n); const v = s.demand / (s.perContainer || 10); j ? ctx.lineTo(x(h.time), y(v)) : ctx.moveTo(x(h.time), y(v)); });
+      ctx.stroke();
+    }
+    const last = history[history.length - 1].services.find(s => s.name === n);
+    legend.push('<span><i class="sw" style="background:' + col + '"></i>' + esc(n) + (last ? " (priority " + last.priority + ", running " + last.running + (last.demand != null ? ", demand " + last.demand.toFixed(1) : "") + ")" : "") + "</span>");
+  });
+  document.getElementById("legend").innerHTML = legend.join("") + "<span>solid: running containers; dashed: demand in containers</span>";
+}
+async function tick() {
+  try {
+    const s = await get("/v1/status");
+    document.getElementById("leader").textContent = "leader " + s.leader + ", term " + s.term;
+    const sample = { time: Date.now(), services: s.services, nodes: s.nodes };
+    history.push(sample);
+    history = history.filter(h => h.time >= sample.time - windowMs);
+    document.getElementById("members").innerHTML = "<tr><th>node</th><th>status</th><th>role</th><th>assigned</th><th>running</th></tr>" +
+      s.nodes.map(n => "<tr><td>" + esc(n.name) + "</td><td>" + esc(n.status) + (n.drained ? " (drained)" : "") + "</td><td>" + esc(n.role) + "</td><td>" + esc(counts(n.assigned)) + "</td><td>" + esc(counts(n.running)) + "</td></tr>").join("");
+    const d = await get("/v1/decisions?limit=10");
+    document.getElementById("decisions").innerHTML = "<tr><th>#</th><th>when</th><th>summary</th><th>reasons</th></tr>" +
+      d.reverse().map(x => "<tr><td>" + x.index + "</td><td>" + new Date(x.timestampMilliseconds).toLocaleTimeString() + "</td><td>" + esc(x.summary) + "</td><td>" + esc(x.reasons.slice(0, 4).join("; ")) + "</td></tr>").join("");
+    document.getElementById("err").textContent = "";
+  } catch (e) { document.getElementById("err").textContent = String(e); }
+  draw();
+}
+(async () => {
+  try { history = (await get("/v1/history")).map(h => ({ time: h.time, services: h.services, nodes: h.nodes })); } catch (e) {}
+  await tick();
+  setInterval(tick, 1000);
+})();
+</script></body></html>
+"""#
+}

@@ -1,0 +1,50 @@
+@testable import Agent
+import Foundation
+import Testing
+
+/// The dashboard in a real headless Chromium (Debian's package): the page loads from a running
+/// cluster, its chart has data, the members and decisions are listed, and a screenshot is taken.
+@Suite(.serialized) struct DashboardTests {
+    static let chromium = "/usr/bin/chromium"
+
+    func chromium(_ args: [String]) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.chromium)
+        p.arguments = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                       "--user-data-dir=\(NSTemporaryDirectory())microscale-chromium-\(getpid())"] + args
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    @Test func thePageLoadsInChromiumWithChartDataMembersAndDecisions() async throws {
+        #expect(FileManager.default.isExecutableFile(atPath: Self.chromium), "install Debian's chromium (scripts/setup --test)")
+        let api = ClusterAPITests()
+        let c = try await api.cluster()
+        defer { Task { for a in c.all { await a.shutdown() } } }
+        #expect(try await api.eventually { await api.leader(c.client) != nil })
+        let file = "services: { web: { image: mini:latest, cpu: 0.5, memory: 64MiB, min: 1, max: 4, demand: { source: static, per_container: 10 } } }"
+        #expect(await c.client.cluster(method: "PUT", path: "/v1/services", body: Array(file.utf8)).status == 200)
+        #expect(await c.client.cluster(method: "PUT", path: "/v1/demand/web", body: Array(#"{"value": 25}"#.utf8)).status == 200)
+        let server = c.servers[1]
+        let url = "http://127.0.0.1:\(try #require(server.httpAddress?.port))/ui"
+        // Two history samples exist before the page asks for them.
+        _ = await server.history()
+        #expect(try await api.eventually { await server.history().count >= 2 })
+
+        let dom = try chromium(["--virtual-time-budget=3000", "--dump-dom", url])
+        let points = dom.firstRange(of: #/data-points="(\d+)"/#).map { Int(dom[$0].dropFirst(13).dropLast()) ?? 0 } ?? 0
+        #expect(points >= 2, "the chart drew \(points) samples")
+        for s in c.servers { #expect(dom.contains("<td>\(s.configuration.name)</td><td>alive"), "member \(s.configuration.name) listed") }
+        #expect(dom.contains("→3: demand 25 at 10 per container"), "the latest decision is listed")
+
+        let shot = NSTemporaryDirectory() + "microscale-dashboard-\(getpid()).png"
+        _ = try chromium(["--virtual-time-budget=3000", "--window-size=1100,800", "--screenshot=\(shot)", url])
+        let png = try #require(FileManager.default.contents(atPath: shot), "no screenshot at \(shot)")
+        #expect(png.count > 10_000 && png.starts(with: [0x89, 0x50, 0x4E, 0x47]), "screenshot \(shot) is a PNG")
+    }
+}
