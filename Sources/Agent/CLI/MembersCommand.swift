@@ -1,8 +1,7 @@
 import ArgumentParser
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import DockerEngine
+import NIOHTTP1
 
 /// Options every CLI command that talks to the local agent shares.
 public struct HTTPClientOptions: ParsableArguments {
@@ -27,28 +26,32 @@ public struct HTTPClientOptions: ParsableArguments {
     }
 
     /// Sends a request and returns the body of a 2xx answer; anything else becomes an error carrying
-    /// the agent's own message (`{"error": ...}`).
-    func call(_ method: String, _ path: String, body: Data? = nil, timeout: TimeInterval = 15) async throws -> Data {
-        guard let url = URL(string: baseURL + path) else { throw CLIError("--http-addr \(baseURL) is not an address") }
-        var request = URLRequest(url: url, timeoutInterval: timeout)
-        request.httpMethod = method
-        if let body {
-            request.httpBody = body
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+    /// the agent's own message (`{"error": ...}`). Uses the project's small NIO HTTP/1.1 client
+    /// rather than URLSession: FoundationNetworking would link libcurl and some twenty libraries
+    /// behind it into the agent's binary, costing every agent process several MiB of memory.
+    func call(_ method: String, _ path: String, body: Data? = nil, timeout: Duration = .seconds(15)) async throws -> Data {
+        let endpoint: HTTPEndpoint, target: String
+        do { (endpoint, target) = try HTTPEndpoint.parse(url: baseURL + path) } catch {
+            throw CLIError("--http-addr \(baseURL) is not an address: \(error)")
         }
+        var headers: [(String, String)] = []
+        if body != nil { headers.append(("Content-Type", "application/json")) }
         if let t = token ?? ProcessInfo.processInfo.environment["MICROSCALE_HTTP_TOKEN"] {
-            request.setValue("Bearer \(t)", forHTTPHeaderField: "Authorization")
+            headers.append(("Authorization", "Bearer \(t)"))
         }
-        let data: Data
-        let response: URLResponse
-        do { (data, response) = try await URLSession.shared.data(for: request) } catch {
-            throw CLIError("cannot reach the agent at \(baseURL): \(error.localizedDescription) (is 'microscale agent' running? see --http-addr)")
+        let response: HTTPResponse
+        do {
+            response = try await MiniHTTPClient().request(endpoint, method: HTTPMethod(rawValue: method), path: target,
+                                                          headers: headers, body: body.map { Array($0) } ?? (method == "GET" ? nil : []),
+                                                          timeout: timeout)
+        } catch {
+            throw CLIError("cannot reach the agent at \(baseURL): \(error) (is 'microscale agent' running? see --http-addr)")
         }
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        guard (200..<300).contains(status) else {
+        let data = Data(response.body)
+        guard (200..<300).contains(response.status) else {
             struct Failure: Decodable { var error: String }
             if let f = try? JSONDecoder().decode(Failure.self, from: data) { throw CLIError(f.error) }
-            throw CLIError("the agent at \(baseURL) answered \(status): \(String(decoding: data.prefix(300), as: UTF8.self))")
+            throw CLIError("the agent at \(baseURL) answered \(response.status): \(String(decoding: data.prefix(300), as: UTF8.self))")
         }
         return data
     }
