@@ -91,10 +91,13 @@ public struct ClusterProcessBenchmark: Sendable {
                 progress("demand trial \(trial): did not settle at 2 web + 10 batch"); continue
             }
             let t0 = ContinuousClock.now
+            let wall0 = Date().timeIntervalSince1970 * 1000
             guard await put(hosts, "/v1/demand/web", #"{"value": 80}"#) else { continue }
             if try await waitUntil(20, { await running("web", on: all) >= 8 }, every: .milliseconds(10)) {
                 steps.append(ms(ContinuousClock.now - t0))
-                progress(String(format: "demand trial %d: %.0f ms", trial, steps.last!))
+                // Where the time went: the plan's decision time (wall clock, ms) against the step.
+                let planned = await lastDecisionTime(hosts).map { String(format: ", plan decided at %.0f ms", $0 - wall0) } ?? ""
+                progress(String(format: "demand trial %d: %.0f ms", trial, steps.last!) + planned)
             }
         }
 
@@ -198,6 +201,16 @@ public struct ClusterProcessBenchmark: Sendable {
     func leaderName(_ hosts: [Host]) async -> String? {
         for h in hosts where h.process?.isRunning == true {
             if let d = await get(h, "/v1/leader"), let v = try? JSONDecoder().decode(LeaderView.self, from: d) { return v.name }
+        }
+        return nil
+    }
+
+    func lastDecisionTime(_ hosts: [Host]) async -> Double? {
+        struct D: Decodable { var timestampMilliseconds: Int64 }
+        for h in hosts where h.process?.isRunning == true {
+            if let d = await get(h, "/v1/decisions?limit=1"), let list = try? JSONDecoder().decode([D].self, from: d) {
+                return list.last.map { Double($0.timestampMilliseconds) }
+            }
         }
         return nil
     }
