@@ -44,6 +44,10 @@ public struct MembershipConfiguration: Sendable, Hashable {
     /// `gossipInterval`, but only while there is something to say: idle nodes send none.
     public var gossipInterval: Duration = .milliseconds(50)
     public var gossipFanout = 3
+    /// Gossip packets go to members heard from within this window when there are any (their
+    /// connection is open; the transport closes idle ones after 60 s), see
+    /// `SWIMInstance.recentLiveMembers`.
+    public var gossipPeerWindow: Duration = .seconds(20)
     /// Bytes of updates piggybacked on one ping/ack, and carried by one gossip packet.
     public var maxPiggybackBytes = 512
     public var maxGossipPacketBytes = 1400

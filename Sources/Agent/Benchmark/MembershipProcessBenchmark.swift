@@ -41,13 +41,90 @@ public struct MembershipProcessBenchmark: Sendable {
         var process: Process
     }
 
-    public func run(progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
+    /// The no-false-positive run: N agents join, `busyLoops` shell busy loops load the cores,
+    /// and for `seconds` every agent's view is polled once a second. Any member marked dead
+    /// (or suspect) is a false positive, since every agent stays alive; the agents' own logs
+    /// (warning level: every suspect and dead transition) count the ones a poll would miss.
+    public struct SoakReport: Codable, Sendable {
+        public var nodes: Int
+        public var seconds: Double
+        public var busyLoops: Int
+        public var joinConvergenceSeconds: Double?
+        /// Transitions to dead, summed over every agent's log (0 is the target).
+        public var falseDeaths: Int
+        /// Transitions to suspect, summed over every agent's log (refuted suspicions; allowed).
+        public var suspicions: Int
+        /// Polls (agent × second) in which some member was not alive.
+        public var pollsWithNonAlive: Int
+        public var polls: Int
+        public var cpuPercentPerAgent: Double
+        public var bytesPerNodePerSecond: Double
+        public var rssMiB: Double
+    }
+
+    public func soak(seconds: Double, busyLoops: Int, progress: @Sendable (String) -> Void = { _ in }) async throws -> SoakReport {
         let dir = workDirectory
-        try? FileManager.default.removeItem(atPath: dir)
-        try CertificateIssuer.createCA(in: "\(dir)/ca")
-        for i in 0..<nodes {
-            try CertificateIssuer.createNodeCertificate(caDir: "\(dir)/ca", node: "node-\(i)", server: i < 3, in: "\(dir)/certs")
+        var agents: [Agent] = []
+        var busy: [Process] = []
+        defer {
+            for p in busy where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+            for a in agents where a.process.isRunning { kill(a.process.processIdentifier, SIGKILL) }
         }
+        let (all, join) = try await startCluster(progress: progress) { agents.append($0) }
+        agents = all
+        for _ in 0..<busyLoops {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/sh")
+            p.arguments = ["-c", "while :; do :; done"]
+            try p.run()
+            busy.append(p)
+        }
+        progress("\(busyLoops) busy loops started; soaking for \(Int(seconds)) s")
+        let before = await traffic(agents)
+        let cpuBefore = agents.map { cpuTicks($0.process.processIdentifier) }
+        let start = Date()
+        var polls = 0, nonAlive = 0
+        var lastReport = start
+        while Date().timeIntervalSince(start) < seconds {
+            try await Task.sleep(for: .seconds(1))
+            for a in agents {
+                guard let v = await view(a) else { continue }
+                polls += 1
+                if v.values.contains(where: { $0 != "alive" }) { nonAlive += 1 }
+            }
+            if Date().timeIntervalSince(lastReport) >= 60 {
+                lastReport = Date()
+                let (d, sus) = countTransitions(dir)
+                progress("\(Int(Date().timeIntervalSince(start))) s: \(d) dead, \(sus) suspect transitions, \(nonAlive) of \(polls) polls saw a non-alive member")
+            }
+        }
+        let elapsed = Date().timeIntervalSince(start)
+        let after = await traffic(agents)
+        let cpuAfter = agents.map { cpuTicks($0.process.processIdentifier) }
+        let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let cpu = zip(cpuBefore, cpuAfter).map { Double($1 - $0) / ticksPerSecond / elapsed * 100 }.reduce(0, +) / Double(nodes)
+        let rss = agents.map { rssKiB($0.process.processIdentifier) }.reduce(0, +) / Double(nodes) / 1024
+        let (deaths, suspicions) = countTransitions(dir)
+        return SoakReport(nodes: nodes, seconds: elapsed, busyLoops: busyLoops, joinConvergenceSeconds: join,
+                          falseDeaths: deaths, suspicions: suspicions, pollsWithNonAlive: nonAlive, polls: polls,
+                          cpuPercentPerAgent: cpu, bytesPerNodePerSecond: Double(after - before) / elapsed / Double(nodes),
+                          rssMiB: rss)
+    }
+
+    /// Transitions to dead and to suspect in every agent's log (MembershipService logs both at
+    /// warning level as "member NAME is dead|suspect").
+    func countTransitions(_ dir: String) -> (dead: Int, suspect: Int) {
+        var dead = 0, suspect = 0
+        for i in 0..<nodes {
+            guard let text = try? String(contentsOfFile: "\(dir)/node-\(i).log", encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n") where line.contains("member ") {
+                if line.contains(" is dead") { dead += 1 } else if line.contains(" is suspect") { suspect += 1 }
+            }
+        }
+        return (dead, suspect)
+    }
+
+    public func run(progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
         var agents: [Agent] = []
         defer {
             for a in agents where a.process.isRunning {
@@ -55,6 +132,22 @@ public struct MembershipProcessBenchmark: Sendable {
                 kill(a.process.processIdentifier, SIGKILL)
             }
         }
+        let (all, join) = try await startCluster(progress: progress) { agents.append($0) }
+        agents = all
+        return try await measure(agents, join: join)
+    }
+
+    /// Starts the seed, then the N−1 others at once with `--join` the seed; returns them and
+    /// the time from the last start to every view holding N alive members (nil: timed out).
+    /// `started` sees each agent as soon as it runs, so the caller can clean up after a throw.
+    func startCluster(progress: @Sendable (String) -> Void, started: (Agent) -> Void) async throws -> ([Agent], Double?) {
+        let dir = workDirectory
+        try? FileManager.default.removeItem(atPath: dir)
+        try CertificateIssuer.createCA(in: "\(dir)/ca")
+        for i in 0..<nodes {
+            try CertificateIssuer.createNodeCertificate(caDir: "\(dir)/ca", node: "node-\(i)", server: i < 3, in: "\(dir)/certs")
+        }
+        var agents: [Agent] = []
         func spawn(_ i: Int) throws -> Agent {
             let name = "node-\(i)", host = "127.0.0.\(i + 1)"
             let p = Process()
@@ -70,7 +163,9 @@ public struct MembershipProcessBenchmark: Sendable {
             p.standardOutput = log
             p.standardError = log
             try p.run()
-            return Agent(name: name, host: host, process: p)
+            let a = Agent(name: name, host: host, process: p)
+            started(a)
+            return a
         }
 
         agents.append(try spawn(0))
@@ -87,6 +182,10 @@ public struct MembershipProcessBenchmark: Sendable {
         let join = converged ? Date().timeIntervalSince(t0) : nil
 
         progress("converged: \(join.map { "\($0)" } ?? "no")")
+        return (agents, join)
+    }
+
+    func measure(_ agents: [Agent], join: Double?) async throws -> Report {
         // Idle: bytes, CPU, memory over a quiet window.
         let before = await traffic(agents)
         let cpuBefore = agents.map { cpuTicks($0.process.processIdentifier) }

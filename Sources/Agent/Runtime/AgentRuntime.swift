@@ -70,6 +70,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         box.service = membership
         let service = membership
         transport.onConnectionLost { address in Task { await service.connectionLost(address) } }
+        transport.onPeerConnectionLost { name in Task { await service.peerConnectionLost(name) } }
     }
 
     /// Listens on the peer and HTTP addresses and joins the cluster.
