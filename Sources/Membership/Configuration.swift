@@ -62,6 +62,8 @@ public struct MembershipConfiguration: Sendable, Hashable {
     public var joinPushPullDelay: Duration = .milliseconds(250)
     /// A joining node repeats its push-pull to the seeds this often until one answers.
     public var joinRetryInterval: Duration = .seconds(1)
+    /// EXPERIMENT
+    public var probeAfterJoinSettles = false
     /// memberlist's open problem (healed partitions stay split): for `redialWindow` after a
     /// member is declared dead, ping one such member every `redialInterval`; an ack starts a
     /// push-pull, which merges the two sides. After the window the member is forgotten.

@@ -750,6 +750,10 @@ public struct SWIMInstance: Sendable {
             nextJoinAt = nil
             earlyPushPulls = configuration.joinPushPulls
             if earlyPushPulls > 0 { nextPushPullAt = now + configuration.joinPushPullDelay }
+            if configuration.probeAfterJoinSettles && earlyPushPulls > 0 {
+                let settled = configuration.joinPushPullDelay * ((1 << min(16, earlyPushPulls)) - 1)
+                nextProbeAt = max(nextProbeAt, now + settled + Duration.randomUpTo(configuration.probeInterval, using: &rng))
+            }
         }
     }
 

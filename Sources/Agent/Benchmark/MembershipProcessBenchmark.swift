@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import SecureTransport
 
 /// Membership with real agent processes on loopback addresses 127.0.0.x, measured the way the

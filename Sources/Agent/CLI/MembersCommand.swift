@@ -1,8 +1,6 @@
 import ArgumentParser
+import DockerEngine
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// Options every CLI command that talks to the local agent shares.
 public struct HTTPClientOptions: ParsableArguments {
@@ -18,21 +16,26 @@ public struct HTTPClientOptions: ParsableArguments {
         return addr.hasPrefix("http") ? addr : "http://\(addr)"
     }
 
-    /// GETs `path` and decodes the JSON; errors say what to check.
+    /// GETs `path` and decodes the JSON; errors say what to check. Uses the project's small
+    /// NIO HTTP/1.1 client rather than URLSession: FoundationNetworking would link libcurl and
+    /// some twenty libraries behind it into the agent's binary, costing every agent process
+    /// several MiB of resident memory and start-up time for one CLI command.
     func get<T: Decodable>(_ path: String, as: T.Type) async throws -> (T, Data) {
-        guard let url = URL(string: baseURL + path) else { throw CLIError("--http-addr \(baseURL) is not an address") }
-        var request = URLRequest(url: url, timeoutInterval: 5)
+        let endpoint: HTTPEndpoint, target: String
+        do { (endpoint, target) = try HTTPEndpoint.parse(url: baseURL + path) } catch {
+            throw CLIError("--http-addr \(baseURL) is not an address: \(error)")
+        }
+        var headers: [(String, String)] = []
         if let t = token ?? ProcessInfo.processInfo.environment["MICROSCALE_HTTP_TOKEN"] {
-            request.setValue("Bearer \(t)", forHTTPHeaderField: "Authorization")
+            headers.append(("Authorization", "Bearer \(t)"))
         }
-        let data: Data
-        let response: URLResponse
-        do { (data, response) = try await URLSession.shared.data(for: request) } catch {
-            throw CLIError("cannot reach the agent at \(baseURL): \(error.localizedDescription) (is 'microscale agent' running? see --http-addr)")
+        let response: HTTPResponse
+        do { response = try await MiniHTTPClient().request(endpoint, path: target, headers: headers, timeout: .seconds(5)) } catch {
+            throw CLIError("cannot reach the agent at \(baseURL): \(error) (is 'microscale agent' running? see --http-addr)")
         }
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        guard status == 200 else {
-            throw CLIError("the agent at \(baseURL) answered \(status): \(String(decoding: data.prefix(300), as: UTF8.self))")
+        let data = Data(response.body)
+        guard response.status == 200 else {
+            throw CLIError("the agent at \(baseURL) answered \(response.status): \(String(decoding: data.prefix(300), as: UTF8.self))")
         }
         do { return (try JSONDecoder().decode(T.self, from: data), data) } catch {
             throw CLIError("the agent at \(baseURL) sent an unexpected answer: \(error)")
