@@ -52,6 +52,7 @@ struct MembershipBench: AsyncParsableCommand {
 
     @Option(help: "Cluster sizes to measure, comma separated.") var nodes = "10,25,50"
     @Option(help: "Seconds of idle measurement.") var idle = 10.0
+    @Option(help: "Seconds between convergence and the idle measurement (the mesh of connections forms).") var settle = 15.0
     @Option(help: "The microscale executable (default: next to this one).") var microscale: String?
     @Option(help: "Instead of the standard measurement: soak this many seconds, counting false positives.") var soak: Double?
     @Option(help: "With --soak: shell busy loops loading the cores meanwhile.") var busy = 2
@@ -79,6 +80,7 @@ struct MembershipBench: AsyncParsableCommand {
         for n in nodes.split(separator: ",").compactMap({ Int($0) }) {
             var b = MembershipProcessBenchmark(nodes: n, executable: exe, workDirectory: NSTemporaryDirectory() + "microscale-bench-membership-\(n)")
             b.idleSeconds = idle
+            b.settleSeconds = settle
             let r = try await b.run(progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
             reports.append(r)
             if !json {

@@ -63,13 +63,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             agentVersion: MicroscaleVersion.current)
         var seed = SystemRandomNumberGenerator()
         do {
-            var mc = MembershipConfiguration.lan
-            let env = ProcessInfo.processInfo.environment
-            if let v = env["MSX_JOINDELAY"].flatMap(Int.init) { mc.joinPushPullDelay = .milliseconds(v) }
-            if let v = env["MSX_JOINPULLS"].flatMap(Int.init) { mc.joinPushPulls = v }
-            if env["MSX_DEFER"] == "1" { mc.probeAfterJoinSettles = true }
-            if let v = env["MSX_GOSSIPMS"].flatMap(Int.init) { mc.gossipInterval = .milliseconds(v) }
-            membership = try MembershipService(configuration: mc, record: record, seed: seed.next(), transport: transport, logger: logger)
+            membership = try MembershipService(record: record, seed: seed.next(), transport: transport, logger: logger)
         } catch {
             throw ConfigurationError("node record: \(error)")
         }
