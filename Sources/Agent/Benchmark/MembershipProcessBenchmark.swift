@@ -170,7 +170,11 @@ public struct MembershipProcessBenchmark: Sendable {
 
         agents.append(try spawn(0))
         progress("seed started")
-        guard try await waitUntil(timeoutSeconds, { await self.view(agents[0]) != nil }) else {
+        // Our seed, not another agent left on the address: its view names it, and it runs.
+        guard try await waitUntil(timeoutSeconds, {
+            guard agents[0].process.isRunning else { return false }
+            return await self.view(agents[0])?["node-0"] != nil
+        }) else {
             throw CLIError("the seed agent did not start; see \(dir)/node-0.log")
         }
         for i in 1..<nodes { agents.append(try spawn(i)) }
