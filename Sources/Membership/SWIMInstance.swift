@@ -40,6 +40,9 @@ public struct SWIMInstance: Sendable {
     private var nextJoinAt: Duration?
     /// Push-pulls still owed soon after joining (see `onPushPull`).
     private var earlyPushPulls = 0
+    /// Set while merging a push-pull reply that completes our join or answers one of its early
+    /// push-pulls: members learned from it are not re-announced (see `onPushPull`).
+    private var mergingJoinReply = false
     private var recordRequests: [String: Duration] = [:]
     /// The members we heard from most recently, newest last, with when (see `hear`).
     private var recentPeers: [(name: String, at: Duration)] = []
@@ -521,7 +524,7 @@ public struct SWIMInstance: Sendable {
             probeOrder.insert(Int32(members.count - 1), at: pos)
             out.events.append(.memberChanged(MemberChange(name: rec.name, address: rec.address, previous: nil,
                                                           status: .alive, incarnation: inc)))
-            broadcasts.enqueue(.alive(incarnation: inc, record: rec))
+            if !mergingJoinReply { broadcasts.enqueue(.alive(incarnation: inc, record: rec)) }
             return
         }
         let m = members[i]
@@ -713,7 +716,13 @@ public struct SWIMInstance: Sendable {
     }
 
     private mutating func onPushPull(_ p: PushPull, _ now: Duration) {
+        // A joiner does not re-announce the cluster it has just been told about: the member that
+        // answered knows all of it and gossips its own news. Re-announcing sent N−1 alive updates
+        // λ·log N times each, mostly back to that member — the only one a joiner talks to yet —
+        // ~1,400 redundant packets into the seed, the busiest member, when 50 join at once.
+        mergingJoinReply = p.isReply && (nextJoinAt != nil || earlyPushPulls > 0)
         defer {
+            mergingJoinReply = false
             // Answer after merging, so the reply already holds what the sender just told us.
             if !p.isReply { send(.pushPull(fullState(isReply: true, isJoin: false)), to: p.fromAddress) }
         }
