@@ -86,7 +86,7 @@ struct MembershipBench: AsyncParsableCommand {
             if !json {
                 func s(_ v: Double?) -> String { v.map { String(format: "%.2f s", $0) } ?? "timed out" }
                 print("N=\(n): join \(s(r.joinConvergenceSeconds)) (target 0.5 s at 50)  SIGKILL->all dead \(s(r.killDetectionSeconds)) (target 1.5 s)  SIGSTOP->all dead \(s(r.stopDetectionSeconds)) (target 2 s)")
-                print(String(format: "      %.0f B/s per node (target <= 500)  idle CPU %.2f%% (target <= 0.5%%)  RSS %.1f MiB (target <= 40)  false positives %d", r.bytesPerNodePerSecond, r.idleCPUPercent, r.rssMiB, r.falsePositives))
+                print(String(format: "      %.0f B/s per node (target <= 500)  idle CPU %.2f%% (target <= 0.5%%)  RSS %.1f MiB (target <= 40; private %.1f MiB)  false positives %d", r.bytesPerNodePerSecond, r.idleCPUPercent, r.rssMiB, r.rssAnonMiB, r.falsePositives))
             }
         }
         if json {

@@ -20,6 +20,9 @@ public struct MembershipProcessBenchmark: Sendable {
         public var bytesPerNodePerSecond: Double
         public var idleCPUPercent: Double
         public var rssMiB: Double
+        /// The private part of RSS (heap, stacks): the rest is the binary's and the shared
+        /// libraries' pages, which every process using them shares.
+        public var rssAnonMiB: Double
     }
 
     public var nodes: Int
@@ -205,6 +208,7 @@ public struct MembershipProcessBenchmark: Sendable {
         let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
         let cpu = zip(cpuBefore, cpuAfter).map { Double($1 - $0) / ticksPerSecond / idle * 100 }.reduce(0, +) / Double(nodes)
         let rss = agents.map { rssKiB($0.process.processIdentifier) }.reduce(0, +) / Double(nodes) / 1024
+        let rssAnon = agents.map { rssKiB($0.process.processIdentifier, field: "RssAnon:") }.reduce(0, +) / Double(nodes) / 1024
         let bytesPerNode = Double(after - before) / idle / Double(nodes)
         var falsePositives = countTransitions(workDirectory).dead
         for a in agents {
@@ -233,7 +237,7 @@ public struct MembershipProcessBenchmark: Sendable {
 
         return Report(nodes: nodes, joinConvergenceSeconds: join, killDetectionSeconds: killDetection,
                       stopDetectionSeconds: stopDetection, falsePositives: falsePositives,
-                      bytesPerNodePerSecond: bytesPerNode, idleCPUPercent: cpu, rssMiB: rss)
+                      bytesPerNodePerSecond: bytesPerNode, idleCPUPercent: cpu, rssMiB: rss, rssAnonMiB: rssAnon)
     }
 
     // MARK: Polling
@@ -281,9 +285,9 @@ public struct MembershipProcessBenchmark: Sendable {
         return u + s
     }
 
-    func rssKiB(_ pid: Int32) -> Double {
+    func rssKiB(_ pid: Int32, field: String = "VmRSS:") -> Double {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field) }),
               let kb = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return 0 }
         return kb
     }
