@@ -56,17 +56,19 @@ public struct MembershipConfiguration: Sendable, Hashable {
     /// Push-pull with one random member every interval, scaled by ceil(log2(N/32)) + 1 above
     /// 32 members so the total full-state traffic grows like N log N, not N².
     public var pushPullInterval: Duration = .seconds(30)
-    /// After joining, this many extra push-pulls, the first after `joinPushPullDelay`, each
-    /// later one after twice the previous delay (at 0.1, 0.3, 0.7, 1.5 s), with a member we
-    /// already talk to — at first the one that answered the join, which hears of every member
-    /// joining at the same time first. One full-state exchange brings what dozens of gossip
-    /// packets would, over an open connection; these bound the tail of a member that missed
-    /// some gossip to 1.5 s instead of a whole push-pull interval (serf's 86.7 s in issue 3).
-    public var joinPushPulls = 4
-    public var joinPushPullDelay: Duration = .milliseconds(100)
+    /// After joining, this many extra push-pulls, one every `joinPushPullDelay` (at 0.2, 0.4,
+    /// … 1.4 s), with a member we already talk to — at first the one that answered the join,
+    /// which hears of every member joining at the same time first. One full-state exchange
+    /// brings what dozens of gossip packets would, over an open connection. Evenly spaced, so a
+    /// member that joined early also pulls while the last of a mass join are still arriving
+    /// (with doubling delays, 0.1/0.3/0.7/1.5 s, the early joiners learned of the late ones only
+    /// at their 1.5 s pull: every 50-node join took ~1.1 s); they bound the tail of a member that
+    /// missed some gossip to 1.4 s instead of a whole push-pull interval (serf's 86.7 s).
+    public var joinPushPulls = 7
+    public var joinPushPullDelay: Duration = .milliseconds(200)
     /// A joining node repeats its push-pull to the seeds this often until one answers.
     public var joinRetryInterval: Duration = .seconds(1)
-    /// A member that joins starts probing only after its early push-pulls (1.5 s with the
+    /// A member that joins starts probing only after its early push-pulls (1.4 s with the
     /// defaults). When 50 members join at once, probing from the start would open a TLS
     /// connection per probe (each first-round target is new), ~250 handshakes a second across
     /// the cluster competing for CPU with the join itself; the members already in the cluster

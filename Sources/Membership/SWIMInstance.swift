@@ -214,8 +214,7 @@ public struct SWIMInstance: Sendable {
                 earlyPushPulls -= 1
             }
             if earlyPushPulls > 0 {
-                let sent = min(16, configuration.joinPushPulls - earlyPushPulls)
-                nextPushPullAt = now + configuration.joinPushPullDelay * (1 << sent)
+                nextPushPullAt = now + configuration.joinPushPullDelay
             } else {
                 // ±25% jitter keeps members that joined together from pushing in lockstep.
                 let interval = configuration.scaledPushPullInterval(members: liveCount + 1)
@@ -754,13 +753,12 @@ public struct SWIMInstance: Sendable {
         if liveCount > 0 && nextJoinAt != nil {
             // Joined. Members that join at the same time as us may have spent their
             // retransmissions before their gossipers knew us (serf's 86.7 s tail in issue 3):
-            // a few early push-pulls with random members fetch what we missed and announce us
-            // afresh. Their delays double: d, 2d, 4d.
+            // a few early push-pulls fetch what we missed and announce us afresh, every d.
             nextJoinAt = nil
             earlyPushPulls = configuration.joinPushPulls
             if earlyPushPulls > 0 { nextPushPullAt = now + configuration.joinPushPullDelay }
             if configuration.probeAfterJoinSettles && earlyPushPulls > 0 {
-                let settled = configuration.joinPushPullDelay * ((1 << min(16, earlyPushPulls)) - 1)
+                let settled = configuration.joinPushPullDelay * earlyPushPulls
                 nextProbeAt = max(nextProbeAt, now + settled + Duration.randomUpTo(configuration.probeInterval, using: &rng))
             }
         }

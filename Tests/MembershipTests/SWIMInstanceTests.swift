@@ -326,7 +326,7 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
         _ = h.receive(.pushPull(PushPull(from: "s", fromAddress: "s:7480", isReply: true, isJoin: false, states: states)),
                       at: .milliseconds(10))
         let c = MembershipConfiguration.lan
-        let settled = c.joinPushPullDelay * ((1 << c.joinPushPulls) - 1)
+        let settled = c.joinPushPullDelay * c.joinPushPulls
         let early = h.runAnswering(until: .milliseconds(10) + settled)
         #expect(early.pushPulls.map(\.to) == Array(repeating: "s:7480", count: c.joinPushPulls),
                 "early push-pulls go to the seed, the only member we heard from")
