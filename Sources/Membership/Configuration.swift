@@ -44,20 +44,37 @@ public struct MembershipConfiguration: Sendable, Hashable {
     /// `gossipInterval`, but only while there is something to say: idle nodes send none.
     public var gossipInterval: Duration = .milliseconds(50)
     public var gossipFanout = 3
+    /// Gossip packets go to members heard from within this window when there are any: their
+    /// connection is open, and they are reachable now — a short window drops the far side of a
+    /// partition from the candidates within a couple of seconds, so gossip is not wasted on it.
+    /// At 5 probes a second each way, ~10 distinct members speak to us within 2 s whatever N.
+    /// See `SWIMInstance.recentLiveMembers`.
+    public var gossipPeerWindow: Duration = .seconds(2)
     /// Bytes of updates piggybacked on one ping/ack, and carried by one gossip packet.
     public var maxPiggybackBytes = 512
     public var maxGossipPacketBytes = 1400
     /// Push-pull with one random member every interval, scaled by ceil(log2(N/32)) + 1 above
     /// 32 members so the total full-state traffic grows like N log N, not N².
     public var pushPullInterval: Duration = .seconds(30)
-    /// After joining, this many extra push-pulls with random members, the first after
-    /// `joinPushPullDelay`, each later one after twice the previous delay (at 0.25, 0.75, 1.75 s):
-    /// 50 simultaneous joins converge by gossip in ~0.2 s, and these bound the tail of a member
-    /// that missed some of it to ~1.75 s instead of a whole push-pull interval.
-    public var joinPushPulls = 3
-    public var joinPushPullDelay: Duration = .milliseconds(250)
+    /// After joining, this many extra push-pulls, one every `joinPushPullDelay` (at 0.2, 0.4,
+    /// … 1.4 s), with a member we already talk to — at first the one that answered the join,
+    /// which hears of every member joining at the same time first. One full-state exchange
+    /// brings what dozens of gossip packets would, over an open connection. Evenly spaced, so a
+    /// member that joined early also pulls while the last of a mass join are still arriving
+    /// (with doubling delays, 0.1/0.3/0.7/1.5 s, the early joiners learned of the late ones only
+    /// at their 1.5 s pull: every 50-node join took ~1.1 s); they bound the tail of a member that
+    /// missed some gossip to 1.4 s instead of a whole push-pull interval (serf's 86.7 s).
+    public var joinPushPulls = 7
+    public var joinPushPullDelay: Duration = .milliseconds(200)
     /// A joining node repeats its push-pull to the seeds this often until one answers.
     public var joinRetryInterval: Duration = .seconds(1)
+    /// A member that joins starts probing only after its early push-pulls (1.4 s with the
+    /// defaults). When 50 members join at once, probing from the start would open a TLS
+    /// connection per probe (each first-round target is new), ~250 handshakes a second across
+    /// the cluster competing for CPU with the join itself; the members already in the cluster
+    /// keep watching everyone meanwhile, and the joiner's first round then finds its
+    /// connections cheaper to open one by one.
+    public var probeAfterJoinSettles = true
     /// memberlist's open problem (healed partitions stay split): for `redialWindow` after a
     /// member is declared dead, ping one such member every `redialInterval`; an ack starts a
     /// push-pull, which merges the two sides. After the window the member is forgotten.

@@ -195,6 +195,20 @@ public enum Message: Sendable, Hashable {
     case recordRequest(RecordRequest)
     case record(RecordReply)
 
+    /// The member a message says it comes from, where it says so.
+    public var senderName: String? {
+        switch self {
+        case let .ping(p): return p.from
+        case let .pingReq(p): return p.from
+        case let .ack(a): return a.from
+        case let .nack(n): return n.from
+        case let .gossip(g): return g.from
+        case let .pushPull(p): return p.from
+        case let .recordRequest(r): return r.from
+        case let .record(r): return r.record.name
+        }
+    }
+
     /// Approximate encoded size in bytes, for bandwidth accounting (before the frame layer's
     /// header and compression).
     public var estimatedSize: Int {

@@ -40,7 +40,12 @@ public struct SWIMInstance: Sendable {
     private var nextJoinAt: Duration?
     /// Push-pulls still owed soon after joining (see `onPushPull`).
     private var earlyPushPulls = 0
+    /// Set while merging a push-pull reply that completes our join or answers one of its early
+    /// push-pulls: members learned from it are not re-announced (see `onPushPull`).
+    private var mergingJoinReply = false
     private var recordRequests: [String: Duration] = [:]
+    /// The members we heard from most recently, newest last, with when (see `hear`).
+    private var recentPeers: [(name: String, at: Duration)] = []
     private var out = Directives()
 
     private struct Probe: Sendable {
@@ -72,6 +77,7 @@ public struct SWIMInstance: Sendable {
     private static let maxRelays = 64
     private static let maxJoinSeeds = 16
     private static let maxRecordRequests = 256
+    private static let maxRecentPeers = 64
 
     /// - Parameters:
     ///   - incarnation: where to start; a shell that persists it passes the last one + 1, and
@@ -146,6 +152,7 @@ public struct SWIMInstance: Sendable {
 
     public mutating func receive(_ message: Message, now: Duration) -> Directives {
         begin()
+        if let sender = message.senderName { hear(sender, now) }
         switch message {
         case let .ping(p): onPing(p, now)
         case let .pingReq(r): onPingReq(r, now)
@@ -197,15 +204,17 @@ public struct SWIMInstance: Sendable {
             nextGossipAt = now + configuration.gossipInterval
         }
         if now >= nextPushPullAt {
-            if !isLeaving, let target = randomLiveMembers(1, excluding: nil).first {
+            // The early push-pulls after a join go to a member we already talk to (the one that
+            // answered the join, at first): it knows the most, and it costs no new connection.
+            let target = earlyPushPulls > 0 ? recentLiveMembers(1, now).first : randomLiveMembers(1, excluding: nil).first
+            if !isLeaving, let target {
                 send(.pushPull(fullState(isReply: false, isJoin: false)), to: members[target].address)
             }
             if earlyPushPulls > 0 {
                 earlyPushPulls -= 1
             }
             if earlyPushPulls > 0 {
-                let sent = min(16, configuration.joinPushPulls - earlyPushPulls)
-                nextPushPullAt = now + configuration.joinPushPullDelay * (1 << sent)
+                nextPushPullAt = now + configuration.joinPushPullDelay
             } else {
                 // ±25% jitter keeps members that joined together from pushing in lockstep.
                 let interval = configuration.scaledPushPullInterval(members: liveCount + 1)
@@ -461,7 +470,7 @@ public struct SWIMInstance: Sendable {
     private var retransmitLimit: Int { configuration.retransmitLimit(members: liveCount + 1) }
 
     private mutating func gossip(_ now: Duration) {
-        for t in randomLiveMembers(configuration.gossipFanout, excluding: nil) {
+        for t in recentLiveMembers(configuration.gossipFanout, now) {
             let items = broadcasts.take(budget: configuration.maxGossipPacketBytes, limit: retransmitLimit)
             if items.isEmpty { break }
             send(.gossip(GossipPacket(from: name, gossip: items)), to: members[t].address)
@@ -514,7 +523,7 @@ public struct SWIMInstance: Sendable {
             probeOrder.insert(Int32(members.count - 1), at: pos)
             out.events.append(.memberChanged(MemberChange(name: rec.name, address: rec.address, previous: nil,
                                                           status: .alive, incarnation: inc)))
-            broadcasts.enqueue(.alive(incarnation: inc, record: rec))
+            if !mergingJoinReply { broadcasts.enqueue(.alive(incarnation: inc, record: rec)) }
             return
         }
         let m = members[i]
@@ -706,7 +715,13 @@ public struct SWIMInstance: Sendable {
     }
 
     private mutating func onPushPull(_ p: PushPull, _ now: Duration) {
+        // A joiner does not re-announce the cluster it has just been told about: the member that
+        // answered knows all of it and gossips its own news. Re-announcing sent N−1 alive updates
+        // λ·log N times each, mostly back to that member — the only one a joiner talks to yet —
+        // ~1,400 redundant packets into the seed, the busiest member, when 50 join at once.
+        mergingJoinReply = p.isReply && (nextJoinAt != nil || earlyPushPulls > 0)
         defer {
+            mergingJoinReply = false
             // Answer after merging, so the reply already holds what the sender just told us.
             if !p.isReply { send(.pushPull(fullState(isReply: true, isJoin: false)), to: p.fromAddress) }
         }
@@ -738,11 +753,14 @@ public struct SWIMInstance: Sendable {
         if liveCount > 0 && nextJoinAt != nil {
             // Joined. Members that join at the same time as us may have spent their
             // retransmissions before their gossipers knew us (serf's 86.7 s tail in issue 3):
-            // a few early push-pulls with random members fetch what we missed and announce us
-            // afresh. Their delays double: d, 2d, 4d.
+            // a few early push-pulls fetch what we missed and announce us afresh, every d.
             nextJoinAt = nil
             earlyPushPulls = configuration.joinPushPulls
             if earlyPushPulls > 0 { nextPushPullAt = now + configuration.joinPushPullDelay }
+            if configuration.probeAfterJoinSettles && earlyPushPulls > 0 {
+                let settled = configuration.joinPushPullDelay * earlyPushPulls
+                nextProbeAt = max(nextProbeAt, now + settled + Duration.randomUpTo(configuration.probeInterval, using: &rng))
+            }
         }
     }
 
@@ -752,6 +770,34 @@ public struct SWIMInstance: Sendable {
 
     private mutating func send(_ m: Message, to address: String) {
         out.messages.append(Outbound(to: address, message: m))
+    }
+
+    /// Notes that `name` spoke to us: whatever connection carried it is open.
+    private mutating func hear(_ name: String, _ now: Duration) {
+        if let i = recentPeers.lastIndex(where: { $0.name == name }) { recentPeers.remove(at: i) }
+        recentPeers.append((name, now))
+        if recentPeers.count > Self.maxRecentPeers { recentPeers.removeFirst() }
+    }
+
+    /// Gossip targets: up to `n` random live members among those heard from within
+    /// `configuration.gossipPeerWindow`, or random live members if none was.
+    ///
+    /// Over TCP + TLS a message to a member with no open connection costs a handshake (about a
+    /// millisecond of CPU on each side) where one on an open connection costs microseconds.
+    /// Gossiping to uniformly random members while 50 members join at once opened all N(N−1)/2
+    /// connections within a second — seconds of CPU on a 2-core host, which is what delayed
+    /// convergence. Members we heard from recently still make a random sample of the cluster
+    /// once probing has run a while (every member is probed within a round; the ring holds the
+    /// last 64 speakers), so epidemic spread keeps its log N rounds; during a mass join they are
+    /// the seed and our first probe targets, and the early push-pulls fill in the rest.
+    private mutating func recentLiveMembers(_ n: Int, _ now: Duration) -> [Int] {
+        var warm: [Int] = []
+        for p in recentPeers where now - p.at <= configuration.gossipPeerWindow {
+            if let i = index[p.name], members[i].status == .alive || members[i].status == .suspect { warm.append(i) }
+        }
+        if warm.isEmpty { return randomLiveMembers(n, excluding: nil) }
+        warm.shuffle(using: &rng)
+        return Array(warm.prefix(n))
     }
 
     /// Up to `n` distinct random alive-or-suspect members other than `excluding`.

@@ -42,6 +42,7 @@ public final class PeerTransport: Sendable {
     private let table: ConnectionTable
     private let server = NIOLockedValueBox<Channel?>(nil)
     private let lostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
+    private let peerLostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
     private let shuttingDown = NIOLockedValueBox(false)
 
     /// Called with the address ("host:port") of a dialed connection that closed while the
@@ -49,6 +50,14 @@ public final class PeerTransport: Sendable {
     /// detectors can use long before any timeout (memberlist and Lifeguard treat it the same way).
     public func onConnectionLost(_ handler: @escaping @Sendable (String) -> Void) {
         lostHandler.withLockedValue { $0 = handler }
+    }
+
+    /// Called with the peer's node name when any of its connections, dialed or accepted, closes
+    /// while the transport is running. With replies sent over whichever connection is open
+    /// (`send(_:toPeer:)`), a pair of agents often shares one connection that only one side
+    /// dialed; the other side hears of the peer's death through this.
+    public func onPeerConnectionLost(_ handler: @escaping @Sendable (String) -> Void) {
+        peerLostHandler.withLockedValue { $0 = handler }
     }
 
     public init(group: any EventLoopGroup, tls: TLSContext, options: Options = Options(),
@@ -153,8 +162,11 @@ public final class PeerTransport: Sendable {
         }
         channel.closeFuture.whenComplete { _ in
             Task { await self.table.remove(channel: channel) }
-            if let key, !self.shuttingDown.withLockedValue({ $0 }), let lost = self.lostHandler.withLockedValue({ $0 }) {
+            guard !self.shuttingDown.withLockedValue({ $0 }) else { return }
+            if let key, let lost = self.lostHandler.withLockedValue({ $0 }) {
                 lost(key)
+            } else if key == nil, let lost = self.peerLostHandler.withLockedValue({ $0 }) {
+                lost(peer)
             }
         }
     }

@@ -52,21 +52,41 @@ struct MembershipBench: AsyncParsableCommand {
 
     @Option(help: "Cluster sizes to measure, comma separated.") var nodes = "10,25,50"
     @Option(help: "Seconds of idle measurement.") var idle = 10.0
+    @Option(help: "Seconds between convergence and the idle measurement (the mesh of connections forms).") var settle = 15.0
     @Option(help: "The microscale executable (default: next to this one).") var microscale: String?
+    @Option(help: "Instead of the standard measurement: soak this many seconds, counting false positives.") var soak: Double?
+    @Option(help: "With --soak: shell busy loops loading the cores meanwhile.") var busy = 2
     @Flag(help: "Print JSON instead of a table.") var json = false
 
     func run() async throws {
         let exe = microscale ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("microscale").path
+        if let soak {
+            let n = nodes.split(separator: ",").compactMap({ Int($0) }).first ?? 25
+            let b = MembershipProcessBenchmark(nodes: n, executable: exe, workDirectory: NSTemporaryDirectory() + "microscale-bench-membership-soak-\(n)")
+            let r = try await b.soak(seconds: soak, busyLoops: busy, progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
+            if json {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try enc.encode(r), as: UTF8.self))
+            } else {
+                print(String(format: "soak N=%d, %.0f s, %d busy loops: false deaths %d (target 0), suspicions %d (refuted), polls with a non-alive member %d of %d",
+                             r.nodes, r.seconds, r.busyLoops, r.falseDeaths, r.suspicions, r.pollsWithNonAlive, r.polls))
+                print(String(format: "      join %@; %.0f B/s per node, CPU %.2f%% per agent, RSS %.1f MiB (under load)",
+                             r.joinConvergenceSeconds.map { String(format: "%.2f s", $0) } ?? "timed out", r.bytesPerNodePerSecond, r.cpuPercentPerAgent, r.rssMiB))
+            }
+            return
+        }
         var reports: [MembershipProcessBenchmark.Report] = []
         for n in nodes.split(separator: ",").compactMap({ Int($0) }) {
             var b = MembershipProcessBenchmark(nodes: n, executable: exe, workDirectory: NSTemporaryDirectory() + "microscale-bench-membership-\(n)")
             b.idleSeconds = idle
+            b.settleSeconds = settle
             let r = try await b.run(progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
             reports.append(r)
             if !json {
                 func s(_ v: Double?) -> String { v.map { String(format: "%.2f s", $0) } ?? "timed out" }
                 print("N=\(n): join \(s(r.joinConvergenceSeconds)) (target 0.5 s at 50)  SIGKILL->all dead \(s(r.killDetectionSeconds)) (target 1.5 s)  SIGSTOP->all dead \(s(r.stopDetectionSeconds)) (target 2 s)")
-                print(String(format: "      %.0f B/s per node (target <= 500)  idle CPU %.2f%% (target <= 0.5%%)  RSS %.1f MiB (target <= 40)  false positives %d", r.bytesPerNodePerSecond, r.idleCPUPercent, r.rssMiB, r.falsePositives))
+                print(String(format: "      %.0f B/s per node (target <= 500)  idle CPU %.2f%% (target <= 0.5%%)  RSS %.1f MiB (target <= 40; private %.1f MiB)  false positives %d", r.bytesPerNodePerSecond, r.idleCPUPercent, r.rssMiB, r.rssAnonMiB, r.falsePositives))
             }
         }
         if json {

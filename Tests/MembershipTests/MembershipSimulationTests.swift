@@ -8,7 +8,9 @@ import Testing
     static let seeds: [UInt64] = [11, 12, 13]
     static let size = 20
 
-    /// All nodes join node 0 at once; returns the converged cluster.
+    /// All nodes join node 0 at once; returns the converged cluster once the joins have settled
+    /// (joiners start probing after their early push-pulls), so each scenario starts from a
+    /// cluster in which every member is watching every other.
     func joined(seed: UInt64, loss: Double = 0) -> MembershipCluster {
         let c = MembershipCluster(size: Self.size, seed: seed,
                                   faults: .init(loss: loss, delay: .microseconds(200) ... .milliseconds(2)))
@@ -16,6 +18,8 @@ import Testing
         for i in 1..<Self.size { c.start(i, joining: [0]) }
         let t = c.run(until: .seconds(30), stopWhen: c.isConverged)
         #expect(t != nil, "seed \(seed): \(Self.size) joins did not converge within 30 s")
+        let lan = MembershipConfiguration.lan
+        c.advance(by: lan.joinPushPullDelay * lan.joinPushPulls + lan.probeInterval)
         return c
     }
 

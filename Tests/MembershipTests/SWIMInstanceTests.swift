@@ -292,6 +292,49 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
         #expect(!later.pushPulls.contains { $0.pp.isJoin }, "no more join attempts once joined")
     }
 
+    @Test func gossipGoesToMembersWeRecentlyHeardFromWhoseConnectionIsOpen() {
+        // Over TCP + TLS a message to a member with no open connection costs a handshake; gossip
+        // prefers the members that spoke to us within gossipPeerWindow.
+        var h = Harness(members: eight)
+        _ = h.receive(.ping(Ping(sequence: 1, from: "c", fromAddress: "c:7480", target: "me")), at: .milliseconds(1))
+        _ = h.receive(.gossip(GossipPacket(from: "f", gossip: [.alive(incarnation: 0, record: Harness.record("z"))])))
+        let out = h.runTimers(until: .milliseconds(400))
+        let targets = Set(out.messages.compactMap { o -> String? in
+            if case .gossip = o.message { return o.to } else { return nil }
+        })
+        #expect(!targets.isEmpty, "the news about z is gossiped")
+        #expect(targets.isSubset(of: ["c:7480", "f:7480"]), "gossip went to \(targets), not only to c and f")
+    }
+
+    @Test func withNoRecentlyHeardMemberGossipStillGoesToRandomMembers() throws {
+        var h = Harness(members: eight)
+        var r = Harness.record("me")
+        r.running = ["web": 1]
+        let d = try h.swim.updateRecord(r, now: .zero)
+        h.next = d.nextDeadline
+        let out = h.runTimers(until: .milliseconds(200))
+        let targets = out.messages.filter { if case .gossip = $0.message { return true } else { return false } }.map(\.to)
+        #expect(!targets.isEmpty, "the change is gossiped although no member spoke to us yet")
+        #expect(Set(targets).isSubset(of: Set(eight.map { "\($0):7480" })))
+    }
+
+    @Test func aJoinerPullsFromTheMemberThatAnsweredAndProbesOnlyAfterItsEarlyPushPulls() {
+        var h = Harness(members: [])
+        let first = h.swim.join(seeds: ["s:7480"], now: .zero)
+        h.next = first.nextDeadline
+        let states = ["s", "a", "b", "c", "d"].map { MemberState(incarnation: 0, status: .alive, record: Harness.record($0)) }
+        _ = h.receive(.pushPull(PushPull(from: "s", fromAddress: "s:7480", isReply: true, isJoin: false, states: states)),
+                      at: .milliseconds(10))
+        let c = MembershipConfiguration.lan
+        let settled = c.joinPushPullDelay * c.joinPushPulls
+        let early = h.runAnswering(until: .milliseconds(10) + settled)
+        #expect(early.pushPulls.map(\.to) == Array(repeating: "s:7480", count: c.joinPushPulls),
+                "early push-pulls go to the seed, the only member we heard from")
+        #expect(early.pings.isEmpty, "no probe before the early push-pulls are done")
+        let later = h.runAnswering(until: .milliseconds(10) + settled + c.probeInterval * 2)
+        #expect(!later.pings.isEmpty, "probing starts once the join has settled")
+    }
+
     @Test func aPushPullIsAnsweredWithTheFullState() throws {
         var h = Harness(members: five)
         let d = h.receive(.pushPull(PushPull(from: "z", fromAddress: "z:7480", isReply: false, isJoin: true,

@@ -155,6 +155,20 @@ final class Inbox: Sendable {
         await a.shutdown()
     }
 
+    @Test func anAcceptedConnectionThatDropsIsReportedByPeerName() async throws {
+        let a = try transport("node-a", inbox: Inbox())
+        let b = try transport("node-b", inbox: Inbox())
+        let port = try await b.listen(host: "127.0.0.1", port: 0).port!
+        let lost = NIOLockedValueBox<[String]>([])
+        b.onPeerConnectionLost { name in lost.withLockedValue { $0.append(name) } }
+        try await a.send(frame("hi"), toAddress: "127.0.0.1", port: port, expecting: "node-b")
+        try await waitUntilAsync { await b.connectedPeers() == ["node-a"] }
+        await a.shutdown()
+        try await waitUntil { lost.withLockedValue { $0 } == ["node-a"] }
+        #expect(lost.withLockedValue { $0 } == ["node-a"])
+        await b.shutdown()
+    }
+
     @Test func sendingToAnUnreachablePeerFailsWithinTheConnectTimeout() async throws {
         let a = try transport("node-a", inbox: Inbox(), options: .init(cluster: "test", connectTimeout: .milliseconds(300)))
         let closed = try freePort()

@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import SecureTransport
 
 /// Membership with real agent processes on loopback addresses 127.0.0.x, measured the way the
@@ -17,16 +14,22 @@ public struct MembershipProcessBenchmark: Sendable {
         public var killDetectionSeconds: Double?
         /// SIGSTOP to every other agent showing the member dead.
         public var stopDetectionSeconds: Double?
+        /// Members marked dead while alive, before the kill: transitions in the agents' logs,
+        /// plus members shown dead at the end of the idle window.
         public var falsePositives: Int
         public var bytesPerNodePerSecond: Double
         public var idleCPUPercent: Double
         public var rssMiB: Double
+        /// The private part of RSS (heap, stacks): the rest is the binary's and the shared
+        /// libraries' pages, which every process using them shares.
+        public var rssAnonMiB: Double
     }
 
     public var nodes: Int
     public var executable: String
     public var workDirectory: String
     public var idleSeconds: Double = 10
+    public var settleSeconds: Double = 15
     public var timeoutSeconds: Double = 30
 
     public init(nodes: Int, executable: String, workDirectory: String) {
@@ -41,13 +44,90 @@ public struct MembershipProcessBenchmark: Sendable {
         var process: Process
     }
 
-    public func run(progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
+    /// The no-false-positive run: N agents join, `busyLoops` shell busy loops load the cores,
+    /// and for `seconds` every agent's view is polled once a second. Any member marked dead
+    /// (or suspect) is a false positive, since every agent stays alive; the agents' own logs
+    /// (warning level: every suspect and dead transition) count the ones a poll would miss.
+    public struct SoakReport: Codable, Sendable {
+        public var nodes: Int
+        public var seconds: Double
+        public var busyLoops: Int
+        public var joinConvergenceSeconds: Double?
+        /// Transitions to dead, summed over every agent's log (0 is the target).
+        public var falseDeaths: Int
+        /// Transitions to suspect, summed over every agent's log (refuted suspicions; allowed).
+        public var suspicions: Int
+        /// Polls (agent × second) in which some member was not alive.
+        public var pollsWithNonAlive: Int
+        public var polls: Int
+        public var cpuPercentPerAgent: Double
+        public var bytesPerNodePerSecond: Double
+        public var rssMiB: Double
+    }
+
+    public func soak(seconds: Double, busyLoops: Int, progress: @Sendable (String) -> Void = { _ in }) async throws -> SoakReport {
         let dir = workDirectory
-        try? FileManager.default.removeItem(atPath: dir)
-        try CertificateIssuer.createCA(in: "\(dir)/ca")
-        for i in 0..<nodes {
-            try CertificateIssuer.createNodeCertificate(caDir: "\(dir)/ca", node: "node-\(i)", server: i < 3, in: "\(dir)/certs")
+        var agents: [Agent] = []
+        var busy: [Process] = []
+        defer {
+            for p in busy where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+            for a in agents where a.process.isRunning { kill(a.process.processIdentifier, SIGKILL) }
         }
+        let (all, join) = try await startCluster(progress: progress) { agents.append($0) }
+        agents = all
+        for _ in 0..<busyLoops {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/sh")
+            p.arguments = ["-c", "while :; do :; done"]
+            try p.run()
+            busy.append(p)
+        }
+        progress("\(busyLoops) busy loops started; soaking for \(Int(seconds)) s")
+        let before = await traffic(agents)
+        let cpuBefore = agents.map { cpuTicks($0.process.processIdentifier) }
+        let start = Date()
+        var polls = 0, nonAlive = 0
+        var lastReport = start
+        while Date().timeIntervalSince(start) < seconds {
+            try await Task.sleep(for: .seconds(1))
+            for a in agents {
+                guard let v = await view(a) else { continue }
+                polls += 1
+                if v.values.contains(where: { $0 != "alive" }) { nonAlive += 1 }
+            }
+            if Date().timeIntervalSince(lastReport) >= 60 {
+                lastReport = Date()
+                let (d, sus) = countTransitions(dir)
+                progress("\(Int(Date().timeIntervalSince(start))) s: \(d) dead, \(sus) suspect transitions, \(nonAlive) of \(polls) polls saw a non-alive member")
+            }
+        }
+        let elapsed = Date().timeIntervalSince(start)
+        let after = await traffic(agents)
+        let cpuAfter = agents.map { cpuTicks($0.process.processIdentifier) }
+        let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let cpu = zip(cpuBefore, cpuAfter).map { Double($1 - $0) / ticksPerSecond / elapsed * 100 }.reduce(0, +) / Double(nodes)
+        let rss = agents.map { rssKiB($0.process.processIdentifier) }.reduce(0, +) / Double(nodes) / 1024
+        let (deaths, suspicions) = countTransitions(dir)
+        return SoakReport(nodes: nodes, seconds: elapsed, busyLoops: busyLoops, joinConvergenceSeconds: join,
+                          falseDeaths: deaths, suspicions: suspicions, pollsWithNonAlive: nonAlive, polls: polls,
+                          cpuPercentPerAgent: cpu, bytesPerNodePerSecond: Double(after - before) / elapsed / Double(nodes),
+                          rssMiB: rss)
+    }
+
+    /// Transitions to dead and to suspect in every agent's log (MembershipService logs both at
+    /// warning level as "member NAME is dead|suspect").
+    func countTransitions(_ dir: String) -> (dead: Int, suspect: Int) {
+        var dead = 0, suspect = 0
+        for i in 0..<nodes {
+            guard let text = try? String(contentsOfFile: "\(dir)/node-\(i).log", encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n") where line.contains("member ") {
+                if line.contains(" is dead") { dead += 1 } else if line.contains(" is suspect") { suspect += 1 }
+            }
+        }
+        return (dead, suspect)
+    }
+
+    public func run(progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
         var agents: [Agent] = []
         defer {
             for a in agents where a.process.isRunning {
@@ -55,6 +135,22 @@ public struct MembershipProcessBenchmark: Sendable {
                 kill(a.process.processIdentifier, SIGKILL)
             }
         }
+        let (all, join) = try await startCluster(progress: progress) { agents.append($0) }
+        agents = all
+        return try await measure(agents, join: join)
+    }
+
+    /// Starts the seed, then the N−1 others at once with `--join` the seed; returns them and
+    /// the time from the last start to every view holding N alive members (nil: timed out).
+    /// `started` sees each agent as soon as it runs, so the caller can clean up after a throw.
+    func startCluster(progress: @Sendable (String) -> Void, started: (Agent) -> Void) async throws -> ([Agent], Double?) {
+        let dir = workDirectory
+        try? FileManager.default.removeItem(atPath: dir)
+        try CertificateIssuer.createCA(in: "\(dir)/ca")
+        for i in 0..<nodes {
+            try CertificateIssuer.createNodeCertificate(caDir: "\(dir)/ca", node: "node-\(i)", server: i < 3, in: "\(dir)/certs")
+        }
+        var agents: [Agent] = []
         func spawn(_ i: Int) throws -> Agent {
             let name = "node-\(i)", host = "127.0.0.\(i + 1)"
             let p = Process()
@@ -70,12 +166,18 @@ public struct MembershipProcessBenchmark: Sendable {
             p.standardOutput = log
             p.standardError = log
             try p.run()
-            return Agent(name: name, host: host, process: p)
+            let a = Agent(name: name, host: host, process: p)
+            started(a)
+            return a
         }
 
         agents.append(try spawn(0))
         progress("seed started")
-        guard try await waitUntil(timeoutSeconds, { await self.view(agents[0]) != nil }) else {
+        // Our seed, not another agent left on the address: its view names it, and it runs.
+        guard try await waitUntil(timeoutSeconds, {
+            guard agents[0].process.isRunning else { return false }
+            return await self.view(agents[0])?["node-0"] != nil
+        }) else {
             throw CLIError("the seed agent did not start; see \(dir)/node-0.log")
         }
         for i in 1..<nodes { agents.append(try spawn(i)) }
@@ -87,24 +189,31 @@ public struct MembershipProcessBenchmark: Sendable {
         let join = converged ? Date().timeIntervalSince(t0) : nil
 
         progress("converged: \(join.map { "\($0)" } ?? "no")")
-        // Idle: bytes, CPU, memory over a quiet window.
+        return (agents, join)
+    }
+
+    func measure(_ agents: [Agent], join: Double?) async throws -> Report {
+        // Idle: bytes, CPU, memory over a quiet window, after `settleSeconds` (the transient
+        // after a mass join: each agent opens its connections over its first probe round, ~N·0.2 s)
+        // and without polling the agents meanwhile (a /v1/members answer costs an agent more CPU
+        // than a second of membership traffic). False positives come from the agents' own logs.
+        try await Task.sleep(for: .seconds(settleSeconds))
         let before = await traffic(agents)
         let cpuBefore = agents.map { cpuTicks($0.process.processIdentifier) }
         let idleStart = Date()
-        var falsePositives = 0
-        while Date().timeIntervalSince(idleStart) < idleSeconds {
-            try await Task.sleep(for: .milliseconds(500))
-            for a in agents {
-                if let v = await view(a) { falsePositives += v.values.filter { $0 != "alive" }.count }
-            }
-        }
+        try await Task.sleep(for: .seconds(idleSeconds))
         let idle = Date().timeIntervalSince(idleStart)
         let after = await traffic(agents)
         let cpuAfter = agents.map { cpuTicks($0.process.processIdentifier) }
         let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
         let cpu = zip(cpuBefore, cpuAfter).map { Double($1 - $0) / ticksPerSecond / idle * 100 }.reduce(0, +) / Double(nodes)
         let rss = agents.map { rssKiB($0.process.processIdentifier) }.reduce(0, +) / Double(nodes) / 1024
+        let rssAnon = agents.map { rssKiB($0.process.processIdentifier, field: "RssAnon:") }.reduce(0, +) / Double(nodes) / 1024
         let bytesPerNode = Double(after - before) / idle / Double(nodes)
+        var falsePositives = countTransitions(workDirectory).dead
+        for a in agents {
+            if let v = await view(a) { falsePositives += v.values.filter { $0 == "dead" }.count }
+        }
 
         // SIGKILL one non-seed member.
         let victim = agents[nodes / 2]
@@ -128,7 +237,7 @@ public struct MembershipProcessBenchmark: Sendable {
 
         return Report(nodes: nodes, joinConvergenceSeconds: join, killDetectionSeconds: killDetection,
                       stopDetectionSeconds: stopDetection, falsePositives: falsePositives,
-                      bytesPerNodePerSecond: bytesPerNode, idleCPUPercent: cpu, rssMiB: rss)
+                      bytesPerNodePerSecond: bytesPerNode, idleCPUPercent: cpu, rssMiB: rss, rssAnonMiB: rssAnon)
     }
 
     // MARK: Polling
@@ -176,9 +285,9 @@ public struct MembershipProcessBenchmark: Sendable {
         return u + s
     }
 
-    func rssKiB(_ pid: Int32) -> Double {
+    func rssKiB(_ pid: Int32, field: String = "VmRSS:") -> Double {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field) }),
               let kb = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return 0 }
         return kb
     }

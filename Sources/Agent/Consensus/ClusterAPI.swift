@@ -93,7 +93,7 @@ public actor ClusterAPI {
     /// Members and the demand the decision loop last used, for `GET /v1/status` (set by the runtime).
     var members: @Sendable () async -> [MemberView] = { [] }
     var demandInUse: @Sendable () async -> [String: Double] = { [:] }
-    private var pending: [UInt64: (address: String, continuation: CheckedContinuation<APIResponse, Never>)] = [:]
+    private var pending: [UInt64: (address: String, peer: String, continuation: CheckedContinuation<APIResponse, Never>)] = [:]
     private var nextID: UInt64 = 1
 
     public init(name: String, raft: RaftService?, transport: PeerTransport, logger: Logger,
@@ -160,7 +160,7 @@ public actor ClusterAPI {
         do { frame = try Frame(kind: .control, message: message) } catch { return (.error(500, "cannot encode: \(error)"), true) }
         let timeout = forwardTimeout
         let response = await withCheckedContinuation { c in
-            pending[id] = (address, c)
+            pending[id] = (address, peer, c)
             Task {
                 do {
                     try await self.transport.send(frame, toAddress: hp.host, port: hp.port, expecting: peer)
@@ -187,6 +187,13 @@ public actor ClusterAPI {
     public func connectionLost(_ address: String) {
         for (id, p) in pending where p.address == address {
             answer(id, .error(Self.unreachable, "the connection to \(address) was lost before it answered; retry"))
+        }
+    }
+
+    /// The connection with `peer` closed (whoever dialed it).
+    public func peerConnectionLost(_ peer: String) {
+        for (id, p) in pending where p.peer == peer {
+            answer(id, .error(Self.unreachable, "the connection to \(peer) was lost before it answered; retry"))
         }
     }
 

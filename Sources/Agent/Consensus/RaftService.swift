@@ -233,6 +233,13 @@ public actor RaftService {
         drain()
     }
 
+    /// The connection with `peer` (dialed or accepted) closed: the same hint, by name.
+    public func peerConnectionLost(_ peer: String) {
+        guard node != nil, node!.leader == peer else { return }
+        node!.leaderUnreachable(peer)
+        drain()
+    }
+
     /// Proposes `command` and returns once it is committed and applied here: nil when it took
     /// effect, or the state machine's reason for refusing it.
     public func propose(_ command: ClusterCommand) async throws -> ClusterStateError? {

@@ -135,6 +135,13 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             Task { await api.connectionLost(address) }
             if let consensus { Task { await consensus.connectionLost(address) } }
         }
+        // A connection is shared by both ends (whoever dialed it), so a lost accepted connection is
+        // reported by the peer's name.
+        transport.onPeerConnectionLost { name in
+            Task { await service.peerConnectionLost(name) }
+            Task { await api.peerConnectionLost(name) }
+            if let consensus { Task { await consensus.peerConnectionLost(name) } }
+        }
     }
 
     /// Listens on the peer and HTTP addresses and joins the cluster.
