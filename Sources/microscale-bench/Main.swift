@@ -106,7 +106,7 @@ struct RaftBench: AsyncParsableCommand {
     var settings = "300/50,1000/100"
     @Option(help: "Failover trials per setting.") var trials = 30
     @Option(help: "Sequential writes.") var writes = 500
-    @Option(help: "Concurrent clients.") var clients = 64
+    @Option(help: "Concurrent clients.") var clients = 128
     @Option(help: "The microscale executable (default: next to this one).") var microscale: String?
     @Flag(help: "Print JSON instead of a table.") var json = false
 
