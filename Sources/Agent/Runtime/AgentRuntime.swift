@@ -24,6 +24,9 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     /// The leader's decision loop, on servers.
     public let decisions: DecisionLoop?
     public let metrics = AgentMetrics()
+    private let inboxes: (membership: AsyncStream<(AuthenticatedPeer, Frame)>, raft: AsyncStream<(AuthenticatedPeer, Frame)>)
+    private let inboxFeeds: (membership: AsyncStream<(AuthenticatedPeer, Frame)>.Continuation, raft: AsyncStream<(AuthenticatedPeer, Frame)>.Continuation)
+    private var inboxTasks: [Task<Void, Never>] = []
     private var statusHistory: StatusHistory?
     private let historyLock = NSLock()
     private var httpTask: Task<Void, Error>?
@@ -54,6 +57,13 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         }
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, min(2, System.coreCount)))
         let box = ServiceBox()
+        // Membership and Raft frames are handed over in arrival order, one consumer each (a Task
+        // per frame would let a later message overtake an earlier one: a stale suspicion after its
+        // refutation, an append after the one that follows it). Bounded; the protocols resend.
+        let (membershipInbox, membershipFeed) = AsyncStream.makeStream(of: (AuthenticatedPeer, Frame).self, bufferingPolicy: .bufferingOldest(4096))
+        let (raftInbox, raftFeed) = AsyncStream.makeStream(of: (AuthenticatedPeer, Frame).self, bufferingPolicy: .bufferingOldest(4096))
+        inboxes = (membershipInbox, raftInbox)
+        inboxFeeds = (membershipFeed, raftFeed)
         transport = PeerTransport(
             group: group, tls: tls,
             options: .init(cluster: c.cluster, agentVersion: MicroscaleVersion.current),
@@ -61,9 +71,9 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             onFrame: { peer, frame in
                 switch frame.kind {
                 case .membership:
-                    if let m = box.membership { Task { await m.receive(frame, from: peer) } }
+                    membershipFeed.yield((peer, frame))
                 case .raft:
-                    if let r = box.raft { Task { await r.receive(frame, from: peer) } }
+                    raftFeed.yield((peer, frame))
                 case .control:
                     let message: Microscale_Control_ControlMessage
                     do { message = try frame.decode(Microscale_Control_ControlMessage.self) } catch {
@@ -146,6 +156,13 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
 
     /// Listens on the peer and HTTP addresses and joins the cluster.
     public func start() async throws {
+        let service = membership
+        let membershipInbox = inboxes.membership
+        inboxTasks.append(Task { for await (peer, frame) in membershipInbox { await service.receive(frame, from: peer) } })
+        if let raft {
+            let raftInbox = inboxes.raft
+            inboxTasks.append(Task { for await (peer, frame) in raftInbox { await raft.receive(frame, from: peer) } })
+        }
         let c = configuration
         do {
             peerAddress = try await transport.listen(host: c.bind.host, port: c.bind.port)
@@ -188,7 +205,6 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             }
             await raft.start()
         }
-        let service = membership
         let decisionLoop = decisions
         await clusterAPI.setStatusSources(members: { await service.members() },
                                           demand: { await decisionLoop?.demandInUse ?? [:] })
@@ -205,6 +221,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
 
     /// Stops without telling anyone (as a crash would, but closing sockets cleanly).
     public func shutdown() async {
+        inboxFeeds.membership.finish()
+        inboxFeeds.raft.finish()
         await historyLock.withLock { statusHistory }?.stop()
         await decisions?.stop()
         await assignments.stop()
