@@ -33,29 +33,19 @@ public struct ClusterProcessBenchmark: Sendable {
         self.image = image
     }
 
-    final class Host: @unchecked Sendable {
-        let name: String
-        let ip: String
-        var process: Process?
-        init(name: String, ip: String) {
-            self.name = name
-            self.ip = ip
-        }
-    }
-
     public func run(progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
         let dir = workDirectory
         try? FileManager.default.removeItem(atPath: dir)
         try CertificateIssuer.createCA(in: "\(dir)/ca")
         let tag = String(UInt32.random(in: 0...UInt32.max) % 100_000)
-        let hosts = (1...3).map { Host(name: "b\(tag)-\($0)", ip: "127.0.5.\($0)") }
+        let hosts = (1...3).map { ServerProcess(name: "b\(tag)-\($0)", ip: "127.0.5.\($0)", directory: dir, executable: executable) }
         for h in hosts { try CertificateIssuer.createNodeCertificate(caDir: "\(dir)/ca", node: h.name, server: true, in: "\(dir)/certs") }
         let docker = try DockerClient(host: dockerHost)
         defer {
-            for h in hosts { if let p = h.process, p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+            for h in hosts { h.kill9() }
         }
         for h in hosts { try start(h, join: hosts[0].ip) }
-        guard try await waitUntil(30, { await self.get(hosts[0], "/v1/leader") != nil }) else {
+        guard try await pollUntil(30, { await self.get(hosts[0], "/v1/leader") != nil }) else {
             throw CLIError("no leader within 30 s; see \(dir)/*.log")
         }
         let services = """
@@ -77,11 +67,11 @@ public struct ClusterProcessBenchmark: Sendable {
         }
         let all = hosts.map(\.name)
         func steady(web: Int, batch: Int, on names: [String], seconds: Double = 60) async throws -> Bool {
-            try await waitUntil(seconds, {
+            try await pollUntil(seconds, every: .milliseconds(100), {
                 let w = await running("web", on: names)
                 let b = await running("batch", on: names)
                 return w == web && b == batch
-            }, every: .milliseconds(100))
+            })
         }
 
         // 1. Demand steps: 20 → 80 needs 6 more web containers, which take batch's place.
@@ -93,8 +83,8 @@ public struct ClusterProcessBenchmark: Sendable {
             let t0 = ContinuousClock.now
             let wall0 = Date().timeIntervalSince1970 * 1000
             guard await put(hosts, "/v1/demand/web", #"{"value": 80}"#) else { continue }
-            if try await waitUntil(20, { await running("web", on: all) >= 8 }, every: .milliseconds(10)) {
-                steps.append(ms(ContinuousClock.now - t0))
+            if try await pollUntil(20, every: .milliseconds(10), { await running("web", on: all) >= 8 }) {
+                steps.append((ContinuousClock.now - t0).inMilliseconds)
                 // Where the time went: the plan's decision time (wall clock, ms) against the step.
                 let planned = await lastDecisionTime(hosts).map { String(format: ", plan decided at %.0f ms", $0 - wall0) } ?? ""
                 progress(String(format: "demand trial %d: %.0f ms", trial, steps.last!) + planned)
@@ -108,20 +98,20 @@ public struct ClusterProcessBenchmark: Sendable {
                 progress("host trial \(trial): did not settle at 6 web + 6 batch"); continue
             }
             let leader = await leaderName(hosts)
-            guard let victim = hosts.first(where: { $0.name != leader && $0.process?.isRunning == true }) else { continue }
+            guard let victim = hosts.first(where: { $0.name != leader && $0.isRunning }) else { continue }
             let others = all.filter { $0 != victim.name }
             let t0 = ContinuousClock.now
-            kill(victim.process!.processIdentifier, SIGKILL)
+            victim.kill9()
             for c in (try? await docker.list(labels: ["\(MicroscaleLabel.node)=\(victim.name)"])) ?? [] {
                 try? await docker.remove(c.Id, force: true)
             }
-            if try await waitUntil(20, { await running("web", on: others) >= 6 }, every: .milliseconds(20)) {
-                hostKills.append(ms(ContinuousClock.now - t0))
+            if try await pollUntil(20, every: .milliseconds(20), { await running("web", on: others) >= 6 }) {
+                hostKills.append((ContinuousClock.now - t0).inMilliseconds)
                 progress(String(format: "host trial %d: %.0f ms", trial, hostKills.last!))
             }
-            victim.process!.waitUntilExit()
+            victim.waitUntilExit()
             try start(victim, join: hosts.first { $0 !== victim }!.ip)
-            _ = try await waitUntil(20, { await self.get(victim, "/v1/leader") != nil })
+            _ = try await pollUntil(20) { await self.get(victim, "/v1/leader") != nil }
         }
 
         // 3. The leader's agent dies as demand steps: time to the next committed plan.
@@ -137,20 +127,20 @@ public struct ClusterProcessBenchmark: Sendable {
             let before = await lastDecision(survivors[0]) ?? 0
             let next = 50
             let t0 = ContinuousClock.now
-            kill(victim.process!.processIdentifier, SIGKILL)
+            victim.kill9()
             var committed = false
             while ContinuousClock.now - t0 < .seconds(20), !committed {
                 if await put(survivors, "/v1/demand/web", "{\"value\": \(next)}", attempts: 1) {
-                    committed = try await waitUntil(10, { (await self.lastDecision(survivors[0]) ?? 0) > before }, every: .milliseconds(5))
+                    committed = try await pollUntil(10, every: .milliseconds(5)) { (await self.lastDecision(survivors[0]) ?? 0) > before }
                 }
             }
             if committed {
-                leaderKills.append(ms(ContinuousClock.now - t0))
+                leaderKills.append((ContinuousClock.now - t0).inMilliseconds)
                 progress(String(format: "leader trial %d: %.0f ms", trial, leaderKills.last!))
             }
-            victim.process!.waitUntilExit()
+            victim.waitUntilExit()
             try start(victim, join: survivors[0].ip)
-            _ = try await waitUntil(20, { await self.get(victim, "/v1/leader") != nil })
+            _ = try await pollUntil(20) { await self.get(victim, "/v1/leader") != nil }
             try await Task.sleep(for: .seconds(1))
         }
         for h in hosts {
@@ -161,35 +151,18 @@ public struct ClusterProcessBenchmark: Sendable {
                       leaderKillMilliseconds: leaderKills, leaderKillMedianMilliseconds: median(leaderKills))
     }
 
-    func start(_ h: Host, join: String) throws {
-        let dir = workDirectory
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        var args = ["agent", "--name", h.name, "--bind", "\(h.ip):7480", "--http", "\(h.ip):7481",
-                    "--data-dir", "\(dir)/data/\(h.name)", "--tls-ca", "\(dir)/ca/ca.pem",
-                    "--tls-cert", "\(dir)/certs/\(h.name).pem", "--tls-key", "\(dir)/certs/\(h.name)-key.pem",
-                    "--server", "--bootstrap-expect", "3", "--log-level", ProcessInfo.processInfo.environment["MICROSCALE_BENCH_LOG_LEVEL"] ?? "warning", "--docker-socket", dockerHost,
-                    "--capacity-cpu", "2", "--capacity-memory", "2GiB"]
-        if join != h.ip { args += ["--join", "\(join):7480"] }
-        p.arguments = args
-        let logPath = "\(dir)/\(h.name).log"
-        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
-        let log = FileHandle(forWritingAtPath: logPath)
-        log?.seekToEndOfFile()
-        p.standardOutput = log
-        p.standardError = log
-        try p.run()
-        h.process = p
+    func start(_ h: ServerProcess, join: String) throws {
+        try h.start(join: join, extra: ["--docker-socket", dockerHost, "--capacity-cpu", "2", "--capacity-memory", "2GiB"])
     }
 
-    func get(_ h: Host, _ path: String) async -> Data? {
+    func get(_ h: ServerProcess, _ path: String) async -> Data? {
         await PlainHTTP.get(host: h.ip, port: 7481, path: path, timeoutMillis: 1000)
     }
 
     /// PUT through any running host, retrying briefly (a leader change answers 503 for a moment).
-    func put(_ hosts: [Host], _ path: String, _ body: String, attempts: Int = 50) async -> Bool {
+    func put(_ hosts: [ServerProcess], _ path: String, _ body: String, attempts: Int = 50) async -> Bool {
         for i in 0..<attempts {
-            for h in hosts where h.process?.isRunning == true {
+            for h in hosts where h.isRunning {
                 if let (s, _) = await PlainHTTP.request("PUT", host: h.ip, port: 7481, path: path, body: Array(body.utf8), timeoutMillis: 2000),
                    s == 200 { return true }
             }
@@ -198,16 +171,16 @@ public struct ClusterProcessBenchmark: Sendable {
         return false
     }
 
-    func leaderName(_ hosts: [Host]) async -> String? {
-        for h in hosts where h.process?.isRunning == true {
+    func leaderName(_ hosts: [ServerProcess]) async -> String? {
+        for h in hosts where h.isRunning {
             if let d = await get(h, "/v1/leader"), let v = try? JSONDecoder().decode(LeaderView.self, from: d) { return v.name }
         }
         return nil
     }
 
-    func lastDecisionTime(_ hosts: [Host]) async -> Double? {
+    func lastDecisionTime(_ hosts: [ServerProcess]) async -> Double? {
         struct D: Decodable { var timestampMilliseconds: Int64 }
-        for h in hosts where h.process?.isRunning == true {
+        for h in hosts where h.isRunning {
             if let d = await get(h, "/v1/decisions?limit=1"), let list = try? JSONDecoder().decode([D].self, from: d) {
                 return list.last.map { Double($0.timestampMilliseconds) }
             }
@@ -215,18 +188,9 @@ public struct ClusterProcessBenchmark: Sendable {
         return nil
     }
 
-    func lastDecision(_ h: Host) async -> UInt64? {
+    func lastDecision(_ h: ServerProcess) async -> UInt64? {
         struct D: Decodable { var index: UInt64 }
         guard let d = await get(h, "/v1/decisions?limit=1"), let list = try? JSONDecoder().decode([D].self, from: d) else { return nil }
         return list.last?.index
-    }
-
-    func waitUntil(_ seconds: Double, _ condition: () async -> Bool, every: Duration = .milliseconds(50)) async throws -> Bool {
-        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
-        while ContinuousClock.now < deadline {
-            if await condition() { return true }
-            try await Task.sleep(for: every)
-        }
-        return false
     }
 }

@@ -35,26 +35,16 @@ public struct RaftProcessBenchmark: Sendable {
         self.workDirectory = workDirectory
     }
 
-    final class Server: @unchecked Sendable {
-        let name: String
-        let host: String
-        var process: Process?
-        init(name: String, host: String) {
-            self.name = name
-            self.host = host
-        }
-    }
-
     public func run(progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
         let dir = workDirectory
         try? FileManager.default.removeItem(atPath: dir)
         try CertificateIssuer.createCA(in: "\(dir)/ca")
-        let servers = (1...3).map { Server(name: "s\($0)", host: "127.0.2.\($0)") }
+        let servers = (1...3).map { ServerProcess(name: "s\($0)", ip: "127.0.2.\($0)", directory: dir, executable: executable) }
         for s in servers {
             try CertificateIssuer.createNodeCertificate(caDir: "\(dir)/ca", node: s.name, server: true, in: "\(dir)/certs")
         }
-        defer { for s in servers { if let p = s.process, p.isRunning { kill(p.processIdentifier, SIGKILL) } } }
-        for s in servers { try start(s, join: servers[0].host) }
+        defer { for s in servers { s.kill9() } }
+        for s in servers { try start(s, join: servers[0].ip) }
         progress("3 servers started (election timeout \(electionTimeoutMilliseconds) ms, heartbeat \(heartbeatMilliseconds) ms)")
         guard let first = try await waitForLeader(servers, seconds: 30) else {
             throw CLIError("no leader elected within 30 s; see \(dir)/*.log")
@@ -70,7 +60,7 @@ public struct RaftProcessBenchmark: Sendable {
         for i in 0..<sequentialWrites {
             let t = ContinuousClock.now
             if let (s, _) = await write("PUT", leader, "/v1/demand/bench", Array("{\"value\": \(i)}".utf8)), s == 200 {
-                sequential.append(ms(ContinuousClock.now - t))
+                sequential.append((ContinuousClock.now - t).inMilliseconds)
             }
         }
         progress("sequential: median \(median(sequential).map { String(format: "%.2f", $0) } ?? "-") ms")
@@ -80,7 +70,7 @@ public struct RaftProcessBenchmark: Sendable {
         // One thread per client: GCD's pool is only as wide as the machine, which would cap the
         // concurrency (and so the batching being measured) at two requests in flight.
         let seconds = concurrentSeconds
-        let host = leader.host
+        let host = leader.ip
         let done: Int = await withCheckedContinuation { c in
             let tally = NIOLockedValueBox((total: 0, finished: 0))
             for i in 0..<clients {
@@ -111,7 +101,7 @@ public struct RaftProcessBenchmark: Sendable {
             guard let current = try await waitForLeader(servers, seconds: 10),
                   let victim = servers.first(where: { $0.name == current }) else { continue }
             let survivor = servers.first { $0.name != current }!
-            kill(victim.process!.processIdentifier, SIGKILL)
+            victim.kill9()
             let t0 = ContinuousClock.now
             var committed = false
             while ContinuousClock.now - t0 < .seconds(10) {
@@ -121,12 +111,12 @@ public struct RaftProcessBenchmark: Sendable {
                 }
                 try await Task.sleep(for: .milliseconds(5))
             }
-            if committed { failovers.append(ms(ContinuousClock.now - t0)) }
+            if committed { failovers.append((ContinuousClock.now - t0).inMilliseconds) }
             progress("trial \(trial): \(committed ? String(format: "%.0f ms", failovers.last!) : "no commit within 10 s")")
-            victim.process!.waitUntilExit()
-            try start(victim, join: survivor.host)
+            victim.waitUntilExit()
+            try start(victim, join: survivor.ip)
             // Let the restarted server catch up and the cluster settle before the next kill.
-            _ = try await waitUntil(10) { await self.leaderSeen(by: victim) != nil }
+            _ = try await pollUntil(10) { await self.leaderSeen(by: victim) != nil }
             try await Task.sleep(for: .milliseconds(1500))
         }
         return Report(electionTimeoutMilliseconds: electionTimeoutMilliseconds, heartbeatMilliseconds: heartbeatMilliseconds,
@@ -136,44 +126,27 @@ public struct RaftProcessBenchmark: Sendable {
                       concurrentClients: clients, concurrentWritesPerSecond: rate)
     }
 
-    func start(_ s: Server, join: String) throws {
-        let dir = workDirectory
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        var args = ["agent", "--name", s.name, "--bind", "\(s.host):7480", "--http", "\(s.host):7481",
-                    "--data-dir", "\(dir)/data/\(s.name)", "--tls-ca", "\(dir)/ca/ca.pem",
-                    "--tls-cert", "\(dir)/certs/\(s.name).pem", "--tls-key", "\(dir)/certs/\(s.name)-key.pem",
-                    "--server", "--bootstrap-expect", "3", "--log-level", "warning",
-                    "--raft-election-timeout", "\(electionTimeoutMilliseconds)ms",
-                    "--raft-heartbeat-interval", "\(heartbeatMilliseconds)ms"]
-        if join != s.host { args += ["--join", "\(join):7480"] }
-        p.arguments = args
-        let logPath = "\(dir)/\(s.name).log"
-        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
-        let log = FileHandle(forWritingAtPath: logPath)
-        log?.seekToEndOfFile()
-        p.standardOutput = log
-        p.standardError = log
-        try p.run()
-        s.process = p
+    func start(_ s: ServerProcess, join: String) throws {
+        try s.start(join: join, extra: ["--raft-election-timeout", "\(electionTimeoutMilliseconds)ms",
+                                        "--raft-heartbeat-interval", "\(heartbeatMilliseconds)ms"])
     }
 
-    func write(_ method: String, _ s: Server, _ path: String, _ body: [UInt8], timeout: Int = 10_000) async -> (Int, Data)? {
-        await PlainHTTP.request(method, host: s.host, port: 7481, path: path, body: body, timeoutMillis: timeout)
+    func write(_ method: String, _ s: ServerProcess, _ path: String, _ body: [UInt8], timeout: Int = 10_000) async -> (Int, Data)? {
+        await PlainHTTP.request(method, host: s.ip, port: 7481, path: path, body: body, timeoutMillis: timeout)
     }
 
-    func leaderSeen(by s: Server) async -> String? {
-        guard let data = await PlainHTTP.get(host: s.host, port: 7481, path: "/v1/leader", timeoutMillis: 500),
+    func leaderSeen(by s: ServerProcess) async -> String? {
+        guard let data = await PlainHTTP.get(host: s.ip, port: 7481, path: "/v1/leader", timeoutMillis: 500),
               let view = try? JSONDecoder().decode(LeaderView.self, from: data) else { return nil }
         return view.name
     }
 
     /// The leader every running server agrees on.
-    func waitForLeader(_ servers: [Server], seconds: Double) async throws -> String? {
+    func waitForLeader(_ servers: [ServerProcess], seconds: Double) async throws -> String? {
         var found: String?
-        _ = try await waitUntil(seconds) {
+        _ = try await pollUntil(seconds) {
             var names: Set<String> = []
-            for s in servers where s.process?.isRunning == true {
+            for s in servers where s.isRunning {
                 guard let l = await leaderSeen(by: s) else { return false }
                 names.insert(l)
             }
@@ -182,19 +155,6 @@ public struct RaftProcessBenchmark: Sendable {
         }
         return found
     }
-
-    func waitUntil(_ seconds: Double, _ condition: () async -> Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
-        while ContinuousClock.now < deadline {
-            if await condition() { return true }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return false
-    }
-}
-
-func ms(_ d: Duration) -> Double {
-    Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
 }
 
 public func median(_ xs: [Double]) -> Double? { percentile(xs, 0.5) }

@@ -3,6 +3,7 @@ import Consensus
 import DockerEngine
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import SecureTransport
 
 /// `microscale dev`: a whole cluster on this machine for trying Microscale: a CA and certificates,
@@ -133,13 +134,13 @@ public struct DevCommand: AsyncParsableCommand {
         print("==> services: \(String(decoding: applied.body, as: UTF8.self))")
         print("==> 3 agents running; dashboard: http://127.0.0.1:7481/ui   CLI: microscale status (MICROSCALE_HTTP_ADDR=127.0.0.1:7481)")
 
-        let signalled = NIOLockedValueBoxShim(false)
+        let signalled = NIOLockedValueBox(false)
         let stop = Task {
             await waitForTerminationSignal()
-            signalled.withLock { $0 = true }
+            signalled.withLockedValue { $0 = true }
         }
         let started = ContinuousClock.now
-        while !signalled.withLock({ $0 }) {
+        while !signalled.withLockedValue({ $0 }) {
             if let seconds, ContinuousClock.now - started >= .seconds(seconds) { break }
             let r = await first.cluster(method: "GET", path: "/v1/status", body: [])
             if r.status == 200, let s = try? JSONDecoder().decode(StatusView.self, from: Data(r.body)) {

@@ -53,3 +53,10 @@ public enum Units {
         return .milliseconds(Int64(ms.rounded()))
     }
 }
+
+extension Duration {
+    /// The duration in (fractional) milliseconds, for figures and log lines.
+    public var inMilliseconds: Double {
+        Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15
+    }
+}

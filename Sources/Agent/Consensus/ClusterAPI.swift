@@ -93,7 +93,15 @@ public actor ClusterAPI {
     /// Members and the demand the decision loop last used, for `GET /v1/status` (set by the runtime).
     var members: @Sendable () async -> [MemberView] = { [] }
     var demandInUse: @Sendable () async -> [String: Double] = { [:] }
-    private var pending: [UInt64: (address: String, peer: String, continuation: CheckedContinuation<APIResponse, Never>)] = [:]
+    private var pending: [UInt64: Pending] = [:]
+
+    struct Pending {
+        var address: String
+        var peer: String
+        var continuation: CheckedContinuation<APIResponse, Never>
+        /// Sends the request, then times it out; cancelled when the answer comes first.
+        var timer: Task<Void, Never>?
+    }
     private var nextID: UInt64 = 1
 
     public init(name: String, raft: RaftService?, transport: PeerTransport, logger: Logger,
@@ -160,15 +168,15 @@ public actor ClusterAPI {
         do { frame = try Frame(kind: .control, message: message) } catch { return (.error(500, "cannot encode: \(error)"), true) }
         let timeout = forwardTimeout
         let response = await withCheckedContinuation { c in
-            pending[id] = (address, peer, c)
-            Task {
+            pending[id] = Pending(address: address, peer: peer, continuation: c)
+            pending[id]?.timer = Task {
                 do {
                     try await self.transport.send(frame, toAddress: hp.host, port: hp.port, expecting: peer)
                 } catch {
                     self.answer(id, .error(Self.unreachable, "cannot reach \(peer) at \(address): \(error); retry shortly"))
                     return
                 }
-                try? await Task.sleep(for: timeout)
+                do { try await Task.sleep(for: timeout) } catch { return }
                 self.answer(id, .error(504, "\(peer) did not answer within \(timeout)"))
             }
         }
@@ -180,7 +188,9 @@ public actor ClusterAPI {
     static let unreachable = 599
 
     private func answer(_ id: UInt64, _ response: APIResponse) {
-        pending.removeValue(forKey: id)?.continuation.resume(returning: response)
+        guard let p = pending.removeValue(forKey: id) else { return }
+        p.timer?.cancel()
+        p.continuation.resume(returning: response)
     }
 
     /// A dialed connection closed: requests waiting on it will get no answer.

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import Prometheus
 
 /// `GET /metrics` (Prometheus text format) through swift-prometheus, one registry per agent (several
@@ -10,7 +11,7 @@ public final class AgentMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     /// Time from the decision loop waking to its plan being committed (or found unchanged).
     public let decisionLatency: DurationHistogram
-    private let seen = NIOLockedValueBoxShim<[String: Double]>([:])
+    private let seen = NIOLockedValueBox<[String: Double]>([:])
 
     public init() {
         decisionLatency = registry.makeDurationHistogram(
@@ -23,7 +24,7 @@ public final class AgentMetrics: Sendable {
     /// Adds what a cumulative value grew by since the last scrape to its counter.
     func advance(_ name: String, labels: [(String, String)] = [], to total: Double, help: String) {
         let key = name + labels.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
-        let delta = seen.withLock { d -> Double in
+        let delta = seen.withLockedValue { d -> Double in
             let before = d[key] ?? 0
             d[key] = max(before, total)
             return max(0, total - before)
@@ -73,12 +74,4 @@ public final class AgentMetrics: Sendable {
         }
         return registry.emitToString()
     }
-}
-
-/// A tiny lock box (Foundation's NSLock), so this file needs nothing from NIO.
-final class NIOLockedValueBoxShim<Value>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Value
-    init(_ v: Value) { value = v }
-    func withLock<T>(_ body: (inout Value) -> T) -> T { lock.withLock { body(&value) } }
 }

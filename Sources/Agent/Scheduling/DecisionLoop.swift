@@ -130,7 +130,7 @@ public actor DecisionLoop {
         let reasons = Array((result.decisions.map(\.description) + result.shortfalls.map(\.description)).prefix(50))
         let decision = Consensus.Decision(
             timestampMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
-            summary: "\(result.decisions.count) change\(result.decisions.count == 1 ? "" : "s") planned in \(String(format: "%.2f", ms(planning))) ms",
+            summary: "\(result.decisions.count) change\(result.decisions.count == 1 ? "" : "s") planned in \(String(format: "%.2f", planning.inMilliseconds)) ms",
             reasons: reasons)
         do {
             if let refused = try await raft.propose(.setPlan(Consensus.Plan(assignments: next), decision)) {
@@ -179,8 +179,7 @@ public actor DecisionLoop {
             guard high >= low else { return nil }
             let step = o["step"].flatMap(Double.init) ?? max((high - low) / 10, 1)
             let start = o["start"].flatMap(Double.init) ?? (low + (high - low) / 4)
-            var seed: UInt64 = o["seed"].flatMap(UInt64.init) ?? 0xcbf2_9ce4_8422_2325
-            if o["seed"] == nil { for b in name.utf8 { seed = (seed ^ UInt64(b)) &* 0x100_0000_01b3 } }
+            let seed = o["seed"].flatMap(UInt64.init) ?? Specs.fnv1a(name.utf8)
             return RandomDemand(name: "random \(name)", walk: RandomWalk(seed: seed, start: start, step: step, bounds: low...high))
         case "prometheus":
             guard let url = o["url"], let query = o["query"] else { return nil }

@@ -22,12 +22,17 @@ enum Specs {
         e.outputFormatting = [.sortedKeys]
         let bytes = (try? e.encode(Identity(image: s.image, command: s.command, cpu: s.cpu, memory: s.memory,
                                              stop: s.stopTimeoutMilliseconds))) ?? Data()
+        return String(fnv1a(bytes), radix: 16)
+    }
+
+    /// FNV-1a, 64 bits: stable across processes and versions, unlike `Hasher`.
+    static func fnv1a<S: Sequence>(_ bytes: S) -> UInt64 where S.Element == UInt8 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         for b in bytes {
             h ^= UInt64(b)
             h = h &* 0x100_0000_01b3
         }
-        return String(h, radix: 16)
+        return h
     }
 
     static func planner(_ name: String, _ s: Consensus.ServiceSpec) -> Scaling.ServiceSpec {
