@@ -24,9 +24,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     /// The leader's decision loop, on servers.
     public let decisions: DecisionLoop?
     public let metrics = AgentMetrics()
-    private let inboxes: (membership: AsyncStream<(AuthenticatedPeer, Frame)>, raft: AsyncStream<(AuthenticatedPeer, Frame)>)
-    private let inboxFeeds: (membership: AsyncStream<(AuthenticatedPeer, Frame)>.Continuation, raft: AsyncStream<(AuthenticatedPeer, Frame)>.Continuation)
-    private var inboxTasks: [Task<Void, Never>] = []
+    private let inbox: AsyncStream<(AuthenticatedPeer, Frame)>
+    private let inboxFeed: AsyncStream<(AuthenticatedPeer, Frame)>.Continuation
     private var statusHistory: StatusHistory?
     private let historyLock = NSLock()
     private var httpTask: Task<Void, Error>?
@@ -57,13 +56,11 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         }
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, min(2, System.coreCount)))
         let box = ServiceBox()
-        // Membership and Raft frames are handed over in arrival order, one consumer each (a Task
-        // per frame would let a later message overtake an earlier one: a stale suspicion after its
-        // refutation, an append after the one that follows it). Bounded; the protocols resend.
+        // Membership frames are handed over in arrival order by one consumer (a Task per frame would
+        // let a stale suspicion overtake its refutation). Bounded; gossip resends.
         let (membershipInbox, membershipFeed) = AsyncStream.makeStream(of: (AuthenticatedPeer, Frame).self, bufferingPolicy: .bufferingOldest(4096))
-        let (raftInbox, raftFeed) = AsyncStream.makeStream(of: (AuthenticatedPeer, Frame).self, bufferingPolicy: .bufferingOldest(4096))
-        inboxes = (membershipInbox, raftInbox)
-        inboxFeeds = (membershipFeed, raftFeed)
+        inbox = membershipInbox
+        inboxFeed = membershipFeed
         transport = PeerTransport(
             group: group, tls: tls,
             options: .init(cluster: c.cluster, agentVersion: MicroscaleVersion.current),
@@ -73,7 +70,9 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
                 case .membership:
                     membershipFeed.yield((peer, frame))
                 case .raft:
-                    raftFeed.yield((peer, frame))
+                    // Raft tolerates reordering (Raft §5.3), and a Task per frame lets many frames
+                    // queue on the actor before its next Ready, which is where batching comes from.
+                    if let r = box.raft { Task { await r.receive(frame, from: peer) } }
                 case .control:
                     let message: Microscale_Control_ControlMessage
                     do { message = try frame.decode(Microscale_Control_ControlMessage.self) } catch {
@@ -157,12 +156,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     /// Listens on the peer and HTTP addresses and joins the cluster.
     public func start() async throws {
         let service = membership
-        let membershipInbox = inboxes.membership
-        inboxTasks.append(Task { for await (peer, frame) in membershipInbox { await service.receive(frame, from: peer) } })
-        if let raft {
-            let raftInbox = inboxes.raft
-            inboxTasks.append(Task { for await (peer, frame) in raftInbox { await raft.receive(frame, from: peer) } })
-        }
+        let membershipInbox = inbox
+        Task { for await (peer, frame) in membershipInbox { await service.receive(frame, from: peer) } }
         let c = configuration
         do {
             peerAddress = try await transport.listen(host: c.bind.host, port: c.bind.port)
@@ -221,8 +216,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
 
     /// Stops without telling anyone (as a crash would, but closing sockets cleanly).
     public func shutdown() async {
-        inboxFeeds.membership.finish()
-        inboxFeeds.raft.finish()
+        inboxFeed.finish()
         await historyLock.withLock { statusHistory }?.stop()
         await decisions?.stop()
         await assignments.stop()
