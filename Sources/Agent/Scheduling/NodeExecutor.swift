@@ -86,6 +86,13 @@ public actor NodeExecutor {
                 totals.started += report.started.count
                 totals.stopped += report.stopped.count
                 totals.errors += report.errors.count
+                if !report.plan.isEmpty {
+                    let ms = { (d: Duration) in "\(d.inMilliseconds.rounded())" }
+                    logger.info("reconciled", metadata: [
+                        "plan": "\(a.planIndex)", "stopped": "\(report.stopped.count)", "started": "\(report.started.count)",
+                        "observe_ms": "\(ms(report.timings.observe))", "stops_ms": "\(ms(report.timings.stops))",
+                        "starts_ms": "\(ms(report.timings.starts))"])
+                }
                 if report.plan.isEmpty { break }
             }
             let running = try await client!.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(node)"], all: false)

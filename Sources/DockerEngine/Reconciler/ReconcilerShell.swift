@@ -13,6 +13,14 @@ public actor ReconcilerShell {
         public var started: [String] = []
         public var stopped: [String] = []
         public var errors: [DockerError] = []
+        /// Where the round's time went: listing, the stop phase (with the creates beside it), the
+        /// starts. Logged by the caller so an operator can see which part of a scale-up is slow.
+        public var timings = Timings()
+        public struct Timings: Sendable {
+            public var observe: Duration = .zero
+            public var stops: Duration = .zero
+            public var starts: Duration = .zero
+        }
     }
 
     private let client: DockerClient
@@ -51,7 +59,10 @@ public actor ReconcilerShell {
     /// One round: observe, decide, act. Returns what was done and what failed.
     @discardableResult
     public func reconcileOnce() async throws(DockerError) -> RoundReport {
+        let clock = ContinuousClock()
+        let began = clock.now
         let observed = try await observe()
+        let observedAt = clock.now
         var desired: [String: DesiredService] = [:]
         for (service, spec) in specs { desired[service] = DesiredService(count: counts[service] ?? 0, specHash: spec.specHash) }
         let plan = reconciler.decide(desired: desired, observed: observed, now: now())
@@ -59,6 +70,7 @@ public actor ReconcilerShell {
             logger.warning("service is crash-looping; holding starts", metadata: ["service": "\(service)", "failures": "\(loop.failures)"])
         }
         var report = RoundReport(plan: plan)
+        report.timings.observe = observedAt - began
         // Stops before starts (DESIGN.md §4.3): a start needs the room a stop frees. Creating a
         // container needs no room, so the new containers are created while the old ones stop; they
         // are started once every stop is done, and the stopped containers are removed last (removal
@@ -78,14 +90,18 @@ public actor ReconcilerShell {
         }
         async let created = run(creates)
         let stopped = await run(stops)
+        let createdResults = await created
+        let startsBegan = clock.now
+        report.timings.stops = startsBegan - observedAt
         var starts: [Step] = []
-        for r in await created {
+        for r in createdResults {
             switch r {
             case .success(let (step, id)): starts.append(.start(id: id, service: step.service))
             case .failure(let e): report.errors.append(e)
             }
         }
         let startedResults = await run(starts)
+        report.timings.starts = clock.now - startsBegan
         var removals: [Step] = []
         for r in stopped {
             switch r {
