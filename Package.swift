@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "microscale", targets: ["microscale"]),
         .executable(name: "microscale-sim", targets: ["microscale-sim"]),
         .executable(name: "microscale-bench", targets: ["microscale-bench"]),
+        .executable(name: "microscale-chaos", targets: ["microscale-chaos"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -129,6 +130,12 @@ let package = Package(
                 "SecureTransport", "Agent", "DockerEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            swiftSettings: strict),
+
+        // The chaos suite (chaos/run): real agents, each host in its own network namespace.
+        .executableTarget(
+            name: "microscale-chaos",
+            dependencies: ["Agent"],
             swiftSettings: strict),
 
         // Tests mirror Sources/.

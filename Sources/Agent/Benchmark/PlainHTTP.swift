@@ -5,25 +5,27 @@ import Foundation
 /// pool. Benchmarks poll dozens of agents ten times a second; this keeps the poller simple and
 /// bounded (a frozen agent costs at most the timeout), independent of URLSession.
 enum PlainHTTP {
-    static func get(host: String, port: Int, path: String, timeoutMillis: Int = 1000, maxBytes: Int = 4 << 20) async -> Data? {
-        guard let (status, body) = await request("GET", host: host, port: port, path: path, timeoutMillis: timeoutMillis, maxBytes: maxBytes),
+    static func get(host: String, port: Int, path: String, timeoutMillis: Int = 1000, maxBytes: Int = 4 << 20,
+                    token: String? = nil) async -> Data? {
+        guard let (status, body) = await request("GET", host: host, port: port, path: path, timeoutMillis: timeoutMillis,
+                                                 maxBytes: maxBytes, token: token),
               status == 200 else { return nil }
         return body
     }
 
     /// Any method, with an optional body; the status and body, or nil if no answer came.
     static func request(_ method: String, host: String, port: Int, path: String, body: [UInt8] = [],
-                        timeoutMillis: Int = 1000, maxBytes: Int = 4 << 20) async -> (Int, Data)? {
+                        timeoutMillis: Int = 1000, maxBytes: Int = 4 << 20, token: String? = nil) async -> (Int, Data)? {
         await withCheckedContinuation { c in
             DispatchQueue.global().async {
                 c.resume(returning: blockingRequest(method, host: host, port: port, path: path, body: body,
-                                                    timeoutMillis: timeoutMillis, maxBytes: maxBytes))
+                                                    timeoutMillis: timeoutMillis, maxBytes: maxBytes, token: token))
             }
         }
     }
 
     static func blockingRequest(_ method: String, host: String, port: Int, path: String, body: [UInt8],
-                                timeoutMillis: Int, maxBytes: Int) -> (Int, Data)? {
+                                timeoutMillis: Int, maxBytes: Int, token: String? = nil) -> (Int, Data)? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -38,7 +40,8 @@ enum PlainHTTP {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard ok == 0 else { return nil }
-        let request = Array("\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body
+        let auth = token.map { "Authorization: Bearer \($0)\r\n" } ?? ""
+        let request = Array("\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\(auth)Content-Length: \(body.count)\r\n\r\n".utf8) + body
         guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else { return nil }
         var response = Data()
         var buf = [UInt8](repeating: 0, count: 65_536)

@@ -50,8 +50,10 @@ final class ServerProcess: @unchecked Sendable {
     func waitUntilExit() { process?.waitUntilExit() }
 }
 
-/// Polls `condition` every `every` until it holds (true) or `seconds` pass (false).
-func pollUntil(_ seconds: Double, every: Duration = .milliseconds(50), _ condition: () async -> Bool) async throws -> Bool {
+/// Polls `condition` every `every` until it holds (true) or `seconds` pass (false). Runs on the
+/// caller's actor, so the condition may read that actor's state.
+func pollUntil(_ seconds: Double, every: Duration = .milliseconds(50), isolation: isolated (any Actor)? = #isolation,
+               _ condition: () async -> Bool) async throws -> Bool {
     let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
     while ContinuousClock.now < deadline {
         if await condition() { return true }

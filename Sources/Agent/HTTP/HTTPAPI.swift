@@ -22,6 +22,13 @@ public struct AgentSelfView: Codable, Sendable, Equatable {
     public var uptimeSeconds: Double
     public var gossipMessagesSent: Int
     public var gossipBytesSent: Int
+    /// This server's own Raft view (role, term, the leader it knows, commit index); nil on a client.
+    /// Unlike `GET /v1/leader`, which the leader answers, this is what this agent believes, which
+    /// is what "at most one leader per term" is checked against.
+    public var raft: RaftStatus?
+    /// The plan index of the assignment this agent is carrying out, and its counts; nil before the first.
+    public var assignmentPlan: UInt64?
+    public var assigned: [String: Int]?
 }
 
 /// The local HTTP API (DESIGN.md §6): JSON for the CLI, scripts and the dashboard. Bound to

@@ -253,9 +253,12 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
 
     public func selfView() async -> AgentSelfView {
         let (messages, bytes) = await membership.traffic()
+        let assignment = await executor.current
         return AgentSelfView(name: configuration.name, version: MicroscaleVersion.current, server: configuration.server,
                              uptimeSeconds: Double((ContinuousClock.now - startedAt).nanosecondsSinceZero) / 1e9,
-                             gossipMessagesSent: messages, gossipBytesSent: bytes)
+                             gossipMessagesSent: messages, gossipBytesSent: bytes,
+                             raft: await raft?.status(), assignmentPlan: assignment?.planIndex,
+                             assigned: assignment?.services.mapValues(\.count).filter { $0.value > 0 })
     }
 }
 

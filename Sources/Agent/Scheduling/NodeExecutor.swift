@@ -15,6 +15,13 @@ public actor NodeExecutor {
     let logger: Logger
     let report: @Sendable ([String: Int]) async -> Void
     public var interval: Duration = .seconds(2)
+    /// After the agent starts, an assignment that gives this node nothing is not carried out for
+    /// this long. Such a plan was usually decided while the agent was away (restarting); stopping
+    /// on it would throw away the containers the agent should adopt, only to start them again a
+    /// moment later when the leader sees the node back (static stability, DESIGN.md §4).
+    public var adoptionGrace: Duration = .seconds(10)
+    private let startedAt = ContinuousClock.now
+    private var heldEmpty = false
 
     private var shell: ReconcilerShell?
     private var client: DockerClient?
@@ -79,9 +86,13 @@ public actor NodeExecutor {
                 client = c
                 shell = ReconcilerShell(client: c, node: node, logger: logger)
             }
+            let nothing = a.services.values.allSatisfy { $0.count == 0 }
+            let hold = nothing && ContinuousClock.now - startedAt < adoptionGrace
+            if hold && !heldEmpty { logger.info("the plan gives this node nothing yet; keeping its containers while the leader sees it back") }
+            heldEmpty = hold
             let specs = a.services.map { Specs.container($0.key, $0.value.spec, node: node) }
             await shell!.setDesired(specs, counts: a.services.mapValues(\.count))
-            for _ in 0..<5 {
+            for _ in 0..<(hold ? 0 : 5) {
                 let report = try await shell!.reconcileOnce()
                 totals.started += report.started.count
                 totals.stopped += report.stopped.count
