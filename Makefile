@@ -2,7 +2,7 @@
 SWIFT ?= swift
 CONFIG ?= debug
 
-.PHONY: setup build release test demo proto check-proto bench clean
+.PHONY: setup build release test demo chaos proto check-proto bench clean
 
 setup:
 	@scripts/setup
@@ -18,6 +18,12 @@ test:
 	@scripts/setup --test
 	@scripts/check-proto
 	@scripts/test
+
+# Every chaos scenario, 10 repetitions each, then crash-writes (root; see chaos/README.md).
+chaos:
+	@scripts/setup --test
+	chaos/run all --repeat $${CHAOS_REPEAT:-10}
+	chaos/run crash-writes
 
 # A local three-agent cluster; Ctrl-C stops it (DEMO_SECONDS=N stops after N seconds).
 demo:

@@ -11,7 +11,9 @@ public struct ChaosCommand: AsyncParsableCommand {
         discussion: """
             SCENARIO is one of: \(ChaosRunner.scenarios.joined(separator: ", ")); or `all` (every scenario),
             `smoke` (host-kill, leader-kill and partition-one once each, for make test), `crash-writes`,
-            `soak`, or `clean` (remove what an interrupted run left behind).
+            `soak`, `bench` (the figures table from the real-process benchmarks; the cluster figures use
+            the dockerd named by MICROSCALE_TEST_DOCKER_HOST, which chaos/run starts), or `clean` (remove
+            what an interrupted run left behind).
             """)
 
     @Argument(help: "The scenario to run.") var scenario: String
@@ -20,6 +22,7 @@ public struct ChaosCommand: AsyncParsableCommand {
     @Option(name: .customLong("repeat"), help: "Repetitions of each scenario.") var repetitions = 1
     @Option(help: "crash-writes: SIGKILLs of a server during the writes.") var kills = 100
     @Option(help: "soak: minutes to run.") var minutes = 10.0
+    @Option(help: "bench: trials of the Raft and cluster figures.") var trials = 20
     @Option(help: "The microscale executable the agents run (default: next to this one).") var executable: String?
     @Option(help: "Where the hosts' files live.") var root = "/tmp/microscale-chaos"
     @Flag(help: "Print JSON instead of lines.") var json = false
@@ -28,7 +31,7 @@ public struct ChaosCommand: AsyncParsableCommand {
     public init() {}
 
     public func validate() throws {
-        guard scenario == "clean" || scenario == "all" || scenario == "smoke" || scenario == "crash-writes"
+        guard scenario == "clean" || scenario == "bench" || scenario == "all" || scenario == "smoke" || scenario == "crash-writes"
                 || scenario == "soak" || ChaosRunner.scenarios.contains(scenario) else {
             throw ValidationError("scenario: no such scenario \"\(scenario)\"; one of \(ChaosRunner.scenarios.joined(separator: ", ")), all, smoke, crash-writes, soak, clean")
         }
@@ -46,6 +49,20 @@ public struct ChaosCommand: AsyncParsableCommand {
         }
         let exe = executable ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("microscale").path
         guard FileManager.default.isExecutableFile(atPath: exe) else { throw CLIError("--executable: \(exe) is not an executable") }
+        if scenario == "bench" {
+            let env = ProcessInfo.processInfo.environment
+            var figures = ChaosFigures(executable: exe, dockerHost: env["MICROSCALE_TEST_DOCKER_HOST"], image: env["MICROSCALE_TEST_IMAGE"])
+            figures.trials = trials
+            let rows = try await figures.run(progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
+            if json {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try enc.encode(rows), as: UTF8.self))
+            } else {
+                print(ChaosFigures.table(rows), terminator: "")
+            }
+            return
+        }
         var options = ChaosCluster.Options(executable: exe)
         options.hosts = hosts
         options.servers = servers
@@ -74,7 +91,8 @@ public struct ChaosCommand: AsyncParsableCommand {
                     default: await runner.run(name, repetition: k)
                     }
                     results.append(r)
-                    if !json { FileHandle.standardOutput.write(Data((Self.line(r) + "\n").utf8)) }
+                    // Lines go to stdout, or to stderr as progress when stdout carries the JSON.
+                    (json ? FileHandle.standardError : FileHandle.standardOutput).write(Data((Self.line(r) + "\n").utf8))
                 }
             }
         } catch {
