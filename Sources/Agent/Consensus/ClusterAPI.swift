@@ -235,7 +235,10 @@ public actor ClusterAPI {
     /// The segments of a request path without its query: "/v1/services?x=1" is ["v1", "services"].
     /// The path may come from another agent (a forwarded request), so any string must do.
     public static func pathSegments(_ path: String) -> [String] {
-        path.split(separator: "?", maxSplits: 1)[0].split(separator: "/").map(String.init)
+        // Not `split(separator: "?")[0]`: that drops empty pieces, so "" and "?x" gave no first
+        // piece and a forwarded request with such a path crashed the leader (found by fuzz-frame).
+        let beforeQuery = path.prefix { $0 != "?" }
+        return beforeQuery.split(separator: "/").map(String.init)
     }
 
     private func execute(method: String, path: String, body: [UInt8], raft: RaftService) async -> APIResponse {
