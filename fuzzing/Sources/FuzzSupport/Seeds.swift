@@ -169,6 +169,7 @@ public enum Seeds {
 
     public static func control() -> Files {
         let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]  // so `make fuzz-seeds` writes the same bytes each time
         var assignment = Microscale_Control_ControlMessage()
         assignment.assignment = .with {
             $0.planIndex = 12
@@ -405,6 +406,9 @@ public enum Seeds {
     }
 
     static func serialized<M: SwiftProtobuf.Message>(_ m: M) -> [UInt8] {
-        (try? m.serializedBytes()) ?? []
+        // Maps in a deterministic order, so `make fuzz-seeds` writes the same bytes each time.
+        var options = BinaryEncodingOptions()
+        options.useDeterministicOrdering = true
+        return (try? m.serializedBytes(options: options)) ?? []
     }
 }
