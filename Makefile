@@ -2,7 +2,7 @@
 SWIFT ?= swift
 CONFIG ?= debug
 
-.PHONY: setup build release test demo chaos proto check-proto bench clean
+.PHONY: setup build release test demo chaos proto check-proto bench fuzz fuzz-seeds clean
 
 setup:
 	@scripts/setup
@@ -40,5 +40,15 @@ check-proto:
 bench: release
 	scripts/bench
 
+# libFuzzer targets in fuzzing/ (docs/fuzzing.md): FUZZ_SECONDS per target (default 60), FUZZ_TARGETS to pick.
+fuzz:
+	@scripts/fuzz
+
+# Rewrites the seed corpus in fuzzing/corpus/ from the real encoders (crash reproducers stay).
+fuzz-seeds:
+	@FUZZ_SECONDS=0 FUZZ_TARGETS=none scripts/fuzz >/dev/null 2>&1 || true
+	@for t in frame membership raft control services agent-config; do \
+	  FUZZ_WRITE_SEEDS=fuzzing/corpus/$$t .build-fuzz/release/fuzz-$$t; done
+
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz .fuzz

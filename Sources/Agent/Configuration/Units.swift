@@ -50,6 +50,9 @@ public enum Units {
         case "h": ms = v * 3_600_000
         default: return nil
         }
+        // Int64(_:) traps on what it cannot hold: "99999999999999999999h" must be refused, not
+        // crash the agent reading its configuration (found by fuzz-agent-config).
+        guard ms.isFinite, ms < 9.2e18 else { return nil }
         return .milliseconds(Int64(ms.rounded()))
     }
 }

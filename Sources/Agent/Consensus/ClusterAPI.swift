@@ -232,8 +232,17 @@ public actor ClusterAPI {
 
     // MARK: Serving (on the leader)
 
+    /// The segments of a request path without its query: "/v1/services?x=1" is ["v1", "services"].
+    /// The path may come from another agent (a forwarded request), so any string must do.
+    public static func pathSegments(_ path: String) -> [String] {
+        // Not `split(separator: "?")[0]`: that drops empty pieces, so "" and "?x" gave no first
+        // piece and a forwarded request with such a path crashed the leader (found by fuzz-frame).
+        let beforeQuery = path.prefix { $0 != "?" }
+        return beforeQuery.split(separator: "/").map(String.init)
+    }
+
     private func execute(method: String, path: String, body: [UInt8], raft: RaftService) async -> APIResponse {
-        let p = path.split(separator: "?", maxSplits: 1)[0].split(separator: "/").map(String.init)
+        let p = Self.pathSegments(path)
         guard p.count >= 2, p[0] == "v1" else { return .error(404, "no such endpoint: \(method) \(path)") }
         switch (method, p[1], p.count) {
         case ("GET", "leader", 2):

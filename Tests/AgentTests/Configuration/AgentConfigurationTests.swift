@@ -105,4 +105,14 @@ import Testing
         #expect(Units.duration("250ms") == .milliseconds(250))
         #expect(Units.duration("soon") == nil)
     }
+
+    /// fuzzing/corpus/agent-config/crash-duration-overflow: this file crashed the agent.
+    @Test func aRaftTimeoutTooLongForMillisecondsIsRefusedNamingTheLine() throws {
+        let file = "name: n\ndata-dir: d\ntls-ca: a\ntls-cert: b\ntls-key: c\nraft-election-timeout: 99999999999999999999h\n"
+        let settings = try AgentSettings.fromYAML(file, file: "agent.yaml")
+        #expect(throws: ConfigurationError(
+            "agent.yaml line 6: raft-election-timeout \"99999999999999999999h\" is not a duration from 1ms to 60s (like 300ms)")) {
+            try settings.resolve()
+        }
+    }
 }

@@ -51,6 +51,8 @@ import Testing
         ("priority: 1", "priority: 0", "line 5: services.web.priority: must be 1 or more"),
         ("source: random", "source: tarot", "line 10: services.web.demand.source: `tarot` is not one of"),
         ("stop_timeout: 5s", "stop_timeout: soon", "line 11: services.web.stop_timeout: must be a duration"),
+        // Too long for a 64-bit count of milliseconds: refused, no longer a crash (fuzz-agent-config).
+        ("stop_timeout: 5s", "stop_timeout: 99999999999999999999h", "line 11: services.web.stop_timeout: must be a duration"),
         ("min: 1", "mni: 1", "line 8: services.web.mni: unknown field"),
         ("fill: true", "fill: maybe", "services.batch.fill: must be true or false"),
     ])

@@ -1,0 +1,27 @@
+@testable import Agent
+import Foundation
+import Testing
+import Wire
+
+/// The leader splits the path of every request it serves, forwarded ones included, whose path is
+/// whatever another agent sent.
+@Suite struct ClusterAPIPathTests {
+    @Test func aPathIsItsSegmentsWithoutTheQuery() {
+        #expect(ClusterAPI.pathSegments("/v1/services") == ["v1", "services"])
+        #expect(ClusterAPI.pathSegments("/v1/decisions?limit=5") == ["v1", "decisions"])
+        #expect(ClusterAPI.pathSegments("v1//nodes/n1/drain/") == ["v1", "nodes", "n1", "drain"])
+    }
+
+    @Test(arguments: ["", "?", "?limit=5", "/", "??", "/?/"])
+    func aPathWithNothingBeforeItsQueryHasNoSegmentsInsteadOfCrashing(_ path: String) {
+        #expect(ClusterAPI.pathSegments(path) == [])
+    }
+
+    /// fuzzing/corpus/control/crash-forward-request-empty-path: a ForwardRequest with no path.
+    @Test func aForwardedRequestWithAnEmptyPathDecodesToNoSegments() throws {
+        let frame = Frame(kind: .control, payload: .init(bytes: [0x1a, 0x00]))
+        let message = try frame.decode(Microscale_Control_ControlMessage.self)
+        guard case .forwardRequest(let r)? = message.body else { Issue.record("not a forward request"); return }
+        #expect(ClusterAPI.pathSegments(r.path) == [])
+    }
+}

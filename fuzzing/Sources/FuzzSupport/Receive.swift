@@ -1,0 +1,157 @@
+import Agent
+import Consensus
+import Foundation
+import Membership
+import NIOCore
+import Wire
+
+/// What the agent does with bytes from outside, step for step as its receive paths do, with every
+/// error swallowed: a fuzz target fails only on a trap (a crash, a failed precondition, an
+/// overflow), never on a thrown error. Each function names the code it mirrors.
+public enum Receive {
+    /// The limits every connection runs with (SecureChannel's default).
+    public static let limits = FrameLimits.default
+
+    /// A byte stream from a peer: FrameDecoder takes frames off the front until one is incomplete
+    /// or refused (the pipeline then closes the connection); each frame goes where the agent's
+    /// handlers send it (HelloHandler, then AgentRuntime's onFrame).
+    public static func stream(_ bytes: UnsafeRawBufferPointer) {
+        var buffer = ByteBuffer(bytes: bytes)
+        var frames = 0
+        while frames < 10_000 {
+            let frame: Frame?
+            do { frame = try FrameDecoder.decodeFrame(from: &buffer, limits: limits) } catch { return }
+            guard let frame else { return }
+            check(frame.payload.readableBytes <= limits.maxUncompressedBytes, "payload over the limit")
+            self.frame(frame)
+            frames += 1
+        }
+    }
+
+    /// One frame, by kind.
+    public static func frame(_ frame: Frame) {
+        switch frame.kind {
+        case .hello:
+            // HelloHandler: decode, then compare the fields with the certificate and this agent.
+            if let hello = try? frame.decode(Microscale_Wire_Hello.self) {
+                _ = hello.nodeName == "node-1" && hello.protocolVersion == WireProtocol.version && hello.cluster == "microscale"
+            }
+        case .goodbye:
+            if let bye = try? frame.decode(Microscale_Wire_Goodbye.self) { _ = "\(bye.reason)" }
+        case .membership:
+            membership(frame)
+        case .raft:
+            raft(frame)
+        case .control:
+            control(frame)
+        }
+    }
+
+    /// MembershipService: MembershipCodec.message(from:). A message that decodes must survive the
+    /// way back: encoding it and decoding again gives the same message.
+    public static func membership(_ frame: Frame) {
+        guard let message = try? MembershipCodec.message(from: frame) else { return }
+        guard let again = try? MembershipCodec.message(from: MembershipCodec.frame(message)) else {
+            fail("a decoded membership message does not decode again after encoding")
+        }
+        check(again == message, "membership message changed on the way back")
+    }
+
+    /// RaftService: RaftCodec.decode, then what the node does with the data it carries: a
+    /// configuration entry is a ConfChange, a normal entry a ClusterCommand applied to the state,
+    /// a snapshot a ClusterState restored and later snapshotted again.
+    public static func raft(_ frame: Frame) {
+        guard let message = try? RaftCodec.decode(frame) else { return }
+        guard let again = try? RaftCodec.decode(RaftCodec.frame(message)) else {
+            fail("a decoded raft message does not decode again after encoding")
+        }
+        check(again == message, "raft message changed on the way back")
+        var state = ClusterState()
+        for entry in message.entries.prefix(64) {
+            switch entry.kind {
+            case .configuration:
+                if let change = ConfChange(encoded: entry.data) {
+                    _ = Configuration(voters: ["node-1"], learners: []).applying(change)
+                }
+            case .normal:
+                _ = state.apply(entry.data, index: entry.index)
+            }
+        }
+        _ = state.snapshot()
+        if let snapshot = message.snapshot, let restored = try? ClusterState.restore(snapshot.data) {
+            let bytes = restored.snapshot()
+            check((try? ClusterState.restore(bytes)) == restored, "a restored snapshot does not restore again")
+        }
+    }
+
+    /// AgentRuntime's onFrame for `.control`, then ClusterAPI.receive (forwarded requests, served
+    /// as the leader would: the path's segments, and a services body parsed as a services file) or
+    /// AssignmentStream.receive (each service's spec decoded from JSON).
+    public static func control(_ frame: Frame) {
+        guard let message = try? frame.decode(Microscale_Control_ControlMessage.self) else { return }
+        switch message.body {
+        case .forwardRequest(let r):
+            let segments = ClusterAPI.pathSegments(r.path)
+            _ = Int(r.hops)
+            if segments.count == 2, segments[1] == "services", r.method == "PUT" || r.method == "POST" {
+                services(String(decoding: r.body, as: UTF8.self))
+            }
+        case .forwardResponse(let r):
+            _ = (r.id, Int(r.status), Array(r.body))
+        case .assignment(let a):
+            var services: [String: (Int, Consensus.ServiceSpec)] = [:]
+            for s in a.services.prefix(256) {
+                guard let spec = try? JSONDecoder().decode(Consensus.ServiceSpec.self, from: s.spec) else { return }
+                services[s.service] = (Int(s.count), spec)
+            }
+        case .subscribe(let s):
+            _ = (s.node == "node-1", s.afterIndex)
+        case nil:
+            break
+        }
+    }
+
+    /// A services file, from `microscale services apply` or a PUT to /v1/services: ServicesFile.parse,
+    /// then what the leader does with the specs: validate them as a command applied to the state.
+    public static func services(_ text: String) {
+        guard let specs = try? ServicesFile.parse(text, source: "fuzz") else { return }
+        check(specs.count <= ServicesFile.maxServices, "more services than the bound")
+        for (name, spec) in specs {
+            check(spec.validationError(name: name) == nil, "the parser accepted a spec that does not validate")
+        }
+        var state = ClusterState()
+        check(state.apply(.applyServices(specs), index: 1) == nil, "parsed specs refused by the state")
+        _ = try? ClusterCommand.applyServices(specs).encoded()
+    }
+
+    /// The --config file: AgentSettings.fromYAML, then resolve() (defaults and every check).
+    public static func agentConfiguration(_ text: String) {
+        guard let settings = try? AgentSettings.fromYAML(text, file: "agent.yaml") else { return }
+        _ = try? settings.resolve()
+        _ = try? AgentSettings().overridden(by: settings).resolve()
+    }
+
+    static func check(_ condition: Bool, _ message: @autoclosure () -> String) {
+        if !condition { fail(message()) }
+    }
+
+    static func fail(_ message: String) -> Never {
+        fatalError("fuzz invariant: \(message)")
+    }
+}
+
+/// The bytes libFuzzer hands a target, as a buffer or as text (the files are read as UTF-8 with
+/// replacement, as the agent reads them).
+public enum FuzzInput {
+    public static func bytes(_ start: UnsafeRawPointer?, _ count: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: count > 0 ? start : nil, count: count)
+    }
+
+    public static func text(_ start: UnsafeRawPointer?, _ count: Int) -> String {
+        String(decoding: bytes(start, count), as: UTF8.self)
+    }
+
+    public static func frame(_ kind: FrameKind, _ start: UnsafeRawPointer?, _ count: Int) -> Frame {
+        Frame(kind: kind, payload: ByteBuffer(bytes: bytes(start, count)))
+    }
+}
