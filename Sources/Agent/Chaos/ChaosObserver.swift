@@ -202,21 +202,32 @@ enum ChaosChecks {
         return n >= min(ChaosServices.webNeeded(demand), live.count * 4)
     }
 
-    /// Committed state kept: the services, the last acknowledged demand, the drain flags.
+    /// Committed state kept: the services, the last acknowledged demand, the drain flags. Read
+    /// through each live host in turn for up to 20 s: a read may meet an election (503) right
+    /// after a fault; "kept" is about what the state says once it answers, not how soon.
     static func stateKept(_ cluster: ChaosCluster, demand: Double, drained: Set<String>) async -> [String] {
+        func read(_ path: String) async -> Data? {
+            let deadline = ContinuousClock.now + .seconds(20)
+            while ContinuousClock.now < deadline {
+                for h in await cluster.liveHosts {
+                    if let d = await cluster.get(h, path, timeoutMillis: 3000) { return d }
+                }
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+            return nil
+        }
         var problems: [String] = []
-        guard let h = await cluster.liveHosts.first else { return ["no live host"] }
-        if let d = await cluster.get(h, "/v1/services", timeoutMillis: 3000), let text = String(data: d, encoding: .utf8) {
+        if let d = await read("/v1/services"), let text = String(data: d, encoding: .utf8) {
             for s in ["web", "batch"] where !text.contains("\"\(s)\"") { problems.append("service \(s) lost") }
-        } else { problems.append("GET /v1/services failed") }
-        if let d = await cluster.get(h, "/v1/demand", timeoutMillis: 3000), let map = try? JSONDecoder().decode([String: Double].self, from: d) {
+        } else { problems.append("GET /v1/services: no answer within 20 s") }
+        if let d = await read("/v1/demand"), let map = try? JSONDecoder().decode([String: Double].self, from: d) {
             let web = map["web"]
             if web != demand { problems.append("demand for web is \(web.map { "\($0)" } ?? "missing"), acknowledged \(demand)") }
-        } else { problems.append("GET /v1/demand failed") }
-        if let d = await cluster.get(h, "/v1/nodes/drained", timeoutMillis: 3000), let list = try? JSONDecoder().decode([String].self, from: d) {
+        } else { problems.append("GET /v1/demand: no answer within 20 s") }
+        if let d = await read("/v1/nodes/drained"), let list = try? JSONDecoder().decode([String].self, from: d) {
             let have = Set(list)
             for n in drained where !have.contains(n) { problems.append("drain flag of \(n) lost") }
-        } else { problems.append("GET /v1/nodes/drained failed") }
+        } else { problems.append("GET /v1/nodes/drained: no answer within 20 s") }
         return problems
     }
 

@@ -210,6 +210,11 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
 
     /// Leaves the cluster gracefully and stops everything.
     public func stop() async {
+        // Stop carrying out assignments first: the leave makes the leader re-plan without this
+        // node at once, and an executor still running would stop every container here on that
+        // plan before the process exits, which a restart would then have to start again.
+        await assignments.stop()
+        await executor.stop()
         await membership.leave()
         await shutdown()
     }
