@@ -26,12 +26,15 @@ public actor ChaosCluster {
         public init(executable: String) { self.executable = executable }
     }
 
-    public static let subnet = "10.213.0"
+    /// Two suites can run side by side on one machine when each has its own CHAOS_PREFIX (names of
+    /// namespaces, links and cgroups, so `clean` finds leftovers by name), CHAOS_SUBNET (the first
+    /// three octets) and --root.
+    static let environment = ProcessInfo.processInfo.environment
+    public static let subnet = environment["CHAOS_SUBNET"] ?? "10.213.0"
     public static let observerAddress = "\(subnet).254"
     public static let image = "microscale-chaos:latest"
-    /// Namespaces, links and cgroups carry this prefix, so `clean` can find leftovers by name.
-    public static let prefix = "msc"
-    static let cgroupName = "microscale-chaos"
+    public static let prefix = environment["CHAOS_PREFIX"] ?? "msc"
+    static let cgroupName = "microscale-chaos-\(prefix)"
 
     public final class Host: Sendable {
         public let index: Int
