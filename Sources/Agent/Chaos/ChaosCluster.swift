@@ -210,7 +210,7 @@ public actor ChaosCluster {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Shell.which("ip") ?? "/usr/sbin/ip")
         p.arguments = ["netns", "exec", h.netns, try launcher(h)] + command
-        if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
+        if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
         let handle = FileHandle(forWritingAtPath: log)
         handle?.seekToEndOfFile()
         p.standardOutput = handle
@@ -480,7 +480,7 @@ public struct Shell: Sendable {
         let data = out.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         let text = String(decoding: data, as: UTF8.self)
-        if let log, let h = FileHandle(forWritingAtPath: log) ?? { FileManager.default.createFile(atPath: log, contents: nil); return FileHandle(forWritingAtPath: log) }() {
+        if let log, let h = FileHandle(forWritingAtPath: log) ?? { _ = FileManager.default.createFile(atPath: log, contents: nil); return FileHandle(forWritingAtPath: log) }() {
             h.seekToEndOfFile()
             h.write(Data("$ \(args.joined(separator: " "))  -> \(p.terminationStatus)\n\(text)".utf8))
             try? h.close()

@@ -58,8 +58,8 @@ public actor ChaosRunner {
     /// baseline, converged.
     func baseline() async throws {
         await cluster.heal()
-        for h in await cluster.hosts where await cluster.frozen.contains(h.name) { await cluster.thaw(h) }
-        for h in await cluster.hosts where await cluster.down.contains(h.name) {
+        for h in cluster.hosts where await cluster.frozen.contains(h.name) { await cluster.thaw(h) }
+        for h in cluster.hosts where await cluster.down.contains(h.name) {
             _ = await cluster.waitForAgentExit(h)
             try await cluster.restartHost(h)
         }
@@ -107,7 +107,7 @@ public actor ChaosRunner {
             problems.append("scenario stopped: \(error)")
         }
         await cluster.heal()
-        for h in await cluster.hosts where await cluster.frozen.contains(h.name) { await cluster.thaw(h) }
+        for h in cluster.hosts where await cluster.frozen.contains(h.name) { await cluster.thaw(h) }
         let violations = await observer.stop()
         problems += violations.map { "invariant: \($0)" }
         problems += await ChaosChecks.stateKept(cluster, demand: demand, drained: drained)
@@ -286,7 +286,7 @@ public actor ChaosRunner {
     /// merges back and stops its now-extra containers.
     private func partitionOne() async throws {
         let v = try await victim()
-        let others = await cluster.hosts.filter { $0 !== v }
+        let others = cluster.hosts.filter { $0 !== v }
         notes.append("isolated \(v.name) for 10 s")
         try await cluster.partition([v], others)
         try await until("dead_everywhere", seconds: 10) { await seenDeadByAll([v.name]) }
@@ -303,7 +303,7 @@ public actor ChaosRunner {
     /// heal everything converges on the majority's state.
     private func partitionLeader() async throws {
         let l = try await leaderHost()
-        let hosts = await cluster.hosts
+        let hosts = cluster.hosts
         guard hosts.count >= 5 else { notes.append("needs 5 hosts; skipped"); return }
         let partner = hosts.first { $0 !== l && !$0.server } ?? hosts.first { $0 !== l }!
         let minority = [l, partner]
@@ -324,7 +324,7 @@ public actor ChaosRunner {
     /// Two sides long enough for each to declare the other dead, then the heal: membership merges
     /// by itself (dead members are re-dialed for a bounded window) and assignments converge.
     private func partitionHeal() async throws {
-        let hosts = await cluster.hosts
+        let hosts = cluster.hosts
         let l = try await leaderHost()
         let side = hosts.filter { $0 !== l }.suffix(max(1, (hosts.count - 1) / 2))
         let rest = hosts.filter { h in !side.contains { $0 === h } }
@@ -349,7 +349,7 @@ public actor ChaosRunner {
     /// 20% of packets between hosts lost (and 50 ms latency where the kernel has netem) for 20 s,
     /// with a demand step inside it.
     private func linkLoss() async throws {
-        let hosts = await cluster.hosts
+        let hosts = cluster.hosts
         try await cluster.loss(0.2, on: hosts)
         if await cluster.latency(50, on: hosts) { notes.append("20% loss and 50 ms latency for 20 s") }
         else { notes.append("20% loss for 20 s; latency skipped: this kernel has no sch_netem") }
@@ -520,7 +520,7 @@ public actor ChaosRunner {
             if elapsed >= nextSample {
                 nextSample += every
                 var row: [String: (rss: Double, cpu: Double)] = [:]
-                for h in await cluster.hosts {
+                for h in cluster.hosts {
                     guard let pid = await cluster.agentPID(h), let p = ProcessSample.read(pid) else { continue }
                     row[h.name] = (p.rssBytes / 1_048_576, p.cpuTicks / hz)
                     if firstCPU[h.name] == nil { firstCPU[h.name] = p.cpuTicks / hz }
