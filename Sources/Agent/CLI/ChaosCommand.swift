@@ -10,7 +10,7 @@ public struct ChaosCommand: AsyncParsableCommand {
         abstract: "Fault scenarios against real agents, each host in its own network namespace with its own dockerd (needs root).",
         discussion: """
             SCENARIO is one of: \(ChaosRunner.scenarios.joined(separator: ", ")); or `all` (every scenario),
-            `smoke` (host-kill, leader-kill and partition-one once each, for make test), `crash-writes`,
+            `smoke` (host-kill, leader-kill, partition-one and agent-restart once each, for make test), `crash-writes`,
             `soak`, `bench` (the figures table from the real-process benchmarks; the cluster figures use
             the dockerd named by MICROSCALE_TEST_DOCKER_HOST, which chaos/run starts), or `clean` (remove
             what an interrupted run left behind).
@@ -80,7 +80,7 @@ public struct ChaosCommand: AsyncParsableCommand {
             try await runner.prepare()
             let names: [String] = switch scenario {
             case "all": ChaosRunner.scenarios
-            case "smoke": ["host-kill", "leader-kill", "partition-one"]
+            case "smoke": ["host-kill", "leader-kill", "partition-one", "agent-restart"]
             default: [scenario]
             }
             for name in names {
