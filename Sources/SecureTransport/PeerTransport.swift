@@ -134,7 +134,7 @@ public final class PeerTransport: Sendable {
 
     /// TCP_USER_TIMEOUT (linux/tcp.h: 18), which NIO has no name for.
     static let userTimeoutOption = ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: 18))
-    static func milliseconds(_ d: Duration) -> SocketOptionValue { SocketOptionValue(clamping: d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000) }
+    static func milliseconds(_ d: Duration) -> SocketOptionValue { SocketOptionValue(clamping: d.nanosecondsClamped / 1_000_000) }
 
     static func key(_ host: String, _ port: Int) -> String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 

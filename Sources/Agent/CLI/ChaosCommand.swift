@@ -67,7 +67,7 @@ public struct ChaosCommand: AsyncParsableCommand {
         options.hosts = hosts
         options.servers = servers
         options.root = root
-        let cluster = ChaosCluster(options: options)
+        let cluster = try ChaosCluster(options: options)
         let interrupted = ChaosInterrupt.install(root: root)
         defer { interrupted.cancel() }
 

@@ -21,7 +21,7 @@ public struct DevCommand: AsyncParsableCommand {
     @Option(help: "Stop after this many seconds (default: until Ctrl-C).") var seconds: Int?
     public init() {}
 
-    static let demoServices = """
+    public static let demoServices = """
         services:
           web:
             image: microscale-demo:latest

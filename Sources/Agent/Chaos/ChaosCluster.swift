@@ -43,15 +43,19 @@ public actor ChaosCluster {
         public let server: Bool
         public let netns: String
         public let directory: String
-        init(index: Int, server: Bool, root: String) {
+        public let dockerHost: String
+        /// One client per host for the whole run (it negotiates the API version once).
+        public let docker: DockerClient
+        init(index: Int, server: Bool, root: String) throws {
             self.index = index
             self.name = "h\(index)"
             self.address = "\(ChaosCluster.subnet).\(index)"
             self.server = server
             self.netns = "\(ChaosCluster.prefix)-h\(index)"
             self.directory = "\(root)/h\(index)"
+            self.dockerHost = "unix://\(directory)/docker.sock"
+            self.docker = try DockerClient(host: dockerHost)
         }
-        public var dockerHost: String { "unix://\(directory)/docker.sock" }
         var cgroup: String { "\(ChaosCluster.cgroupName)/\(name)" }
     }
 
@@ -67,9 +71,9 @@ public actor ChaosCluster {
     private var sentinels: [String: String] = [:]
     private let shell: Shell
 
-    public init(options: Options) {
+    public init(options: Options) throws {
         self.options = options
-        self.hosts = (1...max(1, options.hosts)).map { Host(index: $0, server: $0 <= options.servers, root: options.root) }
+        self.hosts = try (1...max(1, options.hosts)).map { try Host(index: $0, server: $0 <= options.servers, root: options.root) }
         self.token = String(UInt64.random(in: 1...UInt64.max), radix: 36)
         self.shell = Shell(log: "\(options.root)/harness.log")
     }
@@ -230,8 +234,7 @@ public actor ChaosCluster {
                     "--containerd-namespace=\(h.netns)", "--containerd-plugins-namespace=\(h.netns)-plugins"]
         try? FileManager.default.removeItem(atPath: "\(h.directory)/dockerd.pid")
         _ = try spawn(h, log: "\(h.directory)/dockerd.log", args)
-        let docker = try DockerClient(host: h.dockerHost)
-        guard try await pollUntil(60, { (try? await docker.ping()) != nil }) else {
+        guard try await pollUntil(60, { (try? await h.docker.ping()) != nil }) else {
             throw ChaosError("\(h.name): dockerd did not answer within 60 s; see \(h.directory)/dockerd.log")
         }
         guard fresh else { return }
@@ -347,6 +350,12 @@ public actor ChaosCluster {
                                     "delay", "\(milliseconds)ms"])) != nil else { return false }
         }
         return true
+    }
+
+    /// Every fault that leaves processes running is undone: links healed, frozen hosts thawed.
+    public func recover() {
+        heal()
+        for h in hosts where frozen.contains(h.name) { thaw(h) }
     }
 
     /// Removes every link fault.

@@ -111,6 +111,11 @@ public enum ChaosServices {
                    fill: true, stop_timeout: 1s }
         """
 
+    /// Containers of either service one host has room for (both reserve the same).
+    public static func slotsPerHost(capacityCPU: Double) -> Int {
+        Int((capacityCPU / reservations["web"]!.cpu).rounded(.down))
+    }
+
     /// Priority-1 containers a demand needs (DESIGN.md §4: ceil(demand / per_container) within [min, max]).
     public static func webNeeded(_ demand: Double) -> Int {
         min(webMax, max(1, Int((demand / perContainer).rounded(.up))))
@@ -129,8 +134,7 @@ enum ChaosChecks {
     static func ids(on h: ChaosCluster.Host, timeoutMillis: Int) async -> [String: Set<String>]? {
         await withTaskGroup(of: [String: Set<String>]?.self) { group in
             group.addTask {
-                guard let docker = try? DockerClient(host: h.dockerHost),
-                      let list = try? await docker.list(labels: ["\(MicroscaleLabel.managed)=true"], all: false) else { return nil }
+                guard let list = try? await h.docker.list(labels: ["\(MicroscaleLabel.managed)=true"], all: false) else { return nil }
                 var out: [String: Set<String>] = [:]
                 for c in list where c.State == "running" {
                     if let s = c.Labels?[MicroscaleLabel.service] { out[s, default: []].insert(c.Id) }
@@ -171,7 +175,7 @@ enum ChaosChecks {
             let n = total[s.name] ?? 0
             if n > s.desired { problems.append("\(s.name) runs \(n) > desired \(s.desired)") }
             if s.priority == 1 {
-                let slots = live.count * Int(2.0 / 0.5)
+                let slots = live.count * ChaosServices.slotsPerHost(capacityCPU: cluster.options.capacityCPU)
                 let needed = min(ChaosServices.webNeeded(demand), slots)
                 if s.desired < needed { problems.append("\(s.name) desired \(s.desired) < needed \(needed) for demand \(demand)") }
                 if n < s.desired { problems.append("\(s.name) runs \(n) < desired \(s.desired)") }
@@ -199,7 +203,7 @@ enum ChaosChecks {
             guard let r = await running(on: h, timeoutMillis: 1000) else { return false }
             n += r["web"] ?? 0
         }
-        return n >= min(ChaosServices.webNeeded(demand), live.count * 4)
+        return n >= min(ChaosServices.webNeeded(demand), live.count * ChaosServices.slotsPerHost(capacityCPU: cluster.options.capacityCPU))
     }
 
     /// Committed state kept: the services, the last acknowledged demand, the drain flags. Read
@@ -237,9 +241,8 @@ enum ChaosChecks {
         var problems: [String] = []
         for h in await cluster.liveHosts {
             guard let id = await cluster.sentinelID(h) else { continue }
-            guard let docker = try? DockerClient(host: h.dockerHost) else { continue }
             do {
-                let i = try await docker.inspect(id)
+                let i = try await h.docker.inspect(id)
                 if !killed.contains(h.name) && i.State.Running != true { problems.append("\(h.name): the sentinel is not running") }
             } catch {
                 problems.append("\(h.name): the sentinel is gone (\(error))")

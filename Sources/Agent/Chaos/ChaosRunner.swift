@@ -57,8 +57,7 @@ public actor ChaosRunner {
     /// Back to healthy: links healed, frozen hosts thawed, dead hosts restarted, demand at the
     /// baseline, converged.
     func baseline() async throws {
-        await cluster.heal()
-        for h in cluster.hosts where await cluster.frozen.contains(h.name) { await cluster.thaw(h) }
+        await cluster.recover()
         for h in cluster.hosts where await cluster.down.contains(h.name) {
             _ = await cluster.waitForAgentExit(h)
             try await cluster.restartHost(h)
@@ -82,7 +81,7 @@ public actor ChaosRunner {
             return ChaosResult(scenario: scenario, repetition: repetition, passed: false, problems: ["baseline: \(error)"], timings: [:], notes: [])
         }
         let observer = ChaosObserver(cluster: cluster, services: ChaosServices.reservations,
-                                     capacity: .init(cpu: cluster.options.capacityCPU, memory: 1 << 30))
+                                     capacity: .init(cpu: cluster.options.capacityCPU, memory: Units.bytes(cluster.options.capacityMemory) ?? 0))
         await observer.start()
         t0 = ContinuousClock.now
         do {
@@ -106,8 +105,7 @@ public actor ChaosRunner {
         } catch {
             problems.append("scenario stopped: \(error)")
         }
-        await cluster.heal()
-        for h in cluster.hosts where await cluster.frozen.contains(h.name) { await cluster.thaw(h) }
+        await cluster.recover()
         let violations = await observer.stop()
         problems += violations.map { "invariant: \($0)" }
         problems += await ChaosChecks.stateKept(cluster, demand: demand, drained: drained)

@@ -22,7 +22,7 @@ public actor DecisionLoop {
     private var lastPlan: Scaling.Plan?
     private var lastInputs: Int?
     private var lastRun = ContinuousClock.now
-    private var loop: Task<Void, Never>?
+    private var loop: WakeLoop?
     private var pollers: [String: (config: DemandSourceConfig, poller: DemandPoller, task: Task<Void, Never>)] = [:]
     private let epoch = ContinuousClock.now
     public private(set) var plansCommitted = 0
@@ -38,37 +38,23 @@ public actor DecisionLoop {
         self.logger = logger
     }
 
-    private var wake: AsyncStream<Void>.Continuation?
-
     public func start() {
-        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        wake = continuation
-        let every = interval
-        // The timer and `poke` feed one stream: a committed change is planned at once, and anything
+        // `poke` and the timer share one loop: a committed change is planned at once, and anything
         // else (membership, demand sources) within `interval`.
-        let timer = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: every)
-                continuation.yield()
-            }
-        }
-        loop = Task { [weak self] in
-            for await _ in stream {
-                guard let self else { break }
-                await self.step()
-            }
-            timer.cancel()
+        loop = WakeLoop(every: interval) { [weak self] in
+            guard let self else { return false }
+            await self.step()
+            return true
         }
     }
 
     /// Something the plan depends on changed (an applied entry: services, demand, drain).
     public func poke() {
-        wake?.yield()
+        loop?.wake()
     }
 
     public func stop() {
-        wake?.finish()
-        loop?.cancel()
+        loop?.stop()
         loop = nil
         for (_, p) in pollers { p.task.cancel() }
         pollers = [:]

@@ -26,8 +26,7 @@ public actor NodeExecutor {
     private var shell: ReconcilerShell?
     private var client: DockerClient?
     private var assignment: NodeAssignment?
-    private var loop: Task<Void, Never>?
-    private var wake: AsyncStream<Void>.Continuation?
+    private var loop: WakeLoop?
     private var lastReported: [String: Int]?
     private var lastError: String?
     public private(set) var rounds = 0
@@ -42,29 +41,17 @@ public actor NodeExecutor {
     }
 
     public func start() {
-        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        wake = continuation
-        let every = interval
-        // A timer feeds the same stream, so a round runs on a new assignment at once and otherwise
-        // every `interval` (to restart what exited and to notice what someone removed).
-        let timer = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: every)
-                continuation.yield()
-            }
-        }
-        loop = Task { [weak self] in
-            for await _ in stream {
-                guard let self else { break }
-                await self.round()
-            }
-            timer.cancel()
+        // A round runs on a new assignment at once and otherwise every `interval` (to restart what
+        // exited and to notice what someone removed).
+        loop = WakeLoop(every: interval) { [weak self] in
+            guard let self else { return false }
+            await self.round()
+            return true
         }
     }
 
     public func stop() {
-        wake?.finish()
-        loop?.cancel()
+        loop?.stop()
         loop = nil
     }
 
@@ -72,7 +59,7 @@ public actor NodeExecutor {
         assignment = a
         logger.info("assignment", metadata: ["plan": "\(a.planIndex)",
                                              "services": "\(a.services.filter { $0.value.count > 0 }.mapValues(\.count))"])
-        wake?.yield()
+        loop?.wake()
     }
 
     public var current: NodeAssignment? { assignment }

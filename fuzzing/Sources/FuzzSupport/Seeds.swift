@@ -259,28 +259,8 @@ public enum Seeds {
     // MARK: Files
 
     static let servicesFiles: [(name: String, text: String)] = [
-        ("demo", """
-        services:
-          web:
-            image: microscale-demo:latest
-            command: ["httpd", "-f", "-p", "8080"]
-            priority: 1
-            cpu: 0.5
-            memory: 64MiB
-            min: 1
-            max: 40
-            demand: { source: random, per_container: 10, min: 10, max: 100, step: 10 }
-            stop_timeout: 5s
-          batch:
-            image: microscale-demo:latest
-            command: ["sleep", "1000000"]
-            priority: 2
-            cpu: 0.5
-            memory: 32MiB
-            max: 100
-            fill: true
-
-        """),
+        // The demo services, as `microscale dev` applies them.
+        ("demo", DevCommand.demoServices + "\n"),
         ("json", #"{"services": {"api": {"image": "api:1", "cpu": "250m", "memory": "1GiB", "max": 3, "min": 0, "priority": 3}}}"#),
         ("demand-sources", """
         services:
