@@ -7,11 +7,16 @@ CONFIG ?= debug
 setup:
 	@scripts/setup
 
+# Release builds link the Swift runtime and Foundation statically: the agent is one binary
+# (docs/ARCHITECTURE.md, "The agent binary"). Every release build uses the same flags, so
+# switching between them never rebuilds the whole tree.
+RELEASE_FLAGS = --static-swift-stdlib
+
 build: setup
-	$(SWIFT) build -c $(CONFIG)
+	$(SWIFT) build -c $(CONFIG) $(if $(filter release,$(CONFIG)),$(RELEASE_FLAGS))
 
 release: setup
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release $(RELEASE_FLAGS)
 
 # Every test: unit, simulation, integration against a real dockerd and prometheus.
 test:
@@ -37,8 +42,10 @@ proto:
 check-proto:
 	@scripts/check-proto
 
+# The figures table (chaos/run bench): membership at 10/25/50 agents, Raft, the cluster.
 bench: release
-	scripts/bench
+	@scripts/setup --test
+	CHAOS_NO_BUILD=1 chaos/run bench
 
 # libFuzzer targets in fuzzing/ (docs/fuzzing.md): FUZZ_SECONDS per target (default 60), FUZZ_TARGETS to pick.
 fuzz:
