@@ -56,7 +56,7 @@ public struct MembershipConfiguration: Sendable, Hashable {
     /// Push-pull with one random member every interval, scaled by ceil(log2(N/32)) + 1 above
     /// 32 members so the total full-state traffic grows like N log N, not N².
     public var pushPullInterval: Duration = .seconds(30)
-    /// After joining, this many extra push-pulls, one every `joinPushPullDelay` (at 0.2, 0.4,
+    /// After joining, this many extra push-pulls, one every `joinPushPullDelay` (at 0.1, 0.2,
     /// … 1.4 s), with a member we already talk to — at first the one that answered the join,
     /// which hears of every member joining at the same time first. One full-state exchange
     /// brings what dozens of gossip packets would, over an open connection. Evenly spaced, so a
@@ -64,8 +64,13 @@ public struct MembershipConfiguration: Sendable, Hashable {
     /// (with doubling delays, 0.1/0.3/0.7/1.5 s, the early joiners learned of the late ones only
     /// at their 1.5 s pull: every 50-node join took ~1.1 s); they bound the tail of a member that
     /// missed some gossip to 1.4 s instead of a whole push-pull interval (serf's 86.7 s).
-    public var joinPushPulls = 7
-    public var joinPushPullDelay: Duration = .milliseconds(200)
+    /// During a mass join the seed's gossip cannot carry N−1 updates to N−1 members (its
+    /// retransmit limit is λ·log N), so an early joiner learns of the last ones at its next pull:
+    /// the spacing is the join's tail. 0.1 s rather than 0.2 s took the 50-agent join from
+    /// 0.53 s to 0.35-0.42 s (docs/membership.md); the seed then answers ~10 pulls a second per
+    /// joiner for 1.4 s, a few KB each over connections already open.
+    public var joinPushPulls = 14
+    public var joinPushPullDelay: Duration = .milliseconds(100)
     /// A joining node repeats its push-pull to the seeds this often until one answers.
     public var joinRetryInterval: Duration = .seconds(1)
     /// A member that joins starts probing only after its early push-pulls (1.4 s with the

@@ -55,7 +55,14 @@ import Testing
         let left = Array(0..<10), right = Array(10..<20)
         for i in 0..<Self.size { c.watch(i) }
         c.network.partition([left, right])
-        c.advance(by: .seconds(10))
+        // Half the cluster is out of reach, and so are half the relays of every indirect probe:
+        // their nacks never come, and Lifeguard IV.A stretches each side's probe interval by up
+        // to (LHM + 1). Over seeds 1-60 both sides held the other dead after 4-12 s (median 8).
+        let split = c.run(until: c.now + .seconds(20), stopWhen: {
+            left.allSatisfy { c.allRunningHoldDead($0, except: Set(left)) }
+                && right.allSatisfy { c.allRunningHoldDead($0, except: Set(right)) }
+        })
+        #expect(split != nil, "seed \(seed): the two sides did not each hold the other dead within 20 s")
         for i in left { #expect(c.allRunningHoldDead(i, except: Set(left)), "seed \(seed): side B still holds \(i) alive") }
         for i in right { #expect(c.allRunningHoldDead(i, except: Set(right)), "seed \(seed): side A still holds \(i) alive") }
         c.network.heal()
