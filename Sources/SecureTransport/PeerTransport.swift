@@ -51,6 +51,9 @@ public final class PeerTransport: Sendable {
     private let lostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
     private let peerLostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
     private let shuttingDown = NIOLockedValueBox(false)
+    /// The open connections again, for a synchronous lookup from an event loop: a sender on
+    /// the loop writes straight to the channel instead of hopping through the table's actor.
+    private let open = NIOLockedValueBox(OpenChannels())
 
     /// Called with the address ("host:port") of a dialed connection that closed while the
     /// transport was running: a killed peer resets its connections at once, a hint failure
@@ -121,6 +124,16 @@ public final class PeerTransport: Sendable {
         return true
     }
 
+    /// An open connection with `peer` (dialed or accepted), else one dialed to `address`
+    /// ("host:port"), without waiting: nil when neither is open.
+    public func openChannel(toPeer peer: String?, address: String?) -> Channel? {
+        open.withLockedValue { o in
+            if let peer, let c = o.byPeer[peer]?.last(where: \.isActive) { return c }
+            if let address, let c = o.byKey[address]?.last(where: \.isActive) { return c }
+            return nil
+        }
+    }
+
     /// The open connection to `host:port`, or a new one.
     public func connection(toAddress host: String, port: Int, expecting peer: String? = nil) async throws -> Channel {
         let key = Self.key(host, port)
@@ -136,7 +149,7 @@ public final class PeerTransport: Sendable {
     static let userTimeoutOption = ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: 18))
     static func milliseconds(_ d: Duration) -> SocketOptionValue { SocketOptionValue(clamping: d.nanosecondsClamped / 1_000_000) }
 
-    static func key(_ host: String, _ port: Int) -> String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    public static func key(_ host: String, _ port: Int) -> String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
     private func dial(peer: String?, host: String, port: Int) async throws -> (Channel, AuthenticatedPeer) {
         let hello = self.hello
@@ -173,7 +186,9 @@ public final class PeerTransport: Sendable {
             logger.debug("closing least recently opened connection to stay within the pool bound", metadata: ["peer": "\(evicted.peer)"])
             evicted.channel.close(promise: nil)
         }
+        if channel.isActive { open.withLockedValue { $0.add(key: key, peer: peer, channel: channel) } }
         channel.closeFuture.whenComplete { _ in
+            self.open.withLockedValue { $0.remove(channel) }
             Task { await self.table.remove(channel: channel) }
             guard !self.shuttingDown.withLockedValue({ $0 }) else { return }
             if let key, let lost = self.lostHandler.withLockedValue({ $0 }) {
@@ -239,6 +254,28 @@ final class FrameDispatchHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         // Refusals are logged where they happen; here only the connection ends.
         context.close(promise: nil)
+    }
+}
+
+/// Open channels by peer name and by dialed address, most recent last.
+struct OpenChannels {
+    var byPeer: [String: [Channel]] = [:]
+    var byKey: [String: [Channel]] = [:]
+
+    mutating func add(key: String?, peer: String, channel: Channel) {
+        byPeer[peer, default: []].append(channel)
+        if let key { byKey[key, default: []].append(channel) }
+    }
+
+    mutating func remove(_ channel: Channel) {
+        for (k, v) in byPeer where v.contains(where: { $0 === channel }) {
+            let rest = v.filter { $0 !== channel }
+            byPeer[k] = rest.isEmpty ? nil : rest
+        }
+        for (k, v) in byKey where v.contains(where: { $0 === channel }) {
+            let rest = v.filter { $0 !== channel }
+            byKey[k] = rest.isEmpty ? nil : rest
+        }
     }
 }
 

@@ -1,36 +1,49 @@
 import Foundation
 import Logging
 import Membership
+import NIOCore
 import SecureTransport
 import Wire
 
 /// The shell that runs the pure SWIM instance for real: wall-clock time from a monotonic clock,
-/// messages over the TLS transport, timers as tasks. The instance decides everything; this actor
-/// only carries its directives out and feeds it what happens.
+/// messages over the TLS transport, timers on an event loop. The instance decides everything;
+/// this actor only carries its directives out and feeds it what happens.
+///
+/// The actor runs on one NIO event loop (its executor). SWIM is a steady trickle of small
+/// messages (~10 a second in and out at rest), and what an idle agent spends its CPU on is
+/// waking threads, not the messages: with the actor on Swift's global executor, a probe went
+/// timer thread → actor → a courier task → the connection table's actor → the channel's loop,
+/// each hop a futex wake and a context switch (~110 a second per idle agent). On the loop, a
+/// frame read there is handled inline, a timer is the loop's own, and a send to a connection on
+/// the same loop is a direct write.
 public actor MembershipService {
     private var instance: SWIMInstance
     private let transport: PeerTransport
     private let logger: Logger
+    private let eventLoop: any EventLoop
     private let epoch = ContinuousClock.now
-    private var timer: Task<Void, Never>?
+    private var timer: Scheduled<Void>?
     private var timerDeadline: Duration?
-    /// One ordered outbound queue per destination address, so messages to one member keep
-    /// their order while a dial to another is slow.
-    private var couriers: [String: AsyncStream<Frame>.Continuation] = [:]
+    /// Frames waiting for a dial, per destination address, in order: sends to an address being
+    /// dialed queue here and go out together once it connects; later ones find the connection.
+    private var pending: [String: [Frame]] = [:]
     private var stopped = false
     public private(set) var bytesSent = 0
     public private(set) var messagesSent = 0
 
-    /// Couriers alive at once, at most; each is a task and a queue.
-    static let maxCouriers = 4096
-    /// Messages queued to one address, at most: SWIM traffic is periodic, so a backlog only
-    /// means the peer is unreachable, and the newest messages are the useful ones.
-    static let courierQueue = 64
+    /// Dials in progress at once, at most.
+    static let maxPendingDials = 4096
+    /// Messages queued for one dial, at most: SWIM traffic is periodic, so a backlog only
+    /// means the peer is slow to reach, and the newest messages are the useful ones.
+    static let pendingQueue = 64
+
+    nonisolated public var unownedExecutor: UnownedSerialExecutor { eventLoop.executor.asUnownedSerialExecutor() }
 
     public init(configuration: MembershipConfiguration = .lan, record: NodeRecord, seed: UInt64,
-                transport: PeerTransport, logger: Logger) throws {
+                transport: PeerTransport, eventLoop: any EventLoop, logger: Logger) throws {
         self.instance = try SWIMInstance(configuration: configuration, record: record, seed: seed, now: .zero)
         self.transport = transport
+        self.eventLoop = eventLoop
         self.logger = logger
     }
 
@@ -41,6 +54,17 @@ public actor MembershipService {
     public func start(join seeds: [String]) {
         logger.info("membership starting", metadata: ["name": "\(instance.name)", "address": "\(instance.address)", "join": "\(seeds)"])
         execute(instance.join(seeds: seeds, now: now))
+    }
+
+    /// A membership frame from the transport, on whichever loop read it. Frames of one
+    /// connection arrive on its loop in order and keep that order here (a stale suspicion must
+    /// not overtake its refutation): inline on our loop, else queued to it in turn.
+    public nonisolated func deliver(_ frame: Frame, from peer: AuthenticatedPeer) {
+        if eventLoop.inEventLoop {
+            assumeIsolated { $0.receive(frame, from: peer) }
+        } else {
+            eventLoop.execute { self.assumeIsolated { $0.receive(frame, from: peer) } }
+        }
     }
 
     /// A membership frame from an authenticated peer.
@@ -80,8 +104,8 @@ public actor MembershipService {
     public func stop() {
         stopped = true
         timer?.cancel()
-        for c in couriers.values { c.finish() }
-        couriers = [:]
+        timer = nil
+        pending = [:]
     }
 
     private func tick() {
@@ -104,7 +128,7 @@ public actor MembershipService {
     }
 
     private func unreachable(_ address: String) {
-        couriers[address] = nil
+        pending[address] = nil
         guard !stopped else { return }
         execute(instance.peerUnreachable(address: address, now: now))
     }
@@ -121,10 +145,10 @@ public actor MembershipService {
         if let current = timerDeadline, current <= deadline, timer != nil { return }
         timer?.cancel()
         timerDeadline = deadline
-        let at = epoch + deadline
-        timer = Task { [weak self] in
-            do { try await Task.sleep(until: at, clock: .continuous) } catch { return }
-            await self?.tick()
+        let (s, atto) = max(.zero, deadline - now).components
+        let delay = TimeAmount.nanoseconds(s >= Int64.max / 1_000_000_000 ? Int64.max : s * 1_000_000_000 + atto / 1_000_000_000)
+        timer = eventLoop.scheduleTask(in: delay) { [weak self] in
+            self?.assumeIsolated { $0.tick() }
         }
     }
 
@@ -136,32 +160,40 @@ public actor MembershipService {
         }
         messagesSent += 1
         bytesSent += frame.payload.readableBytes
-        if let c = couriers[out.to] {
-            c.yield(frame)
+        if pending[out.to] != nil {
+            pending[out.to]!.append(frame)
+            if pending[out.to]!.count > Self.pendingQueue { pending[out.to]!.removeFirst() }
             return
         }
-        guard couriers.count < Self.maxCouriers, let (host, port) = Self.split(out.to) else { return }
+        guard let (host, port) = Self.split(out.to) else { return }
         let expected = instance.knownMembers.first(where: { $0.address == out.to })?.name
-        let (stream, continuation) = AsyncStream.makeStream(of: Frame.self, bufferingPolicy: .bufferingNewest(Self.courierQueue))
-        couriers[out.to] = continuation
-        continuation.yield(frame)
+        // Any open connection with the member will do, whoever dialed it: on TCP + TLS a new
+        // connection costs a handshake (~1 ms of CPU on each side), and without reuse every pair
+        // of members would hold two connections, one per direction — N(N−1) handshakes when N
+        // members join at once instead of N(N−1)/2.
+        if let channel = transport.openChannel(toPeer: expected, address: PeerTransport.key(host, port)) {
+            channel.writeAndFlush(frame, promise: nil)
+            return
+        }
+        guard pending.count < Self.maxPendingDials else { return }
+        pending[out.to] = [frame]
         let transport = self.transport
         let address = out.to
         Task { [weak self] in
-            for await f in stream {
-                // Any open connection with the member will do, whoever dialed it: on TCP + TLS a
-                // new connection costs a handshake (~1 ms of CPU on each side), and without
-                // reuse every pair of members would hold two connections, one per direction —
-                // N(N−1) handshakes when N members join at once instead of N(N−1)/2.
-                if let expected, await transport.send(f, toPeer: expected) { continue }
-                do {
-                    try await transport.send(f, toAddress: host, port: port, expecting: expected)
-                } catch {
-                    await self?.unreachable(address)
-                    return
-                }
+            do {
+                let channel = try await transport.connection(toAddress: host, port: port, expecting: expected)
+                await self?.dialed(address, channel)
+            } catch {
+                await self?.unreachable(address)
             }
         }
+    }
+
+    /// The dial to `address` connected: what queued for it goes out, in order.
+    private func dialed(_ address: String, _ channel: Channel) {
+        guard let frames = pending.removeValue(forKey: address) else { return }
+        for f in frames { channel.write(f, promise: nil) }
+        channel.flush()
     }
 
     private func report(_ event: MembershipEvent) {

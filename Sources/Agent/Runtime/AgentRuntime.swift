@@ -24,8 +24,6 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     /// The leader's decision loop, on servers.
     public let decisions: DecisionLoop?
     public let metrics = AgentMetrics()
-    private let inbox: AsyncStream<(AuthenticatedPeer, Frame)>
-    private let inboxFeed: AsyncStream<(AuthenticatedPeer, Frame)>.Continuation
     private var statusHistory: StatusHistory?
     private let historyLock = NSLock()
     private var httpTask: Task<Void, Error>?
@@ -56,11 +54,6 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         }
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, min(2, System.coreCount)))
         let box = ServiceBox()
-        // Membership frames are handed over in arrival order by one consumer (a Task per frame would
-        // let a stale suspicion overtake its refutation). Bounded; gossip resends.
-        let (membershipInbox, membershipFeed) = AsyncStream.makeStream(of: (AuthenticatedPeer, Frame).self, bufferingPolicy: .bufferingOldest(4096))
-        inbox = membershipInbox
-        inboxFeed = membershipFeed
         transport = PeerTransport(
             group: group, tls: tls,
             options: .init(cluster: c.cluster, agentVersion: MicroscaleVersion.current),
@@ -68,7 +61,9 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             onFrame: { peer, frame in
                 switch frame.kind {
                 case .membership:
-                    membershipFeed.yield((peer, frame))
+                    // In arrival order, on the membership service's loop (a Task per frame would
+                    // let a stale suspicion overtake its refutation).
+                    box.membership?.deliver(frame, from: peer)
                 case .raft:
                     // Raft tolerates reordering (Raft §5.3), and a Task per frame lets many frames
                     // queue on the actor before its next Ready, which is where batching comes from.
@@ -96,7 +91,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             agentVersion: MicroscaleVersion.current)
         var seed = SystemRandomNumberGenerator()
         do {
-            membership = try MembershipService(record: record, seed: seed.next(), transport: transport, logger: logger)
+            membership = try MembershipService(record: record, seed: seed.next(), transport: transport,
+                                           eventLoop: group.next(), logger: logger)
         } catch {
             throw ConfigurationError("node record: \(error)")
         }
@@ -156,8 +152,6 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     /// Listens on the peer and HTTP addresses and joins the cluster.
     public func start() async throws {
         let service = membership
-        let membershipInbox = inbox
-        Task { for await (peer, frame) in membershipInbox { await service.receive(frame, from: peer) } }
         let c = configuration
         do {
             peerAddress = try await transport.listen(host: c.bind.host, port: c.bind.port)
@@ -221,7 +215,6 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
 
     /// Stops without telling anyone (as a crash would, but closing sockets cleanly).
     public func shutdown() async {
-        inboxFeed.finish()
         await historyLock.withLock { statusHistory }?.stop()
         await decisions?.stop()
         await assignments.stop()
