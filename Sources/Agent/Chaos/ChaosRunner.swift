@@ -507,7 +507,7 @@ public actor ChaosRunner {
         t0 = ContinuousClock.now
         let end = minutes * 60_000
         let every = max(5_000.0, min(60_000.0, end / 20))
-        var samples: [[String: (rss: Double, cpu: Double)]] = []
+        var samples: [[String: (rss: Double, anon: Double, cpu: Double)]] = []
         var nextSample = 0.0
         var writes = 0
         var firstCPU: [String: Double] = [:]
@@ -517,15 +517,16 @@ public actor ChaosRunner {
             if await cluster.write("PUT", "/v1/demand/web", "{\"value\": \(value)}", seconds: 5) { demand = value; writes += 1 }
             if elapsed >= nextSample {
                 nextSample += every
-                var row: [String: (rss: Double, cpu: Double)] = [:]
+                var row: [String: (rss: Double, anon: Double, cpu: Double)] = [:]
                 for h in cluster.hosts {
                     guard let pid = await cluster.agentPID(h), let p = ProcessSample.read(pid) else { continue }
-                    row[h.name] = (p.rssBytes / 1_048_576, p.cpuTicks / hz)
+                    row[h.name] = (p.rssBytes / 1_048_576, p.anonBytes / 1_048_576, p.cpuTicks / hz)
                     if firstCPU[h.name] == nil { firstCPU[h.name] = p.cpuTicks / hz }
                 }
                 samples.append(row)
-                let rss = row.values.map(\.rss)
-                FileHandle.standardError.write(Data(String(format: "soak: %5.0f s: agent RSS %.1f-%.1f MiB\n", elapsed / 1000, rss.min() ?? 0, rss.max() ?? 0).utf8))
+                let rss = row.values.map(\.rss), anon = row.values.map(\.anon)
+                FileHandle.standardError.write(Data(String(format: "soak: %5.0f s: agent RSS %.1f-%.1f MiB (anonymous %.1f-%.1f)\n",
+                                                           elapsed / 1000, rss.min() ?? 0, rss.max() ?? 0, anon.min() ?? 0, anon.max() ?? 0).utf8))
             }
             try? await sleep(1)
         }
@@ -534,15 +535,18 @@ public actor ChaosRunner {
         // Growth from the sample after a minute of warm-up (or the first) to the last.
         let warm = samples.firstIndex { _ in true }.map { i in min(samples.count - 1, i + Int((60_000 / every).rounded(.up))) } ?? 0
         if let last = samples.last, samples.count > 1 {
-            var worst = -Double.infinity
+            var worst = -Double.infinity, worstAnon = -Double.infinity
             for (name, l) in last {
                 guard let w = samples[warm][name] ?? samples[0][name], w.rss > 0 else { continue }
                 worst = max(worst, (l.rss - w.rss) / w.rss * 100)
+                if w.anon > 0 { worstAnon = max(worstAnon, (l.anon - w.anon) / w.anon * 100) }
                 figures["rss_mib_\(name)"] = l.rss
+                figures["anon_mib_\(name)"] = l.anon
                 if let c0 = firstCPU[name] { figures["cpu_pct_\(name)"] = (l.cpu - c0) / (elapsed / 1000) * 100 }
             }
             figures["rss_growth_pct_max"] = worst
-            notes.append(String(format: "worst agent memory growth %.1f%% over the run after warm-up", worst))
+            figures["anon_growth_pct_max"] = worstAnon
+            notes.append(String(format: "worst agent memory growth %.1f%% over the run after warm-up (anonymous memory: %.1f%%)", worst, worstAnon))
         }
         return ChaosResult(scenario: "soak", repetition: 1, passed: problems.isEmpty, problems: problems,
                            timings: timings, notes: notes, figures: figures)
@@ -577,16 +581,22 @@ actor CrashWriter {
 /// Resident memory and CPU time of a process, from /proc.
 struct ProcessSample {
     var rssBytes: Double
+    /// The anonymous part of the resident set (heap, stacks): what a leak grows. The rest is
+    /// pages of the binary and libraries the process has touched, bounded by their size.
+    var anonBytes: Double
     var cpuTicks: Double
     static func read(_ pid: Int32) -> ProcessSample? {
-        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-              let kb = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? ""),
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        func kb(_ field: String) -> Double? {
+            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field) }) else { return nil }
+            return Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+        }
+        guard let rss = kb("VmRSS:"), let anon = kb("RssAnon:"),
               let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = stat.lastIndex(of: ")") else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         // After the command: state is field 3, utime 14, stime 15 (proc(5)).
         guard fields.count > 13, let u = Double(fields[11]), let s = Double(fields[12]) else { return nil }
-        return ProcessSample(rssBytes: kb * 1024, cpuTicks: u + s)
+        return ProcessSample(rssBytes: rss * 1024, anonBytes: anon * 1024, cpuTicks: u + s)
     }
 }
