@@ -51,9 +51,6 @@ public final class PeerTransport: Sendable {
     private let lostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
     private let peerLostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
     private let shuttingDown = NIOLockedValueBox(false)
-    /// The open connections again, for a synchronous lookup from an event loop: a sender on
-    /// the loop writes straight to the channel instead of hopping through the table's actor.
-    private let open = NIOLockedValueBox(OpenChannels())
 
     /// Called with the address ("host:port") of a dialed connection that closed while the
     /// transport was running: a killed peer resets its connections at once, a hint failure
@@ -98,7 +95,7 @@ public final class PeerTransport: Sendable {
                         channel, tls: tls, role: .server, hello: hello, limits: options.limits, logger: logger)
                     try self.addApplicationHandlers(channel)
                     authenticated.whenSuccess { peer in
-                        Task { await self.register(key: nil, peer: peer.name, channel: channel) }
+                        self.register(key: nil, peer: peer.name, channel: channel)
                     }
                 }
             }
@@ -119,28 +116,27 @@ public final class PeerTransport: Sendable {
     /// Sends over any open connection with `peer`, dialed or accepted; false if there is none.
     @discardableResult
     public func send(_ frame: Frame, toPeer peer: String) async -> Bool {
-        guard let channel = await table.channel(forPeer: peer) else { return false }
+        guard let channel = table.channel(forPeer: peer) else { return false }
         channel.writeAndFlush(frame, promise: nil)
         return true
     }
 
     /// An open connection with `peer` (dialed or accepted), else one dialed to `address`
     /// ("host:port"), without waiting: nil when neither is open.
+    /// A sender on an event loop writes straight to it, with no hop through another executor.
     public func openChannel(toPeer peer: String?, address: String?) -> Channel? {
-        open.withLockedValue { o in
-            if let peer, let c = o.byPeer[peer]?.last(where: \.isActive) { return c }
-            if let address, let c = o.byKey[address]?.last(where: \.isActive) { return c }
-            return nil
-        }
+        if let peer, let c = table.channel(forPeer: peer) { return c }
+        if let address, let c = table.channel(forKey: address) { return c }
+        return nil
     }
 
     /// The open connection to `host:port`, or a new one.
     public func connection(toAddress host: String, port: Int, expecting peer: String? = nil) async throws -> Channel {
         let key = Self.key(host, port)
-        if let open = await table.channel(forKey: key) { return open }
+        if let open = table.channel(forKey: key) { return open }
         return try await table.dial(key) { [self] in
             let (channel, authenticated) = try await dial(peer: peer, host: host, port: port)
-            await register(key: key, peer: authenticated.name, channel: channel)
+            register(key: key, peer: authenticated.name, channel: channel)
             return channel
         }
     }
@@ -181,15 +177,13 @@ public final class PeerTransport: Sendable {
         try ops.addHandler(FrameDispatchHandler(onFrame: onFrame, logger: logger))
     }
 
-    private func register(key: String?, peer: String, channel: Channel) async {
-        if let evicted = await table.add(key: key, peer: peer, channel: channel) {
+    private func register(key: String?, peer: String, channel: Channel) {
+        if let evicted = table.add(key: key, peer: peer, channel: channel) {
             logger.debug("closing least recently opened connection to stay within the pool bound", metadata: ["peer": "\(evicted.peer)"])
             evicted.channel.close(promise: nil)
         }
-        if channel.isActive { open.withLockedValue { $0.add(key: key, peer: peer, channel: channel) } }
         channel.closeFuture.whenComplete { _ in
-            self.open.withLockedValue { $0.remove(channel) }
-            Task { await self.table.remove(channel: channel) }
+            self.table.remove(channel: channel)
             guard !self.shuttingDown.withLockedValue({ $0 }) else { return }
             if let key, let lost = self.lostHandler.withLockedValue({ $0 }) {
                 lost(key)
@@ -200,26 +194,26 @@ public final class PeerTransport: Sendable {
     }
 
     /// Peers with at least one open connection.
-    public func connectedPeers() async -> [String] { await table.peers() }
+    public func connectedPeers() async -> [String] { table.peers() }
 
     /// Number of open connections (for the pool bound and metrics).
-    public func connectionCount() async -> Int { await table.count }
+    public func connectionCount() async -> Int { table.count }
 
     /// Closes one peer's connections, e.g. after membership declares it dead.
     public func disconnect(peer: String) async {
-        for c in await table.removeAll(peer: peer) { try? await c.close() }
+        for c in table.removeAll(peer: peer) { try? await c.close() }
     }
 
     /// Whether a connection to `host:port` is open (a dead peer's was reset, say).
     public func isConnected(toAddress host: String, port: Int) async -> Bool {
-        await table.channel(forKey: Self.key(host, port)) != nil
+        table.channel(forKey: Self.key(host, port)) != nil
     }
 
     /// Stops listening and closes every connection.
     public func shutdown() async {
         shuttingDown.withLockedValue { $0 = true }
         if let s = server.withLockedValue({ $0 }) { try? await s.close() }
-        for c in await table.removeEverything() { try? await c.close() }
+        for c in table.removeEverything() { try? await c.close() }
     }
 }
 
@@ -257,93 +251,88 @@ final class FrameDispatchHandler: ChannelInboundHandler {
     }
 }
 
-/// Open channels by peer name and by dialed address, most recent last.
-struct OpenChannels {
-    var byPeer: [String: [Channel]] = [:]
-    var byKey: [String: [Channel]] = [:]
-
-    mutating func add(key: String?, peer: String, channel: Channel) {
-        byPeer[peer, default: []].append(channel)
-        if let key { byKey[key, default: []].append(channel) }
-    }
-
-    mutating func remove(_ channel: Channel) {
-        for (k, v) in byPeer where v.contains(where: { $0 === channel }) {
-            let rest = v.filter { $0 !== channel }
-            byPeer[k] = rest.isEmpty ? nil : rest
-        }
-        for (k, v) in byKey where v.contains(where: { $0 === channel }) {
-            let rest = v.filter { $0 !== channel }
-            byKey[k] = rest.isEmpty ? nil : rest
-        }
-    }
-}
-
 /// Which connections are open, to which peer and (for dialed ones) which address, within a
 /// bound; and which dials are in progress, so concurrent senders to one address share one dial.
-actor ConnectionTable {
+///
+/// Behind a lock rather than in an actor: senders on an event loop look up a channel
+/// synchronously (`openChannel`), and a connection is registered on its loop as it authenticates.
+final class ConnectionTable: Sendable {
     private struct Entry {
         var key: String?
         var peer: String
         var channel: Channel
     }
 
+    private struct State {
+        /// Oldest first: the bound evicts from the front.
+        var entries: [Entry] = []
+        var dialing: [String: Task<Channel, Error>] = [:]
+    }
+
     private let maxConnections: Int
-    /// Oldest first: the bound evicts from the front.
-    private var entries: [Entry] = []
-    private var dialing: [String: Task<Channel, Error>] = [:]
+    private let state = NIOLockedValueBox(State())
 
     init(maxConnections: Int) { self.maxConnections = max(1, maxConnections) }
 
-    var count: Int { entries.count }
+    var count: Int { state.withLockedValue { $0.entries.count } }
 
-    func peers() -> [String] { Array(Set(entries.map(\.peer))).sorted() }
+    func peers() -> [String] { state.withLockedValue { Array(Set($0.entries.map(\.peer))).sorted() } }
 
     func channel(forKey key: String) -> Channel? {
-        entries.last(where: { $0.key == key && $0.channel.isActive })?.channel
+        state.withLockedValue { $0.entries.last(where: { $0.key == key && $0.channel.isActive })?.channel }
     }
 
     func channel(forPeer peer: String) -> Channel? {
-        entries.last(where: { $0.peer == peer && $0.channel.isActive })?.channel
+        state.withLockedValue { $0.entries.last(where: { $0.peer == peer && $0.channel.isActive })?.channel }
     }
 
+    /// Concurrent dials to one key share the first one.
     func dial(_ key: String, _ make: @escaping @Sendable () async throws -> Channel) async throws -> Channel {
-        if let inFlight = dialing[key] { return try await inFlight.value }
-        let task = Task { try await make() }
-        dialing[key] = task
-        defer { dialing[key] = nil }
+        let (task, mine) = state.withLockedValue { s -> (Task<Channel, Error>, Bool) in
+            if let inFlight = s.dialing[key] { return (inFlight, false) }
+            let task = Task { try await make() }
+            s.dialing[key] = task
+            return (task, true)
+        }
+        defer { if mine { state.withLockedValue { $0.dialing[key] = nil } } }
         return try await task.value
     }
 
     /// Adds a connection; returns one to close if the bound was reached.
     func add(key: String?, peer: String, channel: Channel) -> (peer: String, channel: Channel)? {
         guard channel.isActive else { return nil }
-        entries.append(Entry(key: key, peer: peer, channel: channel))
-        guard entries.count > maxConnections else { return nil }
-        let evicted = entries.removeFirst()
-        return (evicted.peer, evicted.channel)
+        return state.withLockedValue { s in
+            s.entries.append(Entry(key: key, peer: peer, channel: channel))
+            guard s.entries.count > maxConnections else { return nil }
+            let evicted = s.entries.removeFirst()
+            return (evicted.peer, evicted.channel)
+        }
     }
 
     func remove(channel: Channel) {
-        entries.removeAll { $0.channel === channel }
+        state.withLockedValue { $0.entries.removeAll { $0.channel === channel } }
     }
 
     func removeAll(peer: String) -> [Channel] {
-        let chans = entries.filter { $0.peer == peer }.map(\.channel)
-        entries.removeAll { $0.peer == peer }
-        return chans
+        state.withLockedValue { s in
+            let chans = s.entries.filter { $0.peer == peer }.map(\.channel)
+            s.entries.removeAll { $0.peer == peer }
+            return chans
+        }
     }
 
     func removeEverything() -> [Channel] {
-        let all = entries.map(\.channel)
-        entries = []
-        return all
+        state.withLockedValue { s in
+            let all = s.entries.map(\.channel)
+            s.entries = []
+            return all
+        }
     }
 }
 
 extension Duration {
     /// Nanoseconds, saturating instead of trapping for absurdly long durations.
-    var nanosecondsClamped: Int64 {
+    public var nanosecondsClamped: Int64 {
         let (s, atto) = components
         let (ns, overflow) = s.multipliedReportingOverflow(by: 1_000_000_000)
         return overflow ? Int64.max : ns + atto / 1_000_000_000

@@ -84,7 +84,7 @@ public struct MembershipProcessBenchmark: Sendable {
         }
         progress("\(busyLoops) busy loops started; soaking for \(Int(seconds)) s")
         let before = await traffic(agents)
-        let cpuBefore = agents.map { cpuTicks($0.process.processIdentifier) }
+        let cpuBefore = agents.map { ProcessSample.read($0.process.processIdentifier)?.cpuTicks ?? 0 }
         let start = Date()
         var polls = 0, nonAlive = 0
         var lastReport = start
@@ -103,10 +103,10 @@ public struct MembershipProcessBenchmark: Sendable {
         }
         let elapsed = Date().timeIntervalSince(start)
         let after = await traffic(agents)
-        let cpuAfter = agents.map { cpuTicks($0.process.processIdentifier) }
+        let cpuAfter = agents.map { ProcessSample.read($0.process.processIdentifier)?.cpuTicks ?? 0 }
         let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
-        let cpu = zip(cpuBefore, cpuAfter).map { Double($1 - $0) / ticksPerSecond / elapsed * 100 }.reduce(0, +) / Double(nodes)
-        let rss = agents.map { rssKiB($0.process.processIdentifier) }.reduce(0, +) / Double(nodes) / 1024
+        let cpu = zip(cpuBefore, cpuAfter).map { ($1 - $0) / ticksPerSecond / elapsed * 100 }.reduce(0, +) / Double(nodes)
+        let rss = agents.map { ProcessSample.read($0.process.processIdentifier)?.rssBytes ?? 0 }.reduce(0, +) / Double(nodes) / 1_048_576
         let (deaths, suspicions) = countTransitions(dir)
         return SoakReport(nodes: nodes, seconds: elapsed, busyLoops: busyLoops, joinConvergenceSeconds: join,
                           falseDeaths: deaths, suspicions: suspicions, pollsWithNonAlive: nonAlive, polls: polls,
@@ -199,16 +199,16 @@ public struct MembershipProcessBenchmark: Sendable {
         // than a second of membership traffic). False positives come from the agents' own logs.
         try await Task.sleep(for: .seconds(settleSeconds))
         let before = await traffic(agents)
-        let cpuBefore = agents.map { cpuTicks($0.process.processIdentifier) }
+        let cpuBefore = agents.map { ProcessSample.read($0.process.processIdentifier)?.cpuTicks ?? 0 }
         let idleStart = Date()
         try await Task.sleep(for: .seconds(idleSeconds))
         let idle = Date().timeIntervalSince(idleStart)
         let after = await traffic(agents)
-        let cpuAfter = agents.map { cpuTicks($0.process.processIdentifier) }
+        let cpuAfter = agents.map { ProcessSample.read($0.process.processIdentifier)?.cpuTicks ?? 0 }
         let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
-        let cpu = zip(cpuBefore, cpuAfter).map { Double($1 - $0) / ticksPerSecond / idle * 100 }.reduce(0, +) / Double(nodes)
-        let rss = agents.map { rssKiB($0.process.processIdentifier) }.reduce(0, +) / Double(nodes) / 1024
-        let rssAnon = agents.map { rssKiB($0.process.processIdentifier, field: "RssAnon:") }.reduce(0, +) / Double(nodes) / 1024
+        let cpu = zip(cpuBefore, cpuAfter).map { ($1 - $0) / ticksPerSecond / idle * 100 }.reduce(0, +) / Double(nodes)
+        let rss = agents.map { ProcessSample.read($0.process.processIdentifier)?.rssBytes ?? 0 }.reduce(0, +) / Double(nodes) / 1_048_576
+        let rssAnon = agents.map { ProcessSample.read($0.process.processIdentifier)?.anonBytes ?? 0 }.reduce(0, +) / Double(nodes) / 1_048_576
         let bytesPerNode = Double(after - before) / idle / Double(nodes)
         var falsePositives = countTransitions(workDirectory).dead
         for a in agents {
@@ -274,21 +274,5 @@ public struct MembershipProcessBenchmark: Sendable {
             total += s.gossipBytesSent
         }
         return total
-    }
-
-    func cpuTicks(_ pid: Int32) -> Int {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return 0 }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        // After the command: state is field 3, utime 14 and stime 15 (proc(5)).
-        guard fields.count > 13, let u = Int(fields[11]), let s = Int(fields[12]) else { return 0 }
-        return u + s
-    }
-
-    func rssKiB(_ pid: Int32, field: String = "VmRSS:") -> Double {
-        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field) }),
-              let kb = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return 0 }
-        return kb
     }
 }

@@ -1,5 +1,6 @@
-import Foundation
 import Consensus
+import Foundation
+import Scaling
 
 /// One scenario's outcome: passed only if no invariant was violated during the fault and every
 /// check after it held within its bound.
@@ -505,8 +506,8 @@ public actor ChaosRunner {
         problems = []
         timings = [:]
         notes = []
-        // Warm-up: the servers keep bounded histories (the last 1,000 decisions, ~400 B each with
-        // their reasons; the Raft log between snapshots) that at one write a second take most of
+        // Warm-up: the servers keep bounded histories (the last 1,000 decisions, ~300 B of JSON each
+        // with their reasons; the Raft log between snapshots) that at one write a second take most of
         // the hour to fill, and that ramp read as memory growth. It is not a leak: filled by 20,000
         // fast writes, a leader's heap stopped at its bound after ~4,000 and grew 0.5% over the next
         // 16,000. So the soak first fills the decision history, then measures. A rise is planned at
@@ -515,11 +516,11 @@ public actor ChaosRunner {
         let warmStart = ContinuousClock.now
         var warmupWrites = 0
         warm: while ContinuousClock.now - warmStart < .seconds(900) {
-            for value in stride(from: 10.0, through: 120.0, by: 10.0) {
+            let step = ChaosServices.perContainer
+            for value in stride(from: step, through: step * Double(ChaosServices.webMax), by: step) + [step] {
                 if await cluster.write("PUT", "/v1/demand/web", "{\"value\": \(value)}", seconds: 5) { demand = value; warmupWrites += 1 }
             }
-            if await cluster.write("PUT", "/v1/demand/web", "{\"value\": 10}", seconds: 5) { demand = 10; warmupWrites += 1 }
-            try? await Task.sleep(for: .milliseconds(3_400))
+            try? await Task.sleep(for: Scaling.Planner().stabilizationWindow + .milliseconds(400))
             if let h = await cluster.liveHosts.first,
                let data = await cluster.get(h, "/v1/decisions?limit=\(ClusterState.maxDecisions)", timeoutMillis: 3000),
                let list = try? JSONSerialization.jsonObject(with: data) as? [Any], list.count >= ClusterState.maxDecisions {
@@ -600,28 +601,5 @@ actor CrashWriter {
                 try? await Task.sleep(for: .milliseconds(20))
             }
         }
-    }
-}
-
-/// Resident memory and CPU time of a process, from /proc.
-struct ProcessSample {
-    var rssBytes: Double
-    /// The anonymous part of the resident set (heap, stacks): what a leak grows. The rest is
-    /// pages of the binary and libraries the process has touched, bounded by their size.
-    var anonBytes: Double
-    var cpuTicks: Double
-    static func read(_ pid: Int32) -> ProcessSample? {
-        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
-        func kb(_ field: String) -> Double? {
-            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field) }) else { return nil }
-            return Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
-        }
-        guard let rss = kb("VmRSS:"), let anon = kb("RssAnon:"),
-              let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        // After the command: state is field 3, utime 14, stime 15 (proc(5)).
-        guard fields.count > 13, let u = Double(fields[11]), let s = Double(fields[12]) else { return nil }
-        return ProcessSample(rssBytes: rss * 1024, anonBytes: anon * 1024, cpuTicks: u + s)
     }
 }

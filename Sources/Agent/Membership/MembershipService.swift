@@ -145,8 +145,7 @@ public actor MembershipService {
         if let current = timerDeadline, current <= deadline, timer != nil { return }
         timer?.cancel()
         timerDeadline = deadline
-        let (s, atto) = max(.zero, deadline - now).components
-        let delay = TimeAmount.nanoseconds(s >= Int64.max / 1_000_000_000 ? Int64.max : s * 1_000_000_000 + atto / 1_000_000_000)
+        let delay = TimeAmount.nanoseconds(max(.zero, deadline - now).nanosecondsClamped)
         timer = eventLoop.scheduleTask(in: delay) { [weak self] in
             self?.assumeIsolated { $0.tick() }
         }
@@ -161,8 +160,9 @@ public actor MembershipService {
         messagesSent += 1
         bytesSent += frame.payload.readableBytes
         if pending[out.to] != nil {
-            pending[out.to]!.append(frame)
-            if pending[out.to]!.count > Self.pendingQueue { pending[out.to]!.removeFirst() }
+            // A dial to this address is in progress: wait with the frames before it.
+            pending[out.to]?.append(frame)
+            if let n = pending[out.to]?.count, n > Self.pendingQueue { pending[out.to]?.removeFirst() }
             return
         }
         guard let (host, port) = Self.split(out.to) else { return }
