@@ -510,25 +510,33 @@ public actor ChaosRunner {
         // with their reasons; the Raft log between snapshots) that at one write a second take most of
         // the hour to fill, and that ramp read as memory growth. It is not a leak: filled by 20,000
         // fast writes, a leader's heap stopped at its bound after ~4,000 and grew 0.5% over the next
-        // 16,000. So the soak first fills the decision history, then measures. A rise is planned at
-        // once, a fall only after the planner's 3 s stabilization window, so each cycle steps demand
-        // up through 12 values (12 decisions), drops it, and waits out the window (one more).
+        // 16,000. So the soak first fills the decision history and runs until every server has
+        // compacted its log once (from then on each holds a snapshot and between 0 and
+        // `compactEvery` entries), then measures. A rise is planned at once, a fall only after the
+        // planner's 3 s stabilization window, so each cycle steps demand up through 12 values
+        // (12 decisions), drops it, and waits out the window (one more).
         let warmStart = ContinuousClock.now
         var warmupWrites = 0
-        warm: while ContinuousClock.now - warmStart < .seconds(900) {
+        var snapshotIndexes: [String: UInt64] = [:]
+        warm: while ContinuousClock.now - warmStart < .seconds(1500) {
             let step = ChaosServices.perContainer
             for value in stride(from: step, through: step * Double(ChaosServices.webMax), by: step) + [step] {
                 if await cluster.write("PUT", "/v1/demand/web", "{\"value\": \(value)}", seconds: 5) { demand = value; warmupWrites += 1 }
             }
             try? await Task.sleep(for: Scaling.Planner().stabilizationWindow + .milliseconds(400))
-            if let h = await cluster.liveHosts.first,
-               let data = await cluster.get(h, "/v1/decisions?limit=\(ClusterState.maxDecisions)", timeoutMillis: 3000),
-               let list = try? JSONSerialization.jsonObject(with: data) as? [Any], list.count >= ClusterState.maxDecisions {
-                break warm
+            guard let h = await cluster.liveHosts.first,
+                  let data = await cluster.get(h, "/v1/decisions?limit=\(ClusterState.maxDecisions)", timeoutMillis: 3000),
+                  let list = try? JSONSerialization.jsonObject(with: data) as? [Any], list.count >= ClusterState.maxDecisions
+            else { continue }
+            for s in cluster.hosts where s.server {
+                if let raft = await cluster.selfView(s)?.raft { snapshotIndexes[s.name] = raft.snapshotIndex }
             }
+            let servers = cluster.hosts.filter(\.server).count
+            if snapshotIndexes.count == servers && snapshotIndexes.values.allSatisfy({ $0 > 0 }) { break warm }
         }
         let warmupSeconds = Double((ContinuousClock.now - warmStart).components.seconds)
-        FileHandle.standardError.write(Data("soak: warm-up: \(warmupWrites) writes in \(Int(warmupSeconds)) s fill the decision history\n".utf8))
+        FileHandle.standardError.write(Data(("soak: warm-up: \(warmupWrites) writes in \(Int(warmupSeconds)) s fill the decision history"
+            + " and compact every server's log once (snapshot indexes \(snapshotIndexes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))\n").utf8))
         t0 = ContinuousClock.now
         let end = minutes * 60_000
         let every = max(5_000.0, min(60_000.0, end / 20))
@@ -550,8 +558,14 @@ public actor ChaosRunner {
                 }
                 samples.append(row)
                 let rss = row.values.map(\.rss), anon = row.values.map(\.anon)
-                FileHandle.standardError.write(Data(String(format: "soak: %5.0f s: agent RSS %.1f-%.1f MiB (anonymous %.1f-%.1f)\n",
-                                                           elapsed / 1000, rss.min() ?? 0, rss.max() ?? 0, anon.min() ?? 0, anon.max() ?? 0).utf8))
+                // Each server's last snapshot index, so a step in memory can be matched to a compaction.
+                var compacted: [String] = []
+                for h in cluster.hosts where h.server {
+                    compacted.append((await cluster.selfView(h)?.raft).map { "\($0.snapshotIndex)" } ?? "-")
+                }
+                FileHandle.standardError.write(Data(String(format: "soak: %5.0f s: agent RSS %.1f-%.1f MiB (anonymous %.1f-%.1f), servers' snapshot indexes %@\n",
+                                                           elapsed / 1000, rss.min() ?? 0, rss.max() ?? 0, anon.min() ?? 0, anon.max() ?? 0,
+                                                           compacted.joined(separator: "/")).utf8))
             }
             try? await sleep(1)
         }

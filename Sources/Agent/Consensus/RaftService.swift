@@ -39,6 +39,8 @@ public struct RaftStatus: Codable, Sendable, Equatable {
     public var term: UInt64
     public var commitIndex: UInt64
     public var appliedIndex: UInt64
+    /// Last index folded into a snapshot (Raft §7); 0 before the first compaction.
+    public var snapshotIndex: UInt64
     public var voters: [String]
 }
 
@@ -277,7 +279,7 @@ public actor RaftService {
     public func status() -> RaftStatus? {
         guard let n = node else { return nil }
         return RaftStatus(name: name, role: n.role.rawValue, leader: n.leader, term: n.term, commitIndex: n.commit,
-                          appliedIndex: n.applied, voters: n.configuration.voters.sorted())
+                          appliedIndex: n.applied, snapshotIndex: n.snapshot.index, voters: n.configuration.voters.sorted())
     }
 
     public var isLeader: Bool { node?.role == .leader }

@@ -55,6 +55,7 @@ public final class AgentMetrics: Sendable {
         if let raft = r.raft, let s = await raft.status() {
             set("microscale_raft_term", Double(s.term), help: "Current Raft term")
             set("microscale_raft_commit_index", Double(s.commitIndex), help: "Raft commit index")
+            set("microscale_raft_snapshot_index", Double(s.snapshotIndex), help: "Last Raft index folded into a snapshot (log compacted up to it)")
             set("microscale_raft_is_leader", s.role == "leader" ? 1 : 0, help: "1 on the Raft leader")
             advance("microscale_raft_leader_changes", to: Double(await raft.leaderChanges), help: "Changes of known leader seen by this server")
             let state = await raft.state

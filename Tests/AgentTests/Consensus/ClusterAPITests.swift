@@ -108,6 +108,7 @@ import Testing
         let text = await c.servers[0].metricsText()
         #expect(text.contains(#"microscale_members{status="alive"} 4"#), "\(text)")
         #expect(text.contains("microscale_raft_term") && text.contains("microscale_raft_commit_index"))
+        #expect(text.contains("microscale_raft_snapshot_index 0"), "no compaction yet: \(text)")
         #expect(text.contains(#"microscale_service_demand{service="web"} 12.5"#), "\(text)")
 
         // Every server applied the same state.
