@@ -149,19 +149,26 @@ public final class PeerTransport: Sendable {
 
     private func dial(peer: String?, host: String, port: Int) async throws -> (Channel, AuthenticatedPeer) {
         let hello = self.hello
-        let (channel, authenticated) = try await ClientBootstrap(group: group)
+        let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.nanoseconds(options.connectTimeout.nanosecondsClamped))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(Self.userTimeoutOption, value: Self.milliseconds(options.userTimeout))
-            .connect(host: host, port: port) { [self] channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let authenticated = try SecureChannel.configure(
-                        channel, tls: tls, role: .client, expectedPeer: peer, hello: hello,
-                        limits: options.limits, logger: logger)
-                    try self.addApplicationHandlers(channel)
-                    return (channel, authenticated)
-                }
+        let initialize: @Sendable (Channel) -> EventLoopFuture<(Channel, EventLoopFuture<AuthenticatedPeer>)> = { [self] channel in
+            channel.eventLoop.makeCompletedFuture {
+                let authenticated = try SecureChannel.configure(
+                    channel, tls: tls, role: .client, expectedPeer: peer, hello: hello,
+                    limits: options.limits, logger: logger)
+                try self.addApplicationHandlers(channel)
+                return (channel, authenticated)
             }
+        }
+        // Members advertise IP addresses: connect to one directly. By name, NIO resolves with
+        // getaddrinfo on a thread and races the results (Happy Eyeballs), for every dial.
+        let (channel, authenticated) = if let address = try? SocketAddress(ipAddress: host, port: port) {
+            try await bootstrap.connect(to: address, channelInitializer: initialize)
+        } else {
+            try await bootstrap.connect(host: host, port: port, channelInitializer: initialize)
+        }
         do {
             return (channel, try await authenticated.get())
         } catch {

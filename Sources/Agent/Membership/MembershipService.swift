@@ -28,6 +28,9 @@ public actor MembershipService {
     /// dialed queue here and go out together once it connects; later ones find the connection.
     private var pending: [String: [Frame]] = [:]
     private var stopped = false
+    /// Each member address parsed once into where to dial and the transport's connection key:
+    /// every message goes to one of a few dozen addresses, several times a second.
+    private var routes: [String: Route] = [:]
     public private(set) var bytesSent = 0
     public private(set) var messagesSent = 0
 
@@ -36,6 +39,14 @@ public actor MembershipService {
     /// Messages queued for one dial, at most: SWIM traffic is periodic, so a backlog only
     /// means the peer is slow to reach, and the newest messages are the useful ones.
     static let pendingQueue = 64
+    /// Parsed addresses kept, at most (all are dropped together past it: a cache, not a table).
+    static let maxRoutes = 4096
+
+    private struct Route {
+        let host: String
+        let port: Int
+        let key: String
+    }
 
     nonisolated public var unownedExecutor: UnownedSerialExecutor { eventLoop.executor.asUnownedSerialExecutor() }
 
@@ -142,7 +153,10 @@ public actor MembershipService {
     }
 
     private func schedule(_ deadline: Duration) {
-        if let current = timerDeadline, current <= deadline, timer != nil { return }
+        // Moved either way: a probe acked well before its timeout no longer needs the timer set
+        // for that timeout, and letting it fire would wake the loop for nothing once a period.
+        // Rescheduling on the loop is a heap update; a wake-up is a context switch.
+        if let current = timerDeadline, current == deadline, timer != nil { return }
         timer?.cancel()
         timerDeadline = deadline
         let delay = TimeAmount.nanoseconds(max(.zero, deadline - now).nanosecondsClamped)
@@ -165,13 +179,13 @@ public actor MembershipService {
             if let n = pending[out.to]?.count, n > Self.pendingQueue { pending[out.to]?.removeFirst() }
             return
         }
-        guard let (host, port) = Self.split(out.to) else { return }
+        guard let route = route(out.to) else { return }
         let expected = instance.knownMembers.first(where: { $0.address == out.to })?.name
         // Any open connection with the member will do, whoever dialed it: on TCP + TLS a new
         // connection costs a handshake (~1 ms of CPU on each side), and without reuse every pair
         // of members would hold two connections, one per direction — N(N−1) handshakes when N
         // members join at once instead of N(N−1)/2.
-        if let channel = transport.openChannel(toPeer: expected, address: PeerTransport.key(host, port)) {
+        if let channel = transport.openChannel(toPeer: expected, address: route.key) {
             channel.writeAndFlush(frame, promise: nil)
             return
         }
@@ -181,7 +195,7 @@ public actor MembershipService {
         let address = out.to
         Task { [weak self] in
             do {
-                let channel = try await transport.connection(toAddress: host, port: port, expecting: expected)
+                let channel = try await transport.connection(toAddress: route.host, port: route.port, expecting: expected)
                 await self?.dialed(address, channel)
             } catch {
                 await self?.unreachable(address)
@@ -213,9 +227,13 @@ public actor MembershipService {
         }
     }
 
-    static func split(_ address: String) -> (String, Int)? {
+    private func route(_ address: String) -> Route? {
+        if let r = routes[address] { return r }
         guard let hp = AgentConfiguration.HostPort(address), hp.port > 0 else { return nil }
-        return (hp.host, hp.port)
+        if routes.count >= Self.maxRoutes { routes.removeAll(keepingCapacity: true) }
+        let r = Route(host: hp.host, port: hp.port, key: PeerTransport.key(hp.host, hp.port))
+        routes[address] = r
+        return r
     }
 
     // MARK: Queries

@@ -53,9 +53,15 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             throw ConfigurationError("--data-dir: cannot create \(c.dataDir): \(error.localizedDescription)")
         }
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, min(2, System.coreCount)))
+        // Peer connections, dialed or accepted, live on one loop, and the membership actor runs on
+        // it too: a probe, its ack and the gossip they carry never cross threads. With connections
+        // spread over both loops every message woke the other thread (an eventfd write and a
+        // context switch each way), which was most of an idle agent's CPU. The HTTP API keeps the
+        // whole group.
+        let peerLoop = group.next()
         let box = ServiceBox()
         transport = PeerTransport(
-            group: group, tls: tls,
+            group: peerLoop, tls: tls,
             options: .init(cluster: c.cluster, agentVersion: MicroscaleVersion.current),
             logger: logger,
             onFrame: { peer, frame in
@@ -92,7 +98,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         var seed = SystemRandomNumberGenerator()
         do {
             membership = try MembershipService(record: record, seed: seed.next(), transport: transport,
-                                           eventLoop: group.next(), logger: logger)
+                                           eventLoop: peerLoop, logger: logger)
         } catch {
             throw ConfigurationError("node record: \(error)")
         }

@@ -115,4 +115,18 @@ import Testing
             try settings.resolve()
         }
     }
+
+    @Test func anAddressIsHostColonPortWithIPv6InBracketsAndSpacesAroundIgnored() {
+        typealias HP = AgentConfiguration.HostPort
+        #expect(HP("10.0.0.5:7480") == HP(host: "10.0.0.5", port: 7480))
+        #expect(HP(" \t10.0.0.5:7480 \n") == HP(host: "10.0.0.5", port: 7480))
+        #expect(HP("[::1]:7480") == HP(host: "::1", port: 7480))
+        #expect(HP("node-a:7480") == HP(host: "node-a", port: 7480))
+        #expect(HP(":7480") == HP(host: "0.0.0.0", port: 7480))
+        #expect(HP("::1:7480") == nil, "IPv6 needs brackets")
+        #expect(HP("10.0.0.5") == nil)
+        #expect(HP("10.0.0.5:65536") == nil)
+        #expect(HP("10.0.0.5: 80") == nil)
+        #expect(HP("   ") == nil)
+    }
 }
