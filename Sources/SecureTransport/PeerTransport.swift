@@ -134,6 +134,8 @@ public final class PeerTransport: Sendable {
     public func connection(toAddress host: String, port: Int, expecting peer: String? = nil) async throws -> Channel {
         let key = Self.key(host, port)
         if let open = table.channel(forKey: key) { return open }
+        // Once shut down nothing dials: the event loops go next, and NIO refuses work on them.
+        guard !shuttingDown.withLockedValue({ $0 }) else { throw EventLoopError.shutdown }
         return try await table.dial(key) { [self] in
             let (channel, authenticated) = try await dial(peer: peer, host: host, port: port)
             register(key: key, peer: authenticated.name, channel: channel)
