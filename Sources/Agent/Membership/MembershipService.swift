@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Membership
+import NIOConcurrencyHelpers
 import NIOCore
 import SecureTransport
 import Wire
@@ -28,6 +29,9 @@ public actor MembershipService {
     /// dialed queue here and go out together once it connects; later ones find the connection.
     private var pending: [String: [Frame]] = [:]
     private var stopped = false
+    /// `stopped`, readable off the loop: a dial finishing after `stop()` must not hop onto the
+    /// loop, which the agent shuts down next (NIO refuses work on a loop that is gone).
+    private nonisolated let halted = NIOLockedValueBox(false)
     /// Each member address parsed once into where to dial and the transport's connection key:
     /// every message goes to one of a few dozen addresses, several times a second.
     private var routes: [String: Route] = [:]
@@ -71,6 +75,7 @@ public actor MembershipService {
     /// connection arrive on its loop in order and keep that order here (a stale suspicion must
     /// not overtake its refutation): inline on our loop, else queued to it in turn.
     public nonisolated func deliver(_ frame: Frame, from peer: AuthenticatedPeer) {
+        if halted.withLockedValue({ $0 }) { return }
         if eventLoop.inEventLoop {
             assumeIsolated { $0.receive(frame, from: peer) }
         } else {
@@ -114,6 +119,7 @@ public actor MembershipService {
 
     public func stop() {
         stopped = true
+        halted.withLockedValue { $0 = true }
         timer?.cancel()
         timer = nil
         pending = [:]
@@ -194,12 +200,9 @@ public actor MembershipService {
         let transport = self.transport
         let address = out.to
         Task { [weak self] in
-            do {
-                let channel = try await transport.connection(toAddress: route.host, port: route.port, expecting: expected)
-                await self?.dialed(address, channel)
-            } catch {
-                await self?.unreachable(address)
-            }
+            let channel = try? await transport.connection(toAddress: route.host, port: route.port, expecting: expected)
+            guard let self, !self.halted.withLockedValue({ $0 }) else { return }
+            if let channel { await self.dialed(address, channel) } else { await self.unreachable(address) }
         }
     }
 
