@@ -84,7 +84,7 @@ public struct MembershipProcessBenchmark: Sendable {
         }
         progress("\(busyLoops) busy loops started; soaking for \(Int(seconds)) s")
         let before = await traffic(agents)
-        let cpuBefore = agents.map { ProcessSample.read($0.process.processIdentifier)?.cpuTicks ?? 0 }
+        let cpuBefore = agents.map { ProcessSample.read($0.process.processIdentifier)?.cpuSeconds ?? 0 }
         let start = Date()
         var polls = 0, nonAlive = 0
         var lastReport = start
@@ -102,10 +102,9 @@ public struct MembershipProcessBenchmark: Sendable {
             }
         }
         let elapsed = Date().timeIntervalSince(start)
+        let cpuAfter = agents.map { ProcessSample.read($0.process.processIdentifier)?.cpuSeconds ?? 0 }
         let after = await traffic(agents)
-        let cpuAfter = agents.map { ProcessSample.read($0.process.processIdentifier)?.cpuTicks ?? 0 }
-        let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
-        let cpu = zip(cpuBefore, cpuAfter).map { ($1 - $0) / ticksPerSecond / elapsed * 100 }.reduce(0, +) / Double(nodes)
+        let cpu = zip(cpuBefore, cpuAfter).map { ($1 - $0) / elapsed * 100 }.reduce(0, +) / Double(nodes)
         let rss = agents.map { ProcessSample.read($0.process.processIdentifier)?.rssBytes ?? 0 }.reduce(0, +) / Double(nodes) / 1_048_576
         let (deaths, suspicions) = countTransitions(dir)
         return SoakReport(nodes: nodes, seconds: elapsed, busyLoops: busyLoops, joinConvergenceSeconds: join,
@@ -199,14 +198,14 @@ public struct MembershipProcessBenchmark: Sendable {
         // than a second of membership traffic). False positives come from the agents' own logs.
         try await Task.sleep(for: .seconds(settleSeconds))
         let before = await traffic(agents)
-        let cpuBefore = agents.map { ProcessSample.read($0.process.processIdentifier)?.cpuTicks ?? 0 }
+        let cpuBefore = agents.map { ProcessSample.read($0.process.processIdentifier)?.cpuSeconds ?? 0 }
         let idleStart = Date()
         try await Task.sleep(for: .seconds(idleSeconds))
         let idle = Date().timeIntervalSince(idleStart)
+        // CPU first: answering the traffic query is not idle work.
+        let cpuAfter = agents.map { ProcessSample.read($0.process.processIdentifier)?.cpuSeconds ?? 0 }
         let after = await traffic(agents)
-        let cpuAfter = agents.map { ProcessSample.read($0.process.processIdentifier)?.cpuTicks ?? 0 }
-        let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
-        let cpu = zip(cpuBefore, cpuAfter).map { ($1 - $0) / ticksPerSecond / idle * 100 }.reduce(0, +) / Double(nodes)
+        let cpu = zip(cpuBefore, cpuAfter).map { ($1 - $0) / idle * 100 }.reduce(0, +) / Double(nodes)
         let rss = agents.map { ProcessSample.read($0.process.processIdentifier)?.rssBytes ?? 0 }.reduce(0, +) / Double(nodes) / 1_048_576
         let rssAnon = agents.map { ProcessSample.read($0.process.processIdentifier)?.anonBytes ?? 0 }.reduce(0, +) / Double(nodes) / 1_048_576
         let bytesPerNode = Double(after - before) / idle / Double(nodes)

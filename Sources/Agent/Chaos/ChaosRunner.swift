@@ -544,7 +544,6 @@ public actor ChaosRunner {
         var nextSample = 0.0
         var writes = 0
         var firstCPU: [String: Double] = [:]
-        let hz = Double(sysconf(Int32(_SC_CLK_TCK)))
         while elapsed < end {
             let value = Double(Int.random(in: 1...12, using: &random) * 10)
             if await cluster.write("PUT", "/v1/demand/web", "{\"value\": \(value)}", seconds: 5) { demand = value; writes += 1 }
@@ -553,8 +552,8 @@ public actor ChaosRunner {
                 var row: [String: (rss: Double, anon: Double, cpu: Double)] = [:]
                 for h in cluster.hosts {
                     guard let pid = await cluster.agentPID(h), let p = ProcessSample.read(pid) else { continue }
-                    row[h.name] = (p.rssBytes / 1_048_576, p.anonBytes / 1_048_576, p.cpuTicks / hz)
-                    if firstCPU[h.name] == nil { firstCPU[h.name] = p.cpuTicks / hz }
+                    row[h.name] = (p.rssBytes / 1_048_576, p.anonBytes / 1_048_576, p.cpuSeconds)
+                    if firstCPU[h.name] == nil { firstCPU[h.name] = p.cpuSeconds }
                 }
                 samples.append(row)
                 let rss = row.values.map(\.rss), anon = row.values.map(\.anon)
