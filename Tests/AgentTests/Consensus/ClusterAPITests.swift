@@ -67,8 +67,26 @@ import Testing
         return await condition()
     }
 
+    struct UnexpectedResponse: Error, CustomStringConvertible {
+        var description: String
+    }
+
     func json<T: Decodable>(_ r: APIResponse, _ type: T.Type) throws -> T {
-        try JSONDecoder().decode(T.self, from: Data(r.body))
+        do { return try JSONDecoder().decode(T.self, from: Data(r.body)) } catch {
+            throw UnexpectedResponse(description: "HTTP \(r.status): \(String(decoding: r.body, as: UTF8.self))")
+        }
+    }
+
+    /// A request as a client makes it: 503 says no leader can answer right now (an election, as on
+    /// a loaded machine) and to retry shortly; every write here is idempotent. Any other answer is
+    /// returned as it is.
+    func call(_ a: AgentRuntime, _ method: String, _ path: String, _ body: String = "") async throws -> APIResponse {
+        let deadline = Date().addingTimeInterval(10)
+        while true {
+            let r = await a.cluster(method: method, path: path, body: Array(body.utf8))
+            if r.status != 503 || Date() >= deadline { return r }
+            try await Task.sleep(for: .milliseconds(100))
+        }
     }
 
     func leader(_ a: AgentRuntime) async -> String? {
@@ -88,20 +106,20 @@ import Testing
         let follower = try #require(c.servers.first { $0.configuration.name != leaderName })
 
         let file = "services: { web: { image: mini:latest, cpu: 0.5, memory: 64MiB, min: 1, max: 4 } }"
-        let applied = await c.client.cluster(method: "PUT", path: "/v1/services", body: Array(file.utf8))
+        let applied = try await call(c.client, "PUT", "/v1/services", file)
         #expect(applied.status == 200, "\(String(decoding: applied.body, as: UTF8.self))")
-        let demand = await follower.cluster(method: "PUT", path: "/v1/demand/web", body: Array(#"{"value": 12.5}"#.utf8))
+        let demand = try await call(follower, "PUT", "/v1/demand/web", #"{"value": 12.5}"#)
         #expect(demand.status == 200, "\(String(decoding: demand.body, as: UTF8.self))")
-        let drained = await c.client.cluster(method: "POST", path: "/v1/nodes/c1/drain", body: [])
+        let drained = try await call(c.client, "POST", "/v1/nodes/c1/drain")
         #expect(drained.status == 200)
 
         // A read through any agent, right after the write returned, sees it (reads are served by the leader).
         for a in c.all {
-            let services = try json(await a.cluster(method: "GET", path: "/v1/services", body: []), [String: ServiceSpec].self)
+            let services = try json(await call(a, "GET", "/v1/services"), [String: ServiceSpec].self)
             #expect(services["web"]?.max == 4)
-            let d = try json(await a.cluster(method: "GET", path: "/v1/demand", body: []), [String: Double].self)
+            let d = try json(await call(a, "GET", "/v1/demand"), [String: Double].self)
             #expect(d == ["web": 12.5])
-            let nodes = try json(await a.cluster(method: "GET", path: "/v1/nodes/drained", body: []), [String].self)
+            let nodes = try json(await call(a, "GET", "/v1/nodes/drained"), [String].self)
             #expect(nodes == ["c1"])
         }
         // The Prometheus endpoint carries members, Raft and the services.
@@ -124,20 +142,20 @@ import Testing
         defer { Task { for a in c.all { await a.shutdown() } } }
         #expect(try await eventually { await leader(c.client) != nil })
         let good = "services:\n  web:\n    image: mini:latest\n    cpu: 0.5\n    memory: 64MiB\n    max: 4\n"
-        #expect(await c.client.cluster(method: "PUT", path: "/v1/services", body: Array(good.utf8)).status == 200)
+        #expect(try await call(c.client, "PUT", "/v1/services", good).status == 200)
         let bad = "services:\n  web:\n    image: mini:latest\n    cpu: -1\n    memory: 64MiB\n    max: 9\n  api:\n    image: a\n    cpu: 1\n    memory: 1MiB\n    max: 1\n"
-        let refused = await c.servers[1].cluster(method: "PUT", path: "/v1/services", body: Array(bad.utf8))
+        let refused = try await call(c.servers[1], "PUT", "/v1/services", bad)
         #expect(refused.status == 400)
         let message = try json(refused, [String: String].self)["error"] ?? ""
         #expect(message.contains("line 4") && message.contains("services.web.cpu"), "\(message)")
-        let services = try json(await c.client.cluster(method: "GET", path: "/v1/services", body: []), [String: ServiceSpec].self)
+        let services = try json(await call(c.client, "GET", "/v1/services"), [String: ServiceSpec].self)
         #expect(services.keys.sorted() == ["web"] && services["web"]?.max == 4)
 
-        let unknown = await c.client.cluster(method: "PUT", path: "/v1/demand/nope", body: Array(#"{"value": 1}"#.utf8))
+        let unknown = try await call(c.client, "PUT", "/v1/demand/nope", #"{"value": 1}"#)
         #expect(unknown.status == 404)
-        let removed = await c.client.cluster(method: "DELETE", path: "/v1/services/web", body: [])
+        let removed = try await call(c.client, "DELETE", "/v1/services/web")
         #expect(removed.status == 200)
-        #expect(await c.client.cluster(method: "DELETE", path: "/v1/services/web", body: []).status == 404)
+        #expect(try await call(c.client, "DELETE", "/v1/services/web").status == 404)
     }
 
     @Test func whenTheLeaderStopsAnotherIsElectedAndNoAcknowledgedWriteIsLost() async throws {
@@ -145,8 +163,8 @@ import Testing
         defer { Task { for a in c.all { await a.shutdown() } } }
         #expect(try await eventually { await leader(c.client) != nil })
         let file = "services: { web: { image: mini:latest, cpu: 0.5, memory: 64MiB, max: 4 } }"
-        #expect(await c.client.cluster(method: "PUT", path: "/v1/services", body: Array(file.utf8)).status == 200)
-        #expect(await c.client.cluster(method: "PUT", path: "/v1/demand/web", body: Array(#"{"value": 3}"#.utf8)).status == 200)
+        #expect(try await call(c.client, "PUT", "/v1/services", file).status == 200)
+        #expect(try await call(c.client, "PUT", "/v1/demand/web", #"{"value": 3}"#).status == 200)
         let old = try #require(await leader(c.client))
         let oldRuntime = try #require(c.servers.first { $0.configuration.name == old })
         await oldRuntime.shutdown()
@@ -159,9 +177,9 @@ import Testing
         })
         let now = await leader(survivors[1])
         #expect(now != nil && now != old)
-        let services = try json(await survivors[1].cluster(method: "GET", path: "/v1/services", body: []), [String: ServiceSpec].self)
+        let services = try json(await call(survivors[1], "GET", "/v1/services"), [String: ServiceSpec].self)
         #expect(services["web"] != nil)
-        let d = try json(await survivors[1].cluster(method: "GET", path: "/v1/demand", body: []), [String: Double].self)
+        let d = try json(await call(survivors[1], "GET", "/v1/demand"), [String: Double].self)
         #expect(d["web"] == 4)
     }
 }
