@@ -102,10 +102,10 @@ public struct MembershipProcessBenchmark: Sendable {
             }
         }
         let elapsed = Date().timeIntervalSince(start)
-        let cpuAfter = agents.map { ProcessSample.read($0.process.processIdentifier)?.cpuSeconds ?? 0 }
+        let end = agents.map { ProcessSample.read($0.process.processIdentifier) }
         let after = await traffic(agents)
-        let cpu = zip(cpuBefore, cpuAfter).map { ($1 - $0) / elapsed * 100 }.reduce(0, +) / Double(nodes)
-        let rss = agents.map { ProcessSample.read($0.process.processIdentifier)?.rssBytes ?? 0 }.reduce(0, +) / Double(nodes) / 1_048_576
+        let cpu = zip(cpuBefore, end).map { ((($1?.cpuSeconds) ?? 0) - $0) / elapsed * 100 }.reduce(0, +) / Double(nodes)
+        let rss = end.map { $0?.rssBytes ?? 0 }.reduce(0, +) / Double(nodes) / 1_048_576
         let (deaths, suspicions) = countTransitions(dir)
         return SoakReport(nodes: nodes, seconds: elapsed, busyLoops: busyLoops, joinConvergenceSeconds: join,
                           falseDeaths: deaths, suspicions: suspicions, pollsWithNonAlive: nonAlive, polls: polls,
@@ -202,12 +202,12 @@ public struct MembershipProcessBenchmark: Sendable {
         let idleStart = Date()
         try await Task.sleep(for: .seconds(idleSeconds))
         let idle = Date().timeIntervalSince(idleStart)
-        // CPU first: answering the traffic query is not idle work.
-        let cpuAfter = agents.map { ProcessSample.read($0.process.processIdentifier)?.cpuSeconds ?? 0 }
+        // Sampled first: answering the traffic query is not idle work.
+        let end = agents.map { ProcessSample.read($0.process.processIdentifier) }
         let after = await traffic(agents)
-        let cpu = zip(cpuBefore, cpuAfter).map { ($1 - $0) / idle * 100 }.reduce(0, +) / Double(nodes)
-        let rss = agents.map { ProcessSample.read($0.process.processIdentifier)?.rssBytes ?? 0 }.reduce(0, +) / Double(nodes) / 1_048_576
-        let rssAnon = agents.map { ProcessSample.read($0.process.processIdentifier)?.anonBytes ?? 0 }.reduce(0, +) / Double(nodes) / 1_048_576
+        let cpu = zip(cpuBefore, end).map { ((($1?.cpuSeconds) ?? 0) - $0) / idle * 100 }.reduce(0, +) / Double(nodes)
+        let rss = end.map { $0?.rssBytes ?? 0 }.reduce(0, +) / Double(nodes) / 1_048_576
+        let rssAnon = end.map { $0?.anonBytes ?? 0 }.reduce(0, +) / Double(nodes) / 1_048_576
         let bytesPerNode = Double(after - before) / idle / Double(nodes)
         var falsePositives = countTransitions(workDirectory).dead
         for a in agents {

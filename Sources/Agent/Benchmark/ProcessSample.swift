@@ -18,13 +18,18 @@ struct ProcessSample {
             return Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
         }
         guard let rss = kb("VmRSS:"), let anon = kb("RssAnon:"),
-              let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let cpu = threadRunTime(pid) ?? clockTicks(pid) else { return nil }
+        return ProcessSample(rssBytes: rss * 1024, anonBytes: anon * 1024, cpuSeconds: cpu)
+    }
+
+    /// utime + stime, in seconds, counted in clock ticks.
+    private static func clockTicks(_ pid: Int32) -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = stat.lastIndex(of: ")") else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         // After the command: state is field 3, utime 14, stime 15 (proc(5)).
         guard fields.count > 13, let u = Double(fields[11]), let s = Double(fields[12]) else { return nil }
-        let ticks = (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
-        return ProcessSample(rssBytes: rss * 1024, anonBytes: anon * 1024, cpuSeconds: threadRunTime(pid) ?? ticks)
+        return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     /// The run time of the process's live threads (a thread that has exited is not counted; the

@@ -517,7 +517,7 @@ public actor ChaosRunner {
         // (12 decisions), drops it, and waits out the window (one more).
         let warmStart = ContinuousClock.now
         var warmupWrites = 0
-        var snapshotIndexes: [String: UInt64] = [:]
+        var snapshotIndexes: [String: UInt64?] = [:]
         warm: while ContinuousClock.now - warmStart < .seconds(1500) {
             let step = ChaosServices.perContainer
             for value in stride(from: step, through: step * Double(ChaosServices.webMax), by: step) + [step] {
@@ -528,15 +528,12 @@ public actor ChaosRunner {
                   let data = await cluster.get(h, "/v1/decisions?limit=\(ClusterState.maxDecisions)", timeoutMillis: 3000),
                   let list = try? JSONSerialization.jsonObject(with: data) as? [Any], list.count >= ClusterState.maxDecisions
             else { continue }
-            for s in cluster.hosts where s.server {
-                if let raft = await cluster.selfView(s)?.raft { snapshotIndexes[s.name] = raft.snapshotIndex }
-            }
-            let servers = cluster.hosts.filter(\.server).count
-            if snapshotIndexes.count == servers && snapshotIndexes.values.allSatisfy({ $0 > 0 }) { break warm }
+            snapshotIndexes = await serverSnapshotIndexes()
+            if snapshotIndexes.values.allSatisfy({ ($0 ?? 0) > 0 }) { break warm }
         }
         let warmupSeconds = Double((ContinuousClock.now - warmStart).components.seconds)
         FileHandle.standardError.write(Data(("soak: warm-up: \(warmupWrites) writes in \(Int(warmupSeconds)) s fill the decision history"
-            + " and compact every server's log once (snapshot indexes \(snapshotIndexes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))\n").utf8))
+            + " and compact every server's log once (snapshot indexes \(snapshotIndexes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.map(String.init) ?? "-")" }.joined(separator: ", ")))\n").utf8))
         t0 = ContinuousClock.now
         let end = minutes * 60_000
         let every = max(5_000.0, min(60_000.0, end / 20))
@@ -558,10 +555,7 @@ public actor ChaosRunner {
                 samples.append(row)
                 let rss = row.values.map(\.rss), anon = row.values.map(\.anon)
                 // Each server's last snapshot index, so a step in memory can be matched to a compaction.
-                var compacted: [String] = []
-                for h in cluster.hosts where h.server {
-                    compacted.append((await cluster.selfView(h)?.raft).map { "\($0.snapshotIndex)" } ?? "-")
-                }
+                let compacted = await serverSnapshotIndexes().sorted { $0.key < $1.key }.map { $0.value.map(String.init) ?? "-" }
                 FileHandle.standardError.write(Data(String(format: "soak: %5.0f s: agent RSS %.1f-%.1f MiB (anonymous %.1f-%.1f), servers' snapshot indexes %@\n",
                                                            elapsed / 1000, rss.min() ?? 0, rss.max() ?? 0, anon.min() ?? 0, anon.max() ?? 0,
                                                            compacted.joined(separator: "/")).utf8))
@@ -589,6 +583,15 @@ public actor ChaosRunner {
         }
         return ChaosResult(scenario: "soak", repetition: 1, passed: problems.isEmpty, problems: problems,
                            timings: timings, notes: notes, figures: figures)
+    }
+}
+
+extension ChaosRunner {
+    /// Each server's last Raft snapshot index (nil: it did not answer), by host name.
+    func serverSnapshotIndexes() async -> [String: UInt64?] {
+        var out: [String: UInt64?] = [:]
+        for h in cluster.hosts where h.server { out[h.name] = await cluster.selfView(h)?.raft?.snapshotIndex }
+        return out
     }
 }
 

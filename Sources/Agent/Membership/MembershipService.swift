@@ -28,10 +28,10 @@ public actor MembershipService {
     /// Frames waiting for a dial, per destination address, in order: sends to an address being
     /// dialed queue here and go out together once it connects; later ones find the connection.
     private var pending: [String: [Frame]] = [:]
-    private var stopped = false
-    /// `stopped`, readable off the loop: a dial finishing after `stop()` must not hop onto the
-    /// loop, which the agent shuts down next (NIO refuses work on a loop that is gone).
+    /// Set by `stop()`, and readable off the loop: a dial finishing after it must not hop onto
+    /// the loop, which the agent shuts down next (NIO refuses work on a loop that is gone).
     private nonisolated let halted = NIOLockedValueBox(false)
+    private var stopped: Bool { halted.withLockedValue { $0 } }
     /// Each member address parsed once into where to dial and the transport's connection key:
     /// every message goes to one of a few dozen addresses, several times a second.
     private var routes: [String: Route] = [:]
@@ -118,7 +118,6 @@ public actor MembershipService {
     }
 
     public func stop() {
-        stopped = true
         halted.withLockedValue { $0 = true }
         timer?.cancel()
         timer = nil
