@@ -3,6 +3,6 @@ import Agent
 @main
 enum Main {
     static func main() async {
-        await MicroscaleCommand.main()
+        await MicroscaleCommand.run()
     }
 }

@@ -49,6 +49,10 @@ public struct AgentCommand: AsyncParsableCommand {
 
     /// The configuration from the file (if any) overridden by the flags.
     public func resolvedConfiguration() throws -> AgentConfiguration {
+        try Self.resolve(flags: flagSettings(), config: config)
+    }
+
+    static func resolve(flags: AgentSettings, config: String?) throws -> AgentConfiguration {
         var settings = AgentSettings()
         if let config {
             let text: String
@@ -57,10 +61,16 @@ public struct AgentCommand: AsyncParsableCommand {
             }
             settings = try AgentSettings.fromYAML(text, file: config)
         }
-        return try settings.overridden(by: flagSettings()).resolve()
+        return try settings.overridden(by: flags).resolve()
     }
 
     public func run() async throws {
+        try await Self.run(flags: flagSettings(), config: config)
+    }
+
+    /// The daemon, from the flags' values and the config file's path: `run()` after
+    /// ArgumentParser, or `MicroscaleCommand.run(_:)` after `AgentFlags`.
+    static func run(flags: AgentSettings, config: String?) async throws {
         #if os(Linux)
         // glibc gives each thread that contends for the heap its own arena (up to 8 per core),
         // each with its own free lists and slack; the agent's few threads allocate little, so two
@@ -76,7 +86,7 @@ public struct AgentCommand: AsyncParsableCommand {
         #endif
         let runtime: AgentRuntime
         do {
-            let c = try resolvedConfiguration()
+            let c = try resolve(flags: flags, config: config)
             var logger = Logger(label: "microscale.agent")
             logger.logLevel = Logger.Level(rawValue: c.logLevel) ?? .info
             logger[metadataKey: "node"] = "\(c.name)"

@@ -17,3 +17,30 @@ public struct MicroscaleCommand: AsyncParsableCommand {
 public enum MicroscaleVersion {
     public static let current = "0.1.0"
 }
+
+extension MicroscaleCommand {
+    /// The executable's entry point. `microscale agent` starts on every host, N at once in a
+    /// mass join, so its start-up CPU counts N times: its arguments are read by `AgentFlags`
+    /// instead of ArgumentParser's reflection over the whole command tree (together ~17% of an
+    /// agent's start-up instructions, callgrind). What `AgentFlags` does not accept goes
+    /// through ArgumentParser: its help as before, and a flag it cannot parse as every other
+    /// bad agent configuration is reported (DESIGN.md §6): one line, exit status 2.
+    public static func run(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) async {
+        guard arguments.first == "agent" else { return await main(arguments) }
+        if let flags = AgentFlags.parse(Array(arguments.dropFirst())) {
+            do { try await AgentCommand.run(flags: flags.settings, config: flags.config) } catch { exit(withError: error) }
+            return
+        }
+        let command: ParsableCommand
+        do { command = try parseAsRoot(arguments) } catch {
+            if exitCode(for: error) != .success {
+                printError("error: \(message(for: error))")
+                exit(withError: ExitCode(2))
+            }
+            exit(withError: error)
+        }
+        do {
+            if var agent = command as? AsyncParsableCommand { try await agent.run() } else { var c = command; try c.run() }
+        } catch { exit(withError: error) }
+    }
+}
