@@ -11,11 +11,7 @@ public struct AgentConfiguration: Sendable, Equatable {
 
         /// "10.0.0.5:7480", "[::1]:7480", "node-a:7480".
         public init?(_ text: String) {
-            // Trimmed by hand: Foundation's CharacterSet trimming cost more than the rest of a
-            // membership send, which parses the member's address.
-            var t = Substring(text)
-            while t.first?.isWhitespace == true { t.removeFirst() }
-            while t.last?.isWhitespace == true { t.removeLast() }
+            let t = Units.trimmed(text)
             var hostPart: Substring
             let portPart: Substring
             if t.hasPrefix("[") {
