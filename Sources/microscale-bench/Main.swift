@@ -11,6 +11,12 @@ struct MicroscaleBench: AsyncParsableCommand {
         commandName: "microscale-bench",
         abstract: "Benchmarks of the real components on this machine (build with -c release).",
         subcommands: [Transport.self, MembershipBench.self, RaftBench.self, DockerBench.self, ClusterBench.self])
+
+    static func main() async {
+        // Stopped by a signal, a benchmark takes its agents and busy loops along.
+        BenchmarkChildren.killOnSignal()
+        await main(nil)
+    }
 }
 
 struct Transport: AsyncParsableCommand {

@@ -79,7 +79,7 @@ public struct MembershipProcessBenchmark: Sendable {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/bin/sh")
             p.arguments = ["-c", "while :; do :; done"]
-            try p.run()
+            try BenchmarkChildren.run(p)
             busy.append(p)
         }
         progress("\(busyLoops) busy loops started; soaking for \(Int(seconds)) s")
@@ -164,7 +164,7 @@ public struct MembershipProcessBenchmark: Sendable {
             let log = FileHandle(forWritingAtPath: "\(dir)/\(name).log")
             p.standardOutput = log
             p.standardError = log
-            try p.run()
+            try BenchmarkChildren.run(p)
             let a = Agent(name: name, host: host, process: p)
             started(a)
             return a

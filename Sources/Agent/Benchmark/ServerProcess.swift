@@ -37,7 +37,7 @@ final class ServerProcess: @unchecked Sendable {
         log?.seekToEndOfFile()
         p.standardOutput = log
         p.standardError = log
-        try p.run()
+        try BenchmarkChildren.run(p)
         process = p
     }
 
