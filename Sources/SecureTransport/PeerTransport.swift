@@ -160,6 +160,10 @@ public final class PeerTransport: Sendable {
                 let authenticated = try SecureChannel.configure(
                     channel, tls: tls, role: .client, expectedPeer: peer, hello: hello,
                     limits: options.limits, logger: logger)
+                // A connection whose handshake or hello fails is closed from its own loop. Closed
+                // from the dialer's task instead, the close hopped onto the loop, which during a
+                // shutdown may be gone: NIO drops such work and will make it a crash.
+                authenticated.whenFailure { _ in channel.close(promise: nil) }
                 try self.addApplicationHandlers(channel)
                 return (channel, authenticated)
             }
@@ -171,12 +175,7 @@ public final class PeerTransport: Sendable {
         } else {
             try await bootstrap.connect(host: host, port: port, channelInitializer: initialize)
         }
-        do {
-            return (channel, try await authenticated.get())
-        } catch {
-            channel.close(promise: nil)
-            throw error
-        }
+        return (channel, try await authenticated.get())
     }
 
     private func addApplicationHandlers(_ channel: Channel) throws {

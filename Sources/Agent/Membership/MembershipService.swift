@@ -28,10 +28,20 @@ public actor MembershipService {
     /// Frames waiting for a dial, per destination address, in order: sends to an address being
     /// dialed queue here and go out together once it connects; later ones find the connection.
     private var pending: [String: [Frame]] = [:]
-    /// Set by `stop()`, and readable off the loop: a dial finishing after it must not hop onto
-    /// the loop, which the agent shuts down next (NIO refuses work on a loop that is gone).
-    private nonisolated let halted = NIOLockedValueBox(false)
-    private var stopped: Bool { halted.withLockedValue { $0 } }
+    /// What the service showed when `stop()` ran (nil until then), readable off the loop. This
+    /// actor runs on the peer event loop, which the agent shuts down after stopping it; a hop
+    /// onto it after that is a job enqueued on a shut-down loop, which NIO drops (its caller
+    /// never resumes) and will make a crash. So what other components call (the view, the
+    /// traffic, connection hints, record updates) and a dial finishing late answer from here
+    /// once stopped, without hopping.
+    private nonisolated let final = NIOLockedValueBox<Final?>(nil)
+    private struct Final {
+        var members: [MemberView]
+        var messages: Int
+        var bytes: Int
+    }
+    private nonisolated var halted: Bool { final.withLockedValue { $0 != nil } }
+
     /// Each member address parsed once into where to dial and the transport's connection key:
     /// every message goes to one of a few dozen addresses, several times a second.
     private var routes: [String: Route] = [:]
@@ -75,7 +85,7 @@ public actor MembershipService {
     /// connection arrive on its loop in order and keep that order here (a stale suspicion must
     /// not overtake its refutation): inline on our loop, else queued to it in turn.
     public nonisolated func deliver(_ frame: Frame, from peer: AuthenticatedPeer) {
-        if halted.withLockedValue({ $0 }) { return }
+        if halted { return }
         if eventLoop.inEventLoop {
             assumeIsolated { $0.receive(frame, from: peer) }
         } else {
@@ -85,7 +95,7 @@ public actor MembershipService {
 
     /// A membership frame from an authenticated peer.
     public func receive(_ frame: Frame, from peer: AuthenticatedPeer) {
-        guard !stopped else { return }
+        guard !halted else { return }
         let message: Message
         do { message = try MembershipCodec.message(from: frame) } catch {
             logger.warning("dropping malformed membership message", metadata: ["peer": "\(peer)", "reason": "\(error)"])
@@ -100,7 +110,13 @@ public actor MembershipService {
         execute(instance.receive(message, now: now))
     }
 
-    public func updateRecord(_ change: (inout NodeRecord) -> Void) throws {
+    /// Changes this node's record (its containers, what it reserves); disseminated as a delta.
+    public nonisolated func updateRecord(_ change: @Sendable (inout NodeRecord) -> Void) async throws {
+        guard !halted else { return }
+        try await update(change)
+    }
+
+    private func update(_ change: (inout NodeRecord) -> Void) throws {
         var r = instance.record
         change(&r)
         r.version = instance.record.version + 1
@@ -118,34 +134,45 @@ public actor MembershipService {
     }
 
     public func stop() {
-        halted.withLockedValue { $0 = true }
+        let last = Final(members: currentMembers(), messages: messagesSent, bytes: bytesSent)
+        final.withLockedValue { $0 = $0 ?? last }
         timer?.cancel()
         timer = nil
         pending = [:]
     }
 
     private func tick() {
-        guard !stopped else { return }
+        guard !halted else { return }
         timerDeadline = nil
         execute(instance.tick(now: now))
     }
 
     /// The transport saw a dialed connection close: a hint, never a verdict.
-    public func connectionLost(_ address: String) {
-        guard !stopped else { return }
+    public nonisolated func connectionLost(_ address: String) async {
+        guard !halted else { return }
+        await unreachableHint(address)
+    }
+
+    private func unreachableHint(_ address: String) {
+        guard !halted else { return }
         execute(instance.peerUnreachable(address: address, now: now))
     }
 
     /// A connection with the member `name` closed (it may have been the only one, dialed by
     /// either side): the same hint as `connectionLost`.
-    public func peerConnectionLost(_ name: String) {
-        guard !stopped, let address = instance.member(named: name)?.address else { return }
+    public nonisolated func peerConnectionLost(_ name: String) async {
+        guard !halted else { return }
+        await unreachableHint(member: name)
+    }
+
+    private func unreachableHint(member name: String) {
+        guard !halted, let address = instance.member(named: name)?.address else { return }
         execute(instance.peerUnreachable(address: address, now: now))
     }
 
     private func unreachable(_ address: String) {
         pending[address] = nil
-        guard !stopped else { return }
+        guard !halted else { return }
         execute(instance.peerUnreachable(address: address, now: now))
     }
 
@@ -200,7 +227,7 @@ public actor MembershipService {
         let address = out.to
         Task { [weak self] in
             let channel = try? await transport.connection(toAddress: route.host, port: route.port, expecting: expected)
-            guard let self, !self.halted.withLockedValue({ $0 }) else { return }
+            guard let self, !self.halted else { return }
             if let channel { await self.dialed(address, channel) } else { await self.unreachable(address) }
         }
     }
@@ -241,10 +268,22 @@ public actor MembershipService {
     // MARK: Queries
 
     /// Membership messages and payload bytes sent since start.
-    public func traffic() -> (messages: Int, bytes: Int) { (messagesSent, bytesSent) }
+    /// Membership messages and payload bytes sent so far.
+    public nonisolated func traffic() async -> (messages: Int, bytes: Int) {
+        if let f = final.withLockedValue({ $0 }) { return (f.messages, f.bytes) }
+        return await currentTraffic()
+    }
 
-    /// Every member including this one, sorted by name, as the API shows them.
-    public func members() -> [MemberView] {
+    private func currentTraffic() -> (messages: Int, bytes: Int) { (messagesSent, bytesSent) }
+
+    /// Every member including this one, sorted by name, as the API shows them; once stopped,
+    /// as they were then.
+    public nonisolated func members() async -> [MemberView] {
+        if let f = final.withLockedValue({ $0 }) { return f.members }
+        return await currentMembers()
+    }
+
+    private func currentMembers() -> [MemberView] {
         var out = instance.knownMembers.map { MemberView($0.record, status: $0.status, incarnation: $0.incarnation) }
         out.append(MemberView(instance.record, status: instance.isLeaving ? .left : .alive, incarnation: instance.incarnation))
         return out.sorted { $0.name < $1.name }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Hummingbird
 import Logging
 import Membership
@@ -26,6 +27,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     public let metrics = AgentMetrics()
     private var statusHistory: StatusHistory?
     private let historyLock = NSLock()
+    private let shutDownStarted = Atomic<Bool>(false)
     private var httpTask: Task<Void, Error>?
     /// The address the HTTP API listens on (port 0 in the configuration picks a free one).
     public private(set) var httpAddress: SocketAddress?
@@ -221,6 +223,11 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
 
     /// Stops without telling anyone (as a crash would, but closing sockets cleanly).
     public func shutdown() async {
+        // Once: everything below ends with the event loops, and a second call (a second signal,
+        // a test's cleanup after it stopped an agent itself) would hop onto the membership
+        // actor's loop after it is gone, a job NIO drops (the caller never resumes) and will make
+        // a crash. Found with SWIFTNIO_STRICT=1, which makes it one now.
+        guard !shutDownStarted.exchange(true, ordering: .acquiringAndReleasing) else { return }
         await historyLock.withLock { statusHistory }?.stop()
         await decisions?.stop()
         await assignments.stop()
