@@ -95,6 +95,23 @@ import Testing
         await a.shutdown()
     }
 
+    @Test func aShutDownAgentAnswersWithTheViewItHadAndASecondShutdownReturns() async throws {
+        let (a, pa) = try agent("node-a")
+        try await a.start()
+        let (b, _) = try agent("node-b", join: [pa])
+        try await b.start()
+        let both = ["node-a": "alive", "node-b": "alive"]
+        #expect(try await eventually { await statuses(b) == both })
+        await b.shutdown()
+        // Its event loops are gone: the answer is the view it had at stop, with no hop onto them
+        // (work NIO drops there, so the caller would never resume; under SWIFTNIO_STRICT a crash).
+        #expect(await statuses(b) == both)
+        let (messages, _) = await b.membership.traffic()
+        #expect(messages > 0)
+        await b.shutdown()
+        await a.shutdown()
+    }
+
     @Test func theHTTPAPIServesMembersAndEnforcesItsToken() async throws {
         let (a, _) = try agent("node-a", token: "s3cret")
         try await a.start()
