@@ -7,26 +7,23 @@ import Synchronization
 /// benchmark's `defer`; SIGINT from another terminal, `timeout` or `kill` skipped it, and the
 /// agents and the soak's busy loops kept running.
 public enum BenchmarkChildren {
-    private final class Child: @unchecked Sendable {
-        let process: Process
-        init(_ process: Process) { self.process = process }
+    /// Process and DispatchSourceSignal are not Sendable; each is only touched under the lock
+    /// or read (`isRunning`, the pid), which both allow from any thread.
+    private final class Held<T>: @unchecked Sendable {
+        let value: T
+        init(_ value: T) { self.value = value }
     }
 
-    private static let children = Mutex<[Child]>([])
+    private static let children = Mutex<[Held<Process>]>([])
     /// Kept alive here: a signal source that is released stops delivering.
-    private final class Source: @unchecked Sendable {
-        let source: DispatchSourceSignal
-        init(_ source: DispatchSourceSignal) { self.source = source }
-    }
-
-    private static let sources = Mutex<[Source]>([])
+    private static let sources = Mutex<[Held<DispatchSourceSignal>]>([])
 
     /// Starts `process` and remembers it.
     static func run(_ process: Process) throws {
         try process.run()
         children.withLock { list in
-            list.removeAll { !$0.process.isRunning }
-            list.append(Child(process))
+            list.removeAll { !$0.value.isRunning }
+            list.append(Held(process))
         }
     }
 
@@ -38,14 +35,14 @@ public enum BenchmarkChildren {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler {
-                for child in children.withLock({ $0 }) where child.process.isRunning {
-                    kill(child.process.processIdentifier, SIGCONT)
-                    kill(child.process.processIdentifier, SIGKILL)
+                for child in children.withLock({ $0.map(\.value) }) where child.isRunning {
+                    kill(child.processIdentifier, SIGCONT)
+                    kill(child.processIdentifier, SIGKILL)
                 }
                 exit(128 + sig)
             }
             source.resume()
-            let kept = Source(source)
+            let kept = Held(source)
             sources.withLock { $0.append(kept) }
         }
     }

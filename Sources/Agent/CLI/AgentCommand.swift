@@ -48,10 +48,6 @@ public struct AgentCommand: AsyncParsableCommand {
     }
 
     /// The configuration from the file (if any) overridden by the flags.
-    public func resolvedConfiguration() throws -> AgentConfiguration {
-        try Self.resolve(flags: flagSettings(), config: config)
-    }
-
     static func resolve(flags: AgentSettings, config: String?) throws -> AgentConfiguration {
         var settings = AgentSettings()
         if let config {

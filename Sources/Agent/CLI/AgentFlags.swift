@@ -26,30 +26,27 @@ public struct AgentFlags: Equatable, Sendable {
             let argument = arguments[i]
             guard argument.hasPrefix("--") else { return nil }
             let body = argument.dropFirst(2)
-            let key: String
-            var value: String?
-            if let eq = body.firstIndex(of: "=") {
-                key = String(body[..<eq])
-                value = String(body[body.index(after: eq)...])
-                // ArgumentParser reads "--flag=" as a flag missing its value.
-                if value == "" { return nil }
-            } else {
-                key = String(body)
-            }
+            let eq = body.firstIndex(of: "=")
+            let key = String(body[..<(eq ?? body.endIndex)])
+            let inline = eq.map { String(body[body.index(after: $0)...]) }
             i += 1
             if key == "server" {
-                guard value == nil, given.insert(key).inserted else { return nil }
+                guard inline == nil, given.insert(key).inserted else { return nil }
                 flags.settings.set(key, "true", origin: "--server")
                 continue
             }
             guard key == "config" || AgentSettings.keys.contains(key) else { return nil }
-            if value == nil {
+            let value: String
+            if let inline {
+                // ArgumentParser reads "--flag=" as a flag missing its value.
+                guard !inline.isEmpty else { return nil }
+                value = inline
+            } else {
                 // ArgumentParser reads a following "-..." as the next flag, not as this one's value.
                 guard i < arguments.count, !arguments[i].hasPrefix("-") else { return nil }
                 value = arguments[i]
                 i += 1
             }
-            guard let value else { return nil }
             if AgentSettings.listKeys.contains(key) {
                 flags.settings.append(key, value, origin: "--\(key)")
                 continue

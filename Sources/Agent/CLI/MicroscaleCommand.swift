@@ -31,16 +31,11 @@ extension MicroscaleCommand {
             do { try await AgentCommand.run(flags: flags.settings, config: flags.config) } catch { exit(withError: error) }
             return
         }
-        let command: ParsableCommand
-        do { command = try parseAsRoot(arguments) } catch {
-            if exitCode(for: error) != .success {
-                printError("error: \(message(for: error))")
-                exit(withError: ExitCode(2))
-            }
-            exit(withError: error)
-        }
-        do {
-            if var agent = command as? AsyncParsableCommand { try await agent.run() } else { var c = command; try c.run() }
-        } catch { exit(withError: error) }
+        // Parsed once here only to tell a bad flag (one line, status 2) from help (as usual).
+        do { _ = try parseAsRoot(arguments) } catch where exitCode(for: error) != .success {
+            printError("error: \(message(for: error))")
+            exit(withError: ExitCode(2))
+        } catch {}
+        await main(arguments)
     }
 }

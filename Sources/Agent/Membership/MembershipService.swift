@@ -166,14 +166,14 @@ public actor MembershipService {
     }
 
     private func unreachableHint(member name: String) {
-        guard !halted, let address = instance.member(named: name)?.address else { return }
-        execute(instance.peerUnreachable(address: address, now: now))
+        guard let address = instance.member(named: name)?.address else { return }
+        unreachableHint(address)
     }
 
+    /// A dial to `address` failed: what queued for it is dropped, and the instance hears the hint.
     private func unreachable(_ address: String) {
         pending[address] = nil
-        guard !halted else { return }
-        execute(instance.peerUnreachable(address: address, now: now))
+        unreachableHint(address)
     }
 
     // MARK: Effects
@@ -267,8 +267,7 @@ public actor MembershipService {
 
     // MARK: Queries
 
-    /// Membership messages and payload bytes sent since start.
-    /// Membership messages and payload bytes sent so far.
+    /// Membership messages and payload bytes sent since start; once stopped, as they were then.
     public nonisolated func traffic() async -> (messages: Int, bytes: Int) {
         if let f = final.withLockedValue({ $0 }) { return (f.messages, f.bytes) }
         return await currentTraffic()
