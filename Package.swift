@@ -37,6 +37,8 @@ let package = Package(
 
         // Seeded randomness shared by the pure cores and the simulator.
         .target(name: "Determinism", swiftSettings: strict),
+        // The one table of limits on values from outside, and the parsing of human units.
+        .target(name: "Bounds", swiftSettings: strict),
 
         // Wire: generated protobuf messages and the frame codec.
         .target(
@@ -60,12 +62,12 @@ let package = Package(
             swiftSettings: strict),
 
         // Pure protocol cores: no clock, socket, file or random source of their own.
-        .target(name: "Membership", dependencies: ["Determinism"], swiftSettings: strict),
+        .target(name: "Membership", dependencies: ["Determinism", "Bounds"], swiftSettings: strict),
         .target(
             name: "Consensus",
-            dependencies: ["Determinism", "CSQLite"],
+            dependencies: ["Determinism", "Bounds", "CSQLite"],
             swiftSettings: strict),
-        .target(name: "Scaling", swiftSettings: strict),
+        .target(name: "Scaling", dependencies: ["Bounds"], swiftSettings: strict),
 
         // Shells to the outside world.
         .target(
@@ -80,7 +82,7 @@ let package = Package(
         .target(
             name: "Demand",
             dependencies: [
-                "Determinism", "DockerEngine",  // DockerEngine for its small HTTP/1.1 client (MiniHTTPClient)
+                "Determinism", "Bounds", "DockerEngine",  // DockerEngine for its small HTTP/1.1 client (MiniHTTPClient)
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -92,7 +94,7 @@ let package = Package(
         .target(
             name: "Agent",
             dependencies: [
-                "Wire", "SecureTransport", "Membership", "Consensus", "Scaling", "DockerEngine", "Demand",
+                "Wire", "SecureTransport", "Bounds", "Membership", "Consensus", "Scaling", "DockerEngine", "Demand",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
@@ -150,23 +152,24 @@ let package = Package(
 
         // Tests mirror Sources/.
         .testTarget(name: "DeterminismTests", dependencies: ["Determinism"], swiftSettings: strict),
+        .testTarget(name: "BoundsTests", dependencies: ["Bounds"], swiftSettings: strict),
         .testTarget(name: "WireTests", dependencies: ["Wire", .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "SecureTransportTests", dependencies: ["SecureTransport", "Agent"], swiftSettings: strict),
         .testTarget(
             name: "MembershipTests",
-            dependencies: ["Membership", "SimulationKit"],
+            dependencies: ["Bounds", "Membership", "SimulationKit"],
             swiftSettings: strict),
         .testTarget(
             name: "ConsensusTests",
-            dependencies: ["Consensus", "SimulationKit"],
+            dependencies: ["Bounds", "Consensus", "SimulationKit"],
             swiftSettings: strict),
         .testTarget(
             name: "ScalingTests",
-            dependencies: ["Scaling", "SimulationKit", .product(name: "PropertyBased", package: "swift-property-based")],
+            dependencies: ["Bounds", "Scaling", "SimulationKit", .product(name: "PropertyBased", package: "swift-property-based")],
             swiftSettings: strict),
         .testTarget(name: "DockerEngineTests", dependencies: ["DockerEngine"], swiftSettings: strict),
-        .testTarget(name: "DemandTests", dependencies: ["Demand"], swiftSettings: strict),
-        .testTarget(name: "AgentTests", dependencies: ["Agent"], swiftSettings: strict),
+        .testTarget(name: "DemandTests", dependencies: ["Demand", "Bounds"], swiftSettings: strict),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "Bounds"], swiftSettings: strict),
         .testTarget(name: "SimulationKitTests", dependencies: ["SimulationKit"], swiftSettings: strict),
     ]
 )

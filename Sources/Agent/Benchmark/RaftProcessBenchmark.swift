@@ -1,3 +1,4 @@
+import Bounds
 import Foundation
 import NIOConcurrencyHelpers
 import SecureTransport

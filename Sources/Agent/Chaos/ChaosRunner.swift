@@ -1,3 +1,4 @@
+import Bounds
 import Consensus
 import Foundation
 import Scaling

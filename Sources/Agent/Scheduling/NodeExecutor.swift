@@ -1,3 +1,4 @@
+import Bounds
 import DockerEngine
 import Foundation
 import Logging

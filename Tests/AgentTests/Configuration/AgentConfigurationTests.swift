@@ -1,4 +1,5 @@
 @testable import Agent
+import Bounds
 import Testing
 
 @Suite struct AgentConfigurationTests {

@@ -1,4 +1,4 @@
-@testable import Agent
+import Bounds
 import Testing
 
 /// The human units of flags, the agent configuration and the services file.

@@ -1,0 +1,81 @@
+/// The one table of bounds on every value that enters an agent from outside: an API body, the
+/// services file, a flag or the configuration file, a demand reading, gossip, a Raft entry being
+/// applied, an assignment. docs/limits.md is the same table in prose, with where each is checked.
+///
+/// Why limits at all: every one of these values ends up in arithmetic (a count of containers, a
+/// sum of millicores, `term + 1`), and Swift traps on overflow and on converting a Double that an
+/// Int cannot hold. A value is checked once, where it enters, so that the code behind the check can
+/// do plain arithmetic; the bounds are far beyond any real cluster and far below where the
+/// arithmetic on them could overflow (1,000,000 containers × 1,024 cores in millicores is 1e12).
+public enum Limits {
+    // MARK: Demand (DESIGN.md §10's readings, `microscale demand set`)
+
+    /// Largest demand value: a reading above it (a counter where a rate was meant, 1e19) makes the
+    /// source unknown, and an operator's value above it is refused.
+    public static let maxDemand: Double = 1e12
+    /// `per_container` range: the smallest keeps demand / per_container ≤ 1e18, inside Int64.
+    public static let minPerContainer: Double = 1e-6
+    public static let maxPerContainer: Double = 1e12
+
+    // MARK: One service (the services file, the API, a Raft entry on apply)
+
+    /// Cores reserved per container: 1,024 cores, in millicores.
+    public static let maxContainerCPUMillicores: Int64 = 1024 * 1000
+    /// Memory per container: 16 TiB.
+    public static let maxContainerMemoryBytes: Int64 = 16 << 40
+    /// `min` and `max` containers of one service.
+    public static let maxContainersPerService = 1_000_000
+    /// Priorities are small integers, 1 the most important.
+    public static let maxPriority = 1000
+    /// `stop_timeout`: an hour.
+    public static let maxStopTimeoutMilliseconds: Int64 = 3_600_000
+    /// An image reference (Docker's own limit on a repository name is 255; a registry host, a
+    /// tag and a digest come on top).
+    public static let maxImageBytes = 1024
+    /// `command`: arguments and bytes per argument.
+    public static let maxCommandArguments = 256
+    public static let maxArgumentBytes = 4096
+    /// A demand source's options: how many, and bytes per key or value.
+    public static let maxDemandOptions = 32
+    public static let maxDemandOptionBytes = 2048
+
+    // MARK: One node (flags, configuration, gossip)
+
+    /// A node's capacity: 4,096 cores, in millicores.
+    public static let maxNodeCPUMillicores: Int64 = 4096 * 1000
+    /// A node's memory: 64 TiB.
+    public static let maxNodeMemoryBytes: Int64 = 64 << 40
+    /// Containers of one service a node may report running.
+    public static let maxRunningPerService = maxContainersPerService
+    /// Members one agent keeps (configurable; this is the default).
+    public static let defaultMaxMembers = 10_000
+
+    // MARK: Time
+
+    /// Demand sources are polled no faster than this, and no slower than `maxPollInterval`.
+    public static let minPollInterval: Duration = .milliseconds(100)
+    public static let maxPollInterval: Duration = .seconds(3600)
+
+    // MARK: Counters from peers
+
+    /// A Raft term from a peer more than this far above ours is refused: no cluster holds four
+    /// billion elections while one server sleeps, and `term + 1` can then never overflow.
+    public static let maxTermJump: UInt64 = 1 << 32
+    /// The same for a SWIM incarnation or a record version someone reports about a member: only
+    /// the member raises its own, one refutation at a time.
+    public static let maxIncarnationJump: UInt64 = 1 << 32
+
+    /// `value` is within `limit` of `known` (a counter a peer reported, against ours).
+    public static func isSaneJump(_ value: UInt64, from known: UInt64, limit: UInt64) -> Bool {
+        value <= known || value - known <= limit
+    }
+}
+
+extension Double {
+    /// `self` converted to Int, or nil when it is not finite or does not fit. `Int(_:)` traps on
+    /// both, and a Double that came from outside may be either.
+    public var exactlyRoundedInt: Int? {
+        guard isFinite, self > -9.2e18, self < 9.2e18 else { return nil }
+        return Int(self.rounded())
+    }
+}
