@@ -1,3 +1,5 @@
+import Bounds
+
 /// Consensus: the pure Raft node (Ongaro & Ousterhout 2014; Ongaro's thesis 2014) in the style of
 /// etcd-raft's RawNode: tick, step and propose in; a Ready (persist, then send, then apply) out.
 /// The log storage protocol and its SQLite store live in Storage/, the replicated cluster state in
@@ -261,6 +263,10 @@ public struct RaftConfig: Sendable, Hashable {
     /// §4.2.1 catches up "in rounds"; a small margin is the same idea with one round).
     public var promotionLagLimit: UInt64 = 64
     public var maxPendingReads = 4096
+    /// A message whose term is more than this above ours is dropped (Limits.maxTermJump): no
+    /// cluster holds four billion elections while one server sleeps, and a forged term of 2^64-1
+    /// would otherwise be adopted, persisted, and overflow at the next campaign.
+    public var maxTermJump = Limits.maxTermJump
 
     public init(id: NodeID) { self.id = id }
 }

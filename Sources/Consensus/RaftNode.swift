@@ -1,3 +1,5 @@
+import Bounds
+
 import Determinism
 
 /// A pure Raft server (Raft §5, thesis chapters 3-6, 9): the shell feeds it time (`tick`),
@@ -263,6 +265,9 @@ public struct RaftNode: Sendable {
     }
 
     private mutating func campaign(preVote: Bool, transfer: Bool) {
+        // A term of 2^64-1 (persisted by an older version that adopted a forged one) cannot be
+        // raised: this server stays a follower rather than trap at every election timeout.
+        guard term < .max else { return }
         if preVote {
             // Thesis §9.6: find out first whether a majority would vote, without raising the term.
             reset(term: term)
@@ -270,6 +275,7 @@ public struct RaftNode: Sendable {
             votes[id] = true
             requestVotes(kind: .preVote, term: term + 1, transfer: false)
         } else {
+            // `campaign` is never entered at UInt64.max (see its callers' guard).
             reset(term: term + 1)
             role = .candidate
             vote = id
@@ -446,6 +452,9 @@ public struct RaftNode: Sendable {
     // MARK: Messages
 
     public mutating func step(_ m: Message) {
+        // Counters from a peer are checked before anything uses them, so that no arithmetic on
+        // them can trap (a committed value from a peer must never stop a server).
+        guard isSane(m) else { return }
         if m.term > term {
             if (m.kind == .vote || m.kind == .preVote) && !m.transfer && inLease {
                 return
@@ -508,6 +517,19 @@ public struct RaftNode: Sendable {
         case .readIndexResponse:
             if role != .leader { readStates.append(ReadState(index: m.index, context: m.context)) }
         }
+    }
+
+    /// A message a correct server could have sent: its term within `maxTermJump` of ours, and
+    /// its indexes such that `index + entries.count` and the entries' own indexes line up without
+    /// overflow. Anything else is dropped, as a lost message would be.
+    func isSane(_ m: Message) -> Bool {
+        guard Limits.isSaneJump(m.term, from: term, limit: config.maxTermJump) else { return false }
+        guard m.term < .max, m.index < .max - UInt64(m.entries.count), m.rejectHint < .max, m.commit < .max else { return false }
+        for (k, e) in m.entries.enumerated() where e.index != m.index + 1 + UInt64(k) || e.term > m.term {
+            return false
+        }
+        if let s = m.snapshot, s.term > m.term || s.index == .max { return false }
+        return true
     }
 
     private mutating func handleVoteRequest(_ m: Message) {
@@ -608,7 +630,8 @@ public struct RaftNode: Sendable {
     }
 
     private mutating func handleAppendResponse(_ m: Message) {
-        guard var pr = progress[m.from] else { return }
+        // A follower cannot have matched (or been sent) more than the leader has.
+        guard m.index <= lastIndex, var pr = progress[m.from] else { return }
         pr.recentActive = true
         if m.reject {
             if pr.maybeDecrease(rejected: m.index, hint: m.rejectHint) {

@@ -1,3 +1,4 @@
+import Bounds
 import Logging
 
 /// What the planner sees of one source: a number, or unknown. Unknown makes the planner hold the
@@ -141,12 +142,24 @@ public actor DemandPoller {
         }
     }
 
+    /// A reading outside [0, Limits.maxDemand] is no reading: a counter where a rate was meant
+    /// (1e19), a negative gauge or NaN makes the source fail (stale, then unknown: the count is
+    /// held), never a count the planner would have to convert.
+    static func checked(_ value: Double, source: String) -> Result<Double, DemandError> {
+        guard value.isFinite, value >= 0, value <= Limits.maxDemand else {
+            return .failure(.badAnswer(source: source, reason: "reading \(value) is outside 0 to \(Limits.maxDemand)"))
+        }
+        return .success(value)
+    }
+
     static func sample(
         _ source: any DemandSource, timeout: Duration, sleep: @escaping @Sendable (Duration) async throws -> Void
     ) async -> Result<Double, DemandError> {
         await withTaskGroup(of: Result<Double, DemandError>?.self) { group in
             group.addTask {
-                do { return .success(try await source.sample()) } catch let e as DemandError { return .failure(e) } catch {
+                do { return Self.checked(try await source.sample(), source: source.name) } catch let e as DemandError {
+                    return .failure(e)
+                } catch {
                     return .failure(.unreachable(source: source.name, reason: "\(error)"))
                 }
             }

@@ -1,3 +1,4 @@
+import Bounds
 import Foundation
 
 /// Timing and size parameters. The defaults target a LAN (loopback in the benchmarks) over
@@ -90,6 +91,14 @@ public struct MembershipConfiguration: Sendable, Hashable {
     /// A record delta that does not apply triggers a full-record request, at most this often per member.
     public var recordRequestInterval: Duration = .seconds(1)
     public var recordLimits = NodeRecordLimits.standard
+    /// Members kept at most (10,000 by default, Limits.defaultMaxMembers): an unknown member
+    /// announced beyond it is refused, so gossip about invented names cannot grow memory without
+    /// bound.
+    public var maxMembers = Limits.defaultMaxMembers
+    /// How far above what is known an incarnation or record version someone reports may be
+    /// (Limits.maxIncarnationJump): only a member raises its own, one refutation at a time, so a
+    /// larger jump is a forgery, and refusing it keeps `+ 1` far from overflow.
+    public var maxIncarnationJump = Limits.maxIncarnationJump
 
     public init() {}
 

@@ -1,3 +1,5 @@
+import Bounds
+
 /// Item 2 of issue 3: every member carries a versioned, size-bounded record of what it is and
 /// what it runs. The owner bumps `version` on every change; a change travels as a
 /// `NodeRecordDelta` piggybacked on probes, and the full record travels in push-pull and in
@@ -30,6 +32,11 @@ public struct NodeRecordLimits: Sendable, Hashable {
     public var maxServices = 64
     public var maxAgentVersionBytes = 32
     public var maxEncodedBytes = 2048
+    /// Capacity and reservations a node may declare, and containers of one service it may report
+    /// (Limits, docs/limits.md): the planner adds these up.
+    public var maxCPUMillicores = Limits.maxNodeCPUMillicores
+    public var maxMemoryBytes = Limits.maxNodeMemoryBytes
+    public var maxRunningPerService = Limits.maxRunningPerService
 
     public init() {}
     public static let standard = NodeRecordLimits()
@@ -40,6 +47,7 @@ public enum NodeRecordError: Error, Sendable, Hashable, CustomStringConvertible 
     case fieldTooLong(field: String, bytes: Int, limit: Int)
     case tooManyServices(count: Int, limit: Int)
     case negative(field: String, value: Int64)
+    case aboveLimit(field: String, value: Int64, limit: Int64)
     case tooLarge(bytes: Int, limit: Int)
     case nameChanged(from: String, to: String)
     case baseVersionMismatch(name: String, have: UInt64, base: UInt64)
@@ -52,6 +60,7 @@ public enum NodeRecordError: Error, Sendable, Hashable, CustomStringConvertible 
         case let .tooManyServices(count, limit):
             return "node record: running lists \(count) services, limit \(limit)"
         case let .negative(field, value): return "node record: \(field) is negative (\(value))"
+        case let .aboveLimit(field, value, limit): return "node record: \(field) is \(value), limit \(limit)"
         case let .tooLarge(bytes, limit):
             return "node record: encoded size \(bytes) bytes exceeds limit \(limit)"
         case let .nameChanged(from, to): return "node record: name cannot change (\(from) -> \(to))"
@@ -132,16 +141,16 @@ public struct NodeRecord: Sendable, Hashable {
         try Self.check("name", f.name, limits.maxNameBytes)
         try Self.check("address", f.address, limits.maxAddressBytes)
         try Self.check("agentVersion", f.agentVersion, limits.maxAgentVersionBytes)
-        try Self.nonNegative("capacity.cpuMillicores", f.capacity.cpuMillicores)
-        try Self.nonNegative("capacity.memoryBytes", f.capacity.memoryBytes)
-        try Self.nonNegative("reserved.cpuMillicores", f.reserved.cpuMillicores)
-        try Self.nonNegative("reserved.memoryBytes", f.reserved.memoryBytes)
+        try Self.inRange("capacity.cpuMillicores", f.capacity.cpuMillicores, limits.maxCPUMillicores)
+        try Self.inRange("capacity.memoryBytes", f.capacity.memoryBytes, limits.maxMemoryBytes)
+        try Self.inRange("reserved.cpuMillicores", f.reserved.cpuMillicores, limits.maxCPUMillicores)
+        try Self.inRange("reserved.memoryBytes", f.reserved.memoryBytes, limits.maxMemoryBytes)
         if f.running.count > limits.maxServices {
             throw .tooManyServices(count: f.running.count, limit: limits.maxServices)
         }
         for (service, count) in f.running {
             try Self.check("running[\(service.prefix(limits.maxServiceNameBytes))…] service name", service, limits.maxServiceNameBytes)
-            try Self.nonNegative("running[\(service)]", Int64(count))
+            try Self.inRange("running[\(service)]", Int64(count), Int64(limits.maxRunningPerService))
         }
         let size = estimatedSize
         if size > limits.maxEncodedBytes { throw .tooLarge(bytes: size, limit: limits.maxEncodedBytes) }
@@ -152,8 +161,9 @@ public struct NodeRecord: Sendable, Hashable {
         if n > limit { throw .fieldTooLong(field: field, bytes: n, limit: limit) }
     }
 
-    private static func nonNegative(_ field: String, _ value: Int64) throws(NodeRecordError) {
+    private static func inRange(_ field: String, _ value: Int64, _ limit: Int64) throws(NodeRecordError) {
         if value < 0 { throw .negative(field: field, value: value) }
+        if value > limit { throw .aboveLimit(field: field, value: value, limit: limit) }
     }
 }
 

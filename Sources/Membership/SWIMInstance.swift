@@ -1,3 +1,4 @@
+import Bounds
 import Determinism
 
 /// The pure SWIM instance with the Lifeguard extensions (Das, Gupta, Motivala 2002; Dadgar et
@@ -244,7 +245,7 @@ public struct SWIMInstance: Sendable {
         var next = new
         next.version = record.version
         if next == record { return finish(now) }
-        next.version = record.version + 1
+        next.version = min(record.version, .max - 1) + 1 // saturates: own counters never trap either
         try next.validate(configuration.recordLimits)
         let delta = NodeRecordDelta.between(record, next)
         record = next
@@ -260,7 +261,7 @@ public struct SWIMInstance: Sendable {
         guard !isLeaving else { return finish(now) }
         isLeaving = true
         probe = nil
-        incarnation += 1
+        incarnation = min(incarnation, .max - 1) + 1
         broadcasts.enqueue(.left(name: name, incarnation: incarnation))
         let targets = randomLiveMembers(configuration.gossipFanout * 2, excluding: nil)
         for t in targets {
@@ -514,6 +515,10 @@ public struct SWIMInstance: Sendable {
             return
         }
         guard let i = index[rec.name] else {
+            guard members.count < configuration.maxMembers else {
+                out.events.append(.rejected(from: rec.name, reason: "member limit \(configuration.maxMembers) reached"))
+                return
+            }
             index[rec.name] = members.count
             members.append(Member(record: rec, incarnation: inc, status: .alive, statusSince: now))
             counts[.alive, default: 0] += 1
@@ -527,7 +532,7 @@ public struct SWIMInstance: Sendable {
             return
         }
         let m = members[i]
-        if inc < m.incarnation { return }
+        if inc < m.incarnation || !saneJump(inc, from: m.incarnation) || !saneJump(rec.version, from: m.record.version) { return }
         var changed = false
         if rec.version > m.record.version || (inc > m.incarnation && rec != m.record) {
             members[i].record = rec
@@ -549,7 +554,7 @@ public struct SWIMInstance: Sendable {
         }
         guard let i = index[subject] else { return }
         let m = members[i]
-        if inc < m.incarnation || m.status == .dead || m.status == .left { return }
+        if inc < m.incarnation || !saneJump(inc, from: m.incarnation) || m.status == .dead || m.status == .left { return }
         if m.status == .suspect, var s = suspicions[subject] {
             if inc > s.incarnation {
                 // A suspicion of a newer incarnation is a new suspicion: the member refuted the
@@ -600,7 +605,7 @@ public struct SWIMInstance: Sendable {
         }
         guard let i = index[subject] else { return }
         let m = members[i]
-        if inc < m.incarnation || m.status == .dead || m.status == .left { return }
+        if inc < m.incarnation || !saneJump(inc, from: m.incarnation) || m.status == .dead || m.status == .left { return }
         setStatus(i, .dead, incarnation: inc, now)
         broadcasts.enqueue(.dead(name: subject, incarnation: inc, from: from))
     }
@@ -612,14 +617,14 @@ public struct SWIMInstance: Sendable {
         }
         guard let i = index[subject] else { return }
         let m = members[i]
-        if inc < m.incarnation || m.status == .left { return }
+        if inc < m.incarnation || !saneJump(inc, from: m.incarnation) || m.status == .left { return }
         setStatus(i, .left, incarnation: inc, now)
         broadcasts.enqueue(.left(name: subject, incarnation: inc))
     }
 
     private mutating func applyDelta(_ d: NodeRecordDelta, from sender: String, _ now: Duration) {
         if d.name == name {
-            if d.version >= record.version { bumpVersion(above: d.version) }
+            if d.version >= record.version, saneJump(d.version, from: record.version) { bumpVersion(above: d.version) }
             return
         }
         guard let i = index[d.name] else { return }
@@ -663,14 +668,27 @@ public struct SWIMInstance: Sendable {
 
     // MARK: Refutation (SWIM §4.2) and stale incarnations after restarts
 
+    /// `value` (an incarnation or record version someone reported) is not a forged leap above `known`.
+    private func saneJump(_ value: UInt64, from known: UInt64) -> Bool {
+        Limits.isSaneJump(value, from: known, limit: configuration.maxIncarnationJump)
+    }
+
     /// Something was said about this member. Anything but "alive at most at our incarnation"
     /// is refuted by jumping above it; that is also how a restarted member that lost its
     /// incarnation catches up with what the cluster remembers (memberlist's mass-restart problem).
     private mutating func noteReportAboutSelf(incarnation inc: UInt64, status: MemberStatus, record rec: NodeRecord?,
                                               _ now: Duration) {
-        if let rec, rec.version >= record.version, rec != record { bumpVersion(above: rec.version) }
+        // Only this member raises its incarnation, so a report far above it is forged (a suspect
+        // at 2^64-1 would otherwise make the refutation overflow): dropped.
+        guard saneJump(inc, from: incarnation) else {
+            out.events.append(.rejected(from: name, reason: "incarnation \(inc) reported for this member is more than \(configuration.maxIncarnationJump) above its own (\(incarnation))"))
+            return
+        }
+        if let rec, rec.version >= record.version, rec != record, saneJump(rec.version, from: record.version) {
+            bumpVersion(above: rec.version)
+        }
         if isLeaving {
-            if status != .left && inc >= incarnation {
+            if status != .left && inc >= incarnation, inc < .max {
                 incarnation = inc + 1
                 broadcasts.enqueue(.left(name: name, incarnation: incarnation))
             }
@@ -685,7 +703,10 @@ public struct SWIMInstance: Sendable {
     }
 
     private mutating func refute(above inc: UInt64, _ now: Duration) {
-        incarnation = max(incarnation, inc) + 1
+        // Checked: reports are bounded by saneJump, but the arithmetic must not trap whatever came in.
+        let (next, overflow) = max(incarnation, inc).addingReportingOverflow(1)
+        guard !overflow else { return }
+        incarnation = next
         // Lifeguard IV.A: being suspected means others could not reach us in time; we may be
         // the slow one, so slow down too.
         adjustHealth(1)
@@ -693,6 +714,7 @@ public struct SWIMInstance: Sendable {
     }
 
     private mutating func bumpVersion(above v: UInt64) {
+        guard v < .max else { return }
         var r = record
         r.version = v + 1
         record = r

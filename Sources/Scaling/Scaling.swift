@@ -1,3 +1,5 @@
+import Bounds
+
 /// Scaling: the pure microscaling planner: (services, demand, nodes, current plan, now) -> new plan
 /// and the reason for every change.
 ///
@@ -163,11 +165,15 @@ public struct Planner: Sendable {
             }
             var target: Int
             switch demand[spec.name] ?? .unknown {
-            case .known(let d):
-                let raw = spec.perContainer > 0 ? Int((max(0, d) / spec.perContainer).rounded(.up)) : spec.max
+            case .known(let d) where !d.isNaN:
+                // Inputs are bounded where they enter (Limits), but the planner is a core: whatever
+                // it is handed, the division stays in Double until it is clamped to [min, max], so
+                // demand 1e30 or a per_container of 1e-300 is "max", never a trap converting to Int.
+                let ratio = spec.perContainer > 0 ? Swift.max(0, d) / spec.perContainer : .infinity
+                let raw = ratio < Double(spec.max) ? Int(ratio.rounded(.up)) : spec.max
                 target = Swift.min(Swift.max(raw, spec.min), spec.max)
                 demandReason[s] = "demand \(formatDemand(d)) at \(formatDemand(spec.perContainer)) per container"
-            case .unknown:
+            case .known, .unknown: // NaN is no reading
                 target = Swift.min(Swift.max(before, spec.min), spec.max)
                 demandReason[s] = "demand unknown, holding"
             }
@@ -287,9 +293,10 @@ struct Work {
     var reasons: [Int: [Int: String]] = [:]
 
     init(services: [ServiceSpec], nodes: [Node], current: Plan?) {
-        // Deterministic order regardless of input order.
-        self.svc = services.sorted { ($0.priority, $0.name) < ($1.priority, $1.name) }
-        self.nodes = nodes.sorted { $0.name < $1.name }
+        // Deterministic order regardless of input order. Every size and count is clamped to the
+        // limits the shells check on entry, so that what the planner adds up stays small.
+        self.svc = services.map(Self.bounded).sorted { ($0.priority, $0.name) < ($1.priority, $1.name) }
+        self.nodes = nodes.map(Self.bounded).sorted { $0.name < $1.name }
         let index = Dictionary(svc.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         var count = [[Int]](repeating: [Int](repeating: 0, count: svc.count), count: self.nodes.count)
         var freeCPU = [Int](repeating: 0, count: self.nodes.count)
@@ -299,12 +306,13 @@ struct Work {
             freeCPU[n] = node.cpuMillis
             freeMem[n] = node.memoryBytes
             let source = current?.assignments[node.name] ?? (current == nil ? node.running : [:])
-            for (name, c) in source where c > 0 {
+            for (name, reported) in source where reported > 0 {
                 guard let s = index[name] else { continue }
+                let c = Swift.min(reported, Limits.maxContainersPerService)
                 count[n][s] = c
                 totals[s] += c
-                freeCPU[n] -= c * svc[s].cpuMillis
-                freeMem[n] -= c * svc[s].memoryBytes
+                freeCPU[n] = saturating(freeCPU[n], -saturating(c, times: svc[s].cpuMillis))
+                freeMem[n] = saturating(freeMem[n], -saturating(c, times: svc[s].memoryBytes))
             }
         }
         self.count = count
@@ -315,6 +323,22 @@ struct Work {
     }
 
     func total(_ s: Int) -> Int { totals[s] }
+
+    static func bounded(_ s: ServiceSpec) -> ServiceSpec {
+        var s = s
+        s.cpuMillis = Swift.min(Swift.max(s.cpuMillis, 0), Int(Limits.maxContainerCPUMillicores))
+        s.memoryBytes = Swift.min(Swift.max(s.memoryBytes, 0), Int(Limits.maxContainerMemoryBytes))
+        s.max = Swift.min(Swift.max(s.max, 0), Limits.maxContainersPerService)
+        s.min = Swift.min(Swift.max(s.min, 0), s.max)
+        return s
+    }
+
+    static func bounded(_ n: Node) -> Node {
+        var n = n
+        n.cpuMillis = Swift.min(Swift.max(n.cpuMillis, 0), Int(Limits.maxNodeCPUMillicores))
+        n.memoryBytes = Swift.min(Swift.max(n.memoryBytes, 0), Int(Limits.maxNodeMemoryBytes))
+        return n
+    }
 
     func fits(_ s: Int, on n: Int) -> Int {
         guard nodes[n].acceptsWork else { return 0 }
@@ -330,16 +354,16 @@ struct Work {
     mutating func remove(_ s: Int, from n: Int, k: Int, reason: String) {
         count[n][s] -= k
         totals[s] -= k
-        freeCPU[n] += k * svc[s].cpuMillis
-        freeMem[n] += k * svc[s].memoryBytes
+        freeCPU[n] = saturating(freeCPU[n], saturating(k, times: svc[s].cpuMillis))
+        freeMem[n] = saturating(freeMem[n], saturating(k, times: svc[s].memoryBytes))
         note(s, n, reason)
     }
 
     mutating func add(_ s: Int, to n: Int, k: Int, reason: String) {
         count[n][s] += k
         totals[s] += k
-        freeCPU[n] -= k * svc[s].cpuMillis
-        freeMem[n] -= k * svc[s].memoryBytes
+        freeCPU[n] = saturating(freeCPU[n], -saturating(k, times: svc[s].cpuMillis))
+        freeMem[n] = saturating(freeMem[n], -saturating(k, times: svc[s].memoryBytes))
         note(s, n, reason)
     }
 
@@ -436,8 +460,8 @@ struct Work {
                     let needC = svc[v].cpuMillis > 0 ? ceilDiv(Swift.max(0, svc[s].cpuMillis - cpu), svc[v].cpuMillis) : 0
                     let needM = svc[v].memoryBytes > 0 ? ceilDiv(Swift.max(0, svc[s].memoryBytes - mem), svc[v].memoryBytes) : 0
                     let k = Swift.min(have, Swift.max(needC, needM, 1))
-                    cpu += k * svc[v].cpuMillis
-                    mem += k * svc[v].memoryBytes
+                    cpu = saturating(cpu, saturating(k, times: svc[v].cpuMillis))
+                    mem = saturating(mem, saturating(k, times: svc[v].memoryBytes))
                     list.append((v, k))
                     stops += k
                     worst = Swift.min(worst, svc[v].priority)
@@ -477,3 +501,20 @@ struct Work {
 }
 
 private func ceilDiv(_ a: Int, _ b: Int) -> Int { (a + b - 1) / b }
+
+/// Resource sums saturate at ±2^62. Every input is bounded (Limits), but a committed plan that puts
+/// a million of the largest containers on one node multiplies past Int.max; saturated, that node
+/// is simply full, and no sum traps. 2^62 leaves room for any one bounded size on either side.
+let saturationBound = 1 << 62
+
+func saturating(_ a: Int, times b: Int) -> Int {
+    let (r, overflow) = a.multipliedReportingOverflow(by: b)
+    if overflow { return (a < 0) != (b < 0) ? -saturationBound : saturationBound }
+    return Swift.min(Swift.max(r, -saturationBound), saturationBound)
+}
+
+func saturating(_ a: Int, _ b: Int) -> Int {
+    let (r, overflow) = a.addingReportingOverflow(b)
+    if overflow { return b < 0 ? -saturationBound : saturationBound }
+    return Swift.min(Swift.max(r, -saturationBound), saturationBound)
+}

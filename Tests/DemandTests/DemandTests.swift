@@ -1,3 +1,4 @@
+import Bounds
 import Demand
 import DockerEngine
 import Foundation
@@ -108,6 +109,27 @@ final class ScriptedSource: DemandSource, @unchecked Sendable {
             switch h { case .healthy: "healthy"; case .stale: "stale"; case .unknown: "unknown" }
         }
         #expect(kinds == ["healthy", "stale", "unknown"])
+    }
+
+    /// docs/limits.md: a reading outside [0, 1e12] (a counter where a rate was meant) is no
+    /// reading; the last good value is held while it is fresh, then the source reads unknown.
+    @Test(arguments: [1e19, -1, Double.nan, Double.infinity])
+    func aReadingOutOfRangeIsRefusedAndTheLastGoodValueHeld(value: Double) async {
+        let time = ManualTime()
+        let source = ScriptedSource()
+        let poller = DemandPoller(
+            source: source, interval: .seconds(1), timeout: .seconds(1), staleness: .seconds(10),
+            now: { time.now }, sleep: { _ in try await Task.sleep(for: .seconds(3600)) })
+        source.answer(.success(5))
+        #expect(await poller.pollOnce() == .known(5))
+        source.answer(.success(value))
+        time.advance(by: .seconds(1))
+        #expect(await poller.pollOnce() == .known(5))
+        time.advance(by: .seconds(11))
+        #expect(await poller.pollOnce() == .unknown)
+        if case .unknown(let e) = await poller.health { #expect(e.contains("outside 0 to")) } else { Issue.record("expected unknown") }
+        source.answer(.success(Limits.maxDemand))
+        #expect(await poller.pollOnce() == .known(Limits.maxDemand))
     }
 
     @Test func aSourceThatHangsIsCutOffByTheTimeout() async {

@@ -1,12 +1,14 @@
 import ArgumentParser
+import Bounds
 import Consensus
 import Foundation
 
-/// Runs a CLI body, turning a `CLIError` into one line on stderr and exit status 1.
+/// Runs a CLI body, turning a `CLIError` into one line on stderr and its exit status (2 for a
+/// refused value, 1 otherwise).
 func reportingErrors(_ body: () async throws -> Void) async throws {
     do { try await body() } catch let e as CLIError {
         printError("error: \(e)")
-        throw ExitCode(1)
+        throw ExitCode(e.exitCode)
     }
 }
 
@@ -120,7 +122,9 @@ public struct DemandCommand: AsyncParsableCommand {
 
         public func run() async throws {
             try await reportingErrors {
-                guard let v = Double(value), v.isFinite, v >= 0 else { throw CLIError("VALUE \"\(value)\" is not a number >= 0") }
+                guard let v = Double(value), v.isFinite, v >= 0, v <= Limits.maxDemand else {
+                    throw CLIError("VALUE \"\(value)\" is not a number from 0 to \(formatNumber(Limits.maxDemand))", exitCode: 2)
+                }
                 let body = try JSONEncoder().encode(["value": v])
                 let raw = try await client.call("PUT", "/v1/demand/\(try pathSegment(service, "SERVICE"))", body: body)
                 if json { return printJSON(raw) }

@@ -53,7 +53,9 @@ public struct HTTPClientOptions: ParsableArguments {
         let data = Data(response.body)
         guard (200..<300).contains(response.status) else {
             struct Failure: Decodable { var error: String }
-            if let f = try? JSONDecoder().decode(Failure.self, from: data) { throw CLIError(f.error) }
+            if let f = try? JSONDecoder().decode(Failure.self, from: data) {
+                throw CLIError(f.error, exitCode: response.status == 400 ? 2 : 1)
+            }
             throw CLIError("the agent at \(baseURL) answered \(response.status): \(String(decoding: data.prefix(300), as: UTF8.self))")
         }
         return data
@@ -62,7 +64,13 @@ public struct HTTPClientOptions: ParsableArguments {
 
 struct CLIError: Error, CustomStringConvertible {
     var description: String
-    init(_ d: String) { description = d }
+    /// 2 when what the user typed (or sent) was refused: an argument out of range, or a 400 from
+    /// the agent naming the field; 1 for everything else (unreachable agent, no leader, ...).
+    var exitCode: Int32 = 1
+    init(_ d: String, exitCode: Int32 = 1) {
+        description = d
+        self.exitCode = exitCode
+    }
 }
 
 /// `microscale members`: the cluster as this agent sees it.

@@ -1,3 +1,4 @@
+import Bounds
 import Foundation
 import Yams
 
@@ -203,15 +204,15 @@ public struct AgentSettings: Sendable, Equatable {
         let ca = try required("tls-ca"), cert = try required("tls-cert"), key = try required("tls-key")
         var cpu: Int64?
         if let raw = values["capacity-cpu"] {
-            guard let m = Units.millicores(raw), m > 0 else {
-                throw ConfigurationError("\(origin("capacity-cpu")): capacity-cpu \"\(raw)\" is not a positive number of cores")
+            guard let m = Units.millicores(raw), m > 0, m <= Limits.maxNodeCPUMillicores else {
+                throw ConfigurationError("\(origin("capacity-cpu")): capacity-cpu \"\(raw)\" is not a number of cores from 0.001 to \(Limits.maxNodeCPUMillicores / 1000)")
             }
             cpu = m
         }
         var memory: Int64?
         if let raw = values["capacity-memory"] {
-            guard let b = Units.bytes(raw), b > 0 else {
-                throw ConfigurationError("\(origin("capacity-memory")): capacity-memory \"\(raw)\" is not a size like 8GiB")
+            guard let b = Units.bytes(raw), b > 0, b <= Limits.maxNodeMemoryBytes else {
+                throw ConfigurationError("\(origin("capacity-memory")): capacity-memory \"\(raw)\" is not a size from 1 byte to 64TiB, like 8GiB")
             }
             memory = b
         }

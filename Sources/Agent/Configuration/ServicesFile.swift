@@ -1,3 +1,4 @@
+import Bounds
 import Consensus
 import Foundation
 import Yams
@@ -138,7 +139,7 @@ public enum ServicesFile {
                     }
                     source = value
                 case "per_container":
-                    guard let p = Double(value), p > 0, p.isFinite else {
+                    guard let p = Double(value) else {
                         throw ServicesFileError("\(at(v)): services.\(name).demand.per_container: must be a positive number")
                     }
                     per = p
@@ -152,7 +153,15 @@ public enum ServicesFile {
         let spec = ServiceSpec(image: image, command: command, priority: priority, cpu: Double(milli) / 1000,
                                memory: UInt64(memory), min: min, max: max, demand: demand, fill: fill,
                                stopTimeoutMilliseconds: stop)
-        if let e = spec.validationError(name: name) { throw ServicesFileError("\(at(body)): \(e)") }
+        // The limits (Limits, docs/limits.md) are checked in one place, the spec's own validation,
+        // which every server runs again on apply; here its error gets the field's line.
+        if let e = spec.validationError(name: name) {
+            if case .invalidService(_, let field, let reason) = e {
+                let top = String(field.prefix { $0 != "." })
+                throw ServicesFileError("\(at(values[top] ?? keys[top] ?? body)): services.\(name).\(field): \(reason)")
+            }
+            throw ServicesFileError("\(at(body)): \(e)")
+        }
         return spec
     }
 }

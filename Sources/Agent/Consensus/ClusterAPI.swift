@@ -266,7 +266,7 @@ public actor ClusterAPI {
                 StatusView.NodeRow(name: m.name, status: m.status, role: m.role, drained: state.isDrained(m.name),
                                    assigned: state.plan.assignments[m.name] ?? [:], running: m.running)
             }
-            return .json(StatusView(leader: name, term: s.term, planIndex: state.decisions.last?.index ?? 0,
+            return .json(StatusView(leader: name, term: s.term, planIndex: state.planIndex,
                                     services: services, nodes: nodes))
         case ("GET", "decisions", 2):
             var limit = 20

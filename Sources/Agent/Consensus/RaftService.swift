@@ -182,8 +182,15 @@ public actor RaftService {
         var config = RaftConfig(id: name)
         config.electionTimeout = options.electionTimeout
         config.heartbeatInterval = options.heartbeatInterval
+        if let snap = recovered.snapshot {
+            // Fail-stop, as for a snapshot installed later: an empty state in its place would
+            // plan every service away.
+            do { state = try ClusterState.restore(snap.data) } catch {
+                logger.critical("cannot restore the stored snapshot \(snap.index); raft does not start on this server: \(error)")
+                return
+            }
+        }
         node = RaftNode(config: config, bootstrap: Configuration(voters: voters), recovered: recovered, seed: seed)
-        if let snap = recovered.snapshot, let s = try? ClusterState.restore(snap.data) { state = s }
         logger.info("raft started", metadata: ["voters": "\(voters.sorted())", "term": "\(recovered.hardState.term)",
                                                "entries": "\(recovered.entries.count)"])
         drain()
@@ -248,6 +255,8 @@ public actor RaftService {
         guard node != nil else { throw ProposalError.noCluster(noClusterReason) }
         let data: [UInt8]
         do { data = try command.encoded() } catch { throw ProposalError.invalid("\(error)") }
+        // Values outside the limits never enter the log (every server would refuse them on apply).
+        if let refused = command.validationError() { return refused }
         let (index, term): (UInt64, UInt64)
         do { (index, term) = try node!.propose(data) } catch {
             if case .notLeader(let l) = error { throw ProposalError.notLeader(leader: l) }
@@ -301,7 +310,11 @@ public actor RaftService {
             for m in rd.messages { send(m) }
             if let snap = rd.snapshot {
                 do { state = try ClusterState.restore(snap.data) } catch {
-                    logger.critical("cannot restore snapshot \(snap.index): \(error)")
+                    // Fail-stop: serving the state from before the snapshot (or an empty one)
+                    // would answer reads and plan from what the cluster has moved past.
+                    logger.critical("cannot restore snapshot \(snap.index); raft stops on this server: \(error)")
+                    stop()
+                    return
                 }
                 for (i, w) in waiters where i <= snap.index {
                     waiters[i] = nil
@@ -347,7 +360,7 @@ public actor RaftService {
     private func compactIfDue() {
         guard let n = node, n.applied >= n.snapshot.index + options.compactEvery else { return }
         do {
-            let snap = try node!.compact(upTo: n.applied, data: state.snapshot())
+            let snap = try node!.compact(upTo: n.applied, data: try state.snapshot())
             try storage.compact(to: snap)
         } catch {
             logger.error("log compaction failed: \(error)")

@@ -1,3 +1,4 @@
+import Bounds
 import Consensus
 import Foundation
 import Logging
@@ -21,7 +22,7 @@ public struct NodeAssignment: Sendable, Equatable {
         for (name, spec) in state.services {
             services[name] = (state.plan.assignments[node]?[name] ?? 0, spec)
         }
-        return NodeAssignment(planIndex: state.decisions.last?.index ?? 0, services: services)
+        return NodeAssignment(planIndex: state.planIndex, services: services)
     }
 }
 
@@ -96,7 +97,7 @@ public actor AssignmentService {
 
     /// Called by the local Raft when a plan (or the services) changed.
     public func planApplied(_ state: ClusterState) async {
-        let planIndex = state.decisions.last?.index ?? 0
+        let planIndex = state.planIndex
         if planIndex > lastIndex {
             lastIndex = planIndex
             await deliver(NodeAssignment.of(state, node: name))
@@ -145,6 +146,16 @@ public actor AssignmentService {
             for s in a.services {
                 guard let spec = try? JSONDecoder().decode(Consensus.ServiceSpec.self, from: s.spec) else {
                     logger.warning("assignment with an unreadable spec", metadata: ["service": "\(s.service)", "from": "\(peer.name)"])
+                    return
+                }
+                // Bounded on receipt like every value from a peer (Limits, docs/limits.md): the
+                // executor turns these into containers.
+                if let e = spec.validationError(name: s.service) {
+                    logger.warning("assignment refused", metadata: ["from": "\(peer.name)", "error": "\(e)"])
+                    return
+                }
+                guard s.count <= Limits.maxContainersPerService, services.count < ClusterState.maxServices else {
+                    logger.warning("assignment refused", metadata: ["from": "\(peer.name)", "error": "\(s.count) containers of \(s.service), or too many services"])
                     return
                 }
                 services[s.service] = (Int(s.count), spec)

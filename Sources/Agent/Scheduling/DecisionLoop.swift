@@ -1,3 +1,4 @@
+import Bounds
 import Consensus
 import Demand
 import Foundation
@@ -24,6 +25,8 @@ public actor DecisionLoop {
     private var lastRun = ContinuousClock.now
     private var loop: WakeLoop?
     private var pollers: [String: (config: DemandSourceConfig, poller: DemandPoller, task: Task<Void, Never>)] = [:]
+    /// Sources that could not be built, by service, so each is reported once.
+    private var unusable: [String: DemandSourceConfig] = [:]
     private let epoch = ContinuousClock.now
     public private(set) var plansCommitted = 0
     /// The demand the last plan used, per service (known values only).
@@ -56,18 +59,25 @@ public actor DecisionLoop {
     public func stop() {
         loop?.stop()
         loop = nil
+        stopPollers()
+    }
+
+    private func stopPollers() {
         for (_, p) in pollers { p.task.cancel() }
         pollers = [:]
     }
 
     func step() async {
         let state = await raft.state
-        syncPollers(state.services)
         guard await raft.isLeader else {
+            // Sources are polled by the leader only: followers' polls were wasted load on the
+            // source, and a source that made a server fail made every server fail at once.
+            stopPollers()
             lastPlan = nil
             lastInputs = nil
             return
         }
+        syncPollers(state.services)
         let members = await membership.members()
         var demand: [String: DemandValue] = [:]
         for (name, spec) in state.services where !spec.fill {
@@ -86,7 +96,7 @@ public actor DecisionLoop {
         var nodes: [Scaling.Node] = []
         for m in members {
             let status: NodeStatus = NodeStatus(rawValue: m.status) ?? .dead
-            nodes.append(Scaling.Node(name: m.name, cpuMillis: Int((m.capacity.cpu * 1000).rounded()),
+            nodes.append(Scaling.Node(name: m.name, cpuMillis: (m.capacity.cpu * 1000).exactlyRoundedInt ?? 0,
                                       memoryBytes: Int(m.capacity.memoryBytes), status: status,
                                       drained: state.isDrained(m.name), running: m.running))
         }
@@ -144,10 +154,17 @@ public actor DecisionLoop {
         for (name, spec) in services {
             guard pollers[name] == nil, let config = spec.demand, config.source != "static" else { continue }
             guard let source = Self.source(name: name, spec: spec, config: config) else {
-                logger.error("demand source not usable", metadata: ["service": "\(name)", "source": "\(config.source)"])
+                // Once per configuration, not once per step (every 100 ms).
+                if unusable[name] != config {
+                    unusable[name] = config
+                    logger.error("demand source not usable; demand stays unknown and the count is held",
+                                 metadata: ["service": "\(name)", "source": "\(config.source)"])
+                }
                 continue
             }
-            let every = config.options["interval"].flatMap(Units.duration) ?? .seconds(1)
+            unusable[name] = nil
+            // Never faster than Limits.minPollInterval, whatever an older entry says.
+            let every = max(config.options["interval"].flatMap(Units.duration) ?? .seconds(1), Limits.minPollInterval)
             let poller = DemandPoller(source: source, interval: every, timeout: .seconds(2), staleness: .seconds(10), logger: logger)
             pollers[name] = (config, poller, Task { await poller.run() })
         }
@@ -162,9 +179,11 @@ public actor DecisionLoop {
             let per = config.perContainer ?? 1
             let low = o["min"].flatMap(Double.init) ?? Double(spec.min) * per
             let high = o["max"].flatMap(Double.init) ?? Double(spec.max) * per
-            guard high >= low else { return nil }
             let step = o["step"].flatMap(Double.init) ?? max((high - low) / 10, 1)
             let start = o["start"].flatMap(Double.init) ?? (low + (high - low) / 4)
+            // Apply refuses such options (DemandSourceConfig.validationError); this is the last
+            // line before `Double.random(in: -step...step)`, which traps on an empty range.
+            guard low.isFinite, high.isFinite, high >= low, step.isFinite, step > 0, start.isFinite else { return nil }
             let seed = o["seed"].flatMap(UInt64.init) ?? Specs.fnv1a(name.utf8)
             return RandomDemand(name: "random \(name)", walk: RandomWalk(seed: seed, start: start, step: step, bounds: low...high))
         case "prometheus":

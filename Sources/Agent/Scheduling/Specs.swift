@@ -1,3 +1,4 @@
+import Bounds
 import Consensus
 import DockerEngine
 import Foundation
@@ -36,7 +37,7 @@ enum Specs {
     }
 
     static func planner(_ name: String, _ s: Consensus.ServiceSpec) -> Scaling.ServiceSpec {
-        Scaling.ServiceSpec(name: name, priority: s.priority, cpuMillis: Int((s.cpu * 1000).rounded()),
+        Scaling.ServiceSpec(name: name, priority: s.priority, cpuMillis: (s.cpu * 1000).exactlyRoundedInt ?? Int(Limits.maxContainerCPUMillicores),
                             memoryBytes: Int(clamping: s.memory), min: s.min, max: s.max,
                             perContainer: s.demand?.perContainer ?? 1, fill: s.fill,
                             stopTimeout: .milliseconds(s.stopTimeoutMilliseconds), specHash: hash(s))

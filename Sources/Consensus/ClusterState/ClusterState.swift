@@ -1,3 +1,4 @@
+import Bounds
 import Foundation
 
 /// The replicated cluster state: what every server applies from the Raft log, in the same order,
@@ -52,18 +53,72 @@ public struct ServiceSpec: Sendable, Hashable, Codable {
         self.stopTimeoutMilliseconds = stopTimeoutMilliseconds
     }
 
-    /// The first thing wrong with the spec of `name`, naming the field.
+    /// The first thing wrong with the spec of `name`, naming the field and the limit (the table is
+    /// `Limits`, docs/limits.md). Checked where a spec enters (the services file, the API) and
+    /// again on apply, so a value that would make the planner or Docker trap never reaches them,
+    /// whichever way it came into the log.
     public func validationError(name: String) -> ClusterStateError? {
         func bad(_ field: String, _ why: String) -> ClusterStateError { .invalidService(name: name, field: field, reason: why) }
-        if name.isEmpty || name.count > 63 { return bad("name", "must be 1-63 characters") }
+        if name.isEmpty || name.utf8.count > 63 { return bad("name", "must be 1-63 characters") }
         if image.isEmpty { return bad("image", "must not be empty") }
-        if priority < 1 { return bad("priority", "must be 1 or more (1 is the most important)") }
-        if !(cpu > 0) || !cpu.isFinite { return bad("cpu", "must be a positive number of cores") }
-        if memory == 0 { return bad("memory", "must be positive") }
+        if image.utf8.count > Limits.maxImageBytes { return bad("image", "is longer than \(Limits.maxImageBytes) bytes") }
+        if command.count > Limits.maxCommandArguments {
+            return bad("command", "has \(command.count) arguments; at most \(Limits.maxCommandArguments)")
+        }
+        if let long = command.firstIndex(where: { $0.utf8.count > Limits.maxArgumentBytes }) {
+            return bad("command", "argument \(long) is longer than \(Limits.maxArgumentBytes) bytes")
+        }
+        if priority < 1 || priority > Limits.maxPriority {
+            return bad("priority", "must be 1 to \(Limits.maxPriority) (1 is the most important)")
+        }
+        let maxCores = Double(Limits.maxContainerCPUMillicores) / 1000
+        if !cpu.isFinite || cpu < 0.001 || cpu > maxCores {
+            return bad("cpu", "must be 0.001 (1m) to \(Int(maxCores)) cores")
+        }
+        if memory == 0 || memory > UInt64(Limits.maxContainerMemoryBytes) {
+            return bad("memory", "must be 1 byte to 16TiB")
+        }
         if min < 0 { return bad("min", "must not be negative") }
+        if max > Limits.maxContainersPerService { return bad("max", "must be at most \(Limits.maxContainersPerService)") }
         if max < min { return bad("max", "must be at least min (\(min))") }
-        if stopTimeoutMilliseconds < 0 { return bad("stop_timeout", "must not be negative") }
-        if let d = demand, let p = d.perContainer, !(p > 0) || !p.isFinite { return bad("demand.per_container", "must be a positive number") }
+        if stopTimeoutMilliseconds < 0 || stopTimeoutMilliseconds > Limits.maxStopTimeoutMilliseconds {
+            return bad("stop_timeout", "must be 0 to 1h")
+        }
+        if let d = demand, let e = d.validationError() { return bad("demand.\(e.field)", e.reason) }
+        return nil
+    }
+}
+
+extension DemandSourceConfig {
+    /// Numeric options a source reads as demand values (the random walk's).
+    static let demandOptions: Set<String> = ["min", "max", "step", "start"]
+
+    /// The first option out of its limits: which one (relative to `demand.`) and why.
+    public func validationError() -> (field: String, reason: String)? {
+        if source.isEmpty || source.utf8.count > 32 { return ("source", "must be a source name") }
+        if let p = perContainer, !(p >= Limits.minPerContainer && p <= Limits.maxPerContainer) {
+            return ("per_container", "must be \(Limits.minPerContainer) to \(Limits.maxPerContainer)")
+        }
+        if options.count > Limits.maxDemandOptions { return ("options", "at most \(Limits.maxDemandOptions) settings") }
+        for (k, v) in options where k.utf8.count > Limits.maxDemandOptionBytes || v.utf8.count > Limits.maxDemandOptionBytes {
+            return (String(k.prefix(64)), "longer than \(Limits.maxDemandOptionBytes) bytes")
+        }
+        var numbers: [String: Double] = [:]
+        for key in Self.demandOptions {
+            guard let text = options[key] else { continue }
+            guard let v = Double(text), v.isFinite, v >= 0, v <= Limits.maxDemand else {
+                return (key, "must be a number from 0 to \(Limits.maxDemand)")
+            }
+            numbers[key] = v
+        }
+        if let step = numbers["step"], !(step > 0) { return ("step", "must be greater than 0") }
+        if let low = numbers["min"], let high = numbers["max"], low > high { return ("max", "must be at least min (\(low))") }
+        if let text = options["interval"] {
+            guard let d = Units.duration(text), d >= Limits.minPollInterval, d <= Limits.maxPollInterval else {
+                return ("interval", "must be a duration from 100ms to 1h")
+            }
+        }
+        if let text = options["seed"], UInt64(text) == nil { return ("seed", "must be a whole number from 0 to \(UInt64.max)") }
         return nil
     }
 }
@@ -84,13 +139,22 @@ public struct Decision: Sendable, Hashable, Codable {
     public var timestampMilliseconds: Int64
     public var summary: String
     public var reasons: [String]
+    /// Set when this records a committed entry that was refused on apply (nil otherwise, so the
+    /// bytes of every other decision are what they were before the field existed).
+    public var refused: Bool?
 
-    public init(index: UInt64 = 0, timestampMilliseconds: Int64, summary: String, reasons: [String]) {
+    public init(index: UInt64 = 0, timestampMilliseconds: Int64, summary: String, reasons: [String],
+                refused: Bool? = nil) {
         self.index = index
         self.timestampMilliseconds = timestampMilliseconds
         self.summary = summary
         self.reasons = reasons
+        self.refused = refused
     }
+
+    /// Bounds on what one decision carries (the leader writes them; apply refuses more).
+    public static let maxReasons = 64
+    public static let maxTextBytes = 1024
 }
 
 /// A change to the cluster state, as proposed through Raft.
@@ -116,6 +180,46 @@ public enum ClusterCommand: Sendable, Hashable, Codable {
         }
     }
 
+    /// The first value in the command outside its limits, independent of the state it applies to.
+    /// The proposer checks it before proposing (so the log never holds it) and every server checks
+    /// it again on apply (so an entry that came into the log some other way changes nothing).
+    public func validationError() -> ClusterStateError? {
+        switch self {
+        case .applyServices(let specs):
+            if specs.count > ClusterState.maxServices {
+                return .malformed("services: \(specs.count) in one command; at most \(ClusterState.maxServices)")
+            }
+            for name in specs.keys.sorted() {
+                if let e = specs[name]!.validationError(name: name) { return e }
+            }
+        case .removeService(let name):
+            if name.isEmpty || name.utf8.count > 63 { return .unknownService(String(name.prefix(63))) }
+        case .setDemand(let service, let value):
+            if service.isEmpty || service.utf8.count > 63 { return .unknownService(String(service.prefix(63))) }
+            guard value.isFinite, value >= 0, value <= Limits.maxDemand else { return .invalidDemand(service: service, value: value) }
+        case .setDrain(let node, _):
+            if node.isEmpty || node.utf8.count > ClusterState.maxNodeNameBytes {
+                return .malformed("node name: must be 1-\(ClusterState.maxNodeNameBytes) bytes")
+            }
+        case .setPlan(let plan, let decision):
+            if plan.assignments.count > Limits.defaultMaxMembers {
+                return .malformed("plan: \(plan.assignments.count) nodes; at most \(Limits.defaultMaxMembers)")
+            }
+            for (node, counts) in plan.assignments {
+                if node.isEmpty || node.utf8.count > ClusterState.maxNodeNameBytes { return .malformed("plan: a node name is not 1-\(ClusterState.maxNodeNameBytes) bytes") }
+                if counts.count > ClusterState.maxServices { return .malformed("plan: \(counts.count) services on \(node); at most \(ClusterState.maxServices)") }
+                for (service, n) in counts where n < 0 || n > Limits.maxContainersPerService || service.utf8.count > 63 {
+                    return .malformed("plan: \(n) containers of \(service.prefix(63)) on \(node); 0 to \(Limits.maxContainersPerService) of a service of 1-63 bytes")
+                }
+            }
+            if decision.reasons.count > Decision.maxReasons || decision.summary.utf8.count > Decision.maxTextBytes
+                || decision.reasons.contains(where: { $0.utf8.count > Decision.maxTextBytes }) {
+                return .malformed("plan: decision text over \(Decision.maxReasons) reasons of \(Decision.maxTextBytes) bytes")
+            }
+        }
+        return nil
+    }
+
     public static func decode(_ bytes: [UInt8]) throws(ClusterStateError) -> ClusterCommand {
         guard let v = bytes.first else { throw .malformed("empty command") }
         guard v == ClusterState.formatVersion else { throw .unsupportedVersion(v) }
@@ -131,6 +235,7 @@ public enum ClusterStateError: Error, Sendable, Hashable, CustomStringConvertibl
     case invalidService(name: String, field: String, reason: String)
     case unknownService(String)
     case invalidDemand(service: String, value: Double)
+    /// A committed entry that did not decode or broke a limit (not a user's everyday mistake).
     case malformed(String)
     case unsupportedVersion(UInt8)
 
@@ -138,7 +243,7 @@ public enum ClusterStateError: Error, Sendable, Hashable, CustomStringConvertibl
         switch self {
         case .invalidService(let n, let f, let r): return "service \(n): \(f) \(r)"
         case .unknownService(let n): return "no service named \(n)"
-        case .invalidDemand(let s, let v): return "demand for \(s): \(v) is not a finite number >= 0"
+        case .invalidDemand(let s, let v): return "demand for \(s): \(v) is not a number from 0 to \(Limits.maxDemand)"
         case .malformed(let m): return "malformed \(m)"
         case .unsupportedVersion(let v): return "unsupported encoding version \(v)"
         }
@@ -155,18 +260,40 @@ public struct ClusterState: Sendable, Hashable, Codable {
 
     /// Bound on the decision history kept (DESIGN.md §4.7).
     public static let maxDecisions = 1000
+    /// Bound on services declared in all (a services file holds at most 256).
+    public static let maxServices = 1024
+    /// Node names are certificate names (a DNS label and more: 64 bytes, as gossip's records).
+    public static let maxNodeNameBytes = 64
 
     public private(set) var services: [String: ServiceSpec] = [:]
     public private(set) var demand: [String: Double] = [:]
-    /// Sorted, so encoding is deterministic.
+    /// Sorted, so encoding is deterministic; at most `Limits.defaultMaxMembers`.
     public private(set) var drainedNodes: [String] = []
     public private(set) var plan = Plan()
+    /// The log index of the entry that committed `plan` (0 before the first).
+    public private(set) var planIndex: UInt64 = 0
     /// Oldest first, at most `maxDecisions`.
     public private(set) var decisions: [Decision] = []
     /// The last log index applied.
     public private(set) var appliedIndex: UInt64 = 0
 
     public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case services, demand, drainedNodes, plan, planIndex, decisions, appliedIndex
+    }
+
+    /// Snapshots written before `planIndex` existed lack it: it was the last decision's index then.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        services = try c.decode([String: ServiceSpec].self, forKey: .services)
+        demand = try c.decode([String: Double].self, forKey: .demand)
+        drainedNodes = try c.decode([String].self, forKey: .drainedNodes)
+        plan = try c.decode(Plan.self, forKey: .plan)
+        decisions = try c.decode([Decision].self, forKey: .decisions)
+        appliedIndex = try c.decode(UInt64.self, forKey: .appliedIndex)
+        planIndex = try c.decodeIfPresent(UInt64.self, forKey: .planIndex) ?? (decisions.last?.index ?? 0)
+    }
 
     public func isDrained(_ node: String) -> Bool { drainedNodes.contains(node) }
 
@@ -179,16 +306,27 @@ public struct ClusterState: Sendable, Hashable, Codable {
         appliedIndex = max(appliedIndex, index)
         if data.isEmpty { return nil } // a leader's no-op
         let command: ClusterCommand
-        do { command = try ClusterCommand.decode(data) } catch { return error }
+        do { command = try ClusterCommand.decode(data) } catch {
+            recordRefusal(error, index: index)
+            return error
+        }
         return apply(command, index: index)
     }
 
     public mutating func apply(_ command: ClusterCommand, index: UInt64) -> ClusterStateError? {
         appliedIndex = max(appliedIndex, index)
+        // An entry whose values break a limit cannot have come from this version's API, which
+        // checks them before proposing: an older version, or a server that is not what it should
+        // be, wrote it. Every server refuses it alike and says so in the decisions.
+        if let e = command.validationError() {
+            recordRefusal(e, index: index)
+            return e
+        }
         switch command {
         case .applyServices(let specs):
-            for name in specs.keys.sorted() {
-                if let e = specs[name]!.validationError(name: name) { return e }
+            let added = specs.keys.filter { services[$0] == nil }.count
+            guard services.count + added <= Self.maxServices else {
+                return .malformed("services: \(services.count + added) would be declared; at most \(Self.maxServices)")
             }
             services.merge(specs) { _, new in new }
         case .removeService(let name):
@@ -196,36 +334,70 @@ public struct ClusterState: Sendable, Hashable, Codable {
             demand[name] = nil
         case .setDemand(let service, let value):
             guard services[service] != nil else { return .unknownService(service) }
-            guard value.isFinite, value >= 0 else { return .invalidDemand(service: service, value: value) }
             demand[service] = value
         case .setDrain(let node, let drained):
             drainedNodes.removeAll { $0 == node }
             if drained {
+                guard drainedNodes.count < Limits.defaultMaxMembers else {
+                    return .malformed("drain: \(drainedNodes.count) nodes are drained already; at most \(Limits.defaultMaxMembers)")
+                }
                 drainedNodes.append(node)
                 drainedNodes.sort()
             }
         case .setPlan(let p, var d):
             plan = p
+            planIndex = index
             d.index = index
-            decisions.append(d)
-            if decisions.count > Self.maxDecisions { decisions.removeFirst(decisions.count - Self.maxDecisions) }
+            appendDecision(d)
         }
         return nil
     }
 
-    /// The state as bytes for a Raft snapshot (Raft §7); same version byte and JSON as commands.
-    /// Cannot fail: apply admits only finite numbers, the one thing JSON cannot encode.
-    public func snapshot() -> [UInt8] {
-        [Self.formatVersion] + (try! Self.encoder.encode(self))
+    private mutating func appendDecision(_ d: Decision) {
+        decisions.append(d)
+        if decisions.count > Self.maxDecisions { decisions.removeFirst(decisions.count - Self.maxDecisions) }
     }
 
+    /// The decision that says a committed entry was refused. Its time is the last decision's:
+    /// apply reads no clock, and every server must record the same bytes.
+    private mutating func recordRefusal(_ error: ClusterStateError, index: UInt64) {
+        appendDecision(Decision(index: index, timestampMilliseconds: decisions.last?.timestampMilliseconds ?? 0,
+                                summary: "entry \(index) refused", reasons: [String(error.description.prefix(Decision.maxTextBytes))],
+                                refused: true))
+    }
+
+    /// The state as bytes for a Raft snapshot (Raft §7); same version byte and JSON as commands.
+    /// Apply admits only finite numbers, the one thing JSON cannot encode, and restore only what
+    /// JSON could decode; an encoding failure would be a bug here, so it is reported, not hidden.
+    public func snapshot() throws(ClusterStateError) -> [UInt8] {
+        do {
+            return [Self.formatVersion] + (try Self.encoder.encode(self))
+        } catch {
+            throw .malformed("snapshot cannot be encoded: \(error)")
+        }
+    }
+
+    /// The state a snapshot holds. Services and demand values that break today's limits (written
+    /// by an older version) are left out, the same on every server, as apply would have refused
+    /// them; anything else that does not decode is an error, and the caller must not serve an
+    /// empty state in its place.
     public static func restore(_ bytes: [UInt8]) throws(ClusterStateError) -> ClusterState {
         if bytes.isEmpty { return ClusterState() }
         guard bytes[0] == formatVersion else { throw .unsupportedVersion(bytes[0]) }
+        var state: ClusterState
         do {
-            return try JSONDecoder().decode(ClusterState.self, from: Data(bytes.dropFirst()))
+            state = try JSONDecoder().decode(ClusterState.self, from: Data(bytes.dropFirst()))
         } catch {
             throw .malformed("snapshot: \(error)")
         }
+        for (name, spec) in state.services where spec.validationError(name: name) != nil {
+            state.services[name] = nil
+            state.demand[name] = nil
+        }
+        for (name, value) in state.demand
+        where state.services[name] == nil || ClusterCommand.setDemand(service: name, value: value).validationError() != nil {
+            state.demand[name] = nil
+        }
+        return state
     }
 }

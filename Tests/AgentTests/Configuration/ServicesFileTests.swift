@@ -55,6 +55,15 @@ import Testing
         ("stop_timeout: 5s", "stop_timeout: 99999999999999999999h", "line 11: services.web.stop_timeout: must be a duration"),
         ("min: 1", "mni: 1", "line 8: services.web.mni: unknown field"),
         ("fill: true", "fill: maybe", "services.batch.fill: must be true or false"),
+        // The limits of docs/limits.md, each named with the field, its line and the limit.
+        ("cpu: 0.5", "cpu: 9223372036854775807m", "line 6: services.web.cpu: must be 0.001 (1m) to 1024 cores"),
+        ("memory: 64MiB", "memory: 17TiB", "line 7: services.web.memory: must be 1 byte to 16TiB"),
+        ("max: 40", "max: 2000000", "line 9: services.web.max: must be at most 1000000"),
+        ("priority: 1", "priority: 1001", "line 5: services.web.priority: must be 1 to 1000"),
+        ("per_container: 10 }", "per_container: 0.0000001 }", "line 10: services.web.demand.per_container: must be 1e-06 to"),
+        ("per_container: 10 }", "per_container: 10, step: -1 }", "line 10: services.web.demand.step: must be"),
+        ("per_container: 10 }", "per_container: 10, min: 50, max: 5 }", "line 10: services.web.demand.max: must be at least min"),
+        ("per_container: 10 }", "per_container: 10, interval: 10ms }", "line 10: services.web.demand.interval: must be a duration from 100ms to 1h"),
     ])
     func aBadFieldIsRefusedNamingItsPathAndLine(good: String, bad: String, expected: String) {
         let text = Self.demo.replacingOccurrences(of: good, with: bad)

@@ -55,7 +55,26 @@ public enum Receive {
             fail("a decoded membership message does not decode again after encoding")
         }
         check(again == message, "membership message changed on the way back")
+        // Then what MembershipService does with it: the pure instance receives it, as a member
+        // that knows the sender and two others, and ticks past every deadline it asks for.
+        var swim = memberInstance
+        var directives = swim.receive(message, now: .seconds(1))
+        for _ in 0..<4 {
+            guard let next = directives.nextDeadline else { break }
+            directives = swim.tick(now: next)
+        }
     }
+
+    /// A member of a small cluster, its view loaded wholesale (what push-pull would have taught it).
+    static let memberInstance: SWIMInstance = {
+        func record(_ n: String) -> NodeRecord {
+            NodeRecord(name: n, address: "\(n):7480", capacity: Resources(cpuMillicores: 2000, memoryBytes: 1 << 30))
+        }
+        var swim = try! SWIMInstance(configuration: .lan, record: record("node-1"), seed: 1, now: .zero)
+        swim.restore(["node-2", "node-3", "node-4"].map { MemberState(incarnation: 3, status: .alive, record: record($0)) },
+                     now: .zero)
+        return swim
+    }()
 
     /// RaftService: RaftCodec.decode, then what the node does with the data it carries: a
     /// configuration entry is a ConfChange, a normal entry a ClusterCommand applied to the state,
@@ -77,12 +96,30 @@ public enum Receive {
                 _ = state.apply(entry.data, index: entry.index)
             }
         }
-        _ = state.snapshot()
+        check((try? state.snapshot()) != nil, "an applied state does not encode as a snapshot")
+        // Then what RaftService does with it: a follower of a three-server cluster steps it (terms,
+        // indexes and entries straight from the peer), and its Ready is taken and advanced.
+        var node = raftFollower
+        var addressed = message
+        addressed.to = "node-1"
+        node.step(addressed)
+        if node.hasReady { node.advance(node.ready()) }
+        node.tick(by: .seconds(1))
+        if node.hasReady { node.advance(node.ready()) }
         if let snapshot = message.snapshot, let restored = try? ClusterState.restore(snapshot.data) {
-            let bytes = restored.snapshot()
+            guard let bytes = try? restored.snapshot() else { fail("a restored snapshot does not encode again") }
             check((try? ClusterState.restore(bytes)) == restored, "a restored snapshot does not restore again")
         }
     }
+
+    /// A follower in term 5 that has entries up to index 3, as a server mid-life would be.
+    static let raftFollower: RaftNode = {
+        let entries = (1...3).map { Entry(term: UInt64($0 + 2), index: UInt64($0)) }
+        var n = RaftNode(config: RaftConfig(id: "node-1"), bootstrap: Configuration(voters: ["node-1", "node-2", "node-3"]),
+                         recovered: RecoveredState(hardState: HardState(term: 5, commit: 2), entries: entries), seed: 1)
+        if n.hasReady { n.advance(n.ready()) }
+        return n
+    }()
 
     /// AgentRuntime's onFrame for `.control`, then ClusterAPI.receive (forwarded requests, served
     /// as the leader would: the path's segments, and a services body parsed as a services file) or
