@@ -13,6 +13,48 @@ public enum RaftCodec {
         try decode(frame.decode(Microscale_Raft_Message.self))
     }
 
+    /// Snapshots travel in chunks of this many bytes (a frame holds at most 1 MiB).
+    public static let snapshotChunkBytes = 512 * 1024
+
+    /// Where a chunk of a snapshot sits in the whole (Raft §7: offset, data, done).
+    public struct SnapshotChunk: Sendable, Hashable {
+        public var offset: Int
+        public var size: Int
+    }
+
+    /// The frames that carry `m`: one, or an InstallSnapshot whose state is larger than a frame in
+    /// chunks of `chunkBytes`, in order, each with the message's header and snapshot metadata.
+    public static func frames(_ m: Consensus.Message, chunkBytes: Int = snapshotChunkBytes) throws -> [Frame] {
+        guard m.kind == .installSnapshot, let s = m.snapshot, s.data.count > chunkBytes else { return [try frame(m)] }
+        var header = m
+        header.snapshot?.data = []
+        var p = encode(header)
+        p.snapshotSize = UInt64(s.data.count)
+        var out: [Frame] = []
+        out.reserveCapacity(s.data.count / chunkBytes + 1)
+        var offset = 0
+        while offset < s.data.count {
+            let end = min(offset + chunkBytes, s.data.count)
+            p.snapshotOffset = UInt64(offset)
+            p.snapshot.data = Data(s.data[offset..<end])
+            out.append(try Frame(kind: .raft, message: p))
+            offset = end
+        }
+        return out
+    }
+
+    /// A message, and where its snapshot data sits when it is one chunk of a larger snapshot.
+    public static func decodeChunk(_ frame: Frame) throws -> (Consensus.Message, SnapshotChunk?) {
+        let p = try frame.decode(Microscale_Raft_Message.self)
+        let m = try decode(p)
+        guard p.snapshotSize > 0 || p.snapshotOffset > 0 else { return (m, nil) }
+        guard m.kind == .installSnapshot, m.snapshot != nil, p.snapshotSize <= UInt64(Int.max),
+              p.snapshotOffset < p.snapshotSize else {
+            throw WireDecodingError(kind: .raft, message: "raft message", underlying: "snapshot chunk at \(p.snapshotOffset) of \(p.snapshotSize) bytes")
+        }
+        return (m, SnapshotChunk(offset: Int(p.snapshotOffset), size: Int(p.snapshotSize)))
+    }
+
     static let kinds: [(Consensus.Message.Kind, Microscale_Raft_MessageType)] = [
         (.append, .msgAppend), (.appendResponse, .msgAppendResponse), (.vote, .msgVote),
         (.voteResponse, .msgVoteResponse), (.preVote, .msgPreVote), (.preVoteResponse, .msgPreVoteResponse),

@@ -74,7 +74,7 @@ public actor RaftService {
     private var node: RaftNode?
     public private(set) var state = ClusterState()
     private var waiters: [UInt64: (term: UInt64, continuation: CheckedContinuation<ClusterStateError?, any Error>)] = [:]
-    private var outboxes: [String: AsyncStream<(Frame, String, Int)>.Continuation] = [:]
+    private var outboxes: [String: AsyncStream<(Frame, String, Int, Bool)>.Continuation] = [:]
     private var addresses: [String: (host: String, port: Int)] = [:]
     private var loop: Task<Void, Never>?
     private var lastSoft: SoftState?
@@ -84,6 +84,10 @@ public actor RaftService {
     /// Changes of known leader, for metrics.
     public private(set) var leaderChanges = 0
     private var observers: [@Sendable (ClusterState) async -> Void] = []
+    /// Snapshots arriving in chunks, per leader.
+    private var snapshots = SnapshotAssembler()
+    /// Frames of a snapshot waiting in a peer's outbox.
+    private var snapshotFramesQueued: [String: Int] = [:]
 
     /// Called (in order, off the Ready loop) with the state after entries were applied.
     public func onApply(_ observer: @escaping @Sendable (ClusterState) async -> Void) {
@@ -206,8 +210,9 @@ public actor RaftService {
 
     public func receive(_ frame: Frame, from peer: AuthenticatedPeer) {
         guard node != nil else { return }
-        let m: Consensus.Message
-        do { m = try RaftCodec.decode(frame) } catch {
+        var m: Consensus.Message
+        let chunk: RaftCodec.SnapshotChunk?
+        do { (m, chunk) = try RaftCodec.decodeChunk(frame) } catch {
             logger.warning("dropping raft frame", metadata: ["peer": "\(peer.name)", "error": "\(error)"])
             return
         }
@@ -216,6 +221,16 @@ public actor RaftService {
             logger.warning("dropping raft message with a forged sender or wrong recipient",
                            metadata: ["peer": "\(peer.name)", "from": "\(m.from)", "to": "\(m.to)"])
             return
+        }
+        if let chunk {
+            // A snapshot larger than a frame: the core sees it once, whole.
+            do {
+                guard let whole = try snapshots.add(m, chunk: chunk) else { return }
+                m = whole
+            } catch {
+                logger.warning("dropping a snapshot in assembly", metadata: ["peer": "\(peer.name)", "error": "\(error)"])
+                return
+            }
         }
         node!.step(m)
         scheduleDrain()
@@ -369,22 +384,42 @@ public actor RaftService {
 
     private func send(_ m: Consensus.Message) {
         guard let to = addresses[m.to] else { return } // not alive in membership: Raft retries
-        let frame: Frame
-        do { frame = try RaftCodec.frame(m) } catch { return }
+        let frames: [Frame]
+        do { frames = try RaftCodec.frames(m) } catch {
+            // Raft resends what it does not hear answered; an unencodable message would never be.
+            logger.error("cannot encode a raft message", metadata: ["to": "\(m.to)", "kind": "\(m.kind)", "error": "\(error)"])
+            return
+        }
+        // The leader sends a snapshot again when it hears nothing for a few heartbeats; a large one
+        // still on its way is not queued a second time (each copy is the whole state).
+        let isSnapshot = m.kind == .installSnapshot
+        if isSnapshot {
+            guard snapshotFramesQueued[m.to, default: 0] == 0 else { return }
+            snapshotFramesQueued[m.to] = frames.count
+        }
         if outboxes[m.to] == nil {
             // One sender per peer keeps the order of appends (pipelining relies on it, Raft §5.3
             // tolerates reordering but each reorder costs a rejection and a resend).
-            let (stream, continuation) = AsyncStream.makeStream(of: (Frame, String, Int).self,
+            let (stream, continuation) = AsyncStream.makeStream(of: (Frame, String, Int, Bool).self,
                                                                 bufferingPolicy: .bufferingOldest(options.outboxLimit))
             outboxes[m.to] = continuation
             let transport = self.transport
             let peer = m.to
-            Task {
-                for await (f, host, port) in stream {
+            Task { [weak self] in
+                for await (f, host, port, snapshot) in stream {
                     try? await transport.send(f, toAddress: host, port: port, expecting: peer)
+                    if snapshot { await self?.snapshotFrameSent(to: peer) }
                 }
             }
         }
-        outboxes[m.to]!.yield((frame, to.host, to.port))
+        for frame in frames {
+            if case .dropped = outboxes[m.to]!.yield((frame, to.host, to.port, isSnapshot)), isSnapshot {
+                snapshotFrameSent(to: m.to)
+            }
+        }
+    }
+
+    private func snapshotFrameSent(to peer: String) {
+        if let n = snapshotFramesQueued[peer] { snapshotFramesQueued[peer] = n > 1 ? n - 1 : nil }
     }
 }

@@ -312,6 +312,19 @@ public nonisolated struct Microscale_Raft_Message: @unchecked Sendable {
     set {_uniqueStorage()._transfer = newValue}
   }
 
+  /// snapshot: a state larger than one frame travels in chunks (Raft §7's InstallSnapshot has
+  /// offset, data and done): snapshot.data is the chunk at this byte offset of a snapshot of
+  /// snapshot_size bytes. Both 0: the whole snapshot in one message.
+  public var snapshotOffset: UInt64 {
+    get {_storage._snapshotOffset}
+    set {_uniqueStorage()._snapshotOffset = newValue}
+  }
+
+  public var snapshotSize: UInt64 {
+    get {_storage._snapshotSize}
+    set {_uniqueStorage()._snapshotSize = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -536,7 +549,7 @@ nonisolated extension Microscale_Raft_Snapshot: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Microscale_Raft_Message: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Message"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}from\0\u{1}to\0\u{1}term\0\u{3}log_term\0\u{1}index\0\u{1}entries\0\u{1}commit\0\u{1}reject\0\u{3}reject_hint\0\u{1}snapshot\0\u{1}context\0\u{3}read_round\0\u{1}transfer\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}from\0\u{1}to\0\u{1}term\0\u{3}log_term\0\u{1}index\0\u{1}entries\0\u{1}commit\0\u{1}reject\0\u{3}reject_hint\0\u{1}snapshot\0\u{1}context\0\u{3}read_round\0\u{1}transfer\0\u{3}snapshot_offset\0\u{3}snapshot_size\0")
 
   fileprivate class _StorageClass {
     var _type: Microscale_Raft_MessageType = .msgAppend
@@ -553,6 +566,8 @@ nonisolated extension Microscale_Raft_Message: SwiftProtobuf.Message, SwiftProto
     var _context: Data = Data()
     var _readRound: UInt64 = 0
     var _transfer: Bool = false
+    var _snapshotOffset: UInt64 = 0
+    var _snapshotSize: UInt64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -577,6 +592,8 @@ nonisolated extension Microscale_Raft_Message: SwiftProtobuf.Message, SwiftProto
       _context = source._context
       _readRound = source._readRound
       _transfer = source._transfer
+      _snapshotOffset = source._snapshotOffset
+      _snapshotSize = source._snapshotSize
     }
   }
 
@@ -609,6 +626,8 @@ nonisolated extension Microscale_Raft_Message: SwiftProtobuf.Message, SwiftProto
         case 12: try { try decoder.decodeSingularBytesField(value: &_storage._context) }()
         case 13: try { try decoder.decodeSingularUInt64Field(value: &_storage._readRound) }()
         case 14: try { try decoder.decodeSingularBoolField(value: &_storage._transfer) }()
+        case 15: try { try decoder.decodeSingularUInt64Field(value: &_storage._snapshotOffset) }()
+        case 16: try { try decoder.decodeSingularUInt64Field(value: &_storage._snapshotSize) }()
         default: break
         }
       }
@@ -663,6 +682,12 @@ nonisolated extension Microscale_Raft_Message: SwiftProtobuf.Message, SwiftProto
       if _storage._transfer != false {
         try visitor.visitSingularBoolField(value: _storage._transfer, fieldNumber: 14)
       }
+      if _storage._snapshotOffset != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._snapshotOffset, fieldNumber: 15)
+      }
+      if _storage._snapshotSize != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._snapshotSize, fieldNumber: 16)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -686,6 +711,8 @@ nonisolated extension Microscale_Raft_Message: SwiftProtobuf.Message, SwiftProto
         if _storage._context != rhs_storage._context {return false}
         if _storage._readRound != rhs_storage._readRound {return false}
         if _storage._transfer != rhs_storage._transfer {return false}
+        if _storage._snapshotOffset != rhs_storage._snapshotOffset {return false}
+        if _storage._snapshotSize != rhs_storage._snapshotSize {return false}
         return true
       }
       if !storagesAreEqual {return false}
