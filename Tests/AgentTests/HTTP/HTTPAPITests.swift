@@ -199,6 +199,42 @@ struct RawHTTP {
         #expect(AcceptedHosts.loopback.accepts(authority: "[FD00:0::1]:7481", arrivedAt: v6))
     }
 
+    @Test func aRealAgentServesItsOwnNamesAndRefusesARebindingHostAndACrossOriginDrain() async throws {
+        // The hosts come from the configuration: here --advertise names the agent "node-a.test".
+        let port = AgentRuntimeTests.freePort()
+        let dir = AgentRuntimeTests.dir
+        var s = AgentSettings()
+        for (k, v) in ["name": "node-a", "bind": "127.0.0.1:\(port)", "advertise": "node-a.test:\(port)", "http": "127.0.0.1:0",
+                       "data-dir": "\(dir)/data-http-\(port)", "tls-ca": "\(dir)/ca/ca.pem", "tls-cert": "\(dir)/certs/node-a.pem",
+                       "tls-key": "\(dir)/certs/node-a-key.pem", "capacity-cpu": "1", "capacity-memory": "1GiB"] {
+            s.set(k, v, origin: "test")
+        }
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let agent = try AgentRuntime(configuration: try s.resolve(), logger: logger)
+        try await agent.start()
+        let answers: [RawHTTP.Answer]
+        do {
+            let http = try #require(agent.httpAddress?.port)
+            answers = [
+                try await RawHTTP.request(port: http, "GET", "/v1/members", headers: [("Host", "127.0.0.1:\(http)")]),
+                try await RawHTTP.request(port: http, "GET", "/v1/agent/self", headers: [("Host", "node-a.test:\(http)")]),
+                try await RawHTTP.request(port: http, "GET", "/v1/services", headers: [("Host", "evil.example")]),
+                try await RawHTTP.request(port: http, "POST", "/v1/nodes/node-a/drain",
+                                          headers: [("Host", "127.0.0.1:\(http)"), ("Origin", "https://evil.example")]),
+            ]
+        } catch {
+            await agent.shutdown()
+            throw error
+        }
+        await agent.shutdown()
+        let (plain, named, rebound, forged) = (answers[0], answers[1], answers[2], answers[3])
+        #expect(plain.status == 200 && plain.body.contains("node-a"), "\(plain.body)")
+        #expect(named.status == 200, "\(named.body)")
+        #expect(rebound.status == 421, "\(rebound.body)")
+        #expect(forged.status == 403, "\(forged.body)")
+    }
+
     // MARK: Origin
 
     @Test func aCrossOriginDrainIsRefusedAndNeverReachesTheCluster() async throws {
