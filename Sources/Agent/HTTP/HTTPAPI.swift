@@ -253,8 +253,11 @@ struct BrowserGuard: RouterMiddleware {
     }
 
     static func refusal(_ status: HTTPResponse.Status, _ message: String) -> Response {
-        // JSONEncoder escapes whatever the request put into the message.
-        let body = (try? JSONEncoder().encode(["error": message])) ?? Data(#"{"error":"refused"}"#.utf8)
+        // JSONEncoder escapes whatever the request put into the message; "/" needs no escape, and
+        // an Origin reads better without.
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        let body = (try? encoder.encode(["error": message])) ?? Data(#"{"error":"refused"}"#.utf8)
         return Response(status: status, headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }

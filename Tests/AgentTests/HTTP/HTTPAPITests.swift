@@ -250,6 +250,7 @@ struct RawHTTP {
                 #expect(answer.status == 403, "\(method) \(path): \(answer.status)")
                 let error = try #require(answer.error, "\(answer.body)")
                 #expect(error.contains("Origin \"https://evil.example\"") && error.contains("own page"), "\(error)")
+                #expect(answer.body.contains("https://evil.example"), "readable as sent, without escaped slashes")
             }
         }
         #expect(agent.reached.withLock { $0 }.isEmpty)
