@@ -24,6 +24,7 @@ public struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("capacity-memory"), help: "Memory to offer, e.g. 8GiB (default: detected).") var capacityMemory: String?
     @Option(help: "Cluster name; agents of another cluster are refused.") var cluster: String?
     @Option(name: .customLong("api-token"), help: "Token the HTTP API requires (needed beyond loopback).") var apiToken: String?
+    @Option(name: .customLong("api-token-file"), help: "File holding the API token (mode 0600; instead of --api-token, which other users see in ps).") var apiTokenFile: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, warning, error.") var logLevel: String?
     @Option(name: .customLong("raft-election-timeout"), help: "Raft election timeout T (followers campaign after [T, 2T) of silence; default 300ms).") var raftElectionTimeout: String?
     @Option(name: .customLong("raft-heartbeat-interval"), help: "Raft leader heartbeat interval (default 50ms).") var raftHeartbeat: String?
@@ -38,7 +39,7 @@ public struct AgentCommand: AsyncParsableCommand {
             ("bootstrap-expect", bootstrapExpect), ("data-dir", dataDir), ("tls-ca", tlsCA),
             ("tls-cert", tlsCert), ("tls-key", tlsKey), ("docker-socket", dockerSocket),
             ("capacity-cpu", capacityCPU), ("capacity-memory", capacityMemory), ("cluster", cluster),
-            ("api-token", apiToken), ("log-level", logLevel),
+            ("api-token", apiToken), ("api-token-file", apiTokenFile), ("log-level", logLevel),
             ("raft-election-timeout", raftElectionTimeout), ("raft-heartbeat-interval", raftHeartbeat),
         ]
         for (k, v) in pairs { if let v { s.set(k, v, origin: "--\(k)") } }

@@ -9,8 +9,23 @@ public struct HTTPClientOptions: ParsableArguments {
     var httpAddr: String?
     @Option(help: "API token (env MICROSCALE_HTTP_TOKEN).")
     var token: String?
+    @Option(name: .customLong("token-file"), help: "File holding the API token, mode 0600 (env MICROSCALE_HTTP_TOKEN_FILE).")
+    var tokenFile: String?
 
     public init() {}
+
+    /// The token to send, if any: a flag before the environment, and of each pair only one may be
+    /// set (which would win is a guess). A file is read as the agent reads `--api-token-file`.
+    static func resolveToken(flag: String?, file: String?, environment: [String: String]) throws -> String? {
+        func pick(_ value: String?, _ valueName: String, _ path: String?, _ pathName: String) throws -> String? {
+            if value != nil, path != nil { throw CLIError("\(valueName) and \(pathName) are both set; use one") }
+            guard let path else { return value }
+            do { return try APIToken.read(file: path, name: pathName) } catch { throw CLIError(error.message) }
+        }
+        return try pick(flag, "--token", file, "--token-file")
+            ?? pick(environment["MICROSCALE_HTTP_TOKEN"], "MICROSCALE_HTTP_TOKEN",
+                    environment["MICROSCALE_HTTP_TOKEN_FILE"], "MICROSCALE_HTTP_TOKEN_FILE")
+    }
 
     var baseURL: String {
         let addr = httpAddr ?? ProcessInfo.processInfo.environment["MICROSCALE_HTTP_ADDR"] ?? "127.0.0.1:7481"
@@ -39,7 +54,7 @@ public struct HTTPClientOptions: ParsableArguments {
         }
         var headers: [(String, String)] = []
         if body != nil { headers.append(("Content-Type", "application/json")) }
-        if let t = token ?? ProcessInfo.processInfo.environment["MICROSCALE_HTTP_TOKEN"] {
+        if let t = try Self.resolveToken(flag: token, file: tokenFile, environment: ProcessInfo.processInfo.environment) {
             headers.append(("Authorization", "Bearer \(t)"))
         }
         let response: HTTPResponse

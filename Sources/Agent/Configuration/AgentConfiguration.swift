@@ -55,7 +55,8 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var capacityCPUMillis: Int64?
     public var capacityMemoryBytes: Int64?
     public var cluster: String
-    /// Required when the HTTP API listens beyond loopback (DESIGN.md §5).
+    /// Required when the HTTP API listens beyond loopback (DESIGN.md §5); from `--api-token` or
+    /// read from `--api-token-file`.
     public var apiToken: String?
     public var logLevel: String
     /// Raft timing (Raft §5.2): a follower campaigns after hearing nothing for a time drawn from
@@ -83,7 +84,7 @@ public struct AgentSettings: Sendable, Equatable {
     public static let keys: Set<String> = [
         "name", "bind", "advertise", "http", "server", "bootstrap-expect", "join", "data-dir",
         "tls-ca", "tls-cert", "tls-key", "docker-socket", "capacity-cpu", "capacity-memory",
-        "cluster", "api-token", "log-level", "raft-election-timeout", "raft-heartbeat-interval",
+        "cluster", "api-token", "api-token-file", "log-level", "raft-election-timeout", "raft-heartbeat-interval",
     ]
     static let listKeys: Set<String> = ["join"]
 
@@ -216,7 +217,18 @@ public struct AgentSettings: Sendable, Equatable {
             }
             memory = b
         }
-        let token = values["api-token"].flatMap { $0.isEmpty ? nil : $0 }
+        var token = values["api-token"].flatMap { $0.isEmpty ? nil : $0 }
+        if let token, let bad = APIToken.problem(token) {
+            throw ConfigurationError("\(origin("api-token")): api-token \(bad)")
+        }
+        if let file = values["api-token-file"] {
+            // Two sources of one secret: which one wins would be a guess.
+            guard values["api-token"] == nil else {
+                throw ConfigurationError("\(origin("api-token-file")): api-token-file and api-token (\(origin("api-token"))) are both set; use one")
+            }
+            guard !file.isEmpty else { throw ConfigurationError("\(origin("api-token-file")): api-token-file is empty; name the token's file") }
+            token = try APIToken.read(file: file, name: origin("api-token-file"))
+        }
         if !http.isLoopback, token == nil {
             throw ConfigurationError("\(origin("http")): the HTTP API on \(http) is reachable beyond this host; set api-token")
         }

@@ -2,6 +2,13 @@
 /// API token must not leak to a CDN). It polls `/v1/history` once and `/v1/status` and
 /// `/v1/decisions` every second, and draws with a canvas: the demand line of each demand-driven
 /// service against its running containers, priority 1 tracking demand and batch filling the rest.
+///
+/// With an API token the page is opened as `/ui#token=TOKEN`. The fragment never leaves the
+/// browser (it is not sent to the server, so not logged, nor put in a Referer); the page keeps the
+/// token for its tab in `sessionStorage`, takes it out of the address bar (so it is not
+/// bookmarked, shared or left in the history) and sends it as `Authorization: Bearer` on its
+/// fetches. Not a cookie: a browser sends cookies with other sites' requests too, which is the
+/// cross-site forgery a token must not allow; not the query string, which servers and proxies log.
 enum DashboardPage {
     static let html = #"""
 <!doctype html>
@@ -27,7 +34,21 @@ let history = [];
 const windowMs = 10 * 60 * 1000;
 function esc(s) { return String(s).replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;","\"":"&quot;"}[c])); }
 function counts(c) { return Object.keys(c || {}).sort().map(k => k + "=" + c[k]).join(", ") || "-"; }
-async function get(path) { const r = await fetch(path); if (!r.ok) throw new Error(path + ": " + r.status + " " + await r.text()); return r.json(); }
+// The API token from "#token=..." (see DashboardPage), else the one this tab was given before.
+let token = null;
+try { token = sessionStorage.getItem("microscale-token"); } catch (e) {}
+const given = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+if (given) {
+  try { token = decodeURIComponent(given[1]); } catch (e) { token = given[1]; }
+  try { sessionStorage.setItem("microscale-token", token); } catch (e) {}
+  window.history.replaceState(null, "", location.pathname + location.search);
+}
+async function get(path) {
+  const r = await fetch(path, { headers: token ? { "Authorization": "Bearer " + token } : {} });
+  if (r.status === 401) throw new Error("this agent requires its API token: open " + location.pathname + "#token=TOKEN (the agent's --api-token)");
+  if (!r.ok) throw new Error(path + ": " + r.status + " " + await r.text());
+  return r.json();
+}
 function draw() {
   const cv = document.getElementById("chart"), ctx = cv.getContext("2d");
   cv.width = cv.clientWidth; cv.height = cv.clientHeight;

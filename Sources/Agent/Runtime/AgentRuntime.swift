@@ -168,7 +168,9 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         }
         let bound = AsyncStream.makeStream(of: SocketAddress?.self)
         let app = Application(
-            router: HTTPAPI.router(state: self, token: c.apiToken),
+            // Besides loopback and the address a request arrives at, the names this agent is
+            // configured under: `--http` (a name as well as an address) and `--advertise`.
+            router: HTTPAPI.router(state: self, token: c.apiToken, hosts: AcceptedHosts([c.http.host, c.advertise.host])),
             configuration: .init(address: .hostname(c.http.host, port: c.http.port), serverName: "microscale"),
             onServerRunning: { channel in bound.continuation.yield(channel.localAddress) },
             eventLoopGroupProvider: .shared(group),
