@@ -71,6 +71,18 @@ public enum Limits {
     }
 }
 
+extension Limits {
+    /// A limit as people write it in a message: 1e12, 1e-6, 1024 (not 1000000000000.0).
+    public static func text(_ v: Double) -> String {
+        if v == v.rounded(), abs(v) < 1e6 { return String(Int(v)) }
+        var mantissa = v, exponent = 0
+        while abs(mantissa) >= 10 { mantissa /= 10; exponent += 1 }
+        while abs(mantissa) < 1 && mantissa != 0 { mantissa *= 10; exponent -= 1 }
+        let m = (mantissa * 1000).rounded() / 1000
+        return (m == m.rounded() ? String(Int(m)) : String(m)) + "e\(exponent)"
+    }
+}
+
 extension Double {
     /// `self` converted to Int, or nil when it is not finite or does not fit. `Int(_:)` traps on
     /// both, and a Double that came from outside may be either.

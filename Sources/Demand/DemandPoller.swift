@@ -147,7 +147,7 @@ public actor DemandPoller {
     /// held), never a count the planner would have to convert.
     static func checked(_ value: Double, source: String) -> Result<Double, DemandError> {
         guard value.isFinite, value >= 0, value <= Limits.maxDemand else {
-            return .failure(.badAnswer(source: source, reason: "reading \(value) is outside 0 to \(Limits.maxDemand)"))
+            return .failure(.badAnswer(source: source, reason: "reading \(value) is outside 0 to \(Limits.text(Limits.maxDemand))"))
         }
         return .success(value)
     }

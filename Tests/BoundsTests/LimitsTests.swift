@@ -29,4 +29,11 @@ import Testing
         #expect(Limits.maxNodeCPUMillicores >= Limits.maxContainerCPUMillicores)
         #expect(Limits.maxNodeMemoryBytes >= Limits.maxContainerMemoryBytes)
     }
+
+    @Test func limitsAreWrittenAsPeopleWriteThem() {
+        #expect(Limits.text(Limits.maxDemand) == "1e12")
+        #expect(Limits.text(Limits.minPerContainer) == "1e-6")
+        #expect(Limits.text(1024) == "1024")
+        #expect(Limits.text(2.5e7) == "2.5e7")
+    }
 }

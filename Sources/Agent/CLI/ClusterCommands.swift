@@ -123,7 +123,7 @@ public struct DemandCommand: AsyncParsableCommand {
         public func run() async throws {
             try await reportingErrors {
                 guard let v = Double(value), v.isFinite, v >= 0, v <= Limits.maxDemand else {
-                    throw CLIError("VALUE \"\(value)\" is not a number from 0 to \(formatNumber(Limits.maxDemand))", exitCode: 2)
+                    throw CLIError("VALUE \"\(value)\" is not a number from 0 to \(Limits.text(Limits.maxDemand))", exitCode: 2)
                 }
                 let body = try JSONEncoder().encode(["value": v])
                 let raw = try await client.call("PUT", "/v1/demand/\(try pathSegment(service, "SERVICE"))", body: body)

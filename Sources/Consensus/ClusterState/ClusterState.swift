@@ -97,7 +97,7 @@ extension DemandSourceConfig {
     public func validationError() -> (field: String, reason: String)? {
         if source.isEmpty || source.utf8.count > 32 { return ("source", "must be a source name") }
         if let p = perContainer, !(p >= Limits.minPerContainer && p <= Limits.maxPerContainer) {
-            return ("per_container", "must be \(Limits.minPerContainer) to \(Limits.maxPerContainer)")
+            return ("per_container", "must be \(Limits.text(Limits.minPerContainer)) to \(Limits.text(Limits.maxPerContainer))")
         }
         if options.count > Limits.maxDemandOptions { return ("options", "at most \(Limits.maxDemandOptions) settings") }
         for (k, v) in options where k.utf8.count > Limits.maxDemandOptionBytes || v.utf8.count > Limits.maxDemandOptionBytes {
@@ -107,7 +107,7 @@ extension DemandSourceConfig {
         for key in Self.demandOptions {
             guard let text = options[key] else { continue }
             guard let v = Double(text), v.isFinite, v >= 0, v <= Limits.maxDemand else {
-                return (key, "must be a number from 0 to \(Limits.maxDemand)")
+                return (key, "must be a number from 0 to \(Limits.text(Limits.maxDemand))")
             }
             numbers[key] = v
         }
@@ -243,7 +243,7 @@ public enum ClusterStateError: Error, Sendable, Hashable, CustomStringConvertibl
         switch self {
         case .invalidService(let n, let f, let r): return "service \(n): \(f) \(r)"
         case .unknownService(let n): return "no service named \(n)"
-        case .invalidDemand(let s, let v): return "demand for \(s): \(v) is not a number from 0 to \(Limits.maxDemand)"
+        case .invalidDemand(let s, let v): return "demand for \(s): \(v) is not a number from 0 to \(Limits.text(Limits.maxDemand))"
         case .malformed(let m): return "malformed \(m)"
         case .unsupportedVersion(let v): return "unsupported encoding version \(v)"
         }

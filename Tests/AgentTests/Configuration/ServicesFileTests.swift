@@ -60,7 +60,7 @@ import Testing
         ("memory: 64MiB", "memory: 17TiB", "line 7: services.web.memory: must be 1 byte to 16TiB"),
         ("max: 40", "max: 2000000", "line 9: services.web.max: must be at most 1000000"),
         ("priority: 1", "priority: 1001", "line 5: services.web.priority: must be 1 to 1000"),
-        ("per_container: 10 }", "per_container: 0.0000001 }", "line 10: services.web.demand.per_container: must be 1e-06 to"),
+        ("per_container: 10 }", "per_container: 0.0000001 }", "line 10: services.web.demand.per_container: must be 1e-6 to 1e12"),
         ("per_container: 10 }", "per_container: 10, step: -1 }", "line 10: services.web.demand.step: must be"),
         ("per_container: 10 }", "per_container: 10, min: 50, max: 5 }", "line 10: services.web.demand.max: must be at least min"),
         ("per_container: 10 }", "per_container: 10, interval: 10ms }", "line 10: services.web.demand.interval: must be a duration from 100ms to 1h"),
