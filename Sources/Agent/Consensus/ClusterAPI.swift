@@ -170,10 +170,11 @@ public actor ClusterAPI {
         request.path = path
         request.body = Data(body)
         request.hops = UInt32(hops)
-        // Only a client agent sends the token, and only for its own operator's requests (a client
-        // serves no forwarded request, so every request it forwards is its operator's). A server
-        // relaying to the leader vouches with its certificate, and keeps the token to itself.
-        if raft == nil, let apiToken { request.token = apiToken }
+        // Only a client agent sends the token, and only with its own operator's writes (a client
+        // serves no forwarded request, so every request it forwards is its operator's; reads need
+        // none). A server relaying to the leader vouches with its certificate, and keeps the
+        // token to itself.
+        if raft == nil, method != "GET", let apiToken { request.token = apiToken }
         var message = Microscale_Control_ControlMessage()
         message.forwardRequest = request
         let frame: Frame
@@ -237,7 +238,7 @@ public actor ClusterAPI {
             // Only the peer the request went to answers it: another peer guessing ids could
             // otherwise put words in the leader's mouth (a made-up 200 for a write never made).
             guard let p = pending[r.id], p.peer == peer.name else {
-                refusals.refuse(.forwardResponseNotAwaited, peer: peer.name, "a forward response for request \(r.id), not awaited from it")
+                refusals.refuse(.forwardResponseNotAwaited, peer: peer.name, "a forward response for request \(r.id), not awaited from it (late, or never asked)")
                 return
             }
             answer(r.id, APIResponse(status: Int(r.status), body: Array(r.body)))
