@@ -206,11 +206,11 @@ public actor RaftService {
     /// (the bootstrap voters until a snapshot or a configuration entry says otherwise), speaking
     /// for itself. Anything else is dropped and counted (docs/ARCHITECTURE.md, "Trust").
     public func receive(_ frame: Frame, from peer: AuthenticatedPeer) {
-        guard node != nil else { return }
         guard peer.identity.isServer else {
             refusals.refuse(.raftNeedsServerCertificate, peer: peer.name, "a raft frame from a client certificate")
             return
         }
+        guard node != nil else { return } // not bootstrapped yet: Raft resends
         guard node!.configuration.members.contains(peer.name) else {
             refusals.refuse(.raftSenderNotInConfiguration, peer: peer.name,
                             "a raft frame from a server outside the configuration \(node!.configuration.members.sorted())")

@@ -161,6 +161,10 @@ struct RecordingHandler: LogHandler {
 
         // A leader, and the client's writes with the operator's token go through (the baseline).
         #expect(try await eventually { (try? await call(client, "GET", "/v1/leader").status) == 200 })
+        #expect(try await eventually {
+            for n in servers { if await agents[n]?.raft?.status()?.leader == nil { return false } }
+            return true
+        }, "every server runs Raft and knows the leader")
         #expect(try await call(client, "POST", "/v1/nodes/s3/undrain").status == 200)
         let assignedBefore = await client.assignments.lastPlanIndex
         let runningBefore = await client.executor.current
