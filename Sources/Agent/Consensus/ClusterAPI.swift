@@ -90,6 +90,11 @@ public actor ClusterAPI {
     let logger: Logger
     /// Alive servers by name, "host:port".
     let servers: @Sendable () async -> [String: String]
+    /// The API token configured on this agent (--api-token). A server requires it on writes
+    /// forwarded from client certificates; a client agent attaches it to the writes it forwards
+    /// for its operator (whose HTTP request carried the same token, or it did not get this far).
+    let apiToken: String?
+    let refusals: Refusals
     /// Members and the demand the decision loop last used, for `GET /v1/status` (set by the runtime).
     var members: @Sendable () async -> [MemberView] = { [] }
     var demandInUse: @Sendable () async -> [String: Double] = { [:] }
@@ -105,8 +110,11 @@ public actor ClusterAPI {
     private var nextID: UInt64 = 1
 
     public init(name: String, raft: RaftService?, transport: PeerTransport, logger: Logger,
+                apiToken: String? = nil, refusals: Refusals? = nil,
                 servers: @escaping @Sendable () async -> [String: String]) {
         self.name = name
+        self.apiToken = apiToken
+        self.refusals = refusals ?? Refusals(logger: logger)
         self.raft = raft
         self.transport = transport
         self.logger = logger
@@ -162,6 +170,11 @@ public actor ClusterAPI {
         request.path = path
         request.body = Data(body)
         request.hops = UInt32(hops)
+        // Only a client agent sends the token, and only with its own operator's writes (a client
+        // serves no forwarded request, so every request it forwards is its operator's; reads need
+        // none). A server relaying to the leader vouches with its certificate, and keeps the
+        // token to itself.
+        if raft == nil, method != "GET", let apiToken { request.token = apiToken }
         var message = Microscale_Control_ControlMessage()
         message.forwardRequest = request
         let frame: Frame
@@ -211,23 +224,64 @@ public actor ClusterAPI {
     public func receive(_ message: Microscale_Control_ControlMessage, from peer: AuthenticatedPeer) {
         switch message.body {
         case .forwardRequest(let r):
+            if let refused = refusal(of: r, from: peer) {
+                // Answered rather than only dropped: the operator behind a client agent should
+                // read why (a hostile peer learns nothing it did not know).
+                reply(to: r.id, peer: peer.name, refused)
+                return
+            }
             Task {
                 let response = await self.handle(method: r.method, path: r.path, body: Array(r.body), hops: Int(r.hops))
-                var reply = Microscale_Control_ForwardResponse()
-                reply.id = r.id
-                reply.status = UInt32(response.status)
-                reply.body = Data(response.body)
-                var m = Microscale_Control_ControlMessage()
-                m.forwardResponse = reply
-                if let f = try? Frame(kind: .control, message: m) {
-                    await self.transport.send(f, toPeer: peer.name)
-                }
+                self.reply(to: r.id, peer: peer.name, response)
             }
         case .forwardResponse(let r):
+            // Only the peer the request went to answers it: another peer guessing ids could
+            // otherwise put words in the leader's mouth (a made-up 200 for a write never made).
+            guard let p = pending[r.id], p.peer == peer.name else {
+                refusals.refuse(.forwardResponseNotAwaited, peer: peer.name, "a forward response for request \(r.id), not awaited from it (late, or never asked)")
+                return
+            }
             answer(r.id, APIResponse(status: Int(r.status), body: Array(r.body)))
         default:
             break
         }
+    }
+
+    /// Why a forwarded request may not be served here, as the answer to send back; nil to serve
+    /// it. Servers serve anything from server certificates; from a client certificate, reads, and
+    /// writes carrying this server's API token (docs/ARCHITECTURE.md, "Trust").
+    private func refusal(of r: Microscale_Control_ForwardRequest, from peer: AuthenticatedPeer) -> APIResponse? {
+        guard raft != nil else {
+            // A client relaying it would send it on under its own certificate, with its token.
+            refusals.refuse(.forwardRequestToClientAgent, peer: peer.name, "a forwarded \(clipped(r.method)) request; client agents serve none")
+            return .error(403, "\(name) is a client agent and serves no forwarded request")
+        }
+        guard !peer.identity.isServer, r.method != "GET" else { return nil }
+        guard let apiToken else {
+            refusals.refuse(.forwardedWriteNeedsToken, peer: peer.name,
+                            "a forwarded \(clipped(r.method)) from a client certificate, and this server has no --api-token")
+            return .error(403, "\(name) refuses writes relayed by client agents: it has no API token to check them against. "
+                + "Set the same --api-token on servers and clients, or send the write to a server's API")
+        }
+        guard tokensEqual(r.token, apiToken) else {
+            refusals.refuse(.forwardedWriteNeedsToken, peer: peer.name,
+                            "a forwarded \(clipped(r.method)) from a client certificate without the API token")
+            return .error(403, "a write relayed by client agent \(peer.name) needs the API token of the servers. "
+                + "Set the same --api-token on servers and clients, or send the write to a server's API")
+        }
+        return nil
+    }
+
+    private func reply(to id: UInt64, peer: String, _ response: APIResponse) {
+        var reply = Microscale_Control_ForwardResponse()
+        reply.id = id
+        reply.status = UInt32(clamping: response.status)
+        reply.body = Data(response.body)
+        var m = Microscale_Control_ControlMessage()
+        m.forwardResponse = reply
+        guard let f = try? Frame(kind: .control, message: m) else { return }
+        let transport = self.transport
+        Task { await transport.send(f, toPeer: peer) }
     }
 
     // MARK: Serving (on the leader)

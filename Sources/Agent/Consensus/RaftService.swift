@@ -70,6 +70,8 @@ public actor RaftService {
     /// Alive servers by name, "host:port" (from membership).
     let servers: @Sendable () async -> [String: String]
     let dataDir: String
+    /// Where refused Raft frames are counted and logged (rate-limited).
+    let refusals: Refusals
     private var storage: SQLiteLogStorage
     private var node: RaftNode?
     public private(set) var state = ClusterState()
@@ -95,8 +97,9 @@ public actor RaftService {
     }
 
     public init(name: String, dataDir: String, options: Options, transport: PeerTransport, logger: Logger,
-                seed: UInt64, servers: @escaping @Sendable () async -> [String: String]) throws {
+                seed: UInt64, refusals: Refusals? = nil, servers: @escaping @Sendable () async -> [String: String]) throws {
         self.name = name
+        self.refusals = refusals ?? Refusals(logger: logger)
         self.options = options
         self.transport = transport
         self.logger = logger
@@ -208,8 +211,22 @@ public actor RaftService {
         return node?.timeUntilNextTimeout ?? .milliseconds(50)
     }
 
+    /// A Raft frame from an authenticated peer. Raft believes what it is told (a term adopted on
+    /// sight, a snapshot replacing the state and the voters), so who may tell it is decided here,
+    /// before decoding: a server certificate, of a member of the configuration this server knows
+    /// (the bootstrap voters until a snapshot or a configuration entry says otherwise), speaking
+    /// for itself. Anything else is dropped and counted (docs/ARCHITECTURE.md, "Trust").
     public func receive(_ frame: Frame, from peer: AuthenticatedPeer) {
-        guard node != nil else { return }
+        guard peer.identity.isServer else {
+            refusals.refuse(.raftNeedsServerCertificate, peer: peer.name, "a raft frame from a client certificate")
+            return
+        }
+        guard node != nil else { return } // not bootstrapped yet: Raft resends
+        guard node!.configuration.members.contains(peer.name) else {
+            refusals.refuse(.raftSenderNotInConfiguration, peer: peer.name,
+                            "a raft frame from a server outside the configuration \(node!.configuration.members.sorted())")
+            return
+        }
         var m: Consensus.Message
         let chunk: RaftCodec.SnapshotChunk?
         do { (m, chunk) = try RaftCodec.decodeChunk(frame) } catch {
@@ -218,8 +235,7 @@ public actor RaftService {
         }
         // The certificate is the only identity we trust: a member may not speak for another.
         guard m.from == peer.name, m.to == name else {
-            logger.warning("dropping raft message with a forged sender or wrong recipient",
-                           metadata: ["peer": "\(peer.name)", "from": "\(m.from)", "to": "\(m.to)"])
+            refusals.refuse(.raftSenderIsNotThePeer, peer: peer.name, "a raft message from \(clipped(m.from)) to \(clipped(m.to))")
             return
         }
         if let chunk {

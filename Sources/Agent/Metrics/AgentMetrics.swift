@@ -52,6 +52,10 @@ public final class AgentMetrics: Sendable {
         advance("microscale_reconciler_actions", labels: [("action", "start")], to: Double(reconciler.started), help: "Containers started or stopped by this agent")
         advance("microscale_reconciler_actions", labels: [("action", "stop")], to: Double(reconciler.stopped), help: "Containers started or stopped by this agent")
         advance("microscale_docker_errors", to: Double(reconciler.errors), help: "Docker Engine calls that failed")
+        for (rule, n) in r.refusals.all {
+            advance("microscale_refused_messages", labels: [("rule", rule.rawValue)], to: Double(n),
+                    help: "Messages from peers dropped by a trust rule (docs/ARCHITECTURE.md, Trust)")
+        }
         if let raft = r.raft, let s = await raft.status() {
             set("microscale_raft_term", Double(s.term), help: "Current Raft term")
             set("microscale_raft_commit_index", Double(s.commitIndex), help: "Raft commit index")

@@ -25,6 +25,10 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     /// The leader's decision loop, on servers.
     public let decisions: DecisionLoop?
     public let metrics = AgentMetrics()
+    /// What the trust rules refused (docs/ARCHITECTURE.md, "Trust"), counted and logged.
+    public let refusals: Refusals
+    /// Each peer's role as its certificate says: the only source of which nodes are servers.
+    public let roles: CertifiedRoles
     private var statusHistory: StatusHistory?
     private let historyLock = NSLock()
     private let shutDownStarted = Atomic<Bool>(false)
@@ -62,11 +66,16 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         // whole group.
         let peerLoop = group.next()
         let box = ServiceBox()
+        let refusals = Refusals(logger: logger)
+        self.refusals = refusals
+        let roles = CertifiedRoles(own: tls.identity)
+        self.roles = roles
         transport = PeerTransport(
             group: peerLoop, tls: tls,
             options: .init(cluster: c.cluster, agentVersion: MicroscaleVersion.current),
             logger: logger,
             onFrame: { peer, frame in
+                roles.saw(peer)
                 switch frame.kind {
                 case .membership:
                     // In arrival order, on the membership service's loop (a Task per frame would
@@ -75,7 +84,11 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
                 case .raft:
                     // Raft tolerates reordering (Raft §5.3), and a Task per frame lets many frames
                     // queue on the actor before its next Ready, which is where batching comes from.
-                    if let r = box.raft { Task { await r.receive(frame, from: peer) } }
+                    if let r = box.raft {
+                        Task { await r.receive(frame, from: peer) }
+                    } else {
+                        refusals.refuse(.raftToClientAgent, peer: peer.name, "a raft frame; client agents run no Raft")
+                    }
                 case .control:
                     let message: Microscale_Control_ControlMessage
                     do { message = try frame.decode(Microscale_Control_ControlMessage.self) } catch {
@@ -106,10 +119,15 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         }
         box.membership = membership
         let service = membership
-        // Alive servers and where to reach them, for Raft and for forwarding API requests.
+        // Alive servers and where to reach them, for Raft (its bootstrap voters, where it sends),
+        // for forwarding API requests (with the operator's token, from a client) and for the
+        // assignment subscription. Which members are servers is what their certificates said on a
+        // connection with this agent, never the role their gossiped record claims: a client's
+        // record saying "server" would otherwise make it a bootstrap voter, a forwarding target
+        // handed the operator's token, or the upstream whose pushes a client follows.
         let servers: @Sendable () async -> [String: String] = {
             var book: [String: String] = [:]
-            for m in await service.members() where m.role == "server" && (m.status == "alive" || m.status == "suspect") {
+            for m in await service.members() where roles.isServer(m.name) && (m.status == "alive" || m.status == "suspect") {
                 book[m.name] = m.address
             }
             return book
@@ -121,7 +139,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             options.heartbeatInterval = c.raftHeartbeat
             do {
                 raft = try RaftService(name: c.name, dataDir: c.dataDir, options: options, transport: transport,
-                                       logger: logger, seed: seed.next(), servers: servers)
+                                       logger: logger, seed: seed.next(), refusals: refusals, servers: servers)
             } catch {
                 throw ConfigurationError("--data-dir: cannot open the Raft log in \(c.dataDir): \(error)")
             }
@@ -129,13 +147,15 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             raft = nil
         }
         box.raft = raft
-        clusterAPI = ClusterAPI(name: c.name, raft: raft, transport: transport, logger: logger, servers: servers)
+        clusterAPI = ClusterAPI(name: c.name, raft: raft, transport: transport, logger: logger, apiToken: c.apiToken,
+                                refusals: refusals, servers: servers)
         box.api = clusterAPI
         executor = NodeExecutor(node: c.name, dockerHost: c.dockerSocket, logger: logger) { running in
             try? await service.updateRecord { $0.running = running }
         }
         let executor = self.executor
-        assignments = AssignmentService(name: c.name, raft: raft, transport: transport, logger: logger, servers: servers) { a in
+        assignments = AssignmentService(name: c.name, raft: raft, transport: transport, logger: logger, refusals: refusals,
+                                        servers: servers) { a in
             await executor.assign(a)
         }
         box.assignments = assignments
@@ -205,7 +225,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             await raft.start()
         }
         let decisionLoop = decisions
-        await clusterAPI.setStatusSources(members: { await service.members() },
+        let roles = self.roles
+        await clusterAPI.setStatusSources(members: { Self.certified(await service.members(), roles) },
                                           demand: { await decisionLoop?.demandInUse ?? [:] })
         await executor.start()
         await assignments.start()
@@ -242,7 +263,17 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         try? await group.shutdownGracefully()
     }
 
-    public func members() async -> [MemberView] { await membership.members() }
+    public func members() async -> [MemberView] { Self.certified(await membership.members(), roles) }
+
+    /// The members with the role their certificate gave them where this agent authenticated one;
+    /// the gossiped role only for members it has not yet heard from directly (shown, never trusted).
+    static func certified(_ members: [MemberView], _ roles: CertifiedRoles) -> [MemberView] {
+        members.map { m in
+            var m = m
+            if let r = roles.role(m.name) { m.role = r }
+            return m
+        }
+    }
 
     public func metricsText() async -> String { await metrics.render(self) }
 

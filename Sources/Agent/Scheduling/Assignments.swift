@@ -39,6 +39,7 @@ public actor AssignmentService {
     let logger: Logger
     let servers: @Sendable () async -> [String: String]
     let deliver: @Sendable (NodeAssignment) async -> Void
+    let refusals: Refusals
     /// Bound on subscribers one server serves.
     static let maxSubscribers = 4096
 
@@ -49,9 +50,11 @@ public actor AssignmentService {
     public var resubscribeInterval: Duration = .seconds(1)
 
     public init(name: String, raft: RaftService?, transport: PeerTransport, logger: Logger,
+                refusals: Refusals? = nil,
                 servers: @escaping @Sendable () async -> [String: String],
                 deliver: @escaping @Sendable (NodeAssignment) async -> Void) {
         self.name = name
+        self.refusals = refusals ?? Refusals(logger: logger)
         self.raft = raft
         self.transport = transport
         self.logger = logger
@@ -135,13 +138,31 @@ public actor AssignmentService {
     public func receive(_ message: Microscale_Control_ControlMessage, from peer: AuthenticatedPeer) async {
         switch message.body {
         case .subscribe(let s):
+            guard let raft else { return } // a client agent has nothing to serve
             // A node subscribes for itself only: its certificate names it.
-            guard let raft, s.node == peer.name else { return }
+            guard s.node == peer.name else {
+                refusals.refuse(.subscriptionForAnotherNode, peer: peer.name, "a subscription for \(clipped(s.node))")
+                return
+            }
             guard subscribers[peer.name] != nil || subscribers.count < Self.maxSubscribers else { return }
             subscribers[peer.name] = s.afterIndex
             await planApplied(await raft.state)
         case .assignment(let a):
-            guard raft == nil, a.node == name, a.planIndex > lastIndex else { return }
+            // What an agent runs comes from the servers' committed plan, so a push is taken only
+            // from a server certificate, and only from the server this agent subscribed to: any
+            // other (an old upstream's late push included) is dropped; the upstream re-sends
+            // whatever is newer than `lastIndex` on the next subscription. A server agent reads
+            // its own replicated state and subscribes to no one.
+            guard peer.identity.isServer else {
+                refusals.refuse(.assignmentNeedsServerCertificate, peer: peer.name, "an assignment push from a client certificate")
+                return
+            }
+            guard raft == nil, peer.name == upstream else {
+                refusals.refuse(.assignmentNotFromSubscribedServer, peer: peer.name,
+                                "an assignment push; this agent subscribed to \(raft == nil ? upstream ?? "no server" : "no server (it is one)")")
+                return
+            }
+            guard a.node == name, a.planIndex > lastIndex else { return }
             var services: [String: (Int, Consensus.ServiceSpec)] = [:]
             for s in a.services {
                 guard let spec = try? JSONDecoder().decode(Consensus.ServiceSpec.self, from: s.spec) else {

@@ -83,7 +83,7 @@ public nonisolated struct Microscale_Control_SubscribeAssignments: Sendable {
   public init() {}
 }
 
-/// An API write received by a follower, forwarded to the leader.
+/// An API request received by a follower or a client agent, forwarded to the leader.
 public nonisolated struct Microscale_Control_ForwardRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -100,6 +100,11 @@ public nonisolated struct Microscale_Control_ForwardRequest: Sendable {
   /// How many agents relayed it so far (a client to a server, a follower to the leader); bounded so
   /// that two servers with stale leader hints cannot bounce a request between them.
   public var hops: UInt32 = 0
+
+  /// The operator's API token, sent only by a client agent relaying a write from its own HTTP API:
+  /// a server executes a write from a client certificate only with the token configured on it
+  /// (docs/ARCHITECTURE.md, "Trust"). Servers relaying to the leader never send it.
+  public var token: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -308,7 +313,7 @@ nonisolated extension Microscale_Control_SubscribeAssignments: SwiftProtobuf.Mes
 
 nonisolated extension Microscale_Control_ForwardRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForwardRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}method\0\u{1}path\0\u{1}body\0\u{1}hops\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}method\0\u{1}path\0\u{1}body\0\u{1}hops\0\u{1}token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -321,6 +326,7 @@ nonisolated extension Microscale_Control_ForwardRequest: SwiftProtobuf.Message, 
       case 3: try { try decoder.decodeSingularStringField(value: &self.path) }()
       case 4: try { try decoder.decodeSingularBytesField(value: &self.body) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.hops) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.token) }()
       default: break
       }
     }
@@ -342,6 +348,9 @@ nonisolated extension Microscale_Control_ForwardRequest: SwiftProtobuf.Message, 
     if self.hops != 0 {
       try visitor.visitSingularUInt32Field(value: self.hops, fieldNumber: 5)
     }
+    if !self.token.isEmpty {
+      try visitor.visitSingularStringField(value: self.token, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -351,6 +360,7 @@ nonisolated extension Microscale_Control_ForwardRequest: SwiftProtobuf.Message, 
     if lhs.path != rhs.path {return false}
     if lhs.body != rhs.body {return false}
     if lhs.hops != rhs.hops {return false}
+    if lhs.token != rhs.token {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -24,7 +24,12 @@ import Testing
         var all: [AgentRuntime] { servers + [client] }
     }
 
-    func agent(_ name: String, server: Bool, join: Int?, dataDir: String? = nil) throws -> (AgentRuntime, Int) {
+    /// The API token every agent of these clusters is configured with: a client agent relays its
+    /// operator's writes only with it (docs/ARCHITECTURE.md, "Trust").
+    static let token = "t0ken-for-tests"
+
+    func agent(_ name: String, server: Bool, join: Int?, dataDir: String? = nil,
+               token: String? = ClusterAPITests.token) throws -> (AgentRuntime, Int) {
         let port = AgentRuntimeTests.freePort()
         var s = AgentSettings()
         s.set("name", name, origin: "test")
@@ -39,21 +44,22 @@ import Testing
             s.set("bootstrap-expect", "3", origin: "test")
         }
         if let join { s.append("join", "127.0.0.1:\(join)", origin: "test") }
+        if let token { s.set("api-token", token, origin: "test") }
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         return (try AgentRuntime(configuration: try s.resolve(), logger: logger), port)
     }
 
-    func cluster() async throws -> Cluster {
-        let (s1, p1) = try agent("s1", server: true, join: nil)
+    func cluster(token: String? = ClusterAPITests.token) async throws -> Cluster {
+        let (s1, p1) = try agent("s1", server: true, join: nil, token: token)
         try await s1.start()
         var servers = [s1]
         for n in ["s2", "s3"] {
-            let (s, _) = try agent(n, server: true, join: p1)
+            let (s, _) = try agent(n, server: true, join: p1, token: token)
             try await s.start()
             servers.append(s)
         }
-        let (c, _) = try agent("c1", server: false, join: p1)
+        let (c, _) = try agent("c1", server: false, join: p1, token: token)
         try await c.start()
         return Cluster(servers: servers, client: c)
     }
@@ -156,6 +162,24 @@ import Testing
         let removed = try await call(c.client, "DELETE", "/v1/services/web")
         #expect(removed.status == 200)
         #expect(try await call(c.client, "DELETE", "/v1/services/web").status == 404)
+    }
+
+    @Test func withNoAPITokenConfiguredAClientAgentRelaysReadsButItsWritesAreRefusedWithWhatToDo() async throws {
+        let c = try await cluster(token: nil)
+        defer { Task { for a in c.all { await a.shutdown() } } }
+        #expect(try await eventually { await leader(c.client) != nil })
+        let file = "services: { web: { image: mini:latest, cpu: 0.5, memory: 64MiB, max: 4 } }"
+        let refused = try await call(c.client, "PUT", "/v1/services", file)
+        #expect(refused.status == 403)
+        let message = try json(refused, [String: String].self)["error"] ?? ""
+        #expect(message.contains("--api-token") && message.contains("server's API"), "\(message)")
+        #expect(try await call(c.client, "POST", "/v1/nodes/c1/drain").status == 403)
+
+        // A server's own API takes the write, and the client relays the read that shows it.
+        #expect(try await call(c.servers[0], "PUT", "/v1/services", file).status == 200)
+        let services = try json(await call(c.client, "GET", "/v1/services"), [String: ServiceSpec].self)
+        #expect(services.keys.sorted() == ["web"])
+        #expect(try json(await call(c.client, "GET", "/v1/nodes/drained"), [String].self) == [])
     }
 
     @Test func whenTheLeaderStopsAnotherIsElectedAndNoAcknowledgedWriteIsLost() async throws {

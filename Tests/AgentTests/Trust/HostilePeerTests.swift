@@ -1,0 +1,308 @@
+@testable import Agent
+import Consensus
+import Foundation
+import Logging
+import Membership
+import NIOCore
+import NIOPosix
+import SecureTransport
+import Synchronization
+import Testing
+import Wire
+
+/// Every warning an agent logs, with its rule, for the assertions on what was refused.
+final class LogRecorder: Sendable {
+    private let lines = Mutex<[String]>([])
+
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+    var all: [String] { lines.withLock { $0 } }
+
+    func logger(_ agent: String) -> Logger {
+        Logger(label: agent) { _ in RecordingHandler(recorder: self, agent: agent) }
+    }
+}
+
+struct RecordingHandler: LogHandler {
+    let recorder: LogRecorder
+    let agent: String
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .warning
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let rule = event.metadata?["rule"].map { " rule=\($0)" } ?? ""
+        recorder.append("\(agent): \(event.message)\(rule)")
+    }
+}
+
+/// The trust model under attack (docs/ARCHITECTURE.md, "Trust"): a live cluster of three servers
+/// and a client agent, and a peer holding a certificate the cluster's CA signed for a client,
+/// which sends everything a client certificate used to be able to get away with.
+@Suite(.serialized) struct HostilePeerTests {
+    static let token = "operator-t0ken"
+    static let dir: String = {
+        let d = NSTemporaryDirectory() + "microscale-hostile-peer-tests-\(getpid())"
+        try? FileManager.default.removeItem(atPath: d)
+        try! CertificateIssuer.createCA(in: "\(d)/ca")
+        for n in ["s1", "s2", "s3", "c1", "mallory"] {
+            try! CertificateIssuer.createNodeCertificate(caDir: "\(d)/ca", node: n, server: n.hasPrefix("s"), in: "\(d)/certs")
+        }
+        return d
+    }()
+
+    func agent(_ name: String, join: Int?, logs: LogRecorder) throws -> (AgentRuntime, Int) {
+        let port = AgentRuntimeTests.freePort()
+        var s = AgentSettings()
+        s.set("name", name, origin: "test")
+        s.set("bind", "127.0.0.1:\(port)", origin: "test")
+        s.set("http", "127.0.0.1:0", origin: "test")
+        s.set("data-dir", "\(Self.dir)/data-\(name)-\(port)", origin: "test")
+        s.set("tls-ca", "\(Self.dir)/ca/ca.pem", origin: "test")
+        s.set("tls-cert", "\(Self.dir)/certs/\(name).pem", origin: "test")
+        s.set("tls-key", "\(Self.dir)/certs/\(name)-key.pem", origin: "test")
+        s.set("api-token", Self.token, origin: "test")
+        if name.hasPrefix("s") {
+            s.set("server", "true", origin: "test")
+            s.set("bootstrap-expect", "3", origin: "test")
+        }
+        if let join { s.append("join", "127.0.0.1:\(join)", origin: "test") }
+        return (try AgentRuntime(configuration: try s.resolve(), logger: logs.logger(name)), port)
+    }
+
+    func eventually(_ seconds: Double = 20, _ condition: () async -> Bool) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if await condition() { return true }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return await condition()
+    }
+
+    /// The answer of the leader, through `a`, retrying while no leader can answer (503).
+    func call(_ a: AgentRuntime, _ method: String, _ path: String, _ body: String = "") async throws -> APIResponse {
+        let deadline = Date().addingTimeInterval(15)
+        while true {
+            let r = await a.cluster(method: method, path: path, body: Array(body.utf8))
+            if r.status != 503 || Date() >= deadline { return r }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// The hostile peer: the same transport the agents use, with mallory's client certificate.
+    final class Hostile: Sendable {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let transport: PeerTransport
+        /// "peer#id=status" for every forward response it got.
+        let responses = LogRecorder()
+
+        init() throws {
+            let tls = try TLSContext(configuration: TLSConfiguration(
+                caFile: "\(HostilePeerTests.dir)/ca/ca.pem", certificateFile: "\(HostilePeerTests.dir)/certs/mallory.pem",
+                keyFile: "\(HostilePeerTests.dir)/certs/mallory-key.pem"))
+            let responses = self.responses
+            transport = PeerTransport(group: group, tls: tls, options: .init(cluster: "microscale", agentVersion: MicroscaleVersion.current)) { peer, frame in
+                guard frame.kind == .control, let m = try? frame.decode(Microscale_Control_ControlMessage.self),
+                      case .forwardResponse(let r) = m.body else { return }
+                responses.append("\(peer.name)#\(r.id)=\(r.status)")
+            }
+        }
+
+        func send(_ frame: Frame, to port: Int, _ name: String) async throws {
+            try await transport.send(frame, toAddress: "127.0.0.1", port: port, expecting: name)
+        }
+
+        func stop() async {
+            await transport.shutdown()
+            try? await group.shutdownGracefully()
+        }
+    }
+
+    static func control(_ build: (inout Microscale_Control_ControlMessage) -> Void) throws -> Frame {
+        var m = Microscale_Control_ControlMessage()
+        build(&m)
+        return try Frame(kind: .control, message: m)
+    }
+
+    static func forward(id: UInt64, _ method: String, _ path: String, _ body: String = "", token: String = "") throws -> Frame {
+        try control {
+            var r = Microscale_Control_ForwardRequest()
+            r.id = id
+            r.method = method
+            r.path = path
+            r.body = Data(body.utf8)
+            r.token = token
+            $0.forwardRequest = r
+        }
+    }
+
+    @Test func aPeerWithAClientCertificateCannotMoveRaftWriteStateCommandAClientOrForgeAnswersOrARole() async throws {
+        let logs = LogRecorder()
+        var ports: [String: Int] = [:]
+        var agents: [String: AgentRuntime] = [:]
+        let (s1, p1) = try agent("s1", join: nil, logs: logs)
+        try await s1.start()
+        agents["s1"] = s1
+        ports["s1"] = p1
+        for n in ["s2", "s3", "c1"] {
+            let (a, p) = try agent(n, join: p1, logs: logs)
+            try await a.start()
+            agents[n] = a
+            ports[n] = p
+        }
+        let all = agents.values
+        let client = try #require(agents["c1"])
+        let hostile = try Hostile()
+        defer { Task { await hostile.stop(); for a in all { await a.shutdown() } } }
+        let servers = ["s1", "s2", "s3"]
+
+        // A leader, and the client's writes with the operator's token go through (the baseline).
+        #expect(try await eventually { (try? await call(client, "GET", "/v1/leader").status) == 200 })
+        #expect(try await eventually {
+            for n in servers { if await agents[n]?.raft?.status()?.leader == nil { return false } }
+            return true
+        }, "every server runs Raft and knows the leader")
+        #expect(try await call(client, "POST", "/v1/nodes/s3/undrain").status == 200)
+        let assignedBefore = await client.assignments.lastPlanIndex
+        let runningBefore = await client.executor.current
+
+        // What mallory asks for: a service of its own, in a log entry, a snapshot and a write.
+        let evil = ["evil": ServiceSpec(image: "mallory/miner:latest", cpu: 1, memory: 1 << 20, max: 100)]
+        var evilState = ClusterState()
+        _ = evilState.apply(try ClusterCommand.applyServices(evil).encoded(), index: 1)
+        let evilFile = "services: { evil: { image: mallory/miner:latest, cpu: 1, memory: 1MiB, max: 100 } }"
+        let leaderAnswer = try await call(client, "GET", "/v1/leader")
+        let leaderName = try JSONDecoder().decode(LeaderView.self, from: Data(leaderAnswer.body)).name
+
+        for n in servers {
+            let port = try #require(ports[n])
+            func raft(_ kind: Consensus.Message.Kind, from: String = "mallory", _ fill: (inout Consensus.Message) -> Void = { _ in }) throws -> Frame {
+                var m = Consensus.Message(kind: kind, from: from, to: n, term: .max)
+                fill(&m)
+                return try RaftCodec.frame(m)
+            }
+            try await hostile.send(try raft(.heartbeat), to: port, n)
+            try await hostile.send(try raft(.heartbeat, from: leaderName), to: port, n)
+            try await hostile.send(try raft(.append) {
+                $0.index = 1_000_000
+                $0.logTerm = .max
+                $0.commit = 1_000_001
+                $0.entries = [Entry(term: .max, index: 1_000_001, data: (try? ClusterCommand.applyServices(evil).encoded()) ?? [])]
+            }, to: port, n)
+            try await hostile.send(try raft(.vote) { $0.index = .max; $0.logTerm = .max }, to: port, n)
+            try await hostile.send(try raft(.installSnapshot) {
+                $0.snapshot = Snapshot(index: 1_000_000, term: .max, configuration: Configuration(voters: ["mallory"]),
+                                       data: evilState.snapshot())
+            }, to: port, n)
+            try await hostile.send(try Self.forward(id: 1, "PUT", "/v1/services", evilFile), to: port, n)
+            try await hostile.send(try Self.forward(id: 2, "POST", "/v1/nodes/\(n)/drain"), to: port, n)
+            try await hostile.send(try Self.forward(id: 3, "PUT", "/v1/services", evilFile, token: "guess"), to: port, n)
+            try await hostile.send(try Self.control {
+                var r = Microscale_Control_ForwardResponse()
+                r.id = 1
+                r.status = 200
+                $0.forwardResponse = r
+            }, to: port, n)
+        }
+        // At the client agent: a plan to run mallory's image, Raft, a request to relay, an answer.
+        let clientPort = try #require(ports["c1"])
+        try await hostile.send(try Self.control {
+            var a = Microscale_Control_Assignment()
+            a.planIndex = 1_000_000
+            a.node = "c1"
+            var s = Microscale_Control_ServiceAssignment()
+            s.service = "evil"
+            s.count = 50
+            s.spec = (try? JSONEncoder().encode(evil["evil"]!)) ?? Data()
+            a.services = [s]
+            $0.assignment = a
+        }, to: clientPort, "c1")
+        try await hostile.send(try RaftCodec.frame(Consensus.Message(kind: .heartbeat, from: "mallory", to: "c1", term: .max)),
+                               to: clientPort, "c1")
+        try await hostile.send(try Self.forward(id: 4, "PUT", "/v1/services", evilFile), to: clientPort, "c1")
+        try await hostile.send(try Self.control {
+            var r = Microscale_Control_ForwardResponse()
+            r.id = 4242
+            r.status = 200
+            $0.forwardResponse = r
+        }, to: clientPort, "c1")
+        // And to s1, a record of its own claiming the server role.
+        let record = NodeRecord(name: "mallory", address: "127.0.0.1:1", role: .server, agentVersion: MicroscaleVersion.current)
+        try await hostile.send(try MembershipCodec.frame(.ping(Ping(sequence: 1, from: "mallory", fromAddress: "127.0.0.1:1", target: "s1",
+                                                                    gossip: [.alive(incarnation: 1, record: record)]))),
+                               to: p1, "s1")
+        // s1 takes mallory in as a member (while its probes go unanswered), but not as a server.
+        #expect(try await eventually { await s1.members().contains { $0.name == "mallory" } })
+        let book = await s1.clusterAPI.servers
+        #expect(await book().keys.sorted() == servers)
+        #expect(await s1.members().first { $0.name == "mallory" }?.role == "client")
+
+        // Every forwarded request is answered 403, by every server and by the client agent.
+        let answers = servers.flatMap { n in (1...3).map { "\(n)#\($0)=403" } } + ["c1#4=403"]
+        #expect(try await eventually { hostile.responses.all.count >= answers.count })
+        #expect(hostile.responses.all.sorted() == answers.sorted())
+
+        // Each rule counted and logged what it refused.
+        func refused(_ rule: TrustRule) -> Int { all.reduce(0) { $0 + $1.refusals.count(rule) } }
+        let expected: [TrustRule] = [.raftNeedsServerCertificate, .raftToClientAgent, .forwardedWriteNeedsToken,
+                                     .forwardRequestToClientAgent, .assignmentNeedsServerCertificate, .forwardResponseNotAwaited]
+        // Five raft frames to each of three servers.
+        #expect(try await eventually { expected.allSatisfy { refused($0) > 0 } && refused(.raftNeedsServerCertificate) == 15 },
+                "\(expected.map { ($0, refused($0)) })")
+        for rule in expected {
+            #expect(logs.all.contains { $0.contains("rule=\(rule.rawValue)") && $0.contains("mallory") }, "\(rule) was not logged")
+        }
+        let metrics = await client.metricsText()
+        #expect(metrics.contains(#"microscale_refused_messages{rule="assignment-needs-server-certificate"} 1"#), "\(metrics)")
+
+        // Nothing happened: the same voters under a sane term and a leader, no service, no drain,
+        // the client's assignment untouched, every agent alive, and mallory is no server.
+        #expect(try await eventually { (try? await call(client, "GET", "/v1/leader").status) == 200 })
+        for n in servers {
+            let status = try #require(await agents[n]?.raft?.status())
+            #expect(status.voters == servers)
+            #expect(status.term < 1_000, "term \(status.term)")
+        }
+        let services = try JSONDecoder().decode([String: ServiceSpec].self, from: Data(try await call(client, "GET", "/v1/services").body))
+        #expect(services.isEmpty)
+        let drained = try JSONDecoder().decode([String].self, from: Data(try await call(client, "GET", "/v1/nodes/drained").body))
+        #expect(drained.isEmpty)
+        #expect(await client.assignments.lastPlanIndex == assignedBefore)
+        #expect(await client.executor.current == runningBefore)
+        let members = await s1.members()
+        for n in servers + ["c1"] {
+            #expect(members.first { $0.name == n }?.status == "alive", "\(members)")
+        }
+        #expect(await s1.members().first { $0.name == "mallory" }?.role == "client")
+    }
+
+    @Test func aRefusalIsLoggedOncePerPeerAndRulePerIntervalAndAlwaysCounted() {
+        let limiter = RateLimiter<String>(interval: .seconds(10), capacity: 2)
+        let t0 = ContinuousClock.now
+        #expect(limiter.allow("a", now: t0))
+        #expect(!limiter.allow("a", now: t0 + .seconds(9)))
+        #expect(limiter.allow("b", now: t0 + .seconds(9)))
+        #expect(!limiter.allow("c", now: t0 + .seconds(9)), "full, and no interval is over: a flood of keys is limited too")
+        #expect(limiter.allow("c", now: t0 + .seconds(10)), "a's interval is over: its slot is reused")
+        #expect(limiter.allow("a", now: t0 + .seconds(20)))
+
+        let logs = LogRecorder()
+        let refusals = Refusals(logger: logs.logger("s1"))
+        for _ in 0..<5 { refusals.refuse(.raftNeedsServerCertificate, peer: "mallory", "a raft frame") }
+        refusals.refuse(.raftNeedsServerCertificate, peer: "eve", "a raft frame")
+        refusals.refuse(.forwardedWriteNeedsToken, peer: "mallory", "a write")
+        #expect(refusals.count(.raftNeedsServerCertificate) == 6)
+        #expect(logs.all.count == 3, "\(logs.all)")
+    }
+
+    @Test func tokensAreComparedWhole() {
+        #expect(tokensEqual("s3cret", "s3cret"))
+        #expect(!tokensEqual("s3cret", "s3cre"))
+        #expect(!tokensEqual("", "s3cret"))
+        #expect(!tokensEqual("s3creT", "s3cret"))
+        #expect(tokensEqual("", ""))
+    }
+}
