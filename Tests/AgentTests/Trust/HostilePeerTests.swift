@@ -195,7 +195,7 @@ struct RecordingHandler: LogHandler {
             try await hostile.send(try raft(.vote) { $0.index = .max; $0.logTerm = .max }, to: port, n)
             try await hostile.send(try raft(.installSnapshot) {
                 $0.snapshot = Snapshot(index: 1_000_000, term: .max, configuration: Configuration(voters: ["mallory"]),
-                                       data: evilState.snapshot())
+                                       data: (try? evilState.snapshot()) ?? [])
             }, to: port, n)
             try await hostile.send(try Self.forward(id: 1, "PUT", "/v1/services", evilFile), to: port, n)
             try await hostile.send(try Self.forward(id: 2, "POST", "/v1/nodes/\(n)/drain"), to: port, n)
