@@ -90,7 +90,8 @@ final class ScriptedSource: DemandSource, @unchecked Sendable {
 }
 
 @Suite struct DemandPollerTests {
-    @Test func thePollerLogsOnlyChangesOfStateAndHoldsTheLastValue() async {
+    /// A poller on a scripted source and a manual clock (10 s staleness), after one good reading of 5.
+    func pollerHoldingFive() async -> (ManualTime, ScriptedSource, DemandPoller) {
         let time = ManualTime()
         let source = ScriptedSource()
         let poller = DemandPoller(
@@ -98,6 +99,11 @@ final class ScriptedSource: DemandSource, @unchecked Sendable {
             now: { time.now }, sleep: { _ in try await Task.sleep(for: .seconds(3600)) })
         source.answer(.success(5))
         #expect(await poller.pollOnce() == .known(5))
+        return (time, source, poller)
+    }
+
+    @Test func thePollerLogsOnlyChangesOfStateAndHoldsTheLastValue() async {
+        let (time, source, poller) = await pollerHoldingFive()
         source.answer(.failure(.unreachable(source: "scripted", reason: "down")))
         for _ in 0..<5 {
             time.advance(by: .seconds(1))
@@ -115,13 +121,7 @@ final class ScriptedSource: DemandSource, @unchecked Sendable {
     /// reading; the last good value is held while it is fresh, then the source reads unknown.
     @Test(arguments: [1e19, -1, Double.nan, Double.infinity])
     func aReadingOutOfRangeIsRefusedAndTheLastGoodValueHeld(value: Double) async {
-        let time = ManualTime()
-        let source = ScriptedSource()
-        let poller = DemandPoller(
-            source: source, interval: .seconds(1), timeout: .seconds(1), staleness: .seconds(10),
-            now: { time.now }, sleep: { _ in try await Task.sleep(for: .seconds(3600)) })
-        source.answer(.success(5))
-        #expect(await poller.pollOnce() == .known(5))
+        let (time, source, poller) = await pollerHoldingFive()
         source.answer(.success(value))
         time.advance(by: .seconds(1))
         #expect(await poller.pollOnce() == .known(5))

@@ -31,14 +31,7 @@ import Testing
     func agent(_ name: String, server: Bool, join: Int?, dataDir: String? = nil,
                token: String? = ClusterAPITests.token) throws -> (AgentRuntime, Int) {
         let port = AgentRuntimeTests.freePort()
-        var s = AgentSettings()
-        s.set("name", name, origin: "test")
-        s.set("bind", "127.0.0.1:\(port)", origin: "test")
-        s.set("http", "127.0.0.1:0", origin: "test")
-        s.set("data-dir", dataDir ?? "\(Self.dir)/data-\(name)-\(port)", origin: "test")
-        s.set("tls-ca", "\(Self.dir)/ca/ca.pem", origin: "test")
-        s.set("tls-cert", "\(Self.dir)/certs/\(name).pem", origin: "test")
-        s.set("tls-key", "\(Self.dir)/certs/\(name)-key.pem", origin: "test")
+        var s = loopbackAgentSettings(name, dir: Self.dir, port: port, dataDir: dataDir)
         if server {
             s.set("server", "true", origin: "test")
             s.set("bootstrap-expect", "3", origin: "test")
@@ -65,12 +58,7 @@ import Testing
     }
 
     func eventually(_ seconds: Double = 15, _ condition: () async -> Bool) async throws -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if await condition() { return true }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return await condition()
+        try await pollUntil(seconds, condition)
     }
 
     struct UnexpectedResponse: Error, CustomStringConvertible {
@@ -87,12 +75,7 @@ import Testing
     /// a loaded machine) and to retry shortly; every write here is idempotent. Any other answer is
     /// returned as it is.
     func call(_ a: AgentRuntime, _ method: String, _ path: String, _ body: String = "") async throws -> APIResponse {
-        let deadline = Date().addingTimeInterval(10)
-        while true {
-            let r = await a.cluster(method: method, path: path, body: Array(body.utf8))
-            if r.status != 503 || Date() >= deadline { return r }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        try await callRetryingUnavailable(a, method, path, body, for: 10)
     }
 
     func leader(_ a: AgentRuntime) async -> String? {
@@ -131,9 +114,9 @@ import Testing
         // The Prometheus endpoint carries members, Raft and the services.
         // Alive 4 once membership has settled: on a loaded machine a probe may time out and make a
         // member suspect for a moment, which is what the suspicion mechanism is for.
-        #expect(try await eventually { await c.servers[0].metricsText().contains(#"microscale_members{status="alive"} 4"#) },
-                "\(await c.servers[0].metricsText())")
+        let settled = try await eventually { await c.servers[0].metricsText().contains(#"microscale_members{status="alive"} 4"#) }
         let text = await c.servers[0].metricsText()
+        #expect(settled, "\(text)")
         #expect(text.contains("microscale_raft_term") && text.contains("microscale_raft_commit_index"))
         #expect(text.contains("microscale_raft_snapshot_index 0"), "no compaction yet: \(text)")
         #expect(text.contains(#"microscale_service_demand{service="web"} 12.5"#), "\(text)")

@@ -11,7 +11,8 @@ import Testing
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Self.chromium)
         p.arguments = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                       "--user-data-dir=\(NSTemporaryDirectory())microscale-chromium-\(getpid())"] + args
+                       // A profile of its own per run: suites running side by side each start one.
+                       "--user-data-dir=\(NSTemporaryDirectory())microscale-chromium-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"] + args
         let out = Pipe()
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice

@@ -346,18 +346,7 @@ struct RawHTTP {
 
     /// Runs Debian's headless Chromium on `url`; the DOM after the page's scripts ran.
     func dumpDOM(_ url: String) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: DashboardTests.chromium)
-        p.arguments = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                       "--user-data-dir=\(NSTemporaryDirectory())microscale-chromium-http-\(getpid())-\(UInt32.random(in: 0...UInt32.max))",
-                       "--virtual-time-budget=3000", "--dump-dom", url]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+        try DashboardTests().chromium(["--virtual-time-budget=3000", "--dump-dom", url])
     }
 
     @Test func theDashboardInABrowserSendsTheTokenFromItsAddressFragment() async throws {

@@ -34,14 +34,7 @@ import Testing
 
     func agent(_ name: String, server: Bool = false, join: [Int] = [], token: String? = nil) throws -> (AgentRuntime, Int) {
         let port = Self.freePort()
-        var s = AgentSettings()
-        s.set("name", name, origin: "test")
-        s.set("bind", "127.0.0.1:\(port)", origin: "test")
-        s.set("http", "127.0.0.1:0", origin: "test")
-        s.set("data-dir", "\(Self.dir)/data-\(name)-\(port)", origin: "test")
-        s.set("tls-ca", "\(Self.dir)/ca/ca.pem", origin: "test")
-        s.set("tls-cert", "\(Self.dir)/certs/\(name).pem", origin: "test")
-        s.set("tls-key", "\(Self.dir)/certs/\(name)-key.pem", origin: "test")
+        var s = loopbackAgentSettings(name, dir: Self.dir, port: port)
         s.set("capacity-cpu", "4", origin: "test")
         s.set("capacity-memory", "8GiB", origin: "test")
         if let token { s.set("api-token", token, origin: "test") }
@@ -57,12 +50,7 @@ import Testing
     }
 
     func eventually(_ seconds: Double = 10, _ condition: () async -> Bool) async throws -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if await condition() { return true }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return await condition()
+        try await pollUntil(seconds, condition)
     }
 
     @Test func threeAgentsJoinThroughOneSeedAndSeeEachOtherAlive() async throws {

@@ -51,12 +51,7 @@ import Testing
     }
 
     func eventually(_ seconds: Double = 30, _ condition: () async -> Bool) async throws -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if await condition() { return true }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        return await condition()
+        try await pollUntil(seconds, condition)
     }
 
     /// Running containers per node, per service, as the daemon reports them.

@@ -56,14 +56,7 @@ struct RecordingHandler: LogHandler {
 
     func agent(_ name: String, join: Int?, logs: LogRecorder) throws -> (AgentRuntime, Int) {
         let port = AgentRuntimeTests.freePort()
-        var s = AgentSettings()
-        s.set("name", name, origin: "test")
-        s.set("bind", "127.0.0.1:\(port)", origin: "test")
-        s.set("http", "127.0.0.1:0", origin: "test")
-        s.set("data-dir", "\(Self.dir)/data-\(name)-\(port)", origin: "test")
-        s.set("tls-ca", "\(Self.dir)/ca/ca.pem", origin: "test")
-        s.set("tls-cert", "\(Self.dir)/certs/\(name).pem", origin: "test")
-        s.set("tls-key", "\(Self.dir)/certs/\(name)-key.pem", origin: "test")
+        var s = loopbackAgentSettings(name, dir: Self.dir, port: port)
         s.set("api-token", Self.token, origin: "test")
         if name.hasPrefix("s") {
             s.set("server", "true", origin: "test")
@@ -74,22 +67,12 @@ struct RecordingHandler: LogHandler {
     }
 
     func eventually(_ seconds: Double = 20, _ condition: () async -> Bool) async throws -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if await condition() { return true }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return await condition()
+        try await pollUntil(seconds, condition)
     }
 
     /// The answer of the leader, through `a`, retrying while no leader can answer (503).
     func call(_ a: AgentRuntime, _ method: String, _ path: String, _ body: String = "") async throws -> APIResponse {
-        let deadline = Date().addingTimeInterval(15)
-        while true {
-            let r = await a.cluster(method: method, path: path, body: Array(body.utf8))
-            if r.status != 503 || Date() >= deadline { return r }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        try await callRetryingUnavailable(a, method, path, body, for: 15)
     }
 
     /// The hostile peer: the same transport the agents use, with mallory's client certificate.
