@@ -28,6 +28,7 @@ public struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, warning, error.") var logLevel: String?
     @Option(name: .customLong("raft-election-timeout"), help: "Raft election timeout T (followers campaign after [T, 2T) of silence; default 300ms).") var raftElectionTimeout: String?
     @Option(name: .customLong("raft-heartbeat-interval"), help: "Raft leader heartbeat interval (default 50ms).") var raftHeartbeat: String?
+    @Option(name: .customLong("max-members"), help: "Members this agent keeps at most (default 10000).") var maxMembers: String?
     @Option(help: "YAML file whose keys are these flags' names.") var config: String?
 
     public init() {}
@@ -41,6 +42,7 @@ public struct AgentCommand: AsyncParsableCommand {
             ("capacity-cpu", capacityCPU), ("capacity-memory", capacityMemory), ("cluster", cluster),
             ("api-token", apiToken), ("api-token-file", apiTokenFile), ("log-level", logLevel),
             ("raft-election-timeout", raftElectionTimeout), ("raft-heartbeat-interval", raftHeartbeat),
+            ("max-members", maxMembers),
         ]
         for (k, v) in pairs { if let v { s.set(k, v, origin: "--\(k)") } }
         if server { s.set("server", "true", origin: "--server") }

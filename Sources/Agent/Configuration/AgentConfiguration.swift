@@ -45,6 +45,8 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var http: HostPort
     public var server: Bool
     public var bootstrapExpect: Int
+    /// Members this agent keeps at most; beyond it a new member is refused (docs/limits.md).
+    public var maxMembers = Limits.defaultMaxMembers
     public var join: [HostPort]
     public var dataDir: String
     public var tlsCA: String
@@ -85,6 +87,7 @@ public struct AgentSettings: Sendable, Equatable {
         "name", "bind", "advertise", "http", "server", "bootstrap-expect", "join", "data-dir",
         "tls-ca", "tls-cert", "tls-key", "docker-socket", "capacity-cpu", "capacity-memory",
         "cluster", "api-token", "api-token-file", "log-level", "raft-election-timeout", "raft-heartbeat-interval",
+        "max-members",
     ]
     static let listKeys: Set<String> = ["join"]
 
@@ -256,6 +259,13 @@ public struct AgentSettings: Sendable, Equatable {
             apiToken: token, logLevel: level)
         configuration.raftElectionTimeout = election
         configuration.raftHeartbeat = heartbeat
+        if let raw = values["max-members"] {
+            // Every member's record is held by every member (2 KiB each at most): 100,000 is 200 MB.
+            guard let n = Int(raw), n >= 2, n <= 100_000 else {
+                throw ConfigurationError("\(origin("max-members")): max-members \"\(raw)\" must be a number from 2 to 100000")
+            }
+            configuration.maxMembers = n
+        }
         return configuration
     }
 

@@ -112,8 +112,10 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             agentVersion: MicroscaleVersion.current)
         var seed = SystemRandomNumberGenerator()
         do {
-            membership = try MembershipService(record: record, seed: seed.next(), transport: transport,
-                                           eventLoop: peerLoop, logger: logger)
+            var membershipConfiguration = MembershipConfiguration.lan
+            membershipConfiguration.maxMembers = c.maxMembers
+            membership = try MembershipService(configuration: membershipConfiguration, record: record, seed: seed.next(),
+                                               transport: transport, eventLoop: peerLoop, logger: logger)
         } catch {
             throw ConfigurationError("node record: \(error)")
         }

@@ -42,6 +42,25 @@ import Testing
         #expect(c.capacityMemoryBytes == 8 << 30)
     }
 
+    /// docs/limits.md: capacity and the member cap are bounded where they enter, naming the flag.
+    @Test func capacityAndTheMemberCapAreBoundedNamingTheFlag() throws {
+        var m = minimal
+        #expect(try flags(m).resolve().maxMembers == 10_000)
+        m["max-members"] = "500"
+        #expect(try flags(m).resolve().maxMembers == 500)
+        for (key, value, message) in [
+            ("max-members", "1", "--max-members: max-members \"1\" must be a number from 2 to 100000"),
+            ("max-members", "9223372036854775808", "--max-members: max-members \"9223372036854775808\" must be a number from 2 to 100000"),
+            ("capacity-cpu", "4097", "--capacity-cpu: capacity-cpu \"4097\" is not a number of cores from 0.001 to 4096"),
+            ("capacity-cpu", "9223372036854775807m", "--capacity-cpu: capacity-cpu \"9223372036854775807m\" is not a number of cores from 0.001 to 4096"),
+            ("capacity-memory", "65TiB", "--capacity-memory: capacity-memory \"65TiB\" is not a size from 1 byte to 64TiB, like 8GiB"),
+        ] {
+            var bad = minimal
+            bad[key] = value
+            #expect(throws: ConfigurationError(message)) { try flags(bad).resolve() }
+        }
+    }
+
     @Test func bootstrapExpectNeedsServer() {
         var m = minimal
         m["bootstrap-expect"] = "3"
