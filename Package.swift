@@ -151,7 +151,7 @@ let package = Package(
         // Tests mirror Sources/.
         .testTarget(name: "DeterminismTests", dependencies: ["Determinism"], swiftSettings: strict),
         .testTarget(name: "WireTests", dependencies: ["Wire", .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
-        .testTarget(name: "SecureTransportTests", dependencies: ["SecureTransport", "Agent"], swiftSettings: strict),
+        .testTarget(name: "SecureTransportTests", dependencies: ["SecureTransport", "Agent", .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
         .testTarget(
             name: "MembershipTests",
             dependencies: ["Membership", "SimulationKit"],

@@ -10,7 +10,15 @@ import Wire
 ///
 /// Connections are symmetric: a reply can travel over whichever connection a peer has open to
 /// us. Bounds: `maxConnections` in all (the least recently dialed is closed to make room),
-/// an idle timeout per connection, a connect timeout and the TLS handshake timeout.
+/// `maxConnectionsPerPeer`, an idle timeout per connection, a connect timeout and the TLS
+/// handshake timeout.
+///
+/// Before a peer is authenticated it is anyone who can reach the port, so the listener admits
+/// at most `maxHandshakes` handshakes in progress, `maxHandshakesPerSource` from one IP address;
+/// a connection over either bound is closed as it is accepted, before any crypto. The crypto of
+/// admitted handshakes runs on a thread of the transport's own (`offloadHandshakes`), not on the
+/// event loop the connections and the membership protocol share: a flood of handshakes then
+/// costs that loop accepts and reads, not signatures, and delays no probe.
 public final class PeerTransport: Sendable {
     public struct Options: Sendable {
         public var cluster: String
@@ -19,6 +27,27 @@ public final class PeerTransport: Sendable {
         public var idleTimeout: Duration
         public var connectTimeout: Duration
         public var limits: FrameLimits
+        /// Accepted connections whose TLS handshake and Hello are not done yet, at most, from
+        /// anyone. A cluster of a few hundred agents redialing at once after a partition stays
+        /// well under 64; an attacker holding handshakes open (each up to the handshake timeout)
+        /// can fill it, so the per-source bound below keeps one address from doing that alone.
+        public var maxHandshakes: Int
+        /// Accepted connections from one IP address whose handshake is not done yet, at most. An
+        /// agent dials another once (concurrent senders share the dial), so 8 leaves room for a
+        /// few agents behind one NAT address.
+        public var maxHandshakesPerSource: Int
+        /// Open authenticated connections with one peer, at most. Two is the norm (each side
+        /// dialed once); the oldest is closed beyond the bound, see `ConnectionTable.add`.
+        public var maxConnectionsPerPeer: Int
+        /// Bytes queued for the socket on one connection above which further frames to it are
+        /// dropped (the write fails) until it drains below half. SWIM and Raft both tolerate loss
+        /// and resend; a peer that stops reading must not make us buffer without bound.
+        public var maxQueuedBytesPerConnection: Int
+        /// Run the handshakes of accepted connections on a dedicated thread rather than on the
+        /// event loop. Off, they run inline, as dialed connections' always do (those are ours).
+        public var offloadHandshakes: Bool
+        /// A refused connection is logged at most once per source address and rule in this long.
+        public var refusalLogInterval: Duration
         /// TCP_USER_TIMEOUT: a connection whose sent data stays unacknowledged this long is
         /// aborted, and the next frame dials afresh. Without it, a lossy link can leave a
         /// connection in TCP's exponential retransmission back-off (0.2 s doubling per loss) for
@@ -28,8 +57,17 @@ public final class PeerTransport: Sendable {
 
         public init(cluster: String = "", agentVersion: String = "", maxConnections: Int = 512,
                     idleTimeout: Duration = .seconds(60), connectTimeout: Duration = .seconds(2),
-                    limits: FrameLimits = .default, userTimeout: Duration = .seconds(5)) {
+                    limits: FrameLimits = .default, userTimeout: Duration = .seconds(5),
+                    maxHandshakes: Int = 64, maxHandshakesPerSource: Int = 8, maxConnectionsPerPeer: Int = 4,
+                    maxQueuedBytesPerConnection: Int = 16 << 20, offloadHandshakes: Bool = true,
+                    refusalLogInterval: Duration = .seconds(10)) {
             self.userTimeout = userTimeout
+            self.maxHandshakes = maxHandshakes
+            self.maxHandshakesPerSource = maxHandshakesPerSource
+            self.maxConnectionsPerPeer = maxConnectionsPerPeer
+            self.maxQueuedBytesPerConnection = maxQueuedBytesPerConnection
+            self.offloadHandshakes = offloadHandshakes
+            self.refusalLogInterval = refusalLogInterval
             self.cluster = cluster
             self.agentVersion = agentVersion
             self.maxConnections = maxConnections
@@ -47,6 +85,11 @@ public final class PeerTransport: Sendable {
     let logger: Logger
     let onFrame: FrameHandler
     private let table: ConnectionTable
+    private let admission: HandshakeAdmission
+    private let refusals: RateLimitedSources
+    /// The thread accepted connections' handshakes run on; started by `listen`, stopped by
+    /// `shutdown`.
+    private let handshakeThread = NIOLockedValueBox<NIOThreadPool?>(nil)
     private let server = NIOLockedValueBox<Channel?>(nil)
     private let lostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
     private let peerLostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
@@ -74,7 +117,9 @@ public final class PeerTransport: Sendable {
         self.options = options
         self.logger = logger
         self.onFrame = onFrame
-        self.table = ConnectionTable(maxConnections: options.maxConnections)
+        self.table = ConnectionTable(maxConnections: options.maxConnections, maxPerPeer: options.maxConnectionsPerPeer)
+        self.admission = HandshakeAdmission(maxTotal: options.maxHandshakes, maxPerSource: options.maxHandshakesPerSource)
+        self.refusals = RateLimitedSources(interval: options.refusalLogInterval)
     }
 
     private var hello: Microscale_Wire_Hello {
@@ -84,16 +129,42 @@ public final class PeerTransport: Sendable {
     /// Starts accepting connections; returns the bound address (port 0 picks a free port).
     public func listen(host: String, port: Int) async throws -> SocketAddress {
         let hello = self.hello
+        let offload: NIOThreadPool? = options.offloadHandshakes ? handshakeThread.withLockedValue { pool in
+            if let pool { return pool }
+            let started = NIOThreadPool(numberOfThreads: 1)
+            started.start()
+            pool = started
+            return started
+        } : nil
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(Self.userTimeoutOption, value: Self.milliseconds(options.userTimeout))
+            .childChannelOption(.writeBufferWaterMark, value: Self.waterMark(options.maxQueuedBytesPerConnection))
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let authenticated = try SecureChannel.configure(
-                        channel, tls: tls, role: .server, hello: hello, limits: options.limits, logger: logger)
-                    try self.addApplicationHandlers(channel)
+                    // Admission first, before any handler or TLS session exists: a refused
+                    // connection costs an accept and a close.
+                    let source = channel.remoteAddress?.ipAddress ?? "unknown"
+                    if let refusal = admission.admit(source) {
+                        logRefusal(refusal, source: source)
+                        channel.close(promise: nil)
+                        return
+                    }
+                    let authenticated: EventLoopFuture<AuthenticatedPeer>
+                    do {
+                        authenticated = try SecureChannel.configure(
+                            channel, tls: tls, role: .server, hello: hello, limits: options.limits,
+                            handshakeOffload: offload, logger: logger)
+                        try self.addApplicationHandlers(channel)
+                    } catch {
+                        admission.release(source)
+                        throw error
+                    }
+                    // The slot is held until the peer is authenticated or the attempt ends
+                    // (refusal, handshake timeout, close): the future completes exactly once.
+                    authenticated.whenComplete { _ in self.admission.release(source) }
                     authenticated.whenSuccess { peer in
                         self.register(key: nil, peer: peer.name, channel: channel)
                     }
@@ -147,6 +218,26 @@ public final class PeerTransport: Sendable {
     static let userTimeoutOption = ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: 18))
     static func milliseconds(_ d: Duration) -> SocketOptionValue { SocketOptionValue(clamping: d.nanosecondsClamped / 1_000_000) }
 
+    /// Writability turns off above `bytes` queued and back on below half of it.
+    static func waterMark(_ bytes: Int) -> ChannelOptions.Types.WriteBufferWaterMark {
+        let high = max(2, bytes)
+        return .init(low: high / 2, high: high)
+    }
+
+    private func logRefusal(_ refusal: HandshakeAdmission.Refusal, source: String) {
+        let rule = switch refusal {
+        case .total(let n): "at most \(n) TLS handshakes in progress in total (maxHandshakes)"
+        case .perSource(let n): "at most \(n) TLS handshakes in progress per source address (maxHandshakesPerSource)"
+        }
+        guard let suppressed = refusals.shouldLog("\(source) \(rule)") else { return }
+        logger.warning("refused connection before the TLS handshake", metadata: [
+            "address": "\(source)", "rule": "\(rule)", "refusedSinceLastLog": "\(suppressed)",
+        ])
+    }
+
+    /// Handshakes admitted and not yet done (for tests and metrics).
+    public var handshakesInProgress: Int { admission.inProgress }
+
     public static func key(_ host: String, _ port: Int) -> String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
     private func dial(peer: String?, host: String, port: Int) async throws -> (Channel, AuthenticatedPeer) {
@@ -154,6 +245,7 @@ public final class PeerTransport: Sendable {
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.nanoseconds(options.connectTimeout.nanosecondsClamped))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.writeBufferWaterMark, value: Self.waterMark(options.maxQueuedBytesPerConnection))
             .channelOption(Self.userTimeoutOption, value: Self.milliseconds(options.userTimeout))
         let initialize: @Sendable (Channel) -> EventLoopFuture<(Channel, EventLoopFuture<AuthenticatedPeer>)> = { [self] channel in
             channel.eventLoop.makeCompletedFuture {
@@ -183,16 +275,20 @@ public final class PeerTransport: Sendable {
         let idle = TimeAmount.nanoseconds(options.idleTimeout.nanosecondsClamped)
         try ops.addHandler(IdleStateHandler(allTimeout: idle))
         try ops.addHandler(FrameDispatchHandler(onFrame: onFrame, logger: logger))
+        try ops.addHandler(OutboundQueueBound())
     }
 
     private func register(key: String?, peer: String, channel: Channel) {
-        if let evicted = table.add(key: key, peer: peer, channel: channel) {
-            logger.debug("closing least recently opened connection to stay within the pool bound", metadata: ["peer": "\(evicted.peer)"])
+        for evicted in table.add(key: key, peer: peer, channel: channel) {
+            logger.debug("closing the oldest connection to stay within a connection bound", metadata: [
+                "peer": "\(evicted.peer)", "bound": "\(evicted.bound)",
+            ])
             evicted.channel.close(promise: nil)
         }
         channel.closeFuture.whenComplete { _ in
-            self.table.remove(channel: channel)
-            guard !self.shuttingDown.withLockedValue({ $0 }) else { return }
+            // A connection we closed for a bound says nothing about the peer: no hint.
+            let evicted = self.table.remove(channel: channel)
+            guard !evicted, !self.shuttingDown.withLockedValue({ $0 }) else { return }
             if let key, let lost = self.lostHandler.withLockedValue({ $0 }) {
                 lost(key)
             } else if key == nil, let lost = self.peerLostHandler.withLockedValue({ $0 }) {
@@ -222,6 +318,10 @@ public final class PeerTransport: Sendable {
         shuttingDown.withLockedValue { $0 = true }
         if let s = server.withLockedValue({ $0 }) { try? await s.close() }
         for c in table.removeEverything() { try? await c.close() }
+        // After the connections: a step still running returns to its loop, which is still up.
+        if let pool = handshakeThread.withLockedValue({ p -> NIOThreadPool? in defer { p = nil }; return p }) {
+            try? await pool.shutdownGracefully()
+        }
     }
 }
 
@@ -275,12 +375,24 @@ final class ConnectionTable: Sendable {
         /// Oldest first: the bound evicts from the front.
         var entries: [Entry] = []
         var dialing: [String: Task<Channel, Error>] = [:]
+        /// Connections closed for a bound whose close has not been seen yet (at most one per
+        /// connection closed, and removed as it closes).
+        var evicted: Set<ObjectIdentifier> = []
+    }
+
+    enum Bound: Sendable, CustomStringConvertible {
+        case pool, perPeer
+        var description: String { self == .pool ? "maxConnections" : "maxConnectionsPerPeer" }
     }
 
     private let maxConnections: Int
+    private let maxPerPeer: Int
     private let state = NIOLockedValueBox(State())
 
-    init(maxConnections: Int) { self.maxConnections = max(1, maxConnections) }
+    init(maxConnections: Int, maxPerPeer: Int = .max) {
+        self.maxConnections = max(1, maxConnections)
+        self.maxPerPeer = max(1, maxPerPeer)
+    }
 
     var count: Int { state.withLockedValue { $0.entries.count } }
 
@@ -306,19 +418,40 @@ final class ConnectionTable: Sendable {
         return try await task.value
     }
 
-    /// Adds a connection; returns one to close if the bound was reached.
-    func add(key: String?, peer: String, channel: Channel) -> (peer: String, channel: Channel)? {
-        guard channel.isActive else { return nil }
+    /// Adds a connection; returns those to close because a bound was reached.
+    ///
+    /// Over the per-peer bound the peer's OLDEST connection goes, not the new one: an agent that
+    /// restarted, or whose old connection died without a FIN (a half-open socket after a
+    /// partition), reconnects while we still hold the dead one. Refusing the newest would shut
+    /// out that legitimate peer until the idle timeout (60 s), long enough for suspicion; closing
+    /// the oldest lets the newest win, and a peer that churns connections on purpose holds a
+    /// valid certificate and pays a full handshake for each one anyway.
+    func add(key: String?, peer: String, channel: Channel) -> [(peer: String, bound: Bound, channel: Channel)] {
+        guard channel.isActive else { return [] }
         return state.withLockedValue { s in
             s.entries.append(Entry(key: key, peer: peer, channel: channel))
-            guard s.entries.count > maxConnections else { return nil }
-            let evicted = s.entries.removeFirst()
-            return (evicted.peer, evicted.channel)
+            var out: [(peer: String, bound: Bound, channel: Channel)] = []
+            if s.entries.lazy.filter({ $0.peer == peer }).count > maxPerPeer,
+               let oldest = s.entries.firstIndex(where: { $0.peer == peer }) {
+                let e = s.entries.remove(at: oldest)
+                out.append((e.peer, .perPeer, e.channel))
+            }
+            if s.entries.count > maxConnections {
+                let e = s.entries.removeFirst()
+                out.append((e.peer, .pool, e.channel))
+            }
+            for e in out { s.evicted.insert(ObjectIdentifier(e.channel)) }
+            return out
         }
     }
 
-    func remove(channel: Channel) {
-        state.withLockedValue { $0.entries.removeAll { $0.channel === channel } }
+    /// Forgets a closed connection; true if it was closed for a bound.
+    @discardableResult
+    func remove(channel: Channel) -> Bool {
+        state.withLockedValue { s in
+            s.entries.removeAll { $0.channel === channel }
+            return s.evicted.remove(ObjectIdentifier(channel)) != nil
+        }
     }
 
     func removeAll(peer: String) -> [Channel] {
@@ -344,5 +477,124 @@ extension Duration {
         let (s, atto) = components
         let (ns, overflow) = s.multipliedReportingOverflow(by: 1_000_000_000)
         return overflow ? Int64.max : ns + atto / 1_000_000_000
+    }
+}
+
+/// Handshakes in progress on a listener, in total and per source address, within bounds.
+///
+/// Behind a lock: accepted connections may initialize on any loop of the transport's group.
+/// Memory is bounded too: a source is only recorded while it has a handshake in progress, so at
+/// most `maxTotal` sources are.
+final class HandshakeAdmission: Sendable {
+    enum Refusal: Sendable, Equatable {
+        case total(Int), perSource(Int)
+    }
+
+    private struct State {
+        var total = 0
+        var bySource: [String: Int] = [:]
+    }
+
+    let maxTotal: Int
+    let maxPerSource: Int
+    private let state = NIOLockedValueBox(State())
+
+    init(maxTotal: Int, maxPerSource: Int) {
+        self.maxTotal = max(1, maxTotal)
+        self.maxPerSource = max(1, maxPerSource)
+    }
+
+    /// Takes a slot for `source`, or says which bound refuses it.
+    func admit(_ source: String) -> Refusal? {
+        state.withLockedValue { s in
+            if s.total >= maxTotal { return .total(maxTotal) }
+            let mine = s.bySource[source, default: 0]
+            if mine >= maxPerSource { return .perSource(maxPerSource) }
+            s.total += 1
+            s.bySource[source] = mine + 1
+            return nil
+        }
+    }
+
+    func release(_ source: String) {
+        state.withLockedValue { s in
+            guard let mine = s.bySource[source] else { return }
+            s.total = max(0, s.total - 1)
+            s.bySource[source] = mine > 1 ? mine - 1 : nil
+        }
+    }
+
+    var inProgress: Int { state.withLockedValue { $0.total } }
+}
+
+/// Says whether to log an event for a key (a source address and rule) now: at most once per
+/// interval per key, with the number of events not logged since. A flood produces one line per
+/// source every interval rather than one per connection. Bounded: at most `maxKeys` keys are
+/// remembered; past that, keys whose interval has passed are dropped, and if none has, the
+/// event is counted in an overflow tally and reported with the next line logged.
+final class RateLimitedSources: Sendable {
+    private struct State {
+        var last: [String: (at: ContinuousClock.Instant, suppressed: Int)] = [:]
+        var overflow = 0
+    }
+
+    let interval: Duration
+    let maxKeys: Int
+    private let state = NIOLockedValueBox(State())
+
+    init(interval: Duration, maxKeys: Int = 1024) {
+        self.interval = interval
+        self.maxKeys = max(1, maxKeys)
+    }
+
+    /// nil: stay quiet. Otherwise the number of events for this key left unlogged since its
+    /// last line (plus any overflow).
+    func shouldLog(_ key: String, now: ContinuousClock.Instant = .now) -> Int? {
+        state.withLockedValue { s in
+            if let seen = s.last[key], now - seen.at < interval {
+                s.last[key] = (seen.at, seen.suppressed + 1)
+                return nil
+            }
+            let suppressed = s.last[key]?.suppressed ?? 0
+            if s.last[key] == nil, s.last.count >= maxKeys {
+                s.last = s.last.filter { now - $0.value.at < interval }
+                if s.last.count >= maxKeys {
+                    s.overflow += 1
+                    return nil
+                }
+            }
+            s.last[key] = (now, 0)
+            defer { s.overflow = 0 }
+            return suppressed + s.overflow
+        }
+    }
+}
+
+/// Fails writes to a connection whose socket queue is over its high water mark, until it drains
+/// (NIO turns writability back on below the low mark). At the application end of the pipeline,
+/// so a dropped frame costs neither encoding nor encryption. A peer that stops reading then
+/// costs at most the high water mark per connection, and `maxConnectionsPerPeer` of those.
+final class OutboundQueueBound: ChannelOutboundHandler {
+    typealias OutboundIn = Frame
+    typealias OutboundOut = Frame
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard context.channel.isWritable else {
+            promise?.fail(PeerTransportError.sendQueueFull)
+            return
+        }
+        context.write(data, promise: promise)
+    }
+}
+
+public enum PeerTransportError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The connection's send queue is over `maxQueuedBytesPerConnection`: the peer reads slower
+    /// than we send. The frame was dropped.
+    case sendQueueFull
+
+    public var description: String {
+        switch self {
+        case .sendQueueFull: "the connection's send queue is full (the peer is not reading); frame dropped"
+        }
     }
 }
