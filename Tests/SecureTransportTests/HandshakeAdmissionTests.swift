@@ -154,7 +154,7 @@ import Wire
         await b.shutdown()
     }
 
-    @Test func aCertificateFromAnotherCAIsRefusedOnTheHandshakeThreadAndFreesItsSlot() async throws {
+    @Test func aStrangerWithAnotherCAsCertificateGetsNoFrameThroughAndFreesItsHandshakeSlot() async throws {
         let inboxB = Inbox()
         let b = try server(inboxB, .init(cluster: "test"))
         let port = try await b.listen(host: "127.0.0.1", port: 0).port!
