@@ -54,6 +54,7 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
     private let role: TLSRole
     private let expectedPeer: String?
     private let offload: NIOThreadPool?
+    private let refusalLog: RateLimitedSources?
     private let logger: Logger
     private var ssl: OpaquePointer?
     private var readBIO: OpaquePointer?
@@ -64,6 +65,7 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var flushRequested = false
     private var handshakeTimer: Scheduled<Void>?
     private var remoteDescription = "unknown peer"
+    private var remoteIP = "unknown"
     /// An offloaded handshake step is running: the session is the pool thread's until it returns.
     private var stepInFlight = false
     /// Ciphertext read while a step was out, fed to the session when it returns.
@@ -76,13 +78,25 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// - Parameters:
     ///   - expectedPeer: for a client, the node name the server's certificate must carry.
     ///   - handshakeOffload: a started thread pool to run handshake steps on; nil runs them inline.
-    public init(context: TLSContext, role: TLSRole, expectedPeer: String? = nil, handshakeOffload: NIOThreadPool? = nil,
-                logger: Logger = Logger(label: "microscale.tls")) {
+    ///   - refusalLog: with it, refused handshakes are logged at most once per source address
+    ///     per its interval (a listener's, where a flood would otherwise write a line per
+    ///     connection from the loop); without it, every refusal is.
+    init(context: TLSContext, role: TLSRole, expectedPeer: String? = nil, handshakeOffload: NIOThreadPool? = nil,
+         refusalLog: RateLimitedSources?, logger: Logger = Logger(label: "microscale.tls")) {
         self.tls = context
         self.role = role
         self.expectedPeer = expectedPeer
         self.offload = handshakeOffload
+        self.refusalLog = refusalLog
         self.logger = logger
+    }
+
+    ///   - expectedPeer: for a client, the node name the server's certificate must carry.
+    ///   - handshakeOffload: a started thread pool to run handshake steps on; nil runs them inline.
+    public convenience init(context: TLSContext, role: TLSRole, expectedPeer: String? = nil, handshakeOffload: NIOThreadPool? = nil,
+                            logger: Logger = Logger(label: "microscale.tls")) {
+        self.init(context: context, role: role, expectedPeer: expectedPeer, handshakeOffload: handshakeOffload,
+                  refusalLog: nil, logger: logger)
     }
 
     // MARK: Lifecycle
@@ -145,7 +159,10 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
     private func start(context: ChannelHandlerContext) {
         guard state == .idle, ssl != nil else { return }
         state = .handshaking
-        if let remote = context.channel.remoteAddress { remoteDescription = "\(remote)" }
+        if let remote = context.channel.remoteAddress {
+            remoteDescription = "\(remote)"
+            remoteIP = remote.ipAddress ?? remoteDescription
+        }
         let timeout = tls.configuration.handshakeTimeout
         let nanos = timeout.nanosecondsClamped
         let seconds = Double(nanos) / 1e9
@@ -462,8 +479,14 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func logRefusal(_ reason: String) {
+        var suppressed = 0
+        if let refusalLog {
+            guard let n = refusalLog.shouldLog("\(remoteIP) handshake") else { return }
+            suppressed = n
+        }
         logger.warning("refused connection", metadata: [
             "address": "\(remoteDescription)", "role": "\(role)", "reason": "\(reason)",
+            "refusedSinceLastLog": "\(suppressed)",
         ])
     }
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -36,6 +39,17 @@ public final class PeerTransport: Sendable {
         /// agent dials another once (concurrent senders share the dial), so 8 leaves room for a
         /// few agents behind one NAT address.
         public var maxHandshakesPerSource: Int
+        /// New handshakes per second one IP address may start, on average (bursts of up to
+        /// `maxHandshakesPerSource`). The concurrency bounds alone do not bound the rate: a
+        /// client that sends a ClientHello and hangs up at once frees its slot at once, and each
+        /// admitted connection costs the loop a pipeline and a TLS session. An agent dials
+        /// another once per connection's life, so 20 a second is far above any honest need.
+        public var handshakeRatePerSource: Double
+        /// Exempt loopback sources (127/8, ::1) from the per-source bounds; the total bound still
+        /// applies. Agents of a local cluster all dial from 127.0.0.1 (the kernel's source for
+        /// any 127/8 destination), so a per-address bound would throttle their start-up, and a
+        /// process on the host has cheaper ways to hurt the agent than a handshake flood.
+        public var exemptLoopbackFromPerSourceBounds: Bool
         /// Open authenticated connections with one peer, at most. Two is the norm (each side
         /// dialed once); the oldest is closed beyond the bound, see `ConnectionTable.add`.
         public var maxConnectionsPerPeer: Int
@@ -46,7 +60,10 @@ public final class PeerTransport: Sendable {
         /// Run the handshakes of accepted connections on a dedicated thread rather than on the
         /// event loop. Off, they run inline, as dialed connections' always do (those are ours).
         public var offloadHandshakes: Bool
-        /// A refused connection is logged at most once per source address and rule in this long.
+        /// A connection refused before authentication (over an admission bound, or a failed
+        /// handshake on the listener) is logged at most once per source address and rule in this
+        /// long; the line counts those left out. A flood would otherwise write a line per
+        /// connection, from the loop.
         public var refusalLogInterval: Duration
         /// TCP_USER_TIMEOUT: a connection whose sent data stays unacknowledged this long is
         /// aborted, and the next frame dials afresh. Without it, a lossy link can leave a
@@ -58,12 +75,15 @@ public final class PeerTransport: Sendable {
         public init(cluster: String = "", agentVersion: String = "", maxConnections: Int = 512,
                     idleTimeout: Duration = .seconds(60), connectTimeout: Duration = .seconds(2),
                     limits: FrameLimits = .default, userTimeout: Duration = .seconds(5),
-                    maxHandshakes: Int = 64, maxHandshakesPerSource: Int = 8, maxConnectionsPerPeer: Int = 4,
+                    maxHandshakes: Int = 64, maxHandshakesPerSource: Int = 8, handshakeRatePerSource: Double = 20,
+                    exemptLoopbackFromPerSourceBounds: Bool = true, maxConnectionsPerPeer: Int = 4,
                     maxQueuedBytesPerConnection: Int = 16 << 20, offloadHandshakes: Bool = true,
                     refusalLogInterval: Duration = .seconds(10)) {
             self.userTimeout = userTimeout
             self.maxHandshakes = maxHandshakes
             self.maxHandshakesPerSource = maxHandshakesPerSource
+            self.handshakeRatePerSource = handshakeRatePerSource
+            self.exemptLoopbackFromPerSourceBounds = exemptLoopbackFromPerSourceBounds
             self.maxConnectionsPerPeer = maxConnectionsPerPeer
             self.maxQueuedBytesPerConnection = maxQueuedBytesPerConnection
             self.offloadHandshakes = offloadHandshakes
@@ -118,7 +138,8 @@ public final class PeerTransport: Sendable {
         self.logger = logger
         self.onFrame = onFrame
         self.table = ConnectionTable(maxConnections: options.maxConnections, maxPerPeer: options.maxConnectionsPerPeer)
-        self.admission = HandshakeAdmission(maxTotal: options.maxHandshakes, maxPerSource: options.maxHandshakesPerSource)
+        self.admission = HandshakeAdmission(maxTotal: options.maxHandshakes, maxPerSource: options.maxHandshakesPerSource,
+                                            ratePerSource: options.handshakeRatePerSource)
         self.refusals = RateLimitedSources(interval: options.refusalLogInterval)
     }
 
@@ -133,6 +154,7 @@ public final class PeerTransport: Sendable {
             if let pool { return pool }
             let started = NIOThreadPool(numberOfThreads: 1)
             started.start()
+            started.submit { _ in Self.lowerThreadPriority() }
             pool = started
             return started
         } : nil
@@ -147,7 +169,8 @@ public final class PeerTransport: Sendable {
                     // Admission first, before any handler or TLS session exists: a refused
                     // connection costs an accept and a close.
                     let source = channel.remoteAddress?.ipAddress ?? "unknown"
-                    if let refusal = admission.admit(source) {
+                    let perSource = !(options.exemptLoopbackFromPerSourceBounds && Self.isLoopback(source))
+                    if let refusal = admission.admit(source, perSource: perSource) {
                         logRefusal(refusal, source: source)
                         channel.close(promise: nil)
                         return
@@ -155,8 +178,8 @@ public final class PeerTransport: Sendable {
                     let authenticated: EventLoopFuture<AuthenticatedPeer>
                     do {
                         authenticated = try SecureChannel.configure(
-                            channel, tls: tls, role: .server, hello: hello, limits: options.limits,
-                            handshakeOffload: offload, logger: logger)
+                            channel, tls: tls, role: .server, expectedPeer: nil, hello: hello, limits: options.limits,
+                            handshakeOffload: offload, refusalLog: refusals, logger: logger)
                         try self.addApplicationHandlers(channel)
                     } catch {
                         admission.release(source)
@@ -218,6 +241,21 @@ public final class PeerTransport: Sendable {
     static let userTimeoutOption = ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: 18))
     static func milliseconds(_ d: Duration) -> SocketOptionValue { SocketOptionValue(clamping: d.nanosecondsClamped / 1_000_000) }
 
+    /// Moving the crypto off the loop is not enough on a machine with few cores: the handshake
+    /// thread and the loop thread then compete for a core, and a busy handshake thread still
+    /// delays probes. At nice 10 the kernel gives it about a tenth of a contended core's time
+    /// against the loop's nice 0 (CFS weights 110 : 1024), and all of an idle one. On Linux the
+    /// nice value is per thread, and `who` 0 names the calling thread. Failure is harmless.
+    static func lowerThreadPriority() {
+        #if os(Linux)
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+        #endif
+    }
+
+    static func isLoopback(_ ip: String) -> Bool {
+        ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
+    }
+
     /// Writability turns off above `bytes` queued and back on below half of it.
     static func waterMark(_ bytes: Int) -> ChannelOptions.Types.WriteBufferWaterMark {
         let high = max(2, bytes)
@@ -228,6 +266,7 @@ public final class PeerTransport: Sendable {
         let rule = switch refusal {
         case .total(let n): "at most \(n) TLS handshakes in progress in total (maxHandshakes)"
         case .perSource(let n): "at most \(n) TLS handshakes in progress per source address (maxHandshakesPerSource)"
+        case .rate(let r): "at most \(r) new TLS handshakes a second per source address (handshakeRatePerSource)"
         }
         guard let suppressed = refusals.shouldLog("\(source) \(rule)") else { return }
         logger.warning("refused connection before the TLS handshake", metadata: [
@@ -480,39 +519,77 @@ extension Duration {
     }
 }
 
-/// Handshakes in progress on a listener, in total and per source address, within bounds.
+/// Handshakes in progress on a listener, in total and per source address, and the rate at
+/// which each source starts them, within bounds.
 ///
 /// Behind a lock: accepted connections may initialize on any loop of the transport's group.
-/// Memory is bounded too: a source is only recorded while it has a handshake in progress, so at
-/// most `maxTotal` sources are.
+/// Memory is bounded too: a source's count is recorded only while it has a handshake in
+/// progress (at most `maxTotal` sources), and its rate bucket only until the bucket is full
+/// again, in a table of at most `maxBuckets` (when full, buckets already refilled are dropped,
+/// then the least recently used; a forgotten source starts with a full burst, so forgetting
+/// errs towards admitting).
 final class HandshakeAdmission: Sendable {
     enum Refusal: Sendable, Equatable {
-        case total(Int), perSource(Int)
+        case total(Int), perSource(Int), rate(Double)
+    }
+
+    private struct Bucket {
+        var tokens: Double
+        var at: ContinuousClock.Instant
     }
 
     private struct State {
         var total = 0
         var bySource: [String: Int] = [:]
+        var buckets: [String: Bucket] = [:]
     }
 
     let maxTotal: Int
     let maxPerSource: Int
+    let ratePerSource: Double
+    let maxBuckets: Int
     private let state = NIOLockedValueBox(State())
 
-    init(maxTotal: Int, maxPerSource: Int) {
+    init(maxTotal: Int, maxPerSource: Int, ratePerSource: Double = .infinity, maxBuckets: Int = 4096) {
         self.maxTotal = max(1, maxTotal)
         self.maxPerSource = max(1, maxPerSource)
+        // NaN or a negative rate would refuse everyone for ever; read them as "no rate bound".
+        self.ratePerSource = ratePerSource > 0 ? ratePerSource : .infinity
+        self.maxBuckets = max(1, maxBuckets)
     }
 
-    /// Takes a slot for `source`, or says which bound refuses it.
-    func admit(_ source: String) -> Refusal? {
+    /// Takes a slot for `source`, or says which bound refuses it. With `perSource` false only
+    /// the total bound applies (the slot still counts for the source, for `release`).
+    func admit(_ source: String, perSource: Bool = true, now: ContinuousClock.Instant = .now) -> Refusal? {
         state.withLockedValue { s in
             if s.total >= maxTotal { return .total(maxTotal) }
             let mine = s.bySource[source, default: 0]
-            if mine >= maxPerSource { return .perSource(maxPerSource) }
+            if perSource, mine >= maxPerSource { return .perSource(maxPerSource) }
+            if perSource, ratePerSource.isFinite {
+                let burst = Double(maxPerSource)
+                var bucket = s.buckets[source] ?? Bucket(tokens: burst, at: now)
+                let elapsed = Double((now - bucket.at).nanosecondsClamped) / 1e9
+                bucket.tokens = min(burst, bucket.tokens + max(0, elapsed) * ratePerSource)
+                bucket.at = now
+                guard bucket.tokens >= 1 else {
+                    s.buckets[source] = bucket
+                    return .rate(ratePerSource)
+                }
+                bucket.tokens -= 1
+                if s.buckets[source] == nil, s.buckets.count >= maxBuckets { makeRoom(&s, now: now, burst: burst) }
+                s.buckets[source] = bucket
+            }
             s.total += 1
             s.bySource[source] = mine + 1
             return nil
+        }
+    }
+
+    private func makeRoom(_ s: inout State, now: ContinuousClock.Instant, burst: Double) {
+        let rate = ratePerSource
+        s.buckets = s.buckets.filter { _, b in b.tokens + Double((now - b.at).nanosecondsClamped) / 1e9 * rate < burst }
+        if s.buckets.count >= maxBuckets, let oldest = s.buckets.min(by: { $0.value.at < $1.value.at })?.key {
+            s.buckets[oldest] = nil
         }
     }
 

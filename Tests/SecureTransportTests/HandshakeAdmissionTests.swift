@@ -10,13 +10,16 @@ import Wire
 /// Pre-authentication bounds of the listener: handshakes in progress in total and per source
 /// address, connections per authenticated peer. Attackers connect from other loopback addresses
 /// (127.0.0.2, ...; Linux routes all of 127/8 to lo) so a legitimate peer on 127.0.0.1 is a
-/// different source.
+/// different source; the servers here do not exempt loopback from the per-source bounds, as
+/// agents do by default.
 @Suite(.serialized) struct HandshakeAdmissionTests {
     /// A server whose handshake timeout is far longer than any test, so a held connection is
     /// closed only by an admission bound, never by the timer.
     func server(_ inbox: Inbox, _ options: PeerTransport.Options) throws -> PeerTransport {
-        PeerTransport(group: Fixtures.group, tls: try Fixtures.context("node-b", handshakeTimeout: .seconds(120)),
-                      options: options, logger: Fixtures.logger, onFrame: inbox.handler)
+        var options = options
+        options.exemptLoopbackFromPerSourceBounds = false
+        return PeerTransport(group: Fixtures.group, tls: try Fixtures.context("node-b", handshakeTimeout: .seconds(120)),
+                             options: options, logger: Fixtures.logger, onFrame: inbox.handler)
     }
 
     func client(_ node: String = "node-a", inbox: Inbox = Inbox()) throws -> PeerTransport {
@@ -184,6 +187,57 @@ import Wire
         // A release for a source with nothing in progress changes nothing.
         admission.release("10.9.9.9")
         #expect(admission.inProgress == 3)
+    }
+
+    @Test func loopbackPeersAreExemptFromThePerSourceBoundsByDefaultButNotFromTheTotal() async throws {
+        let b = PeerTransport(group: Fixtures.group, tls: try Fixtures.context("node-b", handshakeTimeout: .seconds(120)),
+                              options: .init(cluster: "test", maxHandshakes: 6, maxHandshakesPerSource: 2),
+                              logger: Fixtures.logger, onFrame: Inbox().handler)
+        let port = try await b.listen(host: "127.0.0.1", port: 0).port!
+        // As agents of a local cluster: many from one loopback address, all admitted...
+        let local = try await StalledConnections(count: 5, to: port, from: "127.0.0.1")
+        try await waitUntil { b.handshakesInProgress == 5 }
+        #expect(b.handshakesInProgress == 5)
+        #expect(local.closed == 0)
+        // ...up to the total.
+        let more = try await StalledConnections(count: 2, to: port, from: "127.0.0.1")
+        try await waitUntil { more.closed == 1 }
+        #expect(more.closed == 1)
+        #expect(b.handshakesInProgress == 6)
+        await local.close()
+        await more.close()
+        await b.shutdown()
+    }
+
+    @Test func eachSourceStartsHandshakesNoFasterThanItsRateAfterABurst() {
+        let admission = HandshakeAdmission(maxTotal: 64, maxPerSource: 3, ratePerSource: 10)
+        let t0 = ContinuousClock.now
+        // A burst of three, each hung up at once (released), then the fourth is one too many.
+        for _ in 0..<3 {
+            #expect(admission.admit("10.0.0.1", now: t0) == nil)
+            admission.release("10.0.0.1")
+        }
+        #expect(admission.admit("10.0.0.1", now: t0) == .rate(10))
+        // Another source has its own bucket.
+        #expect(admission.admit("10.0.0.2", now: t0) == nil)
+        // A tenth of a second later, one more token.
+        #expect(admission.admit("10.0.0.1", now: t0 + .milliseconds(100)) == nil)
+        #expect(admission.admit("10.0.0.1", now: t0 + .milliseconds(100)) == .rate(10))
+    }
+
+    @Test func theRateTableForgetsRefilledSourcesFirstAndStaysBounded() {
+        let admission = HandshakeAdmission(maxTotal: 64, maxPerSource: 2, ratePerSource: 1, maxBuckets: 2)
+        let t0 = ContinuousClock.now
+        for source in ["a", "b"] {
+            #expect(admission.admit(source, now: t0) == nil)
+            #expect(admission.admit(source, now: t0) == nil)
+            admission.release(source)
+            admission.release(source)
+        }
+        // "c" needs room: neither bucket has refilled, so the least recently used goes ("a"),
+        // which then starts afresh with a full burst: forgetting errs towards admitting.
+        #expect(admission.admit("c", now: t0 + .milliseconds(1)) == nil)
+        #expect(admission.admit("b", now: t0 + .milliseconds(2)) == .rate(1))
     }
 
     @Test func refusalsAreLoggedOncePerSourceAndIntervalWithACountOfThoseLeftOut() {
