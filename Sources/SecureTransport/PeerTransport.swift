@@ -60,6 +60,11 @@ public final class PeerTransport: Sendable {
         /// Run the handshakes of accepted connections on a dedicated thread rather than on the
         /// event loop. Off, they run inline, as dialed connections' always do (those are ours).
         public var offloadHandshakes: Bool
+        /// Accept connections, and apply the admission bounds, on an event loop of the
+        /// transport's own: a connection refused there is never registered on the transport's
+        /// group (it costs that loop one close), and the accept system calls of a flood do not
+        /// run on it either. Admitted connections live on the group as before.
+        public var acceptOnOwnLoop: Bool
         /// A connection refused before authentication (over an admission bound, or a failed
         /// handshake on the listener) is logged at most once per source address and rule in this
         /// long; the line counts those left out. A flood would otherwise write a line per
@@ -77,7 +82,7 @@ public final class PeerTransport: Sendable {
                     limits: FrameLimits = .default, userTimeout: Duration = .seconds(5),
                     maxHandshakes: Int = 64, maxHandshakesPerSource: Int = 8, handshakeRatePerSource: Double = 20,
                     exemptLoopbackFromPerSourceBounds: Bool = true, maxConnectionsPerPeer: Int = 4,
-                    maxQueuedBytesPerConnection: Int = 16 << 20, offloadHandshakes: Bool = true,
+                    maxQueuedBytesPerConnection: Int = 16 << 20, offloadHandshakes: Bool = true, acceptOnOwnLoop: Bool = true,
                     refusalLogInterval: Duration = .seconds(10)) {
             self.userTimeout = userTimeout
             self.maxHandshakes = maxHandshakes
@@ -87,6 +92,7 @@ public final class PeerTransport: Sendable {
             self.maxConnectionsPerPeer = maxConnectionsPerPeer
             self.maxQueuedBytesPerConnection = maxQueuedBytesPerConnection
             self.offloadHandshakes = offloadHandshakes
+            self.acceptOnOwnLoop = acceptOnOwnLoop
             self.refusalLogInterval = refusalLogInterval
             self.cluster = cluster
             self.agentVersion = agentVersion
@@ -110,6 +116,12 @@ public final class PeerTransport: Sendable {
     /// The thread accepted connections' handshakes run on; started by `listen`, stopped by
     /// `shutdown`.
     private let handshakeThread = NIOLockedValueBox<NIOThreadPool?>(nil)
+    /// The loop the listener accepts on, with `acceptOnOwnLoop`; stopped by `shutdown`.
+    private let acceptLoop = NIOLockedValueBox<MultiThreadedEventLoopGroup?>(nil)
+    /// Slots taken by the accept loop's gate, for the child initializer to tie to the
+    /// handshake's outcome (at most `maxHandshakes` entries: one per admitted connection, taken
+    /// out by its initializer or its close).
+    private let gateSlots = NIOLockedValueBox<[ObjectIdentifier: AdmissionSlot]>([:])
     private let server = NIOLockedValueBox<Channel?>(nil)
     private let lostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
     private let peerLostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
@@ -158,7 +170,23 @@ public final class PeerTransport: Sendable {
             pool = started
             return started
         } : nil
-        let channel = try await ServerBootstrap(group: group)
+        let acceptor: (any EventLoopGroup)? = options.acceptOnOwnLoop ? acceptLoop.withLockedValue { loop in
+            if let loop { return loop }
+            let started = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            loop = started
+            return started
+        } : nil
+        let bootstrap = if let acceptor {
+            ServerBootstrap(group: acceptor, childGroup: group)
+                .serverChannelInitializer { [self] server in
+                    server.eventLoop.makeCompletedFuture {
+                        try server.pipeline.syncOperations.addHandler(AdmissionGate(admit: { [self] child in gate(child) }))
+                    }
+                }
+        } else {
+            ServerBootstrap(group: group)
+        }
+        let channel = try await bootstrap
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -167,13 +195,21 @@ public final class PeerTransport: Sendable {
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     // Admission first, before any handler or TLS session exists: a refused
-                    // connection costs an accept and a close.
-                    let source = channel.remoteAddress?.ipAddress ?? "unknown"
-                    let perSource = !(options.exemptLoopbackFromPerSourceBounds && Self.isLoopback(source))
-                    if let refusal = admission.admit(source, perSource: perSource) {
-                        logRefusal(refusal, source: source)
-                        channel.close(promise: nil)
-                        return
+                    // connection costs an accept and a close. With an accept loop its gate has
+                    // already admitted the connection and left the slot here.
+                    let slot: AdmissionSlot
+                    if acceptor != nil {
+                        guard let s = gateSlots.withLockedValue({ $0.removeValue(forKey: ObjectIdentifier(channel)) }) else {
+                            channel.close(promise: nil)
+                            return
+                        }
+                        slot = s
+                    } else {
+                        guard let s = admit(channel) else {
+                            channel.close(promise: nil)
+                            return
+                        }
+                        slot = s
                     }
                     let authenticated: EventLoopFuture<AuthenticatedPeer>
                     do {
@@ -182,12 +218,12 @@ public final class PeerTransport: Sendable {
                             handshakeOffload: offload, refusalLog: refusals, logger: logger)
                         try self.addApplicationHandlers(channel)
                     } catch {
-                        admission.release(source)
+                        slot.release()
                         throw error
                     }
                     // The slot is held until the peer is authenticated or the attempt ends
                     // (refusal, handshake timeout, close): the future completes exactly once.
-                    authenticated.whenComplete { _ in self.admission.release(source) }
+                    authenticated.whenComplete { _ in slot.release() }
                     authenticated.whenSuccess { peer in
                         self.register(key: nil, peer: peer.name, channel: channel)
                     }
@@ -272,6 +308,30 @@ public final class PeerTransport: Sendable {
         logger.warning("refused connection before the TLS handshake", metadata: [
             "address": "\(source)", "rule": "\(rule)", "refusedSinceLastLog": "\(suppressed)",
         ])
+    }
+
+    /// Takes an admission slot for an accepted connection, or logs why not.
+    private func admit(_ child: Channel) -> AdmissionSlot? {
+        let source = child.remoteAddress?.ipAddress ?? "unknown"
+        let perSource = !(options.exemptLoopbackFromPerSourceBounds && Self.isLoopback(source))
+        if let refusal = admission.admit(source, perSource: perSource) {
+            logRefusal(refusal, source: source)
+            return nil
+        }
+        return AdmissionSlot(admission: admission, source: source)
+    }
+
+    /// On the accept loop, before the connection is registered on the group: admit it, and
+    /// leave its slot for the child initializer; released on close too, in case the
+    /// initializer never runs (registration failed).
+    private func gate(_ child: Channel) -> Bool {
+        guard let slot = admit(child) else { return false }
+        let id = ObjectIdentifier(child)
+        gateSlots.withLockedValue { $0[id] = slot }
+        child.closeFuture.whenComplete { _ in
+            self.gateSlots.withLockedValue { $0.removeValue(forKey: id) }?.release()
+        }
+        return true
     }
 
     /// Handshakes admitted and not yet done (for tests and metrics).
@@ -360,6 +420,9 @@ public final class PeerTransport: Sendable {
         // After the connections: a step still running returns to its loop, which is still up.
         if let pool = handshakeThread.withLockedValue({ p -> NIOThreadPool? in defer { p = nil }; return p }) {
             try? await pool.shutdownGracefully()
+        }
+        if let loop = acceptLoop.withLockedValue({ l -> MultiThreadedEventLoopGroup? in defer { l = nil }; return l }) {
+            try? await loop.shutdownGracefully()
         }
     }
 }
@@ -602,6 +665,43 @@ final class HandshakeAdmission: Sendable {
     }
 
     var inProgress: Int { state.withLockedValue { $0.total } }
+}
+
+/// One admitted handshake's slot, released once whichever way the attempt ends.
+final class AdmissionSlot: Sendable {
+    private let admission: HandshakeAdmission
+    private let source: String
+    private let held = NIOLockedValueBox(true)
+
+    init(admission: HandshakeAdmission, source: String) {
+        self.admission = admission
+        self.source = source
+    }
+
+    func release() {
+        guard held.withLockedValue({ h in defer { h = false }; return h }) else { return }
+        admission.release(source)
+    }
+}
+
+/// In front of NIO's acceptor on the accept loop: an accepted connection the admission refuses
+/// is closed before it is registered anywhere; the rest go on to be set up on the group.
+final class AdmissionGate: ChannelInboundHandler {
+    typealias InboundIn = Channel
+    typealias InboundOut = Channel
+
+    private let admit: @Sendable (Channel) -> Bool
+
+    init(admit: @escaping @Sendable (Channel) -> Bool) { self.admit = admit }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let child = unwrapInboundIn(data)
+        if admit(child) {
+            context.fireChannelRead(data)
+        } else {
+            child.close(promise: nil)
+        }
+    }
 }
 
 /// Says whether to log an event for a key (a source address and rule) now: at most once per

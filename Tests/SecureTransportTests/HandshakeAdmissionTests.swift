@@ -88,6 +88,26 @@ import Wire
         await b.shutdown()
     }
 
+    @Test func withoutItsOwnAcceptLoopTheListenerAppliesTheSameBoundsAsConnectionsAreSetUp() async throws {
+        let inboxB = Inbox()
+        let b = try server(inboxB, .init(cluster: "test", maxHandshakes: 64, maxHandshakesPerSource: 2, acceptOnOwnLoop: false))
+        let port = try await b.listen(host: "127.0.0.1", port: 0).port!
+        let stalled = try await StalledConnections(count: 4, to: port, from: "127.0.0.2")
+        try await waitUntil { stalled.closed == 2 }
+        try await waitUntil { b.handshakesInProgress == 2 }
+        #expect(stalled.closed == 2)
+        #expect(b.handshakesInProgress == 2)
+        let a = try client()
+        try await a.send(frame("ping"), toAddress: "127.0.0.1", port: port, expecting: "node-b")
+        try await waitUntil { inboxB.texts == ["node-a:ping"] }
+        #expect(inboxB.texts == ["node-a:ping"])
+        await stalled.close()
+        try await waitUntil { b.handshakesInProgress == 0 }
+        #expect(b.handshakesInProgress == 0)
+        await a.shutdown()
+        await b.shutdown()
+    }
+
     @Test func whenTheTotalLimitIsReachedNewConnectionsAreClosedUntilAHandshakeEnds() async throws {
         let inboxB = Inbox()
         let b = try server(inboxB, .init(cluster: "test", maxHandshakes: 4, maxHandshakesPerSource: 8))
@@ -228,9 +248,9 @@ import Wire
     @Test func theRateTableForgetsRefilledSourcesFirstAndStaysBounded() {
         let admission = HandshakeAdmission(maxTotal: 64, maxPerSource: 2, ratePerSource: 1, maxBuckets: 2)
         let t0 = ContinuousClock.now
-        for source in ["a", "b"] {
-            #expect(admission.admit(source, now: t0) == nil)
-            #expect(admission.admit(source, now: t0) == nil)
+        for (source, at) in [("a", t0), ("b", t0 + .microseconds(500))] {
+            #expect(admission.admit(source, now: at) == nil)
+            #expect(admission.admit(source, now: at) == nil)
             admission.release(source)
             admission.release(source)
         }
