@@ -285,3 +285,32 @@ import Wire
         #expect(try channel.readOutbound(as: Frame.self) == nil)
     }
 }
+
+@Suite struct InFlightFramesTests {
+    @Test func aPeerHasAtMostItsBoundOfFramesInFlightAndAReleaseMakesRoom() {
+        let inFlight = InFlightFrames(maxFrames: 2, maxBytes: 1 << 20)
+        let first = inFlight.acquire(peer: "node-a", bytes: 10)
+        let second = inFlight.acquire(peer: "node-a", bytes: 10)
+        #expect(first != nil && second != nil)
+        #expect(inFlight.acquire(peer: "node-a", bytes: 10) == nil)
+        // Another peer is not held back by this one.
+        #expect(inFlight.acquire(peer: "node-b", bytes: 10) != nil)
+        first?.release()
+        first?.release()  // a second release changes nothing
+        #expect(inFlight.count(peer: "node-a") == 1)
+        #expect(inFlight.acquire(peer: "node-a", bytes: 10) != nil)
+        #expect(inFlight.acquire(peer: "node-a", bytes: 10) == nil)
+    }
+
+    @Test func bytesInFlightAreBoundedButALoneLargeFrameStillPasses() {
+        let inFlight = InFlightFrames(maxFrames: 100, maxBytes: 1000)
+        let big = inFlight.acquire(peer: "node-a", bytes: 5000)
+        #expect(big != nil)
+        #expect(inFlight.acquire(peer: "node-a", bytes: 1) == nil)
+        big?.release()
+        let p = inFlight.acquire(peer: "node-a", bytes: 600)
+        #expect(p != nil)
+        #expect(inFlight.acquire(peer: "node-a", bytes: 600) == nil)
+        #expect(inFlight.acquire(peer: "node-a", bytes: 400) != nil)
+    }
+}

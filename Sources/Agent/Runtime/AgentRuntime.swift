@@ -62,6 +62,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         // whole group.
         let peerLoop = group.next()
         let box = ServiceBox()
+        // A task per Raft or control frame must not let one peer queue work without bound.
+        let inFlight = InFlightFrames()
         transport = PeerTransport(
             group: peerLoop, tls: tls,
             options: .init(cluster: c.cluster, agentVersion: MicroscaleVersion.current),
@@ -75,18 +77,21 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
                 case .raft:
                     // Raft tolerates reordering (Raft §5.3), and a Task per frame lets many frames
                     // queue on the actor before its next Ready, which is where batching comes from.
-                    if let r = box.raft { Task { await r.receive(frame, from: peer) } }
+                    if let r = box.raft, let permit = inFlight.acquire(peer: peer.name, bytes: frame.payload.readableBytes) {
+                        Task { await r.receive(frame, from: peer); permit.release() }
+                    }
                 case .control:
                     let message: Microscale_Control_ControlMessage
                     do { message = try frame.decode(Microscale_Control_ControlMessage.self) } catch {
                         logger.warning("dropping control frame", metadata: ["peer": "\(peer.name)", "error": "\(error)"])
                         return
                     }
+                    guard let permit = inFlight.acquire(peer: peer.name, bytes: frame.payload.readableBytes) else { return }
                     switch message.body {
                     case .forwardRequest, .forwardResponse:
-                        if let a = box.api { Task { await a.receive(message, from: peer) } }
+                        if let a = box.api { Task { await a.receive(message, from: peer); permit.release() } } else { permit.release() }
                     default:
-                        if let a = box.assignments { Task { await a.receive(message, from: peer) } }
+                        if let a = box.assignments { Task { await a.receive(message, from: peer); permit.release() } } else { permit.release() }
                     }
                 default:
                     break
