@@ -686,11 +686,25 @@ final class AdmissionSlot: Sendable {
 
 /// In front of NIO's acceptor on the accept loop: an accepted connection the admission refuses
 /// is closed before it is registered anywhere; the rest go on to be set up on the group.
+///
+/// A refused connection's close still runs on the loop NIO picked for it (the group's), and
+/// its descriptor stays open until then. Accepting is far cheaper than that loop's work, so
+/// under a flood the closes could queue there without bound and the process run out of
+/// descriptors (seen in the flood benchmark without admission bounds: the runtime's own
+/// /proc reads then fail and it traps). So at most `maxPendingCloses` refusals may wait for
+/// their close; beyond that the gate stops accepting (autoRead off) until half have closed,
+/// and the excess waits in, or is refused by, the kernel's backlog at no cost to us.
 final class AdmissionGate: ChannelInboundHandler {
     typealias InboundIn = Channel
     typealias InboundOut = Channel
 
+    static let maxPendingCloses = 256
+
     private let admit: @Sendable (Channel) -> Bool
+    /// Refused connections not yet closed; decremented from the closing loop.
+    private let pendingCloses = NIOLockedValueBox(0)
+    /// Accept loop only.
+    private var paused = false
 
     init(admit: @escaping @Sendable (Channel) -> Bool) { self.admit = admit }
 
@@ -698,9 +712,36 @@ final class AdmissionGate: ChannelInboundHandler {
         let child = unwrapInboundIn(data)
         if admit(child) {
             context.fireChannelRead(data)
-        } else {
-            child.close(promise: nil)
+            return
         }
+        let pending = pendingCloses.withLockedValue { n in
+            n += 1
+            return n
+        }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let counter = pendingCloses
+        let resumeAt = Self.maxPendingCloses / 2
+        child.close().whenComplete { _ in
+            let left = counter.withLockedValue { n in
+                n -= 1
+                return n
+            }
+            guard left == resumeAt else { return }
+            loopBound.eventLoop.execute {
+                let (gate, context) = loopBound.value
+                gate.resumeIfDrained(context: context)
+            }
+        }
+        if pending >= Self.maxPendingCloses, !paused {
+            paused = true
+            context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
+        }
+    }
+
+    private func resumeIfDrained(context: ChannelHandlerContext) {
+        guard paused, pendingCloses.withLockedValue({ $0 }) <= Self.maxPendingCloses / 2 else { return }
+        paused = false
+        context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
     }
 }
 

@@ -53,7 +53,8 @@ public struct HandshakeFloodBenchmark: Sendable {
     public var probeTimeout: Duration = .milliseconds(100)
     public var offloadHandshakes = true
     /// The listener's admission bounds at their defaults (loopback not exempt, since the
-    /// attackers are on 127.0.0.x); off, effectively unbounded, as before they existed.
+    /// attackers are on 127.0.0.x) and its accept loop; off, effectively unbounded and
+    /// accepting on the listener's loop, as before they existed.
     public var admissionBounds = true
     public var certificateDirectory: String
 
@@ -110,6 +111,8 @@ public struct HandshakeFloodBenchmark: Sendable {
         let serverBox = NIOLockedValueBox<PeerTransport?>(nil)
         var options = PeerTransport.Options(exemptLoopbackFromPerSourceBounds: false, offloadHandshakes: offloadHandshakes)
         if !admissionBounds {
+            // As before this work: no accept loop either.
+            options.acceptOnOwnLoop = false
             options.maxHandshakes = 1 << 20
             options.maxHandshakesPerSource = 1 << 20
             options.handshakeRatePerSource = .infinity
