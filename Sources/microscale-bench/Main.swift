@@ -52,17 +52,19 @@ struct Transport: AsyncParsableCommand {
                 return
             }
             print("handshake flood: \(attackers) attackers x \(flood) s, ClientHello then abandon or stall; ping every 10 ms over an authenticated connection")
-            print("bounds offload phase    conns/s  pings  lost  rtt p50/p99/max ms        >100ms  timer late p50/p99/max ms  loop CPU ms/s")
+            print("bounds offload phase    conns/s  pings  lost  rtt p50/p99/max ms        >100ms  timer late p50/p99/max ms  loop CPU ms/s  new peer conns ok/failed p50/max ms")
             for r in reports {
                 for (name, p) in [("baseline", r.baseline), ("flood", r.flood)] {
                     let label = (r.admissionBounds ? "on " : "off") + "    " + (r.offloadHandshakes ? "on " : "off") + "     "
                         + name.padding(toLength: 8, withPad: " ", startingAt: 0)
-                    print(String(format: "%@ %8.0f %6d %5d  %6.2f %7.2f %8.2f  %7d  %6.2f %7.2f %8.2f  %8.0f",
+                    print(String(format: "%@ %8.0f %6d %5d  %6.2f %7.2f %8.2f  %7d  %6.2f %7.2f %8.2f  %8.0f      %3d/%d %7.1f %7.1f",
                                  label as NSString,
                                  Double(p.attackerConnections) / p.seconds, p.pings, p.pingsUnanswered,
                                  p.rttP50Milliseconds, p.rttP99Milliseconds, p.rttMaxMilliseconds, p.rttOverProbeTimeout,
                                  p.timerLateP50Milliseconds, p.timerLateP99Milliseconds, p.timerLateMaxMilliseconds,
-                                 p.listenerLoopCPUMillisecondsPerSecond))
+                                 p.listenerLoopCPUMillisecondsPerSecond,
+                                 p.legitimateConnects - p.legitimateConnectFailures, p.legitimateConnectFailures,
+                                 p.legitimateConnectP50Milliseconds, p.legitimateConnectMaxMilliseconds))
                 }
             }
             return

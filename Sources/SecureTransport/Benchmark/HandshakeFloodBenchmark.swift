@@ -35,6 +35,12 @@ public struct HandshakeFloodBenchmark: Sendable {
         /// CPU time the listener's loop thread used, per second of the phase: what the flood
         /// costs the loop itself, whatever else competes for the cores.
         public var listenerLoopCPUMillisecondsPerSecond: Double
+        /// Fresh authenticated connections a legitimate peer opened (one every 200 ms, during
+        /// the flood only), how many failed, and how long the rest took (TCP, TLS and Hello).
+        public var legitimateConnects: Int
+        public var legitimateConnectFailures: Int
+        public var legitimateConnectP50Milliseconds: Double
+        public var legitimateConnectMaxMilliseconds: Double
     }
 
     public struct Report: Codable, Sendable {
@@ -162,6 +168,30 @@ public struct HandshakeFloodBenchmark: Sendable {
         let hello = try Self.recordedClientHello(tls: a)
         let opened = NIOLockedValueBox(0)
         let deadline = ContinuousClock.now + .seconds(seconds)
+        let legitHello = SecureChannel.hello(for: a, cluster: "", agentVersion: "bench")
+        let legit = Task { () -> [Int64?] in
+            var out: [Int64?] = []
+            while ContinuousClock.now < deadline {
+                let t0 = NIODeadline.now()
+                do {
+                    let (ch, auth) = try await ClientBootstrap(group: others)
+                        .connectTimeout(.seconds(10))
+                        .connect(host: "127.0.0.1", port: port) { ch in
+                            ch.eventLoop.makeCompletedFuture {
+                                (ch, try SecureChannel.configure(ch, tls: a, role: .client, expectedPeer: "bench-b", hello: legitHello,
+                                                                 logger: .init(label: "bench")))
+                            }
+                        }
+                    _ = try await auth.get()
+                    out.append((NIODeadline.now() - t0).nanoseconds)
+                    try? await ch.close()
+                } catch {
+                    out.append(nil)
+                }
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+            return out
+        }
         await withTaskGroup(of: Void.self) { tasks in
             for i in 0..<attackers {
                 let source = "127.0.0.\(10 + i)"
@@ -191,7 +221,13 @@ public struct HandshakeFloodBenchmark: Sendable {
             }
         }
         let cpu2 = try await loopCPU()
-        let flood = phase(samples.take(), seconds: seconds, connections: opened.withLockedValue { $0 }, loopCPU: cpu2 - cpu1)
+        var flood = phase(samples.take(), seconds: seconds, connections: opened.withLockedValue { $0 }, loopCPU: cpu2 - cpu1)
+        let connects = await legit.value
+        flood.legitimateConnects = connects.count
+        flood.legitimateConnectFailures = connects.filter { $0 == nil }.count
+        let times = connects.compactMap { $0 }.sorted()
+        flood.legitimateConnectP50Milliseconds = times.isEmpty ? 0 : Double(times[times.count / 2]) / 1e6
+        flood.legitimateConnectMaxMilliseconds = times.isEmpty ? 0 : Double(times.last!) / 1e6
 
         pinger.cancel()
         running.withLockedValue { $0 = false }
@@ -220,7 +256,8 @@ public struct HandshakeFloodBenchmark: Sendable {
             rttOverProbeTimeout: s.rtts.filter { $0 > timeout }.count,
             timerLateP50Milliseconds: pct(s.late, 0.5), timerLateP99Milliseconds: pct(s.late, 0.99),
             timerLateMaxMilliseconds: pct(s.late, 1), attackerConnections: connections,
-            listenerLoopCPUMillisecondsPerSecond: loopCPU / seconds)
+            listenerLoopCPUMillisecondsPerSecond: loopCPU / seconds,
+            legitimateConnects: 0, legitimateConnectFailures: 0, legitimateConnectP50Milliseconds: 0, legitimateConnectMaxMilliseconds: 0)
     }
 
     /// A client's first flight (its ClientHello), from a session on memory BIOs. Replayed as is,
