@@ -16,12 +16,15 @@ import Wire
 /// `maxConnectionsPerPeer`, an idle timeout per connection, a connect timeout and the TLS
 /// handshake timeout.
 ///
-/// Before a peer is authenticated it is anyone who can reach the port, so the listener admits
-/// at most `maxHandshakes` handshakes in progress, `maxHandshakesPerSource` from one IP address;
-/// a connection over either bound is closed as it is accepted, before any crypto. The crypto of
-/// admitted handshakes runs on a thread of the transport's own (`offloadHandshakes`), not on the
-/// event loop the connections and the membership protocol share: a flood of handshakes then
-/// costs that loop accepts and reads, not signatures, and delays no probe.
+/// Before a peer is authenticated it is anyone who can reach the port, so the listener accepts
+/// on a loop of its own (`acceptOnOwnLoop`) and admits at most `maxHandshakes` handshakes in
+/// progress, `maxHandshakesPerSource` from one IP address, started at no more than
+/// `handshakeRatePerSource` a second; a connection over a bound is closed as it is accepted,
+/// before it is registered on the group and before any crypto. The crypto of admitted
+/// handshakes runs on a low-priority thread of the transport's own (`offloadHandshakes`), not
+/// on the event loop the connections and the membership protocol share: a flood of handshakes
+/// then costs that loop a close per refused connection and the I/O of admitted ones, not
+/// signatures. docs/transport-flood.md has the figures.
 public final class PeerTransport: Sendable {
     public struct Options: Sendable {
         public var cluster: String
