@@ -125,6 +125,8 @@ public final class PeerTransport: Sendable {
     /// handshake's outcome (at most `maxHandshakes` entries: one per admitted connection, taken
     /// out by its initializer or its close).
     private let gateSlots = NIOLockedValueBox<[ObjectIdentifier: AdmissionSlot]>([:])
+    /// Refused connections whose close has not run yet (see `AdmissionGate`).
+    private let pendingRefusedCloses = NIOLockedValueBox(0)
     private let server = NIOLockedValueBox<Channel?>(nil)
     private let lostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
     private let peerLostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
@@ -183,7 +185,8 @@ public final class PeerTransport: Sendable {
             ServerBootstrap(group: acceptor, childGroup: group)
                 .serverChannelInitializer { [self] server in
                     server.eventLoop.makeCompletedFuture {
-                        try server.pipeline.syncOperations.addHandler(AdmissionGate(admit: { [self] child in gate(child) }))
+                        try server.pipeline.syncOperations.addHandler(
+                            AdmissionGate(pendingCloses: pendingRefusedCloses, admit: { [self] child in gate(child) }))
                     }
                 }
         } else {
@@ -339,6 +342,9 @@ public final class PeerTransport: Sendable {
 
     /// Handshakes admitted and not yet done (for tests and metrics).
     public var handshakesInProgress: Int { admission.inProgress }
+
+    /// Connections refused by the accept loop's gate whose close has not run yet.
+    var refusedConnectionsAwaitingClose: Int { pendingRefusedCloses.withLockedValue { $0 } }
 
     public static func key(_ host: String, _ port: Int) -> String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
@@ -705,11 +711,14 @@ final class AdmissionGate: ChannelInboundHandler {
 
     private let admit: @Sendable (Channel) -> Bool
     /// Refused connections not yet closed; decremented from the closing loop.
-    private let pendingCloses = NIOLockedValueBox(0)
+    private let pendingCloses: NIOLockedValueBox<Int>
     /// Accept loop only.
     private var paused = false
 
-    init(admit: @escaping @Sendable (Channel) -> Bool) { self.admit = admit }
+    init(pendingCloses: NIOLockedValueBox<Int>, admit: @escaping @Sendable (Channel) -> Bool) {
+        self.pendingCloses = pendingCloses
+        self.admit = admit
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let child = unwrapInboundIn(data)

@@ -140,6 +140,48 @@ import Wire
         await b.shutdown()
     }
 
+    @Test func whileTheConnectionsLoopIsBusyAtMost256RefusedConnectionsWaitForTheirCloseAndAcceptingResumesAfter() async throws {
+        // The group the listener's connections live on, blocked on purpose: a refused
+        // connection's close waits for it, as it would behind a loop busy with a flood.
+        let busy = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let inboxB = Inbox()
+        var options = PeerTransport.Options(cluster: "test", maxHandshakes: 1, maxHandshakesPerSource: 1)
+        options.exemptLoopbackFromPerSourceBounds = false
+        let b = PeerTransport(group: busy.next(), tls: try Fixtures.context("node-b", handshakeTimeout: .seconds(120)),
+                              options: options, logger: Fixtures.logger, onFrame: inboxB.handler)
+        let port = try await b.listen(host: "127.0.0.1", port: 0).port!
+        let release = DispatchSemaphore(value: 0)
+        busy.next().execute { release.wait() }
+
+        // 300 from one address: one is admitted, the rest are refused, but none can be
+        // closed while the loop is blocked. The kernel completes the TCP handshakes regardless
+        // (backlog 256), so every connect succeeds.
+        let flood = try await StalledConnections(count: 300, to: port, from: "127.0.0.2")
+        try await waitUntil { b.refusedConnectionsAwaitingClose >= AdmissionGate.maxPendingCloses }
+        // The gate stopped accepting there: what is left waits in the kernel's backlog, not in
+        // our descriptors. (A read in progress may still deliver a few more.)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(b.refusedConnectionsAwaitingClose >= AdmissionGate.maxPendingCloses)
+        #expect(b.refusedConnectionsAwaitingClose <= AdmissionGate.maxPendingCloses + 16)
+
+        release.signal()
+        // Once the loop runs, the refusals close, accepting resumes, and the rest are refused in turn.
+        try await waitUntil { flood.closed == 299 }
+        #expect(flood.closed == 299)
+        try await waitUntil { b.refusedConnectionsAwaitingClose == 0 }
+        #expect(b.refusedConnectionsAwaitingClose == 0)
+
+        await flood.close()
+        try await waitUntil { b.handshakesInProgress == 0 }
+        let a = try client()
+        try await a.send(frame("after"), toAddress: "127.0.0.1", port: port, expecting: "node-b")
+        try await waitUntil { inboxB.texts == ["node-a:after"] }
+        #expect(inboxB.texts == ["node-a:after"])
+        await a.shutdown()
+        await b.shutdown()
+        try await busy.shutdownGracefully()
+    }
+
     @Test func aPeerOverItsConnectionLimitLosesItsOldestConnectionAndNoLossIsReported() async throws {
         let inboxB = Inbox()
         let b = try server(inboxB, .init(cluster: "test", maxConnectionsPerPeer: 2))
