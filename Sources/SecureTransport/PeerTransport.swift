@@ -431,6 +431,17 @@ public final class PeerTransport: Sendable {
             try? await pool.shutdownGracefully()
         }
         if let loop = acceptLoop.withLockedValue({ l -> MultiThreadedEventLoopGroup? in defer { l = nil }; return l }) {
+            // Connections the gate passed on, and refused ones, finish on the group and then hop
+            // back to the accept loop (NIO's acceptor; the gate's resume). A hop onto a loop
+            // that has shut down is dropped, and a crash under SWIFTNIO_STRICT. So wait for them
+            // (bounded: the group may be wedged), then let each of the group's loops finish the
+            // task it is in, which enqueues any hop, before the accept loop goes.
+            let deadline = ContinuousClock.now + .seconds(2)
+            while ContinuousClock.now < deadline,
+                  gateSlots.withLockedValue({ !$0.isEmpty }) || pendingRefusedCloses.withLockedValue({ $0 }) > 0 {
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+            for l in group.makeIterator() { try? await l.submit {}.get() }
             try? await loop.shutdownGracefully()
         }
     }
