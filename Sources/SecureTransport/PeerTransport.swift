@@ -34,9 +34,11 @@ public final class PeerTransport: Sendable {
         public var connectTimeout: Duration
         public var limits: FrameLimits
         /// Accepted connections whose TLS handshake and Hello are not done yet, at most, from
-        /// anyone. A cluster of a few hundred agents redialing at once after a partition stays
-        /// well under 64; an attacker holding handshakes open (each up to the handshake timeout)
-        /// can fill it, so the per-source bound below keeps one address from doing that alone.
+        /// anyone. SWIM spreads its probes, so one agent sees a few new dials a second whatever
+        /// the cluster's size, each done in milliseconds; a burst beyond 64 (more agents than
+        /// that joining through one seed at the same moment) is refused at once and the dialers
+        /// retry. An attacker holding handshakes open (each up to the handshake timeout) can
+        /// fill it, so the per-source bounds below keep one address from doing that alone.
         public var maxHandshakes: Int
         /// Accepted connections from one IP address whose handshake is not done yet, at most. An
         /// agent dials another once (concurrent senders share the dial), so 8 leaves room for a
