@@ -154,7 +154,7 @@ let package = Package(
         .testTarget(name: "DeterminismTests", dependencies: ["Determinism"], swiftSettings: strict),
         .testTarget(name: "BoundsTests", dependencies: ["Bounds"], swiftSettings: strict),
         .testTarget(name: "WireTests", dependencies: ["Wire", .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
-        .testTarget(name: "SecureTransportTests", dependencies: ["SecureTransport", "Agent"], swiftSettings: strict),
+        .testTarget(name: "SecureTransportTests", dependencies: ["SecureTransport", "Agent", .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
         .testTarget(
             name: "MembershipTests",
             dependencies: ["Bounds", "Membership", "SimulationKit"],

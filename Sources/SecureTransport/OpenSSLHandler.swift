@@ -1,6 +1,7 @@
 import COpenSSL
 import Logging
 import NIOCore
+import NIOPosix
 
 /// Fired down the pipeline once the TLS handshake has completed and the peer's chain has been
 /// verified against the cluster CA.
@@ -21,6 +22,14 @@ public struct TLSHandshakeCompleted: Sendable {
 /// - A handshake that takes longer than the configured timeout closes the connection.
 /// - Every refusal is logged once, with the peer's address and a readable reason, and fired as
 ///   an error down the pipeline before the channel closes.
+///
+/// With a `handshakeOffload` pool, each handshake step (`SSL_do_handshake`: key exchange, the
+/// ECDSA signature and the chain verification) runs on that pool's thread, not on the channel's
+/// event loop. A listener's handshakes are started by whoever can reach its port, and the loop
+/// they would otherwise run on is the one the membership protocol's timers and probes share;
+/// I/O stays on the loop, only the crypto moves. While a step is out, the session and its BIOs
+/// belong to the pool thread alone: ciphertext that arrives meanwhile waits in a bounded buffer,
+/// and nothing else touches the session until the step's result is back on the loop.
 public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
@@ -37,10 +46,15 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// Outbound bytes buffered before the handshake completes, at most. Beyond it the write
     /// fails: a peer that never finishes its handshake cannot make us hold unbounded memory.
     public static let maxPendingBytes = 4 * 1024 * 1024
+    /// Ciphertext held while an offloaded handshake step runs, at most. A client's whole first
+    /// flight with a certificate chain is a few KiB; more before our answer is not a handshake.
+    public static let maxHeldCiphertextBytes = 256 * 1024
 
     private let tls: TLSContext
     private let role: TLSRole
     private let expectedPeer: String?
+    private let offload: NIOThreadPool?
+    private let refusalLog: RateLimitedSources?
     private let logger: Logger
     private var ssl: OpaquePointer?
     private var readBIO: OpaquePointer?
@@ -51,15 +65,38 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var flushRequested = false
     private var handshakeTimer: Scheduled<Void>?
     private var remoteDescription = "unknown peer"
+    private var remoteIP = "unknown"
+    /// An offloaded handshake step is running: the session is the pool thread's until it returns.
+    private var stepInFlight = false
+    /// Ciphertext read while a step was out, fed to the session when it returns.
+    private var heldCiphertext: ByteBuffer?
+    /// The session of a handler removed from the pipeline while a step was out: the returning
+    /// step frees it.
+    private var orphanedSSL: OpaquePointer?
     public private(set) var peer: PeerIdentity?
 
     /// - Parameters:
     ///   - expectedPeer: for a client, the node name the server's certificate must carry.
-    public init(context: TLSContext, role: TLSRole, expectedPeer: String? = nil, logger: Logger = Logger(label: "microscale.tls")) {
+    ///   - handshakeOffload: a started thread pool to run handshake steps on; nil runs them inline.
+    ///   - refusalLog: with it, refused handshakes are logged at most once per source address
+    ///     per its interval (a listener's, where a flood would otherwise write a line per
+    ///     connection from the loop); without it, every refusal is.
+    init(context: TLSContext, role: TLSRole, expectedPeer: String? = nil, handshakeOffload: NIOThreadPool? = nil,
+         refusalLog: RateLimitedSources?, logger: Logger = Logger(label: "microscale.tls")) {
         self.tls = context
         self.role = role
         self.expectedPeer = expectedPeer
+        self.offload = handshakeOffload
+        self.refusalLog = refusalLog
         self.logger = logger
+    }
+
+    ///   - expectedPeer: for a client, the node name the server's certificate must carry.
+    ///   - handshakeOffload: a started thread pool to run handshake steps on; nil runs them inline.
+    public convenience init(context: TLSContext, role: TLSRole, expectedPeer: String? = nil, handshakeOffload: NIOThreadPool? = nil,
+                            logger: Logger = Logger(label: "microscale.tls")) {
+        self.init(context: context, role: role, expectedPeer: expectedPeer, handshakeOffload: handshakeOffload,
+                  refusalLog: nil, logger: logger)
     }
 
     // MARK: Lifecycle
@@ -92,7 +129,12 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
     public func handlerRemoved(context: ChannelHandlerContext) {
         handshakeTimer?.cancel()
         handshakeTimer = nil
-        if let ssl { SSL_free(ssl) }
+        // Freed under a running step, the session would be used after free on the pool thread.
+        if stepInFlight {
+            orphanedSSL = ssl
+        } else if let ssl {
+            SSL_free(ssl)
+        }
         ssl = nil
         readBIO = nil
         writeBIO = nil
@@ -117,7 +159,10 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
     private func start(context: ChannelHandlerContext) {
         guard state == .idle, ssl != nil else { return }
         state = .handshaking
-        if let remote = context.channel.remoteAddress { remoteDescription = "\(remote)" }
+        if let remote = context.channel.remoteAddress {
+            remoteDescription = "\(remote)"
+            remoteIP = remote.ipAddress ?? remoteDescription
+        }
         let timeout = tls.configuration.handshakeTimeout
         let nanos = timeout.nanosecondsClamped
         let seconds = Double(nanos) / 1e9
@@ -134,8 +179,17 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
     // MARK: Inbound
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let cipher = unwrapInboundIn(data)
+        var cipher = unwrapInboundIn(data)
         guard state == .handshaking || state == .established, let readBIO else { return }
+        if stepInFlight {
+            guard (heldCiphertext?.readableBytes ?? 0) + cipher.readableBytes <= Self.maxHeldCiphertextBytes else {
+                fail(context: context, .protocolViolation("more than \(Self.maxHeldCiphertextBytes) bytes sent during the TLS handshake"))
+                return
+            }
+            if heldCiphertext == nil { heldCiphertext = context.channel.allocator.buffer(capacity: cipher.readableBytes) }
+            heldCiphertext!.writeBuffer(&cipher)
+            return
+        }
         // Memory BIOs grow as needed, so the write always takes every byte.
         _ = cipher.withUnsafeReadableBytes { BIO_write(readBIO, $0.baseAddress, Int32($0.count)) }
         if state == .handshaking { driveHandshake(context: context) }
@@ -143,26 +197,92 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
         flushCiphertext(context: context)
     }
 
-    private func driveHandshake(context: ChannelHandlerContext) {
-        guard let ssl else { return }
-        ERR_clear_error()
-        let r = SSL_do_handshake(ssl)
-        if r == 1 {
-            handshakeCompleted(context: context)
-            return
-        }
-        let err = SSL_get_error(ssl, r)
-        if err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE {
-            flushCiphertext(context: context)
-            return
-        }
-        let error = handshakeError(ssl: ssl)
-        // Send whatever alert OpenSSL queued, so the peer learns why, then close.
-        flushCiphertext(context: context)
-        fail(context: context, error)
+    /// What one `SSL_do_handshake` call came to. Worked out on the thread that made the call:
+    /// OpenSSL's error queue is per thread.
+    private enum HandshakeStep: Sendable {
+        case completed, wantsMore
+        case failed(TLSError)
     }
 
-    private func handshakeError(ssl: OpaquePointer) -> TLSError {
+    /// The session, lent to the pool thread for one step. Sound because the loop does not touch
+    /// the session, its BIOs or its error queue until the step's future is back on the loop
+    /// (`stepInFlight`), and the session is not freed under it (`orphanedSSL`).
+    private struct LentSession: @unchecked Sendable {
+        let ssl: OpaquePointer
+    }
+
+    private func driveHandshake(context: ChannelHandlerContext) {
+        guard let ssl, !stepInFlight else { return }
+        guard let offload else {
+            apply(Self.handshakeStep(ssl: ssl, expectedPeer: expectedPeer), context: context)
+            return
+        }
+        stepInFlight = true
+        let lent = LentSession(ssl: ssl)
+        let expected = expectedPeer
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        offload.runIfActive(eventLoop: context.eventLoop) {
+            Self.handshakeStep(ssl: lent.ssl, expectedPeer: expected)
+        }.whenComplete { result in
+            let (handler, context) = loopBound.value
+            handler.stepReturned(result, context: context)
+        }
+    }
+
+    private func stepReturned(_ result: Result<HandshakeStep, Error>, context: ChannelHandlerContext) {
+        stepInFlight = false
+        if let orphan = orphanedSSL {
+            // The pipeline let go of this handler while the step ran; the session is ours to free.
+            orphanedSSL = nil
+            SSL_free(orphan)
+            return
+        }
+        guard state == .handshaking, let readBIO else { return }
+        let held = heldCiphertext
+        heldCiphertext = nil
+        if let held {
+            _ = held.withUnsafeReadableBytes { BIO_write(readBIO, $0.baseAddress, Int32($0.count)) }
+        }
+        let step: HandshakeStep
+        switch result {
+        case .success(let s): step = s
+        case .failure(let error): step = .failed(.handshakeFailed("the handshake thread is not running (\(error))"))
+        }
+        apply(step, context: context)
+        if state == .handshaking, held != nil {
+            // Bytes came in while the step ran: they may hold the next flight. (Only new bytes
+            // call for another step; a partial record left in the BIO would just spin.)
+            driveHandshake(context: context)
+        } else if state == .established {
+            // The client's Finished is often followed, in the same read, by its first records.
+            readPlaintext(context: context)
+            flushCiphertext(context: context)
+        }
+    }
+
+    private func apply(_ step: HandshakeStep, context: ChannelHandlerContext) {
+        switch step {
+        case .completed:
+            handshakeCompleted(context: context)
+        case .wantsMore:
+            flushCiphertext(context: context)
+        case .failed(let error):
+            // Send whatever alert OpenSSL queued, so the peer learns why, then close.
+            flushCiphertext(context: context)
+            fail(context: context, error)
+        }
+    }
+
+    private static func handshakeStep(ssl: OpaquePointer, expectedPeer: String?) -> HandshakeStep {
+        ERR_clear_error()
+        let r = SSL_do_handshake(ssl)
+        if r == 1 { return .completed }
+        let err = SSL_get_error(ssl, r)
+        if err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE { return .wantsMore }
+        return .failed(handshakeError(ssl: ssl, expectedPeer: expectedPeer))
+    }
+
+    private static func handshakeError(ssl: OpaquePointer, expectedPeer: String?) -> TLSError {
         let verify = SSL_get_verify_result(ssl)
         if verify != X509_V_OK {
             ERR_clear_error()
@@ -312,6 +432,12 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
             promise?.fail(ChannelError.ioOnClosedChannel)
             return
         }
+        // A running step owns the BIO; its return flushes what it wrote. (Only handshake bytes
+        // can be produced then: records wait for `.established`.)
+        guard !stepInFlight else {
+            promise?.succeed()
+            return
+        }
         let available = Int(ms_BIO_pending(writeBIO))
         guard available > 0 else {
             promise?.succeed()
@@ -353,8 +479,14 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func logRefusal(_ reason: String) {
+        var suppressed = 0
+        if let refusalLog {
+            guard let n = refusalLog.shouldLog("\(remoteIP) handshake") else { return }
+            suppressed = n
+        }
         logger.warning("refused connection", metadata: [
             "address": "\(remoteDescription)", "role": "\(role)", "reason": "\(reason)",
+            "refusedSinceLastLog": "\(suppressed)",
         ])
     }
 

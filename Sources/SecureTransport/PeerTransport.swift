@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -10,7 +13,18 @@ import Wire
 ///
 /// Connections are symmetric: a reply can travel over whichever connection a peer has open to
 /// us. Bounds: `maxConnections` in all (the least recently dialed is closed to make room),
-/// an idle timeout per connection, a connect timeout and the TLS handshake timeout.
+/// `maxConnectionsPerPeer`, an idle timeout per connection, a connect timeout and the TLS
+/// handshake timeout.
+///
+/// Before a peer is authenticated it is anyone who can reach the port, so the listener accepts
+/// on a loop of its own (`acceptOnOwnLoop`) and admits at most `maxHandshakes` handshakes in
+/// progress, `maxHandshakesPerSource` from one IP address, started at no more than
+/// `handshakeRatePerSource` a second; a connection over a bound is closed as it is accepted,
+/// before it is registered on the group and before any crypto. The crypto of admitted
+/// handshakes runs on a low-priority thread of the transport's own (`offloadHandshakes`), not
+/// on the event loop the connections and the membership protocol share: a flood of handshakes
+/// then costs that loop a close per refused connection and the I/O of admitted ones, not
+/// signatures. docs/transport-flood.md has the figures.
 public final class PeerTransport: Sendable {
     public struct Options: Sendable {
         public var cluster: String
@@ -19,6 +33,48 @@ public final class PeerTransport: Sendable {
         public var idleTimeout: Duration
         public var connectTimeout: Duration
         public var limits: FrameLimits
+        /// Accepted connections whose TLS handshake and Hello are not done yet, at most, from
+        /// anyone. SWIM spreads its probes, so one agent sees a few new dials a second whatever
+        /// the cluster's size, each done in milliseconds; a burst beyond 64 (more agents than
+        /// that joining through one seed at the same moment) is refused at once and the dialers
+        /// retry. An attacker holding handshakes open (each up to the handshake timeout) can
+        /// fill it, so the per-source bounds below keep one address from doing that alone.
+        public var maxHandshakes: Int
+        /// Accepted connections from one IP address whose handshake is not done yet, at most. An
+        /// agent dials another once (concurrent senders share the dial), so 8 leaves room for a
+        /// few agents behind one NAT address.
+        public var maxHandshakesPerSource: Int
+        /// New handshakes per second one IP address may start, on average (bursts of up to
+        /// `maxHandshakesPerSource`). The concurrency bounds alone do not bound the rate: a
+        /// client that sends a ClientHello and hangs up at once frees its slot at once, and each
+        /// admitted connection costs the loop a pipeline and a TLS session. An agent dials
+        /// another once per connection's life, so 20 a second is far above any honest need.
+        public var handshakeRatePerSource: Double
+        /// Exempt loopback sources (127/8, ::1) from the per-source bounds; the total bound still
+        /// applies. Agents of a local cluster all dial from 127.0.0.1 (the kernel's source for
+        /// any 127/8 destination), so a per-address bound would throttle their start-up, and a
+        /// process on the host has cheaper ways to hurt the agent than a handshake flood.
+        public var exemptLoopbackFromPerSourceBounds: Bool
+        /// Open authenticated connections with one peer, at most. Two is the norm (each side
+        /// dialed once); the oldest is closed beyond the bound, see `ConnectionTable.add`.
+        public var maxConnectionsPerPeer: Int
+        /// Bytes queued for the socket on one connection above which further frames to it are
+        /// dropped (the write fails) until it drains below half. SWIM and Raft both tolerate loss
+        /// and resend; a peer that stops reading must not make us buffer without bound.
+        public var maxQueuedBytesPerConnection: Int
+        /// Run the handshakes of accepted connections on a dedicated thread rather than on the
+        /// event loop. Off, they run inline, as dialed connections' always do (those are ours).
+        public var offloadHandshakes: Bool
+        /// Accept connections, and apply the admission bounds, on an event loop of the
+        /// transport's own: a connection refused there is never registered on the transport's
+        /// group (it costs that loop one close), and the accept system calls of a flood do not
+        /// run on it either. Admitted connections live on the group as before.
+        public var acceptOnOwnLoop: Bool
+        /// A connection refused before authentication (over an admission bound, or a failed
+        /// handshake on the listener) is logged at most once per source address and rule in this
+        /// long; the line counts those left out. A flood would otherwise write a line per
+        /// connection, from the loop.
+        public var refusalLogInterval: Duration
         /// TCP_USER_TIMEOUT: a connection whose sent data stays unacknowledged this long is
         /// aborted, and the next frame dials afresh. Without it, a lossy link can leave a
         /// connection in TCP's exponential retransmission back-off (0.2 s doubling per loss) for
@@ -28,8 +84,21 @@ public final class PeerTransport: Sendable {
 
         public init(cluster: String = "", agentVersion: String = "", maxConnections: Int = 512,
                     idleTimeout: Duration = .seconds(60), connectTimeout: Duration = .seconds(2),
-                    limits: FrameLimits = .default, userTimeout: Duration = .seconds(5)) {
+                    limits: FrameLimits = .default, userTimeout: Duration = .seconds(5),
+                    maxHandshakes: Int = 64, maxHandshakesPerSource: Int = 8, handshakeRatePerSource: Double = 20,
+                    exemptLoopbackFromPerSourceBounds: Bool = true, maxConnectionsPerPeer: Int = 4,
+                    maxQueuedBytesPerConnection: Int = 16 << 20, offloadHandshakes: Bool = true, acceptOnOwnLoop: Bool = true,
+                    refusalLogInterval: Duration = .seconds(10)) {
             self.userTimeout = userTimeout
+            self.maxHandshakes = maxHandshakes
+            self.maxHandshakesPerSource = maxHandshakesPerSource
+            self.handshakeRatePerSource = handshakeRatePerSource
+            self.exemptLoopbackFromPerSourceBounds = exemptLoopbackFromPerSourceBounds
+            self.maxConnectionsPerPeer = maxConnectionsPerPeer
+            self.maxQueuedBytesPerConnection = maxQueuedBytesPerConnection
+            self.offloadHandshakes = offloadHandshakes
+            self.acceptOnOwnLoop = acceptOnOwnLoop
+            self.refusalLogInterval = refusalLogInterval
             self.cluster = cluster
             self.agentVersion = agentVersion
             self.maxConnections = maxConnections
@@ -47,6 +116,19 @@ public final class PeerTransport: Sendable {
     let logger: Logger
     let onFrame: FrameHandler
     private let table: ConnectionTable
+    private let admission: HandshakeAdmission
+    private let refusals: RateLimitedSources
+    /// The thread accepted connections' handshakes run on; started by `listen`, stopped by
+    /// `shutdown`.
+    private let handshakeThread = NIOLockedValueBox<NIOThreadPool?>(nil)
+    /// The loop the listener accepts on, with `acceptOnOwnLoop`; stopped by `shutdown`.
+    private let acceptLoop = NIOLockedValueBox<MultiThreadedEventLoopGroup?>(nil)
+    /// Slots taken by the accept loop's gate, for the child initializer to tie to the
+    /// handshake's outcome (at most `maxHandshakes` entries: one per admitted connection, taken
+    /// out by its initializer or its close).
+    private let gateSlots = NIOLockedValueBox<[ObjectIdentifier: AdmissionSlot]>([:])
+    /// Refused connections whose close has not run yet (see `AdmissionGate`).
+    private let pendingRefusedCloses = NIOLockedValueBox(0)
     private let server = NIOLockedValueBox<Channel?>(nil)
     private let lostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
     private let peerLostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
@@ -74,7 +156,10 @@ public final class PeerTransport: Sendable {
         self.options = options
         self.logger = logger
         self.onFrame = onFrame
-        self.table = ConnectionTable(maxConnections: options.maxConnections)
+        self.table = ConnectionTable(maxConnections: options.maxConnections, maxPerPeer: options.maxConnectionsPerPeer)
+        self.admission = HandshakeAdmission(maxTotal: options.maxHandshakes, maxPerSource: options.maxHandshakesPerSource,
+                                            ratePerSource: options.handshakeRatePerSource)
+        self.refusals = RateLimitedSources(interval: options.refusalLogInterval)
     }
 
     private var hello: Microscale_Wire_Hello {
@@ -84,16 +169,69 @@ public final class PeerTransport: Sendable {
     /// Starts accepting connections; returns the bound address (port 0 picks a free port).
     public func listen(host: String, port: Int) async throws -> SocketAddress {
         let hello = self.hello
-        let channel = try await ServerBootstrap(group: group)
+        let offload: NIOThreadPool? = options.offloadHandshakes ? handshakeThread.withLockedValue { pool in
+            if let pool { return pool }
+            let started = NIOThreadPool(numberOfThreads: 1)
+            started.start()
+            started.submit { _ in Self.lowerThreadPriority() }
+            pool = started
+            return started
+        } : nil
+        let acceptor: (any EventLoopGroup)? = options.acceptOnOwnLoop ? acceptLoop.withLockedValue { loop in
+            if let loop { return loop }
+            let started = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            loop = started
+            return started
+        } : nil
+        let bootstrap = if let acceptor {
+            ServerBootstrap(group: acceptor, childGroup: group)
+                .serverChannelInitializer { [self] server in
+                    server.eventLoop.makeCompletedFuture {
+                        try server.pipeline.syncOperations.addHandler(
+                            AdmissionGate(pendingCloses: pendingRefusedCloses, admit: { [self] child in gate(child) }))
+                    }
+                }
+        } else {
+            ServerBootstrap(group: group)
+        }
+        let channel = try await bootstrap
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(Self.userTimeoutOption, value: Self.milliseconds(options.userTimeout))
+            .childChannelOption(.writeBufferWaterMark, value: Self.waterMark(options.maxQueuedBytesPerConnection))
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let authenticated = try SecureChannel.configure(
-                        channel, tls: tls, role: .server, hello: hello, limits: options.limits, logger: logger)
-                    try self.addApplicationHandlers(channel)
+                    // Admission first, before any handler or TLS session exists: a refused
+                    // connection costs an accept and a close. With an accept loop its gate has
+                    // already admitted the connection and left the slot here.
+                    let slot: AdmissionSlot
+                    if acceptor != nil {
+                        guard let s = gateSlots.withLockedValue({ $0.removeValue(forKey: ObjectIdentifier(channel)) }) else {
+                            channel.close(promise: nil)
+                            return
+                        }
+                        slot = s
+                    } else {
+                        guard let s = admit(channel) else {
+                            channel.close(promise: nil)
+                            return
+                        }
+                        slot = s
+                    }
+                    let authenticated: EventLoopFuture<AuthenticatedPeer>
+                    do {
+                        authenticated = try SecureChannel.configure(
+                            channel, tls: tls, role: .server, expectedPeer: nil, hello: hello, limits: options.limits,
+                            handshakeOffload: offload, refusalLog: refusals, logger: logger)
+                        try self.addApplicationHandlers(channel)
+                    } catch {
+                        slot.release()
+                        throw error
+                    }
+                    // The slot is held until the peer is authenticated or the attempt ends
+                    // (refusal, handshake timeout, close): the future completes exactly once.
+                    authenticated.whenComplete { _ in slot.release() }
                     authenticated.whenSuccess { peer in
                         self.register(key: nil, peer: peer.name, channel: channel)
                     }
@@ -147,6 +285,69 @@ public final class PeerTransport: Sendable {
     static let userTimeoutOption = ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: 18))
     static func milliseconds(_ d: Duration) -> SocketOptionValue { SocketOptionValue(clamping: d.nanosecondsClamped / 1_000_000) }
 
+    /// Moving the crypto off the loop is not enough on a machine with few cores: the handshake
+    /// thread and the loop thread then compete for a core, and a busy handshake thread still
+    /// delays probes. At nice 10 the kernel gives it about a tenth of a contended core's time
+    /// against the loop's nice 0 (CFS weights 110 : 1024), and all of an idle one. On Linux the
+    /// nice value is per thread, and `who` 0 names the calling thread. Failure is harmless.
+    static func lowerThreadPriority() {
+        #if os(Linux)
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+        #endif
+    }
+
+    static func isLoopback(_ ip: String) -> Bool {
+        ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
+    }
+
+    /// Writability turns off above `bytes` queued and back on below half of it.
+    static func waterMark(_ bytes: Int) -> ChannelOptions.Types.WriteBufferWaterMark {
+        let high = max(2, bytes)
+        return .init(low: high / 2, high: high)
+    }
+
+    private func logRefusal(_ refusal: HandshakeAdmission.Refusal, source: String) {
+        let rule = switch refusal {
+        case .total(let n): "at most \(n) TLS handshakes in progress in total (maxHandshakes)"
+        case .perSource(let n): "at most \(n) TLS handshakes in progress per source address (maxHandshakesPerSource)"
+        case .rate(let r): "at most \(r) new TLS handshakes a second per source address (handshakeRatePerSource)"
+        }
+        guard let suppressed = refusals.shouldLog("\(source) \(rule)") else { return }
+        logger.warning("refused connection before the TLS handshake", metadata: [
+            "address": "\(source)", "rule": "\(rule)", "refusedSinceLastLog": "\(suppressed)",
+        ])
+    }
+
+    /// Takes an admission slot for an accepted connection, or logs why not.
+    private func admit(_ child: Channel) -> AdmissionSlot? {
+        let source = child.remoteAddress?.ipAddress ?? "unknown"
+        let perSource = !(options.exemptLoopbackFromPerSourceBounds && Self.isLoopback(source))
+        if let refusal = admission.admit(source, perSource: perSource) {
+            logRefusal(refusal, source: source)
+            return nil
+        }
+        return AdmissionSlot(admission: admission, source: source)
+    }
+
+    /// On the accept loop, before the connection is registered on the group: admit it, and
+    /// leave its slot for the child initializer; released on close too, in case the
+    /// initializer never runs (registration failed).
+    private func gate(_ child: Channel) -> Bool {
+        guard let slot = admit(child) else { return false }
+        let id = ObjectIdentifier(child)
+        gateSlots.withLockedValue { $0[id] = slot }
+        child.closeFuture.whenComplete { _ in
+            self.gateSlots.withLockedValue { $0.removeValue(forKey: id) }?.release()
+        }
+        return true
+    }
+
+    /// Handshakes admitted and not yet done (for tests and metrics).
+    public var handshakesInProgress: Int { admission.inProgress }
+
+    /// Connections refused by the accept loop's gate whose close has not run yet.
+    var refusedConnectionsAwaitingClose: Int { pendingRefusedCloses.withLockedValue { $0 } }
+
     public static func key(_ host: String, _ port: Int) -> String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
     private func dial(peer: String?, host: String, port: Int) async throws -> (Channel, AuthenticatedPeer) {
@@ -154,6 +355,7 @@ public final class PeerTransport: Sendable {
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.nanoseconds(options.connectTimeout.nanosecondsClamped))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.writeBufferWaterMark, value: Self.waterMark(options.maxQueuedBytesPerConnection))
             .channelOption(Self.userTimeoutOption, value: Self.milliseconds(options.userTimeout))
         let initialize: @Sendable (Channel) -> EventLoopFuture<(Channel, EventLoopFuture<AuthenticatedPeer>)> = { [self] channel in
             channel.eventLoop.makeCompletedFuture {
@@ -183,16 +385,20 @@ public final class PeerTransport: Sendable {
         let idle = TimeAmount.nanoseconds(options.idleTimeout.nanosecondsClamped)
         try ops.addHandler(IdleStateHandler(allTimeout: idle))
         try ops.addHandler(FrameDispatchHandler(onFrame: onFrame, logger: logger))
+        try ops.addHandler(OutboundQueueBound())
     }
 
     private func register(key: String?, peer: String, channel: Channel) {
-        if let evicted = table.add(key: key, peer: peer, channel: channel) {
-            logger.debug("closing least recently opened connection to stay within the pool bound", metadata: ["peer": "\(evicted.peer)"])
+        for evicted in table.add(key: key, peer: peer, channel: channel) {
+            logger.debug("closing the oldest connection to stay within a connection bound", metadata: [
+                "peer": "\(evicted.peer)", "bound": "\(evicted.bound)",
+            ])
             evicted.channel.close(promise: nil)
         }
         channel.closeFuture.whenComplete { _ in
-            self.table.remove(channel: channel)
-            guard !self.shuttingDown.withLockedValue({ $0 }) else { return }
+            // A connection we closed for a bound says nothing about the peer: no hint.
+            let evicted = self.table.remove(channel: channel)
+            guard !evicted, !self.shuttingDown.withLockedValue({ $0 }) else { return }
             if let key, let lost = self.lostHandler.withLockedValue({ $0 }) {
                 lost(key)
             } else if key == nil, let lost = self.peerLostHandler.withLockedValue({ $0 }) {
@@ -222,6 +428,24 @@ public final class PeerTransport: Sendable {
         shuttingDown.withLockedValue { $0 = true }
         if let s = server.withLockedValue({ $0 }) { try? await s.close() }
         for c in table.removeEverything() { try? await c.close() }
+        // After the connections: a step still running returns to its loop, which is still up.
+        if let pool = handshakeThread.withLockedValue({ p -> NIOThreadPool? in defer { p = nil }; return p }) {
+            try? await pool.shutdownGracefully()
+        }
+        if let loop = acceptLoop.withLockedValue({ l -> MultiThreadedEventLoopGroup? in defer { l = nil }; return l }) {
+            // Connections the gate passed on, and refused ones, finish on the group and then hop
+            // back to the accept loop (NIO's acceptor; the gate's resume). A hop onto a loop
+            // that has shut down is dropped, and a crash under SWIFTNIO_STRICT. So wait for them
+            // (bounded: the group may be wedged), then let each of the group's loops finish the
+            // task it is in, which enqueues any hop, before the accept loop goes.
+            let deadline = ContinuousClock.now + .seconds(2)
+            while ContinuousClock.now < deadline,
+                  gateSlots.withLockedValue({ !$0.isEmpty }) || pendingRefusedCloses.withLockedValue({ $0 }) > 0 {
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+            for l in group.makeIterator() { try? await l.submit {}.get() }
+            try? await loop.shutdownGracefully()
+        }
     }
 }
 
@@ -275,12 +499,24 @@ final class ConnectionTable: Sendable {
         /// Oldest first: the bound evicts from the front.
         var entries: [Entry] = []
         var dialing: [String: Task<Channel, Error>] = [:]
+        /// Connections closed for a bound whose close has not been seen yet (at most one per
+        /// connection closed, and removed as it closes).
+        var evicted: Set<ObjectIdentifier> = []
+    }
+
+    enum Bound: Sendable, CustomStringConvertible {
+        case pool, perPeer
+        var description: String { self == .pool ? "maxConnections" : "maxConnectionsPerPeer" }
     }
 
     private let maxConnections: Int
+    private let maxPerPeer: Int
     private let state = NIOLockedValueBox(State())
 
-    init(maxConnections: Int) { self.maxConnections = max(1, maxConnections) }
+    init(maxConnections: Int, maxPerPeer: Int = .max) {
+        self.maxConnections = max(1, maxConnections)
+        self.maxPerPeer = max(1, maxPerPeer)
+    }
 
     var count: Int { state.withLockedValue { $0.entries.count } }
 
@@ -306,19 +542,40 @@ final class ConnectionTable: Sendable {
         return try await task.value
     }
 
-    /// Adds a connection; returns one to close if the bound was reached.
-    func add(key: String?, peer: String, channel: Channel) -> (peer: String, channel: Channel)? {
-        guard channel.isActive else { return nil }
+    /// Adds a connection; returns those to close because a bound was reached.
+    ///
+    /// Over the per-peer bound the peer's OLDEST connection goes, not the new one: an agent that
+    /// restarted, or whose old connection died without a FIN (a half-open socket after a
+    /// partition), reconnects while we still hold the dead one. Refusing the newest would shut
+    /// out that legitimate peer until the idle timeout (60 s), long enough for suspicion; closing
+    /// the oldest lets the newest win, and a peer that churns connections on purpose holds a
+    /// valid certificate and pays a full handshake for each one anyway.
+    func add(key: String?, peer: String, channel: Channel) -> [(peer: String, bound: Bound, channel: Channel)] {
+        guard channel.isActive else { return [] }
         return state.withLockedValue { s in
             s.entries.append(Entry(key: key, peer: peer, channel: channel))
-            guard s.entries.count > maxConnections else { return nil }
-            let evicted = s.entries.removeFirst()
-            return (evicted.peer, evicted.channel)
+            var out: [(peer: String, bound: Bound, channel: Channel)] = []
+            if s.entries.lazy.filter({ $0.peer == peer }).count > maxPerPeer,
+               let oldest = s.entries.firstIndex(where: { $0.peer == peer }) {
+                let e = s.entries.remove(at: oldest)
+                out.append((e.peer, .perPeer, e.channel))
+            }
+            if s.entries.count > maxConnections {
+                let e = s.entries.removeFirst()
+                out.append((e.peer, .pool, e.channel))
+            }
+            for e in out { s.evicted.insert(ObjectIdentifier(e.channel)) }
+            return out
         }
     }
 
-    func remove(channel: Channel) {
-        state.withLockedValue { $0.entries.removeAll { $0.channel === channel } }
+    /// Forgets a closed connection; true if it was closed for a bound.
+    @discardableResult
+    func remove(channel: Channel) -> Bool {
+        state.withLockedValue { s in
+            s.entries.removeAll { $0.channel === channel }
+            return s.evicted.remove(ObjectIdentifier(channel)) != nil
+        }
     }
 
     func removeAll(peer: String) -> [Channel] {
@@ -344,5 +601,243 @@ extension Duration {
         let (s, atto) = components
         let (ns, overflow) = s.multipliedReportingOverflow(by: 1_000_000_000)
         return overflow ? Int64.max : ns + atto / 1_000_000_000
+    }
+}
+
+/// Handshakes in progress on a listener, in total and per source address, and the rate at
+/// which each source starts them, within bounds.
+///
+/// Behind a lock: accepted connections may initialize on any loop of the transport's group.
+/// Memory is bounded too: a source's count is recorded only while it has a handshake in
+/// progress (at most `maxTotal` sources), and its rate bucket only until the bucket is full
+/// again, in a table of at most `maxBuckets` (when full, buckets already refilled are dropped,
+/// then the least recently used; a forgotten source starts with a full burst, so forgetting
+/// errs towards admitting).
+final class HandshakeAdmission: Sendable {
+    enum Refusal: Sendable, Equatable {
+        case total(Int), perSource(Int), rate(Double)
+    }
+
+    private struct Bucket {
+        var tokens: Double
+        var at: ContinuousClock.Instant
+    }
+
+    private struct State {
+        var total = 0
+        var bySource: [String: Int] = [:]
+        var buckets: [String: Bucket] = [:]
+    }
+
+    let maxTotal: Int
+    let maxPerSource: Int
+    let ratePerSource: Double
+    let maxBuckets: Int
+    private let state = NIOLockedValueBox(State())
+
+    init(maxTotal: Int, maxPerSource: Int, ratePerSource: Double = .infinity, maxBuckets: Int = 4096) {
+        self.maxTotal = max(1, maxTotal)
+        self.maxPerSource = max(1, maxPerSource)
+        // NaN or a negative rate would refuse everyone for ever; read them as "no rate bound".
+        self.ratePerSource = ratePerSource > 0 ? ratePerSource : .infinity
+        self.maxBuckets = max(1, maxBuckets)
+    }
+
+    /// Takes a slot for `source`, or says which bound refuses it. With `perSource` false only
+    /// the total bound applies (the slot still counts for the source, for `release`).
+    func admit(_ source: String, perSource: Bool = true, now: ContinuousClock.Instant = .now) -> Refusal? {
+        state.withLockedValue { s in
+            if s.total >= maxTotal { return .total(maxTotal) }
+            let mine = s.bySource[source, default: 0]
+            if perSource, mine >= maxPerSource { return .perSource(maxPerSource) }
+            if perSource, ratePerSource.isFinite {
+                let burst = Double(maxPerSource)
+                var bucket = s.buckets[source] ?? Bucket(tokens: burst, at: now)
+                let elapsed = Double((now - bucket.at).nanosecondsClamped) / 1e9
+                bucket.tokens = min(burst, bucket.tokens + max(0, elapsed) * ratePerSource)
+                bucket.at = now
+                guard bucket.tokens >= 1 else {
+                    s.buckets[source] = bucket
+                    return .rate(ratePerSource)
+                }
+                bucket.tokens -= 1
+                if s.buckets[source] == nil, s.buckets.count >= maxBuckets { makeRoom(&s, now: now, burst: burst) }
+                s.buckets[source] = bucket
+            }
+            s.total += 1
+            s.bySource[source] = mine + 1
+            return nil
+        }
+    }
+
+    private func makeRoom(_ s: inout State, now: ContinuousClock.Instant, burst: Double) {
+        let rate = ratePerSource
+        s.buckets = s.buckets.filter { _, b in b.tokens + Double((now - b.at).nanosecondsClamped) / 1e9 * rate < burst }
+        if s.buckets.count >= maxBuckets, let oldest = s.buckets.min(by: { $0.value.at < $1.value.at })?.key {
+            s.buckets[oldest] = nil
+        }
+    }
+
+    func release(_ source: String) {
+        state.withLockedValue { s in
+            guard let mine = s.bySource[source] else { return }
+            s.total = max(0, s.total - 1)
+            s.bySource[source] = mine > 1 ? mine - 1 : nil
+        }
+    }
+
+    var inProgress: Int { state.withLockedValue { $0.total } }
+}
+
+/// One admitted handshake's slot, released once whichever way the attempt ends.
+final class AdmissionSlot: Sendable {
+    private let admission: HandshakeAdmission
+    private let source: String
+    private let held = NIOLockedValueBox(true)
+
+    init(admission: HandshakeAdmission, source: String) {
+        self.admission = admission
+        self.source = source
+    }
+
+    func release() {
+        guard held.withLockedValue({ h in defer { h = false }; return h }) else { return }
+        admission.release(source)
+    }
+}
+
+/// In front of NIO's acceptor on the accept loop: an accepted connection the admission refuses
+/// is closed before it is registered anywhere; the rest go on to be set up on the group.
+///
+/// A refused connection's close still runs on the loop NIO picked for it (the group's), and
+/// its descriptor stays open until then. Accepting is far cheaper than that loop's work, so
+/// under a flood the closes could queue there without bound and the process run out of
+/// descriptors (seen in the flood benchmark without admission bounds: the runtime's own
+/// /proc reads then fail and it traps). So at most `maxPendingCloses` refusals may wait for
+/// their close; beyond that the gate stops accepting (autoRead off) until half have closed,
+/// and the excess waits in, or is refused by, the kernel's backlog at no cost to us.
+final class AdmissionGate: ChannelInboundHandler {
+    typealias InboundIn = Channel
+    typealias InboundOut = Channel
+
+    static let maxPendingCloses = 256
+
+    private let admit: @Sendable (Channel) -> Bool
+    /// Refused connections not yet closed; decremented from the closing loop.
+    private let pendingCloses: NIOLockedValueBox<Int>
+    /// Accept loop only.
+    private var paused = false
+
+    init(pendingCloses: NIOLockedValueBox<Int>, admit: @escaping @Sendable (Channel) -> Bool) {
+        self.pendingCloses = pendingCloses
+        self.admit = admit
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let child = unwrapInboundIn(data)
+        if admit(child) {
+            context.fireChannelRead(data)
+            return
+        }
+        let pending = pendingCloses.withLockedValue { n in
+            n += 1
+            return n
+        }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let counter = pendingCloses
+        let resumeAt = Self.maxPendingCloses / 2
+        child.close().whenComplete { _ in
+            let left = counter.withLockedValue { n in
+                n -= 1
+                return n
+            }
+            guard left == resumeAt else { return }
+            loopBound.eventLoop.execute {
+                let (gate, context) = loopBound.value
+                gate.resumeIfDrained(context: context)
+            }
+        }
+        if pending >= Self.maxPendingCloses, !paused {
+            paused = true
+            context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
+        }
+    }
+
+    private func resumeIfDrained(context: ChannelHandlerContext) {
+        guard paused, pendingCloses.withLockedValue({ $0 }) <= Self.maxPendingCloses / 2 else { return }
+        paused = false
+        context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
+    }
+}
+
+/// Says whether to log an event for a key (a source address and rule) now: at most once per
+/// interval per key, with the number of events not logged since. A flood produces one line per
+/// source every interval rather than one per connection. Bounded: at most `maxKeys` keys are
+/// remembered; past that, keys whose interval has passed are dropped, and if none has, the
+/// event is counted in an overflow tally and reported with the next line logged.
+final class RateLimitedSources: Sendable {
+    private struct State {
+        var last: [String: (at: ContinuousClock.Instant, suppressed: Int)] = [:]
+        var overflow = 0
+    }
+
+    let interval: Duration
+    let maxKeys: Int
+    private let state = NIOLockedValueBox(State())
+
+    init(interval: Duration, maxKeys: Int = 1024) {
+        self.interval = interval
+        self.maxKeys = max(1, maxKeys)
+    }
+
+    /// nil: stay quiet. Otherwise the number of events for this key left unlogged since its
+    /// last line (plus any overflow).
+    func shouldLog(_ key: String, now: ContinuousClock.Instant = .now) -> Int? {
+        state.withLockedValue { s in
+            if let seen = s.last[key], now - seen.at < interval {
+                s.last[key] = (seen.at, seen.suppressed + 1)
+                return nil
+            }
+            let suppressed = s.last[key]?.suppressed ?? 0
+            if s.last[key] == nil, s.last.count >= maxKeys {
+                s.last = s.last.filter { now - $0.value.at < interval }
+                if s.last.count >= maxKeys {
+                    s.overflow += 1
+                    return nil
+                }
+            }
+            s.last[key] = (now, 0)
+            defer { s.overflow = 0 }
+            return suppressed + s.overflow
+        }
+    }
+}
+
+/// Fails writes to a connection whose socket queue is over its high water mark, until it drains
+/// (NIO turns writability back on below the low mark). At the application end of the pipeline,
+/// so a dropped frame costs neither encoding nor encryption. A peer that stops reading then
+/// costs at most the high water mark per connection, and `maxConnectionsPerPeer` of those.
+final class OutboundQueueBound: ChannelOutboundHandler {
+    typealias OutboundIn = Frame
+    typealias OutboundOut = Frame
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard context.channel.isWritable else {
+            promise?.fail(PeerTransportError.sendQueueFull)
+            return
+        }
+        context.write(data, promise: promise)
+    }
+}
+
+public enum PeerTransportError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The connection's send queue is over `maxQueuedBytesPerConnection`: the peer reads slower
+    /// than we send. The frame was dropped.
+    case sendQueueFull
+
+    public var description: String {
+        switch self {
+        case .sendQueueFull: "the connection's send queue is full (the peer is not reading); frame dropped"
+        }
     }
 }

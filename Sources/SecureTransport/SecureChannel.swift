@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOPosix
 import Wire
 
 /// The pipeline every agent-to-agent connection runs, in one place:
@@ -12,11 +13,21 @@ import Wire
 public enum SecureChannel {
     public static func configure(
         _ channel: Channel, tls: TLSContext, role: TLSRole, expectedPeer: String? = nil,
-        hello: Microscale_Wire_Hello, limits: FrameLimits = .default, logger: Logger
+        hello: Microscale_Wire_Hello, limits: FrameLimits = .default, handshakeOffload: NIOThreadPool? = nil,
+        logger: Logger
+    ) throws -> EventLoopFuture<AuthenticatedPeer> {
+        try configure(channel, tls: tls, role: role, expectedPeer: expectedPeer, hello: hello, limits: limits,
+                      handshakeOffload: handshakeOffload, refusalLog: nil, logger: logger)
+    }
+
+    static func configure(
+        _ channel: Channel, tls: TLSContext, role: TLSRole, expectedPeer: String?, hello: Microscale_Wire_Hello,
+        limits: FrameLimits, handshakeOffload: NIOThreadPool?, refusalLog: RateLimitedSources?, logger: Logger
     ) throws -> EventLoopFuture<AuthenticatedPeer> {
         let authenticated = channel.eventLoop.makePromise(of: AuthenticatedPeer.self)
         let ops = channel.pipeline.syncOperations
-        try ops.addHandler(OpenSSLHandler(context: tls, role: role, expectedPeer: expectedPeer, logger: logger))
+        try ops.addHandler(OpenSSLHandler(context: tls, role: role, expectedPeer: expectedPeer,
+                                          handshakeOffload: handshakeOffload, refusalLog: refusalLog, logger: logger))
         try ops.addHandler(ByteToMessageHandler(FrameDecoder(limits: limits)))
         try ops.addHandler(MessageToByteHandler(FrameEncoder(limits: limits)))
         try ops.addHandler(HelloHandler(localHello: hello, authenticated: authenticated, logger: logger))

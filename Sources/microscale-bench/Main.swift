@@ -27,11 +27,48 @@ struct Transport: AsyncParsableCommand {
     @Option(help: "Connections in flight at once.") var concurrency = 16
     @Option(help: "Frames to send over one connection.") var frames = 400_000
     @Option(help: "Members in the push-pull payload.") var members = 50
+    @Option(help: "Instead: flood a listener with unauthenticated handshakes for this many seconds, with handshakes offloaded and inline, and report its loop's latency.") var flood: Double?
+    @Option(help: "With --flood: attacking tasks, each from its own 127.0.0.x address.") var attackers = 8
     @Flag(help: "Print JSON instead of a table.") var json = false
 
     func run() async throws {
         let dir = NSTemporaryDirectory() + "microscale-bench-certs-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: dir) }
+        if let flood {
+            var reports: [HandshakeFloodBenchmark.Report] = []
+            // As before the bounds, bounds with inline handshakes, bounds with offloaded ones.
+            for (bounds, offload) in [(false, false), (true, false), (true, true)] {
+                var bench = HandshakeFloodBenchmark(certificateDirectory: dir)
+                bench.seconds = flood
+                bench.attackers = attackers
+                bench.admissionBounds = bounds
+                bench.offloadHandshakes = offload
+                reports.append(try await bench.run())
+            }
+            if json {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try enc.encode(reports), as: UTF8.self))
+                return
+            }
+            print("handshake flood: \(attackers) attackers x \(flood) s, ClientHello then abandon or stall; ping every 10 ms over an authenticated connection")
+            print("bounds offload phase    conns/s  pings  lost  rtt p50/p99/max ms        >100ms  timer late p50/p99/max ms  loop CPU ms/s  new peer conns ok/failed p50/max ms")
+            for r in reports {
+                for (name, p) in [("baseline", r.baseline), ("flood", r.flood)] {
+                    let label = (r.admissionBounds ? "on " : "off") + "    " + (r.offloadHandshakes ? "on " : "off") + "     "
+                        + name.padding(toLength: 8, withPad: " ", startingAt: 0)
+                    print(String(format: "%@ %8.0f %6d %5d  %6.2f %7.2f %8.2f  %7d  %6.2f %7.2f %8.2f  %8.0f      %3d/%d %7.1f %7.1f",
+                                 label as NSString,
+                                 Double(p.attackerConnections) / p.seconds, p.pings, p.pingsUnanswered,
+                                 p.rttP50Milliseconds, p.rttP99Milliseconds, p.rttMaxMilliseconds, p.rttOverProbeTimeout,
+                                 p.timerLateP50Milliseconds, p.timerLateP99Milliseconds, p.timerLateMaxMilliseconds,
+                                 p.listenerLoopCPUMillisecondsPerSecond,
+                                 p.legitimateConnects - p.legitimateConnectFailures, p.legitimateConnectFailures,
+                                 p.legitimateConnectP50Milliseconds, p.legitimateConnectMaxMilliseconds))
+                }
+            }
+            return
+        }
         var bench = TransportBenchmark(certificateDirectory: dir)
         bench.handshakes = handshakes
         bench.concurrency = concurrency

@@ -99,7 +99,8 @@ final class RawTLSServer: @unchecked Sendable {
     private let accepted = NIOLockedValueBox<[Recorder]>([])
     private let waiters = NIOLockedValueBox<[EventLoopPromise<Recorder>]>([])
 
-    init(tls: TLSContext, echo: Bool = false) async throws {
+    /// With `offload`, handshakes run on that pool, as `PeerTransport`'s listener runs them.
+    init(tls: TLSContext, echo: Bool = false, offload: NIOThreadPool? = nil) async throws {
         let box = accepted
         let waiting = waiters
         channel = try await ServerBootstrap(group: Fixtures.group)
@@ -107,7 +108,7 @@ final class RawTLSServer: @unchecked Sendable {
             .childChannelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
                     let rec = Recorder(eventLoop: ch.eventLoop, echo: echo)
-                    try ch.pipeline.syncOperations.addHandler(OpenSSLHandler(context: tls, role: .server, logger: Fixtures.logger))
+                    try ch.pipeline.syncOperations.addHandler(OpenSSLHandler(context: tls, role: .server, handshakeOffload: offload, logger: Fixtures.logger))
                     try ch.pipeline.syncOperations.addHandler(rec)
                     box.withLockedValue { $0.append(rec) }
                     let w = waiting.withLockedValue { ws -> EventLoopPromise<Recorder>? in ws.isEmpty ? nil : ws.removeFirst() }
@@ -132,12 +133,13 @@ final class RawTLSServer: @unchecked Sendable {
 }
 
 /// A raw TLS client connection (no framing).
-func rawConnect(port: Int, tls: TLSContext, expectedPeer: String?) async throws -> (Channel, Recorder) {
+func rawConnect(port: Int, tls: TLSContext, expectedPeer: String?, offload: NIOThreadPool? = nil) async throws -> (Channel, Recorder) {
     try await ClientBootstrap(group: Fixtures.group)
         .connect(host: "127.0.0.1", port: port) { ch in
             ch.eventLoop.makeCompletedFuture {
                 let rec = Recorder(eventLoop: ch.eventLoop)
-                try ch.pipeline.syncOperations.addHandler(OpenSSLHandler(context: tls, role: .client, expectedPeer: expectedPeer, logger: Fixtures.logger))
+                try ch.pipeline.syncOperations.addHandler(OpenSSLHandler(context: tls, role: .client, expectedPeer: expectedPeer,
+                                                                         handshakeOffload: offload, logger: Fixtures.logger))
                 try ch.pipeline.syncOperations.addHandler(rec)
                 return (ch, rec)
             }

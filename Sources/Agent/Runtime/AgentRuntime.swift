@@ -70,6 +70,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         self.refusals = refusals
         let roles = CertifiedRoles(own: tls.identity)
         self.roles = roles
+        // A task per Raft or control frame must not let one peer queue work without bound.
+        let inFlight = InFlightFrames()
         transport = PeerTransport(
             group: peerLoop, tls: tls,
             options: .init(cluster: c.cluster, agentVersion: MicroscaleVersion.current),
@@ -85,7 +87,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
                     // Raft tolerates reordering (Raft §5.3), and a Task per frame lets many frames
                     // queue on the actor before its next Ready, which is where batching comes from.
                     if let r = box.raft {
-                        Task { await r.receive(frame, from: peer) }
+                        guard let permit = inFlight.acquire(peer: peer.name, bytes: frame.payload.readableBytes) else { return }
+                        Task { await r.receive(frame, from: peer); permit.release() }
                     } else {
                         refusals.refuse(.raftToClientAgent, peer: peer.name, "a raft frame; client agents run no Raft")
                     }
@@ -95,11 +98,12 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
                         logger.warning("dropping control frame", metadata: ["peer": "\(peer.name)", "error": "\(error)"])
                         return
                     }
+                    guard let permit = inFlight.acquire(peer: peer.name, bytes: frame.payload.readableBytes) else { return }
                     switch message.body {
                     case .forwardRequest, .forwardResponse:
-                        if let a = box.api { Task { await a.receive(message, from: peer) } }
+                        if let a = box.api { Task { await a.receive(message, from: peer); permit.release() } } else { permit.release() }
                     default:
-                        if let a = box.assignments { Task { await a.receive(message, from: peer) } }
+                        if let a = box.assignments { Task { await a.receive(message, from: peer); permit.release() } } else { permit.release() }
                     }
                 default:
                     break
