@@ -271,7 +271,9 @@ public final class PeerTransport: Sendable {
     /// The open connection to `host:port`, or a new one.
     public func connection(toAddress host: String, port: Int, expecting peer: String? = nil) async throws -> Channel {
         let key = Self.key(host, port)
-        if let open = table.channel(forKey: key) { return open }
+        // Addresses come from gossip: a connection open to this address is reused only if its
+        // certificate named the node we mean (another node may hold the address now).
+        if let open = table.channel(forKey: key, peer: peer) { return open }
         // Once shut down nothing dials: the event loops go next, and NIO refuses work on them.
         guard !shuttingDown.withLockedValue({ $0 }) else { throw EventLoopError.shutdown }
         return try await table.dial(key) { [self] in
@@ -524,6 +526,12 @@ final class ConnectionTable: Sendable {
 
     func channel(forKey key: String) -> Channel? {
         state.withLockedValue { $0.entries.last(where: { $0.key == key && $0.channel.isActive })?.channel }
+    }
+
+    /// The open connection to `key` whose certificate named `peer` (any, when nil).
+    func channel(forKey key: String, peer: String?) -> Channel? {
+        guard let peer else { return channel(forKey: key) }
+        return state.withLockedValue { $0.entries.last(where: { $0.key == key && $0.peer == peer && $0.channel.isActive })?.channel }
     }
 
     func channel(forPeer peer: String) -> Channel? {
