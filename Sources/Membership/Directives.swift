@@ -5,6 +5,13 @@ public struct Member: Sendable, Hashable {
     public internal(set) var status: MemberStatus
     /// When this instance last saw the status change (its own time base).
     public internal(set) var statusSince: Duration
+    /// When this instance last heard from the member itself (a message it sent us).
+    public internal(set) var lastHeard: Duration? = nil
+    /// When a probe of this instance's own (a probe round, or a verification) last went
+    /// unanswered; with `saidLeft`, the first-hand evidence that the member is gone.
+    public internal(set) var ownProbeFailedAt: Duration? = nil
+    /// The member itself said it left (its own `left`, not a relay of it).
+    public internal(set) var saidLeft = false
 
     public var name: String { record.name }
     public var address: String { record.address }

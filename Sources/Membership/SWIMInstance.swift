@@ -37,6 +37,10 @@ public struct SWIMInstance: Sendable {
     private var nextPushPullAt: Duration
     private var nextRedialAt: Duration
     private var redial: (sequence: UInt64, name: String)?
+    /// Verification pings in flight, by member: this instance's own probe of a member others
+    /// report suspect, dead or left (see `isConfirmedDown`).
+    private var verifications: [String: (sequence: UInt64, deadline: Duration)] = [:]
+    private var lastVerified: [String: Duration] = [:]
     private var joinSeeds: [String] = []
     private var nextJoinAt: Duration?
     /// Push-pulls still owed soon after joining (see `onPushPull`).
@@ -76,6 +80,8 @@ public struct SWIMInstance: Sendable {
 
     /// Bounds on per-peer bookkeeping (principle 7).
     private static let maxRelays = 64
+    /// Verification pings in flight at once, and members whose last verification is remembered.
+    private static let maxVerifications = 8
     private static let maxJoinSeeds = 16
     private static let maxRecordRequests = 256
     private static let maxRecentPeers = 64
@@ -109,6 +115,21 @@ public struct SWIMInstance: Sendable {
     }
 
     public func count(_ status: MemberStatus) -> Int { counts[status] ?? 0 }
+
+    /// Whether this instance has evidence of its own that `name` is gone: it is dead or left, and
+    /// either it said it left itself, or a probe of ours went unanswered and nothing was heard
+    /// from it since. A `dead`, `suspect` or `left` relayed by others is hearsay: one member that
+    /// lies (or one that cannot reach the subject) must not be enough to move a node's work, so
+    /// the leader plans such a node as suspect until its own probe fails; the probe is sent as
+    /// soon as the hearsay arrives (`verify`), and a subject that answers refutes it at once.
+    public func isConfirmedDown(_ name: String) -> Bool {
+        guard let i = index[name] else { return false }
+        let m = members[i]
+        guard m.status == .dead || m.status == .left else { return false }
+        if m.status == .left && m.saidLeft { return true }
+        guard let failed = m.ownProbeFailedAt else { return false }
+        return m.lastHeard.map { failed >= $0 } ?? true
+    }
 
     /// Updates waiting to be piggybacked or gossiped (0 when the cluster is at rest).
     public var pendingBroadcasts: Int { broadcasts.count }
@@ -200,6 +221,7 @@ public struct SWIMInstance: Sendable {
         if !isLeaving && now >= nextProbeAt {
             startProbe(now)
         }
+        verify(now)
         if !broadcasts.isEmpty && liveCount > 0 && now >= nextGossipAt {
             gossip(now)
             nextGossipAt = now + configuration.gossipInterval
@@ -278,6 +300,13 @@ public struct SWIMInstance: Sendable {
     /// round and the suspicion timeout, so a spurious hint costs one probe and marks no one.
     public mutating func peerUnreachable(address: String, now: Duration) -> Directives {
         begin()
+        // A verification whose dial failed has its answer (a reset: the process is gone).
+        for (subject, _) in verifications {
+            if let i = index[subject], members[i].address == address {
+                verifications[subject] = nil
+                members[i].ownProbeFailedAt = now
+            }
+        }
         if var p = probe, let i = index[p.target], members[i].address == address {
             if !p.indirectSent {
                 sendIndirectProbes(&p, now)
@@ -397,9 +426,37 @@ public struct SWIMInstance: Sendable {
             adjustHealth(1)
         }
         guard let i = index[p.target] else { return }
+        members[i].ownProbeFailedAt = now
         let m = members[i]
         if m.status == .alive || m.status == .suspect {
             applySuspect(m.name, incarnation: m.incarnation, from: name, now)
+        }
+    }
+
+    /// Sends this instance's own probe to members that others report suspect, dead or left and
+    /// that it has no evidence about, at most one per member per probe interval and
+    /// `maxVerifications` at a time. The ping carries the incarnation the hearsay is at, so a
+    /// member that is alive refutes in its ack (Lifeguard IV.C's buddy system).
+    private mutating func verify(_ now: Duration) {
+        for (subject, v) in verifications where now >= v.deadline {
+            verifications[subject] = nil
+            if let i = index[subject] { members[i].ownProbeFailedAt = now }
+        }
+        guard !isLeaving, verifications.count < Self.maxVerifications else { return }
+        for i in members.indices where verifications.count < Self.maxVerifications {
+            let m = members[i]
+            guard m.status != .alive, !isConfirmedDown(m.name), verifications[m.name] == nil,
+                  m.status != .left || !m.saidLeft,
+                  probe?.target != m.name,
+                  now - (lastVerified[m.name] ?? .seconds(-3600)) >= scaled(configuration.probeInterval) else { continue }
+            // Hearsay that our own probe round will check anyway: a suspect it probes next.
+            if m.status == .suspect, m.ownProbeFailedAt.map({ f in m.lastHeard.map { f >= $0 } ?? true }) == true { continue }
+            if lastVerified.count >= 4 * Self.maxVerifications { lastVerified = [:] }
+            lastVerified[m.name] = now
+            let seq = nextSequence()
+            verifications[m.name] = (seq, now + scaled(configuration.probeTimeout))
+            send(.ping(Ping(sequence: seq, from: name, fromAddress: address, target: m.name, suspectedAt: m.incarnation)),
+                 to: m.address)
         }
     }
 
@@ -443,6 +500,13 @@ public struct SWIMInstance: Sendable {
             send(.ack(Ack(sequence: r.sequence, from: name,
                           gossip: broadcasts.take(budget: configuration.maxPiggybackBytes, limit: retransmitLimit))),
                  to: r.requester)
+        } else if let v = verifications[a.from], v.sequence == a.sequence {
+            // Heard from first hand (`hear`): the hearsay does not move its work. A member we hold
+            // dead that answers is a healed partition, as with a redial: a push-pull merges views.
+            verifications[a.from] = nil
+            if let i = index[a.from], members[i].status == .dead {
+                send(.pushPull(fullState(isReply: false, isJoin: false)), to: members[i].address)
+            }
         } else if let d = redial, d.sequence == a.sequence {
             // A member we declared dead answers: the partition healed. A push-pull merges the
             // two views; the member refutes its death when it sees it in our state.
@@ -484,7 +548,11 @@ public struct SWIMInstance: Sendable {
             case let .alive(inc, rec): applyAlive(inc, rec, now)
             case let .suspect(n, inc, from): applySuspect(n, incarnation: inc, from: from, now)
             case let .dead(n, inc, from): applyDead(n, incarnation: inc, from: from, now)
-            case let .left(n, inc): applyLeft(n, incarnation: inc, now)
+            case let .left(n, inc):
+                applyLeft(n, incarnation: inc, now)
+                // The shell has checked that `sender` is the authenticated peer: a member that
+                // says itself that it leaves is first-hand; a relay of it is hearsay.
+                if n == sender, let i = index[n], members[i].status == .left { members[i].saidLeft = true }
             case let .recordDelta(d): applyDelta(d, from: sender, now)
             }
         }
@@ -498,6 +566,11 @@ public struct SWIMInstance: Sendable {
         counts[status, default: 0] += 1
         members[i].status = status
         members[i].statusSince = now
+        if status == .alive {
+            // Back: what we knew of its going no longer holds.
+            members[i].ownProbeFailedAt = nil
+            members[i].saidLeft = false
+        }
         if status != .suspect { suspicions[members[i].name] = nil }
         out.events.append(.memberChanged(MemberChange(name: members[i].name, address: members[i].address,
                                                       previous: previous, status: status, incarnation: inc)))
@@ -796,6 +869,7 @@ public struct SWIMInstance: Sendable {
 
     /// Notes that `name` spoke to us: whatever connection carried it is open.
     private mutating func hear(_ name: String, _ now: Duration) {
+        if let i = index[name] { members[i].lastHeard = now }
         if let i = recentPeers.lastIndex(where: { $0.name == name }) { recentPeers.remove(at: i) }
         recentPeers.append((name, now))
         if recentPeers.count > Self.maxRecentPeers { recentPeers.removeFirst() }

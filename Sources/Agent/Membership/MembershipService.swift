@@ -283,7 +283,11 @@ public actor MembershipService {
     }
 
     private func currentMembers() -> [MemberView] {
-        var out = instance.knownMembers.map { MemberView($0.record, status: $0.status, incarnation: $0.incarnation) }
+        var out = instance.knownMembers.map { m in
+            var v = MemberView(m.record, status: m.status, incarnation: m.incarnation)
+            if m.status == .dead || m.status == .left { v.confirmedDown = instance.isConfirmedDown(m.name) }
+            return v
+        }
         out.append(MemberView(instance.record, status: instance.isLeaving ? .left : .alive, incarnation: instance.incarnation))
         return out.sorted { $0.name < $1.name }
     }
@@ -300,6 +304,10 @@ public struct MemberView: Codable, Sendable, Equatable {
     public var reserved: ResourceView
     public var running: [String: Int]
     public var agentVersion: String
+    /// For a dead or left member: whether this agent has seen it gone itself (its own probe went
+    /// unanswered, or the member said it leaves), not only heard so from others. The leader moves
+    /// a node's work only then (docs/ARCHITECTURE.md, "Trust"). nil for the others.
+    public var confirmedDown: Bool?
 
     public struct ResourceView: Codable, Sendable, Equatable {
         public var cpu: Double

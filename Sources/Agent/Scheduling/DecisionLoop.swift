@@ -95,7 +95,11 @@ public actor DecisionLoop {
         demandInUse = demand.compactMapValues { if case .known(let v) = $0 { return v } else { return nil } }
         var nodes: [Scaling.Node] = []
         for m in members {
-            let status: NodeStatus = NodeStatus(rawValue: m.status) ?? .dead
+            var status: NodeStatus = NodeStatus(rawValue: m.status) ?? .dead
+            // Hearsay does not move work: a node others call dead or left stays where it is (as a
+            // suspect: it keeps its containers and gets no new ones) until this leader's own probe
+            // of it fails or it said itself that it leaves.
+            if (status == .dead || status == .left) && m.confirmedDown == false { status = .suspect }
             nodes.append(Scaling.Node(name: m.name, cpuMillis: (m.capacity.cpu * 1000).exactlyRoundedInt ?? 0,
                                       memoryBytes: Int(m.capacity.memoryBytes), status: status,
                                       drained: state.isDrained(m.name), running: m.running))
