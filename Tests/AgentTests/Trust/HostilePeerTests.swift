@@ -122,8 +122,8 @@ struct RecordingHandler: LogHandler {
         }
     }
 
-    @Test func aPeerWithAClientCertificateCannotMoveRaftWriteStateCommandAClientOrForgeAnswersOrARole() async throws {
-        let logs = LogRecorder()
+    /// Three servers and a client agent, started and joined through s1.
+    func startCluster(logs: LogRecorder) async throws -> (agents: [String: AgentRuntime], ports: [String: Int]) {
         var ports: [String: Int] = [:]
         var agents: [String: AgentRuntime] = [:]
         let (s1, p1) = try agent("s1", join: nil, logs: logs)
@@ -136,6 +136,65 @@ struct RecordingHandler: LogHandler {
             agents[n] = a
             ports[n] = p
         }
+        return (agents, ports)
+    }
+
+    /// Issue 15, items 2-3 on the wire: gossip from a client certificate that names other members
+    /// suspect, dead or left, or this member suspect at the largest incarnation. Nobody crashes,
+    /// every forged verdict is refuted by its subject, and no leader takes it as evidence.
+    @Test func forgedVerdictsAboutOtherMembersAreRefutedAndMoveNothing() async throws {
+        let logs = LogRecorder()
+        let (agents, ports) = try await startCluster(logs: logs)
+        let all = agents.values
+        let hostile = try Hostile()
+        defer { Task { await hostile.stop(); for a in all { await a.shutdown() } } }
+        let names = ["c1", "s1", "s2", "s3"]
+        let s1 = try #require(agents["s1"])
+        #expect(try await eventually {
+            let alive = await s1.members().filter { $0.status == "alive" }.map(\.name).sorted()
+            return alive == names
+        })
+        #expect(try await eventually {
+            for n in ["s1", "s2", "s3"] { if await agents[n]?.raft?.status()?.leader == nil { return false } }
+            return true
+        }, "every server runs Raft and knows the leader")
+        let incarnations = Dictionary(uniqueKeysWithValues: await s1.members().map { ($0.name, $0.incarnation) })
+        for n in ["s1", "s2", "s3"] {
+            let lies: [Gossip] = [
+                .suspect(name: n, incarnation: .max, from: "mallory"),
+                .dead(name: "s2", incarnation: incarnations["s2"] ?? 0, from: "mallory"),
+                .left(name: "s3", incarnation: incarnations["s3"] ?? 0),
+                .suspect(name: "c1", incarnation: incarnations["c1"] ?? 0, from: "mallory"),
+            ]
+            try await hostile.send(try MembershipCodec.frame(.gossip(GossipPacket(from: "mallory", gossip: lies))),
+                                   to: try #require(ports[n]), n)
+        }
+        // Refuted everywhere: every member alive in every agent's view, each server still in
+        // Raft with the same voters, and no dead or left verdict anyone holds is confirmed.
+        let refuted = try await eventually(30) {
+            for a in all {
+                let alive = await a.members().filter { $0.status == "alive" }.map(\.name)
+                if !Set(names).isSubset(of: Set(alive)) { return false }
+            }
+            return true
+        }
+        let view = await s1.members().map { "\($0.name) \($0.status)" }
+        #expect(refuted, "\(view)")
+        for n in ["s1", "s2", "s3"] {
+            let status = try #require(await agents[n]?.raft?.status())
+            #expect(status.voters == ["s1", "s2", "s3"])
+        }
+        for a in all {
+            let confirmed = await a.members().filter { $0.confirmedDown == true && $0.name != "mallory" }
+            #expect(confirmed.isEmpty, "\(confirmed.map(\.name))")
+        }
+    }
+
+    @Test func aPeerWithAClientCertificateCannotMoveRaftWriteStateCommandAClientOrForgeAnswersOrARole() async throws {
+        let logs = LogRecorder()
+        let (agents, ports) = try await startCluster(logs: logs)
+        let s1 = try #require(agents["s1"])
+        let p1 = try #require(ports["s1"])
         let all = agents.values
         let client = try #require(agents["c1"])
         let hostile = try Hostile()
