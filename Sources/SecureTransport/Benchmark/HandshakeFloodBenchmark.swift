@@ -192,34 +192,10 @@ public struct HandshakeFloodBenchmark: Sendable {
             }
             return out
         }
-        await withTaskGroup(of: Void.self) { tasks in
-            for i in 0..<attackers {
-                let source = "127.0.0.\(10 + i)"
-                let keep = stalledPerAttacker
-                tasks.addTask {
-                    var stalled: [Channel] = []
-                    var n = 0
-                    while ContinuousClock.now < deadline {
-                        n += 1
-                        guard let local = try? SocketAddress(ipAddress: source, port: 0),
-                              let ch = try? await ClientBootstrap(group: others).bind(to: local)
-                                .connect(host: "127.0.0.1", port: port).get() else {
-                            try? await Task.sleep(for: .milliseconds(1))
-                            continue
-                        }
-                        opened.withLockedValue { $0 += 1 }
-                        ch.writeAndFlush(hello, promise: nil)
-                        if n % 2 == 0 {
-                            ch.close(promise: nil)
-                        } else {
-                            stalled.append(ch)
-                            if stalled.count > keep { stalled.removeFirst().close(promise: nil) }
-                        }
-                    }
-                    for ch in stalled { ch.close(promise: nil) }
-                }
-            }
-        }
+        opened.withLockedValue { $0 = 0 }
+        let count = await Self.flood(port: port, hello: hello, attackers: attackers, until: deadline,
+                                     stalledPerAttacker: stalledPerAttacker, group: others)
+        opened.withLockedValue { $0 = count }
         let cpu2 = try await loopCPU()
         var flood = phase(samples.take(), seconds: seconds, connections: opened.withLockedValue { $0 }, loopCPU: cpu2 - cpu1)
         let connects = await legit.value
@@ -263,7 +239,47 @@ public struct HandshakeFloodBenchmark: Sendable {
     /// A client's first flight (its ClientHello), from a session on memory BIOs. Replayed as is,
     /// it still makes the server do all its first-flight work: a key share of its own and a
     /// signature over the transcript.
-    static func recordedClientHello(tls: TLSContext) throws -> ByteBuffer {
+    /// The flood itself: `attackers` tasks, each from its own source address (127.0.0.10, .11,
+    /// ...), open TCP connections to `port` on loopback and send `hello` until `deadline`; half
+    /// hang up at once, half stall (up to `stalledPerAttacker` each, the oldest closed to make
+    /// room). Returns the connections opened. Used by the benchmark and by the agent's tests.
+    public static func flood(port: Int, hello: ByteBuffer, attackers: Int, until deadline: ContinuousClock.Instant,
+                             stalledPerAttacker: Int, group: any EventLoopGroup) async -> Int {
+        let opened = NIOLockedValueBox(0)
+        await withTaskGroup(of: Void.self) { tasks in
+            for i in 0..<attackers {
+                let source = "127.0.0.\(10 + i)"
+                let keep = stalledPerAttacker
+                tasks.addTask {
+                    var stalled: [Channel] = []
+                    var n = 0
+                    while ContinuousClock.now < deadline {
+                        n += 1
+                        guard let local = try? SocketAddress(ipAddress: source, port: 0),
+                              let ch = try? await ClientBootstrap(group: group).bind(to: local)
+                                .connect(host: "127.0.0.1", port: port).get() else {
+                            try? await Task.sleep(for: .milliseconds(1))
+                            continue
+                        }
+                        opened.withLockedValue { $0 += 1 }
+                        ch.writeAndFlush(hello, promise: nil)
+                        if n % 2 == 0 {
+                            ch.close(promise: nil)
+                        } else {
+                            stalled.append(ch)
+                            if stalled.count > keep { stalled.removeFirst().close(promise: nil) }
+                        }
+                    }
+                    for ch in stalled { ch.close(promise: nil) }
+                }
+            }
+        }
+        return opened.withLockedValue { $0 }
+    }
+
+    /// The first flight of a TLS 1.3 client under `tls`: what makes a server generate a key share
+    /// and sign, recorded once so a flood replays it for nothing.
+    public static func recordedClientHello(tls: TLSContext) throws -> ByteBuffer {
         guard let ssl = SSL_new(tls.ctx), let r = BIO_new(BIO_s_mem()), let w = BIO_new(BIO_s_mem()) else {
             throw TLSError.contextSetup("cannot allocate a TLS session")
         }
