@@ -15,7 +15,7 @@ let package = Package(
         .executable(name: "microscale-chaos", targets: ["microscale-chaos"]),
         // For the fuzz targets in fuzzing/ (a package of their own, so `swift build` here is unaffected).
         .library(name: "MicroscaleWire", targets: ["Wire"]),
-        .library(name: "MicroscaleAgent", targets: ["Agent", "Membership", "Consensus"]),
+        .library(name: "MicroscaleAgent", targets: ["Agent", "Membership", "Consensus", "Scaling"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

@@ -6,7 +6,8 @@ import Scaling
 
 /// Translations between the replicated services (Consensus), the planner's view (Scaling) and the
 /// containers an agent creates (DockerEngine). One place, so the three never disagree on a hash.
-enum Specs {
+/// Public for the fuzz targets, which plan what they decode as the decision loop would.
+public enum Specs {
     /// A stable hash of what a container is made from (image, command, limits, stop timeout): a
     /// change replaces the containers (the reconciler compares it with the `io.microscale.spec`
     /// label). FNV-1a over sorted-key JSON, so every agent and every version computes the same value
@@ -36,7 +37,7 @@ enum Specs {
         return h
     }
 
-    static func planner(_ name: String, _ s: Consensus.ServiceSpec) -> Scaling.ServiceSpec {
+    public static func planner(_ name: String, _ s: Consensus.ServiceSpec) -> Scaling.ServiceSpec {
         Scaling.ServiceSpec(name: name, priority: s.priority, cpuMillis: (s.cpu * 1000).exactlyRoundedInt ?? Int(Limits.maxContainerCPUMillicores),
                             memoryBytes: Int(clamping: s.memory), min: s.min, max: s.max,
                             perContainer: s.demand?.perContainer ?? 1, fill: s.fill,

@@ -3,6 +3,7 @@ import Consensus
 import Foundation
 import Membership
 import NIOCore
+import Scaling
 import Wire
 
 /// What the agent does with bytes from outside, step for step as its receive paths do, with every
@@ -109,7 +110,9 @@ public enum Receive {
         if let snapshot = message.snapshot, let restored = try? ClusterState.restore(snapshot.data) {
             guard let bytes = try? restored.snapshot() else { fail("a restored snapshot does not encode again") }
             check((try? ClusterState.restore(bytes)) == restored, "a restored snapshot does not restore again")
+            plan(restored, demand: restored.demand.values.first ?? 0)
         }
+        plan(state, demand: state.demand.values.first ?? 0)
     }
 
     /// A follower in term 5 that has entries up to index 3, as a server mid-life would be.
@@ -159,6 +162,33 @@ public enum Receive {
         var state = ClusterState()
         check(state.apply(.applyServices(specs), index: 1) == nil, "parsed specs refused by the state")
         _ = try? ClusterCommand.applyServices(specs).encoded()
+        // Then what the leader's decision loop does with them: plan, with a demand the input
+        // chooses, over four nodes.
+        plan(state, demand: Double(text.utf8.reduce(0) { $0 &+ Int($1) } % 100_000) * 0.37)
+    }
+
+    /// The decision loop's planning pass (DecisionLoop.step) over `state`'s services, four nodes of
+    /// 4 cores and 8 GiB, `demand` for every demand-driven service, and the state's plan as the
+    /// current one. Planned fresh (no current plan), no node may be given more than it holds.
+    static func plan(_ state: ClusterState, demand: Double) {
+        let services = state.services.map { Specs.planner($0.key, $0.value) }
+        let nodes = (1...4).map { Scaling.Node(name: "node-\($0)", cpuMillis: 4000, memoryBytes: 8 << 30) }
+        let wanted = Dictionary(uniqueKeysWithValues: services.map { ($0.name, DemandValue.known(demand)) })
+        let fresh = Planner().plan(services: services, demand: wanted, nodes: nodes, currentPlan: nil, now: .zero)
+        let byName = Dictionary(uniqueKeysWithValues: services.map { ($0.name, $0) })
+        for node in nodes {
+            var cpu = 0.0, memory = 0.0 // in Double: the harness must not trap where the planner did not
+            for (service, n) in fresh.plan.assignments[node.name] ?? [:] {
+                guard let s = byName[service] else { fail("a plan places \(service), which was not declared") }
+                cpu += Double(n) * Double(s.cpuMillis)
+                memory += Double(n) * Double(s.memoryBytes)
+            }
+            check(cpu <= Double(node.cpuMillis) && memory <= Double(node.memoryBytes),
+                  "a fresh plan puts more on \(node.name) than it holds")
+        }
+        var current = Scaling.Plan()
+        current.assignments = state.plan.assignments
+        _ = Planner().plan(services: services, demand: wanted, nodes: nodes, currentPlan: current, now: .seconds(10))
     }
 
     /// The --config file: AgentSettings.fromYAML, then resolve() (defaults and every check).
