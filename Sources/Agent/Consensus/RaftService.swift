@@ -88,6 +88,10 @@ public actor RaftService {
     private var observers: [@Sendable (ClusterState) async -> Void] = []
     /// Snapshots arriving in chunks, per leader.
     private var snapshots = SnapshotAssembler()
+    /// Agreeing on the first voters with the other servers (no Raft state yet).
+    private var agreement: BootstrapAgreement?
+    private var agreementBroken = false
+    private let epoch = ContinuousClock.now
     /// Frames of a snapshot waiting in a peer's outbox.
     private var snapshotFramesQueued: [String: Int] = [:]
 
@@ -153,34 +157,119 @@ public actor RaftService {
     /// alive (as Consul does). The voters are written to raft-peers.json before the node starts, so
     /// that a restarted server knows them even before its first snapshot carries them.
     private func bootstrapIfReady(alive: Set<String>) {
-        let voters: Set<String>
         if let data = FileManager.default.contents(atPath: peersFile),
            let saved = try? JSONDecoder().decode([String].self, from: data) {
-            voters = Set(saved)
-        } else {
-            guard options.bootstrapExpect > 0 else {
-                if !waitingLogged {
-                    logger.warning("server has no --bootstrap-expect and no Raft state: it will not elect a leader")
-                    waitingLogged = true
-                }
-                return
+            startNode(voters: Set(saved))
+            return
+        }
+        guard options.bootstrapExpect > 0 else {
+            if !waitingLogged {
+                logger.warning("server has no --bootstrap-expect and no Raft state: it will not elect a leader")
+                waitingLogged = true
             }
-            let others = alive.subtracting([name]).sorted()
-            guard others.count + 1 >= options.bootstrapExpect else {
-                if !waitingLogged {
-                    logger.info("waiting for servers to bootstrap Raft", metadata: ["expect": "\(options.bootstrapExpect)", "alive": "\(others.count + 1)"])
-                    waitingLogged = true
+            return
+        }
+        if agreement == nil {
+            let pledged = FileManager.default.contents(atPath: pledgeFile).flatMap { try? JSONDecoder().decode([String].self, from: $0) }
+            agreement = BootstrapAgreement(name: name, expect: options.bootstrapExpect, pledge: pledged)
+        }
+        if !waitingLogged {
+            logger.info("waiting for servers to agree on the voters", metadata: ["expect": "\(options.bootstrapExpect)", "alive": "\(alive.count)"])
+            waitingLogged = true
+        }
+        perform(agreement!.observe(servers: alive, now: ContinuousClock.now - epoch))
+    }
+
+    var pledgeFile: String { (dataDir as NSString).appendingPathComponent("raft-pledge.json") }
+
+    /// Carries out what the bootstrap agreement decided, in order: a pledge is on disk before any
+    /// message says so (a restart must not pledge anew to another set).
+    private func perform(_ effects: [BootstrapAgreement.Effect]) {
+        for effect in effects {
+            switch effect {
+            case .persistPledge(let set):
+                do {
+                    try JSONEncoder().encode(set).write(to: URL(fileURLWithPath: pledgeFile), options: .atomic)
+                    logger.info("pledged to bootstrap Raft with these voters", metadata: ["voters": "\(set)"])
+                } catch {
+                    // Nothing may go out on a pledge that is not durable: stop agreeing here.
+                    logger.critical("cannot write \(pledgeFile); this server takes no part in bootstrapping: \(error)")
+                    agreementBroken = true
+                    return
                 }
-                return
-            }
-            voters = Set([name] + others.prefix(options.bootstrapExpect - 1))
-            do {
-                try JSONEncoder().encode(voters.sorted()).write(to: URL(fileURLWithPath: peersFile), options: .atomic)
-            } catch {
-                logger.error("cannot write \(peersFile): \(error)")
-                return
+            case .propose(let set, let peers):
+                guard !agreementBroken else { return }
+                var proposal = Microscale_Control_BootstrapProposal()
+                proposal.voters = set
+                var m = Microscale_Control_ControlMessage()
+                m.bootstrapProposal = proposal
+                guard let frame = try? Frame(kind: .control, message: m) else { return }
+                for peer in peers {
+                    guard let to = addresses[peer] else { continue }
+                    let transport = self.transport
+                    Task { try? await transport.send(frame, toAddress: to.host, port: to.port, expecting: peer) }
+                }
+            case .bootstrap(let voters):
+                guard !agreementBroken, node == nil else { return }
+                do {
+                    try JSONEncoder().encode(voters.sorted()).write(to: URL(fileURLWithPath: peersFile), options: .atomic)
+                } catch {
+                    logger.error("cannot write \(peersFile): \(error)")
+                    return
+                }
+                startNode(voters: Set(voters))
             }
         }
+    }
+
+    /// A bootstrap message from another agent: proposals are answered, replies fed to the agreement.
+    public func receive(bootstrap message: Microscale_Control_ControlMessage, from peer: AuthenticatedPeer) {
+        guard peer.identity.isServer else {
+            refusals.refuse(.bootstrapNeedsServerCertificate, peer: peer.name, "a bootstrap message from a client certificate")
+            return
+        }
+        switch message.body {
+        case .bootstrapProposal(let p):
+            guard p.voters.count <= 16, p.voters.allSatisfy({ $0.utf8.count <= ClusterState.maxNodeNameBytes }) else { return }
+            var reply = Microscale_Control_BootstrapReply()
+            let voters = node.map { $0.configuration.voters.sorted() }
+            if agreement == nil, options.bootstrapExpect > 0, voters == nil {
+                let pledged = FileManager.default.contents(atPath: pledgeFile).flatMap { try? JSONDecoder().decode([String].self, from: $0) }
+                agreement = BootstrapAgreement(name: name, expect: options.bootstrapExpect, pledge: pledged)
+            }
+            if let voters {
+                reply.votersWithState = voters
+            } else if var a = agreement, !agreementBroken {
+                let (answer, effects) = a.receiveProposal(p.voters, hasState: nil)
+                agreement = a
+                perform(effects)
+                guard !agreementBroken else { return }
+                switch answer {
+                case .pledged(let set): reply.pledged = set
+                case .hasState(let v): reply.votersWithState = v
+                case .candidate(let c): reply.candidate = c
+                }
+            } else {
+                return
+            }
+            var m = Microscale_Control_ControlMessage()
+            m.bootstrapReply = reply
+            guard let frame = try? Frame(kind: .control, message: m) else { return }
+            let transport = self.transport
+            Task { await transport.send(frame, toPeer: peer.name) }
+        case .bootstrapReply(let r):
+            guard node == nil, var a = agreement else { return }
+            let answer: BootstrapAgreement.Reply =
+                !r.pledged.isEmpty ? .pledged(r.pledged) : !r.votersWithState.isEmpty ? .hasState(voters: r.votersWithState) : .candidate(r.candidate)
+            let effects = a.receiveReply(answer, from: peer.name)
+            agreement = a
+            perform(effects)
+        default:
+            break
+        }
+    }
+
+    private func startNode(voters: Set<String>) {
         let recovered: RecoveredState
         do { recovered = try storage.recover() } catch {
             logger.critical("cannot recover the Raft log: \(error)")

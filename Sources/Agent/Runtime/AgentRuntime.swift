@@ -102,6 +102,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
                     switch message.body {
                     case .forwardRequest, .forwardResponse:
                         if let a = box.api { Task { await a.receive(message, from: peer); permit.release() } } else { permit.release() }
+                    case .bootstrapProposal, .bootstrapReply:
+                        if let r = box.raft { Task { await r.receive(bootstrap: message, from: peer); permit.release() } } else { permit.release() }
                     default:
                         if let a = box.assignments { Task { await a.receive(message, from: peer); permit.release() } } else { permit.release() }
                     }

@@ -26,6 +26,8 @@ public enum TrustRule: String, Sendable, Hashable, CaseIterable {
     case forwardedWriteNeedsToken = "forwarded-write-needs-token"
     /// A forward response is taken only from the peer the request went to, for an id it was sent.
     case forwardResponseNotAwaited = "forward-response-not-awaited"
+    /// Bootstrap agreement is between server certificates only.
+    case bootstrapNeedsServerCertificate = "bootstrap-needs-server-certificate"
 }
 
 /// At most one `allow` per key per `interval`: what keeps a peer that repeats a refused message

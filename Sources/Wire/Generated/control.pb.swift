@@ -130,6 +130,38 @@ public nonisolated struct Microscale_Control_ForwardResponse: Sendable {
   public init() {}
 }
 
+/// Bootstrap agreement (docs/consensus.md, "Bootstrap"): a server with --bootstrap-expect and no
+/// Raft state asks the members of the voter set it has pledged to whether they pledged to it too.
+public nonisolated struct Microscale_Control_BootstrapProposal: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var voters: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The answer: the set this server pledged to (at most one, ever), or, with Raft state, the
+/// voters it started with; empty both when it has not pledged (its own candidate set then says why).
+public nonisolated struct Microscale_Control_BootstrapReply: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var pledged: [String] = []
+
+  public var votersWithState: [String] = []
+
+  public var candidate: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Microscale_Control_ControlMessage: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -169,6 +201,22 @@ public nonisolated struct Microscale_Control_ControlMessage: Sendable {
     set {body = .forwardResponse(newValue)}
   }
 
+  public var bootstrapProposal: Microscale_Control_BootstrapProposal {
+    get {
+      if case .bootstrapProposal(let v)? = body {return v}
+      return Microscale_Control_BootstrapProposal()
+    }
+    set {body = .bootstrapProposal(newValue)}
+  }
+
+  public var bootstrapReply: Microscale_Control_BootstrapReply {
+    get {
+      if case .bootstrapReply(let v)? = body {return v}
+      return Microscale_Control_BootstrapReply()
+    }
+    set {body = .bootstrapReply(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -176,6 +224,8 @@ public nonisolated struct Microscale_Control_ControlMessage: Sendable {
     case subscribe(Microscale_Control_SubscribeAssignments)
     case forwardRequest(Microscale_Control_ForwardRequest)
     case forwardResponse(Microscale_Control_ForwardResponse)
+    case bootstrapProposal(Microscale_Control_BootstrapProposal)
+    case bootstrapReply(Microscale_Control_BootstrapReply)
 
   }
 
@@ -411,9 +461,79 @@ nonisolated extension Microscale_Control_ForwardResponse: SwiftProtobuf.Message,
   }
 }
 
+nonisolated extension Microscale_Control_BootstrapProposal: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BootstrapProposal"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}voters\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.voters) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.voters.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.voters, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Control_BootstrapProposal, rhs: Microscale_Control_BootstrapProposal) -> Bool {
+    if lhs.voters != rhs.voters {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Control_BootstrapReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BootstrapReply"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pledged\0\u{3}voters_with_state\0\u{1}candidate\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.pledged) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.votersWithState) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.candidate) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.pledged.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.pledged, fieldNumber: 1)
+    }
+    if !self.votersWithState.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.votersWithState, fieldNumber: 2)
+    }
+    if !self.candidate.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.candidate, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Control_BootstrapReply, rhs: Microscale_Control_BootstrapReply) -> Bool {
+    if lhs.pledged != rhs.pledged {return false}
+    if lhs.votersWithState != rhs.votersWithState {return false}
+    if lhs.candidate != rhs.candidate {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Microscale_Control_ControlMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ControlMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}assignment\0\u{1}subscribe\0\u{3}forward_request\0\u{3}forward_response\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}assignment\0\u{1}subscribe\0\u{3}forward_request\0\u{3}forward_response\0\u{3}bootstrap_proposal\0\u{3}bootstrap_reply\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -473,6 +593,32 @@ nonisolated extension Microscale_Control_ControlMessage: SwiftProtobuf.Message, 
           self.body = .forwardResponse(v)
         }
       }()
+      case 5: try {
+        var v: Microscale_Control_BootstrapProposal?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .bootstrapProposal(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .bootstrapProposal(v)
+        }
+      }()
+      case 6: try {
+        var v: Microscale_Control_BootstrapReply?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .bootstrapReply(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .bootstrapReply(v)
+        }
+      }()
       default: break
       }
     }
@@ -499,6 +645,14 @@ nonisolated extension Microscale_Control_ControlMessage: SwiftProtobuf.Message, 
     case .forwardResponse?: try {
       guard case .forwardResponse(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .bootstrapProposal?: try {
+      guard case .bootstrapProposal(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
+    case .bootstrapReply?: try {
+      guard case .bootstrapReply(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
     }()
     case nil: break
     }
