@@ -132,7 +132,9 @@ final class Inbox: Sendable {
     }
 
     @Test func anIdleConnectionIsClosed() async throws {
-        let a = try transport("node-a", inbox: Inbox(), options: .init(cluster: "test", idleTimeout: .milliseconds(150)))
+        // 1 s, not less: on a loaded machine (the whole suite runs in parallel) a shorter timeout
+        // fired between the send and the first count, which then read 0 (seen once in CI's run).
+        let a = try transport("node-a", inbox: Inbox(), options: .init(cluster: "test", idleTimeout: .seconds(1)))
         let b = try transport("node-b", inbox: Inbox())
         let port = try await b.listen(host: "127.0.0.1", port: 0).port!
         try await a.send(frame("hi"), toAddress: "127.0.0.1", port: port)
