@@ -51,9 +51,13 @@ public actor NodeExecutor {
         }
     }
 
-    public func stop() {
-        loop?.stop()
+    /// Stops the rounds and waits for one in progress: a container it was creating exists by the
+    /// time this returns, so whoever stops the agent and then cleans up sees it (a create that
+    /// finished after a test's clean-up left a container of a stopped node behind).
+    public func stop() async {
+        let running = loop
         loop = nil
+        await running?.stopAndWait()
     }
 
     public func assign(_ a: NodeAssignment) {

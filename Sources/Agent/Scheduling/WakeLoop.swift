@@ -28,4 +28,11 @@ final class WakeLoop: Sendable {
         continuation.finish()
         task.cancel()
     }
+
+    /// Stops, and returns once a run in progress has finished: nothing the loop started (a
+    /// container being created, say) may complete after its owner said it stopped.
+    func stopAndWait() async {
+        stop()
+        await task.value
+    }
 }
