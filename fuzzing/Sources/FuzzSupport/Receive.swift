@@ -146,6 +146,11 @@ public enum Receive {
             }
         case .subscribe(let s):
             _ = (s.node == "node-1", s.afterIndex)
+        case .bootstrapProposal(let p):
+            // RaftService.receive(bootstrap:) takes at most 16 names of at most 64 bytes.
+            _ = p.voters.count <= 16 && p.voters.allSatisfy { $0.utf8.count <= 64 } ? p.voters.sorted() : []
+        case .bootstrapReply(let r):
+            _ = (r.pledged.sorted(), r.votersWithState.sorted(), r.candidate.sorted())
         case nil:
             break
         }
