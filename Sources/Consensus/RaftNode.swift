@@ -204,6 +204,22 @@ public struct RaftNode: Sendable {
 
     private var isPromotable: Bool { configuration.voters.contains(id) }
 
+    /// On a leader, how much of `peer`'s log is known to match (Raft §5.3 matchIndex); nil on a
+    /// follower or for a server outside the configuration. The leader's own is `persisted`.
+    public func match(of peer: NodeID) -> UInt64? {
+        guard role == .leader else { return nil }
+        return peer == id ? persisted : progress[peer]?.match
+    }
+
+    /// Whether a configuration entry in the log is not yet committed (thesis §4.1: one at a time).
+    public var hasPendingConfigurationChange: Bool { (configurations.last?.index ?? 0) > commit }
+
+    /// Whether this leader may propose a configuration change now: it committed an entry of its
+    /// own term and no other change is pending (see `proposeConfChange`).
+    public var canChangeConfiguration: Bool {
+        role == .leader && leadTransferee == nil && term(at: commit) == term && !hasPendingConfigurationChange
+    }
+
     /// A hint from the shell that its connection to `peer` broke: a killed process resets its
     /// sockets at once, long before any election timeout. If `peer` is this follower's leader, the
     /// follower forgets it (ending its lease, thesis §4.2.3, so that it grants the other followers'

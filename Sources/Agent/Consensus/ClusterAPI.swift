@@ -62,6 +62,15 @@ public struct StatusView: Codable, Sendable, Equatable {
     public var nodes: [NodeRow]
 }
 
+/// `PUT /v1/operator/snapshot`: what a restore put back.
+public struct RestoreView: Codable, Sendable, Equatable {
+    /// The log index the snapshot was taken at (in the cluster it came from).
+    public var index: UInt64
+    public var services: Int
+    public var demand: Int
+    public var drainedNodes: Int
+}
+
 /// `GET /v1/leader`.
 public struct LeaderView: Codable, Sendable, Equatable {
     public var name: String
@@ -98,6 +107,8 @@ public actor ClusterAPI {
     /// Members and the demand the decision loop last used, for `GET /v1/status` (set by the runtime).
     var members: @Sendable () async -> [MemberView] = { [] }
     var demandInUse: @Sendable () async -> [String: Double] = { [:] }
+    /// The cluster name written into a snapshot file's header (--cluster).
+    var clusterName = ""
     private var pending: [UInt64: Pending] = [:]
 
     struct Pending {
@@ -126,6 +137,8 @@ public actor ClusterAPI {
         self.members = members
         self.demandInUse = demand
     }
+
+    func setClusterName(_ name: String) { clusterName = name }
 
     public func handle(method: String, path: String, body: [UInt8], hops: Int = 0) async -> APIResponse {
         if let raft, await raft.isLeader {
@@ -358,6 +371,23 @@ public actor ClusterAPI {
         case ("POST", "nodes", 4) where p[3] == "drain" || p[3] == "undrain":
             return await commit(.setDrain(node: p[2], drained: p[3] == "drain"), raft: raft,
                                 ok: .json(DrainView(node: p[2], drained: p[3] == "drain")))
+        case ("GET", "operator", 3) where p[2] == "snapshot":
+            // The leader's applied state, copied in one step on its actor: a consistent point of the log.
+            let backup = await raft.state.backup(takenAtMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
+            let bytes: [UInt8]
+            do { bytes = try SnapshotFile.encode(backup, cluster: clusterName) } catch {
+                return .error(500, "cannot encode the snapshot: \(error)")
+            }
+            guard bytes.count <= SnapshotFile.maxBytes else {
+                return .error(507, "the state is \(bytes.count) bytes as a snapshot; a snapshot holds at most \(SnapshotFile.maxBytes)")
+            }
+            return APIResponse(status: 200, body: bytes)
+        case ("PUT", "operator", 3) where p[2] == "snapshot":
+            let backup: ClusterBackup
+            do { (_, backup) = try SnapshotFile.decode(body) } catch { return .error(400, error.description) }
+            return await commit(.restore(backup), raft: raft,
+                                ok: .json(RestoreView(index: backup.index, services: backup.services.count,
+                                                      demand: backup.demand.count, drainedNodes: backup.drainedNodes.count)))
         default:
             return .error(404, "no such endpoint: \(method) \(path)")
         }

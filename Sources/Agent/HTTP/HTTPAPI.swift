@@ -88,6 +88,14 @@ public enum HTTPAPI {
         router.get("/v1/nodes/drained", use: cluster)
         router.post("/v1/nodes/:name/drain", use: cluster)
         router.post("/v1/nodes/:name/undrain", use: cluster)
+        // A snapshot file is not JSON (docs/consensus.md, "Backup and restore"); errors are.
+        router.get("/v1/operator/snapshot") { request, _ -> Response in
+            let answer = await state.cluster(method: "GET", path: request.uri.path, body: [])
+            return Response(status: .init(code: answer.status),
+                            headers: [.contentType: answer.status == 200 ? "application/octet-stream" : "application/json"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
+        }
+        router.put("/v1/operator/snapshot", use: cluster)
         return router
     }
 }

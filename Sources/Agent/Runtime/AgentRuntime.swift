@@ -234,6 +234,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         }
         let decisionLoop = decisions
         let roles = self.roles
+        await clusterAPI.setClusterName(c.cluster)
         await clusterAPI.setStatusSources(members: { Self.certified(await service.members(), roles) },
                                           demand: { await decisionLoop?.demandInUse ?? [:] })
         await executor.start()

@@ -166,6 +166,11 @@ public enum ClusterCommand: Sendable, Hashable, Codable {
     case setDrain(node: String, drained: Bool)
     /// The leader's planner: a new plan and why.
     case setPlan(Plan, Decision)
+    /// `operator snapshot restore FILE`: replaces what an operator declared (services, demand,
+    /// drained nodes) with a backup's, as one committed entry, so every server applies the same
+    /// restore at the same point of the log. The plan is not restored: the leader plans anew from
+    /// the restored services and the nodes alive now.
+    case restore(ClusterBackup)
 
     /// Encoding: a version byte, then JSON with sorted keys. Commands are few (operator actions
     /// and plan changes, not a hot path), JSON is readable when inspecting the log with sqlite3,
@@ -216,6 +221,8 @@ public enum ClusterCommand: Sendable, Hashable, Codable {
                 || decision.reasons.contains(where: { $0.utf8.count > Decision.maxTextBytes }) {
                 return .malformed("plan: decision text over \(Decision.maxReasons) reasons of \(Decision.maxTextBytes) bytes")
             }
+        case .restore(let backup):
+            return backup.validationError()
         }
         return nil
     }
@@ -228,6 +235,50 @@ public enum ClusterCommand: Sendable, Hashable, Codable {
         } catch {
             throw .malformed("command: \(error)")
         }
+    }
+}
+
+/// A copy of the declared cluster state, for backups (`ClusterState.backup`) and restore
+/// (`ClusterCommand.restore`).
+public struct ClusterBackup: Sendable, Hashable, Codable {
+    /// The log index the copy was taken at.
+    public var index: UInt64
+    /// Wall-clock milliseconds the leader stamped it with.
+    public var takenAtMilliseconds: Int64
+    public var services: [String: ServiceSpec]
+    public var demand: [String: Double]
+    public var drainedNodes: [String]
+
+    public init(index: UInt64, takenAtMilliseconds: Int64, services: [String: ServiceSpec], demand: [String: Double],
+                drainedNodes: [String]) {
+        self.index = index
+        self.takenAtMilliseconds = takenAtMilliseconds
+        self.services = services
+        self.demand = demand
+        self.drainedNodes = drainedNodes
+    }
+
+    /// The first thing in the backup outside the limits that apply to the commands that build
+    /// the same state (docs/limits.md); a backup is restored whole or not at all.
+    public func validationError() -> ClusterStateError? {
+        if services.count > ClusterState.maxServices {
+            return .malformed("backup: \(services.count) services; at most \(ClusterState.maxServices)")
+        }
+        for name in services.keys.sorted() {
+            if let e = services[name]!.validationError(name: name) { return e }
+        }
+        for (name, value) in demand.sorted(by: { $0.key < $1.key }) {
+            guard services[name] != nil else { return .malformed("backup: demand for \(name.prefix(63)), which is not a service of the backup") }
+            if let e = ClusterCommand.setDemand(service: name, value: value).validationError() { return e }
+        }
+        if drainedNodes.count > Limits.defaultMaxMembers {
+            return .malformed("backup: \(drainedNodes.count) drained nodes; at most \(Limits.defaultMaxMembers)")
+        }
+        for node in drainedNodes where node.isEmpty || node.utf8.count > ClusterState.maxNodeNameBytes {
+            return .malformed("backup: a drained node name is not 1-\(ClusterState.maxNodeNameBytes) bytes")
+        }
+        if Set(drainedNodes).count != drainedNodes.count { return .malformed("backup: a drained node is listed twice") }
+        return nil
     }
 }
 
@@ -349,8 +400,24 @@ public struct ClusterState: Sendable, Hashable, Codable {
             planIndex = index
             d.index = index
             appendDecision(d)
+        case .restore(let backup):
+            services = backup.services
+            demand = backup.demand
+            drainedNodes = backup.drainedNodes.sorted()
+            // Its time is the backup's: apply reads no clock (every server records the same bytes).
+            appendDecision(Decision(index: index, timestampMilliseconds: backup.takenAtMilliseconds,
+                                    summary: "restored \(backup.services.count) services from a snapshot of entry \(backup.index)",
+                                    reasons: ["demand values: \(backup.demand.count), drained nodes: \(backup.drainedNodes.count)"]))
         }
         return nil
+    }
+
+    /// What `operator snapshot save` keeps: the state an operator declared, as of the last applied
+    /// entry. The plan and the decisions are left out: both describe nodes and times that a
+    /// restore into another cluster does not have, and the leader plans anew after a restore.
+    public func backup(takenAtMilliseconds: Int64) -> ClusterBackup {
+        ClusterBackup(index: appliedIndex, takenAtMilliseconds: takenAtMilliseconds, services: services,
+                      demand: demand, drainedNodes: drainedNodes)
     }
 
     private mutating func appendDecision(_ d: Decision) {

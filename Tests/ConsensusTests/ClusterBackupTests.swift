@@ -1,0 +1,34 @@
+import Consensus
+import Testing
+
+/// `ClusterBackup` and `ClusterCommand.restore` (docs/consensus.md, "Backup and restore").
+struct ClusterBackupTests {
+    static let backup = ClusterBackup(
+        index: 42, takenAtMilliseconds: 1_700_000_000_000,
+        services: ["web": ServiceSpec(image: "nginx:1", cpu: 0.5, memory: 64 << 20, max: 8),
+                   "batch": ServiceSpec(image: "busybox", priority: 2, cpu: 1, memory: 32 << 20, max: 4)],
+        demand: ["web": 12.5], drainedNodes: ["h2"])
+
+    @Test func restoreReplacesTheDeclaredStateAndKeepsThePlanForTheLeaderToRedo() throws {
+        var state = ClusterState()
+        _ = state.apply(.applyServices(["old": ServiceSpec(image: "x", cpu: 1, memory: 1, max: 1)]), index: 1)
+        _ = state.apply(.setDrain(node: "h9", drained: true), index: 2)
+        #expect(state.apply(.restore(Self.backup), index: 3) == nil)
+        #expect(state.services == Self.backup.services)
+        #expect(state.demand == ["web": 12.5] && state.drainedNodes == ["h2"])
+        #expect(state.decisions.last?.summary.contains("restored 2 services") == true)
+        // A state round-trips through a backup.
+        #expect(state.backup(takenAtMilliseconds: 5).services == Self.backup.services)
+    }
+
+    @Test func aBackupWithDemandForAServiceItDoesNotHoldOrADrainedNodeTwiceIsRefusedOnApplyToo() {
+        var bad = Self.backup
+        bad.demand["ghost"] = 1
+        var state = ClusterState()
+        #expect(state.apply(.restore(bad), index: 1) != nil)
+        #expect(state.services.isEmpty)
+        bad = Self.backup
+        bad.drainedNodes = ["h1", "h1"]
+        #expect(ClusterCommand.restore(bad).validationError() != nil)
+    }
+}
