@@ -16,6 +16,9 @@ public enum Limits {
     /// `per_container` range: the smallest keeps demand / per_container ≤ 1e18, inside Int64.
     public static let minPerContainer: Double = 1e-6
     public static let maxPerContainer: Double = 1e12
+    /// `demand.controller.kd`: how far ahead along a queue's trend the PD controller looks, in seconds
+    /// (ten minutes: further than that a trend is a guess).
+    public static let maxControllerLookaheadSeconds: Double = 600
 
     // MARK: One service (the services file, the API, a Raft entry on apply)
 

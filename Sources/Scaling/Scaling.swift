@@ -21,11 +21,13 @@ public struct ServiceSpec: Sendable, Hashable {
     public var fill: Bool
     public var stopTimeout: Duration
     public var specHash: String
+    /// How demand becomes a count beyond the proportional rule (band, PD, max change): Control.swift.
+    public var control: Control
 
     public init(
         name: String, priority: Int, cpuMillis: Int, memoryBytes: Int, min: Int = 0, max: Int,
         perContainer: Double = 1, fill: Bool = false, stopTimeout: Duration = .seconds(5),
-        specHash: String = ""
+        specHash: String = "", control: Control = Control()
     ) {
         self.name = name
         self.priority = priority
@@ -37,6 +39,7 @@ public struct ServiceSpec: Sendable, Hashable {
         self.fill = fill
         self.stopTimeout = stopTimeout
         self.specHash = specHash
+        self.control = control
     }
 }
 
@@ -94,6 +97,8 @@ public struct Plan: Sendable, Hashable {
     public var desired: [String: Int] = [:]
     /// Since when a demand-driven service has wanted fewer containers than `desired`.
     public var scaleDownSince: [String: Duration] = [:]
+    /// What each PD-controlled service's controller remembers (the queue's trend): Control.swift.
+    public var control: [String: ControlState] = [:]
 
     public init() {}
 
@@ -141,9 +146,13 @@ public struct PlanResult: Sendable {
 public struct Planner: Sendable {
     /// Scale-down of a demand-driven service waits this long so a flickering metric does not thrash.
     public var stabilizationWindow: Duration
+    /// The PD controller measures a queue's trend over at least this long, so a plan made a moment
+    /// after another (a member changed) does not see a flat queue.
+    public var trendSpan: Duration
 
-    public init(stabilizationWindow: Duration = .seconds(3)) {
+    public init(stabilizationWindow: Duration = .seconds(3), trendSpan: Duration = .seconds(1)) {
         self.stabilizationWindow = stabilizationWindow
+        self.trendSpan = trendSpan
     }
 
     public func plan(
@@ -154,7 +163,8 @@ public struct Planner: Sendable {
         var newPlan = Plan()
         var decisions: [Decision] = []
 
-        // 1. Desired counts (demand-driven: clamp(ceil(demand / per_container), min, max)).
+        // 1. Desired counts (demand-driven: the control rules of Control.swift, from
+        //    clamp(ceil(demand / per_container), min, max)).
         var wanted = [Int](repeating: 0, count: w.svc.count)
         var demandReason = [String](repeating: "", count: w.svc.count)
         for (s, spec) in w.svc.enumerated() {
@@ -166,25 +176,18 @@ public struct Planner: Sendable {
             var target: Int
             switch demand[spec.name] ?? .unknown {
             case .known(let d) where !d.isNaN:
-                // Inputs are bounded where they enter (Limits), but the planner is a core: whatever
-                // it is handed, the division stays in Double until it is clamped to [min, max], so
-                // demand 1e30 or a per_container of 1e-300 is "max", never a trap converting to Int.
-                let ratio = spec.perContainer > 0 ? Swift.max(0, d) / spec.perContainer : .infinity
-                let raw = ratio < Double(spec.max) ? Int(ratio.rounded(.up)) : spec.max
-                target = Swift.min(Swift.max(raw, spec.min), spec.max)
-                demandReason[s] = "demand \(formatDemand(d)) at \(formatDemand(spec.perContainer)) per container"
+                let outcome = control(
+                    spec, demand: d, before: before, state: currentPlan?.control[spec.name],
+                    since: currentPlan?.scaleDownSince[spec.name], now: now)
+                target = outcome.count
+                demandReason[s] = outcome.reason
+                newPlan.scaleDownSince[spec.name] = outcome.scaleDownSince
+                newPlan.control[spec.name] = outcome.state
             case .known, .unknown: // NaN is no reading
                 target = Swift.min(Swift.max(before, spec.min), spec.max)
                 demandReason[s] = "demand unknown, holding"
-            }
-            if target < before {
-                let since = currentPlan?.scaleDownSince[spec.name] ?? now
-                if now - since >= stabilizationWindow {
-                    demandReason[s] += " (lower for \(stabilizationWindow))"
-                } else {
-                    newPlan.scaleDownSince[spec.name] = since
-                    target = Swift.min(before, spec.max)
-                }
+                // The controller's memory survives a gap in the readings; the trend is measured across it.
+                newPlan.control[spec.name] = currentPlan?.control[spec.name]
             }
             wanted[s] = target
             newPlan.desired[spec.name] = target
@@ -273,10 +276,6 @@ public struct Planner: Sendable {
         decisions.append(contentsOf: w.nodeDecisions())
         return PlanResult(plan: newPlan, decisions: decisions, shortfalls: shortfalls)
     }
-}
-
-private func formatDemand(_ d: Double) -> String {
-    d == d.rounded() && abs(d) < 1e15 ? String(Int(d)) : String(d)
 }
 
 /// Mutable working state of one planning pass: dense arrays indexed by node and service.

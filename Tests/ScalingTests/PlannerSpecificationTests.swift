@@ -14,7 +14,7 @@ func cluster(_ n: Int, cpu: Int = 2000) -> [Node] {
     @Test func aDemandDrivenServiceWantsDemandOverPerContainerRoundedUpAndClamped() {
         let r = planner.plan(services: [web], demand: ["web": .known(63)], nodes: cluster(4), currentPlan: nil, now: .zero)
         #expect(r.plan.total("web") == 7)
-        #expect(r.decisions.contains { $0.node == nil && $0.description == "web 0→7: demand 63 at 10 per container" })
+        #expect(r.decisions.contains { $0.node == nil && $0.description == "web 0→7: demand 63 at 10 per container → 7" })
         let low = planner.plan(services: [web], demand: ["web": .known(0)], nodes: cluster(4), currentPlan: nil, now: .zero)
         #expect(low.plan.total("web") == 1)
         let high = planner.plan(services: [web], demand: ["web": .known(10_000)], nodes: cluster(40), currentPlan: nil, now: .zero)

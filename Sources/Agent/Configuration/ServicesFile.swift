@@ -55,6 +55,44 @@ public enum ServicesFile {
         return result
     }
 
+    /// The control keys of `demand:` (DESIGN.md §10); their ranges are the spec's validation.
+    private struct DemandControl {
+        var scaleDownAt: Double?
+        var maxChange: Int?
+        var controller: ControllerGains?
+    }
+
+    /// `controller: { kp: 0.5, kd: 10 }` (kd in seconds; `10s` is accepted too).
+    private static func gains(_ node: Node, service name: String, at: (Node?) -> String) throws(ServicesFileError) -> ControllerGains {
+        guard let map = node.mapping else {
+            throw ServicesFileError("\(at(node)): services.\(name).demand.controller: must be a mapping with `kp` and optionally `kd`")
+        }
+        var kp: Double?
+        var kd: Double = 0
+        for (k, v) in map {
+            let key = k.string ?? "?"
+            guard let text = v.scalar?.string else {
+                throw ServicesFileError("\(at(v)): services.\(name).demand.controller.\(key): must be a number")
+            }
+            switch key {
+            case "kp":
+                guard let p = Double(text) else {
+                    throw ServicesFileError("\(at(v)): services.\(name).demand.controller.kp: must be a number greater than 0 and at most 1")
+                }
+                kp = p
+            case "kd":
+                guard let d = Double(text) ?? Units.duration(text).map({ Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }) else {
+                    throw ServicesFileError("\(at(v)): services.\(name).demand.controller.kd: must be a number of seconds")
+                }
+                kd = d
+            default:
+                throw ServicesFileError("\(at(k)): services.\(name).demand.controller.\(key): unknown field (known: kd, kp)")
+            }
+        }
+        guard let kp else { throw ServicesFileError("\(at(node)): services.\(name).demand.controller.kp: required") }
+        return ControllerGains(kp: kp, kd: kd)
+    }
+
     private static func spec(name: String, _ body: Node, at: (Node?) -> String) throws(ServicesFileError) -> ServiceSpec {
         guard let map = body.mapping else {
             throw ServicesFileError("\(at(body)): services.\(name): expected a mapping of settings")
@@ -128,7 +166,12 @@ public enum ServicesFile {
             var source: String?
             var per: Double?
             var options: [String: String] = [:]
+            var control = DemandControl()
             for (k, v) in dm {
+                if k.string == "controller" {
+                    control.controller = try gains(v, service: name, at: at)
+                    continue
+                }
                 guard let key = k.string, let value = v.scalar?.string else {
                     throw ServicesFileError("\(at(k)): services.\(name).demand: settings must be plain values")
                 }
@@ -143,12 +186,24 @@ public enum ServicesFile {
                         throw ServicesFileError("\(at(v)): services.\(name).demand.per_container: must be a positive number")
                     }
                     per = p
+                case "scale_down_at":
+                    guard let a = Double(value) else {
+                        throw ServicesFileError("\(at(v)): services.\(name).demand.scale_down_at: must be a fraction from 0 to 1")
+                    }
+                    control.scaleDownAt = a
+                case "max_change":
+                    guard let m = Int(value) else {
+                        throw ServicesFileError("\(at(v)): services.\(name).demand.max_change: must be a whole number")
+                    }
+                    control.maxChange = m
                 default:
                     options[key] = value
                 }
             }
             guard let source else { throw fail("demand", "needs a `source` (\(demandSources.sorted().joined(separator: ", ")))") }
-            demand = DemandSourceConfig(source: source, perContainer: per, options: options)
+            demand = DemandSourceConfig(source: source, perContainer: per, options: options,
+                                        scaleDownAt: control.scaleDownAt, maxChange: control.maxChange,
+                                        controller: control.controller)
         }
         let spec = ServiceSpec(image: image, command: command, priority: priority, cpu: Double(milli) / 1000,
                                memory: UInt64(memory), min: min, max: max, demand: demand, fill: fill,

@@ -37,11 +37,24 @@ public enum Specs {
         return h
     }
 
+    /// Sources whose demand is a queue's length: the reasons say "queue", and the band defaults to
+    /// microscaling's 0.7 (DESIGN.md §10); other sources default to no band (1).
+    public static let queueSources: Set<String> = ["rabbitmq", "redis", "nats", "sqs"]
+    public static let queueScaleDownAt = 0.7
+
     public static func planner(_ name: String, _ s: Consensus.ServiceSpec) -> Scaling.ServiceSpec {
         Scaling.ServiceSpec(name: name, priority: s.priority, cpuMillis: (s.cpu * 1000).exactlyRoundedInt ?? Int(Limits.maxContainerCPUMillicores),
                             memoryBytes: Int(clamping: s.memory), min: s.min, max: s.max,
                             perContainer: s.demand?.perContainer ?? 1, fill: s.fill,
-                            stopTimeout: .milliseconds(s.stopTimeoutMilliseconds), specHash: hash(s))
+                            stopTimeout: .milliseconds(s.stopTimeoutMilliseconds), specHash: hash(s),
+                            control: control(s.demand))
+    }
+
+    static func control(_ d: DemandSourceConfig?) -> Scaling.Control {
+        guard let d else { return Scaling.Control() }
+        let queue = queueSources.contains(d.source)
+        return Scaling.Control(scaleDownAt: d.scaleDownAt ?? (queue ? queueScaleDownAt : 1), maxChange: d.maxChange,
+                               gains: d.controller.map { Gains(kp: $0.kp, kd: $0.kd) }, queue: queue)
     }
 
     static func container(_ name: String, _ s: Consensus.ServiceSpec, node: String) -> ContainerSpec {

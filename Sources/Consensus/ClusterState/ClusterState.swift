@@ -13,11 +13,36 @@ public struct DemandSourceConfig: Sendable, Hashable, Codable {
     public var perContainer: Double?
     /// Source-specific settings (a Prometheus query, a Redis key, ...).
     public var options: [String: String]
+    /// Control (DESIGN.md §10, docs/scaling.md "Control"): scale down only once demand is at or
+    /// below this fraction of what the current count absorbs (microscaling's band, 0.7).
+    public var scaleDownAt: Double?
+    /// At most this many containers added or removed per decision.
+    public var maxChange: Int?
+    /// An optional PD controller's gains.
+    public var controller: ControllerGains?
 
-    public init(source: String, perContainer: Double? = nil, options: [String: String] = [:]) {
+    public init(source: String, perContainer: Double? = nil, options: [String: String] = [:],
+                scaleDownAt: Double? = nil, maxChange: Int? = nil, controller: ControllerGains? = nil) {
         self.source = source
         self.perContainer = perContainer
         self.options = options
+        self.scaleDownAt = scaleDownAt
+        self.maxChange = maxChange
+        self.controller = controller
+    }
+}
+
+/// `demand.controller: { kp: K, kd: SECONDS }`. Optional fields of the replicated spec are encoded
+/// only when set, so entries written before they existed keep their bytes.
+public struct ControllerGains: Sendable, Hashable, Codable {
+    /// Fraction of the way down to the proportional count taken per decision (0 < kp ≤ 1).
+    public var kp: Double
+    /// Look-ahead along the queue's trend, in seconds (0 to `Limits.maxControllerLookaheadSeconds`).
+    public var kd: Double
+
+    public init(kp: Double, kd: Double = 0) {
+        self.kp = kp
+        self.kd = kd
     }
 }
 
@@ -119,6 +144,16 @@ extension DemandSourceConfig {
             }
         }
         if let text = options["seed"], UInt64(text) == nil { return ("seed", "must be a whole number from 0 to \(UInt64.max)") }
+        if let a = scaleDownAt, !(a >= 0 && a <= 1) { return ("scale_down_at", "must be a fraction from 0 to 1 (0.7: scale down at 70% of target)") }
+        if let m = maxChange, m < 1 || m > Limits.maxContainersPerService {
+            return ("max_change", "must be a whole number from 1 to \(Limits.maxContainersPerService)")
+        }
+        if let g = controller {
+            if !(g.kp > 0 && g.kp <= 1) { return ("controller.kp", "must be greater than 0 and at most 1") }
+            if !(g.kd >= 0 && g.kd <= Limits.maxControllerLookaheadSeconds) {
+                return ("controller.kd", "must be 0 to \(Limits.text(Limits.maxControllerLookaheadSeconds)) seconds")
+            }
+        }
         return nil
     }
 }

@@ -1,0 +1,215 @@
+import Bounds
+
+/// Control: how a demand reading becomes a desired count (DESIGN.md §10, docs/scaling.md "Control").
+///
+/// The base rule is microscaling's: `per_container` is what one container absorbs (for a queue, the
+/// target length per container), so the proportional count is ceil(demand / per_container). On top:
+///
+/// - a band (`scale_down_at`, microscaling's 0.7): the count goes down only once demand is at or below
+///   that fraction of what the current count absorbs, so a queue that is being drained by the workers
+///   it has does not take them away one by one and then call them back;
+/// - an optional PD controller (`kp`, `kd`): `kd` looks ahead along the queue's trend (seconds), so a
+///   growing queue gets its workers before it is long; `kp` (0 < kp ≤ 1) is the fraction of the way
+///   down taken per decision, so scale-down is gradual. Scale-up is never slower than proportional;
+///   nothing the controller does goes below the proportional count, so the controller cannot undershoot
+///   into a shortage and call workers back (the oscillation the property tests look for);
+/// - a maximum change per decision (`max_change`);
+/// - the stabilization window (the planner's), which holds a lower count until it has been lower for
+///   the whole window.
+///
+/// Pure: the controller's memory (`ControlState`) comes in with the current plan and goes out with the
+/// new one; time is the planner's `now`.
+
+/// A service's control settings, as the planner needs them (validated where they enter, `Limits`).
+public struct Control: Sendable, Hashable {
+    /// Scale down only once demand ≤ scaleDownAt × count × per_container; 1 is no band (0 to 1).
+    public var scaleDownAt: Double
+    /// At most this many containers added or removed per decision (nil: no bound).
+    public var maxChange: Int?
+    /// The PD controller's gains (nil: proportional only).
+    public var gains: Gains?
+    /// The demand is a queue's length (only the wording of the reasons changes).
+    public var queue: Bool
+
+    public init(scaleDownAt: Double = 1, maxChange: Int? = nil, gains: Gains? = nil, queue: Bool = false) {
+        self.scaleDownAt = scaleDownAt
+        self.maxChange = maxChange
+        self.gains = gains
+        self.queue = queue
+    }
+
+    /// Whatever it is handed, the core keeps the values in range (the shells refuse them on entry).
+    var bounded: Control {
+        var c = self
+        c.scaleDownAt = scaleDownAt.isFinite ? Swift.min(Swift.max(scaleDownAt, 0), 1) : 1
+        if let m = maxChange { c.maxChange = Swift.max(m, 1) }
+        if let g = gains {
+            c.gains = g.kp.isFinite && g.kd.isFinite && g.kp > 0
+                ? Gains(kp: Swift.min(g.kp, 1), kd: Swift.min(Swift.max(g.kd, 0), Limits.maxControllerLookaheadSeconds)) : nil
+        }
+        return c
+    }
+}
+
+/// PD gains. `kp` (0 < kp ≤ 1): the fraction of the gap to the target closed per decision when the
+/// count goes down. `kd` (seconds, 0 to `Limits.maxControllerLookaheadSeconds`): how far ahead along the queue's trend the
+/// controller looks: it acts on max(0, queue + kd × trend), the trend measured over at least
+/// `Planner.trendSpan`.
+public struct Gains: Sendable, Hashable {
+    public var kp: Double
+    public var kd: Double
+
+    public init(kp: Double, kd: Double) {
+        self.kp = kp
+        self.kd = kd
+    }
+}
+
+/// What the PD controller remembers between decisions: the reading the trend is measured from, when,
+/// and the last trend measured (per second). Lives in `Plan.control`, so it travels with the plan and
+/// starts afresh (trend 0) with a new leader, whose `now` is its own process's.
+public struct ControlState: Sendable, Hashable {
+    public var reference: Double
+    public var referenceAt: Duration
+    public var trend: Double
+
+    public init(reference: Double, referenceAt: Duration, trend: Double = 0) {
+        self.reference = reference
+        self.referenceAt = referenceAt
+        self.trend = trend
+    }
+}
+
+/// The outcome of the control rules for one service: the count, why, and the state to carry.
+struct ControlOutcome {
+    var count: Int
+    var reason: String
+    var scaleDownSince: Duration?
+    var state: ControlState?
+}
+
+extension Planner {
+    /// The control rules for one demand-driven service with a known, non-NaN demand `d`, whose last
+    /// desired count is `before`. `spec` is already bounded (Work.bounded).
+    func control(
+        _ spec: ServiceSpec, demand d: Double, before: Int, state: ControlState?, since: Duration?, now: Duration
+    ) -> ControlOutcome {
+        let control = spec.control.bounded
+        let demand = Swift.max(0, d)
+        let per = spec.perContainer
+        var out = ControlOutcome(count: before, reason: "", scaleDownSince: nil, state: nil)
+        // 1. Proportional. Stays in Double until clamped to [min, max]: demand 1e30 or a per_container of
+        //    1e-300 is "max", never a trap converting to Int.
+        func count(_ x: Double) -> Int {
+            guard x.isFinite || x == .infinity else { return spec.min }
+            let c = x < Double(spec.max) ? Int(Swift.max(x, 0).rounded(.up)) : spec.max
+            return Swift.min(Swift.max(c, spec.min), spec.max)
+        }
+        let ratio = per > 0 ? demand / per : .infinity
+        var target = count(ratio)
+        out.reason = control.queue
+            ? "queue \(formatDemand(d)), target \(formatDemand(per)) per container → \(target)"
+            : "demand \(formatDemand(d)) at \(formatDemand(per)) per container → \(target)"
+
+        // 2. PD. The trend is measured over at least `trendSpan`, so a plan made for another reason a
+        //    moment later (a member changed) reuses it rather than seeing a flat queue.
+        if let g = control.gains {
+            var s = state ?? ControlState(reference: demand, referenceAt: now)
+            let elapsed = now - s.referenceAt
+            if elapsed >= trendSpan {
+                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+                s.trend = (demand - s.reference) / seconds
+                s.reference = demand
+                s.referenceAt = now
+            } else if elapsed < .zero {
+                s = ControlState(reference: demand, referenceAt: now)  // another clock: start afresh
+            }
+            out.state = s
+            let ahead = Swift.max(0, demand + g.kd * s.trend)
+            let aheadRatio = per > 0 ? ahead / per : .infinity
+            let c = Double(before)
+            let u = c + g.kp * (aheadRatio - c)
+            // Up: at least proportional (and further when the queue is growing). Down: kp of the way,
+            // never below proportional.
+            let pd = u > c ? count(u.rounded(.up)) : count(u.rounded(.down))
+            if pd > target {
+                let trend = s.trend >= 0 ? "+\(formatDemand(s.trend))" : "−\(formatDemand(-s.trend))"
+                out.reason += "; PD kp \(formatDemand(g.kp)) kd \(formatDemand(g.kd))s (trend \(trend)/s) → \(pd)"
+                target = pd
+            }
+        }
+
+        // 3. The band, only for a scale-down the demand asks for (a lower `max` applies at once).
+        let ceiling = Swift.min(before, spec.max)
+        if target < ceiling, control.scaleDownAt < 1 {
+            let absorbs = Double(before) * per
+            let limit = control.scaleDownAt * absorbs
+            if demand > limit {
+                out.reason += "; band: \(formatDemand(demand)) > \(formatDemand(control.scaleDownAt))×\(formatDemand(absorbs)) holds \(ceiling)"
+                target = ceiling
+            } else {
+                out.reason += "; band: \(formatDemand(demand)) ≤ \(formatDemand(control.scaleDownAt))×\(formatDemand(absorbs))"
+            }
+        }
+
+        // 4. The stabilization window: a lower count waits until it has been lower for the whole window.
+        if target < ceiling {
+            let since = since ?? now
+            if now - since >= stabilizationWindow {
+                out.reason += " (lower for \(stabilizationWindow))"
+            } else {
+                out.scaleDownSince = since
+                target = ceiling
+            }
+        }
+
+        // 5. At most `max_change` per decision; min and max still apply (an operator's change of them
+        //    is not a demand-driven move).
+        if let m = control.maxChange, abs(target - before) > m {
+            let limited = Swift.min(Swift.max(target, before - m), before + m)
+            let bounded = Swift.min(Swift.max(limited, spec.min), spec.max)
+            if bounded != target {
+                out.reason += "; max_change \(m): \(before) → \(bounded)"
+                target = bounded
+            }
+        }
+        out.count = target
+        return out
+    }
+}
+
+func formatDemand(_ d: Double) -> String {
+    DemandText.format(d)
+}
+
+/// Demand as people write it: up to three significant decimals, no float noise (69.1, not
+/// 69.09833951060915; 340, not 340.0). Public so the CLI and the dashboard print the same text.
+public enum DemandText {
+    public static func format(_ d: Double) -> String {
+        guard d.isFinite else { return d.isNaN ? "unknown" : (d > 0 ? "∞" : "−∞") }
+        if d == d.rounded(), abs(d) < 1e15 { return String(Int(d)) }
+        let a = abs(d)
+        // Three significant digits past the integer part for small values, one decimal for large ones.
+        let decimals = a >= 100 ? 1 : a >= 1 ? 2 : a >= 0.01 ? 3 : 6
+        var text = fixed(d, decimals: decimals)
+        if text.contains(".") {
+            while text.hasSuffix("0") { text.removeLast() }
+            if text.hasSuffix(".") { text.removeLast() }
+        }
+        return text
+    }
+
+    /// Fixed-point text without Foundation (the core imports nothing): round half away from zero.
+    static func fixed(_ d: Double, decimals: Int) -> String {
+        var scale = 1.0
+        for _ in 0..<decimals { scale *= 10 }
+        let scaled = (abs(d) * scale).rounded()
+        guard scaled < 9e15 else { return String(d) }
+        let n = Int(scaled)
+        let whole = n / Int(scale)
+        var frac = String(n % Int(scale))
+        while frac.count < decimals { frac = "0" + frac }
+        let sign = d < 0 && n != 0 ? "-" : ""
+        return decimals == 0 ? "\(sign)\(whole)" : "\(sign)\(whole).\(frac)"
+    }
+}

@@ -1,0 +1,130 @@
+import PropertyBased
+import Scaling
+import SimulationKit
+import Testing
+
+/// A queue-driven worker under random control settings, decided once a second through the whole
+/// planner (one roomy node), as the decision loop would: each decision starts from the last plan.
+struct QueueRun {
+    var spec: ServiceSpec
+    var planner: Planner
+    var plan = Plan()
+    var counts: [Int] = []
+    var now: Duration = .zero
+
+    /// Settings drawn from one seed: band, max change, PD gains, window, per_container, max.
+    init(seed: UInt64, maxChange: Bool = true) {
+        var rng = SeededGenerator(seed: seed)
+        func unit(_ rng: inout SeededGenerator) -> Double { Double(rng.next() % 10_001) / 10_000 }
+        let band = [1, 0.7, unit(&rng)][Int(rng.next() % 3)]
+        let change = maxChange && rng.next() % 2 == 0 ? Int(rng.next() % 5) + 1 : nil
+        let gains = rng.next() % 2 == 0 ? Gains(kp: Swift.max(0.05, unit(&rng)), kd: Double(rng.next() % 61)) : nil
+        spec = ServiceSpec(name: "worker", priority: 1, cpuMillis: 100, memoryBytes: 1 << 20, min: Int(rng.next() % 3),
+                           max: Int(rng.next() % 60) + 5, perContainer: Double(rng.next() % 50 + 1),
+                           control: Control(scaleDownAt: band, maxChange: change, gains: gains, queue: true))
+        planner = Planner(stabilizationWindow: .seconds(Int64(rng.next() % 4)))
+    }
+
+    static let node = [Node(name: "n", cpuMillis: 1_000_000, memoryBytes: 1 << 40)]
+
+    mutating func start(at count: Int) {
+        plan = Plan()
+        plan.desired["worker"] = count
+        if count > 0 { plan.assignments["n"] = ["worker": count] }
+    }
+
+    /// One decision on `queue`; returns the new count.
+    @discardableResult
+    mutating func decide(_ queue: Double) -> Int {
+        let r = planner.plan(services: [spec], demand: ["worker": .known(queue)], nodes: Self.node, currentPlan: plan, now: now)
+        plan = r.plan
+        now += .seconds(1)
+        counts.append(r.plan.total("worker"))
+        return r.plan.total("worker")
+    }
+
+    var description: String { "\(spec.control), window \(planner.stabilizationWindow), per \(spec.perContainer), min \(spec.min), max \(spec.max)" }
+
+    /// How many times the count turned from rising to falling or back.
+    static func reversals(_ counts: [Int]) -> Int {
+        var last = 0, turns = 0
+        for (a, b) in zip(counts, counts.dropFirst()) where a != b {
+            let direction = b > a ? 1 : -1
+            if last != 0 && direction != last { turns += 1 }
+            last = direction
+        }
+        return turns
+    }
+
+    func proportional(_ queue: Double) -> Int {
+        Swift.min(Swift.max(Int((queue / spec.perContainer).rounded(.up)), spec.min), spec.max)
+    }
+}
+
+@Suite struct ControlProperties {
+    @Test func aConstantQueueGivesAConstantCount() async {
+        await propertyCheck(count: 100, input: Gen.uint64(in: 0...UInt64(UInt32.max))) { seed in
+            var run = QueueRun(seed: seed)
+            var rng = SeededGenerator(seed: seed ^ 0x9e37)
+            let queue = Double(rng.next() % 3000)
+            // At its own count, nothing moves it.
+            run.start(at: run.proportional(queue))
+            for _ in 0..<30 { run.decide(queue) }
+            #expect(Set(run.counts) == [run.proportional(queue)], "seed \(seed) queue \(queue) \(run.description): \(run.counts)")
+            // From any count: it moves one way only, then holds.
+            run.start(at: Int(rng.next() % UInt64(run.spec.max + 1)))
+            run.counts = []
+            for _ in 0..<400 { run.decide(queue) }
+            #expect(QueueRun.reversals(run.counts) == 0, "seed \(seed) queue \(queue) \(run.description): \(run.counts)")
+            #expect(Set(run.counts.suffix(50)).count == 1, "seed \(seed) queue \(queue) \(run.description): still moving \(run.counts.suffix(50))")
+        }
+    }
+
+    @Test func aQueueDrainedAtTheWorkersRateDoesNotOscillate() async {
+        await propertyCheck(count: 100, input: Gen.uint64(in: 0...UInt64(UInt32.max))) { seed in
+            var run = QueueRun(seed: seed)
+            var rng = SeededGenerator(seed: seed ^ 0x51ed)
+            var queue = Double(rng.next() % 5000 + 100)
+            let rate = Double(rng.next() % 20 + 1)  // messages per worker per second
+            run.start(at: Int(rng.next() % UInt64(run.spec.max + 1)))
+            for _ in 0..<600 {
+                let workers = run.decide(queue)
+                queue = Swift.max(0, queue - Double(workers) * rate)
+            }
+            // Up to what the queue needs (if it started short), then down: at most one turn.
+            #expect(QueueRun.reversals(run.counts) <= 1, "seed \(seed) rate \(rate) \(run.description): \(run.counts)")
+            #expect(queue == 0, "seed \(seed) \(run.description): queue left \(queue)")
+            #expect(run.counts.last == run.spec.min, "seed \(seed) \(run.description): ends at \(run.counts.last ?? -1), not min")
+        }
+    }
+
+    @Test func theCountFollowsAStepUpWithinOneDecision() async {
+        await propertyCheck(count: 100, input: Gen.uint64(in: 0...UInt64(UInt32.max))) { seed in
+            var run = QueueRun(seed: seed, maxChange: false)
+            var rng = SeededGenerator(seed: seed ^ 0x57e9)
+            let low = Double(rng.next() % 500)
+            let high = low + Double(rng.next() % 2000 + 1)
+            run.start(at: run.proportional(low))
+            for _ in 0..<10 { run.decide(low) }
+            let after = run.decide(high)
+            #expect(after >= run.proportional(high), "seed \(seed) \(low)→\(high) \(run.description): \(run.counts)")
+            if run.spec.control.gains == nil {
+                #expect(after == run.proportional(high), "seed \(seed) \(low)→\(high) \(run.description): \(run.counts)")
+            }
+        }
+    }
+
+    @Test func theCountFollowsAStepDownWithinOneDecisionWhenNoBandWindowOrGainsHoldIt() async {
+        await propertyCheck(count: 100, input: Gen.uint64(in: 0...UInt64(UInt32.max))) { seed in
+            var run = QueueRun(seed: seed, maxChange: false)
+            run.spec.control = Control(queue: true)
+            run.planner = Planner(stabilizationWindow: .zero)
+            var rng = SeededGenerator(seed: seed ^ 0xd0)
+            let high = Double(rng.next() % 3000 + 1)
+            let low = Double(rng.next() % UInt64(high))
+            run.start(at: run.proportional(high))
+            run.decide(high)
+            #expect(run.decide(low) == run.proportional(low), "seed \(seed) \(high)→\(low) \(run.description): \(run.counts)")
+        }
+    }
+}
