@@ -29,6 +29,8 @@ public struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("raft-election-timeout"), help: "Raft election timeout T (followers campaign after [T, 2T) of silence; default 300ms).") var raftElectionTimeout: String?
     @Option(name: .customLong("raft-heartbeat-interval"), help: "Raft leader heartbeat interval (default 50ms).") var raftHeartbeat: String?
     @Option(name: .customLong("max-members"), help: "Members this agent keeps at most (default 10000).") var maxMembers: String?
+    @Option(name: .customLong("dead-server-cleanup"), help: "Remove a server dead this long from the Raft voters, if the rest keep a quorum (default 30s; off).") var deadServerCleanup: String?
+    @Option(name: .customLong("server-stabilization-time"), help: "A new server becomes a voter after being healthy and caught up this long (default 5s).") var serverStabilizationTime: String?
     @Option(help: "YAML file whose keys are these flags' names.") var config: String?
 
     public init() {}
@@ -42,7 +44,8 @@ public struct AgentCommand: AsyncParsableCommand {
             ("capacity-cpu", capacityCPU), ("capacity-memory", capacityMemory), ("cluster", cluster),
             ("api-token", apiToken), ("api-token-file", apiTokenFile), ("log-level", logLevel),
             ("raft-election-timeout", raftElectionTimeout), ("raft-heartbeat-interval", raftHeartbeat),
-            ("max-members", maxMembers),
+            ("max-members", maxMembers), ("dead-server-cleanup", deadServerCleanup),
+            ("server-stabilization-time", serverStabilizationTime),
         ]
         for (k, v) in pairs { if let v { s.set(k, v, origin: "--\(k)") } }
         if server { s.set("server", "true", origin: "--server") }
@@ -95,7 +98,15 @@ public struct AgentCommand: AsyncParsableCommand {
             printError("error: \(e)")
             throw ExitCode(2)
         }
-        await waitForTerminationSignal()
+        // A signal, or `microscale leave` (which stops the agent itself).
+        let signalled = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await waitForTerminationSignal(); return true }
+            group.addTask { await runtime.stopped(); return false }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        guard signalled else { return }
         runtime.logger.info("signal received: leaving the cluster")
         await runtime.stop()
     }

@@ -5,8 +5,68 @@ import Foundation
 public struct OperatorCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "operator", abstract: "Back up and restore the cluster state; manage the Raft servers.",
-        subcommands: [SnapshotCommand.self])
+        subcommands: [SnapshotCommand.self, RaftCommand.self])
     public init() {}
+}
+
+/// `microscale operator raft list-peers [--json] | remove-peer NAME` (DESIGN.md §11).
+public struct RaftCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "raft", abstract: "List and remove the Raft servers.", subcommands: [ListPeers.self, RemovePeer.self])
+    public init() {}
+
+    public struct ListPeers: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(commandName: "list-peers", abstract: "List the Raft servers: voters and learners.")
+        @OptionGroup var client: HTTPClientOptions
+        @Flag(help: "Print JSON.") var json = false
+        public init() {}
+
+        public func run() async throws {
+            try await reportingErrors {
+                let (peers, raw) = try await client.get("/v1/operator/raft/peers", as: [RaftPeer].self)
+                if json { return printJSON(raw) }
+                print(formatTable([["NAME", "ADDRESS", "STATE", "VOTER"]] + peers.map {
+                    [$0.name, $0.address.isEmpty ? "-" : $0.address, $0.leader ? "leader" : $0.voter ? "follower" : "learner",
+                     $0.voter ? "true" : "false"]
+                }))
+            }
+        }
+    }
+
+    public struct RemovePeer: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(
+            commandName: "remove-peer",
+            abstract: "Remove a server from the Raft configuration (one that is gone for good; a live server is added back).")
+        @OptionGroup var client: HTTPClientOptions
+        @Flag(help: "Print JSON.") var json = false
+        @Argument(help: "The server's name.") var name: String
+        public init() {}
+
+        public func run() async throws {
+            try await reportingErrors {
+                let raw = try await client.call("DELETE", "/v1/operator/raft/peers/\(try pathSegment(name, "NAME"))")
+                if json { return printJSON(raw) }
+                print("removed \(name) from the Raft configuration")
+            }
+        }
+    }
+}
+
+/// `microscale leave`: the agent this talks to leaves the cluster (a server hands leadership off
+/// and leaves the Raft configuration first) and stops.
+public struct LeaveCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(commandName: "leave", abstract: "Make the agent leave the cluster and stop.")
+    @OptionGroup var client: HTTPClientOptions
+    @Flag(help: "Print JSON.") var json = false
+    public init() {}
+
+    public func run() async throws {
+        try await reportingErrors {
+            let raw = try await client.call("POST", "/v1/agent/leave", timeout: .seconds(30))
+            if json { return printJSON(raw) }
+            print("the agent left the cluster and is stopping")
+        }
+    }
 }
 
 public struct SnapshotCommand: AsyncParsableCommand {

@@ -65,6 +65,11 @@ public struct AgentConfiguration: Sendable, Equatable {
     /// [T, 2T); the leader heartbeats every `raftHeartbeat`.
     public var raftElectionTimeout: Duration = .milliseconds(300)
     public var raftHeartbeat: Duration = .milliseconds(50)
+    /// Server membership at runtime (docs/consensus.md, "Server membership"): a server dead in
+    /// gossip this long is removed from the Raft configuration (nil: never automatically), and a
+    /// new server is promoted to voter after being healthy and caught up this long.
+    public var deadServerCleanup: Duration? = .seconds(30)
+    public var serverStabilizationTime: Duration = .seconds(5)
 }
 
 /// A configuration problem, naming the flag or key and, for a file, the line.
@@ -87,7 +92,7 @@ public struct AgentSettings: Sendable, Equatable {
         "name", "bind", "advertise", "http", "server", "bootstrap-expect", "join", "data-dir",
         "tls-ca", "tls-cert", "tls-key", "docker-socket", "capacity-cpu", "capacity-memory",
         "cluster", "api-token", "api-token-file", "log-level", "raft-election-timeout", "raft-heartbeat-interval",
-        "max-members",
+        "max-members", "dead-server-cleanup", "server-stabilization-time",
     ]
     static let listKeys: Set<String> = ["join"]
 
@@ -259,6 +264,22 @@ public struct AgentSettings: Sendable, Equatable {
             apiToken: token, logLevel: level)
         configuration.raftElectionTimeout = election
         configuration.raftHeartbeat = heartbeat
+        if let raw = values["dead-server-cleanup"] {
+            if raw == "off" || raw == "0" {
+                configuration.deadServerCleanup = nil
+            } else {
+                guard let v = Units.duration(raw), v >= .seconds(1), v <= .seconds(86_400) else {
+                    throw ConfigurationError("\(origin("dead-server-cleanup")): dead-server-cleanup \"\(raw)\" is not a duration from 1s to 24h (like 30s), or off")
+                }
+                configuration.deadServerCleanup = v
+            }
+        }
+        if let raw = values["server-stabilization-time"] {
+            guard let v = Units.duration(raw), v >= .zero, v <= .seconds(600) else {
+                throw ConfigurationError("\(origin("server-stabilization-time")): server-stabilization-time \"\(raw)\" is not a duration from 0s to 10m (like 5s)")
+            }
+            configuration.serverStabilizationTime = v
+        }
         if let raw = values["max-members"] {
             // Every member's record is held by every member (2 KiB each at most): 100,000 is 200 MB.
             guard let n = Int(raw), n >= 2, n <= 100_000 else {

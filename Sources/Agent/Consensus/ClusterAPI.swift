@@ -141,18 +141,37 @@ public actor ClusterAPI {
     func setClusterName(_ name: String) { clusterName = name }
 
     public func handle(method: String, path: String, body: [UInt8], hops: Int = 0) async -> APIResponse {
+        var moved = false
         if let raft, await raft.isLeader {
-            return await execute(method: method, path: path, body: body, raft: raft)
+            let answer = await execute(method: method, path: path, body: body, raft: raft)
+            // Leadership moved while the request was served (a hand-off, thesis §3.10): it goes
+            // to the new leader like any request reaching a follower.
+            guard answer.status == Self.leadershipMoved else { return answer }
+            moved = true
         }
-        let book = await servers()
-        guard hops < Self.maxHops else {
+        var book = await servers()
+        // A hand-off moves the leader by one server: the request may take one more hop to follow it.
+        guard hops < Self.maxHops + (moved ? 1 : 0) else {
             return .error(503, "request relayed \(hops) times without reaching the leader; retry shortly")
         }
         let targets: [String]
         if let raft {
             guard await raft.status() != nil else { return .error(503, await raft.noClusterReason) }
+            // During an election (a hand-off's is a round trip) no leader is known for a moment:
+            // wait for one rather than fail a request that a few milliseconds later would commit.
+            let deadline = ContinuousClock.now + .seconds(moved ? 2 : 1)
+            while ContinuousClock.now < deadline {
+                let (known, leading) = (await raft.leader, await raft.isLeader)
+                if leading || (known != nil && known != name) { break }
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+            if await raft.isLeader {
+                let again = await execute(method: method, path: path, body: body, raft: raft)
+                return again.status == Self.leadershipMoved ? APIResponse(status: 503, body: again.body) : again
+            }
             guard let leader = await raft.leader, leader != name else { return .error(503, "no leader elected yet; retry shortly") }
             targets = [leader]
+            book = await servers()
         } else {
             // A client knows no leader: any server will do, and the next one if it cannot be reached
             // (membership may not yet have noticed that a server died).
@@ -212,6 +231,8 @@ public actor ClusterAPI {
 
     /// Internal marker for "never delivered" (a connection refused or lost before the answer).
     static let unreachable = 599
+    /// Internal marker for "this server stopped leading while serving it: send it to the leader".
+    static let leadershipMoved = 598
 
     private func answer(_ id: UInt64, _ response: APIResponse) {
         guard let p = pending.removeValue(forKey: id) else { return }
@@ -382,6 +403,17 @@ public actor ClusterAPI {
                 return .error(507, "the state is \(bytes.count) bytes as a snapshot; a snapshot holds at most \(SnapshotFile.maxBytes)")
             }
             return APIResponse(status: 200, body: bytes)
+        case ("GET", "operator", 4) where p[2] == "raft" && p[3] == "peers":
+            guard let peers = await raft.peers() else { return .error(503, await raft.noClusterReason) }
+            return .json(peers)
+        case ("DELETE", "operator", 5) where p[2] == "raft" && p[3] == "peers":
+            let leaving = path.contains("?leaving")
+            do { try await raft.removePeer(p[4], departing: leaving) } catch let e as ProposalError {
+                return Self.response(for: e)
+            } catch {
+                return .error(500, "\(error)")
+            }
+            return .json(["removed": p[4]])
         case ("PUT", "operator", 3) where p[2] == "snapshot":
             let backup: ClusterBackup
             do { (_, backup) = try SnapshotFile.decode(body) } catch { return .error(400, error.description) }
@@ -401,13 +433,22 @@ public actor ClusterAPI {
             }
             return ok
         } catch let e as ProposalError {
-            switch e {
-            case .timedOut: return .error(504, e.description)
-            case .invalid, .rejected: return .error(400, e.description)
-            case .notLeader, .noCluster, .lost: return .error(503, e.description)
-            }
+            return Self.response(for: e)
         } catch {
             return .error(500, "\(error)")
+        }
+    }
+
+    static func response(for e: ProposalError) -> APIResponse {
+        switch e {
+        case .timedOut: return .error(504, e.description)
+        case .invalid: return .error(400, e.description)
+        case .notFound: return .error(404, e.description)
+        case .rejected(let refused):
+            if case .unknownService = refused { return .error(404, refused.description) }
+            return .error(400, e.description)
+        case .notLeader: return .error(leadershipMoved, e.description)
+        case .noCluster, .lost: return .error(503, e.description)
         }
     }
 }

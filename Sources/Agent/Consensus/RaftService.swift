@@ -18,6 +18,8 @@ public enum ProposalError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Committed and applied, but the state machine refused it (the same on every server).
     case rejected(ClusterStateError)
     case invalid(String)
+    /// What the request names does not exist (a Raft server that is not one).
+    case notFound(String)
 
     public var description: String {
         switch self {
@@ -26,9 +28,17 @@ public enum ProposalError: Error, Sendable, Equatable, CustomStringConvertible {
         case .lost: return "the proposal was lost to a change of leader; retry"
         case .timedOut(let d): return "not committed within \(d) (is a quorum of servers reachable?)"
         case .rejected(let e): return "\(e)"
-        case .invalid(let why): return why
+        case .invalid(let why), .notFound(let why): return why
         }
     }
+}
+
+/// One server of `GET /v1/operator/raft/peers` (DESIGN.md §11).
+public struct RaftPeer: Codable, Sendable, Equatable {
+    public var name: String
+    public var address: String
+    public var voter: Bool
+    public var leader: Bool
 }
 
 /// What `GET /v1/leader` and the dashboard show of the local Raft server.
@@ -60,7 +70,23 @@ public actor RaftService {
         public var compactEvery: UInt64 = 2000
         /// Bound on frames queued to one peer; Raft resends what is dropped.
         public var outboxLimit = 1024
+        /// Server membership at runtime (docs/consensus.md, "Server membership").
+        public var autopilot = Autopilot.Settings()
         public init() {}
+    }
+
+    /// What gossip says of one member, for the autopilot and `operator raft list-peers`.
+    public struct MemberHealth: Sendable, Equatable {
+        public var health: Autopilot.Health
+        public var address: String
+        /// Its certificate, as this agent authenticated it, is a server's.
+        public var isServer: Bool
+
+        public init(health: Autopilot.Health, address: String, isServer: Bool) {
+            self.health = health
+            self.address = address
+            self.isServer = isServer
+        }
     }
 
     public let name: String
@@ -94,6 +120,11 @@ public actor RaftService {
     private let epoch = ContinuousClock.now
     /// Frames of a snapshot waiting in a peer's outbox.
     private var snapshotFramesQueued: [String: Int] = [:]
+    /// The leader's driver of server membership; its timers start afresh with each leadership.
+    private var autopilot: Autopilot
+    /// Every member gossip knows (set by the runtime).
+    private var memberHealth: @Sendable () async -> [String: MemberHealth] = { [:] }
+    private var lastHello = ContinuousClock.now - .seconds(10)
 
     /// Called (in order, off the Ready loop) with the state after entries were applied.
     public func onApply(_ observer: @escaping @Sendable (ClusterState) async -> Void) {
@@ -110,7 +141,13 @@ public actor RaftService {
         self.servers = servers
         self.dataDir = dataDir
         self.seed = seed
+        autopilot = Autopilot(settings: options.autopilot)
         storage = try SQLiteLogStorage(path: (dataDir as NSString).appendingPathComponent("raft.sqlite"))
+    }
+
+    /// Where the autopilot and `list-peers` learn what gossip says of each member.
+    public func setMemberHealth(_ source: @escaping @Sendable () async -> [String: MemberHealth]) {
+        memberHealth = source
     }
 
     var peersFile: String { (dataDir as NSString).appendingPathComponent("raft-peers.json") }
@@ -151,6 +188,7 @@ public actor RaftService {
         }
         addresses = next
         if node == nil { bootstrapIfReady(alive: Set(book.keys)) }
+        if node?.role == .leader { await runAutopilot() }
     }
 
     /// Recovers from disk, or forms the first configuration once --bootstrap-expect servers are
@@ -163,10 +201,9 @@ public actor RaftService {
             return
         }
         guard options.bootstrapExpect > 0 else {
-            if !waitingLogged {
-                logger.warning("server has no --bootstrap-expect and no Raft state: it will not elect a leader")
-                waitingLogged = true
-            }
+            // Not one of the first voters: join a running cluster, whose leader adds this server
+            // as a learner and promotes it once it has caught up.
+            join()
             return
         }
         if agreement == nil {
@@ -178,6 +215,35 @@ public actor RaftService {
             waitingLogged = true
         }
         perform(agreement!.observe(servers: alive, now: ContinuousClock.now - epoch))
+        // A server that is not among the first voters (started later, with the same flags as they
+        // were) never pledges; it asks the others, once a second, whether a cluster runs already:
+        // the answer names its voters, and this server then joins (an empty proposal commits no
+        // one to anything).
+        if node == nil, agreement?.pledge == nil, ContinuousClock.now - lastHello >= .seconds(1) {
+            lastHello = ContinuousClock.now
+            var m = Microscale_Control_ControlMessage()
+            m.bootstrapProposal = Microscale_Control_BootstrapProposal()
+            guard let frame = try? Frame(kind: .control, message: m) else { return }
+            for (peer, to) in addresses where peer != name {
+                let transport = self.transport
+                Task { try? await transport.send(frame, toAddress: to.host, port: to.port, expecting: peer) }
+            }
+        }
+    }
+
+    /// Starts Raft with no configuration of its own: the node never campaigns, and takes the
+    /// configuration from the snapshot the leader sends it (docs/consensus.md, "Server membership").
+    /// Written down first, so that a restart rejoins instead of bootstrapping.
+    private func join() {
+        guard node == nil else { return }
+        do {
+            try JSONEncoder().encode([String]()).write(to: URL(fileURLWithPath: peersFile), options: .atomic)
+        } catch {
+            logger.error("cannot write \(peersFile): \(error)")
+            return
+        }
+        logger.info("joining the running cluster: the leader adds this server as a learner, then promotes it")
+        startNode(voters: [])
     }
 
     var pledgeFile: String { (dataDir as NSString).appendingPathComponent("raft-pledge.json") }
@@ -264,6 +330,11 @@ public actor RaftService {
             let effects = a.receiveReply(answer, from: peer.name)
             agreement = a
             perform(effects)
+            // A cluster runs without this server among its voters: join it, unless this server
+            // pledged to a set (which can then never start without it) and waits for that.
+            if node == nil, a.pledge == nil, case .hasState(let voters) = answer, !voters.contains(name) {
+                join()
+            }
         default:
             break
         }
@@ -311,11 +382,7 @@ public actor RaftService {
             return
         }
         guard node != nil else { return } // not bootstrapped yet: Raft resends
-        guard node!.configuration.members.contains(peer.name) else {
-            refusals.refuse(.raftSenderNotInConfiguration, peer: peer.name,
-                            "a raft frame from a server outside the configuration \(node!.configuration.members.sorted())")
-            return
-        }
+        let isMember = node!.configuration.members.contains(peer.name)
         var m: Consensus.Message
         let chunk: RaftCodec.SnapshotChunk?
         do { (m, chunk) = try RaftCodec.decodeChunk(frame) } catch {
@@ -325,6 +392,16 @@ public actor RaftService {
         // The certificate is the only identity we trust: a member may not speak for another.
         guard m.from == peer.name, m.to == name else {
             refusals.refuse(.raftSenderIsNotThePeer, peer: peer.name, "a raft message from \(clipped(m.from)) to \(clipped(m.to))")
+            return
+        }
+        // A server outside the configuration this node knows may only lead it: a joining server
+        // knows no configuration until the leader's snapshot, and a follower that has not yet
+        // received the entry adding a server must still follow that server once it leads (it can
+        // lead only with the votes of a quorum that has the entry). Vote requests and the rest
+        // from outside are dropped: a removed server must not disrupt the cluster (thesis §4.2.3).
+        guard isMember || [.append, .heartbeat, .installSnapshot].contains(m.kind) else {
+            refusals.refuse(.raftSenderNotInConfiguration, peer: peer.name,
+                            "a raft \(m.kind) from a server outside the configuration \(node!.configuration.members.sorted().prefix(16))")
             return
         }
         if let chunk {
@@ -380,6 +457,13 @@ public actor RaftService {
         let (index, term): (UInt64, UInt64)
         do { (index, term) = try node!.propose(data) } catch {
             if case .notLeader(let l) = error { throw ProposalError.notLeader(leader: l) }
+            if case .transferInProgress = error {
+                // Thesis §3.10: the leader takes no proposals while it hands off. Wait for the
+                // hand-off to end (an election timeout at most), then propose here again or
+                // say who leads now, so that the caller's write goes there instead of failing.
+                try await waitForTransfer()
+                return try await propose(command)
+            }
             throw ProposalError.invalid("\(error)")
         }
         let timeout = options.proposalTimeout
@@ -391,6 +475,126 @@ public actor RaftService {
             waiters[index] = (term, c)
             scheduleDrain()
         }
+    }
+
+    /// Returns once no leadership transfer is in progress here; throws `notLeader` if this server
+    /// no longer leads.
+    private func waitForTransfer() async throws {
+        let deadline = ContinuousClock.now + options.electionTimeout * 3
+        while let n = node, n.role == .leader, n.leadTransferee != nil, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        guard let n = node else { throw ProposalError.noCluster("the agent is stopping") }
+        if n.role != .leader { throw ProposalError.notLeader(leader: n.leader) }
+    }
+
+    // MARK: Server membership (docs/consensus.md, "Server membership")
+
+    /// One round of the autopilot on the leader: propose the change it picks, if the node may
+    /// change its configuration now (one change at a time; the node checks again).
+    private func runAutopilot() async {
+        let gossip = await memberHealth()
+        guard let n = node, n.role == .leader else { return }
+        var health: [String: Autopilot.Health] = [:]
+        var servers = Set<String>()
+        for (member, h) in gossip {
+            health[member] = h.health
+            if h.isServer { servers.insert(member) }
+        }
+        health[name] = .alive
+        var match: [String: UInt64] = [:]
+        for m in n.configuration.members { match[m] = n.match(of: m) ?? 0 }
+        let input = Autopilot.Input(leader: name, configuration: n.configuration, lastIndex: n.lastIndex, match: match,
+                                    health: health, servers: servers)
+        guard let action = autopilot.step(input, now: ContinuousClock.now - epoch), n.canChangeConfiguration else { return }
+        if case .addLearner = action.change, n.snapshot.index == 0 {
+            // The first voters are in no log entry (they were agreed at bootstrap), so a server that
+            // copied the log from its start would not know them. After a compaction the leader
+            // sends a new server a snapshot first, and the snapshot carries the configuration.
+            guard n.applied > 0 else { return }
+            compact()
+        }
+        do { try node!.proposeConfChange(action.change) } catch {
+            logger.debug("autopilot change not proposed", metadata: ["change": "\(action.change)", "error": "\(error)"])
+            return
+        }
+        logger.info("server membership change proposed", metadata: ["change": "\(action.change)", "reason": "\(action.reason)"])
+        scheduleDrain()
+    }
+
+    /// The Raft servers, for `operator raft list-peers` (answered by the leader).
+    public func peers() async -> [RaftPeer]? {
+        let gossip = await memberHealth()
+        guard let n = node else { return nil }
+        let c = n.configuration
+        return c.members.sorted().map { m in
+            RaftPeer(name: m, address: gossip[m]?.address ?? addresses[m].map { "\($0.host):\($0.port)" } ?? "",
+                     voter: c.voters.contains(m), leader: n.leader == m)
+        }
+    }
+
+    /// Removes `peer` from the configuration and returns once that is committed (`operator raft
+    /// remove-peer`, and a leaving server's last request). `departing`: the server is leaving, so
+    /// the autopilot must not add it back while it is still alive. Removing the leader itself
+    /// hands leadership off first and throws `notLeader` naming the new leader, to which the
+    /// caller sends the request again.
+    public func removePeer(_ peer: String, departing: Bool) async throws {
+        guard let n = node else { throw ProposalError.noCluster(noClusterReason) }
+        guard n.role == .leader else { throw ProposalError.notLeader(leader: n.leader) }
+        guard n.configuration.members.contains(peer) else {
+            throw ProposalError.notFound("\(peer) is not a Raft server of this cluster (servers: \(n.configuration.members.sorted().joined(separator: ", ")))")
+        }
+        if peer == name {
+            let to = try await transferLeadership()
+            throw ProposalError.notLeader(leader: to)
+        }
+        if departing { autopilot.departing(peer, now: ContinuousClock.now - epoch) }
+        // The autopilot may have a change of its own in flight: one at a time (thesis §4.1).
+        let deadline = ContinuousClock.now + options.proposalTimeout
+        while node?.canChangeConfiguration == false, node?.role == .leader, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        guard node?.role == .leader else { throw ProposalError.notLeader(leader: node?.leader) }
+        let (index, term): (UInt64, UInt64)
+        do { (index, term) = try node!.proposeConfChange(.remove(peer)) } catch {
+            if case .notLeader(let l) = error { throw ProposalError.notLeader(leader: l) }
+            throw ProposalError.invalid("\(error)")
+        }
+        logger.info("server membership change proposed", metadata: ["change": "remove \(peer)", "reason": "\(departing ? "it leaves" : "operator raft remove-peer")"])
+        let timeout = options.proposalTimeout
+        Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            await self?.expire(index: index, term: term)
+        }
+        _ = try await withCheckedThrowingContinuation { c in
+            waiters[index] = (term, c)
+            scheduleDrain()
+        }
+    }
+
+    /// Thesis §3.10: hands leadership to the most up-to-date other voter that is reachable, and
+    /// returns its name once it leads (or once this server no longer does). Proposals arriving
+    /// meanwhile wait (see `propose`) rather than fail.
+    @discardableResult
+    public func transferLeadership() async throws -> String? {
+        guard let n = node else { throw ProposalError.noCluster(noClusterReason) }
+        guard n.role == .leader else { return n.leader }
+        let candidates = n.configuration.voters.filter { $0 != name && addresses[$0] != nil }
+            .sorted { (n.match(of: $0) ?? 0, $1) > (n.match(of: $1) ?? 0, $0) }
+        guard !candidates.isEmpty else { throw ProposalError.invalid("no other voter is reachable to hand leadership to") }
+        for target in candidates.prefix(2) {
+            do { try node?.transferLeadership(to: target) } catch { continue }
+            logger.info("handing leadership off", metadata: ["to": "\(target)"])
+            drain()
+            let deadline = ContinuousClock.now + options.electionTimeout * 3
+            while let m = node, ContinuousClock.now < deadline {
+                if m.role != .leader, let l = m.leader, l != name { return l }
+                if m.role == .leader, m.leadTransferee == nil { break } // abandoned: try the next
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            if let m = node, m.role != .leader { return m.leader }
+        }
+        throw ProposalError.timedOut(options.electionTimeout * 3)
     }
 
     private func expire(index: UInt64, term: UInt64) {
@@ -446,6 +650,9 @@ public actor RaftService {
             node!.advance(rd)
             if let soft = rd.softState, soft != lastSoft {
                 if soft.leader != lastSoft?.leader, soft.leader != nil { leaderChanges += 1 }
+                // A new leadership starts the autopilot's timers afresh: what an earlier one saw
+                // may be long out of date.
+                if soft.role == .leader, lastSoft?.role != .leader { autopilot = Autopilot(settings: options.autopilot) }
                 logger.info("raft role", metadata: ["role": "\(soft.role.rawValue)", "leader": "\(soft.leader ?? "none")",
                                                     "term": "\(soft.term)"])
                 lastSoft = soft
@@ -479,6 +686,11 @@ public actor RaftService {
 
     private func compactIfDue() {
         guard let n = node, n.applied >= n.snapshot.index + options.compactEvery else { return }
+        compact()
+    }
+
+    private func compact() {
+        guard let n = node else { return }
         do {
             let snap = try node!.compact(upTo: n.applied, data: try state.snapshot())
             try storage.compact(to: snap)

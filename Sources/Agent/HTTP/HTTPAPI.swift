@@ -12,6 +12,12 @@ public protocol AgentState: Sendable {
     func metricsText() async -> String
     /// The dashboard's samples (starts sampling on first use).
     func history() async -> [StatusHistory.Sample]
+    /// `POST /v1/agent/leave`: leave the cluster (and the Raft configuration), then stop.
+    func leave() async -> APIResponse
+}
+
+extension AgentState {
+    public func leave() async -> APIResponse { .error(501, "this agent cannot leave") }
 }
 
 /// `GET /v1/agent/self`: this agent's identity and counters.
@@ -96,6 +102,13 @@ public enum HTTPAPI {
                             body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
         }
         router.put("/v1/operator/snapshot", use: cluster)
+        router.get("/v1/operator/raft/peers", use: cluster)
+        router.delete("/v1/operator/raft/peers/:name", use: cluster)
+        router.post("/v1/agent/leave") { _, _ -> Response in
+            let answer = await state.leave()
+            return Response(status: .init(code: answer.status), headers: [.contentType: "application/json"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
+        }
         return router
     }
 }

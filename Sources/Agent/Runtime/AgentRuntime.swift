@@ -1,3 +1,4 @@
+import Consensus
 import Foundation
 import Synchronization
 import Hummingbird
@@ -37,6 +38,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     public private(set) var httpAddress: SocketAddress?
     public private(set) var peerAddress: SocketAddress?
     private let startedAt = ContinuousClock.now
+    private let stoppedStream = AsyncStream.makeStream(of: Void.self)
 
     /// Builds the agent; throws `ConfigurationError` for anything an operator must fix.
     public init(configuration c: AgentConfiguration, logger: Logger) throws {
@@ -145,6 +147,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             options.bootstrapExpect = c.bootstrapExpect
             options.electionTimeout = c.raftElectionTimeout
             options.heartbeatInterval = c.raftHeartbeat
+            options.autopilot.deadServerCleanup = c.deadServerCleanup
+            options.autopilot.stabilizationTime = c.serverStabilizationTime
             do {
                 raft = try RaftService(name: c.name, dataDir: c.dataDir, options: options, transport: transport,
                                        logger: logger, seed: seed.next(), refusals: refusals, servers: servers)
@@ -224,6 +228,16 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         ])
         await membership.start(join: c.join.map(\.description))
         if let raft {
+            // What gossip says of every member, with the role its certificate gave it here.
+            let roles = self.roles
+            await raft.setMemberHealth {
+                var out: [String: RaftService.MemberHealth] = [:]
+                for m in await service.members() {
+                    let health = Autopilot.Health(rawValue: m.status) ?? .dead
+                    out[m.name] = RaftService.MemberHealth(health: health, address: m.address, isServer: roles.isServer(m.name))
+                }
+                return out
+            }
             let a = assignments
             let loop = decisions
             await raft.onApply { state in
@@ -242,8 +256,52 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         await decisions?.start()
     }
 
+    /// `POST /v1/agent/leave` (`microscale leave`): leaves the Raft configuration (a server), then
+    /// the cluster, and stops; the process exits once `stopped` returns.
+    public func leave() async -> APIResponse {
+        await leaveRaft()
+        Task {
+            // After the answer has gone out: stopping closes the HTTP server too.
+            try? await Task.sleep(for: .milliseconds(200))
+            await self.stop()
+        }
+        return .json(["left": configuration.name])
+    }
+
+    /// Returns once the agent stopped after a `leave`.
+    public func stopped() async {
+        for await _ in stoppedStream.stream { return }
+    }
+
+    /// A server's part of leaving (docs/consensus.md, "Server membership"): if it leads, it hands
+    /// leadership to another voter first (thesis §3.10), so no write waits out an election; then
+    /// the leader removes it from the configuration, so the quorum no longer counts it. Bounded:
+    /// with no leader to ask it gives up after 10 s, and the autopilot removes it later.
+    func leaveRaft() async {
+        guard let raft, let status = await raft.status() else { return }
+        let others = status.voters.filter { $0 != configuration.name }
+        guard !others.isEmpty else { return }  // the only voter: there is no one to hand off to
+        let deadline = ContinuousClock.now + .seconds(10)
+        if await raft.isLeader {
+            do { try await raft.transferLeadership() } catch {
+                logger.warning("could not hand leadership off before leaving: \(error)")
+            }
+        }
+        while ContinuousClock.now < deadline {
+            let r = await clusterAPI.handle(method: "DELETE", path: "/v1/operator/raft/peers/\(configuration.name)?leaving", body: [])
+            if r.status == 200 {
+                logger.info("left the Raft configuration")
+                return
+            }
+            if r.status == 404 { return }  // not a member (any more)
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        logger.warning("could not leave the Raft configuration within 10 s; the leader's autopilot will remove this server")
+    }
+
     /// Leaves the cluster gracefully and stops everything.
     public func stop() async {
+        await leaveRaft()
         // Stop carrying out assignments first: the leave makes the leader re-plan without this
         // node at once, and an executor still running would stop every container here on that
         // plan before the process exits, which a restart would then have to start again.
@@ -270,6 +328,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         _ = try? await httpTask?.value
         await transport.shutdown()
         try? await group.shutdownGracefully()
+        stoppedStream.continuation.finish()
     }
 
     public func members() async -> [MemberView] { Self.certified(await membership.members(), roles) }

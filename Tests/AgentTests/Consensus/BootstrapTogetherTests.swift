@@ -44,7 +44,9 @@ import Testing
             var leaders = 0
             for a in all {
                 guard let s = await a.raft?.status() else { continue }
-                voterSets.insert(s.voters)
+                // The server left out of the set joins the cluster instead (docs/consensus.md,
+                // "Server membership"): until the leader's snapshot reaches it, it knows no voters.
+                if !s.voters.isEmpty { voterSets.insert(s.voters) }
                 if s.role == "leader" {
                     leadersByTerm[s.term, default: []].insert(s.name)
                     leaders += 1
