@@ -58,6 +58,12 @@ public enum Limits {
     /// Demand sources are polled no faster than this, and no slower than `maxPollInterval`.
     public static let minPollInterval: Duration = .milliseconds(100)
     public static let maxPollInterval: Duration = .seconds(3600)
+    /// The utilization report's window (`microscale report utilization --window`, docs/utilization.md):
+    /// every server keeps one sample a second for this long, and no more samples than this.
+    public static let maxUtilizationWindow: Duration = .seconds(3600)
+    public static let maxUtilizationSamples = 3600
+    /// Priorities a utilization sample keeps apart; less important ones are summed into the last.
+    public static let maxUtilizationLevels = 16
 
     // MARK: Counters from peers
 

@@ -11,6 +11,9 @@ public struct UtilizationReport: Sendable, Equatable {
     public var utilization: Double
     /// Share of seconds at whose end running web containers covered web's demand.
     public var priorityOneMet: Double
+    /// The same arithmetic as `microscale report utilization` (Scaling.Utilization), over the run,
+    /// one sample per tick: per priority, and what sharing the nodes saves.
+    public var summary: UtilizationSummary
 }
 
 public enum UtilizationReplay {
@@ -34,14 +37,14 @@ public enum UtilizationReplay {
         var plan: Plan? = nil
         // Containers per (node, service) and the ticks at which pending starts become running.
         var pending: [[Int: Int]] = Array(repeating: [:], count: nodeCount * 2)
-        var usedSum = 0.0
         var met = 0
+        var samples: [UtilizationSample] = []
+        samples.reserveCapacity(seconds * ticksPerSecond)
         for second in 0..<seconds {
             // Random walk, bounded to [5%, 90%] of what the cluster could serve.
             demand += (Double(rng.next() % 2001) / 1000 - 1) * Double(capacityContainers) * 0.4
             demand = Swift.min(Swift.max(demand, Double(capacityContainers) * 0.5), Double(capacityContainers) * 9)
             var okTicks = 0
-            var usedThisSecond = 0.0
             for tick in 0..<ticksPerSecond {
                 let t = second * ticksPerSecond + tick
                 // Started containers come up after the delay.
@@ -80,21 +83,21 @@ public enum UtilizationReplay {
                         }
                     }
                 }
-                var webRunning = 0, usedCPU = 0
-                for node in nodes {
-                    webRunning += node.running["web"] ?? 0
-                    usedCPU += (node.running["web"] ?? 0) * web.cpuMillis + (node.running["batch"] ?? 0) * batch.cpuMillis
-                }
-                usedThisSecond += Double(usedCPU) / Double(nodeCount * 4000)
+                let webRunning = nodes.reduce(0) { $0 + ($1.running["web"] ?? 0) }
+                samples.append(Utilization.sample(
+                    time: Int64(t) * 1000 / Int64(ticksPerSecond), services: services, assignments: result.plan.assignments,
+                    nodes: nodes, demand: ["web": .known(demand)]))
                 // A second counts as met when, by its end, running web containers cover its demand:
                 // the start delay is part of the second, as it is for a real container start.
                 if tick == ticksPerSecond - 1 && Double(webRunning) * web.perContainer >= demand { okTicks += 1 }
             }
-            usedSum += usedThisSecond / Double(ticksPerSecond)
             if okTicks > 0 { met += 1 }
         }
+        // Mean over ticks of (CPU reserved by running containers) / (cluster CPU): the running share.
+        let summary = Utilization.summarize(
+            samples, window: .seconds(Int64(seconds) + 1), now: Int64(seconds) * 1000)
         return UtilizationReport(
-            seconds: seconds, seed: seed, utilization: usedSum / Double(Swift.max(1, seconds)),
-            priorityOneMet: Double(met) / Double(Swift.max(1, seconds)))
+            seconds: seconds, seed: seed, utilization: summary.runningShare,
+            priorityOneMet: Double(met) / Double(Swift.max(1, seconds)), summary: summary)
     }
 }

@@ -66,10 +66,14 @@ struct Utilization: ParsableCommand {
     func run() throws {
         let r = UtilizationReplay.run(seconds: seconds, seed: seed)
         if json {
-            print("{\"seconds\":\(r.seconds),\"seed\":\(r.seed),\"utilization\":\(r.utilization),\"priority_one_met\":\(r.priorityOneMet)}")
+            let c = r.summary.compaction
+            print("{\"seconds\":\(r.seconds),\"seed\":\(r.seed),\"utilization\":\(r.utilization),\"priority_one_met\":\(r.priorityOneMet),"
+                + "\"separate_nodes\":\(c?.separateNodes ?? 0),\"shared_nodes\":\(c?.sharedNodes ?? 0),\"saved_nodes\":\(c?.savedNodes ?? 0),"
+                + "\"saved_percent\":\(c?.savedPercent ?? 0)}")
         } else {
             print("utilization over \(r.seconds) s, seed \(r.seed): \(r.utilization * 100)% of reserved capacity in use (target ≥ 95%)")
             print("priority-1 demand met in \(r.priorityOneMet * 100)% of seconds (target ≥ 99%)")
+            print("cell compaction (docs/utilization.md): \(r.summary.compactionText)")
         }
     }
 }

@@ -1,3 +1,4 @@
+import Bounds
 import Scaling
 import Testing
 

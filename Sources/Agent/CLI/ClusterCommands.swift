@@ -190,8 +190,9 @@ func pathSegment(_ s: String, _ what: String) throws -> String {
     return s
 }
 
+/// Demand as people write it (69.1, not 69.09833951060915): the same text as the planner's reasons.
 func formatNumber(_ v: Double) -> String {
-    v == v.rounded() && abs(v) < 1e15 ? "\(Int64(v))" : "\(v)"
+    DemandText.format(v)
 }
 
 /// `microscale status`: per service, demand, desired and running; per node, assigned and running.

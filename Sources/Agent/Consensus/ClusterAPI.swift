@@ -1,6 +1,8 @@
+import Bounds
 import Consensus
 import Foundation
 import Logging
+import struct Scaling.UtilizationSummary
 import SecureTransport
 import Wire
 
@@ -107,6 +109,8 @@ public actor ClusterAPI {
     /// Members and the demand the decision loop last used, for `GET /v1/status` (set by the runtime).
     var members: @Sendable () async -> [MemberView] = { [] }
     var demandInUse: @Sendable () async -> [String: Double] = { [:] }
+    /// The leader's utilization samples summed over a window, for `GET /v1/report/utilization`.
+    var utilization: @Sendable (Duration) async -> UtilizationSummary? = { _ in nil }
     /// The cluster name written into a snapshot file's header (--cluster).
     var clusterName = ""
     private var pending: [UInt64: Pending] = [:]
@@ -139,6 +143,27 @@ public actor ClusterAPI {
     }
 
     func setClusterName(_ name: String) { clusterName = name }
+
+    func setUtilizationSource(_ source: @escaping @Sendable (Duration) async -> UtilizationSummary?) {
+        utilization = source
+    }
+
+    /// `?window=10m`: 1 s to `Limits.maxUtilizationWindow`, an hour by default.
+    static func utilizationWindow(_ path: String) -> (window: Duration?, refused: APIResponse?) {
+        var window = Limits.maxUtilizationWindow
+        if let q = path.split(separator: "?", maxSplits: 1).dropFirst().first {
+            for pair in q.split(separator: "&") {
+                let kv = pair.split(separator: "=", maxSplits: 1)
+                guard kv.count == 2, kv[0] == "window" else { continue }
+                let text = String(kv[1].prefix(32))
+                guard let d = Units.duration(text), d >= .seconds(1), d <= Limits.maxUtilizationWindow else {
+                    return (nil, .error(400, "window: \"\(text)\" is not a duration from 1s to 1h"))
+                }
+                window = d
+            }
+        }
+        return (window, nil)
+    }
 
     public func handle(method: String, path: String, body: [UInt8], hops: Int = 0) async -> APIResponse {
         var moved = false
@@ -356,6 +381,11 @@ public actor ClusterAPI {
             }
             return .json(StatusView(leader: name, term: s.term, planIndex: state.planIndex,
                                     services: services, nodes: nodes))
+        case ("GET", "report", 3) where p[2] == "utilization":
+            let (window, refused) = Self.utilizationWindow(path)
+            guard let window else { return refused ?? .error(400, "window") }
+            guard let summary = await utilization(window) else { return .error(503, "this server keeps no utilization samples") }
+            return .json(summary)
         case ("GET", "decisions", 2):
             var limit = 20
             if let q = path.split(separator: "?", maxSplits: 1).dropFirst().first {

@@ -2,6 +2,8 @@
 /// API token must not leak to a CDN). It polls `/v1/history` once and `/v1/status` and
 /// `/v1/decisions` every second, and draws with a canvas: the demand line of each demand-driven
 /// service against its running containers, priority 1 tracking demand and batch filling the rest.
+/// Every ten seconds it asks `/v1/report/utilization?window=10m` for the utilization panel: capacity
+/// reserved and used per priority, and what sharing the nodes saves (docs/utilization.md).
 ///
 /// With an API token the page is opened as `/ui#token=TOKEN`. The fragment never leaves the
 /// browser (it is not sent to the server, so not logged, nor put in a Referer); the page keeps the
@@ -26,6 +28,9 @@ enum DashboardPage {
 <div id="err"></div>
 <canvas id="chart" data-points="0"></canvas>
 <div class="legend" id="legend"></div>
+<h2>Utilization, last 10 minutes</h2>
+<table id="utilization"><tr><th>priority</th><th>reserved (cores)</th><th>peak</th><th>running</th><th>busy</th><th>reserved %</th><th>busy %</th></tr></table>
+<p id="compaction"></p>
 <h2>Members</h2><table id="members"><tr><th>node</th><th>status</th><th>role</th><th>assigned</th><th>running</th></tr></table>
 <h2>Latest decisions</h2><table id="decisions"><tr><th>#</th><th>when</th><th>summary</th><th>reasons</th></tr></table>
 <script>
@@ -33,6 +38,21 @@ const colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"
 let history = [];
 const windowMs = 10 * 60 * 1000;
 function esc(s) { return String(s).replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;","\"":"&quot;"}[c])); }
+// Numbers as people write them (69.1, not 69.09833951060915): as the CLI and the decision text.
+function num(v) { return v == null ? "-" : String(Number(v.toFixed(Math.abs(v) >= 100 ? 1 : Math.abs(v) >= 1 ? 2 : 3))); }
+function pct(share) { return num(Math.round(share * 1000) / 10) + "%"; }
+async function utilization() {
+  try {
+    const u = await get("/v1/report/utilization?window=10m");
+    const rows = u.levels.map(l => "<tr><td>" + l.priority + (l.andBelow ? "+" : "") + "</td><td>" + num(l.reservedCores) + "</td><td>" + num(l.reservedPeakCores) + "</td><td>" + num(l.runningCores) + "</td><td>" + num(l.busyCores) + "</td><td>" + pct(l.reservedShare) + "</td><td>" + pct(l.busyShare) + "</td></tr>");
+    rows.push("<tr><td>all</td><td>" + num(u.reservedShare * u.capacityCores) + "</td><td></td><td>" + num(u.runningShare * u.capacityCores) + "</td><td>" + num(u.busyShare * u.capacityCores) + "</td><td>" + pct(u.reservedShare) + "</td><td>" + pct(u.busyShare) + "</td></tr>");
+    document.getElementById("utilization").innerHTML = "<tr><th>priority</th><th>reserved (cores)</th><th>peak</th><th>running</th><th>busy</th><th>reserved %</th><th>busy %</th></tr>" + rows.join("");
+    const c = u.compaction;
+    document.getElementById("compaction").textContent = c
+      ? "Sharing saves " + c.savedNodes + " node" + (Math.abs(c.savedNodes) === 1 ? "" : "s") + ", " + num(Math.round(c.savedPercent * 10) / 10) + "%: priority 1 alone needs " + c.priorityOneNodes + ", batch alone " + c.batchNodes + ", separately " + c.separateNodes + "; shared " + c.sharedNodes + " (" + u.samples + " samples of " + num(u.capacityCores) + " cores)."
+      : "No utilization samples yet.";
+  } catch (e) { document.getElementById("compaction").textContent = String(e); }
+}
 function counts(c) { return Object.keys(c || {}).sort().map(k => k + "=" + c[k]).join(", ") || "-"; }
 // The API token from "#token=..." (see DashboardPage), else the one this tab was given before.
 let token = null;
@@ -81,7 +101,7 @@ function draw() {
       ctx.stroke();
     }
     const last = history[history.length - 1].services.find(s => s.name === n);
-    legend.push('<span><i class="sw" style="background:' + col + '"></i>' + esc(n) + (last ? " (priority " + last.priority + ", running " + last.running + (last.demand != null ? ", demand " + last.demand.toFixed(1) : "") + ")" : "") + "</span>");
+    legend.push('<span><i class="sw" style="background:' + col + '"></i>' + esc(n) + (last ? " (priority " + last.priority + ", running " + last.running + (last.demand != null ? ", demand " + num(last.demand) : "") + ")" : "") + "</span>");
   });
   document.getElementById("legend").innerHTML = legend.join("") + "<span>solid: running containers; dashed: demand in containers</span>";
 }
@@ -104,7 +124,9 @@ async function tick() {
 (async () => {
   try { history = (await get("/v1/history")).map(h => ({ time: h.time, services: h.services, nodes: h.nodes })); } catch (e) {}
   await tick();
+  await utilization();
   setInterval(tick, 1000);
+  setInterval(utilization, 10000);
 })();
 </script></body></html>
 """#

@@ -86,6 +86,7 @@ public enum HTTPAPI {
         router.get("/v1/leader", use: cluster)
         router.get("/v1/status", use: cluster)
         router.get("/v1/decisions", use: cluster)
+        router.get("/v1/report/utilization", use: cluster)
         router.get("/v1/services", use: cluster)
         router.put("/v1/services", use: cluster)
         router.delete("/v1/services/:name", use: cluster)

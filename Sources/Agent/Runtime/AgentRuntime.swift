@@ -251,6 +251,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         await clusterAPI.setClusterName(c.cluster)
         await clusterAPI.setStatusSources(members: { Self.certified(await service.members(), roles) },
                                           demand: { await decisionLoop?.demandInUse ?? [:] })
+        await clusterAPI.setUtilizationSource { window in await decisionLoop?.utilizationSummary(window: window) }
         await executor.start()
         await assignments.start()
         await decisions?.start()

@@ -31,6 +31,9 @@ public actor DecisionLoop {
     public private(set) var plansCommitted = 0
     /// The demand the last plan used, per service (known values only).
     public private(set) var demandInUse: [String: Double] = [:]
+    /// One utilization sample a second, on every server, so that a new leader can report on the
+    /// window before it led (docs/utilization.md). Bounded: `Limits.maxUtilizationSamples`.
+    private var utilization = UtilizationHistory()
 
     let latency: DurationHistogram?
 
@@ -69,12 +72,18 @@ public actor DecisionLoop {
 
     func step() async {
         let state = await raft.state
+        let wallClock = Int64(Date().timeIntervalSince1970 * 1000)
         guard await raft.isLeader else {
             // Sources are polled by the leader only: followers' polls were wasted load on the
             // source, and a source that made a server fail made every server fail at once.
             stopPollers()
             lastPlan = nil
             lastInputs = nil
+            if utilization.due(at: wallClock) {
+                // A follower knows no polled reading: only the demand set through the API.
+                let nodes = Self.plannerNodes(await membership.members(), state)
+                sample(state, nodes, demand: state.demand.mapValues { .known($0) }, at: wallClock)
+            }
             return
         }
         syncPollers(state.services)
@@ -93,17 +102,8 @@ public actor DecisionLoop {
             }
         }
         demandInUse = demand.compactMapValues { if case .known(let v) = $0 { return v } else { return nil } }
-        var nodes: [Scaling.Node] = []
-        for m in members {
-            var status: NodeStatus = NodeStatus(rawValue: m.status) ?? .dead
-            // Hearsay does not move work: a node others call dead or left stays where it is (as a
-            // suspect: it keeps its containers and gets no new ones) until this leader's own probe
-            // of it fails or it said itself that it leaves.
-            if (status == .dead || status == .left) && m.confirmedDown == false { status = .suspect }
-            nodes.append(Scaling.Node(name: m.name, cpuMillis: (m.capacity.cpu * 1000).exactlyRoundedInt ?? 0,
-                                      memoryBytes: Int(m.capacity.memoryBytes), status: status,
-                                      drained: state.isDrained(m.name), running: m.running))
-        }
+        let nodes = Self.plannerNodes(members, state)
+        if utilization.due(at: wallClock) { sample(state, nodes, demand: demand, at: wallClock) }
         var h = Hasher()
         h.combine(state.appliedIndex)
         h.combine(nodes)
@@ -147,6 +147,30 @@ public actor DecisionLoop {
             lastInputs = nil
             logger.warning("plan not committed: \(error)")
         }
+    }
+
+    static func plannerNodes(_ members: [MemberView], _ state: ClusterState) -> [Scaling.Node] {
+        members.map { m in
+            var status: NodeStatus = NodeStatus(rawValue: m.status) ?? .dead
+            // Hearsay does not move work: a node others call dead or left stays where it is (as a
+            // suspect: it keeps its containers and gets no new ones) until this leader's own probe
+            // of it fails or it said itself that it leaves.
+            if (status == .dead || status == .left) && m.confirmedDown == false { status = .suspect }
+            return Scaling.Node(name: m.name, cpuMillis: (m.capacity.cpu * 1000).exactlyRoundedInt ?? 0,
+                                memoryBytes: Int(m.capacity.memoryBytes), status: status,
+                                drained: state.isDrained(m.name), running: m.running)
+        }
+    }
+
+    private func sample(_ state: ClusterState, _ nodes: [Scaling.Node], demand: [String: DemandValue], at time: Int64) {
+        let services = state.services.map { Specs.sampled($0.key, $0.value) }
+        utilization.append(Utilization.sample(time: time, services: services, assignments: state.plan.assignments,
+                                              nodes: nodes, demand: demand))
+    }
+
+    /// `GET /v1/report/utilization`: this server's samples over the last `window`.
+    public func utilizationSummary(window: Duration) -> UtilizationSummary {
+        Utilization.summarize(utilization.samples, window: window, now: Int64(Date().timeIntervalSince1970 * 1000))
     }
 
     /// One poller per service whose demand comes from a source other than the API (`static`).

@@ -50,6 +50,13 @@ public enum Specs {
                             control: control(s.demand))
     }
 
+    /// What a utilization sample needs of a service (no spec hash: sampled every second on every server).
+    static func sampled(_ name: String, _ s: Consensus.ServiceSpec) -> Scaling.ServiceSpec {
+        Scaling.ServiceSpec(name: name, priority: s.priority, cpuMillis: (s.cpu * 1000).exactlyRoundedInt ?? Int(Limits.maxContainerCPUMillicores),
+                            memoryBytes: Int(clamping: s.memory), min: s.min, max: s.max,
+                            perContainer: s.demand?.perContainer ?? 1, fill: s.fill)
+    }
+
     static func control(_ d: DemandSourceConfig?) -> Scaling.Control {
         guard let d else { return Scaling.Control() }
         let queue = queueSources.contains(d.source)

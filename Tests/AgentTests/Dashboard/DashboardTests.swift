@@ -1,5 +1,6 @@
 @testable import Agent
 import Foundation
+import struct Scaling.UtilizationSummary
 import Testing
 
 /// The dashboard in a real headless Chromium (Debian's package): the page loads from a running
@@ -44,12 +45,24 @@ import Testing
         var dom = ""
         for _ in 0..<3 {
             dom = try chromium(["--virtual-time-budget=5000", "--dump-dom", url])
-            if dom.contains("→3: demand 25") && c.servers.allSatisfy({ dom.contains("<td>\($0.configuration.name)</td><td>alive") }) { break }
+            if dom.contains("→3: demand 25") && dom.contains("Sharing saves") && c.servers.allSatisfy({ dom.contains("<td>\($0.configuration.name)</td><td>alive") }) { break }
         }
         let points = dom.firstRange(of: #/data-points="(\d+)"/#).map { Int(dom[$0].dropFirst(13).dropLast()) ?? 0 } ?? 0
         #expect(points >= 2, "the chart drew \(points) samples")
         for s in c.servers { #expect(dom.contains("<td>\(s.configuration.name)</td><td>alive"), "member \(s.configuration.name) listed") }
         #expect(dom.contains("→3: demand 25 at 10 per container"), "the latest decision is listed")
+        // The utilization panel (docs/utilization.md): web's priority listed, the compaction line written.
+        #expect(dom.contains("Sharing saves"), "the utilization panel has its compaction figure")
+        #expect(dom.contains("<tr><td>1</td>"), "the utilization panel lists priority 1")
+
+        // The report through the client agent (forwarded to the leader), and a window out of range refused.
+        let report = try await api.call(c.client, "GET", "/v1/report/utilization?window=10m")
+        #expect(report.status == 200, "\(String(decoding: report.body, as: UTF8.self))")
+        let summary = try api.json(report, UtilizationSummary.self)
+        #expect(summary.samples >= 1 && summary.levels.first?.priority == 1 && (summary.compaction?.sharedNodes ?? 0) >= 3)
+        #expect(summary.levels.first?.reservedPeakCores == 1.5, "3 web containers of 0.5 cores")
+        let refused = try await api.call(c.client, "GET", "/v1/report/utilization?window=2h")
+        #expect(refused.status == 400 && String(decoding: refused.body, as: UTF8.self).contains("window"))
 
         let shot = NSTemporaryDirectory() + "microscale-dashboard-\(getpid()).png"
         _ = try chromium(["--virtual-time-budget=3000", "--window-size=1100,800", "--screenshot=\(shot)", url])
