@@ -166,9 +166,30 @@ public actor ClusterAPI {
     }
 
     public func handle(method: String, path: String, body: [UInt8], hops: Int = 0) async -> APIResponse {
+        // `?stale` (Consul's consistency mode of that name): any server answers from the state it
+        // has applied, without asking anyone; it may be behind the leader, or a deposed leader's.
+        if method == "GET", Self.isStale(path), let raft, await raft.status() != nil {
+            return await execute(method: method, path: path, body: body, raft: raft)
+        }
         var moved = false
         if let raft, await raft.isLeader {
-            let answer = await execute(method: method, path: path, body: body, raft: raft)
+            var answer: APIResponse
+            if method == "GET" {
+                // Linearizable by default (thesis §6.4 ReadIndex): the leader confirms it still
+                // leads before it answers from its state, so no read returns a value older than
+                // a write that completed before the read began (issue 19: a frozen and thawed
+                // leader answered such reads from its applied state).
+                do {
+                    try await raft.readBarrier()
+                    answer = await execute(method: method, path: path, body: body, raft: raft)
+                } catch let e as ProposalError {
+                    answer = Self.response(for: e)
+                } catch {
+                    return .error(500, "\(error)")
+                }
+            } else {
+                answer = await execute(method: method, path: path, body: body, raft: raft)
+            }
             // Leadership moved while the request was served (a hand-off, thesis §3.10): it goes
             // to the new leader like any request reaching a follower.
             guard answer.status == Self.leadershipMoved else { return answer }
@@ -343,7 +364,7 @@ public actor ClusterAPI {
         Task { await transport.send(f, toPeer: peer) }
     }
 
-    // MARK: Serving (on the leader)
+    // MARK: Serving (on the leader; any server for a stale read)
 
     /// The segments of a request path without its query: "/v1/services?x=1" is ["v1", "services"].
     /// The path may come from another agent (a forwarded request), so any string must do.
@@ -359,9 +380,12 @@ public actor ClusterAPI {
         guard p.count >= 2, p[0] == "v1" else { return .error(404, "no such endpoint: \(method) \(path)") }
         switch (method, p[1], p.count) {
         case ("GET", "leader", 2):
-            guard let s = await raft.status() else { return .error(503, await raft.noClusterReason) }
-            let address = await servers()[name] ?? ""
-            return .json(LeaderView(name: name, address: address, term: s.term, commitIndex: s.commitIndex, voters: s.voters))
+            // On the leader, itself; on a follower asked for a stale read, the leader it knows.
+            guard let s = await raft.status(), let leader = s.role == "leader" ? name : s.leader else {
+                return .error(503, await raft.status() == nil ? await raft.noClusterReason : "no leader elected yet; retry shortly")
+            }
+            let address = await servers()[leader] ?? ""
+            return .json(LeaderView(name: leader, address: address, term: s.term, commitIndex: s.commitIndex, voters: s.voters))
         case ("GET", "status", 2):
             guard let s = await raft.status() else { return .error(503, await raft.noClusterReason) }
             let state = await raft.state
@@ -379,7 +403,7 @@ public actor ClusterAPI {
                 StatusView.NodeRow(name: m.name, status: m.status, role: m.role, drained: state.isDrained(m.name),
                                    assigned: state.plan.assignments[m.name] ?? [:], running: m.running)
             }
-            return .json(StatusView(leader: name, term: s.term, planIndex: state.planIndex,
+            return .json(StatusView(leader: s.role == "leader" ? name : s.leader ?? "", term: s.term, planIndex: state.planIndex,
                                     services: services, nodes: nodes))
         case ("GET", "report", 3) where p[2] == "utilization":
             let (window, refused) = Self.utilizationWindow(path)
@@ -480,5 +504,16 @@ public actor ClusterAPI {
         case .notLeader: return .error(leadershipMoved, e.description)
         case .noCluster, .lost: return .error(503, e.description)
         }
+    }
+
+    /// Whether the query asks for a stale read: `?stale`, `?stale=true` or `?stale=1` among its
+    /// parameters.
+    static func isStale(_ path: String) -> Bool {
+        guard let q = path.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).dropFirst().first else { return false }
+        for pair in q.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            if kv.first == "stale" { return kv.count == 1 || kv[1] == "true" || kv[1] == "1" || kv[1] == "" }
+        }
+        return false
     }
 }

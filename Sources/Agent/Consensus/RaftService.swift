@@ -125,6 +125,14 @@ public actor RaftService {
     /// Every member gossip knows (set by the runtime).
     private var memberHealth: @Sendable () async -> [String: MemberHealth] = { [:] }
     private var lastHello = ContinuousClock.now - .seconds(10)
+    /// Linearizable reads (thesis §6.4) waiting for their ReadState, by request id; then for the
+    /// state machine to reach its index.
+    private var reads: [UInt64: (index: UInt64?, continuation: CheckedContinuation<Void, any Error>)] = [:]
+    private var nextReadID: UInt64 = 0
+    /// The last log index applied to `state` (entries of every kind, and snapshots).
+    private var appliedIndex: UInt64 = 0
+    /// Reads answered with ReadIndex, for metrics.
+    public private(set) var linearizableReads = 0
 
     /// Called (in order, off the Ready loop) with the state after entries were applied.
     public func onApply(_ observer: @escaping @Sendable (ClusterState) async -> Void) {
@@ -177,6 +185,8 @@ public actor RaftService {
         outboxes = [:]
         for (_, w) in waiters { w.continuation.resume(throwing: ProposalError.noCluster("the agent is stopping")) }
         waiters = [:]
+        for (_, r) in reads { r.continuation.resume(throwing: ProposalError.noCluster("the agent is stopping")) }
+        reads = [:]
         node = nil
     }
 
@@ -255,7 +265,7 @@ public actor RaftService {
             switch effect {
             case .persistPledge(let set):
                 do {
-                    try JSONEncoder().encode(set).write(to: URL(fileURLWithPath: pledgeFile), options: .atomic)
+                    try DataDirectory.write(try JSONEncoder().encode(set), to: pledgeFile)
                     logger.info("pledged to bootstrap Raft with these voters", metadata: ["voters": "\(set)"])
                 } catch {
                     // Nothing may go out on a pledge that is not durable: stop agreeing here.
@@ -278,7 +288,7 @@ public actor RaftService {
             case .bootstrap(let voters):
                 guard !agreementBroken, node == nil else { return }
                 do {
-                    try JSONEncoder().encode(voters.sorted()).write(to: URL(fileURLWithPath: peersFile), options: .atomic)
+                    try DataDirectory.write(try JSONEncoder().encode(voters.sorted()), to: peersFile)
                 } catch {
                     logger.error("cannot write \(peersFile): \(error)")
                     return
@@ -352,6 +362,7 @@ public actor RaftService {
         if let snap = recovered.snapshot {
             // Fail-stop, as for a snapshot installed later: an empty state in its place would
             // plan every service away.
+            appliedIndex = snap.index
             do { state = try ClusterState.restore(snap.data) } catch {
                 logger.critical("cannot restore the stored snapshot \(snap.index); raft does not start on this server: \(error)")
                 return
@@ -597,6 +608,54 @@ public actor RaftService {
         throw ProposalError.timedOut(options.electionTimeout * 3)
     }
 
+    /// Returns once `state` may be read linearizably: thesis §6.4 ReadIndex. The leader notes its
+    /// commit index, confirms with a round of heartbeats that a quorum still follows it, and the
+    /// read waits until that index is applied here. A follower's request goes to its leader
+    /// (§6.4.1) and is served from its own state once it has applied the index. A leader deposed
+    /// without knowing it (frozen, partitioned) gets no quorum for its round, so it answers
+    /// nothing stale: the read times out or fails when it learns of the new term.
+    public func readBarrier() async throws {
+        guard node != nil else { throw ProposalError.noCluster(noClusterReason) }
+        nextReadID += 1
+        let id = nextReadID
+        do { try node!.readIndex(context: Self.readContext(id)) } catch {
+            if case .notLeader(let l) = error { throw ProposalError.notLeader(leader: l) }
+            throw ProposalError.invalid("\(error)")
+        }
+        let timeout = options.proposalTimeout
+        Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            await self?.expireRead(id)
+        }
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            reads[id] = (nil, c)
+            scheduleDrain()
+        }
+        linearizableReads += 1
+    }
+
+    static func readContext(_ id: UInt64) -> [UInt8] { withUnsafeBytes(of: id.bigEndian, Array.init) }
+
+    static func readID(_ context: [UInt8]) -> UInt64? {
+        guard context.count == 8 else { return nil }
+        return context.reduce(0) { $0 << 8 | UInt64($1) }
+    }
+
+    private func expireRead(_ id: UInt64) {
+        guard let r = reads.removeValue(forKey: id) else { return }
+        r.continuation.resume(throwing: ProposalError.timedOut(options.proposalTimeout))
+    }
+
+    /// Reads whose ReadState has come and whose index is now applied go ahead.
+    private func releaseReads() {
+        for (id, r) in reads {
+            if let index = r.index, index <= appliedIndex {
+                reads[id] = nil
+                r.continuation.resume()
+            }
+        }
+    }
+
     private func expire(index: UInt64, term: UInt64) {
         guard let w = waiters[index], w.term == term else { return }
         waiters[index] = nil
@@ -644,10 +703,24 @@ public actor RaftService {
                     waiters[i] = nil
                     w.continuation.resume(throwing: ProposalError.lost)
                 }
+                appliedIndex = max(appliedIndex, snap.index)
             }
             for e in rd.committedEntries { apply(e) }
+            for r in rd.readStates {
+                guard let id = Self.readID(r.context), let waiting = reads[id] else { continue }
+                reads[id] = (r.index, waiting.continuation)
+            }
             if rd.snapshot != nil || !rd.committedEntries.isEmpty { notify() }
             node!.advance(rd)
+            if let soft = rd.softState, soft.role != lastSoft?.role || soft.term != lastSoft?.term {
+                // A read whose round was in flight is dropped by the core on a change of role or
+                // term (its ReadState will never come): the caller retries, at the new leader.
+                for (id, r) in reads where r.index == nil {
+                    reads[id] = nil
+                    r.continuation.resume(throwing: ProposalError.lost)
+                }
+            }
+            releaseReads()
             if let soft = rd.softState, soft != lastSoft {
                 if soft.leader != lastSoft?.leader, soft.leader != nil { leaderChanges += 1 }
                 // A new leadership starts the autopilot's timers afresh: what an earlier one saw
@@ -678,6 +751,7 @@ public actor RaftService {
     }
 
     private func apply(_ e: Entry) {
+        appliedIndex = max(appliedIndex, e.index)
         let result: ClusterStateError? = e.kind == .normal ? state.apply(e.data, index: e.index) : nil
         if let w = waiters.removeValue(forKey: e.index) {
             if w.term == e.term { w.continuation.resume(returning: result) } else { w.continuation.resume(throwing: ProposalError.lost) }
