@@ -64,6 +64,8 @@ public enum Limits {
     public static let maxUtilizationSamples = 3600
     /// Priorities a utilization sample keeps apart; less important ones are summed into the last.
     public static let maxUtilizationLevels = 16
+    /// --dead-node-grace: work of a dead node waits at most this long before it moves.
+    public static let maxDeadNodeGrace: Duration = .seconds(600)
 
     // MARK: Counters from peers
 

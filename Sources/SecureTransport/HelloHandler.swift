@@ -69,6 +69,11 @@ final class HelloHandler: ChannelDuplexHandler {
             refuse(context: context, .protocolViolation("frame before the TLS handshake completed"))
             return
         }
+        if frame.kind == .goodbye, let bye = try? frame.decode(Microscale_Wire_Goodbye.self) {
+            // The peer refused us first (another protocol version, another cluster): say why.
+            refuse(context: context, .protocolViolation("\(identity.name) refused this agent: \(bye.reason.prefix(300))"))
+            return
+        }
         guard frame.kind == .hello else {
             refuse(context: context, .protocolViolation("expected hello, got a \(frame.kind) frame"))
             return
@@ -82,8 +87,16 @@ final class HelloHandler: ChannelDuplexHandler {
             refuse(context: context, .helloMismatch(certificate: identity.name, claimed: hello.nodeName))
             return
         }
-        guard hello.protocolVersion == WireProtocol.version else {
-            refuse(context: context, .protocolViolation("peer speaks wire protocol \(hello.protocolVersion), this agent \(WireProtocol.version)"))
+        // One protocol version per cluster (docs/operations.md, "Upgrades"): agents of another
+        // version would misread each other's frames, so they refuse each other at the hello and
+        // say why in words an operator acts on.
+        guard hello.protocolVersion == localHello.protocolVersion else {
+            let theirs = hello.agentVersion.isEmpty ? "" : " (agent \(hello.agentVersion.prefix(32)))"
+            let ours = localHello.agentVersion.isEmpty ? "" : " (agent \(localHello.agentVersion))"
+            refuse(context: context, .protocolViolation(
+                "incompatible protocol version: \(identity.name)\(theirs) speaks protocol \(hello.protocolVersion), "
+                    + "\(localHello.nodeName)\(ours) speaks protocol \(localHello.protocolVersion); "
+                    + "run one protocol version in a cluster (see 'microscale version')"))
             return
         }
         if !hello.cluster.isEmpty, !localHello.cluster.isEmpty, hello.cluster != localHello.cluster {

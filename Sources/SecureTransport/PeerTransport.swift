@@ -29,6 +29,9 @@ public final class PeerTransport: Sendable {
     public struct Options: Sendable {
         public var cluster: String
         public var agentVersion: String
+        /// The wire protocol this agent speaks (in its hello); a peer speaking another is refused.
+        /// Only tests set it: an agent speaks `WireProtocol.version`.
+        public var protocolVersion: UInt32 = WireProtocol.version
         public var maxConnections: Int
         public var idleTimeout: Duration
         public var connectTimeout: Duration
@@ -163,7 +166,7 @@ public final class PeerTransport: Sendable {
     }
 
     private var hello: Microscale_Wire_Hello {
-        SecureChannel.hello(for: tls, cluster: options.cluster, agentVersion: options.agentVersion)
+        SecureChannel.hello(for: tls, cluster: options.cluster, agentVersion: options.agentVersion, protocolVersion: options.protocolVersion)
     }
 
     /// Starts accepting connections; returns the bound address (port 0 picks a free port).

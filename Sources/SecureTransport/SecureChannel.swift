@@ -35,13 +35,14 @@ public enum SecureChannel {
     }
 
     /// The Hello this node sends, built from its own certificate so it cannot claim another name.
-    public static func hello(for tls: TLSContext, cluster: String, agentVersion: String) -> Microscale_Wire_Hello {
+    public static func hello(for tls: TLSContext, cluster: String, agentVersion: String,
+                             protocolVersion: UInt32 = WireProtocol.version) -> Microscale_Wire_Hello {
         var h = Microscale_Wire_Hello()
         h.nodeName = tls.identity.name
         h.server = tls.identity.isServer
         h.cluster = cluster
         h.agentVersion = agentVersion
-        h.protocolVersion = WireProtocol.version
+        h.protocolVersion = protocolVersion
         return h
     }
 }

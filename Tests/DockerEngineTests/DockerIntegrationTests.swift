@@ -46,8 +46,18 @@ private func cleanup(_ client: DockerClient, node: String) async {
         let info = try await client.info()
         #expect(info.NCPU > 0)
         #expect(info.MemTotal > 0)
-        let cap = try await CapacityDetection.detect(client: client)
-        #expect(cap.cpus > 0 && cap.cpus <= Double(info.NCPU))
+        // Capacity (issue 19, item 4): the Engine's figures, lowered by dockerd's cgroup limits,
+        // less the reserve; dockerd is found through its socket (SO_PEERCRED).
+        let cap = try await CapacityDetection.detect(client: client, reserveCPUs: 0.5, reserveMemory: 512 << 20)
+        #expect(cap.engineCPUs == info.NCPU && cap.engineMemory == info.MemTotal)
+        #expect(cap.offered.cpus == max(0, min(Double(info.NCPU), cap.cgroupCPUs ?? .infinity) - 0.5))
+        #expect(cap.offered.memoryBytes == max(0, min(info.MemTotal, cap.cgroupMemory ?? .max) - (512 << 20)))
+        let args = try String(contentsOfFile: try TestEnvironment.require("MICROSCALE_TEST_DOCKERD_ARGS"), encoding: .utf8)
+        let pidfile = try #require(args.split(whereSeparator: \.isWhitespace).first { $0.hasPrefix("--pidfile=") }?.dropFirst("--pidfile=".count))
+        let pid = Int32(try String(contentsOfFile: String(pidfile), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))
+        #expect(cap.dockerdPID == pid, "the socket's peer is the test dockerd")
+        let overridden = try await CapacityDetection.detect(client: client, reserveCPUs: 0.5, reserveMemory: 512 << 20, overrideCPUs: 3, overrideMemory: 1 << 30)
+        #expect(overridden.offered == NodeCapacity(cpus: 3, memoryBytes: 1 << 30))
         let image = try await client.inspectImage(image)
         #expect(image.Id.hasPrefix("sha256:"))
     }

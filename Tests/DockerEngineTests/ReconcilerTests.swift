@@ -1,3 +1,4 @@
+import Foundation
 import DockerEngine
 import Testing
 
@@ -113,6 +114,60 @@ private func c(_ id: String, _ service: String, _ hash: String = "h1", node: Str
     @Test func explicitValuesOverrideEverything() {
         let a = CapacityDetection.resolve(engineCPUs: 8, engineMemory: 16 << 30, cgroupCPUs: 2, cgroupMemory: nil, overrideCPUs: 6, overrideMemory: 1000)
         #expect(a == NodeCapacity(cpus: 6, memoryBytes: 1000))
+    }
+
+    @Test func theReserveComesOffTheDetectedFiguresButNotOffAnOverride() {
+        let a = CapacityDetection.offered(engineCPUs: 8, engineMemory: 16 << 30, cgroupCPUs: 4, cgroupMemory: nil,
+                                          reserveCPUs: 0.5, reserveMemory: 512 << 20)
+        #expect(a == NodeCapacity(cpus: 3.5, memoryBytes: (16 << 30) - (512 << 20)))
+        let tiny = CapacityDetection.offered(engineCPUs: 1, engineMemory: 256 << 20, cgroupCPUs: 0.25, cgroupMemory: nil,
+                                             reserveCPUs: 0.5, reserveMemory: 512 << 20)
+        #expect(tiny == NodeCapacity(cpus: 0, memoryBytes: 0), "never below zero")
+        let given = CapacityDetection.offered(engineCPUs: 8, engineMemory: 16 << 30, cgroupCPUs: nil, cgroupMemory: nil,
+                                              reserveCPUs: 0.5, reserveMemory: 512 << 20, overrideCPUs: 8, overrideMemory: 16 << 30)
+        #expect(given == NodeCapacity(cpus: 8, memoryBytes: 16 << 30))
+    }
+
+    /// A /proc and a cgroup tree of our own: `pid` sits in a child of a limited parent.
+    func tree(_ files: [String: String]) throws -> String {
+        let root = NSTemporaryDirectory() + "capacity-\(UInt32.random(in: 0...UInt32.max))"
+        for (path, text) in files {
+            let full = root + "/" + path
+            try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try text.write(toFile: full, atomically: true, encoding: .utf8)
+        }
+        return root
+    }
+
+    @Test func aParentCgroupsLimitBindsDockerdInAChildUnderV1() throws {
+        let r = try tree([
+            "proc/42/cgroup": "12:memory:/slice/docker\n4:cpu,cpuacct:/slice/docker\n1:name=systemd:/x\n",
+            "cg/cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cg/cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+            "cg/cpu,cpuacct/slice/cpu.cfs_quota_us": "150000\n", "cg/cpu,cpuacct/slice/cpu.cfs_period_us": "100000\n",
+            "cg/cpu,cpuacct/slice/docker/cpu.cfs_quota_us": "-1\n", "cg/cpu,cpuacct/slice/docker/cpu.cfs_period_us": "100000\n",
+            "cg/memory/memory.limit_in_bytes": "9223372036854771712\n",
+            "cg/memory/slice/memory.limit_in_bytes": "2147483648\n",
+            "cg/memory/slice/docker/memory.limit_in_bytes": "4294967296\n",
+        ])
+        defer { try? FileManager.default.removeItem(atPath: r) }
+        let limits = CapacityDetection.readCgroupLimits(pid: 42, procRoot: r + "/proc", root: r + "/cg")
+        #expect(limits.cpus == 1.5)
+        #expect(limits.memory == 2 << 30)
+    }
+
+    @Test func theLowestLimitOnTheWayUpBindsUnderV2() throws {
+        let r = try tree([
+            "proc/7/cgroup": "0::/system.slice/docker.service\n",
+            "cg/cgroup.controllers": "cpu memory\n",
+            "cg/system.slice/cpu.max": "max 100000\n", "cg/system.slice/memory.max": "1073741824\n",
+            "cg/system.slice/docker.service/cpu.max": "250000 100000\n", "cg/system.slice/docker.service/memory.max": "max\n",
+        ])
+        defer { try? FileManager.default.removeItem(atPath: r) }
+        let limits = CapacityDetection.readCgroupLimits(pid: 7, procRoot: r + "/proc", root: r + "/cg")
+        #expect(limits.cpus == 2.5)
+        #expect(limits.memory == 1 << 30)
+        let none = CapacityDetection.readCgroupLimits(pid: 8, procRoot: r + "/proc", root: r + "/cg")
+        #expect(none.cpus == nil && none.memory == nil, "no such process: no limits")
     }
 
     @Test func cgroupFilesAreParsedAsTheKernelWritesThem() {

@@ -100,6 +100,22 @@ final class Inbox: Sendable {
         await b.shutdown()
     }
 
+    @Test func agentsOfIncompatibleProtocolVersionsRefuseEachOtherSayingSo() async throws {
+        let inboxB = Inbox()
+        let b = try transport("node-b", inbox: inboxB)
+        var newer = PeerTransport.Options(cluster: "test", agentVersion: "9.0.0")
+        newer.protocolVersion = WireProtocol.version + 1
+        let a = try transport("node-a", inbox: Inbox(), options: newer)
+        let port = try await b.listen(host: "127.0.0.1", port: 0).port!
+        var message = ""
+        do { try await a.send(frame("x"), toAddress: "127.0.0.1", port: port) } catch { message = "\(error)" }
+        #expect(message.contains("incompatible protocol version"), "\(message)")
+        #expect(message.contains("protocol \(WireProtocol.version + 1)") && message.contains("protocol \(WireProtocol.version)"), "\(message)")
+        #expect(inboxB.received.isEmpty)
+        await a.shutdown()
+        await b.shutdown()
+    }
+
     @Test func concurrentSendsToOnePeerShareOneConnection() async throws {
         let inboxB = Inbox()
         let a = try transport("node-a", inbox: Inbox())

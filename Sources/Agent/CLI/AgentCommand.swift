@@ -31,6 +31,11 @@ public struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-members"), help: "Members this agent keeps at most (default 10000).") var maxMembers: String?
     @Option(name: .customLong("dead-server-cleanup"), help: "Remove a server dead this long from the Raft voters, if the rest keep a quorum (default 30s; off).") var deadServerCleanup: String?
     @Option(name: .customLong("server-stabilization-time"), help: "A new server becomes a voter after being healthy and caught up this long (default 5s).") var serverStabilizationTime: String?
+    @Flag(name: .customLong("leave-on-terminate"), help: "On SIGTERM, leave the cluster (its work moves at once) instead of only stopping.") var leaveOnTerminate = false
+    @Option(name: .customLong("dead-node-grace"), help: "How long the leader keeps a dead node's work in place before moving it (default 5s).") var deadNodeGrace: String?
+    @Option(name: .customLong("reserve-cpu"), help: "Cores kept back from the detected capacity (default 0.5).") var reserveCPU: String?
+    @Option(name: .customLong("reserve-memory"), help: "Memory kept back from the detected capacity (default 512MiB).") var reserveMemory: String?
+    @Option(name: .customLong("log-format"), help: "text or json (default text).") var logFormat: String?
     @Option(help: "YAML file whose keys are these flags' names.") var config: String?
 
     public init() {}
@@ -46,9 +51,12 @@ public struct AgentCommand: AsyncParsableCommand {
             ("raft-election-timeout", raftElectionTimeout), ("raft-heartbeat-interval", raftHeartbeat),
             ("max-members", maxMembers), ("dead-server-cleanup", deadServerCleanup),
             ("server-stabilization-time", serverStabilizationTime),
+            ("dead-node-grace", deadNodeGrace), ("reserve-cpu", reserveCPU),
+            ("reserve-memory", reserveMemory), ("log-format", logFormat),
         ]
         for (k, v) in pairs { if let v { s.set(k, v, origin: "--\(k)") } }
         if server { s.set("server", "true", origin: "--server") }
+        if leaveOnTerminate { s.set("leave-on-terminate", "true", origin: "--leave-on-terminate") }
         for j in join { s.append("join", j, origin: "--join") }
         return s
     }
@@ -86,9 +94,15 @@ public struct AgentCommand: AsyncParsableCommand {
         // the threshold also stops glibc moving it (and the trim threshold) after that.
         _ = glibcMallopt(-3 /* M_MMAP_THRESHOLD, malloc.h */, 128 * 1024)
         #endif
+        // Whatever the agent writes (the data directory, its files) is its user's only.
+        umask(0o077)
         let runtime: AgentRuntime
         do {
             let c = try resolve(flags: flags, config: config)
+            // Every logger of the process (the transport's and the reconciler's defaults too)
+            // writes in the chosen format.
+            let format = c.logFormat
+            LoggingSystem.bootstrap { label in LogFormat.handler(format: format, label: label) }
             var logger = Logger(label: "microscale.agent")
             logger.logLevel = Logger.Level(rawValue: c.logLevel) ?? .info
             logger[metadataKey: "node"] = "\(c.name)"
@@ -99,21 +113,25 @@ public struct AgentCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         // A signal, or `microscale leave` (which stops the agent itself).
-        let signalled = await withTaskGroup(of: Bool.self) { group in
-            group.addTask { await waitForTerminationSignal(); return true }
-            group.addTask { await runtime.stopped(); return false }
-            let first = await group.next() ?? false
+        let signal = await withTaskGroup(of: Int32?.self) { group in
+            group.addTask { await waitForTerminationSignal() }
+            group.addTask { await runtime.stopped(); return nil }
+            let first = await group.next() ?? nil
             group.cancelAll()
             return first
         }
-        guard signalled else { return }
-        runtime.logger.info("signal received: leaving the cluster")
-        await runtime.stop()
+        guard let signal else { return }
+        // SIGTERM is a restart or an upgrade unless the operator said otherwise; SIGINT (Ctrl-C
+        // on `microscale agent` in a terminal) leaves, as before.
+        let leave = signal == SIGINT || runtime.configuration.leaveOnTerminate
+        runtime.logger.info(leave ? "signal received: leaving the cluster" : "signal received: stopping without leaving (--leave-on-terminate to leave)")
+        await runtime.stop(leave: leave)
     }
 }
 
-/// Suspends until SIGINT or SIGTERM.
-func waitForTerminationSignal() async {
+/// Suspends until SIGINT or SIGTERM; which one came.
+@discardableResult
+func waitForTerminationSignal() async -> Int32 {
     signal(SIGINT, SIG_IGN)
     signal(SIGTERM, SIG_IGN)
     let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
@@ -123,8 +141,13 @@ func waitForTerminationSignal() async {
         s.resume()
         return s
     }
-    for await _ in stream { break }
+    var received = SIGTERM
+    for await s in stream {
+        received = s
+        break
+    }
     sources.forEach { $0.cancel() }
+    return received
 }
 
 #if os(Linux)

@@ -30,9 +30,9 @@ public struct AgentFlags: Equatable, Sendable {
             let key = String(body[..<(eq ?? body.endIndex)])
             let inline = eq.map { String(body[body.index(after: $0)...]) }
             i += 1
-            if key == "server" {
+            if AgentSettings.booleanKeys.contains(key) {
                 guard inline == nil, given.insert(key).inserted else { return nil }
-                flags.settings.set(key, "true", origin: "--server")
+                flags.settings.set(key, "true", origin: "--\(key)")
                 continue
             }
             guard key == "config" || AgentSettings.keys.contains(key) else { return nil }

@@ -9,7 +9,7 @@ public struct MicroscaleCommand: AsyncParsableCommand {
         version: MicroscaleVersion.current,
         subcommands: [AgentCommand.self, MembersCommand.self, LeaderCommand.self, ServicesCommand.self,
                       DemandCommand.self, NodeCommand.self, StatusCommand.self, DecisionsCommand.self, ReportCommand.self, OperatorCommand.self, LeaveCommand.self, DevCommand.self,
-                      TLSCommand.self])
+                      TLSCommand.self, VersionCommand.self])
 
     public init() {}
 }

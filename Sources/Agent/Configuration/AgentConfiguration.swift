@@ -70,6 +70,23 @@ public struct AgentConfiguration: Sendable, Equatable {
     /// new server is promoted to voter after being healthy and caught up this long.
     public var deadServerCleanup: Duration? = .seconds(30)
     public var serverStabilizationTime: Duration = .seconds(5)
+    /// SIGTERM leaves the cluster (the leader moves this node's work at once) instead of only
+    /// stopping; off by default, as Consul and Nomad do, so a restart or an upgrade moves nothing.
+    public var leaveOnTerminate = false
+    /// On the leader: a node this long dead (its own probe unanswered) keeps its work as a suspect
+    /// would, so an agent restarting (or a host rebooting) in less than failure detection plus
+    /// this gets its containers back, adopted, instead of moved (docs/ARCHITECTURE.md, "Restart
+    /// is not leave"). A node that said it leaves is not waited for.
+    public var deadNodeGrace: Duration = AgentConfiguration.defaultDeadNodeGrace
+    public static let defaultDeadNodeGrace: Duration = .seconds(5)
+    /// Kept back from the detected capacity for the OS, dockerd and the agent itself
+    /// (docs/operations.md, "Capacity"); not applied when --capacity-* are given.
+    public var reserveCPUMillis: Int64 = AgentConfiguration.defaultReserveCPUMillis
+    public var reserveMemoryBytes: Int64 = AgentConfiguration.defaultReserveMemoryBytes
+    public static let defaultReserveCPUMillis: Int64 = 500
+    public static let defaultReserveMemoryBytes: Int64 = 512 << 20
+    /// "text" (one line per event, for a terminal or journald) or "json" (one object per line).
+    public var logFormat = "text"
 }
 
 /// A configuration problem, naming the flag or key and, for a file, the line.
@@ -92,8 +109,11 @@ public struct AgentSettings: Sendable, Equatable {
         "name", "bind", "advertise", "http", "server", "bootstrap-expect", "join", "data-dir",
         "tls-ca", "tls-cert", "tls-key", "docker-socket", "capacity-cpu", "capacity-memory",
         "cluster", "api-token", "api-token-file", "log-level", "raft-election-timeout", "raft-heartbeat-interval",
-        "max-members", "dead-server-cleanup", "server-stabilization-time",
+        "max-members", "dead-server-cleanup", "server-stabilization-time", "leave-on-terminate", "dead-node-grace",
+        "reserve-cpu", "reserve-memory", "log-format",
     ]
+    /// Keys given as a bare flag (`--server`), true when present.
+    static let booleanKeys: Set<String> = ["server", "leave-on-terminate"]
     static let listKeys: Set<String> = ["join"]
 
     public mutating func set(_ key: String, _ value: String, origin: String) {
@@ -287,6 +307,30 @@ public struct AgentSettings: Sendable, Equatable {
             }
             configuration.maxMembers = n
         }
+        configuration.leaveOnTerminate = try bool("leave-on-terminate")
+        if let raw = values["dead-node-grace"] {
+            guard let v = Units.duration(raw), v >= .zero, v <= Limits.maxDeadNodeGrace else {
+                throw ConfigurationError("\(origin("dead-node-grace")): dead-node-grace \"\(raw)\" is not a duration from 0s to \(Limits.maxDeadNodeGrace) (like 5s)")
+            }
+            configuration.deadNodeGrace = v
+        }
+        if let raw = values["reserve-cpu"] {
+            guard let m = Units.millicores(raw), m >= 0, m <= Limits.maxNodeCPUMillicores else {
+                throw ConfigurationError("\(origin("reserve-cpu")): reserve-cpu \"\(raw)\" is not a number of cores from 0 to \(Limits.maxNodeCPUMillicores / 1000)")
+            }
+            configuration.reserveCPUMillis = m
+        }
+        if let raw = values["reserve-memory"] {
+            guard let b = Units.bytes(raw), b >= 0, b <= Limits.maxNodeMemoryBytes else {
+                throw ConfigurationError("\(origin("reserve-memory")): reserve-memory \"\(raw)\" is not a size from 0 to 64TiB, like 512MiB")
+            }
+            configuration.reserveMemoryBytes = b
+        }
+        let format = values["log-format"] ?? "text"
+        guard ["text", "json"].contains(format) else {
+            throw ConfigurationError("\(origin("log-format")): log-format \"\(format)\" is not text or json")
+        }
+        configuration.logFormat = format
         return configuration
     }
 

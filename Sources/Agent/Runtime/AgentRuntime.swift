@@ -1,4 +1,6 @@
+import Bounds
 import Consensus
+import DockerEngine
 import Foundation
 import Synchronization
 import Hummingbird
@@ -56,7 +58,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             throw ConfigurationError("--tls-cert: certificate \(c.tlsCert) is not a server certificate; make one with 'microscale tls cert create --server'")
         }
         do {
-            try FileManager.default.createDirectory(atPath: c.dataDir, withIntermediateDirectories: true)
+            try DataDirectory.prepare(c.dataDir)
         } catch {
             throw ConfigurationError("--data-dir: cannot create \(c.dataDir): \(error.localizedDescription)")
         }
@@ -115,8 +117,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             })
         let record = NodeRecord(
             name: c.name, address: c.advertise.description, role: c.server ? .server : .client,
-            capacity: Membership.Resources(cpuMillicores: c.capacityCPUMillis ?? Int64(System.coreCount) * 1000,
-                                           memoryBytes: c.capacityMemoryBytes ?? Int64(ProcessInfo.processInfo.physicalMemory)),
+            capacity: Self.fallbackCapacity(c),
             agentVersion: MicroscaleVersion.current)
         var seed = SystemRandomNumberGenerator()
         do {
@@ -172,7 +173,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         }
         box.assignments = assignments
         let latency = metrics.decisionLatency
-        decisions = raft.map { DecisionLoop(raft: $0, membership: service, logger: logger, latency: latency) }
+        decisions = raft.map { DecisionLoop(raft: $0, membership: service, logger: logger, latency: latency, deadNodeGrace: c.deadNodeGrace) }
         let api = clusterAPI
         let consensus = raft
         transport.onConnectionLost { address in
@@ -226,6 +227,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             "name": "\(c.name)", "bind": "\(peerAddress.map { "\($0)" } ?? "")", "http": "\(address)",
             "role": "\(c.server ? "server" : "client")",
         ])
+        if c.capacityCPUMillis == nil || c.capacityMemoryBytes == nil { await detectCapacity() }
         await membership.start(join: c.join.map(\.description))
         if let raft {
             // What gossip says of every member, with the role its certificate gave it here.
@@ -300,15 +302,65 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         logger.warning("could not leave the Raft configuration within 10 s; the leader's autopilot will remove this server")
     }
 
-    /// Leaves the cluster gracefully and stops everything.
-    public func stop() async {
-        await leaveRaft()
+    /// Until the Engine has been asked (and if it cannot be): this machine's cores and memory as
+    /// this process sees them, lowered by its own cgroup's limits, less the reserve.
+    static func fallbackCapacity(_ c: AgentConfiguration) -> Membership.Resources {
+        let own = CapacityDetection.readCgroupLimits()
+        let offered = CapacityDetection.offered(
+            engineCPUs: System.coreCount, engineMemory: Int64(clamping: ProcessInfo.processInfo.physicalMemory),
+            cgroupCPUs: own.cpus, cgroupMemory: own.memory,
+            reserveCPUs: Double(c.reserveCPUMillis) / 1000, reserveMemory: c.reserveMemoryBytes)
+        return resources(offered, c)
+    }
+
+    /// Millicores and bytes within the node limits (the Engine's figures come from outside), the
+    /// operator's --capacity-* as given.
+    static func resources(_ n: NodeCapacity, _ c: AgentConfiguration) -> Membership.Resources {
+        let millis = n.cpus * 1000
+        let cpu = millis.isFinite && millis > 0 ? Int64(min(millis.rounded(.down), Double(Limits.maxNodeCPUMillicores))) : 0
+        return Membership.Resources(cpuMillicores: c.capacityCPUMillis ?? cpu,
+                                    memoryBytes: c.capacityMemoryBytes ?? min(max(0, n.memoryBytes), Limits.maxNodeMemoryBytes))
+    }
+
+    /// Capacity from the Docker Engine (/info) and dockerd's cgroup limits, less the reserve
+    /// (docs/operations.md, "Capacity"), into this node's record before it joins.
+    private func detectCapacity() async {
+        let c = configuration
+        do {
+            let client = try DockerClient(host: c.dockerSocket)
+            let d = try await CapacityDetection.detect(client: client, reserveCPUs: Double(c.reserveCPUMillis) / 1000,
+                                                       reserveMemory: c.reserveMemoryBytes)
+            let capacity = Self.resources(d.offered, c)
+            try await membership.updateRecord { $0.capacity = capacity }
+            logger.info("capacity", metadata: [
+                "cpu_millicores": "\(capacity.cpuMillicores)", "memory_bytes": "\(capacity.memoryBytes)",
+                "engine_cpus": "\(d.engineCPUs)", "engine_memory": "\(d.engineMemory)",
+                "dockerd_cgroup_cpus": "\(d.cgroupCPUs.map { "\($0)" } ?? "no limit")",
+                "dockerd_cgroup_memory": "\(d.cgroupMemory.map { "\($0)" } ?? "no limit")",
+                "reserved_cpu_millicores": "\(c.reserveCPUMillis)", "reserved_memory_bytes": "\(c.reserveMemoryBytes)"])
+            if capacity.cpuMillicores == 0 || capacity.memoryBytes == 0 {
+                logger.warning("the reserve leaves this node no capacity: it gets no containers (lower --reserve-cpu / --reserve-memory, or give --capacity-cpu / --capacity-memory)")
+            }
+        } catch {
+            let fallback = Self.fallbackCapacity(c)
+            logger.warning("cannot ask the Docker Engine for this host's capacity; offering what this process sees (\(fallback.cpuMillicores)m CPU, \(fallback.memoryBytes) bytes): \(error)")
+        }
+    }
+
+    /// Stops everything; with `leave`, leaves the cluster gracefully first.
+    ///
+    /// Without `leave` (SIGTERM's default, as Consul servers and Nomad clients do) the others see
+    /// this node fail and the leader keeps its work where it is for failure detection plus
+    /// `--dead-node-grace`: an agent restarted (or upgraded) within that adopts its running
+    /// containers and nothing moves. With `leave` the leader re-plans without this node at once.
+    public func stop(leave: Bool = true) async {
+        if leave { await leaveRaft() }
         // Stop carrying out assignments first: the leave makes the leader re-plan without this
         // node at once, and an executor still running would stop every container here on that
         // plan before the process exits, which a restart would then have to start again.
         await assignments.stop()
         await executor.stop()
-        await membership.leave()
+        if leave { await membership.leave() }
         await shutdown()
     }
 

@@ -10,6 +10,15 @@ import Wire
 public struct NodeAssignment: Sendable, Equatable {
     public var planIndex: UInt64
     public var services: [String: (count: Int, spec: Consensus.ServiceSpec)]
+    /// When the leader decided the plan (its wall clock, ms since 1970), where known: a server
+    /// reads it from the plan's decision; a push from a server does not carry it.
+    public var decidedAtMilliseconds: Int64?
+
+    public init(planIndex: UInt64, services: [String: (count: Int, spec: Consensus.ServiceSpec)], decidedAtMilliseconds: Int64? = nil) {
+        self.planIndex = planIndex
+        self.services = services
+        self.decidedAtMilliseconds = decidedAtMilliseconds
+    }
 
     public static func == (a: NodeAssignment, b: NodeAssignment) -> Bool {
         a.planIndex == b.planIndex && a.services.keys.sorted() == b.services.keys.sorted()
@@ -22,7 +31,8 @@ public struct NodeAssignment: Sendable, Equatable {
         for (name, spec) in state.services {
             services[name] = (state.plan.assignments[node]?[name] ?? 0, spec)
         }
-        return NodeAssignment(planIndex: state.planIndex, services: services)
+        let decided = state.decisions.last { $0.index == state.planIndex }?.timestampMilliseconds
+        return NodeAssignment(planIndex: state.planIndex, services: services, decidedAtMilliseconds: decided)
     }
 }
 

@@ -36,9 +36,16 @@ public actor DecisionLoop {
     private var utilization = UtilizationHistory()
 
     let latency: DurationHistogram?
+    /// A dead node keeps its work this long (as a suspect: no new work) before it moves
+    /// (--dead-node-grace; "Restart is not leave" in docs/ARCHITECTURE.md).
+    let deadNodeGrace: Duration
+    /// When this leader first saw each node dead (its own probe unanswered).
+    private var deadSince: [String: ContinuousClock.Instant] = [:]
 
-    public init(raft: RaftService, membership: MembershipService, logger: Logger, latency: DurationHistogram? = nil) {
+    public init(raft: RaftService, membership: MembershipService, logger: Logger, latency: DurationHistogram? = nil,
+                deadNodeGrace: Duration = AgentConfiguration.defaultDeadNodeGrace) {
         self.latency = latency
+        self.deadNodeGrace = deadNodeGrace
         self.raft = raft
         self.membership = membership
         self.logger = logger
@@ -84,6 +91,7 @@ public actor DecisionLoop {
                 let nodes = Self.plannerNodes(await membership.members(), state)
                 sample(state, nodes, demand: state.demand.mapValues { .known($0) }, at: wallClock)
             }
+            deadSince = [:]
             return
         }
         syncPollers(state.services)
@@ -102,7 +110,20 @@ public actor DecisionLoop {
             }
         }
         demandInUse = demand.compactMapValues { if case .known(let v) = $0 { return v } else { return nil } }
-        let nodes = Self.plannerNodes(members, state)
+        var nodes = Self.plannerNodes(members, state)
+        // Restart is not leave: an agent stopped by SIGTERM (an upgrade, a restart) is dead to the
+        // others until it comes back; its work stays for `deadNodeGrace` after this leader saw it
+        // dead, so a quick restart adopts its containers instead of seeing them moved and then
+        // stopped. A node that said it leaves is not waited for.
+        let seenAt = ContinuousClock.now
+        var dead: Set<String> = []
+        for i in nodes.indices where nodes[i].status == .dead {
+            dead.insert(nodes[i].name)
+            let since = deadSince[nodes[i].name] ?? seenAt
+            deadSince[nodes[i].name] = since
+            if seenAt - since < deadNodeGrace { nodes[i].status = .suspect }
+        }
+        deadSince = deadSince.filter { dead.contains($0.key) }
         if utilization.due(at: wallClock) { sample(state, nodes, demand: demand, at: wallClock) }
         var h = Hasher()
         h.combine(state.appliedIndex)

@@ -17,12 +17,19 @@ public actor NodeExecutor {
     let report: @Sendable ([String: Int]) async -> Void
     public var interval: Duration = .seconds(2)
     /// After the agent starts, an assignment that gives this node nothing is not carried out for
-    /// this long. Such a plan was usually decided while the agent was away (restarting); stopping
-    /// on it would throw away the containers the agent should adopt, only to start them again a
-    /// moment later when the leader sees the node back (static stability, DESIGN.md §4).
+    /// this long if its plan was decided before the agent started: such a plan was made while the
+    /// agent was away (restarting); stopping on it would throw away the containers the agent
+    /// should adopt, only to start them again a moment later when the leader sees the node back
+    /// (static stability, DESIGN.md §4). A plan decided after the start is obeyed at once: a
+    /// scale-to-zero right after a restart is the operator's, not an artefact of the absence.
     public var adoptionGrace: Duration = .seconds(10)
     private let startedAt = ContinuousClock.now
+    private let startedAtWallMilliseconds = Int64(Date().timeIntervalSince1970 * 1000)
     private var heldEmpty = false
+    /// Assignments received since the start.
+    private var received = 0
+    /// Whether the current assignment's plan may have been decided before this agent started.
+    private var predatesStart = true
 
     private var shell: ReconcilerShell?
     private var client: DockerClient?
@@ -62,12 +69,26 @@ public actor NodeExecutor {
 
     public func assign(_ a: NodeAssignment) {
         assignment = a
+        received += 1
+        predatesStart = Self.predatesStart(a, received: received, startedAtWallMilliseconds: startedAtWallMilliseconds)
         logger.info("assignment", metadata: ["plan": "\(a.planIndex)",
                                              "services": "\(a.services.filter { $0.value.count > 0 }.mapValues(\.count))"])
         loop?.wake()
     }
 
     public var current: NodeAssignment? { assignment }
+
+    public func setAdoptionGrace(_ d: Duration) { adoptionGrace = d }
+
+    /// Whether `a`, the `received`-th assignment since the start, may carry a plan decided before
+    /// the agent started. With the plan's decision time (a server reads it from its replicated
+    /// state), by the clocks: a leader's clock behind ours only holds a new plan for the grace,
+    /// as before. Without it (a push), only the first assignment can: every later one was
+    /// committed after the first reached this running agent.
+    static func predatesStart(_ a: NodeAssignment, received: Int, startedAtWallMilliseconds: Int64) -> Bool {
+        if let decided = a.decidedAtMilliseconds { return decided < startedAtWallMilliseconds }
+        return received <= 1
+    }
 
     private func round() async {
         guard let a = assignment else { return }
@@ -79,7 +100,7 @@ public actor NodeExecutor {
                 shell = ReconcilerShell(client: c, node: node, logger: logger)
             }
             let nothing = a.services.values.allSatisfy { $0.count == 0 }
-            let hold = nothing && ContinuousClock.now - startedAt < adoptionGrace
+            let hold = nothing && predatesStart && ContinuousClock.now - startedAt < adoptionGrace
             if hold && !heldEmpty { logger.info("the plan gives this node nothing yet; keeping its containers while the leader sees it back") }
             heldEmpty = hold
             let specs = a.services.map { Specs.container($0.key, $0.value.spec, node: node) }

@@ -1,3 +1,4 @@
+import Foundation
 import CSQLite
 
 public struct StorageError: Error, Sendable, Hashable, CustomStringConvertible {
@@ -23,6 +24,12 @@ public final class SQLiteLogStorage: LogStorage {
 
     public init(path: String) throws {
         self.path = path
+        // Created 0600 before SQLite opens it: the -wal and -shm files it makes take the
+        // database file's mode, and the log holds the whole cluster state.
+        if path != ":memory:", !FileManager.default.fileExists(atPath: path) {
+            let fd = open(path, O_CREAT | O_WRONLY, 0o600)
+            if fd >= 0 { close(fd) }
+        }
         let rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
         guard rc == SQLITE_OK else {
             let msg = db.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"

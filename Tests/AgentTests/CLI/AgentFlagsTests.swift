@@ -32,7 +32,7 @@ import Testing
 
     @Test func everySettingsKeyIsAnAgentFlagOfTheSameName() throws {
         for key in AgentSettings.keys.sorted() {
-            let arguments = key == "server" ? ["--server"] : ["--\(key)", "v"]
+            let arguments = AgentSettings.booleanKeys.contains(key) ? ["--\(key)"] : ["--\(key)", "v"]
             let fast = try #require(AgentFlags.parse(arguments), "AgentFlags refused --\(key)")
             #expect(fast == (try argumentParser(arguments)), "--\(key)")
             #expect(fast.settings.values[key] != nil || fast.settings.lists[key] != nil, "--\(key) was dropped")
