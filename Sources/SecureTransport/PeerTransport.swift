@@ -114,7 +114,11 @@ public final class PeerTransport: Sendable {
     public typealias FrameHandler = @Sendable (AuthenticatedPeer, Frame) -> Void
 
     let group: any EventLoopGroup
-    let tls: TLSContext
+    /// The TLS context new connections use; `reload` replaces it (open connections keep theirs).
+    private let currentTLS: NIOLockedValueBox<TLSContext>
+    var tls: TLSContext { currentTLS.withLockedValue { $0 } }
+    /// Certificate names refused at the handshake (the replicated deny list).
+    private let deniedNames = NIOLockedValueBox<Set<String>>([])
     let options: Options
     let logger: Logger
     let onFrame: FrameHandler
@@ -155,7 +159,7 @@ public final class PeerTransport: Sendable {
     public init(group: any EventLoopGroup, tls: TLSContext, options: Options = Options(),
                 logger: Logger = Logger(label: "microscale.transport"), onFrame: @escaping FrameHandler) {
         self.group = group
-        self.tls = tls
+        self.currentTLS = NIOLockedValueBox(tls)
         self.options = options
         self.logger = logger
         self.onFrame = onFrame
@@ -168,6 +172,36 @@ public final class PeerTransport: Sendable {
     private var hello: Microscale_Wire_Hello {
         SecureChannel.hello(for: tls, cluster: options.cluster, agentVersion: options.agentVersion, protocolVersion: options.protocolVersion)
     }
+
+    /// The TLS context in use for new connections.
+    public var tlsContext: TLSContext { tls }
+
+    /// Makes new connections, dialed and accepted, use `new` (a reloaded certificate, key or CA
+    /// bundle); connections already open keep the session they have. Refused when `new` names
+    /// another node or another role: a node's name and role are what every peer knows it by.
+    public func reload(_ new: TLSContext) throws {
+        let old = tls
+        guard new.identity == old.identity else {
+            throw TLSError.badFile(role: "certificate", path: new.configuration.certificateFile,
+                                   reason: "names \(new.identity), but this agent is \(old.identity); a reload cannot change them")
+        }
+        currentTLS.withLockedValue { $0 = new }
+    }
+
+    /// Certificate names this transport refuses: a connection from or to one of them is closed as
+    /// soon as its certificate is known, and open ones are closed now.
+    public func setDenied(_ names: Set<String>) {
+        let added = deniedNames.withLockedValue { current -> Set<String> in
+            let added = names.subtracting(current)
+            current = names
+            return added
+        }
+        for name in added {
+            for c in table.removeAll(peer: name) { c.close(promise: nil) }
+        }
+    }
+
+    func isDenied(_ name: String) -> Bool { deniedNames.withLockedValue { $0.contains(name) } }
 
     /// Starts accepting connections; returns the bound address (port 0 picks a free port).
     public func listen(host: String, port: Int) async throws -> SocketAddress {
@@ -225,7 +259,7 @@ public final class PeerTransport: Sendable {
                     let authenticated: EventLoopFuture<AuthenticatedPeer>
                     do {
                         authenticated = try SecureChannel.configure(
-                            channel, tls: tls, role: .server, expectedPeer: nil, hello: hello, limits: options.limits,
+                            channel, tls: tls, role: .server, expectedPeer: nil, hello: self.hello, limits: options.limits,
                             handshakeOffload: offload, refusalLog: refusals, logger: logger)
                         try self.addApplicationHandlers(channel)
                     } catch {
@@ -236,6 +270,12 @@ public final class PeerTransport: Sendable {
                     // (refusal, handshake timeout, close): the future completes exactly once.
                     authenticated.whenComplete { _ in slot.release() }
                     authenticated.whenSuccess { peer in
+                        // The deny list is checked once the certificate is known: at the handshake.
+                        guard !self.isDenied(peer.name) else {
+                            self.logger.info("refused a connection from a denied node", metadata: ["peer": "\(peer.name)"])
+                            channel.close(promise: nil)
+                            return
+                        }
                         self.register(key: nil, peer: peer.name, channel: channel)
                     }
                 }
@@ -382,14 +422,24 @@ public final class PeerTransport: Sendable {
         } else {
             try await bootstrap.connect(host: host, port: port, channelInitializer: initialize)
         }
-        return (channel, try await authenticated.get())
+        let peer = try await authenticated.get()
+        guard !isDenied(peer.name) else {
+            try? await channel.close()
+            throw TLSError.peerVerificationFailed("\(peer.name) is on the deny list (microscale node deny)")
+        }
+        return (channel, peer)
     }
 
     private func addApplicationHandlers(_ channel: Channel) throws {
         let ops = channel.pipeline.syncOperations
         let idle = TimeAmount.nanoseconds(options.idleTimeout.nanosecondsClamped)
         try ops.addHandler(IdleStateHandler(allTimeout: idle))
-        try ops.addHandler(FrameDispatchHandler(onFrame: onFrame, logger: logger))
+        let deliver = onFrame
+        try ops.addHandler(FrameDispatchHandler(onFrame: { [self] peer, frame in
+            // Frames already read when a peer is denied are dropped with its connection.
+            guard !isDenied(peer.name) else { return }
+            deliver(peer, frame)
+        }, logger: logger))
         try ops.addHandler(OutboundQueueBound())
     }
 

@@ -34,6 +34,11 @@ public final class TLSContext: @unchecked Sendable {
     public let configuration: TLSConfiguration
     /// This node's identity, read from its own certificate.
     public let identity: PeerIdentity
+    /// The certificate's serial number in hexadecimal (as `openssl x509 -serial` prints it), to
+    /// tell which certificate a reload put in place.
+    public let serial: String
+    /// When the certificate expires, in seconds since 1970 (the `certificate expiry` metric).
+    public let notAfter: Double
 
     public init(configuration: TLSConfiguration) throws {
         self.configuration = configuration
@@ -47,6 +52,8 @@ public final class TLSContext: @unchecked Sendable {
         // Everything that can throw happens before the stored properties are set, so a failed
         // init frees the context exactly once (here) and deinit never sees it.
         let me: PeerIdentity
+        var serialText = ""
+        var expiry: Double = 0
         do {
             // DESIGN.md §5: TLS 1.3 only. 1.3 also removes renegotiation and static-RSA key
             // exchange, so there is nothing to disable beyond the version floor.
@@ -83,6 +90,7 @@ public final class TLSContext: @unchecked Sendable {
                                        reason: "names no node (no common name)")
             }
             me = identity
+            (serialText, expiry) = Self.serialAndExpiry(cert)
             // Our own certificate must chain to the CA we trust, or peers will refuse us with a
             // far less helpful message.
             try Self.verifyOwnChain(ctx: ctx, certificate: cert, path: configuration.certificateFile)
@@ -92,6 +100,28 @@ public final class TLSContext: @unchecked Sendable {
         }
         self.ctx = ctx
         self.identity = me
+        self.serial = serialText
+        self.notAfter = expiry
+    }
+
+    private static func serialAndExpiry(_ cert: OpaquePointer) -> (String, Double) {
+        var serial = ""
+        if let asn1 = X509_get_serialNumber(cert), let bn = ASN1_INTEGER_to_BN(asn1, nil) {
+            if let hex = BN_bn2hex(bn) {
+                serial = String(cString: hex)
+                CRYPTO_free(hex, #fileID, #line)
+            }
+            BN_free(bn)
+        }
+        var expiry: Double = 0
+        if let t = X509_get0_notAfter(cert) {
+            // Seconds from now to notAfter, then from 1970: ASN1_TIME_diff works in days and seconds.
+            var days: Int32 = 0, seconds: Int32 = 0
+            if ASN1_TIME_diff(&days, &seconds, nil, t) == 1 {
+                expiry = Date().timeIntervalSince1970 + Double(days) * 86_400 + Double(seconds)
+            }
+        }
+        return (serial, expiry.rounded())
     }
 
     private static func verifyOwnChain(ctx: OpaquePointer, certificate: OpaquePointer, path: String) throws {

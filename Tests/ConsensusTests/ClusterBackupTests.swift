@@ -31,4 +31,20 @@ struct ClusterBackupTests {
         bad.drainedNodes = ["h1", "h1"]
         #expect(ClusterCommand.restore(bad).validationError() != nil)
     }
+
+    @Test func theDenyListIsReplicatedStateKeptInSnapshotsAndBackups() throws {
+        var state = ClusterState()
+        #expect(state.apply(.setDenied(node: "lost-laptop", denied: true), index: 1) == nil)
+        #expect(state.apply(.setDenied(node: "h2", denied: true), index: 2) == nil)
+        #expect(state.apply(.setDenied(node: "h2", denied: false), index: 3) == nil)
+        #expect(state.deniedNodes == ["lost-laptop"])
+        #expect(try ClusterState.restore(try state.snapshot()).deniedNodes == ["lost-laptop"])
+        #expect(state.backup(takenAtMilliseconds: 0).deniedNodes == ["lost-laptop"])
+        #expect(ClusterCommand.setDenied(node: String(repeating: "n", count: 65), denied: true).validationError() != nil)
+        // A backup from before the deny list existed leaves the list as it is.
+        var old = Self.backup
+        old.deniedNodes = nil
+        #expect(state.apply(.restore(old), index: 4) == nil)
+        #expect(state.deniedNodes == ["lost-laptop"])
+    }
 }

@@ -108,6 +108,7 @@ public struct AgentCommand: AsyncParsableCommand {
             logger[metadataKey: "node"] = "\(c.name)"
             runtime = try AgentRuntime(configuration: c, logger: logger)
             try await runtime.start()
+            runtime.reloadOnHangup()
         } catch let e as ConfigurationError {
             printError("error: \(e)")
             throw ExitCode(2)

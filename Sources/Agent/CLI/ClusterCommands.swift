@@ -152,7 +152,8 @@ public struct DemandCommand: AsyncParsableCommand {
 /// `microscale node drain NAME | undrain NAME`.
 public struct NodeCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
-        commandName: "node", abstract: "Move work off a node, and back.", subcommands: [Drain.self, Undrain.self])
+        commandName: "node", abstract: "Move work off a node, and back; refuse a node's certificate.",
+        subcommands: [Drain.self, Undrain.self, Deny.self, Undeny.self])
     public init() {}
 
     public struct Drain: AsyncParsableCommand {
@@ -171,6 +172,33 @@ public struct NodeCommand: AsyncParsableCommand {
         @Argument(help: "The node's name.") var name: String
         public init() {}
         public func run() async throws { try await NodeCommand.set(name, drained: false, client: client, json: json) }
+    }
+
+    public struct Deny: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(
+            commandName: "deny", abstract: "Make every server refuse the node's certificate name and drop its connections.")
+        @OptionGroup var client: HTTPClientOptions
+        @Flag(help: "Print JSON.") var json = false
+        @Argument(help: "The node's name (its certificate's).") var name: String
+        public init() {}
+        public func run() async throws { try await NodeCommand.deny(name, denied: true, client: client, json: json) }
+    }
+
+    public struct Undeny: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(commandName: "undeny", abstract: "Accept the node's certificate again.")
+        @OptionGroup var client: HTTPClientOptions
+        @Flag(help: "Print JSON.") var json = false
+        @Argument(help: "The node's name.") var name: String
+        public init() {}
+        public func run() async throws { try await NodeCommand.deny(name, denied: false, client: client, json: json) }
+    }
+
+    static func deny(_ name: String, denied: Bool, client: HTTPClientOptions, json: Bool) async throws {
+        try await reportingErrors {
+            let raw = try await client.call("POST", "/v1/nodes/\(try pathSegment(name, "NAME"))/\(denied ? "deny" : "undeny")")
+            if json { return printJSON(raw) }
+            print(denied ? "\(name) denied: its certificate is refused and its connections dropped" : "\(name) accepted again")
+        }
     }
 
     static func set(_ name: String, drained: Bool, client: HTTPClientOptions, json: Bool) async throws {

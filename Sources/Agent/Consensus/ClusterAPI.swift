@@ -443,6 +443,16 @@ public actor ClusterAPI {
                                 ok: .json(DemandView(service: p[2], value: v.value)))
         case ("GET", "nodes", 3) where p[2] == "drained":
             return .json(await raft.state.drainedNodes)
+        case ("GET", "nodes", 3) where p[2] == "denied":
+            return .json(await raft.state.deniedNodes)
+        case ("POST", "nodes", 4) where p[3] == "deny" || p[3] == "undeny":
+            let denied = p[3] == "deny"
+            guard !denied || p[2] != name else {
+                // The leader would cut itself off from the servers that elected it mid-request.
+                return .error(400, "\(p[2]) leads the Raft servers: hand leadership off first (or deny it from after a 'leave')")
+            }
+            return await commit(.setDenied(node: p[2], denied: denied), raft: raft,
+                                ok: .json(["node": p[2], "denied": denied ? "true" : "false"]))
         case ("POST", "nodes", 4) where p[3] == "drain" || p[3] == "undrain":
             return await commit(.setDrain(node: p[2], drained: p[3] == "drain"), raft: raft,
                                 ok: .json(DrainView(node: p[2], drained: p[3] == "drain")))

@@ -95,6 +95,9 @@ public enum HTTPAPI {
         router.get("/v1/nodes/drained", use: cluster)
         router.post("/v1/nodes/:name/drain", use: cluster)
         router.post("/v1/nodes/:name/undrain", use: cluster)
+        router.get("/v1/nodes/denied", use: cluster)
+        router.post("/v1/nodes/:name/deny", use: cluster)
+        router.post("/v1/nodes/:name/undeny", use: cluster)
         // A snapshot file is not JSON (docs/consensus.md, "Backup and restore"); errors are.
         router.get("/v1/operator/snapshot") { request, _ -> Response in
             let answer = await state.cluster(method: "GET", path: request.uri.path, body: [])

@@ -56,6 +56,9 @@ public final class AgentMetrics: Sendable {
             advance("microscale_refused_messages", labels: [("rule", rule.rawValue)], to: Double(n),
                     help: "Messages from peers dropped by a trust rule (docs/ARCHITECTURE.md, Trust)")
         }
+        let tls = r.transport.tlsContext
+        set("microscale_tls_certificate_expiry_seconds", tls.notAfter,
+            help: "When this agent's TLS certificate expires, in seconds since 1970 (the one in use after the last reload)")
         if let raft = r.raft, let s = await raft.status() {
             set("microscale_raft_term", Double(s.term), help: "Current Raft term")
             set("microscale_raft_commit_index", Double(s.commitIndex), help: "Raft commit index")

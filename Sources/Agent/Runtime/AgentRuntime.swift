@@ -41,6 +41,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     public private(set) var peerAddress: SocketAddress?
     private let startedAt = ContinuousClock.now
     private let stoppedStream = AsyncStream.makeStream(of: Void.self)
+    private var hangups: (any DispatchSourceSignal)?
 
     /// Builds the agent; throws `ConfigurationError` for anything an operator must fix.
     public init(configuration c: AgentConfiguration, logger: Logger) throws {
@@ -242,7 +243,10 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             }
             let a = assignments
             let loop = decisions
+            let peers = transport
             await raft.onApply { state in
+                // The replicated deny list (docs/ARCHITECTURE.md, "Trust"), enforced at once.
+                peers.setDenied(Set(state.deniedNodes))
                 await a.planApplied(state)
                 await loop?.poke()
             }
@@ -257,6 +261,36 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         await executor.start()
         await assignments.start()
         await decisions?.start()
+    }
+
+    /// SIGHUP: reads the certificate, key and CA bundle again; new connections use them, open ones
+    /// keep theirs. A certificate for another node or role, or files that do not load, leave the
+    /// old ones in place and say why.
+    public func reloadTLS() throws {
+        let c = configuration
+        let fresh: TLSContext
+        do {
+            fresh = try TLSContext(configuration: TLSConfiguration(caFile: c.tlsCA, certificateFile: c.tlsCert, keyFile: c.tlsKey))
+        } catch let e as TLSError {
+            throw ConfigurationError("reload: \(e)")
+        }
+        do { try transport.reload(fresh) } catch { throw ConfigurationError("reload: \(error)") }
+        logger.info("TLS certificate reloaded", metadata: ["serial": "\(fresh.serial)",
+                                                           "expires": "\(Date(timeIntervalSince1970: fresh.notAfter))"])
+    }
+
+    /// Reloads the TLS files on every SIGHUP (`microscale agent` installs this; a SIGHUP no
+    /// longer ends the agent).
+    public func reloadOnHangup() {
+        signal(SIGHUP, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        source.setEventHandler { [weak self] in
+            guard let self else { return }
+            self.logger.info("SIGHUP: reloading the TLS certificate, key and CA bundle")
+            do { try self.reloadTLS() } catch { self.logger.error("\(error); the previous certificate stays in use") }
+        }
+        source.resume()
+        historyLock.withLock { hangups = source }
     }
 
     /// `POST /v1/agent/leave` (`microscale leave`): leaves the Raft configuration (a server), then

@@ -206,6 +206,9 @@ public enum ClusterCommand: Sendable, Hashable, Codable {
     /// restore at the same point of the log. The plan is not restored: the leader plans anew from
     /// the restored services and the nodes alive now.
     case restore(ClusterBackup)
+    /// `node deny NAME`: every agent refuses that certificate name at the handshake and drops its
+    /// open connections (docs/ARCHITECTURE.md, "Trust"); `denied: false` lifts it.
+    case setDenied(node: String, denied: Bool)
 
     /// Encoding: a version byte, then JSON with sorted keys. Commands are few (operator actions
     /// and plan changes, not a hot path), JSON is readable when inspecting the log with sqlite3,
@@ -258,6 +261,10 @@ public enum ClusterCommand: Sendable, Hashable, Codable {
             }
         case .restore(let backup):
             return backup.validationError()
+        case .setDenied(let node, _):
+            if node.isEmpty || node.utf8.count > ClusterState.maxNodeNameBytes {
+                return .malformed("node name: must be 1-\(ClusterState.maxNodeNameBytes) bytes")
+            }
         }
         return nil
     }
@@ -283,14 +290,17 @@ public struct ClusterBackup: Sendable, Hashable, Codable {
     public var services: [String: ServiceSpec]
     public var demand: [String: Double]
     public var drainedNodes: [String]
+    /// The deny list (nil in a backup made before it existed: a restore then leaves it as it is).
+    public var deniedNodes: [String]?
 
     public init(index: UInt64, takenAtMilliseconds: Int64, services: [String: ServiceSpec], demand: [String: Double],
-                drainedNodes: [String]) {
+                drainedNodes: [String], deniedNodes: [String]? = nil) {
         self.index = index
         self.takenAtMilliseconds = takenAtMilliseconds
         self.services = services
         self.demand = demand
         self.drainedNodes = drainedNodes
+        self.deniedNodes = deniedNodes
     }
 
     /// The first thing in the backup outside the limits that apply to the commands that build
@@ -313,6 +323,11 @@ public struct ClusterBackup: Sendable, Hashable, Codable {
             return .malformed("backup: a drained node name is not 1-\(ClusterState.maxNodeNameBytes) bytes")
         }
         if Set(drainedNodes).count != drainedNodes.count { return .malformed("backup: a drained node is listed twice") }
+        let denied = deniedNodes ?? []
+        if denied.count > Limits.defaultMaxMembers || Set(denied).count != denied.count
+            || denied.contains(where: { $0.isEmpty || $0.utf8.count > ClusterState.maxNodeNameBytes }) {
+            return .malformed("backup: the deny list holds a name twice, a name not of 1-\(ClusterState.maxNodeNameBytes) bytes, or more than \(Limits.defaultMaxMembers) names")
+        }
         return nil
     }
 }
@@ -355,6 +370,8 @@ public struct ClusterState: Sendable, Hashable, Codable {
     public private(set) var demand: [String: Double] = [:]
     /// Sorted, so encoding is deterministic; at most `Limits.defaultMaxMembers`.
     public private(set) var drainedNodes: [String] = []
+    /// Certificate names every agent refuses (`node deny`). Sorted; at most `Limits.defaultMaxMembers`.
+    public private(set) var deniedNodes: [String] = []
     public private(set) var plan = Plan()
     /// The log index of the entry that committed `plan` (0 before the first).
     public private(set) var planIndex: UInt64 = 0
@@ -366,7 +383,7 @@ public struct ClusterState: Sendable, Hashable, Codable {
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case services, demand, drainedNodes, plan, planIndex, decisions, appliedIndex
+        case services, demand, drainedNodes, deniedNodes, plan, planIndex, decisions, appliedIndex
     }
 
     /// Snapshots written before `planIndex` existed lack it: it was the last decision's index then.
@@ -375,6 +392,7 @@ public struct ClusterState: Sendable, Hashable, Codable {
         services = try c.decode([String: ServiceSpec].self, forKey: .services)
         demand = try c.decode([String: Double].self, forKey: .demand)
         drainedNodes = try c.decode([String].self, forKey: .drainedNodes)
+        deniedNodes = try c.decodeIfPresent([String].self, forKey: .deniedNodes) ?? []
         plan = try c.decode(Plan.self, forKey: .plan)
         decisions = try c.decode([Decision].self, forKey: .decisions)
         appliedIndex = try c.decode(UInt64.self, forKey: .appliedIndex)
@@ -435,10 +453,20 @@ public struct ClusterState: Sendable, Hashable, Codable {
             planIndex = index
             d.index = index
             appendDecision(d)
+        case .setDenied(let node, let denied):
+            deniedNodes.removeAll { $0 == node }
+            if denied {
+                guard deniedNodes.count < Limits.defaultMaxMembers else {
+                    return .malformed("deny: \(deniedNodes.count) nodes are denied already; at most \(Limits.defaultMaxMembers)")
+                }
+                deniedNodes.append(node)
+                deniedNodes.sort()
+            }
         case .restore(let backup):
             services = backup.services
             demand = backup.demand
             drainedNodes = backup.drainedNodes.sorted()
+            if let denied = backup.deniedNodes { deniedNodes = denied.sorted() }
             // Its time is the backup's: apply reads no clock (every server records the same bytes).
             appendDecision(Decision(index: index, timestampMilliseconds: backup.takenAtMilliseconds,
                                     summary: "restored \(backup.services.count) services from a snapshot of entry \(backup.index)",
@@ -452,7 +480,7 @@ public struct ClusterState: Sendable, Hashable, Codable {
     /// restore into another cluster does not have, and the leader plans anew after a restore.
     public func backup(takenAtMilliseconds: Int64) -> ClusterBackup {
         ClusterBackup(index: appliedIndex, takenAtMilliseconds: takenAtMilliseconds, services: services,
-                      demand: demand, drainedNodes: drainedNodes)
+                      demand: demand, drainedNodes: drainedNodes, deniedNodes: deniedNodes)
     }
 
     private mutating func appendDecision(_ d: Decision) {

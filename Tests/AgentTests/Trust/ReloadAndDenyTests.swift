@@ -1,0 +1,127 @@
+@testable import Agent
+import Consensus
+import Foundation
+import Logging
+import SecureTransport
+import Testing
+
+/// Issue 19 item 5: certificates reloaded on SIGHUP, and the replicated deny list
+/// (docs/ARCHITECTURE.md, "Trust").
+@Suite(.serialized) struct ReloadAndDenyTests {
+    /// Runs `command` with sh; its standard output.
+    func sh(_ command: String) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", command]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    var hasOpenSSL: Bool { (try? sh("command -v openssl")).map { !$0.isEmpty } ?? false }
+
+    /// The agent as an operator runs it (a process of the built executable): the signal is
+    /// delivered as it would be in production, not to a test runner's threads.
+    @Test func sighupAfterReplacingTheCertificateMakesNewConnectionsPresentTheNewSerial() async throws {
+        guard hasOpenSSL else {
+            // scripts/setup --test installs it; a CI machine without it is a broken setup.
+            #expect(ProcessInfo.processInfo.environment["CI"] == nil, "the openssl program is needed (scripts/setup --test)")
+            return
+        }
+        #expect(FileManager.default.isExecutableFile(atPath: RaftCrashTests.executable), "build the microscale executable first")
+        let cluster = try ServerCluster(label: "tls-reload", names: ["s1", "probe"])
+        let d = cluster.dir
+        let port = AgentRuntimeTests.freePort()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: RaftCrashTests.executable)
+        p.arguments = ["agent", "--name", "s1", "--server", "--bootstrap-expect", "1", "--bind", "127.0.0.1:\(port)",
+                       "--http", "127.0.0.1:\(AgentRuntimeTests.freePort())", "--data-dir", "\(d)/data-s1",
+                       "--tls-ca", "\(d)/ca/ca.pem", "--tls-cert", "\(d)/certs/s1.pem", "--tls-key", "\(d)/certs/s1-key.pem",
+                       "--log-level", "warning"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        defer { kill(p.processIdentifier, SIGKILL) }
+        // What a new connection is shown, as a TLS client with a certificate of the cluster sees it.
+        let presented = "openssl s_client -connect 127.0.0.1:\(port) -cert \(d)/certs/probe.pem -key \(d)/certs/probe-key.pem "
+            + "-CAfile \(d)/ca/ca.pem </dev/null 2>/dev/null | openssl x509 -noout -serial"
+        let original = try sh("openssl x509 -noout -serial -in \(d)/certs/s1.pem")
+        #expect(try await pollUntil(10) { (try? sh(presented)) == original })
+
+        // The operator replaces the files (a renewed certificate for the same node), then SIGHUP.
+        _ = try CertificateIssuer.createNodeCertificate(caDir: "\(d)/ca", node: "s1", server: true, in: "\(d)/certs", force: true)
+        let renewed = try sh("openssl x509 -noout -serial -in \(d)/certs/s1.pem")
+        #expect(renewed != original && renewed.hasPrefix("serial="))
+        kill(p.processIdentifier, SIGHUP)
+        let reloaded = try await pollUntil(5) { (try? sh(presented)) == renewed }
+        let shown = (try? sh(presented)) ?? "?"
+        #expect(reloaded, "presented \(shown), the file has \(renewed)")
+        #expect(p.isRunning, "SIGHUP must not end the agent")
+    }
+
+    @Test func aReloadKeepsTheCertificateInUseWhenTheNewOneNamesAnotherNode() async throws {
+        var cluster = try ServerCluster(label: "tls-reload-refused", names: ["s1", "s9"])
+        let s1 = try await cluster.start("s1", bootstrapExpect: 1)
+        defer { Task { [cluster] in await cluster.shutdownAll() } }
+        let d = cluster.dir
+        let before = s1.transport.tlsContext.serial
+        #expect(!before.isEmpty)
+        #expect(await s1.metricsText().contains("microscale_tls_certificate_expiry_seconds"))
+        for suffix in [".pem", "-key.pem"] {
+            try FileManager.default.removeItem(atPath: "\(d)/certs/s1\(suffix)")
+            try FileManager.default.copyItem(atPath: "\(d)/certs/s9\(suffix)", toPath: "\(d)/certs/s1\(suffix)")
+        }
+        #expect(throws: ConfigurationError.self) { try s1.reloadTLS() }
+        #expect(s1.transport.tlsContext.serial == before)
+        // A renewed certificate for the same node is taken.
+        _ = try CertificateIssuer.createNodeCertificate(caDir: "\(d)/ca", node: "s1", server: true, in: "\(d)/certs", force: true)
+        try s1.reloadTLS()
+        #expect(s1.transport.tlsContext.serial != before)
+    }
+
+    @Test func aDeniedNodeIsCutOffWithinASecondAndAcceptedAgainWhenUndenied() async throws {
+        var cluster = try ServerCluster(label: "deny", names: ["s1", "s2", "s3", "s4"])
+        for n in ["s1", "s2", "s3"] { try await cluster.start(n) }
+        defer { Task { [cluster] in await cluster.shutdownAll() } }
+        #expect(try await pollUntil(20) { await cluster.agreedLeader() != nil })
+        // s4 joins (a server, so every agent here enforces the list it applies).
+        let s4 = try await cluster.start("s4", bootstrapExpect: nil)
+        let others = ["s1", "s2", "s3"].map { cluster.agents[$0]! }
+        #expect(try await pollUntil(10) {
+            var all = true
+            for a in others where !(await a.transport.connectedPeers()).contains("s4") { all = false }
+            return all
+        })
+        #expect(try await pollUntil(10) { await cluster.agreedLeader() != nil })
+        let leader = try #require(await cluster.agreedLeader())
+        let via = try #require(others.first { $0.configuration.name != leader })
+        let denied = try await callRetryingUnavailable(via, "POST", "/v1/nodes/s4/deny", for: 10)
+        #expect(denied.status == 200, "\(String(decoding: denied.body, as: UTF8.self))")
+
+        // Within a second every other agent has dropped its connections with s4, and refuses new ones.
+        let cut = try await pollUntil(1) {
+            var none = true
+            for a in others where (await a.transport.connectedPeers()).contains("s4") { none = false }
+            return none
+        }
+        #expect(cut)
+        #expect(await via.raft!.state.deniedNodes == ["s4"])
+        // s4 keeps dialing (gossip, Raft); none of it gets through for a while.
+        for _ in 0..<10 {
+            for a in others {
+                let peers = await a.transport.connectedPeers()
+                #expect(!peers.contains("s4"))
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let refusedRead = await s4.cluster(method: "GET", path: "/v1/services", body: [])
+        #expect(refusedRead.status != 200)
+
+        #expect(try await callRetryingUnavailable(via, "POST", "/v1/nodes/s4/undeny", for: 10).status == 200)
+        #expect(try await pollUntil(10) { (await others[0].transport.connectedPeers()).contains("s4") })
+    }
+}
