@@ -63,7 +63,7 @@ public struct HTTPClientOptions: ParsableArguments {
                                                           headers: headers, body: body.map { Array($0) } ?? (method == "GET" ? nil : []),
                                                           timeout: timeout)
         } catch {
-            throw CLIError("cannot reach the agent at \(baseURL): \(error) (is 'microscale agent' running? see --http-addr)")
+            throw CLIError(Self.unreachable(baseURL, error))
         }
         let data = Data(response.body)
         guard (200..<300).contains(response.status) else {
@@ -74,6 +74,33 @@ public struct HTTPClientOptions: ParsableArguments {
             throw CLIError("the agent at \(baseURL) answered \(response.status): \(String(decoding: data.prefix(300), as: UTF8.self))")
         }
         return data
+    }
+}
+
+extension HTTPClientOptions {
+    /// One short line for an agent that cannot be reached: the reason as a person says it
+    /// ("connection refused"), not NIO's chain of wrapped errors.
+    static func unreachable(_ baseURL: String, _ error: any Error) -> String {
+        let address = baseURL.replacingOccurrences(of: "http://", with: "").replacingOccurrences(of: "https://", with: "")
+        let reason: String
+        switch error as? HTTPClientError {
+        case .timedOut(_, let after)?: reason = "no answer within \(after)"
+        case .connectionClosed?: reason = "the connection closed before the answer"
+        case .connectFailed(_, let r)?: reason = shortReason(r)
+        default: reason = shortReason("\(error)")
+        }
+        return "cannot reach the agent at \(address): \(reason) (is 'microscale agent' running? see --http-addr)"
+    }
+
+    /// The errno text at the end of a connection error ("Connection refused", "No route to
+    /// host"), lower-cased; else the first 80 characters of the first line.
+    static func shortReason(_ text: String) -> String {
+        let known = ["Connection refused", "No route to host", "Network is unreachable", "Connection reset by peer",
+                     "Connection timed out", "Name or service not known", "No such file or directory", "Permission denied"]
+        if let k = known.first(where: { text.localizedCaseInsensitiveContains($0) }) { return k.lowercased() }
+        if text.contains("connectTimeout") || text.contains("timed out") { return "no answer (timed out)" }
+        let first = text.split(separator: "\n").first.map(String.init) ?? text
+        return first.count > 80 ? String(first.prefix(80)) + "…" : first
     }
 }
 

@@ -46,14 +46,14 @@ public final class AgentMetrics: Sendable {
             set("microscale_members", labels: [("status", status)], Double(n), help: "Members by status, as this agent sees them")
         }
         let (messages, bytes) = await r.membership.traffic()
-        advance("microscale_gossip_messages_sent", to: Double(messages), help: "Membership messages sent")
-        advance("microscale_gossip_bytes_sent", to: Double(bytes), help: "Membership bytes sent (framed, before TLS)")
+        advance("microscale_gossip_messages_sent_total", to: Double(messages), help: "Membership messages sent")
+        advance("microscale_gossip_bytes_sent_total", to: Double(bytes), help: "Membership bytes sent (framed, before TLS)")
         let reconciler = await r.executor.totals
-        advance("microscale_reconciler_actions", labels: [("action", "start")], to: Double(reconciler.started), help: "Containers started or stopped by this agent")
-        advance("microscale_reconciler_actions", labels: [("action", "stop")], to: Double(reconciler.stopped), help: "Containers started or stopped by this agent")
-        advance("microscale_docker_errors", to: Double(reconciler.errors), help: "Docker Engine calls that failed")
+        advance("microscale_reconciler_actions_total", labels: [("action", "start")], to: Double(reconciler.started), help: "Containers started or stopped by this agent")
+        advance("microscale_reconciler_actions_total", labels: [("action", "stop")], to: Double(reconciler.stopped), help: "Containers started or stopped by this agent")
+        advance("microscale_docker_errors_total", to: Double(reconciler.errors), help: "Docker Engine calls that failed")
         for (rule, n) in r.refusals.all {
-            advance("microscale_refused_messages", labels: [("rule", rule.rawValue)], to: Double(n),
+            advance("microscale_refused_messages_total", labels: [("rule", rule.rawValue)], to: Double(n),
                     help: "Messages from peers dropped by a trust rule (docs/ARCHITECTURE.md, Trust)")
         }
         let tls = r.transport.tlsContext
@@ -64,7 +64,7 @@ public final class AgentMetrics: Sendable {
             set("microscale_raft_commit_index", Double(s.commitIndex), help: "Raft commit index")
             set("microscale_raft_snapshot_index", Double(s.snapshotIndex), help: "Last Raft index folded into a snapshot (log compacted up to it)")
             set("microscale_raft_is_leader", s.role == "leader" ? 1 : 0, help: "1 on the Raft leader")
-            advance("microscale_raft_leader_changes", to: Double(await raft.leaderChanges), help: "Changes of known leader seen by this server")
+            advance("microscale_raft_leader_changes_total", to: Double(await raft.leaderChanges), help: "Changes of known leader seen by this server")
             let state = await raft.state
             var running: [String: Int] = [:]
             for m in members where m.status == "alive" || m.status == "suspect" {
@@ -78,7 +78,7 @@ public final class AgentMetrics: Sendable {
                     set("microscale_service_demand", labels: [("service", name)], d, help: "Demand the planner last used")
                 }
             }
-            advance("microscale_plans_committed", to: Double(await r.decisions?.plansCommitted ?? 0), help: "Plans this server committed as leader")
+            advance("microscale_plans_committed_total", to: Double(await r.decisions?.plansCommitted ?? 0), help: "Plans this server committed as leader")
         }
         return registry.emitToString()
     }

@@ -298,7 +298,7 @@ struct RecordingHandler: LogHandler {
             #expect(logs.all.contains { $0.contains("rule=\(rule.rawValue)") && $0.contains("mallory") }, "\(rule) was not logged")
         }
         let metrics = await client.metricsText()
-        #expect(metrics.contains(#"microscale_refused_messages{rule="assignment-needs-server-certificate"} 1"#), "\(metrics)")
+        #expect(metrics.contains(#"microscale_refused_messages_total{rule="assignment-needs-server-certificate"} 1"#), "\(metrics)")
 
         // Nothing happened: the same voters under a sane term and a leader, no service, no drain,
         // the client's assignment untouched, every agent alive, and mallory is no server.
