@@ -26,7 +26,7 @@ public actor ChaosRunner {
     public static let scenarios = [
         "host-kill", "leader-kill", "follower-kill", "frozen-host", "frozen-leader", "partition-one",
         "partition-leader", "partition-heal", "link-loss", "agent-restart", "rolling-restart",
-        "demand-storm", "two-hosts-die", "full-restart",
+        "rolling-restart-zero-moves", "demand-storm", "two-hosts-die", "full-restart",
     ]
     /// How long after a fault is over the cluster has to converge before that is a failure.
     public static let settleBound = 60.0
@@ -100,6 +100,7 @@ public actor ChaosRunner {
             case "link-loss": try await linkLoss()
             case "agent-restart": try await agentRestart()
             case "rolling-restart": try await rollingRestart()
+            case "rolling-restart-zero-moves": try await rollingRestartZeroMoves()
             case "demand-storm": try await demandStorm()
             case "two-hosts-die": try await twoHostsDie()
             case "full-restart": try await fullRestart()
@@ -395,6 +396,40 @@ public actor ChaosRunner {
             problems += Self.recreated(s.name, before: before, after: await ChaosChecks.ids(on: s, timeoutMillis: 2000) ?? [:])
         }
         try await setDemand(demand)
+    }
+
+    /// Every agent, servers and clients, SIGTERMed and started again in turn, as a rolling upgrade
+    /// does (issue 19, item 2). Restart is not leave: no container anywhere in the cluster may be
+    /// stopped, started or moved, so every host's container ids after each restart are the ones
+    /// it ran before the first.
+    private func rollingRestartZeroMoves() async throws {
+        let hosts = await cluster.liveHosts
+        let before = await allIDs(hosts)
+        var changed = 0
+        for h in hosts {
+            await cluster.signalAgent(h, SIGTERM)
+            guard await cluster.waitForAgentExit(h) else { throw ChaosError("\(h.name)'s agent did not exit on SIGTERM within 15 s") }
+            try await cluster.restartHost(h)
+            try await until("\(h.name)_back", seconds: 30) {
+                let back = await cluster.selfView(h) != nil
+                let leader = await cluster.leader()
+                return back && leader != nil
+            }
+            try await settle("\(h.name)_converged")
+            let now = await allIDs(hosts)
+            for other in hosts {
+                for service in Set(before[other.name, default: [:]].keys).union(now[other.name, default: [:]].keys).sorted() {
+                    let b = before[other.name]?[service] ?? [], a = now[other.name]?[service] ?? []
+                    let moved = b.symmetricDifference(a).count
+                    if moved > 0 {
+                        changed += moved
+                        problems.append("after restarting \(h.name): \(other.name) \(service): \(b.subtracting(a).count) stopped, \(a.subtracting(b).count) started")
+                    }
+                }
+            }
+        }
+        let total = before.values.reduce(0) { $0 + $1.values.reduce(0) { $0 + $1.count } }
+        notes.append("restarted \(hosts.count) agents; \(changed) of \(total) containers stopped or started")
     }
 
     /// Demand changing every 100 ms for 10 s (the observer checks capacity throughout), then back
