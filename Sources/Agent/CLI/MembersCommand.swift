@@ -11,6 +11,8 @@ public struct HTTPClientOptions: ParsableArguments {
     var token: String?
     @Option(name: .customLong("token-file"), help: "File holding the API token, mode 0600 (env MICROSCALE_HTTP_TOKEN_FILE).")
     var tokenFile: String?
+    @Flag(help: "Reads: answer from the local server's state without asking the leader (fast, may be stale).")
+    var stale = false
 
     public init() {}
 
@@ -37,7 +39,8 @@ public struct HTTPClientOptions: ParsableArguments {
     /// some twenty libraries behind it into the agent's binary, costing every agent process
     /// several MiB of resident memory and start-up time for one CLI command.
     func get<T: Decodable>(_ path: String, as: T.Type) async throws -> (T, Data) {
-        let data = try await call("GET", path)
+        // Consul's consistency modes: linearizable unless `?stale` (docs/consensus.md).
+        let data = try await call("GET", stale ? path + (path.contains("?") ? "&stale" : "?stale") : path)
         do { return (try JSONDecoder().decode(T.self, from: data), data) } catch {
             throw CLIError("the agent at \(baseURL) sent an unexpected answer: \(error)")
         }

@@ -65,6 +65,8 @@ public final class AgentMetrics: Sendable {
             set("microscale_raft_snapshot_index", Double(s.snapshotIndex), help: "Last Raft index folded into a snapshot (log compacted up to it)")
             set("microscale_raft_is_leader", s.role == "leader" ? 1 : 0, help: "1 on the Raft leader")
             advance("microscale_raft_leader_changes_total", to: Double(await raft.leaderChanges), help: "Changes of known leader seen by this server")
+            advance("microscale_raft_linearizable_reads_total", to: Double(await raft.linearizableReads),
+                    help: "API reads this server answered after a ReadIndex round (docs/consensus.md)")
             let state = await raft.state
             var running: [String: Int] = [:]
             for m in members where m.status == "alive" || m.status == "suspect" {

@@ -24,4 +24,12 @@ import Wire
         guard case .forwardRequest(let r)? = message.body else { Issue.record("not a forward request"); return }
         #expect(ClusterAPI.pathSegments(r.path) == [])
     }
+
+    @Test func aStaleReadIsAskedForWithStaleAmongTheQueryParameters() {
+        #expect(ClusterAPI.isStale("/v1/demand?stale"))
+        #expect(ClusterAPI.isStale("/v1/demand?stale=true") && ClusterAPI.isStale("/v1/demand?stale=1") && ClusterAPI.isStale("/v1/demand?stale="))
+        #expect(ClusterAPI.isStale("/v1/decisions?limit=5&stale"))
+        #expect(!ClusterAPI.isStale("/v1/demand") && !ClusterAPI.isStale("/v1/demand?stale=false") && !ClusterAPI.isStale("/v1/demand?stales"))
+        #expect(!ClusterAPI.isStale("") && !ClusterAPI.isStale("?") && !ClusterAPI.isStale("/v1/stale"))
+    }
 }
