@@ -68,6 +68,9 @@ public actor ChaosCluster {
     /// Hosts on the minority side of a partition: alive, but not counted as the cluster's until healed.
     public private(set) var cutOff: Set<String> = []
     private var agentPIDs: [String: Int32] = [:]
+    /// Hosts that were clients and run as servers now (the add-server scenario), joining the
+    /// running Raft cluster rather than bootstrapping it.
+    public private(set) var addedServers: Set<String> = []
     private var sentinels: [String: String] = [:]
     private let shell: Shell
 
@@ -253,10 +256,29 @@ public actor ChaosCluster {
                     "--capacity-cpu", "\(options.capacityCPU)", "--capacity-memory", options.capacityMemory,
                     "--log-level", options.logLevel]
         if h.server { args += ["--server", "--bootstrap-expect", "\(min(options.servers, hosts.count))"] }
+        if addedServers.contains(h.name) { args += ["--server"] }
         for other in hosts where other !== h { args += ["--join", "\(other.address):7480"] }
         let p = try spawn(h, log: "\(h.directory)/agent.log", args)
         agentPIDs[h.name] = p.processIdentifier
         down.remove(h.name)
+    }
+
+    /// Makes a client host a server, or a server added so a client again: a new certificate with
+    /// (or without) the server marker; the agent runs with `--server` (and no `--bootstrap-expect`)
+    /// from its next start.
+    public func setAddedServer(_ h: Host, _ server: Bool) throws {
+        guard !h.server else { return }
+        try CertificateIssuer.createNodeCertificate(caDir: "\(options.root)/ca", node: h.name, server: server,
+                                                    in: "\(options.root)/certs", force: true)
+        if server { addedServers.insert(h.name) } else { addedServers.remove(h.name) }
+    }
+
+    /// The Raft servers as the leader lists them (`GET /v1/operator/raft/peers`).
+    public func raftPeers() async -> [RaftPeer]? {
+        for h in liveHosts {
+            if let d = await get(h, "/v1/operator/raft/peers"), let v = try? JSONDecoder().decode([RaftPeer].self, from: d) { return v }
+        }
+        return nil
     }
 
     // MARK: Faults

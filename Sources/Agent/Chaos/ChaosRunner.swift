@@ -26,7 +26,7 @@ public actor ChaosRunner {
     public static let scenarios = [
         "host-kill", "leader-kill", "follower-kill", "frozen-host", "frozen-leader", "partition-one",
         "partition-leader", "partition-heal", "link-loss", "agent-restart", "rolling-restart",
-        "rolling-restart-zero-moves", "demand-storm", "two-hosts-die", "full-restart",
+        "rolling-restart-zero-moves", "demand-storm", "two-hosts-die", "full-restart", "add-server", "remove-dead-server",
     ]
     /// How long after a fault is over the cluster has to converge before that is a failure.
     public static let settleBound = 60.0
@@ -104,6 +104,8 @@ public actor ChaosRunner {
             case "demand-storm": try await demandStorm()
             case "two-hosts-die": try await twoHostsDie()
             case "full-restart": try await fullRestart()
+            case "add-server": try await addServer()
+            case "remove-dead-server": try await removeDeadServer()
             default: problems.append("no such scenario: \(scenario)")
             }
         } catch {
@@ -249,6 +251,58 @@ public actor ChaosRunner {
         }
         _ = await cluster.waitForAgentExit(l)
         try await cluster.restartHost(l)
+        try await settle("rejoined")
+    }
+
+    /// Server membership at runtime (docs/consensus.md, "Server membership"): a client host is
+    /// restarted as a server; the leader adds it as a learner and promotes it to voter; a write
+    /// commits with four voters. Then it leaves (`POST /v1/agent/leave`: out of the configuration
+    /// and the cluster) and comes back as the client it was.
+    private func addServer() async throws {
+        guard let h = await cluster.hosts.first(where: { !$0.server }) else { throw ChaosError("no client host") }
+        let servers = Set(await cluster.serverHosts.map(\.name))
+        notes.append("made \(h.name) a server")
+        await cluster.signalAgent(h, SIGTERM)
+        guard await cluster.waitForAgentExit(h) else { throw ChaosError("\(h.name)'s agent did not exit on SIGTERM") }
+        try await cluster.setAddedServer(h, true)
+        t0 = ContinuousClock.now
+        try await cluster.restartHost(h)
+        try await until("learner", seconds: 30) { await cluster.raftPeers()?.contains { $0.name == h.name } == true }
+        try await until("voter", seconds: 30) { await cluster.raftPeers()?.contains { $0.name == h.name && $0.voter } == true }
+        try await setDemand(demand + 10)
+        timings["write_committed"] = elapsed
+        try await settle("converged")
+        // Back as it was: it leaves the Raft configuration and the cluster, and starts as a client.
+        guard let (status, _) = await cluster.send("POST", h, "/v1/agent/leave", "", timeoutMillis: 20_000), status == 200 else {
+            throw ChaosError("\(h.name) did not leave")
+        }
+        try await until("left", seconds: 30) { await cluster.raftPeers().map { Set($0.map(\.name)) == servers } == true }
+        await cluster.signalAgent(h, SIGTERM)
+        _ = await cluster.waitForAgentExit(h)
+        try await cluster.setAddedServer(h, false)
+        try await cluster.restartHost(h)
+        try await settle("rejoined")
+    }
+
+    /// A follower server's host dies for good: the leader's autopilot removes it from the voters
+    /// after `--dead-server-cleanup` (30 s), writes commit; it comes back (same data) and is added
+    /// back as a learner, then a voter.
+    private func removeDeadServer() async throws {
+        let leader = try await leaderHost()
+        guard let f = await cluster.serverHosts.first(where: { $0 !== leader }) else { throw ChaosError("no follower") }
+        notes.append("killed the host of follower \(f.name)")
+        await cluster.killHost(f)
+        everKilled.insert(f.name)
+        try await until("removed", seconds: 60, every: .milliseconds(250)) {
+            await cluster.raftPeers().map { !$0.contains { $0.name == f.name } } == true
+        }
+        try await setDemand(demand + 10)
+        timings["write_committed"] = elapsed
+        try await settle("converged")
+        try await cluster.restartHost(f)
+        try await until("voter_again", seconds: 60, every: .milliseconds(250)) {
+            await cluster.raftPeers()?.contains { $0.name == f.name && $0.voter } == true
+        }
         try await settle("rejoined")
     }
 
