@@ -41,6 +41,17 @@ public enum Limits {
     /// A demand source's options: how many, and bytes per key or value.
     public static let maxDemandOptions = 32
     public static let maxDemandOptionBytes = 2048
+    /// `env`: variables, bytes per name and per value (Docker passes them in the create body).
+    public static let maxEnvVariables = 256
+    public static let maxEnvNameBytes = 256
+    public static let maxEnvValueBytes = 32768
+    /// `ports`: published ports per container.
+    public static let maxPorts = 64
+    /// `health`: the http path, interval and timeout (100 ms to 1 h), retries.
+    public static let maxHealthPathBytes = 1024
+    public static let minHealthIntervalMilliseconds: Int64 = 100
+    public static let maxHealthIntervalMilliseconds: Int64 = 3_600_000
+    public static let maxHealthRetries = 100
 
     // MARK: One node (flags, configuration, gossip)
 

@@ -80,30 +80,68 @@ public actor DockerClient {
             var Env: [String]
             var Labels: [String: String]
             var StopTimeout: Int
+            var ExposedPorts: [String: Empty]?
+            var Healthcheck: Health?
             var HostConfig: Host
+            struct Empty: Encodable {}
+            struct Health: Encodable {
+                var Test: [String]
+                var Interval: Int64
+                var Timeout: Int64
+                var Retries: Int
+                var StartPeriod: Int64
+            }
+            struct Binding: Encodable {
+                var HostIp: String
+                var HostPort: String
+            }
             struct Host: Encodable {
                 var NanoCpus: Int64
                 var Memory: Int64
                 var Init: Bool
                 var NetworkMode: String
                 var RestartPolicy: [String: String]
+                var PortBindings: [String: [Binding]]?
             }
+        }
+        // Ports are published on every address of the host (a load balancer on another host must
+        // reach them); an empty HostPort lets Docker pick a free one (Engine API, ContainerCreate).
+        var exposed: [String: Body.Empty] = [:]
+        var bindings: [String: [Body.Binding]] = [:]
+        for p in spec.ports {
+            let key = "\(p.container)/\(p.proto)"
+            exposed[key] = Body.Empty()
+            if spec.network != .host { bindings[key] = [Body.Binding(HostIp: "", HostPort: p.host.map(String.init) ?? "")] }
+        }
+        func nanos(_ d: Duration) -> Int64 {
+            let (s, a) = d.components
+            return s.multipliedReportingOverflow(by: 1_000_000_000).partialValue &+ a / 1_000_000_000
+        }
+        let health = spec.healthCommand.map {
+            Body.Health(Test: ["CMD"] + $0.command, Interval: nanos($0.interval), Timeout: nanos($0.timeout),
+                        Retries: $0.retries, StartPeriod: nanos($0.startPeriod))
         }
         let body = Body(
             Image: spec.image, Cmd: spec.command.isEmpty ? nil : spec.command, Env: spec.env, Labels: spec.labels,
-            StopTimeout: spec.stopTimeoutSeconds,
+            StopTimeout: spec.stopTimeoutSeconds, ExposedPorts: exposed.isEmpty ? nil : exposed, Healthcheck: health,
             HostConfig: .init(
                 NanoCpus: Int64((spec.cpu * 1e9).rounded()), Memory: spec.memoryBytes, Init: true,
-                NetworkMode: "none", RestartPolicy: ["Name": "no"]))
+                NetworkMode: spec.network.dockerMode, RestartPolicy: ["Name": "no"],
+                PortBindings: bindings.isEmpty ? nil : bindings))
         let bytes = Array((try? JSONEncoder().encode(body)) ?? Data())
         let nameQuery = name.map { "?name=\(Self.query($0))" } ?? ""
         struct Created: Decodable { var Id: String }
         let r = try await raw("create", .POST, "/containers/create\(nameQuery)", body: bytes, service: spec.service)
         guard r.status == 201 else {
             if r.status == 404 {
+                let message = Self.message(r)
+                // 404 is both "no such image" and "network microscale not found".
+                if message.lowercased().contains("network") {
+                    throw DockerError(kind: .notFound, operation: "create", service: spec.service, status: 404, daemonMessage: message)
+                }
                 throw DockerError(
                     kind: .imageMissing, operation: "create", service: spec.service, status: 404,
-                    daemonMessage: "\(spec.image): \(Self.message(r))")
+                    daemonMessage: "\(spec.image): \(message)")
             }
             throw Self.error(r, "create", spec.service)
         }
@@ -148,6 +186,27 @@ public actor DockerClient {
             throw Self.error(r, "image inspect", service)
         }
         return try Self.decode(ImageInspect.self, r, "image inspect", service)
+    }
+
+    // MARK: Networks
+
+    /// Makes sure the bridge network `name` exists (the agent's per-host network, DESIGN.md §9).
+    /// Agents sharing a daemon may race to create it: CheckDuplicate makes the loser's create a 409,
+    /// which means the network is there.
+    public func ensureBridgeNetwork(_ name: String) async throws(DockerError) {
+        let r = try await raw("network inspect", .GET, "/networks/\(Self.query(name))", service: nil)
+        if r.status == 200 { return }
+        guard r.status == 404 else { throw Self.error(r, "network inspect", nil) }
+        struct Body: Encodable {
+            var Name: String
+            var Driver: String
+            var CheckDuplicate: Bool
+            var Labels: [String: String]
+        }
+        let bytes = Array((try? JSONEncoder().encode(Body(Name: name, Driver: "bridge", CheckDuplicate: true,
+                                                          Labels: [MicroscaleLabel.managed: "true"]))) ?? Data())
+        let c = try await raw("network create", .POST, "/networks/create", body: bytes, service: nil)
+        guard c.status == 201 || c.status == 409 else { throw Self.error(c, "network create", nil) }
     }
 
     // MARK: Events

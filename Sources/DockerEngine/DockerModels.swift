@@ -20,12 +20,68 @@ public struct ContainerSpec: Sendable, Hashable, Codable {
     public var memoryBytes: Int64
     public var stopTimeoutSeconds: Int
     public var extraLabels: [String: String]
+    public var network: Network
+    public var ports: [Port]
+    /// A health check Docker runs inside the container (the services file's `health.command`).
+    public var healthCommand: HealthCommand?
+
+    /// Where a container's network stack lives (DESIGN.md §9 `network:`).
+    public enum Network: Sendable, Hashable, Codable {
+        /// No network at all (what every container got before `network:` existed).
+        case none
+        /// The host's own stack: ports are the container's.
+        case host
+        /// A user-defined bridge network of this name, created by the agent when missing.
+        case bridge(String)
+
+        public var dockerMode: String {
+            switch self {
+            case .none: "none"
+            case .host: "host"
+            case .bridge(let name): name
+            }
+        }
+    }
+
+    /// The agent's per-host bridge network.
+    public static let defaultBridge = "microscale"
+
+    /// A published port: `host` nil lets Docker pick a free one.
+    public struct Port: Sendable, Hashable, Codable {
+        public var container: Int
+        public var host: Int?
+        public var proto: String
+        public init(container: Int, host: Int? = nil, proto: String = "tcp") {
+            self.container = container
+            self.host = host
+            self.proto = proto
+        }
+    }
+
+    public struct HealthCommand: Sendable, Hashable, Codable {
+        public var command: [String]
+        public var interval: Duration
+        public var timeout: Duration
+        public var retries: Int
+        public var startPeriod: Duration
+        public init(command: [String], interval: Duration, timeout: Duration, retries: Int, startPeriod: Duration) {
+            self.command = command
+            self.interval = interval
+            self.timeout = timeout
+            self.retries = retries
+            self.startPeriod = startPeriod
+        }
+    }
 
     public init(
         service: String, node: String, specHash: String, image: String, command: [String] = [],
         env: [String] = [], cpu: Double, memoryBytes: Int64, stopTimeoutSeconds: Int = 10,
-        extraLabels: [String: String] = [:]
+        extraLabels: [String: String] = [:], network: Network = .none, ports: [Port] = [],
+        healthCommand: HealthCommand? = nil
     ) {
+        self.network = network
+        self.ports = ports
+        self.healthCommand = healthCommand
         self.service = service
         self.node = node
         self.specHash = specHash
@@ -81,7 +137,22 @@ public struct ContainerInspect: Sendable, Decodable {
         public var OOMKilled: Bool?
         public var StartedAt: String?
         public var FinishedAt: String?
+        /// Docker's own health check (the image's HEALTHCHECK or the create body's): "starting",
+        /// "healthy" or "unhealthy"; absent when the container has none.
+        public struct Health: Sendable, Decodable { public var Status: String? }
+        public var Health: Health?
     }
+    public struct NetworkSettings: Sendable, Decodable {
+        public struct Binding: Sendable, Decodable {
+            public var HostIp: String?
+            public var HostPort: String?
+        }
+        /// "8080/tcp" → where it is published (nil or empty: not published).
+        public var Ports: [String: [Binding]?]?
+        public struct Attachment: Sendable, Decodable { public var IPAddress: String? }
+        public var Networks: [String: Attachment]?
+    }
+    public var NetworkSettings: NetworkSettings?
     public struct Config: Sendable, Decodable {
         public var Image: String?
         public var Labels: [String: String]?

@@ -23,12 +23,16 @@ public struct ServiceSpec: Sendable, Hashable {
     public var specHash: String
     /// How demand becomes a count beyond the proportional rule (band, PD, max change): Control.swift.
     public var control: Control
+    /// Host ports each container holds fixed (`ports: [{host: 80}]`, DESIGN.md §9): a resource of
+    /// the node, so no two containers needing one of them are placed on one node.
+    public var hostPorts: [Int]
 
     public init(
         name: String, priority: Int, cpuMillis: Int, memoryBytes: Int, min: Int = 0, max: Int,
         perContainer: Double = 1, fill: Bool = false, stopTimeout: Duration = .seconds(5),
-        specHash: String = "", control: Control = Control()
+        specHash: String = "", control: Control = Control(), hostPorts: [Int] = []
     ) {
+        self.hostPorts = hostPorts
         self.name = name
         self.priority = priority
         self.cpuMillis = cpuMillis
@@ -340,10 +344,21 @@ struct Work {
     }
 
     func fits(_ s: Int, on n: Int) -> Int {
-        guard nodes[n].acceptsWork else { return 0 }
+        guard nodes[n].acceptsWork, portsFree(s, on: n) else { return 0 }
         let c = svc[s].cpuMillis > 0 ? freeCPU[n] / svc[s].cpuMillis : Int.max
         let m = svc[s].memoryBytes > 0 ? freeMem[n] / svc[s].memoryBytes : Int.max
-        return Swift.max(0, Swift.min(c, m, 1 << 40))
+        // A container holding fixed host ports fits once per node.
+        let p = svc[s].hostPorts.isEmpty ? Int.max : 1
+        return Swift.max(0, Swift.min(c, m, p, 1 << 40))
+    }
+
+    /// No container on `n` (of `s` or another service) holds one of the host ports `s` needs.
+    func portsFree(_ s: Int, on n: Int) -> Bool {
+        guard !svc[s].hostPorts.isEmpty else { return true }
+        for t in 0..<svc.count where count[n][t] > 0 && !svc[t].hostPorts.isEmpty {
+            if t == s || !Set(svc[t].hostPorts).isDisjoint(with: svc[s].hostPorts) { return false }
+        }
+        return true
     }
 
     mutating func note(_ s: Int, _ n: Int, _ reason: String) {
@@ -448,7 +463,8 @@ struct Work {
         let why = "room for \(svc[s].name) (priority \(svc[s].priority))"
         while totals[s] < target {
             var best: (n: Int, worst: Int, stops: Int, list: [(Int, Int)])? = nil
-            for n in 0..<nodeCount where nodes[n].acceptsWork {
+            // Preemption frees cores and memory, not host ports: a node whose port is taken is skipped.
+            for n in 0..<nodeCount where nodes[n].acceptsWork && portsFree(s, on: n) {
                 var cpu = freeCPU[n], mem = freeMem[n]
                 var list: [(Int, Int)] = []
                 var stops = 0

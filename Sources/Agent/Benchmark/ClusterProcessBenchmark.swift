@@ -53,8 +53,8 @@ public struct ClusterProcessBenchmark: Sendable {
         let services = """
             services:
               web: { image: \(image), command: [sleep, "3600"], priority: 1, cpu: 0.5, memory: 16MiB, min: 1, max: 12,
-                     demand: { source: static, per_container: 10 }, stop_timeout: 1s }
-              batch: { image: \(image), command: [sleep, "3600"], priority: 2, cpu: 0.5, memory: 16MiB, max: 20, fill: true, stop_timeout: 1s }
+                     demand: { source: static, per_container: 10 }, stop_timeout: 1s, network: none }
+              batch: { image: \(image), command: [sleep, "3600"], priority: 2, cpu: 0.5, memory: 16MiB, max: 20, fill: true, stop_timeout: 1s, network: none }
             """
         guard await put(hosts, "/v1/services", services) else { throw CLIError("could not declare the services") }
 

@@ -26,6 +26,7 @@ public struct DevCommand: AsyncParsableCommand {
           web:
             image: microscale-demo:latest
             command: ["httpd", "-f", "-p", "8080"]
+            ports: [ { container: 8080 } ]
             priority: 1
             cpu: 0.5
             memory: 64MiB

@@ -107,9 +107,9 @@ public enum ChaosServices {
     public static let file = """
         services:
           web: { image: \(ChaosCluster.image), command: [sleep, "100000000"], priority: 1, cpu: 0.5, memory: 16MiB, min: 1,
-                 max: \(webMax), demand: { source: static, per_container: \(Int(perContainer)) }, stop_timeout: 1s }
+                 max: \(webMax), demand: { source: static, per_container: \(Int(perContainer)) }, stop_timeout: 1s, network: none }
           batch: { image: \(ChaosCluster.image), command: [sleep, "100000000"], priority: 2, cpu: 0.5, memory: 16MiB, max: 40,
-                   fill: true, stop_timeout: 1s }
+                   fill: true, stop_timeout: 1s, network: none }
         """
 
     /// Containers of either service one host has room for (both reserve the same).

@@ -19,11 +19,18 @@ public enum Specs {
             var cpu: Double
             var memory: UInt64
             var stop: Int64
+            // The workload keys (DESIGN.md §9) are left out when undeclared (nil encodes to
+            // nothing), so a service written before they existed keeps its hash and its containers.
+            var env: [String: String]?
+            var network: String?
+            var ports: [PortMapping]?
+            var health: HealthCheck?
         }
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
         let bytes = (try? e.encode(Identity(image: s.image, command: s.command, cpu: s.cpu, memory: s.memory,
-                                             stop: s.stopTimeoutMilliseconds))) ?? Data()
+                                             stop: s.stopTimeoutMilliseconds, env: s.env, network: s.network,
+                                             ports: s.ports, health: s.health))) ?? Data()
         return String(fnv1a(bytes), radix: 16)
     }
 
@@ -47,7 +54,7 @@ public enum Specs {
                             memoryBytes: Int(clamping: s.memory), min: s.min, max: s.max,
                             perContainer: s.demand?.perContainer ?? 1, fill: s.fill,
                             stopTimeout: .milliseconds(s.stopTimeoutMilliseconds), specHash: hash(s),
-                            control: control(s.demand))
+                            control: control(s.demand), hostPorts: s.fixedHostPorts)
     }
 
     /// What a utilization sample needs of a service (no spec hash: sampled every second on every server).
@@ -66,7 +73,27 @@ public enum Specs {
 
     static func container(_ name: String, _ s: Consensus.ServiceSpec, node: String) -> ContainerSpec {
         ContainerSpec(service: name, node: node, specHash: hash(s), image: s.image, command: s.command,
+                      env: (s.env ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
                       cpu: s.cpu, memoryBytes: Int64(clamping: s.memory),
-                      stopTimeoutSeconds: Int((s.stopTimeoutMilliseconds + 999) / 1000))
+                      stopTimeoutSeconds: Int((s.stopTimeoutMilliseconds + 999) / 1000),
+                      network: network(s.networkMode),
+                      ports: (s.ports ?? []).map { ContainerSpec.Port(container: $0.container, host: $0.host, proto: $0.protocolName) },
+                      healthCommand: s.health.flatMap { h in
+                          h.command.map {
+                              ContainerSpec.HealthCommand(
+                                  command: $0, interval: .milliseconds(h.intervalMilliseconds),
+                                  timeout: .milliseconds(h.timeoutMilliseconds), retries: h.retries,
+                                  startPeriod: .milliseconds(h.startPeriodMilliseconds))
+                          }
+                      })
+    }
+
+    /// The Docker network of a `network:` mode: `bridge` is the agent's own bridge network.
+    static func network(_ mode: String) -> ContainerSpec.Network {
+        switch mode {
+        case NetworkMode.host: .host
+        case NetworkMode.none: .none
+        default: .bridge(ContainerSpec.defaultBridge)
+        }
     }
 }

@@ -62,10 +62,20 @@ public struct ServiceSpec: Sendable, Hashable, Codable {
     /// Use whatever capacity is left.
     public var fill: Bool
     public var stopTimeoutMilliseconds: Int64
+    /// The workload keys (DESIGN.md §9, Workload.swift); nil when not declared.
+    public var env: [String: String]?
+    public var network: String?
+    public var ports: [PortMapping]?
+    public var health: HealthCheck?
 
     public init(image: String, command: [String] = [], priority: Int = 1, cpu: Double, memory: UInt64,
                 min: Int = 0, max: Int, demand: DemandSourceConfig? = nil, fill: Bool = false,
-                stopTimeoutMilliseconds: Int64 = 10_000) {
+                stopTimeoutMilliseconds: Int64 = 10_000, env: [String: String]? = nil, network: String? = nil,
+                ports: [PortMapping]? = nil, health: HealthCheck? = nil) {
+        self.env = env
+        self.network = network
+        self.ports = ports
+        self.health = health
         self.image = image
         self.command = command
         self.priority = priority
@@ -110,6 +120,7 @@ public struct ServiceSpec: Sendable, Hashable, Codable {
             return bad("stop_timeout", "must be 0 to 1h")
         }
         if let d = demand, let e = d.validationError() { return bad("demand.\(e.field)", e.reason) }
+        if let e = workloadValidationError() { return bad(e.field, e.reason) }
         return nil
     }
 }

@@ -53,6 +53,7 @@ public actor ReconcilerShell {
         self.counts = counts
     }
     private var counts: [String: Int] = [:]
+    private var readyNetworks: Set<String> = []
 
     public var crashLoops: [String: CrashLoop] { reconciler.crashLoops }
 
@@ -84,6 +85,20 @@ public actor ReconcilerShell {
             case .start: break
             }
         }
+        // A bridge network is made once per shell, before the first container that joins it, and
+        // again after a create found it missing (someone removed it).
+        var failedNetwork: DockerError?
+        for network in Set(plan.starts.compactMap { specs[$0.service]?.network }) {
+            guard case .bridge(let name) = network, !readyNetworks.contains(name) else { continue }
+            do throws(DockerError) {
+                try await client.ensureBridgeNetwork(name)
+                readyNetworks.insert(name)
+                logger.info("bridge network ready", metadata: ["network": "\(name)"])
+            } catch {
+                failedNetwork = error
+            }
+        }
+        if let failedNetwork { report.errors.append(failedNetwork) }
         var creates: [Step] = []
         for a in plan.starts {
             if case .start(let service, _) = a { creates.append(.create(service: service, spec: specs[service], name: nextName(service))) }
@@ -97,7 +112,9 @@ public actor ReconcilerShell {
         for r in createdResults {
             switch r {
             case .success(let (step, id)): starts.append(.start(id: id, service: step.service))
-            case .failure(let e): report.errors.append(e)
+            case .failure(let e):
+                if e.operation == "create", e.kind == .notFound { readyNetworks.removeAll() }
+                report.errors.append(e)
             }
         }
         let startedResults = await run(starts)

@@ -1,0 +1,50 @@
+import DockerEngine
+import Foundation
+import Testing
+
+/// Networking against the test dockerd (scripts/test-env): the agent's bridge network, published
+/// ports and env reach a real busybox httpd.
+@Suite struct WorkloadIntegrationTests {
+    let client: DockerClient
+    let image: String
+
+    init() throws {
+        client = try DockerClient(host: try TestEnvironment.require("MICROSCALE_TEST_DOCKER_HOST"))
+        image = try TestEnvironment.require("MICROSCALE_TEST_IMAGE")
+    }
+
+    @Test func aServiceWithAPublishedPortAnswersHTTPThroughIt() async throws {
+        let node = "tnet\(UInt32.random(in: 0...UInt32.max))"
+        defer {
+            let client = client
+            Task {
+                for c in (try? await client.list(labels: ["\(MicroscaleLabel.node)=\(node)"])) ?? [] {
+                    try? await client.remove(c.Id, force: true)
+                }
+            }
+        }
+        let spec = ContainerSpec(
+            service: "web", node: node, specHash: "h1", image: image,
+            command: ["sh", "-c", "echo \"$GREETING\" > /index.html && exec httpd -f -p 8080 -h /"],
+            env: ["GREETING=hello from \(node)"], cpu: 0.1, memoryBytes: 32 << 20, stopTimeoutSeconds: 1,
+            network: .bridge(ContainerSpec.defaultBridge), ports: [.init(container: 8080)])
+        let shell = ReconcilerShell(client: client, node: node)
+        await shell.setDesired([spec], counts: ["web": 1])
+        let report = try await shell.converge()
+        #expect(report?.errors.isEmpty == true, "\(report?.errors ?? [])")
+        let running = try await client.list(labels: ["\(MicroscaleLabel.node)=\(node)"], all: false)
+        let id = try #require(running.first?.Id)
+        let inspect = try await client.inspect(id)
+        #expect(inspect.HostConfig.NetworkMode == ContainerSpec.defaultBridge)
+        let published = try #require(inspect.NetworkSettings?.Ports?["8080/tcp"]??.first?.HostPort.flatMap { Int($0) })
+        // httpd needs a moment after the start to listen.
+        var answer: HTTPResponse?
+        for _ in 0..<50 {
+            answer = try? await MiniHTTPClient().request(.tcp(host: "127.0.0.1", port: published), path: "/index.html", timeout: .seconds(2))
+            if answer?.status == 200 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(answer?.status == 200)
+        #expect(answer?.bodyText == "hello from \(node)\n")
+    }
+}
