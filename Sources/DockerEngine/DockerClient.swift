@@ -188,6 +188,86 @@ public actor DockerClient {
         return try Self.decode(ImageInspect.self, r, "image inspect", service)
     }
 
+    // MARK: Images
+
+    /// Pulls `reference` (`name`, `name:tag` or `name@sha256:…`) and returns when the daemon has
+    /// it. `auth` is the X-Registry-Auth value (RegistryAuth). The daemon answers 200 at once and
+    /// streams JSON lines; a failure after that arrives as a line with `error`, which is what is
+    /// thrown, in the registry's words. `progress` gets each line's status (layer id first).
+    public func pull(
+        _ reference: String, auth: String? = nil, timeout: Duration = .seconds(600),
+        progress: @escaping @Sendable (String) -> Void = { _ in }
+    ) async throws(DockerError) {
+        let ref = ImageReference(reference)
+        let path = "/images/create?fromImage=\(Self.query(ref.repository))&tag=\(Self.query(ref.tagOrDigest))"
+        let prefix = try await self.prefix()
+        let headers = auth.map { [("X-Registry-Auth", $0)] } ?? []
+        let endpoint = self.endpoint
+        let http = self.http
+        func fail(_ status: Int?, _ message: String) -> DockerError {
+            DockerError(kind: .pullFailed, operation: "pull", service: nil, status: status, daemonMessage: "\(reference): \(message)")
+        }
+        // The whole pull runs in a child task so that `timeout` can end a registry that stalls.
+        let work = Task { () async throws -> String? in
+            let (status, body) = try await http.stream(endpoint, method: .POST, path: prefix + path, headers: headers,
+                                                        connectTimeout: .seconds(30))
+            var buffer: [UInt8] = []
+            var failure: String?
+            var total = 0
+            for try await chunk in body {
+                total += chunk.count
+                buffer += chunk
+                // A line is a few hundred bytes; a megabyte without a newline is garbage.
+                if buffer.count > 1 << 20 { buffer.removeAll() }
+                while let nl = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = Array(buffer[..<nl])
+                    buffer.removeSubrange(...nl)
+                    struct Line: Decodable {
+                        var status: String?
+                        var id: String?
+                        var error: String?
+                        var message: String?
+                    }
+                    guard let l = try? JSONDecoder().decode(Line.self, from: Data(line)) else { continue }
+                    if let e = l.error { failure = e }
+                    if status != 200, let m = l.message { failure = m }
+                    if let st = l.status { progress(l.id.map { "\($0): \(st)" } ?? st) }
+                }
+            }
+            if status != 200 {
+                let text = String(decoding: buffer.prefix(500), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                return "HTTP \(status): " + (failure ?? (text.isEmpty ? "no reason given" : text))
+            }
+            return failure
+        }
+        let timer = Task {
+            try await Task.sleep(for: timeout)
+            work.cancel()
+        }
+        defer { timer.cancel() }
+        let outcome: String?
+        do {
+            outcome = try await work.value
+        } catch HTTPClientError.connectFailed(_, let reason) {
+            throw DockerError(kind: .daemonUnreachable, operation: "pull", service: nil, status: nil, daemonMessage: reason)
+        } catch {
+            throw fail(nil, work.isCancelled ? "no answer within \(timeout)" : "\(error)")
+        }
+        if let outcome { throw fail(nil, outcome) }
+        // A stream that ends without an error is a finished pull; make sure of it.
+        do throws(DockerError) {
+            _ = try await inspectImage(reference)
+        } catch {
+            throw fail(nil, "the pull ended but the daemon does not have the image (\(error.daemonMessage))")
+        }
+    }
+
+    /// Removes an image (its tag); already gone is success.
+    public func removeImage(_ name: String, force: Bool = true) async throws(DockerError) {
+        let r = try await raw("image remove", .DELETE, "/images/\(Self.query(name))?force=\(force ? 1 : 0)", service: nil)
+        guard r.status == 200 || r.status == 404 else { throw Self.error(r, "image remove", nil) }
+    }
+
     // MARK: Networks
 
     /// Makes sure the bridge network `name` exists (the agent's per-host network, DESIGN.md §9).

@@ -202,6 +202,8 @@ public struct DockerError: Error, Sendable, CustomStringConvertible {
         case conflict
         case refused
         case badResponse
+        /// An image pull failed; `daemonMessage` has the registry's reason.
+        case pullFailed
     }
     public var kind: Kind
     public var operation: String
@@ -215,6 +217,7 @@ public struct DockerError: Error, Sendable, CustomStringConvertible {
         switch kind {
         case .daemonUnreachable: return "docker \(operation)\(who): the Docker daemon is unreachable: \(daemonMessage)"
         case .imageMissing: return "docker \(operation)\(who): image missing\(code): \(daemonMessage)"
+        case .pullFailed: return "docker pull\(who) failed\(code): \(daemonMessage)"
         default: return "docker \(operation)\(who) failed\(code): \(daemonMessage)"
         }
     }

@@ -20,6 +20,7 @@ public struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("tls-cert"), help: "This node's certificate.") var tlsCert: String?
     @Option(name: .customLong("tls-key"), help: "This node's private key.") var tlsKey: String?
     @Option(name: .customLong("docker-socket"), help: "Docker Engine socket.") var dockerSocket: String?
+    @Option(name: .customLong("registry-auth"), help: "Registry credentials for image pulls: a Docker config.json-format file.") var registryAuth: String?
     @Option(name: .customLong("capacity-cpu"), help: "CPU cores to offer (default: detected).") var capacityCPU: String?
     @Option(name: .customLong("capacity-memory"), help: "Memory to offer, e.g. 8GiB (default: detected).") var capacityMemory: String?
     @Option(help: "Cluster name; agents of another cluster are refused.") var cluster: String?
@@ -45,7 +46,7 @@ public struct AgentCommand: AsyncParsableCommand {
         let pairs: [(String, String?)] = [
             ("name", name), ("bind", bind), ("advertise", advertise), ("http", http),
             ("bootstrap-expect", bootstrapExpect), ("data-dir", dataDir), ("tls-ca", tlsCA),
-            ("tls-cert", tlsCert), ("tls-key", tlsKey), ("docker-socket", dockerSocket),
+            ("tls-cert", tlsCert), ("tls-key", tlsKey), ("docker-socket", dockerSocket), ("registry-auth", registryAuth),
             ("capacity-cpu", capacityCPU), ("capacity-memory", capacityMemory), ("cluster", cluster),
             ("api-token", apiToken), ("api-token-file", apiTokenFile), ("log-level", logLevel),
             ("raft-election-timeout", raftElectionTimeout), ("raft-heartbeat-interval", raftHeartbeat),

@@ -1,4 +1,5 @@
 import Bounds
+import DockerEngine
 import Foundation
 import Yams
 
@@ -53,6 +54,8 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var tlsCert: String
     public var tlsKey: String
     public var dockerSocket: String
+    /// Registry credentials for image pulls (`--registry-auth FILE`, Docker config.json format).
+    public var registryAuth = RegistryAuth()
     /// nil: detect from the Docker Engine and cgroups.
     public var capacityCPUMillis: Int64?
     public var capacityMemoryBytes: Int64?
@@ -110,7 +113,7 @@ public struct AgentSettings: Sendable, Equatable {
         "tls-ca", "tls-cert", "tls-key", "docker-socket", "capacity-cpu", "capacity-memory",
         "cluster", "api-token", "api-token-file", "log-level", "raft-election-timeout", "raft-heartbeat-interval",
         "max-members", "dead-server-cleanup", "server-stabilization-time", "leave-on-terminate", "dead-node-grace",
-        "reserve-cpu", "reserve-memory", "log-format",
+        "reserve-cpu", "reserve-memory", "log-format", "registry-auth",
     ]
     /// Keys given as a bare flag (`--server`), true when present.
     static let booleanKeys: Set<String> = ["server", "leave-on-terminate"]
@@ -283,6 +286,11 @@ public struct AgentSettings: Sendable, Equatable {
             capacityCPUMillis: cpu, capacityMemoryBytes: memory, cluster: values["cluster"] ?? "microscale",
             apiToken: token, logLevel: level)
         configuration.raftElectionTimeout = election
+        if let file = values["registry-auth"] {
+            do { configuration.registryAuth = try RegistryAuth.load(path: file) } catch {
+                throw ConfigurationError("\(origin("registry-auth")): \(error.description.replacingOccurrences(of: "--registry-auth ", with: "registry-auth "))")
+            }
+        }
         configuration.raftHeartbeat = heartbeat
         if let raw = values["dead-server-cleanup"] {
             if raw == "off" || raw == "0" {

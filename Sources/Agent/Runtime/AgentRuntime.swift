@@ -164,7 +164,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         clusterAPI = ClusterAPI(name: c.name, raft: raft, transport: transport, logger: logger, apiToken: c.apiToken,
                                 refusals: refusals, servers: servers)
         box.api = clusterAPI
-        executor = NodeExecutor(node: c.name, dockerHost: c.dockerSocket, logger: logger) { running in
+        executor = NodeExecutor(node: c.name, dockerHost: c.dockerSocket, registryAuth: c.registryAuth, logger: logger) { running in
             try? await service.updateRecord { $0.running = running }
         }
         let executor = self.executor

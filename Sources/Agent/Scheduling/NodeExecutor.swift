@@ -13,6 +13,7 @@ import Logging
 public actor NodeExecutor {
     let node: String
     let dockerHost: String
+    let registryAuth: RegistryAuth
     let logger: Logger
     let report: @Sendable ([String: Int]) async -> Void
     public var interval: Duration = .seconds(2)
@@ -41,9 +42,16 @@ public actor NodeExecutor {
     /// Containers started and stopped, and Docker calls that failed, since the agent started.
     public private(set) var totals = (started: 0, stopped: 0, errors: 0)
 
-    public init(node: String, dockerHost: String, logger: Logger, report: @escaping @Sendable ([String: Int]) async -> Void) {
+    /// Images being pulled or whose pull failed: services held back on this node, with why.
+    private var puller: ImagePuller?
+    /// Services whose image could not be pulled here, with the registry's reason (DESIGN.md §9).
+    public private(set) var pullFailures: [String: String] = [:]
+
+    public init(node: String, dockerHost: String, registryAuth: RegistryAuth = RegistryAuth(), logger: Logger,
+                report: @escaping @Sendable ([String: Int]) async -> Void) {
         self.node = node
         self.dockerHost = dockerHost
+        self.registryAuth = registryAuth
         self.logger = logger
         self.report = report
     }
@@ -90,6 +98,8 @@ public actor NodeExecutor {
         return received <= 1
     }
 
+    private func wake() { loop?.wake() }
+
     private func round() async {
         guard let a = assignment else { return }
         rounds += 1
@@ -98,18 +108,43 @@ public actor NodeExecutor {
                 let c = try DockerClient(host: dockerHost)
                 client = c
                 shell = ReconcilerShell(client: c, node: node, logger: logger)
+                // A finished pull runs a round at once: the containers waiting for it start now.
+                puller = ImagePuller(client: c, auth: registryAuth, logger: logger, onChange: { [weak self] in await self?.wake() })
             }
             let nothing = a.services.values.allSatisfy { $0.count == 0 }
             let hold = nothing && predatesStart && ContinuousClock.now - startedAt < adoptionGrace
             if hold && !heldEmpty { logger.info("the plan gives this node nothing yet; keeping its containers while the leader sees it back") }
             heldEmpty = hold
             let specs = a.services.map { Specs.container($0.key, $0.value.spec, node: node) }
-            await shell!.setDesired(specs, counts: a.services.mapValues(\.count))
+            // Images first: a service whose image is not here yet starts nothing this round (its
+            // pull runs in the background, once per image, bounded; ImagePuller).
+            let images = await puller!.prepare(Set(a.services.values.filter { $0.count > 0 }.map(\.spec.image)))
+            var held: Set<String> = []
+            var failures: [String: String] = [:]
+            for (name, s) in a.services where s.count > 0 {
+                switch images[s.spec.image] {
+                case .ready?: break
+                case .failed(let reason, _, _)?:
+                    held.insert(name)
+                    failures[name] = reason
+                default: held.insert(name)
+                }
+            }
+            if failures != pullFailures {
+                for (name, reason) in failures where pullFailures[name] != reason {
+                    logger.warning("service held: its image cannot be pulled", metadata: ["service": "\(name)", "reason": "\(reason)"])
+                }
+                pullFailures = failures
+            }
+            await shell!.setDesired(specs, counts: a.services.mapValues(\.count), held: held)
             for _ in 0..<(hold ? 0 : 5) {
                 let report = try await shell!.reconcileOnce()
                 totals.started += report.started.count
                 totals.stopped += report.stopped.count
                 totals.errors += report.errors.count
+                for e in report.errors where e.kind == .imageMissing {
+                    if let name = e.service, let image = a.services[name]?.spec.image { await puller!.forget(image) }
+                }
                 if !report.plan.isEmpty {
                     let ms = { (d: Duration) in "\(d.inMilliseconds.rounded())" }
                     logger.info("reconciled", metadata: [

@@ -109,13 +109,13 @@ public struct MiniHTTPClient: Sendable {
     /// A streamed answer (the Docker event stream): the status, then the body as it arrives. The
     /// stream ends when the server closes; cancelling the consumer closes the connection.
     public func stream(
-        _ endpoint: HTTPEndpoint, path: String, headers: [(String, String)] = [],
+        _ endpoint: HTTPEndpoint, method: HTTPMethod = .GET, path: String, headers: [(String, String)] = [],
         connectTimeout: Duration = .seconds(5)
     ) async throws -> (status: Int, body: AsyncThrowingStream<[UInt8], any Error>) {
         let name = endpoint.description
         let (stream, continuation) = AsyncThrowingStream<[UInt8], any Error>.makeStream(bufferingPolicy: .bufferingNewest(4096))
         let statusPromise = group.next().makePromise(of: Int.self)
-        let head = Self.head(endpoint, method: .GET, path: path, headers: headers, bodyLength: nil)
+        let head = Self.head(endpoint, method: method, path: path, headers: headers, bodyLength: method == .GET ? nil : 0)
         let channel: any Channel
         do {
             channel = try await connect(endpoint) { channel in

@@ -8,9 +8,13 @@ public struct DesiredService: Sendable, Hashable {
     /// A hash of everything that makes a container of this service (image, command, limits...). A
     /// running container with another hash is replaced.
     public var specHash: String
-    public init(count: Int, specHash: String) {
+    /// False while the service's image is not on the node (being pulled, or its pull failed): its
+    /// running containers are kept and stopped as usual, but none is started.
+    public var canStart: Bool
+    public init(count: Int, specHash: String, canStart: Bool = true) {
         self.count = count
         self.specHash = specHash
+        self.canStart = canStart
     }
 }
 
@@ -183,7 +187,7 @@ public struct Reconciler: Sendable {
             } else {
                 keep = runningCurrent.count
             }
-            guard let want, keep < target else { continue }
+            guard let want, keep < target, want.canStart else { continue }
             if let loop = crashLoops[service], now < loop.retryAt {
                 plan.crashLooping[service] = loop
                 continue

@@ -48,10 +48,13 @@ public actor ReconcilerShell {
 
 
     /// Replaces the desired state: the specs (with their count) to run on this node.
-    public func setDesired(_ specs: [ContainerSpec], counts: [String: Int]) {
+    /// `held`: services none of whose containers may start yet (their image is not here).
+    public func setDesired(_ specs: [ContainerSpec], counts: [String: Int], held: Set<String> = []) {
         self.specs = Dictionary(specs.map { ($0.service, $0) }, uniquingKeysWith: { _, new in new })
         self.counts = counts
+        self.held = held
     }
+    private var held: Set<String> = []
     private var counts: [String: Int] = [:]
     private var readyNetworks: Set<String> = []
 
@@ -65,7 +68,7 @@ public actor ReconcilerShell {
         let observed = try await observe()
         let observedAt = clock.now
         var desired: [String: DesiredService] = [:]
-        for (service, spec) in specs { desired[service] = DesiredService(count: counts[service] ?? 0, specHash: spec.specHash) }
+        for (service, spec) in specs { desired[service] = DesiredService(count: counts[service] ?? 0, specHash: spec.specHash, canStart: !held.contains(service)) }
         let plan = reconciler.decide(desired: desired, observed: observed, now: now())
         for (service, loop) in plan.crashLooping {
             logger.warning("service is crash-looping; holding starts", metadata: ["service": "\(service)", "failures": "\(loop.failures)"])
