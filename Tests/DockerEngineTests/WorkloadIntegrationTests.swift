@@ -48,3 +48,60 @@ import Testing
         #expect(answer?.bodyText == "hello from \(node)\n")
     }
 }
+
+/// Health (DESIGN.md §9): a container whose health check starts failing is replaced.
+@Suite struct HealthIntegrationTests {
+    let client: DockerClient
+    let image: String
+
+    init() throws {
+        client = try DockerClient(host: try TestEnvironment.require("MICROSCALE_TEST_DOCKER_HOST"))
+        image = try TestEnvironment.require("MICROSCALE_TEST_IMAGE")
+    }
+
+    @Test func aContainerWhoseHealthCheckStartsFailingIsReplaced() async throws {
+        let node = "thealth\(UInt32.random(in: 0...UInt32.max))"
+        defer {
+            let client = client
+            Task {
+                for c in (try? await client.list(labels: ["\(MicroscaleLabel.node)=\(node)"])) ?? [] {
+                    try? await client.remove(c.Id, force: true)
+                }
+            }
+        }
+        // Healthy while /ready exists; the container removes it after two seconds.
+        let spec = ContainerSpec(
+            service: "web", node: node, specHash: "h1", image: image,
+            command: ["sh", "-c", "echo > /ready; sleep 2; busybox rm /ready; exec sleep 600"],
+            cpu: 0.1, memoryBytes: 16 << 20, stopTimeoutSeconds: 1,
+            healthCommand: .init(command: ["cat", "/ready"], interval: .milliseconds(200), timeout: .seconds(1),
+                                 retries: 2, startPeriod: .zero))
+        let shell = ReconcilerShell(client: client, node: node)
+        await shell.setDesired([spec], counts: ["web": 1])
+        try await shell.converge()
+        let first = try #require(try await client.list(labels: ["\(MicroscaleLabel.node)=\(node)"], all: false).first)
+        var sawHealthy = false
+        var replaced = false
+        for _ in 0..<150 {
+            let now = try await client.list(labels: ["\(MicroscaleLabel.node)=\(node)"], all: false)
+            if now.contains(where: { $0.Id == first.Id && ObservedContainer.Health.fromEngineStatus($0.Status) == .healthy }) { sawHealthy = true }
+            let report = try await shell.reconcileOnce()
+            if report.plan.unhealthy > 0 { #expect(report.plan.stops.contains(.stop(id: first.Id, service: "web"))) }
+            let after = try await client.list(labels: ["\(MicroscaleLabel.node)=\(node)"], all: false)
+            if !after.contains(where: { $0.Id == first.Id }) && after.count == 1 { replaced = true; break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(sawHealthy)
+        #expect(replaced)
+    }
+
+    @Test func theHealthStateIsReadFromTheListAnswer() {
+        #expect(ObservedContainer.Health.fromEngineStatus("Up 3 seconds (health: starting)") == .starting)
+        #expect(ObservedContainer.Health.fromEngineStatus("Up 3 minutes (healthy)") == .healthy)
+        #expect(ObservedContainer.Health.fromEngineStatus("Up 3 minutes (unhealthy)") == .unhealthy)
+        #expect(ObservedContainer.Health.fromEngineStatus("Up 3 minutes") == nil)
+        let starting = ObservedContainer(id: "a", labels: [:], state: .running, health: .starting)
+        #expect(!starting.isServing)
+        #expect(ObservedContainer(id: "a", labels: [:], state: .running).isServing)
+    }
+}

@@ -156,7 +156,9 @@ public actor NodeExecutor {
             }
             let running = try await client!.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(node)"], all: false)
             var counts: [String: Int] = [:]
-            for c in running where c.State == "running" {
+            // Only serving containers count (DESIGN.md §9): one whose health check has not passed yet,
+            // or that Docker reports unhealthy, is not running for demand met.
+            for c in running where c.State == "running" && [nil, .healthy].contains(ObservedContainer.Health.fromEngineStatus(c.Status)) {
                 if let s = c.Labels?[MicroscaleLabel.service] { counts[s, default: 0] += 1 }
             }
             if counts != lastReported {

@@ -35,13 +35,34 @@ public struct ObservedContainer: Sendable, Hashable {
     public var state: State
     /// For an exited container: how long it ran before exiting (StartedAt to FinishedAt), if known.
     public var ranFor: Duration?
+    /// Docker's health state, when the container has a health check (the service's `health.command`
+    /// or the image's own HEALTHCHECK); nil when it has none.
+    public var health: Health?
 
-    public init(id: String, labels: [String: String], state: State, ranFor: Duration? = nil) {
+    public enum Health: Sendable, Hashable {
+        case starting, healthy, unhealthy
+
+        /// From the list answer's Status text: "Up 3 minutes (healthy)", "(health: starting)",
+        /// "(unhealthy)" (the Engine API prints the health state there, so no inspect is needed).
+        public static func fromEngineStatus(_ status: String?) -> Health? {
+            guard let status else { return nil }
+            if status.contains("(unhealthy)") { return .unhealthy }
+            if status.contains("(healthy)") { return .healthy }
+            if status.contains("(health: starting)") { return .starting }
+            return nil
+        }
+    }
+
+    public init(id: String, labels: [String: String], state: State, ranFor: Duration? = nil, health: Health? = nil) {
         self.id = id
         self.labels = labels
         self.state = state
         self.ranFor = ranFor
+        self.health = health
     }
+
+    /// Serving: running, and healthy if it has a health check. Only these count toward demand met.
+    public var isServing: Bool { state == .running && (health == nil || health == .healthy) }
 
     public var isManaged: Bool { labels[MicroscaleLabel.managed] == "true" }
     public var service: String? { labels[MicroscaleLabel.service] }
@@ -83,6 +104,8 @@ public struct ReconcilePlan: Sendable, Hashable {
     public var crashLooping: [String: CrashLoop] = [:]
     /// Containers left alone because they are not ours (no managed label, or another node's).
     public var ignored: Int = 0
+    /// Running containers stopped because Docker reports them unhealthy.
+    public var unhealthy: Int = 0
 
     /// Stops first, then starts.
     public var actions: [ReconcileAction] { stops + starts }
@@ -170,6 +193,18 @@ public struct Reconciler: Sendable {
                 case .exited, .created:
                     // Exited containers go first: they free their names and show up in no count.
                     plan.stops.append(.remove(id: c.id, service: service))
+                case .running where c.health == .unhealthy:
+                    // An unhealthy container is replaced: stopped, and a new one started in its place
+                    // by this same decision (it no longer counts toward the target).
+                    plan.stops.append(.stop(id: c.id, service: service))
+                    plan.unhealthy += 1
+                    // Counted as a crash (once per container), so a service whose checks always fail
+                    // is replaced at the crash-loop back-off's pace, not every round.
+                    if !countedExits.contains(c.id) {
+                        remember(c.id)
+                        let failures = (crashLoops[service]?.failures ?? 0) + 1
+                        crashLoops[service] = CrashLoop(failures: failures, retryAt: now + backoff(failures))
+                    }
                 case .running:
                     if let want, c.specHash == want.specHash {
                         runningCurrent.append(c)

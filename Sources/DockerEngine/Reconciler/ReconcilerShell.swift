@@ -70,6 +70,9 @@ public actor ReconcilerShell {
         var desired: [String: DesiredService] = [:]
         for (service, spec) in specs { desired[service] = DesiredService(count: counts[service] ?? 0, specHash: spec.specHash, canStart: !held.contains(service)) }
         let plan = reconciler.decide(desired: desired, observed: observed, now: now())
+        if plan.unhealthy > 0 {
+            logger.warning("replacing unhealthy containers", metadata: ["count": "\(plan.unhealthy)"])
+        }
         for (service, loop) in plan.crashLooping {
             logger.warning("service is crash-looping; holding starts", metadata: ["service": "\(service)", "failures": "\(loop.failures)"])
         }
@@ -167,7 +170,8 @@ public actor ReconcilerShell {
             if state == .exited, let i = try? await client.inspect(s.Id) {
                 ranFor = Self.ranFor(started: i.State.StartedAt, finished: i.State.FinishedAt)
             }
-            observed.append(ObservedContainer(id: s.Id, labels: s.Labels ?? [:], state: state, ranFor: ranFor))
+            observed.append(ObservedContainer(id: s.Id, labels: s.Labels ?? [:], state: state, ranFor: ranFor,
+                                              health: .fromEngineStatus(s.Status)))
         }
         return observed
     }

@@ -21,15 +21,16 @@ import Testing
             env: { LOG_LEVEL: info, GREETING: "a=b c" }
             network: bridge
             ports: [ { container: 8080 }, { container: 53, host: 5353, protocol: udp } ]
-            health: { http: /, port: 8080, interval: 1s, timeout: 500ms, retries: 2, start_period: 2s }
+            health: { command: [cat, /ready], interval: 1s, timeout: 500ms, retries: 2, start_period: 2s }
             """))
         let web = try #require(specs["web"])
         #expect(web.env == ["LOG_LEVEL": "info", "GREETING": "a=b c"])
         #expect(web.networkMode == "bridge")
         #expect(web.ports == [PortMapping(container: 8080), PortMapping(container: 53, host: 5353, proto: "udp")])
         #expect(web.fixedHostPorts == [5353])
-        #expect(web.health == HealthCheck(http: "/", port: 8080, intervalMilliseconds: 1000, timeoutMilliseconds: 500,
+        #expect(web.health == HealthCheck(command: ["cat", "/ready"], intervalMilliseconds: 1000, timeoutMilliseconds: 500,
                                           retries: 2, startPeriodMilliseconds: 2000))
+        #expect(Specs.container("web", web, node: "n1").healthCommand?.command == ["cat", "/ready"])
         let container = Specs.container("web", web, node: "n1")
         #expect(container.env == ["GREETING=a=b c", "LOG_LEVEL=info"])
         #expect(container.network == .bridge("microscale"))
@@ -63,10 +64,11 @@ import Testing
         ("env: { \"A=B\": x }", "services.web.env: `A=B`: a name is"),
         ("health: { http: /, tcp: 80, port: 80 }", "services.web.health: needs exactly one of http, tcp or command"),
         ("health: { http: / }", "services.web.health.port: required with http"),
-        ("health: { tcp: 80, interval: 10ms }", "services.web.health.interval: must be 100ms to 1h"),
-        ("health: { tcp: 80, retries: 0 }", "services.web.health.retries: must be 1 to 100"),
-        ("health: { tcp: 80, every: 1s }", "services.web.health.every: unknown field"),
-        ("network: none\nhealth: { tcp: 80 }", "services.web.health: http and tcp checks need network bridge or host"),
+        ("health: { tcp: 80 }", "services.web.health: http and tcp checks are not carried out by this version"),
+        ("health: { command: [true], interval: 10ms }", "services.web.health.interval: must be 100ms to 1h"),
+        ("health: { command: [true], retries: 0 }", "services.web.health.retries: must be 1 to 100"),
+        ("health: { command: [true], every: 1s }", "services.web.health.every: unknown field"),
+        ("health: { command: [] }", "services.web.health.command: must have 1 to 256 arguments"),
     ])
     func aBadWorkloadKeyIsRefusedNamingTheFieldAndLine(yaml: String, expected: String) {
         do {
