@@ -293,6 +293,20 @@ public struct SWIMInstance: Sendable {
         return finish(now)
     }
 
+    /// `microscale force-leave NODE` (as Serf's force-leave): a member this instance has declared
+    /// dead is marked left, and the news gossiped, so that every member treats it as gone for good
+    /// (the autopilot removes a left server from the Raft configuration at once). Refused for a
+    /// member that is alive or suspect here: if it is in fact alive it would refute the report
+    /// anyway (a member's word about itself wins), and an operator should not be able to make a
+    /// working member look gone. Returns the member's status before, nil if unknown.
+    public mutating func forceLeave(_ subject: String, now: Duration) -> (MemberStatus?, Directives) {
+        begin()
+        guard subject != name, let i = index[subject] else { return (nil, finish(now)) }
+        let before = members[i].status
+        if before == .dead { applyLeft(subject, incarnation: members[i].incarnation, now) }
+        return (before, finish(now))
+    }
+
     /// A hint from the transport: the connection to `address` was refused or reset (a killed
     /// process; a frozen one or a cut link gives no such hint). It only makes us probe sooner:
     /// the current probe of that member skips to its indirect phase, or the member becomes our

@@ -159,3 +159,21 @@ public struct SnapshotCommand: AsyncParsableCommand {
         }
     }
 }
+
+/// `microscale force-leave NODE`: marks a failed node left in gossip, so that every member treats
+/// it as gone for good (a server is then removed from the Raft configuration at once).
+public struct ForceLeaveCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(commandName: "force-leave", abstract: "Mark a failed node as left.")
+    @OptionGroup var client: HTTPClientOptions
+    @Flag(help: "Print JSON.") var json = false
+    @Argument(help: "The failed node's name.") var node: String
+    public init() {}
+
+    public func run() async throws {
+        try await reportingErrors {
+            let raw = try await client.call("POST", "/v1/agent/force-leave/\(try pathSegment(node, "NODE"))")
+            if json { return printJSON(raw) }
+            print("\(node) marked left")
+        }
+    }
+}

@@ -14,10 +14,13 @@ public protocol AgentState: Sendable {
     func history() async -> [StatusHistory.Sample]
     /// `POST /v1/agent/leave`: leave the cluster (and the Raft configuration), then stop.
     func leave() async -> APIResponse
+    /// `POST /v1/agent/force-leave/NAME`: mark a dead member left in gossip.
+    func forceLeave(_ member: String) async -> APIResponse
 }
 
 extension AgentState {
     public func leave() async -> APIResponse { .error(501, "this agent cannot leave") }
+    public func forceLeave(_ member: String) async -> APIResponse { .error(501, "this agent cannot force a member out") }
 }
 
 /// `GET /v1/agent/self`: this agent's identity and counters.
@@ -108,6 +111,11 @@ public enum HTTPAPI {
         router.put("/v1/operator/snapshot", use: cluster)
         router.get("/v1/operator/raft/peers", use: cluster)
         router.delete("/v1/operator/raft/peers/:name", use: cluster)
+        router.post("/v1/agent/force-leave/:name") { _, context -> Response in
+            let answer = await state.forceLeave(context.parameters.get("name") ?? "")
+            return Response(status: .init(code: answer.status), headers: [.contentType: "application/json"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
+        }
         router.post("/v1/agent/leave") { _, _ -> Response in
             let answer = await state.leave()
             return Response(status: .init(code: answer.status), headers: [.contentType: "application/json"],

@@ -123,6 +123,13 @@ public actor MembershipService {
         execute(try instance.updateRecord(r, now: now))
     }
 
+    /// `force-leave`: marks a dead member left and gossips it; its status before (nil: unknown).
+    public func forceLeave(_ member: String) -> String? {
+        let (before, directives) = instance.forceLeave(member, now: now)
+        execute(directives)
+        return before?.rawValue
+    }
+
     /// Graceful leave (SWIM: tell the others, so they mark us left rather than dead).
     public func leave() async {
         execute(instance.leave(now: now))

@@ -305,6 +305,16 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         return .json(["left": configuration.name])
     }
 
+    /// `microscale force-leave NODE`: a member this agent sees dead is marked left, and gossip
+    /// carries it to every member (docs/consensus.md, "Server membership").
+    public func forceLeave(_ member: String) async -> APIResponse {
+        switch await membership.forceLeave(member) {
+        case nil: return .error(404, "no member named \(member.prefix(64))")
+        case "dead": return .json(["node": member, "status": "left"])
+        case let status?: return .error(409, "\(member) is \(status) here, not dead: only a failed member can be forced out")
+        }
+    }
+
     /// Returns once the agent stopped after a `leave`.
     public func stopped() async {
         for await _ in stoppedStream.stream { return }

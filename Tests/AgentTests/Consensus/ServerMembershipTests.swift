@@ -99,4 +99,31 @@ import Testing
         let demand = try decodeBody(try await callRetryingUnavailable(remaining[1], "GET", "/v1/demand", for: 10), [String: Double].self)
         #expect(demand["web"] == 400)
     }
+
+    @Test func forceLeaveOfAFailedServerRemovesItAtOnceAndIsRefusedForALiveOne() async throws {
+        var cluster = try ServerCluster(label: "force-leave", names: ["s1", "s2", "s3", "s4"])
+        // No automatic cleanup: only the force-leave can remove the dead server.
+        let settings = [("server-stabilization-time", "1s"), ("dead-server-cleanup", "off")]
+        for n in ["s1", "s2", "s3"] { try await cluster.start(n, settings: settings) }
+        defer { Task { [cluster] in await cluster.shutdownAll() } }
+        #expect(try await pollUntil(20) { await cluster.agreedLeader() != nil })
+        try await cluster.start("s4", bootstrapExpect: nil, settings: settings)
+        let s1 = cluster.agents["s1"]!
+        #expect(try await pollUntil(10) { await voters(s1) == ["s1", "s2", "s3", "s4"] })
+
+        let alive = await s1.forceLeave("s2")
+        #expect(alive.status == 409, "\(String(decoding: alive.body, as: UTF8.self))")
+        #expect(await s1.forceLeave("nobody").status == 404)
+
+        await cluster.stop("s4")
+        // Declared dead by gossip first (a few probe rounds); then forced out.
+        #expect(try await pollUntil(20) { await s1.members().first { $0.name == "s4" }?.status == "dead" })
+        let forced = await s1.forceLeave("s4")
+        #expect(forced.status == 200, "\(String(decoding: forced.body, as: UTF8.self))")
+        let leader = try #require(await cluster.agreedLeader())
+        #expect(try await pollUntil(10) { await voters(cluster.agents[leader]!) == ["s1", "s2", "s3"] })
+        for a in cluster.running {
+            #expect(try await pollUntil(5) { await a.members().first { $0.name == "s4" }?.status == "left" })
+        }
+    }
 }
