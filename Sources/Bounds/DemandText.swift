@@ -1,12 +1,12 @@
-/// Demand as people write it: whole numbers as such, one decimal from 100, two from 1, three below (69.1, not
+/// Demand as people write it: whole numbers as such, one decimal from 10, two from 1, three below (69.1, not
 /// 69.09833951060915; 340, not 340.0). Public so the CLI and the dashboard print the same text.
 public enum DemandText {
     public static func format(_ d: Double) -> String {
         guard d.isFinite else { return d.isNaN ? "unknown" : (d > 0 ? "∞" : "−∞") }
         if d == d.rounded(), abs(d) < 1e15 { return String(Int(d)) }
         let a = abs(d)
-        // Three significant digits past the integer part for small values, one decimal for large ones.
-        let decimals = a >= 100 ? 1 : a >= 1 ? 2 : a >= 0.01 ? 3 : 6
+        // About three significant digits; from 10 up, one decimal (a demand of 85.67 is 85.7).
+        let decimals = a >= 10 ? 1 : a >= 1 ? 2 : a >= 0.01 ? 3 : 6
         var text = fixed(d, decimals: decimals)
         if text.contains(".") {
             while text.hasSuffix("0") { text.removeLast() }

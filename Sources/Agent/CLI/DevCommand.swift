@@ -146,7 +146,7 @@ public struct DevCommand: AsyncParsableCommand {
             let r = await first.cluster(method: "GET", path: "/v1/status", body: [])
             if r.status == 200, let s = try? JSONDecoder().decode(StatusView.self, from: Data(r.body)) {
                 let parts = s.services.map { v in
-                    "\(v.name): demand \(v.demand.map { String(format: "%.1f", $0) } ?? "-") desired \(v.desired) running \(v.running)"
+                    "\(v.name): demand \(v.demand.map(formatNumber) ?? "-") desired \(v.desired) running \(v.running)"
                 }
                 print("\(Self.clock())  leader \(s.leader)  " + parts.joined(separator: " | "))
             }

@@ -39,7 +39,7 @@ let history = [];
 const windowMs = 10 * 60 * 1000;
 function esc(s) { return String(s).replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;","\"":"&quot;"}[c])); }
 // Numbers as people write them (69.1, not 69.09833951060915): as the CLI and the decision text.
-function num(v) { return v == null ? "-" : String(Number(v.toFixed(Math.abs(v) >= 100 ? 1 : Math.abs(v) >= 1 ? 2 : 3))); }
+function num(v) { return v == null ? "-" : String(Number(v.toFixed(Math.abs(v) >= 10 ? 1 : Math.abs(v) >= 1 ? 2 : 3))); }
 function pct(share) { return num(Math.round(share * 1000) / 10) + "%"; }
 async function utilization() {
   try {
