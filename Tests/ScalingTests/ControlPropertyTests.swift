@@ -87,9 +87,15 @@ struct QueueRun {
             var queue = Double(rng.next() % 5000 + 100)
             let rate = Double(rng.next() % 20 + 1)  // messages per worker per second
             run.start(at: Int(rng.next() % UInt64(run.spec.max + 1)))
-            for _ in 0..<600 {
+            // Until the queue is empty (at most max workers drain it: no fixed number of decisions is
+            // enough for every draw), then long enough for band, window, kp and max_change to let go.
+            // A step down can wait a window each time (max_change 1 from max takes max windows).
+            let letGo = 100 + run.spec.max * (Int(run.planner.stabilizationWindow.components.seconds) + 2)
+            var afterEmpty = 0
+            while afterEmpty < letGo && run.counts.count < 20_000 {
                 let workers = run.decide(queue)
                 queue = Swift.max(0, queue - Double(workers) * rate)
+                if queue == 0 { afterEmpty += 1 }
             }
             // Up to what the queue needs (if it started short), then down: at most one turn.
             #expect(QueueRun.reversals(run.counts) <= 1, "seed \(seed) rate \(rate) \(run.description): \(run.counts)")
