@@ -58,6 +58,29 @@ public struct ContainerSpec: Sendable, Hashable, Codable {
         }
     }
 
+    /// An `http:` or `tcp:` check the agent makes itself, from the host, to the container's address
+    /// (its bridge IP, or 127.0.0.1 with the host network).
+    public var probe: Probe?
+
+    public struct Probe: Sendable, Hashable, Codable {
+        public enum Kind: Sendable, Hashable, Codable {
+            case http(path: String, port: Int)
+            case tcp(port: Int)
+        }
+        public var kind: Kind
+        public var interval: Duration
+        public var timeout: Duration
+        public var retries: Int
+        public var startPeriod: Duration
+        public init(kind: Kind, interval: Duration, timeout: Duration, retries: Int, startPeriod: Duration) {
+            self.kind = kind
+            self.interval = interval
+            self.timeout = timeout
+            self.retries = retries
+            self.startPeriod = startPeriod
+        }
+    }
+
     public struct HealthCommand: Sendable, Hashable, Codable {
         public var command: [String]
         public var interval: Duration
@@ -77,8 +100,9 @@ public struct ContainerSpec: Sendable, Hashable, Codable {
         service: String, node: String, specHash: String, image: String, command: [String] = [],
         env: [String] = [], cpu: Double, memoryBytes: Int64, stopTimeoutSeconds: Int = 10,
         extraLabels: [String: String] = [:], network: Network = .none, ports: [Port] = [],
-        healthCommand: HealthCommand? = nil
+        probe: Probe? = nil, healthCommand: HealthCommand? = nil
     ) {
+        self.probe = probe
         self.network = network
         self.ports = ports
         self.healthCommand = healthCommand

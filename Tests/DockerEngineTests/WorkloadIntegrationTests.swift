@@ -95,6 +95,40 @@ import Testing
         #expect(replaced)
     }
 
+    @Test func anHTTPProbeMakesTheContainerHealthyThenReplacesItWhenItAnswers404() async throws {
+        let node = "tprobe\(UInt32.random(in: 0...UInt32.max))"
+        defer {
+            let client = client
+            Task {
+                for c in (try? await client.list(labels: ["\(MicroscaleLabel.node)=\(node)"])) ?? [] {
+                    try? await client.remove(c.Id, force: true)
+                }
+            }
+        }
+        // Serves /index.html for two seconds, then 404s it.
+        let spec = ContainerSpec(
+            service: "web", node: node, specHash: "h1", image: image,
+            command: ["sh", "-c", "echo ok > /index.html; httpd -p 8080 -h /; sleep 2; busybox rm /index.html; exec sleep 600"],
+            cpu: 0.1, memoryBytes: 16 << 20, stopTimeoutSeconds: 1, network: .bridge(ContainerSpec.defaultBridge),
+            probe: .init(kind: .http(path: "/index.html", port: 8080), interval: .milliseconds(200), timeout: .seconds(1),
+                         retries: 2, startPeriod: .zero))
+        let shell = ReconcilerShell(client: client, node: node)
+        await shell.setDesired([spec], counts: ["web": 1])
+        try await shell.converge()
+        let first = try #require(try await client.list(labels: ["\(MicroscaleLabel.node)=\(node)"], all: false).first)
+        var sawHealthy = false
+        var replaced = false
+        for _ in 0..<150 {
+            try await shell.reconcileOnce()
+            if await shell.lastHealth[first.Id] == .healthy { sawHealthy = true }
+            let after = try await client.list(labels: ["\(MicroscaleLabel.node)=\(node)"], all: false)
+            if !after.contains(where: { $0.Id == first.Id }) && after.count == 1 { replaced = true; break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(sawHealthy)
+        #expect(replaced)
+    }
+
     @Test func theHealthStateIsReadFromTheListAnswer() {
         #expect(ObservedContainer.Health.fromEngineStatus("Up 3 seconds (health: starting)") == .starting)
         #expect(ObservedContainer.Health.fromEngineStatus("Up 3 minutes (healthy)") == .healthy)

@@ -158,7 +158,8 @@ public actor NodeExecutor {
             var counts: [String: Int] = [:]
             // Only serving containers count (DESIGN.md §9): one whose health check has not passed yet,
             // or that Docker reports unhealthy, is not running for demand met.
-            for c in running where c.State == "running" && [nil, .healthy].contains(ObservedContainer.Health.fromEngineStatus(c.Status)) {
+            let health = await shell!.lastHealth
+            for c in running where c.State == "running" && [nil, .healthy].contains(health[c.Id] ?? ObservedContainer.Health.fromEngineStatus(c.Status)) {
                 if let s = c.Labels?[MicroscaleLabel.service] { counts[s, default: 0] += 1 }
             }
             if counts != lastReported {

@@ -78,6 +78,15 @@ public enum Specs {
                       stopTimeoutSeconds: Int((s.stopTimeoutMilliseconds + 999) / 1000),
                       network: network(s.networkMode),
                       ports: (s.ports ?? []).map { ContainerSpec.Port(container: $0.container, host: $0.host, proto: $0.protocolName) },
+                      probe: s.health.flatMap { h in
+                          let kind: ContainerSpec.Probe.Kind
+                          if let path = h.http, let port = h.port { kind = .http(path: path, port: port) }
+                          else if let port = h.tcp { kind = .tcp(port: port) }
+                          else { return nil }
+                          return ContainerSpec.Probe(kind: kind, interval: .milliseconds(h.intervalMilliseconds),
+                                                     timeout: .milliseconds(h.timeoutMilliseconds), retries: h.retries,
+                                                     startPeriod: .milliseconds(h.startPeriodMilliseconds))
+                      },
                       healthCommand: s.health.flatMap { h in
                           h.command.map {
                               ContainerSpec.HealthCommand(

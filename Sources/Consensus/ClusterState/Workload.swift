@@ -111,11 +111,6 @@ extension ServiceSpec {
                 if !(1...65535).contains(port) { return ("health.port", "must be a port from 1 to 65535") }
             }
             if let port = h.tcp, !(1...65535).contains(port) { return ("health.tcp", "must be a port from 1 to 65535") }
-            // The agent does not probe yet (docs/docker.md, "Health"): refusing beats a check that
-            // silently never runs. `command`, run by Docker, and an image's HEALTHCHECK work.
-            if h.http != nil || h.tcp != nil {
-                return ("health", "http and tcp checks are not carried out by this version; use command (e.g. [wget, -q, -O, /dev/null, http://127.0.0.1:8080/])")
-            }
             if (h.http != nil || h.tcp != nil) && networkMode == NetworkMode.none {
                 return ("health", "http and tcp checks need network bridge or host (the agent probes the container)")
             }

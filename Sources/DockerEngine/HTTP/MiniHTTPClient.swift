@@ -158,6 +158,14 @@ public struct MiniHTTPClient: Sendable {
         return head
     }
 
+    /// Opens a TCP connection and closes it: the `tcp:` health probe.
+    public func canConnect(host: String, port: Int, timeout: Duration) async -> Bool {
+        let bootstrap = ClientBootstrap(group: group).connectTimeout(.nanoseconds(timeout.nanosecondsClamped))
+        guard let channel = try? await bootstrap.connect(host: host, port: port).get() else { return false }
+        try? await channel.close()
+        return true
+    }
+
     private func connect(
         _ endpoint: HTTPEndpoint, _ initializer: @escaping @Sendable (any Channel) throws -> Void
     ) async throws -> any Channel {

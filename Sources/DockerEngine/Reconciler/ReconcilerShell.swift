@@ -29,6 +29,7 @@ public actor ReconcilerShell {
     private let maxInFlight: Int
     private let now: @Sendable () -> Duration
     private let logger: Logger
+    private let node: String
     private var nameCounter: UInt64 = 0
     private let namePrefix: String
 
@@ -39,6 +40,7 @@ public actor ReconcilerShell {
     ) {
         self.client = client
         self.reconciler = Reconciler(node: node, policy: policy)
+        self.node = node
         self.maxInFlight = max(1, maxInFlight)
         self.now = now
         self.logger = logger
@@ -57,6 +59,10 @@ public actor ReconcilerShell {
     private var held: Set<String> = []
     private var counts: [String: Int] = [:]
     private var readyNetworks: Set<String> = []
+    private lazy var prober = HealthProber(client: client, logger: logger)
+    /// The health of this node's containers as last observed (Docker's check or the agent's probe):
+    /// what the executor counts as running.
+    public private(set) var lastHealth: [String: ObservedContainer.Health] = [:]
 
     public var crashLoops: [String: CrashLoop] { reconciler.crashLoops }
 
@@ -66,6 +72,7 @@ public actor ReconcilerShell {
         let clock = ContinuousClock()
         let began = clock.now
         let observed = try await observe()
+        lastHealth = Dictionary(observed.compactMap { c in c.health.map { (c.id, $0) } }, uniquingKeysWith: { a, _ in a })
         let observedAt = clock.now
         var desired: [String: DesiredService] = [:]
         for (service, spec) in specs { desired[service] = DesiredService(count: counts[service] ?? 0, specHash: spec.specHash, canStart: !held.contains(service)) }
@@ -164,14 +171,22 @@ public actor ReconcilerShell {
     private func observe() async throws(DockerError) -> [ObservedContainer] {
         let summaries = try await client.list(labels: ["\(MicroscaleLabel.managed)=true"])
         var observed: [ObservedContainer] = []
+        var probed: Set<String> = []
+        defer { let p = prober, keep = probed; Task { await p.keepOnly(keep) } }
         for s in summaries {
             let state = ObservedContainer.state(fromEngine: s.State ?? "exited")
             var ranFor: Duration? = nil
             if state == .exited, let i = try? await client.inspect(s.Id) {
                 ranFor = Self.ranFor(started: i.State.StartedAt, finished: i.State.FinishedAt)
             }
-            observed.append(ObservedContainer(id: s.Id, labels: s.Labels ?? [:], state: state, ranFor: ranFor,
-                                              health: .fromEngineStatus(s.Status)))
+            var health = ObservedContainer.Health.fromEngineStatus(s.Status)
+            // The agent's own http/tcp probe, for this node's running containers of a service that has one.
+            if state == .running, let service = s.Labels?[MicroscaleLabel.service], s.Labels?[MicroscaleLabel.node] == node,
+               let probe = specs[service]?.probe {
+                health = await prober.health(of: s.Id, service: service, probe: probe)
+                probed.insert(s.Id)
+            }
+            observed.append(ObservedContainer(id: s.Id, labels: s.Labels ?? [:], state: state, ranFor: ranFor, health: health))
         }
         return observed
     }

@@ -64,7 +64,7 @@ import Testing
         ("env: { \"A=B\": x }", "services.web.env: `A=B`: a name is"),
         ("health: { http: /, tcp: 80, port: 80 }", "services.web.health: needs exactly one of http, tcp or command"),
         ("health: { http: / }", "services.web.health.port: required with http"),
-        ("health: { tcp: 80 }", "services.web.health: http and tcp checks are not carried out by this version"),
+        ("network: none\nhealth: { tcp: 80 }", "services.web.health: http and tcp checks need network bridge or host"),
         ("health: { command: [true], interval: 10ms }", "services.web.health.interval: must be 100ms to 1h"),
         ("health: { command: [true], retries: 0 }", "services.web.health.retries: must be 1 to 100"),
         ("health: { command: [true], every: 1s }", "services.web.health.every: unknown field"),
