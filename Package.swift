@@ -83,6 +83,7 @@ let package = Package(
             name: "Demand",
             dependencies: [
                 "Determinism", "Bounds", "DockerEngine",  // DockerEngine for its small HTTP/1.1 client (MiniHTTPClient)
+                "COpenSSL", "SecureTransport",  // HMAC-SHA256 for SQS's Signature V4; TLS to brokers
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -168,7 +169,7 @@ let package = Package(
             dependencies: ["Bounds", "Scaling", "SimulationKit", .product(name: "PropertyBased", package: "swift-property-based")],
             swiftSettings: strict),
         .testTarget(name: "DockerEngineTests", dependencies: ["DockerEngine"], swiftSettings: strict),
-        .testTarget(name: "DemandTests", dependencies: ["Demand", "Bounds"], swiftSettings: strict),
+        .testTarget(name: "DemandTests", dependencies: ["Demand", "Bounds", "Scaling"], swiftSettings: strict),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "Bounds"], swiftSettings: strict),
         .testTarget(name: "SimulationKitTests", dependencies: ["SimulationKit"], swiftSettings: strict),
     ]

@@ -19,6 +19,15 @@ public enum Limits {
     /// `demand.controller.kd`: how far ahead along a queue's trend the PD controller looks, in seconds
     /// (ten minutes: further than that a trend is a guess).
     public static let maxControllerLookaheadSeconds: Double = 600
+    /// A source's answer (an HTTP body, a Redis reply): a queue's length or one figure needs a few
+    /// hundred bytes; NATS's /jsz with every consumer of a busy account needs the most.
+    public static let maxDemandResponseBytes = 1 << 20
+    /// A credentials file (`credentials: FILE`): one line, user:password or a token.
+    public static let maxCredentialsBytes = 4096
+    /// `timeout:` of a polled source, at most (the default is 2 s).
+    public static let maxDemandTimeout: Duration = .seconds(60)
+    /// `db:` of a redis source (Redis's own default is 16 databases; the setting allows more).
+    public static let maxRedisDatabase = 65535
 
     // MARK: One service (the services file, the API, a Raft entry on apply)
 

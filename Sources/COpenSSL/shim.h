@@ -11,6 +11,7 @@
 #include <openssl/bio.h>
 #include <openssl/rand.h>
 #include <openssl/bn.h>
+#include <openssl/hmac.h>
 
 static inline long ms_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version) {
     return SSL_CTX_set_min_proto_version(ctx, version);

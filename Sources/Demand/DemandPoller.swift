@@ -10,7 +10,13 @@ public enum DemandReading: Sendable, Hashable {
 
 /// The staleness rule, pure: a failing source keeps its last good value for `staleness`, then reads
 /// unknown. It reports a change of health only when the health changes, so a source failing every
-/// poll for an hour is logged once, not once per poll.
+/// poll for an hour is logged once, not once per poll (ok → stale → unknown → ok: one line each).
+///
+/// It also says when to poll next: every `interval` while the source answers; after `k`
+/// consecutive failures, `interval × 2^(k-1)`, at most `maxBackoff` (and never less than
+/// `interval`). A broker that is down or overloaded is not hammered by the leader, and one that
+/// comes back is noticed within `maxBackoff`. No jitter: one leader polls each source, so there is
+/// no herd to spread.
 public struct DemandTracker: Sendable, Hashable {
     public enum Health: Sendable, Hashable {
         case healthy
@@ -21,17 +27,41 @@ public struct DemandTracker: Sendable, Hashable {
     }
 
     public let staleness: Duration
+    public let interval: Duration
+    public let maxBackoff: Duration
     public private(set) var health: Health = .unknown(error: "no sample yet")
+    /// Failed polls since the last good one.
+    public private(set) var consecutiveFailures = 0
+    /// When the next poll is due (zero: at once).
+    public private(set) var nextPollAt: Duration = .zero
     private var lastGood: (value: Double, at: Duration)?
     private var firstFailure: Duration?
 
-    public init(staleness: Duration) {
+    public init(staleness: Duration, interval: Duration = .seconds(1), maxBackoff: Duration = .seconds(30)) {
         self.staleness = staleness
+        self.interval = interval
+        self.maxBackoff = max(maxBackoff, interval)
     }
 
     public static func == (a: DemandTracker, b: DemandTracker) -> Bool {
         a.staleness == b.staleness && a.health == b.health && a.lastGood?.value == b.lastGood?.value
             && a.lastGood?.at == b.lastGood?.at && a.firstFailure == b.firstFailure
+            && a.interval == b.interval && a.maxBackoff == b.maxBackoff
+            && a.consecutiveFailures == b.consecutiveFailures && a.nextPollAt == b.nextPollAt
+    }
+
+    /// Whether a poll is due at `now`.
+    public func shouldPoll(at now: Duration) -> Bool { now >= nextPollAt }
+
+    /// The wait after `failures` consecutive failures (0: the plain interval).
+    public func delay(afterFailures failures: Int) -> Duration {
+        var d = interval
+        // Doubling stops at the cap, so the count of failures can grow without bound safely.
+        for _ in 0..<Swift.max(0, failures - 1) {
+            d = d * 2
+            if d >= maxBackoff { return maxBackoff }
+        }
+        return Swift.min(d, maxBackoff)
     }
     public func hash(into h: inout Hasher) {
         h.combine(staleness)
@@ -46,10 +76,13 @@ public struct DemandTracker: Sendable, Hashable {
             lastGood = (v, now)
             firstFailure = nil
             health = .healthy
+            consecutiveFailures = 0
         case .failure(let e):
             if firstFailure == nil { firstFailure = now }
             health = classify(error: "\(e)", now: now)
+            if consecutiveFailures < Int.max { consecutiveFailures += 1 }
         }
+        nextPollAt = now + delay(afterFailures: consecutiveFailures)
         return Self.sameKind(before, health) ? nil : health
     }
 
@@ -99,6 +132,7 @@ public actor DemandPoller {
 
     public init(
         source: any DemandSource, interval: Duration, timeout: Duration, staleness: Duration,
+        maxBackoff: Duration = .seconds(30),
         now: @escaping @Sendable () -> Duration = { ContinuousClock().now - demandEpoch },
         sleep: @escaping @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) },
         logger: Logger = Logger(label: "microscale.demand")
@@ -106,7 +140,7 @@ public actor DemandPoller {
         self.source = source
         self.interval = interval
         self.timeout = timeout
-        self.tracker = DemandTracker(staleness: staleness)
+        self.tracker = DemandTracker(staleness: staleness, interval: interval, maxBackoff: maxBackoff)
         self.now = now
         self.sleep = sleep
         self.logger = logger
@@ -123,14 +157,18 @@ public actor DemandPoller {
         return tracker.reading(at: now())
     }
 
-    /// Polls until cancelled.
+    /// Polls until cancelled: wakes every `interval` (so the staleness window is noticed when it
+    /// runs out), polls when the tracker says a poll is due (every `interval`, backing off while
+    /// the source fails).
     public func run() async {
         while !Task.isCancelled {
-            await pollOnce()
+            if tracker.shouldPoll(at: now()) { await pollOnce() }
             do { try await sleep(interval) } catch { return }
             if let change = tracker.advance(to: now()) { note(change) }
         }
     }
+
+    public var consecutiveFailures: Int { tracker.consecutiveFailures }
 
     private func note(_ health: DemandTracker.Health) {
         transitions.append(health)

@@ -9,6 +9,8 @@ public enum DemandError: Error, Sendable, Equatable, CustomStringConvertible {
     case badAnswer(source: String, reason: String)
     case timedOut(source: String, after: Duration)
     case notSet(source: String)
+    /// The credentials file is unusable, or the broker refused what it holds.
+    case badCredentials(source: String, reason: String)
 
     public var description: String {
         switch self {
@@ -16,6 +18,7 @@ public enum DemandError: Error, Sendable, Equatable, CustomStringConvertible {
         case .badAnswer(let s, let r): "demand source \(s) gave no usable number: \(r)"
         case .timedOut(let s, let d): "demand source \(s) did not answer within \(d)"
         case .notSet(let s): "demand source \(s) has no value set yet"
+        case .badCredentials(let s, let r): "demand source \(s): credentials \(r)"
         }
     }
 }
@@ -82,21 +85,25 @@ public struct PrometheusDemand: DemandSource {
     public let baseURL: String
     public let query: String
     public let timeout: Duration
-    private let http: MiniHTTPClient
+    private let http: SourceHTTP
+    private let credentials: String?
 
-    public init(baseURL: String, query: String, timeout: Duration = .seconds(5), http: MiniHTTPClient = MiniHTTPClient()) {
+    /// `caFile` checks an https:// server (the system's store when nil); `credentials` names a
+    /// file with `user:password` (basic auth) or a token (bearer), for a Prometheus behind a proxy.
+    public init(baseURL: String, query: String, timeout: Duration = .seconds(5), caFile: String? = nil, credentials: String? = nil) {
         self.name = "prometheus \(baseURL) \(query)"
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.query = query
         self.timeout = timeout
-        self.http = http
+        self.http = SourceHTTP(caFile: caFile)
+        self.credentials = credentials
     }
 
     public func sample() async throws -> Double {
-        var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~")
-        let q = query.addingPercentEncoding(withAllowedCharacters: allowed) ?? query
-        let body = try await fetch(http: http, source: name, url: "\(baseURL)/api/v1/query?query=\(q)", timeout: timeout)
+        let url = try SourceURL.parse("\(baseURL)/api/v1/query?query=\(percentEncoded(query))", field: "url")
+        var headers = [("Accept", "application/json")]
+        if let credentials { headers.append(("Authorization", try Credentials.read(path: credentials, source: name).basicAuthorization)) }
+        let body = try await http.request(url, headers: headers, source: name, timeout: timeout)
         return try Self.parse(body, source: name)
     }
 
@@ -136,18 +143,22 @@ public struct HTTPJSONDemand: DemandSource {
     public let url: String
     public let pointer: String
     public let timeout: Duration
-    private let http: MiniHTTPClient
+    private let http: SourceHTTP
+    private let credentials: String?
 
-    public init(url: String, pointer: String, timeout: Duration = .seconds(5), http: MiniHTTPClient = MiniHTTPClient()) {
+    public init(url: String, pointer: String, timeout: Duration = .seconds(5), caFile: String? = nil, credentials: String? = nil) {
         self.name = "http \(url)#\(pointer)"
         self.url = url
         self.pointer = pointer
         self.timeout = timeout
-        self.http = http
+        self.http = SourceHTTP(caFile: caFile)
+        self.credentials = credentials
     }
 
     public func sample() async throws -> Double {
-        let body = try await fetch(http: http, source: name, url: url, timeout: timeout)
+        var headers = [("Accept", "application/json")]
+        if let credentials { headers.append(("Authorization", try Credentials.read(path: credentials, source: name).basicAuthorization)) }
+        let body = try await http.request(try SourceURL.parse(url, field: "url"), headers: headers, source: name, timeout: timeout)
         guard let root = try? JSONSerialization.jsonObject(with: Data(body), options: [.fragmentsAllowed]) else {
             throw DemandError.badAnswer(source: name, reason: "the answer is not JSON")
         }
@@ -179,19 +190,4 @@ public struct HTTPJSONDemand: DemandSource {
         if let s = node as? String, let v = Double(s), v.isFinite { return v }
         throw DemandError.badAnswer(source: source, reason: "\(pointer) is not a number")
     }
-}
-
-func fetch(http: MiniHTTPClient, source: String, url: String, timeout: Duration) async throws -> [UInt8] {
-    let (endpoint, path) = try HTTPEndpoint.parse(url: url)
-    let r: HTTPResponse
-    do {
-        r = try await http.request(endpoint, path: path, headers: [("Accept", "application/json")], timeout: timeout, maxBody: 1 << 20)
-    } catch let e as HTTPClientError {
-        if case .timedOut = e { throw DemandError.timedOut(source: source, after: timeout) }
-        throw DemandError.unreachable(source: source, reason: "\(e)")
-    }
-    guard r.status == 200 else {
-        throw DemandError.badAnswer(source: source, reason: "HTTP \(r.status): \(String(r.bodyText.prefix(200)))")
-    }
-    return r.body
 }

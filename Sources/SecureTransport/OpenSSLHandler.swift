@@ -121,6 +121,11 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
                 // so a wrong server is refused before it can read a byte.
                 SSL_set_hostflags(ssl, UInt32(X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT))
                 _ = SSL_set1_host(ssl, expectedPeer)
+                // A service outside the cluster may host several names on one address: say which
+                // (SNI, RFC 6066 §3; never for an address literal, which SNI does not allow).
+                if tls.isExternalClient, !expectedPeer.contains(":"), expectedPeer.contains(where: { $0.isLetter }) {
+                    _ = ms_SSL_set_tlsext_host_name(ssl, expectedPeer)
+                }
             }
         }
         if context.channel.isActive { start(context: context) }
@@ -305,7 +310,11 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
         guard let ssl else { return }
         handshakeTimer?.cancel()
         handshakeTimer = nil
-        guard let cert = SSL_get0_peer_certificate(ssl), let identity = PeerIdentity(certificate: cert) else {
+        // A service outside the cluster has been checked against its CA and the host name; its
+        // certificate need not carry a common name (node certificates must: it is the node name).
+        guard let cert = SSL_get0_peer_certificate(ssl),
+              let identity = PeerIdentity(certificate: cert) ?? (tls.isExternalClient ? PeerIdentity(name: expectedPeer ?? "", isServer: false) : nil)
+        else {
             fail(context: context, .noPeerCertificate)
             return
         }

@@ -39,6 +39,43 @@ public final class TLSContext: @unchecked Sendable {
     public let serial: String
     /// When the certificate expires, in seconds since 1970 (the `certificate expiry` metric).
     public let notAfter: Double
+    /// A client context for a service outside the cluster (a broker, Prometheus): no certificate
+    /// of our own, the server checked against `caFile` (or the system's store) and the host name.
+    public let isExternalClient: Bool
+
+    /// A client context for a service outside the cluster (DESIGN.md §10: a broker's HTTPS or TLS
+    /// port): the server's chain must verify against `caFile` (the system's trust store when nil)
+    /// and name the host dialled (`OpenSSLHandler`'s `expectedPeer`). TLS 1.2 or later, since
+    /// brokers do not all offer 1.3; no client certificate (the broker's own credentials
+    /// authenticate us, inside the channel).
+    public init(externalTrusting caFile: String?, handshakeTimeout: Duration = .seconds(5)) throws {
+        if let caFile, !FileManager.default.isReadableFile(atPath: caFile) {
+            throw TLSError.badFile(role: "CA", path: caFile, reason: FileManager.default.fileExists(atPath: caFile) ? "not readable" : "no such file")
+        }
+        ERR_clear_error()
+        guard let ctx = SSL_CTX_new(TLS_client_method()) else { throw TLSError.contextSetup(openSSLErrors()) }
+        do {
+            guard ms_SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1 else { throw TLSError.contextSetup(openSSLErrors()) }
+            if let caFile {
+                guard SSL_CTX_load_verify_locations(ctx, caFile, nil) == 1 else {
+                    throw TLSError.badFile(role: "CA", path: caFile, reason: openSSLErrors())
+                }
+            } else {
+                guard SSL_CTX_set_default_verify_paths(ctx) == 1 else { throw TLSError.contextSetup(openSSLErrors()) }
+            }
+            SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nil)
+            _ = ms_SSL_CTX_set_session_cache_mode(ctx, Int(SSL_SESS_CACHE_OFF))
+        } catch {
+            SSL_CTX_free(ctx)
+            throw error
+        }
+        self.ctx = ctx
+        self.configuration = TLSConfiguration(caFile: caFile ?? "", certificateFile: "", keyFile: "", handshakeTimeout: handshakeTimeout)
+        self.identity = PeerIdentity(name: "", isServer: false)
+        self.serial = ""
+        self.notAfter = 0
+        self.isExternalClient = true
+    }
 
     public init(configuration: TLSConfiguration) throws {
         self.configuration = configuration
@@ -102,6 +139,7 @@ public final class TLSContext: @unchecked Sendable {
         self.identity = me
         self.serial = serialText
         self.notAfter = expiry
+        self.isExternalClient = false
     }
 
     private static func serialAndExpiry(_ cert: OpaquePointer) -> (String, Double) {

@@ -202,24 +202,30 @@ public actor DecisionLoop {
         }
         for (name, spec) in services {
             guard pollers[name] == nil, let config = spec.demand, config.source != "static" else { continue }
-            guard let source = Self.source(name: name, spec: spec, config: config) else {
+            let source: any DemandSource
+            switch Self.source(name: name, spec: spec, config: config) {
+            case .success(let s): source = s
+            case .failure(let e):
                 // Once per configuration, not once per step (every 100 ms).
                 if unusable[name] != config {
                     unusable[name] = config
                     logger.error("demand source not usable; demand stays unknown and the count is held",
-                                 metadata: ["service": "\(name)", "source": "\(config.source)"])
+                                 metadata: ["service": "\(name)", "source": "\(config.source)", "error": "\(e)"])
                 }
                 continue
             }
             unusable[name] = nil
             // Never faster than Limits.minPollInterval, whatever an older entry says.
             let every = max(config.options["interval"].flatMap(Units.duration) ?? .seconds(1), Limits.minPollInterval)
-            let poller = DemandPoller(source: source, interval: every, timeout: .seconds(2), staleness: .seconds(10), logger: logger)
+            // The poller's timeout is the source's own (its connection is bounded by the same),
+            // plus a margin so the source reports its own timeout with its own words.
+            let timeout = DemandSourceOptions.timeout(config.options) + .milliseconds(500)
+            let poller = DemandPoller(source: source, interval: every, timeout: timeout, staleness: .seconds(10), logger: logger)
             pollers[name] = (config, poller, Task { await poller.run() })
         }
     }
 
-    static func source(name: String, spec: Consensus.ServiceSpec, config: DemandSourceConfig) -> (any DemandSource)? {
+    static func source(name: String, spec: Consensus.ServiceSpec, config: DemandSourceConfig) -> Result<any DemandSource, DemandConfigError> {
         let o = config.options
         switch config.source {
         case "random":
@@ -232,17 +238,21 @@ public actor DecisionLoop {
             let start = o["start"].flatMap(Double.init) ?? (low + (high - low) / 4)
             // Apply refuses such options (DemandSourceConfig.validationError); this is the last
             // line before `Double.random(in: -step...step)`, which traps on an empty range.
-            guard low.isFinite, high.isFinite, high >= low, step.isFinite, step > 0, start.isFinite else { return nil }
+            guard low.isFinite, high.isFinite, high >= low, step.isFinite, step > 0, start.isFinite else {
+                return .failure(DemandConfigError(field: "min", reason: "the walk's range or step is empty"))
+            }
             let seed = o["seed"].flatMap(UInt64.init) ?? Specs.fnv1a(name.utf8)
-            return RandomDemand(name: "random \(name)", walk: RandomWalk(seed: seed, start: start, step: step, bounds: low...high))
-        case "prometheus":
-            guard let url = o["url"], let query = o["query"] else { return nil }
-            return PrometheusDemand(baseURL: url, query: query)
-        case "http":
-            guard let url = o["url"] else { return nil }
-            return HTTPJSONDemand(url: url, pointer: o["pointer"] ?? "")
+            return .success(RandomDemand(name: "random \(name)", walk: RandomWalk(seed: seed, start: start, step: step, bounds: low...high)))
         default:
-            return nil
+            // Every other source is built (and its options checked, naming the key) in Demand.
+            do {
+                guard let s = try DemandSourceOptions.build(service: name, source: config.source, options: o) else {
+                    return .failure(DemandConfigError(field: "source", reason: "\(config.source) is not polled"))
+                }
+                return .success(s)
+            } catch {
+                return .failure(error)
+            }
         }
     }
 }

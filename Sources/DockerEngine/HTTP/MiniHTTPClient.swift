@@ -73,10 +73,13 @@ public struct MiniHTTPClient: Sendable {
     }
 
     /// One request, the whole answer. Fails rather than buffering more than `maxBody` bytes.
+    /// `secure` adds a TLS handler to the new channel (the demand sources' HTTPS); the timeout
+    /// covers the handshake too.
     public func request(
         _ endpoint: HTTPEndpoint, method: HTTPMethod = .GET, path: String,
         headers: [(String, String)] = [], body: [UInt8]? = nil,
-        timeout: Duration = .seconds(30), maxBody: Int = 8 << 20
+        timeout: Duration = .seconds(30), maxBody: Int = 8 << 20,
+        secure: (@Sendable (any Channel) throws -> Void)? = nil
     ) async throws -> HTTPResponse {
         let promise = group.next().makePromise(of: HTTPResponse.self)
         let head = Self.head(endpoint, method: method, path: path, headers: headers, bodyLength: body?.count)
@@ -84,6 +87,8 @@ public struct MiniHTTPClient: Sendable {
         let channel: any Channel
         do {
             channel = try await connect(endpoint) { channel in
+                // HTTPS: the caller's TLS handler goes next to the socket, under HTTP.
+                try secure?(channel)
                 try channel.pipeline.syncOperations.addHTTPClientHandlers()
                 try channel.pipeline.syncOperations.addHandler(
                     CollectingHandler(endpoint: name, promise: promise, maxBody: maxBody))
