@@ -32,6 +32,11 @@ public struct NodeRecordLimits: Sendable, Hashable {
     public var maxServices = 64
     public var maxAgentVersionBytes = 32
     public var maxEncodedBytes = 2048
+    /// The owner's proof (docs/ARCHITECTURE.md, "Records are signed"), bounded apart from the
+    /// content: a node certificate from `microscale tls` is ~500 bytes DER, an ECDSA P-256
+    /// signature at most 72.
+    public var maxCertificateBytes = 4096
+    public var maxSignatureBytes = 144
     /// Capacity and reservations a node may declare, and containers of one service it may report
     /// (Limits, docs/limits.md): the planner adds these up.
     public var maxCPUMillicores = Limits.maxNodeCPUMillicores
@@ -86,6 +91,12 @@ public struct NodeRecord: Sendable, Hashable {
         public var agentVersion: String
         /// Bumped by the owner on every change; receivers keep the highest.
         public var version: UInt64
+        /// The owner's certificate (DER) and its signature over `signedBytes`: a record reaches
+        /// most members through third parties, and this is what lets them tell the owner's
+        /// record from one a relay made up. Empty where records are not signed (the protocol
+        /// simulations, which run `UnsignedRecords`).
+        public var certificate: [UInt8] = []
+        public var signature: [UInt8] = []
     }
 
     private final class Box: Sendable {
@@ -124,8 +135,15 @@ public struct NodeRecord: Sendable, Hashable {
 
     public func hash(into hasher: inout Hasher) { hasher.combine(box.fields) }
 
-    /// Estimated protobuf size (tags, varints and string bytes as protobuf lays them out).
+    /// Estimated protobuf size (tags, varints and string bytes as protobuf lays them out), the
+    /// owner's proof included: what a message carrying the record costs.
     public var estimatedSize: Int {
+        let f = box.fields
+        return contentSize + (f.certificate.isEmpty ? 0 : 3 + f.certificate.count) + (f.signature.isEmpty ? 0 : 2 + f.signature.count)
+    }
+
+    /// The size of what the owner says about itself, without the proof: what `maxEncodedBytes` bounds.
+    public var contentSize: Int {
         let f = box.fields
         var n = stringField(f.name) + stringField(f.address) + 2 + stringField(f.agentVersion) + varintField(f.version)
         n += 2 * 2 + varintField(UInt64(bitPattern: Int64(f.capacity.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(f.capacity.memoryBytes)))
@@ -152,8 +170,41 @@ public struct NodeRecord: Sendable, Hashable {
             try Self.check("running[\(service.prefix(limits.maxServiceNameBytes))…] service name", service, limits.maxServiceNameBytes)
             try Self.inRange("running[\(service)]", Int64(count), Int64(limits.maxRunningPerService))
         }
-        let size = estimatedSize
+        let size = contentSize
         if size > limits.maxEncodedBytes { throw .tooLarge(bytes: size, limit: limits.maxEncodedBytes) }
+        try Self.check(bytes: "certificate", f.certificate.count, limits.maxCertificateBytes)
+        try Self.check(bytes: "signature", f.signature.count, limits.maxSignatureBytes)
+    }
+
+    private static func check(bytes field: String, _ n: Int, _ limit: Int) throws(NodeRecordError) {
+        if n > limit { throw .fieldTooLong(field: field, bytes: n, limit: limit) }
+    }
+
+    /// What the owner signs: every field but the proof, in one fixed order with lengths, the
+    /// services sorted, behind a domain tag so no other message of ours can pass for a record.
+    public var signedBytes: [UInt8] {
+        let f = box.fields
+        var out: [UInt8] = Array("microscale-record-v1".utf8)
+        out.reserveCapacity(64 + estimatedSize)
+        func put(_ v: UInt64) { withUnsafeBytes(of: v.bigEndian) { out.append(contentsOf: $0) } }
+        func put(_ s: String) {
+            put(UInt64(s.utf8.count))
+            out.append(contentsOf: s.utf8)
+        }
+        put(f.name)
+        put(f.address)
+        put(f.role.rawValue)
+        for v in [f.capacity.cpuMillicores, f.capacity.memoryBytes, f.reserved.cpuMillicores, f.reserved.memoryBytes] {
+            put(UInt64(bitPattern: v))
+        }
+        put(f.agentVersion)
+        put(f.version)
+        put(UInt64(f.running.count))
+        for (service, count) in f.running.sorted(by: { $0.key < $1.key }) {
+            put(service)
+            put(UInt64(bitPattern: Int64(count)))
+        }
+        return out
     }
 
     private static func check(_ field: String, _ value: String, _ limit: Int) throws(NodeRecordError) {
@@ -181,6 +232,11 @@ public struct NodeRecordDelta: Sendable, Hashable {
     /// Changed entries only; 0 means the service no longer runs here.
     public var running: [String: Int]
     public var agentVersion: String?
+    /// The owner's signature over the record this delta produces (`NodeRecord.signedBytes` at
+    /// `version`), so a receiver checks the result, not the delta; and its certificate when it
+    /// changed.
+    public var signature: [UInt8] = []
+    public var certificate: [UInt8]?
 
     public init(name: String, baseVersion: UInt64, version: UInt64, address: String? = nil,
                 role: NodeRole? = nil, capacity: Resources? = nil, reserved: Resources? = nil,
@@ -204,6 +260,8 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if old.capacity != new.capacity { d.capacity = new.capacity }
         if old.reserved != new.reserved { d.reserved = new.reserved }
         if old.agentVersion != new.agentVersion { d.agentVersion = new.agentVersion }
+        if old.certificate != new.certificate { d.certificate = new.certificate }
+        d.signature = new.signature
         let o = old.running, n = new.running
         for (k, v) in n where o[k] != v { d.running[k] = v }
         for (k, _) in o where n[k] == nil { d.running[k] = 0 }
@@ -219,6 +277,8 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if let c = later.capacity { d.capacity = c }
         if let r = later.reserved { d.reserved = r }
         if let v = later.agentVersion { d.agentVersion = v }
+        if let c = later.certificate { d.certificate = c }
+        d.signature = later.signature
         for (k, v) in later.running { d.running[k] = v }
         return d
     }
@@ -235,6 +295,8 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if let c = capacity { f.capacity = c }
         if let r = reserved { f.reserved = r }
         if let v = agentVersion { f.agentVersion = v }
+        if let c = certificate { f.certificate = c }
+        f.signature = signature
         for (k, v) in running { f.running[k] = v > 0 ? v : nil }
         return NodeRecord(f)
     }
@@ -247,6 +309,7 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if let r = reserved { n += 2 + varintField(UInt64(bitPattern: Int64(r.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(r.memoryBytes))) }
         if let v = agentVersion { n += stringField(v) }
         for (k, v) in running { n += 2 + stringField(k) + varintField(UInt64(bitPattern: Int64(v))) }
+        n += 2 + signature.count + (certificate.map { 3 + $0.count } ?? 0)
         return n
     }
 }

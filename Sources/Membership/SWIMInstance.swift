@@ -7,7 +7,9 @@ import Determinism
 /// clock or socket; its random choices come from a SeededGenerator seeded by the shell.
 public struct SWIMInstance: Sendable {
     public let configuration: MembershipConfiguration
-    /// This member's own record; `updateRecord` changes it.
+    /// Signs this member's record and checks everyone else's (see `RecordAuthenticator`).
+    public let authenticator: any RecordAuthenticator
+    /// This member's own record, signed; `updateRecord` changes it.
     public private(set) var record: NodeRecord
     /// SWIM §4.2: only this member raises its incarnation, to refute suspicion about itself.
     public private(set) var incarnation: UInt64
@@ -91,9 +93,12 @@ public struct SWIMInstance: Sendable {
     ///     one that does not can pass 0: hearing itself suspected or dead at a higher
     ///     incarnation (push-pull on join) makes the instance jump above it.
     public init(configuration: MembershipConfiguration = .lan, record: NodeRecord, seed: UInt64,
-                now: Duration, incarnation: UInt64 = 0) throws(NodeRecordError) {
+                now: Duration, incarnation: UInt64 = 0,
+                authenticator: any RecordAuthenticator = UnsignedRecords()) throws(NodeRecordError) {
+        let record = record.signed(by: authenticator)
         try record.validate(configuration.recordLimits)
         self.configuration = configuration
+        self.authenticator = authenticator
         self.record = record
         self.incarnation = incarnation
         rng = SeededGenerator(seed: seed)
@@ -266,8 +271,11 @@ public struct SWIMInstance: Sendable {
         guard new.name == record.name else { throw .nameChanged(from: record.name, to: new.name) }
         var next = new
         next.version = record.version
+        next.certificate = record.certificate
+        next.signature = record.signature
         if next == record { return finish(now) }
         next.version = min(record.version, .max - 1) + 1 // saturates: own counters never trap either
+        next = next.signed(by: authenticator)
         try next.validate(configuration.recordLimits)
         let delta = NodeRecordDelta.between(record, next)
         record = next
@@ -395,9 +403,10 @@ public struct SWIMInstance: Sendable {
                 || (m.status == .left && now - m.statusSince >= configuration.leftRetention)
         }
         if expired {
+            let redialWindow = configuration.redialWindow, leftRetention = configuration.leftRetention
             members.removeAll { m in
-                (m.status == .dead && now - m.statusSince >= configuration.redialWindow)
-                    || (m.status == .left && now - m.statusSince >= configuration.leftRetention)
+                (m.status == .dead && now - m.statusSince >= redialWindow)
+                    || (m.status == .left && now - m.statusSince >= leftRetention)
             }
             index = [:]
             counts = [.alive: 0, .suspect: 0, .dead: 0, .left: 0]
@@ -602,6 +611,8 @@ public struct SWIMInstance: Sendable {
             return
         }
         guard let i = index[rec.name] else {
+            // A member we have never heard of is known by its record alone: only its owner's.
+            guard isOwners(rec) else { return }
             guard members.count < configuration.maxMembers else {
                 out.events.append(.rejected(from: rec.name, reason: "member limit \(configuration.maxMembers) reached"))
                 return
@@ -621,7 +632,7 @@ public struct SWIMInstance: Sendable {
         let m = members[i]
         if inc < m.incarnation || !saneJump(inc, from: m.incarnation) || !saneJump(rec.version, from: m.record.version) { return }
         var changed = false
-        if rec.version > m.record.version || (inc > m.incarnation && rec != m.record) {
+        if rec.version > m.record.version || (inc > m.incarnation && rec != m.record), isOwners(rec) {
             members[i].record = rec
             out.events.append(.recordUpdated(name: rec.name, version: rec.version))
             changed = true
@@ -720,6 +731,12 @@ public struct SWIMInstance: Sendable {
         do throws(NodeRecordError) {
             let next = try d.apply(to: m.record)
             try next.validate(configuration.recordLimits)
+            // The signature is of the record the delta produces: a relay that changed one field
+            // of it (or made the delta up) is caught here, and the owner asked for its record.
+            guard isOwners(next, relayedBy: sender) else {
+                requestRecord(i, now)
+                return
+            }
             members[i].record = next
             out.events.append(.recordUpdated(name: d.name, version: next.version))
             broadcasts.enqueue(.recordDelta(d))
@@ -747,13 +764,24 @@ public struct SWIMInstance: Sendable {
             out.events.append(.rejected(from: rec.name, reason: error.description))
             return
         }
+        guard let i = index[rec.name], rec.version > members[i].record.version, isOwners(rec) else { return }
         recordRequests[rec.name] = nil
-        guard let i = index[rec.name], rec.version > members[i].record.version else { return }
         members[i].record = rec
         out.events.append(.recordUpdated(name: rec.name, version: rec.version))
     }
 
     // MARK: Refutation (SWIM §4.2) and stale incarnations after restarts
+
+    /// Whether `rec` is its owner's, signed (see `RecordAuthenticator`); a refused one is reported
+    /// once per receipt, naming the relay when we know it. Checked only where the record would be
+    /// taken (a newer version, or a member we did not know), so repeated push-pulls of records we
+    /// hold cost no signature check.
+    private mutating func isOwners(_ rec: NodeRecord, relayedBy relay: String? = nil) -> Bool {
+        guard let reason = rec.refusal(by: authenticator) else { return true }
+        out.events.append(.rejected(from: relay ?? rec.name,
+                                    reason: "record of \(rec.name) at version \(rec.version) is not its owner's: \(reason)"))
+        return false
+    }
 
     /// `value` (an incarnation or record version someone reported) is not a forged leap above `known`.
     private func saneJump(_ value: UInt64, from known: UInt64) -> Bool {
@@ -771,7 +799,11 @@ public struct SWIMInstance: Sendable {
             out.events.append(.rejected(from: name, reason: "incarnation \(inc) reported for this member is more than \(configuration.maxIncarnationJump) above its own (\(incarnation))"))
             return
         }
-        if let rec, rec.version >= record.version, rec != record, saneJump(rec.version, from: record.version) {
+        // A record of ours above our own version (we restarted and lost count) is taken as a
+        // floor for the next one; a forged one cannot pass the signature check, so it cannot
+        // push our version about.
+        if let rec, rec.version >= record.version, rec != record, saneJump(rec.version, from: record.version),
+           isOwners(rec) {
             bumpVersion(above: rec.version)
         }
         if isLeaving {
@@ -804,7 +836,7 @@ public struct SWIMInstance: Sendable {
         guard v < .max else { return }
         var r = record
         r.version = v + 1
-        record = r
+        record = r.signed(by: authenticator)
         broadcasts.enqueue(.alive(incarnation: incarnation, record: record))
     }
 
@@ -854,7 +886,7 @@ public struct SWIMInstance: Sendable {
                 applyLeft(s.record.name, incarnation: s.incarnation, now)
             }
             if known, s.record.name != name, let i = index[s.record.name], s.record.version > members[i].record.version,
-               s.incarnation >= members[i].incarnation {
+               s.incarnation >= members[i].incarnation, isOwners(s.record, relayedBy: p.from) {
                 members[i].record = s.record
                 out.events.append(.recordUpdated(name: s.record.name, version: s.record.version))
             }

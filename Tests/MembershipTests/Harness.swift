@@ -12,9 +12,15 @@ struct Harness {
         NodeRecord(name: name, address: "\(name):7480", capacity: Resources(cpuMillicores: 2000, memoryBytes: 1 << 30))
     }
 
-    init(name: String = "me", members: [String], configuration: MembershipConfiguration = .lan, seed: UInt64 = 1) {
-        swim = try! SWIMInstance(configuration: configuration, record: Self.record(name), seed: seed, now: .zero)
-        swim.restore(members.map { MemberState(incarnation: 0, status: .alive, record: Self.record($0)) }, now: .zero)
+    init(name: String = "me", members: [String], configuration: MembershipConfiguration = .lan, seed: UInt64 = 1,
+         signed: Bool = false) {
+        let authenticator: any RecordAuthenticator = signed ? KeyedAuthenticator(owner: name) : UnsignedRecords()
+        swim = try! SWIMInstance(configuration: configuration, record: Self.record(name), seed: seed, now: .zero,
+                                 authenticator: authenticator)
+        swim.restore(members.map {
+            MemberState(incarnation: 0, status: .alive,
+                        record: signed ? Self.record($0).signed(by: KeyedAuthenticator(owner: $0)) : Self.record($0))
+        }, now: .zero)
         next = swim.tick(now: .zero).nextDeadline
     }
 
@@ -94,5 +100,28 @@ extension Directives {
     }
     var changes: [MemberChange] {
         events.compactMap { if case let .memberChanged(c) = $0 { return c } else { return nil } }
+    }
+}
+
+/// A stand-in for node certificates in the core's tests: the "certificate" is the owner's name
+/// and the "signature" a keyed hash only an authenticator made for that owner computes. A test's
+/// liar signs with its own (`owner: "b"`), or copies the owner's signature onto changed fields.
+struct KeyedAuthenticator: RecordAuthenticator {
+    let owner: String
+    var certificate: [UInt8] { Array(owner.utf8) }
+    func sign(_ message: [UInt8]) -> [UInt8] { Self.mac(owner, message) }
+    func refusal(name: String, certificate: [UInt8], signature: [UInt8], message: [UInt8]) -> String? {
+        if certificate != Array(name.utf8) { return "its certificate names \(String(decoding: certificate, as: UTF8.self))" }
+        return signature == Self.mac(name, message) ? nil : "the signature does not match its certificate"
+    }
+
+    /// FNV-1a over a per-owner key and the message: not cryptography, a test double of it.
+    static func mac(_ key: String, _ message: [UInt8]) -> [UInt8] {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in Array("key:\(key):".utf8) + message {
+            h ^= UInt64(b)
+            h = h &* 0x100_0000_01b3
+        }
+        return withUnsafeBytes(of: h.bigEndian) { Array($0) }
     }
 }

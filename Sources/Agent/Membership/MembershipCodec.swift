@@ -1,3 +1,4 @@
+import Foundation
 import Membership
 import NIOCore
 import Wire
@@ -103,6 +104,8 @@ public enum MembershipCodec {
             if let r = d.reserved { y.reserved = encode(r) }
             y.running = d.running.mapValues { Int64($0) }
             if let v = d.agentVersion { y.agentVersion = v }
+            y.signature = Data(d.signature)
+            if let c = d.certificate { y.certificate = Data(c) }
             x.recordDelta = y
         }
         return x
@@ -126,6 +129,8 @@ public enum MembershipCodec {
             $0.running = r.running.mapValues { Int64($0) }
             $0.agentVersion = r.agentVersion
             $0.version = r.version
+            $0.certificate = Data(r.certificate)
+            $0.signature = Data(r.signature)
         }
     }
 
@@ -182,14 +187,17 @@ public enum MembershipCodec {
         case .dead(let x)?: return .dead(name: x.name, incarnation: x.incarnation, from: x.from)
         case .left(let x)?: return .left(name: x.name, incarnation: x.incarnation)
         case .recordDelta(let y)?:
-            return .recordDelta(NodeRecordDelta(
+            var d = NodeRecordDelta(
                 name: y.name, baseVersion: y.baseVersion, version: y.version,
                 address: y.hasAddress ? y.address : nil,
                 role: y.hasRole ? try decode(y.role, field: "gossip.record_delta.role") : nil,
                 capacity: y.hasCapacity ? decode(y.capacity) : nil,
                 reserved: y.hasReserved ? decode(y.reserved) : nil,
                 running: try runningCounts(y.running, field: "gossip.record_delta.running"),
-                agentVersion: y.hasAgentVersion ? y.agentVersion : nil))
+                agentVersion: y.hasAgentVersion ? y.agentVersion : nil)
+            d.signature = [UInt8](y.signature)
+            d.certificate = y.hasCertificate ? [UInt8](y.certificate) : nil
+            return .recordDelta(d)
         case nil:
             throw DecodingError(field: "gossip", problem: "is empty or of a kind this agent does not know")
         }
@@ -209,10 +217,13 @@ public enum MembershipCodec {
     }
 
     static func decode(_ r: Microscale_Membership_NodeRecord) throws -> NodeRecord {
-        NodeRecord(name: r.name, address: r.address, role: try decode(r.role, field: "record.role"),
-                   capacity: decode(r.capacity), reserved: decode(r.reserved),
-                   running: try runningCounts(r.running, field: "record.running"),
-                   agentVersion: r.agentVersion, version: r.version)
+        var record = NodeRecord(name: r.name, address: r.address, role: try decode(r.role, field: "record.role"),
+                                capacity: decode(r.capacity), reserved: decode(r.reserved),
+                                running: try runningCounts(r.running, field: "record.running"),
+                                agentVersion: r.agentVersion, version: r.version)
+        record.certificate = [UInt8](r.certificate)
+        record.signature = [UInt8](r.signature)
+        return record
     }
 
     static func decode(_ r: Microscale_Membership_Resources) -> Membership.Resources {

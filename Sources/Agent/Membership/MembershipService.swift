@@ -46,6 +46,9 @@ public actor MembershipService {
     /// every message goes to one of a few dozen addresses, several times a second.
     private var routes: [String: Route] = [:]
     public private(set) var bytesSent = 0
+    /// Membership inputs the core refused (forged or out-of-bounds records, say), logged or not.
+    public private(set) var rejected = 0
+    private let rejectionLog = RateLimiter<String>(interval: .seconds(10))
     public private(set) var messagesSent = 0
 
     /// Dials in progress at once, at most.
@@ -65,8 +68,10 @@ public actor MembershipService {
     nonisolated public var unownedExecutor: UnownedSerialExecutor { eventLoop.executor.asUnownedSerialExecutor() }
 
     public init(configuration: MembershipConfiguration = .lan, record: NodeRecord, seed: UInt64,
+                authenticator: any RecordAuthenticator,
                 transport: PeerTransport, eventLoop: any EventLoop, logger: Logger) throws {
-        self.instance = try SWIMInstance(configuration: configuration, record: record, seed: seed, now: .zero)
+        self.instance = try SWIMInstance(configuration: configuration, record: record, seed: seed, now: .zero,
+                                         authenticator: authenticator)
         self.transport = transport
         self.eventLoop = eventLoop
         self.logger = logger
@@ -259,7 +264,11 @@ public actor MembershipService {
         case let .recordUpdated(name, version):
             logger.debug("record updated", metadata: ["member": "\(name)", "version": "\(version)"])
         case let .rejected(from, reason):
-            logger.warning("membership input refused", metadata: ["from": "\(from)", "reason": "\(reason)"])
+            // A member that keeps sending what is refused (a forged record, say, several times a
+            // second) is logged once per 10 s, not once per copy.
+            rejected &+= 1
+            guard rejectionLog.allow(from) else { return }
+            logger.warning("membership input refused", metadata: ["from": "\(clipped(from))", "reason": "\(reason)"])
         }
     }
 

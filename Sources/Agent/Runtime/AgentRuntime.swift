@@ -125,6 +125,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             var membershipConfiguration = MembershipConfiguration.lan
             membershipConfiguration.maxMembers = c.maxMembers
             membership = try MembershipService(configuration: membershipConfiguration, record: record, seed: seed.next(),
+                                               authenticator: CertificateRecordAuthenticator(try NodeSignatures(context: tls)),
                                                transport: transport, eventLoop: peerLoop, logger: logger)
         } catch {
             throw ConfigurationError("node record: \(error)")

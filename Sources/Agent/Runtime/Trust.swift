@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Membership
 import SecureTransport
 import Synchronization
 
@@ -128,6 +129,20 @@ public final class CertifiedRoles: Sendable {
     public func role(_ name: String) -> String? {
         if name == own.name { return own.isServer ? "server" : "client" }
         return roles.withLock { $0[name] }.map { $0 ? "server" : "client" }
+    }
+}
+
+/// Records signed by node certificates (docs/ARCHITECTURE.md, "Records are signed"): the
+/// membership core checks every record it takes, whoever relayed it, with this.
+struct CertificateRecordAuthenticator: RecordAuthenticator {
+    let signatures: NodeSignatures
+
+    init(_ signatures: NodeSignatures) { self.signatures = signatures }
+
+    var certificate: [UInt8] { signatures.certificate }
+    func sign(_ message: [UInt8]) -> [UInt8] { signatures.sign(message) }
+    func refusal(name: String, certificate: [UInt8], signature: [UInt8], message: [UInt8]) -> String? {
+        signatures.refusal(name: name, certificate: certificate, signature: signature, message: message)
     }
 }
 

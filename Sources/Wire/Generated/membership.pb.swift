@@ -12,6 +12,11 @@
 /// mirror Sources/Membership/Messages.swift one to one; Sources/Agent/Membership/MembershipCodec.swift
 /// maps between them.
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -152,6 +157,12 @@ public nonisolated struct Microscale_Membership_NodeRecord: Sendable {
 
   public var version: UInt64 = 0
 
+  /// The owner's certificate (DER) and its signature over the fields above (docs/ARCHITECTURE.md,
+  /// "Records are signed"): receivers take a relayed record only with both.
+  public var certificate: Data = Data()
+
+  public var signature: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -220,6 +231,18 @@ public nonisolated struct Microscale_Membership_NodeRecordDelta: Sendable {
   /// Clears the value of `agentVersion`. Subsequent reads from it will return its default value.
   public mutating func clearAgentVersion() {self._agentVersion = nil}
 
+  /// The owner's signature over the record this delta produces; its certificate if it changed.
+  public var signature: Data = Data()
+
+  public var certificate: Data {
+    get {_certificate ?? Data()}
+    set {_certificate = newValue}
+  }
+  /// Returns true if `certificate` has been explicitly set.
+  public var hasCertificate: Bool {self._certificate != nil}
+  /// Clears the value of `certificate`. Subsequent reads from it will return its default value.
+  public mutating func clearCertificate() {self._certificate = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -229,6 +252,7 @@ public nonisolated struct Microscale_Membership_NodeRecordDelta: Sendable {
   fileprivate var _capacity: Microscale_Membership_Resources? = nil
   fileprivate var _reserved: Microscale_Membership_Resources? = nil
   fileprivate var _agentVersion: String? = nil
+  fileprivate var _certificate: Data? = nil
 }
 
 /// Dissemination (SWIM §4.4), piggybacked on probes and sent in gossip packets.
@@ -682,7 +706,7 @@ nonisolated extension Microscale_Membership_Resources: SwiftProtobuf.Message, Sw
 
 nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}version\0\u{1}certificate\0\u{1}signature\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -698,6 +722,8 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
       case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &self.running) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.agentVersion) }()
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 9: try { try decoder.decodeSingularBytesField(value: &self.certificate) }()
+      case 10: try { try decoder.decodeSingularBytesField(value: &self.signature) }()
       default: break
       }
     }
@@ -732,6 +758,12 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
     if self.version != 0 {
       try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 8)
     }
+    if !self.certificate.isEmpty {
+      try visitor.visitSingularBytesField(value: self.certificate, fieldNumber: 9)
+    }
+    if !self.signature.isEmpty {
+      try visitor.visitSingularBytesField(value: self.signature, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -744,6 +776,8 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
     if lhs.running != rhs.running {return false}
     if lhs.agentVersion != rhs.agentVersion {return false}
     if lhs.version != rhs.version {return false}
+    if lhs.certificate != rhs.certificate {return false}
+    if lhs.signature != rhs.signature {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -751,7 +785,7 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
 
 nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeRecordDelta"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}base_version\0\u{1}version\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}base_version\0\u{1}version\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}signature\0\u{1}certificate\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -768,6 +802,8 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
       case 7: try { try decoder.decodeSingularMessageField(value: &self._reserved) }()
       case 8: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &self.running) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self._agentVersion) }()
+      case 10: try { try decoder.decodeSingularBytesField(value: &self.signature) }()
+      case 11: try { try decoder.decodeSingularBytesField(value: &self._certificate) }()
       default: break
       }
     }
@@ -805,6 +841,12 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
     try { if let v = self._agentVersion {
       try visitor.visitSingularStringField(value: v, fieldNumber: 9)
     } }()
+    if !self.signature.isEmpty {
+      try visitor.visitSingularBytesField(value: self.signature, fieldNumber: 10)
+    }
+    try { if let v = self._certificate {
+      try visitor.visitSingularBytesField(value: v, fieldNumber: 11)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -818,6 +860,8 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
     if lhs._reserved != rhs._reserved {return false}
     if lhs.running != rhs.running {return false}
     if lhs._agentVersion != rhs._agentVersion {return false}
+    if lhs.signature != rhs.signature {return false}
+    if lhs._certificate != rhs._certificate {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,140 @@
+import Membership
+import Testing
+
+/// Issue 15, item 2: a member cannot change what the cluster believes about another node's
+/// address, capacity, role or containers. Records are signed by their owners
+/// (`RecordAuthenticator`), and a record or delta is taken, whoever relayed it, only when its
+/// owner's signature covers exactly what arrived.
+@Suite struct SignedRecordTests {
+    func gossip(_ g: Gossip, from: String = "b") -> Message {
+        .gossip(GossipPacket(from: from, gossip: [g]))
+    }
+
+    /// c's record as c itself would sign it at `version`, with `change` applied first.
+    func owners(_ name: String = "c", version: UInt64, _ change: (inout NodeRecord) -> Void = { _ in }) -> NodeRecord {
+        var r = Harness.record(name)
+        r.version = version
+        change(&r)
+        return r.signed(by: KeyedAuthenticator(owner: name))
+    }
+
+    func refused(_ d: Directives) -> Bool {
+        d.events.contains { if case let .rejected(_, reason) = $0 { reason.contains("not its owner's") } else { false } }
+    }
+
+    @Test func aRecordRelayedByAThirdPartyIsTakenWhenItsOwnerSignedIt() {
+        var h = Harness(members: ["b", "c"], signed: true)
+        let d = h.receive(gossip(.alive(incarnation: 0, record: owners(version: 2) { $0.running = ["web": 3] })))
+        #expect(!refused(d))
+        #expect(h.swim.member(named: "c")?.record.running == ["web": 3])
+        #expect(h.swim.member(named: "c")?.record.version == 2)
+    }
+
+    @Test func aRecordWhoseFieldsARelayChangedIsRefusedAndTheOwnersIsKept() {
+        var h = Harness(members: ["b", "c"], signed: true)
+        // b takes c's genuine signature and raises the capacity under it.
+        var forged = owners(version: 2)
+        forged.capacity = Resources(cpuMillicores: 64_000, memoryBytes: 1 << 40)
+        let d = h.receive(gossip(.alive(incarnation: 0, record: forged)))
+        #expect(refused(d))
+        #expect(h.swim.member(named: "c")?.record.capacity == Harness.record("c").capacity)
+        #expect(h.swim.member(named: "c")?.record.version == 1)
+    }
+
+    @Test func aRecordSignedByTheRelayInsteadOfItsOwnerIsRefused() {
+        var h = Harness(members: ["b", "c"], signed: true)
+        var r = Harness.record("c")
+        r.version = 5
+        r.address = "mallory:7480"
+        let d = h.receive(gossip(.alive(incarnation: 1, record: r.signed(by: KeyedAuthenticator(owner: "b")))))
+        #expect(refused(d))
+        #expect(h.swim.member(named: "c")?.address == "c:7480")
+    }
+
+    @Test func anUnsignedRecordIsRefusedWhereRecordsAreSigned() {
+        var h = Harness(members: ["b", "c"], signed: true)
+        var r = Harness.record("c")
+        r.version = 5
+        let d = h.receive(gossip(.alive(incarnation: 1, record: r)))
+        #expect(refused(d))
+        #expect(h.swim.member(named: "c")?.record.version == 1)
+    }
+
+    @Test func aMemberNobodyKnowsIsNotAddedOnAForgedRecord() {
+        var h = Harness(members: ["b"], signed: true)
+        var ghost = Harness.record("ghost")
+        ghost.capacity = Resources(cpuMillicores: 1_000_000, memoryBytes: 1 << 44)
+        let d = h.receive(gossip(.alive(incarnation: 1, record: ghost.signed(by: KeyedAuthenticator(owner: "b")))))
+        #expect(refused(d))
+        #expect(h.swim.member(named: "ghost") == nil)
+        // Its owner's own record is taken, through the same relay.
+        _ = h.receive(gossip(.alive(incarnation: 1, record: owners("ghost", version: 1))))
+        #expect(h.swim.member(named: "ghost") != nil)
+    }
+
+    @Test func aDeltaIsCheckedAgainstTheRecordItProducesAndAForgedOneAsksTheOwner() {
+        var h = Harness(members: ["b", "c"], signed: true)
+        let v1 = owners(version: 1)
+        let v2 = owners(version: 2) { $0.running = ["web": 2] }
+        // Genuine, relayed by b: applied.
+        var d = h.receive(gossip(.recordDelta(NodeRecordDelta.between(v1, v2))))
+        #expect(!refused(d))
+        #expect(h.swim.member(named: "c")?.record.running == ["web": 2])
+        // b reuses c's next signature on a delta that empties c: refused, and c is asked itself.
+        let v3 = owners(version: 3) { $0.running = ["web": 4] }
+        var forged = NodeRecordDelta.between(v2, v3)
+        forged.running = ["web": 0]
+        d = h.receive(gossip(.recordDelta(forged)))
+        #expect(refused(d))
+        #expect(h.swim.member(named: "c")?.record.running == ["web": 2])
+        #expect(d.messages.contains { o in
+            if case .recordRequest = o.message { return o.to == "c:7480" } else { return false }
+        })
+        // c's own answer is taken.
+        d = h.receive(.record(RecordReply(incarnation: 0, record: v3)))
+        #expect(h.swim.member(named: "c")?.record.running == ["web": 4])
+    }
+
+    @Test func aPushPullCannotCarryAForgedRecordEither() {
+        var h = Harness(members: ["b", "c"], signed: true)
+        var forged = owners(version: 9)
+        forged.running = ["batch": 40]
+        let pp = PushPull(from: "b", fromAddress: "b:7480", isReply: true, isJoin: false, states: [
+            MemberState(incarnation: 0, status: .alive, record: forged),
+            MemberState(incarnation: 0, status: .alive, record: owners("b", version: 2) { $0.running = ["web": 1] }),
+        ])
+        let d = h.receive(.pushPull(pp))
+        #expect(refused(d))
+        #expect(h.swim.member(named: "c")?.record.version == 1)
+        #expect(h.swim.member(named: "b")?.record.running == ["web": 1])
+    }
+
+    @Test func thisMembersRecordIsSignedAndSignedAgainOnEveryChange() throws {
+        var h = Harness(members: ["b"], signed: true)
+        let me = KeyedAuthenticator(owner: "me")
+        #expect(h.swim.record.refusal(by: me) == nil)
+        var r = h.swim.record
+        r.running = ["web": 1]
+        h.next = try h.swim.updateRecord(r, now: h.now).nextDeadline
+        #expect(h.swim.record.version == 2)
+        #expect(h.swim.record.refusal(by: me) == nil)
+        // The delta it sends carries that signature, so a receiver holding version 1 can check it.
+        let out = h.runTimers(until: h.now + .seconds(2)).gossip
+        let delta = try #require(out.compactMap { if case let .recordDelta(x) = $0 { x } else { nil } }.first)
+        let applied = try delta.apply(to: Harness.record("me").signed(by: me))
+        #expect(applied.refusal(by: me) == nil)
+        // An update that changes nothing is no new version (the proof is not content).
+        var same = h.swim.record
+        same.signature = []
+        _ = try h.swim.updateRecord(same, now: h.now)
+        #expect(h.swim.record.version == 2)
+    }
+
+    @Test func aForgedRecordAboutThisMemberDoesNotPushItsVersion() {
+        var h = Harness(members: ["b"], signed: true)
+        var forged = Harness.record("me")
+        forged.version = 1_000
+        _ = h.receive(gossip(.alive(incarnation: 0, record: forged.signed(by: KeyedAuthenticator(owner: "b")))))
+        #expect(h.swim.record.version == 1)
+    }
+}
