@@ -97,6 +97,13 @@ public struct NodeRecord: Sendable, Hashable {
         /// simulations, which run `UnsignedRecords`).
         public var certificate: [UInt8] = []
         public var signature: [UInt8] = []
+        /// The highest incarnation the owner has signed, and that signature (over
+        /// `NodeRecord.incarnationBytes`). SWIM §4.2: only a member raises its own incarnation,
+        /// and a higher one overrides suspect and dead; so a relay that says "alive at a higher
+        /// incarnation" must show the member's own word for it, or one liar could keep a dead
+        /// node alive. Not part of `signedBytes`: it changes without a new record version.
+        public var provenIncarnation: UInt64 = 0
+        public var incarnationSignature: [UInt8] = []
     }
 
     private final class Box: Sendable {
@@ -140,6 +147,7 @@ public struct NodeRecord: Sendable, Hashable {
     public var estimatedSize: Int {
         let f = box.fields
         return contentSize + (f.certificate.isEmpty ? 0 : 3 + f.certificate.count) + (f.signature.isEmpty ? 0 : 2 + f.signature.count)
+            + varintField(f.provenIncarnation) + (f.incarnationSignature.isEmpty ? 0 : 2 + f.incarnationSignature.count)
     }
 
     /// The size of what the owner says about itself, without the proof: what `maxEncodedBytes` bounds.
@@ -174,10 +182,20 @@ public struct NodeRecord: Sendable, Hashable {
         if size > limits.maxEncodedBytes { throw .tooLarge(bytes: size, limit: limits.maxEncodedBytes) }
         try Self.check(bytes: "certificate", f.certificate.count, limits.maxCertificateBytes)
         try Self.check(bytes: "signature", f.signature.count, limits.maxSignatureBytes)
+        try Self.check(bytes: "incarnationSignature", f.incarnationSignature.count, limits.maxSignatureBytes)
     }
 
     private static func check(bytes field: String, _ n: Int, _ limit: Int) throws(NodeRecordError) {
         if n > limit { throw .fieldTooLong(field: field, bytes: n, limit: limit) }
+    }
+
+    /// What the owner signs to prove it reached `incarnation` (see `Fields.provenIncarnation`).
+    public static func incarnationBytes(name: String, incarnation: UInt64) -> [UInt8] {
+        var out: [UInt8] = Array("microscale-incarnation-v1".utf8)
+        withUnsafeBytes(of: UInt64(name.utf8.count).bigEndian) { out.append(contentsOf: $0) }
+        out.append(contentsOf: name.utf8)
+        withUnsafeBytes(of: incarnation.bigEndian) { out.append(contentsOf: $0) }
+        return out
     }
 
     /// What the owner signs: every field but the proof, in one fixed order with lengths, the

@@ -41,6 +41,20 @@ extension NodeRecord {
         return NodeRecord(f)
     }
 
+    /// This record carrying the owner's signature that it reached `incarnation`.
+    public func proving(incarnation: UInt64, by authenticator: any RecordAuthenticator) -> NodeRecord {
+        var f = fields
+        f.provenIncarnation = incarnation
+        f.incarnationSignature = authenticator.sign(Self.incarnationBytes(name: f.name, incarnation: incarnation))
+        return NodeRecord(f)
+    }
+
+    /// Why this record's incarnation proof is not its owner's, or nil when it is.
+    public func incarnationRefusal(by authenticator: any RecordAuthenticator) -> String? {
+        authenticator.refusal(name: self.name, certificate: self.certificate, signature: self.incarnationSignature,
+                              message: Self.incarnationBytes(name: self.name, incarnation: self.provenIncarnation))
+    }
+
     /// Why this record is not its owner's, or nil when it is.
     public func refusal(by authenticator: any RecordAuthenticator) -> String? {
         authenticator.refusal(name: self.name, certificate: self.certificate, signature: self.signature, message: signedBytes)

@@ -95,7 +95,7 @@ public struct SWIMInstance: Sendable {
     public init(configuration: MembershipConfiguration = .lan, record: NodeRecord, seed: UInt64,
                 now: Duration, incarnation: UInt64 = 0,
                 authenticator: any RecordAuthenticator = UnsignedRecords()) throws(NodeRecordError) {
-        let record = record.signed(by: authenticator)
+        let record = record.signed(by: authenticator).proving(incarnation: incarnation, by: authenticator)
         try record.validate(configuration.recordLimits)
         self.configuration = configuration
         self.authenticator = authenticator
@@ -273,6 +273,8 @@ public struct SWIMInstance: Sendable {
         next.version = record.version
         next.certificate = record.certificate
         next.signature = record.signature
+        next.provenIncarnation = record.provenIncarnation
+        next.incarnationSignature = record.incarnationSignature
         if next == record { return finish(now) }
         next.version = min(record.version, .max - 1) + 1 // saturates: own counters never trap either
         next = next.signed(by: authenticator)
@@ -291,7 +293,7 @@ public struct SWIMInstance: Sendable {
         guard !isLeaving else { return finish(now) }
         isLeaving = true
         probe = nil
-        incarnation = min(incarnation, .max - 1) + 1
+        setOwnIncarnation(min(incarnation, .max - 1) + 1)
         broadcasts.enqueue(.left(name: name, incarnation: incarnation))
         let targets = randomLiveMembers(configuration.gossipFanout * 2, excluding: nil)
         for t in targets {
@@ -617,6 +619,9 @@ public struct SWIMInstance: Sendable {
                 out.events.append(.rejected(from: rec.name, reason: "member limit \(configuration.maxMembers) reached"))
                 return
             }
+            // At the incarnation its owner signed, no higher: a relay cannot start it higher than
+            // its owner said, where a later refutation would not reach.
+            let inc = min(inc, provenIncarnation(rec))
             index[rec.name] = members.count
             members.append(Member(record: rec, incarnation: inc, status: .alive, statusSince: now))
             counts[.alive, default: 0] += 1
@@ -632,13 +637,17 @@ public struct SWIMInstance: Sendable {
         let m = members[i]
         if inc < m.incarnation || !saneJump(inc, from: m.incarnation) || !saneJump(rec.version, from: m.record.version) { return }
         var changed = false
-        if rec.version > m.record.version || (inc > m.incarnation && rec != m.record), isOwners(rec) {
-            members[i].record = rec
-            out.events.append(.recordUpdated(name: rec.name, version: rec.version))
+        // SWIM §4.2: a higher incarnation overrides suspect, dead and left alike, so it must be
+        // the member's own: a relay shows the member's signature for it (`provenIncarnation`).
+        let raises = inc > m.incarnation && provenIncarnation(rec) >= inc
+        // A newer record; or, at a higher incarnation, the owner's current one even if its
+        // version is lower (it restarted and has not yet heard how far it had counted).
+        if rec.version > m.record.version || (raises && rec != m.record), isOwners(rec) {
+            take(rec, at: i)
             changed = true
         }
-        if inc > m.incarnation {
-            // SWIM §4.2: a higher incarnation overrides suspect, dead and left alike.
+        if raises {
+            keepIncarnationProof(of: rec, at: i)
             setStatus(i, .alive, incarnation: inc, now)
             changed = true
         }
@@ -766,8 +775,7 @@ public struct SWIMInstance: Sendable {
         }
         guard let i = index[rec.name], rec.version > members[i].record.version, isOwners(rec) else { return }
         recordRequests[rec.name] = nil
-        members[i].record = rec
-        out.events.append(.recordUpdated(name: rec.name, version: rec.version))
+        take(rec, at: i)
     }
 
     // MARK: Refutation (SWIM §4.2) and stale incarnations after restarts
@@ -781,6 +789,39 @@ public struct SWIMInstance: Sendable {
         out.events.append(.rejected(from: relay ?? rec.name,
                                     reason: "record of \(rec.name) at version \(rec.version) is not its owner's: \(reason)"))
         return false
+    }
+
+    /// The incarnation `rec`'s owner signed for, or 0 when the proof does not check (reported).
+    private mutating func provenIncarnation(_ rec: NodeRecord) -> UInt64 {
+        guard rec.provenIncarnation > 0 else { return 0 }
+        if let reason = rec.incarnationRefusal(by: authenticator) {
+            out.events.append(.rejected(from: rec.name, reason: "incarnation \(rec.provenIncarnation) of \(rec.name) is not its owner's: \(reason)"))
+            return 0
+        }
+        return rec.provenIncarnation
+    }
+
+    /// Takes `rec` (checked: its owner's) as member `i`'s record, keeping the higher of the two
+    /// incarnation proofs: the new record's may be older, or not checked.
+    private mutating func take(_ rec: NodeRecord, at i: Int) {
+        let held = members[i].record
+        var next = rec
+        if held.provenIncarnation >= rec.provenIncarnation || rec.incarnationRefusal(by: authenticator) != nil {
+            next.provenIncarnation = held.provenIncarnation
+            next.incarnationSignature = held.incarnationSignature
+        }
+        members[i].record = next
+        out.events.append(.recordUpdated(name: rec.name, version: rec.version))
+    }
+
+    /// After `provenIncarnation(rec)` checked it: member `i`'s record carries `rec`'s proof, so
+    /// what we relay about the member proves the incarnation we relay.
+    private mutating func keepIncarnationProof(of rec: NodeRecord, at i: Int) {
+        guard rec.provenIncarnation > members[i].record.provenIncarnation else { return }
+        var r = members[i].record
+        r.provenIncarnation = rec.provenIncarnation
+        r.incarnationSignature = rec.incarnationSignature
+        members[i].record = r
     }
 
     /// `value` (an incarnation or record version someone reported) is not a forged leap above `known`.
@@ -808,7 +849,7 @@ public struct SWIMInstance: Sendable {
         }
         if isLeaving {
             if status != .left && inc >= incarnation, inc < .max {
-                incarnation = inc + 1
+                setOwnIncarnation(inc + 1)
                 broadcasts.enqueue(.left(name: name, incarnation: incarnation))
             }
             return
@@ -825,11 +866,18 @@ public struct SWIMInstance: Sendable {
         // Checked: reports are bounded by saneJump, but the arithmetic must not trap whatever came in.
         let (next, overflow) = max(incarnation, inc).addingReportingOverflow(1)
         guard !overflow else { return }
-        incarnation = next
+        setOwnIncarnation(next)
         // Lifeguard IV.A: being suspected means others could not reach us in time; we may be
         // the slow one, so slow down too.
         adjustHealth(1)
         broadcasts.enqueue(.alive(incarnation: incarnation, record: record))
+    }
+
+    /// Only this member raises its incarnation (SWIM §4.2), and it signs each one it reaches, so
+    /// relays can carry its `alive` at that incarnation and nobody else's.
+    private mutating func setOwnIncarnation(_ next: UInt64) {
+        incarnation = next
+        record = record.proving(incarnation: next, by: authenticator)
     }
 
     private mutating func bumpVersion(above v: UInt64) {
@@ -887,8 +935,7 @@ public struct SWIMInstance: Sendable {
             }
             if known, s.record.name != name, let i = index[s.record.name], s.record.version > members[i].record.version,
                s.incarnation >= members[i].incarnation, isOwners(s.record, relayedBy: p.from) {
-                members[i].record = s.record
-                out.events.append(.recordUpdated(name: s.record.name, version: s.record.version))
+                take(s.record, at: i)
             }
         }
         if liveCount > 0 && nextJoinAt != nil {

@@ -17,7 +17,7 @@ import Testing
         let verification = try #require(d.pings.first { $0.to == "c:7480" }, "a probe of our own goes to c at once")
         #expect(verification.ping.suspectedAt == 0, "carrying the incarnation the hearsay is at, so c refutes")
         // c answers, with its refutation: alive again, never confirmed down.
-        let refutation = Gossip.alive(incarnation: 1, record: Harness.record("c"))
+        let refutation = Gossip.alive(incarnation: 1, record: Harness.alive("c", 1))
         _ = h.receive(.ack(Ack(sequence: verification.ping.sequence, from: "c", gossip: [refutation])))
         #expect(h.status("c") == .alive)
         #expect(!h.swim.isConfirmedDown("c"))

@@ -12,6 +12,12 @@ struct Harness {
         NodeRecord(name: name, address: "\(name):7480", capacity: Resources(cpuMillicores: 2000, memoryBytes: 1 << 30))
     }
 
+    /// `name`'s record as its owner sends it at `incarnation` (with its word that it got there).
+    static func alive(_ name: String, _ incarnation: UInt64, signed: Bool = false) -> NodeRecord {
+        let a: any RecordAuthenticator = signed ? KeyedAuthenticator(owner: name) : UnsignedRecords()
+        return record(name).signed(by: a).proving(incarnation: incarnation, by: a)
+    }
+
     init(name: String = "me", members: [String], configuration: MembershipConfiguration = .lan, seed: UInt64 = 1,
          signed: Bool = false) {
         let authenticator: any RecordAuthenticator = signed ? KeyedAuthenticator(owner: name) : UnsignedRecords()

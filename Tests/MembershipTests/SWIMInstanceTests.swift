@@ -197,7 +197,7 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
         var h = Harness(members: five)
         var rec = Harness.record("a")
         rec.version = 2
-        _ = h.receive(.gossip(GossipPacket(from: "a", gossip: [.alive(incarnation: 3, record: rec)])))
+        _ = h.receive(.gossip(GossipPacket(from: "a", gossip: [.alive(incarnation: 3, record: rec.proving(incarnation: 3, by: UnsignedRecords()))])))
         _ = h.receive(.gossip(GossipPacket(from: "b", gossip: [.suspect(name: "a", incarnation: 2, from: "b")])))
         #expect(h.status("a") == .alive)
         #expect(h.swim.member(named: "a")?.incarnation == 3)
@@ -210,7 +210,7 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
         #expect(h.status("a") == .dead)
         _ = h.receive(.gossip(GossipPacket(from: "b", gossip: [.alive(incarnation: 0, record: Harness.record("a"))])))
         #expect(h.status("a") == .dead, "the same incarnation does not override dead")
-        let d = h.receive(.gossip(GossipPacket(from: "a", gossip: [.alive(incarnation: 1, record: Harness.record("a"))])))
+        let d = h.receive(.gossip(GossipPacket(from: "a", gossip: [.alive(incarnation: 1, record: Harness.alive("a", 1))])))
         #expect(h.status("a") == .alive)
         #expect(d.changes.contains { $0.name == "a" && $0.previous == .dead && $0.status == .alive })
     }

@@ -130,6 +130,41 @@ import Testing
         #expect(h.swim.record.version == 2)
     }
 
+    @Test func anAliveAtAHigherIncarnationRevivesADeadMemberOnlyWithItsOwnersWordForIt() {
+        var h = Harness(members: ["b", "c"], signed: true)
+        _ = h.receive(gossip(.dead(name: "c", incarnation: 0, from: "b")))
+        #expect(h.status("c") == .dead)
+        // b says c is alive at incarnation 7, relaying c's genuine record (proof for 0 only).
+        var d = h.receive(gossip(.alive(incarnation: 7, record: Harness.alive("c", 0, signed: true))))
+        #expect(h.status("c") == .dead)
+        // ...or with a proof of its own making.
+        let forged = Harness.alive("c", 0, signed: true).proving(incarnation: 7, by: KeyedAuthenticator(owner: "b"))
+        d = h.receive(gossip(.alive(incarnation: 7, record: forged)))
+        #expect(h.status("c") == .dead)
+        #expect(d.events.contains { if case let .rejected(_, r) = $0 { r.contains("incarnation 7 of c") } else { false } })
+        // c's own word, relayed by b, revives it; and what we relay of c carries that word.
+        _ = h.receive(gossip(.alive(incarnation: 1, record: Harness.alive("c", 1, signed: true))))
+        #expect(h.status("c") == .alive)
+        #expect(h.swim.member(named: "c")?.incarnation == 1)
+        let relayed = h.swim.member(named: "c")?.record
+        #expect(relayed?.provenIncarnation == 1)
+        #expect(relayed?.incarnationRefusal(by: KeyedAuthenticator(owner: "c")) == nil)
+    }
+
+    @Test func aMemberFirstHeardOfAtAnIncarnationItsOwnerDidNotSignStartsAtTheSignedOne() {
+        var h = Harness(members: ["b"], signed: true)
+        _ = h.receive(gossip(.alive(incarnation: 1_000, record: Harness.alive("d", 2, signed: true))))
+        #expect(h.swim.member(named: "d")?.incarnation == 2)
+    }
+
+    @Test func aRefutationIsSignedAtTheIncarnationItReaches() {
+        var h = Harness(members: ["b"], signed: true)
+        _ = h.receive(gossip(.suspect(name: "me", incarnation: 0, from: "b")))
+        #expect(h.swim.incarnation == 1)
+        #expect(h.swim.record.provenIncarnation == 1)
+        #expect(h.swim.record.incarnationRefusal(by: KeyedAuthenticator(owner: "me")) == nil)
+    }
+
     @Test func aForgedRecordAboutThisMemberDoesNotPushItsVersion() {
         var h = Harness(members: ["b"], signed: true)
         var forged = Harness.record("me")

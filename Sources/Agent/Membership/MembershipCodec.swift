@@ -131,6 +131,8 @@ public enum MembershipCodec {
             $0.version = r.version
             $0.certificate = Data(r.certificate)
             $0.signature = Data(r.signature)
+            $0.provenIncarnation = r.provenIncarnation
+            $0.incarnationSignature = Data(r.incarnationSignature)
         }
     }
 
@@ -223,6 +225,8 @@ public enum MembershipCodec {
                                 agentVersion: r.agentVersion, version: r.version)
         record.certificate = [UInt8](r.certificate)
         record.signature = [UInt8](r.signature)
+        record.provenIncarnation = r.provenIncarnation
+        record.incarnationSignature = [UInt8](r.incarnationSignature)
         return record
     }
 

@@ -291,6 +291,9 @@ public actor MembershipService {
 
     private func currentTraffic() -> (messages: Int, bytes: Int) { (messagesSent, bytesSent) }
 
+    /// This agent's own record, signed, as it gossips it (call while running).
+    public func ownRecord() -> NodeRecord { instance.record }
+
     /// Every member including this one, sorted by name, as the API shows them; once stopped,
     /// as they were then.
     public nonisolated func members() async -> [MemberView] {

@@ -163,6 +163,12 @@ public nonisolated struct Microscale_Membership_NodeRecord: Sendable {
 
   public var signature: Data = Data()
 
+  /// The highest incarnation the owner signed, and that signature: a relay's "alive at a higher
+  /// incarnation" is taken only with the owner's word for it (SWIM §4.2).
+  public var provenIncarnation: UInt64 = 0
+
+  public var incarnationSignature: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -706,7 +712,7 @@ nonisolated extension Microscale_Membership_Resources: SwiftProtobuf.Message, Sw
 
 nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}version\0\u{1}certificate\0\u{1}signature\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}version\0\u{1}certificate\0\u{1}signature\0\u{3}proven_incarnation\0\u{3}incarnation_signature\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -724,6 +730,8 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
       case 9: try { try decoder.decodeSingularBytesField(value: &self.certificate) }()
       case 10: try { try decoder.decodeSingularBytesField(value: &self.signature) }()
+      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.provenIncarnation) }()
+      case 12: try { try decoder.decodeSingularBytesField(value: &self.incarnationSignature) }()
       default: break
       }
     }
@@ -764,6 +772,12 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
     if !self.signature.isEmpty {
       try visitor.visitSingularBytesField(value: self.signature, fieldNumber: 10)
     }
+    if self.provenIncarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.provenIncarnation, fieldNumber: 11)
+    }
+    if !self.incarnationSignature.isEmpty {
+      try visitor.visitSingularBytesField(value: self.incarnationSignature, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -778,6 +792,8 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
     if lhs.version != rhs.version {return false}
     if lhs.certificate != rhs.certificate {return false}
     if lhs.signature != rhs.signature {return false}
+    if lhs.provenIncarnation != rhs.provenIncarnation {return false}
+    if lhs.incarnationSignature != rhs.incarnationSignature {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

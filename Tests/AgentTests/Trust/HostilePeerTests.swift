@@ -81,11 +81,15 @@ struct RecordingHandler: LogHandler {
         let transport: PeerTransport
         /// "peer#id=status" for every forward response it got.
         let responses = LogRecorder()
+        /// Signs as mallory, with mallory's key: what it may do for its own record, and all it can
+        /// do for anyone else's.
+        let signer: CertificateRecordAuthenticator
 
         init() throws {
             let tls = try TLSContext(configuration: TLSConfiguration(
                 caFile: "\(HostilePeerTests.dir)/ca/ca.pem", certificateFile: "\(HostilePeerTests.dir)/certs/mallory.pem",
                 keyFile: "\(HostilePeerTests.dir)/certs/mallory-key.pem"))
+            signer = CertificateRecordAuthenticator(try NodeSignatures(context: tls))
             let responses = self.responses
             transport = PeerTransport(group: group, tls: tls, options: .init(cluster: "microscale", agentVersion: MicroscaleVersion.current)) { peer, frame in
                 guard frame.kind == .control, let m = try? frame.decode(Microscale_Control_ControlMessage.self),
@@ -188,6 +192,49 @@ struct RecordingHandler: LogHandler {
             let confirmed = await a.members().filter { $0.confirmedDown == true && $0.name != "mallory" }
             #expect(confirmed.isEmpty, "\(confirmed.map(\.name))")
         }
+
+        // Item 2, records: mallory rewrites s2 (capacity, containers, address) under its own
+        // signature and unsigned, makes up a member, and sends s3 a delta that empties it. No
+        // agent takes any of it: each view of s2 and s3 stays what their owners said.
+        let views = Dictionary(uniqueKeysWithValues: await s1.members().map { ($0.name, $0) })
+        let s2 = try #require(views["s2"]), s3 = try #require(views["s3"])
+        let s2Record = try #require(await agents["s2"]?.membership.ownRecord())
+        let s3Record = try #require(await agents["s3"]?.membership.ownRecord())
+        var inflated = s2Record
+        inflated.version += 100
+        inflated.capacity = Membership.Resources(cpuMillicores: 1_000_000, memoryBytes: 1 << 44)
+        inflated.running = ["evil": 50]
+        inflated.address = "127.0.0.1:1"
+        var ghost = NodeRecord(name: "ghost", address: "127.0.0.1:2", role: .server,
+                               capacity: Membership.Resources(cpuMillicores: 1_000_000, memoryBytes: 1 << 44))
+        ghost = ghost.signed(by: hostile.signer)
+        var emptied = NodeRecordDelta(name: "s3", baseVersion: s3Record.version, version: s3Record.version + 1,
+                                      running: ["evil": 50])
+        emptied.signature = hostile.signer.sign(s3Record.signedBytes)
+        var keptSignature = inflated
+        keptSignature.signature = s2Record.signature
+        let forgeries: [Gossip] = [
+            .alive(incarnation: s2.incarnation, record: inflated.signed(by: hostile.signer)),
+            .alive(incarnation: s2.incarnation, record: keptSignature),
+            .alive(incarnation: 1, record: ghost),
+            .recordDelta(emptied),
+        ]
+        for n in ["s1", "s2", "s3", "c1"] {
+            try await hostile.send(try MembershipCodec.frame(.gossip(GossipPacket(from: "mallory", gossip: forgeries))),
+                                   to: try #require(ports[n]), n)
+        }
+        #expect(try await eventually {
+            ["s1", "s3", "c1"].allSatisfy { n in logs.all.contains { $0.hasPrefix("\(n): membership input refused") } }
+        }, "the forgeries were refused (and logged) where they arrived")
+        for a in all {
+            let view = Dictionary(uniqueKeysWithValues: await a.members().map { ($0.name, $0) })
+            #expect(view["ghost"] == nil)
+            #expect(view["s2"]?.capacity == s2.capacity)
+            #expect(view["s2"]?.address == s2.address)
+            #expect(view["s2"]?.running["evil"] == nil)
+            #expect(view["s3"]?.running["evil"] == nil)
+            #expect(view["s3"]?.address == s3.address)
+        }
     }
 
     @Test func aPeerWithAClientCertificateCannotMoveRaftWriteStateCommandAClientOrForgeAnswersOrARole() async throws {
@@ -273,6 +320,7 @@ struct RecordingHandler: LogHandler {
         }, to: clientPort, "c1")
         // And to s1, a record of its own claiming the server role.
         let record = NodeRecord(name: "mallory", address: "127.0.0.1:1", role: .server, agentVersion: MicroscaleVersion.current)
+            .signed(by: hostile.signer)
         try await hostile.send(try MembershipCodec.frame(.ping(Ping(sequence: 1, from: "mallory", fromAddress: "127.0.0.1:1", target: "s1",
                                                                     gossip: [.alive(incarnation: 1, record: record)]))),
                                to: p1, "s1")

@@ -1,0 +1,39 @@
+@testable import Agent
+import Membership
+import Testing
+
+/// The owner's proofs survive the wire: without them every relayed record would be refused.
+@Suite struct MembershipCodecTests {
+    @Test func aRecordCarriesItsCertificateSignatureAndIncarnationProofAcrossTheWire() throws {
+        var r = NodeRecord(name: "n1", address: "10.0.0.1:7480", role: .server,
+                           capacity: Resources(cpuMillicores: 4000, memoryBytes: 1 << 33), running: ["web": 3], version: 9)
+        r.certificate = [0x30, 0x82, 1, 2, 3]
+        r.signature = Array(repeating: 7, count: 71)
+        r.provenIncarnation = 12
+        r.incarnationSignature = Array(repeating: 9, count: 70)
+        let message = Message.gossip(GossipPacket(from: "n2", gossip: [.alive(incarnation: 12, record: r)]))
+        let back = try MembershipCodec.message(from: try MembershipCodec.frame(message))
+        guard case let .gossip(g) = back, case let .alive(inc, record)? = g.gossip.first else {
+            Issue.record("not an alive gossip: \(back)")
+            return
+        }
+        #expect(inc == 12)
+        #expect(record == r)
+    }
+
+    @Test func aDeltaCarriesTheSignatureOfTheRecordItMakesAndANewCertificate() throws {
+        var d = NodeRecordDelta(name: "n1", baseVersion: 3, version: 4, running: ["web": 0])
+        d.signature = [1, 2, 3]
+        d.certificate = [4, 5]
+        let back = try MembershipCodec.message(from: try MembershipCodec.frame(.gossip(GossipPacket(from: "n2", gossip: [.recordDelta(d)]))))
+        guard case let .gossip(g) = back, case let .recordDelta(x)? = g.gossip.first else {
+            Issue.record("not a delta: \(back)")
+            return
+        }
+        #expect(x == d)
+        d.certificate = nil
+        let again = try MembershipCodec.message(from: try MembershipCodec.frame(.gossip(GossipPacket(from: "n2", gossip: [.recordDelta(d)]))))
+        guard case let .gossip(g2) = again, case let .recordDelta(y)? = g2.gossip.first else { return }
+        #expect(y.certificate == nil)
+    }
+}
