@@ -84,6 +84,10 @@ struct Transport: AsyncParsableCommand {
             print(String(format: "MB/s              %9.1f   (%d frames of %d B over one connection; target >= 200)", r.megabytesPerSecond, r.frames, r.frameBytes))
             print(String(format: "frames/s          %9.0f", r.framesPerSecond))
             print(String(format: "LZ4 ratio         %9.2f   (push-pull of %d members: %d -> %d bytes)", r.lz4Ratio, members, r.nodeStatePayloadBytes, r.nodeStateCompressedBytes))
+            print(String(format: "record sign       %9.1f µs (ECDSA P-256, median of 2000)", r.recordSignMicroseconds))
+            print(String(format: "record check      %9.1f µs (certificate cached; median of 2000)", r.recordVerifyMicroseconds))
+            print(String(format: "signed push-pull  %9d B  (%d members with certificate and signatures, %d B per record; LZ4 -> %d B)",
+                         r.nodeStateSignedPayloadBytes, members, r.recordProofBytes, r.nodeStateSignedCompressedBytes))
         }
     }
 }
