@@ -8,7 +8,7 @@ import Testing
 /// Issue 15, item 5: no pre-authentication denial of service. Eight attackers, each from its own
 /// address, open connections to a server's peer port and send a TLS ClientHello (the message that
 /// makes a server generate a key share and sign, without any certificate), for 10 s, while the
-/// cluster runs. No member may become suspect in anyone's view, and Raft keeps its leader and term
+/// cluster runs (MICROSCALE_FLOOD_SECONDS sets another length). No member may become suspect in anyone's view, and Raft keeps its leader and term
 /// (a missed heartbeat would have started an election). The benchmark, with figures, is
 /// `microscale-bench transport --flood` (docs/transport-flood.md).
 @Suite(.serialized) struct HandshakeFloodTests {
@@ -39,7 +39,8 @@ import Testing
             keyFile: "\(ClusterAPITests.dir)/certs/c1-key.pem"))
         let hello = try HandshakeFloodBenchmark.recordedClientHello(tls: tls)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let seconds = 10
+        // 10 s in `make test`; the issue's full 60 s is MICROSCALE_FLOOD_SECONDS=60 (closing note of issue 15).
+        let seconds = ProcessInfo.processInfo.environment["MICROSCALE_FLOOD_SECONDS"].flatMap { Int($0) }.map { min(max($0, 1), 600) } ?? 10
         let flood = Task {
             await HandshakeFloodBenchmark.flood(port: p1, hello: hello, attackers: 8, until: .now + .seconds(seconds),
                                                 stalledPerAttacker: 16, group: group)
