@@ -152,14 +152,24 @@ public struct PushPull: Sendable, Hashable {
     public var fromAddress: String
     public var isReply: Bool
     public var isJoin: Bool
+    /// Whether the states carry their owners' certificates, and the reply should too: in the
+    /// exchanges of a join and of a healed partition, where one side may know members the other
+    /// has never heard of. A periodic push-pull between members that know each other sends only
+    /// the sender's own certificate: the receiver checks a record against the certificate it
+    /// already holds for that member, and asks the owner for its record when it holds none
+    /// (docs/ARCHITECTURE.md, "Records are signed"). A certificate is ~480 of a signed record's
+    /// ~690 bytes.
+    public var wantsCertificates: Bool
     /// Every member the sender knows, itself included.
     public var states: [MemberState]
 
-    public init(from: String, fromAddress: String, isReply: Bool, isJoin: Bool, states: [MemberState]) {
+    public init(from: String, fromAddress: String, isReply: Bool, isJoin: Bool, wantsCertificates: Bool = true,
+                states: [MemberState]) {
         self.from = from
         self.fromAddress = fromAddress
         self.isReply = isReply
         self.isJoin = isJoin
+        self.wantsCertificates = wantsCertificates
         self.states = states
     }
 }

@@ -236,7 +236,9 @@ public struct SWIMInstance: Sendable {
             // answered the join, at first): it knows the most, and it costs no new connection.
             let target = earlyPushPulls > 0 ? recentLiveMembers(1, now).first : randomLiveMembers(1, excluding: nil).first
             if !isLeaving, let target {
-                send(.pushPull(fullState(isReply: false, isJoin: false)), to: members[target].address)
+                // Right after a join we may lack members the target knows: certificates wanted.
+                send(.pushPull(fullState(isReply: false, isJoin: false, certificates: earlyPushPulls > 0)),
+                     to: members[target].address)
             }
             if earlyPushPulls > 0 {
                 earlyPushPulls -= 1
@@ -530,14 +532,14 @@ public struct SWIMInstance: Sendable {
             // dead that answers is a healed partition, as with a redial: a push-pull merges views.
             verifications[a.from] = nil
             if let i = index[a.from], members[i].status == .dead {
-                send(.pushPull(fullState(isReply: false, isJoin: false)), to: members[i].address)
+                send(.pushPull(fullState(isReply: false, isJoin: false, certificates: true)), to: members[i].address)
             }
         } else if let d = redial, d.sequence == a.sequence {
             // A member we declared dead answers: the partition healed. A push-pull merges the
             // two views; the member refutes its death when it sees it in our state.
             redial = nil
             if let i = index[d.name] {
-                send(.pushPull(fullState(isReply: false, isJoin: false)), to: members[i].address)
+                send(.pushPull(fullState(isReply: false, isJoin: false, certificates: true)), to: members[i].address)
             }
         }
     }
@@ -758,11 +760,17 @@ public struct SWIMInstance: Sendable {
 
     /// A delta skipped over a version we never saw: ask the owner for its whole record.
     private mutating func requestRecord(_ i: Int, _ now: Duration) {
-        let m = members[i]
-        if let last = recordRequests[m.name], now - last < configuration.recordRequestInterval { return }
+        requestRecord(of: members[i].name, at: members[i].address, now)
+    }
+
+    /// Asks `name` at `address` for its record, at most once per `recordRequestInterval`. The
+    /// address may come from a record we could not check: the answer is checked like any record,
+    /// so a wrong address costs one message.
+    private mutating func requestRecord(of name: String, at address: String, _ now: Duration) {
+        if let last = recordRequests[name], now - last < configuration.recordRequestInterval { return }
         if recordRequests.count >= Self.maxRecordRequests { recordRequests = [:] }
-        recordRequests[m.name] = now
-        send(.recordRequest(RecordRequest(from: name, fromAddress: address)), to: m.address)
+        recordRequests[name] = now
+        send(.recordRequest(RecordRequest(from: self.name, fromAddress: self.address)), to: address)
     }
 
     private mutating func onRecord(_ r: RecordReply, _ now: Duration) {
@@ -773,7 +781,15 @@ public struct SWIMInstance: Sendable {
             out.events.append(.rejected(from: rec.name, reason: error.description))
             return
         }
-        guard let i = index[rec.name], rec.version > members[i].record.version, isOwners(rec) else { return }
+        guard let i = index[rec.name] else {
+            // A member we asked about (it came without a certificate): its owner's answer, checked.
+            if recordRequests[rec.name] != nil, rec.name != name {
+                recordRequests[rec.name] = nil
+                applyAlive(r.incarnation, rec, now)
+            }
+            return
+        }
+        guard rec.version > members[i].record.version, isOwners(rec) else { return }
         recordRequests[rec.name] = nil
         take(rec, at: i)
     }
@@ -890,16 +906,21 @@ public struct SWIMInstance: Sendable {
 
     // MARK: Push-pull (anti-entropy)
 
-    private func fullState(isReply: Bool, isJoin: Bool) -> PushPull {
+    private func fullState(isReply: Bool, isJoin: Bool, certificates: Bool) -> PushPull {
         var states: [MemberState] = []
         states.reserveCapacity(members.count + 1)
         states.append(selfState)
-        for m in members { states.append(m.state) }
-        return PushPull(from: name, fromAddress: address, isReply: isReply, isJoin: isJoin, states: states)
+        for m in members {
+            var s = m.state
+            if !certificates, !s.record.certificate.isEmpty { s.record.certificate = [] }
+            states.append(s)
+        }
+        return PushPull(from: name, fromAddress: address, isReply: isReply, isJoin: isJoin,
+                        wantsCertificates: certificates, states: states)
     }
 
     private mutating func sendJoin() {
-        let pp = fullState(isReply: false, isJoin: true)
+        let pp = fullState(isReply: false, isJoin: true, certificates: true)
         for s in joinSeeds { send(.pushPull(pp), to: s) }
     }
 
@@ -912,9 +933,20 @@ public struct SWIMInstance: Sendable {
         defer {
             mergingJoinReply = false
             // Answer after merging, so the reply already holds what the sender just told us.
-            if !p.isReply { send(.pushPull(fullState(isReply: true, isJoin: false)), to: p.fromAddress) }
+            if !p.isReply {
+                send(.pushPull(fullState(isReply: true, isJoin: false, certificates: p.wantsCertificates)), to: p.fromAddress)
+            }
         }
-        for s in p.states {
+        for var s in p.states {
+            // A record sent without its certificate is checked against the one we hold for that
+            // member; one we have never heard of is asked of its owner.
+            if s.record.certificate.isEmpty, !authenticator.certificate.isEmpty, s.record.name != name {
+                guard let i = index[s.record.name] else {
+                    if s.status == .alive || s.status == .suspect { requestRecord(of: s.record.name, at: s.record.address, now) }
+                    continue
+                }
+                s.record.certificate = members[i].record.certificate
+            }
             let known = index[s.record.name] != nil || s.record.name == name
             switch s.status {
             case .alive:

@@ -165,6 +165,73 @@ import Testing
         #expect(h.swim.record.incarnationRefusal(by: KeyedAuthenticator(owner: "me")) == nil)
     }
 
+    // MARK: Certificates travel where they are needed
+
+    func stripped(_ r: NodeRecord) -> NodeRecord {
+        var r = r
+        r.certificate = []
+        return r
+    }
+
+    @Test func aPeriodicPushPullCarriesOnlyTheSendersOwnCertificate() throws {
+        var h = Harness(members: ["b", "c"], signed: true)
+        // b and c answer every probe, so they stay alive until the first periodic push-pull.
+        var sent: PushPull?
+        while sent == nil, h.now < .seconds(60) {
+            let d = h.runTimers(until: h.now + .milliseconds(50))
+            for (_, ping) in d.pings {
+                _ = h.receive(.ack(Ack(sequence: ping.sequence, from: ping.target, gossip: [])))
+            }
+            sent = d.pushPulls.first { !$0.pp.isReply }?.pp
+        }
+        let pp = try #require(sent)
+        #expect(!pp.wantsCertificates)
+        for s in pp.states {
+            #expect(s.record.certificate.isEmpty == (s.record.name != "me"), "\(s.record.name)")
+        }
+    }
+
+    @Test func aJoinOrAHealedPartitionIsAnsweredWithEveryCertificate() throws {
+        var h = Harness(members: ["b", "c"], signed: true)
+        let ask = PushPull(from: "z", fromAddress: "z:7480", isReply: false, isJoin: true, wantsCertificates: true,
+                           states: [MemberState(incarnation: 0, status: .alive, record: Harness.alive("z", 0, signed: true))])
+        let reply = try #require(h.receive(.pushPull(ask)).pushPulls.first?.pp)
+        #expect(reply.wantsCertificates)
+        #expect(reply.states.allSatisfy { !$0.record.certificate.isEmpty })
+    }
+
+    @Test func aRecordWithoutItsCertificateIsCheckedAgainstTheOneHeldForItsOwner() {
+        var h = Harness(members: ["b", "c"], signed: true)
+        let newer = owners(version: 4) { $0.running = ["web": 6] }
+        var forged = stripped(owners(version: 5))
+        forged.running = ["evil": 9]
+        let pp = PushPull(from: "b", fromAddress: "b:7480", isReply: true, isJoin: false, wantsCertificates: false,
+                          states: [MemberState(incarnation: 0, status: .alive, record: stripped(newer))])
+        _ = h.receive(.pushPull(pp))
+        #expect(h.swim.member(named: "c")?.record.running == ["web": 6])
+        #expect(h.swim.member(named: "c")?.record.certificate == newer.certificate, "what we relay still carries it")
+        let d = h.receive(.pushPull(PushPull(from: "b", fromAddress: "b:7480", isReply: true, isJoin: false,
+                                             wantsCertificates: false,
+                                             states: [MemberState(incarnation: 0, status: .alive, record: forged)])))
+        #expect(refused(d))
+        #expect(h.swim.member(named: "c")?.record.running == ["web": 6])
+    }
+
+    @Test func aMemberNeverHeardOfThatComesWithoutACertificateIsAskedOfItsOwner() throws {
+        var h = Harness(members: ["b"], signed: true)
+        let pp = PushPull(from: "b", fromAddress: "b:7480", isReply: true, isJoin: false, wantsCertificates: false,
+                          states: [MemberState(incarnation: 3, status: .alive, record: stripped(Harness.alive("d", 3, signed: true)))])
+        let d = h.receive(.pushPull(pp))
+        #expect(h.swim.member(named: "d") == nil)
+        #expect(!refused(d), "not a forgery: just not checkable here yet")
+        #expect(d.messages.contains { o in
+            if case .recordRequest = o.message { return o.to == "d:7480" } else { return false }
+        })
+        _ = h.receive(.record(RecordReply(incarnation: 3, record: Harness.alive("d", 3, signed: true))))
+        #expect(h.status("d") == .alive)
+        #expect(h.swim.member(named: "d")?.incarnation == 3)
+    }
+
     @Test func aForgedRecordAboutThisMemberDoesNotPushItsVersion() {
         var h = Harness(members: ["b"], signed: true)
         var forged = Harness.record("me")

@@ -66,6 +66,7 @@ public enum MembershipCodec {
             x.fromAddress = p.fromAddress
             x.isReply = p.isReply
             x.isJoin = p.isJoin
+            x.wantsCertificates = p.wantsCertificates
             x.states = p.states.map(encode)
             m.pushPull = x
         case let .recordRequest(r):
@@ -169,7 +170,7 @@ public enum MembershipCodec {
             return .gossip(GossipPacket(from: x.from, gossip: try x.gossip.map(decode)))
         case .pushPull(let x)?:
             return .pushPull(PushPull(from: x.from, fromAddress: x.fromAddress, isReply: x.isReply, isJoin: x.isJoin,
-                                      states: try x.states.map(decode)))
+                                      wantsCertificates: x.wantsCertificates, states: try x.states.map(decode)))
         case .recordRequest(let x)?:
             return .recordRequest(RecordRequest(from: x.from, fromAddress: x.fromAddress))
         case .record(let x)?:

@@ -533,6 +533,10 @@ public nonisolated struct Microscale_Membership_PushPull: Sendable {
 
   public var states: [Microscale_Membership_MemberState] = []
 
+  /// The states carry their owners' certificates, and the reply should too (a join, a healed
+  /// partition); otherwise only the sender's own record carries one.
+  public var wantsCertificates: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1425,7 +1429,7 @@ nonisolated extension Microscale_Membership_MemberState: SwiftProtobuf.Message, 
 
 nonisolated extension Microscale_Membership_PushPull: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PushPull"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}from\0\u{3}from_address\0\u{3}is_reply\0\u{3}is_join\0\u{1}states\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}from\0\u{3}from_address\0\u{3}is_reply\0\u{3}is_join\0\u{1}states\0\u{3}wants_certificates\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1438,6 +1442,7 @@ nonisolated extension Microscale_Membership_PushPull: SwiftProtobuf.Message, Swi
       case 3: try { try decoder.decodeSingularBoolField(value: &self.isReply) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.isJoin) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.states) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.wantsCertificates) }()
       default: break
       }
     }
@@ -1459,6 +1464,9 @@ nonisolated extension Microscale_Membership_PushPull: SwiftProtobuf.Message, Swi
     if !self.states.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.states, fieldNumber: 5)
     }
+    if self.wantsCertificates != false {
+      try visitor.visitSingularBoolField(value: self.wantsCertificates, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1468,6 +1476,7 @@ nonisolated extension Microscale_Membership_PushPull: SwiftProtobuf.Message, Swi
     if lhs.isReply != rhs.isReply {return false}
     if lhs.isJoin != rhs.isJoin {return false}
     if lhs.states != rhs.states {return false}
+    if lhs.wantsCertificates != rhs.wantsCertificates {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
