@@ -55,6 +55,15 @@ extension NodeRecord {
                               message: Self.incarnationBytes(name: self.name, incarnation: self.provenIncarnation))
     }
 
+    /// This record without the owner's certificate, for a receiver that holds it already (the
+    /// signatures stay: they are checked against the held certificate).
+    public var withoutCertificate: NodeRecord {
+        guard !self.certificate.isEmpty else { return self }
+        var r = self
+        r.certificate = []
+        return r
+    }
+
     /// Why this record is not its owner's, or nil when it is.
     public func refusal(by authenticator: any RecordAuthenticator) -> String? {
         authenticator.refusal(name: self.name, certificate: self.certificate, signature: self.signature, message: signedBytes)

@@ -498,7 +498,7 @@ public struct SWIMInstance: Sendable {
             // the prober itself with the refutation even if our queue has already sent it its
             // λ·log N times (dozens of buddy pings can arrive within one interval).
             if s >= incarnation { refute(above: s, now) }
-            let alive = Gossip.alive(incarnation: incarnation, record: record)
+            let alive = Gossip.alive(incarnation: incarnation, record: record.withoutCertificate)
             if !gossip.contains(alive) { gossip.append(alive) }
         }
         send(.ack(Ack(sequence: p.sequence, from: name, gossip: gossip)), to: p.fromAddress)
@@ -611,8 +611,20 @@ public struct SWIMInstance: Sendable {
             return
         }
         if rec.name == name {
-            noteReportAboutSelf(incarnation: inc, status: .alive, record: rec, now)
+            var ours = rec
+            if ours.certificate.isEmpty { ours.certificate = record.certificate }
+            noteReportAboutSelf(incarnation: inc, status: .alive, record: ours, now)
             return
+        }
+        // Sent without its certificate (news about a member the sender expects us to know):
+        // checked against the one we hold; a member we never heard of is asked of its owner.
+        var rec = rec
+        if rec.certificate.isEmpty, !authenticator.certificate.isEmpty {
+            guard let i = index[rec.name] else {
+                requestRecord(of: rec.name, at: rec.address, now)
+                return
+            }
+            rec.certificate = members[i].record.certificate
         }
         guard let i = index[rec.name] else {
             // A member we have never heard of is known by its record alone: only its owner's.
@@ -653,7 +665,9 @@ public struct SWIMInstance: Sendable {
             setStatus(i, .alive, incarnation: inc, now)
             changed = true
         }
-        if changed { broadcasts.enqueue(.alive(incarnation: inc, record: members[i].record)) }
+        // Members that hear this know the member already (it is news of a refutation or a newer
+        // record), so its certificate stays home: they check against the one they hold.
+        if changed { broadcasts.enqueue(.alive(incarnation: inc, record: members[i].record.withoutCertificate)) }
     }
 
     private mutating func applySuspect(_ subject: String, incarnation inc: UInt64, from: String, _ now: Duration) {
@@ -886,7 +900,7 @@ public struct SWIMInstance: Sendable {
         // Lifeguard IV.A: being suspected means others could not reach us in time; we may be
         // the slow one, so slow down too.
         adjustHealth(1)
-        broadcasts.enqueue(.alive(incarnation: incarnation, record: record))
+        broadcasts.enqueue(.alive(incarnation: incarnation, record: record.withoutCertificate))
     }
 
     /// Only this member raises its incarnation (SWIM §4.2), and it signs each one it reaches, so
@@ -901,7 +915,7 @@ public struct SWIMInstance: Sendable {
         var r = record
         r.version = v + 1
         record = r.signed(by: authenticator)
-        broadcasts.enqueue(.alive(incarnation: incarnation, record: record))
+        broadcasts.enqueue(.alive(incarnation: incarnation, record: record.withoutCertificate))
     }
 
     // MARK: Push-pull (anti-entropy)
