@@ -91,6 +91,10 @@ public struct NodeRecord: Sendable, Hashable {
         public var agentVersion: String
         /// Bumped by the owner on every change; receivers keep the highest.
         public var version: UInt64
+        /// The owner said it is stopping to restart (not leaving, not failing): a leader that
+        /// then sees it dead waits a grace period before moving its work ("Restart is not leave",
+        /// docs/ARCHITECTURE.md). A crash or a power cut says nothing, so its work moves at once.
+        public var restarting: Bool = false
         /// The owner's certificate (DER) and its signature over `signedBytes`: a record reaches
         /// most members through third parties, and this is what lets them tell the owner's
         /// record from one a relay made up. Empty where records are not signed (the protocol
@@ -154,6 +158,7 @@ public struct NodeRecord: Sendable, Hashable {
     public var contentSize: Int {
         let f = box.fields
         var n = stringField(f.name) + stringField(f.address) + 2 + stringField(f.agentVersion) + varintField(f.version)
+            + (f.restarting ? 2 : 0)
         n += 2 * 2 + varintField(UInt64(bitPattern: Int64(f.capacity.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(f.capacity.memoryBytes)))
         n += 2 * 2 + varintField(UInt64(bitPattern: Int64(f.reserved.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(f.reserved.memoryBytes)))
         for (service, count) in f.running { n += 2 + stringField(service) + varintField(UInt64(bitPattern: Int64(count))) }
@@ -217,6 +222,7 @@ public struct NodeRecord: Sendable, Hashable {
         }
         put(f.agentVersion)
         put(f.version)
+        put(f.restarting ? 1 : 0)
         put(UInt64(f.running.count))
         for (service, count) in f.running.sorted(by: { $0.key < $1.key }) {
             put(service)
@@ -250,6 +256,7 @@ public struct NodeRecordDelta: Sendable, Hashable {
     /// Changed entries only; 0 means the service no longer runs here.
     public var running: [String: Int]
     public var agentVersion: String?
+    public var restarting: Bool?
     /// The owner's signature over the record this delta produces (`NodeRecord.signedBytes` at
     /// `version`), so a receiver checks the result, not the delta; and its certificate when it
     /// changed.
@@ -279,6 +286,7 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if old.reserved != new.reserved { d.reserved = new.reserved }
         if old.agentVersion != new.agentVersion { d.agentVersion = new.agentVersion }
         if old.certificate != new.certificate { d.certificate = new.certificate }
+        if old.restarting != new.restarting { d.restarting = new.restarting }
         d.signature = new.signature
         let o = old.running, n = new.running
         for (k, v) in n where o[k] != v { d.running[k] = v }
@@ -296,6 +304,7 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if let r = later.reserved { d.reserved = r }
         if let v = later.agentVersion { d.agentVersion = v }
         if let c = later.certificate { d.certificate = c }
+        if let r = later.restarting { d.restarting = r }
         d.signature = later.signature
         for (k, v) in later.running { d.running[k] = v }
         return d
@@ -314,6 +323,7 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if let r = reserved { f.reserved = r }
         if let v = agentVersion { f.agentVersion = v }
         if let c = certificate { f.certificate = c }
+        if let r = restarting { f.restarting = r }
         f.signature = signature
         for (k, v) in running { f.running[k] = v > 0 ? v : nil }
         return NodeRecord(f)
@@ -326,6 +336,7 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if let c = capacity { n += 2 + varintField(UInt64(bitPattern: Int64(c.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(c.memoryBytes))) }
         if let r = reserved { n += 2 + varintField(UInt64(bitPattern: Int64(r.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(r.memoryBytes))) }
         if let v = agentVersion { n += stringField(v) }
+        if restarting != nil { n += 2 }
         for (k, v) in running { n += 2 + stringField(k) + varintField(UInt64(bitPattern: Int64(v))) }
         n += 2 + signature.count + (certificate.map { 3 + $0.count } ?? 0)
         return n

@@ -107,6 +107,7 @@ public enum MembershipCodec {
             if let v = d.agentVersion { y.agentVersion = v }
             y.signature = Data(d.signature)
             if let c = d.certificate { y.certificate = Data(c) }
+            if let r = d.restarting { y.restarting = r }
             x.recordDelta = y
         }
         return x
@@ -133,6 +134,7 @@ public enum MembershipCodec {
             $0.certificate = Data(r.certificate)
             $0.signature = Data(r.signature)
             $0.provenIncarnation = r.provenIncarnation
+            $0.restarting = r.restarting
             $0.incarnationSignature = Data(r.incarnationSignature)
         }
     }
@@ -200,6 +202,7 @@ public enum MembershipCodec {
                 agentVersion: y.hasAgentVersion ? y.agentVersion : nil)
             d.signature = [UInt8](y.signature)
             d.certificate = y.hasCertificate ? [UInt8](y.certificate) : nil
+            d.restarting = y.hasRestarting ? y.restarting : nil
             return .recordDelta(d)
         case nil:
             throw DecodingError(field: "gossip", problem: "is empty or of a kind this agent does not know")
@@ -227,6 +230,7 @@ public enum MembershipCodec {
         record.certificate = [UInt8](r.certificate)
         record.signature = [UInt8](r.signature)
         record.provenIncarnation = r.provenIncarnation
+        record.restarting = r.restarting
         record.incarnationSignature = [UInt8](r.incarnationSignature)
         return record
     }

@@ -405,7 +405,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         // plan before the process exits, which a restart would then have to start again.
         await assignments.stop()
         await executor.stop()
-        if leave { await membership.leave() }
+        if leave { await membership.leave() } else { await membership.announceRestart() }
         await shutdown()
     }
 

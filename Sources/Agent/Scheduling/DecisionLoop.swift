@@ -115,9 +115,12 @@ public actor DecisionLoop {
         // others until it comes back; its work stays for `deadNodeGrace` after this leader saw it
         // dead, so a quick restart adopts its containers instead of seeing them moved and then
         // stopped. A node that said it leaves is not waited for.
+        // Only a node whose record said it was stopping to restart is waited for: a crash or a
+        // power cut says nothing, and its work moves as soon as this leader's own probe fails.
         let seenAt = ContinuousClock.now
+        let restarting = Set(members.lazy.filter { $0.restarting == true }.map(\.name))
         var dead: Set<String> = []
-        for i in nodes.indices where nodes[i].status == .dead {
+        for i in nodes.indices where nodes[i].status == .dead && restarting.contains(nodes[i].name) {
             dead.insert(nodes[i].name)
             let since = deadSince[nodes[i].name] ?? seenAt
             deadSince[nodes[i].name] = since

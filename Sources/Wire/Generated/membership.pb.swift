@@ -169,6 +169,10 @@ public nonisolated struct Microscale_Membership_NodeRecord: Sendable {
 
   public var incarnationSignature: Data = Data()
 
+  /// The owner is stopping to restart (SIGTERM without leaving): when it then looks dead, the
+  /// leader keeps its work in place for --dead-node-grace instead of moving it at once.
+  public var restarting: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -249,6 +253,15 @@ public nonisolated struct Microscale_Membership_NodeRecordDelta: Sendable {
   /// Clears the value of `certificate`. Subsequent reads from it will return its default value.
   public mutating func clearCertificate() {self._certificate = nil}
 
+  public var restarting: Bool {
+    get {_restarting ?? false}
+    set {_restarting = newValue}
+  }
+  /// Returns true if `restarting` has been explicitly set.
+  public var hasRestarting: Bool {self._restarting != nil}
+  /// Clears the value of `restarting`. Subsequent reads from it will return its default value.
+  public mutating func clearRestarting() {self._restarting = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -259,6 +272,7 @@ public nonisolated struct Microscale_Membership_NodeRecordDelta: Sendable {
   fileprivate var _reserved: Microscale_Membership_Resources? = nil
   fileprivate var _agentVersion: String? = nil
   fileprivate var _certificate: Data? = nil
+  fileprivate var _restarting: Bool? = nil
 }
 
 /// Dissemination (SWIM §4.4), piggybacked on probes and sent in gossip packets.
@@ -492,29 +506,35 @@ public nonisolated struct Microscale_Membership_GossipPacket: Sendable {
   public init() {}
 }
 
-public nonisolated struct Microscale_Membership_MemberState: Sendable {
+public nonisolated struct Microscale_Membership_MemberState: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var incarnation: UInt64 = 0
+  public var incarnation: UInt64 {
+    get {_storage._incarnation}
+    set {_uniqueStorage()._incarnation = newValue}
+  }
 
-  public var status: Microscale_Membership_Status = .alive
+  public var status: Microscale_Membership_Status {
+    get {_storage._status}
+    set {_uniqueStorage()._status = newValue}
+  }
 
   public var record: Microscale_Membership_NodeRecord {
-    get {_record ?? Microscale_Membership_NodeRecord()}
-    set {_record = newValue}
+    get {_storage._record ?? Microscale_Membership_NodeRecord()}
+    set {_uniqueStorage()._record = newValue}
   }
   /// Returns true if `record` has been explicitly set.
-  public var hasRecord: Bool {self._record != nil}
+  public var hasRecord: Bool {_storage._record != nil}
   /// Clears the value of `record`. Subsequent reads from it will return its default value.
-  public mutating func clearRecord() {self._record = nil}
+  public mutating func clearRecord() {_uniqueStorage()._record = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _record: Microscale_Membership_NodeRecord? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// Full-state anti-entropy that heals what gossip missed.
@@ -716,7 +736,7 @@ nonisolated extension Microscale_Membership_Resources: SwiftProtobuf.Message, Sw
 
 nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}version\0\u{1}certificate\0\u{1}signature\0\u{3}proven_incarnation\0\u{3}incarnation_signature\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}version\0\u{1}certificate\0\u{1}signature\0\u{3}proven_incarnation\0\u{3}incarnation_signature\0\u{1}restarting\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -736,6 +756,7 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
       case 10: try { try decoder.decodeSingularBytesField(value: &self.signature) }()
       case 11: try { try decoder.decodeSingularUInt64Field(value: &self.provenIncarnation) }()
       case 12: try { try decoder.decodeSingularBytesField(value: &self.incarnationSignature) }()
+      case 13: try { try decoder.decodeSingularBoolField(value: &self.restarting) }()
       default: break
       }
     }
@@ -782,6 +803,9 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
     if !self.incarnationSignature.isEmpty {
       try visitor.visitSingularBytesField(value: self.incarnationSignature, fieldNumber: 12)
     }
+    if self.restarting != false {
+      try visitor.visitSingularBoolField(value: self.restarting, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -798,6 +822,7 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
     if lhs.signature != rhs.signature {return false}
     if lhs.provenIncarnation != rhs.provenIncarnation {return false}
     if lhs.incarnationSignature != rhs.incarnationSignature {return false}
+    if lhs.restarting != rhs.restarting {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -805,7 +830,7 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
 
 nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeRecordDelta"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}base_version\0\u{1}version\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}signature\0\u{1}certificate\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}base_version\0\u{1}version\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}signature\0\u{1}certificate\0\u{1}restarting\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -824,6 +849,7 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
       case 9: try { try decoder.decodeSingularStringField(value: &self._agentVersion) }()
       case 10: try { try decoder.decodeSingularBytesField(value: &self.signature) }()
       case 11: try { try decoder.decodeSingularBytesField(value: &self._certificate) }()
+      case 12: try { try decoder.decodeSingularBoolField(value: &self._restarting) }()
       default: break
       }
     }
@@ -867,6 +893,9 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
     try { if let v = self._certificate {
       try visitor.visitSingularBytesField(value: v, fieldNumber: 11)
     } }()
+    try { if let v = self._restarting {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 12)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -882,6 +911,7 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
     if lhs._agentVersion != rhs._agentVersion {return false}
     if lhs.signature != rhs.signature {return false}
     if lhs._certificate != rhs._certificate {return false}
+    if lhs._restarting != rhs._restarting {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1387,41 +1417,81 @@ nonisolated extension Microscale_Membership_MemberState: SwiftProtobuf.Message, 
   public static let protoMessageName: String = _protobuf_package + ".MemberState"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}incarnation\0\u{1}status\0\u{1}record\0")
 
+  fileprivate class _StorageClass {
+    var _incarnation: UInt64 = 0
+    var _status: Microscale_Membership_Status = .alive
+    var _record: Microscale_Membership_NodeRecord? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _incarnation = source._incarnation
+      _status = source._status
+      _record = source._record
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
-      case 2: try { try decoder.decodeSingularEnumField(value: &self.status) }()
-      case 3: try { try decoder.decodeSingularMessageField(value: &self._record) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._incarnation) }()
+        case 2: try { try decoder.decodeSingularEnumField(value: &_storage._status) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._record) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if self.incarnation != 0 {
-      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 1)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._incarnation != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._incarnation, fieldNumber: 1)
+      }
+      if _storage._status != .alive {
+        try visitor.visitSingularEnumField(value: _storage._status, fieldNumber: 2)
+      }
+      try { if let v = _storage._record {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
     }
-    if self.status != .alive {
-      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 2)
-    }
-    try { if let v = self._record {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Microscale_Membership_MemberState, rhs: Microscale_Membership_MemberState) -> Bool {
-    if lhs.incarnation != rhs.incarnation {return false}
-    if lhs.status != rhs.status {return false}
-    if lhs._record != rhs._record {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._incarnation != rhs_storage._incarnation {return false}
+        if _storage._status != rhs_storage._status {return false}
+        if _storage._record != rhs_storage._record {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
