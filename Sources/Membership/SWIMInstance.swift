@@ -288,6 +288,21 @@ public struct SWIMInstance: Sendable {
         return finish(now)
     }
 
+    /// Signs this member's record again with what the authenticator holds now (a certificate
+    /// reloaded on SIGHUP), as a new version whose delta carries the new certificate, and proves
+    /// the current incarnation under it.
+    public mutating func refreshProof(now: Duration) -> Directives {
+        begin()
+        var next = record
+        next.version = min(record.version, .max - 1) + 1
+        next = next.signed(by: authenticator).proving(incarnation: incarnation, by: authenticator)
+        let delta = NodeRecordDelta.between(record, next)
+        record = next
+        broadcasts.enqueue(.recordDelta(delta))
+        out.events.append(.recordUpdated(name: name, version: record.version))
+        return finish(now)
+    }
+
     /// Graceful leave: tells everyone at once (a gossip packet to several members) and keeps
     /// answering probes. The shell keeps ticking for a few gossip intervals, then stops.
     public mutating func leave(now: Duration) -> Directives {

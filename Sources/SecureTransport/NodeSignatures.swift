@@ -12,9 +12,10 @@ import Synchronization
 /// `reverifyAfter`, so an expired certificate stops being accepted); each signature check is then
 /// one ECDSA verification (~60 µs), done only for a record the receiver is about to take.
 public final class NodeSignatures: @unchecked Sendable {
-    private let context: TLSContext
-    /// This node's certificate, DER.
-    public let certificate: [UInt8]
+    /// The TLS context in use now: a SIGHUP reload (`PeerTransport.reload`) swaps it, and
+    /// signatures and checks follow (the new key signs, the new CA bundle checks).
+    private let current: @Sendable () -> TLSContext
+    private let der = Mutex<(context: ObjectIdentifier, certificate: [UInt8])?>(nil)
     private let keys = Mutex<[[UInt8]: Verified]>([:])
 
     /// Certificates kept at most: one per member of the largest cluster, with room for rotation.
@@ -35,10 +36,28 @@ public final class NodeSignatures: @unchecked Sendable {
         var at: ContinuousClock.Instant
     }
 
-    public init(context: TLSContext) throws {
-        self.context = context
+    public convenience init(context: TLSContext) throws {
+        try self.init(current: { context })
+    }
+
+    /// Signs and checks with whatever context `current` returns at the time (the transport's).
+    public init(current: @escaping @Sendable () -> TLSContext) throws {
+        self.current = current
+        _ = try certificateOf(current())
+    }
+
+    /// This node's certificate (DER), as the context in use now holds it.
+    public var certificate: [UInt8] { (try? certificateOf(current())) ?? [] }
+
+    private func certificateOf(_ context: TLSContext) throws -> [UInt8] {
+        let id = ObjectIdentifier(context)
+        if let d = der.withLock({ $0 }), d.context == id { return d.certificate }
         guard let cert = SSL_CTX_get0_certificate(context.ctx) else { throw TLSError.contextSetup("no certificate loaded") }
-        certificate = try Self.der(cert)
+        let bytes = try Self.der(cert)
+        der.withLock { $0 = (id, bytes) }
+        // A reloaded CA bundle may trust less: check every certificate again against it.
+        keys.withLock { $0.removeAll() }
+        return bytes
     }
 
     private static func der(_ cert: OpaquePointer) throws -> [UInt8] {
@@ -56,7 +75,9 @@ public final class NodeSignatures: @unchecked Sendable {
     /// This node's signature over `message` (DER-encoded ECDSA); empty if OpenSSL fails, which
     /// receivers then refuse, as they should a record nobody vouches for.
     public func sign(_ message: [UInt8]) -> [UInt8] {
+        let context = current()
         guard let key = SSL_CTX_get0_privatekey(context.ctx), let md = EVP_MD_CTX_new() else { return [] }
+        defer { withExtendedLifetime(context) {} }
         defer { EVP_MD_CTX_free(md) }
         guard EVP_DigestSignInit(md, nil, EVP_sha256(), nil, key) == 1 else {
             ERR_clear_error()
@@ -111,6 +132,8 @@ public final class NodeSignatures: @unchecked Sendable {
     }
 
     private func verify(_ der: [UInt8], _ now: ContinuousClock.Instant) -> Verified {
+        let context = current()
+        defer { withExtendedLifetime(context) {} }
         var failed = Verified(name: "", key: nil, refusal: nil, at: now)
         guard let cert = der.withUnsafeBufferPointer({ buf -> OpaquePointer? in
             var p = buf.baseAddress

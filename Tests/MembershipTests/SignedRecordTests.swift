@@ -1,3 +1,4 @@
+import Foundation
 import Membership
 import Testing
 
@@ -230,6 +231,43 @@ import Testing
         _ = h.receive(.record(RecordReply(incarnation: 3, record: Harness.alive("d", 3, signed: true))))
         #expect(h.status("d") == .alive)
         #expect(h.swim.member(named: "d")?.incarnation == 3)
+    }
+
+    /// A node certificate reloaded on SIGHUP: same node, a new key.
+    final class Rotating: RecordAuthenticator, @unchecked Sendable {
+        let lock = NSLock()
+        var generation = 0
+        var current: KeyedAuthenticator { lock.withLock { KeyedAuthenticator(owner: generation == 0 ? "me" : "me-2") } }
+        var certificate: [UInt8] { lock.withLock { generation == 0 ? Array("me".utf8) : Array("me#2".utf8) } }
+        func sign(_ message: [UInt8]) -> [UInt8] { current.sign(message) }
+        func refusal(name: String, certificate: [UInt8], signature: [UInt8], message: [UInt8]) -> String? { nil }
+    }
+
+    @Test func aReloadedCertificateIsCarriedByANewVersionSignedWithTheNewKey() throws {
+        let rotating = Rotating()
+        var swim = try SWIMInstance(record: Harness.record("me"), seed: 1, now: .zero, authenticator: rotating)
+        swim.restore([MemberState(incarnation: 0, status: .alive, record: Harness.record("b"))], now: .zero)
+        let before = swim.record
+        rotating.lock.withLock { rotating.generation = 1 }
+        var d = swim.refreshProof(now: .seconds(1))
+        #expect(swim.record.version == before.version + 1)
+        #expect(swim.record.certificate == Array("me#2".utf8))
+        #expect(swim.record.signature == KeyedAuthenticator(owner: "me-2").sign(swim.record.signedBytes))
+        #expect(swim.record.incarnationSignature != before.incarnationSignature)
+        // Its delta carries the new certificate, so members holding the old one can check it.
+        d = swim.tick(now: .seconds(2))
+        var all = d.messages
+        for t in stride(from: 2.05, through: 4.0, by: 0.05) { all += swim.tick(now: .milliseconds(Int(t * 1000))).messages }
+        let deltas = all.flatMap { o -> [NodeRecordDelta] in
+            let g: [Gossip]
+            switch o.message {
+            case let .ping(p): g = p.gossip
+            case let .gossip(p): g = p.gossip
+            default: g = []
+            }
+            return g.compactMap { if case let .recordDelta(x) = $0 { x } else { nil } }
+        }
+        #expect(deltas.contains { $0.certificate == Array("me#2".utf8) && $0.version == before.version + 1 })
     }
 
     @Test func aForgedRecordAboutThisMemberDoesNotPushItsVersion() {

@@ -135,6 +135,12 @@ public actor MembershipService {
         return before?.rawValue
     }
 
+    /// After a certificate reload: this node's record signed again, with the new certificate.
+    public func refreshRecordProof() {
+        guard !halted else { return }
+        execute(instance.refreshProof(now: now))
+    }
+
     /// Stopping to restart, not leaving: the record says so (signed, like every change of it), and
     /// the gossip that carries it gets a moment on the wire (every 50 ms to 3 members: the whole
     /// of a 50-node cluster within ~0.2 s). The others then see this node dead as for a crash,

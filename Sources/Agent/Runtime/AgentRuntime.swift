@@ -125,7 +125,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             var membershipConfiguration = MembershipConfiguration.lan
             membershipConfiguration.maxMembers = c.maxMembers
             membership = try MembershipService(configuration: membershipConfiguration, record: record, seed: seed.next(),
-                                               authenticator: CertificateRecordAuthenticator(try NodeSignatures(context: tls)),
+                                               authenticator: CertificateRecordAuthenticator(try NodeSignatures(current: { [transport] in transport.tlsContext })),
                                                transport: transport, eventLoop: peerLoop, logger: logger)
         } catch {
             throw ConfigurationError("node record: \(error)")
@@ -276,6 +276,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             throw ConfigurationError("reload: \(e)")
         }
         do { try transport.reload(fresh) } catch { throw ConfigurationError("reload: \(error)") }
+        // Our gossiped record carries the certificate and is signed by its key: sign it again.
+        Task { [membership] in await membership.refreshRecordProof() }
         logger.info("TLS certificate reloaded", metadata: ["serial": "\(fresh.serial)",
                                                            "expires": "\(Date(timeIntervalSince1970: fresh.notAfter))"])
     }
