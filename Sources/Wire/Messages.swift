@@ -3,7 +3,10 @@ import SwiftProtobuf
 
 /// The protocol version in `Hello`; bumped on incompatible wire changes.
 public enum WireProtocol {
-    public static let version: UInt32 = 1
+    /// 2: member records are signed by their owners (docs/ARCHITECTURE.md, "Records are
+    /// signed"). An agent of protocol 1 gossips unsigned records, which protocol 2 refuses, so a
+    /// mixed cluster would split its views without saying why; the hello says it instead.
+    public static let version: UInt32 = 2
 }
 
 extension Frame {
