@@ -289,6 +289,13 @@ public actor DockerClient {
         guard c.status == 201 || c.status == 409 else { throw Self.error(c, "network create", nil) }
     }
 
+    /// The ids of the daemon's networks with the bridge driver (docker0 and user-defined ones).
+    public func bridgeNetworkIDs() async throws(DockerError) -> [String] {
+        struct Network: Decodable { var Id: String; var Driver: String? }
+        let all: [Network] = try await call("network list", .GET, "/networks")
+        return all.filter { $0.Driver == "bridge" }.map(\.Id)
+    }
+
     // MARK: Events
 
     /// Container events for containers carrying `labels`, as they happen, across daemon restarts:

@@ -80,16 +80,30 @@ public struct DevCommand: AsyncParsableCommand {
         do {
             try await run(host: host, root: root)
         } catch {
-            stopDockerd(dockerd)
+            await stopDockerd(dockerd, host: host)
             throw error
         }
-        stopDockerd(dockerd)
+        await stopDockerd(dockerd, host: host)
     }
 
-    func stopDockerd(_ p: Process?) {
+    func stopDockerd(_ p: Process?, host: String) async {
         guard let p, p.isRunning else { return }
+        // The agents' bridge network (docs/docker.md, "Workloads") is a host interface (br-<id>)
+        // that outlives the daemon: note its id now and delete the interface once dockerd is gone.
+        let bridges = (try? await DockerClient(host: host).bridgeNetworkIDs()) ?? []
         p.terminate()
         p.waitUntilExit()
+        for id in bridges {
+            let ip = Process()
+            ip.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            ip.arguments = ["ip", "link", "delete", "br-\(id.prefix(12))"]
+            var env = ProcessInfo.processInfo.environment
+            env["PATH"] = (env["PATH"] ?? "/usr/bin:/bin") + ":/usr/sbin:/sbin"
+            ip.environment = env
+            ip.standardError = FileHandle.nullDevice
+            try? ip.run()
+            ip.waitUntilExit()
+        }
     }
 
     func run(host: String, root: String) async throws {
