@@ -24,8 +24,17 @@ enum Brokers {
         let path = try require("MICROSCALE_TEST_ENV_SCRIPT")
         let argv: [UnsafeMutablePointer<CChar>?] = [path, op, broker].map { (s: String) -> UnsafeMutablePointer<CChar>? in strdup(s) } + [nil]
         defer { for a in argv { free(a) } }
+        // An empty signal mask: the test thread's may block SIGTERM, and a broker the script starts
+        // would inherit it and then ignore the script's `stop`.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
         var pid: pid_t = 0
-        guard posix_spawn(&pid, path, nil, nil, argv, environ) == 0 else { throw Failed(what: "cannot run \(path)") }
+        guard posix_spawn(&pid, path, nil, &attributes, argv, environ) == 0 else { throw Failed(what: "cannot run \(path)") }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
         guard status == 0 else { throw Failed(what: "scripts/test-env \(op) \(broker) exited with status \(status)") }
