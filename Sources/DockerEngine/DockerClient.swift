@@ -270,23 +270,37 @@ public actor DockerClient {
 
     // MARK: Networks
 
-    /// Makes sure the bridge network `name` exists (the agent's per-host network, DESIGN.md §9).
-    /// Agents sharing a daemon may race to create it: CheckDuplicate makes the loser's create a 409,
-    /// which means the network is there.
-    public func ensureBridgeNetwork(_ name: String) async throws(DockerError) {
-        let r = try await raw("network inspect", .GET, "/networks/\(Self.query(name))", service: nil)
-        if r.status == 200 { return }
-        guard r.status == 404 else { throw Self.error(r, "network inspect", nil) }
-        struct Body: Encodable {
-            var Name: String
-            var Driver: String
-            var CheckDuplicate: Bool
-            var Labels: [String: String]
+    /// Makes sure the bridge network `name` exists (the agent's per-host network, DESIGN.md §9) and
+    /// returns its id. Agents sharing a daemon may race to create it, and the Engine's CheckDuplicate
+    /// is best effort (Engine API, NetworkCreate), so two can appear: every agent then picks the same
+    /// one (oldest, then lowest id), removes the others it can, and creates containers by that id,
+    /// never by the name, which the daemon would find ambiguous.
+    public func ensureBridgeNetwork(_ name: String) async throws(DockerError) -> String {
+        struct Network: Decodable { var Id: String; var Name: String; var Created: String? }
+        let path = "/networks?filters=\(Self.query(Self.json(["name": [name]])))"
+        var found: [Network] = (try await call("network list", .GET, path) as [Network]).filter { $0.Name == name }
+        if found.isEmpty {
+            struct Body: Encodable {
+                var Name: String
+                var Driver: String
+                var CheckDuplicate: Bool
+                var Labels: [String: String]
+            }
+            let bytes = Array((try? JSONEncoder().encode(Body(Name: name, Driver: "bridge", CheckDuplicate: true,
+                                                              Labels: [MicroscaleLabel.managed: "true"]))) ?? Data())
+            let c = try await raw("network create", .POST, "/networks/create", body: bytes, service: nil)
+            guard c.status == 201 || c.status == 409 else { throw Self.error(c, "network create", nil) }
+            found = (try await call("network list", .GET, path) as [Network]).filter { $0.Name == name }
         }
-        let bytes = Array((try? JSONEncoder().encode(Body(Name: name, Driver: "bridge", CheckDuplicate: true,
-                                                          Labels: [MicroscaleLabel.managed: "true"]))) ?? Data())
-        let c = try await raw("network create", .POST, "/networks/create", body: bytes, service: nil)
-        guard c.status == 201 || c.status == 409 else { throw Self.error(c, "network create", nil) }
+        let sorted = found.sorted { ($0.Created ?? "", $0.Id) < ($1.Created ?? "", $1.Id) }
+        guard let chosen = sorted.first else {
+            throw DockerError(kind: .notFound, operation: "network create", service: nil, status: nil,
+                              daemonMessage: "network \(name) was created but is not listed")
+        }
+        for extra in sorted.dropFirst() {
+            _ = try? await raw("network remove", .DELETE, "/networks/\(extra.Id)", service: nil)
+        }
+        return chosen.Id
     }
 
     /// The ids of the daemon's networks with the bridge driver (docker0 and user-defined ones).

@@ -35,7 +35,7 @@ import Testing
         let running = try await client.list(labels: ["\(MicroscaleLabel.node)=\(node)"], all: false)
         let id = try #require(running.first?.Id)
         let inspect = try await client.inspect(id)
-        #expect(inspect.HostConfig.NetworkMode == ContainerSpec.defaultBridge)
+        #expect(inspect.NetworkSettings?.Networks?[ContainerSpec.defaultBridge] != nil)
         let published = try #require(inspect.NetworkSettings?.Ports?["8080/tcp"]??.first?.HostPort.flatMap { Int($0) })
         // httpd needs a moment after the start to listen.
         var answer: HTTPResponse?

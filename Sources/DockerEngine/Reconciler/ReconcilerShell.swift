@@ -58,7 +58,8 @@ public actor ReconcilerShell {
     }
     private var held: Set<String> = []
     private var counts: [String: Int] = [:]
-    private var readyNetworks: Set<String> = []
+    /// Bridge network name → the id containers are created with.
+    private var readyNetworks: [String: String] = [:]
     private lazy var prober = HealthProber(client: client, logger: logger)
     /// The health of this node's containers as last observed (Docker's check or the agent's probe):
     /// what the executor counts as running.
@@ -102,10 +103,9 @@ public actor ReconcilerShell {
         // again after a create found it missing (someone removed it).
         var failedNetwork: DockerError?
         for network in Set(plan.starts.compactMap { specs[$0.service]?.network }) {
-            guard case .bridge(let name) = network, !readyNetworks.contains(name) else { continue }
+            guard case .bridge(let name) = network, readyNetworks[name] == nil else { continue }
             do throws(DockerError) {
-                try await client.ensureBridgeNetwork(name)
-                readyNetworks.insert(name)
+                readyNetworks[name] = try await client.ensureBridgeNetwork(name)
                 logger.info("bridge network ready", metadata: ["network": "\(name)"])
             } catch {
                 failedNetwork = error
@@ -114,7 +114,10 @@ public actor ReconcilerShell {
         if let failedNetwork { report.errors.append(failedNetwork) }
         var creates: [Step] = []
         for a in plan.starts {
-            if case .start(let service, _) = a { creates.append(.create(service: service, spec: specs[service], name: nextName(service))) }
+            guard case .start(let service, _) = a else { continue }
+            var spec = specs[service]
+            if case .bridge(let name)? = spec?.network, let id = readyNetworks[name] { spec?.network = .bridge(id) }
+            creates.append(.create(service: service, spec: spec, name: nextName(service)))
         }
         async let created = run(creates)
         let stopped = await run(stops)
