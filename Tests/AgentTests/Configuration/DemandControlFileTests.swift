@@ -20,18 +20,18 @@ import Testing
 
     @Test func theControlKeysReachTheReplicatedSpecAndThePlanner() throws {
         let specs = try ServicesFile.parse(Self.file(
-            "{ source: redis, per_container: 20, key: jobs, scale_down_at: 0.6, max_change: 3, controller: { kp: 0.5, kd: 10s } }"))
+            "{ source: redis, address: 127.0.0.1:6379, per_container: 20, key: jobs, scale_down_at: 0.6, max_change: 3, controller: { kp: 0.5, kd: 10s } }"))
         let demand = try #require(specs["worker"]?.demand)
         #expect(demand.scaleDownAt == 0.6)
         #expect(demand.maxChange == 3)
         #expect(demand.controller == ControllerGains(kp: 0.5, kd: 10))
-        #expect(demand.options == ["key": "jobs"], "control keys are not source options")
+        #expect(demand.options == ["address": "127.0.0.1:6379", "key": "jobs"], "control keys are not source options")
         let planner = Specs.planner("worker", specs["worker"]!)
         #expect(planner.control == Control(scaleDownAt: 0.6, maxChange: 3, gains: Gains(kp: 0.5, kd: 10), queue: true))
     }
 
     @Test func aQueueSourceDefaultsToMicroscalingsBandAndOtherSourcesToNone() throws {
-        let queue = try ServicesFile.parse(Self.file("{ source: redis, per_container: 20, key: jobs }"))
+        let queue = try ServicesFile.parse(Self.file("{ source: redis, address: 127.0.0.1:6379, per_container: 20, key: jobs }"))
         #expect(Specs.planner("worker", queue["worker"]!).control == Control(scaleDownAt: 0.7, queue: true))
         let walk = try ServicesFile.parse(Self.file("{ source: random, per_container: 20 }"))
         #expect(Specs.planner("worker", walk["worker"]!).control == Control())
