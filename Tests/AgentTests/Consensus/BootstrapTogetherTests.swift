@@ -57,6 +57,10 @@ import Testing
             if let t = settledAt, Date().timeIntervalSince(t) > 1 { break }
             try await Task.sleep(for: .milliseconds(20))
         }
+        // Stopped before returning, not left to the deferred task: this suite runs alone, and a
+        // process that exits while agents still sign and check with OpenSSL on their loops
+        // crashes in OpenSSL's exit handlers (seen once in CI after the flood test).
+        for a in all { await a.shutdown() }
         return (leadersByTerm, voterSets)
     }
 
