@@ -146,7 +146,11 @@ public actor ReconcilerShell {
         for r in startedResults {
             switch r {
             case .success(let (_, id)): report.started.append(id)
-            case .failure(let e): report.errors.append(e)
+            case .failure(let e):
+                // The network a container was created on can be gone by its start (another agent
+                // on this daemon removed a duplicate it had made): find the network again next round.
+                if e.kind == .notFound || e.daemonMessage.contains("network") { readyNetworks.removeAll() }
+                report.errors.append(e)
             }
         }
         for r in await run(removals) {
