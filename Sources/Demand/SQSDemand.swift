@@ -1,12 +1,14 @@
 import Bounds
 import COpenSSL
 import Foundation
+import SecureTransport
 
 /// AWS Signature Version 4 (AWS General Reference, "Signing AWS API requests": create a canonical
 /// request, a string to sign, the signing key, the signature), with SHA-256 and HMAC-SHA256 from
 /// the system OpenSSL.
 public enum SignatureV4 {
     public static func sha256Hex(_ bytes: [UInt8]) -> String {
+        OpenSSLLibrary.initialize()
         var out = [UInt8](repeating: 0, count: 32)
         var size: UInt32 = 32
         bytes.withUnsafeBufferPointer { input in
@@ -18,6 +20,7 @@ public enum SignatureV4 {
     }
 
     public static func hmac(key: [UInt8], _ data: [UInt8]) -> [UInt8] {
+        OpenSSLLibrary.initialize()
         var out = [UInt8](repeating: 0, count: 32)
         var size: UInt32 = 32
         key.withUnsafeBufferPointer { k in

@@ -41,6 +41,7 @@ public enum CertificateIssuer {
 
     @discardableResult
     public static func createCA(in dir: String, validity: Validity = Validity(days: 1825), commonName: String = "Microscale Cluster CA", force: Bool = false) throws -> Written {
+        OpenSSLLibrary.initialize()
         let certPath = (dir as NSString).appendingPathComponent(caCertificateName)
         let keyPath = (dir as NSString).appendingPathComponent(caKeyName)
         try prepare(dir: dir, outputs: [certPath, keyPath], force: force)
@@ -69,6 +70,7 @@ public enum CertificateIssuer {
         caDir: String, node: String, server: Bool, addresses: [String] = [], in dir: String,
         validity: Validity = Validity(days: 365), force: Bool = false
     ) throws -> Written {
+        OpenSSLLibrary.initialize()
         try validate(nodeName: node)
         let certPath = (dir as NSString).appendingPathComponent("\(node).pem")
         let keyPath = (dir as NSString).appendingPathComponent("\(node)-key.pem")
@@ -189,6 +191,7 @@ public enum CertificateIssuer {
     }
 
     static func readCertificate(_ path: String) throws -> OpaquePointer {
+        OpenSSLLibrary.initialize()
         guard let bio = BIO_new_file(path, "r") else {
             ERR_clear_error()
             throw TLSError.badFile(role: "CA certificate", path: path, reason: FileManager.default.fileExists(atPath: path) ? "not readable" : "no such file (create it with 'microscale tls ca create')")

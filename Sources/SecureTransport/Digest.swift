@@ -5,6 +5,7 @@ import COpenSSL
 public enum Digest {
     /// SHA-256 (FIPS 180-4) of `bytes`.
     public static func sha256(_ bytes: [UInt8]) -> [UInt8] {
+        OpenSSLLibrary.initialize()
         var out = [UInt8](repeating: 0, count: 32)
         bytes.withUnsafeBufferPointer { input in
             out.withUnsafeMutableBufferPointer { output in

@@ -42,6 +42,7 @@ public final class NodeSignatures: @unchecked Sendable {
 
     /// Signs and checks with whatever context `current` returns at the time (the transport's).
     public init(current: @escaping @Sendable () -> TLSContext) throws {
+        OpenSSLLibrary.initialize()
         self.current = current
         _ = try certificateOf(current())
     }

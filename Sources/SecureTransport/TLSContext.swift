@@ -49,6 +49,7 @@ public final class TLSContext: @unchecked Sendable {
     /// brokers do not all offer 1.3; no client certificate (the broker's own credentials
     /// authenticate us, inside the channel).
     public init(externalTrusting caFile: String?, handshakeTimeout: Duration = .seconds(5)) throws {
+        OpenSSLLibrary.initialize()
         if let caFile, !FileManager.default.isReadableFile(atPath: caFile) {
             throw TLSError.badFile(role: "CA", path: caFile, reason: FileManager.default.fileExists(atPath: caFile) ? "not readable" : "no such file")
         }
@@ -78,6 +79,7 @@ public final class TLSContext: @unchecked Sendable {
     }
 
     public init(configuration: TLSConfiguration) throws {
+        OpenSSLLibrary.initialize()
         self.configuration = configuration
         for (role, path) in [("CA", configuration.caFile), ("certificate", configuration.certificateFile), ("key", configuration.keyFile)] {
             guard FileManager.default.isReadableFile(atPath: path) else {
