@@ -39,6 +39,8 @@ let package = Package(
         .target(name: "Determinism", swiftSettings: strict),
         // The one table of limits on values from outside, and the parsing of human units.
         .target(name: "Bounds", swiftSettings: strict),
+        // Benchmark figures over repeated trials, failed trials kept (harness only; no dependencies).
+        .target(name: "Figures", swiftSettings: strict),
 
         // Wire: generated protobuf messages and the frame codec.
         .target(
@@ -95,7 +97,7 @@ let package = Package(
         .target(
             name: "Agent",
             dependencies: [
-                "Wire", "SecureTransport", "Bounds", "Membership", "Consensus", "Scaling", "DockerEngine", "Demand",
+                "Wire", "SecureTransport", "Bounds", "Membership", "Consensus", "Scaling", "DockerEngine", "Demand", "Figures",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
@@ -140,7 +142,7 @@ let package = Package(
         .executableTarget(
             name: "microscale-bench",
             dependencies: [
-                "SecureTransport", "Agent", "DockerEngine",
+                "SecureTransport", "Agent", "DockerEngine", "Figures",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
@@ -154,6 +156,7 @@ let package = Package(
         // Tests mirror Sources/.
         .testTarget(name: "DeterminismTests", dependencies: ["Determinism"], swiftSettings: strict),
         .testTarget(name: "BoundsTests", dependencies: ["Bounds"], swiftSettings: strict),
+        .testTarget(name: "FiguresTests", dependencies: ["Figures"], swiftSettings: strict),
         .testTarget(name: "WireTests", dependencies: ["Wire", .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "SecureTransportTests", dependencies: ["SecureTransport", "Agent", .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
         .testTarget(

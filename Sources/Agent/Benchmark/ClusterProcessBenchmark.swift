@@ -1,5 +1,6 @@
 import Bounds
 import DockerEngine
+import Figures
 import Foundation
 import NIOConcurrencyHelpers
 import SecureTransport
@@ -12,14 +13,13 @@ import SecureTransport
 /// - the leader's agent killed together with a demand step → the next plan committed.
 /// Figures, not assertions: `microscale-bench cluster`.
 public struct ClusterProcessBenchmark: Sendable {
+    /// Every trial is kept, failed ones with their reason (`Trials`): a figure over the trials that
+    /// went well would hide a scenario that fails one time in three.
     public struct Report: Codable, Sendable {
         public var trials: Int
-        public var demandStepMilliseconds: [Double]
-        public var demandStepMedianMilliseconds: Double?
-        public var hostKillMilliseconds: [Double]
-        public var hostKillMedianMilliseconds: Double?
-        public var leaderKillMilliseconds: [Double]
-        public var leaderKillMedianMilliseconds: Double?
+        public var demandStep: Trials
+        public var hostKill: Trials
+        public var leaderKill: Trials
     }
 
     public var executable: String
@@ -87,33 +87,39 @@ public struct ClusterProcessBenchmark: Sendable {
             }
         }
         defer { watcher.cancel() }
-        var steps: [Double] = []
+        var steps = Trials(fault: "none: demand written 20 → 80 through the API (6 more web, preempting 6 batch), 3 agents on one dockerd")
         for trial in 1...trials {
             guard await put(hosts, "/v1/demand/web", #"{"value": 20}"#), try await steady(web: 2, batch: 10, on: all) else {
+                steps.fail("did not settle at 2 web + 10 batch")
                 progress("demand trial \(trial): did not settle at 2 web + 10 batch"); continue
             }
             let wall0 = Int64(Date().timeIntervalSince1970 * 1_000_000_000)
-            guard await put(hosts, "/v1/demand/web", #"{"value": 80}"#) else { continue }
+            guard await put(hosts, "/v1/demand/web", #"{"value": 80}"#) else { steps.fail("demand write not committed"); continue }
             // Confirmed by the containers' state, then timed by the sixth start event after the write.
             if try await pollUntil(20, every: .milliseconds(100), { await running("web", on: all) >= 8 }),
                let sixth = starts.after(wall0).dropFirst(5).first {
-                steps.append(Double(sixth - wall0) / 1e6)
+                let elapsed = Double(sixth - wall0) / 1e6
+                steps.record(elapsed)
                 // Where the time went: the plan's decision time (wall clock, ms) against the step.
                 let planned = await lastDecisionTime(hosts).map { String(format: ", plan decided at %.0f ms", $0 - Double(wall0) / 1e6) } ?? ""
-                progress(String(format: "demand trial %d: %.0f ms", trial, steps.last!) + planned)
+                progress(String(format: "demand trial %d: %.0f ms", trial, elapsed) + planned)
             } else {
+                steps.fail("web did not reach 8 running within 20 s")
                 progress("demand trial \(trial): web did not reach 8 running")
             }
         }
 
         // 2. A host dies: its agent is SIGKILLed and its containers go with it.
-        var hostKills: [Double] = []
+        // Loopback SIGKILL: the kernel resets the dead agent's connections at once and the others take
+        // that as a hint, which a host that loses power never sends (chaos's power-cut scenario).
+        var hostKills = Trials(fault: "SIGKILL of a non-leader agent on loopback (kernel resets its connections), its containers removed")
         for trial in 1...trials {
             guard await put(hosts, "/v1/demand/web", #"{"value": 60}"#), try await steady(web: 6, batch: 6, on: all) else {
+                hostKills.fail("did not settle at 6 web + 6 batch")
                 progress("host trial \(trial): did not settle at 6 web + 6 batch"); continue
             }
             let leader = await leaderName(hosts)
-            guard let victim = hosts.first(where: { $0.name != leader && $0.isRunning }) else { continue }
+            guard let victim = hosts.first(where: { $0.name != leader && $0.isRunning }) else { hostKills.fail("no victim running"); continue }
             let others = all.filter { $0 != victim.name }
             let t0 = ContinuousClock.now
             victim.kill9()
@@ -121,8 +127,12 @@ public struct ClusterProcessBenchmark: Sendable {
                 try? await docker.remove(c.Id, force: true)
             }
             if try await pollUntil(20, every: .milliseconds(20), { await running("web", on: others) >= 6 }) {
-                hostKills.append((ContinuousClock.now - t0).inMilliseconds)
-                progress(String(format: "host trial %d: %.0f ms", trial, hostKills.last!))
+                let elapsed = (ContinuousClock.now - t0).inMilliseconds
+                hostKills.record(elapsed)
+                progress(String(format: "host trial %d: %.0f ms", trial, elapsed))
+            } else {
+                hostKills.fail("6 web not running on the others within 20 s")
+                progress("host trial \(trial): 6 web not running on the others within 20 s")
             }
             victim.waitUntilExit()
             try start(victim, join: hosts.first { $0 !== victim }!.ip)
@@ -130,14 +140,17 @@ public struct ClusterProcessBenchmark: Sendable {
         }
 
         // 3. The leader's agent dies as demand steps: time to the next committed plan.
-        var leaderKills: [Double] = []
+        var leaderKills = Trials(fault: "SIGKILL of the leader's agent on loopback, demand written to a survivor at once")
         for trial in 1...trials {
             // Settle at 30 (3 web), then step to 50 as the leader dies: an increase, so the plan must
             // change at once (a decrease would wait out the planner's stabilization window).
             guard await put(hosts, "/v1/demand/web", #"{"value": 30}"#), try await steady(web: 3, batch: 9, on: all) else {
+                leaderKills.fail("did not settle at 3 web + 9 batch")
                 progress("leader trial \(trial): did not settle"); continue
             }
-            guard let leader = await leaderName(hosts), let victim = hosts.first(where: { $0.name == leader }) else { continue }
+            guard let leader = await leaderName(hosts), let victim = hosts.first(where: { $0.name == leader }) else {
+                leaderKills.fail("no leader seen"); continue
+            }
             let survivors = hosts.filter { $0 !== victim }
             let before = await lastDecision(survivors[0]) ?? 0
             let next = 50
@@ -150,8 +163,12 @@ public struct ClusterProcessBenchmark: Sendable {
                 }
             }
             if committed {
-                leaderKills.append((ContinuousClock.now - t0).inMilliseconds)
-                progress(String(format: "leader trial %d: %.0f ms", trial, leaderKills.last!))
+                let elapsed = (ContinuousClock.now - t0).inMilliseconds
+                leaderKills.record(elapsed)
+                progress(String(format: "leader trial %d: %.0f ms", trial, elapsed))
+            } else {
+                leaderKills.fail("no plan committed within 20 s")
+                progress("leader trial \(trial): no plan committed within 20 s")
             }
             victim.waitUntilExit()
             try start(victim, join: survivors[0].ip)
@@ -161,9 +178,7 @@ public struct ClusterProcessBenchmark: Sendable {
         for h in hosts {
             for c in (try? await docker.list(labels: ["\(MicroscaleLabel.node)=\(h.name)"])) ?? [] { try? await docker.remove(c.Id, force: true) }
         }
-        return Report(trials: trials, demandStepMilliseconds: steps, demandStepMedianMilliseconds: median(steps),
-                      hostKillMilliseconds: hostKills, hostKillMedianMilliseconds: median(hostKills),
-                      leaderKillMilliseconds: leaderKills, leaderKillMedianMilliseconds: median(leaderKills))
+        return Report(trials: trials, demandStep: steps, hostKill: hostKills, leaderKill: leaderKills)
     }
 
     func start(_ h: ServerProcess, join: String) throws {
