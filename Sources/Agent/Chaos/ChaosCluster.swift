@@ -64,6 +64,8 @@ public actor ChaosCluster {
     public let token: String
     /// Hosts whose processes the harness killed and has not restarted, or froze and not thawed.
     public private(set) var down: Set<String> = []
+    /// Hosts whose link a power cut took down; it comes back up when the host restarts.
+    private var linkCut: Set<String> = []
     public private(set) var frozen: Set<String> = []
     /// Hosts on the minority side of a partition: alive, but not counted as the cluster's until healed.
     public private(set) var cutOff: Set<String> = []
@@ -295,9 +297,24 @@ public actor ChaosCluster {
         agentPIDs[h.name] = nil
     }
 
+    /// A power cut (issue 20's comparable host death): the host's link goes down first, so none of
+    /// its connections is reset or closed on the wire, then every process of the host is killed.
+    /// A SIGKILLed process on a live kernel makes that kernel send FIN or RST for each of its
+    /// sockets, which the peers take as a hint; a host that loses power sends nothing, and the
+    /// others learn of it only from probes that go unanswered. The link stays down until
+    /// `restartHost`, as a dead machine's would.
+    public func powerCut(_ h: Host) async {
+        linkCut.insert(h.name)
+        _ = try? shell.run(["ip", "-n", h.netns, "link", "set", "eth0", "down"])
+        await killHost(h)
+    }
+
     /// Brings a killed host back: its dockerd (containers from before are gone, as after a power
     /// cut) and its agent on the same data directory.
     public func restartHost(_ h: Host) async throws {
+        if linkCut.remove(h.name) != nil {
+            try shell.run(["ip", "-n", h.netns, "link", "set", "eth0", "up"])
+        }
         if let dockerd = try? String(contentsOfFile: "\(h.directory)/dockerd.pid", encoding: .utf8),
            let pid = Int32(dockerd.trimmingCharacters(in: .whitespacesAndNewlines)), kill(pid, 0) == 0 {
             // Still running: only the agent was killed.

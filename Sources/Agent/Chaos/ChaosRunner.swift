@@ -24,7 +24,7 @@ public struct ChaosResult: Codable, Sendable {
 /// and repetitions, since a scenario ends by bringing back what it broke.
 public actor ChaosRunner {
     public static let scenarios = [
-        "host-kill", "leader-kill", "follower-kill", "frozen-host", "frozen-leader", "partition-one",
+        "host-kill", "power-cut", "leader-kill", "follower-kill", "frozen-host", "frozen-leader", "partition-one",
         "partition-leader", "partition-heal", "link-loss", "agent-restart", "rolling-restart",
         "rolling-restart-zero-moves", "demand-storm", "two-hosts-die", "full-restart", "add-server", "remove-dead-server",
     ]
@@ -90,6 +90,7 @@ public actor ChaosRunner {
         do {
             switch scenario {
             case "host-kill": try await hostKill()
+            case "power-cut": try await hostKill(powerCut: true)
             case "leader-kill": try await leaderKill()
             case "follower-kill": try await followerKill()
             case "frozen-host": try await frozenHost(leader: false)
@@ -221,10 +222,17 @@ public actor ChaosRunner {
 
     /// SIGKILL of everything on a host: its priority-1 work runs elsewhere; it comes back empty
     /// and receives a fresh assignment.
-    private func hostKill() async throws {
+    /// With `powerCut`, the host's link goes down before its processes die, so no connection is
+    /// reset: the figure comparable with Swarm's, Nomad's and Kubernetes' node failures.
+    private func hostKill(powerCut: Bool = false) async throws {
         let v = try await victim()
-        notes.append("killed \(v.name)")
-        await cluster.killHost(v)
+        if powerCut {
+            notes.append("power cut on \(v.name): link down, then every process killed")
+            await cluster.powerCut(v)
+        } else {
+            notes.append("killed \(v.name)")
+            await cluster.killHost(v)
+        }
         everKilled.insert(v.name)
         try await until("p1_restored", seconds: 30) { await ChaosChecks.priorityOneRestored(cluster, demand: demand) }
         try await until("dead_everywhere", seconds: 30) { await seenDeadByAll([v.name]) }
