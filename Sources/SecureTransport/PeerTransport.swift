@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -177,8 +178,10 @@ public final class PeerTransport: Sendable {
     public var tlsContext: TLSContext { tls }
 
     /// Makes new connections, dialed and accepted, use `new` (a reloaded certificate, key or CA
-    /// bundle); connections already open keep the session they have. Refused when `new` names
-    /// another node or another role: a node's name and role are what every peer knows it by.
+    /// bundle); connections already open keep the session they have until the certificate they
+    /// were made with expires (`closeAtExpiry`); those whose certificate has expired already are
+    /// closed now. Refused when `new` names another node or another role: a node's name and role
+    /// are what every peer knows it by.
     public func reload(_ new: TLSContext) throws {
         let old = tls
         guard new.identity == old.identity else {
@@ -186,6 +189,56 @@ public final class PeerTransport: Sendable {
                                    reason: "names \(new.identity), but this agent is \(old.identity); a reload cannot change them")
         }
         currentTLS.withLockedValue { $0 = new }
+        let now = Date().timeIntervalSince1970
+        let expired = openedWith.withLockedValue { open in
+            open.values.filter { $0.tls !== new && $0.tls.notAfter > 0 && $0.tls.notAfter <= now }.map(\.channel)
+        }
+        for c in expired { c.close(promise: nil) }
+    }
+
+    /// Connections by the TLS context they were made with (at most one entry per open
+    /// connection, removed as it closes), for the sweep at a reload.
+    private let openedWith = NIOLockedValueBox<[ObjectIdentifier: (channel: Channel, tls: TLSContext)]>([:])
+
+    /// Connections opened with the TLS context of a certificate that has since been replaced
+    /// (and not yet expired).
+    public var connectionsWithAnEarlierCertificate: Int {
+        let current = tls
+        return openedWith.withLockedValue { $0.values.filter { $0.tls !== current }.count }
+    }
+
+    /// A session made with `ctx` lasts no longer than `ctx`'s certificate (DESIGN.md §11, issue
+    /// 19: after a rotation, old connections close at the old certificate's expiry). One timer per
+    /// connection, on its own loop, cancelled when it closes: bounded as connections are. When it
+    /// fires and a reload has replaced `ctx`, the connection is closed (the peer dials again and
+    /// gets the new certificate); when `ctx` is still the one in use, nothing is closed: there is
+    /// no newer certificate to move to, and new connections fail at the peers' checks anyway
+    /// (the expiry metric is how an operator sees it coming). A reload after that expiry closes
+    /// such connections at once (`reload`).
+    private func closeAtExpiry(_ channel: Channel, madeWith ctx: TLSContext) {
+        guard ctx.notAfter > 0 else { return }  // an expiry OpenSSL could not read: no timer
+        let id = ObjectIdentifier(channel)
+        openedWith.withLockedValue { $0[id] = (channel, ctx) }
+        let delay = Self.nanoseconds(until: ctx.notAfter, now: Date().timeIntervalSince1970)
+        let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(delay)) { [weak self] in
+            guard let self, self.tls !== ctx else { return }
+            self.logger.info("closing a connection made with a certificate that has expired since a reload replaced it",
+                             metadata: ["serial": "\(ctx.serial)"])
+            channel.close(promise: nil)
+        }
+        channel.closeFuture.whenComplete { [weak self] _ in
+            timer.cancel()
+            self?.openedWith.withLockedValue { $0[id] = nil }
+        }
+    }
+
+    /// Nanoseconds from `now` to `time` (both seconds since 1970), 0 if past, at most ten years
+    /// (a timer that fires early finds the context still valid or still current and does nothing
+    /// harmful: it closes a connection only once its certificate is replaced).
+    static func nanoseconds(until time: Double, now: Double) -> Int64 {
+        let seconds = time - now
+        guard seconds.isFinite, seconds > 0 else { return 0 }
+        return Int64(min(seconds, 10 * 365 * 86_400) * 1e9)
     }
 
     /// Certificate names this transport refuses: a connection from or to one of them is closed as
@@ -257,15 +310,17 @@ public final class PeerTransport: Sendable {
                         slot = s
                     }
                     let authenticated: EventLoopFuture<AuthenticatedPeer>
+                    let ctx = tls
                     do {
                         authenticated = try SecureChannel.configure(
-                            channel, tls: tls, role: .server, expectedPeer: nil, hello: self.hello, limits: options.limits,
+                            channel, tls: ctx, role: .server, expectedPeer: nil, hello: self.hello, limits: options.limits,
                             handshakeOffload: offload, refusalLog: refusals, logger: logger)
                         try self.addApplicationHandlers(channel)
                     } catch {
                         slot.release()
                         throw error
                     }
+                    self.closeAtExpiry(channel, madeWith: ctx)
                     // The slot is held until the peer is authenticated or the attempt ends
                     // (refusal, handshake timeout, close): the future completes exactly once.
                     authenticated.whenComplete { _ in slot.release() }
@@ -404,14 +459,16 @@ public final class PeerTransport: Sendable {
             .channelOption(Self.userTimeoutOption, value: Self.milliseconds(options.userTimeout))
         let initialize: @Sendable (Channel) -> EventLoopFuture<(Channel, EventLoopFuture<AuthenticatedPeer>)> = { [self] channel in
             channel.eventLoop.makeCompletedFuture {
+                let ctx = tls
                 let authenticated = try SecureChannel.configure(
-                    channel, tls: tls, role: .client, expectedPeer: peer, hello: hello,
+                    channel, tls: ctx, role: .client, expectedPeer: peer, hello: hello,
                     limits: options.limits, logger: logger)
                 // A connection whose handshake or hello fails is closed from its own loop. Closed
                 // from the dialer's task instead, the close hopped onto the loop, which during a
                 // shutdown may be gone: NIO drops such work and will make it a crash.
                 authenticated.whenFailure { _ in channel.close(promise: nil) }
                 try self.addApplicationHandlers(channel)
+                self.closeAtExpiry(channel, madeWith: ctx)
                 return (channel, authenticated)
             }
         }
