@@ -169,8 +169,14 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             try? await service.updateRecord { $0.running = running }
         }
         let executor = self.executor
+        // Where a server sends a changed deny list: every member it sees alive or suspect.
+        let reachable: @Sendable () async -> [String: String] = {
+            var book: [String: String] = [:]
+            for m in await service.members() where m.status == "alive" || m.status == "suspect" { book[m.name] = m.address }
+            return book
+        }
         assignments = AssignmentService(name: c.name, raft: raft, transport: transport, logger: logger, refusals: refusals,
-                                        servers: servers) { a in
+                                        servers: servers, members: reachable) { a in
             await executor.assign(a)
         }
         box.assignments = assignments

@@ -54,7 +54,16 @@ public actor AssignmentService {
     static let maxSubscribers = 4096
 
     private var subscribers: [String: UInt64] = [:]
+    /// The newest deny list index each subscriber named or was sent.
+    private var subscriberDenied: [String: UInt64] = [:]
     private var lastIndex: UInt64 = 0
+    /// The index of the deny list this agent enforces (`ClusterState.deniedIndex`): on a client,
+    /// the newest any server sent; on a server, the last one it sent to every client it knows.
+    private var deniedIndex: UInt64 = 0
+    /// Every member this agent can reach (name → address), for a server to send a changed deny
+    /// list to every client agent, not only its own subscribers (a client subscribed to the very
+    /// server that was denied would otherwise never hear of it).
+    private let members: @Sendable () async -> [String: String]
     private var upstream: String?
     private var loop: Task<Void, Never>?
     public var resubscribeInterval: Duration = .seconds(1)
@@ -62,6 +71,7 @@ public actor AssignmentService {
     public init(name: String, raft: RaftService?, transport: PeerTransport, logger: Logger,
                 refusals: Refusals? = nil,
                 servers: @escaping @Sendable () async -> [String: String],
+                members: @escaping @Sendable () async -> [String: String] = { [:] },
                 deliver: @escaping @Sendable (NodeAssignment) async -> Void) {
         self.name = name
         self.refusals = refusals ?? Refusals(logger: logger)
@@ -69,6 +79,7 @@ public actor AssignmentService {
         self.transport = transport
         self.logger = logger
         self.servers = servers
+        self.members = members
         self.deliver = deliver
     }
 
@@ -99,6 +110,7 @@ public actor AssignmentService {
         var s = Microscale_Control_SubscribeAssignments()
         s.node = name
         s.afterIndex = lastIndex
+        s.deniedAfterIndex = deniedIndex
         var m = Microscale_Control_ControlMessage()
         m.subscribe = s
         do {
@@ -120,9 +132,56 @@ public actor AssignmentService {
                 subscribers[peer] = planIndex
             } else {
                 subscribers[peer] = nil
+                subscriberDenied[peer] = nil
+            }
+        }
+        await sendDenyList(state)
+    }
+
+    /// Client agents learn the replicated deny list from the servers (docs/ARCHITECTURE.md,
+    /// "Rotating and revoking certificates"). A subscriber whose list is older is sent this one
+    /// (which is how an agent that restarted, or missed a change, catches up within a second); and
+    /// when the list changed, every member this server knows is sent it at once, so that every
+    /// client agent drops the denied node within a second whichever server it follows.
+    private func sendDenyList(_ state: ClusterState) async {
+        let index = state.deniedIndex
+        guard index > 0, let frame = Self.denyListFrame(state) else { return }
+        for (peer, after) in subscriberDenied where index > after {
+            if await transport.send(frame, toPeer: peer) { subscriberDenied[peer] = index }
+        }
+        guard index > deniedIndex else { return }
+        deniedIndex = index
+        let book = await members().filter { $0.key != name && !state.deniedNodes.contains($0.key) }
+        let transport = self.transport
+        // Off the actor: a member that does not answer must not hold up the plan's pushes. At most
+        // 32 dials at a time (members are bounded by --max-members).
+        Task {
+            await withTaskGroup(of: Void.self) { group in
+                var pending = 0
+                for (peer, address) in book.sorted(by: { $0.key < $1.key }) {
+                    guard let hp = AgentConfiguration.HostPort(address) else { continue }
+                    if pending >= 32 {
+                        await group.next()
+                        pending -= 1
+                    }
+                    group.addTask { try? await transport.send(frame, toAddress: hp.host, port: hp.port, expecting: peer) }
+                    pending += 1
+                }
             }
         }
     }
+
+    static func denyListFrame(_ state: ClusterState) -> Frame? {
+        var d = Microscale_Control_DenyList()
+        d.index = state.deniedIndex
+        d.names = state.deniedNodes
+        var m = Microscale_Control_ControlMessage()
+        m.denyList = d
+        return try? Frame(kind: .control, message: m)
+    }
+
+    /// The deny list this agent enforces (its index; 0 when it holds none).
+    public var denyListIndex: UInt64 { deniedIndex }
 
     private func push(_ a: NodeAssignment, to peer: String) async -> Bool {
         var p = Microscale_Control_Assignment()
@@ -156,6 +215,7 @@ public actor AssignmentService {
             }
             guard subscribers[peer.name] != nil || subscribers.count < Self.maxSubscribers else { return }
             subscribers[peer.name] = s.afterIndex
+            subscriberDenied[peer.name] = s.deniedAfterIndex
             await planApplied(await raft.state)
         case .assignment(let a):
             // What an agent runs comes from the servers' committed plan, so a push is taken only
@@ -193,6 +253,25 @@ public actor AssignmentService {
             }
             lastIndex = a.planIndex
             await deliver(NodeAssignment(planIndex: a.planIndex, services: services))
+        case .denyList(let d):
+            // Like an assignment, only from a server certificate; unlike one, from any server,
+            // not only the upstream: the upstream may be the node denied, or lag. The newest list
+            // by its Raft index wins, so a lagging server's older one changes nothing. A server
+            // agent enforces the list it applies itself.
+            guard peer.identity.isServer else {
+                refusals.refuse(.assignmentNeedsServerCertificate, peer: peer.name, "a deny list from a client certificate")
+                return
+            }
+            guard raft == nil, d.index > deniedIndex else { return }
+            // Bounded on receipt as the state machine bounds it (docs/limits.md).
+            guard d.names.count <= Limits.defaultMaxMembers,
+                  d.names.allSatisfy({ !$0.isEmpty && $0.utf8.count <= ClusterState.maxNodeNameBytes }) else {
+                logger.warning("deny list refused", metadata: ["from": "\(peer.name)", "error": "more than \(Limits.defaultMaxMembers) names, or a name not of 1-\(ClusterState.maxNodeNameBytes) bytes"])
+                return
+            }
+            deniedIndex = d.index
+            transport.setDenied(Set(d.names))
+            logger.info("deny list from the servers", metadata: ["from": "\(peer.name)", "index": "\(d.index)", "denied": "\(d.names.prefix(16))"])
         default:
             break
         }

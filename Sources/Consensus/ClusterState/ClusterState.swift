@@ -383,6 +383,11 @@ public struct ClusterState: Sendable, Hashable, Codable {
     public private(set) var drainedNodes: [String] = []
     /// Certificate names every agent refuses (`node deny`). Sorted; at most `Limits.defaultMaxMembers`.
     public private(set) var deniedNodes: [String] = []
+    /// The log index of the entry that last changed `deniedNodes` (a deny, an undeny or a restore;
+    /// 0 before the first). The same on every server, so client agents, which are sent the list by
+    /// whichever server reaches them, keep the newest by it (docs/ARCHITECTURE.md, "Rotating and
+    /// revoking certificates").
+    public private(set) var deniedIndex: UInt64 = 0
     public private(set) var plan = Plan()
     /// The log index of the entry that committed `plan` (0 before the first).
     public private(set) var planIndex: UInt64 = 0
@@ -394,7 +399,7 @@ public struct ClusterState: Sendable, Hashable, Codable {
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case services, demand, drainedNodes, deniedNodes, plan, planIndex, decisions, appliedIndex
+        case services, demand, drainedNodes, deniedNodes, deniedIndex, plan, planIndex, decisions, appliedIndex
     }
 
     /// Snapshots written before `planIndex` existed lack it: it was the last decision's index then.
@@ -408,6 +413,9 @@ public struct ClusterState: Sendable, Hashable, Codable {
         decisions = try c.decode([Decision].self, forKey: .decisions)
         appliedIndex = try c.decode(UInt64.self, forKey: .appliedIndex)
         planIndex = try c.decodeIfPresent(UInt64.self, forKey: .planIndex) ?? (decisions.last?.index ?? 0)
+        // Snapshots written before `deniedIndex` existed: the list is at least as old as the
+        // snapshot, and a client agent holding none must still be sent it.
+        deniedIndex = try c.decodeIfPresent(UInt64.self, forKey: .deniedIndex) ?? (deniedNodes.isEmpty ? 0 : appliedIndex)
     }
 
     public func isDrained(_ node: String) -> Bool { drainedNodes.contains(node) }
@@ -473,11 +481,15 @@ public struct ClusterState: Sendable, Hashable, Codable {
                 deniedNodes.append(node)
                 deniedNodes.sort()
             }
+            deniedIndex = index
         case .restore(let backup):
             services = backup.services
             demand = backup.demand
             drainedNodes = backup.drainedNodes.sorted()
-            if let denied = backup.deniedNodes { deniedNodes = denied.sorted() }
+            if let denied = backup.deniedNodes {
+                deniedNodes = denied.sorted()
+                deniedIndex = index
+            }
             // Its time is the backup's: apply reads no clock (every server records the same bytes).
             appendDecision(Decision(index: index, timestampMilliseconds: backup.takenAtMilliseconds,
                                     summary: "restored \(backup.services.count) services from a snapshot of entry \(backup.index)",

@@ -78,6 +78,29 @@ public nonisolated struct Microscale_Control_SubscribeAssignments: Sendable {
 
   public var afterIndex: UInt64 = 0
 
+  /// The index of the newest deny list the agent holds (DenyList.index); the server answers with
+  /// its own when it is newer.
+  public var deniedAfterIndex: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The replicated deny list (`microscale node deny`), from a server to client agents, which run no
+/// Raft (docs/ARCHITECTURE.md, "Rotating and revoking certificates"). Sent to a subscriber when it is
+/// newer than the one it named, and to every client agent a server knows when it changes.
+public nonisolated struct Microscale_Control_DenyList: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The Raft index of the entry that last changed the list: an agent keeps the newest it was sent,
+  /// whichever server sent it (a lagging server's older list is ignored).
+  public var index: UInt64 = 0
+
+  public var names: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -217,6 +240,14 @@ public nonisolated struct Microscale_Control_ControlMessage: Sendable {
     set {body = .bootstrapReply(newValue)}
   }
 
+  public var denyList: Microscale_Control_DenyList {
+    get {
+      if case .denyList(let v)? = body {return v}
+      return Microscale_Control_DenyList()
+    }
+    set {body = .denyList(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -226,6 +257,7 @@ public nonisolated struct Microscale_Control_ControlMessage: Sendable {
     case forwardResponse(Microscale_Control_ForwardResponse)
     case bootstrapProposal(Microscale_Control_BootstrapProposal)
     case bootstrapReply(Microscale_Control_BootstrapReply)
+    case denyList(Microscale_Control_DenyList)
 
   }
 
@@ -328,7 +360,7 @@ nonisolated extension Microscale_Control_ServiceAssignment: SwiftProtobuf.Messag
 
 nonisolated extension Microscale_Control_SubscribeAssignments: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SubscribeAssignments"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}after_index\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}after_index\0\u{3}denied_after_index\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -338,6 +370,7 @@ nonisolated extension Microscale_Control_SubscribeAssignments: SwiftProtobuf.Mes
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.node) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.afterIndex) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.deniedAfterIndex) }()
       default: break
       }
     }
@@ -350,12 +383,51 @@ nonisolated extension Microscale_Control_SubscribeAssignments: SwiftProtobuf.Mes
     if self.afterIndex != 0 {
       try visitor.visitSingularUInt64Field(value: self.afterIndex, fieldNumber: 2)
     }
+    if self.deniedAfterIndex != 0 {
+      try visitor.visitSingularUInt64Field(value: self.deniedAfterIndex, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Microscale_Control_SubscribeAssignments, rhs: Microscale_Control_SubscribeAssignments) -> Bool {
     if lhs.node != rhs.node {return false}
     if lhs.afterIndex != rhs.afterIndex {return false}
+    if lhs.deniedAfterIndex != rhs.deniedAfterIndex {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Control_DenyList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DenyList"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}index\0\u{1}names\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.index) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.names) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.index != 0 {
+      try visitor.visitSingularUInt64Field(value: self.index, fieldNumber: 1)
+    }
+    if !self.names.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.names, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Control_DenyList, rhs: Microscale_Control_DenyList) -> Bool {
+    if lhs.index != rhs.index {return false}
+    if lhs.names != rhs.names {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -533,7 +605,7 @@ nonisolated extension Microscale_Control_BootstrapReply: SwiftProtobuf.Message, 
 
 nonisolated extension Microscale_Control_ControlMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ControlMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}assignment\0\u{1}subscribe\0\u{3}forward_request\0\u{3}forward_response\0\u{3}bootstrap_proposal\0\u{3}bootstrap_reply\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}assignment\0\u{1}subscribe\0\u{3}forward_request\0\u{3}forward_response\0\u{3}bootstrap_proposal\0\u{3}bootstrap_reply\0\u{3}deny_list\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -619,6 +691,19 @@ nonisolated extension Microscale_Control_ControlMessage: SwiftProtobuf.Message, 
           self.body = .bootstrapReply(v)
         }
       }()
+      case 7: try {
+        var v: Microscale_Control_DenyList?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .denyList(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .denyList(v)
+        }
+      }()
       default: break
       }
     }
@@ -653,6 +738,10 @@ nonisolated extension Microscale_Control_ControlMessage: SwiftProtobuf.Message, 
     case .bootstrapReply?: try {
       guard case .bootstrapReply(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
+    case .denyList?: try {
+      guard case .denyList(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
     }()
     case nil: break
     }

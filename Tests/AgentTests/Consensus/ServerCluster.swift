@@ -12,13 +12,32 @@ struct ServerCluster {
     var ports: [String: Int] = [:]
 
     /// A CA and server certificates for `names` under a fresh directory named after `label`.
-    init(label: String, names: [String]) throws {
+    /// `clients` get client certificates (`startClient`).
+    init(label: String, names: [String], clients: [String] = []) throws {
         dir = NSTemporaryDirectory() + "microscale-\(label)-\(getpid())"
         try? FileManager.default.removeItem(atPath: dir)
         try CertificateIssuer.createCA(in: "\(dir)/ca")
         for n in names {
             try CertificateIssuer.createNodeCertificate(caDir: "\(dir)/ca", node: n, server: true, in: "\(dir)/certs")
         }
+        for n in clients {
+            try CertificateIssuer.createNodeCertificate(caDir: "\(dir)/ca", node: n, server: false, in: "\(dir)/certs")
+        }
+    }
+
+    /// Starts client agent `name` (no Raft), joining the agents started so far.
+    @discardableResult
+    mutating func startClient(_ name: String) async throws -> AgentRuntime {
+        let port = AgentRuntimeTests.freePort()
+        var s = loopbackAgentSettings(name, dir: dir, port: port, dataDir: dataDir(name))
+        for p in ports.values.sorted().prefix(3) { s.append("join", "127.0.0.1:\(p)", origin: "test") }
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let a = try AgentRuntime(configuration: try s.resolve(), logger: logger)
+        try await a.start()
+        agents[name] = a
+        ports[name] = port
+        return a
     }
 
     func dataDir(_ name: String, generation: Int = 0) -> String { "\(dir)/data-\(name)-\(generation)" }

@@ -124,4 +124,59 @@ import Testing
         #expect(try await callRetryingUnavailable(via, "POST", "/v1/nodes/s4/undeny", for: 10).status == 200)
         #expect(try await pollUntil(10) { (await others[0].transport.connectedPeers()).contains("s4") })
     }
+
+    /// Client agents run no Raft: they learn the deny list from the servers (a changed list is
+    /// sent to every member a server knows; a subscriber with an older one is sent it), and cut the
+    /// node off as the servers do, a client and a server alike.
+    @Test func everyAgentServersAndClientsCutADeniedNodeOffWithinASecond() async throws {
+        var cluster = try ServerCluster(label: "deny-clients", names: ["s1", "s2", "s3"], clients: ["c1", "c2"])
+        for n in ["s1", "s2", "s3"] { try await cluster.start(n) }
+        defer { Task { [cluster] in await cluster.shutdownAll() } }
+        #expect(try await pollUntil(20) { await cluster.agreedLeader() != nil })
+        // (agreedLeader asks every agent; clients run no Raft: the leader is taken before they start.)
+        let leader = try #require(await cluster.agreedLeader())
+        try await cluster.startClient("c1")
+        try await cluster.startClient("c2")
+        let all = ["s1", "s2", "s3", "c1", "c2"]
+        /// Whether every agent but `node` has (or has not) a connection with `node`.
+        func everyone(but node: String, connected: Bool) async -> Bool {
+            for n in all where n != node {
+                guard let a = cluster.agents[n] else { continue }
+                if (await a.transport.connectedPeers()).contains(node) != connected { return false }
+            }
+            return true
+        }
+        // Gossip connects every pair within a few probe rounds (5 members, one probe each 200 ms).
+        #expect(try await pollUntil(20) { await everyone(but: "c2", connected: true) }, "not every agent talks to c2 yet")
+
+        // A client is denied: every server and the other client drop it within a second.
+        let c1 = cluster.agents["c1"]!
+        #expect(try await callRetryingUnavailable(cluster.agents[leader]!, "POST", "/v1/nodes/c2/deny", for: 10).status == 200)
+        #expect(try await pollUntil(1) { await everyone(but: "c2", connected: false) }, "an agent still talks to c2 a second after the deny")
+        #expect(await c1.assignments.denyListIndex > 0)
+        // c2 keeps probing and dialing; none of it gets through, on clients either.
+        for _ in 0..<10 {
+            #expect(await everyone(but: "c2", connected: false))
+            try await Task.sleep(for: .milliseconds(100))
+        }
+
+        // A server that is not the leader is denied (it may be the very server c1 follows):
+        // c1 drops it within a second too, having heard from the other servers.
+        let follower = try #require(["s1", "s2", "s3"].first { $0 != leader })
+        #expect(try await pollUntil(20) { (await c1.transport.connectedPeers()).contains(follower) })
+        let before = await c1.assignments.denyListIndex
+        #expect(try await callRetryingUnavailable(cluster.agents[leader]!, "POST", "/v1/nodes/\(follower)/deny", for: 10).status == 200)
+        #expect(try await pollUntil(1) {
+            for n in all where n != follower && n != "c2" {
+                if (await cluster.agents[n]!.transport.connectedPeers()).contains(follower) { return false }
+            }
+            return true
+        }, "an agent still talks to \(follower) a second after the deny")
+        #expect(await c1.assignments.denyListIndex > before)
+
+        // Undenied, the client is sent the shorter list.
+        let afterFollower = await c1.assignments.denyListIndex
+        #expect(try await callRetryingUnavailable(cluster.agents[leader]!, "POST", "/v1/nodes/c2/undeny", for: 10).status == 200)
+        #expect(try await pollUntil(5) { await c1.assignments.denyListIndex > afterFollower })
+    }
 }
