@@ -64,7 +64,8 @@ public struct Autopilot: Sendable {
         public var reason: String
     }
 
-    public let settings: Settings
+    /// Changed at runtime by a configuration reload (SIGHUP); takes effect at the next `step`.
+    public var settings: Settings
     private var healthySince: [NodeID: Duration] = [:]
     private var deadSince: [NodeID: Duration] = [:]
     private var departed: [NodeID: Duration] = [:]

@@ -101,15 +101,15 @@ public struct AgentCommand: AsyncParsableCommand {
         do {
             let c = try resolve(flags: flags, config: config)
             // Every logger of the process (the transport's and the reconciler's defaults too)
-            // writes in the chosen format.
-            let format = c.logFormat
-            LoggingSystem.bootstrap { label in LogFormat.handler(format: format, label: label) }
+            // writes in the chosen format, at the chosen level, both changed by a reload.
+            LogControl.shared.set(level: Logger.Level(rawValue: c.logLevel) ?? .info, format: c.logFormat)
+            LoggingSystem.bootstrap { label in ReloadableLogHandler(label: label) }
             var logger = Logger(label: "microscale.agent")
-            logger.logLevel = Logger.Level(rawValue: c.logLevel) ?? .info
             logger[metadataKey: "node"] = "\(c.name)"
             runtime = try AgentRuntime(configuration: c, logger: logger)
             try await runtime.start()
-            runtime.reloadOnHangup()
+            // SIGHUP: the TLS files again, and the file's reloadable keys (flags still win).
+            runtime.reloadOnHangup(configurationFile: config) { try resolve(flags: flags, config: config) }
         } catch let e as ConfigurationError {
             printError("error: \(e)")
             throw ExitCode(2)

@@ -501,6 +501,13 @@ public actor RaftService {
 
     // MARK: Server membership (docs/consensus.md, "Server membership")
 
+    /// A configuration reload (SIGHUP) changed --dead-server-cleanup or
+    /// --server-stabilization-time: the autopilot's next round uses them.
+    public func setAutopilot(deadServerCleanup: Duration?, stabilizationTime: Duration) {
+        autopilot.settings.deadServerCleanup = deadServerCleanup
+        autopilot.settings.stabilizationTime = stabilizationTime
+    }
+
     /// One round of the autopilot on the leader: propose the change it picks, if the node may
     /// change its configuration now (one change at a time; the node checks again).
     private func runAutopilot() async {
@@ -725,7 +732,7 @@ public actor RaftService {
                 if soft.leader != lastSoft?.leader, soft.leader != nil { leaderChanges += 1 }
                 // A new leadership starts the autopilot's timers afresh: what an earlier one saw
                 // may be long out of date.
-                if soft.role == .leader, lastSoft?.role != .leader { autopilot = Autopilot(settings: options.autopilot) }
+                if soft.role == .leader, lastSoft?.role != .leader { autopilot = Autopilot(settings: autopilot.settings) }
                 logger.info("raft role", metadata: ["role": "\(soft.role.rawValue)", "leader": "\(soft.leader ?? "none")",
                                                     "term": "\(soft.term)"])
                 lastSoft = soft

@@ -14,7 +14,10 @@ import Wire
 /// The composition root of one agent: TLS identity, the peer transport, membership, the HTTP
 /// API. `start` returns once everything listens; `stop` leaves the cluster gracefully.
 public final class AgentRuntime: AgentState, @unchecked Sendable {
-    public let configuration: AgentConfiguration
+    /// As resolved at start, with the keys a reload applied since (`reloadConfiguration`).
+    public var configuration: AgentConfiguration { configurationLock.withLock { _configuration } }
+    private var _configuration: AgentConfiguration
+    private let configurationLock = NSLock()
     public let logger: Logger
     let group: MultiThreadedEventLoopGroup
     let tls: TLSContext
@@ -45,7 +48,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
 
     /// Builds the agent; throws `ConfigurationError` for anything an operator must fix.
     public init(configuration c: AgentConfiguration, logger: Logger) throws {
-        configuration = c
+        _configuration = c
         self.logger = logger
         do {
             tls = try TLSContext(configuration: TLSConfiguration(caFile: c.tlsCA, certificateFile: c.tlsCert, keyFile: c.tlsKey))
@@ -288,18 +291,69 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
                                                            "expires": "\(Date(timeIntervalSince1970: fresh.notAfter))"])
     }
 
-    /// Reloads the TLS files on every SIGHUP (`microscale agent` installs this; a SIGHUP no
-    /// longer ends the agent).
-    public func reloadOnHangup() {
+    /// On every SIGHUP (`microscale agent` installs this; a SIGHUP no longer ends the agent):
+    /// reloads the TLS files, then, with `--config FILE`, reads the configuration again
+    /// (`reread`: the file under the flags, checked as at start) and applies its reloadable keys.
+    public func reloadOnHangup(configurationFile: String? = nil, reread: (@Sendable () throws -> AgentConfiguration)? = nil) {
         signal(SIGHUP, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
         source.setEventHandler { [weak self] in
             guard let self else { return }
             self.logger.info("SIGHUP: reloading the TLS certificate, key and CA bundle")
             do { try self.reloadTLS() } catch { self.logger.error("\(error); the previous certificate stays in use") }
+            guard let configurationFile, let reread else { return }
+            let fresh: AgentConfiguration
+            do { fresh = try reread() } catch {
+                // ConfigurationError names the key and its line (AgentSettings.resolve).
+                self.logger.error("SIGHUP: configuration not reloaded, nothing changed: \(error)")
+                return
+            }
+            Task { await self.reloadConfiguration(fresh, from: configurationFile) }
         }
         source.resume()
         historyLock.withLock { hangups = source }
+    }
+
+    /// Applies what can change at runtime of `fresh` (docs/operations.md, "Reloading the
+    /// configuration"; `ConfigurationReload` decides which keys) and names in one line the keys
+    /// that changed but need a restart. Returns what it did.
+    @discardableResult
+    public func reloadConfiguration(_ fresh: AgentConfiguration, from file: String = "--config") async -> ConfigurationReload {
+        let reload = configurationLock.withLock {
+            let r = ConfigurationReload(old: _configuration, new: fresh)
+            _configuration = r.configuration
+            return r
+        }
+        let c = reload.configuration
+        let applied = Set(reload.applied)
+        if !applied.isDisjoint(with: ["log-level", "log-format"]) {
+            LogControl.shared.set(level: Logger.Level(rawValue: c.logLevel) ?? .info, format: c.logFormat)
+        }
+        if !applied.isDisjoint(with: ["capacity-cpu", "capacity-memory", "reserve-cpu", "reserve-memory"]) {
+            await refreshCapacity()
+        }
+        if applied.contains("dead-node-grace") { await decisions?.setDeadNodeGrace(c.deadNodeGrace) }
+        if !applied.isDisjoint(with: ["dead-server-cleanup", "server-stabilization-time"]) {
+            await raft?.setAutopilot(deadServerCleanup: c.deadServerCleanup, stabilizationTime: c.serverStabilizationTime)
+        }
+        if !reload.needRestart.isEmpty {
+            logger.warning("configuration reload: \(file) changes \(reload.needRestart.joined(separator: ", ")), which need a restart; their running values stay until then")
+        }
+        logger.info("configuration reloaded", metadata: [
+            "file": "\(file)", "applied": "\(reload.applied.isEmpty ? "nothing changed" : reload.applied.joined(separator: ", "))"])
+        return reload
+    }
+
+    /// Capacity again after a reload changed the overrides or the reserve: detected when an
+    /// override is missing, as at start; the new figure goes out in this node's record.
+    private func refreshCapacity() async {
+        let c = configuration
+        if c.capacityCPUMillis == nil || c.capacityMemoryBytes == nil {
+            await detectCapacity()
+        } else {
+            let capacity = Self.resources(NodeCapacity(cpus: 0, memoryBytes: 0), c)
+            try? await membership.updateRecord { $0.capacity = capacity }
+        }
     }
 
     /// `POST /v1/agent/leave` (`microscale leave`): leaves the Raft configuration (a server), then

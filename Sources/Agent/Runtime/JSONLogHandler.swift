@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// `--log-format json`: one JSON object per line on standard error, for log shippers (Loki,
 /// Elasticsearch, journald's JSON export): `time` (RFC 3339, UTC, milliseconds), `level`,
@@ -63,8 +64,72 @@ public struct JSONLogHandler: LogHandler {
 }
 
 /// The agent's log handler for `--log-format`.
-enum LogFormat {
-    static func handler(format: String, label: String) -> any LogHandler {
-        format == "json" ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+
+/// The process's log level and format as the agent's configuration gives them; a configuration
+/// reload (SIGHUP) changes them, and every logger made by `ReloadableLogHandler` follows at its
+/// next line (docs/operations.md, "Reloading the configuration").
+public final class LogControl: Sendable {
+    public static let shared = LogControl()
+    private let state = Mutex<(level: Logger.Level, json: Bool)>((.info, false))
+
+    public init() {}
+
+    public var level: Logger.Level { state.withLock { $0.level } }
+    public var format: String { state.withLock { $0.json ? "json" : "text" } }
+
+    /// `format` is "json" or "text" (checked where the configuration is resolved).
+    public func set(level: Logger.Level, format: String) {
+        state.withLock { $0 = (level, format == "json") }
+    }
+}
+
+/// Writes each line in the format `LogControl` holds when the line is written, at its level
+/// unless this logger was given one of its own (a test's, a subcommand's).
+public struct ReloadableLogHandler: LogHandler {
+    let control: LogControl
+    private var json: JSONLogHandler
+    private var text: StreamLogHandler
+    private var ownLevel: Logger.Level?
+
+    public init(label: String, control: LogControl = .shared) {
+        self.control = control
+        json = JSONLogHandler(label: label)
+        text = StreamLogHandler.standardError(label: label)
+        // The inner handlers never filter: Logger asks this one's level.
+        json.logLevel = .trace
+        text.logLevel = .trace
+    }
+
+    public var logLevel: Logger.Level {
+        get { ownLevel ?? control.level }
+        set { ownLevel = newValue }
+    }
+
+    public var metadata: Logger.Metadata {
+        get { json.metadata }
+        set {
+            json.metadata = newValue
+            text.metadata = newValue
+        }
+    }
+
+    public var metadataProvider: Logger.MetadataProvider? {
+        get { json.metadataProvider }
+        set {
+            json.metadataProvider = newValue
+            text.metadataProvider = newValue
+        }
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { json[metadataKey: key] }
+        set {
+            json[metadataKey: key] = newValue
+            text[metadataKey: key] = newValue
+        }
+    }
+
+    public func log(event: LogEvent) {
+        if control.format == "json" { json.log(event: event) } else { text.log(event: event) }
     }
 }

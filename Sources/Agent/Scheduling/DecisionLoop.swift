@@ -38,9 +38,12 @@ public actor DecisionLoop {
     let latency: DurationHistogram?
     /// A dead node keeps its work this long (as a suspect: no new work) before it moves
     /// (--dead-node-grace; "Restart is not leave" in docs/ARCHITECTURE.md).
-    let deadNodeGrace: Duration
+    private(set) var deadNodeGrace: Duration
     /// When this leader first saw each node dead (its own probe unanswered).
     private var deadSince: [String: ContinuousClock.Instant] = [:]
+
+    /// A configuration reload (SIGHUP) changed --dead-node-grace: the next round uses it.
+    public func setDeadNodeGrace(_ grace: Duration) { deadNodeGrace = grace }
 
     public init(raft: RaftService, membership: MembershipService, logger: Logger, latency: DurationHistogram? = nil,
                 deadNodeGrace: Duration = AgentConfiguration.defaultDeadNodeGrace) {

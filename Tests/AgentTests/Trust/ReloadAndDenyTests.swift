@@ -63,6 +63,70 @@ import Testing
         #expect(p.isRunning, "SIGHUP must not end the agent")
     }
 
+    /// `--config FILE` read again on SIGHUP, end to end (the agent process, the CLI): a reloadable
+    /// key takes effect, a key that needs a restart is named in one line and keeps its value, and
+    /// a bad file changes nothing and says which key and why.
+    @Test func sighupReReadsTheConfigFileAppliesReloadableKeysAndNamesTheRest() async throws {
+        #expect(FileManager.default.isExecutableFile(atPath: RaftCrashTests.executable), "build the microscale executable first")
+        let cluster = try ServerCluster(label: "config-reload", names: ["s1"])
+        let d = cluster.dir
+        let port = AgentRuntimeTests.freePort(), http = AgentRuntimeTests.freePort()
+        func write(_ extra: String, bind: Int? = nil) throws {
+            let text = """
+                name: s1
+                server: true
+                bootstrap-expect: 1
+                bind: 127.0.0.1:\(bind ?? port)
+                http: 127.0.0.1:\(http)
+                data-dir: \(d)/data-s1
+                tls-ca: \(d)/ca/ca.pem
+                tls-cert: \(d)/certs/s1.pem
+                tls-key: \(d)/certs/s1-key.pem
+                capacity-memory: 4GiB
+                log-level: info
+
+                """ + extra
+            try text.write(toFile: "\(d)/agent.yaml", atomically: true, encoding: .utf8)
+        }
+        try write("capacity-cpu: 2\n")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: RaftCrashTests.executable)
+        p.arguments = ["agent", "--config", "\(d)/agent.yaml"]
+        p.standardOutput = FileHandle.nullDevice
+        let log = "\(d)/agent.log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        try p.run()
+        defer { kill(p.processIdentifier, SIGKILL) }
+        func cpu() -> Double? {
+            guard let out = try? sh("\(RaftCrashTests.executable) members --json --http-addr 127.0.0.1:\(http)"),
+                  let all = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]],
+                  let me = all.first(where: { $0["name"] as? String == "s1" }),
+                  let capacity = me["capacity"] as? [String: Any] else { return nil }
+            return capacity["cpu"] as? Double
+        }
+        func logText() -> String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+        #expect(try await pollUntil(20) { cpu() == 2 }, "capacity before the reload: \(String(describing: cpu()))")
+
+        // A reloadable key and one that needs a restart change together.
+        try write("capacity-cpu: 3\n", bind: AgentRuntimeTests.freePort())
+        kill(p.processIdentifier, SIGHUP)
+        #expect(try await pollUntil(10) { cpu() == 3 }, "capacity after the reload: \(String(describing: cpu()))")
+        #expect(try await pollUntil(5) { logText().contains("need a restart") })
+        let refusedLine = logText().split(separator: "\n").first { $0.contains("need a restart") }.map(String.init) ?? ""
+        #expect(refusedLine.contains("bind") && !refusedLine.contains("capacity-cpu"), "\(refusedLine)")
+
+        // A bad file: nothing changes, and the log names the key.
+        try write("capacity-cpu: 5\nreserve-cpu: lots\n")
+        kill(p.processIdentifier, SIGHUP)
+        #expect(try await pollUntil(5) { logText().contains("configuration not reloaded") })
+        let badLine = logText().split(separator: "\n").first { $0.contains("configuration not reloaded") }.map(String.init) ?? ""
+        #expect(badLine.contains("reserve-cpu"), "\(badLine)")
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(cpu() == 3)
+        #expect(p.isRunning)
+    }
+
     @Test func aReloadKeepsTheCertificateInUseWhenTheNewOneNamesAnotherNode() async throws {
         var cluster = try ServerCluster(label: "tls-reload-refused", names: ["s1", "s9"])
         let s1 = try await cluster.start("s1", bootstrapExpect: 1)
