@@ -56,6 +56,8 @@ public enum Limits {
     public static let maxEnvValueBytes = 32768
     /// `ports`: published ports per container.
     public static let maxPorts = 64
+    /// `update.max_parallel`: containers replaced at a time in a rollout (docs/rollouts.md).
+    public static let maxUpdateParallel = 1000
     /// `health`: the http path, interval and timeout (100 ms to 1 h), retries.
     public static let maxHealthPathBytes = 1024
     public static let minHealthIntervalMilliseconds: Int64 = 100

@@ -190,6 +190,12 @@ public actor DockerClient {
 
     // MARK: Images
 
+    /// Tags the local image `source` as `repository:tag` (POST /images/{name}/tag).
+    public func tag(_ source: String, repository: String, tag: String) async throws(DockerError) {
+        let r = try await raw("tag", .POST, "/images/\(Self.query(source))/tag?repo=\(Self.query(repository))&tag=\(Self.query(tag))", service: nil)
+        guard r.status == 201 || r.status == 200 else { throw Self.error(r, "tag", nil) }
+    }
+
     /// Pulls `reference` (`name`, `name:tag` or `name@sha256:…`) and returns when the daemon has
     /// it. `auth` is the X-Registry-Auth value (RegistryAuth). The daemon answers 200 at once and
     /// streams JSON lines; a failure after that arrives as a line with `error`, which is what is

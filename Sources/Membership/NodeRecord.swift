@@ -22,6 +22,23 @@ public struct Resources: Sendable, Hashable {
     public static let zero = Resources()
 }
 
+/// What a node reports of one service's new containers during a rolling update (docs/rollouts.md):
+/// the spec hash they are of, how many serve, how many failed since the node was told to run them.
+public struct RolloutProgress: Sendable, Hashable {
+    public var spec: String
+    public var serving: Int
+    public var failed: Int
+
+    public init(spec: String, serving: Int, failed: Int = 0) {
+        self.spec = spec
+        self.serving = serving
+        self.failed = failed
+    }
+
+    /// Bound on `spec` (a hash: 16 hex digits today).
+    public static let maxSpecBytes = 64
+}
+
 /// Hard bounds on a record. A record is gossiped to everyone and held by everyone, so its size
 /// multiplies by N twice (memory, push-pull bytes): 2 KiB × 10,000 members = 20 MB per node,
 /// the most we accept for the largest cluster we simulate.
@@ -95,6 +112,8 @@ public struct NodeRecord: Sendable, Hashable {
         /// then sees it dead waits a grace period before moving its work ("Restart is not leave",
         /// docs/ARCHITECTURE.md). A crash or a power cut says nothing, so its work moves at once.
         public var restarting: Bool = false
+        /// Per service under a rolling update, what this node runs of the new spec; empty otherwise.
+        public var rollouts: [String: RolloutProgress] = [:]
         /// The owner's certificate (DER) and its signature over `signedBytes`: a record reaches
         /// most members through third parties, and this is what lets them tell the owner's
         /// record from one a relay made up. Empty where records are not signed (the protocol
@@ -162,7 +181,12 @@ public struct NodeRecord: Sendable, Hashable {
         n += 2 * 2 + varintField(UInt64(bitPattern: Int64(f.capacity.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(f.capacity.memoryBytes)))
         n += 2 * 2 + varintField(UInt64(bitPattern: Int64(f.reserved.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(f.reserved.memoryBytes)))
         for (service, count) in f.running { n += 2 + stringField(service) + varintField(UInt64(bitPattern: Int64(count))) }
+        for (service, p) in f.rollouts { n += 4 + stringField(service) + Self.progressSize(p) }
         return n
+    }
+
+    static func progressSize(_ p: RolloutProgress) -> Int {
+        stringField(p.spec) + varintField(UInt64(bitPattern: Int64(p.serving))) + varintField(UInt64(bitPattern: Int64(p.failed)))
     }
 
     /// Checks every bound; the error names the field.
@@ -182,6 +206,15 @@ public struct NodeRecord: Sendable, Hashable {
         for (service, count) in f.running {
             try Self.check("running[\(service.prefix(limits.maxServiceNameBytes))…] service name", service, limits.maxServiceNameBytes)
             try Self.inRange("running[\(service)]", Int64(count), Int64(limits.maxRunningPerService))
+        }
+        if f.rollouts.count > limits.maxServices {
+            throw .tooManyServices(count: f.rollouts.count, limit: limits.maxServices)
+        }
+        for (service, p) in f.rollouts {
+            try Self.check("rollouts[\(service.prefix(limits.maxServiceNameBytes))…] service name", service, limits.maxServiceNameBytes)
+            try Self.check("rollouts[\(service)].spec", p.spec, RolloutProgress.maxSpecBytes)
+            try Self.inRange("rollouts[\(service)].serving", Int64(p.serving), Int64(limits.maxRunningPerService))
+            try Self.inRange("rollouts[\(service)].failed", Int64(p.failed), Int64(limits.maxRunningPerService))
         }
         let size = contentSize
         if size > limits.maxEncodedBytes { throw .tooLarge(bytes: size, limit: limits.maxEncodedBytes) }
@@ -228,6 +261,18 @@ public struct NodeRecord: Sendable, Hashable {
             put(service)
             put(UInt64(bitPattern: Int64(count)))
         }
+        // Only when there are any, so a record without rollouts signs the bytes it signed before
+        // the field existed (agents of the previous version still check it). Every field above is
+        // length-prefixed, so the extra bytes cannot be read as something else.
+        if !f.rollouts.isEmpty {
+            put(UInt64(f.rollouts.count))
+            for (service, p) in f.rollouts.sorted(by: { $0.key < $1.key }) {
+                put(service)
+                put(p.spec)
+                put(UInt64(bitPattern: Int64(p.serving)))
+                put(UInt64(bitPattern: Int64(p.failed)))
+            }
+        }
         return out
     }
 
@@ -257,6 +302,8 @@ public struct NodeRecordDelta: Sendable, Hashable {
     public var running: [String: Int]
     public var agentVersion: String?
     public var restarting: Bool?
+    /// Changed entries only; one with an empty spec means the service's rollout report is gone.
+    public var rollouts: [String: RolloutProgress] = [:]
     /// The owner's signature over the record this delta produces (`NodeRecord.signedBytes` at
     /// `version`), so a receiver checks the result, not the delta; and its certificate when it
     /// changed.
@@ -291,6 +338,8 @@ public struct NodeRecordDelta: Sendable, Hashable {
         let o = old.running, n = new.running
         for (k, v) in n where o[k] != v { d.running[k] = v }
         for (k, _) in o where n[k] == nil { d.running[k] = 0 }
+        for (k, v) in new.rollouts where old.rollouts[k] != v { d.rollouts[k] = v }
+        for (k, _) in old.rollouts where new.rollouts[k] == nil { d.rollouts[k] = RolloutProgress(spec: "", serving: 0) }
         return d
     }
 
@@ -307,6 +356,7 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if let r = later.restarting { d.restarting = r }
         d.signature = later.signature
         for (k, v) in later.running { d.running[k] = v }
+        for (k, v) in later.rollouts { d.rollouts[k] = v }
         return d
     }
 
@@ -326,6 +376,7 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if let r = restarting { f.restarting = r }
         f.signature = signature
         for (k, v) in running { f.running[k] = v > 0 ? v : nil }
+        for (k, v) in rollouts { f.rollouts[k] = v.spec.isEmpty ? nil : v }
         return NodeRecord(f)
     }
 
@@ -338,6 +389,7 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if let v = agentVersion { n += stringField(v) }
         if restarting != nil { n += 2 }
         for (k, v) in running { n += 2 + stringField(k) + varintField(UInt64(bitPattern: Int64(v))) }
+        for (k, v) in rollouts { n += 4 + stringField(k) + NodeRecord.progressSize(v) }
         n += 2 + signature.count + (certificate.map { 3 + $0.count } ?? 0)
         return n
     }

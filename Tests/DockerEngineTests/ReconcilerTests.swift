@@ -178,3 +178,34 @@ private func c(_ id: String, _ service: String, _ hash: String = "h1", node: Str
         #expect(CapacityDetection.parseMemoryMax("9223372036854771712\n") == nil, "cgroup v1's 'no limit'")
     }
 }
+
+/// Rolling updates (docs/rollouts.md): what a node keeps of the old spec, and what it reports failed.
+@Suite struct ReconcilerRolloutTests {
+    private func unhealthy(_ id: String, _ hash: String) -> ObservedContainer {
+        var x = c(id, "web", hash)
+        x.health = .unhealthy
+        return x
+    }
+
+    @Test func oldContainersAreKeptUpToTheirCountAndNeverStarted() {
+        var r = Reconciler(node: "n1")
+        let plan = r.decide(desired: ["web": .init(count: 1, specHash: "h2", keep: ["h1": 2])],
+                            observed: [c("a", "web", "h1"), c("b", "web", "h1"), c("d", "web", "h1")], now: .zero)
+        // One old container beyond the two kept goes; one new starts; no old one is started.
+        #expect(plan.stops == [.stop(id: "d", service: "web")])
+        #expect(plan.starts == [.start(service: "web", specHash: "h2")])
+        let fewer = r.decide(desired: ["web": .init(count: 1, specHash: "h2", keep: ["h1": 2])], observed: [c("x", "web", "h2")], now: .zero)
+        #expect(fewer.isEmpty)
+    }
+
+    @Test func failuresOfTheDesiredSpecAreCountedOnceEachAndForgottenWhenTheSpecChanges() {
+        var r = Reconciler(node: "n1")
+        let want: [String: DesiredService] = ["web": .init(count: 2, specHash: "h2", keep: ["h1": 1])]
+        _ = r.decide(desired: want, observed: [unhealthy("a", "h2"), unhealthy("o", "h1"), c("b", "web", "h2", state: .exited, ranFor: .seconds(1))], now: .zero)
+        #expect(r.failures["web"]?.spec == "h2" && r.failures["web"]?.count == 2)
+        _ = r.decide(desired: want, observed: [unhealthy("a", "h2")], now: .seconds(1))
+        #expect(r.failures["web"]?.count == 2)
+        _ = r.decide(desired: ["web": .init(count: 2, specHash: "h1")], observed: [], now: .seconds(2))
+        #expect(r.failures["web"] == nil)
+    }
+}

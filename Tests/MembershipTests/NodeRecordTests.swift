@@ -103,3 +103,29 @@ import Testing
         #expect(ack.estimatedSize < 20)
     }
 }
+
+/// A node's rollout reports (docs/rollouts.md) travel in its signed record and its deltas.
+@Suite struct RolloutProgressRecordTests {
+    @Test func rolloutReportsTravelAsDeltasAndAreSignedOnlyWhenPresent() throws {
+        let v1 = Harness.record("a")
+        var v2 = v1
+        v2.rollouts = ["web": RolloutProgress(spec: "abc", serving: 2, failed: 1)]
+        v2.version = 2
+        var v3 = v2
+        v3.rollouts = [:]
+        v3.version = 3
+        #expect(try NodeRecordDelta.between(v1, v2).apply(to: v1) == v2)
+        let merged = NodeRecordDelta.between(v1, v2).merged(with: NodeRecordDelta.between(v2, v3))
+        #expect(try merged.apply(to: v2) == v3)
+        // A record without reports signs what it signed before the field existed.
+        var unversioned = v2
+        unversioned.version = 3
+        #expect(v3.signedBytes != unversioned.signedBytes)
+        var plain = v1
+        plain.version = 3
+        #expect(v3.signedBytes == plain.signedBytes)
+        var tooLong = v2
+        tooLong.rollouts = ["web": RolloutProgress(spec: String(repeating: "h", count: 65), serving: 0)]
+        #expect(throws: NodeRecordError.self) { try tooLong.validate() }
+    }
+}

@@ -36,8 +36,8 @@ public struct LeaderCommand: AsyncParsableCommand {
 /// `microscale services apply FILE | ls | rm NAME`.
 public struct ServicesCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
-        commandName: "services", abstract: "Declare, list and remove services.",
-        subcommands: [Apply.self, List.self, Remove.self])
+        commandName: "services", abstract: "Declare, list, remove and roll back services.",
+        subcommands: [Apply.self, List.self, Remove.self, Rollback.self])
     public init() {}
 
     public struct Apply: AsyncParsableCommand {
@@ -92,6 +92,23 @@ public struct ServicesCommand: AsyncParsableCommand {
                 let raw = try await client.call("DELETE", "/v1/services/\(try pathSegment(name, "NAME"))")
                 if json { return printJSON(raw) }
                 print("removed \(name)")
+            }
+        }
+    }
+
+    public struct Rollback: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(
+            commandName: "rollback", abstract: "Go back to the service's previous spec (it rolls out like any change).")
+        @OptionGroup var client: HTTPClientOptions
+        @Flag(help: "Print JSON.") var json = false
+        @Argument(help: "The service's name.") var name: String
+        public init() {}
+
+        public func run() async throws {
+            try await reportingErrors {
+                let raw = try await client.call("POST", "/v1/services/\(try pathSegment(name, "NAME"))/rollback")
+                if json { return printJSON(raw) }
+                print("\(name) rolling back to its previous spec (microscale status shows the rollout)")
             }
         }
     }
@@ -239,9 +256,9 @@ public struct StatusCommand: AsyncParsableCommand {
     }
 
     static func render(_ s: StatusView) -> String {
-        var rows = [["SERVICE", "PRIORITY", "DEMAND", "DESIRED", "RUNNING"]]
+        var rows = [["SERVICE", "PRIORITY", "DEMAND", "DESIRED", "RUNNING", "UPDATE"]]
         for v in s.services {
-            rows.append([v.name, "\(v.priority)", v.demand.map(formatNumber) ?? "-", "\(v.desired)", "\(v.running)"])
+            rows.append([v.name, "\(v.priority)", v.demand.map(formatNumber) ?? "-", "\(v.desired)", "\(v.running)", v.rollout ?? "-"])
         }
         var nodes = [["NODE", "STATUS", "ROLE", "ASSIGNED", "RUNNING"]]
         func counts(_ c: [String: Int]) -> String {

@@ -48,6 +48,9 @@ public struct StatusView: Codable, Sendable, Equatable {
         public var perContainer: Double?
         public var desired: Int
         public var running: Int
+        /// A rolling update under way (docs/rollouts.md): "updating 3/6 (start-first)", or
+        /// "paused: 2 new containers failed (health check or exit)"; absent otherwise.
+        public var rollout: String?
     }
     public struct NodeRow: Codable, Sendable, Equatable {
         public var name: String
@@ -397,7 +400,8 @@ public actor ClusterAPI {
             }
             let services = state.services.map { name, spec in
                 StatusView.Service(name: name, priority: spec.priority, demand: spec.fill ? nil : demand[name],
-                                   perContainer: spec.demand?.perContainer, desired: state.plan.count(service: name), running: running[name] ?? 0)
+                                   perContainer: spec.demand?.perContainer, desired: state.plan.count(service: name), running: running[name] ?? 0,
+                                   rollout: state.plan.rollouts?[name].map { Self.rolloutText($0, spec: spec) })
             }.sorted { ($0.priority, $0.name) < ($1.priority, $1.name) }
             let nodes = members.map { m in
                 StatusView.NodeRow(name: m.name, status: m.status, role: m.role, drained: state.isDrained(m.name),
@@ -441,6 +445,9 @@ public actor ClusterAPI {
             }
             return await commit(.setDemand(service: p[2], value: v.value), raft: raft,
                                 ok: .json(DemandView(service: p[2], value: v.value)))
+        case ("POST", "services", 4) where p[3] == "rollback":
+            // The previous spec comes back, and rolls out like any change (docs/rollouts.md).
+            return await commit(.rollbackService(p[2]), raft: raft, ok: .json(["service": p[2], "rolledBack": "true"]))
         case ("GET", "nodes", 3) where p[2] == "drained":
             return .json(await raft.state.drainedNodes)
         case ("GET", "nodes", 3) where p[2] == "denied":
@@ -487,6 +494,12 @@ public actor ClusterAPI {
         default:
             return .error(404, "no such endpoint: \(method) \(path)")
         }
+    }
+
+    /// "updating 3/6 (start-first)" or "paused: ..." (the rollout's progress as the plan recorded it).
+    static func rolloutText(_ r: ServiceRollout, spec: ServiceSpec) -> String {
+        if let why = r.paused { return "paused: \(why)" }
+        return "updating \(r.done)/\(r.total) (\(spec.updatePolicy.effectiveOrder))"
     }
 
     private func commit(_ command: ClusterCommand, raft: RaftService, ok: APIResponse) async -> APIResponse {

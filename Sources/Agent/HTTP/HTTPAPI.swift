@@ -93,6 +93,7 @@ public enum HTTPAPI {
         router.get("/v1/services", use: cluster)
         router.put("/v1/services", use: cluster)
         router.delete("/v1/services/:name", use: cluster)
+        router.post("/v1/services/:name/rollback", use: cluster)
         router.get("/v1/demand", use: cluster)
         router.put("/v1/demand/:service", use: cluster)
         router.get("/v1/nodes/drained", use: cluster)

@@ -108,6 +108,7 @@ public enum MembershipCodec {
             y.signature = Data(d.signature)
             if let c = d.certificate { y.certificate = Data(c) }
             if let r = d.restarting { y.restarting = r }
+            y.rollouts = d.rollouts.mapValues(encode)
             x.recordDelta = y
         }
         return x
@@ -135,8 +136,29 @@ public enum MembershipCodec {
             $0.signature = Data(r.signature)
             $0.provenIncarnation = r.provenIncarnation
             $0.restarting = r.restarting
+            $0.rollouts = r.rollouts.mapValues(encode)
             $0.incarnationSignature = Data(r.incarnationSignature)
         }
+    }
+
+    static func encode(_ p: RolloutProgress) -> Microscale_Membership_RolloutProgress {
+        .with {
+            $0.specHash = p.spec
+            $0.serving = Int64(p.serving)
+            $0.failed = Int64(p.failed)
+        }
+    }
+
+    /// Range-checked like `running`; the record's own validation bounds the rest.
+    static func rollouts(_ m: [String: Microscale_Membership_RolloutProgress], field: String) throws -> [String: RolloutProgress] {
+        var out: [String: RolloutProgress] = [:]
+        for (k, v) in m {
+            guard v.serving >= 0, v.serving <= Int64(Int32.max), v.failed >= 0, v.failed <= Int64(Int32.max) else {
+                throw DecodingError(field: "\(field)[\(k)]", problem: "has a count out of range")
+            }
+            out[k] = RolloutProgress(spec: v.specHash, serving: Int(v.serving), failed: Int(v.failed))
+        }
+        return out
     }
 
     static func encode(_ r: Membership.Resources) -> Microscale_Membership_Resources {
@@ -203,6 +225,7 @@ public enum MembershipCodec {
             d.signature = [UInt8](y.signature)
             d.certificate = y.hasCertificate ? [UInt8](y.certificate) : nil
             d.restarting = y.hasRestarting ? y.restarting : nil
+            d.rollouts = try rollouts(y.rollouts, field: "gossip.record_delta.rollouts")
             return .recordDelta(d)
         case nil:
             throw DecodingError(field: "gossip", problem: "is empty or of a kind this agent does not know")
@@ -231,6 +254,7 @@ public enum MembershipCodec {
         record.signature = [UInt8](r.signature)
         record.provenIncarnation = r.provenIncarnation
         record.restarting = r.restarting
+        record.rollouts = try rollouts(r.rollouts, field: "record.rollouts")
         record.incarnationSignature = [UInt8](r.incarnationSignature)
         return record
     }

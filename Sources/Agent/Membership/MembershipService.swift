@@ -347,6 +347,14 @@ public struct MemberView: Codable, Sendable, Equatable {
     /// The member said it is stopping to restart (true; absent otherwise): the leader keeps its
     /// work in place for --dead-node-grace once it looks dead.
     public var restarting: Bool?
+    /// Per service under a rolling update: the node's containers of the new spec (absent otherwise).
+    public var rollouts: [String: RolloutView]?
+
+    public struct RolloutView: Codable, Sendable, Hashable {
+        public var spec: String
+        public var serving: Int
+        public var failed: Int
+    }
 
     public struct ResourceView: Codable, Sendable, Equatable {
         public var cpu: Double
@@ -364,6 +372,7 @@ public struct MemberView: Codable, Sendable, Equatable {
         running = r.running
         agentVersion = r.agentVersion
         restarting = r.restarting ? true : nil
+        rollouts = r.rollouts.isEmpty ? nil : r.rollouts.mapValues { RolloutView(spec: $0.spec, serving: $0.serving, failed: $0.failed) }
     }
 }
 

@@ -168,8 +168,11 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         clusterAPI = ClusterAPI(name: c.name, raft: raft, transport: transport, logger: logger, apiToken: c.apiToken,
                                 refusals: refusals, servers: servers)
         box.api = clusterAPI
-        executor = NodeExecutor(node: c.name, dockerHost: c.dockerSocket, registryAuth: c.registryAuth, logger: logger) { running in
-            try? await service.updateRecord { $0.running = running }
+        executor = NodeExecutor(node: c.name, dockerHost: c.dockerSocket, registryAuth: c.registryAuth, logger: logger) { running, rollouts in
+            try? await service.updateRecord {
+                $0.running = running
+                $0.rollouts = rollouts
+            }
         }
         let executor = self.executor
         // Where a server sends a changed deny list: every member it sees alive or suspect.

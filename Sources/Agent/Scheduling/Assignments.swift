@@ -13,26 +13,49 @@ public struct NodeAssignment: Sendable, Equatable {
     /// When the leader decided the plan (its wall clock, ms since 1970), where known: a server
     /// reads it from the plan's decision; a push from a server does not carry it.
     public var decidedAtMilliseconds: Int64?
+    /// Services under a rolling update (docs/rollouts.md), every one of them (a count of 0
+    /// included, so the node reports its progress): besides `count` containers of `spec`, keep
+    /// up to `count` running containers of spec hash `spec` here (and never start one).
+    public var keep: [String: Kept]
 
-    public init(planIndex: UInt64, services: [String: (count: Int, spec: Consensus.ServiceSpec)], decidedAtMilliseconds: Int64? = nil) {
+    public struct Kept: Sendable, Hashable {
+        public var spec: String
+        public var count: Int
+        public init(spec: String, count: Int) {
+            self.spec = spec
+            self.count = count
+        }
+    }
+
+    public init(planIndex: UInt64, services: [String: (count: Int, spec: Consensus.ServiceSpec)], decidedAtMilliseconds: Int64? = nil,
+                keep: [String: Kept] = [:]) {
         self.planIndex = planIndex
         self.services = services
         self.decidedAtMilliseconds = decidedAtMilliseconds
+        self.keep = keep
     }
 
     public static func == (a: NodeAssignment, b: NodeAssignment) -> Bool {
-        a.planIndex == b.planIndex && a.services.keys.sorted() == b.services.keys.sorted()
+        a.planIndex == b.planIndex && a.keep == b.keep && a.services.keys.sorted() == b.services.keys.sorted()
             && a.services.allSatisfy { b.services[$0.key]?.count == $0.value.count && b.services[$0.key]?.spec == $0.value.spec }
     }
 
     /// The share of `node` in the state's committed plan; the plan's index is that of its entry.
     static func of(_ state: ClusterState, node: String) -> NodeAssignment {
         var services: [String: (Int, Consensus.ServiceSpec)] = [:]
+        var keep: [String: Kept] = [:]
         for (name, spec) in state.services {
-            services[name] = (state.plan.assignments[node]?[name] ?? 0, spec)
+            // A rollout splits the planner's count between new and old containers; it is of the
+            // spec the plan was made for (a spec applied since waits for the next plan).
+            if let r = state.plan.rollouts?[name], r.to == Specs.hash(spec) {
+                services[name] = (r.new[node] ?? 0, spec)
+                keep[name] = Kept(spec: r.from, count: r.old[node] ?? 0)
+            } else {
+                services[name] = (state.plan.assignments[node]?[name] ?? 0, spec)
+            }
         }
         let decided = state.decisions.last { $0.index == state.planIndex }?.timestampMilliseconds
-        return NodeAssignment(planIndex: state.planIndex, services: services, decidedAtMilliseconds: decided)
+        return NodeAssignment(planIndex: state.planIndex, services: services, decidedAtMilliseconds: decided, keep: keep)
     }
 }
 
@@ -195,6 +218,10 @@ public actor AssignmentService {
             s.count = UInt32(clamping: count)
             s.specHash = Specs.hash(spec)
             s.spec = (try? e.encode(spec)) ?? Data()
+            if let k = a.keep[service] {
+                s.keepSpecHash = k.spec
+                s.keepCount = UInt32(clamping: k.count)
+            }
             p.services.append(s)
         }
         var m = Microscale_Control_ControlMessage()
@@ -234,6 +261,7 @@ public actor AssignmentService {
             }
             guard a.node == name, a.planIndex > lastIndex else { return }
             var services: [String: (Int, Consensus.ServiceSpec)] = [:]
+            var keep: [String: NodeAssignment.Kept] = [:]
             for s in a.services {
                 guard let spec = try? JSONDecoder().decode(Consensus.ServiceSpec.self, from: s.spec) else {
                     logger.warning("assignment with an unreadable spec", metadata: ["service": "\(s.service)", "from": "\(peer.name)"])
@@ -250,9 +278,16 @@ public actor AssignmentService {
                     return
                 }
                 services[s.service] = (Int(s.count), spec)
+                if !s.keepSpecHash.isEmpty {
+                    guard s.keepCount <= Limits.maxContainersPerService, s.keepSpecHash.utf8.count <= 64 else {
+                        logger.warning("assignment refused", metadata: ["from": "\(peer.name)", "error": "keeps \(s.keepCount) containers of \(s.service)"])
+                        return
+                    }
+                    keep[s.service] = NodeAssignment.Kept(spec: s.keepSpecHash, count: Int(s.keepCount))
+                }
             }
             lastIndex = a.planIndex
-            await deliver(NodeAssignment(planIndex: a.planIndex, services: services))
+            await deliver(NodeAssignment(planIndex: a.planIndex, services: services, keep: keep))
         case .denyList(let d):
             // Like an assignment, only from a server certificate; unlike one, from any server,
             // not only the upstream: the upstream may be the node denied, or lag. The newest list

@@ -135,6 +135,8 @@ public actor DecisionLoop {
         h.combine(state.appliedIndex)
         h.combine(nodes)
         h.combine(demand)
+        // What nodes report of rollouts moves them on: a new container serving starts the next.
+        for m in members { h.combine(m.rollouts) }
         let inputs = h.finalize()
         let now = ContinuousClock.now
         guard inputs != lastInputs || now - lastRun >= maxQuiet else { return }
@@ -150,17 +152,22 @@ public actor DecisionLoop {
         lastPlan = result.plan
         let next = result.plan.assignments.filter { !$0.value.isEmpty }.mapValues { $0.filter { $0.value > 0 } }
         let committed = state.plan.assignments.filter { !$0.value.isEmpty }.mapValues { $0.filter { $0.value > 0 } }
-        guard next != committed else {
+        // What each service's containers are made from: a change of image, command, env, ports,
+        // resources or health alone changes no count, yet must reach every agent (issue 17 item 4).
+        let specs = state.services.mapValues(Specs.hash)
+        let specChanges = Self.specChanges(state, specs)
+        let (rollouts, rolloutReasons) = Self.rollouts(state, specs: specs, next: next, members: members)
+        guard next != committed || specs != state.plan.specs || rollouts != state.plan.rollouts else {
             latency?.record(ContinuousClock.now - now)
             return
         }
-        let reasons = Array((result.decisions.map(\.description) + result.shortfalls.map(\.description)).prefix(50))
+        let reasons = Array((specChanges + rolloutReasons + result.decisions.map(\.description) + result.shortfalls.map(\.description)).prefix(50))
         let decision = Consensus.Decision(
             timestampMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
-            summary: "\(result.decisions.count) change\(result.decisions.count == 1 ? "" : "s") planned in \(String(format: "%.2f", planning.inMilliseconds)) ms",
+            summary: "\(result.decisions.count + specChanges.count + rolloutReasons.count) change\(result.decisions.count + specChanges.count + rolloutReasons.count == 1 ? "" : "s") planned in \(String(format: "%.2f", planning.inMilliseconds)) ms",
             reasons: reasons)
         do {
-            if let refused = try await raft.propose(.setPlan(Consensus.Plan(assignments: next), decision)) {
+            if let refused = try await raft.propose(.setPlan(Consensus.Plan(assignments: next, specs: specs, rollouts: rollouts), decision)) {
                 logger.error("plan refused: \(refused)")
             } else {
                 latency?.record(ContinuousClock.now - now)
@@ -173,6 +180,59 @@ public actor DecisionLoop {
             lastPlan = nil
             lastInputs = nil
             logger.warning("plan not committed: \(error)")
+        }
+    }
+
+    /// The rolling updates of the next plan (docs/rollouts.md): a service whose spec hash differs
+    /// from the one the committed plan was made for starts one (from the containers the committed
+    /// plan runs), and every rollout takes one step of the pure `RolloutStepper` against the new
+    /// counts and what the nodes report. nil when there is none.
+    static func rollouts(_ state: ClusterState, specs: [String: String], next: [String: [String: Int]],
+                         members: [MemberView]) -> ([String: ServiceRollout]?, [String]) {
+        var out: [String: ServiceRollout] = [:]
+        var reasons: [String] = []
+        let committed = state.plan.rollouts ?? [:]
+        for name in specs.keys.sorted() {
+            guard let spec = state.services[name], let hash = specs[name] else { continue }
+            var current: Scaling.Rollout?
+            if let r = committed[name] {
+                current = Scaling.Rollout(from: r.from, to: r.to, old: r.old, new: r.new, paused: r.paused)
+            }
+            if let before = state.plan.specs?[name], before != hash {
+                // The containers the committed plan runs: its rollout's (old and new), or its counts.
+                var running: [String: Int] = [:]
+                for (node, counts) in state.plan.assignments { if let n = counts[name], n > 0 { running[node] = n } }
+                current = Scaling.Rollout.begin(from: before, to: hash, running: running, reversing: current)
+                reasons.append("\(name): rolling out \(String(hash.prefix(8))) (\(spec.updatePolicy.effectiveOrder), max_parallel \(spec.updatePolicy.effectiveMaxParallel))")
+            }
+            guard let rollout = current, rollout.to == hash else { continue }
+            var target: [String: Int] = [:]
+            for (node, counts) in next { if let n = counts[name], n > 0 { target[node] = n } }
+            var reports: [String: RolloutReport] = [:]
+            for m in members {
+                if let p = m.rollouts?[name] { reports[m.name] = RolloutReport(spec: p.spec, serving: p.serving, failed: p.failed) }
+            }
+            let policy = RolloutPolicy(maxParallel: spec.updatePolicy.effectiveMaxParallel,
+                                       startFirst: spec.updatePolicy.effectiveOrder == UpdatePolicy.startFirst)
+            let step = RolloutStepper.step(rollout, service: name, policy: policy, target: target, reports: reports)
+            reasons.append(contentsOf: step.reasons)
+            if let r = step.rollout {
+                out[name] = ServiceRollout(from: r.from, to: r.to, old: r.old, new: r.new, paused: r.paused,
+                                           done: step.done, total: step.total)
+            }
+        }
+        return (out.isEmpty ? nil : out, reasons)
+    }
+
+    /// One reason per service whose containers are to be made from a new spec. A plan committed
+    /// before plans carried spec hashes (nil) names none: its containers are what they were.
+    static func specChanges(_ state: ClusterState, _ specs: [String: String]) -> [String] {
+        guard let before = state.plan.specs else { return [] }
+        return specs.keys.sorted().compactMap { name in
+            guard let old = before[name], old != specs[name] else { return nil }
+            let was = state.previousServices[name].flatMap { Specs.hash($0) == old ? $0 : nil }
+            let what = was.map { Specs.difference($0, state.services[name]!) } ?? "its spec"
+            return "\(name): containers change: \(what)"
         }
     }
 

@@ -2,6 +2,7 @@ import Bounds
 import DockerEngine
 import Foundation
 import Logging
+import struct Membership.RolloutProgress
 
 /// Carries this node's assignment out on the local Docker Engine with the reconciler (stops before
 /// starts, adoption after a restart, crash-loop back-off) and reports what runs into the node's
@@ -15,7 +16,7 @@ public actor NodeExecutor {
     let dockerHost: String
     let registryAuth: RegistryAuth
     let logger: Logger
-    let report: @Sendable ([String: Int]) async -> Void
+    let report: @Sendable ([String: Int], [String: RolloutProgress]) async -> Void
     public var interval: Duration = .seconds(2)
     /// After the agent starts, an assignment that gives this node nothing is not carried out for
     /// this long if its plan was decided before the agent started: such a plan was made while the
@@ -37,6 +38,7 @@ public actor NodeExecutor {
     private var assignment: NodeAssignment?
     private var loop: WakeLoop?
     private var lastReported: [String: Int]?
+    private var lastProgress: [String: RolloutProgress] = [:]
     private var lastError: String?
     public private(set) var rounds = 0
     /// Containers started and stopped, and Docker calls that failed, since the agent started.
@@ -48,7 +50,7 @@ public actor NodeExecutor {
     public private(set) var pullFailures: [String: String] = [:]
 
     public init(node: String, dockerHost: String, registryAuth: RegistryAuth = RegistryAuth(), logger: Logger,
-                report: @escaping @Sendable ([String: Int]) async -> Void) {
+                report: @escaping @Sendable ([String: Int], [String: RolloutProgress]) async -> Void) {
         self.node = node
         self.dockerHost = dockerHost
         self.registryAuth = registryAuth
@@ -136,7 +138,8 @@ public actor NodeExecutor {
                 }
                 pullFailures = failures
             }
-            await shell!.setDesired(specs, counts: a.services.mapValues(\.count), held: held)
+            await shell!.setDesired(specs, counts: a.services.mapValues(\.count), held: held,
+                                    keep: a.keep.mapValues { [$0.spec: $0.count] })
             for _ in 0..<(hold ? 0 : 5) {
                 let report = try await shell!.reconcileOnce()
                 totals.started += report.started.count
@@ -159,12 +162,23 @@ public actor NodeExecutor {
             // Only serving containers count (DESIGN.md §9): one whose health check has not passed yet,
             // or that Docker reports unhealthy, is not running for demand met.
             let health = await shell!.lastHealth
+            // During a rolling update the leader steps on what each node reports of the new
+            // containers: how many serve, how many failed (docs/rollouts.md).
+            let rolling = Dictionary(a.keep.keys.compactMap { name in a.services[name].map { (name, Specs.hash($0.spec)) } },
+                                     uniquingKeysWith: { x, _ in x })
+            var progress: [String: RolloutProgress] = rolling.mapValues { RolloutProgress(spec: $0, serving: 0) }
             for c in running where c.State == "running" && [nil, .healthy].contains(health[c.Id] ?? ObservedContainer.Health.fromEngineStatus(c.Status)) {
-                if let s = c.Labels?[MicroscaleLabel.service] { counts[s, default: 0] += 1 }
+                if let s = c.Labels?[MicroscaleLabel.service] {
+                    counts[s, default: 0] += 1
+                    if let hash = rolling[s], c.Labels?[MicroscaleLabel.spec] == hash { progress[s]?.serving += 1 }
+                }
             }
-            if counts != lastReported {
+            let failed = await shell!.failures
+            for (s, hash) in rolling { if let f = failed[s], f.spec == hash { progress[s]?.failed = f.count } }
+            if counts != lastReported || progress != lastProgress {
                 lastReported = counts
-                await report(counts)
+                lastProgress = progress
+                await report(counts, progress)
             }
             if lastError != nil {
                 logger.info("docker reachable again")

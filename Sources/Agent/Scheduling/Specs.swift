@@ -34,6 +34,20 @@ public enum Specs {
         return String(fnv1a(bytes), radix: 16)
     }
 
+    /// Which of the keys `hash` covers differ, for the decisions: "image busybox:1 → busybox:2", "env, health".
+    static func difference(_ a: Consensus.ServiceSpec, _ b: Consensus.ServiceSpec) -> String {
+        var out: [String] = []
+        if a.image != b.image { out.append("image \(a.image.prefix(80)) → \(b.image.prefix(80))") }
+        if a.command != b.command { out.append("command") }
+        if a.cpu != b.cpu || a.memory != b.memory { out.append("resources") }
+        if a.stopTimeoutMilliseconds != b.stopTimeoutMilliseconds { out.append("stop_timeout") }
+        if a.env != b.env { out.append("env") }
+        if a.network != b.network { out.append("network") }
+        if a.ports != b.ports { out.append("ports") }
+        if a.health != b.health { out.append("health") }
+        return out.isEmpty ? "its spec" : out.joined(separator: ", ")
+    }
+
     /// FNV-1a, 64 bits: stable across processes and versions, unlike `Hasher`.
     static func fnv1a<S: Sequence>(_ bytes: S) -> UInt64 where S.Element == UInt8 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325

@@ -67,11 +67,14 @@ public struct ServiceSpec: Sendable, Hashable, Codable {
     public var network: String?
     public var ports: [PortMapping]?
     public var health: HealthCheck?
+    /// How a change of the containers rolls out (`update:`, Workload.swift); nil: Swarm's defaults.
+    public var update: UpdatePolicy?
 
     public init(image: String, command: [String] = [], priority: Int = 1, cpu: Double, memory: UInt64,
                 min: Int = 0, max: Int, demand: DemandSourceConfig? = nil, fill: Bool = false,
                 stopTimeoutMilliseconds: Int64 = 10_000, env: [String: String]? = nil, network: String? = nil,
-                ports: [PortMapping]? = nil, health: HealthCheck? = nil) {
+                ports: [PortMapping]? = nil, health: HealthCheck? = nil, update: UpdatePolicy? = nil) {
+        self.update = update
         self.env = env
         self.network = network
         self.ports = ports
@@ -172,9 +175,66 @@ extension DemandSourceConfig {
 /// The planner's output as data: per node, per service, how many containers.
 public struct Plan: Sendable, Hashable, Codable {
     public var assignments: [String: [String: Int]]
-    public init(assignments: [String: [String: Int]] = [:]) { self.assignments = assignments }
+    /// The spec hash each service's containers are made to (`Specs.hash`), so that a change of the
+    /// containers alone (image, command, env...) makes a new plan, and so a new assignment for
+    /// every agent. nil in plans committed before it existed.
+    public var specs: [String: String]?
+    /// Rolling updates under way, by service (docs/rollouts.md): for those services an agent runs
+    /// `new[node]` containers of the service's spec and keeps `old[node]` of hash `from`, while
+    /// `assignments` stays the planner's count. nil (not empty) when there is none, so the bytes of
+    /// a plan without rollouts are what they were.
+    public var rollouts: [String: ServiceRollout]?
+    public init(assignments: [String: [String: Int]] = [:], specs: [String: String]? = nil,
+                rollouts: [String: ServiceRollout]? = nil) {
+        self.assignments = assignments
+        self.specs = specs
+        self.rollouts = rollouts
+    }
 
     public func count(service: String) -> Int { assignments.values.reduce(0) { $0 + ($1[service] ?? 0) } }
+}
+
+/// One service's rolling update as the plan carries it (the pure stepping is `Scaling.RolloutStepper`).
+public struct ServiceRollout: Sendable, Hashable, Codable {
+    /// Spec hash of the containers being replaced, and of their replacements.
+    public var from: String
+    public var to: String
+    /// Per node: old containers still kept, and new containers to run.
+    public var old: [String: Int]
+    public var new: [String: Int]
+    /// Why the rollout stopped advancing (nil: it advances).
+    public var paused: String?
+    /// New containers serving, of the service's count, when the plan was made: what `status` shows.
+    public var done: Int
+    public var total: Int
+
+    public init(from: String, to: String, old: [String: Int], new: [String: Int], paused: String? = nil, done: Int = 0, total: Int = 0) {
+        self.from = from
+        self.to = to
+        self.old = old
+        self.new = new
+        self.paused = paused
+        self.done = done
+        self.total = total
+    }
+
+    /// The first value out of its limits (the leader writes it; apply checks it like the rest of a plan).
+    func validationError(service: String) -> ClusterStateError? {
+        func bad(_ why: String) -> ClusterStateError { .malformed("plan: the rollout of \(service.prefix(63)) \(why)") }
+        if service.isEmpty || service.utf8.count > 63 { return bad("is of a service name not of 1-63 bytes") }
+        if from.utf8.count > 64 || to.utf8.count > 64 { return bad("has a spec hash over 64 bytes") }
+        if (paused?.utf8.count ?? 0) > Decision.maxTextBytes { return bad("has a pause reason over \(Decision.maxTextBytes) bytes") }
+        if old.count > Limits.defaultMaxMembers || new.count > Limits.defaultMaxMembers { return bad("names more than \(Limits.defaultMaxMembers) nodes") }
+        for (node, n) in old.merging(new, uniquingKeysWith: { max($0, $1) }) {
+            if node.isEmpty || node.utf8.count > ClusterState.maxNodeNameBytes { return bad("names a node not of 1-\(ClusterState.maxNodeNameBytes) bytes") }
+            if n < 0 || n > Limits.maxContainersPerService { return bad("has \(n) containers on a node; 0 to \(Limits.maxContainersPerService)") }
+        }
+        if old.values.contains(where: { $0 < 0 }) || new.values.contains(where: { $0 < 0 }) { return bad("has a negative count") }
+        if !(0...Limits.maxContainersPerService).contains(done) || !(0...Limits.maxContainersPerService).contains(total) {
+            return bad("has progress out of 0 to \(Limits.maxContainersPerService)")
+        }
+        return nil
+    }
 }
 
 /// One decision of the leader's planner, with its reasons, for `microscale decisions`.
@@ -217,6 +277,10 @@ public enum ClusterCommand: Sendable, Hashable, Codable {
     /// restore at the same point of the log. The plan is not restored: the leader plans anew from
     /// the restored services and the nodes alive now.
     case restore(ClusterBackup)
+    /// `services rollback NAME`: the service's spec and the one it replaced (kept in
+    /// `ClusterState.previousServices`) change places, so a second rollback undoes the first
+    /// (as `docker service rollback`).
+    case rollbackService(String)
     /// `node deny NAME`: every agent refuses that certificate name at the handshake and drops its
     /// open connections (docs/ARCHITECTURE.md, "Trust"); `denied: false` lifts it.
     case setDenied(node: String, denied: Bool)
@@ -246,7 +310,7 @@ public enum ClusterCommand: Sendable, Hashable, Codable {
             for name in specs.keys.sorted() {
                 if let e = specs[name]!.validationError(name: name) { return e }
             }
-        case .removeService(let name):
+        case .removeService(let name), .rollbackService(let name):
             if name.isEmpty || name.utf8.count > 63 { return .unknownService(String(name.prefix(63))) }
         case .setDemand(let service, let value):
             if service.isEmpty || service.utf8.count > 63 { return .unknownService(String(service.prefix(63))) }
@@ -258,6 +322,18 @@ public enum ClusterCommand: Sendable, Hashable, Codable {
         case .setPlan(let plan, let decision):
             if plan.assignments.count > Limits.defaultMaxMembers {
                 return .malformed("plan: \(plan.assignments.count) nodes; at most \(Limits.defaultMaxMembers)")
+            }
+            if let specs = plan.specs {
+                if specs.count > ClusterState.maxServices { return .malformed("plan: \(specs.count) spec hashes; at most \(ClusterState.maxServices)") }
+                for (service, hash) in specs where service.utf8.count > 63 || hash.utf8.count > 64 {
+                    return .malformed("plan: the spec hash of \(service.prefix(63)) is not of a service of 1-63 bytes and a hash of at most 64")
+                }
+            }
+            if let rollouts = plan.rollouts {
+                if rollouts.count > ClusterState.maxServices { return .malformed("plan: \(rollouts.count) rollouts; at most \(ClusterState.maxServices)") }
+                for (service, r) in rollouts {
+                    if let e = r.validationError(service: service) { return e }
+                }
             }
             for (node, counts) in plan.assignments {
                 if node.isEmpty || node.utf8.count > ClusterState.maxNodeNameBytes { return .malformed("plan: a node name is not 1-\(ClusterState.maxNodeNameBytes) bytes") }
@@ -378,6 +454,9 @@ public struct ClusterState: Sendable, Hashable, Codable {
     public static let maxNodeNameBytes = 64
 
     public private(set) var services: [String: ServiceSpec] = [:]
+    /// For each service whose containers changed (`makesSameContainers`), the spec it replaced:
+    /// what `services rollback` goes back to (Swarm keeps a service's PreviousSpec the same way).
+    public private(set) var previousServices: [String: ServiceSpec] = [:]
     public private(set) var demand: [String: Double] = [:]
     /// Sorted, so encoding is deterministic; at most `Limits.defaultMaxMembers`.
     public private(set) var drainedNodes: [String] = []
@@ -399,13 +478,14 @@ public struct ClusterState: Sendable, Hashable, Codable {
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case services, demand, drainedNodes, deniedNodes, deniedIndex, plan, planIndex, decisions, appliedIndex
+        case services, previousServices, demand, drainedNodes, deniedNodes, deniedIndex, plan, planIndex, decisions, appliedIndex
     }
 
     /// Snapshots written before `planIndex` existed lack it: it was the last decision's index then.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         services = try c.decode([String: ServiceSpec].self, forKey: .services)
+        previousServices = try c.decodeIfPresent([String: ServiceSpec].self, forKey: .previousServices) ?? [:]
         demand = try c.decode([String: Double].self, forKey: .demand)
         drainedNodes = try c.decode([String].self, forKey: .drainedNodes)
         deniedNodes = try c.decodeIfPresent([String].self, forKey: .deniedNodes) ?? []
@@ -451,10 +531,21 @@ public struct ClusterState: Sendable, Hashable, Codable {
             guard services.count + added <= Self.maxServices else {
                 return .malformed("services: \(services.count + added) would be declared; at most \(Self.maxServices)")
             }
+            for (name, spec) in specs {
+                if let old = services[name], !old.makesSameContainers(as: spec) { previousServices[name] = old }
+            }
             services.merge(specs) { _, new in new }
         case .removeService(let name):
             guard services.removeValue(forKey: name) != nil else { return .unknownService(name) }
             demand[name] = nil
+            previousServices[name] = nil
+        case .rollbackService(let name):
+            guard let current = services[name] else { return .unknownService(name) }
+            guard let previous = previousServices[name] else {
+                return .invalidService(name: name, field: "rollback", reason: "has no previous spec: its containers have not changed since it was declared")
+            }
+            services[name] = previous
+            previousServices[name] = current
         case .setDemand(let service, let value):
             guard services[service] != nil else { return .unknownService(service) }
             demand[service] = value
@@ -484,6 +575,7 @@ public struct ClusterState: Sendable, Hashable, Codable {
             deniedIndex = index
         case .restore(let backup):
             services = backup.services
+            previousServices = [:]
             demand = backup.demand
             drainedNodes = backup.drainedNodes.sorted()
             if let denied = backup.deniedNodes {
@@ -546,6 +638,9 @@ public struct ClusterState: Sendable, Hashable, Codable {
         for (name, spec) in state.services where spec.validationError(name: name) != nil {
             state.services[name] = nil
             state.demand[name] = nil
+        }
+        for (name, spec) in state.previousServices where state.services[name] == nil || spec.validationError(name: name) != nil {
+            state.previousServices[name] = nil
         }
         for (name, value) in state.demand
         where state.services[name] == nil || ClusterCommand.setDemand(service: name, value: value).validationError() != nil {

@@ -50,6 +50,29 @@ public struct HealthCheck: Sendable, Hashable, Codable {
     }
 }
 
+/// How a change of the service's containers rolls out (DESIGN.md §9 `update:`; docs/rollouts.md).
+/// Not part of what a container is made from: changing it replaces nothing.
+public struct UpdatePolicy: Sendable, Hashable, Codable {
+    /// Containers replaced at a time across the cluster (Docker Swarm's `parallelism`); nil is 1.
+    public var maxParallel: Int?
+    /// `start-first` (a new container is healthy before an old one stops) or `stop-first` (an old
+    /// one stops, then its replacement starts); nil is stop-first, as Swarm's default.
+    public var order: String?
+
+    public init(maxParallel: Int? = nil, order: String? = nil) {
+        self.maxParallel = maxParallel
+        self.order = order
+    }
+
+    public static let startFirst = "start-first"
+    public static let stopFirst = "stop-first"
+    public static let orders = [startFirst, stopFirst]
+    public static let defaultMaxParallel = 1
+
+    public var effectiveMaxParallel: Int { maxParallel ?? Self.defaultMaxParallel }
+    public var effectiveOrder: String { order ?? Self.stopFirst }
+}
+
 /// `network:` values. `bridge` is the agent's own per-host bridge network (created when missing).
 public enum NetworkMode {
     public static let bridge = "bridge"
@@ -69,8 +92,29 @@ extension ServiceSpec {
         return (ports ?? []).compactMap(\.host).sorted()
     }
 
+    /// The rollout policy in force: the declared one, or Swarm's defaults (1, stop-first).
+    public var updatePolicy: UpdatePolicy { update ?? UpdatePolicy() }
+
+    /// Whether `other` makes the same containers: image, command, resources, stop timeout and the
+    /// workload keys (what `Specs.hash` covers). A change of any of them is rolled out and keeps
+    /// the spec it replaces for `services rollback`; a change of counts, priority, demand or the
+    /// update policy is not.
+    public func makesSameContainers(as other: ServiceSpec) -> Bool {
+        image == other.image && command == other.command && cpu == other.cpu && memory == other.memory
+            && stopTimeoutMilliseconds == other.stopTimeoutMilliseconds && env == other.env && network == other.network
+            && ports == other.ports && health == other.health
+    }
+
     /// The first workload key out of its limits (Limits, docs/limits.md), as (field, reason).
     func workloadValidationError() -> (field: String, reason: String)? {
+        if let u = update {
+            if let m = u.maxParallel, !(1...Limits.maxUpdateParallel).contains(m) {
+                return ("update.max_parallel", "must be 1 to \(Limits.maxUpdateParallel)")
+            }
+            if let o = u.order, !UpdatePolicy.orders.contains(o) {
+                return ("update.order", "`\(o.prefix(64))` is not one of \(UpdatePolicy.orders.joined(separator: ", "))")
+            }
+        }
         if let env {
             if env.count > Limits.maxEnvVariables { return ("env", "has \(env.count) variables; at most \(Limits.maxEnvVariables)") }
             for (k, v) in env.sorted(by: { $0.key < $1.key }) {

@@ -11,10 +11,14 @@ public struct DesiredService: Sendable, Hashable {
     /// False while the service's image is not on the node (being pulled, or its pull failed): its
     /// running containers are kept and stopped as usual, but none is started.
     public var canStart: Bool
-    public init(count: Int, specHash: String, canStart: Bool = true) {
+    /// A rolling update (docs/rollouts.md): running containers of these other spec hashes are kept,
+    /// up to the count given, and never started; the rest of them are stopped as usual.
+    public var keep: [String: Int]
+    public init(count: Int, specHash: String, canStart: Bool = true, keep: [String: Int] = [:]) {
         self.count = count
         self.specHash = specHash
         self.canStart = canStart
+        self.keep = keep
     }
 }
 
@@ -143,6 +147,12 @@ public struct Reconciler: Sendable {
     private(set) public var crashLoops: [String: CrashLoop] = [:]
     private var countedExits: Set<String> = []
     private var countedExitOrder: [String] = []
+    /// Containers of the desired spec that failed (went unhealthy, or exited) on this node, per
+    /// service, while that spec was desired: what the node reports during a rollout, so the
+    /// leader pauses it (docs/rollouts.md). Reset when the service's desired spec changes.
+    private(set) public var failures: [String: (spec: String, count: Int)] = [:]
+    private var failedCounted: Set<String> = []
+    private var failedCountedOrder: [String] = []
 
     public init(node: String, policy: ReconcilerPolicy = ReconcilerPolicy()) {
         self.node = node
@@ -180,10 +190,21 @@ public struct Reconciler: Sendable {
         // A service that now has a container running long enough has recovered; one that is no
         // longer wanted forgets its history.
         for service in crashLoops.keys where desired[service] == nil { crashLoops[service] = nil }
+        for (service, f) in failures where desired[service]?.specHash != f.spec { failures[service] = nil }
+        for c in observed where c.isManaged && c.node == node && (c.state == .exited || (c.state == .running && c.health == .unhealthy)) {
+            guard let service = c.service, let want = desired[service], c.specHash == want.specHash,
+                  !failedCounted.contains(c.id) else { continue }
+            failedCounted.insert(c.id)
+            failedCountedOrder.append(c.id)
+            if failedCountedOrder.count > policy.rememberedExits { failedCounted.remove(failedCountedOrder.removeFirst()) }
+            let before = failures[service]?.count ?? 0
+            failures[service] = (want.specHash, min(before + 1, 1 << 30))
+        }
 
         for service in Set(byService.keys).union(desired.keys).sorted() {
             let containers = (byService[service] ?? []).sorted { $0.id < $1.id }
             let want = desired[service]
+            var kept = want?.keep ?? [:]
             var keep = 0
             var runningCurrent: [ObservedContainer] = []
             for c in containers {
@@ -208,6 +229,9 @@ public struct Reconciler: Sendable {
                 case .running:
                     if let want, c.specHash == want.specHash {
                         runningCurrent.append(c)
+                    } else if let hash = c.specHash, let left = kept[hash], left > 0 {
+                        // An old container a rollout keeps for now.
+                        kept[hash] = left - 1
                     } else {
                         plan.stops.append(.stop(id: c.id, service: service))
                     }

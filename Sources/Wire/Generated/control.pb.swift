@@ -64,6 +64,12 @@ public nonisolated struct Microscale_Control_ServiceAssignment: Sendable {
   /// without a second round trip; spec_hash names exactly this content.
   public var spec: Data = Data()
 
+  /// A rolling update (docs/rollouts.md): besides `count` containers of `spec`, keep up to
+  /// `keep_count` running containers of spec hash `keep_spec_hash` (never start one).
+  public var keepSpecHash: String = String()
+
+  public var keepCount: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -310,7 +316,7 @@ nonisolated extension Microscale_Control_Assignment: SwiftProtobuf.Message, Swif
 
 nonisolated extension Microscale_Control_ServiceAssignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServiceAssignment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}count\0\u{3}spec_hash\0\u{3}after_stopping\0\u{1}spec\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}count\0\u{3}spec_hash\0\u{3}after_stopping\0\u{1}spec\0\u{3}keep_spec_hash\0\u{3}keep_count\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -323,6 +329,8 @@ nonisolated extension Microscale_Control_ServiceAssignment: SwiftProtobuf.Messag
       case 3: try { try decoder.decodeSingularStringField(value: &self.specHash) }()
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.afterStopping) }()
       case 5: try { try decoder.decodeSingularBytesField(value: &self.spec) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.keepSpecHash) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.keepCount) }()
       default: break
       }
     }
@@ -344,6 +352,12 @@ nonisolated extension Microscale_Control_ServiceAssignment: SwiftProtobuf.Messag
     if !self.spec.isEmpty {
       try visitor.visitSingularBytesField(value: self.spec, fieldNumber: 5)
     }
+    if !self.keepSpecHash.isEmpty {
+      try visitor.visitSingularStringField(value: self.keepSpecHash, fieldNumber: 6)
+    }
+    if self.keepCount != 0 {
+      try visitor.visitSingularUInt32Field(value: self.keepCount, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -353,6 +367,8 @@ nonisolated extension Microscale_Control_ServiceAssignment: SwiftProtobuf.Messag
     if lhs.specHash != rhs.specHash {return false}
     if lhs.afterStopping != rhs.afterStopping {return false}
     if lhs.spec != rhs.spec {return false}
+    if lhs.keepSpecHash != rhs.keepSpecHash {return false}
+    if lhs.keepCount != rhs.keepCount {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

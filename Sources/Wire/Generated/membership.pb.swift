@@ -173,12 +173,34 @@ public nonisolated struct Microscale_Membership_NodeRecord: Sendable {
   /// leader keeps its work in place for --dead-node-grace instead of moving it at once.
   public var restarting: Bool = false
 
+  /// Per service under a rolling update: the node's containers of the new spec (docs/rollouts.md).
+  public var rollouts: Dictionary<String,Microscale_Membership_RolloutProgress> = [:]
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _capacity: Microscale_Membership_Resources? = nil
   fileprivate var _reserved: Microscale_Membership_Resources? = nil
+}
+
+/// What a node reports of a service's new containers during a rolling update: the spec hash they
+/// are of, how many serve (running and healthy), and how many failed (health check, exit) since the
+/// node was told to run them.
+public nonisolated struct Microscale_Membership_RolloutProgress: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var specHash: String = String()
+
+  public var serving: Int64 = 0
+
+  public var failed: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// A change to a record from base_version to version; absent fields did not change, a running
@@ -262,6 +284,9 @@ public nonisolated struct Microscale_Membership_NodeRecordDelta: Sendable {
   /// Clears the value of `restarting`. Subsequent reads from it will return its default value.
   public mutating func clearRestarting() {self._restarting = nil}
 
+  /// Changed entries; one with an empty spec_hash removes the service's.
+  public var rollouts: Dictionary<String,Microscale_Membership_RolloutProgress> = [:]
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -334,27 +359,30 @@ public nonisolated struct Microscale_Membership_Gossip: Sendable {
 
   }
 
-  public nonisolated struct Alive: Sendable {
+  public nonisolated struct Alive: @unchecked Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var incarnation: UInt64 = 0
+    public var incarnation: UInt64 {
+      get {_storage._incarnation}
+      set {_uniqueStorage()._incarnation = newValue}
+    }
 
     public var record: Microscale_Membership_NodeRecord {
-      get {_record ?? Microscale_Membership_NodeRecord()}
-      set {_record = newValue}
+      get {_storage._record ?? Microscale_Membership_NodeRecord()}
+      set {_uniqueStorage()._record = newValue}
     }
     /// Returns true if `record` has been explicitly set.
-    public var hasRecord: Bool {self._record != nil}
+    public var hasRecord: Bool {_storage._record != nil}
     /// Clears the value of `record`. Subsequent reads from it will return its default value.
-    public mutating func clearRecord() {self._record = nil}
+    public mutating func clearRecord() {_uniqueStorage()._record = nil}
 
     public var unknownFields = SwiftProtobuf.UnknownStorage()
 
     public init() {}
 
-    fileprivate var _record: Microscale_Membership_NodeRecord? = nil
+    fileprivate var _storage = _StorageClass.defaultInstance
   }
 
   public nonisolated struct Suspect: Sendable {
@@ -576,27 +604,30 @@ public nonisolated struct Microscale_Membership_RecordRequest: Sendable {
   public init() {}
 }
 
-public nonisolated struct Microscale_Membership_RecordReply: Sendable {
+public nonisolated struct Microscale_Membership_RecordReply: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var incarnation: UInt64 = 0
+  public var incarnation: UInt64 {
+    get {_storage._incarnation}
+    set {_uniqueStorage()._incarnation = newValue}
+  }
 
   public var record: Microscale_Membership_NodeRecord {
-    get {_record ?? Microscale_Membership_NodeRecord()}
-    set {_record = newValue}
+    get {_storage._record ?? Microscale_Membership_NodeRecord()}
+    set {_uniqueStorage()._record = newValue}
   }
   /// Returns true if `record` has been explicitly set.
-  public var hasRecord: Bool {self._record != nil}
+  public var hasRecord: Bool {_storage._record != nil}
   /// Clears the value of `record`. Subsequent reads from it will return its default value.
-  public mutating func clearRecord() {self._record = nil}
+  public mutating func clearRecord() {_uniqueStorage()._record = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _record: Microscale_Membership_NodeRecord? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Microscale_Membership_MembershipMessage: Sendable {
@@ -736,7 +767,7 @@ nonisolated extension Microscale_Membership_Resources: SwiftProtobuf.Message, Sw
 
 nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}version\0\u{1}certificate\0\u{1}signature\0\u{3}proven_incarnation\0\u{3}incarnation_signature\0\u{1}restarting\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}version\0\u{1}certificate\0\u{1}signature\0\u{3}proven_incarnation\0\u{3}incarnation_signature\0\u{1}restarting\0\u{1}rollouts\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -757,6 +788,7 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
       case 11: try { try decoder.decodeSingularUInt64Field(value: &self.provenIncarnation) }()
       case 12: try { try decoder.decodeSingularBytesField(value: &self.incarnationSignature) }()
       case 13: try { try decoder.decodeSingularBoolField(value: &self.restarting) }()
+      case 14: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_RolloutProgress>.self, value: &self.rollouts) }()
       default: break
       }
     }
@@ -806,6 +838,9 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
     if self.restarting != false {
       try visitor.visitSingularBoolField(value: self.restarting, fieldNumber: 13)
     }
+    if !self.rollouts.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_RolloutProgress>.self, value: self.rollouts, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -823,6 +858,47 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
     if lhs.provenIncarnation != rhs.provenIncarnation {return false}
     if lhs.incarnationSignature != rhs.incarnationSignature {return false}
     if lhs.restarting != rhs.restarting {return false}
+    if lhs.rollouts != rhs.rollouts {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Membership_RolloutProgress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RolloutProgress"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}spec_hash\0\u{1}serving\0\u{1}failed\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.specHash) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.serving) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.failed) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.specHash.isEmpty {
+      try visitor.visitSingularStringField(value: self.specHash, fieldNumber: 1)
+    }
+    if self.serving != 0 {
+      try visitor.visitSingularInt64Field(value: self.serving, fieldNumber: 2)
+    }
+    if self.failed != 0 {
+      try visitor.visitSingularInt64Field(value: self.failed, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Membership_RolloutProgress, rhs: Microscale_Membership_RolloutProgress) -> Bool {
+    if lhs.specHash != rhs.specHash {return false}
+    if lhs.serving != rhs.serving {return false}
+    if lhs.failed != rhs.failed {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -830,7 +906,7 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
 
 nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeRecordDelta"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}base_version\0\u{1}version\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}signature\0\u{1}certificate\0\u{1}restarting\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}base_version\0\u{1}version\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}signature\0\u{1}certificate\0\u{1}restarting\0\u{1}rollouts\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -850,6 +926,7 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
       case 10: try { try decoder.decodeSingularBytesField(value: &self.signature) }()
       case 11: try { try decoder.decodeSingularBytesField(value: &self._certificate) }()
       case 12: try { try decoder.decodeSingularBoolField(value: &self._restarting) }()
+      case 13: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_RolloutProgress>.self, value: &self.rollouts) }()
       default: break
       }
     }
@@ -896,6 +973,9 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
     try { if let v = self._restarting {
       try visitor.visitSingularBoolField(value: v, fieldNumber: 12)
     } }()
+    if !self.rollouts.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_RolloutProgress>.self, value: self.rollouts, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -912,6 +992,7 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
     if lhs.signature != rhs.signature {return false}
     if lhs._certificate != rhs._certificate {return false}
     if lhs._restarting != rhs._restarting {return false}
+    if lhs.rollouts != rhs.rollouts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1039,36 +1120,74 @@ nonisolated extension Microscale_Membership_Gossip.Alive: SwiftProtobuf.Message,
   public static let protoMessageName: String = Microscale_Membership_Gossip.protoMessageName + ".Alive"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}incarnation\0\u{1}record\0")
 
+  fileprivate class _StorageClass {
+    var _incarnation: UInt64 = 0
+    var _record: Microscale_Membership_NodeRecord? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _incarnation = source._incarnation
+      _record = source._record
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
-      case 2: try { try decoder.decodeSingularMessageField(value: &self._record) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._incarnation) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._record) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if self.incarnation != 0 {
-      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 1)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._incarnation != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._incarnation, fieldNumber: 1)
+      }
+      try { if let v = _storage._record {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
     }
-    try { if let v = self._record {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Microscale_Membership_Gossip.Alive, rhs: Microscale_Membership_Gossip.Alive) -> Bool {
-    if lhs.incarnation != rhs.incarnation {return false}
-    if lhs._record != rhs._record {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._incarnation != rhs_storage._incarnation {return false}
+        if _storage._record != rhs_storage._record {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1591,36 +1710,74 @@ nonisolated extension Microscale_Membership_RecordReply: SwiftProtobuf.Message, 
   public static let protoMessageName: String = _protobuf_package + ".RecordReply"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}incarnation\0\u{1}record\0")
 
+  fileprivate class _StorageClass {
+    var _incarnation: UInt64 = 0
+    var _record: Microscale_Membership_NodeRecord? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _incarnation = source._incarnation
+      _record = source._record
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
-      case 2: try { try decoder.decodeSingularMessageField(value: &self._record) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._incarnation) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._record) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if self.incarnation != 0 {
-      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 1)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._incarnation != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._incarnation, fieldNumber: 1)
+      }
+      try { if let v = _storage._record {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
     }
-    try { if let v = self._record {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Microscale_Membership_RecordReply, rhs: Microscale_Membership_RecordReply) -> Bool {
-    if lhs.incarnation != rhs.incarnation {return false}
-    if lhs._record != rhs._record {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._incarnation != rhs_storage._incarnation {return false}
+        if _storage._record != rhs_storage._record {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -89,3 +89,30 @@ import Testing
 private extension Dictionary {
     func get(_ key: Key) -> Value? { self[key] }
 }
+
+/// `update:` (issue 17 item 4, docs/rollouts.md).
+@Suite struct UpdatePolicyFileTests {
+    @Test func updateParsesAndLeavesTheSpecHashAlone() throws {
+        let plain = try #require(try ServicesFile.parse(WorkloadKeysTests.file("")).get("web"))
+        let web = try #require(try ServicesFile.parse(WorkloadKeysTests.file("update: { max_parallel: 2, order: start-first }")).get("web"))
+        #expect(web.update == UpdatePolicy(maxParallel: 2, order: "start-first"))
+        // A new rollout policy replaces no container.
+        #expect(Specs.hash(web) == Specs.hash(plain))
+    }
+
+    @Test(arguments: [
+        ("update: { max_parallel: 0 }", "services.web.update.max_parallel: must be 1 to 1000"),
+        ("update: { order: sideways }", "services.web.update.order: `sideways` is not one of start-first, stop-first"),
+        ("update: { parallelism: 2 }", "services.web.update.parallelism: unknown field (known: max_parallel, order)"),
+        ("update: 3", "services.web.update: must be a mapping"),
+    ])
+    func aBadUpdateKeyIsRefusedNamingTheFieldAndLine(yaml: String, expected: String) {
+        do {
+            _ = try ServicesFile.parse(WorkloadKeysTests.file(yaml), source: "s.yaml")
+            Issue.record("accepted: \(yaml)")
+        } catch {
+            #expect(error.description.contains(expected), "\(error.description)")
+            #expect(error.description.hasPrefix("s.yaml line "), "\(error.description)")
+        }
+    }
+}

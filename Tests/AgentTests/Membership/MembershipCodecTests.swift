@@ -37,3 +37,23 @@ import Testing
         #expect(y.certificate == nil)
     }
 }
+
+/// Rollout reports (docs/rollouts.md) survive the wire, in records and deltas.
+@Suite struct RolloutProgressCodecTests {
+    @Test func aRecordAndADeltaCarryTheirRolloutReports() throws {
+        var r = NodeRecord(name: "n1", address: "10.0.0.1:7480", running: ["web": 3], version: 2)
+        r.rollouts = ["web": RolloutProgress(spec: "1a2b", serving: 2, failed: 1)]
+        let back = try MembershipCodec.message(from: try MembershipCodec.frame(
+            .gossip(GossipPacket(from: "n2", gossip: [.alive(incarnation: 1, record: r)]))))
+        guard case let .gossip(g) = back, case let .alive(_, record)? = g.gossip.first else {
+            Issue.record("not an alive gossip: \(back)")
+            return
+        }
+        #expect(record == r)
+        var d = NodeRecordDelta(name: "n1", baseVersion: 2, version: 3)
+        d.rollouts = ["web": RolloutProgress(spec: "", serving: 0), "api": RolloutProgress(spec: "ff", serving: 1)]
+        let again = try MembershipCodec.message(from: try MembershipCodec.frame(.gossip(GossipPacket(from: "n2", gossip: [.recordDelta(d)]))))
+        guard case let .gossip(g2) = again, case let .recordDelta(x)? = g2.gossip.first else { return }
+        #expect(x == d)
+    }
+}
