@@ -108,7 +108,7 @@ public struct DockerBenchmark: Sendable {
             String(format: "%@ client mean %7.1f p50 %7.1f max %7.1f | docker CLI mean %7.1f p50 %7.1f max %7.1f ms", name as NSString, a.mean, a.p50, a.max, b.mean, b.p50, b.max)
         }
         return [
-            "containers: \(f.containers), parallelism for scaling: \(f.parallelism)",
+            "containers: \(f.containers), in flight while scaling: \(f.parallelism) for both (a sliding window, as xargs -P)",
             row("create+start (each)  ", f.clientCreateStartMs, f.cliCreateStartMs),
             row("stop+remove (each)   ", f.clientStopRemoveMs, f.cliStopRemoveMs),
             String(format: "scale 0→%d running          reconciler %7.1f ms | docker CLI %7.1f ms (target ≤ 3000)", f.containers, f.clientScaleUpMs, f.cliScaleUpMs),
@@ -131,32 +131,65 @@ public struct DockerBenchmark: Sendable {
     }
 
     private func launch(_ args: [String]) throws -> (Process, Pipe) {
+        let (p, pipe) = try prepare(args)
+        try p.run()
+        return (p, pipe)
+    }
+
+    private func prepare(_ args: [String]) throws -> (Process, Pipe) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = [dockerCLI, "-H", host] + args
         let pipe = Pipe()
         p.standardOutput = pipe
         p.standardError = FileHandle.nullDevice
-        try p.run()
         return (p, pipe)
     }
 
-    /// Runs the commands `parallelism` at a time, as `xargs -P` would.
+    /// Runs the commands with `parallelism` in flight, as `xargs -P` does: a new command starts the
+    /// moment any one ends. The reconciler keeps a sliding window of that size, so the CLI gets
+    /// the same; waiting for whole batches (as this did before) charged the CLI for the slowest
+    /// command of every batch. Outputs come back in the commands' order.
     private func parallelCLI(_ commands: [[String]]) throws -> [String] {
-        var out: [String] = []
-        var i = 0
-        while i < commands.count {
-            let batch = commands[i..<min(i + parallelism, commands.count)]
-            let running = try batch.map { try launch($0) }
-            for (p, pipe) in running {
-                let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                p.waitUntilExit()
-                guard p.terminationStatus == 0 else { throw BenchmarkError("a docker CLI command exited \(p.terminationStatus)") }
-                out.append(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
-            }
-            i += parallelism
+        final class Outcomes: @unchecked Sendable {  // guarded by `lock`
+            let lock = NSLock()
+            var outputs: [String]
+            var failure: String?
+            init(_ n: Int) { outputs = Array(repeating: "", count: n) }
         }
-        return out
+        let outcomes = Outcomes(commands.count)
+        let slots = DispatchSemaphore(value: Swift.max(1, parallelism))
+        let group = DispatchGroup()
+        for (i, command) in commands.enumerated() {
+            slots.wait()
+            if outcomes.lock.withLock({ outcomes.failure != nil }) {
+                slots.signal()
+                break
+            }
+            group.enter()
+            let (process, pipe) = try prepare(command)
+            let reader = pipe.fileHandleForReading
+            process.terminationHandler = { p in
+                // A container ID or a name: far below a pipe's buffer, so reading after exit is safe.
+                let text = String(decoding: reader.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                outcomes.lock.withLock {
+                    outcomes.outputs[i] = text
+                    if p.terminationStatus != 0, outcomes.failure == nil {
+                        outcomes.failure = "docker \(command.joined(separator: " ")) exited \(p.terminationStatus)"
+                    }
+                }
+                slots.signal()
+                group.leave()
+            }
+            do { try process.run() } catch {
+                slots.signal()
+                group.leave()
+                throw error
+            }
+        }
+        group.wait()
+        if let failure = outcomes.lock.withLock({ outcomes.failure }) { throw BenchmarkError(failure) }
+        return outcomes.outputs
     }
 
     static func ms(_ d: Duration) -> Double {
