@@ -225,6 +225,7 @@ public enum RaftError: Error, Sendable, Hashable, CustomStringConvertible {
     case proposalTooLarge(bytes: Int, limit: Int)
     case tooManyPendingReads(limit: Int)
     case compactionBeyondApplied(index: UInt64, applied: UInt64)
+    case snapshotRequired
 
     public var description: String {
         switch self {
@@ -238,6 +239,8 @@ public enum RaftError: Error, Sendable, Hashable, CustomStringConvertible {
         case .proposalTooLarge(let b, let l): return "proposal of \(b) bytes exceeds the limit of \(l)"
         case .tooManyPendingReads(let l): return "more than \(l) reads pending"
         case .compactionBeyondApplied(let i, let a): return "cannot compact to \(i): only \(a) applied"
+        case .snapshotRequired:
+            return "compact first: the first voters are in no log entry, so a new server learns them only from a snapshot"
         }
     }
 }

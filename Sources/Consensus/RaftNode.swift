@@ -373,7 +373,12 @@ public struct RaftNode: Sendable {
         let c = configuration
         switch change {
         case .addLearner:
-            break
+            // The first voters were agreed at bootstrap and are in no log entry: a new server
+            // that copied the log from index 1 would build its configuration on nothing, and once
+            // promoted count a majority of itself. After a compaction a new server is sent the
+            // snapshot first (its entries are gone), and the snapshot carries the configuration
+            // (thesis §5.1).
+            guard snapshot.index > 0 else { throw .snapshotRequired }
         case .promote(let node):
             guard c.learners.contains(node) else { throw .notAMember(node) }
             // Thesis §4.2.1: a new server votes only once it has caught up, so that adding it
@@ -569,6 +574,11 @@ public struct RaftNode: Sendable {
     }
 
     private mutating func handleAppend(_ m: Message) {
+        // A server that has never known a configuration (it joined empty and has had no
+        // snapshot) cannot tell what the configuration was before these entries; it waits for
+        // the snapshot rather than build one on nothing. No answer: the leader's probe is
+        // retried at heartbeat pace, not in a loop of rejections, until it sends the snapshot.
+        if snapshot.index == 0, configuration.members.isEmpty, !m.entries.isEmpty { return }
         var r = Message(kind: .appendResponse, from: id, to: m.from, term: term)
         if m.index < commit {
             // Already committed here; say so, so the leader skips ahead.
