@@ -166,6 +166,7 @@ let package = Package(
         .testTarget(
             name: "ConsensusTests",
             dependencies: ["Bounds", "Consensus", "SimulationKit"],
+            exclude: ["testdata"],  // golden traces, read by RaftTraceTests
             swiftSettings: strict),
         .testTarget(
             name: "ScalingTests",
