@@ -575,10 +575,12 @@ public struct RaftNode: Sendable {
 
     private mutating func handleAppend(_ m: Message) {
         // A server that has never known a configuration (it joined empty and has had no
-        // snapshot) cannot tell what the configuration was before these entries; it waits for
-        // the snapshot rather than build one on nothing. No answer: the leader's probe is
-        // retried at heartbeat pace, not in a loop of rejections, until it sends the snapshot.
-        if snapshot.index == 0, configuration.members.isEmpty, !m.entries.isEmpty { return }
+        // snapshot) cannot tell what the configuration was before entries that start at index
+        // 1; it waits for a snapshot rather than build one on nothing. No answer: the leader's
+        // probe is retried at heartbeat pace, not in a loop of rejections, until it has
+        // compacted and sends the snapshot. (Entries after index 1 fail the consistency check
+        // below as usual, and the rejection walks the leader back to its snapshot.)
+        if m.index == 0, snapshot.index == 0, configuration.members.isEmpty, !m.entries.isEmpty { return }
         var r = Message(kind: .appendResponse, from: id, to: m.from, term: term)
         if m.index < commit {
             // Already committed here; say so, so the leader skips ahead.
