@@ -162,6 +162,7 @@ let package = Package(
         .testTarget(
             name: "MembershipTests",
             dependencies: ["Bounds", "Membership", "SimulationKit"],
+            exclude: ["testdata"],  // golden traces, read by SWIMTraceTests
             swiftSettings: strict),
         .testTarget(
             name: "ConsensusTests",
