@@ -9,7 +9,8 @@ public struct ChaosCommand: AsyncParsableCommand {
         commandName: "microscale-chaos",
         abstract: "Fault scenarios against real agents, each host in its own network namespace with its own dockerd (needs root).",
         discussion: """
-            SCENARIO is one of: \(ChaosRunner.scenarios.joined(separator: ", ")); or `all` (every scenario),
+            SCENARIO is one of: \(ChaosRunner.scenarios.joined(separator: ", ")); `upgrade` (with --previous-binary; left out
+            of `all`); or `all` (every other scenario),
             `smoke` (host-kill, leader-kill, partition-one and agent-restart once each, for make test), `crash-writes`,
             `soak`, `bench` (the figures table from the real-process benchmarks; the cluster figures use
             the dockerd named by MICROSCALE_TEST_DOCKER_HOST, which chaos/run starts), or `clean` (remove
@@ -24,6 +25,8 @@ public struct ChaosCommand: AsyncParsableCommand {
     @Option(help: "soak: minutes to run.") var minutes = 10.0
     @Option(help: "bench: trials of the Raft and cluster figures.") var trials = 20
     @Option(help: "The microscale executable the agents run (default: next to this one).") var executable: String?
+    @Option(name: .customLong("previous-binary"), help: "upgrade: the previous commit's microscale executable, which the agents run before they are upgraded to --executable.")
+    var previousBinary: String?
     @Option(help: "Where the hosts' files live.") var root = "/tmp/microscale-chaos"
     @Flag(help: "Print JSON instead of lines.") var json = false
     @Flag(help: "Leave the cluster up after the run (for looking around; `clean` removes it).") var keep = false
@@ -32,8 +35,8 @@ public struct ChaosCommand: AsyncParsableCommand {
 
     public func validate() throws {
         guard scenario == "clean" || scenario == "bench" || scenario == "all" || scenario == "smoke" || scenario == "crash-writes"
-                || scenario == "soak" || ChaosRunner.scenarios.contains(scenario) else {
-            throw ValidationError("scenario: no such scenario \"\(scenario)\"; one of \(ChaosRunner.scenarios.joined(separator: ", ")), all, smoke, crash-writes, soak, clean")
+                || scenario == "soak" || ChaosRunner.scenarios.contains(scenario) || ChaosRunner.separateScenarios.contains(scenario) else {
+            throw ValidationError("scenario: no such scenario \"\(scenario)\"; one of \(ChaosRunner.scenarios.joined(separator: ", ")), upgrade, all, smoke, crash-writes, soak, clean")
         }
         guard hosts >= 3, hosts <= 50 else { throw ValidationError("--hosts: must be between 3 and 50") }
         guard servers >= 1, servers <= hosts else { throw ValidationError("--servers: must be between 1 and --hosts") }
@@ -67,6 +70,14 @@ public struct ChaosCommand: AsyncParsableCommand {
         options.hosts = hosts
         options.servers = servers
         options.root = root
+        if let previousBinary {
+            guard FileManager.default.isExecutableFile(atPath: previousBinary) else {
+                throw CLIError("--previous-binary: \(previousBinary) is not an executable")
+            }
+            options.previousExecutable = previousBinary
+        } else if scenario == "upgrade" {
+            throw CLIError("upgrade: --previous-binary PATH is needed (chaos/run upgrade builds the previous commit's binary)")
+        }
         let cluster = try ChaosCluster(options: options)
         let interrupted = ChaosInterrupt.install(root: root)
         defer { interrupted.cancel() }

@@ -20,6 +20,8 @@ public actor ChaosCluster {
         public var root = "/tmp/microscale-chaos"
         /// The `microscale` executable the agents run.
         public var executable: String
+        /// The previous commit's `microscale`, for the `upgrade` scenario (nil: not given).
+        public var previousExecutable: String?
         public var capacityCPU = 2.0
         public var capacityMemory = "1GiB"
         public var logLevel = "info"
@@ -250,8 +252,14 @@ public actor ChaosCluster {
         sentinels[h.name] = id.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// The executable a host's agent runs from its next start, when not `options.executable`
+    /// (the `upgrade` scenario puts the previous commit's there, then takes it away).
+    private var executables: [String: String] = [:]
+
+    public func setExecutable(_ h: Host, _ path: String?) { executables[h.name] = path }
+
     public func startAgent(_ h: Host) throws {
-        var args = [options.executable, "agent", "--name", h.name, "--bind", "\(h.address):7480", "--http", "\(h.address):7481",
+        var args = [executables[h.name] ?? options.executable, "agent", "--name", h.name, "--bind", "\(h.address):7480", "--http", "\(h.address):7481",
                     "--api-token", token, "--data-dir", "\(h.directory)/agent",
                     "--tls-ca", "\(options.root)/ca/ca.pem", "--tls-cert", "\(options.root)/certs/\(h.name).pem",
                     "--tls-key", "\(options.root)/certs/\(h.name)-key.pem", "--docker-socket", h.dockerHost,

@@ -28,6 +28,9 @@ public actor ChaosRunner {
         "partition-leader", "partition-heal", "link-loss", "agent-restart", "rolling-restart",
         "rolling-restart-zero-moves", "demand-storm", "two-hosts-die", "full-restart", "add-server", "remove-dead-server",
     ]
+    /// Scenarios that `all` leaves out: `upgrade` needs a second binary (the previous commit's),
+    /// which `chaos/run upgrade` builds.
+    public static let separateScenarios = ["upgrade"]
     /// How long after a fault is over the cluster has to converge before that is a failure.
     public static let settleBound = 60.0
     static let baselineDemand = 60.0
@@ -107,6 +110,7 @@ public actor ChaosRunner {
             case "full-restart": try await fullRestart()
             case "add-server": try await addServer()
             case "remove-dead-server": try await removeDeadServer()
+            case "upgrade": try await upgrade()
             default: problems.append("no such scenario: \(scenario)")
             }
         } catch {
@@ -466,18 +470,50 @@ public actor ChaosRunner {
     /// it ran before the first.
     private func rollingRestartZeroMoves() async throws {
         let hosts = await cluster.liveHosts
+        let (changed, total) = try await restartEachWithoutMoves(hosts)
+        notes.append("restarted \(hosts.count) agents; \(changed) of \(total) containers stopped or started")
+    }
+
+    /// An upgrade (issue 19, item 2): every agent first runs the previous commit's binary (a
+    /// rolling restart onto it, SIGTERM and start on the same data directory), then each is
+    /// replaced in turn by this commit's binary, the same way. No container anywhere may be
+    /// stopped, started or moved in either round: the ids on every host after each replacement
+    /// are the ones it ran before the first.
+    private func upgrade() async throws {
+        guard let previous = cluster.options.previousExecutable else {
+            throw ChaosError("upgrade needs the previous commit's binary (--previous-binary PATH; chaos/run upgrade builds it)")
+        }
+        let hosts = await cluster.liveHosts
+        do {
+            let (down, total) = try await restartEachWithoutMoves(hosts, label: "old_") { h in await self.cluster.setExecutable(h, previous) }
+            notes.append("onto the previous binary (\(previous)): \(hosts.count) agents restarted; \(down) of \(total) containers stopped or started")
+            let (up, total2) = try await restartEachWithoutMoves(hosts) { h in await self.cluster.setExecutable(h, nil) }
+            notes.append("upgraded \(hosts.count) agents to this binary one at a time; \(up) of \(total2) containers stopped or started")
+        } catch {
+            // Later scenarios run this commit's binary, whatever happened here.
+            for h in hosts { await cluster.setExecutable(h, nil) }
+            throw error
+        }
+    }
+
+    /// SIGTERMs and starts every host's agent in turn (after `prepare`, which may change what it
+    /// runs), waiting for each to be back and the cluster converged; every container that was
+    /// stopped or started anywhere is a problem. Returns (containers moved, containers before).
+    private func restartEachWithoutMoves(_ hosts: [ChaosCluster.Host], label: String = "",
+                                         prepare: (ChaosCluster.Host) async -> Void = { _ in }) async throws -> (Int, Int) {
         let before = await allIDs(hosts)
         var changed = 0
         for h in hosts {
+            await prepare(h)
             await cluster.signalAgent(h, SIGTERM)
             guard await cluster.waitForAgentExit(h) else { throw ChaosError("\(h.name)'s agent did not exit on SIGTERM within 15 s") }
             try await cluster.restartHost(h)
-            try await until("\(h.name)_back", seconds: 30) {
+            try await until("\(label)\(h.name)_back", seconds: 30) {
                 let back = await cluster.selfView(h) != nil
                 let leader = await cluster.leader()
                 return back && leader != nil
             }
-            try await settle("\(h.name)_converged")
+            try await settle("\(label)\(h.name)_converged")
             let now = await allIDs(hosts)
             for other in hosts {
                 for service in Set(before[other.name, default: [:]].keys).union(now[other.name, default: [:]].keys).sorted() {
@@ -485,13 +521,13 @@ public actor ChaosRunner {
                     let moved = b.symmetricDifference(a).count
                     if moved > 0 {
                         changed += moved
-                        problems.append("after restarting \(h.name): \(other.name) \(service): \(b.subtracting(a).count) stopped, \(a.subtracting(b).count) started")
+                        problems.append("after restarting \(h.name)\(label.isEmpty ? "" : " (\(label))"): \(other.name) \(service): \(b.subtracting(a).count) stopped, \(a.subtracting(b).count) started")
                     }
                 }
             }
         }
         let total = before.values.reduce(0) { $0 + $1.values.reduce(0) { $0 + $1.count } }
-        notes.append("restarted \(hosts.count) agents; \(changed) of \(total) containers stopped or started")
+        return (changed, total)
     }
 
     /// Demand changing every 100 ms for 10 s (the observer checks capacity throughout), then back
