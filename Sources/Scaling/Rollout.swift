@@ -24,13 +24,16 @@ public struct Rollout: Sendable, Hashable {
     /// Spec hash of the containers being replaced, and of their replacements.
     public var from: String
     public var to: String
+    /// Older hashes whose containers count as old too (a change applied mid-rollout), newest first.
+    public var alsoFrom: [String]
     /// Per node: old containers still to keep (never started again), and new containers to run.
     public var old: [String: Int]
     public var new: [String: Int]
     /// Why the rollout stopped advancing (nil: it advances).
     public var paused: String?
 
-    public init(from: String, to: String, old: [String: Int], new: [String: Int] = [:], paused: String? = nil) {
+    public init(from: String, to: String, alsoFrom: [String] = [], old: [String: Int], new: [String: Int] = [:], paused: String? = nil) {
+        self.alsoFrom = alsoFrom
         self.from = from
         self.to = to
         self.old = old.filter { $0.value > 0 }
@@ -43,17 +46,24 @@ public struct Rollout: Sendable, Hashable {
     /// the containers already replaced become the old ones, and those not yet replaced are kept
     /// as the new ones rather than stopped and started again.
     public static func begin(from: String, to: String, running: [String: Int], reversing current: Rollout?) -> Rollout {
-        if let r = current, r.from == to, r.to == from {
+        if let r = current, r.from == to, r.to == from, r.alsoFrom.isEmpty {
             return Rollout(from: from, to: to, old: r.new, new: r.old)
         }
         if let r = current, r.to == from {
-            // A second change before the first finished: what runs is the first's old and new
-            // containers; its new ones are the old ones now, its old ones are stopped as the
-            // reconciler stops any container of a hash it is not told to keep.
-            return Rollout(from: from, to: to, old: r.new)
+            // A second change before the first finished (a fix applied over a paused rollout, say):
+            // every container the first left running, old or new, is old now, and is replaced at
+            // the policy's pace: none is stopped all at once. Containers of `to` among them (a
+            // change back to an older spec) are kept by the agents as current ones.
+            var older: [String] = []
+            for h in [r.from] + r.alsoFrom where h != from && !older.contains(h) { older.append(h) }
+            return Rollout(from: from, to: to, alsoFrom: Array(older.prefix(maxAlsoFrom)),
+                           old: r.old.merging(r.new, uniquingKeysWith: { a, b in Swift.min(a + b, Limits.maxContainersPerService) }))
         }
         return Rollout(from: from, to: to, old: running)
     }
+
+    /// Older hashes a rollout keeps at most (a chain of changes each made before the last finished).
+    public static let maxAlsoFrom = 8
 
     public var oldTotal: Int { old.values.reduce(0, +) }
     public var newTotal: Int { new.values.reduce(0, +) }

@@ -189,18 +189,30 @@ private func c(_ id: String, _ service: String, _ hash: String = "h1", node: Str
 
     @Test func oldContainersAreKeptUpToTheirCountAndNeverStarted() {
         var r = Reconciler(node: "n1")
-        let plan = r.decide(desired: ["web": .init(count: 1, specHash: "h2", keep: ["h1": 2])],
+        let plan = r.decide(desired: ["web": .init(count: 1, specHash: "h2", keep: ["h1"], keepCount: 2)],
                             observed: [c("a", "web", "h1"), c("b", "web", "h1"), c("d", "web", "h1")], now: .zero)
         // One old container beyond the two kept goes; one new starts; no old one is started.
         #expect(plan.stops == [.stop(id: "d", service: "web")])
         #expect(plan.starts == [.start(service: "web", specHash: "h2")])
-        let fewer = r.decide(desired: ["web": .init(count: 1, specHash: "h2", keep: ["h1": 2])], observed: [c("x", "web", "h2")], now: .zero)
+        let fewer = r.decide(desired: ["web": .init(count: 1, specHash: "h2", keep: ["h1"], keepCount: 2)], observed: [c("x", "web", "h2")], now: .zero)
         #expect(fewer.isEmpty)
+    }
+
+    @Test func theBudgetIsSharedByEveryKeptSpecAndCoversExtrasOfTheDesiredOneWhenItIsKeptToo() {
+        var r = Reconciler(node: "n1")
+        // A change made mid-rollout: h1 and h2 both old, h3 new; three may stay.
+        let plan = r.decide(desired: ["web": .init(count: 0, specHash: "h3", keep: ["h2", "h1"], keepCount: 3)],
+                            observed: [c("a", "web", "h1"), c("b", "web", "h2"), c("d", "web", "h2"), c("e", "web", "h1")], now: .zero)
+        #expect(plan.stops == [.stop(id: "e", service: "web")] && plan.starts.isEmpty)
+        // Back to h1 while it still runs: its containers beyond the count are kept, not stopped and started again.
+        let back = r.decide(desired: ["web": .init(count: 1, specHash: "h1", keep: ["h2", "h1"], keepCount: 2)],
+                            observed: [c("a", "web", "h1"), c("b", "web", "h2"), c("e", "web", "h1")], now: .zero)
+        #expect(back.isEmpty)
     }
 
     @Test func failuresOfTheDesiredSpecAreCountedOnceEachAndForgottenWhenTheSpecChanges() {
         var r = Reconciler(node: "n1")
-        let want: [String: DesiredService] = ["web": .init(count: 2, specHash: "h2", keep: ["h1": 1])]
+        let want: [String: DesiredService] = ["web": .init(count: 2, specHash: "h2", keep: ["h1"], keepCount: 1)]
         _ = r.decide(desired: want, observed: [unhealthy("a", "h2"), unhealthy("o", "h1"), c("b", "web", "h2", state: .exited, ranFor: .seconds(1))], now: .zero)
         #expect(r.failures["web"]?.spec == "h2" && r.failures["web"]?.count == 2)
         _ = r.decide(desired: want, observed: [unhealthy("a", "h2")], now: .seconds(1))

@@ -156,6 +156,17 @@ struct RolloutRun {
         #expect(s.rollout?.newTotal == 4 && s.rollout?.oldTotal == 3)
     }
 
+    @Test func aChangeAppliedOverAnUnfinishedRolloutReplacesEverythingLeftAtThePolicysPace() {
+        // A fix (v3) over a paused v1 → v2: v1 and v2 containers are both old now; nothing is
+        // stopped at once, and one replacement starts.
+        let paused = Rollout(from: "v1", to: "v2", old: ["a": 2, "b": 1], new: ["a": 1, "b": 2], paused: "1 new container failed")
+        let fix = Rollout.begin(from: "v2", to: "v3", running: ["a": 3, "b": 3], reversing: paused)
+        #expect(fix == Rollout(from: "v2", to: "v3", alsoFrom: ["v1"], old: ["a": 3, "b": 3]))
+        let s = RolloutStepper.step(fix, service: "web", policy: RolloutPolicy(maxParallel: 1, startFirst: false),
+                                    target: ["a": 3, "b": 3], reports: [:])
+        #expect(s.rollout?.oldTotal == 5 && s.rollout?.newTotal == 1 && s.rollout?.paused == nil)
+    }
+
     @Test func aCountChangedMidRolloutIsMadeUpWithNewContainersAndADeadNodesShareGoes() {
         let policy = RolloutPolicy(maxParallel: 1, startFirst: false)
         let r = Rollout(from: "v1", to: "v2", old: ["a": 2, "b": 2], new: ["a": 1])

@@ -19,10 +19,12 @@ public struct NodeAssignment: Sendable, Equatable {
     public var keep: [String: Kept]
 
     public struct Kept: Sendable, Hashable {
-        public var spec: String
+        /// The hashes whose containers may be kept: the rollout's `from`, then older ones (a
+        /// change made while another rolled out).
+        public var specs: [String]
         public var count: Int
-        public init(spec: String, count: Int) {
-            self.spec = spec
+        public init(specs: [String], count: Int) {
+            self.specs = specs
             self.count = count
         }
     }
@@ -49,7 +51,7 @@ public struct NodeAssignment: Sendable, Equatable {
             // spec the plan was made for (a spec applied since waits for the next plan).
             if let r = state.plan.rollouts?[name], r.to == Specs.hash(spec) {
                 services[name] = (r.new[node] ?? 0, spec)
-                keep[name] = Kept(spec: r.from, count: r.old[node] ?? 0)
+                keep[name] = Kept(specs: [r.from] + (r.alsoFrom ?? []), count: r.old[node] ?? 0)
             } else {
                 services[name] = (state.plan.assignments[node]?[name] ?? 0, spec)
             }
@@ -218,8 +220,9 @@ public actor AssignmentService {
             s.count = UInt32(clamping: count)
             s.specHash = Specs.hash(spec)
             s.spec = (try? e.encode(spec)) ?? Data()
-            if let k = a.keep[service] {
-                s.keepSpecHash = k.spec
+            if let k = a.keep[service], let first = k.specs.first {
+                s.keepSpecHash = first
+                s.keepAlsoSpecHashes = Array(k.specs.dropFirst())
                 s.keepCount = UInt32(clamping: k.count)
             }
             p.services.append(s)
@@ -279,11 +282,13 @@ public actor AssignmentService {
                 }
                 services[s.service] = (Int(s.count), spec)
                 if !s.keepSpecHash.isEmpty {
-                    guard s.keepCount <= Limits.maxContainersPerService, s.keepSpecHash.utf8.count <= 64 else {
-                        logger.warning("assignment refused", metadata: ["from": "\(peer.name)", "error": "keeps \(s.keepCount) containers of \(s.service)"])
+                    let hashes = [s.keepSpecHash] + s.keepAlsoSpecHashes
+                    guard s.keepCount <= Limits.maxContainersPerService, hashes.count <= ServiceRollout.maxAlsoFrom + 1,
+                          hashes.allSatisfy({ $0.utf8.count <= 64 }) else {
+                        logger.warning("assignment refused", metadata: ["from": "\(peer.name)", "error": "keeps \(s.keepCount) containers of \(s.service) of \(hashes.count) specs"])
                         return
                     }
-                    keep[s.service] = NodeAssignment.Kept(spec: s.keepSpecHash, count: Int(s.keepCount))
+                    keep[s.service] = NodeAssignment.Kept(specs: hashes, count: Int(s.keepCount))
                 }
             }
             lastIndex = a.planIndex

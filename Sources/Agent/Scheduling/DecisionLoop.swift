@@ -196,7 +196,7 @@ public actor DecisionLoop {
             guard let spec = state.services[name], let hash = specs[name] else { continue }
             var current: Scaling.Rollout?
             if let r = committed[name] {
-                current = Scaling.Rollout(from: r.from, to: r.to, old: r.old, new: r.new, paused: r.paused)
+                current = Scaling.Rollout(from: r.from, to: r.to, alsoFrom: r.alsoFrom ?? [], old: r.old, new: r.new, paused: r.paused)
             }
             if let before = state.plan.specs?[name], before != hash {
                 // The containers the committed plan runs: its rollout's (old and new), or its counts.
@@ -217,7 +217,7 @@ public actor DecisionLoop {
             let step = RolloutStepper.step(rollout, service: name, policy: policy, target: target, reports: reports)
             reasons.append(contentsOf: step.reasons)
             if let r = step.rollout {
-                out[name] = ServiceRollout(from: r.from, to: r.to, old: r.old, new: r.new, paused: r.paused,
+                out[name] = ServiceRollout(from: r.from, to: r.to, alsoFrom: r.alsoFrom.isEmpty ? nil : r.alsoFrom, old: r.old, new: r.new, paused: r.paused,
                                            done: step.done, total: step.total)
             }
         }

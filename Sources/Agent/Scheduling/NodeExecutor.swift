@@ -139,7 +139,7 @@ public actor NodeExecutor {
                 pullFailures = failures
             }
             await shell!.setDesired(specs, counts: a.services.mapValues(\.count), held: held,
-                                    keep: a.keep.mapValues { [$0.spec: $0.count] })
+                                    keep: a.keep.mapValues { (Set($0.specs), $0.count) })
             for _ in 0..<(hold ? 0 : 5) {
                 let report = try await shell!.reconcileOnce()
                 totals.started += report.started.count

@@ -199,6 +199,10 @@ public struct ServiceRollout: Sendable, Hashable, Codable {
     /// Spec hash of the containers being replaced, and of their replacements.
     public var from: String
     public var to: String
+    /// Older hashes whose containers count as old too: a change applied while another rolled out
+    /// keeps what both left running, and replaces it at the same pace. nil when none.
+    public var alsoFrom: [String]?
+    public static let maxAlsoFrom = 8
     /// Per node: old containers still kept, and new containers to run.
     public var old: [String: Int]
     public var new: [String: Int]
@@ -208,7 +212,9 @@ public struct ServiceRollout: Sendable, Hashable, Codable {
     public var done: Int
     public var total: Int
 
-    public init(from: String, to: String, old: [String: Int], new: [String: Int], paused: String? = nil, done: Int = 0, total: Int = 0) {
+    public init(from: String, to: String, alsoFrom: [String]? = nil, old: [String: Int], new: [String: Int], paused: String? = nil,
+                done: Int = 0, total: Int = 0) {
+        self.alsoFrom = alsoFrom
         self.from = from
         self.to = to
         self.old = old
@@ -222,7 +228,10 @@ public struct ServiceRollout: Sendable, Hashable, Codable {
     func validationError(service: String) -> ClusterStateError? {
         func bad(_ why: String) -> ClusterStateError { .malformed("plan: the rollout of \(service.prefix(63)) \(why)") }
         if service.isEmpty || service.utf8.count > 63 { return bad("is of a service name not of 1-63 bytes") }
-        if from.utf8.count > 64 || to.utf8.count > 64 { return bad("has a spec hash over 64 bytes") }
+        if from.utf8.count > 64 || to.utf8.count > 64 || (alsoFrom ?? []).contains(where: { $0.utf8.count > 64 }) {
+            return bad("has a spec hash over 64 bytes")
+        }
+        if (alsoFrom?.count ?? 0) > Self.maxAlsoFrom { return bad("keeps more than \(Self.maxAlsoFrom) older specs") }
         if (paused?.utf8.count ?? 0) > Decision.maxTextBytes { return bad("has a pause reason over \(Decision.maxTextBytes) bytes") }
         if old.count > Limits.defaultMaxMembers || new.count > Limits.defaultMaxMembers { return bad("names more than \(Limits.defaultMaxMembers) nodes") }
         for (node, n) in old.merging(new, uniquingKeysWith: { max($0, $1) }) {

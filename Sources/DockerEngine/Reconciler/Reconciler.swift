@@ -11,14 +11,18 @@ public struct DesiredService: Sendable, Hashable {
     /// False while the service's image is not on the node (being pulled, or its pull failed): its
     /// running containers are kept and stopped as usual, but none is started.
     public var canStart: Bool
-    /// A rolling update (docs/rollouts.md): running containers of these other spec hashes are kept,
-    /// up to the count given, and never started; the rest of them are stopped as usual.
-    public var keep: [String: Int]
-    public init(count: Int, specHash: String, canStart: Bool = true, keep: [String: Int] = [:]) {
+    /// A rolling update (docs/rollouts.md): up to `keepCount` running containers of the hashes in
+    /// `keep` are kept besides `count` (never started); the rest of them are stopped as usual. When
+    /// `keep` holds `specHash` itself (a change made mid-rollout back to a spec still running),
+    /// containers of the desired spec beyond `count` are kept under the same budget.
+    public var keep: Set<String>
+    public var keepCount: Int
+    public init(count: Int, specHash: String, canStart: Bool = true, keep: Set<String> = [], keepCount: Int = 0) {
         self.count = count
         self.specHash = specHash
         self.canStart = canStart
         self.keep = keep
+        self.keepCount = keepCount
     }
 }
 
@@ -204,9 +208,9 @@ public struct Reconciler: Sendable {
         for service in Set(byService.keys).union(desired.keys).sorted() {
             let containers = (byService[service] ?? []).sorted { $0.id < $1.id }
             let want = desired[service]
-            var kept = want?.keep ?? [:]
             var keep = 0
             var runningCurrent: [ObservedContainer] = []
+            var keepable: [ObservedContainer] = []
             for c in containers {
                 switch c.state {
                 case .removing:
@@ -229,9 +233,9 @@ public struct Reconciler: Sendable {
                 case .running:
                     if let want, c.specHash == want.specHash {
                         runningCurrent.append(c)
-                    } else if let hash = c.specHash, let left = kept[hash], left > 0 {
-                        // An old container a rollout keeps for now.
-                        kept[hash] = left - 1
+                    } else if let want, let hash = c.specHash, want.keep.contains(hash) {
+                        // An old container a rollout may keep for now (within its budget, below).
+                        keepable.append(c)
                     } else {
                         plan.stops.append(.stop(id: c.id, service: service))
                     }
@@ -241,10 +245,18 @@ public struct Reconciler: Sendable {
             // Extras: stop the newest-looking last by id order; which one does not matter for
             // capacity, only that the choice is deterministic.
             if runningCurrent.count > target {
-                for c in runningCurrent[target...] { plan.stops.append(.stop(id: c.id, service: service)) }
+                if let want, want.keep.contains(want.specHash) {
+                    keepable += runningCurrent[target...]
+                } else {
+                    for c in runningCurrent[target...] { plan.stops.append(.stop(id: c.id, service: service)) }
+                }
                 keep = target
             } else {
                 keep = runningCurrent.count
+            }
+            let budget = max(0, want?.keepCount ?? 0)
+            if keepable.count > budget {
+                for c in keepable.sorted(by: { $0.id < $1.id })[budget...] { plan.stops.append(.stop(id: c.id, service: service)) }
             }
             guard let want, keep < target, want.canStart else { continue }
             if let loop = crashLoops[service], now < loop.retryAt {

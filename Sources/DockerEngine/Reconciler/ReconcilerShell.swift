@@ -51,14 +51,14 @@ public actor ReconcilerShell {
 
     /// Replaces the desired state: the specs (with their count) to run on this node.
     /// `held`: services none of whose containers may start yet (their image is not here).
-    /// `keep`: per service, running containers of other spec hashes to keep (a rolling update).
-    public func setDesired(_ specs: [ContainerSpec], counts: [String: Int], held: Set<String> = [], keep: [String: [String: Int]] = [:]) {
+    /// `keep`: per service, running containers of other spec hashes to keep, and how many at most (a rolling update).
+    public func setDesired(_ specs: [ContainerSpec], counts: [String: Int], held: Set<String> = [], keep: [String: (specs: Set<String>, count: Int)] = [:]) {
         self.specs = Dictionary(specs.map { ($0.service, $0) }, uniquingKeysWith: { _, new in new })
         self.counts = counts
         self.held = held
         self.keep = keep
     }
-    private var keep: [String: [String: Int]] = [:]
+    private var keep: [String: (specs: Set<String>, count: Int)] = [:]
 
     /// Containers of each service's desired spec that failed here while it was desired (Reconciler.failures).
     public var failures: [String: (spec: String, count: Int)] { reconciler.failures }
@@ -82,7 +82,8 @@ public actor ReconcilerShell {
         lastHealth = Dictionary(observed.compactMap { c in c.health.map { (c.id, $0) } }, uniquingKeysWith: { a, _ in a })
         let observedAt = clock.now
         var desired: [String: DesiredService] = [:]
-        for (service, spec) in specs { desired[service] = DesiredService(count: counts[service] ?? 0, specHash: spec.specHash, canStart: !held.contains(service), keep: keep[service] ?? [:]) }
+        for (service, spec) in specs { desired[service] = DesiredService(count: counts[service] ?? 0, specHash: spec.specHash, canStart: !held.contains(service),
+                                                                       keep: keep[service]?.specs ?? [], keepCount: keep[service]?.count ?? 0) }
         let plan = reconciler.decide(desired: desired, observed: observed, now: now())
         if plan.unhealthy > 0 {
             logger.warning("replacing unhealthy containers", metadata: ["count": "\(plan.unhealthy)"])

@@ -70,6 +70,9 @@ public nonisolated struct Microscale_Control_ServiceAssignment: Sendable {
 
   public var keepCount: UInt32 = 0
 
+  /// Older spec hashes kept under the same count (a change made while another rolled out).
+  public var keepAlsoSpecHashes: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -316,7 +319,7 @@ nonisolated extension Microscale_Control_Assignment: SwiftProtobuf.Message, Swif
 
 nonisolated extension Microscale_Control_ServiceAssignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServiceAssignment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}count\0\u{3}spec_hash\0\u{3}after_stopping\0\u{1}spec\0\u{3}keep_spec_hash\0\u{3}keep_count\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}count\0\u{3}spec_hash\0\u{3}after_stopping\0\u{1}spec\0\u{3}keep_spec_hash\0\u{3}keep_count\0\u{3}keep_also_spec_hashes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -331,6 +334,7 @@ nonisolated extension Microscale_Control_ServiceAssignment: SwiftProtobuf.Messag
       case 5: try { try decoder.decodeSingularBytesField(value: &self.spec) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.keepSpecHash) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.keepCount) }()
+      case 8: try { try decoder.decodeRepeatedStringField(value: &self.keepAlsoSpecHashes) }()
       default: break
       }
     }
@@ -358,6 +362,9 @@ nonisolated extension Microscale_Control_ServiceAssignment: SwiftProtobuf.Messag
     if self.keepCount != 0 {
       try visitor.visitSingularUInt32Field(value: self.keepCount, fieldNumber: 7)
     }
+    if !self.keepAlsoSpecHashes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.keepAlsoSpecHashes, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -369,6 +376,7 @@ nonisolated extension Microscale_Control_ServiceAssignment: SwiftProtobuf.Messag
     if lhs.spec != rhs.spec {return false}
     if lhs.keepSpecHash != rhs.keepSpecHash {return false}
     if lhs.keepCount != rhs.keepCount {return false}
+    if lhs.keepAlsoSpecHashes != rhs.keepAlsoSpecHashes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -52,7 +52,7 @@ import Testing
                              Consensus.Decision(timestampMilliseconds: 0, summary: "", reasons: [])), index: 4)
         let a = NodeAssignment.of(s, node: "a")
         #expect(a.services["web"]?.count == 1 && a.services["web"]?.spec == Self.v2)
-        #expect(a.keep["web"] == NodeAssignment.Kept(spec: Specs.hash(Self.v1), count: 1))
+        #expect(a.keep["web"] == NodeAssignment.Kept(specs: [Specs.hash(Self.v1)], count: 1))
         // b has no new container yet, but is told of the rollout so that it reports on it.
         let b = NodeAssignment.of(s, node: "b")
         #expect(b.services["web"]?.count == 0 && b.keep["web"]?.count == 1)
