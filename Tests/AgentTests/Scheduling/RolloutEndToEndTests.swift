@@ -56,7 +56,7 @@ import Testing
         return (serving, list.filter { $0.State == "running" }.count, bodies)
     }
 
-    static func file(image: String, body: String, serves: Bool = true) -> String {
+    static func file(image: String, body: String, serves: Bool = true, order: String = "start-first") -> String {
         let command = serves ? "echo \(body) > /index.html && exec httpd -f -p 8080 -h /" : "exec sleep 600"
         return """
             services:
@@ -70,7 +70,7 @@ import Testing
                 stop_timeout: 1s
                 ports: [8080]
                 health: { http: /index.html, port: 8080, interval: 200ms, timeout: 1s, retries: 2 }
-                update: { max_parallel: 1, order: start-first }
+                update: { max_parallel: 1, order: \(order) }
             """
     }
 
@@ -170,5 +170,28 @@ import Testing
             let rolling = await status()?.rollout
             return last.bodies.sorted() == ["v2", "v2"] && images == ["\(repo):v2", "\(repo):v2"] && rolling == nil
         }, "the rollback did not restore v2: \(last)")
+
+        // stop-first: never more running than the count (one serving less meanwhile).
+        await watch.reset()
+        let again = Task {
+            var ports: [String: Int] = [:]
+            while !Task.isCancelled {
+                let l = await Self.look(client, node: node, ports: &ports)
+                if l.serving >= 0 { await watch.record(serving: l.serving, running: l.running, bodies: l.bodies) }
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        await apply(Self.file(image: "\(repo):v1", body: "v1", order: "stop-first"))
+        #expect(try await pollUntil(60) {
+            last = await Self.look(client, node: node, ports: &ports)
+            let rolling = await status()?.rollout
+            return last.bodies.sorted() == ["v1", "v1"] && last.running == 2 && rolling == nil
+        }, "stop-first never replaced v2: \(last)")
+        again.cancel()
+        _ = await again.value
+        let stopFirst = await watch.figures
+        print("rollout v2→v1 (stop-first, max_parallel 1): \(stopFirst.0) looks, fewest serving \(stopFirst.1), most running \(stopFirst.2)")
+        #expect(stopFirst.2 <= 2, "a look saw \(stopFirst.2) containers running")
+        #expect(stopFirst.1 >= 1, "a look saw \(stopFirst.1) containers serving")
     }
 }
