@@ -47,11 +47,21 @@ public struct NodeAssignment: Sendable, Equatable {
         var services: [String: (Int, Consensus.ServiceSpec)] = [:]
         var keep: [String: Kept] = [:]
         for (name, spec) in state.services {
-            // A rollout splits the planner's count between new and old containers; it is of the
-            // spec the plan was made for (a spec applied since waits for the next plan).
-            if let r = state.plan.rollouts?[name], r.to == Specs.hash(spec) {
+            let hash = Specs.hash(spec)
+            if let r = state.plan.rollouts?[name], r.to == hash {
+                // A rollout splits the planner's count between new and old containers.
                 services[name] = (r.new[node] ?? 0, spec)
                 keep[name] = Kept(specs: [r.from] + (r.alsoFrom ?? []), count: r.old[node] ?? 0)
+            } else if let r = state.plan.rollouts?[name] {
+                // A spec applied since the plan was made, which the next plan (a moment later)
+                // rolls out: until then the node keeps what the plan runs and starts nothing,
+                // rather than replacing every container at once with the new spec.
+                keep[name] = Kept(specs: [r.to, r.from] + (r.alsoFrom ?? []), count: (r.new[node] ?? 0) + (r.old[node] ?? 0))
+                services[name] = (0, spec)
+            } else if let planned = state.plan.specs?[name], planned != hash {
+                // The same, without a rollout under way.
+                keep[name] = Kept(specs: [planned], count: state.plan.assignments[node]?[name] ?? 0)
+                services[name] = (0, spec)
             } else {
                 services[name] = (state.plan.assignments[node]?[name] ?? 0, spec)
             }

@@ -79,3 +79,14 @@ import Testing
         #expect(ClusterAPI.rolloutText(rollouts!["web"]!, spec: Self.v2) == "updating 0/3 (stop-first)")
     }
 }
+
+extension DecisionLoopRolloutTests {
+    @Test func aSpecAppliedButNotYetPlannedKeepsWhatThePlanRunsAndStartsNothing() {
+        // v1 planned, v2 applied: an assignment made in between (a subscriber's) must not replace
+        // every container with v2 at once.
+        let s = state()
+        let a = NodeAssignment.of(s, node: "a")
+        #expect(a.services["web"]?.count == 0)
+        #expect(a.keep["web"] == NodeAssignment.Kept(specs: [Specs.hash(Self.v1)], count: 2))
+    }
+}
