@@ -1,4 +1,5 @@
 import Consensus
+import Foundation
 import Testing
 
 /// `ClusterBackup` and `ClusterCommand.restore` (docs/consensus.md, "Backup and restore").
@@ -46,5 +47,29 @@ struct ClusterBackupTests {
         old.deniedNodes = nil
         #expect(state.apply(.restore(old), index: 4) == nil)
         #expect(state.deniedNodes == ["lost-laptop"])
+    }
+
+    /// Client agents keep the newest list they are sent by this index (docs/ARCHITECTURE.md,
+    /// "Rotating and revoking certificates"): the entry that last changed the list, the same on
+    /// every server, kept in snapshots, and set for a list from a snapshot that predates it.
+    @Test func theDenyListCarriesTheIndexOfTheEntryThatLastChangedIt() throws {
+        var state = ClusterState()
+        #expect(state.deniedIndex == 0)
+        #expect(state.apply(.setDenied(node: "h2", denied: true), index: 4) == nil)
+        #expect(state.apply(.setDemand(service: "nope", value: 1), index: 5) != nil)
+        #expect(state.deniedIndex == 4)
+        #expect(state.apply(.setDenied(node: "h2", denied: false), index: 6) == nil)
+        #expect(state.deniedIndex == 6)
+        #expect(try ClusterState.restore(try state.snapshot()).deniedIndex == 6)
+        var restored = Self.backup
+        restored.deniedNodes = ["h9"]
+        #expect(state.apply(.restore(restored), index: 9) == nil)
+        #expect(state.deniedIndex == 9)
+        // A snapshot written before the index existed: the list is as old as the snapshot.
+        let bytes = try state.snapshot()
+        var json = try #require(try JSONSerialization.jsonObject(with: Data(bytes.dropFirst())) as? [String: Any])
+        json["deniedIndex"] = nil
+        let old = try ClusterState.restore([bytes[0]] + Array(try JSONSerialization.data(withJSONObject: json)))
+        #expect(old.deniedNodes == ["h9"] && old.deniedIndex == old.appliedIndex)
     }
 }
