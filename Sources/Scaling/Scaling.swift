@@ -239,11 +239,11 @@ public struct Planner: Sendable {
         // 4. Place by priority level, most important first; equal priorities share fairly.
         var shortfalls: [Shortfall] = []
         let levels = Dictionary(grouping: 0..<w.svc.count, by: { w.svc[$0].priority }).sorted { $0.key < $1.key }
+        let causes = (0..<w.svc.count).map { s in
+            !healCause[s].isEmpty ? healCause[s] : w.svc[s].fill ? "filling free capacity" : demandReason[s]
+        }
+        let cause: @Sendable (Int) -> String = { causes[$0] }
         for (priority, members) in levels {
-            let causes = (0..<w.svc.count).map { s in
-                !healCause[s].isEmpty ? healCause[s] : w.svc[s].fill ? "filling free capacity" : demandReason[s]
-            }
-            let cause: @Sendable (Int) -> String = { causes[$0] }
             w.placeFairly(members, wanted: wanted, cause: cause)
             // Preempt lower priorities for what is still short: lowest priority first, fewest stops.
             // Equal priorities take turns, one node's worth each, so they share what preemption frees.
@@ -261,6 +261,15 @@ public struct Planner: Sendable {
             for s in members where w.total(s) < wanted[s] && !w.svc[s].fill {
                 shortfalls.append(Shortfall(service: w.svc[s].name, wanted: wanted[s], placed: w.total(s)))
             }
+        }
+        // Room that preemption at a lower level freed but that level could not use (too small for
+        // its short services) goes to the fill services of every level, most important first.
+        // Without this the next plan from the same inputs would hand it out, so a plan would not
+        // be a fixed point of its own inputs (PlannerProperties.unchangedInputsChangeNothing,
+        // seed 3843169673).
+        for (_, members) in levels {
+            let fills = members.filter { w.svc[$0].fill }
+            if !fills.isEmpty { w.placeFairly(fills, wanted: wanted, cause: cause) }
         }
 
         // 5. Emit the plan, its per-node steps and the per-node decisions.
