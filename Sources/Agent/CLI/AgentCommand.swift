@@ -33,7 +33,7 @@ public struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("dead-server-cleanup"), help: "Remove a server dead this long from the Raft voters, if the rest keep a quorum (default 30s; off).") var deadServerCleanup: String?
     @Option(name: .customLong("server-stabilization-time"), help: "A new server becomes a voter after being healthy and caught up this long (default 5s).") var serverStabilizationTime: String?
     @Flag(name: .customLong("leave-on-terminate"), help: "On SIGTERM, leave the cluster (its work moves at once) instead of only stopping.") var leaveOnTerminate = false
-    @Option(name: .customLong("dead-node-grace"), help: "How long the leader keeps a dead node's work in place before moving it (default 5s).") var deadNodeGrace: String?
+    @Option(name: .customLong("dead-node-grace"), help: "How long the leader keeps the work of a node that announced a restart (SIGTERM without leaving) in place once it is dead (default 5s); a crashed node's work moves at once.") var deadNodeGrace: String?
     @Option(name: .customLong("reserve-cpu"), help: "Cores kept back from the detected capacity (default 0.5).") var reserveCPU: String?
     @Option(name: .customLong("reserve-memory"), help: "Memory kept back from the detected capacity (default 512MiB).") var reserveMemory: String?
     @Option(name: .customLong("log-format"), help: "text or json (default text).") var logFormat: String?
