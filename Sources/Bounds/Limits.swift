@@ -58,6 +58,8 @@ public enum Limits {
     public static let maxPorts = 64
     /// `update.max_parallel`: containers replaced at a time in a rollout (docs/rollouts.md).
     public static let maxUpdateParallel = 1000
+    /// `constraints:` per service (each `key == value` or `key != value` over node labels).
+    public static let maxConstraints = 16
     /// `health`: the http path, interval and timeout (100 ms to 1 h), retries.
     public static let maxHealthPathBytes = 1024
     public static let minHealthIntervalMilliseconds: Int64 = 100
@@ -72,6 +74,20 @@ public enum Limits {
     public static let maxNodeMemoryBytes: Int64 = 64 << 40
     /// Containers of one service a node may report running.
     public static let maxRunningPerService = maxContainersPerService
+    /// Node labels (`--node-label key=value`, gossiped in the node's record): how many, and bytes
+    /// per key and per value. A record is at most 2 KiB (NodeRecordLimits) and labels share it
+    /// with the running counts: 8 labels of the longest key and value are ~1 KiB.
+    public static let maxNodeLabels = 8
+    public static let maxNodeLabelKeyBytes = 63
+    public static let maxNodeLabelValueBytes = 63
+    /// Images a node reports failing to pull (in its record, with the registry's reason): at most
+    /// this many, each reason cut to this many bytes, so a node whose registry is down for every
+    /// service still fits its record.
+    public static let maxImageFailures = 4
+    public static let maxImageFailureReasonBytes = 160
+    /// An image named in a node's record of failures (the spec's own bound is `maxImageBytes`;
+    /// a longer one is left out of the record, which only loses the match).
+    public static let maxImageFailureImageBytes = 200
     /// Members one agent keeps (configurable; this is the default).
     public static let defaultMaxMembers = 10_000
 

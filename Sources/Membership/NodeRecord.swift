@@ -59,6 +59,13 @@ public struct NodeRecordLimits: Sendable, Hashable {
     public var maxCPUMillicores = Limits.maxNodeCPUMillicores
     public var maxMemoryBytes = Limits.maxNodeMemoryBytes
     public var maxRunningPerService = Limits.maxRunningPerService
+    /// Labels (`--node-label`) and images failing to pull, with their reasons (docs/limits.md).
+    public var maxLabels = Limits.maxNodeLabels
+    public var maxLabelKeyBytes = Limits.maxNodeLabelKeyBytes
+    public var maxLabelValueBytes = Limits.maxNodeLabelValueBytes
+    public var maxImageFailures = Limits.maxImageFailures
+    public var maxImageFailureImageBytes = Limits.maxImageFailureImageBytes
+    public var maxImageFailureReasonBytes = Limits.maxImageFailureReasonBytes
 
     public init() {}
     public static let standard = NodeRecordLimits()
@@ -68,6 +75,7 @@ public enum NodeRecordError: Error, Sendable, Hashable, CustomStringConvertible 
     case emptyName
     case fieldTooLong(field: String, bytes: Int, limit: Int)
     case tooManyServices(count: Int, limit: Int)
+    case tooMany(field: String, count: Int, limit: Int)
     case negative(field: String, value: Int64)
     case aboveLimit(field: String, value: Int64, limit: Int64)
     case tooLarge(bytes: Int, limit: Int)
@@ -81,6 +89,8 @@ public enum NodeRecordError: Error, Sendable, Hashable, CustomStringConvertible 
             return "node record: \(field) is \(bytes) bytes, limit \(limit)"
         case let .tooManyServices(count, limit):
             return "node record: running lists \(count) services, limit \(limit)"
+        case let .tooMany(field, count, limit):
+            return "node record: \(field) has \(count) entries, limit \(limit)"
         case let .negative(field, value): return "node record: \(field) is negative (\(value))"
         case let .aboveLimit(field, value, limit): return "node record: \(field) is \(value), limit \(limit)"
         case let .tooLarge(bytes, limit):
@@ -114,6 +124,11 @@ public struct NodeRecord: Sendable, Hashable {
         public var restarting: Bool = false
         /// Per service under a rolling update, what this node runs of the new spec; empty otherwise.
         public var rollouts: [String: RolloutProgress] = [:]
+        /// The node's labels (`--node-label zone=a`): services' `constraints:` and `spread:` read them.
+        public var labels: [String: String] = [:]
+        /// Images this node fails to pull, with the registry's reason (bounded): the leader places
+        /// none of the services using one here until the entry goes (a retry worked).
+        public var imageFailures: [String: String] = [:]
         /// The owner's certificate (DER) and its signature over `signedBytes`: a record reaches
         /// most members through third parties, and this is what lets them tell the owner's
         /// record from one a relay made up. Empty where records are not signed (the protocol
@@ -178,6 +193,8 @@ public struct NodeRecord: Sendable, Hashable {
         let f = box.fields
         var n = stringField(f.name) + stringField(f.address) + 2 + stringField(f.agentVersion) + varintField(f.version)
             + (f.restarting ? 2 : 0)
+        for (k, v) in f.labels { n += 2 + stringField(k) + stringField(v) }
+        for (k, v) in f.imageFailures { n += 2 + stringField(k) + stringField(v) }
         n += 2 * 2 + varintField(UInt64(bitPattern: Int64(f.capacity.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(f.capacity.memoryBytes)))
         n += 2 * 2 + varintField(UInt64(bitPattern: Int64(f.reserved.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(f.reserved.memoryBytes)))
         for (service, count) in f.running { n += 2 + stringField(service) + varintField(UInt64(bitPattern: Int64(count))) }
@@ -215,6 +232,18 @@ public struct NodeRecord: Sendable, Hashable {
             try Self.check("rollouts[\(service)].spec", p.spec, RolloutProgress.maxSpecBytes)
             try Self.inRange("rollouts[\(service)].serving", Int64(p.serving), Int64(limits.maxRunningPerService))
             try Self.inRange("rollouts[\(service)].failed", Int64(p.failed), Int64(limits.maxRunningPerService))
+        }
+        if f.labels.count > limits.maxLabels { throw .tooMany(field: "labels", count: f.labels.count, limit: limits.maxLabels) }
+        for (k, v) in f.labels {
+            try Self.check("labels key", k, limits.maxLabelKeyBytes)
+            try Self.check("labels[\(k)]", v, limits.maxLabelValueBytes)
+        }
+        if f.imageFailures.count > limits.maxImageFailures {
+            throw .tooMany(field: "imageFailures", count: f.imageFailures.count, limit: limits.maxImageFailures)
+        }
+        for (k, v) in f.imageFailures {
+            try Self.check("imageFailures image", k, limits.maxImageFailureImageBytes)
+            try Self.check("imageFailures[\(k.prefix(64))]", v, limits.maxImageFailureReasonBytes)
         }
         let size = contentSize
         if size > limits.maxEncodedBytes { throw .tooLarge(bytes: size, limit: limits.maxEncodedBytes) }
@@ -273,6 +302,17 @@ public struct NodeRecord: Sendable, Hashable {
                 put(UInt64(bitPattern: Int64(p.failed)))
             }
         }
+        // Added after protocol 2 shipped: written only when present, so a record without them
+        // signs the bytes it always did and agents that predate them still check it. The tag
+        // keeps them apart from the rollouts above.
+        for (tag, map) in [("labels", f.labels), ("image-failures", f.imageFailures)] where !map.isEmpty {
+            put(tag)
+            put(UInt64(map.count))
+            for (k, v) in map.sorted(by: { $0.key < $1.key }) {
+                put(k)
+                put(v)
+            }
+        }
         return out
     }
 
@@ -304,6 +344,9 @@ public struct NodeRecordDelta: Sendable, Hashable {
     public var restarting: Bool?
     /// Changed entries only; one with an empty spec means the service's rollout report is gone.
     public var rollouts: [String: RolloutProgress] = [:]
+    /// The whole map when it changed (labels and failures change rarely and are small).
+    public var labels: [String: String]?
+    public var imageFailures: [String: String]?
     /// The owner's signature over the record this delta produces (`NodeRecord.signedBytes` at
     /// `version`), so a receiver checks the result, not the delta; and its certificate when it
     /// changed.
@@ -334,6 +377,8 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if old.agentVersion != new.agentVersion { d.agentVersion = new.agentVersion }
         if old.certificate != new.certificate { d.certificate = new.certificate }
         if old.restarting != new.restarting { d.restarting = new.restarting }
+        if old.labels != new.labels { d.labels = new.labels }
+        if old.imageFailures != new.imageFailures { d.imageFailures = new.imageFailures }
         d.signature = new.signature
         let o = old.running, n = new.running
         for (k, v) in n where o[k] != v { d.running[k] = v }
@@ -354,6 +399,8 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if let v = later.agentVersion { d.agentVersion = v }
         if let c = later.certificate { d.certificate = c }
         if let r = later.restarting { d.restarting = r }
+        if let l = later.labels { d.labels = l }
+        if let i = later.imageFailures { d.imageFailures = i }
         d.signature = later.signature
         for (k, v) in later.running { d.running[k] = v }
         for (k, v) in later.rollouts { d.rollouts[k] = v }
@@ -374,6 +421,8 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if let v = agentVersion { f.agentVersion = v }
         if let c = certificate { f.certificate = c }
         if let r = restarting { f.restarting = r }
+        if let l = labels { f.labels = l }
+        if let i = imageFailures { f.imageFailures = i }
         f.signature = signature
         for (k, v) in running { f.running[k] = v > 0 ? v : nil }
         for (k, v) in rollouts { f.rollouts[k] = v.spec.isEmpty ? nil : v }
@@ -388,6 +437,11 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if let r = reserved { n += 2 + varintField(UInt64(bitPattern: Int64(r.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(r.memoryBytes))) }
         if let v = agentVersion { n += stringField(v) }
         if restarting != nil { n += 2 }
+        for map in [labels, imageFailures] {
+            guard let map else { continue }
+            n += 2
+            for (k, v) in map { n += 2 + stringField(k) + stringField(v) }
+        }
         for (k, v) in running { n += 2 + stringField(k) + varintField(UInt64(bitPattern: Int64(v))) }
         for (k, v) in rollouts { n += 4 + stringField(k) + NodeRecord.progressSize(v) }
         n += 2 + signature.count + (certificate.map { 3 + $0.count } ?? 0)

@@ -26,13 +26,24 @@ public struct ServiceSpec: Sendable, Hashable {
     /// Host ports each container holds fixed (`ports: [{host: 80}]`, DESIGN.md §9): a resource of
     /// the node, so no two containers needing one of them are placed on one node.
     public var hostPorts: [Int]
+    /// Labels a node must (`zone == a`) or must not (`disk != hdd`) have to hold a container of
+    /// this service (docs/scheduling.md, "Constraints and spread"). Hard: a node that does not
+    /// match gets none, in placement and in preemption, and loses those it has.
+    public var constraints: [PlacementConstraint]
+    /// A label whose values the containers are spread across evenly (`spread: zone`): the next
+    /// container goes to the value with fewest, then to that value's node with fewest. Nodes
+    /// without the label are one more value. Soft: a value with no room is left behind.
+    public var spread: String?
 
     public init(
         name: String, priority: Int, cpuMillis: Int, memoryBytes: Int, min: Int = 0, max: Int,
         perContainer: Double = 1, fill: Bool = false, stopTimeout: Duration = .seconds(5),
-        specHash: String = "", control: Control = Control(), hostPorts: [Int] = []
+        specHash: String = "", control: Control = Control(), hostPorts: [Int] = [],
+        constraints: [PlacementConstraint] = [], spread: String? = nil
     ) {
         self.hostPorts = hostPorts
+        self.constraints = constraints
+        self.spread = spread
         self.name = name
         self.priority = priority
         self.cpuMillis = cpuMillis
@@ -57,11 +68,19 @@ public struct Node: Sendable, Hashable {
     public var drained: Bool
     /// Containers the node reports running, per service.
     public var running: [String: Int]
+    /// The node's labels (`--node-label zone=a`), which services' constraints and spread read.
+    public var labels: [String: String]
+    /// Services this node cannot run for now, with why (their image fails to pull here, with the
+    /// registry's reason): it gets none of their containers until the node says otherwise.
+    public var blocked: [String: String]
 
     public init(
         name: String, cpuMillis: Int, memoryBytes: Int, status: NodeStatus = .alive,
-        drained: Bool = false, running: [String: Int] = [:]
+        drained: Bool = false, running: [String: Int] = [:], labels: [String: String] = [:],
+        blocked: [String: String] = [:]
     ) {
+        self.labels = labels
+        self.blocked = blocked
         self.name = name
         self.cpuMillis = cpuMillis
         self.memoryBytes = memoryBytes
@@ -131,13 +150,18 @@ public struct Shortfall: Sendable, Hashable, CustomStringConvertible {
     public var service: String
     public var wanted: Int
     public var placed: Int
-    public init(service: String, wanted: Int, placed: Int) {
+    /// Why, when the service's constraints or nodes that cannot run it narrowed where it could
+    /// go: "constraint zone == a matches 1 of 3 nodes". nil when room alone was short.
+    public var why: String?
+    public init(service: String, wanted: Int, placed: Int, why: String? = nil) {
         self.service = service
         self.wanted = wanted
         self.placed = placed
+        self.why = why
     }
     public var description: String {
-        "\(service) short by \(wanted - placed): wanted \(wanted), room for \(placed)"
+        if let why { return "\(service): \(wanted - placed) not placed: \(why) (wanted \(wanted), placed \(placed))" }
+        return "\(service) short by \(wanted - placed): wanted \(wanted), room for \(placed)"
     }
 }
 
@@ -211,6 +235,17 @@ public struct Planner: Sendable {
             }
         }
 
+        // 2b. Containers on nodes the service may not use: constraints are hard (a node relabelled
+        //     or a service newly constrained loses them), and a node whose pull of the service's
+        //     image fails holds assignments it cannot start.
+        for n in 0..<w.nodeCount where w.nodes[n].keepsWork {
+            for s in 0..<w.svc.count where w.count[n][s] > 0 && !w.eligible[n][s] {
+                let why = w.ineligibility(s, n)
+                if healCause[s].isEmpty { healCause[s] = why }
+                w.remove(s, from: n, k: w.count[n][s], reason: why)
+            }
+        }
+
         // 3. Scale down: remove surplus, from the nodes holding most (keeps spread, frees whole nodes for packing).
         for s in 0..<w.svc.count where w.total(s) > wanted[s] {
             var surplus = w.total(s) - wanted[s]
@@ -226,10 +261,13 @@ public struct Planner: Sendable {
                     surplus -= k
                 }
             }
-            // Spread services shed one at a time from the fullest node: repeat until done.
+            // Spread services shed one at a time from the fullest node (of the fullest label value,
+            // with `spread:`): repeat until done.
             while surplus > 0 {
+                let group = w.groupCounts(s)
+                let g = { (n: Int) in w.svc[s].spread == nil ? 0 : group[w.group(s, n)] ?? 0 }
                 guard let n = (0..<w.nodeCount).filter({ w.count[$0][s] > 0 }).max(by: {
-                    (w.count[$0][s], w.nodes[$1].name) < (w.count[$1][s], w.nodes[$0].name)
+                    (g($0), w.count[$0][s], w.nodes[$1].name) < (g($1), w.count[$1][s], w.nodes[$0].name)
                 }) else { break }
                 w.remove(s, from: n, k: 1, reason: reason)
                 surplus -= 1
@@ -259,7 +297,7 @@ public struct Planner: Sendable {
             // Room the stops freed beyond what the short services used goes to this level's fill services.
             if preempted { w.placeFairly(members, wanted: wanted, cause: cause) }
             for s in members where w.total(s) < wanted[s] && !w.svc[s].fill {
-                shortfalls.append(Shortfall(service: w.svc[s].name, wanted: wanted[s], placed: w.total(s)))
+                shortfalls.append(Shortfall(service: w.svc[s].name, wanted: wanted[s], placed: w.total(s), why: w.narrowing(s)))
             }
         }
         // Room that preemption at a lower level freed but that level could not use (too small for
@@ -303,6 +341,8 @@ struct Work {
     var totals: [Int]
     /// (node, service) -> reasons for the change, in order; first one wins in the decision text.
     var reasons: [Int: [Int: String]] = [:]
+    /// [node][service]: the node matches the service's constraints and can run it (not blocked).
+    let eligible: [[Bool]]
 
     init(services: [ServiceSpec], nodes: [Node], current: Plan?) {
         // Deterministic order regardless of input order. Every size and count is clamped to the
@@ -329,6 +369,10 @@ struct Work {
         }
         self.count = count
         self.before = count
+        let svc = self.svc
+        self.eligible = self.nodes.map { node in
+            svc.map { spec in node.blocked[spec.name] == nil && spec.constraints.allSatisfy { $0.admits(node.labels) } }
+        }
         self.freeCPU = freeCPU
         self.freeMem = freeMem
         self.totals = totals
@@ -353,7 +397,7 @@ struct Work {
     }
 
     func fits(_ s: Int, on n: Int) -> Int {
-        guard nodes[n].acceptsWork, portsFree(s, on: n) else { return 0 }
+        guard nodes[n].acceptsWork, eligible[n][s], portsFree(s, on: n) else { return 0 }
         let c = svc[s].cpuMillis > 0 ? freeCPU[n] / svc[s].cpuMillis : Int.max
         let m = svc[s].memoryBytes > 0 ? freeMem[n] / svc[s].memoryBytes : Int.max
         // A container holding fixed host ports fits once per node.
@@ -397,8 +441,98 @@ struct Work {
     mutating func place(_ s: Int, need: Int, reason: String) -> Int {
         guard need > 0 else { return 0 }
         let room = (0..<nodeCount).map { fits(s, on: $0) }
+        guard svc[s].spread != nil else { return place(s, need: need, among: Array(0..<nodeCount), room: room, reason: reason) }
+        // `spread: KEY`: the same water-filling one level up, over the label's values (a value's
+        // count is its nodes' containers of `s`, its room theirs), then within each value.
+        var members: [String: [Int]] = [:]
+        for n in 0..<nodeCount where room[n] > 0 { members[group(s, n), default: []].append(n) }
+        let names = members.keys.sorted()
+        let have = groupCounts(s)
+        let cnt = names.map { have[$0] ?? 0 }
+        let gRoom = names.map { g in members[g]!.reduce(0) { Swift.min($0 + room[$1], 1 << 50) } }
+        let quota = waterFill(counts: cnt, room: gRoom, need: need)
+        var placed = 0
+        for (i, g) in names.enumerated() where quota[i] > 0 {
+            placed += place(s, need: quota[i], among: members[g]!, room: room, reason: reason)
+        }
+        return placed
+    }
+
+    /// The label value of `n` that `s` spreads over ("" when the node lacks the label).
+    func group(_ s: Int, _ n: Int) -> String {
+        guard let key = svc[s].spread else { return "" }
+        return nodes[n].labels[key] ?? ""
+    }
+
+    /// Containers of `s` per value of its spread label, over the nodes that keep work.
+    func groupCounts(_ s: Int) -> [String: Int] {
+        var out: [String: Int] = [:]
+        for n in 0..<nodeCount where count[n][s] > 0 { out[group(s, n), default: 0] += count[n][s] }
+        return out
+    }
+
+    /// How many of `need` each bucket gets so the fullest ends as low as possible: bucket i ends
+    /// with min(max(counts[i], L), counts[i] + room[i]) for the highest level L whose total stays
+    /// within `need`; what remains goes one each to buckets at L, in order.
+    func waterFill(counts: [Int], room: [Int], need: Int) -> [Int] {
+        func gained(_ level: Int) -> Int {
+            var sum = 0
+            for i in counts.indices where room[i] > 0 && counts[i] < level {
+                sum = Swift.min(sum + Swift.min(level - counts[i], room[i]), 1 << 60)
+            }
+            return sum
+        }
+        var lo = 0
+        var hi = (counts.max() ?? 0) + (room.max() ?? 0) + 1
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if gained(mid) <= need { lo = mid } else { hi = mid - 1 }
+        }
+        var out = counts.indices.map { i in room[i] > 0 && counts[i] < lo ? Swift.min(lo - counts[i], room[i]) : 0 }
+        var left = need - out.reduce(0, +)
+        for i in counts.indices where left > 0 && counts[i] + out[i] == lo && out[i] < room[i] {
+            out[i] += 1
+            left -= 1
+        }
+        return out
+    }
+
+    /// Why `s` may not use node `n`, for the decisions.
+    func ineligibility(_ s: Int, _ n: Int) -> String {
+        if let why = nodes[n].blocked[svc[s].name] { return "\(nodes[n].name) cannot run it: \(why)" }
+        if let c = svc[s].constraints.first(where: { !$0.admits(nodes[n].labels) }) {
+            return "\(nodes[n].name) does not match \(c)"
+        }
+        return "\(nodes[n].name) may not run it"
+    }
+
+    /// What narrowed where `s` could go, when something did: the constraint that admits fewest of
+    /// the nodes that take work, and the nodes that cannot run it (its image failing to pull).
+    func narrowing(_ s: Int) -> String? {
+        let open = (0..<nodeCount).filter { nodes[$0].acceptsWork }
+        var parts: [String] = []
+        if !svc[s].constraints.isEmpty {
+            let matching = open.filter { n in svc[s].constraints.allSatisfy { $0.admits(nodes[n].labels) } }
+            let tightest = svc[s].constraints.map { c in (c, open.filter { c.admits(nodes[$0].labels) }.count) }
+                .min { ($0.1, $0.0.description) < ($1.1, $1.0.description) }!
+            let withRoom = matching.filter { n in eligible[n][s] && count[n][s] > 0 || fits(s, on: n) > 0 }.count
+            let what = svc[s].constraints.count == 1
+                ? "constraint \(tightest.0) matches \(matching.count) of \(open.count) node\(open.count == 1 ? "" : "s")"
+                : "constraints \(svc[s].constraints.map(\.description).joined(separator: ", ")) match \(matching.count) of \(open.count) node\(open.count == 1 ? "" : "s") (\(tightest.0) alone \(tightest.1))"
+            parts.append(matching.isEmpty ? what : "\(what), \(withRoom) with room")
+        }
+        let blocked = open.filter { nodes[$0].blocked[svc[s].name] != nil }
+        if let first = blocked.first {
+            parts.append("\(blocked.count) node\(blocked.count == 1 ? "" : "s") cannot run it (\(nodes[first].name): \(nodes[first].blocked[svc[s].name]!))")
+        }
+        return parts.isEmpty ? nil : parts.joined(separator: "; ")
+    }
+
+    /// Places up to `need` containers of `s` on the nodes `among` (their room given).
+    mutating func place(_ s: Int, need: Int, among: [Int], room: [Int], reason: String) -> Int {
+        guard need > 0 else { return 0 }
         if svc[s].fill {
-            let order = (0..<nodeCount).filter { room[$0] > 0 }.sorted {
+            let order = among.filter { room[$0] > 0 }.sorted {
                 (freeCPU[$0], nodes[$0].name) < (freeCPU[$1], nodes[$1].name)
             }
             var left = need
@@ -409,33 +543,13 @@ struct Work {
             }
             return need - left
         }
-        // Water level L: node n ends with min(max(count, L), count + room).
-        func gained(_ level: Int) -> Int {
-            var sum = 0
-            for n in 0..<nodeCount where room[n] > 0 && count[n][s] < level {
-                sum += Swift.min(level - count[n][s], room[n])
-            }
-            return sum
-        }
-        var lo = 0
-        var hi = (count.map { $0[s] }.max() ?? 0) + (room.max() ?? 0) + 1
-        // Largest level whose gain stays <= need.
-        while lo < hi {
-            let mid = (lo + hi + 1) / 2
-            if gained(mid) <= need { lo = mid } else { hi = mid - 1 }
-        }
+        // Water level L: node n ends with min(max(count, L), count + room); the remainder goes one
+        // each to the nodes at the level, by name order (deterministic).
+        let quota = waterFill(counts: among.map { count[$0][s] }, room: among.map { room[$0] }, need: need)
         var placed = 0
-        for n in 0..<nodeCount where room[n] > 0 && count[n][s] < lo {
-            let k = Swift.min(lo - count[n][s], room[n])
-            add(s, to: n, k: k, reason: reason)
-            placed += k
-        }
-        // The remainder goes one each to the nodes at the level, by name order (deterministic).
-        if placed < need {
-            for n in 0..<nodeCount where placed < need && fits(s, on: n) > 0 && count[n][s] == lo {
-                add(s, to: n, k: 1, reason: reason)
-                placed += 1
-            }
+        for (i, n) in among.enumerated() where quota[i] > 0 {
+            add(s, to: n, k: quota[i], reason: reason)
+            placed += quota[i]
         }
         return placed
     }
@@ -473,7 +587,11 @@ struct Work {
         while totals[s] < target {
             var best: (n: Int, worst: Int, stops: Int, list: [(Int, Int)])? = nil
             // Preemption frees cores and memory, not host ports: a node whose port is taken is skipped.
-            for n in 0..<nodeCount where nodes[n].acceptsWork && portsFree(s, on: n) {
+            // Constraints and blocked images hold in preemption too: stopping work on a node the
+            // service may not use frees nothing for it.
+            let group = svc[s].spread == nil ? [:] : groupCounts(s)
+            func spreadKey(_ n: Int) -> Int { svc[s].spread == nil ? 0 : group[self.group(s, n)] ?? 0 }
+            for n in 0..<nodeCount where nodes[n].acceptsWork && eligible[n][s] && portsFree(s, on: n) {
                 var cpu = freeCPU[n], mem = freeMem[n]
                 var list: [(Int, Int)] = []
                 var stops = 0
@@ -492,9 +610,10 @@ struct Work {
                 }
                 // No stops at all is best: room an earlier preemption freed and left over.
                 guard cpu >= svc[s].cpuMillis && mem >= svc[s].memoryBytes else { continue }
-                // Prefer touching only the least important priority, then the fewest stops, then spread.
+                // Prefer touching only the least important priority, then the fewest stops, then spread
+                // (across the `spread:` label's values first, then nodes).
                 if let b = best {
-                    if (-worst, stops, count[n][s]) >= (-b.worst, b.stops, count[b.n][s]) { continue }
+                    if (-worst, stops, spreadKey(n), count[n][s]) >= (-b.worst, b.stops, spreadKey(b.n), count[b.n][s]) { continue }
                 }
                 best = (n, worst, stops, list)
             }

@@ -37,6 +37,7 @@ public struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("reserve-cpu"), help: "Cores kept back from the detected capacity (default 0.5).") var reserveCPU: String?
     @Option(name: .customLong("reserve-memory"), help: "Memory kept back from the detected capacity (default 512MiB).") var reserveMemory: String?
     @Option(name: .customLong("log-format"), help: "text or json (default text).") var logFormat: String?
+    @Option(name: .customLong("node-label"), help: "A label of this node, key=value (repeatable; services' constraints and spread read them).") var nodeLabel: [String] = []
     @Option(help: "YAML file whose keys are these flags' names.") var config: String?
 
     public init() {}
@@ -59,6 +60,7 @@ public struct AgentCommand: AsyncParsableCommand {
         if server { s.set("server", "true", origin: "--server") }
         if leaveOnTerminate { s.set("leave-on-terminate", "true", origin: "--leave-on-terminate") }
         for j in join { s.append("join", j, origin: "--join") }
+        for l in nodeLabel { s.append("node-label", l, origin: "--node-label") }
         return s
     }
 

@@ -143,10 +143,11 @@ public struct MembersCommand: AsyncParsableCommand {
     }
 
     static func table(_ members: [MemberView]) -> String {
-        var rows = [["NAME", "ADDRESS", "STATUS", "ROLE", "CPU", "MEMORY", "CONTAINERS"]]
+        var rows = [["NAME", "ADDRESS", "STATUS", "ROLE", "CPU", "MEMORY", "CONTAINERS", "LABELS"]]
         for m in members {
+            let labels = (m.labels ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
             rows.append([m.name, m.address, m.status, m.role, formatCPU(m.capacity.cpu),
-                         formatBytes(m.capacity.memoryBytes), "\(m.running.values.reduce(0, +))"])
+                         formatBytes(m.capacity.memoryBytes), "\(m.running.values.reduce(0, +))", labels.isEmpty ? "-" : labels])
         }
         return formatTable(rows)
     }

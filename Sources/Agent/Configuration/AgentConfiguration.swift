@@ -90,6 +90,9 @@ public struct AgentConfiguration: Sendable, Equatable {
     public static let defaultReserveMemoryBytes: Int64 = 512 << 20
     /// "text" (one line per event, for a terminal or journald) or "json" (one object per line).
     public var logFormat = "text"
+    /// `--node-label key=value` (repeatable): gossiped in the node's signed record, read by the
+    /// services' `constraints:` and `spread:` (docs/scheduling.md).
+    public var nodeLabels: [String: String] = [:]
 }
 
 /// A configuration problem, naming the flag or key and, for a file, the line.
@@ -113,11 +116,11 @@ public struct AgentSettings: Sendable, Equatable {
         "tls-ca", "tls-cert", "tls-key", "docker-socket", "capacity-cpu", "capacity-memory",
         "cluster", "api-token", "api-token-file", "log-level", "raft-election-timeout", "raft-heartbeat-interval",
         "max-members", "dead-server-cleanup", "server-stabilization-time", "leave-on-terminate", "dead-node-grace",
-        "reserve-cpu", "reserve-memory", "log-format", "registry-auth",
+        "reserve-cpu", "reserve-memory", "log-format", "registry-auth", "node-label",
     ]
     /// Keys given as a bare flag (`--server`), true when present.
     static let booleanKeys: Set<String> = ["server", "leave-on-terminate"]
-    static let listKeys: Set<String> = ["join"]
+    static let listKeys: Set<String> = ["join", "node-label"]
 
     public mutating func set(_ key: String, _ value: String, origin: String) {
         values[key] = value
@@ -156,6 +159,14 @@ public struct AgentSettings: Sendable, Equatable {
                     }
                 } else if let v = valueNode.string {
                     s.append(normalized, v, origin: origin)
+                } else if normalized == "node-label", let map = valueNode.mapping {
+                    // `node-label: {zone: a, disk: ssd}` reads as the flags would.
+                    for (k, v) in map {
+                        guard let key = k.string, let value = v.scalar?.string else {
+                            throw ConfigurationError("\(origin): \(key) entries must be key: value strings")
+                        }
+                        s.append(normalized, "\(key)=\(value)", origin: origin)
+                    }
                 } else {
                     throw ConfigurationError("\(origin): \(key) must be a string or a list of strings")
                 }
@@ -292,6 +303,10 @@ public struct AgentSettings: Sendable, Equatable {
             }
         }
         configuration.raftHeartbeat = heartbeat
+        switch NodeLabels.parse(lists["node-label"] ?? []) {
+        case .success(let labels): configuration.nodeLabels = labels
+        case .failure(let e): throw ConfigurationError("\(origin("node-label")): node-label \(e)")
+        }
         if let raw = values["dead-server-cleanup"] {
             if raw == "off" || raw == "0" {
                 configuration.deadServerCleanup = nil

@@ -109,6 +109,8 @@ public enum MembershipCodec {
             if let c = d.certificate { y.certificate = Data(c) }
             if let r = d.restarting { y.restarting = r }
             y.rollouts = d.rollouts.mapValues(encode)
+            if let l = d.labels { y.labels = .with { $0.entries = l } }
+            if let i = d.imageFailures { y.imageFailures = .with { $0.entries = i } }
             x.recordDelta = y
         }
         return x
@@ -137,6 +139,8 @@ public enum MembershipCodec {
             $0.provenIncarnation = r.provenIncarnation
             $0.restarting = r.restarting
             $0.rollouts = r.rollouts.mapValues(encode)
+            $0.labels = r.labels
+            $0.imageFailures = r.imageFailures
             $0.incarnationSignature = Data(r.incarnationSignature)
         }
     }
@@ -226,6 +230,8 @@ public enum MembershipCodec {
             d.certificate = y.hasCertificate ? [UInt8](y.certificate) : nil
             d.restarting = y.hasRestarting ? y.restarting : nil
             d.rollouts = try rollouts(y.rollouts, field: "gossip.record_delta.rollouts")
+            d.labels = y.hasLabels ? y.labels.entries : nil
+            d.imageFailures = y.hasImageFailures ? y.imageFailures.entries : nil
             return .recordDelta(d)
         case nil:
             throw DecodingError(field: "gossip", problem: "is empty or of a kind this agent does not know")
@@ -255,6 +261,8 @@ public enum MembershipCodec {
         record.provenIncarnation = r.provenIncarnation
         record.restarting = r.restarting
         record.rollouts = try rollouts(r.rollouts, field: "record.rollouts")
+        record.labels = r.labels
+        record.imageFailures = r.imageFailures
         record.incarnationSignature = [UInt8](r.incarnationSignature)
         return record
     }

@@ -355,6 +355,10 @@ public struct MemberView: Codable, Sendable, Equatable {
         public var serving: Int
         public var failed: Int
     }
+    /// The member's labels (`--node-label`); absent when it has none.
+    public var labels: [String: String]?
+    /// Images the member fails to pull, with the registry's reason; absent when none.
+    public var imageFailures: [String: String]?
 
     public struct ResourceView: Codable, Sendable, Equatable {
         public var cpu: Double
@@ -373,6 +377,8 @@ public struct MemberView: Codable, Sendable, Equatable {
         agentVersion = r.agentVersion
         restarting = r.restarting ? true : nil
         rollouts = r.rollouts.isEmpty ? nil : r.rollouts.mapValues { RolloutView(spec: $0.spec, serving: $0.serving, failed: $0.failed) }
+        labels = r.labels.isEmpty ? nil : r.labels
+        imageFailures = r.imageFailures.isEmpty ? nil : r.imageFailures
     }
 }
 

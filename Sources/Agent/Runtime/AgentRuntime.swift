@@ -119,10 +119,11 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
                     break
                 }
             })
-        let record = NodeRecord(
+        var record = NodeRecord(
             name: c.name, address: c.advertise.description, role: c.server ? .server : .client,
             capacity: Self.fallbackCapacity(c),
             agentVersion: MicroscaleVersion.current)
+        record.labels = c.nodeLabels
         var seed = SystemRandomNumberGenerator()
         do {
             var membershipConfiguration = MembershipConfiguration.lan
@@ -168,12 +169,21 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         clusterAPI = ClusterAPI(name: c.name, raft: raft, transport: transport, logger: logger, apiToken: c.apiToken,
                                 refusals: refusals, servers: servers)
         box.api = clusterAPI
-        executor = NodeExecutor(node: c.name, dockerHost: c.dockerSocket, registryAuth: c.registryAuth, logger: logger) { running, rollouts in
+        executor = NodeExecutor(node: c.name, dockerHost: c.dockerSocket, registryAuth: c.registryAuth, logger: logger,
+                                report: { running, rollouts in
             try? await service.updateRecord {
                 $0.running = running
                 $0.rollouts = rollouts
             }
-        }
+        }, reportImageFailures: { failures in
+            // The record is at most 2 KiB (NodeRecordLimits): failures give way to what runs.
+            try? await service.updateRecord { r in
+                r.imageFailures = failures
+                while r.contentSize > NodeRecordLimits.standard.maxEncodedBytes, let k = r.imageFailures.keys.max() {
+                    r.imageFailures[k] = nil
+                }
+            }
+        })
         let executor = self.executor
         // Where a server sends a changed deny list: every member it sees alive or suspect.
         let reachable: @Sendable () async -> [String: String] = {

@@ -237,7 +237,12 @@ public actor DecisionLoop {
     }
 
     static func plannerNodes(_ members: [MemberView], _ state: ClusterState) -> [Scaling.Node] {
-        members.map { m in
+        // Services by image, for the images members say fail to pull there.
+        var byImage: [String: [String]] = [:]
+        if members.contains(where: { $0.imageFailures != nil }) {
+            for (name, spec) in state.services { byImage[spec.image, default: []].append(name) }
+        }
+        return members.map { m in
             var status: NodeStatus = NodeStatus(rawValue: m.status) ?? .dead
             // Hearsay does not move work: a node others call dead or left stays where it is (as a
             // suspect: it keeps its containers and gets no new ones) until this leader's own probe
@@ -245,8 +250,18 @@ public actor DecisionLoop {
             if (status == .dead || status == .left) && m.confirmedDown == false { status = .suspect }
             return Scaling.Node(name: m.name, cpuMillis: (m.capacity.cpu * 1000).exactlyRoundedInt ?? 0,
                                 memoryBytes: Int(m.capacity.memoryBytes), status: status,
-                                drained: state.isDrained(m.name), running: m.running)
+                                drained: state.isDrained(m.name), running: m.running, labels: m.labels ?? [:],
+                                blocked: blocked(m, byImage))
         }
+    }
+
+    /// The services `m` cannot run for now: their image fails to pull there (the registry's reason).
+    static func blocked(_ m: MemberView, _ byImage: [String: [String]]) -> [String: String] {
+        var out: [String: String] = [:]
+        for (image, reason) in m.imageFailures ?? [:] {
+            for s in byImage[image] ?? [] { out[s] = "image \(image) failing: \(reason)" }
+        }
+        return out
     }
 
     private func sample(_ state: ClusterState, _ nodes: [Scaling.Node], demand: [String: DemandValue], at time: Int64) {

@@ -17,6 +17,10 @@ public actor NodeExecutor {
     let registryAuth: RegistryAuth
     let logger: Logger
     let report: @Sendable ([String: Int], [String: RolloutProgress]) async -> Void
+    /// Tells the others which images fail to pull here, with the registry's reason (the node's
+    /// record): the leader then places those services elsewhere until a retry works.
+    let reportImageFailures: @Sendable ([String: String]) async -> Void
+    private var lastImageFailures: [String: String] = [:]
     public var interval: Duration = .seconds(2)
     /// After the agent starts, an assignment that gives this node nothing is not carried out for
     /// this long if its plan was decided before the agent started: such a plan was made while the
@@ -50,7 +54,9 @@ public actor NodeExecutor {
     public private(set) var pullFailures: [String: String] = [:]
 
     public init(node: String, dockerHost: String, registryAuth: RegistryAuth = RegistryAuth(), logger: Logger,
-                report: @escaping @Sendable ([String: Int], [String: RolloutProgress]) async -> Void) {
+                report: @escaping @Sendable ([String: Int], [String: RolloutProgress]) async -> Void,
+                reportImageFailures: @escaping @Sendable ([String: String]) async -> Void = { _ in }) {
+        self.reportImageFailures = reportImageFailures
         self.node = node
         self.dockerHost = dockerHost
         self.registryAuth = registryAuth
@@ -102,6 +108,32 @@ public actor NodeExecutor {
 
     private func wake() { loop?.wake() }
 
+    /// What the record may carry (docs/limits.md): at most `Limits.maxImageFailures` images (by
+    /// name), each reason cut to `Limits.maxImageFailureReasonBytes`; an image name longer than
+    /// the record takes is left out (the leader would not match it anyway).
+    static func boundedFailures(_ failures: [String: String]) -> [String: String] {
+        var out: [String: String] = [:]
+        for (image, reason) in failures.sorted(by: { $0.key < $1.key }) where image.utf8.count <= Limits.maxImageFailureImageBytes {
+            guard out.count < Limits.maxImageFailures else { break }
+            out[image] = clip(reason, bytes: Limits.maxImageFailureReasonBytes)
+        }
+        return out
+    }
+
+    /// `text` cut to at most `bytes` UTF-8 bytes, on a character boundary.
+    static func clip(_ text: String, bytes: Int) -> String {
+        guard text.utf8.count > bytes else { return text }
+        var out = ""
+        var n = 0
+        for ch in text {
+            let w = ch.utf8.count
+            if n + w > bytes - 3 { break }
+            out.append(ch)
+            n += w
+        }
+        return out + "..."
+    }
+
     private func round() async {
         guard let a = assignment else { return }
         rounds += 1
@@ -120,7 +152,12 @@ public actor NodeExecutor {
             let specs = a.services.map { Specs.container($0.key, $0.value.spec, node: node) }
             // Images first: a service whose image is not here yet starts nothing this round (its
             // pull runs in the background, once per image, bounded; ImagePuller).
-            let images = await puller!.prepare(Set(a.services.values.filter { $0.count > 0 }.map(\.spec.image)))
+            // An image that failed keeps being retried on its back-off even once the leader has
+            // placed its service elsewhere (because of that failure), while some service still
+            // uses it: "until a retry succeeds" needs a retry.
+            let used = Set(a.services.values.map(\.spec.image))
+            let wanted = Set(a.services.values.filter { $0.count > 0 }.map(\.spec.image))
+            let images = await puller!.prepare(wanted.union(await puller!.failing.keys.filter(used.contains)))
             var held: Set<String> = []
             var failures: [String: String] = [:]
             for (name, s) in a.services where s.count > 0 {
@@ -137,6 +174,11 @@ public actor NodeExecutor {
                     logger.warning("service held: its image cannot be pulled", metadata: ["service": "\(name)", "reason": "\(reason)"])
                 }
                 pullFailures = failures
+            }
+            let failing = Self.boundedFailures(await puller!.failing.filter { used.contains($0.key) })
+            if failing != lastImageFailures {
+                lastImageFailures = failing
+                await reportImageFailures(failing)
             }
             await shell!.setDesired(specs, counts: a.services.mapValues(\.count), held: held,
                                     keep: a.keep.mapValues { (Set($0.specs), $0.count) })

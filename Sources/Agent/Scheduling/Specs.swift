@@ -68,7 +68,8 @@ public enum Specs {
                             memoryBytes: Int(clamping: s.memory), min: s.min, max: s.max,
                             perContainer: s.demand?.perContainer ?? 1, fill: s.fill,
                             stopTimeout: .milliseconds(s.stopTimeoutMilliseconds), specHash: hash(s),
-                            control: control(s.demand), hostPorts: s.fixedHostPorts)
+                            control: control(s.demand), hostPorts: s.fixedHostPorts,
+                            constraints: s.placementConstraints, spread: s.spread)
     }
 
     /// What a utilization sample needs of a service (no spec hash: sampled every second on every server).

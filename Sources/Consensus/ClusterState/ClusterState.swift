@@ -69,6 +69,12 @@ public struct ServiceSpec: Sendable, Hashable, Codable {
     public var health: HealthCheck?
     /// How a change of the containers rolls out (`update:`, Workload.swift); nil: Swarm's defaults.
     public var update: UpdatePolicy?
+    /// Placement (docs/scheduling.md, "Constraints and spread"): `zone == a`, `disk != hdd` over
+    /// node labels, and the label to spread across. nil when not declared (older entries decode
+    /// unchanged); not part of the spec hash: a new constraint moves containers, it does not
+    /// rebuild them.
+    public var constraints: [String]?
+    public var spread: String?
 
     public init(image: String, command: [String] = [], priority: Int = 1, cpu: Double, memory: UInt64,
                 min: Int = 0, max: Int, demand: DemandSourceConfig? = nil, fill: Bool = false,
@@ -124,6 +130,7 @@ public struct ServiceSpec: Sendable, Hashable, Codable {
         }
         if let d = demand, let e = d.validationError() { return bad("demand.\(e.field)", e.reason) }
         if let e = workloadValidationError() { return bad(e.field, e.reason) }
+        if let e = placementValidationError() { return bad(e.field, e.reason) }
         return nil
     }
 }

@@ -105,6 +105,27 @@ extension ServiceSpec {
             && ports == other.ports && health == other.health
     }
 
+    /// The parsed `constraints:` (those that parse: validation refuses a spec with any other).
+    public var placementConstraints: [PlacementConstraint] {
+        (constraints ?? []).compactMap { try? PlacementConstraint.parse($0).get() }
+    }
+
+    /// The first placement key out of its limits, as (field, reason).
+    func placementValidationError() -> (field: String, reason: String)? {
+        if let constraints {
+            if constraints.count > Limits.maxConstraints {
+                return ("constraints", "has \(constraints.count) entries; at most \(Limits.maxConstraints)")
+            }
+            for (i, c) in constraints.enumerated() {
+                if case .failure(let e) = PlacementConstraint.parse(c) { return ("constraints[\(i)]", e.description) }
+            }
+        }
+        if let spread, let p = NodeLabels.keyProblem(spread) {
+            return ("spread", "\"\(spread.prefix(80))\": \(p)")
+        }
+        return nil
+    }
+
     /// The first workload key out of its limits (Limits, docs/limits.md), as (field, reason).
     func workloadValidationError() -> (field: String, reason: String)? {
         if let u = update {

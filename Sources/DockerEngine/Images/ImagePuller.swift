@@ -76,6 +76,15 @@ public actor ImagePuller {
         return result
     }
 
+    /// Images whose last pull failed, with the registry's reason (not those being pulled again).
+    public var failing: [String: String] {
+        var out: [String: String] = [:]
+        for (image, state) in failures where !inFlight.contains(image) {
+            if case .failed(let reason, _, _) = state { out[image] = reason }
+        }
+        return out
+    }
+
     /// The daemon lost an image it had (a create answered "no such image"): look again next time.
     public func forget(_ image: String) { present.remove(image) }
 

@@ -121,67 +121,115 @@ public nonisolated struct Microscale_Membership_Resources: Sendable {
 }
 
 /// What every agent tells the others about its host. The owner bumps `version` on each change.
-public nonisolated struct Microscale_Membership_NodeRecord: Sendable {
+public nonisolated struct Microscale_Membership_NodeRecord: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  public var name: String {
+    get {_storage._name}
+    set {_uniqueStorage()._name = newValue}
+  }
 
-  public var address: String = String()
+  public var address: String {
+    get {_storage._address}
+    set {_uniqueStorage()._address = newValue}
+  }
 
-  public var role: Microscale_Membership_Role = .client
+  public var role: Microscale_Membership_Role {
+    get {_storage._role}
+    set {_uniqueStorage()._role = newValue}
+  }
 
   public var capacity: Microscale_Membership_Resources {
-    get {_capacity ?? Microscale_Membership_Resources()}
-    set {_capacity = newValue}
+    get {_storage._capacity ?? Microscale_Membership_Resources()}
+    set {_uniqueStorage()._capacity = newValue}
   }
   /// Returns true if `capacity` has been explicitly set.
-  public var hasCapacity: Bool {self._capacity != nil}
+  public var hasCapacity: Bool {_storage._capacity != nil}
   /// Clears the value of `capacity`. Subsequent reads from it will return its default value.
-  public mutating func clearCapacity() {self._capacity = nil}
+  public mutating func clearCapacity() {_uniqueStorage()._capacity = nil}
 
   public var reserved: Microscale_Membership_Resources {
-    get {_reserved ?? Microscale_Membership_Resources()}
-    set {_reserved = newValue}
+    get {_storage._reserved ?? Microscale_Membership_Resources()}
+    set {_uniqueStorage()._reserved = newValue}
   }
   /// Returns true if `reserved` has been explicitly set.
-  public var hasReserved: Bool {self._reserved != nil}
+  public var hasReserved: Bool {_storage._reserved != nil}
   /// Clears the value of `reserved`. Subsequent reads from it will return its default value.
-  public mutating func clearReserved() {self._reserved = nil}
+  public mutating func clearReserved() {_uniqueStorage()._reserved = nil}
 
   /// Running containers per service.
-  public var running: Dictionary<String,Int64> = [:]
+  public var running: Dictionary<String,Int64> {
+    get {_storage._running}
+    set {_uniqueStorage()._running = newValue}
+  }
 
-  public var agentVersion: String = String()
+  public var agentVersion: String {
+    get {_storage._agentVersion}
+    set {_uniqueStorage()._agentVersion = newValue}
+  }
 
-  public var version: UInt64 = 0
+  public var version: UInt64 {
+    get {_storage._version}
+    set {_uniqueStorage()._version = newValue}
+  }
 
   /// The owner's certificate (DER) and its signature over the fields above (docs/ARCHITECTURE.md,
   /// "Records are signed"): receivers take a relayed record only with both.
-  public var certificate: Data = Data()
+  public var certificate: Data {
+    get {_storage._certificate}
+    set {_uniqueStorage()._certificate = newValue}
+  }
 
-  public var signature: Data = Data()
+  public var signature: Data {
+    get {_storage._signature}
+    set {_uniqueStorage()._signature = newValue}
+  }
 
   /// The highest incarnation the owner signed, and that signature: a relay's "alive at a higher
   /// incarnation" is taken only with the owner's word for it (SWIM §4.2).
-  public var provenIncarnation: UInt64 = 0
+  public var provenIncarnation: UInt64 {
+    get {_storage._provenIncarnation}
+    set {_uniqueStorage()._provenIncarnation = newValue}
+  }
 
-  public var incarnationSignature: Data = Data()
+  public var incarnationSignature: Data {
+    get {_storage._incarnationSignature}
+    set {_uniqueStorage()._incarnationSignature = newValue}
+  }
 
   /// The owner is stopping to restart (SIGTERM without leaving): when it then looks dead, the
   /// leader keeps its work in place for --dead-node-grace instead of moving it at once.
-  public var restarting: Bool = false
+  public var restarting: Bool {
+    get {_storage._restarting}
+    set {_uniqueStorage()._restarting = newValue}
+  }
 
   /// Per service under a rolling update: the node's containers of the new spec (docs/rollouts.md).
-  public var rollouts: Dictionary<String,Microscale_Membership_RolloutProgress> = [:]
+  public var rollouts: Dictionary<String,Microscale_Membership_RolloutProgress> {
+    get {_storage._rollouts}
+    set {_uniqueStorage()._rollouts = newValue}
+  }
+
+  /// The node's labels (--node-label key=value), which services' constraints and spread read.
+  public var labels: Dictionary<String,String> {
+    get {_storage._labels}
+    set {_uniqueStorage()._labels = newValue}
+  }
+
+  /// Images this node fails to pull, with the registry's reason: the leader places none of their
+  /// services here until the node says the pull worked (bounded: docs/limits.md).
+  public var imageFailures: Dictionary<String,String> {
+    get {_storage._imageFailures}
+    set {_uniqueStorage()._imageFailures = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _capacity: Microscale_Membership_Resources? = nil
-  fileprivate var _reserved: Microscale_Membership_Resources? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// What a node reports of a service's new containers during a rolling update: the spec hash they
@@ -203,101 +251,144 @@ public nonisolated struct Microscale_Membership_RolloutProgress: Sendable {
   public init() {}
 }
 
-/// A change to a record from base_version to version; absent fields did not change, a running
-/// count of 0 removes the service.
-public nonisolated struct Microscale_Membership_NodeRecordDelta: Sendable {
+/// A whole string map in a delta (present: replaced by these entries; absent: unchanged).
+public nonisolated struct Microscale_Membership_StringMap: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  public var entries: Dictionary<String,String> = [:]
 
-  public var baseVersion: UInt64 = 0
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public var version: UInt64 = 0
+  public init() {}
+}
+
+/// A change to a record from base_version to version; absent fields did not change, a running
+/// count of 0 removes the service.
+public nonisolated struct Microscale_Membership_NodeRecordDelta: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String {
+    get {_storage._name}
+    set {_uniqueStorage()._name = newValue}
+  }
+
+  public var baseVersion: UInt64 {
+    get {_storage._baseVersion}
+    set {_uniqueStorage()._baseVersion = newValue}
+  }
+
+  public var version: UInt64 {
+    get {_storage._version}
+    set {_uniqueStorage()._version = newValue}
+  }
 
   public var address: String {
-    get {_address ?? String()}
-    set {_address = newValue}
+    get {_storage._address ?? String()}
+    set {_uniqueStorage()._address = newValue}
   }
   /// Returns true if `address` has been explicitly set.
-  public var hasAddress: Bool {self._address != nil}
+  public var hasAddress: Bool {_storage._address != nil}
   /// Clears the value of `address`. Subsequent reads from it will return its default value.
-  public mutating func clearAddress() {self._address = nil}
+  public mutating func clearAddress() {_uniqueStorage()._address = nil}
 
   public var role: Microscale_Membership_Role {
-    get {_role ?? .client}
-    set {_role = newValue}
+    get {_storage._role ?? .client}
+    set {_uniqueStorage()._role = newValue}
   }
   /// Returns true if `role` has been explicitly set.
-  public var hasRole: Bool {self._role != nil}
+  public var hasRole: Bool {_storage._role != nil}
   /// Clears the value of `role`. Subsequent reads from it will return its default value.
-  public mutating func clearRole() {self._role = nil}
+  public mutating func clearRole() {_uniqueStorage()._role = nil}
 
   public var capacity: Microscale_Membership_Resources {
-    get {_capacity ?? Microscale_Membership_Resources()}
-    set {_capacity = newValue}
+    get {_storage._capacity ?? Microscale_Membership_Resources()}
+    set {_uniqueStorage()._capacity = newValue}
   }
   /// Returns true if `capacity` has been explicitly set.
-  public var hasCapacity: Bool {self._capacity != nil}
+  public var hasCapacity: Bool {_storage._capacity != nil}
   /// Clears the value of `capacity`. Subsequent reads from it will return its default value.
-  public mutating func clearCapacity() {self._capacity = nil}
+  public mutating func clearCapacity() {_uniqueStorage()._capacity = nil}
 
   public var reserved: Microscale_Membership_Resources {
-    get {_reserved ?? Microscale_Membership_Resources()}
-    set {_reserved = newValue}
+    get {_storage._reserved ?? Microscale_Membership_Resources()}
+    set {_uniqueStorage()._reserved = newValue}
   }
   /// Returns true if `reserved` has been explicitly set.
-  public var hasReserved: Bool {self._reserved != nil}
+  public var hasReserved: Bool {_storage._reserved != nil}
   /// Clears the value of `reserved`. Subsequent reads from it will return its default value.
-  public mutating func clearReserved() {self._reserved = nil}
+  public mutating func clearReserved() {_uniqueStorage()._reserved = nil}
 
-  public var running: Dictionary<String,Int64> = [:]
+  public var running: Dictionary<String,Int64> {
+    get {_storage._running}
+    set {_uniqueStorage()._running = newValue}
+  }
 
   public var agentVersion: String {
-    get {_agentVersion ?? String()}
-    set {_agentVersion = newValue}
+    get {_storage._agentVersion ?? String()}
+    set {_uniqueStorage()._agentVersion = newValue}
   }
   /// Returns true if `agentVersion` has been explicitly set.
-  public var hasAgentVersion: Bool {self._agentVersion != nil}
+  public var hasAgentVersion: Bool {_storage._agentVersion != nil}
   /// Clears the value of `agentVersion`. Subsequent reads from it will return its default value.
-  public mutating func clearAgentVersion() {self._agentVersion = nil}
+  public mutating func clearAgentVersion() {_uniqueStorage()._agentVersion = nil}
 
   /// The owner's signature over the record this delta produces; its certificate if it changed.
-  public var signature: Data = Data()
+  public var signature: Data {
+    get {_storage._signature}
+    set {_uniqueStorage()._signature = newValue}
+  }
 
   public var certificate: Data {
-    get {_certificate ?? Data()}
-    set {_certificate = newValue}
+    get {_storage._certificate ?? Data()}
+    set {_uniqueStorage()._certificate = newValue}
   }
   /// Returns true if `certificate` has been explicitly set.
-  public var hasCertificate: Bool {self._certificate != nil}
+  public var hasCertificate: Bool {_storage._certificate != nil}
   /// Clears the value of `certificate`. Subsequent reads from it will return its default value.
-  public mutating func clearCertificate() {self._certificate = nil}
+  public mutating func clearCertificate() {_uniqueStorage()._certificate = nil}
 
   public var restarting: Bool {
-    get {_restarting ?? false}
-    set {_restarting = newValue}
+    get {_storage._restarting ?? false}
+    set {_uniqueStorage()._restarting = newValue}
   }
   /// Returns true if `restarting` has been explicitly set.
-  public var hasRestarting: Bool {self._restarting != nil}
+  public var hasRestarting: Bool {_storage._restarting != nil}
   /// Clears the value of `restarting`. Subsequent reads from it will return its default value.
-  public mutating func clearRestarting() {self._restarting = nil}
+  public mutating func clearRestarting() {_uniqueStorage()._restarting = nil}
 
   /// Changed entries; one with an empty spec_hash removes the service's.
-  public var rollouts: Dictionary<String,Microscale_Membership_RolloutProgress> = [:]
+  public var rollouts: Dictionary<String,Microscale_Membership_RolloutProgress> {
+    get {_storage._rollouts}
+    set {_uniqueStorage()._rollouts = newValue}
+  }
+
+  public var labels: Microscale_Membership_StringMap {
+    get {_storage._labels ?? Microscale_Membership_StringMap()}
+    set {_uniqueStorage()._labels = newValue}
+  }
+  /// Returns true if `labels` has been explicitly set.
+  public var hasLabels: Bool {_storage._labels != nil}
+  /// Clears the value of `labels`. Subsequent reads from it will return its default value.
+  public mutating func clearLabels() {_uniqueStorage()._labels = nil}
+
+  public var imageFailures: Microscale_Membership_StringMap {
+    get {_storage._imageFailures ?? Microscale_Membership_StringMap()}
+    set {_uniqueStorage()._imageFailures = newValue}
+  }
+  /// Returns true if `imageFailures` has been explicitly set.
+  public var hasImageFailures: Bool {_storage._imageFailures != nil}
+  /// Clears the value of `imageFailures`. Subsequent reads from it will return its default value.
+  public mutating func clearImageFailures() {_uniqueStorage()._imageFailures = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _address: String? = nil
-  fileprivate var _role: Microscale_Membership_Role? = nil
-  fileprivate var _capacity: Microscale_Membership_Resources? = nil
-  fileprivate var _reserved: Microscale_Membership_Resources? = nil
-  fileprivate var _agentVersion: String? = nil
-  fileprivate var _certificate: Data? = nil
-  fileprivate var _restarting: Bool? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// Dissemination (SWIM §4.4), piggybacked on probes and sent in gossip packets.
@@ -359,30 +450,27 @@ public nonisolated struct Microscale_Membership_Gossip: Sendable {
 
   }
 
-  public nonisolated struct Alive: @unchecked Sendable {
+  public nonisolated struct Alive: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var incarnation: UInt64 {
-      get {_storage._incarnation}
-      set {_uniqueStorage()._incarnation = newValue}
-    }
+    public var incarnation: UInt64 = 0
 
     public var record: Microscale_Membership_NodeRecord {
-      get {_storage._record ?? Microscale_Membership_NodeRecord()}
-      set {_uniqueStorage()._record = newValue}
+      get {_record ?? Microscale_Membership_NodeRecord()}
+      set {_record = newValue}
     }
     /// Returns true if `record` has been explicitly set.
-    public var hasRecord: Bool {_storage._record != nil}
+    public var hasRecord: Bool {self._record != nil}
     /// Clears the value of `record`. Subsequent reads from it will return its default value.
-    public mutating func clearRecord() {_uniqueStorage()._record = nil}
+    public mutating func clearRecord() {self._record = nil}
 
     public var unknownFields = SwiftProtobuf.UnknownStorage()
 
     public init() {}
 
-    fileprivate var _storage = _StorageClass.defaultInstance
+    fileprivate var _record: Microscale_Membership_NodeRecord? = nil
   }
 
   public nonisolated struct Suspect: Sendable {
@@ -534,35 +622,29 @@ public nonisolated struct Microscale_Membership_GossipPacket: Sendable {
   public init() {}
 }
 
-public nonisolated struct Microscale_Membership_MemberState: @unchecked Sendable {
+public nonisolated struct Microscale_Membership_MemberState: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var incarnation: UInt64 {
-    get {_storage._incarnation}
-    set {_uniqueStorage()._incarnation = newValue}
-  }
+  public var incarnation: UInt64 = 0
 
-  public var status: Microscale_Membership_Status {
-    get {_storage._status}
-    set {_uniqueStorage()._status = newValue}
-  }
+  public var status: Microscale_Membership_Status = .alive
 
   public var record: Microscale_Membership_NodeRecord {
-    get {_storage._record ?? Microscale_Membership_NodeRecord()}
-    set {_uniqueStorage()._record = newValue}
+    get {_record ?? Microscale_Membership_NodeRecord()}
+    set {_record = newValue}
   }
   /// Returns true if `record` has been explicitly set.
-  public var hasRecord: Bool {_storage._record != nil}
+  public var hasRecord: Bool {self._record != nil}
   /// Clears the value of `record`. Subsequent reads from it will return its default value.
-  public mutating func clearRecord() {_uniqueStorage()._record = nil}
+  public mutating func clearRecord() {self._record = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  fileprivate var _record: Microscale_Membership_NodeRecord? = nil
 }
 
 /// Full-state anti-entropy that heals what gossip missed.
@@ -604,30 +686,27 @@ public nonisolated struct Microscale_Membership_RecordRequest: Sendable {
   public init() {}
 }
 
-public nonisolated struct Microscale_Membership_RecordReply: @unchecked Sendable {
+public nonisolated struct Microscale_Membership_RecordReply: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var incarnation: UInt64 {
-    get {_storage._incarnation}
-    set {_uniqueStorage()._incarnation = newValue}
-  }
+  public var incarnation: UInt64 = 0
 
   public var record: Microscale_Membership_NodeRecord {
-    get {_storage._record ?? Microscale_Membership_NodeRecord()}
-    set {_uniqueStorage()._record = newValue}
+    get {_record ?? Microscale_Membership_NodeRecord()}
+    set {_record = newValue}
   }
   /// Returns true if `record` has been explicitly set.
-  public var hasRecord: Bool {_storage._record != nil}
+  public var hasRecord: Bool {self._record != nil}
   /// Clears the value of `record`. Subsequent reads from it will return its default value.
-  public mutating func clearRecord() {_uniqueStorage()._record = nil}
+  public mutating func clearRecord() {self._record = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  fileprivate var _record: Microscale_Membership_NodeRecord? = nil
 }
 
 public nonisolated struct Microscale_Membership_MembershipMessage: Sendable {
@@ -767,98 +846,174 @@ nonisolated extension Microscale_Membership_Resources: SwiftProtobuf.Message, Sw
 
 nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}version\0\u{1}certificate\0\u{1}signature\0\u{3}proven_incarnation\0\u{3}incarnation_signature\0\u{1}restarting\0\u{1}rollouts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}version\0\u{1}certificate\0\u{1}signature\0\u{3}proven_incarnation\0\u{3}incarnation_signature\0\u{1}restarting\0\u{1}rollouts\0\u{1}labels\0\u{3}image_failures\0")
+
+  fileprivate class _StorageClass {
+    var _name: String = String()
+    var _address: String = String()
+    var _role: Microscale_Membership_Role = .client
+    var _capacity: Microscale_Membership_Resources? = nil
+    var _reserved: Microscale_Membership_Resources? = nil
+    var _running: Dictionary<String,Int64> = [:]
+    var _agentVersion: String = String()
+    var _version: UInt64 = 0
+    var _certificate: Data = Data()
+    var _signature: Data = Data()
+    var _provenIncarnation: UInt64 = 0
+    var _incarnationSignature: Data = Data()
+    var _restarting: Bool = false
+    var _rollouts: Dictionary<String,Microscale_Membership_RolloutProgress> = [:]
+    var _labels: Dictionary<String,String> = [:]
+    var _imageFailures: Dictionary<String,String> = [:]
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _name = source._name
+      _address = source._address
+      _role = source._role
+      _capacity = source._capacity
+      _reserved = source._reserved
+      _running = source._running
+      _agentVersion = source._agentVersion
+      _version = source._version
+      _certificate = source._certificate
+      _signature = source._signature
+      _provenIncarnation = source._provenIncarnation
+      _incarnationSignature = source._incarnationSignature
+      _restarting = source._restarting
+      _rollouts = source._rollouts
+      _labels = source._labels
+      _imageFailures = source._imageFailures
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
-      case 3: try { try decoder.decodeSingularEnumField(value: &self.role) }()
-      case 4: try { try decoder.decodeSingularMessageField(value: &self._capacity) }()
-      case 5: try { try decoder.decodeSingularMessageField(value: &self._reserved) }()
-      case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &self.running) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.agentVersion) }()
-      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
-      case 9: try { try decoder.decodeSingularBytesField(value: &self.certificate) }()
-      case 10: try { try decoder.decodeSingularBytesField(value: &self.signature) }()
-      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.provenIncarnation) }()
-      case 12: try { try decoder.decodeSingularBytesField(value: &self.incarnationSignature) }()
-      case 13: try { try decoder.decodeSingularBoolField(value: &self.restarting) }()
-      case 14: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_RolloutProgress>.self, value: &self.rollouts) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._address) }()
+        case 3: try { try decoder.decodeSingularEnumField(value: &_storage._role) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._capacity) }()
+        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._reserved) }()
+        case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &_storage._running) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._agentVersion) }()
+        case 8: try { try decoder.decodeSingularUInt64Field(value: &_storage._version) }()
+        case 9: try { try decoder.decodeSingularBytesField(value: &_storage._certificate) }()
+        case 10: try { try decoder.decodeSingularBytesField(value: &_storage._signature) }()
+        case 11: try { try decoder.decodeSingularUInt64Field(value: &_storage._provenIncarnation) }()
+        case 12: try { try decoder.decodeSingularBytesField(value: &_storage._incarnationSignature) }()
+        case 13: try { try decoder.decodeSingularBoolField(value: &_storage._restarting) }()
+        case 14: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_RolloutProgress>.self, value: &_storage._rollouts) }()
+        case 15: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._labels) }()
+        case 16: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._imageFailures) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.name.isEmpty {
-      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
-    }
-    if !self.address.isEmpty {
-      try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
-    }
-    if self.role != .client {
-      try visitor.visitSingularEnumField(value: self.role, fieldNumber: 3)
-    }
-    try { if let v = self._capacity {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
-    } }()
-    try { if let v = self._reserved {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
-    } }()
-    if !self.running.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: self.running, fieldNumber: 6)
-    }
-    if !self.agentVersion.isEmpty {
-      try visitor.visitSingularStringField(value: self.agentVersion, fieldNumber: 7)
-    }
-    if self.version != 0 {
-      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 8)
-    }
-    if !self.certificate.isEmpty {
-      try visitor.visitSingularBytesField(value: self.certificate, fieldNumber: 9)
-    }
-    if !self.signature.isEmpty {
-      try visitor.visitSingularBytesField(value: self.signature, fieldNumber: 10)
-    }
-    if self.provenIncarnation != 0 {
-      try visitor.visitSingularUInt64Field(value: self.provenIncarnation, fieldNumber: 11)
-    }
-    if !self.incarnationSignature.isEmpty {
-      try visitor.visitSingularBytesField(value: self.incarnationSignature, fieldNumber: 12)
-    }
-    if self.restarting != false {
-      try visitor.visitSingularBoolField(value: self.restarting, fieldNumber: 13)
-    }
-    if !self.rollouts.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_RolloutProgress>.self, value: self.rollouts, fieldNumber: 14)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._name.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 1)
+      }
+      if !_storage._address.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._address, fieldNumber: 2)
+      }
+      if _storage._role != .client {
+        try visitor.visitSingularEnumField(value: _storage._role, fieldNumber: 3)
+      }
+      try { if let v = _storage._capacity {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+      try { if let v = _storage._reserved {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      } }()
+      if !_storage._running.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: _storage._running, fieldNumber: 6)
+      }
+      if !_storage._agentVersion.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._agentVersion, fieldNumber: 7)
+      }
+      if _storage._version != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._version, fieldNumber: 8)
+      }
+      if !_storage._certificate.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._certificate, fieldNumber: 9)
+      }
+      if !_storage._signature.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._signature, fieldNumber: 10)
+      }
+      if _storage._provenIncarnation != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._provenIncarnation, fieldNumber: 11)
+      }
+      if !_storage._incarnationSignature.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._incarnationSignature, fieldNumber: 12)
+      }
+      if _storage._restarting != false {
+        try visitor.visitSingularBoolField(value: _storage._restarting, fieldNumber: 13)
+      }
+      if !_storage._rollouts.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_RolloutProgress>.self, value: _storage._rollouts, fieldNumber: 14)
+      }
+      if !_storage._labels.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: _storage._labels, fieldNumber: 15)
+      }
+      if !_storage._imageFailures.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: _storage._imageFailures, fieldNumber: 16)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Microscale_Membership_NodeRecord, rhs: Microscale_Membership_NodeRecord) -> Bool {
-    if lhs.name != rhs.name {return false}
-    if lhs.address != rhs.address {return false}
-    if lhs.role != rhs.role {return false}
-    if lhs._capacity != rhs._capacity {return false}
-    if lhs._reserved != rhs._reserved {return false}
-    if lhs.running != rhs.running {return false}
-    if lhs.agentVersion != rhs.agentVersion {return false}
-    if lhs.version != rhs.version {return false}
-    if lhs.certificate != rhs.certificate {return false}
-    if lhs.signature != rhs.signature {return false}
-    if lhs.provenIncarnation != rhs.provenIncarnation {return false}
-    if lhs.incarnationSignature != rhs.incarnationSignature {return false}
-    if lhs.restarting != rhs.restarting {return false}
-    if lhs.rollouts != rhs.rollouts {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._name != rhs_storage._name {return false}
+        if _storage._address != rhs_storage._address {return false}
+        if _storage._role != rhs_storage._role {return false}
+        if _storage._capacity != rhs_storage._capacity {return false}
+        if _storage._reserved != rhs_storage._reserved {return false}
+        if _storage._running != rhs_storage._running {return false}
+        if _storage._agentVersion != rhs_storage._agentVersion {return false}
+        if _storage._version != rhs_storage._version {return false}
+        if _storage._certificate != rhs_storage._certificate {return false}
+        if _storage._signature != rhs_storage._signature {return false}
+        if _storage._provenIncarnation != rhs_storage._provenIncarnation {return false}
+        if _storage._incarnationSignature != rhs_storage._incarnationSignature {return false}
+        if _storage._restarting != rhs_storage._restarting {return false}
+        if _storage._rollouts != rhs_storage._rollouts {return false}
+        if _storage._labels != rhs_storage._labels {return false}
+        if _storage._imageFailures != rhs_storage._imageFailures {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -904,9 +1059,9 @@ nonisolated extension Microscale_Membership_RolloutProgress: SwiftProtobuf.Messa
   }
 }
 
-nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".NodeRecordDelta"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}base_version\0\u{1}version\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}signature\0\u{1}certificate\0\u{1}restarting\0\u{1}rollouts\0")
+nonisolated extension Microscale_Membership_StringMap: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StringMap"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entries\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -914,85 +1069,189 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
-      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.baseVersion) }()
-      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self._address) }()
-      case 5: try { try decoder.decodeSingularEnumField(value: &self._role) }()
-      case 6: try { try decoder.decodeSingularMessageField(value: &self._capacity) }()
-      case 7: try { try decoder.decodeSingularMessageField(value: &self._reserved) }()
-      case 8: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &self.running) }()
-      case 9: try { try decoder.decodeSingularStringField(value: &self._agentVersion) }()
-      case 10: try { try decoder.decodeSingularBytesField(value: &self.signature) }()
-      case 11: try { try decoder.decodeSingularBytesField(value: &self._certificate) }()
-      case 12: try { try decoder.decodeSingularBoolField(value: &self._restarting) }()
-      case 13: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_RolloutProgress>.self, value: &self.rollouts) }()
+      case 1: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.entries) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.name.isEmpty {
-      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    if !self.entries.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.entries, fieldNumber: 1)
     }
-    if self.baseVersion != 0 {
-      try visitor.visitSingularUInt64Field(value: self.baseVersion, fieldNumber: 2)
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Membership_StringMap, rhs: Microscale_Membership_StringMap) -> Bool {
+    if lhs.entries != rhs.entries {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeRecordDelta"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}base_version\0\u{1}version\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}signature\0\u{1}certificate\0\u{1}restarting\0\u{1}rollouts\0\u{1}labels\0\u{3}image_failures\0")
+
+  fileprivate class _StorageClass {
+    var _name: String = String()
+    var _baseVersion: UInt64 = 0
+    var _version: UInt64 = 0
+    var _address: String? = nil
+    var _role: Microscale_Membership_Role? = nil
+    var _capacity: Microscale_Membership_Resources? = nil
+    var _reserved: Microscale_Membership_Resources? = nil
+    var _running: Dictionary<String,Int64> = [:]
+    var _agentVersion: String? = nil
+    var _signature: Data = Data()
+    var _certificate: Data? = nil
+    var _restarting: Bool? = nil
+    var _rollouts: Dictionary<String,Microscale_Membership_RolloutProgress> = [:]
+    var _labels: Microscale_Membership_StringMap? = nil
+    var _imageFailures: Microscale_Membership_StringMap? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _name = source._name
+      _baseVersion = source._baseVersion
+      _version = source._version
+      _address = source._address
+      _role = source._role
+      _capacity = source._capacity
+      _reserved = source._reserved
+      _running = source._running
+      _agentVersion = source._agentVersion
+      _signature = source._signature
+      _certificate = source._certificate
+      _restarting = source._restarting
+      _rollouts = source._rollouts
+      _labels = source._labels
+      _imageFailures = source._imageFailures
     }
-    if self.version != 0 {
-      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 3)
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
     }
-    try { if let v = self._address {
-      try visitor.visitSingularStringField(value: v, fieldNumber: 4)
-    } }()
-    try { if let v = self._role {
-      try visitor.visitSingularEnumField(value: v, fieldNumber: 5)
-    } }()
-    try { if let v = self._capacity {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
-    } }()
-    try { if let v = self._reserved {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
-    } }()
-    if !self.running.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: self.running, fieldNumber: 8)
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
+        case 2: try { try decoder.decodeSingularUInt64Field(value: &_storage._baseVersion) }()
+        case 3: try { try decoder.decodeSingularUInt64Field(value: &_storage._version) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._address) }()
+        case 5: try { try decoder.decodeSingularEnumField(value: &_storage._role) }()
+        case 6: try { try decoder.decodeSingularMessageField(value: &_storage._capacity) }()
+        case 7: try { try decoder.decodeSingularMessageField(value: &_storage._reserved) }()
+        case 8: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &_storage._running) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._agentVersion) }()
+        case 10: try { try decoder.decodeSingularBytesField(value: &_storage._signature) }()
+        case 11: try { try decoder.decodeSingularBytesField(value: &_storage._certificate) }()
+        case 12: try { try decoder.decodeSingularBoolField(value: &_storage._restarting) }()
+        case 13: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_RolloutProgress>.self, value: &_storage._rollouts) }()
+        case 14: try { try decoder.decodeSingularMessageField(value: &_storage._labels) }()
+        case 15: try { try decoder.decodeSingularMessageField(value: &_storage._imageFailures) }()
+        default: break
+        }
+      }
     }
-    try { if let v = self._agentVersion {
-      try visitor.visitSingularStringField(value: v, fieldNumber: 9)
-    } }()
-    if !self.signature.isEmpty {
-      try visitor.visitSingularBytesField(value: self.signature, fieldNumber: 10)
-    }
-    try { if let v = self._certificate {
-      try visitor.visitSingularBytesField(value: v, fieldNumber: 11)
-    } }()
-    try { if let v = self._restarting {
-      try visitor.visitSingularBoolField(value: v, fieldNumber: 12)
-    } }()
-    if !self.rollouts.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_RolloutProgress>.self, value: self.rollouts, fieldNumber: 13)
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._name.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 1)
+      }
+      if _storage._baseVersion != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._baseVersion, fieldNumber: 2)
+      }
+      if _storage._version != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._version, fieldNumber: 3)
+      }
+      try { if let v = _storage._address {
+        try visitor.visitSingularStringField(value: v, fieldNumber: 4)
+      } }()
+      try { if let v = _storage._role {
+        try visitor.visitSingularEnumField(value: v, fieldNumber: 5)
+      } }()
+      try { if let v = _storage._capacity {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+      } }()
+      try { if let v = _storage._reserved {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+      } }()
+      if !_storage._running.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: _storage._running, fieldNumber: 8)
+      }
+      try { if let v = _storage._agentVersion {
+        try visitor.visitSingularStringField(value: v, fieldNumber: 9)
+      } }()
+      if !_storage._signature.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._signature, fieldNumber: 10)
+      }
+      try { if let v = _storage._certificate {
+        try visitor.visitSingularBytesField(value: v, fieldNumber: 11)
+      } }()
+      try { if let v = _storage._restarting {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 12)
+      } }()
+      if !_storage._rollouts.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_RolloutProgress>.self, value: _storage._rollouts, fieldNumber: 13)
+      }
+      try { if let v = _storage._labels {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+      } }()
+      try { if let v = _storage._imageFailures {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Microscale_Membership_NodeRecordDelta, rhs: Microscale_Membership_NodeRecordDelta) -> Bool {
-    if lhs.name != rhs.name {return false}
-    if lhs.baseVersion != rhs.baseVersion {return false}
-    if lhs.version != rhs.version {return false}
-    if lhs._address != rhs._address {return false}
-    if lhs._role != rhs._role {return false}
-    if lhs._capacity != rhs._capacity {return false}
-    if lhs._reserved != rhs._reserved {return false}
-    if lhs.running != rhs.running {return false}
-    if lhs._agentVersion != rhs._agentVersion {return false}
-    if lhs.signature != rhs.signature {return false}
-    if lhs._certificate != rhs._certificate {return false}
-    if lhs._restarting != rhs._restarting {return false}
-    if lhs.rollouts != rhs.rollouts {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._name != rhs_storage._name {return false}
+        if _storage._baseVersion != rhs_storage._baseVersion {return false}
+        if _storage._version != rhs_storage._version {return false}
+        if _storage._address != rhs_storage._address {return false}
+        if _storage._role != rhs_storage._role {return false}
+        if _storage._capacity != rhs_storage._capacity {return false}
+        if _storage._reserved != rhs_storage._reserved {return false}
+        if _storage._running != rhs_storage._running {return false}
+        if _storage._agentVersion != rhs_storage._agentVersion {return false}
+        if _storage._signature != rhs_storage._signature {return false}
+        if _storage._certificate != rhs_storage._certificate {return false}
+        if _storage._restarting != rhs_storage._restarting {return false}
+        if _storage._rollouts != rhs_storage._rollouts {return false}
+        if _storage._labels != rhs_storage._labels {return false}
+        if _storage._imageFailures != rhs_storage._imageFailures {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1120,74 +1379,36 @@ nonisolated extension Microscale_Membership_Gossip.Alive: SwiftProtobuf.Message,
   public static let protoMessageName: String = Microscale_Membership_Gossip.protoMessageName + ".Alive"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}incarnation\0\u{1}record\0")
 
-  fileprivate class _StorageClass {
-    var _incarnation: UInt64 = 0
-    var _record: Microscale_Membership_NodeRecord? = nil
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _incarnation = source._incarnation
-      _record = source._record
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._incarnation) }()
-        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._record) }()
-        default: break
-        }
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._record) }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      if _storage._incarnation != 0 {
-        try visitor.visitSingularUInt64Field(value: _storage._incarnation, fieldNumber: 1)
-      }
-      try { if let v = _storage._record {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-      } }()
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.incarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 1)
     }
+    try { if let v = self._record {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Microscale_Membership_Gossip.Alive, rhs: Microscale_Membership_Gossip.Alive) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._incarnation != rhs_storage._incarnation {return false}
-        if _storage._record != rhs_storage._record {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs.incarnation != rhs.incarnation {return false}
+    if lhs._record != rhs._record {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1536,81 +1757,41 @@ nonisolated extension Microscale_Membership_MemberState: SwiftProtobuf.Message, 
   public static let protoMessageName: String = _protobuf_package + ".MemberState"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}incarnation\0\u{1}status\0\u{1}record\0")
 
-  fileprivate class _StorageClass {
-    var _incarnation: UInt64 = 0
-    var _status: Microscale_Membership_Status = .alive
-    var _record: Microscale_Membership_NodeRecord? = nil
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _incarnation = source._incarnation
-      _status = source._status
-      _record = source._record
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._incarnation) }()
-        case 2: try { try decoder.decodeSingularEnumField(value: &_storage._status) }()
-        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._record) }()
-        default: break
-        }
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.status) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._record) }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      if _storage._incarnation != 0 {
-        try visitor.visitSingularUInt64Field(value: _storage._incarnation, fieldNumber: 1)
-      }
-      if _storage._status != .alive {
-        try visitor.visitSingularEnumField(value: _storage._status, fieldNumber: 2)
-      }
-      try { if let v = _storage._record {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
-      } }()
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.incarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 1)
     }
+    if self.status != .alive {
+      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 2)
+    }
+    try { if let v = self._record {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Microscale_Membership_MemberState, rhs: Microscale_Membership_MemberState) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._incarnation != rhs_storage._incarnation {return false}
-        if _storage._status != rhs_storage._status {return false}
-        if _storage._record != rhs_storage._record {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs.incarnation != rhs.incarnation {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs._record != rhs._record {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1710,74 +1891,36 @@ nonisolated extension Microscale_Membership_RecordReply: SwiftProtobuf.Message, 
   public static let protoMessageName: String = _protobuf_package + ".RecordReply"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}incarnation\0\u{1}record\0")
 
-  fileprivate class _StorageClass {
-    var _incarnation: UInt64 = 0
-    var _record: Microscale_Membership_NodeRecord? = nil
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _incarnation = source._incarnation
-      _record = source._record
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._incarnation) }()
-        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._record) }()
-        default: break
-        }
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._record) }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      if _storage._incarnation != 0 {
-        try visitor.visitSingularUInt64Field(value: _storage._incarnation, fieldNumber: 1)
-      }
-      try { if let v = _storage._record {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-      } }()
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.incarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 1)
     }
+    try { if let v = self._record {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Microscale_Membership_RecordReply, rhs: Microscale_Membership_RecordReply) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._incarnation != rhs_storage._incarnation {return false}
-        if _storage._record != rhs_storage._record {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs.incarnation != rhs.incarnation {return false}
+    if lhs._record != rhs._record {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -22,6 +22,7 @@ import Testing
         ["--raft-election-timeout", "300ms", "--raft-heartbeat-interval=50ms", "--docker-socket", "/run/docker.sock"],
         ["--name", ""],
         ["--name", "a=b", "--cluster=x=y"],
+        ["--node-label", "zone=a", "--node-label=disk=ssd"],
     ]
 
     @Test(arguments: wellFormed)

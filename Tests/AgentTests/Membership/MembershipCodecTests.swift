@@ -36,6 +36,31 @@ import Testing
         guard case let .gossip(g2) = again, case let .recordDelta(y)? = g2.gossip.first else { return }
         #expect(y.certificate == nil)
     }
+
+    @Test func labelsAndImageFailuresCrossTheWireInRecordsAndDeltas() throws {
+        var r = NodeRecord(name: "n1", address: "10.0.0.1:7480", version: 3)
+        r.labels = ["zone": "a", "disk": "ssd"]
+        r.imageFailures = ["web:v2": "manifest unknown"]
+        let back = try MembershipCodec.message(from: try MembershipCodec.frame(.gossip(GossipPacket(from: "n2", gossip: [.alive(incarnation: 1, record: r)]))))
+        guard case let .gossip(g) = back, case let .alive(_, record)? = g.gossip.first else {
+            Issue.record("not an alive gossip: \(back)")
+            return
+        }
+        #expect(record == r)
+        var d = NodeRecordDelta(name: "n1", baseVersion: 3, version: 4)
+        d.labels = ["zone": "b"]
+        d.imageFailures = [:]
+        let again = try MembershipCodec.message(from: try MembershipCodec.frame(.gossip(GossipPacket(from: "n2", gossip: [.recordDelta(d)]))))
+        guard case let .gossip(g2) = again, case let .recordDelta(x)? = g2.gossip.first else { return }
+        #expect(x.labels == ["zone": "b"])
+        // An emptied map is a change (the failures cleared), not "unchanged".
+        #expect(x.imageFailures == [:])
+        d.labels = nil
+        d.imageFailures = nil
+        let none = try MembershipCodec.message(from: try MembershipCodec.frame(.gossip(GossipPacket(from: "n2", gossip: [.recordDelta(d)]))))
+        guard case let .gossip(g3) = none, case let .recordDelta(y)? = g3.gossip.first else { return }
+        #expect(y.labels == nil && y.imageFailures == nil)
+    }
 }
 
 /// Rollout reports (docs/rollouts.md) survive the wire, in records and deltas.
