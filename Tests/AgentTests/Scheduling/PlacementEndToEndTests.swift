@@ -1,0 +1,151 @@
+@testable import Agent
+import Consensus
+import DockerEngine
+import Foundation
+import Logging
+import SecureTransport
+import Testing
+
+/// Placement on a three-host cluster with two zones (issue 17 item 6, "Must show"): three server
+/// agents in this process, each with its own `--node-label`s, carrying out their assignments on
+/// the real dockerd of `scripts/test-env` (each labels its containers with its node name, as
+/// EndToEndTests do).
+@Suite(.serialized) struct PlacementEndToEndTests {
+    static let dir: String = {
+        let d = NSTemporaryDirectory() + "microscale-placement-tests-\(getpid())"
+        try? FileManager.default.removeItem(atPath: d)
+        try! CertificateIssuer.createCA(in: "\(d)/ca")
+        return d
+    }()
+    let names: [String]
+
+    init() throws {
+        let tag = UInt32.random(in: 0...UInt32.max) % 100_000
+        names = (1...3).map { "pl\(tag)-\($0)" }
+        for n in names { try CertificateIssuer.createNodeCertificate(caDir: "\(Self.dir)/ca", node: n, server: true, in: "\(Self.dir)/certs") }
+    }
+
+    func agent(_ name: String, labels: [String], join: Int?, docker: String) throws -> (AgentRuntime, Int) {
+        let port = AgentRuntimeTests.freePort()
+        var s = AgentSettings()
+        for (k, v) in [("name", name), ("bind", "127.0.0.1:\(port)"), ("http", "127.0.0.1:0"),
+                       ("data-dir", "\(Self.dir)/data-\(name)"), ("tls-ca", "\(Self.dir)/ca/ca.pem"),
+                       ("tls-cert", "\(Self.dir)/certs/\(name).pem"), ("tls-key", "\(Self.dir)/certs/\(name)-key.pem"),
+                       ("capacity-cpu", "2"), ("capacity-memory", "4GiB"), ("server", "true"), ("bootstrap-expect", "3"),
+                       ("docker-socket", docker)] {
+            s.set(k, v, origin: "test")
+        }
+        for l in labels { s.append("node-label", l, origin: "test") }
+        if let join { s.append("join", "127.0.0.1:\(join)", origin: "test") }
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        return (try AgentRuntime(configuration: try s.resolve(), logger: logger), port)
+    }
+
+    func running(_ client: DockerClient) async -> [String: [String: Int]] {
+        var out: [String: [String: Int]] = [:]
+        for n in names {
+            let list = (try? await client.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(n)"], all: false)) ?? []
+            for c in list where c.State == "running" {
+                out[n, default: [:]][c.Labels?[MicroscaleLabel.service] ?? "?", default: 0] += 1
+            }
+        }
+        return out
+    }
+
+    func removeAll(_ client: DockerClient) async {
+        for n in names {
+            for c in (try? await client.list(labels: ["\(MicroscaleLabel.node)=\(n)"])) ?? [] { try? await client.remove(c.Id, force: true) }
+        }
+    }
+
+    @Test func constraintsAndSpreadAreHonouredOnThreeHostsInTwoZones() async throws {
+        let docker = try EndToEndTests.env("MICROSCALE_TEST_DOCKER_HOST")
+        let image = try EndToEndTests.env("MICROSCALE_TEST_IMAGE")
+        let client = try DockerClient(host: docker)
+        await removeAll(client)
+        // Zone a: hosts 1 and 2 (2 an hdd); zone b: host 3.
+        let labels = [["zone=a", "disk=ssd"], ["zone=a", "disk=hdd"], ["zone=b", "disk=ssd"]]
+        let (a1, p1) = try agent(names[0], labels: labels[0], join: nil, docker: docker)
+        try await a1.start()
+        var agents = [a1]
+        for i in 1..<3 {
+            let (a, _) = try agent(names[i], labels: labels[i], join: p1, docker: docker)
+            try await a.start()
+            agents.append(a)
+        }
+        let all = agents
+        defer {
+            Task {
+                for a in all { await a.shutdown() }
+                await removeAll(client)
+            }
+        }
+        #expect(try await pollUntil(30) { await a1.cluster(method: "GET", path: "/v1/leader", body: []).status == 200 })
+        // Every member's labels reach every other (gossiped, signed), as `microscale members` shows them.
+        #expect(try await pollUntil(20) {
+            let seen = await a1.members()
+            return seen.count == 3 && zip(names, labels).allSatisfy { n, l in
+                seen.first { $0.name == n }?.labels == Dictionary(uniqueKeysWithValues: l.map { ($0.split(separator: "=").map(String.init)[0], String($0.split(separator: "=")[1])) })
+            }
+        })
+        #expect(MembersCommand.table(await a1.members()).contains("disk=hdd,zone=a"))
+
+        // 3 hosts × 2 cores; 0.25-core containers: 8 slots a host.
+        // web: zone a only, not on hdd: host 1 alone. api: spread over zones: half on host 3.
+        // gpu: no host matches; nothing runs and the decisions say why.
+        let file = """
+            services:
+              web:
+                image: \(image)
+                command: ["sleep", "600"]
+                cpu: 0.25
+                memory: 16MiB
+                min: 3
+                max: 3
+                constraints: ["zone == a", "disk != hdd"]
+                stop_timeout: 1s
+              api:
+                image: \(image)
+                command: ["sleep", "600"]
+                cpu: 0.25
+                memory: 16MiB
+                min: 4
+                max: 4
+                spread: zone
+                stop_timeout: 1s
+              gpu:
+                image: \(image)
+                command: ["sleep", "600"]
+                cpu: 0.25
+                memory: 16MiB
+                min: 1
+                max: 1
+                constraints: ["gpu == yes"]
+                stop_timeout: 1s
+            """
+        let applied = try await callRetryingUnavailable(a1, "PUT", "/v1/services", file, for: 20)
+        #expect(applied.status == 200, "\(String(decoding: applied.body, as: UTF8.self))")
+        var seen: [String: [String: Int]] = [:]
+        #expect(try await pollUntil(60) {
+            seen = await self.running(client)
+            let api = names.map { seen[$0]?["api"] ?? 0 }
+            return seen[names[0]]?["web"] == 3 && api.reduce(0, +) == 4 && api[2] == 2
+        }, "running: \(seen)")
+        #expect(seen[names[1]]?["web"] == nil && seen[names[2]]?["web"] == nil)
+        #expect(seen.values.allSatisfy { $0["gpu"] == nil })
+        let decisions = try JSONDecoder().decode([Consensus.Decision].self, from: Data(await a1.cluster(method: "GET", path: "/v1/decisions?limit=50", body: []).body))
+        let reasons = decisions.flatMap(\.reasons)
+        #expect(reasons.contains { $0.hasPrefix("gpu: 1 not placed: constraint gpu == yes matches 0 of 3 nodes") }, "\(reasons)")
+
+        // A constraint changed to zone b: web leaves host 1 for host 3, where it may now run.
+        let moved = file.replacingOccurrences(of: #"constraints: ["zone == a", "disk != hdd"]"#, with: #"constraints: ["zone == b"]"#)
+        #expect(try await callRetryingUnavailable(a1, "PUT", "/v1/services", moved, for: 20).status == 200)
+        #expect(try await pollUntil(60) {
+            seen = await self.running(client)
+            return seen[names[2]]?["web"] == 3 && seen[names[0]]?["web"] == nil && seen[names[1]]?["web"] == nil
+        }, "running: \(seen)")
+        let api = names.map { seen[$0]?["api"] ?? 0 }
+        #expect(api.reduce(0, +) == 4 && api[2] == 2, "running: \(seen)")
+    }
+}
