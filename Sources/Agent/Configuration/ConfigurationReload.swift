@@ -39,7 +39,9 @@ public struct ConfigurationReload: Sendable, Equatable {
     ///   record change (containers already placed stay, as after a capacity change at restart);
     /// - dead-node-grace (the leader's decision loop), dead-server-cleanup and
     ///   server-stabilization-time (the leader's autopilot): timers read at every round;
-    /// - leave-on-terminate: read when the signal arrives.
+    /// - leave-on-terminate: read when the signal arrives;
+    /// - node-label: goes out in this node's next record (signed like every change); the leader
+    ///   then moves containers whose constraints this node no longer matches (docs/scheduling.md).
     /// Every other key names something the agent has built on (its name, addresses, role, data
     /// directory, Raft timing, TLS file paths, the API token its HTTP routes hold, membership's
     /// bounds, the registry credentials its image puller holds) and needs a restart.
@@ -81,6 +83,7 @@ public struct ConfigurationReload: Sendable, Equatable {
         live("log-level", \.logLevel),
         fixed("max-members", \.maxMembers),
         fixed("name", \.name),
+        live("node-label", \.nodeLabels),
         fixed("raft-election-timeout", \.raftElectionTimeout),
         fixed("raft-heartbeat-interval", \.raftHeartbeat),
         fixed("registry-auth", \.registryAuth),

@@ -346,6 +346,10 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             await refreshCapacity()
         }
         if applied.contains("dead-node-grace") { await decisions?.setDeadNodeGrace(c.deadNodeGrace) }
+        if applied.contains("node-label") {
+            let labels = c.nodeLabels
+            try? await membership.updateRecord { $0.labels = labels }
+        }
         if !applied.isDisjoint(with: ["dead-server-cleanup", "server-stabilization-time"]) {
             await raft?.setAutopilot(deadServerCleanup: c.deadServerCleanup, stabilizationTime: c.serverStabilizationTime)
         }

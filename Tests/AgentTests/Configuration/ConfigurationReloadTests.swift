@@ -28,11 +28,12 @@ struct ConfigurationReloadTests {
         let new = try fromFile(yaml([
             "log-level": "debug", "log-format": "json", "reserve-cpu": "1", "reserve-memory": "1GiB",
             "capacity-cpu": "3", "capacity-memory": "6GiB", "dead-node-grace": "20s", "dead-server-cleanup": "off",
-            "server-stabilization-time": "1s", "leave-on-terminate": "true",
+            "server-stabilization-time": "1s", "leave-on-terminate": "true", "node-label": "zone=b",
         ]))
         let r = ConfigurationReload(old: old, new: new)
         #expect(r.applied == ["capacity-cpu", "capacity-memory", "dead-node-grace", "dead-server-cleanup", "leave-on-terminate",
-                              "log-format", "log-level", "reserve-cpu", "reserve-memory", "server-stabilization-time"])
+                              "log-format", "log-level", "node-label", "reserve-cpu", "reserve-memory", "server-stabilization-time"])
+        #expect(r.configuration.nodeLabels == ["zone": "b"])
         #expect(r.needRestart.isEmpty)
         #expect(r.configuration == new)
         #expect(Set(r.applied) == Set(ConfigurationReload.reloadable))
