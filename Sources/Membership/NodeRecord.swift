@@ -129,6 +129,10 @@ public struct NodeRecord: Sendable, Hashable {
         /// Images this node fails to pull, with the registry's reason (bounded): the leader places
         /// none of the services using one here until the entry goes (a retry worked).
         public var imageFailures: [String: String] = [:]
+        /// Running containers per service still starting (health check not yet passed) and
+        /// unhealthy; the healthy ones (or those without a check) are `running`.
+        public var starting: [String: Int] = [:]
+        public var unhealthy: [String: Int] = [:]
         /// The owner's certificate (DER) and its signature over `signedBytes`: a record reaches
         /// most members through third parties, and this is what lets them tell the owner's
         /// record from one a relay made up. Empty where records are not signed (the protocol
@@ -195,6 +199,8 @@ public struct NodeRecord: Sendable, Hashable {
             + (f.restarting ? 2 : 0)
         for (k, v) in f.labels { n += 2 + stringField(k) + stringField(v) }
         for (k, v) in f.imageFailures { n += 2 + stringField(k) + stringField(v) }
+        for (k, v) in f.starting { n += 2 + stringField(k) + varintField(UInt64(bitPattern: Int64(v))) }
+        for (k, v) in f.unhealthy { n += 2 + stringField(k) + varintField(UInt64(bitPattern: Int64(v))) }
         n += 2 * 2 + varintField(UInt64(bitPattern: Int64(f.capacity.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(f.capacity.memoryBytes)))
         n += 2 * 2 + varintField(UInt64(bitPattern: Int64(f.reserved.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(f.reserved.memoryBytes)))
         for (service, count) in f.running { n += 2 + stringField(service) + varintField(UInt64(bitPattern: Int64(count))) }
@@ -244,6 +250,13 @@ public struct NodeRecord: Sendable, Hashable {
         for (k, v) in f.imageFailures {
             try Self.check("imageFailures image", k, limits.maxImageFailureImageBytes)
             try Self.check("imageFailures[\(k.prefix(64))]", v, limits.maxImageFailureReasonBytes)
+        }
+        for (field, map) in [("starting", f.starting), ("unhealthy", f.unhealthy)] {
+            if map.count > limits.maxServices { throw .tooMany(field: field, count: map.count, limit: limits.maxServices) }
+            for (service, count) in map {
+                try Self.check("\(field)[\(service.prefix(limits.maxServiceNameBytes))…] service name", service, limits.maxServiceNameBytes)
+                try Self.inRange("\(field)[\(service)]", Int64(count), Int64(limits.maxRunningPerService))
+            }
         }
         let size = contentSize
         if size > limits.maxEncodedBytes { throw .tooLarge(bytes: size, limit: limits.maxEncodedBytes) }
@@ -313,6 +326,14 @@ public struct NodeRecord: Sendable, Hashable {
                 put(v)
             }
         }
+        for (tag, map) in [("starting", f.starting), ("unhealthy", f.unhealthy)] where !map.isEmpty {
+            put(tag)
+            put(UInt64(map.count))
+            for (k, v) in map.sorted(by: { $0.key < $1.key }) {
+                put(k)
+                put(UInt64(bitPattern: Int64(v)))
+            }
+        }
         return out
     }
 
@@ -347,6 +368,9 @@ public struct NodeRecordDelta: Sendable, Hashable {
     /// The whole map when it changed (labels and failures change rarely and are small).
     public var labels: [String: String]?
     public var imageFailures: [String: String]?
+    /// Changed entries only; 0 means none of the service's containers is starting (unhealthy) now.
+    public var starting: [String: Int] = [:]
+    public var unhealthy: [String: Int] = [:]
     /// The owner's signature over the record this delta produces (`NodeRecord.signedBytes` at
     /// `version`), so a receiver checks the result, not the delta; and its certificate when it
     /// changed.
@@ -379,6 +403,10 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if old.restarting != new.restarting { d.restarting = new.restarting }
         if old.labels != new.labels { d.labels = new.labels }
         if old.imageFailures != new.imageFailures { d.imageFailures = new.imageFailures }
+        for (k, v) in new.starting where old.starting[k] != v { d.starting[k] = v }
+        for (k, _) in old.starting where new.starting[k] == nil { d.starting[k] = 0 }
+        for (k, v) in new.unhealthy where old.unhealthy[k] != v { d.unhealthy[k] = v }
+        for (k, _) in old.unhealthy where new.unhealthy[k] == nil { d.unhealthy[k] = 0 }
         d.signature = new.signature
         let o = old.running, n = new.running
         for (k, v) in n where o[k] != v { d.running[k] = v }
@@ -401,6 +429,8 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if let r = later.restarting { d.restarting = r }
         if let l = later.labels { d.labels = l }
         if let i = later.imageFailures { d.imageFailures = i }
+        for (k, v) in later.starting { d.starting[k] = v }
+        for (k, v) in later.unhealthy { d.unhealthy[k] = v }
         d.signature = later.signature
         for (k, v) in later.running { d.running[k] = v }
         for (k, v) in later.rollouts { d.rollouts[k] = v }
@@ -423,6 +453,8 @@ public struct NodeRecordDelta: Sendable, Hashable {
         if let r = restarting { f.restarting = r }
         if let l = labels { f.labels = l }
         if let i = imageFailures { f.imageFailures = i }
+        for (k, v) in starting { f.starting[k] = v > 0 ? v : nil }
+        for (k, v) in unhealthy { f.unhealthy[k] = v > 0 ? v : nil }
         f.signature = signature
         for (k, v) in running { f.running[k] = v > 0 ? v : nil }
         for (k, v) in rollouts { f.rollouts[k] = v.spec.isEmpty ? nil : v }
@@ -442,6 +474,8 @@ public struct NodeRecordDelta: Sendable, Hashable {
             n += 2
             for (k, v) in map { n += 2 + stringField(k) + stringField(v) }
         }
+        for (k, v) in starting { n += 2 + stringField(k) + varintField(UInt64(bitPattern: Int64(v))) }
+        for (k, v) in unhealthy { n += 2 + stringField(k) + varintField(UInt64(bitPattern: Int64(v))) }
         for (k, v) in running { n += 2 + stringField(k) + varintField(UInt64(bitPattern: Int64(v))) }
         for (k, v) in rollouts { n += 4 + stringField(k) + NodeRecord.progressSize(v) }
         n += 2 + signature.count + (certificate.map { 3 + $0.count } ?? 0)

@@ -46,6 +46,27 @@ import Testing
         #expect(NodeRecordDelta.between(cleared, moved).labels == nil)
     }
 
+    @Test func healthCountsTravelAsChangedEntriesAndAreSignedAndBounded() throws {
+        let old = Harness.record("a")
+        var new = old
+        new.starting = ["web": 2]
+        new.unhealthy = ["api": 1]
+        new.version = 2
+        let d = NodeRecordDelta.between(old, new)
+        #expect(d.starting == ["web": 2] && d.unhealthy == ["api": 1])
+        #expect(try d.apply(to: old) == new)
+        var healed = new
+        healed.unhealthy = [:]
+        healed.version = 3
+        let d2 = NodeRecordDelta.between(new, healed)
+        #expect(d2.unhealthy == ["api": 0] && d2.starting.isEmpty)
+        #expect(try d.merged(with: d2).apply(to: old) == healed)
+        #expect(new.signedBytes != old.signedBytes)
+        var negative = old
+        negative.unhealthy = ["api": -1]
+        #expect(throws: NodeRecordError.negative(field: "unhealthy[api]", value: -1)) { try negative.validate() }
+    }
+
     @Test func theOwnersSignatureCoversLabelsAndFailuresAndARecordWithoutThemSignsAsBefore() {
         let plain = Harness.record("a")
         var labelled = plain

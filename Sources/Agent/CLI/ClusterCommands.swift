@@ -256,9 +256,15 @@ public struct StatusCommand: AsyncParsableCommand {
     }
 
     static func render(_ s: StatusView) -> String {
-        var rows = [["SERVICE", "PRIORITY", "DEMAND", "DESIRED", "RUNNING", "UPDATE"]]
+        // RUNNING is what serves (healthy, or without a check); STARTING and UNHEALTHY run too.
+        var rows = [["SERVICE", "PRIORITY", "DEMAND", "DESIRED", "RUNNING", "STARTING", "UNHEALTHY", "UPDATE"]]
+        var failures: [String] = []
         for v in s.services {
-            rows.append([v.name, "\(v.priority)", v.demand.map(formatNumber) ?? "-", "\(v.desired)", "\(v.running)", v.rollout ?? "-"])
+            rows.append([v.name, "\(v.priority)", v.demand.map(formatNumber) ?? "-", "\(v.desired)", "\(v.running)",
+                         "\(v.starting ?? 0)", "\(v.unhealthy ?? 0)", v.rollout ?? "-"])
+            for (node, reason) in (v.pullFailures ?? [:]).sorted(by: { $0.key < $1.key }) {
+                failures.append("\(v.name) on \(node): image pull failing: \(reason)")
+            }
         }
         var nodes = [["NODE", "STATUS", "ROLE", "ASSIGNED", "RUNNING"]]
         func counts(_ c: [String: Int]) -> String {
@@ -267,7 +273,8 @@ public struct StatusCommand: AsyncParsableCommand {
         for n in s.nodes {
             nodes.append([n.name, n.status + (n.drained ? " (drained)" : ""), n.role, counts(n.assigned), counts(n.running)])
         }
-        return "leader \(s.leader), term \(s.term), plan \(s.planIndex)\n\n" + formatTable(rows) + "\n\n" + formatTable(nodes)
+        return "leader \(s.leader), term \(s.term), plan \(s.planIndex)\n\n" + formatTable(rows)
+            + (failures.isEmpty ? "" : "\n\n" + failures.joined(separator: "\n")) + "\n\n" + formatTable(nodes)
     }
 }
 

@@ -51,6 +51,13 @@ public struct StatusView: Codable, Sendable, Equatable {
         /// A rolling update under way (docs/rollouts.md): "updating 3/6 (start-first)", or
         /// "paused: 2 new containers failed (health check or exit)"; absent otherwise.
         public var rollout: String?
+        /// Running containers whose health check has not passed yet, and that fail it (absent:
+        /// none); `running` counts only those that serve (healthy, or without a check).
+        public var starting: Int? = nil
+        public var unhealthy: Int? = nil
+        /// Nodes whose pull of the service's image fails, with the registry's reason (absent: none):
+        /// the leader places none of its containers there until a retry works.
+        public var pullFailures: [String: String]? = nil
     }
     public struct NodeRow: Codable, Sendable, Equatable {
         public var name: String
@@ -394,14 +401,19 @@ public actor ClusterAPI {
             let state = await raft.state
             let members = await members()
             let demand = await demandInUse()
-            var running: [String: Int] = [:]
+            var running: [String: Int] = [:], starting: [String: Int] = [:], unhealthy: [String: Int] = [:]
+            var failing: [String: [String: String]] = [:]
             for m in members where m.status == "alive" || m.status == "suspect" {
                 for (svc, n) in m.running { running[svc, default: 0] += n }
+                for (svc, n) in m.starting ?? [:] { starting[svc, default: 0] += n }
+                for (svc, n) in m.unhealthy ?? [:] { unhealthy[svc, default: 0] += n }
+                for (image, reason) in m.imageFailures ?? [:] { failing[image, default: [:]][m.name] = reason }
             }
             let services = state.services.map { name, spec in
                 StatusView.Service(name: name, priority: spec.priority, demand: spec.fill ? nil : demand[name],
                                    perContainer: spec.demand?.perContainer, desired: state.plan.count(service: name), running: running[name] ?? 0,
-                                   rollout: state.plan.rollouts?[name].map { Self.rolloutText($0, spec: spec) })
+                                   rollout: state.plan.rollouts?[name].map { Self.rolloutText($0, spec: spec) },
+                                   starting: starting[name], unhealthy: unhealthy[name], pullFailures: failing[spec.image])
             }.sorted { ($0.priority, $0.name) < ($1.priority, $1.name) }
             let nodes = members.map { m in
                 StatusView.NodeRow(name: m.name, status: m.status, role: m.role, drained: state.isDrained(m.name),

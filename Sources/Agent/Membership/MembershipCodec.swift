@@ -111,6 +111,8 @@ public enum MembershipCodec {
             y.rollouts = d.rollouts.mapValues(encode)
             if let l = d.labels { y.labels = .with { $0.entries = l } }
             if let i = d.imageFailures { y.imageFailures = .with { $0.entries = i } }
+            y.starting = d.starting.mapValues { Int64($0) }
+            y.unhealthy = d.unhealthy.mapValues { Int64($0) }
             x.recordDelta = y
         }
         return x
@@ -141,6 +143,8 @@ public enum MembershipCodec {
             $0.rollouts = r.rollouts.mapValues(encode)
             $0.labels = r.labels
             $0.imageFailures = r.imageFailures
+            $0.starting = r.starting.mapValues { Int64($0) }
+            $0.unhealthy = r.unhealthy.mapValues { Int64($0) }
             $0.incarnationSignature = Data(r.incarnationSignature)
         }
     }
@@ -232,6 +236,8 @@ public enum MembershipCodec {
             d.rollouts = try rollouts(y.rollouts, field: "gossip.record_delta.rollouts")
             d.labels = y.hasLabels ? y.labels.entries : nil
             d.imageFailures = y.hasImageFailures ? y.imageFailures.entries : nil
+            d.starting = try runningCounts(y.starting, field: "gossip.record_delta.starting")
+            d.unhealthy = try runningCounts(y.unhealthy, field: "gossip.record_delta.unhealthy")
             return .recordDelta(d)
         case nil:
             throw DecodingError(field: "gossip", problem: "is empty or of a kind this agent does not know")
@@ -263,6 +269,8 @@ public enum MembershipCodec {
         record.rollouts = try rollouts(r.rollouts, field: "record.rollouts")
         record.labels = r.labels
         record.imageFailures = r.imageFailures
+        record.starting = try runningCounts(r.starting, field: "record.starting")
+        record.unhealthy = try runningCounts(r.unhealthy, field: "record.unhealthy")
         record.incarnationSignature = [UInt8](r.incarnationSignature)
         return record
     }

@@ -359,6 +359,10 @@ public struct MemberView: Codable, Sendable, Equatable {
     public var labels: [String: String]?
     /// Images the member fails to pull, with the registry's reason; absent when none.
     public var imageFailures: [String: String]?
+    /// Running containers per service whose health check has not passed yet, and that fail it;
+    /// absent when none.
+    public var starting: [String: Int]?
+    public var unhealthy: [String: Int]?
 
     public struct ResourceView: Codable, Sendable, Equatable {
         public var cpu: Double
@@ -379,6 +383,8 @@ public struct MemberView: Codable, Sendable, Equatable {
         rollouts = r.rollouts.isEmpty ? nil : r.rollouts.mapValues { RolloutView(spec: $0.spec, serving: $0.serving, failed: $0.failed) }
         labels = r.labels.isEmpty ? nil : r.labels
         imageFailures = r.imageFailures.isEmpty ? nil : r.imageFailures
+        starting = r.starting.isEmpty ? nil : r.starting
+        unhealthy = r.unhealthy.isEmpty ? nil : r.unhealthy
     }
 }
 

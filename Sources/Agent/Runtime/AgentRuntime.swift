@@ -183,6 +183,11 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
                     r.imageFailures[k] = nil
                 }
             }
+        }, reportHealth: { starting, unhealthy in
+            try? await service.updateRecord {
+                $0.starting = starting
+                $0.unhealthy = unhealthy
+            }
         })
         let executor = self.executor
         // Where a server sends a changed deny list: every member it sees alive or suspect.

@@ -21,6 +21,9 @@ public actor NodeExecutor {
     /// record): the leader then places those services elsewhere until a retry works.
     let reportImageFailures: @Sendable ([String: String]) async -> Void
     private var lastImageFailures: [String: String] = [:]
+    /// Tells the others how many of each service's running containers are starting and unhealthy.
+    let reportHealth: @Sendable (_ starting: [String: Int], _ unhealthy: [String: Int]) async -> Void
+    private var lastHealthCounts: [[String: Int]] = [[:], [:]]
     public var interval: Duration = .seconds(2)
     /// After the agent starts, an assignment that gives this node nothing is not carried out for
     /// this long if its plan was decided before the agent started: such a plan was made while the
@@ -55,7 +58,9 @@ public actor NodeExecutor {
 
     public init(node: String, dockerHost: String, registryAuth: RegistryAuth = RegistryAuth(), logger: Logger,
                 report: @escaping @Sendable ([String: Int], [String: RolloutProgress]) async -> Void,
-                reportImageFailures: @escaping @Sendable ([String: String]) async -> Void = { _ in }) {
+                reportImageFailures: @escaping @Sendable ([String: String]) async -> Void = { _ in },
+                reportHealth: @escaping @Sendable ([String: Int], [String: Int]) async -> Void = { _, _ in }) {
+        self.reportHealth = reportHealth
         self.reportImageFailures = reportImageFailures
         self.node = node
         self.dockerHost = dockerHost
@@ -209,6 +214,19 @@ public actor NodeExecutor {
             let rolling = Dictionary(a.keep.keys.compactMap { name in a.services[name].map { (name, Specs.hash($0.spec)) } },
                                      uniquingKeysWith: { x, _ in x })
             var progress: [String: RolloutProgress] = rolling.mapValues { RolloutProgress(spec: $0, serving: 0) }
+            var starting: [String: Int] = [:], unhealthy: [String: Int] = [:]
+            for c in running where c.State == "running" {
+                guard let s = c.Labels?[MicroscaleLabel.service] else { continue }
+                switch health[c.Id] ?? ObservedContainer.Health.fromEngineStatus(c.Status) {
+                case .starting?: starting[s, default: 0] += 1
+                case .unhealthy?: unhealthy[s, default: 0] += 1
+                default: break
+                }
+            }
+            if [starting, unhealthy] != lastHealthCounts {
+                lastHealthCounts = [starting, unhealthy]
+                await reportHealth(starting, unhealthy)
+            }
             for c in running where c.State == "running" && [nil, .healthy].contains(health[c.Id] ?? ObservedContainer.Health.fromEngineStatus(c.Status)) {
                 if let s = c.Labels?[MicroscaleLabel.service] {
                     counts[s, default: 0] += 1

@@ -225,6 +225,18 @@ public nonisolated struct Microscale_Membership_NodeRecord: @unchecked Sendable 
     set {_uniqueStorage()._imageFailures = newValue}
   }
 
+  /// Running containers per service whose health check has not passed yet, and that fail it (the
+  /// healthy ones are in `running`): what `microscale status` counts.
+  public var starting: Dictionary<String,Int64> {
+    get {_storage._starting}
+    set {_uniqueStorage()._starting = newValue}
+  }
+
+  public var unhealthy: Dictionary<String,Int64> {
+    get {_storage._unhealthy}
+    set {_uniqueStorage()._unhealthy = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -383,6 +395,17 @@ public nonisolated struct Microscale_Membership_NodeRecordDelta: @unchecked Send
   public var hasImageFailures: Bool {_storage._imageFailures != nil}
   /// Clears the value of `imageFailures`. Subsequent reads from it will return its default value.
   public mutating func clearImageFailures() {_uniqueStorage()._imageFailures = nil}
+
+  /// Changed entries; 0 removes the service's.
+  public var starting: Dictionary<String,Int64> {
+    get {_storage._starting}
+    set {_uniqueStorage()._starting = newValue}
+  }
+
+  public var unhealthy: Dictionary<String,Int64> {
+    get {_storage._unhealthy}
+    set {_uniqueStorage()._unhealthy = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -846,7 +869,7 @@ nonisolated extension Microscale_Membership_Resources: SwiftProtobuf.Message, Sw
 
 nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}version\0\u{1}certificate\0\u{1}signature\0\u{3}proven_incarnation\0\u{3}incarnation_signature\0\u{1}restarting\0\u{1}rollouts\0\u{1}labels\0\u{3}image_failures\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}version\0\u{1}certificate\0\u{1}signature\0\u{3}proven_incarnation\0\u{3}incarnation_signature\0\u{1}restarting\0\u{1}rollouts\0\u{1}labels\0\u{3}image_failures\0\u{1}starting\0\u{1}unhealthy\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -865,6 +888,8 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
     var _rollouts: Dictionary<String,Microscale_Membership_RolloutProgress> = [:]
     var _labels: Dictionary<String,String> = [:]
     var _imageFailures: Dictionary<String,String> = [:]
+    var _starting: Dictionary<String,Int64> = [:]
+    var _unhealthy: Dictionary<String,Int64> = [:]
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -891,6 +916,8 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
       _rollouts = source._rollouts
       _labels = source._labels
       _imageFailures = source._imageFailures
+      _starting = source._starting
+      _unhealthy = source._unhealthy
     }
   }
 
@@ -925,6 +952,8 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
         case 14: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_RolloutProgress>.self, value: &_storage._rollouts) }()
         case 15: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._labels) }()
         case 16: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._imageFailures) }()
+        case 17: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &_storage._starting) }()
+        case 18: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &_storage._unhealthy) }()
         default: break
         }
       }
@@ -985,6 +1014,12 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
       if !_storage._imageFailures.isEmpty {
         try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: _storage._imageFailures, fieldNumber: 16)
       }
+      if !_storage._starting.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: _storage._starting, fieldNumber: 17)
+      }
+      if !_storage._unhealthy.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: _storage._unhealthy, fieldNumber: 18)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1010,6 +1045,8 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
         if _storage._rollouts != rhs_storage._rollouts {return false}
         if _storage._labels != rhs_storage._labels {return false}
         if _storage._imageFailures != rhs_storage._imageFailures {return false}
+        if _storage._starting != rhs_storage._starting {return false}
+        if _storage._unhealthy != rhs_storage._unhealthy {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1091,7 +1128,7 @@ nonisolated extension Microscale_Membership_StringMap: SwiftProtobuf.Message, Sw
 
 nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeRecordDelta"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}base_version\0\u{1}version\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}signature\0\u{1}certificate\0\u{1}restarting\0\u{1}rollouts\0\u{1}labels\0\u{3}image_failures\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}base_version\0\u{1}version\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}signature\0\u{1}certificate\0\u{1}restarting\0\u{1}rollouts\0\u{1}labels\0\u{3}image_failures\0\u{1}starting\0\u{1}unhealthy\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1109,6 +1146,8 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
     var _rollouts: Dictionary<String,Microscale_Membership_RolloutProgress> = [:]
     var _labels: Microscale_Membership_StringMap? = nil
     var _imageFailures: Microscale_Membership_StringMap? = nil
+    var _starting: Dictionary<String,Int64> = [:]
+    var _unhealthy: Dictionary<String,Int64> = [:]
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1134,6 +1173,8 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
       _rollouts = source._rollouts
       _labels = source._labels
       _imageFailures = source._imageFailures
+      _starting = source._starting
+      _unhealthy = source._unhealthy
     }
   }
 
@@ -1167,6 +1208,8 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
         case 13: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_RolloutProgress>.self, value: &_storage._rollouts) }()
         case 14: try { try decoder.decodeSingularMessageField(value: &_storage._labels) }()
         case 15: try { try decoder.decodeSingularMessageField(value: &_storage._imageFailures) }()
+        case 16: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &_storage._starting) }()
+        case 17: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &_storage._unhealthy) }()
         default: break
         }
       }
@@ -1224,6 +1267,12 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
       try { if let v = _storage._imageFailures {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
       } }()
+      if !_storage._starting.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: _storage._starting, fieldNumber: 16)
+      }
+      if !_storage._unhealthy.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: _storage._unhealthy, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1248,6 +1297,8 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
         if _storage._rollouts != rhs_storage._rollouts {return false}
         if _storage._labels != rhs_storage._labels {return false}
         if _storage._imageFailures != rhs_storage._imageFailures {return false}
+        if _storage._starting != rhs_storage._starting {return false}
+        if _storage._unhealthy != rhs_storage._unhealthy {return false}
         return true
       }
       if !storagesAreEqual {return false}

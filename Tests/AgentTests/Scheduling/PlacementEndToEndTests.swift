@@ -148,4 +148,74 @@ import Testing
         let api = names.map { seen[$0]?["api"] ?? 0 }
         #expect(api.reduce(0, +) == 4 && api[2] == 2, "running: \(seen)")
     }
+
+    /// Issue 17 items 2 and 3: a pull that fails is in `microscale status` with the registry's
+    /// reason and in the decisions, and the service is placed on no node where it fails; health
+    /// counts per service are in the status.
+    @Test func aFailingPullAndContainersStillStartingShowInTheStatus() async throws {
+        let docker = try EndToEndTests.env("MICROSCALE_TEST_DOCKER_HOST")
+        let image = try EndToEndTests.env("MICROSCALE_TEST_IMAGE")
+        let client = try DockerClient(host: docker)
+        await removeAll(client)
+        let (a1, p1) = try agent(names[0], labels: [], join: nil, docker: docker)
+        try await a1.start()
+        var agents = [a1]
+        for i in 1..<3 {
+            let (a, _) = try agent(names[i], labels: [], join: p1, docker: docker)
+            try await a.start()
+            agents.append(a)
+        }
+        let all = agents
+        defer {
+            Task {
+                for a in all { await a.shutdown() }
+                await removeAll(client)
+            }
+        }
+        #expect(try await pollUntil(30) { await a1.cluster(method: "GET", path: "/v1/leader", body: []).status == 200 })
+        // `gone`: an image from a registry that is not there (nothing listens on port 1).
+        // `slow`: a health check that fails inside a start period of an hour: starting, not serving.
+        let missing = "127.0.0.1:1/microscale/gone:1"
+        let file = """
+            services:
+              gone:
+                image: \(missing)
+                cpu: 0.25
+                memory: 16MiB
+                min: 2
+                max: 2
+              slow:
+                image: \(image)
+                command: ["sleep", "600"]
+                cpu: 0.25
+                memory: 16MiB
+                min: 3
+                max: 3
+                health: { command: ["false"], interval: 1s, retries: 1, start_period: 1h }
+                stop_timeout: 1s
+            """
+        let applied = try await callRetryingUnavailable(a1, "PUT", "/v1/services", file, for: 20)
+        #expect(applied.status == 200, "\(String(decoding: applied.body, as: UTF8.self))")
+        var status: StatusView?
+        #expect(try await pollUntil(60) {
+            let r = await a1.cluster(method: "GET", path: "/v1/status", body: [])
+            status = try? JSONDecoder().decode(StatusView.self, from: Data(r.body))
+            let gone = status?.services.first { $0.name == "gone" }
+            let slow = status?.services.first { $0.name == "slow" }
+            return gone?.pullFailures?.count == 3 && slow?.starting == 3 && slow?.running == 0
+        }, "status: \(String(describing: status))")
+        let gone = try #require(status?.services.first { $0.name == "gone" })
+        // The reason is the daemon's and the registry's own words (here: nothing answers).
+        for (_, reason) in gone.pullFailures ?? [:] { #expect(reason.contains("127.0.0.1:1"), "\(reason)") }
+        #expect(StatusCommand.render(try #require(status)).contains("gone on \(names[0]): image pull failing: "))
+        // No node can run it, so the plan gives it none, and the decisions say why.
+        #expect(try await pollUntil(30) {
+            let r = await a1.cluster(method: "GET", path: "/v1/status", body: [])
+            return (try? JSONDecoder().decode(StatusView.self, from: Data(r.body)))?.services.first { $0.name == "gone" }?.desired == 0
+        })
+        let decisions = try JSONDecoder().decode([Consensus.Decision].self, from: Data(await a1.cluster(method: "GET", path: "/v1/decisions?limit=50", body: []).body))
+        let reasons = decisions.flatMap(\.reasons)
+        #expect(reasons.contains { $0.hasPrefix("gone: 2 not placed: 3 nodes cannot run it (") && $0.contains("image \(missing) failing: ") }, "\(reasons)")
+        #expect(reasons.contains { $0.contains("cannot run it: image \(missing) failing: ") && $0.hasPrefix("gone −") }, "\(reasons)")
+    }
 }
