@@ -577,11 +577,13 @@ struct Work {
             needCPU = saturating(needCPU, saturating(wanted[s] - totals[s], times: svc[s].cpuMillis))
             needMem = saturating(needMem, saturating(wanted[s] - totals[s], times: svc[s].memoryBytes))
         }
-        for n in 0..<nodeCount where nodes[n].acceptsWork {
+        // Only the room every member may use counts (constraints and blocked images make nodes
+        // ineligible for some), and fixed host ports are a resource this sum does not see.
+        for n in 0..<nodeCount where nodes[n].acceptsWork && active.allSatisfy({ eligible[n][$0] }) {
             roomCPU = saturating(roomCPU, Swift.max(0, freeCPU[n]))
             roomMem = saturating(roomMem, Swift.max(0, freeMem[n]))
         }
-        if needCPU <= roomCPU && needMem <= roomMem {
+        if needCPU <= roomCPU && needMem <= roomMem && active.allSatisfy({ svc[$0].hostPorts.isEmpty }) {
             for s in active { place(s, need: wanted[s] - totals[s], reason: cause(s)) }
             active = active.filter { wanted[$0] > totals[$0] }
         }
