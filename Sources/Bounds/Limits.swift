@@ -93,6 +93,13 @@ public enum Limits {
 
     // MARK: Time
 
+    /// Blocking endpoints queries (`GET /v1/services/NAME/endpoints?index=N&wait=D`, as Consul's
+    /// blocking queries): the longest wait a client may ask for, the wait when it names none,
+    /// and how many may wait on one agent at once (each holds a connection and a task).
+    public static let maxBlockingWait: Duration = .seconds(600)
+    public static let defaultBlockingWait: Duration = .seconds(300)
+    public static let maxBlockingQueries = 512
+
     /// Demand sources are polled no faster than this, and no slower than `maxPollInterval`.
     public static let minPollInterval: Duration = .milliseconds(100)
     public static let maxPollInterval: Duration = .seconds(3600)

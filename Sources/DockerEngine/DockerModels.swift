@@ -151,6 +151,15 @@ public struct ContainerSummary: Sendable, Decodable, Hashable {
     public var Status: String?
     public var Labels: [String: String]?
     public var Created: Int64?
+    /// Published ports ("PrivatePort", "PublicPort" when published, "Type"), once per host
+    /// address family: the endpoints a node gossips come from here.
+    public struct Port: Sendable, Decodable, Hashable {
+        public var IP: String?
+        public var PrivatePort: Int
+        public var PublicPort: Int?
+        public var `Type`: String?
+    }
+    public var Ports: [Port]?
 }
 
 public struct ContainerInspect: Sendable, Decodable {

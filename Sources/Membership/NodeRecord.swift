@@ -71,6 +71,22 @@ public struct NodeRecordLimits: Sendable, Hashable {
     public static let standard = NodeRecordLimits()
 }
 
+/// Where one serving container of a service can be reached on its node: a container port and the
+/// host port it is published on (issue 17 item 5). The host is the node's advertised address, so
+/// the record carries only the ports; a container that serves on the host network has its port on
+/// both sides.
+public struct Endpoint: Sendable, Hashable, Comparable, Codable {
+    public var containerPort: Int
+    public var hostPort: Int
+    public init(containerPort: Int, hostPort: Int) {
+        self.containerPort = containerPort
+        self.hostPort = hostPort
+    }
+    public static func < (a: Endpoint, b: Endpoint) -> Bool {
+        (a.containerPort, a.hostPort) < (b.containerPort, b.hostPort)
+    }
+}
+
 public enum NodeRecordError: Error, Sendable, Hashable, CustomStringConvertible {
     case emptyName
     case fieldTooLong(field: String, bytes: Int, limit: Int)
@@ -146,6 +162,10 @@ public struct NodeRecord: Sendable, Hashable {
         /// node alive. Not part of `signedBytes`: it changes without a new record version.
         public var provenIncarnation: UInt64 = 0
         public var incarnationSignature: [UInt8] = []
+        /// Per service, where its serving (running and healthy) containers listen, sorted: what
+        /// `GET /v1/services/{name}/endpoints` and load balancers read, from gossip on any agent
+        /// (issue 17 item 5). A service with none is absent.
+        public var endpoints: [String: [Endpoint]] = [:]
     }
 
     private final class Box: Sendable {
@@ -205,6 +225,19 @@ public struct NodeRecord: Sendable, Hashable {
         n += 2 * 2 + varintField(UInt64(bitPattern: Int64(f.reserved.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(f.reserved.memoryBytes)))
         for (service, count) in f.running { n += 2 + stringField(service) + varintField(UInt64(bitPattern: Int64(count))) }
         for (service, p) in f.rollouts { n += 4 + stringField(service) + Self.progressSize(p) }
+        n += Self.endpointsSize(f.endpoints)
+        return n
+    }
+
+    /// Protobuf bytes of the endpoints map (entry, key, a message of endpoints of two varints each).
+    static func endpointsSize(_ e: [String: [Endpoint]]) -> Int {
+        var n = 0
+        for (service, list) in e {
+            n += 6 + stringField(service)
+            for p in list {
+                n += 2 + varintField(UInt64(clamping: max(0, p.containerPort))) + varintField(UInt64(clamping: max(0, p.hostPort)))
+            }
+        }
         return n
     }
 
@@ -258,11 +291,27 @@ public struct NodeRecord: Sendable, Hashable {
                 try Self.inRange("\(field)[\(service)]", Int64(count), Int64(limits.maxRunningPerService))
             }
         }
+        if f.endpoints.count > limits.maxServices {
+            throw .tooManyServices(count: f.endpoints.count, limit: limits.maxServices)
+        }
+        for (service, list) in f.endpoints {
+            try Self.check("endpoints[\(service.prefix(limits.maxServiceNameBytes))…] service name", service, limits.maxServiceNameBytes)
+            try Self.inRange("endpoints[\(service)] count", Int64(list.count), Int64(limits.maxRunningPerService))
+            for p in list {
+                try Self.port("endpoints[\(service)] container port", p.containerPort)
+                try Self.port("endpoints[\(service)] host port", p.hostPort)
+            }
+        }
         let size = contentSize
         if size > limits.maxEncodedBytes { throw .tooLarge(bytes: size, limit: limits.maxEncodedBytes) }
         try Self.check(bytes: "certificate", f.certificate.count, limits.maxCertificateBytes)
         try Self.check(bytes: "signature", f.signature.count, limits.maxSignatureBytes)
         try Self.check(bytes: "incarnationSignature", f.incarnationSignature.count, limits.maxSignatureBytes)
+    }
+
+    private static func port(_ field: String, _ p: Int) throws(NodeRecordError) {
+        if p < 1 { throw .negative(field: field, value: Int64(p)) }
+        if p > 65535 { throw .aboveLimit(field: field, value: Int64(p), limit: 65535) }
     }
 
     private static func check(bytes field: String, _ n: Int, _ limit: Int) throws(NodeRecordError) {
@@ -334,6 +383,20 @@ public struct NodeRecord: Sendable, Hashable {
                 put(UInt64(bitPattern: Int64(v)))
             }
         }
+        // Endpoints (issue 17 item 5) are signed only when there are some, so a record without
+        // any signs the same bytes as before they existed: agents of the earlier build take it.
+        if !f.endpoints.isEmpty {
+            put("endpoints")
+            put(UInt64(f.endpoints.count))
+            for (service, list) in f.endpoints.sorted(by: { $0.key < $1.key }) {
+                put(service)
+                put(UInt64(list.count))
+                for p in list.sorted() {
+                    put(UInt64(clamping: max(0, p.containerPort)))
+                    put(UInt64(clamping: max(0, p.hostPort)))
+                }
+            }
+        }
         return out
     }
 
@@ -371,6 +434,8 @@ public struct NodeRecordDelta: Sendable, Hashable {
     /// Changed entries only; 0 means none of the service's containers is starting (unhealthy) now.
     public var starting: [String: Int] = [:]
     public var unhealthy: [String: Int] = [:]
+    /// Changed services' endpoints only; an empty list means the service has none here now.
+    public var endpoints: [String: [Endpoint]] = [:]
     /// The owner's signature over the record this delta produces (`NodeRecord.signedBytes` at
     /// `version`), so a receiver checks the result, not the delta; and its certificate when it
     /// changed.
@@ -413,6 +478,8 @@ public struct NodeRecordDelta: Sendable, Hashable {
         for (k, _) in o where n[k] == nil { d.running[k] = 0 }
         for (k, v) in new.rollouts where old.rollouts[k] != v { d.rollouts[k] = v }
         for (k, _) in old.rollouts where new.rollouts[k] == nil { d.rollouts[k] = RolloutProgress(spec: "", serving: 0) }
+        for (k, v) in new.endpoints where old.endpoints[k] != v { d.endpoints[k] = v }
+        for (k, _) in old.endpoints where new.endpoints[k] == nil { d.endpoints[k] = [] }
         return d
     }
 
@@ -434,6 +501,7 @@ public struct NodeRecordDelta: Sendable, Hashable {
         d.signature = later.signature
         for (k, v) in later.running { d.running[k] = v }
         for (k, v) in later.rollouts { d.rollouts[k] = v }
+        for (k, v) in later.endpoints { d.endpoints[k] = v }
         return d
     }
 
@@ -458,6 +526,7 @@ public struct NodeRecordDelta: Sendable, Hashable {
         f.signature = signature
         for (k, v) in running { f.running[k] = v > 0 ? v : nil }
         for (k, v) in rollouts { f.rollouts[k] = v.spec.isEmpty ? nil : v }
+        for (k, v) in endpoints { f.endpoints[k] = v.isEmpty ? nil : v }
         return NodeRecord(f)
     }
 
@@ -478,6 +547,7 @@ public struct NodeRecordDelta: Sendable, Hashable {
         for (k, v) in unhealthy { n += 2 + stringField(k) + varintField(UInt64(bitPattern: Int64(v))) }
         for (k, v) in running { n += 2 + stringField(k) + varintField(UInt64(bitPattern: Int64(v))) }
         for (k, v) in rollouts { n += 4 + stringField(k) + NodeRecord.progressSize(v) }
+        n += NodeRecord.endpointsSize(endpoints)
         n += 2 + signature.count + (certificate.map { 3 + $0.count } ?? 0)
         return n
     }

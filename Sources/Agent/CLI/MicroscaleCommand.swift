@@ -8,7 +8,7 @@ public struct MicroscaleCommand: AsyncParsableCommand {
         abstract: "Microscale: priority-aware container scheduling on the capacity you already have.",
         version: MicroscaleVersion.current,
         subcommands: [AgentCommand.self, MembersCommand.self, LeaderCommand.self, ServicesCommand.self,
-                      DemandCommand.self, NodeCommand.self, StatusCommand.self, DecisionsCommand.self, ReportCommand.self, OperatorCommand.self, LeaveCommand.self, ForceLeaveCommand.self, DevCommand.self,
+                      DemandCommand.self, NodeCommand.self, StatusCommand.self, DecisionsCommand.self, ReportCommand.self, EndpointsCommand.self, LBCommand.self, OperatorCommand.self, LeaveCommand.self, ForceLeaveCommand.self, DevCommand.self,
                       TLSCommand.self, VersionCommand.self])
 
     public init() {}

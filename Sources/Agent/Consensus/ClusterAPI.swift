@@ -10,6 +10,8 @@ import Wire
 public struct APIResponse: Sendable, Equatable {
     public var status: Int
     public var body: [UInt8]
+    /// A blocking query's index, sent as `X-Microscale-Index` (Consul's `X-Consul-Index`).
+    public var index: UInt64? = nil
 
     public init(status: Int, body: [UInt8]) {
         self.status = status

@@ -16,11 +16,16 @@ public protocol AgentState: Sendable {
     func leave() async -> APIResponse
     /// `POST /v1/agent/force-leave/NAME`: mark a dead member left in gossip.
     func forceLeave(_ member: String) async -> APIResponse
+    /// `GET /v1/services/NAME/endpoints`, blocking with `?index=N&wait=D` (docs/endpoints.md).
+    func endpoints(_ service: String, query: [(String, String)]) async -> APIResponse
 }
 
 extension AgentState {
     public func leave() async -> APIResponse { .error(501, "this agent cannot leave") }
     public func forceLeave(_ member: String) async -> APIResponse { .error(501, "this agent cannot force a member out") }
+    public func endpoints(_ service: String, query: [(String, String)]) async -> APIResponse {
+        .error(501, "this agent serves no endpoints")
+    }
 }
 
 /// `GET /v1/agent/self`: this agent's identity and counters.
@@ -94,6 +99,14 @@ public enum HTTPAPI {
         router.put("/v1/services", use: cluster)
         router.delete("/v1/services/:name", use: cluster)
         router.post("/v1/services/:name/rollback", use: cluster)
+        router.get("/v1/services/:name/endpoints") { request, context -> Response in
+            let query = request.uri.queryParameters.map { (String($0.key), String($0.value)) }
+            let answer = await state.endpoints(context.parameters.get("name") ?? "", query: query)
+            var headers: HTTPFields = [.contentType: "application/json"]
+            if let index = answer.index { headers[.init("X-Microscale-Index")!] = "\(index)" }
+            return Response(status: .init(code: answer.status), headers: headers,
+                            body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
+        }
         router.get("/v1/demand", use: cluster)
         router.put("/v1/demand/:service", use: cluster)
         router.get("/v1/nodes/drained", use: cluster)

@@ -1,3 +1,4 @@
+import Bounds
 import Foundation
 import Membership
 import NIOCore
@@ -113,6 +114,7 @@ public enum MembershipCodec {
             if let i = d.imageFailures { y.imageFailures = .with { $0.entries = i } }
             y.starting = d.starting.mapValues { Int64($0) }
             y.unhealthy = d.unhealthy.mapValues { Int64($0) }
+            y.endpoints = d.endpoints.mapValues(encode)
             x.recordDelta = y
         }
         return x
@@ -146,6 +148,15 @@ public enum MembershipCodec {
             $0.starting = r.starting.mapValues { Int64($0) }
             $0.unhealthy = r.unhealthy.mapValues { Int64($0) }
             $0.incarnationSignature = Data(r.incarnationSignature)
+            $0.endpoints = r.endpoints.mapValues(encode)
+        }
+    }
+
+    static func encode(_ list: [Endpoint]) -> Microscale_Membership_Endpoints {
+        .with {
+            $0.endpoints = list.map { e in
+                .with { $0.containerPort = UInt32(clamping: e.containerPort); $0.hostPort = UInt32(clamping: e.hostPort) }
+            }
         }
     }
 
@@ -238,6 +249,7 @@ public enum MembershipCodec {
             d.imageFailures = y.hasImageFailures ? y.imageFailures.entries : nil
             d.starting = try runningCounts(y.starting, field: "gossip.record_delta.starting")
             d.unhealthy = try runningCounts(y.unhealthy, field: "gossip.record_delta.unhealthy")
+            d.endpoints = try endpoints(y.endpoints, field: "gossip.record_delta.endpoints")
             return .recordDelta(d)
         case nil:
             throw DecodingError(field: "gossip", problem: "is empty or of a kind this agent does not know")
@@ -272,6 +284,7 @@ public enum MembershipCodec {
         record.starting = try runningCounts(r.starting, field: "record.starting")
         record.unhealthy = try runningCounts(r.unhealthy, field: "record.unhealthy")
         record.incarnationSignature = [UInt8](r.incarnationSignature)
+        record.endpoints = try endpoints(r.endpoints, field: "record.endpoints")
         return record
     }
 
@@ -285,6 +298,24 @@ public enum MembershipCodec {
         case .server: return .server
         case .UNRECOGNIZED(let v): throw DecodingError(field: field, problem: "has unknown value \(v)")
         }
+    }
+
+    /// Ports are checked here (1...65535) so the record's own bounds see only what fits an Int;
+    /// counts and sizes are the record's `validate`'s.
+    static func endpoints(_ m: [String: Microscale_Membership_Endpoints], field: String) throws -> [String: [Endpoint]] {
+        var out: [String: [Endpoint]] = [:]
+        for (service, list) in m {
+            guard list.endpoints.count <= Limits.maxRunningPerService else {
+                throw DecodingError(field: "\(field)[\(service.prefix(64))]", problem: "lists \(list.endpoints.count) endpoints, limit \(Limits.maxRunningPerService)")
+            }
+            out[service] = try list.endpoints.map { e in
+                guard (1...65535).contains(e.containerPort), (1...65535).contains(e.hostPort) else {
+                    throw DecodingError(field: "\(field)[\(service.prefix(64))]", problem: "has a port out of range: \(e.containerPort)->\(e.hostPort)")
+                }
+                return Endpoint(containerPort: Int(e.containerPort), hostPort: Int(e.hostPort))
+            }
+        }
+        return out
     }
 
     static func runningCounts(_ m: [String: Int64], field: String) throws -> [String: Int] {

@@ -42,6 +42,14 @@ public actor MembershipService {
     }
     private nonisolated var halted: Bool { final.withLockedValue { $0 != nil } }
 
+    /// Called when a member's status or record changed, this agent's own included (the endpoints
+    /// watch recomputes then; docs/endpoints.md). Set once at start-up.
+    private nonisolated let changeHandler = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
+    public nonisolated func onMembersChanged(_ f: @escaping @Sendable () -> Void) {
+        changeHandler.withLockedValue { $0 = f }
+    }
+    private func membersChanged() { changeHandler.withLockedValue { $0 }?() }
+
     /// Each member address parsed once into where to dial and the transport's connection key:
     /// every message goes to one of a few dozen addresses, several times a second.
     private var routes: [String: Route] = [:]
@@ -126,6 +134,7 @@ public actor MembershipService {
         change(&r)
         r.version = instance.record.version + 1
         execute(try instance.updateRecord(r, now: now))
+        membersChanged()
     }
 
     /// `force-leave`: marks a dead member left and gossips it; its status before (nil: unknown).
@@ -270,6 +279,10 @@ public actor MembershipService {
 
     private func report(_ event: MembershipEvent) {
         switch event {
+        case .memberChanged, .recordUpdated: membersChanged()
+        case .rejected: break
+        }
+        switch event {
         case let .memberChanged(c):
             let from = c.previous.map { "\($0)" } ?? "new"
             if c.status == .dead || c.status == .suspect {
@@ -363,6 +376,9 @@ public struct MemberView: Codable, Sendable, Equatable {
     /// absent when none.
     public var starting: [String: Int]?
     public var unhealthy: [String: Int]?
+    /// Per service, the ports of the member's serving containers (absent when it has none):
+    /// what `GET /v1/services/NAME/endpoints` is made of.
+    public var endpoints: [String: [Endpoint]]?
 
     public struct ResourceView: Codable, Sendable, Equatable {
         public var cpu: Double
@@ -385,6 +401,7 @@ public struct MemberView: Codable, Sendable, Equatable {
         imageFailures = r.imageFailures.isEmpty ? nil : r.imageFailures
         starting = r.starting.isEmpty ? nil : r.starting
         unhealthy = r.unhealthy.isEmpty ? nil : r.unhealthy
+        endpoints = r.endpoints.isEmpty ? nil : r.endpoints
     }
 }
 

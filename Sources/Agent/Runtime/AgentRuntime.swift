@@ -31,6 +31,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     /// The leader's decision loop, on servers.
     public let decisions: DecisionLoop?
     public let metrics = AgentMetrics()
+    /// Blocking queries on every service's endpoints, from the members' gossiped records.
+    public let endpointsWatch: EndpointsWatch
     /// What the trust rules refused (docs/ARCHITECTURE.md, "Trust"), counted and logged.
     public let refusals: Refusals
     /// Each peer's role as its certificate says: the only source of which nodes are servers.
@@ -135,6 +137,10 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             throw ConfigurationError("node record: \(error)")
         }
         box.membership = membership
+        let service0 = membership
+        let watch = EndpointsWatch { await service0.members() }
+        endpointsWatch = watch
+        membership.onMembersChanged { Task { await watch.changed() } }
         let service = membership
         // Alive servers and where to reach them, for Raft (its bootstrap voters, where it sends),
         // for forwarding API requests (with the operator's token, from a client) and for the
@@ -169,11 +175,25 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         clusterAPI = ClusterAPI(name: c.name, raft: raft, transport: transport, logger: logger, apiToken: c.apiToken,
                                 refusals: refusals, servers: servers)
         box.api = clusterAPI
-        executor = NodeExecutor(node: c.name, dockerHost: c.dockerSocket, registryAuth: c.registryAuth, logger: logger,
-                                report: { running, rollouts in
-            try? await service.updateRecord {
-                $0.running = running
-                $0.rollouts = rollouts
+        executor = NodeExecutor(node: c.name, dockerHost: c.dockerSocket, registryAuth: c.registryAuth,
+                                advertisesIPv6: c.advertise.host.contains(":"), logger: logger,
+                                report: { [logger] serving in
+            do {
+                try await service.updateRecord {
+                    $0.running = serving.running
+                    $0.rollouts = serving.rollouts
+                    $0.endpoints = serving.endpoints
+                }
+            } catch {
+                // The record's size bound (2 KiB, gossiped to everyone) holds a few hundred
+                // endpoints; past it the counts still go out, and the endpoints are left out.
+                logger.warning("this node's endpoints do not fit its record; gossiping its counts without them",
+                               metadata: ["reason": "\(error)"])
+                try? await service.updateRecord {
+                    $0.running = serving.running
+                    $0.rollouts = serving.rollouts
+                    $0.endpoints = [:]
+                }
             }
         }, reportImageFailures: { failures in
             // The record is at most 2 KiB (NodeRecordLimits): failures give way to what runs.
@@ -506,6 +526,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         await executor.stop()
         await raft?.stop()
         await membership.stop()
+        await endpointsWatch.stop()
         httpTask?.cancel()
         _ = try? await httpTask?.value
         await transport.shutdown()
@@ -514,6 +535,30 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     }
 
     public func members() async -> [MemberView] { Self.certified(await membership.members(), roles) }
+
+    public func endpoints(_ service: String, query: [(String, String)]) async -> APIResponse {
+        await Self.endpoints(service, query: query, watch: endpointsWatch)
+    }
+
+    /// `GET /v1/services/NAME/endpoints[?index=N&wait=D]`, answered from this agent's view.
+    static func endpoints(_ service: String, query: [(String, String)], watch: EndpointsWatch) async -> APIResponse {
+        guard !service.isEmpty, service.utf8.count <= 63 else {
+            return .error(400, "service: a name of 1 to 63 bytes (as services names) is required")
+        }
+        let q: Endpoints.Query
+        switch Endpoints.query(query) {
+        case .success(let v): q = v
+        case .failure(let e): return .error(400, e.description)
+        }
+        do {
+            let view = try await watch.query(service, after: q.index, wait: q.wait)
+            var r = APIResponse.json(view)
+            r.index = view.index
+            return r
+        } catch {
+            return .error(429, "too many blocking queries wait on this agent (limit \(Limits.maxBlockingQueries)); retry later or ask without index")
+        }
+    }
 
     /// The members with the role their certificate gave them where this agent authenticated one;
     /// the gossiped role only for members it has not yet heard from directly (shown, never trusted).

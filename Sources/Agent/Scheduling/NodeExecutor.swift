@@ -2,7 +2,7 @@ import Bounds
 import DockerEngine
 import Foundation
 import Logging
-import struct Membership.RolloutProgress
+import Membership
 
 /// Carries this node's assignment out on the local Docker Engine with the reconciler (stops before
 /// starts, adoption after a restart, crash-loop back-off) and reports what runs into the node's
@@ -16,7 +16,7 @@ public actor NodeExecutor {
     let dockerHost: String
     let registryAuth: RegistryAuth
     let logger: Logger
-    let report: @Sendable ([String: Int], [String: RolloutProgress]) async -> Void
+    let report: @Sendable (Serving) async -> Void
     /// Tells the others which images fail to pull here, with the registry's reason (the node's
     /// record): the leader then places those services elsewhere until a retry works.
     let reportImageFailures: @Sendable ([String: String]) async -> Void
@@ -24,6 +24,18 @@ public actor NodeExecutor {
     /// Tells the others how many of each service's running containers are starting and unhealthy.
     let reportHealth: @Sendable (_ starting: [String: Int], _ unhealthy: [String: Int]) async -> Void
     private var lastHealthCounts: [[String: Int]] = [[:], [:]]
+
+    /// What this node tells the cluster it serves: healthy running containers per service, and
+    /// where they listen (the endpoints, issue 17 item 5).
+    public struct Serving: Sendable, Equatable {
+        public var running: [String: Int] = [:]
+        public var endpoints: [String: [Endpoint]] = [:]
+        /// During a rolling update the leader steps on what each node reports of the new
+        /// containers: how many serve, how many failed (docs/rollouts.md).
+        public var rollouts: [String: RolloutProgress] = [:]
+    }
+    /// The node advertises an IPv6 address: its endpoints are the ports Docker published for IPv6.
+    public let advertisesIPv6: Bool
     public var interval: Duration = .seconds(2)
     /// After the agent starts, an assignment that gives this node nothing is not carried out for
     /// this long if its plan was decided before the agent started: such a plan was made while the
@@ -44,8 +56,7 @@ public actor NodeExecutor {
     private var client: DockerClient?
     private var assignment: NodeAssignment?
     private var loop: WakeLoop?
-    private var lastReported: [String: Int]?
-    private var lastProgress: [String: RolloutProgress] = [:]
+    private var lastReported: Serving?
     private var lastError: String?
     public private(set) var rounds = 0
     /// Containers started and stopped, and Docker calls that failed, since the agent started.
@@ -56,8 +67,8 @@ public actor NodeExecutor {
     /// Services whose image could not be pulled here, with the registry's reason (DESIGN.md §9).
     public private(set) var pullFailures: [String: String] = [:]
 
-    public init(node: String, dockerHost: String, registryAuth: RegistryAuth = RegistryAuth(), logger: Logger,
-                report: @escaping @Sendable ([String: Int], [String: RolloutProgress]) async -> Void,
+    public init(node: String, dockerHost: String, registryAuth: RegistryAuth = RegistryAuth(), advertisesIPv6: Bool = false, logger: Logger,
+                report: @escaping @Sendable (Serving) async -> Void,
                 reportImageFailures: @escaping @Sendable ([String: String]) async -> Void = { _ in },
                 reportHealth: @escaping @Sendable ([String: Int], [String: Int]) async -> Void = { _, _ in }) {
         self.reportHealth = reportHealth
@@ -65,6 +76,7 @@ public actor NodeExecutor {
         self.node = node
         self.dockerHost = dockerHost
         self.registryAuth = registryAuth
+        self.advertisesIPv6 = advertisesIPv6
         self.logger = logger
         self.report = report
     }
@@ -139,6 +151,92 @@ public actor NodeExecutor {
         return out + "..."
     }
 
+    private func healthChanged() async {
+        try? await publishServing()
+        loop?.wake()
+    }
+
+    /// Lists this node's containers and reports those that serve, if that changed. Only serving
+    /// containers count (DESIGN.md §9): one whose health check has not passed yet, or that Docker
+    /// reports unhealthy, is not running for demand met, and is no endpoint.
+    private func publishServing() async throws {
+        guard let client, let shell, let a = assignment else { return }
+        publishing &+= 1
+        let mine = publishing
+        let running = try await client.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(node)"], all: false)
+        let health = await shell.currentHealth()
+        let specs = Dictionary(a.services.map { ($0.key, Specs.container($0.key, $0.value.spec, node: node)) },
+                               uniquingKeysWith: { x, _ in x })
+        // Services under a rolling update, with the hash of their new spec.
+        let rolling = Dictionary(a.keep.keys.compactMap { name in a.services[name].map { (name, Specs.hash($0.spec)) } },
+                                 uniquingKeysWith: { x, _ in x })
+        var serving = Self.serving(running, health: health, specs: specs, rolling: rolling, ipv6: advertisesIPv6)
+        let failed = await shell.failures
+        for (s, hash) in rolling { if let f = failed[s], f.spec == hash { serving.rollouts[s]?.failed = f.count } }
+        // Running containers whose check has not passed yet, and that fail it: what status counts.
+        var starting: [String: Int] = [:], unhealthy: [String: Int] = [:]
+        for c in running where c.State == "running" {
+            guard let s = c.Labels?[MicroscaleLabel.service] else { continue }
+            switch health[c.Id] ?? ObservedContainer.Health.fromEngineStatus(c.Status) {
+            case .starting?: starting[s, default: 0] += 1
+            case .unhealthy?: unhealthy[s, default: 0] += 1
+            default: break
+            }
+        }
+        // A later call may have finished first while this one awaited: the newest list wins.
+        guard mine == publishing || published < mine else { return }
+        published = mine
+        if [starting, unhealthy] != lastHealthCounts {
+            lastHealthCounts = [starting, unhealthy]
+            await reportHealth(starting, unhealthy)
+        }
+        if serving != lastReported {
+            lastReported = serving
+            await report(serving)
+        }
+    }
+    private var publishing: UInt64 = 0
+    private var published: UInt64 = 0
+
+    /// Pure: the serving containers among `running`, per service, with their endpoints. A bridge
+    /// container's endpoints are its published TCP ports (Docker lists each once per address
+    /// family); a host-network container listens on its declared ports themselves; one on no
+    /// network has none.
+    static func serving(_ running: [ContainerSummary], health: [String: ObservedContainer.Health],
+                        specs: [String: ContainerSpec], rolling: [String: String] = [:], ipv6: Bool = false) -> Serving {
+        var out = Serving()
+        out.rollouts = rolling.mapValues { RolloutProgress(spec: $0, serving: 0) }
+        for c in running where c.State == "running" {
+            guard [nil, .healthy].contains(health[c.Id] ?? ObservedContainer.Health.fromEngineStatus(c.Status)),
+                  let s = c.Labels?[MicroscaleLabel.service] else { continue }
+            out.running[s, default: 0] += 1
+            if let hash = rolling[s], c.Labels?[MicroscaleLabel.spec] == hash { out.rollouts[s]?.serving += 1 }
+            var ports: Set<Endpoint> = []
+            switch specs[s]?.network {
+            case .host?:
+                for p in specs[s]?.ports ?? [] where p.proto == "tcp" && (1...65535).contains(p.container) {
+                    ports.insert(Endpoint(containerPort: p.container, hostPort: p.container))
+                }
+            case .none?:
+                break
+            default:
+                // Docker may publish a container port on one host port for IPv4 and another for
+                // IPv6 (seen with the userland proxy: 0.0.0.0:32810 and [::]:32808); an endpoint
+                // is the port of the family the node advertises.
+                let tcp = (c.Ports ?? []).filter { ($0.Type ?? "tcp") == "tcp" && $0.PublicPort != nil }
+                for priv in Set(tcp.map(\.PrivatePort)) where (1...65535).contains(priv) {
+                    let bindings = tcp.filter { $0.PrivatePort == priv }
+                    let family = bindings.filter { ($0.IP ?? "").contains(":") == ipv6 }
+                    guard let pub = (family.first ?? bindings.first)?.PublicPort, (1...65535).contains(pub) else { continue }
+                    ports.insert(Endpoint(containerPort: priv, hostPort: pub))
+                }
+            }
+            if !ports.isEmpty { out.endpoints[s, default: []].append(contentsOf: ports) }
+        }
+        for (s, list) in out.endpoints { out.endpoints[s] = list.sorted() }
+        return out
+    }
+
     private func round() async {
         guard let a = assignment else { return }
         rounds += 1
@@ -146,7 +244,11 @@ public actor NodeExecutor {
             if shell == nil {
                 let c = try DockerClient(host: dockerHost)
                 client = c
-                shell = ReconcilerShell(client: c, node: node, logger: logger)
+                let s = ReconcilerShell(client: c, node: node, logger: logger)
+                // A container whose probe starts failing (or passes) is told to the cluster at
+                // once, before the round that replaces it: load balancers follow the endpoints.
+                await s.setOnHealthChange { [weak self] in await self?.healthChanged() }
+                shell = s
                 // A finished pull runs a round at once: the containers waiting for it start now.
                 puller = ImagePuller(client: c, auth: registryAuth, logger: logger, onChange: { [weak self] in await self?.wake() })
             }
@@ -204,42 +306,7 @@ public actor NodeExecutor {
                 }
                 if report.plan.isEmpty { break }
             }
-            let running = try await client!.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(node)"], all: false)
-            var counts: [String: Int] = [:]
-            // Only serving containers count (DESIGN.md §9): one whose health check has not passed yet,
-            // or that Docker reports unhealthy, is not running for demand met.
-            let health = await shell!.lastHealth
-            // During a rolling update the leader steps on what each node reports of the new
-            // containers: how many serve, how many failed (docs/rollouts.md).
-            let rolling = Dictionary(a.keep.keys.compactMap { name in a.services[name].map { (name, Specs.hash($0.spec)) } },
-                                     uniquingKeysWith: { x, _ in x })
-            var progress: [String: RolloutProgress] = rolling.mapValues { RolloutProgress(spec: $0, serving: 0) }
-            var starting: [String: Int] = [:], unhealthy: [String: Int] = [:]
-            for c in running where c.State == "running" {
-                guard let s = c.Labels?[MicroscaleLabel.service] else { continue }
-                switch health[c.Id] ?? ObservedContainer.Health.fromEngineStatus(c.Status) {
-                case .starting?: starting[s, default: 0] += 1
-                case .unhealthy?: unhealthy[s, default: 0] += 1
-                default: break
-                }
-            }
-            if [starting, unhealthy] != lastHealthCounts {
-                lastHealthCounts = [starting, unhealthy]
-                await reportHealth(starting, unhealthy)
-            }
-            for c in running where c.State == "running" && [nil, .healthy].contains(health[c.Id] ?? ObservedContainer.Health.fromEngineStatus(c.Status)) {
-                if let s = c.Labels?[MicroscaleLabel.service] {
-                    counts[s, default: 0] += 1
-                    if let hash = rolling[s], c.Labels?[MicroscaleLabel.spec] == hash { progress[s]?.serving += 1 }
-                }
-            }
-            let failed = await shell!.failures
-            for (s, hash) in rolling { if let f = failed[s], f.spec == hash { progress[s]?.failed = f.count } }
-            if counts != lastReported || progress != lastProgress {
-                lastReported = counts
-                lastProgress = progress
-                await report(counts, progress)
-            }
+            try await publishServing()
             if lastError != nil {
                 logger.info("docker reachable again")
                 lastError = nil

@@ -16,11 +16,19 @@ public actor HealthProber {
     private let http = MiniHTTPClient()
     private let logger: Logger
     private var watched: [String: Watched] = [:]
+    /// Runs when a container's state changes: the executor then tells the cluster at once which
+    /// containers serve (endpoints follow a failing check within a probe, not a reconcile tick).
+    private let onChange: @Sendable () async -> Void
 
-    public init(client: DockerClient, logger: Logger = Logger(label: "microscale.health")) {
+    public init(client: DockerClient, logger: Logger = Logger(label: "microscale.health"),
+                onChange: @escaping @Sendable () async -> Void = {}) {
         self.client = client
         self.logger = logger
+        self.onChange = onChange
     }
+
+    /// The state of every container watched now.
+    public func states() -> [String: ObservedContainer.Health] { watched.mapValues(\.health) }
 
     /// The health of `id` under `probe`; starts watching it on first sight.
     public func health(of id: String, service: String, probe: ContainerSpec.Probe) -> ObservedContainer.Health {
@@ -81,5 +89,7 @@ public actor HealthProber {
         w.health = health
         watched[id] = w
         logger.info("container health", metadata: ["container": "\(id.prefix(12))", "health": "\(health)", "why": "\(why ?? "probe passed")"])
+        let onChange = self.onChange
+        Task { await onChange() }
     }
 }

@@ -66,7 +66,16 @@ public actor ReconcilerShell {
     private var counts: [String: Int] = [:]
     /// Bridge network name → the id containers are created with.
     private var readyNetworks: [String: String] = [:]
-    private lazy var prober = HealthProber(client: client, logger: logger)
+    private lazy var prober = HealthProber(client: client, logger: logger, onChange: onHealthChange)
+    /// Runs when a probed container's health changes (set before the first round).
+    public var onHealthChange: @Sendable () async -> Void = {}
+    public func setOnHealthChange(_ f: @escaping @Sendable () async -> Void) { onHealthChange = f }
+
+    /// The health of this node's containers now: the agent's probes as they stand (they change
+    /// between rounds), else what the last round observed.
+    public func currentHealth() async -> [String: ObservedContainer.Health] {
+        lastHealth.merging(await prober.states(), uniquingKeysWith: { _, probed in probed })
+    }
     /// The health of this node's containers as last observed (Docker's check or the agent's probe):
     /// what the executor counts as running.
     public private(set) var lastHealth: [String: ObservedContainer.Health] = [:]

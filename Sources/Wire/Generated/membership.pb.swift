@@ -237,6 +237,14 @@ public nonisolated struct Microscale_Membership_NodeRecord: @unchecked Sendable 
     set {_uniqueStorage()._unhealthy = newValue}
   }
 
+  /// Per service, the ports of its serving (running and healthy) containers on this node
+  /// (docs/endpoints.md). Signed with the rest only when not empty. Field 20: room below it for
+  /// other additions.
+  public var endpoints: Dictionary<String,Microscale_Membership_Endpoints> {
+    get {_storage._endpoints}
+    set {_uniqueStorage()._endpoints = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -272,6 +280,33 @@ public nonisolated struct Microscale_Membership_StringMap: Sendable {
   public var entries: Dictionary<String,String> = [:]
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Where a service's serving containers listen on one node: the host is the node's address.
+public nonisolated struct Microscale_Membership_Endpoints: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var endpoints: [Microscale_Membership_Endpoints.Endpoint] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated struct Endpoint: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    public var containerPort: UInt32 = 0
+
+    public var hostPort: UInt32 = 0
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public init() {}
+  }
 
   public init() {}
 }
@@ -405,6 +440,12 @@ public nonisolated struct Microscale_Membership_NodeRecordDelta: @unchecked Send
   public var unhealthy: Dictionary<String,Int64> {
     get {_storage._unhealthy}
     set {_uniqueStorage()._unhealthy = newValue}
+  }
+
+  /// Changed services' endpoints; an empty list removes the service's.
+  public var endpoints: Dictionary<String,Microscale_Membership_Endpoints> {
+    get {_storage._endpoints}
+    set {_uniqueStorage()._endpoints = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -869,7 +910,7 @@ nonisolated extension Microscale_Membership_Resources: SwiftProtobuf.Message, Sw
 
 nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}version\0\u{1}certificate\0\u{1}signature\0\u{3}proven_incarnation\0\u{3}incarnation_signature\0\u{1}restarting\0\u{1}rollouts\0\u{1}labels\0\u{3}image_failures\0\u{1}starting\0\u{1}unhealthy\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}version\0\u{1}certificate\0\u{1}signature\0\u{3}proven_incarnation\0\u{3}incarnation_signature\0\u{1}restarting\0\u{1}rollouts\0\u{1}labels\0\u{3}image_failures\0\u{1}starting\0\u{1}unhealthy\0\u{2}\u{2}endpoints\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -890,6 +931,7 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
     var _imageFailures: Dictionary<String,String> = [:]
     var _starting: Dictionary<String,Int64> = [:]
     var _unhealthy: Dictionary<String,Int64> = [:]
+    var _endpoints: Dictionary<String,Microscale_Membership_Endpoints> = [:]
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -918,6 +960,7 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
       _imageFailures = source._imageFailures
       _starting = source._starting
       _unhealthy = source._unhealthy
+      _endpoints = source._endpoints
     }
   }
 
@@ -954,6 +997,7 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
         case 16: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._imageFailures) }()
         case 17: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &_storage._starting) }()
         case 18: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &_storage._unhealthy) }()
+        case 20: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_Endpoints>.self, value: &_storage._endpoints) }()
         default: break
         }
       }
@@ -1020,6 +1064,9 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
       if !_storage._unhealthy.isEmpty {
         try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: _storage._unhealthy, fieldNumber: 18)
       }
+      if !_storage._endpoints.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_Endpoints>.self, value: _storage._endpoints, fieldNumber: 20)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1047,6 +1094,7 @@ nonisolated extension Microscale_Membership_NodeRecord: SwiftProtobuf.Message, S
         if _storage._imageFailures != rhs_storage._imageFailures {return false}
         if _storage._starting != rhs_storage._starting {return false}
         if _storage._unhealthy != rhs_storage._unhealthy {return false}
+        if _storage._endpoints != rhs_storage._endpoints {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1126,9 +1174,74 @@ nonisolated extension Microscale_Membership_StringMap: SwiftProtobuf.Message, Sw
   }
 }
 
+nonisolated extension Microscale_Membership_Endpoints: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Endpoints"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoints\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.endpoints) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.endpoints.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.endpoints, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Membership_Endpoints, rhs: Microscale_Membership_Endpoints) -> Bool {
+    if lhs.endpoints != rhs.endpoints {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Membership_Endpoints.Endpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Microscale_Membership_Endpoints.protoMessageName + ".Endpoint"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_port\0\u{3}host_port\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.containerPort) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.hostPort) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.containerPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.containerPort, fieldNumber: 1)
+    }
+    if self.hostPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.hostPort, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Membership_Endpoints.Endpoint, rhs: Microscale_Membership_Endpoints.Endpoint) -> Bool {
+    if lhs.containerPort != rhs.containerPort {return false}
+    if lhs.hostPort != rhs.hostPort {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeRecordDelta"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}base_version\0\u{1}version\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}signature\0\u{1}certificate\0\u{1}restarting\0\u{1}rollouts\0\u{1}labels\0\u{3}image_failures\0\u{1}starting\0\u{1}unhealthy\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}base_version\0\u{1}version\0\u{1}address\0\u{1}role\0\u{1}capacity\0\u{1}reserved\0\u{1}running\0\u{3}agent_version\0\u{1}signature\0\u{1}certificate\0\u{1}restarting\0\u{1}rollouts\0\u{1}labels\0\u{3}image_failures\0\u{1}starting\0\u{1}unhealthy\0\u{2}\u{3}endpoints\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1148,6 +1261,7 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
     var _imageFailures: Microscale_Membership_StringMap? = nil
     var _starting: Dictionary<String,Int64> = [:]
     var _unhealthy: Dictionary<String,Int64> = [:]
+    var _endpoints: Dictionary<String,Microscale_Membership_Endpoints> = [:]
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1175,6 +1289,7 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
       _imageFailures = source._imageFailures
       _starting = source._starting
       _unhealthy = source._unhealthy
+      _endpoints = source._endpoints
     }
   }
 
@@ -1210,6 +1325,7 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
         case 15: try { try decoder.decodeSingularMessageField(value: &_storage._imageFailures) }()
         case 16: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &_storage._starting) }()
         case 17: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &_storage._unhealthy) }()
+        case 20: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_Endpoints>.self, value: &_storage._endpoints) }()
         default: break
         }
       }
@@ -1273,6 +1389,9 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
       if !_storage._unhealthy.isEmpty {
         try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: _storage._unhealthy, fieldNumber: 17)
       }
+      if !_storage._endpoints.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Microscale_Membership_Endpoints>.self, value: _storage._endpoints, fieldNumber: 20)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1299,6 +1418,7 @@ nonisolated extension Microscale_Membership_NodeRecordDelta: SwiftProtobuf.Messa
         if _storage._imageFailures != rhs_storage._imageFailures {return false}
         if _storage._starting != rhs_storage._starting {return false}
         if _storage._unhealthy != rhs_storage._unhealthy {return false}
+        if _storage._endpoints != rhs_storage._endpoints {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -82,3 +82,28 @@ import Testing
         #expect(x == d)
     }
 }
+
+/// Endpoints cross the wire in records and deltas, and ports out of range are refused on decode.
+@Suite struct EndpointsCodecTests {
+    @Test func aRecordAndADeltaCarryEndpointsAcrossTheWire() throws {
+        var r = NodeRecord(name: "n1", address: "10.0.0.1:7480", running: ["web": 2], version: 9)
+        r.endpoints = ["web": [Endpoint(containerPort: 8080, hostPort: 32768), Endpoint(containerPort: 8080, hostPort: 32769)]]
+        var d = NodeRecordDelta(name: "n1", baseVersion: 9, version: 10)
+        d.endpoints = ["web": [Endpoint(containerPort: 8080, hostPort: 32768)], "api": []]
+        let message = Message.gossip(GossipPacket(from: "n2", gossip: [.alive(incarnation: 1, record: r), .recordDelta(d)]))
+        guard case let .gossip(g) = try MembershipCodec.message(from: try MembershipCodec.frame(message)),
+              case let .alive(_, record)? = g.gossip.first, case let .recordDelta(delta)? = g.gossip.last else {
+            Issue.record("not the gossip sent")
+            return
+        }
+        #expect(record == r)
+        #expect(delta == d)
+    }
+
+    @Test func aPortOutOfRangeIsRefusedNamingTheField() throws {
+        var y = MembershipCodec.encode(NodeRecord(name: "n1", address: "10.0.0.1:7480", version: 1))
+        y.endpoints["web"] = .with { $0.endpoints = [.with { $0.containerPort = 8080; $0.hostPort = 70000 }] }
+        #expect(throws: MembershipCodec.DecodingError.self) { _ = try MembershipCodec.decode(y) }
+        do { _ = try MembershipCodec.decode(y) } catch { #expect("\(error)".contains("record.endpoints[web]")) }
+    }
+}
