@@ -1,4 +1,5 @@
 import ArgumentParser
+import Bounds
 import Scaling
 import SimulationKit
 
@@ -79,14 +80,16 @@ struct BenchCell: ParsableCommand {
 
     /// Drawn from `seed`: node sizes 32/48/64/96 cores with 4 GiB per core; services' sizes 0.1,
     /// 0.25, 1 or 4 cores in the shares 70/20/8/2% (1 GiB per core, 64 MiB at least); priorities
-    /// 1/2/3 in the shares 20/30/50%, a fifth of priority 3 filling; counts around the mean that
-    /// makes `containers` in all.
+    /// 1/2/3 in the shares 20/30/50%, a fifth of priority 3 filling; a fifth of all constrained to
+    /// a zone (nodes are in zones a, b, c) or to nodes without `disk=hdd` (half of them); counts
+    /// around the mean that makes `containers` in all.
     static func cell(nodes n: Int, services m: Int, containers: Int, seed: UInt64) -> Cell {
         var rng = SeededGenerator(seed: seed)
         let sizes = [32_000, 48_000, 64_000, 96_000]
         let nodes = (0..<n).map { i -> Node in
             let cpu = sizes[Int(rng.next() % 4)]
-            return Node(name: "node-\(i)", cpuMillis: cpu, memoryBytes: (cpu / 1000) << 32)
+            let labels = ["zone": ["a", "b", "c"][i % 3], "disk": rng.next() % 2 == 0 ? "ssd" : "hdd"]
+            return Node(name: "node-\(i)", cpuMillis: cpu, memoryBytes: (cpu / 1000) << 32, labels: labels)
         }
         let mean = Swift.max(1, containers / Swift.max(1, m))
         var services: [ServiceSpec] = []
@@ -99,9 +102,16 @@ struct BenchCell: ParsableCommand {
             let count = Swift.max(1, mean / 2 + Int(rng.next() % UInt64(mean)))
             let name = "svc-\(i)"
             let fill = priority == 3 && rng.next() % 5 == 0
+            // A fifth of the services are kept to some nodes: a zone, or off the slow disks.
+            var constraints: [PlacementConstraint] = []
+            switch rng.next() % 10 {
+            case 0: constraints = [PlacementConstraint(key: "zone", op: .equal, value: ["a", "b", "c"][i % 3])]
+            case 1: constraints = [PlacementConstraint(key: "disk", op: .notEqual, value: "hdd")]
+            default: break
+            }
             services.append(ServiceSpec(name: name, priority: priority, cpuMillis: cpu,
                                         memoryBytes: Swift.max(64 << 20, cpu << 20), min: 0, max: fill ? count : count * 2,
-                                        perContainer: 10, fill: fill))
+                                        perContainer: 10, fill: fill, constraints: constraints))
             if !fill { demand[name] = .known(Double(count * 10)) }
         }
         return Cell(nodes: nodes, services: services, demand: demand)
@@ -152,7 +162,7 @@ struct BenchCell: ParsableCommand {
             print(String(format: "  placements per second:   %8.0f (Nomad C1M 3,750/s, C2M ~1,500/s)", rate))
             print(String(format: "  fullest node lost:       %8.1f ms, %d containers placed elsewhere (target ≤ 50 ms)", median(loss), moved))
             print(String(format: "  one service's demand +10%%: %6.1f ms, %d decisions (target ≤ 5 ms)", median(step), stepDecisions))
-            print("  not yet modelled: placement constraints on a fifth of the services")
+            print("  constrained services: \(c.services.filter { !$0.constraints.isEmpty }.count) (a zone, or disk != hdd)")
         }
     }
 }
