@@ -1,0 +1,215 @@
+@testable import Agent
+import Demand
+import Foundation
+import Logging
+import SecureTransport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Issue 18's must-show, through the real decision path: a one-server agent (the Raft leader) polls a
+/// real broker started by scripts/test-env, and its planner commits the counts. Checked on the
+/// committed plan (`GET /v1/status`: desired, and the demand the leader used) and the decision reasons
+/// (`GET /v1/decisions`); no Docker is needed for the plan, so the agent's daemon socket names nothing
+/// (its executor fails to reach it, which the plan does not depend on).
+///
+/// For each broker: filled to 45 (target 10 per container) the count is 5; at 40 the band holds 5
+/// (40 > 0.7 × 50); emptied, it goes to 0 only past the band and the stabilization window (the
+/// decision says both); filled again it rises at once; the broker stopped (or hung), the last reading is
+/// used while fresh, then demand is unknown and the count held; the broker back, the reading drives
+/// the count again. DemandTests' QueueSourceIntegrationTests covers each source alone.
+@Suite(.serialized) struct QueueBandEndToEndTests {
+    static let env = ProcessInfo.processInfo.environment
+    /// Under CI=true a missing broker fails the test; locally it is skipped.
+    static func available(_ name: String) -> Bool { env["CI"] == "true" || !(env[name] ?? "").isEmpty }
+    static func require(_ name: String) throws -> String {
+        guard let v = env[name], !v.isEmpty else {
+            throw CLIError("\(name) is not set: run the tests through scripts/test (they need the brokers of scripts/test-env)")
+        }
+        return v
+    }
+
+    static let dir: String = {
+        let d = NSTemporaryDirectory() + "microscale-queue-band-tests-\(getpid())"
+        try? FileManager.default.removeItem(atPath: d)
+        try! CertificateIssuer.createCA(in: "\(d)/ca")
+        return d
+    }()
+
+    /// `scripts/test-env stop|start|pause|resume NAME`, spawned with an empty signal mask (a broker it
+    /// starts must not inherit a blocked SIGTERM), waited for with waitpid (a daemon it leaves behind
+    /// keeps Foundation's Process from ever returning).
+    static func control(_ op: String, _ broker: String) throws {
+        let path = try require("MICROSCALE_TEST_ENV_SCRIPT")
+        let argv: [UnsafeMutablePointer<CChar>?] = [path, op, broker].map { (s: String) -> UnsafeMutablePointer<CChar>? in strdup(s) } + [nil]
+        defer { for a in argv { free(a) } }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+        var pid: pid_t = 0
+        guard posix_spawn(&pid, path, nil, &attributes, argv, environ) == 0 else { throw CLIError("cannot run \(path)") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        guard status == 0 else { throw CLIError("scripts/test-env \(op) \(broker) exited with status \(status)") }
+    }
+
+    /// A one-server cluster of its own, with room for far more workers than the test asks for.
+    func leader(_ name: String) async throws -> AgentRuntime {
+        try CertificateIssuer.createNodeCertificate(caDir: "\(Self.dir)/ca", node: name, server: true, in: "\(Self.dir)/certs")
+        var s = loopbackAgentSettings(name, dir: Self.dir, port: AgentRuntimeTests.freePort())
+        s.set("server", "true", origin: "test")
+        s.set("bootstrap-expect", "1", origin: "test")
+        s.set("capacity-cpu", "16", origin: "test")
+        s.set("capacity-memory", "16GiB", origin: "test")
+        s.set("docker-socket", "unix://\(Self.dir)/no-docker-\(name).sock", origin: "test")
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let a = try AgentRuntime(configuration: try s.resolve(), logger: logger)
+        try await a.start()
+        guard try await pollUntil(30, { await a.cluster(method: "GET", path: "/v1/leader", body: []).status == 200 }) else {
+            await a.shutdown()
+            throw CLIError("no leader within 30 s")
+        }
+        return a
+    }
+
+    /// The worker's row of `GET /v1/status`: the committed count and the demand the leader used
+    /// (nil: unknown).
+    func worker(_ a: AgentRuntime) async -> (desired: Int, demand: Double?)? {
+        let r = await a.cluster(method: "GET", path: "/v1/status", body: [])
+        guard r.status == 200, let s = try? JSONDecoder().decode(StatusView.self, from: Data(r.body)),
+              let w = s.services.first(where: { $0.name == "worker" }) else { return nil }
+        return (w.desired, w.demand)
+    }
+
+    func reasons(_ a: AgentRuntime) async -> [String] {
+        struct D: Decodable { var reasons: [String] }
+        let r = await a.cluster(method: "GET", path: "/v1/decisions?limit=50", body: [])
+        return ((try? JSONDecoder().decode([D].self, from: Data(r.body))) ?? []).flatMap(\.reasons)
+    }
+
+    /// The whole story against one broker. `fill(n)` makes the queue `n` long; `down`/`up` are the
+    /// test-env operations that take the broker away and bring it back.
+    func exercise(broker: String, demand: String, how: (down: String, up: String), fill: (Int) async throws -> Void) async throws {
+        let a = try await leader("band-\(broker)-\(UInt32.random(in: 0...UInt32.max) % 100_000)")
+        defer { Task { await a.shutdown() } }
+        try await fill(45)
+        let file = """
+            services:
+              worker:
+                image: example/worker
+                cpu: 0.5
+                memory: 16MiB
+                min: 0
+                max: 20
+                demand: \(demand)
+            """
+        let applied = await a.cluster(method: "PUT", path: "/v1/services", body: Array(file.utf8))
+        #expect(applied.status == 200, "\(String(decoding: applied.body, as: UTF8.self))")
+        var seen: (desired: Int, demand: Double?)?
+        func until(_ seconds: Double = 30, _ condition: @escaping ((desired: Int, demand: Double?)) -> Bool) async throws -> Bool {
+            try await pollUntil(seconds) {
+                seen = await worker(a)
+                return seen.map(condition) ?? false
+            }
+        }
+
+        // Filled to a known length: ceil(45 / 10) = 5.
+        #expect(try await until { $0.demand == 45 && $0.desired == 5 }, "\(broker) filled to 45: \(String(describing: seen))")
+
+        // 40 wants 4, but 40 > 0.7 × (5 × 10): the band holds 5, for longer than the window.
+        try await fill(40)
+        #expect(try await until { $0.demand == 40 }, "\(broker) at 40: \(String(describing: seen))")
+        let heldUntil = ContinuousClock.now + .seconds(5)
+        var held = true
+        while ContinuousClock.now < heldUntil {
+            if let w = await worker(a), w.desired != 5 { held = false; seen = w; break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(held, "\(broker) at 40: the band should hold 5 (40 > 0.7×50), got \(String(describing: seen))")
+
+        // Emptied: 0 ≤ 0.7 × 50 lets the band go, and the window has to pass before the count falls.
+        try await fill(0)
+        #expect(try await until { $0.demand == 0 && $0.desired == 0 }, "\(broker) emptied: \(String(describing: seen))")
+        let down = await reasons(a).last { $0.contains("worker 5→0") } ?? ""
+        #expect(down.contains("band: 0 ≤ 0.7×50") && down.contains("lower for"),
+                "\(broker): the scale-down names the band and the window: \(down)")
+
+        // A rise is never held.
+        try await fill(45)
+        #expect(try await until { $0.demand == 45 && $0.desired == 5 }, "\(broker) refilled: \(String(describing: seen))")
+
+        // The broker goes away: the last reading is used while fresh (10 s), then demand is unknown
+        // and the count is held.
+        try Self.control(how.down, broker)
+        var restored = false
+        defer { if !restored { try? Self.control(how.up, broker) } }
+        #expect(try await until(40) { $0.demand == nil }, "\(broker) gone: demand becomes unknown: \(String(describing: seen))")
+        #expect(seen?.desired == 5, "\(broker) gone: the count is held")
+        let heldFor = ContinuousClock.now + .seconds(2)
+        while ContinuousClock.now < heldFor {
+            if let w = await worker(a) { #expect(w.desired == 5, "\(broker) gone: the count is held, got \(w)") }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+
+        // Back: the reading returns and drives the count (62 → 7), within the back-off (≤ 30 s).
+        try Self.control(how.up, broker)
+        restored = true
+        try await fill(62)
+        #expect(try await until(45) { $0.demand == 62 && $0.desired == 7 }, "\(broker) back: \(String(describing: seen))")
+    }
+
+    @Test(.enabled(if: available("MICROSCALE_TEST_REDIS_ADDRESS")))
+    func aRedisListDrivesTheLeadersCountThroughBandWindowAndABrokerOutage() async throws {
+        let address = try Self.require("MICROSCALE_TEST_REDIS_ADDRESS")
+        let credentials = try Self.require("MICROSCALE_TEST_REDIS_CREDENTIALS")
+        let parts = address.split(separator: ":")
+        let host = String(parts[0]), port = Int(parts[1]) ?? 0
+        let key = "band-\(UUID().uuidString.prefix(8))"
+        func fill(_ n: Int) async throws {
+            let push: [[String]] = n > 0 ? [["RPUSH", key] + (0..<n).map { "job\($0)" }] : []
+            _ = try await RedisDemand.execute(host: host, port: port, credentials: credentials, commands: [["DEL", key]] + push)
+        }
+        try await exercise(broker: "redis",
+                           demand: "{ source: redis, address: \"\(address)\", key: \(key), credentials: \(credentials), per_container: 10, interval: 200ms, timeout: 1s }",
+                           how: ("stop", "start"), fill: fill)
+        try await fill(0)
+    }
+
+    @Test(.enabled(if: available("MICROSCALE_TEST_RABBITMQ_URL")))
+    func aRabbitMQQueueDrivesTheLeadersCountThroughBandWindowAndAHungBroker() async throws {
+        let base = try Self.require("MICROSCALE_TEST_RABBITMQ_URL")
+        let url = try SourceURL.parse(base, field: "url")
+        let credentials = NSTemporaryDirectory() + "ms-band-rabbit-\(UUID().uuidString)"
+        try "guest:guest".write(toFile: credentials, atomically: false, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: credentials)
+        defer { try? FileManager.default.removeItem(atPath: credentials) }
+        let queue = "band-\(UUID().uuidString.prefix(8))"
+        let http = SourceHTTP()
+        let auth = [("Authorization", Credentials.userPassword(user: "guest", password: "guest").basicAuthorization),
+                    ("Content-Type", "application/json")]
+        func api(_ method: String, _ path: String, _ body: String? = nil) async throws {
+            _ = try await http.request(url, path: path, method: .init(rawValue: method), headers: auth, body: body.map { Array($0.utf8) },
+                                       source: "test", timeout: .seconds(5))
+        }
+        func fill(_ n: Int) async throws {
+            try await api("PUT", "/api/queues/%2F/\(queue)", #"{"durable":true}"#)
+            try await api("DELETE", "/api/queues/%2F/\(queue)/contents")
+            for i in 0..<n {
+                try await api("POST", "/api/exchanges/%2F/amq.default/publish",
+                              #"{"properties":{},"routing_key":"\#(queue)","payload":"\#(i)","payload_encoding":"string"}"#)
+            }
+        }
+        // RabbitMQ takes ~10 s to stop and start again; hung (SIGSTOP), its polls time out and the
+        // states are the same (QueueSourceIntegrationTests does the same).
+        try await exercise(broker: "rabbitmq",
+                           demand: "{ source: rabbitmq, url: \"\(base)\", queue: \(queue), credentials: \(credentials), per_container: 10, interval: 200ms, timeout: 1s }",
+                           how: ("pause", "resume"), fill: fill)
+        try await api("DELETE", "/api/queues/%2F/\(queue)")
+    }
+}
