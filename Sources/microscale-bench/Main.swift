@@ -11,7 +11,7 @@ struct MicroscaleBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "microscale-bench",
         abstract: "Benchmarks of the real components on this machine (build with -c release).",
-        subcommands: [Transport.self, MembershipBench.self, RaftBench.self, DockerBench.self, ClusterBench.self])
+        subcommands: [Transport.self, MembershipBench.self, RaftBench.self, DockerBench.self, ClusterBench.self, DrainBench.self])
 
     static func main() async {
         // Stopped by a signal, a benchmark takes its agents and busy loops along.
@@ -245,5 +245,52 @@ struct ClusterBench: AsyncParsableCommand {
         print("      fault: \(r.hostKill.fault)")
         print("leader SIGKILLed with a demand step -> next plan committed: \(r.leaderKill.summary(ms)) (target median <= 500 ms)")
         print("      fault: \(r.leaderKill.fault)")
+    }
+}
+
+struct DrainBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "drain",
+        abstract: "A burst of jobs in a Redis list, drained by cluster-configs/queue-worker on three agent processes: microscaled workers against a fixed count of the same mean capacity.")
+
+    @Option(help: "Docker Engine (default: MICROSCALE_TEST_DOCKER_HOST, or the standard socket).") var host: String?
+    @Option(help: "Image with /bin/busybox (default: MICROSCALE_TEST_IMAGE or microscale-test:latest).") var image: String?
+    @Option(help: "The example's services file.") var services = "cluster-configs/queue-worker/services.yaml"
+    @Option(help: "Trials of each kind (median reported, failed trials beside it).") var trials = 3
+    @Option(help: "Jobs in each burst.") var jobs = 300
+    @Option(help: "Seconds of work per job.") var jobSeconds = 0.5
+    @Option(help: "Seconds between bursts (the period each trial's capacity is averaged over).") var period = 60.0
+    @Flag(help: "Only the microscaled trials, then the agents' utilization report over them (the 10-minute run: --trials 10 --period 60).") var microscaledOnly = false
+    @Option(help: "The microscale executable (default: next to this one).") var microscale: String?
+    @Flag(help: "Print JSON instead of a table.") var json = false
+    @Option(help: "Print the table of a report saved with --json, and run nothing.") var render: String?
+
+    func run() async throws {
+        if let render {
+            let report = try JSONDecoder().decode(DrainBenchmark.Report.self, from: Data(contentsOf: URL(fileURLWithPath: render)))
+            print(DrainBenchmark.render(report))
+            return
+        }
+        guard trials >= 1, jobs >= 1, jobs <= 100_000, jobSeconds >= 0, jobSeconds <= 60, period >= 1, period <= 3600 else {
+            throw ValidationError("--trials ≥ 1, --jobs 1 to 100000, --job-seconds 0 to 60, --period 1 to 3600")
+        }
+        let env = ProcessInfo.processInfo.environment
+        let exe = microscale ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("microscale").path
+        var b = DrainBenchmark(executable: exe, workDirectory: NSTemporaryDirectory() + "microscale-bench-drain",
+                               dockerHost: host ?? env["MICROSCALE_TEST_DOCKER_HOST"] ?? "unix:///var/run/docker.sock",
+                               image: image ?? env["MICROSCALE_TEST_IMAGE"] ?? "microscale-test:latest", servicesFile: services)
+        b.trials = trials
+        b.jobs = jobs
+        b.jobSeconds = jobSeconds
+        b.period = period
+        b.microscaledOnly = microscaledOnly
+        let r = try await b.run(progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try enc.encode(r), as: UTF8.self))
+            return
+        }
+        print(DrainBenchmark.render(r))
     }
 }
