@@ -43,8 +43,9 @@ public struct EndpointsCommand: AsyncParsableCommand {
 }
 
 /// Lines reach a pipe (a log, a supervisor) as they are printed, not when a buffer fills.
+/// (fflush(NULL) flushes every output stream; naming `stdout`, a C global, is not concurrency-safe.)
 func flushOutput() {
-    FileHandle.standardOutput.synchronizeFile()
+    fflush(nil)
 }
 
 /// Its values are strings and flags, copied with it; ArgumentParser's property wrappers only
