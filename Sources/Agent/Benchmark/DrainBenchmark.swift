@@ -130,7 +130,14 @@ public struct DrainBenchmark: Sendable {
         redis.arguments = [redisServer, "--port", "\(redisPort)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir]
         redis.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         try BenchmarkChildren.run(redis)
-        defer { if redis.isRunning { kill(redis.processIdentifier, SIGTERM) } }
+        // SIGKILL, not SIGTERM: a child of this process inherits a signal mask with SIGTERM blocked
+        // (three redis-servers outlived their runs that way); it keeps nothing on disk to lose.
+        defer {
+            if redis.isRunning {
+                kill(redis.processIdentifier, SIGKILL)
+                redis.waitUntilExit()
+            }
+        }
         func r(_ commands: [[String]]) async throws -> [RESPValue] {
             try await RedisDemand.execute(host: "127.0.0.1", port: redisPort, credentials: nil, commands: commands, timeout: .seconds(2))
         }
