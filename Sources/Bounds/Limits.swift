@@ -8,7 +8,7 @@
 /// do plain arithmetic; the bounds are far beyond any real cluster and far below where the
 /// arithmetic on them could overflow (1,000,000 containers × 1,024 cores in millicores is 1e12).
 public enum Limits {
-    // MARK: Demand (DESIGN.md §10's readings, `microscale demand set`)
+    // MARK: Demand (docs/demand.md's readings, `microscale demand set`)
 
     /// Largest demand value: a reading above it (a counter where a rate was meant, 1e19) makes the
     /// source unknown, and an operator's value above it is refused.

@@ -1,7 +1,7 @@
 import Bounds
 import Foundation
 
-/// A broker's credentials, read from a file named by `credentials: FILE` (DESIGN.md §10): one line
+/// A broker's credentials, read from a file named by `credentials: FILE` (docs/demand.md): one line
 /// holding `user:password`, or a bare token. The services file is replicated to every server, so
 /// secrets never go in it; only the path does, and the file must exist on every server that may
 /// lead (it is read by the leader, at each poll, so a rotated secret is picked up without a reload).

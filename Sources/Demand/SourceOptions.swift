@@ -12,7 +12,7 @@ public struct DemandConfigError: Error, Sendable, Equatable, CustomStringConvert
     public var description: String { "demand.\(field): \(reason)" }
 }
 
-/// The options each source takes (DESIGN.md §10, docs/demand.md), checked where a services file is
+/// The options each source takes (docs/demand.md), checked where a services file is
 /// read (with the line) and again where the leader builds the source, so a typo (`quue:`) or a
 /// missing key is an error at `apply`, not a source that silently reads nothing.
 public enum DemandSourceOptions {

@@ -3,7 +3,7 @@
 ///
 /// The pure cores (Membership, Consensus) own one of these, seeded by their shell, instead of
 /// calling the system random source: the same seed and the same events give the same effects,
-/// which is what lets a failing simulation seed replay exactly (DESIGN.md §4.5).
+/// which is what lets a failing simulation seed replay exactly (docs/ARCHITECTURE.md, Principles 5).
 public struct SeededGenerator: RandomNumberGenerator, Sendable, Hashable {
     private var s0: UInt64
     private var s1: UInt64

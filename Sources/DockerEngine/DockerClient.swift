@@ -276,7 +276,7 @@ public actor DockerClient {
 
     // MARK: Networks
 
-    /// Makes sure the bridge network `name` exists (the agent's per-host network, DESIGN.md §9) and
+    /// Makes sure the bridge network `name` exists (the agent's per-host network, docs/contracts.md, "The services file") and
     /// returns its id. Agents sharing a daemon may race to create it, and the Engine's CheckDuplicate
     /// is best effort (Engine API, NetworkCreate), so two can appear: every agent then picks the same
     /// one (oldest, then lowest id), removes the others it can, and creates containers by that id,

@@ -1,4 +1,4 @@
-/// The labels Microscale puts on every container it creates (DESIGN.md §6). A container without
+/// The labels Microscale puts on every container it creates (docs/contracts.md). A container without
 /// `managed=true` is never touched.
 public enum MicroscaleLabel {
     public static let managed = "io.microscale.managed"
@@ -25,7 +25,7 @@ public struct ContainerSpec: Sendable, Hashable, Codable {
     /// A health check Docker runs inside the container (the services file's `health.command`).
     public var healthCommand: HealthCommand?
 
-    /// Where a container's network stack lives (DESIGN.md §9 `network:`).
+    /// Where a container's network stack lives (docs/contracts.md, "The services file" `network:`).
     public enum Network: Sendable, Hashable, Codable {
         /// No network at all (what every container got before `network:` existed).
         case none

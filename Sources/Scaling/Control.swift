@@ -1,6 +1,6 @@
 import Bounds
 
-/// Control: how a demand reading becomes a desired count (DESIGN.md §10, docs/scaling.md "Control").
+/// Control: how a demand reading becomes a desired count (docs/demand.md, docs/scaling.md "Control").
 ///
 /// The base rule is microscaling's: `per_container` is what one container absorbs (for a queue, the
 /// target length per container), so the proportional count is ceil(demand / per_container). On top:

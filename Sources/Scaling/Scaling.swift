@@ -23,7 +23,7 @@ public struct ServiceSpec: Sendable, Hashable {
     public var specHash: String
     /// How demand becomes a count beyond the proportional rule (band, PD, max change): Control.swift.
     public var control: Control
-    /// Host ports each container holds fixed (`ports: [{host: 80}]`, DESIGN.md §9): a resource of
+    /// Host ports each container holds fixed (`ports: [{host: 80}]`, docs/contracts.md, "The services file"): a resource of
     /// the node, so no two containers needing one of them are placed on one node.
     public var hostPorts: [Int]
     /// Labels a node must (`zone == a`) or must not (`disk != hdd`) have to hold a container of

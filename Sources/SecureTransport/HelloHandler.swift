@@ -21,7 +21,7 @@ public struct PeerAuthenticated: Sendable {
 }
 
 /// After TLS, each side sends a `Hello` naming itself; the receiver compares that name with the
-/// certificate's (DESIGN.md §5: refuse a peer whose certificate does not name the node it claims
+/// certificate's (docs/contracts.md, "The wire": refuse a peer whose certificate does not name the node it claims
 /// to be). Frames from the application wait (bounded) until the exchange is done, and no
 /// inbound frame passes before it.
 final class HelloHandler: ChannelDuplexHandler {

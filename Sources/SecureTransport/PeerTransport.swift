@@ -207,7 +207,7 @@ public final class PeerTransport: Sendable {
         return openedWith.withLockedValue { $0.values.filter { $0.tls !== current }.count }
     }
 
-    /// A session made with `ctx` lasts no longer than `ctx`'s certificate (DESIGN.md §11, issue
+    /// A session made with `ctx` lasts no longer than `ctx`'s certificate (docs/operations.md, issue
     /// 19: after a rotation, old connections close at the old certificate's expiry). One timer per
     /// connection, on its own loop, cancelled when it closes: bounded as connections are. When it
     /// fires and a reload has replaced `ctx`, the connection is closed (the peer dials again and

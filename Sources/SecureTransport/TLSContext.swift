@@ -7,7 +7,7 @@ public enum TLSRole: Sendable {
     case client
 }
 
-/// The files a node's TLS identity is made of (DESIGN.md §5): the cluster CA, and this node's
+/// The files a node's TLS identity is made of (docs/contracts.md, "The wire"): the cluster CA, and this node's
 /// certificate chain and private key, as written by `microscale tls`.
 public struct TLSConfiguration: Sendable, Hashable {
     public var caFile: String
@@ -43,7 +43,7 @@ public final class TLSContext: @unchecked Sendable {
     /// of our own, the server checked against `caFile` (or the system's store) and the host name.
     public let isExternalClient: Bool
 
-    /// A client context for a service outside the cluster (DESIGN.md §10: a broker's HTTPS or TLS
+    /// A client context for a service outside the cluster (docs/demand.md: a broker's HTTPS or TLS
     /// port): the server's chain must verify against `caFile` (the system's trust store when nil)
     /// and name the host dialled (`OpenSSLHandler`'s `expectedPeer`). TLS 1.2 or later, since
     /// brokers do not all offer 1.3; no client certificate (the broker's own credentials
@@ -94,7 +94,7 @@ public final class TLSContext: @unchecked Sendable {
         var serialText = ""
         var expiry: Double = 0
         do {
-            // DESIGN.md §5: TLS 1.3 only. 1.3 also removes renegotiation and static-RSA key
+            // docs/contracts.md, "The wire": TLS 1.3 only. 1.3 also removes renegotiation and static-RSA key
             // exchange, so there is nothing to disable beyond the version floor.
             guard ms_SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) == 1,
                   ms_SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) == 1

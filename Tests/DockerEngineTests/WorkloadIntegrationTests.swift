@@ -49,7 +49,7 @@ import Testing
     }
 }
 
-/// Health (DESIGN.md §9): a container whose health check starts failing is replaced.
+/// Health (docs/contracts.md, "The services file"): a container whose health check starts failing is replaced.
 @Suite struct HealthIntegrationTests {
     let client: DockerClient
     let image: String

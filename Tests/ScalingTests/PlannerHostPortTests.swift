@@ -1,7 +1,7 @@
 import Scaling
 import Testing
 
-/// Fixed host ports (`ports: [{host: 80}]`, DESIGN.md §9) are a resource of the node.
+/// Fixed host ports (`ports: [{host: 80}]`, docs/contracts.md, "The services file") are a resource of the node.
 @Suite struct PlannerHostPortTests {
     let planner = Planner()
 

@@ -45,7 +45,7 @@ public struct ServicesCommand: AsyncParsableCommand {
             commandName: "apply", abstract: "Declare (add or replace) the services of a YAML file.")
         @OptionGroup var client: HTTPClientOptions
         @Flag(help: "Print JSON.") var json = false
-        @Argument(help: "The services file (DESIGN.md §6).") var file: String
+        @Argument(help: "The services file (docs/contracts.md).") var file: String
         public init() {}
 
         public func run() async throws {

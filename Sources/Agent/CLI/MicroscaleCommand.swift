@@ -24,7 +24,7 @@ extension MicroscaleCommand {
     /// instead of ArgumentParser's reflection over the whole command tree (together ~17% of an
     /// agent's start-up instructions, callgrind). What `AgentFlags` does not accept goes
     /// through ArgumentParser: its help as before, and a flag it cannot parse as every other
-    /// bad agent configuration is reported (DESIGN.md §6): one line, exit status 2.
+    /// bad agent configuration is reported (docs/contracts.md): one line, exit status 2.
     public static func run(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) async {
         guard arguments.first == "agent" else { return await main(arguments) }
         if let flags = AgentFlags.parse(Array(arguments.dropFirst())) {

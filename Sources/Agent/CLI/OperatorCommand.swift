@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 
-/// `microscale operator snapshot save FILE | restore FILE` (DESIGN.md §11, docs/consensus.md).
+/// `microscale operator snapshot save FILE | restore FILE` (docs/operations.md, docs/consensus.md).
 public struct OperatorCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "operator", abstract: "Back up and restore the cluster state; manage the Raft servers.",
@@ -9,7 +9,7 @@ public struct OperatorCommand: AsyncParsableCommand {
     public init() {}
 }
 
-/// `microscale operator raft list-peers [--json] | remove-peer NAME` (DESIGN.md §11).
+/// `microscale operator raft list-peers [--json] | remove-peer NAME` (docs/operations.md).
 public struct RaftCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "raft", abstract: "List and remove the Raft servers.", subcommands: [ListPeers.self, RemovePeer.self])

@@ -1,7 +1,7 @@
 import ArgumentParser
 import SecureTransport
 
-/// `microscale tls`: the cluster CA and node certificates (DESIGN.md §5), as `consul tls` makes them.
+/// `microscale tls`: the cluster CA and node certificates (docs/contracts.md, "The wire"), as `consul tls` makes them.
 public struct TLSCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "tls",

@@ -2,7 +2,7 @@ import Bounds
 import DockerEngine
 import Foundation
 
-/// The invariants the chaos suite holds the cluster to (issue "Chaos", DESIGN.md §7), checked two
+/// The invariants the chaos suite holds the cluster to (issue "Chaos", docs/chaos.md), checked two
 /// ways: continuously while a fault runs (this observer: at most one leader per term, no host over
 /// its capacity), and once the fault is over (`ChaosChecks`: convergence, priority-1 counts, no
 /// service over its desired count, committed state kept, sentinels untouched).
@@ -117,7 +117,7 @@ public enum ChaosServices {
         Int((capacityCPU / reservations["web"]!.cpu).rounded(.down))
     }
 
-    /// Priority-1 containers a demand needs (DESIGN.md §4: ceil(demand / per_container) within [min, max]).
+    /// Priority-1 containers a demand needs (docs/scaling.md: ceil(demand / per_container) within [min, max]).
     public static func webNeeded(_ demand: Double) -> Int {
         min(webMax, max(1, Int((demand / perContainer).rounded(.up))))
     }

@@ -3,7 +3,7 @@ import DockerEngine
 import Foundation
 import Yams
 
-/// Everything `microscale agent` is told (DESIGN.md §6): flags, or the same keys in a YAML
+/// Everything `microscale agent` is told (docs/contracts.md): flags, or the same keys in a YAML
 /// file named by `--config`; a flag given on the command line wins over the file.
 public struct AgentConfiguration: Sendable, Equatable {
     public struct HostPort: Sendable, Hashable, CustomStringConvertible {
@@ -60,7 +60,7 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var capacityCPUMillis: Int64?
     public var capacityMemoryBytes: Int64?
     public var cluster: String
-    /// Required when the HTTP API listens beyond loopback (DESIGN.md §5); from `--api-token` or
+    /// Required when the HTTP API listens beyond loopback (docs/ARCHITECTURE.md, "The HTTP API and browsers"); from `--api-token` or
     /// read from `--api-token-file`.
     public var apiToken: String?
     public var logLevel: String

@@ -11,7 +11,7 @@ public struct ServicesFileError: Error, Sendable, Equatable, CustomStringConvert
     init(_ d: String) { description = d }
 }
 
-/// The services file of DESIGN.md §6 (YAML; JSON is YAML too, so API callers may send either).
+/// The services file of docs/contracts.md (YAML; JSON is YAML too, so API callers may send either).
 /// Every field is checked here with its line, so that a bad file is refused before anything is
 /// proposed and nothing already committed changes.
 public enum ServicesFile {
@@ -57,7 +57,7 @@ public enum ServicesFile {
         return result
     }
 
-    /// The control keys of `demand:` (DESIGN.md §10); their ranges are the spec's validation.
+    /// The control keys of `demand:` (docs/demand.md); their ranges are the spec's validation.
     private struct DemandControl {
         var scaleDownAt: Double?
         var maxChange: Int?
@@ -231,7 +231,7 @@ public enum ServicesFile {
         return spec
     }
 
-    /// The workload keys (DESIGN.md §9): `env`, `network`, `ports`, `health`. Their limits are
+    /// The workload keys (docs/contracts.md, "The services file"): `env`, `network`, `ports`, `health`. Their limits are
     /// checked with the rest by the spec's own validation.
     private static func workload(
         _ spec: inout ServiceSpec, name: String, values: [String: Node],

@@ -94,7 +94,7 @@ public struct LeaderView: Codable, Sendable, Equatable {
     public var voters: [String]
 }
 
-/// The cluster-state part of the HTTP API (DESIGN.md §6): leader, services, demand, drain. Every
+/// The cluster-state part of the HTTP API (docs/contracts.md): leader, services, demand, drain. Every
 /// such request is answered by the Raft leader, so a write returns only once committed and a read
 /// that follows it (through any agent) sees it. Another agent forwards the request over the peer
 /// transport in a control frame: a follower to the leader it knows, a client (which runs no Raft)

@@ -33,7 +33,7 @@ public enum ProposalError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// One server of `GET /v1/operator/raft/peers` (DESIGN.md §11).
+/// One server of `GET /v1/operator/raft/peers` (docs/operations.md).
 public struct RaftPeer: Codable, Sendable, Equatable {
     public var name: String
     public var address: String

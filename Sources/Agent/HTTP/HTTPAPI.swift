@@ -45,8 +45,8 @@ public struct AgentSelfView: Codable, Sendable, Equatable {
     public var assigned: [String: Int]?
 }
 
-/// The local HTTP API (DESIGN.md §6): JSON for the CLI, scripts and the dashboard. Bound to
-/// loopback by default; anywhere else it requires the API token (DESIGN.md §5).
+/// The local HTTP API (docs/contracts.md): JSON for the CLI, scripts and the dashboard. Bound to
+/// loopback by default; anywhere else it requires the API token (docs/ARCHITECTURE.md, "The HTTP API and browsers").
 ///
 /// A browser on this host can reach it too, so it defends itself against web pages
 /// (docs/ARCHITECTURE.md, "The HTTP API and browsers"): a `Host` it does not serve is refused

@@ -71,7 +71,7 @@ public struct NodeAssignment: Sendable, Equatable {
     }
 }
 
-/// Assignments from the servers to every agent (DESIGN.md §4): an agent subscribes to one server,
+/// Assignments from the servers to every agent (docs/scheduling.md): an agent subscribes to one server,
 /// naming the last plan index it saw; the server answers with the agent's share when it holds a
 /// newer plan, and pushes each new plan to its subscribers as soon as it is applied. The agent
 /// re-subscribes every second (to another server if its own is gone), which is also how it resumes

@@ -6,7 +6,7 @@ import Logging
 import Prometheus
 import Scaling
 
-/// The leader's decision loop (DESIGN.md §4): node states from membership, demand from the sources,
+/// The leader's decision loop (docs/scheduling.md): node states from membership, demand from the sources,
 /// the replicated services and drain flags → the Scaling planner → a new plan, committed through Raft
 /// only when it differs from the committed one, with the reasons. It looks every `interval` (100 ms)
 /// and plans when anything it reads changed, and at least once a second (so the stabilization

@@ -41,7 +41,7 @@ public actor NodeExecutor {
     /// this long if its plan was decided before the agent started: such a plan was made while the
     /// agent was away (restarting); stopping on it would throw away the containers the agent
     /// should adopt, only to start them again a moment later when the leader sees the node back
-    /// (static stability, DESIGN.md §4). A plan decided after the start is obeyed at once: a
+    /// (static stability, docs/scheduling.md). A plan decided after the start is obeyed at once: a
     /// scale-to-zero right after a restart is the operator's, not an artefact of the absence.
     public var adoptionGrace: Duration = .seconds(10)
     private let startedAt = ContinuousClock.now
@@ -64,7 +64,7 @@ public actor NodeExecutor {
 
     /// Images being pulled or whose pull failed: services held back on this node, with why.
     private var puller: ImagePuller?
-    /// Services whose image could not be pulled here, with the registry's reason (DESIGN.md §9).
+    /// Services whose image could not be pulled here, with the registry's reason (docs/contracts.md, "The services file").
     public private(set) var pullFailures: [String: String] = [:]
 
     public init(node: String, dockerHost: String, registryAuth: RegistryAuth = RegistryAuth(), advertisesIPv6: Bool = false, logger: Logger,
@@ -157,7 +157,7 @@ public actor NodeExecutor {
     }
 
     /// Lists this node's containers and reports those that serve, if that changed. Only serving
-    /// containers count (DESIGN.md §9): one whose health check has not passed yet, or that Docker
+    /// containers count (docs/contracts.md, "The services file"): one whose health check has not passed yet, or that Docker
     /// reports unhealthy, is not running for demand met, and is no endpoint.
     private func publishServing() async throws {
         guard let client, let shell, let a = assignment else { return }

@@ -19,7 +19,7 @@ public enum Specs {
             var cpu: Double
             var memory: UInt64
             var stop: Int64
-            // The workload keys (DESIGN.md §9) are left out when undeclared (nil encodes to
+            // The workload keys (docs/contracts.md, "The services file") are left out when undeclared (nil encodes to
             // nothing), so a service written before they existed keeps its hash and its containers.
             var env: [String: String]?
             var network: String?
@@ -59,7 +59,7 @@ public enum Specs {
     }
 
     /// Sources whose demand is a queue's length: the reasons say "queue", and the band defaults to
-    /// microscaling's 0.7 (DESIGN.md §10); other sources default to no band (1).
+    /// microscaling's 0.7 (docs/demand.md); other sources default to no band (1).
     public static let queueSources: Set<String> = ["rabbitmq", "redis", "nats", "sqs"]
     public static let queueScaleDownAt = 0.7
 

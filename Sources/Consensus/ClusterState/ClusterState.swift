@@ -5,7 +5,7 @@ import Foundation
 /// to the same result (Raft §5 "replicated state machine"). Plain data only: the planner
 /// (Scaling) and the agent translate to and from their own types.
 
-/// Where a service's demand comes from (DESIGN.md §6 `demand:`); the Demand module interprets it.
+/// Where a service's demand comes from (docs/contracts.md `demand:`); the Demand module interprets it.
 public struct DemandSourceConfig: Sendable, Hashable, Codable {
     /// static | random | prometheus | redis
     public var source: String
@@ -13,7 +13,7 @@ public struct DemandSourceConfig: Sendable, Hashable, Codable {
     public var perContainer: Double?
     /// Source-specific settings (a Prometheus query, a Redis key, ...).
     public var options: [String: String]
-    /// Control (DESIGN.md §10, docs/scaling.md "Control"): scale down only once demand is at or
+    /// Control (docs/demand.md, docs/scaling.md "Control"): scale down only once demand is at or
     /// below this fraction of what the current count absorbs (microscaling's band, 0.7).
     public var scaleDownAt: Double?
     /// At most this many containers added or removed per decision.
@@ -46,7 +46,7 @@ public struct ControllerGains: Sendable, Hashable, Codable {
     }
 }
 
-/// One entry of the services file (DESIGN.md §6).
+/// One entry of the services file (docs/contracts.md).
 public struct ServiceSpec: Sendable, Hashable, Codable {
     public var image: String
     public var command: [String]
@@ -62,7 +62,7 @@ public struct ServiceSpec: Sendable, Hashable, Codable {
     /// Use whatever capacity is left.
     public var fill: Bool
     public var stopTimeoutMilliseconds: Int64
-    /// The workload keys (DESIGN.md §9, Workload.swift); nil when not declared.
+    /// The workload keys (docs/contracts.md, "The services file", Workload.swift); nil when not declared.
     public var env: [String: String]?
     public var network: String?
     public var ports: [PortMapping]?
@@ -462,7 +462,7 @@ public struct ClusterState: Sendable, Hashable, Codable {
         return e
     }()
 
-    /// Bound on the decision history kept (DESIGN.md §4.7).
+    /// Bound on the decision history kept (docs/ARCHITECTURE.md, Principles 7).
     public static let maxDecisions = 1000
     /// Bound on services declared in all (a services file holds at most 256).
     public static let maxServices = 1024

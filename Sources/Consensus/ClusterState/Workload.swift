@@ -1,6 +1,6 @@
 import Bounds
 
-/// The workload keys of a service (DESIGN.md §9): how its containers are reached (`network`,
+/// The workload keys of a service (docs/contracts.md, "The services file"): how its containers are reached (`network`,
 /// `ports`), what they are told (`env`) and how they prove they serve (`health`). Optional in
 /// `ServiceSpec`, so a log written before these keys existed decodes unchanged, and a service that
 /// declares none of them keeps the spec hash it had (its containers are not replaced on upgrade).
@@ -21,7 +21,7 @@ public struct PortMapping: Sendable, Hashable, Codable {
     public var protocolName: String { proto ?? "tcp" }
 }
 
-/// How the agent decides that a container serves (DESIGN.md §9 `health:`). Exactly one of `http`
+/// How the agent decides that a container serves (docs/contracts.md, "The services file" `health:`). Exactly one of `http`
 /// (a path, probed on `port`), `tcp` (a port) or `command` (run inside the container by Docker).
 public struct HealthCheck: Sendable, Hashable, Codable {
     public var http: String?
@@ -50,7 +50,7 @@ public struct HealthCheck: Sendable, Hashable, Codable {
     }
 }
 
-/// How a change of the service's containers rolls out (DESIGN.md §9 `update:`; docs/rollouts.md).
+/// How a change of the service's containers rolls out (docs/contracts.md, "The services file" `update:`; docs/rollouts.md).
 /// Not part of what a container is made from: changing it replaces nothing.
 public struct UpdatePolicy: Sendable, Hashable, Codable {
     /// Containers replaced at a time across the cluster (Docker Swarm's `parallelism`); nil is 1.

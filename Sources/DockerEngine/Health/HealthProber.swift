@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 
-/// The agent's own `http:` and `tcp:` health checks (DESIGN.md §9): one task per container,
+/// The agent's own `http:` and `tcp:` health checks (docs/contracts.md, "The services file"): one task per container,
 /// probing its address every `interval`, each probe bounded by `timeout`. The state follows Docker's
 /// health checks: starting until the first success; healthy after a success; unhealthy after
 /// `retries` consecutive failures, where failures during `startPeriod` do not count. The

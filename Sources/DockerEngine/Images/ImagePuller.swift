@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 
-/// Pulls the images a node's containers need, before their creates (DESIGN.md §9): each image once
+/// Pulls the images a node's containers need, before their creates (docs/contracts.md, "The services file"): each image once
 /// however many containers want it (one pull in flight per image, whoever asks), at most
 /// `maxInFlight` pulls at a time, progress in the log, and after a failure no new attempt before a
 /// back-off (doubling from `initialBackoff` to `maximumBackoff`, as the crash-loop back-off), so a

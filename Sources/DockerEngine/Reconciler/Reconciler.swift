@@ -105,7 +105,7 @@ public enum ReconcileAction: Sendable, Hashable {
 }
 
 public struct ReconcilePlan: Sendable, Hashable {
-    /// Stops and removals: they free room and must be done before `starts` begin (DESIGN.md §4.3).
+    /// Stops and removals: they free room and must be done before `starts` begin (docs/ARCHITECTURE.md, Principles 3).
     public var stops: [ReconcileAction] = []
     public var starts: [ReconcileAction] = []
     /// Services held back because their containers keep exiting, and until when.
@@ -169,7 +169,7 @@ public struct Reconciler: Sendable {
         var plan = ReconcilePlan()
         var byService: [String: [ObservedContainer]] = [:]
         for c in observed {
-            // Never touch what is not ours (DESIGN.md §6), nor what another node's agent created.
+            // Never touch what is not ours (docs/contracts.md), nor what another node's agent created.
             guard c.isManaged, let service = c.service, c.node == node else {
                 plan.ignored += 1
                 continue

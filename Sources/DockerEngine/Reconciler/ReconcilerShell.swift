@@ -102,7 +102,7 @@ public actor ReconcilerShell {
         }
         var report = RoundReport(plan: plan)
         report.timings.observe = observedAt - began
-        // Stops before starts (DESIGN.md §4.3): a start needs the room a stop frees. Creating a
+        // Stops before starts (docs/ARCHITECTURE.md, Principles 3): a start needs the room a stop frees. Creating a
         // container needs no room, so the new containers are created while the old ones stop; they
         // are started once every stop is done, and the stopped containers are removed last (removal
         // frees nothing the starts need). Each phase keeps at most `maxInFlight` calls in flight, so

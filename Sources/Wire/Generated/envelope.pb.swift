@@ -27,7 +27,7 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
 }
 
 /// Hello names the sender. The receiver checks the name against the node name in the peer's
-/// certificate; a mismatch closes the connection (DESIGN.md §5).
+/// certificate; a mismatch closes the connection (docs/contracts.md, "The wire").
 public nonisolated struct Microscale_Wire_Hello: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for

@@ -3,7 +3,7 @@ import Consensus
 import Scaling
 import Testing
 
-/// The control keys of `demand:` (DESIGN.md §10, docs/scaling.md "Control"): what the file accepts,
+/// The control keys of `demand:` (docs/demand.md, docs/scaling.md "Control"): what the file accepts,
 /// what the planner gets, and that every refusal names the field, its line and the limit.
 @Suite struct DemandControlFileTests {
     static func file(_ demand: String) -> String {

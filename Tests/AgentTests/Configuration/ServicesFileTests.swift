@@ -3,7 +3,7 @@ import Consensus
 import Foundation
 import Testing
 
-/// The services file of DESIGN.md §6: what it accepts, and that every refusal names the field and line.
+/// The services file of docs/contracts.md: what it accepts, and that every refusal names the field and line.
 @Suite struct ServicesFileTests {
     static let demo = """
         services:

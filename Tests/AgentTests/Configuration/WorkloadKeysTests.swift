@@ -2,7 +2,7 @@
 import Consensus
 import Testing
 
-/// The workload keys of the services file (DESIGN.md §9): env, network, ports, health.
+/// The workload keys of the services file (docs/contracts.md, "The services file"): env, network, ports, health.
 @Suite struct WorkloadKeysTests {
     static func file(_ extra: String) -> String {
         """

@@ -129,7 +129,7 @@ import Testing
         #expect(try await eventually { seen = await self.running(client); return total(seen, "web") == 3 && total(seen, "batch") == 9 },
                 "running: \(seen)")
 
-        // The containers carry the labels of DESIGN.md §6 and their limits.
+        // The containers carry the labels of docs/contracts.md and their limits.
         let webs = try await client.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.service)=web"], all: false)
         let one = try #require(webs.first { names.contains($0.Labels?[MicroscaleLabel.node] ?? "") })
         let inspected = try await client.inspect(one.Id)
