@@ -2,7 +2,7 @@
 SWIFT ?= swift
 CONFIG ?= debug
 
-.PHONY: setup build release test demo chaos proto check-proto bench fuzz fuzz-seeds clean
+.PHONY: setup build release test demo chaos proto check-proto bench fuzz fuzz-seeds clean format lint
 
 setup:
 	@scripts/setup
@@ -22,6 +22,7 @@ release: setup
 test:
 	@scripts/setup --test
 	@scripts/check-proto
+	@scripts/lint
 	@scripts/test
 
 # Every chaos scenario, 10 repetitions each, then crash-writes (root; see chaos/README.md).
@@ -38,6 +39,14 @@ demo:
 
 proto:
 	@scripts/generate-proto
+
+# `swift format` with the committed .swift-format: `make format` rewrites, `make lint` (part of
+# `make test`) fails on any difference.
+format:
+	@scripts/lint --fix
+
+lint:
+	@scripts/lint
 
 check-proto:
 	@scripts/check-proto

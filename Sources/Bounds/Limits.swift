@@ -132,8 +132,14 @@ extension Limits {
     public static func text(_ v: Double) -> String {
         if v == v.rounded(), abs(v) < 1e6 { return String(Int(v)) }
         var mantissa = v, exponent = 0
-        while abs(mantissa) >= 10 { mantissa /= 10; exponent += 1 }
-        while abs(mantissa) < 1 && mantissa != 0 { mantissa *= 10; exponent -= 1 }
+        while abs(mantissa) >= 10 {
+            mantissa /= 10
+            exponent += 1
+        }
+        while abs(mantissa) < 1 && mantissa != 0 {
+            mantissa *= 10
+            exponent -= 1
+        }
         let m = (mantissa * 1000).rounded() / 1000
         return (m == m.rounded() ? String(Int(m)) : String(m)) + "e\(exponent)"
     }

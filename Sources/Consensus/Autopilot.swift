@@ -47,8 +47,10 @@ public struct Autopilot: Sendable {
         /// Members whose certificate says they are servers: only they may be added.
         public var servers: Set<NodeID>
 
-        public init(leader: NodeID, configuration: Configuration, lastIndex: UInt64, match: [NodeID: UInt64],
-                    health: [NodeID: Health], servers: Set<NodeID>) {
+        public init(
+            leader: NodeID, configuration: Configuration, lastIndex: UInt64, match: [NodeID: UInt64],
+            health: [NodeID: Health], servers: Set<NodeID>
+        ) {
             self.leader = leader
             self.configuration = configuration
             self.lastIndex = lastIndex
@@ -133,8 +135,9 @@ public struct Autopilot: Sendable {
         // 3. Caught-up, stable learners become voters.
         for name in input.configuration.learners.sorted() {
             guard let since = healthySince[name], now - since >= settings.stabilizationTime else { continue }
-            return Action(change: .promote(name),
-                          reason: "\(name) has been healthy and within \(settings.maxLag) entries of the leader for \(settings.stabilizationTime)")
+            return Action(
+                change: .promote(name),
+                reason: "\(name) has been healthy and within \(settings.maxLag) entries of the leader for \(settings.stabilizationTime)")
         }
         return nil
     }

@@ -96,7 +96,8 @@ public enum ConfChange: Sendable, Hashable, Codable {
 
     public init?(encoded bytes: [UInt8]) {
         guard bytes.count >= 3, bytes[1] == UInt8(ascii: " "),
-              let id = String(validating: bytes[2...], as: UTF8.self) else { return nil }
+            let id = String(validating: bytes[2...], as: UTF8.self)
+        else { return nil }
         switch bytes[0] {
         case UInt8(ascii: "L"): self = .addLearner(id)
         case UInt8(ascii: "V"): self = .promote(id)
@@ -137,13 +138,13 @@ public enum Role: String, Sendable, Hashable, Codable {
 /// fields a kind does not use stay at their defaults.
 public struct Message: Sendable, Hashable {
     public enum Kind: UInt8, Sendable, Hashable {
-        case preVote, preVoteResponse          // thesis §9.6
-        case vote, voteResponse                // RequestVote, Raft §5.2
-        case append, appendResponse            // AppendEntries, Raft §5.3
-        case heartbeat, heartbeatResponse      // empty AppendEntries, Raft §5.2; carries ReadIndex rounds
-        case installSnapshot                   // Raft §7; answered by appendResponse
-        case timeoutNow                        // leadership transfer, thesis §3.10
-        case readIndex, readIndexResponse      // a follower's read forwarded to the leader, thesis §6.4
+        case preVote, preVoteResponse  // thesis §9.6
+        case vote, voteResponse  // RequestVote, Raft §5.2
+        case append, appendResponse  // AppendEntries, Raft §5.3
+        case heartbeat, heartbeatResponse  // empty AppendEntries, Raft §5.2; carries ReadIndex rounds
+        case installSnapshot  // Raft §7; answered by appendResponse
+        case timeoutNow  // leadership transfer, thesis §3.10
+        case readIndex, readIndexResponse  // a follower's read forwarded to the leader, thesis §6.4
     }
     public var kind: Kind
     public var from: NodeID

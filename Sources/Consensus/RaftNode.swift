@@ -1,5 +1,4 @@
 import Bounds
-
 import Determinism
 
 /// A pure Raft server (Raft §5, thesis chapters 3-6, 9): the shell feeds it time (`tick`),
@@ -71,8 +70,10 @@ public struct RaftNode: Sendable {
     /// Rebuilds a server from what its storage recovered. `bootstrap` is the initial voter set,
     /// used only until a snapshot carries a configuration (a joining server passes an empty one
     /// and waits for the leader to add it).
-    public init(config: RaftConfig, bootstrap: Configuration, recovered: RecoveredState = RecoveredState(),
-                seed: UInt64) {
+    public init(
+        config: RaftConfig, bootstrap: Configuration, recovered: RecoveredState = RecoveredState(),
+        seed: UInt64
+    ) {
         self.config = config
         self.rng = SeededGenerator(seed: seed)
         let snap = recovered.snapshot ?? Snapshot(index: 0, term: 0, configuration: bootstrap, data: [])
@@ -442,8 +443,10 @@ public struct RaftNode: Sendable {
             return
         }
         readRound += 1
-        pendingReads.append(PendingRead(round: readRound, index: commit, requester: requester,
-                                        context: context, acks: [id]))
+        pendingReads.append(
+            PendingRead(
+                round: readRound, index: commit, requester: requester,
+                context: context, acks: [id]))
         needsHeartbeat = true
     }
 
@@ -482,9 +485,9 @@ public struct RaftNode: Sendable {
             }
             switch m.kind {
             case .preVote:
-                break // a pre-vote never changes anyone's term (thesis §9.6)
+                break  // a pre-vote never changes anyone's term (thesis §9.6)
             case .preVoteResponse where !m.reject:
-                break // granted pre-votes carry the term the candidate will campaign at
+                break  // granted pre-votes carry the term the candidate will campaign at
             case .append, .heartbeat, .installSnapshot:
                 becomeFollower(term: m.term, leader: m.from)
             default:
@@ -517,7 +520,7 @@ public struct RaftNode: Sendable {
                 tallyVotes()
             }
         case .append, .heartbeat, .installSnapshot:
-            guard role != .leader else { return } // two leaders in one term cannot happen (§5.2)
+            guard role != .leader else { return }  // two leaders in one term cannot happen (§5.2)
             if role != .follower || leader != m.from {
                 becomeFollower(term: term, leader: m.from)
             }

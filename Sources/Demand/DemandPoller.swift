@@ -175,7 +175,8 @@ public actor DemandPoller {
         if transitions.count > 64 { transitions.removeFirst(transitions.count - 64) }
         switch health {
         case .healthy: logger.info("demand source healthy", metadata: ["source": "\(source.name)"])
-        case .stale(_, let e): logger.warning("demand source failing; keeping its last value", metadata: ["source": "\(source.name)", "error": "\(e)"])
+        case .stale(_, let e):
+            logger.warning("demand source failing; keeping its last value", metadata: ["source": "\(source.name)", "error": "\(e)"])
         case .unknown(let e): logger.error("demand source unknown", metadata: ["source": "\(source.name)", "error": "\(e)"])
         }
     }

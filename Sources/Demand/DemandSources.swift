@@ -1,5 +1,5 @@
-import DockerEngine
 import Determinism
+import DockerEngine
 import Foundation
 import NIOConcurrencyHelpers
 

@@ -101,9 +101,11 @@ public struct NATSDemand: DemandSource {
             }
         }
         guard found.count == 1 else {
-            throw DemandError.badAnswer(source: source, reason: found.isEmpty
-                ? "no consumer \(consumer) on stream \(stream)\(account.map { " in account \($0)" } ?? "")"
-                : "consumer \(consumer) on stream \(stream) is in \(found.count) accounts; name one with `account:`")
+            throw DemandError.badAnswer(
+                source: source,
+                reason: found.isEmpty
+                    ? "no consumer \(consumer) on stream \(stream)\(account.map { " in account \($0)" } ?? "")"
+                    : "consumer \(consumer) on stream \(stream) is in \(found.count) accounts; name one with `account:`")
         }
         return try jsonCount(found[0]["num_pending"], field: "num_pending", source: source)
     }
@@ -150,11 +152,12 @@ public struct HAProxyDemand: DemandSource {
         let text = String(decoding: body, as: UTF8.self)
         var lines = text.split(whereSeparator: \.isNewline).makeIterator()
         guard let header = lines.next(), header.hasPrefix("# ") else {
-            throw DemandError.badAnswer(source: source, reason: "not HAProxy's CSV statistics (no `# pxname,...` header): \(SourceHTTP.excerpt(body))")
+            throw DemandError.badAnswer(
+                source: source, reason: "not HAProxy's CSV statistics (no `# pxname,...` header): \(SourceHTTP.excerpt(body))")
         }
         let columns = header.dropFirst(2).split(separator: ",", omittingEmptySubsequences: false).map { String($0) }
         guard let px = columns.firstIndex(of: "pxname"), let sv = columns.firstIndex(of: "svname"),
-              let col = columns.firstIndex(of: metric.rawValue)
+            let col = columns.firstIndex(of: metric.rawValue)
         else {
             throw DemandError.badAnswer(source: source, reason: "the CSV header has no pxname, svname or \(metric.rawValue) column")
         }
@@ -166,7 +169,10 @@ public struct HAProxyDemand: DemandSource {
             guard fields.count > max(px, sv, col), fields[px] == backend, fields[sv] == "BACKEND" else { continue }
             let raw = fields[col]
             guard let v = Double(raw), v.isFinite, v >= 0, v <= Limits.maxDemand else {
-                throw DemandError.badAnswer(source: source, reason: "\(metric.rawValue) of backend \(backend) is `\(raw.prefix(40))`, not a number from 0 to \(Limits.text(Limits.maxDemand))")
+                throw DemandError.badAnswer(
+                    source: source,
+                    reason: "\(metric.rawValue) of backend \(backend) is `\(raw.prefix(40))`, not a number from 0 to \(Limits.text(Limits.maxDemand))"
+                )
             }
             return v
         }

@@ -131,9 +131,11 @@ public struct RedisDemand: DemandSource {
     public let timeout: Duration
     private let group_: any EventLoopGroup
 
-    public init(host: String, port: Int, key: String, group: String? = nil, database: Int? = nil, credentials: String? = nil,
-                tls: Bool = false, caFile: String? = nil, timeout: Duration = .seconds(5),
-                eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    public init(
+        host: String, port: Int, key: String, group: String? = nil, database: Int? = nil, credentials: String? = nil,
+        tls: Bool = false, caFile: String? = nil, timeout: Duration = .seconds(5),
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
         self.name = "redis \(host):\(port) \(key)" + (group.map { " group \($0)" } ?? "")
         self.host = host
         self.port = port
@@ -157,12 +159,15 @@ public struct RedisDemand: DemandSource {
         }
         if let database { first.append(["SELECT", String(database)]) }
         first.append(["TYPE", key])
-        let connection = try await RedisConnection.open(host: host, port: port, tls: tls, caFile: caFile, timeout: timeout, group: group_, source: name)
+        let connection = try await RedisConnection.open(
+            host: host, port: port, tls: tls, caFile: caFile, timeout: timeout, group: group_, source: name)
         defer { connection.close() }
         let replies = try await connection.send(first)
         for (command, reply) in zip(first, replies) {
             if case .error(let e) = reply {
-                if e.hasPrefix("NOAUTH") { throw DemandError.badCredentials(source: name, reason: "the server requires AUTH: name a credentials file") }
+                if e.hasPrefix("NOAUTH") {
+                    throw DemandError.badCredentials(source: name, reason: "the server requires AUTH: name a credentials file")
+                }
                 if command[0] == "AUTH" { throw DemandError.badCredentials(source: name, reason: "refused by the server: \(e.prefix(200))") }
                 throw DemandError.badAnswer(source: name, reason: "\(command[0]) failed: \(e.prefix(200))")
             }
@@ -170,7 +175,8 @@ public struct RedisDemand: DemandSource {
         let type: String
         switch replies.last {
         case .simple(let t): type = t
-        case .error(let e) where e.hasPrefix("NOAUTH"): throw DemandError.badCredentials(source: name, reason: "the server requires AUTH: name a credentials file")
+        case .error(let e) where e.hasPrefix("NOAUTH"):
+            throw DemandError.badCredentials(source: name, reason: "the server requires AUTH: name a credentials file")
         default: throw DemandError.badAnswer(source: name, reason: "TYPE gave \(String(describing: replies.last).prefix(80))")
         }
         let command: [String]
@@ -188,7 +194,9 @@ public struct RedisDemand: DemandSource {
 
     /// Runs `commands` on one connection (AUTH from `credentials` first) and returns their
     /// replies: what a test or an operator's tool needs to fill or inspect a queue.
-    public static func execute(host: String, port: Int, credentials: String?, commands: [[String]], timeout: Duration = .seconds(5)) async throws -> [RESPValue] {
+    public static func execute(host: String, port: Int, credentials: String?, commands: [[String]], timeout: Duration = .seconds(5)) async throws
+        -> [RESPValue]
+    {
         var all: [[String]] = []
         if let credentials {
             switch try Credentials.read(path: credentials, source: "redis") {
@@ -196,8 +204,9 @@ public struct RedisDemand: DemandSource {
             case .token(let t): all.append(["AUTH", t])
             }
         }
-        let connection = try await RedisConnection.open(host: host, port: port, tls: false, caFile: nil, timeout: timeout,
-                                                        group: MultiThreadedEventLoopGroup.singleton, source: "redis")
+        let connection = try await RedisConnection.open(
+            host: host, port: port, tls: false, caFile: nil, timeout: timeout,
+            group: MultiThreadedEventLoopGroup.singleton, source: "redis")
         defer { connection.close() }
         return Array(try await connection.send(all + commands).dropFirst(all.count))
     }
@@ -234,7 +243,9 @@ final class RedisConnection: Sendable {
         self.timeout = timeout
     }
 
-    static func open(host: String, port: Int, tls: Bool, caFile: String?, timeout: Duration, group: any EventLoopGroup, source: String) async throws(DemandError) -> RedisConnection {
+    static func open(host: String, port: Int, tls: Bool, caFile: String?, timeout: Duration, group: any EventLoopGroup, source: String)
+        async throws(DemandError) -> RedisConnection
+    {
         var context: TLSContext?
         if tls {
             do { context = try TLSContext(externalTrusting: caFile, handshakeTimeout: timeout) } catch {

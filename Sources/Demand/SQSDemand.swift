@@ -85,8 +85,10 @@ public struct SQSClient: Sendable {
     private let http: SourceHTTP
     private let clock: @Sendable () -> Date
 
-    public init(endpoint: SourceURL, region: String, credentials: String, caFile: String? = nil, timeout: Duration = .seconds(5),
-                source: String = "sqs", clock: @escaping @Sendable () -> Date = { Date() }) {
+    public init(
+        endpoint: SourceURL, region: String, credentials: String, caFile: String? = nil, timeout: Duration = .seconds(5),
+        source: String = "sqs", clock: @escaping @Sendable () -> Date = { Date() }
+    ) {
         self.endpoint = endpoint
         self.region = region
         self.credentials = credentials
@@ -101,8 +103,9 @@ public struct SQSClient: Sendable {
         guard case .userPassword(let accessKey, let secret) = try Credentials.read(path: credentials, source: source) else {
             throw DemandError.badCredentials(source: source, reason: "the file must hold ACCESS_KEY_ID:SECRET_ACCESS_KEY")
         }
-        let body = Array((parameters + [("Version", "2012-11-05")]).map { "\(percentEncoded($0.0))=\(percentEncoded($0.1))" }
-            .joined(separator: "&").utf8)
+        let body = Array(
+            (parameters + [("Version", "2012-11-05")]).map { "\(percentEncoded($0.0))=\(percentEncoded($0.1))" }
+                .joined(separator: "&").utf8)
         let (amzDate, day) = SignatureV4.stamps(clock())
         let path = String(endpoint.path.prefix { $0 != "?" })
         let signed: [(String, String)] = [
@@ -115,8 +118,9 @@ public struct SQSClient: Sendable {
             accessKey: accessKey, secretKey: secret, region: region, service: "sqs", amzDate: amzDate, day: day)
         let headers = [("Content-Type", signed[0].1), ("X-Amz-Date", amzDate), ("Authorization", authorization)]
         do {
-            return try await http.request(endpoint, path: path.isEmpty ? "/" : path, method: .POST, headers: headers, body: body,
-                                          source: source, timeout: timeout)
+            return try await http.request(
+                endpoint, path: path.isEmpty ? "/" : path, method: .POST, headers: headers, body: body,
+                source: source, timeout: timeout)
         } catch .badAnswer(let s, let reason) where reason.contains("<Code>") {
             // SQS reports a refused key or signature as 400 or 403 with an error code.
             let code = SQSDemand.element("Code", in: Array(reason.utf8)) ?? ""
@@ -137,12 +141,15 @@ public struct SQSDemand: DemandSource {
     public let queueURL: String
     public let client: SQSClient
 
-    public init(queueURL: String, endpoint: SourceURL, region: String, credentials: String, caFile: String? = nil,
-                timeout: Duration = .seconds(5), clock: @escaping @Sendable () -> Date = { Date() }) {
+    public init(
+        queueURL: String, endpoint: SourceURL, region: String, credentials: String, caFile: String? = nil,
+        timeout: Duration = .seconds(5), clock: @escaping @Sendable () -> Date = { Date() }
+    ) {
         self.name = "sqs \(queueURL)"
         self.queueURL = queueURL
-        self.client = SQSClient(endpoint: endpoint, region: region, credentials: credentials, caFile: caFile, timeout: timeout,
-                                source: name, clock: clock)
+        self.client = SQSClient(
+            endpoint: endpoint, region: region, credentials: credentials, caFile: caFile, timeout: timeout,
+            source: name, clock: clock)
     }
 
     public func sample() async throws -> Double {
@@ -171,7 +178,9 @@ public struct SQSDemand: DemandSource {
     /// The text of the first `<tag>...</tag>` in `bytes`.
     static func element(_ tag: String, in bytes: [UInt8]) -> String? {
         let text = String(decoding: bytes, as: UTF8.self)
-        guard let open = text.range(of: "<\(tag)>"), let close = text.range(of: "</\(tag)>", range: open.upperBound..<text.endIndex) else { return nil }
+        guard let open = text.range(of: "<\(tag)>"), let close = text.range(of: "</\(tag)>", range: open.upperBound..<text.endIndex) else {
+            return nil
+        }
         return String(text[open.upperBound..<close.lowerBound]).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }

@@ -106,8 +106,9 @@ public struct SourceHTTP: Sendable {
         all.append(("Host", url.hostHeader))
         let r: HTTPResponse
         do {
-            r = try await client.request(.tcp(host: url.host, port: url.port), method: method, path: path ?? url.path, headers: all,
-                                         body: body, timeout: timeout, maxBody: maxBody, secure: secure)
+            r = try await client.request(
+                .tcp(host: url.host, port: url.port), method: method, path: path ?? url.path, headers: all,
+                body: body, timeout: timeout, maxBody: maxBody, secure: secure)
         } catch let e as HTTPClientError {
             if case .timedOut = e { throw DemandError.timedOut(source: source, after: timeout) }
             if case .bodyTooLarge = e { throw DemandError.badAnswer(source: source, reason: "\(e)") }

@@ -70,9 +70,11 @@ public enum DemandSourceOptions {
             throw DemandConfigError(field: "source", reason: "`\(source.prefix(40))` is not one of \(sources.joined(separator: ", "))")
         }
         for key in o.keys.sorted() where !allowed.contains(key) {
-            throw DemandConfigError(field: key, reason: allowed.isEmpty
-                ? "unknown option; source \(source) takes none"
-                : "unknown option for source \(source) (known: \(allowed.sorted().joined(separator: ", ")))")
+            throw DemandConfigError(
+                field: key,
+                reason: allowed.isEmpty
+                    ? "unknown option; source \(source) takes none"
+                    : "unknown option for source \(source) (known: \(allowed.sorted().joined(separator: ", ")))")
         }
         let r = Reader(source: source, o: o)
         var timeout = defaultTimeout
@@ -94,8 +96,9 @@ public enum DemandSourceOptions {
             return nil
         case "prometheus":
             let u = try r.url("url")
-            return PrometheusDemand(baseURL: u.base + (u.path == "/" ? "" : u.path), query: try r.required("query"), timeout: timeout,
-                                    caFile: ca, credentials: credentials)
+            return PrometheusDemand(
+                baseURL: u.base + (u.path == "/" ? "" : u.path), query: try r.required("query"), timeout: timeout,
+                caFile: ca, credentials: credentials)
         case "http":
             let u = try r.url("url")
             if let p = o["pointer"], !p.isEmpty, !p.hasPrefix("/") {
@@ -107,8 +110,9 @@ public enum DemandSourceOptions {
         case "rabbitmq":
             let u = try r.url("url")
             if ca != nil && !u.secure { throw DemandConfigError(field: "ca_file", reason: "applies to an https:// url") }
-            return RabbitMQDemand(url: u, vhost: try r.name("vhost", default: "/"), queue: try r.name("queue"), credentials: credentials,
-                                  caFile: ca, timeout: timeout)
+            return RabbitMQDemand(
+                url: u, vhost: try r.name("vhost", default: "/"), queue: try r.name("queue"), credentials: credentials,
+                caFile: ca, timeout: timeout)
         case "nats":
             let u = try r.url("url")
             if ca != nil && !u.secure { throw DemandConfigError(field: "ca_file", reason: "applies to an https:// url") }
@@ -151,8 +155,9 @@ public enum DemandSourceOptions {
             db = n
         }
         let group = o["group"] == nil ? nil : try r.name("group")
-        return RedisDemand(host: u.host, port: u.port, key: try r.name("key"), group: group, database: db, credentials: credentials,
-                           tls: tls, caFile: ca, timeout: timeout)
+        return RedisDemand(
+            host: u.host, port: u.port, key: try r.name("key"), group: group, database: db, credentials: credentials,
+            tls: tls, caFile: ca, timeout: timeout)
     }
 
     private static func sqs(_ r: Reader, credentials: String?, ca: String?, timeout: Duration) throws -> any DemandSource {
@@ -162,8 +167,11 @@ public enum DemandSourceOptions {
         guard region.utf8.count <= 64, region.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }) else {
             throw DemandConfigError(field: "region", reason: "must be an AWS region name (us-east-1)")
         }
-        let endpoint = o["endpoint"] == nil ? SourceURL(secure: queueURL.secure, host: queueURL.host, port: queueURL.port, path: "/") : try r.url("endpoint")
-        guard let credentials else { throw DemandConfigError(field: "credentials", reason: "required by source sqs (a file holding ACCESS_KEY_ID:SECRET_ACCESS_KEY)") }
+        let endpoint =
+            o["endpoint"] == nil ? SourceURL(secure: queueURL.secure, host: queueURL.host, port: queueURL.port, path: "/") : try r.url("endpoint")
+        guard let credentials else {
+            throw DemandConfigError(field: "credentials", reason: "required by source sqs (a file holding ACCESS_KEY_ID:SECRET_ACCESS_KEY)")
+        }
         return SQSDemand(queueURL: queueURL.description, endpoint: endpoint, region: region, credentials: credentials, caFile: ca, timeout: timeout)
     }
 }

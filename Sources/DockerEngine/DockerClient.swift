@@ -118,8 +118,9 @@ public actor DockerClient {
             return s.multipliedReportingOverflow(by: 1_000_000_000).partialValue &+ a / 1_000_000_000
         }
         let health = spec.healthCommand.map {
-            Body.Health(Test: ["CMD"] + $0.command, Interval: nanos($0.interval), Timeout: nanos($0.timeout),
-                        Retries: $0.retries, StartPeriod: nanos($0.startPeriod))
+            Body.Health(
+                Test: ["CMD"] + $0.command, Interval: nanos($0.interval), Timeout: nanos($0.timeout),
+                Retries: $0.retries, StartPeriod: nanos($0.startPeriod))
         }
         let body = Body(
             Image: spec.image, Cmd: spec.command.isEmpty ? nil : spec.command, Env: spec.env, Labels: spec.labels,
@@ -215,8 +216,9 @@ public actor DockerClient {
         }
         // The whole pull runs in a child task so that `timeout` can end a registry that stalls.
         let work = Task { () async throws -> String? in
-            let (status, body) = try await http.stream(endpoint, method: .POST, path: prefix + path, headers: headers,
-                                                        connectTimeout: .seconds(30))
+            let (status, body) = try await http.stream(
+                endpoint, method: .POST, path: prefix + path, headers: headers,
+                connectTimeout: .seconds(30))
             var buffer: [UInt8] = []
             var failure: String?
             var total = 0
@@ -282,7 +284,11 @@ public actor DockerClient {
     /// one (oldest, then lowest id), removes the others it can, and creates containers by that id,
     /// never by the name, which the daemon would find ambiguous.
     public func ensureBridgeNetwork(_ name: String) async throws(DockerError) -> String {
-        struct Network: Decodable { var Id: String; var Name: String; var Created: String? }
+        struct Network: Decodable {
+            var Id: String
+            var Name: String
+            var Created: String?
+        }
         let path = "/networks?filters=\(Self.query(Self.json(["name": [name]])))"
         var found: [Network] = (try await call("network list", .GET, path) as [Network]).filter { $0.Name == name }
         if found.isEmpty {
@@ -292,16 +298,20 @@ public actor DockerClient {
                 var CheckDuplicate: Bool
                 var Labels: [String: String]
             }
-            let bytes = Array((try? JSONEncoder().encode(Body(Name: name, Driver: "bridge", CheckDuplicate: true,
-                                                              Labels: [MicroscaleLabel.managed: "true"]))) ?? Data())
+            let bytes = Array(
+                (try? JSONEncoder().encode(
+                    Body(
+                        Name: name, Driver: "bridge", CheckDuplicate: true,
+                        Labels: [MicroscaleLabel.managed: "true"]))) ?? Data())
             let c = try await raw("network create", .POST, "/networks/create", body: bytes, service: nil)
             guard c.status == 201 || c.status == 409 else { throw Self.error(c, "network create", nil) }
             found = (try await call("network list", .GET, path) as [Network]).filter { $0.Name == name }
         }
         let sorted = found.sorted { ($0.Created ?? "", $0.Id) < ($1.Created ?? "", $1.Id) }
         guard let chosen = sorted.first else {
-            throw DockerError(kind: .notFound, operation: "network create", service: nil, status: nil,
-                              daemonMessage: "network \(name) was created but is not listed")
+            throw DockerError(
+                kind: .notFound, operation: "network create", service: nil, status: nil,
+                daemonMessage: "network \(name) was created but is not listed")
         }
         for extra in sorted.dropFirst() {
             _ = try? await raw("network remove", .DELETE, "/networks/\(extra.Id)", service: nil)
@@ -311,7 +321,10 @@ public actor DockerClient {
 
     /// The ids of the daemon's networks with the bridge driver (docker0 and user-defined ones).
     public func bridgeNetworkIDs() async throws(DockerError) -> [String] {
-        struct Network: Decodable { var Id: String; var Driver: String? }
+        struct Network: Decodable {
+            var Id: String
+            var Driver: String?
+        }
         let all: [Network] = try await call("network list", .GET, "/networks")
         return all.filter { $0.Driver == "bridge" }.map(\.Id)
     }
@@ -341,7 +354,10 @@ public actor DockerClient {
                     let (status, body) = try await http.stream(endpoint, path: path)
                     guard status == 200 else { throw HTTPClientError.connectionClosed(endpoint: endpoint.description) }
                     if connectedBefore {
-                        continuation.yield(EngineEvent(Type: "microscale", Action: "microscale.reconnected", Actor: .init(ID: "", Attributes: nil), time: nil, timeNano: nil))
+                        continuation.yield(
+                            EngineEvent(
+                                Type: "microscale", Action: "microscale.reconnected", Actor: .init(ID: "", Attributes: nil), time: nil, timeNano: nil)
+                        )
                     }
                     connectedBefore = true
                     delay = retry

@@ -67,8 +67,10 @@ public struct Ping: Sendable, Hashable {
     public var suspectedAt: UInt64?
     public var gossip: [Gossip]
 
-    public init(sequence: UInt64, from: String, fromAddress: String, target: String,
-                suspectedAt: UInt64? = nil, gossip: [Gossip] = []) {
+    public init(
+        sequence: UInt64, from: String, fromAddress: String, target: String,
+        suspectedAt: UInt64? = nil, gossip: [Gossip] = []
+    ) {
         self.sequence = sequence
         self.from = from
         self.fromAddress = fromAddress
@@ -163,8 +165,10 @@ public struct PushPull: Sendable, Hashable {
     /// Every member the sender knows, itself included.
     public var states: [MemberState]
 
-    public init(from: String, fromAddress: String, isReply: Bool, isJoin: Bool, wantsCertificates: Bool = true,
-                states: [MemberState]) {
+    public init(
+        from: String, fromAddress: String, isReply: Bool, isJoin: Bool, wantsCertificates: Bool = true,
+        states: [MemberState]
+    ) {
         self.from = from
         self.fromAddress = fromAddress
         self.isReply = isReply

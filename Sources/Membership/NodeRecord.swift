@@ -175,11 +175,15 @@ public struct NodeRecord: Sendable, Hashable {
 
     private var box: Box
 
-    public init(name: String, address: String, role: NodeRole = .client,
-                capacity: Resources = .zero, reserved: Resources = .zero,
-                running: [String: Int] = [:], agentVersion: String = "", version: UInt64 = 1) {
-        box = Box(Fields(name: name, address: address, role: role, capacity: capacity,
-                         reserved: reserved, running: running, agentVersion: agentVersion, version: version))
+    public init(
+        name: String, address: String, role: NodeRole = .client,
+        capacity: Resources = .zero, reserved: Resources = .zero,
+        running: [String: Int] = [:], agentVersion: String = "", version: UInt64 = 1
+    ) {
+        box = Box(
+            Fields(
+                name: name, address: address, role: role, capacity: capacity,
+                reserved: reserved, running: running, agentVersion: agentVersion, version: version))
     }
 
     public init(_ fields: Fields) { box = Box(fields) }
@@ -215,7 +219,8 @@ public struct NodeRecord: Sendable, Hashable {
     /// The size of what the owner says about itself, without the proof: what `maxEncodedBytes` bounds.
     public var contentSize: Int {
         let f = box.fields
-        var n = stringField(f.name) + stringField(f.address) + 2 + stringField(f.agentVersion) + varintField(f.version)
+        var n =
+            stringField(f.name) + stringField(f.address) + 2 + stringField(f.agentVersion) + varintField(f.version)
             + (f.restarting ? 2 : 0)
         for (k, v) in f.labels { n += 2 + stringField(k) + stringField(v) }
         for (k, v) in f.imageFailures { n += 2 + stringField(k) + stringField(v) }
@@ -442,9 +447,11 @@ public struct NodeRecordDelta: Sendable, Hashable {
     public var signature: [UInt8] = []
     public var certificate: [UInt8]?
 
-    public init(name: String, baseVersion: UInt64, version: UInt64, address: String? = nil,
-                role: NodeRole? = nil, capacity: Resources? = nil, reserved: Resources? = nil,
-                running: [String: Int] = [:], agentVersion: String? = nil) {
+    public init(
+        name: String, baseVersion: UInt64, version: UInt64, address: String? = nil,
+        role: NodeRole? = nil, capacity: Resources? = nil, reserved: Resources? = nil,
+        running: [String: Int] = [:], agentVersion: String? = nil
+    ) {
         self.name = name
         self.baseVersion = baseVersion
         self.version = version
@@ -534,8 +541,12 @@ public struct NodeRecordDelta: Sendable, Hashable {
         var n = stringField(name) + varintField(baseVersion) + varintField(version)
         if let a = address { n += stringField(a) }
         if role != nil { n += 2 }
-        if let c = capacity { n += 2 + varintField(UInt64(bitPattern: Int64(c.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(c.memoryBytes))) }
-        if let r = reserved { n += 2 + varintField(UInt64(bitPattern: Int64(r.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(r.memoryBytes))) }
+        if let c = capacity {
+            n += 2 + varintField(UInt64(bitPattern: Int64(c.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(c.memoryBytes)))
+        }
+        if let r = reserved {
+            n += 2 + varintField(UInt64(bitPattern: Int64(r.cpuMillicores))) + varintField(UInt64(bitPattern: Int64(r.memoryBytes)))
+        }
         if let v = agentVersion { n += stringField(v) }
         if restarting != nil { n += 2 }
         for map in [labels, imageFailures] {

@@ -51,8 +51,9 @@ extension NodeRecord {
 
     /// Why this record's incarnation proof is not its owner's, or nil when it is.
     public func incarnationRefusal(by authenticator: any RecordAuthenticator) -> String? {
-        authenticator.refusal(name: self.name, certificate: self.certificate, signature: self.incarnationSignature,
-                              message: Self.incarnationBytes(name: self.name, incarnation: self.provenIncarnation))
+        authenticator.refusal(
+            name: self.name, certificate: self.certificate, signature: self.incarnationSignature,
+            message: Self.incarnationBytes(name: self.name, incarnation: self.provenIncarnation))
     }
 
     /// This record without the owner's certificate, for a receiver that holds it already (the

@@ -92,9 +92,11 @@ public struct SWIMInstance: Sendable {
     ///   - incarnation: where to start; a shell that persists it passes the last one + 1, and
     ///     one that does not can pass 0: hearing itself suspected or dead at a higher
     ///     incarnation (push-pull on join) makes the instance jump above it.
-    public init(configuration: MembershipConfiguration = .lan, record: NodeRecord, seed: UInt64,
-                now: Duration, incarnation: UInt64 = 0,
-                authenticator: any RecordAuthenticator = UnsignedRecords()) throws(NodeRecordError) {
+    public init(
+        configuration: MembershipConfiguration = .lan, record: NodeRecord, seed: UInt64,
+        now: Duration, incarnation: UInt64 = 0,
+        authenticator: any RecordAuthenticator = UnsignedRecords()
+    ) throws(NodeRecordError) {
         let record = record.signed(by: authenticator).proving(incarnation: incarnation, by: authenticator)
         try record.validate(configuration.recordLimits)
         self.configuration = configuration
@@ -237,8 +239,9 @@ public struct SWIMInstance: Sendable {
             let target = earlyPushPulls > 0 ? recentLiveMembers(1, now).first : randomLiveMembers(1, excluding: nil).first
             if !isLeaving, let target {
                 // Right after a join we may lack members the target knows: certificates wanted.
-                send(.pushPull(fullState(isReply: false, isJoin: false, certificates: earlyPushPulls > 0)),
-                     to: members[target].address)
+                send(
+                    .pushPull(fullState(isReply: false, isJoin: false, certificates: earlyPushPulls > 0)),
+                    to: members[target].address)
             }
             if earlyPushPulls > 0 {
                 earlyPushPulls -= 1
@@ -278,7 +281,7 @@ public struct SWIMInstance: Sendable {
         next.provenIncarnation = record.provenIncarnation
         next.incarnationSignature = record.incarnationSignature
         if next == record { return finish(now) }
-        next.version = min(record.version, .max - 1) + 1 // saturates: own counters never trap either
+        next.version = min(record.version, .max - 1) + 1  // saturates: own counters never trap either
         next = next.signed(by: authenticator)
         try next.validate(configuration.recordLimits)
         let delta = NodeRecordDelta.between(record, next)
@@ -314,8 +317,9 @@ public struct SWIMInstance: Sendable {
         broadcasts.enqueue(.left(name: name, incarnation: incarnation))
         let targets = randomLiveMembers(configuration.gossipFanout * 2, excluding: nil)
         for t in targets {
-            send(.gossip(GossipPacket(from: name, gossip: [.left(name: name, incarnation: incarnation)])),
-                 to: members[t].address)
+            send(
+                .gossip(GossipPacket(from: name, gossip: [.left(name: name, incarnation: incarnation)])),
+                to: members[t].address)
         }
         return finish(now)
     }
@@ -354,7 +358,8 @@ public struct SWIMInstance: Sendable {
                 probe = p
             }
         } else if !isLeaving,
-                  let i = members.firstIndex(where: { $0.address == address && ($0.status == .alive || $0.status == .suspect) }) {
+            let i = members.firstIndex(where: { $0.address == address && ($0.status == .alive || $0.status == .suspect) })
+        {
             probeNext(i)
             if probe == nil { nextProbeAt = min(nextProbeAt, now) }
         }
@@ -387,13 +392,17 @@ public struct SWIMInstance: Sendable {
         guard let i = nextProbeTarget(now) else { return }
         let m = members[i]
         let seq = nextSequence()
-        send(.ping(Ping(sequence: seq, from: name, fromAddress: address, target: m.name,
-                        suspectedAt: m.status == .suspect ? m.incarnation : nil,
-                        gossip: broadcasts.take(budget: configuration.maxPiggybackBytes, limit: retransmitLimit))),
-             to: m.address)
-        probe = Probe(target: m.name, sequence: seq,
-                      directDeadline: now + scaled(configuration.probeTimeout),
-                      roundDeadline: now + scaled(configuration.probeInterval))
+        send(
+            .ping(
+                Ping(
+                    sequence: seq, from: name, fromAddress: address, target: m.name,
+                    suspectedAt: m.status == .suspect ? m.incarnation : nil,
+                    gossip: broadcasts.take(budget: configuration.maxPiggybackBytes, limit: retransmitLimit))),
+            to: m.address)
+        probe = Probe(
+            target: m.name, sequence: seq,
+            directDeadline: now + scaled(configuration.probeTimeout),
+            roundDeadline: now + scaled(configuration.probeInterval))
     }
 
     /// SWIM §4.3: round-robin over a list shuffled at the start of each round, so every member
@@ -450,10 +459,13 @@ public struct SWIMInstance: Sendable {
         let relays = randomLiveMembers(configuration.indirectChecks, excluding: p.target)
         p.expectedNacks = relays.count
         for r in relays {
-            send(.pingReq(PingReq(sequence: p.sequence, from: name, fromAddress: address, target: p.target,
-                                  targetAddress: targetAddress,
-                                  gossip: broadcasts.take(budget: configuration.maxPiggybackBytes, limit: retransmitLimit))),
-                 to: members[r].address)
+            send(
+                .pingReq(
+                    PingReq(
+                        sequence: p.sequence, from: name, fromAddress: address, target: p.target,
+                        targetAddress: targetAddress,
+                        gossip: broadcasts.take(budget: configuration.maxPiggybackBytes, limit: retransmitLimit))),
+                to: members[r].address)
         }
     }
 
@@ -488,17 +500,19 @@ public struct SWIMInstance: Sendable {
         for i in members.indices where verifications.count < Self.maxVerifications {
             let m = members[i]
             guard m.status != .alive, !isConfirmedDown(m.name), verifications[m.name] == nil,
-                  m.status != .left || !m.saidLeft,
-                  probe?.target != m.name,
-                  now - (lastVerified[m.name] ?? .seconds(-3600)) >= scaled(configuration.probeInterval) else { continue }
+                m.status != .left || !m.saidLeft,
+                probe?.target != m.name,
+                now - (lastVerified[m.name] ?? .seconds(-3600)) >= scaled(configuration.probeInterval)
+            else { continue }
             // Hearsay that our own probe round will check anyway: a suspect it probes next.
             if m.status == .suspect, m.ownProbeFailedAt.map({ f in m.lastHeard.map { f >= $0 } ?? true }) == true { continue }
             if lastVerified.count >= 4 * Self.maxVerifications { lastVerified = [:] }
             lastVerified[m.name] = now
             let seq = nextSequence()
             verifications[m.name] = (seq, now + scaled(configuration.probeTimeout))
-            send(.ping(Ping(sequence: seq, from: name, fromAddress: address, target: m.name, suspectedAt: m.incarnation)),
-                 to: m.address)
+            send(
+                .ping(Ping(sequence: seq, from: name, fromAddress: address, target: m.name, suspectedAt: m.incarnation)),
+                to: m.address)
         }
     }
 
@@ -524,12 +538,16 @@ public struct SWIMInstance: Sendable {
         guard relays.count < Self.maxRelays else { return }
         let seq = nextSequence()
         let suspectedAt = index[r.target].flatMap { members[$0].status == .suspect ? members[$0].incarnation : nil }
-        send(.ping(Ping(sequence: seq, from: name, fromAddress: address, target: r.target, suspectedAt: suspectedAt,
-                        gossip: broadcasts.take(budget: configuration.maxPiggybackBytes, limit: retransmitLimit))),
-             to: r.targetAddress)
+        send(
+            .ping(
+                Ping(
+                    sequence: seq, from: name, fromAddress: address, target: r.target, suspectedAt: suspectedAt,
+                    gossip: broadcasts.take(budget: configuration.maxPiggybackBytes, limit: retransmitLimit))),
+            to: r.targetAddress)
         // Lifeguard IV.A: nack at 80% of the probe timeout, leaving the requester time to count it.
-        relays[seq] = Relay(requester: r.fromAddress, sequence: r.sequence,
-                            deadline: now + configuration.probeTimeout * 0.8)
+        relays[seq] = Relay(
+            requester: r.fromAddress, sequence: r.sequence,
+            deadline: now + configuration.probeTimeout * 0.8)
     }
 
     private mutating func onAck(_ a: Ack, _ now: Duration) {
@@ -539,9 +557,12 @@ public struct SWIMInstance: Sendable {
             adjustHealth(-1)
         } else if let r = relays.removeValue(forKey: a.sequence) {
             // The target's refutation, if any, is in our queue now; pass it on with the ack.
-            send(.ack(Ack(sequence: r.sequence, from: name,
-                          gossip: broadcasts.take(budget: configuration.maxPiggybackBytes, limit: retransmitLimit))),
-                 to: r.requester)
+            send(
+                .ack(
+                    Ack(
+                        sequence: r.sequence, from: name,
+                        gossip: broadcasts.take(budget: configuration.maxPiggybackBytes, limit: retransmitLimit))),
+                to: r.requester)
         } else if let v = verifications[a.from], v.sequence == a.sequence {
             // Heard from first hand (`hear`): the hearsay does not move its work. A member we hold
             // dead that answers is a healed partition, as with a redial: a push-pull merges views.
@@ -568,8 +589,9 @@ public struct SWIMInstance: Sendable {
         guard let i = candidates.randomElement(using: &rng) else { return }
         let seq = nextSequence()
         redial = (seq, members[i].name)
-        send(.ping(Ping(sequence: seq, from: name, fromAddress: address, target: members[i].name)),
-             to: members[i].address)
+        send(
+            .ping(Ping(sequence: seq, from: name, fromAddress: address, target: members[i].name)),
+            to: members[i].address)
     }
 
     // MARK: Dissemination (SWIM §4.1)
@@ -614,8 +636,11 @@ public struct SWIMInstance: Sendable {
             members[i].saidLeft = false
         }
         if status != .suspect { suspicions[members[i].name] = nil }
-        out.events.append(.memberChanged(MemberChange(name: members[i].name, address: members[i].address,
-                                                      previous: previous, status: status, incarnation: inc)))
+        out.events.append(
+            .memberChanged(
+                MemberChange(
+                    name: members[i].name, address: members[i].address,
+                    previous: previous, status: status, incarnation: inc)))
     }
 
     private mutating func applyAlive(_ inc: UInt64, _ rec: NodeRecord, _ now: Duration) {
@@ -658,8 +683,11 @@ public struct SWIMInstance: Sendable {
             // so they are probed within this round without reshuffling everyone.
             let pos = probeCursor >= probeOrder.count ? probeOrder.count : Int.random(in: probeCursor...probeOrder.count, using: &rng)
             probeOrder.insert(Int32(members.count - 1), at: pos)
-            out.events.append(.memberChanged(MemberChange(name: rec.name, address: rec.address, previous: nil,
-                                                          status: .alive, incarnation: inc)))
+            out.events.append(
+                .memberChanged(
+                    MemberChange(
+                        name: rec.name, address: rec.address, previous: nil,
+                        status: .alive, incarnation: inc)))
             if !mergingJoinReply { broadcasts.enqueue(.alive(incarnation: inc, record: rec)) }
             return
         }
@@ -831,8 +859,10 @@ public struct SWIMInstance: Sendable {
     /// hold cost no signature check.
     private mutating func isOwners(_ rec: NodeRecord, relayedBy relay: String? = nil) -> Bool {
         guard let reason = rec.refusal(by: authenticator) else { return true }
-        out.events.append(.rejected(from: relay ?? rec.name,
-                                    reason: "record of \(rec.name) at version \(rec.version) is not its owner's: \(reason)"))
+        out.events.append(
+            .rejected(
+                from: relay ?? rec.name,
+                reason: "record of \(rec.name) at version \(rec.version) is not its owner's: \(reason)"))
         return false
     }
 
@@ -877,19 +907,27 @@ public struct SWIMInstance: Sendable {
     /// Something was said about this member. Anything but "alive at most at our incarnation"
     /// is refuted by jumping above it; that is also how a restarted member that lost its
     /// incarnation catches up with what the cluster remembers (memberlist's mass-restart problem).
-    private mutating func noteReportAboutSelf(incarnation inc: UInt64, status: MemberStatus, record rec: NodeRecord?,
-                                              _ now: Duration) {
+    private mutating func noteReportAboutSelf(
+        incarnation inc: UInt64, status: MemberStatus, record rec: NodeRecord?,
+        _ now: Duration
+    ) {
         // Only this member raises its incarnation, so a report far above it is forged (a suspect
         // at 2^64-1 would otherwise make the refutation overflow): dropped.
         guard saneJump(inc, from: incarnation) else {
-            out.events.append(.rejected(from: name, reason: "incarnation \(inc) reported for this member is more than \(configuration.maxIncarnationJump) above its own (\(incarnation))"))
+            out.events.append(
+                .rejected(
+                    from: name,
+                    reason:
+                        "incarnation \(inc) reported for this member is more than \(configuration.maxIncarnationJump) above its own (\(incarnation))")
+            )
             return
         }
         // A record of ours above our own version (we restarted and lost count) is taken as a
         // floor for the next one; a forged one cannot pass the signature check, so it cannot
         // push our version about.
         if let rec, rec.version >= record.version, rec != record, saneJump(rec.version, from: record.version),
-           isOwners(rec) {
+            isOwners(rec)
+        {
             bumpVersion(above: rec.version)
         }
         if isLeaving {
@@ -944,8 +982,9 @@ public struct SWIMInstance: Sendable {
             if !certificates, !s.record.certificate.isEmpty { s.record.certificate = [] }
             states.append(s)
         }
-        return PushPull(from: name, fromAddress: address, isReply: isReply, isJoin: isJoin,
-                        wantsCertificates: certificates, states: states)
+        return PushPull(
+            from: name, fromAddress: address, isReply: isReply, isJoin: isJoin,
+            wantsCertificates: certificates, states: states)
     }
 
     private mutating func sendJoin() {
@@ -995,7 +1034,8 @@ public struct SWIMInstance: Sendable {
                 applyLeft(s.record.name, incarnation: s.incarnation, now)
             }
             if known, s.record.name != name, let i = index[s.record.name], s.record.version > members[i].record.version,
-               s.incarnation >= members[i].incarnation, isOwners(s.record, relayedBy: p.from) {
+                s.incarnation >= members[i].incarnation, isOwners(s.record, relayedBy: p.from)
+            {
                 take(s.record, at: i)
             }
         }

@@ -44,7 +44,8 @@ public struct Control: Sendable, Hashable {
         c.scaleDownAt = scaleDownAt.isFinite ? Swift.min(Swift.max(scaleDownAt, 0), 1) : 1
         if let m = maxChange { c.maxChange = Swift.max(m, 1) }
         if let g = gains {
-            c.gains = g.kp.isFinite && g.kd.isFinite && g.kp > 0
+            c.gains =
+                g.kp.isFinite && g.kd.isFinite && g.kp > 0
                 ? Gains(kp: Swift.min(g.kp, 1), kd: Swift.min(Swift.max(g.kd, 0), Limits.maxControllerLookaheadSeconds)) : nil
         }
         return c
@@ -107,7 +108,8 @@ extension Planner {
         }
         let ratio = per > 0 ? demand / per : .infinity
         var target = count(ratio)
-        out.reason = control.queue
+        out.reason =
+            control.queue
             ? "queue \(formatDemand(d)), target \(formatDemand(per)) per container → \(target)"
             : "demand \(formatDemand(d)) at \(formatDemand(per)) per container → \(target)"
 

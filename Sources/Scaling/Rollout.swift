@@ -56,8 +56,9 @@ public struct Rollout: Sendable, Hashable {
             // change back to an older spec) are kept by the agents as current ones.
             var older: [String] = []
             for h in [r.from] + r.alsoFrom where h != from && !older.contains(h) { older.append(h) }
-            return Rollout(from: from, to: to, alsoFrom: Array(older.prefix(maxAlsoFrom)),
-                           old: r.old.merging(r.new, uniquingKeysWith: { a, b in Swift.min(a + b, Limits.maxContainersPerService) }))
+            return Rollout(
+                from: from, to: to, alsoFrom: Array(older.prefix(maxAlsoFrom)),
+                old: r.old.merging(r.new, uniquingKeysWith: { a, b in Swift.min(a + b, Limits.maxContainersPerService) }))
         }
         return Rollout(from: from, to: to, old: running)
     }
@@ -119,7 +120,10 @@ public enum RolloutStepper {
         var failed = 0
         for n in nodes {
             let t = Swift.min(Swift.max(target[n] ?? 0, 0), Limits.maxContainersPerService)
-            guard let report = reports[n], report.spec == r.to else { serving[n] = 0; continue }
+            guard let report = reports[n], report.spec == r.to else {
+                serving[n] = 0
+                continue
+            }
             serving[n] = Swift.min(Swift.max(report.serving, 0), t)
             failed = Swift.min(failed + Swift.min(Swift.max(report.failed, 0), Limits.maxContainersPerService), Limits.maxContainersPerService)
         }
@@ -177,7 +181,9 @@ public enum RolloutStepper {
         }
         if started > 0 {
             done = nodes.reduce(0) { $0 + live($1) }
-            reasons.append("\(service): rollout to \(short(r.to)): \(started) replacement\(started == 1 ? "" : "s") started (\(policy.startFirst ? "start-first" : "stop-first"), \(done)/\(total) done)")
+            reasons.append(
+                "\(service): rollout to \(short(r.to)): \(started) replacement\(started == 1 ? "" : "s") started (\(policy.startFirst ? "start-first" : "stop-first"), \(done)/\(total) done)"
+            )
         }
         return RolloutStep(rollout: r, reasons: reasons, done: done, total: total)
     }

@@ -211,7 +211,7 @@ public struct Planner: Sendable {
                 demandReason[s] = outcome.reason
                 newPlan.scaleDownSince[spec.name] = outcome.scaleDownSince
                 newPlan.control[spec.name] = outcome.state
-            case .known, .unknown: // NaN is no reading
+            case .known, .unknown:  // NaN is no reading
                 target = Swift.min(Swift.max(before, spec.min), spec.max)
                 demandReason[s] = "demand unknown, holding"
                 // The controller's memory survives a gap in the readings; the trend is measured across it.
@@ -266,9 +266,11 @@ public struct Planner: Sendable {
             while surplus > 0 {
                 let group = w.groupCounts(s)
                 let g = { (n: Int) in w.svc[s].spread == nil ? 0 : group[w.group(s, n)] ?? 0 }
-                guard let n = (0..<w.nodeCount).filter({ w.count[$0][s] > 0 }).max(by: {
-                    (g($0), w.count[$0][s], w.nodes[$1].name) < (g($1), w.count[$1][s], w.nodes[$0].name)
-                }) else { break }
+                guard
+                    let n = (0..<w.nodeCount).filter({ w.count[$0][s] > 0 }).max(by: {
+                        (g($0), w.count[$0][s], w.nodes[$1].name) < (g($1), w.count[$1][s], w.nodes[$0].name)
+                    })
+                else { break }
                 w.remove(s, from: n, k: 1, reason: reason)
                 surplus -= 1
             }
@@ -534,14 +536,16 @@ struct Work {
             let tightest = svc[s].constraints.map { c in (c, open.filter { c.admits(nodes[$0].labels) }.count) }
                 .min { ($0.1, $0.0.description) < ($1.1, $1.0.description) }!
             let withRoom = matching.filter { n in eligible[n][s] && count[n][s] > 0 || fits(s, on: n) > 0 }.count
-            let what = svc[s].constraints.count == 1
+            let what =
+                svc[s].constraints.count == 1
                 ? "constraint \(tightest.0) matches \(matching.count) of \(open.count) node\(open.count == 1 ? "" : "s")"
                 : "constraints \(svc[s].constraints.map(\.description).joined(separator: ", ")) match \(matching.count) of \(open.count) node\(open.count == 1 ? "" : "s") (\(tightest.0) alone \(tightest.1))"
             parts.append(matching.isEmpty ? what : "\(what), \(withRoom) with room")
         }
         let blocked = open.filter { nodes[$0].blocked[svc[s].name] != nil }
         if let first = blocked.first {
-            parts.append("\(blocked.count) node\(blocked.count == 1 ? "" : "s") cannot run it (\(nodes[first].name): \(nodes[first].blocked[svc[s].name]!))")
+            parts.append(
+                "\(blocked.count) node\(blocked.count == 1 ? "" : "s") cannot run it (\(nodes[first].name): \(nodes[first].blocked[svc[s].name]!))")
         }
         return parts.isEmpty ? nil : parts.joined(separator: "; ")
     }

@@ -22,8 +22,10 @@ public struct UtilizationSample: Sendable, Hashable, Codable {
         /// waits); unknown demand counts every running container.
         public var busyMillis: Int
 
-        public init(priority: Int, andBelow: Bool? = nil, reservedMillis: Int = 0, reservedBytes: Int = 0,
-                    runningMillis: Int = 0, busyMillis: Int = 0) {
+        public init(
+            priority: Int, andBelow: Bool? = nil, reservedMillis: Int = 0, reservedBytes: Int = 0,
+            runningMillis: Int = 0, busyMillis: Int = 0
+        ) {
             self.priority = priority
             self.andBelow = andBelow
             self.reservedMillis = reservedMillis
@@ -124,11 +126,15 @@ public enum Utilization {
         }
         var planned: [String: Int] = [:]
         for (_, counts) in assignments {
-            for (service, c) in counts { planned[service] = saturating(planned[service] ?? 0, Swift.min(Swift.max(c, 0), Limits.maxContainersPerService)) }
+            for (service, c) in counts {
+                planned[service] = saturating(planned[service] ?? 0, Swift.min(Swift.max(c, 0), Limits.maxContainersPerService))
+            }
         }
         var running: [String: Int] = [:]
         for n in working {
-            for (service, c) in n.running { running[service] = saturating(running[service] ?? 0, Swift.min(Swift.max(c, 0), Limits.maxRunningPerService)) }
+            for (service, c) in n.running {
+                running[service] = saturating(running[service] ?? 0, Swift.min(Swift.max(c, 0), Limits.maxRunningPerService))
+            }
         }
         var byPriority: [Int: UtilizationSample.Level] = [:]
         for spec in services.map(Work.bounded) {
@@ -150,7 +156,9 @@ public enum Utilization {
         var levels = byPriority.values.sorted { $0.priority < $1.priority }
         // Bounded per sample, whatever the number of priorities: the least important are summed.
         if levels.count > Limits.maxUtilizationLevels {
-            var rest = levels[(Limits.maxUtilizationLevels - 1)...].reduce(into: UtilizationSample.Level(priority: levels[Limits.maxUtilizationLevels - 1].priority, andBelow: true)) {
+            var rest = levels[(Limits.maxUtilizationLevels - 1)...].reduce(
+                into: UtilizationSample.Level(priority: levels[Limits.maxUtilizationLevels - 1].priority, andBelow: true)
+            ) {
                 $0.reservedMillis = saturating($0.reservedMillis, $1.reservedMillis)
                 $0.reservedBytes = saturating($0.reservedBytes, $1.reservedBytes)
                 $0.runningMillis = saturating($0.runningMillis, $1.runningMillis)
@@ -193,10 +201,11 @@ public enum Utilization {
             allReserved += reserved
             allRunning += running
             allBusy += busy
-            summary.levels.append(UtilizationSummary.Level(
-                priority: priority, andBelow: andBelow ? true : nil, reservedCores: reserved / count / 1000,
-                reservedPeakCores: Double(peak) / 1000, runningCores: running / count / 1000, busyCores: busy / count / 1000,
-                reservedShare: share(reserved), runningShare: share(running), busyShare: share(busy)))
+            summary.levels.append(
+                UtilizationSummary.Level(
+                    priority: priority, andBelow: andBelow ? true : nil, reservedCores: reserved / count / 1000,
+                    reservedPeakCores: Double(peak) / 1000, runningCores: running / count / 1000, busyCores: busy / count / 1000,
+                    reservedShare: share(reserved), runningShare: share(running), busyShare: share(busy)))
         }
         summary.reservedShare = share(allReserved)
         summary.runningShare = share(allRunning)

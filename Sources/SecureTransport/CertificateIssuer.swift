@@ -40,7 +40,9 @@ public enum CertificateIssuer {
     // MARK: CA
 
     @discardableResult
-    public static func createCA(in dir: String, validity: Validity = Validity(days: 1825), commonName: String = "Microscale Cluster CA", force: Bool = false) throws -> Written {
+    public static func createCA(
+        in dir: String, validity: Validity = Validity(days: 1825), commonName: String = "Microscale Cluster CA", force: Bool = false
+    ) throws -> Written {
         OpenSSLLibrary.initialize()
         let certPath = (dir as NSString).appendingPathComponent(caCertificateName)
         let keyPath = (dir as NSString).appendingPathComponent(caKeyName)
@@ -51,12 +53,14 @@ public enum CertificateIssuer {
         defer { X509_free(cert) }
         try fill(cert, subject: commonName, key: key, validity: validity)
         guard X509_set_issuer_name(cert, X509_get_subject_name(cert)) == 1 else { throw TLSError.issuance(openSSLErrors()) }
-        try addExtensions(to: cert, issuer: cert, [
-            (NID_basic_constraints, "critical,CA:TRUE,pathlen:0"),
-            (NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature"),
-            (NID_subject_key_identifier, "hash"),
-            (NID_authority_key_identifier, "keyid:always"),
-        ])
+        try addExtensions(
+            to: cert, issuer: cert,
+            [
+                (NID_basic_constraints, "critical,CA:TRUE,pathlen:0"),
+                (NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature"),
+                (NID_subject_key_identifier, "hash"),
+                (NID_authority_key_identifier, "keyid:always"),
+            ])
         guard X509_sign(cert, key, EVP_sha256()) > 0 else { throw TLSError.issuance(openSSLErrors()) }
         try write(pem: pemCertificate(cert), to: certPath, mode: 0o644, force: force)
         try write(pem: pemPrivateKey(key), to: keyPath, mode: 0o600, force: force)
@@ -101,14 +105,16 @@ public enum CertificateIssuer {
         defer { X509_free(cert) }
         try fill(cert, subject: node, key: key, validity: validity)
         guard X509_set_issuer_name(cert, X509_get_subject_name(caCert)) == 1 else { throw TLSError.issuance(openSSLErrors()) }
-        try addExtensions(to: cert, issuer: caCert, [
-            (NID_basic_constraints, "critical,CA:FALSE"),
-            (NID_key_usage, "critical,digitalSignature"),
-            (NID_ext_key_usage, "serverAuth,clientAuth"),
-            (NID_subject_alt_name, sans.joined(separator: ",")),
-            (NID_subject_key_identifier, "hash"),
-            (NID_authority_key_identifier, "keyid:always"),
-        ])
+        try addExtensions(
+            to: cert, issuer: caCert,
+            [
+                (NID_basic_constraints, "critical,CA:FALSE"),
+                (NID_key_usage, "critical,digitalSignature"),
+                (NID_ext_key_usage, "serverAuth,clientAuth"),
+                (NID_subject_alt_name, sans.joined(separator: ",")),
+                (NID_subject_key_identifier, "hash"),
+                (NID_authority_key_identifier, "keyid:always"),
+            ])
         guard X509_sign(cert, caKey, EVP_sha256()) > 0 else { throw TLSError.issuance(openSSLErrors()) }
         try write(pem: pemCertificate(cert), to: certPath, mode: 0o644, force: force)
         try write(pem: pemPrivateKey(key), to: keyPath, mode: 0o600, force: force)
@@ -136,8 +142,8 @@ public enum CertificateIssuer {
         defer { EVP_PKEY_CTX_free(kctx) }
         var key: OpaquePointer?
         guard EVP_PKEY_keygen_init(kctx) == 1,
-              EVP_PKEY_CTX_set_group_name(kctx, "P-256") == 1,
-              EVP_PKEY_generate(kctx, &key) == 1, let key
+            EVP_PKEY_CTX_set_group_name(kctx, "P-256") == 1,
+            EVP_PKEY_generate(kctx, &key) == 1, let key
         else { throw TLSError.issuance(openSSLErrors()) }
         return key
     }
@@ -148,15 +154,15 @@ public enum CertificateIssuer {
         guard let bn = BN_new() else { throw TLSError.issuance(openSSLErrors()) }
         defer { BN_free(bn) }
         guard BN_rand(bn, 127, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY) == 1,
-              BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert)) != nil
+            BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert)) != nil
         else { throw TLSError.issuance(openSSLErrors()) }
         guard X509_gmtime_adj(X509_getm_notBefore(cert), Int(validity.notBeforeOffset)) != nil,
-              X509_gmtime_adj(X509_getm_notAfter(cert), Int(validity.notAfterOffset)) != nil
+            X509_gmtime_adj(X509_getm_notAfter(cert), Int(validity.notAfterOffset)) != nil
         else { throw TLSError.issuance(openSSLErrors()) }
         guard let name = X509_get_subject_name(cert),
-              X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, "Microscale", -1, -1, 0) == 1,
-              X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, subject, -1, -1, 0) == 1,
-              X509_set_pubkey(cert, key) == 1
+            X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, "Microscale", -1, -1, 0) == 1,
+            X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, subject, -1, -1, 0) == 1,
+            X509_set_pubkey(cert, key) == 1
         else { throw TLSError.issuance(openSSLErrors()) }
     }
 
@@ -194,7 +200,9 @@ public enum CertificateIssuer {
         OpenSSLLibrary.initialize()
         guard let bio = BIO_new_file(path, "r") else {
             ERR_clear_error()
-            throw TLSError.badFile(role: "CA certificate", path: path, reason: FileManager.default.fileExists(atPath: path) ? "not readable" : "no such file (create it with 'microscale tls ca create')")
+            throw TLSError.badFile(
+                role: "CA certificate", path: path,
+                reason: FileManager.default.fileExists(atPath: path) ? "not readable" : "no such file (create it with 'microscale tls ca create')")
         }
         defer { BIO_free(bio) }
         guard let cert = PEM_read_bio_X509(bio, nil, nil, nil) else {

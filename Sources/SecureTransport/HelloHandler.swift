@@ -93,18 +93,21 @@ final class HelloHandler: ChannelDuplexHandler {
         guard hello.protocolVersion == localHello.protocolVersion else {
             let theirs = hello.agentVersion.isEmpty ? "" : " (agent \(hello.agentVersion.prefix(32)))"
             let ours = localHello.agentVersion.isEmpty ? "" : " (agent \(localHello.agentVersion))"
-            refuse(context: context, .protocolViolation(
-                "incompatible protocol version: \(identity.name)\(theirs) speaks protocol \(hello.protocolVersion), "
-                    + "\(localHello.nodeName)\(ours) speaks protocol \(localHello.protocolVersion); "
-                    + "run one protocol version in a cluster (see 'microscale version')"))
+            refuse(
+                context: context,
+                .protocolViolation(
+                    "incompatible protocol version: \(identity.name)\(theirs) speaks protocol \(hello.protocolVersion), "
+                        + "\(localHello.nodeName)\(ours) speaks protocol \(localHello.protocolVersion); "
+                        + "run one protocol version in a cluster (see 'microscale version')"))
             return
         }
         if !hello.cluster.isEmpty, !localHello.cluster.isEmpty, hello.cluster != localHello.cluster {
             refuse(context: context, .protocolViolation("peer belongs to cluster \"\(hello.cluster)\", this agent to \"\(localHello.cluster)\""))
             return
         }
-        let authenticatedPeer = AuthenticatedPeer(identity: identity, cluster: hello.cluster,
-                                                  agentVersion: hello.agentVersion, protocolVersion: hello.protocolVersion)
+        let authenticatedPeer = AuthenticatedPeer(
+            identity: identity, cluster: hello.cluster,
+            agentVersion: hello.agentVersion, protocolVersion: hello.protocolVersion)
         peer = authenticatedPeer
         done = true
         authenticated.succeed(authenticatedPeer)
@@ -149,9 +152,11 @@ final class HelloHandler: ChannelDuplexHandler {
     }
 
     private func refuse(context: ChannelHandlerContext, _ error: TLSError) {
-        logger.warning("refused peer", metadata: [
-            "address": "\(context.channel.remoteAddress.map { "\($0)" } ?? "unknown")", "reason": "\(error)",
-        ])
+        logger.warning(
+            "refused peer",
+            metadata: [
+                "address": "\(context.channel.remoteAddress.map { "\($0)" } ?? "unknown")", "reason": "\(error)",
+            ])
         var bye = Microscale_Wire_Goodbye()
         bye.reason = error.description
         if let frame = try? Frame(kind: .goodbye, message: bye) {

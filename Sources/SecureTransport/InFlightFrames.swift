@@ -24,7 +24,12 @@ public final class InFlightFrames: Sendable {
         }
 
         public func release() {
-            guard held.withLockedValue({ h in defer { h = false }; return h }) else { return }
+            guard
+                held.withLockedValue({ h in
+                    defer { h = false }
+                    return h
+                })
+            else { return }
             owner.release(peer: peer, bytes: bytes)
         }
     }

@@ -136,10 +136,12 @@ public final class NodeSignatures: @unchecked Sendable {
         let context = current()
         defer { withExtendedLifetime(context) {} }
         var failed = Verified(name: "", key: nil, refusal: nil, at: now)
-        guard let cert = der.withUnsafeBufferPointer({ buf -> OpaquePointer? in
-            var p = buf.baseAddress
-            return d2i_X509(nil, &p, buf.count)
-        }) else {
+        guard
+            let cert = der.withUnsafeBufferPointer({ buf -> OpaquePointer? in
+                var p = buf.baseAddress
+                return d2i_X509(nil, &p, buf.count)
+            })
+        else {
             ERR_clear_error()
             failed.refusal = "its certificate does not parse"
             return failed

@@ -81,8 +81,10 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
     ///   - refusalLog: with it, refused handshakes are logged at most once per source address
     ///     per its interval (a listener's, where a flood would otherwise write a line per
     ///     connection from the loop); without it, every refusal is.
-    init(context: TLSContext, role: TLSRole, expectedPeer: String? = nil, handshakeOffload: NIOThreadPool? = nil,
-         refusalLog: RateLimitedSources?, logger: Logger = Logger(label: "microscale.tls")) {
+    init(
+        context: TLSContext, role: TLSRole, expectedPeer: String? = nil, handshakeOffload: NIOThreadPool? = nil,
+        refusalLog: RateLimitedSources?, logger: Logger = Logger(label: "microscale.tls")
+    ) {
         self.tls = context
         self.role = role
         self.expectedPeer = expectedPeer
@@ -93,10 +95,13 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     ///   - expectedPeer: for a client, the node name the server's certificate must carry.
     ///   - handshakeOffload: a started thread pool to run handshake steps on; nil runs them inline.
-    public convenience init(context: TLSContext, role: TLSRole, expectedPeer: String? = nil, handshakeOffload: NIOThreadPool? = nil,
-                            logger: Logger = Logger(label: "microscale.tls")) {
-        self.init(context: context, role: role, expectedPeer: expectedPeer, handshakeOffload: handshakeOffload,
-                  refusalLog: nil, logger: logger)
+    public convenience init(
+        context: TLSContext, role: TLSRole, expectedPeer: String? = nil, handshakeOffload: NIOThreadPool? = nil,
+        logger: Logger = Logger(label: "microscale.tls")
+    ) {
+        self.init(
+            context: context, role: role, expectedPeer: expectedPeer, handshakeOffload: handshakeOffload,
+            refusalLog: nil, logger: logger)
     }
 
     // MARK: Lifecycle
@@ -313,7 +318,7 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
         // A service outside the cluster has been checked against its CA and the host name; its
         // certificate need not carry a common name (node certificates must: it is the node name).
         guard let cert = SSL_get0_peer_certificate(ssl),
-              let identity = PeerIdentity(certificate: cert) ?? (tls.isExternalClient ? PeerIdentity(name: expectedPeer ?? "", isServer: false) : nil)
+            let identity = PeerIdentity(certificate: cert) ?? (tls.isExternalClient ? PeerIdentity(name: expectedPeer ?? "", isServer: false) : nil)
         else {
             fail(context: context, .noPeerCertificate)
             return
@@ -479,7 +484,9 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
         state = .closing
         handshakeTimer?.cancel()
         handshakeTimer = nil
-        if wasHandshaking { logRefusal(error.description) } else {
+        if wasHandshaking {
+            logRefusal(error.description)
+        } else {
             logger.warning("TLS connection failed", metadata: ["address": "\(remoteDescription)", "reason": "\(error)"])
         }
         failPending(error)
@@ -493,10 +500,12 @@ public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler
             guard let n = refusalLog.shouldLog("\(remoteIP) handshake") else { return }
             suppressed = n
         }
-        logger.warning("refused connection", metadata: [
-            "address": "\(remoteDescription)", "role": "\(role)", "reason": "\(reason)",
-            "refusedSinceLastLog": "\(suppressed)",
-        ])
+        logger.warning(
+            "refused connection",
+            metadata: [
+                "address": "\(remoteDescription)", "role": "\(role)", "reason": "\(reason)",
+                "refusedSinceLastLog": "\(suppressed)",
+            ])
     }
 
     private func failPending(_ error: Error) {

@@ -10,7 +10,8 @@ public enum OpenSSLLibrary {
     public static func initialize() { _ = initialized }
 
     private static let initialized: Bool = {
-        let flags = UInt64(OPENSSL_INIT_NO_ATEXIT) | UInt64(OPENSSL_INIT_LOAD_SSL_STRINGS)
+        let flags =
+            UInt64(OPENSSL_INIT_NO_ATEXIT) | UInt64(OPENSSL_INIT_LOAD_SSL_STRINGS)
             | UInt64(OPENSSL_INIT_LOAD_CRYPTO_STRINGS)
         return OPENSSL_init_ssl(flags, nil) == 1
     }()

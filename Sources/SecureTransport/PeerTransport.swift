@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Wire
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Message transport between agents: one TLS listener, and a bounded pool of authenticated
 /// connections to peers, keyed by node name. Frames from every connection, dialed or
@@ -86,13 +87,15 @@ public final class PeerTransport: Sendable {
         /// a cluster take 19 s to converge after the heal for that reason. 0 keeps the kernel's.
         public var userTimeout: Duration
 
-        public init(cluster: String = "", agentVersion: String = "", maxConnections: Int = 512,
-                    idleTimeout: Duration = .seconds(60), connectTimeout: Duration = .seconds(2),
-                    limits: FrameLimits = .default, userTimeout: Duration = .seconds(5),
-                    maxHandshakes: Int = 64, maxHandshakesPerSource: Int = 8, handshakeRatePerSource: Double = 20,
-                    exemptLoopbackFromPerSourceBounds: Bool = true, maxConnectionsPerPeer: Int = 4,
-                    maxQueuedBytesPerConnection: Int = 16 << 20, offloadHandshakes: Bool = true, acceptOnOwnLoop: Bool = true,
-                    refusalLogInterval: Duration = .seconds(10)) {
+        public init(
+            cluster: String = "", agentVersion: String = "", maxConnections: Int = 512,
+            idleTimeout: Duration = .seconds(60), connectTimeout: Duration = .seconds(2),
+            limits: FrameLimits = .default, userTimeout: Duration = .seconds(5),
+            maxHandshakes: Int = 64, maxHandshakesPerSource: Int = 8, handshakeRatePerSource: Double = 20,
+            exemptLoopbackFromPerSourceBounds: Bool = true, maxConnectionsPerPeer: Int = 4,
+            maxQueuedBytesPerConnection: Int = 16 << 20, offloadHandshakes: Bool = true, acceptOnOwnLoop: Bool = true,
+            refusalLogInterval: Duration = .seconds(10)
+        ) {
             self.userTimeout = userTimeout
             self.maxHandshakes = maxHandshakes
             self.maxHandshakesPerSource = maxHandshakesPerSource
@@ -157,16 +160,19 @@ public final class PeerTransport: Sendable {
         peerLostHandler.withLockedValue { $0 = handler }
     }
 
-    public init(group: any EventLoopGroup, tls: TLSContext, options: Options = Options(),
-                logger: Logger = Logger(label: "microscale.transport"), onFrame: @escaping FrameHandler) {
+    public init(
+        group: any EventLoopGroup, tls: TLSContext, options: Options = Options(),
+        logger: Logger = Logger(label: "microscale.transport"), onFrame: @escaping FrameHandler
+    ) {
         self.group = group
         self.currentTLS = NIOLockedValueBox(tls)
         self.options = options
         self.logger = logger
         self.onFrame = onFrame
         self.table = ConnectionTable(maxConnections: options.maxConnections, maxPerPeer: options.maxConnectionsPerPeer)
-        self.admission = HandshakeAdmission(maxTotal: options.maxHandshakes, maxPerSource: options.maxHandshakesPerSource,
-                                            ratePerSource: options.handshakeRatePerSource)
+        self.admission = HandshakeAdmission(
+            maxTotal: options.maxHandshakes, maxPerSource: options.maxHandshakesPerSource,
+            ratePerSource: options.handshakeRatePerSource)
         self.refusals = RateLimitedSources(interval: options.refusalLogInterval)
     }
 
@@ -185,8 +191,9 @@ public final class PeerTransport: Sendable {
     public func reload(_ new: TLSContext) throws {
         let old = tls
         guard new.identity == old.identity else {
-            throw TLSError.badFile(role: "certificate", path: new.configuration.certificateFile,
-                                   reason: "names \(new.identity), but this agent is \(old.identity); a reload cannot change them")
+            throw TLSError.badFile(
+                role: "certificate", path: new.configuration.certificateFile,
+                reason: "names \(new.identity), but this agent is \(old.identity); a reload cannot change them")
         }
         currentTLS.withLockedValue { $0 = new }
         let now = Date().timeIntervalSince1970
@@ -222,8 +229,9 @@ public final class PeerTransport: Sendable {
         let delay = Self.nanoseconds(until: ctx.notAfter, now: Date().timeIntervalSince1970)
         let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(delay)) { [weak self] in
             guard let self, self.tls !== ctx else { return }
-            self.logger.info("closing a connection made with a certificate that has expired since a reload replaced it",
-                             metadata: ["serial": "\(ctx.serial)"])
+            self.logger.info(
+                "closing a connection made with a certificate that has expired since a reload replaced it",
+                metadata: ["serial": "\(ctx.serial)"])
             channel.close(promise: nil)
         }
         channel.closeFuture.whenComplete { [weak self] _ in
@@ -259,32 +267,38 @@ public final class PeerTransport: Sendable {
     /// Starts accepting connections; returns the bound address (port 0 picks a free port).
     public func listen(host: String, port: Int) async throws -> SocketAddress {
         let hello = self.hello
-        let offload: NIOThreadPool? = options.offloadHandshakes ? handshakeThread.withLockedValue { pool in
-            if let pool { return pool }
-            let started = NIOThreadPool(numberOfThreads: 1)
-            started.start()
-            started.submit { _ in Self.lowerThreadPriority() }
-            pool = started
-            return started
-        } : nil
-        let acceptor: (any EventLoopGroup)? = options.acceptOnOwnLoop ? acceptLoop.withLockedValue { loop in
-            if let loop { return loop }
-            let started = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            loop = started
-            return started
-        } : nil
-        let bootstrap = if let acceptor {
-            ServerBootstrap(group: acceptor, childGroup: group)
-                .serverChannelInitializer { [self] server in
-                    server.eventLoop.makeCompletedFuture {
-                        try server.pipeline.syncOperations.addHandler(
-                            AdmissionGate(pendingCloses: pendingRefusedCloses, admit: { [self] child in gate(child) }))
+        let offload: NIOThreadPool? =
+            options.offloadHandshakes
+            ? handshakeThread.withLockedValue { pool in
+                if let pool { return pool }
+                let started = NIOThreadPool(numberOfThreads: 1)
+                started.start()
+                started.submit { _ in Self.lowerThreadPriority() }
+                pool = started
+                return started
+            } : nil
+        let acceptor: (any EventLoopGroup)? =
+            options.acceptOnOwnLoop
+            ? acceptLoop.withLockedValue { loop in
+                if let loop { return loop }
+                let started = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+                loop = started
+                return started
+            } : nil
+        let bootstrap =
+            if let acceptor {
+                ServerBootstrap(group: acceptor, childGroup: group)
+                    .serverChannelInitializer { [self] server in
+                        server.eventLoop.makeCompletedFuture {
+                            try server.pipeline.syncOperations.addHandler(
+                                AdmissionGate(pendingCloses: pendingRefusedCloses, admit: { [self] child in gate(child) }))
+                        }
                     }
-                }
-        } else {
-            ServerBootstrap(group: group)
-        }
-        let channel = try await bootstrap
+            } else {
+                ServerBootstrap(group: group)
+            }
+        let channel =
+            try await bootstrap
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -392,7 +406,7 @@ public final class PeerTransport: Sendable {
     /// nice value is per thread, and `who` 0 names the calling thread. Failure is harmless.
     static func lowerThreadPriority() {
         #if os(Linux)
-        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
         #endif
     }
 
@@ -407,15 +421,18 @@ public final class PeerTransport: Sendable {
     }
 
     private func logRefusal(_ refusal: HandshakeAdmission.Refusal, source: String) {
-        let rule = switch refusal {
-        case .total(let n): "at most \(n) TLS handshakes in progress in total (maxHandshakes)"
-        case .perSource(let n): "at most \(n) TLS handshakes in progress per source address (maxHandshakesPerSource)"
-        case .rate(let r): "at most \(r) new TLS handshakes a second per source address (handshakeRatePerSource)"
-        }
+        let rule =
+            switch refusal {
+            case .total(let n): "at most \(n) TLS handshakes in progress in total (maxHandshakes)"
+            case .perSource(let n): "at most \(n) TLS handshakes in progress per source address (maxHandshakesPerSource)"
+            case .rate(let r): "at most \(r) new TLS handshakes a second per source address (handshakeRatePerSource)"
+            }
         guard let suppressed = refusals.shouldLog("\(source) \(rule)") else { return }
-        logger.warning("refused connection before the TLS handshake", metadata: [
-            "address": "\(source)", "rule": "\(rule)", "refusedSinceLastLog": "\(suppressed)",
-        ])
+        logger.warning(
+            "refused connection before the TLS handshake",
+            metadata: [
+                "address": "\(source)", "rule": "\(rule)", "refusedSinceLastLog": "\(suppressed)",
+            ])
     }
 
     /// Takes an admission slot for an accepted connection, or logs why not.
@@ -474,11 +491,12 @@ public final class PeerTransport: Sendable {
         }
         // Members advertise IP addresses: connect to one directly. By name, NIO resolves with
         // getaddrinfo on a thread and races the results (Happy Eyeballs), for every dial.
-        let (channel, authenticated) = if let address = try? SocketAddress(ipAddress: host, port: port) {
-            try await bootstrap.connect(to: address, channelInitializer: initialize)
-        } else {
-            try await bootstrap.connect(host: host, port: port, channelInitializer: initialize)
-        }
+        let (channel, authenticated) =
+            if let address = try? SocketAddress(ipAddress: host, port: port) {
+                try await bootstrap.connect(to: address, channelInitializer: initialize)
+            } else {
+                try await bootstrap.connect(host: host, port: port, channelInitializer: initialize)
+            }
         let peer = try await authenticated.get()
         guard !isDenied(peer.name) else {
             try? await channel.close()
@@ -492,19 +510,23 @@ public final class PeerTransport: Sendable {
         let idle = TimeAmount.nanoseconds(options.idleTimeout.nanosecondsClamped)
         try ops.addHandler(IdleStateHandler(allTimeout: idle))
         let deliver = onFrame
-        try ops.addHandler(FrameDispatchHandler(onFrame: { [self] peer, frame in
-            // Frames already read when a peer is denied are dropped with its connection.
-            guard !isDenied(peer.name) else { return }
-            deliver(peer, frame)
-        }, logger: logger))
+        try ops.addHandler(
+            FrameDispatchHandler(
+                onFrame: { [self] peer, frame in
+                    // Frames already read when a peer is denied are dropped with its connection.
+                    guard !isDenied(peer.name) else { return }
+                    deliver(peer, frame)
+                }, logger: logger))
         try ops.addHandler(OutboundQueueBound())
     }
 
     private func register(key: String?, peer: String, channel: Channel) {
         for evicted in table.add(key: key, peer: peer, channel: channel) {
-            logger.debug("closing the oldest connection to stay within a connection bound", metadata: [
-                "peer": "\(evicted.peer)", "bound": "\(evicted.bound)",
-            ])
+            logger.debug(
+                "closing the oldest connection to stay within a connection bound",
+                metadata: [
+                    "peer": "\(evicted.peer)", "bound": "\(evicted.bound)",
+                ])
             evicted.channel.close(promise: nil)
         }
         channel.closeFuture.whenComplete { _ in
@@ -541,10 +563,16 @@ public final class PeerTransport: Sendable {
         if let s = server.withLockedValue({ $0 }) { try? await s.close() }
         for c in table.removeEverything() { try? await c.close() }
         // After the connections: a step still running returns to its loop, which is still up.
-        if let pool = handshakeThread.withLockedValue({ p -> NIOThreadPool? in defer { p = nil }; return p }) {
+        if let pool = handshakeThread.withLockedValue({ p -> NIOThreadPool? in
+            defer { p = nil }
+            return p
+        }) {
             try? await pool.shutdownGracefully()
         }
-        if let loop = acceptLoop.withLockedValue({ l -> MultiThreadedEventLoopGroup? in defer { l = nil }; return l }) {
+        if let loop = acceptLoop.withLockedValue({ l -> MultiThreadedEventLoopGroup? in
+            defer { l = nil }
+            return l
+        }) {
             // Connections the gate passed on, and refused ones, finish on the group and then hop
             // back to the accept loop (NIO's acceptor; the gate's resume). A hop onto a loop
             // that has shut down is dropped, and a crash under SWIFTNIO_STRICT. So wait for them
@@ -552,7 +580,8 @@ public final class PeerTransport: Sendable {
             // task it is in, which enqueues any hop, before the accept loop goes.
             let deadline = ContinuousClock.now + .seconds(2)
             while ContinuousClock.now < deadline,
-                  gateSlots.withLockedValue({ !$0.isEmpty }) || pendingRefusedCloses.withLockedValue({ $0 }) > 0 {
+                gateSlots.withLockedValue({ !$0.isEmpty }) || pendingRefusedCloses.withLockedValue({ $0 }) > 0
+            {
                 try? await Task.sleep(for: .milliseconds(5))
             }
             for l in group.makeIterator() { try? await l.submit {}.get() }
@@ -674,7 +703,8 @@ final class ConnectionTable: Sendable {
             s.entries.append(Entry(key: key, peer: peer, channel: channel))
             var out: [(peer: String, bound: Bound, channel: Channel)] = []
             if s.entries.lazy.filter({ $0.peer == peer }).count > maxPerPeer,
-               let oldest = s.entries.firstIndex(where: { $0.peer == peer }) {
+                let oldest = s.entries.firstIndex(where: { $0.peer == peer })
+            {
                 let e = s.entries.remove(at: oldest)
                 out.append((e.peer, .perPeer, e.channel))
             }
@@ -733,7 +763,9 @@ extension Duration {
 /// errs towards admitting).
 final class HandshakeAdmission: Sendable {
     enum Refusal: Sendable, Equatable {
-        case total(Int), perSource(Int), rate(Double)
+        case total(Int)
+        case perSource(Int)
+        case rate(Double)
     }
 
     private struct Bucket {
@@ -819,7 +851,12 @@ final class AdmissionSlot: Sendable {
     }
 
     func release() {
-        guard held.withLockedValue({ h in defer { h = false }; return h }) else { return }
+        guard
+            held.withLockedValue({ h in
+                defer { h = false }
+                return h
+            })
+        else { return }
         admission.release(source)
     }
 }

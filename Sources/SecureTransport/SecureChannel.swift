@@ -16,8 +16,9 @@ public enum SecureChannel {
         hello: Microscale_Wire_Hello, limits: FrameLimits = .default, handshakeOffload: NIOThreadPool? = nil,
         logger: Logger
     ) throws -> EventLoopFuture<AuthenticatedPeer> {
-        try configure(channel, tls: tls, role: role, expectedPeer: expectedPeer, hello: hello, limits: limits,
-                      handshakeOffload: handshakeOffload, refusalLog: nil, logger: logger)
+        try configure(
+            channel, tls: tls, role: role, expectedPeer: expectedPeer, hello: hello, limits: limits,
+            handshakeOffload: handshakeOffload, refusalLog: nil, logger: logger)
     }
 
     static func configure(
@@ -26,8 +27,10 @@ public enum SecureChannel {
     ) throws -> EventLoopFuture<AuthenticatedPeer> {
         let authenticated = channel.eventLoop.makePromise(of: AuthenticatedPeer.self)
         let ops = channel.pipeline.syncOperations
-        try ops.addHandler(OpenSSLHandler(context: tls, role: role, expectedPeer: expectedPeer,
-                                          handshakeOffload: handshakeOffload, refusalLog: refusalLog, logger: logger))
+        try ops.addHandler(
+            OpenSSLHandler(
+                context: tls, role: role, expectedPeer: expectedPeer,
+                handshakeOffload: handshakeOffload, refusalLog: refusalLog, logger: logger))
         try ops.addHandler(ByteToMessageHandler(FrameDecoder(limits: limits)))
         try ops.addHandler(MessageToByteHandler(FrameEncoder(limits: limits)))
         try ops.addHandler(HelloHandler(localHello: hello, authenticated: authenticated, logger: logger))
@@ -35,8 +38,10 @@ public enum SecureChannel {
     }
 
     /// The Hello this node sends, built from its own certificate so it cannot claim another name.
-    public static func hello(for tls: TLSContext, cluster: String, agentVersion: String,
-                             protocolVersion: UInt32 = WireProtocol.version) -> Microscale_Wire_Hello {
+    public static func hello(
+        for tls: TLSContext, cluster: String, agentVersion: String,
+        protocolVersion: UInt32 = WireProtocol.version
+    ) -> Microscale_Wire_Hello {
         var h = Microscale_Wire_Hello()
         h.nodeName = tls.identity.name
         h.server = tls.identity.isServer

@@ -97,7 +97,7 @@ public final class TLSContext: @unchecked Sendable {
             // docs/contracts.md, "The wire": TLS 1.3 only. 1.3 also removes renegotiation and static-RSA key
             // exchange, so there is nothing to disable beyond the version floor.
             guard ms_SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) == 1,
-                  ms_SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) == 1
+                ms_SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) == 1
             else { throw TLSError.contextSetup(openSSLErrors()) }
             guard SSL_CTX_load_verify_locations(ctx, configuration.caFile, nil) == 1 else {
                 throw TLSError.badFile(role: "CA", path: configuration.caFile, reason: openSSLErrors())
@@ -109,8 +109,9 @@ public final class TLSContext: @unchecked Sendable {
                 throw TLSError.badFile(role: "key", path: configuration.keyFile, reason: openSSLErrors())
             }
             guard SSL_CTX_check_private_key(ctx) == 1 else {
-                throw TLSError.badFile(role: "key", path: configuration.keyFile,
-                                       reason: "does not match certificate \(configuration.certificateFile)")
+                throw TLSError.badFile(
+                    role: "key", path: configuration.keyFile,
+                    reason: "does not match certificate \(configuration.certificateFile)")
             }
             // Mutual authentication: a server demands a client certificate and both sides fail
             // the handshake on a bad chain, so no application byte ever flows unauthenticated.
@@ -125,8 +126,9 @@ public final class TLSContext: @unchecked Sendable {
             _ = ms_SSL_CTX_set_mode(ctx, Int(SSL_MODE_RELEASE_BUFFERS))
             guard let cert = SSL_CTX_get0_certificate(ctx) else { throw TLSError.contextSetup("no certificate loaded") }
             guard let identity = PeerIdentity(certificate: cert) else {
-                throw TLSError.badFile(role: "certificate", path: configuration.certificateFile,
-                                       reason: "names no node (no common name)")
+                throw TLSError.badFile(
+                    role: "certificate", path: configuration.certificateFile,
+                    reason: "names no node (no common name)")
             }
             me = identity
             (serialText, expiry) = Self.serialAndExpiry(cert)
@@ -214,7 +216,8 @@ public struct PeerIdentity: Sendable, Hashable, CustomStringConvertible {
         var out: [String] = []
         for i in 0..<ms_sk_GENERAL_NAME_num(names) {
             guard let gn = ms_sk_GENERAL_NAME_value(names, i), gn.pointee.type == GEN_DNS,
-                  let ia5 = gn.pointee.d.dNSName, let data = ASN1_STRING_get0_data(ia5) else { continue }
+                let ia5 = gn.pointee.d.dNSName, let data = ASN1_STRING_get0_data(ia5)
+            else { continue }
             let len = Int(ASN1_STRING_length(ia5))
             out.append(String(decoding: UnsafeBufferPointer(start: data, count: len), as: UTF8.self))
         }

@@ -78,8 +78,10 @@ public struct MembershipBenchmark {
 
         // Bandwidth at rest.
         let m0 = c.sentMessages.reduce(0, +), b0 = c.sentBytes.reduce(0, +)
-        let idle = o.idleWindow ?? (o.nodes <= o.maxJoiningNodes
-            ? o.configuration.scaledPushPullInterval(members: o.nodes) * 2 : .seconds(10))
+        let idle =
+            o.idleWindow
+            ?? (o.nodes <= o.maxJoiningNodes
+                ? o.configuration.scaledPushPullInterval(members: o.nodes) * 2 : .seconds(10))
         c.advance(by: idle)
         let window = idle.seconds * Double(o.nodes)
         let msgs = Double(c.sentMessages.reduce(0, +) - m0) / window
@@ -97,7 +99,7 @@ public struct MembershipBenchmark {
         var t999: Double? = nil
         c.onStep = { i in
             guard i != changer, !seen[i],
-                  let v = c.instance(i)?.member(named: MembershipCluster.name(changer))?.record.version, v >= version
+                let v = c.instance(i)?.member(named: MembershipCluster.name(changer))?.record.version, v >= version
             else { return }
             seen[i] = true
             have += 1
@@ -132,18 +134,19 @@ public struct MembershipBenchmark {
             c.verdicts.first { $0.subject == subject && $0.status == status && $0.time >= t }.map { ($0.time - t).seconds }
         }
         let fp = c.verdicts.filter { $0.subject != crashed && $0.subject != frozen && $0.subject != hinted }
-        return Report(nodes: o.nodes, seed: o.seed, joinConvergenceSeconds: join,
-                      recordSpread999Seconds: t999, recordSpreadAllSeconds: tAll.map { ($0 - start).seconds },
-                      crashDetectionSeconds: crashT,
-                      crashFirstSuspectSeconds: first(crashed, .suspect, after: crashAt),
-                      crashFirstDeadSeconds: first(crashed, .dead, after: crashAt),
-                      crashWithResetHintDetectionSeconds: hintT,
-                      freezeDetectionSeconds: freezeT,
-                      freezeFirstSuspectSeconds: first(frozen, .suspect, after: freezeAt),
-                      freezeFirstDeadSeconds: first(frozen, .dead, after: freezeAt),
-                      falsePositives: fp.filter { $0.status == .dead }.count,
-                      falseSuspicions: fp.filter { $0.status == .suspect }.count,
-                      messagesPerNodePerSecond: msgs, bytesPerNodePerSecond: bytes, idleWindowSeconds: idle.seconds,
-                      simulatedSeconds: c.now.seconds)
+        return Report(
+            nodes: o.nodes, seed: o.seed, joinConvergenceSeconds: join,
+            recordSpread999Seconds: t999, recordSpreadAllSeconds: tAll.map { ($0 - start).seconds },
+            crashDetectionSeconds: crashT,
+            crashFirstSuspectSeconds: first(crashed, .suspect, after: crashAt),
+            crashFirstDeadSeconds: first(crashed, .dead, after: crashAt),
+            crashWithResetHintDetectionSeconds: hintT,
+            freezeDetectionSeconds: freezeT,
+            freezeFirstSuspectSeconds: first(frozen, .suspect, after: freezeAt),
+            freezeFirstDeadSeconds: first(frozen, .dead, after: freezeAt),
+            falsePositives: fp.filter { $0.status == .dead }.count,
+            falseSuspicions: fp.filter { $0.status == .suspect }.count,
+            messagesPerNodePerSecond: msgs, bytesPerNodePerSecond: bytes, idleWindowSeconds: idle.seconds,
+            simulatedSeconds: c.now.seconds)
     }
 }

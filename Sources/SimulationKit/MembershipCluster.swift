@@ -50,12 +50,15 @@ public final class MembershipCluster {
     public static func address(_ i: Int) -> String { "n\(i):7480" }
 
     public static func record(_ i: Int) -> NodeRecord {
-        NodeRecord(name: name(i), address: address(i), role: i < 3 ? .server : .client,
-                   capacity: Resources(cpuMillicores: 2000, memoryBytes: 4 << 30), agentVersion: "0.1.0")
+        NodeRecord(
+            name: name(i), address: address(i), role: i < 3 ? .server : .client,
+            capacity: Resources(cpuMillicores: 2000, memoryBytes: 4 << 30), agentVersion: "0.1.0")
     }
 
-    public init(size: Int, seed: UInt64, configuration: MembershipConfiguration = .lan,
-                faults: Network.Faults = .init(delay: .microseconds(200) ... .milliseconds(2))) {
+    public init(
+        size: Int, seed: UInt64, configuration: MembershipConfiguration = .lan,
+        faults: Network.Faults = .init(delay: .microseconds(200) ... .milliseconds(2))
+    ) {
         self.size = size
         self.configuration = configuration
         rng = SeededGenerator(seed: seed)
@@ -74,8 +77,9 @@ public final class MembershipCluster {
     /// Starts node `i` and has it join through `seeds` (none: it is the first).
     public func start(_ i: Int, joining seeds: [Int], incarnation: UInt64 = 0) {
         // The record validates by construction; a failure here is a bug in this file.
-        var instance = try! SWIMInstance(configuration: configuration, record: Self.record(i),
-                                         seed: rng.next(), now: now, incarnation: incarnation)
+        var instance = try! SWIMInstance(
+            configuration: configuration, record: Self.record(i),
+            seed: rng.next(), now: now, incarnation: incarnation)
         let d = instance.join(seeds: seeds.map(Self.address), now: now)
         if nodes[i] == nil && !network.isFrozen(i) { runningCount += 1 }
         nodes[i] = instance
@@ -87,8 +91,9 @@ public final class MembershipCluster {
     public func startConverged() {
         let states = (0..<size).map { MemberState(incarnation: 0, status: .alive, record: Self.record($0)) }
         for i in 0..<size {
-            var instance = try! SWIMInstance(configuration: configuration, record: states[i].record,
-                                             seed: rng.next(), now: now)
+            var instance = try! SWIMInstance(
+                configuration: configuration, record: states[i].record,
+                seed: rng.next(), now: now)
             instance.restore(states, now: now)
             if nodes[i] == nil { runningCount += 1 }
             nodes[i] = instance
@@ -241,8 +246,11 @@ public final class MembershipCluster {
                 verdicts.append(Verdict(time: now, observer: i, subject: subject, status: c.status))
             }
             if watched.contains(subject) {
-                if c.status == .dead || c.status == .left { deadHolders[subject, default: []].insert(i) }
-                else { deadHolders[subject, default: []].remove(i) }
+                if c.status == .dead || c.status == .left {
+                    deadHolders[subject, default: []].insert(i)
+                } else {
+                    deadHolders[subject, default: []].remove(i)
+                }
             }
         }
         // The instance's deadline after each input is authoritative; older heap entries go stale.

@@ -82,7 +82,12 @@ struct RaftSimulation {
     /// Snapshot payloads by key: a snapshot's data is the key, as opaque to Raft as real bytes.
     var snapshots: [UInt64: SimStateMachine] = [:]
     var nextSnapshotKey: UInt64 = 1
-    struct Proposal { var server: NodeID; var index: UInt64; var term: UInt64; var data: [UInt8] }
+    struct Proposal {
+        var server: NodeID
+        var index: UInt64
+        var term: UInt64
+        var data: [UInt8]
+    }
     var proposals: [Proposal] = []
     var acked: [UInt64: [UInt8]] = [:]
     var maxAcked: UInt64 = 0
@@ -205,9 +210,11 @@ struct RaftSimulation {
             observeRole(s)
             let rd = s.core!.ready()
             let needsDisk = rd.snapshot != nil || !rd.entries.isEmpty || rd.hardState != nil
-            let latency: Duration = needsDisk
-                ? (s.slowDisk ? .microseconds(Int64.random(in: 5_000...40_000, using: &rng))
-                              : .microseconds(Int64.random(in: 50...500, using: &rng)))
+            let latency: Duration =
+                needsDisk
+                ? (s.slowDisk
+                    ? .microseconds(Int64.random(in: 5_000...40_000, using: &rng))
+                    : .microseconds(Int64.random(in: 50...500, using: &rng)))
                 : .zero
             s.pending = (rd, now + latency)
             if latency == .zero { complete(s) }
@@ -361,9 +368,10 @@ struct RaftSimulation {
             if !down.isEmpty { restart(down[Int.random(in: 0..<down.count, using: &rng)]) }
         case 82..<86:
             let hi = Int64.random(in: 2...60, using: &rng)
-            net.faults = .init(loss: Double.random(in: 0...0.2, using: &rng),
-                               duplication: Double.random(in: 0...0.1, using: &rng),
-                               delay: .microseconds(200) ... .milliseconds(hi))
+            net.faults = .init(
+                loss: Double.random(in: 0...0.2, using: &rng),
+                duplication: Double.random(in: 0...0.1, using: &rng),
+                delay: .microseconds(200) ... .milliseconds(hi))
         case 86..<90:
             let s = servers[Int.random(in: 0..<servers.count, using: &rng)]
             s.slowDisk.toggle()
@@ -438,7 +446,10 @@ struct RaftSimulation {
                 var top: UInt64 = 0
                 var k = hi
                 while k >= lo {
-                    if a.term(at: k) == b.term(at: k) { top = k; break }
+                    if a.term(at: k) == b.term(at: k) {
+                        top = k
+                        break
+                    }
                     k -= 1
                 }
                 guard top >= lo else { continue }
@@ -463,7 +474,8 @@ struct RaftSimulation {
         // No acknowledged write lost: every server, after catching up, holds every one.
         let maxAcked = acked.keys.max() ?? 0
         // A server removed from the configuration (and not re-added) stops receiving the log.
-        let members = servers.compactMap(\.core).filter { $0.role == .leader }.max { $0.term < $1.term }?
+        let members =
+            servers.compactMap(\.core).filter { $0.role == .leader }.max { $0.term < $1.term }?
             .configuration.members ?? Set(servers.map(\.name))
         for s in servers where members.contains(s.name) {
             if s.machine.applied < maxAcked {

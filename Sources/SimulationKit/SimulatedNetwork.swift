@@ -18,8 +18,10 @@ public struct SimulatedNetwork<Node: Hashable & Sendable, Message: Sendable>: Se
         /// One-way delay, drawn uniformly; a wide range reorders messages.
         public var delay: ClosedRange<Duration>
 
-        public init(loss: Double = 0, duplication: Double = 0,
-                    delay: ClosedRange<Duration> = .milliseconds(1) ... .milliseconds(5)) {
+        public init(
+            loss: Double = 0, duplication: Double = 0,
+            delay: ClosedRange<Duration> = .milliseconds(1) ... .milliseconds(5)
+        ) {
             self.loss = loss
             self.duplication = duplication
             self.delay = delay
@@ -103,12 +105,16 @@ public struct SimulatedNetwork<Node: Hashable & Sendable, Message: Sendable>: Se
         }
     }
 
-    private mutating func enqueue(_ message: Message, from: Node, to: Node, size: Int, now: Duration,
-                                  delay: ClosedRange<Duration>) {
+    private mutating func enqueue(
+        _ message: Message, from: Node, to: Node, size: Int, now: Duration,
+        delay: ClosedRange<Duration>
+    ) {
         sequence += 1
         let at = now + Duration.random(in: delay, using: &rng)
-        inFlight.insert(Pending(envelope: Envelope(
-            from: from, to: to, message: message, size: size, sentAt: now, deliverAt: at, sequence: sequence)))
+        inFlight.insert(
+            Pending(
+                envelope: Envelope(
+                    from: from, to: to, message: message, size: size, sentAt: now, deliverAt: at, sequence: sequence)))
     }
 
     /// When the next message arrives, if any is in flight.

@@ -84,9 +84,10 @@ public enum UtilizationReplay {
                     }
                 }
                 let webRunning = nodes.reduce(0) { $0 + ($1.running["web"] ?? 0) }
-                samples.append(Utilization.sample(
-                    time: Int64(t) * 1000 / Int64(ticksPerSecond), services: services, assignments: result.plan.assignments,
-                    nodes: nodes, demand: ["web": .known(demand)]))
+                samples.append(
+                    Utilization.sample(
+                        time: Int64(t) * 1000 / Int64(ticksPerSecond), services: services, assignments: result.plan.assignments,
+                        nodes: nodes, demand: ["web": .known(demand)]))
                 // A second counts as met when, by its end, running web containers cover its demand:
                 // the start delay is part of the second, as it is for a real container start.
                 if tick == ticksPerSecond - 1 && Double(webRunning) * web.perContainer >= demand { okTicks += 1 }

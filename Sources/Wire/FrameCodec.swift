@@ -26,8 +26,8 @@ public struct FrameDecoder: ByteToMessageDecoder {
     /// payload is buffered.
     public static func decodeFrame(from buffer: inout ByteBuffer, limits: FrameLimits) throws -> Frame? {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self),
-              let kindByte = buffer.getInteger(at: buffer.readerIndex + 4, as: UInt8.self),
-              let flags = buffer.getInteger(at: buffer.readerIndex + 5, as: UInt8.self)
+            let kindByte = buffer.getInteger(at: buffer.readerIndex + 4, as: UInt8.self),
+            let flags = buffer.getInteger(at: buffer.readerIndex + 5, as: UInt8.self)
         else { return nil }
         let payloadLength = Int(length)
         guard payloadLength <= limits.maxFrameBytes else {

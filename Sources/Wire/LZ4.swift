@@ -12,10 +12,11 @@ public enum LZ4 {
         var out = ByteBufferAllocator().buffer(capacity: bound)
         let written = input.withUnsafeReadableBytes { src in
             out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { dst in
-                Int(LZ4_compress_default(
-                    src.baseAddress!.assumingMemoryBound(to: CChar.self),
-                    dst.baseAddress!.assumingMemoryBound(to: CChar.self),
-                    Int32(n), Int32(bound)))
+                Int(
+                    LZ4_compress_default(
+                        src.baseAddress!.assumingMemoryBound(to: CChar.self),
+                        dst.baseAddress!.assumingMemoryBound(to: CChar.self),
+                        Int32(n), Int32(bound)))
             }
         }
         guard written > 0, written < n else { return nil }
@@ -30,10 +31,13 @@ public enum LZ4 {
         var out = ByteBufferAllocator().buffer(capacity: uncompressedLength)
         let got = block.withUnsafeReadableBytes { src in
             out.writeWithUnsafeMutableBytes(minimumWritableBytes: uncompressedLength) { dst in
-                max(0, Int(LZ4_decompress_safe(
-                    src.baseAddress!.assumingMemoryBound(to: CChar.self),
-                    dst.baseAddress!.assumingMemoryBound(to: CChar.self),
-                    Int32(block.readableBytes), Int32(uncompressedLength))))
+                max(
+                    0,
+                    Int(
+                        LZ4_decompress_safe(
+                            src.baseAddress!.assumingMemoryBound(to: CChar.self),
+                            dst.baseAddress!.assumingMemoryBound(to: CChar.self),
+                            Int32(block.readableBytes), Int32(uncompressedLength))))
             }
         }
         guard got == uncompressedLength else { throw FrameError.corruptCompressedPayload }

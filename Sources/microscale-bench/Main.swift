@@ -1,8 +1,8 @@
-import ArgumentParser
-import Foundation
 import Agent
+import ArgumentParser
 import DockerEngine
 import Figures
+import Foundation
 import SecureTransport
 
 /// Benchmarks with real sockets and processes: figures and JSON, never pass/fail.
@@ -28,7 +28,10 @@ struct Transport: AsyncParsableCommand {
     @Option(help: "Connections in flight at once.") var concurrency = 16
     @Option(help: "Frames to send over one connection.") var frames = 400_000
     @Option(help: "Members in the push-pull payload.") var members = 50
-    @Option(help: "Instead: flood a listener with unauthenticated handshakes for this many seconds, with handshakes offloaded and inline, and report its loop's latency.") var flood: Double?
+    @Option(
+        help:
+            "Instead: flood a listener with unauthenticated handshakes for this many seconds, with handshakes offloaded and inline, and report its loop's latency."
+    ) var flood: Double?
     @Option(help: "With --flood: attacking tasks, each from its own 127.0.0.x address.") var attackers = 8
     @Flag(help: "Print JSON instead of a table.") var json = false
 
@@ -52,20 +55,27 @@ struct Transport: AsyncParsableCommand {
                 print(String(decoding: try enc.encode(reports), as: UTF8.self))
                 return
             }
-            print("handshake flood: \(attackers) attackers x \(flood) s, ClientHello then abandon or stall; ping every 10 ms over an authenticated connection")
-            print("bounds offload phase    conns/s  pings  lost  rtt p50/p99/max ms        >100ms  timer late p50/p99/max ms  loop CPU ms/s  new peer conns ok/failed p50/max ms")
+            print(
+                "handshake flood: \(attackers) attackers x \(flood) s, ClientHello then abandon or stall; ping every 10 ms over an authenticated connection"
+            )
+            print(
+                "bounds offload phase    conns/s  pings  lost  rtt p50/p99/max ms        >100ms  timer late p50/p99/max ms  loop CPU ms/s  new peer conns ok/failed p50/max ms"
+            )
             for r in reports {
                 for (name, p) in [("baseline", r.baseline), ("flood", r.flood)] {
-                    let label = (r.admissionBounds ? "on " : "off") + "    " + (r.offloadHandshakes ? "on " : "off") + "     "
+                    let label =
+                        (r.admissionBounds ? "on " : "off") + "    " + (r.offloadHandshakes ? "on " : "off") + "     "
                         + name.padding(toLength: 8, withPad: " ", startingAt: 0)
-                    print(String(format: "%@ %8.0f %6d %5d  %6.2f %7.2f %8.2f  %7d  %6.2f %7.2f %8.2f  %8.0f      %3d/%d %7.1f %7.1f",
-                                 label as NSString,
-                                 Double(p.attackerConnections) / p.seconds, p.pings, p.pingsUnanswered,
-                                 p.rttP50Milliseconds, p.rttP99Milliseconds, p.rttMaxMilliseconds, p.rttOverProbeTimeout,
-                                 p.timerLateP50Milliseconds, p.timerLateP99Milliseconds, p.timerLateMaxMilliseconds,
-                                 p.listenerLoopCPUMillisecondsPerSecond,
-                                 p.legitimateConnects - p.legitimateConnectFailures, p.legitimateConnectFailures,
-                                 p.legitimateConnectP50Milliseconds, p.legitimateConnectMaxMilliseconds))
+                    print(
+                        String(
+                            format: "%@ %8.0f %6d %5d  %6.2f %7.2f %8.2f  %7d  %6.2f %7.2f %8.2f  %8.0f      %3d/%d %7.1f %7.1f",
+                            label as NSString,
+                            Double(p.attackerConnections) / p.seconds, p.pings, p.pingsUnanswered,
+                            p.rttP50Milliseconds, p.rttP99Milliseconds, p.rttMaxMilliseconds, p.rttOverProbeTimeout,
+                            p.timerLateP50Milliseconds, p.timerLateP99Milliseconds, p.timerLateMaxMilliseconds,
+                            p.listenerLoopCPUMillisecondsPerSecond,
+                            p.legitimateConnects - p.legitimateConnectFailures, p.legitimateConnectFailures,
+                            p.legitimateConnectP50Milliseconds, p.legitimateConnectMaxMilliseconds))
                 }
             }
             return
@@ -81,14 +91,25 @@ struct Transport: AsyncParsableCommand {
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try enc.encode(r), as: UTF8.self))
         } else {
-            print(String(format: "handshakes/s      %9.0f   (%d mutual TLS 1.3 + hello, %d in flight; target >= 500)", r.handshakesPerSecond, r.handshakes, r.handshakeConcurrency))
-            print(String(format: "MB/s              %9.1f   (%d frames of %d B over one connection; target >= 200)", r.megabytesPerSecond, r.frames, r.frameBytes))
+            print(
+                String(
+                    format: "handshakes/s      %9.0f   (%d mutual TLS 1.3 + hello, %d in flight; target >= 500)", r.handshakesPerSecond, r.handshakes,
+                    r.handshakeConcurrency))
+            print(
+                String(
+                    format: "MB/s              %9.1f   (%d frames of %d B over one connection; target >= 200)", r.megabytesPerSecond, r.frames,
+                    r.frameBytes))
             print(String(format: "frames/s          %9.0f", r.framesPerSecond))
-            print(String(format: "LZ4 ratio         %9.2f   (push-pull of %d members: %d -> %d bytes)", r.lz4Ratio, members, r.nodeStatePayloadBytes, r.nodeStateCompressedBytes))
+            print(
+                String(
+                    format: "LZ4 ratio         %9.2f   (push-pull of %d members: %d -> %d bytes)", r.lz4Ratio, members, r.nodeStatePayloadBytes,
+                    r.nodeStateCompressedBytes))
             print(String(format: "record sign       %9.1f µs (ECDSA P-256, median of 2000)", r.recordSignMicroseconds))
             print(String(format: "record check      %9.1f µs (certificate cached; median of 2000)", r.recordVerifyMicroseconds))
-            print(String(format: "signed push-pull  %9d B  (%d members with certificate and signatures, %d B per record; LZ4 -> %d B)",
-                         r.nodeStateSignedPayloadBytes, members, r.recordProofBytes, r.nodeStateSignedCompressedBytes))
+            print(
+                String(
+                    format: "signed push-pull  %9d B  (%d members with certificate and signatures, %d B per record; LZ4 -> %d B)",
+                    r.nodeStateSignedPayloadBytes, members, r.recordProofBytes, r.nodeStateSignedCompressedBytes))
         }
     }
 }
@@ -110,17 +131,24 @@ struct MembershipBench: AsyncParsableCommand {
         let exe = microscale ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("microscale").path
         if let soak {
             let n = nodes.split(separator: ",").compactMap({ Int($0) }).first ?? 25
-            let b = MembershipProcessBenchmark(nodes: n, executable: exe, workDirectory: NSTemporaryDirectory() + "microscale-bench-membership-soak-\(n)")
+            let b = MembershipProcessBenchmark(
+                nodes: n, executable: exe, workDirectory: NSTemporaryDirectory() + "microscale-bench-membership-soak-\(n)")
             let r = try await b.soak(seconds: soak, busyLoops: busy, progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
             if json {
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys]
                 print(String(decoding: try enc.encode(r), as: UTF8.self))
             } else {
-                print(String(format: "soak N=%d, %.0f s, %d busy loops: false deaths %d (target 0), suspicions %d (refuted), polls with a non-alive member %d of %d",
-                             r.nodes, r.seconds, r.busyLoops, r.falseDeaths, r.suspicions, r.pollsWithNonAlive, r.polls))
-                print(String(format: "      join %@; %.0f B/s per node, CPU %.2f%% per agent, RSS %.1f MiB (under load)",
-                             r.joinConvergenceSeconds.map { String(format: "%.2f s", $0) } ?? "timed out", r.bytesPerNodePerSecond, r.cpuPercentPerAgent, r.rssMiB))
+                print(
+                    String(
+                        format:
+                            "soak N=%d, %.0f s, %d busy loops: false deaths %d (target 0), suspicions %d (refuted), polls with a non-alive member %d of %d",
+                        r.nodes, r.seconds, r.busyLoops, r.falseDeaths, r.suspicions, r.pollsWithNonAlive, r.polls))
+                print(
+                    String(
+                        format: "      join %@; %.0f B/s per node, CPU %.2f%% per agent, RSS %.1f MiB (under load)",
+                        r.joinConvergenceSeconds.map { String(format: "%.2f s", $0) } ?? "timed out", r.bytesPerNodePerSecond, r.cpuPercentPerAgent,
+                        r.rssMiB))
             }
             return
         }
@@ -133,8 +161,14 @@ struct MembershipBench: AsyncParsableCommand {
             reports.append(r)
             if !json {
                 func s(_ v: Double?) -> String { v.map { String(format: "%.2f s", $0) } ?? "timed out" }
-                print("N=\(n): join \(s(r.joinConvergenceSeconds)) (target 0.5 s at 50)  SIGKILL->all dead \(s(r.killDetectionSeconds)) (target 1.5 s)  SIGSTOP->all dead \(s(r.stopDetectionSeconds)) (target 2 s)")
-                print(String(format: "      %.0f B/s per node (target <= 500)  idle CPU %.2f%% (target <= 0.5%%)  RSS %.1f MiB (target <= 40; private %.1f MiB)  false positives %d", r.bytesPerNodePerSecond, r.idleCPUPercent, r.rssMiB, r.rssAnonMiB, r.falsePositives))
+                print(
+                    "N=\(n): join \(s(r.joinConvergenceSeconds)) (target 0.5 s at 50)  SIGKILL->all dead \(s(r.killDetectionSeconds)) (target 1.5 s)  SIGSTOP->all dead \(s(r.stopDetectionSeconds)) (target 2 s)"
+                )
+                print(
+                    String(
+                        format:
+                            "      %.0f B/s per node (target <= 500)  idle CPU %.2f%% (target <= 0.5%%)  RSS %.1f MiB (target <= 40; private %.1f MiB)  false positives %d",
+                        r.bytesPerNodePerSecond, r.idleCPUPercent, r.rssMiB, r.rssAnonMiB, r.falsePositives))
             }
         }
         if json {
@@ -150,7 +184,10 @@ struct RaftBench: AsyncParsableCommand {
         commandName: "raft",
         abstract: "Three real server agents on 127.0.2.x: SIGKILL of the leader to the first committed write, sequential and concurrent writes.")
 
-    @Option(help: "Settings to measure, ELECTION/HEARTBEAT in ms, comma separated (ours: 300/50, the same as etcd's fast 50/300; etcd's defaults: 1000/100).")
+    @Option(
+        help:
+            "Settings to measure, ELECTION/HEARTBEAT in ms, comma separated (ours: 300/50, the same as etcd's fast 50/300; etcd's defaults: 1000/100)."
+    )
     var settings = "300/50,1000/100"
     @Option(help: "Failover trials per setting.") var trials = 30
     @Option(help: "Sequential writes.") var writes = 500
@@ -174,9 +211,13 @@ struct RaftBench: AsyncParsableCommand {
             reports.append(r)
             if !json {
                 func g(_ v: Double?) -> String { v.map { String(format: "%.2f ms", $0) } ?? "-" }
-                print("election \(parts[0]) ms / heartbeat \(parts[1]) ms: failover \(r.failover.summary { String(format: "%.0f ms", $0) }) (targets at 300/50: median <= 500, p90 <= 800; etcd: 384/687 at 300/50, 1305/1638 at 1000/100)")
+                print(
+                    "election \(parts[0]) ms / heartbeat \(parts[1]) ms: failover \(r.failover.summary { String(format: "%.0f ms", $0) }) (targets at 300/50: median <= 500, p90 <= 800; etcd: 384/687 at 300/50, 1305/1638 at 1000/100)"
+                )
                 print("      fault: \(r.failover.fault)")
-                print("      sequential writes median \(g(r.sequentialMedianMilliseconds)) p90 \(g(r.sequentialP90Milliseconds)) (target median <= 3 ms)  concurrent \(String(format: "%.0f", r.concurrentWritesPerSecond)) writes/s with \(r.concurrentClients) clients (target >= 5,000/s)")
+                print(
+                    "      sequential writes median \(g(r.sequentialMedianMilliseconds)) p90 \(g(r.sequentialP90Milliseconds)) (target median <= 3 ms)  concurrent \(String(format: "%.0f", r.concurrentWritesPerSecond)) writes/s with \(r.concurrentClients) clients (target >= 5,000/s)"
+                )
             }
         }
         if json {
@@ -227,9 +268,10 @@ struct ClusterBench: AsyncParsableCommand {
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
         let exe = microscale ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("microscale").path
-        var b = ClusterProcessBenchmark(executable: exe, workDirectory: NSTemporaryDirectory() + "microscale-bench-cluster",
-                                        dockerHost: host ?? env["MICROSCALE_TEST_DOCKER_HOST"] ?? "unix:///var/run/docker.sock",
-                                        image: image ?? env["MICROSCALE_TEST_IMAGE"] ?? "microscale-test:latest")
+        var b = ClusterProcessBenchmark(
+            executable: exe, workDirectory: NSTemporaryDirectory() + "microscale-bench-cluster",
+            dockerHost: host ?? env["MICROSCALE_TEST_DOCKER_HOST"] ?? "unix:///var/run/docker.sock",
+            image: image ?? env["MICROSCALE_TEST_IMAGE"] ?? "microscale-test:latest")
         b.trials = trials
         let r = try await b.run(progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
         if json {
@@ -239,9 +281,13 @@ struct ClusterBench: AsyncParsableCommand {
             return
         }
         let ms: (Double) -> String = { String(format: "%.0f ms", $0) }
-        print("demand step, 6 more priority-1 containers (preempting batch) -> sixth start event: \(r.demandStep.summary(ms)) (target median <= 300 ms, p90 <= 500 ms; Swarm scale 6->12: 1500-1900 ms)")
+        print(
+            "demand step, 6 more priority-1 containers (preempting batch) -> sixth start event: \(r.demandStep.summary(ms)) (target median <= 300 ms, p90 <= 500 ms; Swarm scale 6->12: 1500-1900 ms)"
+        )
         print("      fault: \(r.demandStep.fault)")
-        print("host agent SIGKILLed -> its priority-1 containers running elsewhere: \(r.hostKill.summary(ms)) (target median <= 2500 ms; not comparable with Swarm's 17-20 s node failure: chaos power-cut is)")
+        print(
+            "host agent SIGKILLed -> its priority-1 containers running elsewhere: \(r.hostKill.summary(ms)) (target median <= 2500 ms; not comparable with Swarm's 17-20 s node failure: chaos power-cut is)"
+        )
         print("      fault: \(r.hostKill.fault)")
         print("leader SIGKILLed with a demand step -> next plan committed: \(r.leaderKill.summary(ms)) (target median <= 500 ms)")
         print("      fault: \(r.leaderKill.fault)")
@@ -251,7 +297,9 @@ struct ClusterBench: AsyncParsableCommand {
 struct DrainBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "drain",
-        abstract: "A burst of jobs in a Redis list, drained by cluster-configs/queue-worker on three agent processes: microscaled workers against a fixed count of the same mean capacity.")
+        abstract:
+            "A burst of jobs in a Redis list, drained by cluster-configs/queue-worker on three agent processes: microscaled workers against a fixed count of the same mean capacity."
+    )
 
     @Option(help: "Docker Engine (default: MICROSCALE_TEST_DOCKER_HOST, or the standard socket).") var host: String?
     @Option(help: "Image with /bin/busybox (default: MICROSCALE_TEST_IMAGE or microscale-test:latest).") var image: String?
@@ -260,7 +308,8 @@ struct DrainBench: AsyncParsableCommand {
     @Option(help: "Jobs in each burst.") var jobs = 300
     @Option(help: "Seconds of work per job.") var jobSeconds = 0.5
     @Option(help: "Seconds between bursts (the period each trial's capacity is averaged over).") var period = 60.0
-    @Flag(help: "Only the microscaled trials, then the agents' utilization report over them (the 10-minute run: --trials 10 --period 60).") var microscaledOnly = false
+    @Flag(help: "Only the microscaled trials, then the agents' utilization report over them (the 10-minute run: --trials 10 --period 60).")
+    var microscaledOnly = false
     @Option(help: "The microscale executable (default: next to this one).") var microscale: String?
     @Flag(help: "Print JSON instead of a table.") var json = false
     @Option(help: "Print the table of a report saved with --json, and run nothing.") var render: String?
@@ -276,9 +325,10 @@ struct DrainBench: AsyncParsableCommand {
         }
         let env = ProcessInfo.processInfo.environment
         let exe = microscale ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("microscale").path
-        var b = DrainBenchmark(executable: exe, workDirectory: NSTemporaryDirectory() + "microscale-bench-drain",
-                               dockerHost: host ?? env["MICROSCALE_TEST_DOCKER_HOST"] ?? "unix:///var/run/docker.sock",
-                               image: image ?? env["MICROSCALE_TEST_IMAGE"] ?? "microscale-test:latest", servicesFile: services)
+        var b = DrainBenchmark(
+            executable: exe, workDirectory: NSTemporaryDirectory() + "microscale-bench-drain",
+            dockerHost: host ?? env["MICROSCALE_TEST_DOCKER_HOST"] ?? "unix:///var/run/docker.sock",
+            image: image ?? env["MICROSCALE_TEST_IMAGE"] ?? "microscale-test:latest", servicesFile: services)
         b.trials = trials
         b.jobs = jobs
         b.jobSeconds = jobSeconds

@@ -32,13 +32,17 @@ struct MembershipCommand: ParsableCommand {
         }
         func s(_ v: Double?) -> String { v.map { String(format: "%.3f s", $0) } ?? "n/a" }
         print("membership: \(r.nodes) nodes, seed \(r.seed), loss \(loss)")
-        print("  join convergence (all join one seed) : \(r.joinConvergenceSeconds.map { String(format: "%.3f s", $0) } ?? "n/a (started converged)")")
+        print(
+            "  join convergence (all join one seed) : \(r.joinConvergenceSeconds.map { String(format: "%.3f s", $0) } ?? "n/a (started converged)")")
         print("  record change reaches 99.9% / 100%   : \(s(r.recordSpread999Seconds)) / \(s(r.recordSpreadAllSeconds))")
         print("  crashed member dead at all survivors : \(s(r.crashDetectionSeconds))")
         print("  same, with the connection-reset hint : \(s(r.crashWithResetHintDetectionSeconds))")
         print("  frozen member dead at all survivors  : \(s(r.freezeDetectionSeconds))")
         print("  false positives (dead) / suspicions  : \(r.falsePositives) / \(r.falseSuspicions)")
-        print(String(format: "  at rest, per node (over %.0f s)      : %.1f msg/s, %.0f B/s", r.idleWindowSeconds, r.messagesPerNodePerSecond, r.bytesPerNodePerSecond))
+        print(
+            String(
+                format: "  at rest, per node (over %.0f s)      : %.1f msg/s, %.0f B/s", r.idleWindowSeconds, r.messagesPerNodePerSecond,
+                r.bytesPerNodePerSecond))
         print(String(format: "  simulated %.1f s in %.1f s wall", r.simulatedSeconds, elapsed))
     }
 }

@@ -57,9 +57,10 @@ struct RaftCommand: ParsableCommand {
                     for v in r.violations { print("  \(v)") }
                 }
             } else if verbose && !json {
-                print("ok   seed \(seed): \(r.elections) elections, \(r.acknowledged)/\(r.proposals) writes acknowledged, "
-                      + "\(r.reads) reads, \(r.crashes) crashes, \(r.snapshotsInstalled) snapshots installed, commit \(r.committedIndex), "
-                      + "recovery \(r.recoverySeconds.map { String(format: "%.3fs", $0) } ?? "-")")
+                print(
+                    "ok   seed \(seed): \(r.elections) elections, \(r.acknowledged)/\(r.proposals) writes acknowledged, "
+                        + "\(r.reads) reads, \(r.crashes) crashes, \(r.snapshotsInstalled) snapshots installed, commit \(r.committedIndex), "
+                        + "recovery \(r.recoverySeconds.map { String(format: "%.3fs", $0) } ?? "-")")
             }
         }
         recoveries.sort()
@@ -67,20 +68,31 @@ struct RaftCommand: ParsableCommand {
         let p99 = recoveries.isEmpty ? 0 : recoveries[min(recoveries.count - 1, recoveries.count * 99 / 100)]
         if json {
             struct Summary: Encodable {
-                var runs: Int; var nodes: Int; var failing: [RaftSimulationResult]; var violations: Int
-                var elections: Int; var acknowledgedWrites: Int; var reads: Int; var membershipChanges: Int; var crashes: Int; var snapshotsInstalled: Int
-                var recoveryP50Seconds: Double; var recoveryP99Seconds: Double
+                var runs: Int
+                var nodes: Int
+                var failing: [RaftSimulationResult]
+                var violations: Int
+                var elections: Int
+                var acknowledgedWrites: Int
+                var reads: Int
+                var membershipChanges: Int
+                var crashes: Int
+                var snapshotsInstalled: Int
+                var recoveryP50Seconds: Double
+                var recoveryP99Seconds: Double
             }
-            let s = Summary(runs: runs, nodes: nodes, failing: failing, violations: failing.reduce(0) { $0 + $1.violations.count },
-                            elections: elections, acknowledgedWrites: acknowledged, reads: reads, membershipChanges: reconfigurations, crashes: crashes,
-                            snapshotsInstalled: snapshots, recoveryP50Seconds: p50, recoveryP99Seconds: p99)
+            let s = Summary(
+                runs: runs, nodes: nodes, failing: failing, violations: failing.reduce(0) { $0 + $1.violations.count },
+                elections: elections, acknowledgedWrites: acknowledged, reads: reads, membershipChanges: reconfigurations, crashes: crashes,
+                snapshotsInstalled: snapshots, recoveryP50Seconds: p50, recoveryP99Seconds: p99)
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try enc.encode(s), as: UTF8.self))
         } else {
-            print("raft: \(runs) runs of \(nodes) servers, \(failing.count) failing; \(elections) elections, "
-                  + "\(acknowledged) writes acknowledged, \(reads) linearizable reads checked, \(reconfigurations) membership changes, \(crashes) crashes, \(snapshots) snapshots installed; "
-                  + String(format: "recovery after faults p50 %.3fs p99 %.3fs", p50, p99))
+            print(
+                "raft: \(runs) runs of \(nodes) servers, \(failing.count) failing; \(elections) elections, "
+                    + "\(acknowledged) writes acknowledged, \(reads) linearizable reads checked, \(reconfigurations) membership changes, \(crashes) crashes, \(snapshots) snapshots installed; "
+                    + String(format: "recovery after faults p50 %.3fs p99 %.3fs", p50, p99))
         }
         if !failing.isEmpty { throw ExitCode(1) }
     }

@@ -38,16 +38,20 @@ struct BenchPlanner: ParsableCommand {
         lost[0].status = .dead
         let first = result.plan
         let replan = clock.measure {
-            result = planner.plan(services: services, demand: ["web": .known(Double(webCount * 10))], nodes: lost, currentPlan: first, now: .seconds(1))
+            result = planner.plan(
+                services: services, demand: ["web": .known(Double(webCount * 10))], nodes: lost, currentPlan: first, now: .seconds(1))
         }
         let afterLoss = result.plan
         let moved = result.decisions.filter { $0.node != nil && $0.to > $0.from }.reduce(0) { $0 + $1.to - $1.from }
         let tick = clock.measure {
-            result = planner.plan(services: services, demand: ["web": .known(Double(webCount * 10 + 50))], nodes: lost, currentPlan: afterLoss, now: .seconds(2))
+            result = planner.plan(
+                services: services, demand: ["web": .known(Double(webCount * 10 + 50))], nodes: lost, currentPlan: afterLoss, now: .seconds(2))
         }
         func ms(_ d: Duration) -> Double { Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15 }
         if json {
-            print("{\"nodes\":\(nodes),\"containers\":\(containers),\"placed\":\(placed),\"full_ms\":\(ms(full)),\"replan_after_node_loss_ms\":\(ms(replan)),\"moved_after_loss\":\(moved),\"incremental_tick_ms\":\(ms(tick))}")
+            print(
+                "{\"nodes\":\(nodes),\"containers\":\(containers),\"placed\":\(placed),\"full_ms\":\(ms(full)),\"replan_after_node_loss_ms\":\(ms(replan)),\"moved_after_loss\":\(moved),\"incremental_tick_ms\":\(ms(tick))}"
+            )
         } else {
             print("planner: \(containers) containers over \(nodes) nodes (placed \(placed))")
             print("  full plan from scratch:     \(ms(full)) ms (target ≤ 10000)")
@@ -109,9 +113,11 @@ struct BenchCell: ParsableCommand {
             case 1: constraints = [PlacementConstraint(key: "disk", op: .notEqual, value: "hdd")]
             default: break
             }
-            services.append(ServiceSpec(name: name, priority: priority, cpuMillis: cpu,
-                                        memoryBytes: Swift.max(64 << 20, cpu << 20), min: 0, max: fill ? count : count * 2,
-                                        perContainer: 10, fill: fill, constraints: constraints))
+            services.append(
+                ServiceSpec(
+                    name: name, priority: priority, cpuMillis: cpu,
+                    memoryBytes: Swift.max(64 << 20, cpu << 20), min: 0, max: fill ? count : count * 2,
+                    perContainer: 10, fill: fill, constraints: constraints))
             if !fill { demand[name] = .known(Double(count * 10)) }
         }
         return Cell(nodes: nodes, services: services, demand: demand)
@@ -140,7 +146,8 @@ struct BenchCell: ParsableCommand {
             var lost = c.nodes
             let victim = first.assignments.max { ($0.value.values.reduce(0, +), $1.key) < ($1.value.values.reduce(0, +), $0.key) }?.key
             if let i = lost.firstIndex(where: { $0.name == victim }) { lost[i].status = .dead }
-            loss.append(ms(clock.measure { r = planner.plan(services: c.services, demand: c.demand, nodes: lost, currentPlan: first, now: .seconds(1)) }))
+            loss.append(
+                ms(clock.measure { r = planner.plan(services: c.services, demand: c.demand, nodes: lost, currentPlan: first, now: .seconds(1)) }))
             moved = r.decisions.filter { $0.node != nil && $0.to > $0.from }.reduce(0) { $0 + $1.to - $1.from }
             let afterLoss = r.plan
             // One priority-1 service's demand rises by a tenth.
@@ -148,17 +155,24 @@ struct BenchCell: ParsableCommand {
             if let s = c.services.first(where: { $0.priority == 1 && !$0.fill }), case .known(let d) = c.demand[s.name] ?? .unknown {
                 stepped[s.name] = .known(d * 1.1)
             }
-            step.append(ms(clock.measure { r = planner.plan(services: c.services, demand: stepped, nodes: lost, currentPlan: afterLoss, now: .seconds(2)) }))
+            step.append(
+                ms(clock.measure { r = planner.plan(services: c.services, demand: stepped, nodes: lost, currentPlan: afterLoss, now: .seconds(2)) }))
             stepDecisions = r.decisions.count
         }
         let rate = Double(placed) / (median(full) / 1000)
         if json {
-            print("{\"nodes\":\(nodes),\"services\":\(services),\"containers_wanted\":\(containers),\"placed\":\(placed),\"cpu_utilization\":\(utilization),"
-                + "\"trials\":\(full.count),\"full_ms\":\(median(full)),\"placements_per_second\":\(rate),\"node_loss_ms\":\(median(loss)),"
-                + "\"moved_after_loss\":\(moved),\"demand_step_ms\":\(median(step)),\"seed\":\(seed)}")
+            print(
+                "{\"nodes\":\(nodes),\"services\":\(services),\"containers_wanted\":\(containers),\"placed\":\(placed),\"cpu_utilization\":\(utilization),"
+                    + "\"trials\":\(full.count),\"full_ms\":\(median(full)),\"placements_per_second\":\(rate),\"node_loss_ms\":\(median(loss)),"
+                    + "\"moved_after_loss\":\(moved),\"demand_step_ms\":\(median(step)),\"seed\":\(seed)}")
         } else {
-            print("planner, realistic cell (seed \(seed)): \(services) services of 3 priorities, 0.1-4 cores, over \(nodes) nodes of 4 sizes; medians of \(full.count) trials")
-            print(String(format: "  full plan from nothing:  %8.1f ms, %d containers placed (%.0f%% of the cell's CPU) (target ≤ 1000 ms)", median(full), placed, utilization * 100))
+            print(
+                "planner, realistic cell (seed \(seed)): \(services) services of 3 priorities, 0.1-4 cores, over \(nodes) nodes of 4 sizes; medians of \(full.count) trials"
+            )
+            print(
+                String(
+                    format: "  full plan from nothing:  %8.1f ms, %d containers placed (%.0f%% of the cell's CPU) (target ≤ 1000 ms)", median(full),
+                    placed, utilization * 100))
             print(String(format: "  placements per second:   %8.0f (Nomad C1M 3,750/s, C2M ~1,500/s)", rate))
             print(String(format: "  fullest node lost:       %8.1f ms, %d containers placed elsewhere (target ≤ 50 ms)", median(loss), moved))
             print(String(format: "  one service's demand +10%%: %6.1f ms, %d decisions (target ≤ 5 ms)", median(step), stepDecisions))
@@ -178,9 +192,10 @@ struct Utilization: ParsableCommand {
         let r = UtilizationReplay.run(seconds: seconds, seed: seed)
         if json {
             let c = r.summary.compaction
-            print("{\"seconds\":\(r.seconds),\"seed\":\(r.seed),\"utilization\":\(r.utilization),\"priority_one_met\":\(r.priorityOneMet),"
-                + "\"separate_nodes\":\(c?.separateNodes ?? 0),\"shared_nodes\":\(c?.sharedNodes ?? 0),\"saved_nodes\":\(c?.savedNodes ?? 0),"
-                + "\"saved_percent\":\(c?.savedPercent ?? 0)}")
+            print(
+                "{\"seconds\":\(r.seconds),\"seed\":\(r.seed),\"utilization\":\(r.utilization),\"priority_one_met\":\(r.priorityOneMet),"
+                    + "\"separate_nodes\":\(c?.separateNodes ?? 0),\"shared_nodes\":\(c?.sharedNodes ?? 0),\"saved_nodes\":\(c?.savedNodes ?? 0),"
+                    + "\"saved_percent\":\(c?.savedPercent ?? 0)}")
         } else {
             print("utilization over \(r.seconds) s, seed \(r.seed): \(r.utilization * 100)% of reserved capacity in use (target ≥ 95%)")
             print("priority-1 demand met in \(r.priorityOneMet * 100)% of seconds (target ≥ 99%)")

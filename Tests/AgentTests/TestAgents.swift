@@ -1,4 +1,5 @@
 import Foundation
+
 @testable import Agent
 
 /// Polls `condition` every 50 ms until it holds or `seconds` pass; whether it held (the in-process
@@ -29,8 +30,10 @@ func loopbackAgentSettings(_ name: String, dir: String, port: Int, dataDir: Stri
 /// A request as a client makes it: 503 says no leader can answer right now (an election, as on a
 /// loaded machine) and to retry shortly; every write these tests make is idempotent. Any other
 /// answer is returned as it is.
-func callRetryingUnavailable(_ a: AgentRuntime, _ method: String, _ path: String, _ body: String = "",
-                             for seconds: Double) async throws -> APIResponse {
+func callRetryingUnavailable(
+    _ a: AgentRuntime, _ method: String, _ path: String, _ body: String = "",
+    for seconds: Double
+) async throws -> APIResponse {
     let deadline = Date().addingTimeInterval(seconds)
     while true {
         let r = await a.cluster(method: method, path: path, body: Array(body.utf8))

@@ -11,10 +11,13 @@ struct AutopilotTests {
         return s
     }
 
-    static func input(voters: Set<String>, learners: Set<String> = [], health: [String: Autopilot.Health],
-                      match: [String: UInt64] = [:], lastIndex: UInt64 = 100) -> Autopilot.Input {
-        Autopilot.Input(leader: "s1", configuration: Configuration(voters: voters, learners: learners), lastIndex: lastIndex,
-                        match: match, health: health, servers: Set(health.keys))
+    static func input(
+        voters: Set<String>, learners: Set<String> = [], health: [String: Autopilot.Health],
+        match: [String: UInt64] = [:], lastIndex: UInt64 = 100
+    ) -> Autopilot.Input {
+        Autopilot.Input(
+            leader: "s1", configuration: Configuration(voters: voters, learners: learners), lastIndex: lastIndex,
+            match: match, health: health, servers: Set(health.keys))
     }
 
     @Test func aServerAliveInGossipAndNotInTheConfigurationIsAddedAsALearner() {
@@ -55,8 +58,9 @@ struct AutopilotTests {
 
     @Test func aDeadVoterIsRemovedAfterTheCleanupTimeWhenTheRestKeepAQuorum() {
         var a = Autopilot(settings: Self.settings())
-        let i = Self.input(voters: ["s1", "s2", "s3", "s4", "s5"],
-                           health: ["s1": .alive, "s2": .alive, "s3": .alive, "s4": .alive, "s5": .dead])
+        let i = Self.input(
+            voters: ["s1", "s2", "s3", "s4", "s5"],
+            health: ["s1": .alive, "s2": .alive, "s3": .alive, "s4": .alive, "s5": .dead])
         #expect(a.step(i, now: .zero) == nil)
         #expect(a.step(i, now: .seconds(29)) == nil)
         #expect(a.step(i, now: .seconds(30))?.change == .remove("s5"))
@@ -65,8 +69,9 @@ struct AutopilotTests {
     @Test func aDeadVoterIsNotRemovedWhenTheRemainingVotersWouldHaveNoHealthyQuorum() {
         var a = Autopilot(settings: Self.settings())
         // Five voters, three dead: removing one leaves four voters with two healthy (quorum 3).
-        let i = Self.input(voters: ["s1", "s2", "s3", "s4", "s5"],
-                           health: ["s1": .alive, "s2": .alive, "s3": .dead, "s4": .dead, "s5": .dead])
+        let i = Self.input(
+            voters: ["s1", "s2", "s3", "s4", "s5"],
+            health: ["s1": .alive, "s2": .alive, "s3": .dead, "s4": .dead, "s5": .dead])
         #expect(a.step(i, now: .zero) == nil)
         #expect(a.step(i, now: .seconds(60)) == nil)
         #expect(!Autopilot.keepsQuorum(removing: "s3", from: i))
@@ -101,8 +106,9 @@ struct AutopilotTests {
 
     @Test func aDeadLearnerIsRemovedBeforeAnyVoterAndWhateverTheQuorum() {
         var a = Autopilot(settings: Self.settings())
-        let i = Self.input(voters: ["s1", "s2", "s3"], learners: ["s9"],
-                           health: ["s1": .alive, "s2": .dead, "s3": .dead, "s9": .dead])
+        let i = Self.input(
+            voters: ["s1", "s2", "s3"], learners: ["s9"],
+            health: ["s1": .alive, "s2": .dead, "s3": .dead, "s9": .dead])
         _ = a.step(i, now: .zero)
         #expect(a.step(i, now: .seconds(31))?.change == .remove("s9"))
     }

@@ -6,8 +6,10 @@ import Testing
 struct ClusterBackupTests {
     static let backup = ClusterBackup(
         index: 42, takenAtMilliseconds: 1_700_000_000_000,
-        services: ["web": ServiceSpec(image: "nginx:1", cpu: 0.5, memory: 64 << 20, max: 8),
-                   "batch": ServiceSpec(image: "busybox", priority: 2, cpu: 1, memory: 32 << 20, max: 4)],
+        services: [
+            "web": ServiceSpec(image: "nginx:1", cpu: 0.5, memory: 64 << 20, max: 8),
+            "batch": ServiceSpec(image: "busybox", priority: 2, cpu: 1, memory: 32 << 20, max: 4),
+        ],
         demand: ["web": 12.5], drainedNodes: ["h2"])
 
     @Test func restoreReplacesTheDeclaredStateAndKeepsThePlanForTheLeaderToRedo() throws {

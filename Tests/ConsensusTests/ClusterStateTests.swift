@@ -2,11 +2,13 @@ import Consensus
 import Testing
 
 @Suite struct ClusterStateTests {
-    static let web = ServiceSpec(image: "mini:latest", command: ["httpd", "-f"], priority: 1, cpu: 0.5,
-                                 memory: 64 << 20, min: 1, max: 40,
-                                 demand: DemandSourceConfig(source: "random", perContainer: 10), stopTimeoutMilliseconds: 5000)
-    static let batch = ServiceSpec(image: "mini:latest", command: ["sleep", "1000000"], priority: 2, cpu: 0.5,
-                                   memory: 32 << 20, max: 100, fill: true)
+    static let web = ServiceSpec(
+        image: "mini:latest", command: ["httpd", "-f"], priority: 1, cpu: 0.5,
+        memory: 64 << 20, min: 1, max: 40,
+        demand: DemandSourceConfig(source: "random", perContainer: 10), stopTimeoutMilliseconds: 5000)
+    static let batch = ServiceSpec(
+        image: "mini:latest", command: ["sleep", "1000000"], priority: 2, cpu: 0.5,
+        memory: 32 << 20, max: 100, fill: true)
 
     @Test func commandsApplyThroughTheirEncoding() throws {
         var s = ClusterState()
@@ -14,8 +16,9 @@ import Testing
             .applyServices(["web": Self.web, "batch": Self.batch]),
             .setDemand(service: "web", value: 120),
             .setDrain(node: "h2", drained: true),
-            .setPlan(Plan(assignments: ["h1": ["web": 12, "batch": 3]]),
-                     Decision(timestampMilliseconds: 1, summary: "web 0 -> 12", reasons: ["demand 120 / 10 per container"])),
+            .setPlan(
+                Plan(assignments: ["h1": ["web": 12, "batch": 3]]),
+                Decision(timestampMilliseconds: 1, summary: "web 0 -> 12", reasons: ["demand 120 / 10 per container"])),
         ]
         for (i, c) in commands.enumerated() {
             #expect(try ClusterCommand.decode(c.encoded()) == c)
@@ -43,7 +46,8 @@ import Testing
         #expect(s.services == before.services)
         #expect(s.apply(ClusterCommand.setDemand(service: "nope", value: 1).encodedForTest, index: 3) == (.unknownService("nope")))
         #expect(throws: ClusterStateError.self) { try ClusterCommand.setDemand(service: "web", value: .nan).encoded() }
-        #expect(s.apply(ClusterCommand.setDemand(service: "web", value: -.infinity), index: 4)
+        #expect(
+            s.apply(ClusterCommand.setDemand(service: "web", value: -.infinity), index: 4)
                 == (.invalidDemand(service: "web", value: -.infinity)))
         if case .malformed? = s.apply([1, 0x7b], index: 5) {} else { Issue.record("garbage accepted") }
         #expect(s.apply([9, 0x7b], index: 6) == (.unsupportedVersion(9)))
@@ -61,8 +65,10 @@ import Testing
 
     @Test func aSnapshotRestoresTheSameStateAndIsIdenticalAcrossServers() throws {
         var a = ClusterState(), b = ClusterState()
-        let cmds: [ClusterCommand] = [.applyServices(["web": Self.web, "batch": Self.batch]), .setDrain(node: "z", drained: true),
-                                      .setDrain(node: "a", drained: true), .setDemand(service: "batch", value: 3)]
+        let cmds: [ClusterCommand] = [
+            .applyServices(["web": Self.web, "batch": Self.batch]), .setDrain(node: "z", drained: true),
+            .setDrain(node: "a", drained: true), .setDemand(service: "batch", value: 3),
+        ]
         for (i, c) in cmds.enumerated() { a.apply(c, index: UInt64(i + 1)) }
         for (i, c) in cmds.enumerated() { b.apply(c.encodedForTest, index: UInt64(i + 1)) }
         #expect(try a.snapshot() == b.snapshot())

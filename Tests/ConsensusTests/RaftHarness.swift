@@ -1,5 +1,6 @@
-@testable import Consensus
 import Testing
+
+@testable import Consensus
 
 /// A tiny synchronous cluster for scenario tests: every Ready is persisted, sent and applied at
 /// once, and messages are delivered in order unless a node is cut off.
@@ -20,18 +21,22 @@ struct RaftHarness {
 
     init(voters: [NodeID], preVote: Bool = true, recovered: [NodeID: RecoveredState] = [:]) {
         for (i, id) in voters.enumerated() {
-            add(id, bootstrap: Configuration(voters: Set(voters)), preVote: preVote,
+            add(
+                id, bootstrap: Configuration(voters: Set(voters)), preVote: preVote,
                 recovered: recovered[id] ?? RecoveredState(), seed: UInt64(i + 1))
         }
     }
 
-    mutating func add(_ id: NodeID, bootstrap: Configuration, preVote: Bool = true,
-                      recovered: RecoveredState = RecoveredState(), seed: UInt64) {
+    mutating func add(
+        _ id: NodeID, bootstrap: Configuration, preVote: Bool = true,
+        recovered: RecoveredState = RecoveredState(), seed: UInt64
+    ) {
         var s = MemoryStorage()
         s.persist(snapshot: recovered.snapshot, entries: recovered.entries, hardState: recovered.hardState)
         storage[id] = s
-        nodes[id] = RaftNode(config: Self.config(id, preVote: preVote), bootstrap: bootstrap,
-                             recovered: recovered, seed: seed)
+        nodes[id] = RaftNode(
+            config: Self.config(id, preVote: preVote), bootstrap: bootstrap,
+            recovered: recovered, seed: seed)
         applied[id] = []
     }
 

@@ -1,6 +1,7 @@
 import Bounds
-@testable import Consensus
 import Testing
+
+@testable import Consensus
 
 /// Counters from a peer cannot trap a server or carry its term away (docs/limits.md): a message
 /// that no correct server could have sent is dropped as a lost one would be.
@@ -66,8 +67,9 @@ import Testing
     }
 
     @Test func aServerWhoseStoredTermIsTheLargestNeverTrapsAtItsElectionTimeout() {
-        var n = RaftNode(config: RaftHarness.config("a"), bootstrap: Configuration(voters: ["a"]),
-                         recovered: RecoveredState(hardState: HardState(term: .max)), seed: 1)
+        var n = RaftNode(
+            config: RaftHarness.config("a"), bootstrap: Configuration(voters: ["a"]),
+            recovered: RecoveredState(hardState: HardState(term: .max)), seed: 1)
         n.tick(by: .seconds(10))
         #expect(n.term == .max)
         #expect(n.role == .follower)

@@ -1,5 +1,6 @@
-@testable import Consensus
 import Testing
+
+@testable import Consensus
 
 @Suite struct RaftElectionTests {
     @Test func aSingleServerElectsItselfAndCommitsAtOnce() throws {
@@ -23,8 +24,9 @@ import Testing
 
     /// Raft §5.2: each server votes for at most one candidate in a term.
     @Test func aServerVotesOncePerTerm() {
-        var n = RaftNode(config: RaftHarness.config("c", preVote: false),
-                         bootstrap: Configuration(voters: ["a", "b", "c"]), seed: 1)
+        var n = RaftNode(
+            config: RaftHarness.config("c", preVote: false),
+            bootstrap: Configuration(voters: ["a", "b", "c"]), seed: 1)
         var req = Message(kind: .vote, from: "a", to: "c", term: 5)
         n.step(req)
         req.from = "b"
@@ -41,12 +43,13 @@ import Testing
 
     /// Raft §5.4.1: a vote goes only to a candidate whose log is at least as up to date.
     @Test func aCandidateWithAStaleLogGetsNoVote() {
-        var n = RaftNode(config: RaftHarness.config("c", preVote: false),
-                         bootstrap: Configuration(voters: ["a", "b", "c"]),
-                         recovered: RecoveredState(hardState: HardState(term: 3), entries: entries([1, 3])), seed: 1)
+        var n = RaftNode(
+            config: RaftHarness.config("c", preVote: false),
+            bootstrap: Configuration(voters: ["a", "b", "c"]),
+            recovered: RecoveredState(hardState: HardState(term: 3), entries: entries([1, 3])), seed: 1)
         var req = Message(kind: .vote, from: "a", to: "c", term: 4)
         req.index = 5
-        req.logTerm = 2 // longer log, older last term
+        req.logTerm = 2  // longer log, older last term
         n.step(req)
         #expect(n.ready().messages.first?.reject == true)
         req.from = "b"
@@ -156,15 +159,16 @@ import Testing
     /// Raft §5.4.2 and Figure 8: a leader never commits an entry of an earlier term by counting
     /// replicas; only once an entry of its own term is on a quorum.
     @Test func figure8ALeaderDoesNotCommitAnOldTermEntryByCountingReplicas() {
-        var n = RaftNode(config: RaftHarness.config("s1", preVote: false),
-                         bootstrap: Configuration(voters: ["s1", "s2", "s3", "s4", "s5"]),
-                         recovered: RecoveredState(hardState: HardState(term: 3), entries: entries([1, 2])), seed: 1)
+        var n = RaftNode(
+            config: RaftHarness.config("s1", preVote: false),
+            bootstrap: Configuration(voters: ["s1", "s2", "s3", "s4", "s5"]),
+            recovered: RecoveredState(hardState: HardState(term: 3), entries: entries([1, 2])), seed: 1)
         n.tick(by: .seconds(1))
         #expect(n.role == .candidate)
         #expect(n.term == 4)
         for v in ["s2", "s3"] { n.step(Message(kind: .voteResponse, from: v, to: "s1", term: 4)) }
         #expect(n.role == .leader)
-        #expect(n.lastIndex == 3) // the no-op of term 4
+        #expect(n.lastIndex == 3)  // the no-op of term 4
         n.advance(n.ready())
         // s2 and s3 now hold index 2 (term 2): a majority with s1, yet it must not commit.
         for f in ["s2", "s3"] {
@@ -185,13 +189,15 @@ import Testing
     /// uncommitted term-2 entry that S1 had spread to S2 and S3.
     @Test func figure8AnUncommittedEntryOnAMajorityMayBeOverwritten() {
         let five = ["s1", "s2", "s3", "s4", "s5"]
-        var h = RaftHarness(voters: five, preVote: false, recovered: [
-            "s1": RecoveredState(hardState: HardState(term: 4, commit: 1), entries: entries([1, 2, 4])),
-            "s2": RecoveredState(hardState: HardState(term: 4, commit: 1), entries: entries([1, 2])),
-            "s3": RecoveredState(hardState: HardState(term: 4, commit: 1), entries: entries([1, 2])),
-            "s4": RecoveredState(hardState: HardState(term: 4, commit: 1), entries: entries([1])),
-            "s5": RecoveredState(hardState: HardState(term: 4, commit: 1), entries: entries([1, 3])),
-        ])
+        var h = RaftHarness(
+            voters: five, preVote: false,
+            recovered: [
+                "s1": RecoveredState(hardState: HardState(term: 4, commit: 1), entries: entries([1, 2, 4])),
+                "s2": RecoveredState(hardState: HardState(term: 4, commit: 1), entries: entries([1, 2])),
+                "s3": RecoveredState(hardState: HardState(term: 4, commit: 1), entries: entries([1, 2])),
+                "s4": RecoveredState(hardState: HardState(term: 4, commit: 1), entries: entries([1])),
+                "s5": RecoveredState(hardState: HardState(term: 4, commit: 1), entries: entries([1, 3])),
+            ])
         h.isolated = ["s1"]
         h.expireElectionTimeout("s5")
         #expect(h.leaders() == ["s5"])
@@ -323,8 +329,9 @@ import Testing
         h.expireElectionTimeout("a")
         try h.propose("a", "x")
         let before = h.nodes["b"]!
-        h.nodes["b"] = RaftNode(config: RaftHarness.config("b"), bootstrap: Configuration(voters: ["a", "b", "c"]),
-                                recovered: h.storage["b"]!.recover(), seed: 42)
+        h.nodes["b"] = RaftNode(
+            config: RaftHarness.config("b"), bootstrap: Configuration(voters: ["a", "b", "c"]),
+            recovered: h.storage["b"]!.recover(), seed: 42)
         #expect(h.nodes["b"]!.term == before.term)
         #expect(h.nodes["b"]!.entries == before.entries)
         #expect(h.nodes["b"]!.commit == before.commit)

@@ -132,10 +132,12 @@ struct RaftTrace {
             crashed.remove(id)
             let recovered = storage[id]!.recover()
             nodes[id] = RaftNode(config: RaftConfig(id: id), bootstrap: bootstrap[id]!, recovered: recovered, seed: seeds[id]! &+ 1000)
-            return "\(id) restarted: term=\(recovered.hardState.term) vote=\(recovered.hardState.vote ?? "-") commit=\(recovered.hardState.commit) entries=\(recovered.entries.count)"
+            return
+                "\(id) restarted: term=\(recovered.hardState.term) vote=\(recovered.hardState.vote ?? "-") commit=\(recovered.hardState.commit) entries=\(recovered.entries.count)"
         case "forge":
             guard let to = node(0), let kindName = c.keyed["kind"], let kind = Self.kinds[kindName],
-                  let from = c.keyed["from"], let term = c.keyed["term"].flatMap({ UInt64($0) }) else {
+                let from = c.keyed["from"], let term = c.keyed["term"].flatMap({ UInt64($0) })
+            else {
                 return "usage: forge TO kind=K from=F term=T"
             }
             var m = Message(kind: kind, from: from, to: to, term: term)
@@ -171,9 +173,18 @@ struct RaftTrace {
         if let s = rd.softState { lines.append("  Lead:\(s.leader ?? "-") State:\(s.role.rawValue)") }
         if let h = rd.hardState { lines.append("  HardState Term:\(h.term) Vote:\(h.vote ?? "-") Commit:\(h.commit)") }
         if let s = rd.snapshot { lines.append("  Snapshot \(s.index)/\(s.term) \(render(s.configuration))") }
-        if !rd.entries.isEmpty { lines.append("  Entries:"); lines += rd.entries.map { "  " + render($0) } }
-        if !rd.messages.isEmpty { lines.append("  Messages:"); lines += rd.messages.map { "  " + render($0) } }
-        if !rd.committedEntries.isEmpty { lines.append("  CommittedEntries:"); lines += rd.committedEntries.map { "  " + render($0) } }
+        if !rd.entries.isEmpty {
+            lines.append("  Entries:")
+            lines += rd.entries.map { "  " + render($0) }
+        }
+        if !rd.messages.isEmpty {
+            lines.append("  Messages:")
+            lines += rd.messages.map { "  " + render($0) }
+        }
+        if !rd.committedEntries.isEmpty {
+            lines.append("  CommittedEntries:")
+            lines += rd.committedEntries.map { "  " + render($0) }
+        }
         for r in rd.readStates { lines.append("  ReadState index=\(r.index) ctx=\(String(decoding: r.context, as: UTF8.self))") }
         for m in rd.messages { queue.append(m) }
         n.advance(rd)
@@ -218,11 +229,13 @@ struct RaftTrace {
 
     func status(_ id: NodeID) -> String {
         let n = nodes[id]!
-        return "\(id): \(crashed.contains(id) ? "crashed " : "")\(n.role.rawValue) term=\(n.term) lead=\(n.leader ?? "-") commit=\(n.commit) applied=\(n.applied) last=\(n.lastIndex) \(render(n.configuration))"
+        return
+            "\(id): \(crashed.contains(id) ? "crashed " : "")\(n.role.rawValue) term=\(n.term) lead=\(n.leader ?? "-") commit=\(n.commit) applied=\(n.applied) last=\(n.lastIndex) \(render(n.configuration))"
     }
 
     func render(_ c: Configuration) -> String {
-        "voters=(\(c.voters.sorted().joined(separator: " ")))" + (c.learners.isEmpty ? "" : " learners=(\(c.learners.sorted().joined(separator: " ")))")
+        "voters=(\(c.voters.sorted().joined(separator: " ")))"
+            + (c.learners.isEmpty ? "" : " learners=(\(c.learners.sorted().joined(separator: " ")))")
     }
 
     func render(_ e: Entry) -> String {

@@ -39,8 +39,10 @@ import Testing
     @Test func aRollbackWithoutAPreviousSpecOrOfAnUnknownServiceIsRefused() {
         var state = ClusterState()
         _ = state.apply(.applyServices(["web": Self.v1]), index: 1)
-        #expect(state.apply(.rollbackService("web"), index: 2)
-            == .invalidService(name: "web", field: "rollback", reason: "has no previous spec: its containers have not changed since it was declared"))
+        #expect(
+            state.apply(.rollbackService("web"), index: 2)
+                == .invalidService(
+                    name: "web", field: "rollback", reason: "has no previous spec: its containers have not changed since it was declared"))
         #expect(state.apply(.rollbackService("nope"), index: 3) == .unknownService("nope"))
         #expect(state.services["web"] == Self.v1)
     }
@@ -63,8 +65,9 @@ import Testing
         spec.update = UpdatePolicy(maxParallel: 0)
         #expect(spec.validationError(name: "web") == .invalidService(name: "web", field: "update.max_parallel", reason: "must be 1 to 1000"))
         spec.update = UpdatePolicy(order: "random")
-        #expect(spec.validationError(name: "web")
-            == .invalidService(name: "web", field: "update.order", reason: "`random` is not one of start-first, stop-first"))
+        #expect(
+            spec.validationError(name: "web")
+                == .invalidService(name: "web", field: "update.order", reason: "`random` is not one of start-first, stop-first"))
         spec.update = UpdatePolicy(maxParallel: 3, order: "start-first")
         #expect(spec.validationError(name: "web") == nil)
         #expect(Self.v1.updatePolicy.effectiveMaxParallel == 1 && Self.v1.updatePolicy.effectiveOrder == "stop-first")

@@ -1,7 +1,8 @@
-@testable import Consensus
 import Foundation
 import SimulationKit
 import Testing
+
+@testable import Consensus
 
 @Suite struct SQLiteLogStorageTests {
     static func tempDir() throws -> URL {
@@ -27,8 +28,12 @@ import Testing
             let s = try SQLiteLogStorage(path: path)
             try s.persist(snapshot: nil, entries: entries([1, 1, 2]), hardState: HardState(term: 2, vote: "b", commit: 2))
             // A conflicting append replaces index 3 and everything after it (Raft §5.3).
-            try s.persist(snapshot: nil, entries: [Entry(term: 3, index: 3, kind: .configuration, data: ConfChange.addLearner("d").encoded),
-                                                   Entry(term: 3, index: 4, data: [])], hardState: nil)
+            try s.persist(
+                snapshot: nil,
+                entries: [
+                    Entry(term: 3, index: 3, kind: .configuration, data: ConfChange.addLearner("d").encoded),
+                    Entry(term: 3, index: 4, data: []),
+                ], hardState: nil)
             try s.compact(to: Snapshot(index: 2, term: 1, configuration: Configuration(voters: ["a", "b"], learners: ["c"]), data: [9, 8]))
         }
         let s = try SQLiteLogStorage(path: path)
@@ -45,8 +50,9 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let s = try SQLiteLogStorage(path: dir.appendingPathComponent("raft.db").path)
         try s.persist(snapshot: nil, entries: entries([1, 1, 1, 1, 1]), hardState: HardState(term: 1))
-        try s.persist(snapshot: Snapshot(index: 3, term: 2, configuration: Configuration(voters: ["a"]), data: [1]),
-                      entries: [], hardState: HardState(term: 2, commit: 3))
+        try s.persist(
+            snapshot: Snapshot(index: 3, term: 2, configuration: Configuration(voters: ["a"]), data: [1]),
+            entries: [], hardState: HardState(term: 2, commit: 3))
         let r = try s.recover()
         #expect(r.entries.isEmpty)
         #expect(r.snapshot?.index == 3)
@@ -82,8 +88,9 @@ import Testing
         let s = try SQLiteLogStorage(path: path)
         try s.persist(snapshot: nil, entries: [], hardState: HardState(term: 1))
         for i in 1...12 {
-            try s.persist(snapshot: nil, entries: [Entry(term: UInt64(i), index: UInt64(i), data: [UInt8](repeating: UInt8(i), count: 900))],
-                          hardState: HardState(term: UInt64(i), vote: "n\(i)", commit: UInt64(i - 1)))
+            try s.persist(
+                snapshot: nil, entries: [Entry(term: UInt64(i), index: UInt64(i), data: [UInt8](repeating: UInt8(i), count: 900))],
+                hardState: HardState(term: UInt64(i), vote: "n\(i)", commit: UInt64(i - 1)))
         }
         let wal = try Data(contentsOf: URL(fileURLWithPath: path + "-wal"))
         var rng = SeededGenerator(seed: 5)
@@ -122,8 +129,9 @@ import Testing
         }
         #expect(applied == [[0], [1], [2], [3], [4]])
         store = try SQLiteLogStorage(path: path)
-        var again = RaftNode(config: RaftConfig(id: "a"), bootstrap: Configuration(voters: ["a"]),
-                             recovered: try store.recover(), seed: 2)
+        var again = RaftNode(
+            config: RaftConfig(id: "a"), bootstrap: Configuration(voters: ["a"]),
+            recovered: try store.recover(), seed: 2)
         let rd = again.ready()
         #expect(rd.committedEntries.filter { !$0.data.isEmpty }.map(\.data) == applied)
         #expect(again.term == node.term)

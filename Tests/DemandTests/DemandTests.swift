@@ -2,10 +2,10 @@ import Bounds
 import Demand
 import DockerEngine
 import Foundation
-import Testing
 import NIOCore
-import NIOPosix
 import NIOHTTP1
+import NIOPosix
+import Testing
 
 enum DemandEnvironment {
     struct Missing: Error, CustomStringConvertible {
@@ -112,7 +112,11 @@ final class ScriptedSource: DemandSource, @unchecked Sendable {
         time.advance(by: .seconds(10))
         #expect(await poller.pollOnce() == .unknown)
         let kinds = await poller.transitions.map { h -> String in
-            switch h { case .healthy: "healthy"; case .stale: "stale"; case .unknown: "unknown" }
+            switch h {
+            case .healthy: "healthy"
+            case .stale: "stale"
+            case .unknown: "unknown"
+            }
         }
         #expect(kinds == ["healthy", "stale", "unknown"])
     }
@@ -141,7 +145,8 @@ final class ScriptedSource: DemandSource, @unchecked Sendable {
             }
         }
         // The injected sleep returns at once: the timeout fires before the source answers.
-        let poller = DemandPoller(source: Hanging(), interval: .seconds(1), timeout: .seconds(2), staleness: .seconds(10), now: { .zero }, sleep: { _ in })
+        let poller = DemandPoller(
+            source: Hanging(), interval: .seconds(1), timeout: .seconds(2), staleness: .seconds(10), now: { .zero }, sleep: { _ in })
         #expect(await poller.pollOnce() == .unknown)
         if case .unknown(let e) = await poller.health { #expect(e.contains("did not answer")) } else { Issue.record("expected unknown") }
     }
@@ -177,9 +182,14 @@ final class ScriptedSource: DemandSource, @unchecked Sendable {
         let url = try DemandEnvironment.require("MICROSCALE_TEST_PROMETHEUS_URL")
         let good = PrometheusDemand(baseURL: url, query: "max(microscale_test_queue_depth)")
         let poller = DemandPoller(source: good, interval: .seconds(1), timeout: .seconds(5), staleness: .seconds(30), now: { time.now })
-        guard case .known(let v) = await poller.pollOnce() else { Issue.record("no value from prometheus"); return }
+        guard case .known(let v) = await poller.pollOnce() else {
+            Issue.record("no value from prometheus")
+            return
+        }
         // Nothing listens on port 1.
-        let bad = DemandPoller(source: PrometheusDemand(baseURL: "http://127.0.0.1:1", query: "up"), interval: .seconds(1), timeout: .seconds(5), staleness: .seconds(30), now: { time.now })
+        let bad = DemandPoller(
+            source: PrometheusDemand(baseURL: "http://127.0.0.1:1", query: "up"), interval: .seconds(1), timeout: .seconds(5),
+            staleness: .seconds(30), now: { time.now })
         #expect(await bad.pollOnce() == .unknown)
         if case .unknown(let e) = await bad.health { #expect(e.contains("unreachable")) } else { Issue.record("expected unknown") }
         #expect(v >= 0)

@@ -4,8 +4,9 @@ import DockerEngine
 import Foundation
 import Scaling
 import Testing
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The services scripts/test-env starts (redis-server, rabbitmq-server, nats-server with JetStream,
@@ -40,7 +41,10 @@ enum Brokers {
         guard status == 0 else { throw Failed(what: "scripts/test-env \(op) \(broker) exited with status \(status)") }
     }
 
-    struct Failed: Error, CustomStringConvertible { var what: String; var description: String { what } }
+    struct Failed: Error, CustomStringConvertible {
+        var what: String
+        var description: String { what }
+    }
 
     /// A credentials file of the test's own (mode 600).
     static func credentials(_ text: String) throws -> String {
@@ -121,7 +125,11 @@ func exerciseFailures(
     }
     #expect(back == .known(length), "\(broker) back: the reading returns")
     let kinds = await poller.transitions.map { h -> String in
-        switch h { case .healthy: "ok"; case .stale: "stale"; case .unknown: "unknown" }
+        switch h {
+        case .healthy: "ok"
+        case .stale: "stale"
+        case .unknown: "unknown"
+        }
     }
     #expect(kinds == ["ok", "stale", "unknown", "ok"])
 }
@@ -147,17 +155,22 @@ func exerciseFailures(
 
         // A stream: XLEN, and with a group the entries delivered but not acknowledged.
         let stream = key + "-s"
-        _ = try await redis([["XGROUP", "CREATE", stream, "workers", "$", "MKSTREAM"]] + (0..<7).map { ["XADD", stream, "*", "n", "\($0)"] }
-            + [["XREADGROUP", "GROUP", "workers", "w1", "COUNT", "3", "STREAMS", stream, ">"]])
+        _ = try await redis(
+            [["XGROUP", "CREATE", stream, "workers", "$", "MKSTREAM"]] + (0..<7).map { ["XADD", stream, "*", "n", "\($0)"] }
+                + [["XREADGROUP", "GROUP", "workers", "w1", "COUNT", "3", "STREAMS", stream, ">"]])
         #expect(try await RedisDemand(host: host, port: port, key: stream, credentials: credentials).sample() == 7)
         #expect(try await RedisDemand(host: host, port: port, key: stream, group: "workers", credentials: credentials).sample() == 3)
         _ = try await redis([["SET", key + "-str", "x"]])
-        await #expect(throws: DemandError.self) { _ = try await RedisDemand(host: host, port: port, key: key + "-str", credentials: credentials).sample() }
+        await #expect(throws: DemandError.self) {
+            _ = try await RedisDemand(host: host, port: port, key: key + "-str", credentials: credentials).sample()
+        }
 
         // Credentials the server refuses, and none at all.
         let wrong = try Brokers.credentials("microscale:wrong")
         defer { try? FileManager.default.removeItem(atPath: wrong) }
-        let refused = await #expect(throws: DemandError.self) { _ = try await RedisDemand(host: host, port: port, key: key, credentials: wrong).sample() }
+        let refused = await #expect(throws: DemandError.self) {
+            _ = try await RedisDemand(host: host, port: port, key: key, credentials: wrong).sample()
+        }
         if case .badCredentials? = refused {} else { Issue.record("expected badCredentials, got \(String(describing: refused))") }
         let none = await #expect(throws: DemandError.self) { _ = try await RedisDemand(host: host, port: port, key: key).sample() }
         if case .badCredentials? = none {} else { Issue.record("expected badCredentials, got \(String(describing: none))") }
@@ -174,18 +187,22 @@ func exerciseFailures(
         defer { try? FileManager.default.removeItem(atPath: credentials) }
         let queue = "jobs-\(UUID().uuidString.prefix(8))"
         let http = SourceHTTP()
-        let auth = [("Authorization", Credentials.userPassword(user: "guest", password: "guest").basicAuthorization), ("Content-Type", "application/json")]
+        let auth = [
+            ("Authorization", Credentials.userPassword(user: "guest", password: "guest").basicAuthorization), ("Content-Type", "application/json"),
+        ]
         func api(_ method: String, _ path: String, _ body: String? = nil) async throws {
-            _ = try await http.request(url, path: path, method: .init(rawValue: method), headers: auth, body: body.map { Array($0.utf8) },
-                                       source: "test", timeout: .seconds(5))
+            _ = try await http.request(
+                url, path: path, method: .init(rawValue: method), headers: auth, body: body.map { Array($0.utf8) },
+                source: "test", timeout: .seconds(5))
         }
         func purge() async throws { try await api("DELETE", "/api/queues/%2F/\(queue)/contents") }
         func fill() async throws {
             try await api("PUT", "/api/queues/%2F/\(queue)", #"{"durable":true}"#)
             try await purge()
             for i in 0..<23 {
-                try await api("POST", "/api/exchanges/%2F/amq.default/publish",
-                              #"{"properties":{},"routing_key":"\#(queue)","payload":"\#(i)","payload_encoding":"string"}"#)
+                try await api(
+                    "POST", "/api/exchanges/%2F/amq.default/publish",
+                    #"{"properties":{},"routing_key":"\#(queue)","payload":"\#(i)","payload_encoding":"string"}"#)
             }
         }
         let source = RabbitMQDemand(url: url, queue: queue, credentials: credentials, timeout: .seconds(5))
@@ -199,7 +216,9 @@ func exerciseFailures(
         defer { try? FileManager.default.removeItem(atPath: wrong) }
         let refused = await #expect(throws: DemandError.self) { _ = try await RabbitMQDemand(url: url, queue: queue, credentials: wrong).sample() }
         if case .badCredentials? = refused {} else { Issue.record("expected badCredentials, got \(String(describing: refused))") }
-        let missing = await #expect(throws: DemandError.self) { _ = try await RabbitMQDemand(url: url, queue: queue + "-none", credentials: credentials).sample() }
+        let missing = await #expect(throws: DemandError.self) {
+            _ = try await RabbitMQDemand(url: url, queue: queue + "-none", credentials: credentials).sample()
+        }
         #expect(missing?.description.contains("no queue") == true)
 
         // RabbitMQ takes ~10 s to stop and start again; hung (SIGSTOP) shows the same states in a
@@ -219,8 +238,9 @@ func exerciseFailures(
             defer { nats.close() }
             _ = try nats.request("$JS.API.STREAM.DELETE.\(stream)", "")
             _ = try nats.request("$JS.API.STREAM.CREATE.\(stream)", #"{"name":"\#(stream)","subjects":["\#(subject)"],"storage":"memory"}"#)
-            _ = try nats.request("$JS.API.CONSUMER.DURABLE.CREATE.\(stream).workers",
-                                 #"{"stream_name":"\#(stream)","config":{"durable_name":"workers","ack_policy":"explicit"}}"#)
+            _ = try nats.request(
+                "$JS.API.CONSUMER.DURABLE.CREATE.\(stream).workers",
+                #"{"stream_name":"\#(stream)","config":{"durable_name":"workers","ack_policy":"explicit"}}"#)
             for i in 0..<n { _ = try nats.request(subject, "job \(i)") }
         }
         let source = NATSDemand(url: url, stream: stream, consumer: "workers", timeout: .seconds(5))
@@ -271,7 +291,8 @@ func exerciseFailures(
         var queueURL = ""
         func fill() async throws {
             let created = try await client.call([("Action", "CreateQueue"), ("QueueName", name)])
-            queueURL = String(decoding: created, as: UTF8.self).components(separatedBy: "<QueueUrl>").dropFirst().first?
+            queueURL =
+                String(decoding: created, as: UTF8.self).components(separatedBy: "<QueueUrl>").dropFirst().first?
                 .components(separatedBy: "</QueueUrl>").first ?? ""
             // A new queue (or one a restarted moto made again) is empty: no purge here, since SQS,
             // and moto with it, refuses a second PurgeQueue on a queue within 60 s.
@@ -305,7 +326,9 @@ final class NATSTestClient {
             inet_pton(AF_INET, String(parts[0]), &addr.sin_addr)
             var tv = timeval(tv_sec: 5, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-            let r = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            let r = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
             guard r == 0 else {
                 Glibc.close(fd)
                 throw Brokers.Failed(what: "cannot connect to \(address)")
@@ -347,7 +370,10 @@ final class NATSTestClient {
         socket.send(Array("PUB \(subject) _INBOX.test \(body.count)\r\n".utf8) + body + [0x0D, 0x0A])
         while true {
             let l = try line()
-            if l.hasPrefix("PING") { socket.send(Array("PONG\r\n".utf8)); continue }
+            if l.hasPrefix("PING") {
+                socket.send(Array("PONG\r\n".utf8))
+                continue
+            }
             if l.hasPrefix("-ERR") { throw Brokers.Failed(what: l) }
             guard l.hasPrefix("MSG"), let n = Int(l.split(separator: " ").last ?? "") else { continue }
             while buffer.count < n + 2 { buffer += try socket.receive() }

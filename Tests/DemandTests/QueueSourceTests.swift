@@ -22,7 +22,9 @@ import Testing
 
     @Test func natsFindsTheConsumerOnceAndSaysWhenItIsAmbiguousOrMissing() throws {
         func jsz(_ accounts: [(String, Int)]) -> [UInt8] {
-            let details = accounts.map { #"{"name":"\#($0.0)","stream_detail":[{"name":"JOBS","consumer_detail":[{"name":"w","num_pending":\#($0.1)}]}]}"# }
+            let details = accounts.map {
+                #"{"name":"\#($0.0)","stream_detail":[{"name":"JOBS","consumer_detail":[{"name":"w","num_pending":\#($0.1)}]}]}"#
+            }
             return Array(#"{"account_details":[\#(details.joined(separator: ","))]}"#.utf8)
         }
         #expect(try NATSDemand.parse(jsz([("$G", 7)]), stream: "JOBS", consumer: "w", account: nil, source: "n") == 7)
@@ -36,11 +38,11 @@ import Testing
 
     @Test func haproxyReadsTheBackendRowByTheHeadersColumnNames() throws {
         let csv = """
-        # pxname,svname,qcur,qmax,scur,smax,slim,stot,rate
-        front,FRONTEND,,,3,3,256,9,1
-        queue,redis,0,0,3,3,,9,
-        queue,BACKEND,2,4,3,3,26,9,5
-        """
+            # pxname,svname,qcur,qmax,scur,smax,slim,stot,rate
+            front,FRONTEND,,,3,3,256,9,1
+            queue,redis,0,0,3,3,,9,
+            queue,BACKEND,2,4,3,3,26,9,5
+            """
         let body = Array(csv.utf8)
         #expect(try HAProxyDemand.parse(body, backend: "queue", metric: .scur, source: "h") == 3)
         #expect(try HAProxyDemand.parse(body, backend: "queue", metric: .qcur, source: "h") == 2)
@@ -58,9 +60,9 @@ import Testing
 
     @Test func sqsReadsApproximateNumberOfMessages() throws {
         let xml = """
-        <GetQueueAttributesResponse><GetQueueAttributesResult><Attribute><Name>ApproximateNumberOfMessages</Name>
-        <Value>42</Value></Attribute></GetQueueAttributesResult></GetQueueAttributesResponse>
-        """
+            <GetQueueAttributesResponse><GetQueueAttributesResult><Attribute><Name>ApproximateNumberOfMessages</Name>
+            <Value>42</Value></Attribute></GetQueueAttributesResult></GetQueueAttributesResponse>
+            """
         #expect(try SQSDemand.parse(Array(xml.utf8), source: "s") == 42)
         #expect(throws: DemandError.self) { try SQSDemand.parse(Array("<x/>".utf8), source: "s") }
         let negative = "<Name>ApproximateNumberOfMessages</Name><Value>-3</Value>"
@@ -72,12 +74,15 @@ import Testing
     @Test func signatureV4MatchesAWSPublishedExample() {
         let header = SignatureV4.authorization(
             method: "GET", path: "/", query: "Action=ListUsers&Version=2010-05-08",
-            headers: [("Content-Type", "application/x-www-form-urlencoded; charset=utf-8"), ("Host", "iam.amazonaws.com"),
-                      ("X-Amz-Date", "20150830T123600Z")],
+            headers: [
+                ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8"), ("Host", "iam.amazonaws.com"),
+                ("X-Amz-Date", "20150830T123600Z"),
+            ],
             payload: [], accessKey: "AKIDEXAMPLE", secretKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
             region: "us-east-1", service: "iam", amzDate: "20150830T123600Z", day: "20150830")
-        #expect(header == "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, "
-            + "SignedHeaders=content-type;host;x-amz-date, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7")
+        #expect(
+            header == "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, "
+                + "SignedHeaders=content-type;host;x-amz-date, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7")
         #expect(SignatureV4.stamps(Date(timeIntervalSince1970: 1_440_938_160)) == ("20150830T123600Z", "20150830"))
     }
 
@@ -86,7 +91,10 @@ import Testing
         for cut in 0..<whole.count { #expect(try RESPParser.parse(whole[..<cut]) == nil, "cut at \(cut)") }
         let (v, used) = try #require(try RESPParser.parse(whole[...]))
         #expect(used == whole.count)
-        guard case .array(let items?) = v else { Issue.record("expected an array"); return }
+        guard case .array(let items?) = v else {
+            Issue.record("expected an array")
+            return
+        }
         #expect(items[0] == .integer(3))
         #expect(try RedisDemand.count(v, command: "XPENDING", source: "r") == 3)
         #expect(try RedisDemand.count(.integer(9), command: "LLEN", source: "r") == 9)

@@ -18,24 +18,27 @@ import Testing
             try "subjectAltName=DNS:localhost,IP:127.0.0.1\n".write(toFile: ext, atomically: false, encoding: .utf8)
             let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
             try Self.openssl(["req", "-x509"] + ec + ["-keyout", "\(dir)/ca.key", "-out", "\(dir)/ca.pem", "-days", "1", "-subj", "/CN=test-ca"])
-            try Self.openssl(["req", "-x509"] + ec + ["-keyout", "\(dir)/other.key", "-out", "\(dir)/other.pem", "-days", "1", "-subj", "/CN=other-ca"])
+            try Self.openssl(
+                ["req", "-x509"] + ec + ["-keyout", "\(dir)/other.key", "-out", "\(dir)/other.pem", "-days", "1", "-subj", "/CN=other-ca"])
             try Self.openssl(["req"] + ec + ["-keyout", "\(dir)/srv.key", "-out", "\(dir)/srv.csr", "-subj", "/CN=localhost"])
-            try Self.openssl(["x509", "-req", "-in", "\(dir)/srv.csr", "-CA", "\(dir)/ca.pem", "-CAkey", "\(dir)/ca.key",
-                              "-CAcreateserial", "-out", "\(dir)/srv.pem", "-days", "1", "-extfile", ext])
+            try Self.openssl([
+                "x509", "-req", "-in", "\(dir)/srv.csr", "-CA", "\(dir)/ca.pem", "-CAkey", "\(dir)/ca.key",
+                "-CAcreateserial", "-out", "\(dir)/srv.pem", "-days", "1", "-extfile", ext,
+            ])
             let script = """
-            import http.server, ssl, sys
-            class H(http.server.BaseHTTPRequestHandler):
-                def do_GET(self):
-                    body = b'{"queue":{"depth":37}}'
-                    self.send_response(200); self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
-                def log_message(self, *a): pass
-            s = http.server.HTTPServer(("127.0.0.1", 0), H)
-            c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain(sys.argv[1], sys.argv[2])
-            s.socket = c.wrap_socket(s.socket, server_side=True)
-            print(s.server_address[1], flush=True)
-            s.serve_forever()
-            """
+                import http.server, ssl, sys
+                class H(http.server.BaseHTTPRequestHandler):
+                    def do_GET(self):
+                        body = b'{"queue":{"depth":37}}'
+                        self.send_response(200); self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+                    def log_message(self, *a): pass
+                s = http.server.HTTPServer(("127.0.0.1", 0), H)
+                c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain(sys.argv[1], sys.argv[2])
+                s.socket = c.wrap_socket(s.socket, server_side=True)
+                print(s.server_address[1], flush=True)
+                s.serve_forever()
+                """
             let out = Pipe()
             // Debian's python3 itself, not a version manager's shim: a shim would run python as its
             // child, and stopping the shim would leave the server running.

@@ -20,8 +20,11 @@ enum TestEnvironment {
 /// A fresh node name per test, so tests see only their own containers.
 private func uniqueNode(_ tag: String) -> String { "t\(tag)\(UInt32.random(in: 0...UInt32.max))" }
 
-private func spec(_ service: String, node: String, hash: String = "h1", image: String, command: [String] = ["sleep", "600"], cpu: Double = 0.1) -> ContainerSpec {
-    ContainerSpec(service: service, node: node, specHash: hash, image: image, command: command, cpu: cpu, memoryBytes: 32 << 20, stopTimeoutSeconds: 2)
+private func spec(_ service: String, node: String, hash: String = "h1", image: String, command: [String] = ["sleep", "600"], cpu: Double = 0.1)
+    -> ContainerSpec
+{
+    ContainerSpec(
+        service: service, node: node, specHash: hash, image: image, command: command, cpu: cpu, memoryBytes: 32 << 20, stopTimeoutSeconds: 2)
 }
 
 private func cleanup(_ client: DockerClient, node: String) async {
@@ -56,7 +59,8 @@ private func cleanup(_ client: DockerClient, node: String) async {
         let pidfile = try #require(args.split(whereSeparator: \.isWhitespace).first { $0.hasPrefix("--pidfile=") }?.dropFirst("--pidfile=".count))
         let pid = Int32(try String(contentsOfFile: String(pidfile), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))
         #expect(cap.dockerdPID == pid, "the socket's peer is the test dockerd")
-        let overridden = try await CapacityDetection.detect(client: client, reserveCPUs: 0.5, reserveMemory: 512 << 20, overrideCPUs: 3, overrideMemory: 1 << 30)
+        let overridden = try await CapacityDetection.detect(
+            client: client, reserveCPUs: 0.5, reserveMemory: 512 << 20, overrideCPUs: 3, overrideMemory: 1 << 30)
         #expect(overridden.offered == NodeCapacity(cpus: 3, memoryBytes: 1 << 30))
         let image = try await client.inspectImage(image)
         #expect(image.Id.hasPrefix("sha256:"))
@@ -240,7 +244,12 @@ private func cleanup(_ client: DockerClient, node: String) async {
     private func createUnmanaged(_ s: ContainerSpec) async throws -> String {
         // The client always adds managed=true; a foreign container comes from the docker CLI.
         let host = try TestEnvironment.require("MICROSCALE_TEST_DOCKER_HOST")
-        let out = try runProcess("/usr/bin/docker", ["-H", host, "create", "--label", "\(MicroscaleLabel.service)=\(s.service)", "--label", "\(MicroscaleLabel.node)=\(s.node)", "--label", "\(MicroscaleLabel.spec)=\(s.specHash)", s.image, "sleep", "600"])
+        let out = try runProcess(
+            "/usr/bin/docker",
+            [
+                "-H", host, "create", "--label", "\(MicroscaleLabel.service)=\(s.service)", "--label", "\(MicroscaleLabel.node)=\(s.node)", "--label",
+                "\(MicroscaleLabel.spec)=\(s.specHash)", s.image, "sleep", "600",
+            ])
         return out.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 

@@ -50,8 +50,9 @@ import Testing
 
         let node = "tpull\(UInt32.random(in: 0...UInt32.max))"
         let shell = ReconcilerShell(client: client, node: node)
-        let spec = ContainerSpec(service: "web", node: node, specHash: "h", image: image, command: ["sleep", "60"],
-                                 cpu: 0.1, memoryBytes: 16 << 20, stopTimeoutSeconds: 1)
+        let spec = ContainerSpec(
+            service: "web", node: node, specHash: "h", image: image, command: ["sleep", "60"],
+            cpu: 0.1, memoryBytes: 16 << 20, stopTimeoutSeconds: 1)
         await shell.setDesired([spec], counts: ["web": 1])
         var running = 0
         for _ in 0..<50 where running != 1 {

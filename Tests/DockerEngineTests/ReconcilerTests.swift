@@ -1,8 +1,11 @@
-import Foundation
 import DockerEngine
+import Foundation
 import Testing
 
-private func c(_ id: String, _ service: String, _ hash: String = "h1", node: String = "n1", state: ObservedContainer.State = .running, ranFor: Duration? = nil, managed: Bool = true) -> ObservedContainer {
+private func c(
+    _ id: String, _ service: String, _ hash: String = "h1", node: String = "n1", state: ObservedContainer.State = .running, ranFor: Duration? = nil,
+    managed: Bool = true
+) -> ObservedContainer {
     var labels = [MicroscaleLabel.service: service, MicroscaleLabel.node: node, MicroscaleLabel.spec: hash]
     if managed { labels[MicroscaleLabel.managed] = "true" }
     return ObservedContainer(id: id, labels: labels, state: state, ranFor: ranFor)
@@ -112,19 +115,23 @@ private func c(_ id: String, _ service: String, _ hash: String = "h1", node: Str
     }
 
     @Test func explicitValuesOverrideEverything() {
-        let a = CapacityDetection.resolve(engineCPUs: 8, engineMemory: 16 << 30, cgroupCPUs: 2, cgroupMemory: nil, overrideCPUs: 6, overrideMemory: 1000)
+        let a = CapacityDetection.resolve(
+            engineCPUs: 8, engineMemory: 16 << 30, cgroupCPUs: 2, cgroupMemory: nil, overrideCPUs: 6, overrideMemory: 1000)
         #expect(a == NodeCapacity(cpus: 6, memoryBytes: 1000))
     }
 
     @Test func theReserveComesOffTheDetectedFiguresButNotOffAnOverride() {
-        let a = CapacityDetection.offered(engineCPUs: 8, engineMemory: 16 << 30, cgroupCPUs: 4, cgroupMemory: nil,
-                                          reserveCPUs: 0.5, reserveMemory: 512 << 20)
+        let a = CapacityDetection.offered(
+            engineCPUs: 8, engineMemory: 16 << 30, cgroupCPUs: 4, cgroupMemory: nil,
+            reserveCPUs: 0.5, reserveMemory: 512 << 20)
         #expect(a == NodeCapacity(cpus: 3.5, memoryBytes: (16 << 30) - (512 << 20)))
-        let tiny = CapacityDetection.offered(engineCPUs: 1, engineMemory: 256 << 20, cgroupCPUs: 0.25, cgroupMemory: nil,
-                                             reserveCPUs: 0.5, reserveMemory: 512 << 20)
+        let tiny = CapacityDetection.offered(
+            engineCPUs: 1, engineMemory: 256 << 20, cgroupCPUs: 0.25, cgroupMemory: nil,
+            reserveCPUs: 0.5, reserveMemory: 512 << 20)
         #expect(tiny == NodeCapacity(cpus: 0, memoryBytes: 0), "never below zero")
-        let given = CapacityDetection.offered(engineCPUs: 8, engineMemory: 16 << 30, cgroupCPUs: nil, cgroupMemory: nil,
-                                              reserveCPUs: 0.5, reserveMemory: 512 << 20, overrideCPUs: 8, overrideMemory: 16 << 30)
+        let given = CapacityDetection.offered(
+            engineCPUs: 8, engineMemory: 16 << 30, cgroupCPUs: nil, cgroupMemory: nil,
+            reserveCPUs: 0.5, reserveMemory: 512 << 20, overrideCPUs: 8, overrideMemory: 16 << 30)
         #expect(given == NodeCapacity(cpus: 8, memoryBytes: 16 << 30))
     }
 
@@ -189,31 +196,37 @@ private func c(_ id: String, _ service: String, _ hash: String = "h1", node: Str
 
     @Test func oldContainersAreKeptUpToTheirCountAndNeverStarted() {
         var r = Reconciler(node: "n1")
-        let plan = r.decide(desired: ["web": .init(count: 1, specHash: "h2", keep: ["h1"], keepCount: 2)],
-                            observed: [c("a", "web", "h1"), c("b", "web", "h1"), c("d", "web", "h1")], now: .zero)
+        let plan = r.decide(
+            desired: ["web": .init(count: 1, specHash: "h2", keep: ["h1"], keepCount: 2)],
+            observed: [c("a", "web", "h1"), c("b", "web", "h1"), c("d", "web", "h1")], now: .zero)
         // One old container beyond the two kept goes; one new starts; no old one is started.
         #expect(plan.stops == [.stop(id: "d", service: "web")])
         #expect(plan.starts == [.start(service: "web", specHash: "h2")])
-        let fewer = r.decide(desired: ["web": .init(count: 1, specHash: "h2", keep: ["h1"], keepCount: 2)], observed: [c("x", "web", "h2")], now: .zero)
+        let fewer = r.decide(
+            desired: ["web": .init(count: 1, specHash: "h2", keep: ["h1"], keepCount: 2)], observed: [c("x", "web", "h2")], now: .zero)
         #expect(fewer.isEmpty)
     }
 
     @Test func theBudgetIsSharedByEveryKeptSpecAndCoversExtrasOfTheDesiredOneWhenItIsKeptToo() {
         var r = Reconciler(node: "n1")
         // A change made mid-rollout: h1 and h2 both old, h3 new; three may stay.
-        let plan = r.decide(desired: ["web": .init(count: 0, specHash: "h3", keep: ["h2", "h1"], keepCount: 3)],
-                            observed: [c("a", "web", "h1"), c("b", "web", "h2"), c("d", "web", "h2"), c("e", "web", "h1")], now: .zero)
+        let plan = r.decide(
+            desired: ["web": .init(count: 0, specHash: "h3", keep: ["h2", "h1"], keepCount: 3)],
+            observed: [c("a", "web", "h1"), c("b", "web", "h2"), c("d", "web", "h2"), c("e", "web", "h1")], now: .zero)
         #expect(plan.stops == [.stop(id: "e", service: "web")] && plan.starts.isEmpty)
         // Back to h1 while it still runs: its containers beyond the count are kept, not stopped and started again.
-        let back = r.decide(desired: ["web": .init(count: 1, specHash: "h1", keep: ["h2", "h1"], keepCount: 2)],
-                            observed: [c("a", "web", "h1"), c("b", "web", "h2"), c("e", "web", "h1")], now: .zero)
+        let back = r.decide(
+            desired: ["web": .init(count: 1, specHash: "h1", keep: ["h2", "h1"], keepCount: 2)],
+            observed: [c("a", "web", "h1"), c("b", "web", "h2"), c("e", "web", "h1")], now: .zero)
         #expect(back.isEmpty)
     }
 
     @Test func failuresOfTheDesiredSpecAreCountedOnceEachAndForgottenWhenTheSpecChanges() {
         var r = Reconciler(node: "n1")
         let want: [String: DesiredService] = ["web": .init(count: 2, specHash: "h2", keep: ["h1"], keepCount: 1)]
-        _ = r.decide(desired: want, observed: [unhealthy("a", "h2"), unhealthy("o", "h1"), c("b", "web", "h2", state: .exited, ranFor: .seconds(1))], now: .zero)
+        _ = r.decide(
+            desired: want, observed: [unhealthy("a", "h2"), unhealthy("o", "h1"), c("b", "web", "h2", state: .exited, ranFor: .seconds(1))],
+            now: .zero)
         #expect(r.failures["web"]?.spec == "h2" && r.failures["web"]?.count == 2)
         _ = r.decide(desired: want, observed: [unhealthy("a", "h2")], now: .seconds(1))
         #expect(r.failures["web"]?.count == 2)

@@ -74,8 +74,9 @@ import Testing
             service: "web", node: node, specHash: "h1", image: image,
             command: ["sh", "-c", "echo > /ready; sleep 2; busybox rm /ready; exec sleep 600"],
             cpu: 0.1, memoryBytes: 16 << 20, stopTimeoutSeconds: 1,
-            healthCommand: .init(command: ["cat", "/ready"], interval: .milliseconds(200), timeout: .seconds(1),
-                                 retries: 2, startPeriod: .zero))
+            healthCommand: .init(
+                command: ["cat", "/ready"], interval: .milliseconds(200), timeout: .seconds(1),
+                retries: 2, startPeriod: .zero))
         let shell = ReconcilerShell(client: client, node: node)
         await shell.setDesired([spec], counts: ["web": 1])
         try await shell.converge()
@@ -90,8 +91,14 @@ import Testing
             if let report = try? await shell.reconcileOnce(), report.plan.unhealthy > 0 {
                 #expect(report.plan.stops.contains(.stop(id: first.Id, service: "web")))
             }
-            guard let after = try? await client.list(labels: ["\(MicroscaleLabel.node)=\(node)"], all: false) else { try await Task.sleep(for: .milliseconds(200)); continue }
-            if !after.contains(where: { $0.Id == first.Id }) && after.count == 1 { replaced = true; break }
+            guard let after = try? await client.list(labels: ["\(MicroscaleLabel.node)=\(node)"], all: false) else {
+                try await Task.sleep(for: .milliseconds(200))
+                continue
+            }
+            if !after.contains(where: { $0.Id == first.Id }) && after.count == 1 {
+                replaced = true
+                break
+            }
             try await Task.sleep(for: .milliseconds(200))
         }
         #expect(sawHealthy)
@@ -113,8 +120,9 @@ import Testing
             service: "web", node: node, specHash: "h1", image: image,
             command: ["sh", "-c", "echo ok > /index.html; httpd -p 8080 -h /; sleep 2; busybox rm /index.html; exec sleep 600"],
             cpu: 0.1, memoryBytes: 16 << 20, stopTimeoutSeconds: 1, network: .bridge(ContainerSpec.defaultBridge),
-            probe: .init(kind: .http(path: "/index.html", port: 8080), interval: .milliseconds(200), timeout: .seconds(1),
-                         retries: 2, startPeriod: .zero))
+            probe: .init(
+                kind: .http(path: "/index.html", port: 8080), interval: .milliseconds(200), timeout: .seconds(1),
+                retries: 2, startPeriod: .zero))
         let shell = ReconcilerShell(client: client, node: node)
         await shell.setDesired([spec], counts: ["web": 1])
         try await shell.converge()
@@ -124,8 +132,14 @@ import Testing
         for _ in 0..<150 {
             _ = try? await shell.reconcileOnce()
             if await shell.lastHealth[first.Id] == .healthy { sawHealthy = true }
-            guard let after = try? await client.list(labels: ["\(MicroscaleLabel.node)=\(node)"], all: false) else { try await Task.sleep(for: .milliseconds(200)); continue }
-            if !after.contains(where: { $0.Id == first.Id }) && after.count == 1 { replaced = true; break }
+            guard let after = try? await client.list(labels: ["\(MicroscaleLabel.node)=\(node)"], all: false) else {
+                try await Task.sleep(for: .milliseconds(200))
+                continue
+            }
+            if !after.contains(where: { $0.Id == first.Id }) && after.count == 1 {
+                replaced = true
+                break
+            }
             try await Task.sleep(for: .milliseconds(200))
         }
         #expect(sawHealthy)

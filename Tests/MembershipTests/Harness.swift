@@ -18,15 +18,20 @@ struct Harness {
         return record(name).signed(by: a).proving(incarnation: incarnation, by: a)
     }
 
-    init(name: String = "me", members: [String], configuration: MembershipConfiguration = .lan, seed: UInt64 = 1,
-         signed: Bool = false) {
+    init(
+        name: String = "me", members: [String], configuration: MembershipConfiguration = .lan, seed: UInt64 = 1,
+        signed: Bool = false
+    ) {
         let authenticator: any RecordAuthenticator = signed ? KeyedAuthenticator(owner: name) : UnsignedRecords()
-        swim = try! SWIMInstance(configuration: configuration, record: Self.record(name), seed: seed, now: .zero,
-                                 authenticator: authenticator)
-        swim.restore(members.map {
-            MemberState(incarnation: 0, status: .alive,
-                        record: signed ? Self.record($0).signed(by: KeyedAuthenticator(owner: $0)) : Self.record($0))
-        }, now: .zero)
+        swim = try! SWIMInstance(
+            configuration: configuration, record: Self.record(name), seed: seed, now: .zero,
+            authenticator: authenticator)
+        swim.restore(
+            members.map {
+                MemberState(
+                    incarnation: 0, status: .alive,
+                    record: signed ? Self.record($0).signed(by: KeyedAuthenticator(owner: $0)) : Self.record($0))
+            }, now: .zero)
         next = swim.tick(now: .zero).nextDeadline
     }
 

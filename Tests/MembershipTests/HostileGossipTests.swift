@@ -49,8 +49,9 @@ import Testing
 
     @Test func aRecordWithCapacityOrCountsBeyondTheLimitsIsRejected() {
         var h = Harness(members: ["b"])
-        let huge = NodeRecord(name: "x", address: "x:7480",
-                              capacity: Resources(cpuMillicores: Limits.maxNodeCPUMillicores + 1, memoryBytes: 1))
+        let huge = NodeRecord(
+            name: "x", address: "x:7480",
+            capacity: Resources(cpuMillicores: Limits.maxNodeCPUMillicores + 1, memoryBytes: 1))
         var d = h.receive(gossip(.alive(incarnation: 1, record: huge)))
         #expect(h.swim.member(named: "x") == nil)
         #expect(d.events.contains { if case .rejected = $0 { true } else { false } })

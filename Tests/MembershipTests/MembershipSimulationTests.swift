@@ -12,8 +12,9 @@ import Testing
     /// (joiners start probing after their early push-pulls), so each scenario starts from a
     /// cluster in which every member is watching every other.
     func joined(seed: UInt64, loss: Double = 0) -> MembershipCluster {
-        let c = MembershipCluster(size: Self.size, seed: seed,
-                                  faults: .init(loss: loss, delay: .microseconds(200) ... .milliseconds(2)))
+        let c = MembershipCluster(
+            size: Self.size, seed: seed,
+            faults: .init(loss: loss, delay: .microseconds(200) ... .milliseconds(2)))
         c.start(0, joining: [])
         for i in 1..<Self.size { c.start(i, joining: [0]) }
         let t = c.run(until: .seconds(30), stopWhen: c.isConverged)
@@ -58,10 +59,12 @@ import Testing
         // Half the cluster is out of reach, and so are half the relays of every indirect probe:
         // their nacks never come, and Lifeguard IV.A stretches each side's probe interval by up
         // to (LHM + 1). Over seeds 1-60 both sides held the other dead after 4-12 s (median 8).
-        let split = c.run(until: c.now + .seconds(20), stopWhen: {
-            left.allSatisfy { c.allRunningHoldDead($0, except: Set(left)) }
-                && right.allSatisfy { c.allRunningHoldDead($0, except: Set(right)) }
-        })
+        let split = c.run(
+            until: c.now + .seconds(20),
+            stopWhen: {
+                left.allSatisfy { c.allRunningHoldDead($0, except: Set(left)) }
+                    && right.allSatisfy { c.allRunningHoldDead($0, except: Set(right)) }
+            })
         #expect(split != nil, "seed \(seed): the two sides did not each hold the other dead within 20 s")
         for i in left { #expect(c.allRunningHoldDead(i, except: Set(left)), "seed \(seed): side B still holds \(i) alive") }
         for i in right { #expect(c.allRunningHoldDead(i, except: Set(right)), "seed \(seed): side A still holds \(i) alive") }
@@ -74,7 +77,10 @@ import Testing
     @Test(arguments: seeds) func aMassRestartAtIncarnationZeroDoesNotLeaveLiveMembersDead(seed: UInt64) {
         let c = joined(seed: seed)
         let restarted = Array(10..<20)
-        for i in restarted { c.watch(i); c.crash(i) }
+        for i in restarted {
+            c.watch(i)
+            c.crash(i)
+        }
         let dead = c.run(until: c.now + .seconds(15), stopWhen: { restarted.allSatisfy { c.allRunningHoldDead($0) } })
         #expect(dead != nil, "seed \(seed): the crashed half was not marked dead within 15 s")
         // The survivors remember them dead at incarnation ≥ 0; fresh processes start at 0 and
@@ -119,9 +125,11 @@ import Testing
     @Test func aRecordChangeReachesEveryMember() throws {
         let c = joined(seed: 21)
         try c.updateRecord(2) { $0.running["web"] = 4 }
-        let t = c.run(until: c.now + .seconds(5), stopWhen: {
-            (0..<Self.size).allSatisfy { $0 == 2 || c.instance($0)?.member(named: "n2")?.record.running["web"] == 4 }
-        })
+        let t = c.run(
+            until: c.now + .seconds(5),
+            stopWhen: {
+                (0..<Self.size).allSatisfy { $0 == 2 || c.instance($0)?.member(named: "n2")?.record.running["web"] == 4 }
+            })
         #expect(t != nil, "seed 21: the record change did not reach everyone within 5 s")
     }
 

@@ -20,7 +20,10 @@ import Testing
         for i in 0..<60 { r.running[String(repeating: "x", count: 50) + "\(i)"] = 1 }
         #expect(throws: NodeRecordError.self) { try r.validate() }
         do { try r.validate() } catch {
-            guard case .tooLarge = error else { Issue.record("expected tooLarge, got \(error)"); return }
+            guard case .tooLarge = error else {
+                Issue.record("expected tooLarge, got \(error)")
+                return
+            }
         }
     }
 
@@ -47,8 +50,12 @@ import Testing
         // A service that started in 1→2 and stopped in 2→3 must still be removed at a receiver
         // already at version 2.
         let v1 = Harness.record("a")
-        var v2 = v1; v2.running = ["web": 1]; v2.version = 2
-        var v3 = v2; v3.running = [:]; v3.version = 3
+        var v2 = v1
+        v2.running = ["web": 1]
+        v2.version = 2
+        var v3 = v2
+        v3.running = [:]
+        v3.version = 3
         let merged = NodeRecordDelta.between(v1, v2).merged(with: NodeRecordDelta.between(v2, v3))
         #expect(try merged.apply(to: v1) == v3)
         #expect(try merged.apply(to: v2) == v3)
@@ -93,7 +100,8 @@ import Testing
         bad.capacity.cpuMillicores = -5
         let d = h.receive(.gossip(GossipPacket(from: "a", gossip: [.alive(incarnation: 0, record: bad)])))
         #expect(h.status("z") == nil)
-        #expect(d.events.contains { if case let .rejected(_, reason) = $0 { return reason.contains("capacity.cpuMillicores") } else { return false } })
+        #expect(
+            d.events.contains { if case let .rejected(_, reason) = $0 { return reason.contains("capacity.cpuMillicores") } else { return false } })
     }
 
     @Test func estimatedSizesAreSmallForProbes() {

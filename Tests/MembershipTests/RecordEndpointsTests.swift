@@ -48,7 +48,10 @@ import Testing
         r.endpoints = ["web": [Endpoint(containerPort: 0, hostPort: 80)]]
         #expect(throws: NodeRecordError.self) { try r.validate() }
         r.endpoints = ["web": [Endpoint(containerPort: 80, hostPort: 70000)]]
-        do { try r.validate(); Issue.record("a port above 65535 was taken") } catch {
+        do {
+            try r.validate()
+            Issue.record("a port above 65535 was taken")
+        } catch {
             #expect("\(error)".contains("endpoints[web] host port"))
         }
         // A record stays within its 2 KiB however many containers serve: ~200 endpoints fit, 400 do not.

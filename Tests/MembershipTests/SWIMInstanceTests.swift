@@ -121,8 +121,11 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
     @Test func aRelayForwardsTheTargetsAckToTheRequester() throws {
         // SWIM §3.1.
         var h = Harness(members: five)
-        let d = h.receive(.pingReq(PingReq(sequence: 9, from: "a", fromAddress: "a:7480", target: "b",
-                                           targetAddress: "b:7480", gossip: [])))
+        let d = h.receive(
+            .pingReq(
+                PingReq(
+                    sequence: 9, from: "a", fromAddress: "a:7480", target: "b",
+                    targetAddress: "b:7480", gossip: [])))
         let (to, ping) = try #require(d.pings.first)
         #expect(to == "b:7480" && ping.target == "b")
         let fwd = h.receive(.ack(Ack(sequence: ping.sequence, from: "b", gossip: [])))
@@ -133,8 +136,11 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
     @Test func aRelayNacksTheRequesterWhenTheTargetStaysSilent() throws {
         // Lifeguard IV.A: the nack goes out at 80% of the probe timeout.
         var h = Harness(members: five)
-        _ = h.receive(.pingReq(PingReq(sequence: 9, from: "a", fromAddress: "a:7480", target: "b",
-                                       targetAddress: "b:7480", gossip: [])), at: .seconds(10))
+        _ = h.receive(
+            .pingReq(
+                PingReq(
+                    sequence: 9, from: "a", fromAddress: "a:7480", target: "b",
+                    targetAddress: "b:7480", gossip: [])), at: .seconds(10))
         #expect(h.tick(at: .seconds(10) + .milliseconds(79)).nacks.isEmpty)
         let n = h.tick(at: .seconds(10) + .milliseconds(80)).nacks
         #expect(n.map(\.to) == ["a:7480"])
@@ -242,8 +248,10 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
         var old = Harness.record("me")
         old.version = 5
         old.running = ["web": 2]
-        let states = [MemberState(incarnation: 0, status: .alive, record: Harness.record("a")),
-                      MemberState(incarnation: 7, status: .dead, record: old)]
+        let states = [
+            MemberState(incarnation: 0, status: .alive, record: Harness.record("a")),
+            MemberState(incarnation: 7, status: .dead, record: old),
+        ]
         _ = h.receive(.pushPull(PushPull(from: "a", fromAddress: "a:7480", isReply: true, isJoin: false, states: states)))
         #expect(h.swim.incarnation == 8)
         #expect(h.swim.record.version == 6, "the record version also jumps above the remembered one")
@@ -285,8 +293,11 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
         #expect(first.pushPulls.first?.pp.isJoin == true)
         let retry = h.tick(at: .seconds(1))
         #expect(retry.pushPulls.map(\.to) == ["s:7480"])
-        _ = h.receive(.pushPull(PushPull(from: "s", fromAddress: "s:7480", isReply: true, isJoin: false,
-                                         states: [MemberState(incarnation: 0, status: .alive, record: Harness.record("s"))])))
+        _ = h.receive(
+            .pushPull(
+                PushPull(
+                    from: "s", fromAddress: "s:7480", isReply: true, isJoin: false,
+                    states: [MemberState(incarnation: 0, status: .alive, record: Harness.record("s"))])))
         #expect(h.status("s") == .alive)
         let later = h.runAnswering(until: .seconds(3))
         #expect(!later.pushPulls.contains { $0.pp.isJoin }, "no more join attempts once joined")
@@ -299,9 +310,10 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
         _ = h.receive(.ping(Ping(sequence: 1, from: "c", fromAddress: "c:7480", target: "me")), at: .milliseconds(1))
         _ = h.receive(.gossip(GossipPacket(from: "f", gossip: [.alive(incarnation: 0, record: Harness.record("z"))])))
         let out = h.runTimers(until: .milliseconds(400))
-        let targets = Set(out.messages.compactMap { o -> String? in
-            if case .gossip = o.message { return o.to } else { return nil }
-        })
+        let targets = Set(
+            out.messages.compactMap { o -> String? in
+                if case .gossip = o.message { return o.to } else { return nil }
+            })
         #expect(!targets.isEmpty, "the news about z is gossiped")
         #expect(targets.isSubset(of: ["c:7480", "f:7480"]), "gossip went to \(targets), not only to c and f")
     }
@@ -323,13 +335,15 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
         let first = h.swim.join(seeds: ["s:7480"], now: .zero)
         h.next = first.nextDeadline
         let states = ["s", "a", "b", "c", "d"].map { MemberState(incarnation: 0, status: .alive, record: Harness.record($0)) }
-        _ = h.receive(.pushPull(PushPull(from: "s", fromAddress: "s:7480", isReply: true, isJoin: false, states: states)),
-                      at: .milliseconds(10))
+        _ = h.receive(
+            .pushPull(PushPull(from: "s", fromAddress: "s:7480", isReply: true, isJoin: false, states: states)),
+            at: .milliseconds(10))
         let c = MembershipConfiguration.lan
         let settled = c.joinPushPullDelay * c.joinPushPulls
         let early = h.runAnswering(until: .milliseconds(10) + settled)
-        #expect(early.pushPulls.map(\.to) == Array(repeating: "s:7480", count: c.joinPushPulls),
-                "early push-pulls go to the seed, the only member we heard from")
+        #expect(
+            early.pushPulls.map(\.to) == Array(repeating: "s:7480", count: c.joinPushPulls),
+            "early push-pulls go to the seed, the only member we heard from")
         #expect(early.pings.isEmpty, "no probe before the early push-pulls are done")
         let later = h.runAnswering(until: .milliseconds(10) + settled + c.probeInterval * 2)
         #expect(!later.pings.isEmpty, "probing starts once the join has settled")
@@ -337,8 +351,11 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
 
     @Test func aPushPullIsAnsweredWithTheFullState() throws {
         var h = Harness(members: five)
-        let d = h.receive(.pushPull(PushPull(from: "z", fromAddress: "z:7480", isReply: false, isJoin: true,
-                                             states: [MemberState(incarnation: 0, status: .alive, record: Harness.record("z"))])))
+        let d = h.receive(
+            .pushPull(
+                PushPull(
+                    from: "z", fromAddress: "z:7480", isReply: false, isJoin: true,
+                    states: [MemberState(incarnation: 0, status: .alive, record: Harness.record("z"))])))
         let (to, reply) = try #require(d.pushPulls.first)
         #expect(to == "z:7480" && reply.isReply)
         #expect(Set(reply.states.map(\.record.name)) == Set(five + ["me", "z"]))

@@ -118,7 +118,8 @@ struct SWIMTrace {
         for e in d.events {
             switch e {
             case .memberChanged(let m):
-                out.append("\(stamp(now)) \(id) sees \(m.name): \(m.previous?.rawValue ?? "new") -> \(m.status.rawValue) (incarnation \(m.incarnation))")
+                out.append(
+                    "\(stamp(now)) \(id) sees \(m.name): \(m.previous?.rawValue ?? "new") -> \(m.status.rawValue) (incarnation \(m.incarnation))")
             case .rejected(let from, let reason):
                 out.append("\(stamp(now)) \(id) rejected from \(from): \(reason)")
             case .recordUpdated:

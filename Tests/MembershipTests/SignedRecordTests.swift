@@ -88,9 +88,10 @@ import Testing
         d = h.receive(gossip(.recordDelta(forged)))
         #expect(refused(d))
         #expect(h.swim.member(named: "c")?.record.running == ["web": 2])
-        #expect(d.messages.contains { o in
-            if case .recordRequest = o.message { return o.to == "c:7480" } else { return false }
-        })
+        #expect(
+            d.messages.contains { o in
+                if case .recordRequest = o.message { return o.to == "c:7480" } else { return false }
+            })
         // c's own answer is taken.
         d = h.receive(.record(RecordReply(incarnation: 0, record: v3)))
         #expect(h.swim.member(named: "c")?.record.running == ["web": 4])
@@ -100,10 +101,12 @@ import Testing
         var h = Harness(members: ["b", "c"], signed: true)
         var forged = owners(version: 9)
         forged.running = ["batch": 40]
-        let pp = PushPull(from: "b", fromAddress: "b:7480", isReply: true, isJoin: false, states: [
-            MemberState(incarnation: 0, status: .alive, record: forged),
-            MemberState(incarnation: 0, status: .alive, record: owners("b", version: 2) { $0.running = ["web": 1] }),
-        ])
+        let pp = PushPull(
+            from: "b", fromAddress: "b:7480", isReply: true, isJoin: false,
+            states: [
+                MemberState(incarnation: 0, status: .alive, record: forged),
+                MemberState(incarnation: 0, status: .alive, record: owners("b", version: 2) { $0.running = ["web": 1] }),
+            ])
         let d = h.receive(.pushPull(pp))
         #expect(refused(d))
         #expect(h.swim.member(named: "c")?.record.version == 1)
@@ -194,8 +197,9 @@ import Testing
 
     @Test func aJoinOrAHealedPartitionIsAnsweredWithEveryCertificate() throws {
         var h = Harness(members: ["b", "c"], signed: true)
-        let ask = PushPull(from: "z", fromAddress: "z:7480", isReply: false, isJoin: true, wantsCertificates: true,
-                           states: [MemberState(incarnation: 0, status: .alive, record: Harness.alive("z", 0, signed: true))])
+        let ask = PushPull(
+            from: "z", fromAddress: "z:7480", isReply: false, isJoin: true, wantsCertificates: true,
+            states: [MemberState(incarnation: 0, status: .alive, record: Harness.alive("z", 0, signed: true))])
         let reply = try #require(h.receive(.pushPull(ask)).pushPulls.first?.pp)
         #expect(reply.wantsCertificates)
         #expect(reply.states.allSatisfy { !$0.record.certificate.isEmpty })
@@ -206,28 +210,34 @@ import Testing
         let newer = owners(version: 4) { $0.running = ["web": 6] }
         var forged = stripped(owners(version: 5))
         forged.running = ["evil": 9]
-        let pp = PushPull(from: "b", fromAddress: "b:7480", isReply: true, isJoin: false, wantsCertificates: false,
-                          states: [MemberState(incarnation: 0, status: .alive, record: stripped(newer))])
+        let pp = PushPull(
+            from: "b", fromAddress: "b:7480", isReply: true, isJoin: false, wantsCertificates: false,
+            states: [MemberState(incarnation: 0, status: .alive, record: stripped(newer))])
         _ = h.receive(.pushPull(pp))
         #expect(h.swim.member(named: "c")?.record.running == ["web": 6])
         #expect(h.swim.member(named: "c")?.record.certificate == newer.certificate, "what we relay still carries it")
-        let d = h.receive(.pushPull(PushPull(from: "b", fromAddress: "b:7480", isReply: true, isJoin: false,
-                                             wantsCertificates: false,
-                                             states: [MemberState(incarnation: 0, status: .alive, record: forged)])))
+        let d = h.receive(
+            .pushPull(
+                PushPull(
+                    from: "b", fromAddress: "b:7480", isReply: true, isJoin: false,
+                    wantsCertificates: false,
+                    states: [MemberState(incarnation: 0, status: .alive, record: forged)])))
         #expect(refused(d))
         #expect(h.swim.member(named: "c")?.record.running == ["web": 6])
     }
 
     @Test func aMemberNeverHeardOfThatComesWithoutACertificateIsAskedOfItsOwner() throws {
         var h = Harness(members: ["b"], signed: true)
-        let pp = PushPull(from: "b", fromAddress: "b:7480", isReply: true, isJoin: false, wantsCertificates: false,
-                          states: [MemberState(incarnation: 3, status: .alive, record: stripped(Harness.alive("d", 3, signed: true)))])
+        let pp = PushPull(
+            from: "b", fromAddress: "b:7480", isReply: true, isJoin: false, wantsCertificates: false,
+            states: [MemberState(incarnation: 3, status: .alive, record: stripped(Harness.alive("d", 3, signed: true)))])
         let d = h.receive(.pushPull(pp))
         #expect(h.swim.member(named: "d") == nil)
         #expect(!refused(d), "not a forgery: just not checkable here yet")
-        #expect(d.messages.contains { o in
-            if case .recordRequest = o.message { return o.to == "d:7480" } else { return false }
-        })
+        #expect(
+            d.messages.contains { o in
+                if case .recordRequest = o.message { return o.to == "d:7480" } else { return false }
+            })
         _ = h.receive(.record(RecordReply(incarnation: 3, record: Harness.alive("d", 3, signed: true))))
         #expect(h.status("d") == .alive)
         #expect(h.swim.member(named: "d")?.incarnation == 3)

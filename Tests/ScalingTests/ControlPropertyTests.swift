@@ -19,9 +19,10 @@ struct QueueRun {
         let band = [1, 0.7, unit(&rng)][Int(rng.next() % 3)]
         let change = maxChange && rng.next() % 2 == 0 ? Int(rng.next() % 5) + 1 : nil
         let gains = rng.next() % 2 == 0 ? Gains(kp: Swift.max(0.05, unit(&rng)), kd: Double(rng.next() % 61)) : nil
-        spec = ServiceSpec(name: "worker", priority: 1, cpuMillis: 100, memoryBytes: 1 << 20, min: Int(rng.next() % 3),
-                           max: Int(rng.next() % 60) + 5, perContainer: Double(rng.next() % 50 + 1),
-                           control: Control(scaleDownAt: band, maxChange: change, gains: gains, queue: true))
+        spec = ServiceSpec(
+            name: "worker", priority: 1, cpuMillis: 100, memoryBytes: 1 << 20, min: Int(rng.next() % 3),
+            max: Int(rng.next() % 60) + 5, perContainer: Double(rng.next() % 50 + 1),
+            control: Control(scaleDownAt: band, maxChange: change, gains: gains, queue: true))
         planner = Planner(stabilizationWindow: .seconds(Int64(rng.next() % 4)))
     }
 

@@ -7,13 +7,16 @@ import Testing
     static let node = [Node(name: "n", cpuMillis: 1_000_000, memoryBytes: 1 << 40)]
 
     static func worker(_ control: Control, min: Int = 0, max: Int = 100, per: Double = 20) -> ServiceSpec {
-        ServiceSpec(name: "worker", priority: 1, cpuMillis: 100, memoryBytes: 1 << 20, min: min, max: max,
-                    perContainer: per, control: control)
+        ServiceSpec(
+            name: "worker", priority: 1, cpuMillis: 100, memoryBytes: 1 << 20, min: min, max: max,
+            perContainer: per, control: control)
     }
 
     /// One decision from a plan whose desired count is `count`.
-    static func decide(_ spec: ServiceSpec, queue: Double, count: Int, planner: Planner = Planner(stabilizationWindow: .zero),
-                       state: ControlState? = nil, now: Duration = .seconds(100)) -> PlanResult {
+    static func decide(
+        _ spec: ServiceSpec, queue: Double, count: Int, planner: Planner = Planner(stabilizationWindow: .zero),
+        state: ControlState? = nil, now: Duration = .seconds(100)
+    ) -> PlanResult {
         var current = Plan()
         current.desired["worker"] = count
         if count > 0 { current.assignments["n"] = ["worker": count] }
@@ -106,11 +109,13 @@ import Testing
         let r = Self.decide(Self.worker(wild), queue: 1e12, count: 5, state: ControlState(reference: 0, referenceAt: .zero))
         #expect(r.plan.total("worker") == 6, "max_change below 1 is 1")
         let huge = Control(gains: Gains(kp: 1, kd: 1e300))
-        #expect(Self.decide(Self.worker(huge), queue: 1e12, count: 5, state: ControlState(reference: 0, referenceAt: .zero)).plan.total("worker") == 100)
+        #expect(
+            Self.decide(Self.worker(huge), queue: 1e12, count: 5, state: ControlState(reference: 0, referenceAt: .zero)).plan.total("worker") == 100)
     }
 
     @Test(arguments: [
-        (69.09833951060915, "69.1"), (85.67, "85.7"), (3.14159, "3.14"), (340, "340"), (0.5, "0.5"), (1234.5678, "1234.6"), (0.0123456, "0.012"), (1e12, "1000000000000"),
+        (69.09833951060915, "69.1"), (85.67, "85.7"), (3.14159, "3.14"), (340, "340"), (0.5, "0.5"), (1234.5678, "1234.6"), (0.0123456, "0.012"),
+        (1e12, "1000000000000"),
         (2.0 / 3.0, "0.667"), (-0.25, "-0.25"),
     ])
     func demandIsWrittenAsPeopleWriteIt(value: Double, text: String) {

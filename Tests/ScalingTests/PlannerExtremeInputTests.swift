@@ -33,8 +33,10 @@ import Testing
 
     @Test func sizesAndCountsAtIntMaxPlanWithoutTrapping() {
         let huge = ServiceSpec(name: "huge", priority: 1, cpuMillis: .max, memoryBytes: .max, min: .max, max: .max, perContainer: 1)
-        let nodes = [Node(name: "n1", cpuMillis: .max, memoryBytes: .max, running: ["huge": .max]),
-                     Node(name: "n2", cpuMillis: -1, memoryBytes: .min)]
+        let nodes = [
+            Node(name: "n1", cpuMillis: .max, memoryBytes: .max, running: ["huge": .max]),
+            Node(name: "n2", cpuMillis: -1, memoryBytes: .min),
+        ]
         var current = Plan()
         current.assignments = ["n1": ["huge": .max]]
         let r = plan(huge, .known(.infinity), nodes: nodes, current: current)
@@ -45,8 +47,9 @@ import Testing
     }
 
     @Test func aMillionOfTheLargestContainersOnOneNodeSaturateInsteadOfOverflowing() {
-        let big = ServiceSpec(name: "big", priority: 2, cpuMillis: Int(Limits.maxContainerCPUMillicores),
-                              memoryBytes: Int(Limits.maxContainerMemoryBytes), max: 10, fill: true)
+        let big = ServiceSpec(
+            name: "big", priority: 2, cpuMillis: Int(Limits.maxContainerCPUMillicores),
+            memoryBytes: Int(Limits.maxContainerMemoryBytes), max: 10, fill: true)
         let web = ServiceSpec(name: "web", priority: 1, cpuMillis: 100, memoryBytes: 1 << 20, max: 10, perContainer: 1)
         var current = Plan()
         current.assignments = ["n1": ["big": Limits.maxContainersPerService]]

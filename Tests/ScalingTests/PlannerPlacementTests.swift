@@ -11,9 +11,11 @@ import Testing
 
     /// node-a and node-b in zone a, node-c in zone b; node-b has an hdd.
     func zones(cpu: Int = 2000) -> [Node] {
-        [Node(name: "node-a", cpuMillis: cpu, memoryBytes: 8 << 30, labels: ["zone": "a", "disk": "ssd"]),
-         Node(name: "node-b", cpuMillis: cpu, memoryBytes: 8 << 30, labels: ["zone": "a", "disk": "hdd"]),
-         Node(name: "node-c", cpuMillis: cpu, memoryBytes: 8 << 30, labels: ["zone": "b"])]
+        [
+            Node(name: "node-a", cpuMillis: cpu, memoryBytes: 8 << 30, labels: ["zone": "a", "disk": "ssd"]),
+            Node(name: "node-b", cpuMillis: cpu, memoryBytes: 8 << 30, labels: ["zone": "a", "disk": "hdd"]),
+            Node(name: "node-c", cpuMillis: cpu, memoryBytes: 8 << 30, labels: ["zone": "b"]),
+        ]
     }
 
     func c(_ text: String) -> PlacementConstraint { try! PlacementConstraint.parse(text).get() }
@@ -33,8 +35,9 @@ import Testing
         #expect(r.plan.count("db", on: "node-b") == 0)
         #expect(r.plan.count("db", on: "node-a") == 2 && r.plan.count("db", on: "node-c") == 2)
 
-        let both = ServiceSpec(name: "db", priority: 1, cpuMillis: 100, memoryBytes: 1 << 20, min: 4, max: 4,
-                               constraints: [c("disk != hdd"), c("zone == a")])
+        let both = ServiceSpec(
+            name: "db", priority: 1, cpuMillis: 100, memoryBytes: 1 << 20, min: 4, max: 4,
+            constraints: [c("disk != hdd"), c("zone == a")])
         let r2 = planner.plan(services: [both], demand: [:], nodes: zones(), currentPlan: nil, now: .zero)
         #expect(r2.plan.assignments == ["node-a": ["db": 4]])
     }
@@ -134,8 +137,9 @@ import Testing
         for i in nodes.indices { nodes[i].blocked = ["web": "image web:v2 failing: manifest unknown"] }
         let none = planner.plan(services: [web], demand: [:], nodes: nodes, currentPlan: nil, now: .zero)
         #expect(none.plan.total("web") == 0)
-        #expect(none.shortfalls.map(\.description)
-            == ["web: 3 not placed: 3 nodes cannot run it (node-a: image web:v2 failing: manifest unknown) (wanted 3, placed 0)"])
+        #expect(
+            none.shortfalls.map(\.description)
+                == ["web: 3 not placed: 3 nodes cannot run it (node-a: image web:v2 failing: manifest unknown) (wanted 3, placed 0)"])
     }
 
     @Test func constraintsAndSpreadParseAsWrittenAndRefuseWhatIsNot() {
@@ -170,15 +174,27 @@ import Testing
             let pool = ["zone == a", "zone == b", "zone != c", "disk != hdd", "disk == ssd"].map { try! PlacementConstraint.parse($0).get() }
             services = (0..<(Int(rng.next() % 4) + 1)).map { i in
                 let k = Int(rng.next() % 3)
-                return ServiceSpec(name: "s\(i)", priority: Int(rng.next() % 3) + 1, cpuMillis: [250, 500, 1000][Int(rng.next() % 3)],
-                                   memoryBytes: 64 << 20, min: Int(rng.next() % 6), max: 12, fill: rng.next() % 4 == 0,
-                                   constraints: (0..<k).map { _ in pool[Int(rng.next() % UInt64(pool.count))] },
-                                   spread: rng.next() % 2 == 0 ? "zone" : nil)
+                return ServiceSpec(
+                    name: "s\(i)", priority: Int(rng.next() % 3) + 1, cpuMillis: [250, 500, 1000][Int(rng.next() % 3)],
+                    memoryBytes: 64 << 20, min: Int(rng.next() % 6), max: 12, fill: rng.next() % 4 == 0,
+                    constraints: (0..<k).map { _ in pool[Int(rng.next() % UInt64(pool.count))] },
+                    spread: rng.next() % 2 == 0 ? "zone" : nil)
             }
             // A plan from before the constraints: the services unconstrained, so some containers
             // start where they may no longer be.
-            current = Planner().plan(services: services.map { var s = $0; s.constraints = []; return s }, demand: [:],
-                                     nodes: nodes.map { var n = $0; n.labels = [:]; return n }, currentPlan: nil, now: .zero).plan
+            current =
+                Planner().plan(
+                    services: services.map {
+                        var s = $0
+                        s.constraints = []
+                        return s
+                    }, demand: [:],
+                    nodes: nodes.map {
+                        var n = $0
+                        n.labels = [:]
+                        return n
+                    }, currentPlan: nil, now: .zero
+                ).plan
         }
     }
 

@@ -26,9 +26,10 @@ struct Scenario {
         }
         let names = services.map(\.name)
         func randomDemand(_ rng: inout SeededGenerator) -> [String: DemandValue] {
-            Dictionary(uniqueKeysWithValues: names.map { s in
-                (s, rng.next() % 6 == 0 ? DemandValue.unknown : .known(Double(rng.next() % 400)))
-            })
+            Dictionary(
+                uniqueKeysWithValues: names.map { s in
+                    (s, rng.next() % 6 == 0 ? DemandValue.unknown : .known(Double(rng.next() % 400)))
+                })
         }
         let firstDemand = randomDemand(&rng)
         current = Planner().plan(services: services, demand: firstDemand, nodes: nodes, currentPlan: nil, now: .zero).plan
@@ -81,8 +82,9 @@ struct Scenario {
                         cpu -= c * spec[name]!.cpuMillis
                         mem -= c * spec[name]!.memoryBytes
                     }
-                    #expect(cpu < want.cpuMillis || mem < want.memoryBytes,
-                            "seed \(seed): \(short.service) short while \(node.name) had lower-priority room")
+                    #expect(
+                        cpu < want.cpuMillis || mem < want.memoryBytes,
+                        "seed \(seed): \(short.service) short while \(node.name) had lower-priority room")
                 }
             }
         }
@@ -92,7 +94,8 @@ struct Scenario {
         await propertyCheck(count: 200, input: Gen.uint64(in: 0...UInt64(UInt32.max))) { seed in
             let s = Scenario(seed: seed)
             let a = s.plan()
-            let b = Planner().plan(services: s.services.reversed(), demand: s.demand, nodes: s.nodes.reversed(), currentPlan: s.current, now: .seconds(10))
+            let b = Planner().plan(
+                services: s.services.reversed(), demand: s.demand, nodes: s.nodes.reversed(), currentPlan: s.current, now: .seconds(10))
             #expect(a.plan == b.plan, "seed \(seed)")
             #expect(a.decisions == b.decisions, "seed \(seed)")
         }

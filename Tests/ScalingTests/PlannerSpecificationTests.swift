@@ -41,12 +41,14 @@ func cluster(_ n: Int, cpu: Int = 2000) -> [Node] {
         let low = ServiceSpec(name: "video", priority: 3, cpuMillis: 500, memoryBytes: 1 << 20, max: 100, fill: true)
         let peer = ServiceSpec(name: "api", priority: 1, cpuMillis: 500, memoryBytes: 1 << 20, min: 0, max: 100, perContainer: 1)
         let nodes = cluster(1)  // 4 slots
-        var r = planner.plan(services: [web, mid, low, peer], demand: ["web": .known(10), "api": .known(1)], nodes: nodes, currentPlan: nil, now: .zero)
+        var r = planner.plan(
+            services: [web, mid, low, peer], demand: ["web": .known(10), "api": .known(1)], nodes: nodes, currentPlan: nil, now: .zero)
         #expect(r.plan.total("orders") == 2)
         #expect(r.plan.total("video") == 0)
         r = planner.plan(services: [web, mid, low, peer], demand: ["web": .known(10), "api": .known(1)], nodes: nodes, currentPlan: nil, now: .zero)
         // Now web rises: orders (priority 2) yields, the equal-priority api does not.
-        r = planner.plan(services: [web, mid, low, peer], demand: ["web": .known(30), "api": .known(1)], nodes: nodes, currentPlan: r.plan, now: .seconds(1))
+        r = planner.plan(
+            services: [web, mid, low, peer], demand: ["web": .known(30), "api": .known(1)], nodes: nodes, currentPlan: r.plan, now: .seconds(1))
         #expect(r.plan.total("api") == 1)
         #expect(r.plan.total("web") == 3)
         #expect(r.plan.total("orders") == 0)

@@ -134,13 +134,16 @@ struct RolloutRun {
         var r = Rollout.begin(from: "v1", to: "v2", running: target, reversing: nil)
         r = RolloutStepper.step(r, service: "web", policy: policy, target: target, reports: [:]).rollout!
         #expect(r.newTotal == 2 && r.oldTotal == 4)
-        let s = RolloutStepper.step(r, service: "web", policy: policy, target: target,
-                                    reports: ["a": RolloutReport(spec: "v2", serving: 1, failed: 0), "b": RolloutReport(spec: "v2", serving: 0, failed: 2)])
+        let s = RolloutStepper.step(
+            r, service: "web", policy: policy, target: target,
+            reports: ["a": RolloutReport(spec: "v2", serving: 1, failed: 0), "b": RolloutReport(spec: "v2", serving: 0, failed: 2)])
         #expect(s.rollout?.paused == "2 new containers failed (health check or exit)")
-        #expect(s.reasons == ["web: rollout paused: 2 new containers failed (health check or exit); roll back with `microscale services rollback web`"])
+        #expect(
+            s.reasons == ["web: rollout paused: 2 new containers failed (health check or exit); roll back with `microscale services rollback web`"])
         // Paused: no replacement starts, however the new containers do afterwards.
-        let later = RolloutStepper.step(s.rollout!, service: "web", policy: policy, target: target,
-                                        reports: ["a": RolloutReport(spec: "v2", serving: 1), "b": RolloutReport(spec: "v2", serving: 1)])
+        let later = RolloutStepper.step(
+            s.rollout!, service: "web", policy: policy, target: target,
+            reports: ["a": RolloutReport(spec: "v2", serving: 1), "b": RolloutReport(spec: "v2", serving: 1)])
         #expect(later.rollout?.oldTotal == 4 && later.rollout?.newTotal == 2 && later.rollout?.paused != nil)
     }
 
@@ -150,8 +153,9 @@ struct RolloutRun {
         #expect(back == Rollout(from: "v2", to: "v1", old: ["a": 1, "b": 2], new: ["a": 2, "b": 1]))
         // The v1 containers serve already (reported under v1): the rollback goes at max_parallel.
         let policy = RolloutPolicy(maxParallel: 1, startFirst: true)
-        let s = RolloutStepper.step(back, service: "web", policy: policy, target: ["a": 3, "b": 3],
-                                    reports: ["a": RolloutReport(spec: "v1", serving: 2), "b": RolloutReport(spec: "v1", serving: 1)])
+        let s = RolloutStepper.step(
+            back, service: "web", policy: policy, target: ["a": 3, "b": 3],
+            reports: ["a": RolloutReport(spec: "v1", serving: 2), "b": RolloutReport(spec: "v1", serving: 1)])
         #expect(s.rollout?.paused == nil)
         #expect(s.rollout?.newTotal == 4 && s.rollout?.oldTotal == 3)
     }
@@ -162,8 +166,9 @@ struct RolloutRun {
         let paused = Rollout(from: "v1", to: "v2", old: ["a": 2, "b": 1], new: ["a": 1, "b": 2], paused: "1 new container failed")
         let fix = Rollout.begin(from: "v2", to: "v3", running: ["a": 3, "b": 3], reversing: paused)
         #expect(fix == Rollout(from: "v2", to: "v3", alsoFrom: ["v1"], old: ["a": 3, "b": 3]))
-        let s = RolloutStepper.step(fix, service: "web", policy: RolloutPolicy(maxParallel: 1, startFirst: false),
-                                    target: ["a": 3, "b": 3], reports: [:])
+        let s = RolloutStepper.step(
+            fix, service: "web", policy: RolloutPolicy(maxParallel: 1, startFirst: false),
+            target: ["a": 3, "b": 3], reports: [:])
         #expect(s.rollout?.oldTotal == 5 && s.rollout?.newTotal == 1 && s.rollout?.paused == nil)
     }
 
@@ -171,8 +176,9 @@ struct RolloutRun {
         let policy = RolloutPolicy(maxParallel: 1, startFirst: false)
         let r = Rollout(from: "v1", to: "v2", old: ["a": 2, "b": 2], new: ["a": 1])
         // a scaled up to 5, b is gone.
-        let s = RolloutStepper.step(r, service: "web", policy: policy, target: ["a": 5],
-                                    reports: ["a": RolloutReport(spec: "v2", serving: 1)])
+        let s = RolloutStepper.step(
+            r, service: "web", policy: policy, target: ["a": 5],
+            reports: ["a": RolloutReport(spec: "v2", serving: 1)])
         #expect(s.rollout?.old["b"] == nil && s.rollout?.new["b"] == nil)
         #expect((s.rollout?.old["a"] ?? 0) + (s.rollout?.new["a"] ?? 0) == 5)
     }

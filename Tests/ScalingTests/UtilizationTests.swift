@@ -14,16 +14,17 @@ import Testing
     static func second(_ t: Int64, web planned: Int, running: Int, demand: Double, batch: Int) -> UtilizationSample {
         var nodes = Self.nodes
         nodes[0].running = ["web": running, "batch": batch]  // where they run does not matter to the sums
-        return Utilization.sample(time: t * 1000, services: [web, Self.batch],
-                                  assignments: ["n0": ["web": planned], "n1": ["batch": batch]], nodes: nodes,
-                                  demand: ["web": .known(demand)])
+        return Utilization.sample(
+            time: t * 1000, services: [web, Self.batch],
+            assignments: ["n0": ["web": planned], "n1": ["batch": batch]], nodes: nodes,
+            demand: ["web": .known(demand)])
     }
 
     /// The recorded history: web at 4, then a peak of 10 (8 up yet), then 2; batch fills the rest.
     static let history = [
-        second(1, web: 4, running: 4, demand: 35, batch: 12),   // web needs 3.5: 4 busy
-        second(2, web: 10, running: 8, demand: 95, batch: 6),   // needs 9.5, 8 running: 8 busy
-        second(3, web: 2, running: 2, demand: 5, batch: 14),    // needs 0.5: 1 busy
+        second(1, web: 4, running: 4, demand: 35, batch: 12),  // web needs 3.5: 4 busy
+        second(2, web: 10, running: 8, demand: 95, batch: 6),  // needs 9.5, 8 running: 8 busy
+        second(3, web: 2, running: 2, demand: 5, batch: 14),  // needs 0.5: 1 busy
     ]
 
     @Test func reservedRunningAndBusyPerPriorityAreMeansOverTheWindow() {
@@ -51,8 +52,10 @@ import Testing
         #expect(c.batchPeakCores == 14 && c.batchNodes == 4)
         #expect(c.separateNodes == 7 && c.sharedNodes == 4 && c.savedNodes == 3)
         #expect(c.savedPercent == 300.0 / 7)
-        #expect(Utilization.summarize(Self.history, window: .seconds(60), now: 3000).compactionText
-            == "sharing saves 3 nodes, 42.9%: priority 1 alone needs 3 nodes (peak 10 cores), batch alone 4 (peak 14 cores), separately 7; shared 4 (nodes of 4 cores)")
+        #expect(
+            Utilization.summarize(Self.history, window: .seconds(60), now: 3000).compactionText
+                == "sharing saves 3 nodes, 42.9%: priority 1 alone needs 3 nodes (peak 10 cores), batch alone 4 (peak 14 cores), separately 7; shared 4 (nodes of 4 cores)"
+        )
     }
 
     @Test func onlySamplesInsideTheWindowCount() {

@@ -1,8 +1,9 @@
 import Foundation
 import NIOCore
 import Testing
-@testable import SecureTransport
 import Wire
+
+@testable import SecureTransport
 
 /// Issue 19 item 5: after a reload (SIGHUP) replaced the certificate, connections made with the
 /// previous one are closed when it expires (`PeerTransport.closeAtExpiry`); connections made with
@@ -12,14 +13,16 @@ import Wire
     func shortLived(_ seconds: Double) throws -> TLSContext {
         _ = Fixtures.paths("node-a")
         let dir = "\(Fixtures.dir)/short-\(UUID().uuidString)"
-        try CertificateIssuer.createNodeCertificate(caDir: "\(Fixtures.dir)/ca", node: "node-a", server: true, in: dir,
-                                                    validity: .init(notBeforeOffset: -300, notAfterOffset: seconds))
+        try CertificateIssuer.createNodeCertificate(
+            caDir: "\(Fixtures.dir)/ca", node: "node-a", server: true, in: dir,
+            validity: .init(notBeforeOffset: -300, notAfterOffset: seconds))
         return try Fixtures.context("node-a", in: (dir as NSString).lastPathComponent)
     }
 
     func transport(_ node: String, tls: TLSContext? = nil) throws -> PeerTransport {
-        PeerTransport(group: Fixtures.group, tls: try tls ?? Fixtures.context(node), options: .init(cluster: "test"),
-                      logger: Fixtures.logger, onFrame: Inbox().handler)
+        PeerTransport(
+            group: Fixtures.group, tls: try tls ?? Fixtures.context(node), options: .init(cluster: "test"),
+            logger: Fixtures.logger, onFrame: Inbox().handler)
     }
 
     func frame(_ s: String) -> Frame { Frame(kind: .membership, payload: ByteBuffer(string: s)) }

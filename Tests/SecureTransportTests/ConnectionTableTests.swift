@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import Testing
+
 @testable import SecureTransport
 
 /// The connection table is keyed by address, and addresses come from gossip: a send that expects a

@@ -3,8 +3,9 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
-@testable import SecureTransport
 import Wire
+
+@testable import SecureTransport
 
 /// Certificates for the tests, made once per process with the same code `microscale tls` runs.
 enum Fixtures {
@@ -33,8 +34,9 @@ enum Fixtures {
 
     static func paths(_ node: String, in sub: String = "certs", ca: String = "ca") -> TLSConfiguration {
         _ = made
-        return TLSConfiguration(caFile: "\(dir)/\(ca)/ca.pem", certificateFile: "\(dir)/\(sub)/\(node).pem",
-                                keyFile: "\(dir)/\(sub)/\(node)-key.pem", handshakeTimeout: .seconds(3))
+        return TLSConfiguration(
+            caFile: "\(dir)/\(ca)/ca.pem", certificateFile: "\(dir)/\(sub)/\(node).pem",
+            keyFile: "\(dir)/\(sub)/\(node)-key.pem", handshakeTimeout: .seconds(3))
     }
 
     static func context(_ node: String, in sub: String = "certs", ca: String = "ca", handshakeTimeout: Duration = .seconds(3)) throws -> TLSContext {
@@ -108,7 +110,8 @@ final class RawTLSServer: @unchecked Sendable {
             .childChannelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
                     let rec = Recorder(eventLoop: ch.eventLoop, echo: echo)
-                    try ch.pipeline.syncOperations.addHandler(OpenSSLHandler(context: tls, role: .server, handshakeOffload: offload, logger: Fixtures.logger))
+                    try ch.pipeline.syncOperations.addHandler(
+                        OpenSSLHandler(context: tls, role: .server, handshakeOffload: offload, logger: Fixtures.logger))
                     try ch.pipeline.syncOperations.addHandler(rec)
                     box.withLockedValue { $0.append(rec) }
                     let w = waiting.withLockedValue { ws -> EventLoopPromise<Recorder>? in ws.isEmpty ? nil : ws.removeFirst() }
@@ -138,8 +141,10 @@ func rawConnect(port: Int, tls: TLSContext, expectedPeer: String?, offload: NIOT
         .connect(host: "127.0.0.1", port: port) { ch in
             ch.eventLoop.makeCompletedFuture {
                 let rec = Recorder(eventLoop: ch.eventLoop)
-                try ch.pipeline.syncOperations.addHandler(OpenSSLHandler(context: tls, role: .client, expectedPeer: expectedPeer,
-                                                                         handshakeOffload: offload, logger: Fixtures.logger))
+                try ch.pipeline.syncOperations.addHandler(
+                    OpenSSLHandler(
+                        context: tls, role: .client, expectedPeer: expectedPeer,
+                        handshakeOffload: offload, logger: Fixtures.logger))
                 try ch.pipeline.syncOperations.addHandler(rec)
                 return (ch, rec)
             }

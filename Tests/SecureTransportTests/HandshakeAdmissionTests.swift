@@ -4,8 +4,9 @@ import NIOCore
 import NIOEmbedded
 import NIOPosix
 import Testing
-@testable import SecureTransport
 import Wire
+
+@testable import SecureTransport
 
 /// Pre-authentication bounds of the listener: handshakes in progress in total and per source
 /// address, connections per authenticated peer. Attackers connect from other loopback addresses
@@ -18,13 +19,15 @@ import Wire
     func server(_ inbox: Inbox, _ options: PeerTransport.Options) throws -> PeerTransport {
         var options = options
         options.exemptLoopbackFromPerSourceBounds = false
-        return PeerTransport(group: Fixtures.group, tls: try Fixtures.context("node-b", handshakeTimeout: .seconds(120)),
-                             options: options, logger: Fixtures.logger, onFrame: inbox.handler)
+        return PeerTransport(
+            group: Fixtures.group, tls: try Fixtures.context("node-b", handshakeTimeout: .seconds(120)),
+            options: options, logger: Fixtures.logger, onFrame: inbox.handler)
     }
 
     func client(_ node: String = "node-a", inbox: Inbox = Inbox()) throws -> PeerTransport {
-        PeerTransport(group: Fixtures.group, tls: try Fixtures.context(node), options: .init(cluster: "test"),
-                      logger: Fixtures.logger, onFrame: inbox.handler)
+        PeerTransport(
+            group: Fixtures.group, tls: try Fixtures.context(node), options: .init(cluster: "test"),
+            logger: Fixtures.logger, onFrame: inbox.handler)
     }
 
     func frame(_ s: String) -> Frame { Frame(kind: .membership, payload: ByteBuffer(string: s)) }
@@ -147,8 +150,9 @@ import Wire
         let inboxB = Inbox()
         var options = PeerTransport.Options(cluster: "test", maxHandshakes: 1, maxHandshakesPerSource: 1)
         options.exemptLoopbackFromPerSourceBounds = false
-        let b = PeerTransport(group: busy.next(), tls: try Fixtures.context("node-b", handshakeTimeout: .seconds(120)),
-                              options: options, logger: Fixtures.logger, onFrame: inboxB.handler)
+        let b = PeerTransport(
+            group: busy.next(), tls: try Fixtures.context("node-b", handshakeTimeout: .seconds(120)),
+            options: options, logger: Fixtures.logger, onFrame: inboxB.handler)
         let port = try await b.listen(host: "127.0.0.1", port: 0).port!
         let release = DispatchSemaphore(value: 0)
         busy.next().execute { release.wait() }
@@ -223,8 +227,9 @@ import Wire
         let inboxB = Inbox()
         let b = try server(inboxB, .init(cluster: "test"))
         let port = try await b.listen(host: "127.0.0.1", port: 0).port!
-        let stranger = PeerTransport(group: Fixtures.group, tls: try Fixtures.context("node-a", in: "other", ca: "other-ca"),
-                                     options: .init(cluster: "test"), logger: Fixtures.logger, onFrame: Inbox().handler)
+        let stranger = PeerTransport(
+            group: Fixtures.group, tls: try Fixtures.context("node-a", in: "other", ca: "other-ca"),
+            options: .init(cluster: "test"), logger: Fixtures.logger, onFrame: Inbox().handler)
         await #expect(throws: (any Error).self) {
             try await stranger.send(frame("let me in"), toAddress: "127.0.0.1", port: port)
         }
@@ -252,9 +257,10 @@ import Wire
     }
 
     @Test func loopbackPeersAreExemptFromThePerSourceBoundsByDefaultButNotFromTheTotal() async throws {
-        let b = PeerTransport(group: Fixtures.group, tls: try Fixtures.context("node-b", handshakeTimeout: .seconds(120)),
-                              options: .init(cluster: "test", maxHandshakes: 6, maxHandshakesPerSource: 2),
-                              logger: Fixtures.logger, onFrame: Inbox().handler)
+        let b = PeerTransport(
+            group: Fixtures.group, tls: try Fixtures.context("node-b", handshakeTimeout: .seconds(120)),
+            options: .init(cluster: "test", maxHandshakes: 6, maxHandshakesPerSource: 2),
+            logger: Fixtures.logger, onFrame: Inbox().handler)
         let port = try await b.listen(host: "127.0.0.1", port: 0).port!
         // As agents of a local cluster: many from one loopback address, all admitted...
         let local = try await StalledConnections(count: 5, to: port, from: "127.0.0.1")

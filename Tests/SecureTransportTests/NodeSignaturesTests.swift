@@ -1,6 +1,7 @@
 import Foundation
-@testable import SecureTransport
 import Testing
+
+@testable import SecureTransport
 
 /// Signatures by node certificates (docs/ARCHITECTURE.md, "Records are signed"): a record is
 /// taken second-hand only when a certificate of the cluster's CA, naming its node, signed it.
@@ -45,14 +46,18 @@ import Testing
     @Test func aCertificateOfAnotherCAAnExpiredOneOrGarbageIsRefused() throws {
         let c = try NodeSignatures(context: Fixtures.context("node-c"))
         let stranger = try NodeSignatures(context: Fixtures.context("node-a", in: "other", ca: "other-ca"))
-        let foreign = try #require(c.refusal(name: "node-a", certificate: stranger.certificate,
-                                             signature: stranger.sign(message), message: message))
+        let foreign = try #require(
+            c.refusal(
+                name: "node-a", certificate: stranger.certificate,
+                signature: stranger.sign(message), message: message))
         #expect(foreign.contains("does not verify against the cluster CA"))
         let expired = try Self.der(pem: "\(Fixtures.dir)/expired/node-a.pem")
         let old = try #require(c.refusal(name: "node-a", certificate: expired, signature: [1, 2, 3], message: message))
         #expect(old.contains("expired"), "\(old)")
-        let garbage = try #require(c.refusal(name: "node-a", certificate: Array(repeating: 0x30, count: 40),
-                                             signature: [1], message: message))
+        let garbage = try #require(
+            c.refusal(
+                name: "node-a", certificate: Array(repeating: 0x30, count: 40),
+                signature: [1], message: message))
         #expect(garbage.contains("does not parse"))
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Testing
+
 @testable import SecureTransport
 
 /// The handshake run step by step on a thread pool (`OpenSSLHandler(handshakeOffload:)`), as a
@@ -36,7 +37,8 @@ import Testing
         let client = try await ClientBootstrap(group: Fixtures.group)
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandler(OpenSSLHandler(context: tls, role: .client, expectedPeer: "node-a", logger: Fixtures.logger))
+                    try ch.pipeline.syncOperations.addHandler(
+                        OpenSSLHandler(context: tls, role: .client, expectedPeer: "node-a", logger: Fixtures.logger))
                 }
             }
             .connect(host: "127.0.0.1", port: server.port).get()
@@ -50,8 +52,10 @@ import Testing
     @Test func anOffloadedServerRefusesAClientWithoutACertificateWithTheSameReason() async throws {
         let server = try await RawTLSServer(tls: try Fixtures.context("node-b"), offload: Self.pool)
         defer { Task { await server.close() } }
-        let client = try OpenSSLProcess(["s_client", "-connect", "127.0.0.1:\(server.port)", "-tls1_3",
-                                         "-CAfile", Fixtures.paths("node-b").caFile, "-quiet"])
+        let client = try OpenSSLProcess([
+            "s_client", "-connect", "127.0.0.1:\(server.port)", "-tls1_3",
+            "-CAfile", Fixtures.paths("node-b").caFile, "-quiet",
+        ])
         defer { client.stop() }
         let serverSide = try await server.nextConnection()
         let error = try await serverSide.firstError.futureResult.get()
@@ -63,9 +67,11 @@ import Testing
         defer { Task { await server.close() } }
         // The intruder trusts our CA (so it accepts us) but its own certificate is foreign.
         let d = Fixtures.dir
-        let intruder = try OpenSSLProcess(["s_client", "-connect", "127.0.0.1:\(server.port)", "-tls1_3",
-                                           "-cert", "\(d)/other/node-a.pem", "-key", "\(d)/other/node-a-key.pem",
-                                           "-CAfile", "\(d)/ca/ca.pem", "-quiet"])
+        let intruder = try OpenSSLProcess([
+            "s_client", "-connect", "127.0.0.1:\(server.port)", "-tls1_3",
+            "-cert", "\(d)/other/node-a.pem", "-key", "\(d)/other/node-a-key.pem",
+            "-CAfile", "\(d)/ca/ca.pem", "-quiet",
+        ])
         defer { intruder.stop() }
         let serverSide = try await server.nextConnection()
         let error = try await serverSide.firstError.futureResult.get()

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Testing
+
 @testable import SecureTransport
 
 @Suite(.serialized) struct OpenSSLHandlerTests {
@@ -44,7 +45,8 @@ import Testing
         let client = try await ClientBootstrap(group: Fixtures.group)
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandler(OpenSSLHandler(context: tls, role: .client, expectedPeer: "node-a", logger: Fixtures.logger))
+                    try ch.pipeline.syncOperations.addHandler(
+                        OpenSSLHandler(context: tls, role: .client, expectedPeer: "node-a", logger: Fixtures.logger))
                 }
             }
             .connect(host: "127.0.0.1", port: server.port).get()
@@ -70,9 +72,11 @@ import Testing
         defer { Task { await server.close() } }
         // The intruder trusts our CA (so it would accept us) but its own certificate is foreign.
         let d = Fixtures.dir
-        let intruder = try OpenSSLProcess(["s_client", "-connect", "127.0.0.1:\(server.port)", "-tls1_3",
-                                           "-cert", "\(d)/other/node-a.pem", "-key", "\(d)/other/node-a-key.pem",
-                                           "-CAfile", "\(d)/ca/ca.pem", "-quiet"])
+        let intruder = try OpenSSLProcess([
+            "s_client", "-connect", "127.0.0.1:\(server.port)", "-tls1_3",
+            "-cert", "\(d)/other/node-a.pem", "-key", "\(d)/other/node-a-key.pem",
+            "-CAfile", "\(d)/ca/ca.pem", "-quiet",
+        ])
         defer { intruder.stop() }
         let serverSide = try await server.nextConnection()
         let error = try await serverSide.firstError.futureResult.get()
@@ -104,8 +108,10 @@ import Testing
     @Test func aServerRefusesAClientWithoutACertificate() async throws {
         let server = try await RawTLSServer(tls: try Fixtures.context("node-b"))
         defer { Task { await server.close() } }
-        let client = try OpenSSLProcess(["s_client", "-connect", "127.0.0.1:\(server.port)", "-tls1_3",
-                                         "-CAfile", Fixtures.paths("node-b").caFile, "-quiet"])
+        let client = try OpenSSLProcess([
+            "s_client", "-connect", "127.0.0.1:\(server.port)", "-tls1_3",
+            "-CAfile", Fixtures.paths("node-b").caFile, "-quiet",
+        ])
         defer { client.stop() }
         let serverSide = try await server.nextConnection()
         let error = try await serverSide.firstError.futureResult.get()
@@ -116,8 +122,10 @@ import Testing
         let server = try await RawTLSServer(tls: try Fixtures.context("node-b"))
         defer { Task { await server.close() } }
         let paths = Fixtures.paths("node-a")
-        let client = try OpenSSLProcess(["s_client", "-connect", "127.0.0.1:\(server.port)", "-tls1_2",
-                                         "-cert", paths.certificateFile, "-key", paths.keyFile, "-CAfile", paths.caFile, "-quiet"])
+        let client = try OpenSSLProcess([
+            "s_client", "-connect", "127.0.0.1:\(server.port)", "-tls1_2",
+            "-cert", paths.certificateFile, "-key", paths.keyFile, "-CAfile", paths.caFile, "-quiet",
+        ])
         defer { client.stop() }
         let serverSide = try await server.nextConnection()
         let error = try await serverSide.firstError.futureResult.get()
@@ -159,9 +167,11 @@ import Testing
     @Test func ourClientTalksToOpenSSLServer() async throws {
         let port = try freePort()
         let paths = Fixtures.paths("node-a")
-        let server = try OpenSSLProcess(["s_server", "-accept", "127.0.0.1:\(port)", "-tls1_3", "-rev",
-                                         "-cert", paths.certificateFile, "-key", paths.keyFile,
-                                         "-CAfile", paths.caFile, "-Verify", "1", "-verify_return_error", "-naccept", "1"])
+        let server = try OpenSSLProcess([
+            "s_server", "-accept", "127.0.0.1:\(port)", "-tls1_3", "-rev",
+            "-cert", paths.certificateFile, "-key", paths.keyFile,
+            "-CAfile", paths.caFile, "-Verify", "1", "-verify_return_error", "-naccept", "1",
+        ])
         defer { server.stop() }
         #expect(await server.waitFor("ACCEPT"))
         let (client, rec) = try await rawConnect(port: port, tls: try Fixtures.context("node-b"), expectedPeer: "node-a")
@@ -177,9 +187,11 @@ import Testing
         let server = try await RawTLSServer(tls: try Fixtures.context("node-a"), echo: true)
         defer { Task { await server.close() } }
         let paths = Fixtures.paths("node-b")
-        let client = try OpenSSLProcess(["s_client", "-connect", "127.0.0.1:\(server.port)", "-tls1_3",
-                                         "-cert", paths.certificateFile, "-key", paths.keyFile, "-CAfile", paths.caFile,
-                                         "-verify_return_error", "-verify_hostname", "node-a", "-quiet"])
+        let client = try OpenSSLProcess([
+            "s_client", "-connect", "127.0.0.1:\(server.port)", "-tls1_3",
+            "-cert", paths.certificateFile, "-key", paths.keyFile, "-CAfile", paths.caFile,
+            "-verify_return_error", "-verify_hostname", "node-a", "-quiet",
+        ])
         defer { client.stop() }
         let serverSide = try await server.nextConnection()
         #expect(try await serverSide.handshake.futureResult.get().name == "node-b")
@@ -210,10 +222,11 @@ struct ExpiredClient {
     let process: OpenSSLProcess
     static func connect(port: Int) throws -> ExpiredClient {
         let d = Fixtures.dir
-        return ExpiredClient(process: try OpenSSLProcess([
-            "s_client", "-connect", "127.0.0.1:\(port)", "-tls1_3", "-cert", "\(d)/expired/node-a.pem",
-            "-key", "\(d)/expired/node-a-key.pem", "-CAfile", "\(d)/ca/ca.pem", "-quiet",
-        ]))
+        return ExpiredClient(
+            process: try OpenSSLProcess([
+                "s_client", "-connect", "127.0.0.1:\(port)", "-tls1_3", "-cert", "\(d)/expired/node-a.pem",
+                "-key", "\(d)/expired/node-a-key.pem", "-CAfile", "\(d)/ca/ca.pem", "-quiet",
+            ]))
     }
     func stop() { process.stop() }
 }

@@ -3,8 +3,9 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Testing
-@testable import SecureTransport
 import Wire
+
+@testable import SecureTransport
 
 /// Collects frames a transport hands to its handler.
 final class Inbox: Sendable {

@@ -61,19 +61,25 @@ public struct ClusterProcessBenchmark: Sendable {
         func running(_ service: String, on names: [String]) async -> Int {
             var n = 0
             for name in names {
-                let list = (try? await docker.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(name)",
-                                                          "\(MicroscaleLabel.service)=\(service)"], all: false)) ?? []
+                let list =
+                    (try? await docker.list(
+                        labels: [
+                            "\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(name)",
+                            "\(MicroscaleLabel.service)=\(service)",
+                        ], all: false)) ?? []
                 n += list.filter { $0.State == "running" }.count
             }
             return n
         }
         let all = hosts.map(\.name)
         func steady(web: Int, batch: Int, on names: [String], seconds: Double = 60) async throws -> Bool {
-            try await pollUntil(seconds, every: .milliseconds(100), {
-                let w = await running("web", on: names)
-                let b = await running("batch", on: names)
-                return w == web && b == batch
-            })
+            try await pollUntil(
+                seconds, every: .milliseconds(100),
+                {
+                    let w = await running("web", on: names)
+                    let b = await running("batch", on: names)
+                    return w == web && b == batch
+                })
         }
 
         // 1. Demand steps: 20 → 80 needs 6 more web containers, which take batch's place. The time is
@@ -91,13 +97,18 @@ public struct ClusterProcessBenchmark: Sendable {
         for trial in 1...trials {
             guard await put(hosts, "/v1/demand/web", #"{"value": 20}"#), try await steady(web: 2, batch: 10, on: all) else {
                 steps.fail("did not settle at 2 web + 10 batch")
-                progress("demand trial \(trial): did not settle at 2 web + 10 batch"); continue
+                progress("demand trial \(trial): did not settle at 2 web + 10 batch")
+                continue
             }
             let wall0 = Int64(Date().timeIntervalSince1970 * 1_000_000_000)
-            guard await put(hosts, "/v1/demand/web", #"{"value": 80}"#) else { steps.fail("demand write not committed"); continue }
+            guard await put(hosts, "/v1/demand/web", #"{"value": 80}"#) else {
+                steps.fail("demand write not committed")
+                continue
+            }
             // Confirmed by the containers' state, then timed by the sixth start event after the write.
             if try await pollUntil(20, every: .milliseconds(100), { await running("web", on: all) >= 8 }),
-               let sixth = starts.after(wall0).dropFirst(5).first {
+                let sixth = starts.after(wall0).dropFirst(5).first
+            {
                 let elapsed = Double(sixth - wall0) / 1e6
                 steps.record(elapsed)
                 // Where the time went: the plan's decision time (wall clock, ms) against the step.
@@ -116,10 +127,14 @@ public struct ClusterProcessBenchmark: Sendable {
         for trial in 1...trials {
             guard await put(hosts, "/v1/demand/web", #"{"value": 60}"#), try await steady(web: 6, batch: 6, on: all) else {
                 hostKills.fail("did not settle at 6 web + 6 batch")
-                progress("host trial \(trial): did not settle at 6 web + 6 batch"); continue
+                progress("host trial \(trial): did not settle at 6 web + 6 batch")
+                continue
             }
             let leader = await leaderName(hosts)
-            guard let victim = hosts.first(where: { $0.name != leader && $0.isRunning }) else { hostKills.fail("no victim running"); continue }
+            guard let victim = hosts.first(where: { $0.name != leader && $0.isRunning }) else {
+                hostKills.fail("no victim running")
+                continue
+            }
             let others = all.filter { $0 != victim.name }
             let t0 = ContinuousClock.now
             victim.kill9()
@@ -146,10 +161,12 @@ public struct ClusterProcessBenchmark: Sendable {
             // change at once (a decrease would wait out the planner's stabilization window).
             guard await put(hosts, "/v1/demand/web", #"{"value": 30}"#), try await steady(web: 3, batch: 9, on: all) else {
                 leaderKills.fail("did not settle at 3 web + 9 batch")
-                progress("leader trial \(trial): did not settle"); continue
+                progress("leader trial \(trial): did not settle")
+                continue
             }
             guard let leader = await leaderName(hosts), let victim = hosts.first(where: { $0.name == leader }) else {
-                leaderKills.fail("no leader seen"); continue
+                leaderKills.fail("no leader seen")
+                continue
             }
             let survivors = hosts.filter { $0 !== victim }
             let before = await lastDecision(survivors[0]) ?? 0
@@ -194,7 +211,10 @@ public struct ClusterProcessBenchmark: Sendable {
         for i in 0..<attempts {
             for h in hosts where h.isRunning {
                 if let (s, _) = await PlainHTTP.request("PUT", host: h.ip, port: 7481, path: path, body: Array(body.utf8), timeoutMillis: 2000),
-                   s == 200 { return true }
+                    s == 200
+                {
+                    return true
+                }
             }
             if i + 1 < attempts { try? await Task.sleep(for: .milliseconds(100)) }
         }

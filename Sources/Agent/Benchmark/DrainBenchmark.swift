@@ -1,6 +1,6 @@
 import Bounds
-import DockerEngine
 import Demand
+import DockerEngine
 import Figures
 import Foundation
 import Scaling
@@ -87,10 +87,13 @@ public struct DrainBenchmark: Sendable {
 
     /// The example with this run's redis port, image and job length; `fixed` replaces the worker's
     /// demand with a fixed count.
-    static func services(_ text: String, redisPort: Int, image: String, jobSeconds: Double, fixed: Int?) throws -> (yaml: String, perContainer: Double, max: Int) {
+    static func services(_ text: String, redisPort: Int, image: String, jobSeconds: Double, fixed: Int?) throws -> (
+        yaml: String, perContainer: Double, max: Int
+    ) {
         guard var root = try Yams.load(yaml: text) as? [String: Any], var services = root["services"] as? [String: Any],
-              var worker = services["worker"] as? [String: Any], var env = worker["env"] as? [String: Any],
-              var demand = worker["demand"] as? [String: Any] else {
+            var worker = services["worker"] as? [String: Any], var env = worker["env"] as? [String: Any],
+            var demand = worker["demand"] as? [String: Any]
+        else {
             throw CLIError("the services file has no services.worker with env and demand (cluster-configs/queue-worker/services.yaml)")
         }
         env["REDIS_HOST"] = "127.0.0.1"
@@ -173,7 +176,10 @@ public struct DrainBenchmark: Sendable {
         func reservedWorkers() async -> Int? {
             for h in hosts {
                 if let d = await cluster.get(h, "/v1/status"), let s = try? JSONDecoder().decode(StatusView.self, from: d),
-                   let w = s.services.first(where: { $0.name == "worker" }) { return w.desired }
+                    let w = s.services.first(where: { $0.name == "worker" })
+                {
+                    return w.desired
+                }
             }
             return nil
         }
@@ -181,7 +187,10 @@ public struct DrainBenchmark: Sendable {
             let seconds = max(1, min(3600, Int(Date().timeIntervalSince(since).rounded(.up))))
             for h in hosts {
                 if let d = await cluster.get(h, "/v1/report/utilization?window=\(seconds)s"),
-                   let s = try? JSONDecoder().decode(UtilizationSummary.self, from: d) { return s }
+                    let s = try? JSONDecoder().decode(UtilizationSummary.self, from: d)
+                {
+                    return s
+                }
             }
             return nil
         }
@@ -198,11 +207,15 @@ public struct DrainBenchmark: Sendable {
         func trial(mode: String, number: Int, settled: Int) async throws -> Trial {
             var t = Trial(mode: mode, meanReservedWorkers: 0, peakReservedWorkers: 0, meanRunningWorkers: 0, workerUtilization: 0, seconds: 0)
             _ = try await r([["DEL", "jobs", "jobs:done"]])
-            guard try await pollUntil(90, every: .milliseconds(200), {
-                let reserved = await reservedWorkers()
-                let running = await runningWorkers()
-                return reserved == settled && running == settled
-            }) else {
+            guard
+                try await pollUntil(
+                    90, every: .milliseconds(200),
+                    {
+                        let reserved = await reservedWorkers()
+                        let running = await runningWorkers()
+                        return reserved == settled && running == settled
+                    })
+            else {
                 t.failure = "did not settle at \(settled) worker(s) within 90 s"
                 return t
             }
@@ -225,14 +238,18 @@ public struct DrainBenchmark: Sendable {
                 last = now
                 lastReserved = reserved
                 lastRunning = running
-                if reserved > t.peakReservedWorkers { t.peakReservedWorkers = reserved; t.peakAfterSeconds = elapsed }
+                if reserved > t.peakReservedWorkers {
+                    t.peakReservedWorkers = reserved
+                    t.peakAfterSeconds = elapsed
+                }
                 if let answer, answer.count == 2 {
                     if t.emptySeconds == nil, int(answer[0]) == 0 { t.emptySeconds = elapsed }
                     if t.drainSeconds == nil, int(answer[1]) >= jobs { t.drainSeconds = elapsed }
                 }
                 if t.drainSeconds != nil, elapsed >= period { break }
                 if now >= deadline {
-                    t.failure = "not drained within \(Int(max(period, 1) * 5)) s (\(answer.map { "\(int($0.first)) waiting, \(int($0.last)) done" } ?? "redis did not answer"))"
+                    t.failure =
+                        "not drained within \(Int(max(period, 1) * 5)) s (\(answer.map { "\(int($0.first)) waiting, \(int($0.last)) done" } ?? "redis did not answer"))"
                     break
                 }
             }
@@ -252,7 +269,9 @@ public struct DrainBenchmark: Sendable {
                 let t = try await trial(mode: mode, number: n, settled: fixed ?? 1)
                 trials.append(t)
                 func f(_ v: Double?) -> String { v.map { String(format: "%.1f s", $0) } ?? "-" }
-                progress("\(mode) trial \(n): drained \(f(t.drainSeconds)) (list empty \(f(t.emptySeconds))), mean \(String(format: "%.2f", t.meanReservedWorkers)) workers reserved, peak \(t.peakReservedWorkers), worker utilization \(String(format: "%.1f%%", t.workerUtilization * 100))\(t.failure.map { ", FAILED: \($0)" } ?? "")")
+                progress(
+                    "\(mode) trial \(n): drained \(f(t.drainSeconds)) (list empty \(f(t.emptySeconds))), mean \(String(format: "%.2f", t.meanReservedWorkers)) workers reserved, peak \(t.peakReservedWorkers), worker utilization \(String(format: "%.1f%%", t.workerUtilization * 100))\(t.failure.map { ", FAILED: \($0)" } ?? "")"
+                )
             }
             let ok = trials.filter { $0.failure == nil }
             var drain = Trials(fault: fault, unit: "s"), empty = Trials(fault: fault, unit: "s")
@@ -260,26 +279,36 @@ public struct DrainBenchmark: Sendable {
                 if let d = t.drainSeconds, t.failure == nil { drain.record(d) } else { drain.fail(t.failure ?? "not drained") }
                 if let e = t.emptySeconds { empty.record(e) } else { empty.fail(t.failure ?? "list never empty") }
             }
-            return Phase(trials: trials, drain: drain, listEmpty: empty,
-                         medianMeanReservedWorkers: median(ok.map(\.meanReservedWorkers)),
-                         medianWorkerUtilization: median(ok.map(\.workerUtilization)),
-                         utilization: await utilization(since: began))
+            return Phase(
+                trials: trials, drain: drain, listEmpty: empty,
+                medianMeanReservedWorkers: median(ok.map(\.meanReservedWorkers)),
+                medianWorkerUtilization: median(ok.map(\.workerUtilization)),
+                utilization: await utilization(since: began))
         }
 
         let shape = try Self.services(example, redisPort: redisPort, image: image, jobSeconds: jobSeconds, fixed: nil)
         let microscaled: Phase
-        do { microscaled = try await phase(mode: "microscaled", fixed: nil) } catch { await removeContainers(); throw error }
+        do { microscaled = try await phase(mode: "microscaled", fixed: nil) } catch {
+            await removeContainers()
+            throw error
+        }
         let fixedCount = max(1, Int(((microscaled.medianMeanReservedWorkers ?? 1)).rounded()))
-        let fixed = microscaledOnly
-            ? Phase(trials: [], drain: Trials(fault: fault, unit: "s"), listEmpty: Trials(fault: fault, unit: "s"), medianMeanReservedWorkers: nil,
-                    medianWorkerUtilization: nil, utilization: nil)
+        let fixed =
+            microscaledOnly
+            ? Phase(
+                trials: [], drain: Trials(fault: fault, unit: "s"), listEmpty: Trials(fault: fault, unit: "s"), medianMeanReservedWorkers: nil,
+                medianWorkerUtilization: nil, utilization: nil)
             : try await { () async throws -> Phase in
-                do { return try await phase(mode: "static", fixed: fixedCount) } catch { await removeContainers(); throw error }
+                do { return try await phase(mode: "static", fixed: fixedCount) } catch {
+                    await removeContainers()
+                    throw error
+                }
             }()
         await removeContainers()
-        return Report(load: "one burst of \(jobs) jobs of \(jobSeconds) s per trial, trials \(Int(period)) s apart",
-                      fault: fault, jobs: jobs, jobSeconds: jobSeconds, periodSeconds: period, perContainer: shape.perContainer,
-                      maxWorkers: shape.max, microscaled: microscaled, staticWorkers: fixedCount, fixed: fixed)
+        return Report(
+            load: "one burst of \(jobs) jobs of \(jobSeconds) s per trial, trials \(Int(period)) s apart",
+            fault: fault, jobs: jobs, jobSeconds: jobSeconds, periodSeconds: period, perContainer: shape.perContainer,
+            maxWorkers: shape.max, microscaled: microscaled, staticWorkers: fixedCount, fixed: fixed)
     }
 }
 
@@ -295,7 +324,9 @@ enum AgentPorts {
         var a = sockaddr_in()
         a.sin_family = sa_family_t(AF_INET)
         a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        _ = withUnsafePointer(to: &a) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
         return Int(UInt16(bigEndian: a.sin_port))
@@ -315,13 +346,17 @@ extension DrainBenchmark {
                 + "\(pct(p.medianWorkerUtilization).padding(toLength: 13, withPad: " ", startingAt: 0))"
                 + "\(pct(p.utilization?.busyShare).padding(toLength: 14, withPad: " ", startingAt: 0))\(ok)/\(p.trials.count)"
         }
-        var out = ["load: \(r.load); fault: \(r.fault); target \(DemandText.format(r.perContainer)) jobs per worker, at most \(r.maxWorkers) workers",
-                   "",
-                   "WORKERS               DRAINED   LIST EMPTY  MEAN WORKERS  WORKER UTIL  CLUSTER BUSY  TRIALS OK",
-                   row("microscaled (1-\(r.maxWorkers))", r.microscaled)]
+        var out = [
+            "load: \(r.load); fault: \(r.fault); target \(DemandText.format(r.perContainer)) jobs per worker, at most \(r.maxWorkers) workers",
+            "",
+            "WORKERS               DRAINED   LIST EMPTY  MEAN WORKERS  WORKER UTIL  CLUSTER BUSY  TRIALS OK",
+            row("microscaled (1-\(r.maxWorkers))", r.microscaled),
+        ]
         if !r.fixed.trials.isEmpty { out.append(row("static (\(r.staticWorkers))", r.fixed)) }
         out.append("")
-        out.append("(medians over every trial, a failed one ranked last; DRAINED: burst → every job done; MEAN WORKERS and WORKER UTIL (job-seconds over reserved worker-seconds): medians of the trials that drained; CLUSTER BUSY: the agents' report over the phase, all priorities)")
+        out.append(
+            "(medians over every trial, a failed one ranked last; DRAINED: burst → every job done; MEAN WORKERS and WORKER UTIL (job-seconds over reserved worker-seconds): medians of the trials that drained; CLUSTER BUSY: the agents' report over the phase, all priorities)"
+        )
         for (name, p) in [("microscaled", r.microscaled), ("static", r.fixed)] where p.drain.count > 0 {
             out.append("\(name) drain: " + p.drain.summary { String(format: "%.1f s", $0) })
             if let u = p.utilization {

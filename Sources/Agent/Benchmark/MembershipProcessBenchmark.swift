@@ -98,7 +98,9 @@ public struct MembershipProcessBenchmark: Sendable {
             if Date().timeIntervalSince(lastReport) >= 60 {
                 lastReport = Date()
                 let (d, sus) = countTransitions(dir)
-                progress("\(Int(Date().timeIntervalSince(start))) s: \(d) dead, \(sus) suspect transitions, \(nonAlive) of \(polls) polls saw a non-alive member")
+                progress(
+                    "\(Int(Date().timeIntervalSince(start))) s: \(d) dead, \(sus) suspect transitions, \(nonAlive) of \(polls) polls saw a non-alive member"
+                )
             }
         }
         let elapsed = Date().timeIntervalSince(start)
@@ -107,10 +109,11 @@ public struct MembershipProcessBenchmark: Sendable {
         let cpu = zip(cpuBefore, end).map { ((($1?.cpuSeconds) ?? 0) - $0) / elapsed * 100 }.reduce(0, +) / Double(nodes)
         let rss = end.map { $0?.rssBytes ?? 0 }.reduce(0, +) / Double(nodes) / 1_048_576
         let (deaths, suspicions) = countTransitions(dir)
-        return SoakReport(nodes: nodes, seconds: elapsed, busyLoops: busyLoops, joinConvergenceSeconds: join,
-                          falseDeaths: deaths, suspicions: suspicions, pollsWithNonAlive: nonAlive, polls: polls,
-                          cpuPercentPerAgent: cpu, bytesPerNodePerSecond: Double(after - before) / elapsed / Double(nodes),
-                          rssMiB: rss)
+        return SoakReport(
+            nodes: nodes, seconds: elapsed, busyLoops: busyLoops, joinConvergenceSeconds: join,
+            falseDeaths: deaths, suspicions: suspicions, pollsWithNonAlive: nonAlive, polls: polls,
+            cpuPercentPerAgent: cpu, bytesPerNodePerSecond: Double(after - before) / elapsed / Double(nodes),
+            rssMiB: rss)
     }
 
     /// Transitions to dead and to suspect in every agent's log (MembershipService logs both at
@@ -154,10 +157,12 @@ public struct MembershipProcessBenchmark: Sendable {
             let name = "node-\(i)", host = "127.0.0.\(i + 1)"
             let p = Process()
             p.executableURL = URL(fileURLWithPath: executable)
-            var args = ["agent", "--name", name, "--bind", "\(host):7480", "--http", "\(host):7481",
-                        "--data-dir", "\(dir)/data/\(name)", "--tls-ca", "\(dir)/ca/ca.pem",
-                        "--tls-cert", "\(dir)/certs/\(name).pem", "--tls-key", "\(dir)/certs/\(name)-key.pem",
-                        "--capacity-cpu", "2", "--capacity-memory", "4GiB", "--log-level", "warning"]
+            var args = [
+                "agent", "--name", name, "--bind", "\(host):7480", "--http", "\(host):7481",
+                "--data-dir", "\(dir)/data/\(name)", "--tls-ca", "\(dir)/ca/ca.pem",
+                "--tls-cert", "\(dir)/certs/\(name).pem", "--tls-key", "\(dir)/certs/\(name)-key.pem",
+                "--capacity-cpu", "2", "--capacity-memory", "4GiB", "--log-level", "warning",
+            ]
             if i > 0 { args += ["--join", "127.0.0.1:7480"] }
             p.arguments = args
             FileManager.default.createFile(atPath: "\(dir)/\(name).log", contents: nil)
@@ -173,10 +178,14 @@ public struct MembershipProcessBenchmark: Sendable {
         agents.append(try spawn(0))
         progress("seed started")
         // Our seed, not another agent left on the address: its view names it, and it runs.
-        guard try await waitUntil(timeoutSeconds, {
-            guard agents[0].process.isRunning else { return false }
-            return await self.view(agents[0])?["node-0"] != nil
-        }) else {
+        guard
+            try await waitUntil(
+                timeoutSeconds,
+                {
+                    guard agents[0].process.isRunning else { return false }
+                    return await self.view(agents[0])?["node-0"] != nil
+                })
+        else {
             throw CLIError("the seed agent did not start; see \(dir)/node-0.log")
         }
         for i in 1..<nodes { agents.append(try spawn(i)) }
@@ -263,9 +272,10 @@ public struct MembershipProcessBenchmark: Sendable {
         }
         let stopDetection = stopped ? Date().timeIntervalSince(ts) : nil
 
-        return Report(nodes: nodes, joinConvergenceSeconds: join, killDetectionSeconds: killDetection,
-                      stopDetectionSeconds: stopDetection, falsePositives: falsePositives,
-                      bytesPerNodePerSecond: bytesPerNode, idleCPUPercent: cpu, rssMiB: rss, rssAnonMiB: rssAnon)
+        return Report(
+            nodes: nodes, joinConvergenceSeconds: join, killDetectionSeconds: killDetection,
+            stopDetectionSeconds: stopDetection, falsePositives: falsePositives,
+            bytesPerNodePerSecond: bytesPerNode, idleCPUPercent: cpu, rssMiB: rss, rssAnonMiB: rssAnon)
     }
 
     // MARK: Polling
@@ -283,14 +293,18 @@ public struct MembershipProcessBenchmark: Sendable {
     func allSee(_ agents: [Agent], _ predicate: @Sendable @escaping ([String: String]) -> Bool) async -> Bool {
         await withTaskGroup(of: Bool.self) { g in
             for a in agents { g.addTask { await view(a).map(predicate) ?? false } }
-            for await ok in g where !ok { g.cancelAll(); return false }
+            for await ok in g where !ok {
+                g.cancelAll()
+                return false
+            }
             return true
         }
     }
 
     func view(_ a: Agent) async -> [String: String]? {
         guard let data = await PlainHTTP.get(host: a.host, port: 7481, path: "/v1/members"),
-              let members = try? JSONDecoder().decode([MemberView].self, from: data) else { return nil }
+            let members = try? JSONDecoder().decode([MemberView].self, from: data)
+        else { return nil }
         return Dictionary(members.map { ($0.name, $0.status) }, uniquingKeysWith: { a, _ in a })
     }
 
@@ -298,7 +312,8 @@ public struct MembershipProcessBenchmark: Sendable {
         var total = 0
         for a in agents {
             guard let data = await PlainHTTP.get(host: a.host, port: 7481, path: "/v1/agent/self"),
-                  let s = try? JSONDecoder().decode(AgentSelfView.self, from: data) else { continue }
+                let s = try? JSONDecoder().decode(AgentSelfView.self, from: data)
+            else { continue }
             total += s.gossipBytesSent
         }
         return total

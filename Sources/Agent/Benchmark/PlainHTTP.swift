@@ -5,27 +5,38 @@ import Foundation
 /// pool. Benchmarks poll dozens of agents ten times a second; this keeps the poller simple and
 /// bounded (a frozen agent costs at most the timeout), independent of URLSession.
 enum PlainHTTP {
-    static func get(host: String, port: Int, path: String, timeoutMillis: Int = 1000, maxBytes: Int = 4 << 20,
-                    token: String? = nil) async -> Data? {
-        guard let (status, body) = await request("GET", host: host, port: port, path: path, timeoutMillis: timeoutMillis,
-                                                 maxBytes: maxBytes, token: token),
-              status == 200 else { return nil }
+    static func get(
+        host: String, port: Int, path: String, timeoutMillis: Int = 1000, maxBytes: Int = 4 << 20,
+        token: String? = nil
+    ) async -> Data? {
+        guard
+            let (status, body) = await request(
+                "GET", host: host, port: port, path: path, timeoutMillis: timeoutMillis,
+                maxBytes: maxBytes, token: token),
+            status == 200
+        else { return nil }
         return body
     }
 
     /// Any method, with an optional body; the status and body, or nil if no answer came.
-    static func request(_ method: String, host: String, port: Int, path: String, body: [UInt8] = [],
-                        timeoutMillis: Int = 1000, maxBytes: Int = 4 << 20, token: String? = nil) async -> (Int, Data)? {
+    static func request(
+        _ method: String, host: String, port: Int, path: String, body: [UInt8] = [],
+        timeoutMillis: Int = 1000, maxBytes: Int = 4 << 20, token: String? = nil
+    ) async -> (Int, Data)? {
         await withCheckedContinuation { c in
             DispatchQueue.global().async {
-                c.resume(returning: blockingRequest(method, host: host, port: port, path: path, body: body,
-                                                    timeoutMillis: timeoutMillis, maxBytes: maxBytes, token: token))
+                c.resume(
+                    returning: blockingRequest(
+                        method, host: host, port: port, path: path, body: body,
+                        timeoutMillis: timeoutMillis, maxBytes: maxBytes, token: token))
             }
         }
     }
 
-    static func blockingRequest(_ method: String, host: String, port: Int, path: String, body: [UInt8],
-                                timeoutMillis: Int, maxBytes: Int, token: String? = nil) -> (Int, Data)? {
+    static func blockingRequest(
+        _ method: String, host: String, port: Int, path: String, body: [UInt8],
+        timeoutMillis: Int, maxBytes: Int, token: String? = nil
+    ) -> (Int, Data)? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -41,7 +52,8 @@ enum PlainHTTP {
         }
         guard ok == 0 else { return nil }
         let auth = token.map { "Authorization: Bearer \($0)\r\n" } ?? ""
-        let request = Array("\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\(auth)Content-Length: \(body.count)\r\n\r\n".utf8) + body
+        let request =
+            Array("\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\(auth)Content-Length: \(body.count)\r\n\r\n".utf8) + body
         guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else { return nil }
         var response = Data()
         var buf = [UInt8](repeating: 0, count: 65_536)
@@ -52,11 +64,14 @@ enum PlainHTTP {
             if n <= 0 { break }
             response.append(buf, count: n)
             if let head = response.range(of: Data("\r\n\r\n".utf8)),
-               let length = contentLength(response[..<head.lowerBound]),
-               response.count - head.upperBound >= length { break }
+                let length = contentLength(response[..<head.lowerBound]),
+                response.count - head.upperBound >= length
+            {
+                break
+            }
         }
         guard let split = response.range(of: Data("\r\n\r\n".utf8)), response.count >= 12,
-              let status = Int(String(decoding: response[response.startIndex + 9 ..< response.startIndex + 12], as: UTF8.self))
+            let status = Int(String(decoding: response[response.startIndex + 9..<response.startIndex + 12], as: UTF8.self))
         else { return nil }
         return (status, Data(response[split.upperBound...]))
     }

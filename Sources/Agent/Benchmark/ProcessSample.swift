@@ -18,14 +18,16 @@ struct ProcessSample {
             return Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
         }
         guard let rss = kb("VmRSS:"), let anon = kb("RssAnon:"),
-              let cpu = threadRunTime(pid) ?? clockTicks(pid) else { return nil }
+            let cpu = threadRunTime(pid) ?? clockTicks(pid)
+        else { return nil }
         return ProcessSample(rssBytes: rss * 1024, anonBytes: anon * 1024, cpuSeconds: cpu)
     }
 
     /// utime + stime, in seconds, counted in clock ticks.
     private static func clockTicks(_ pid: Int32) -> Double? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         // After the command: state is field 3, utime 14, stime 15 (proc(5)).
         guard fields.count > 13, let u = Double(fields[11]), let s = Double(fields[12]) else { return nil }
@@ -39,7 +41,8 @@ struct ProcessSample {
         var nanoseconds = 0.0
         for t in tasks {
             guard let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(t)/schedstat", encoding: .utf8),
-                  let first = text.split(separator: " ").first, let ns = Double(first) else { return nil }
+                let first = text.split(separator: " ").first, let ns = Double(first)
+            else { return nil }
             nanoseconds += ns
         }
         return nanoseconds / 1e9

@@ -53,7 +53,8 @@ public struct RaftProcessBenchmark: Sendable {
         progress("leader: \(first)")
         let services = "services: { bench: { image: bench:latest, cpu: 0.1, memory: 16MiB, max: 10 } }"
         guard let (status, _) = await write("PUT", servers.first { $0.name == first }!, "/v1/services", Array(services.utf8)),
-              status == 200 else { throw CLIError("could not declare the bench service") }
+            status == 200
+        else { throw CLIError("could not declare the bench service") }
 
         // Sequential committed writes, to the leader.
         let leader = servers.first { $0.name == first }!
@@ -79,9 +80,13 @@ public struct RaftProcessBenchmark: Sendable {
                     let deadline = Date().addingTimeInterval(seconds)
                     var n = 0
                     while Date() < deadline {
-                        if let (s, _) = PlainHTTP.blockingRequest("PUT", host: host, port: 7481, path: "/v1/demand/bench",
-                                                                  body: Array("{\"value\": \(i)}".utf8), timeoutMillis: 10_000,
-                                                                  maxBytes: 1 << 16), s == 200 { n += 1 }
+                        if let (s, _) = PlainHTTP.blockingRequest(
+                            "PUT", host: host, port: 7481, path: "/v1/demand/bench",
+                            body: Array("{\"value\": \(i)}".utf8), timeoutMillis: 10_000,
+                            maxBytes: 1 << 16), s == 200
+                        {
+                            n += 1
+                        }
                     }
                     let (last, total) = tally.withLockedValue { t in
                         t.total += n
@@ -100,7 +105,8 @@ public struct RaftProcessBenchmark: Sendable {
         var failovers = Trials(fault: "SIGKILL of the leader on loopback (kernel resets its connections); writes retried on a survivor every 5 ms")
         for trial in 1...trials {
             guard let current = try await waitForLeader(servers, seconds: 10),
-                  let victim = servers.first(where: { $0.name == current }) else {
+                let victim = servers.first(where: { $0.name == current })
+            else {
                 failovers.fail("no leader before the kill")
                 continue
             }
@@ -124,15 +130,20 @@ public struct RaftProcessBenchmark: Sendable {
             _ = try await pollUntil(10) { await self.leaderSeen(by: victim) != nil }
             try await Task.sleep(for: .milliseconds(1500))
         }
-        return Report(electionTimeoutMilliseconds: electionTimeoutMilliseconds, heartbeatMilliseconds: heartbeatMilliseconds,
-                      trials: trials, failover: failovers, sequentialWrites: sequential.count,
-                      sequentialMedianMilliseconds: median(sequential), sequentialP90Milliseconds: percentile(sequential, 0.9),
-                      concurrentClients: clients, concurrentWritesPerSecond: rate)
+        return Report(
+            electionTimeoutMilliseconds: electionTimeoutMilliseconds, heartbeatMilliseconds: heartbeatMilliseconds,
+            trials: trials, failover: failovers, sequentialWrites: sequential.count,
+            sequentialMedianMilliseconds: median(sequential), sequentialP90Milliseconds: percentile(sequential, 0.9),
+            concurrentClients: clients, concurrentWritesPerSecond: rate)
     }
 
     func start(_ s: ServerProcess, join: String) throws {
-        try s.start(join: join, extra: ["--raft-election-timeout", "\(electionTimeoutMilliseconds)ms",
-                                        "--raft-heartbeat-interval", "\(heartbeatMilliseconds)ms"])
+        try s.start(
+            join: join,
+            extra: [
+                "--raft-election-timeout", "\(electionTimeoutMilliseconds)ms",
+                "--raft-heartbeat-interval", "\(heartbeatMilliseconds)ms",
+            ])
     }
 
     func write(_ method: String, _ s: ServerProcess, _ path: String, _ body: [UInt8], timeout: Int = 10_000) async -> (Int, Data)? {
@@ -141,7 +152,8 @@ public struct RaftProcessBenchmark: Sendable {
 
     func leaderSeen(by s: ServerProcess) async -> String? {
         guard let data = await PlainHTTP.get(host: s.ip, port: 7481, path: "/v1/leader", timeoutMillis: 500),
-              let view = try? JSONDecoder().decode(LeaderView.self, from: data) else { return nil }
+            let view = try? JSONDecoder().decode(LeaderView.self, from: data)
+        else { return nil }
         return view.name
     }
 

@@ -24,11 +24,14 @@ final class ServerProcess: @unchecked Sendable {
     func start(join: String, extra: [String]) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
-        var args = ["agent", "--name", name, "--bind", "\(ip):7480", "--http", "\(ip):7481",
-                    "--data-dir", "\(directory)/data/\(name)", "--tls-ca", "\(directory)/ca/ca.pem",
-                    "--tls-cert", "\(directory)/certs/\(name).pem", "--tls-key", "\(directory)/certs/\(name)-key.pem",
-                    "--server", "--bootstrap-expect", "3",
-                    "--log-level", ProcessInfo.processInfo.environment["MICROSCALE_BENCH_LOG_LEVEL"] ?? "warning"] + extra
+        var args =
+            [
+                "agent", "--name", name, "--bind", "\(ip):7480", "--http", "\(ip):7481",
+                "--data-dir", "\(directory)/data/\(name)", "--tls-ca", "\(directory)/ca/ca.pem",
+                "--tls-cert", "\(directory)/certs/\(name).pem", "--tls-key", "\(directory)/certs/\(name)-key.pem",
+                "--server", "--bootstrap-expect", "3",
+                "--log-level", ProcessInfo.processInfo.environment["MICROSCALE_BENCH_LOG_LEVEL"] ?? "warning",
+            ] + extra
         if join != ip { args += ["--join", "\(join):7480"] }
         p.arguments = args
         let logPath = "\(directory)/\(name).log"
@@ -52,8 +55,10 @@ final class ServerProcess: @unchecked Sendable {
 
 /// Polls `condition` every `every` until it holds (true) or `seconds` pass (false). Runs on the
 /// caller's actor, so the condition may read that actor's state.
-func pollUntil(_ seconds: Double, every: Duration = .milliseconds(50), isolation: isolated (any Actor)? = #isolation,
-               _ condition: () async -> Bool) async throws -> Bool {
+func pollUntil(
+    _ seconds: Double, every: Duration = .milliseconds(50), isolation: isolated (any Actor)? = #isolation,
+    _ condition: () async -> Bool
+) async throws -> Bool {
     let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
     while ContinuousClock.now < deadline {
         if await condition() { return true }

@@ -20,24 +20,37 @@ public struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("tls-cert"), help: "This node's certificate.") var tlsCert: String?
     @Option(name: .customLong("tls-key"), help: "This node's private key.") var tlsKey: String?
     @Option(name: .customLong("docker-socket"), help: "Docker Engine socket.") var dockerSocket: String?
-    @Option(name: .customLong("registry-auth"), help: "Registry credentials for image pulls: a Docker config.json-format file.") var registryAuth: String?
+    @Option(name: .customLong("registry-auth"), help: "Registry credentials for image pulls: a Docker config.json-format file.") var registryAuth:
+        String?
     @Option(name: .customLong("capacity-cpu"), help: "CPU cores to offer (default: detected).") var capacityCPU: String?
     @Option(name: .customLong("capacity-memory"), help: "Memory to offer, e.g. 8GiB (default: detected).") var capacityMemory: String?
     @Option(help: "Cluster name; agents of another cluster are refused.") var cluster: String?
     @Option(name: .customLong("api-token"), help: "Token the HTTP API requires (needed beyond loopback).") var apiToken: String?
-    @Option(name: .customLong("api-token-file"), help: "File holding the API token (mode 0600; instead of --api-token, which other users see in ps).") var apiTokenFile: String?
+    @Option(name: .customLong("api-token-file"), help: "File holding the API token (mode 0600; instead of --api-token, which other users see in ps).")
+    var apiTokenFile: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, warning, error.") var logLevel: String?
-    @Option(name: .customLong("raft-election-timeout"), help: "Raft election timeout T (followers campaign after [T, 2T) of silence; default 300ms).") var raftElectionTimeout: String?
+    @Option(name: .customLong("raft-election-timeout"), help: "Raft election timeout T (followers campaign after [T, 2T) of silence; default 300ms).")
+    var raftElectionTimeout: String?
     @Option(name: .customLong("raft-heartbeat-interval"), help: "Raft leader heartbeat interval (default 50ms).") var raftHeartbeat: String?
     @Option(name: .customLong("max-members"), help: "Members this agent keeps at most (default 10000).") var maxMembers: String?
-    @Option(name: .customLong("dead-server-cleanup"), help: "Remove a server dead this long from the Raft voters, if the rest keep a quorum (default 30s; off).") var deadServerCleanup: String?
-    @Option(name: .customLong("server-stabilization-time"), help: "A new server becomes a voter after being healthy and caught up this long (default 5s).") var serverStabilizationTime: String?
-    @Flag(name: .customLong("leave-on-terminate"), help: "On SIGTERM, leave the cluster (its work moves at once) instead of only stopping.") var leaveOnTerminate = false
-    @Option(name: .customLong("dead-node-grace"), help: "How long the leader keeps the work of a node that announced a restart (SIGTERM without leaving) in place once it is dead (default 5s); a crashed node's work moves at once.") var deadNodeGrace: String?
+    @Option(
+        name: .customLong("dead-server-cleanup"),
+        help: "Remove a server dead this long from the Raft voters, if the rest keep a quorum (default 30s; off).") var deadServerCleanup: String?
+    @Option(
+        name: .customLong("server-stabilization-time"), help: "A new server becomes a voter after being healthy and caught up this long (default 5s)."
+    ) var serverStabilizationTime: String?
+    @Flag(name: .customLong("leave-on-terminate"), help: "On SIGTERM, leave the cluster (its work moves at once) instead of only stopping.")
+    var leaveOnTerminate = false
+    @Option(
+        name: .customLong("dead-node-grace"),
+        help:
+            "How long the leader keeps the work of a node that announced a restart (SIGTERM without leaving) in place once it is dead (default 5s); a crashed node's work moves at once."
+    ) var deadNodeGrace: String?
     @Option(name: .customLong("reserve-cpu"), help: "Cores kept back from the detected capacity (default 0.5).") var reserveCPU: String?
     @Option(name: .customLong("reserve-memory"), help: "Memory kept back from the detected capacity (default 512MiB).") var reserveMemory: String?
     @Option(name: .customLong("log-format"), help: "text or json (default text).") var logFormat: String?
-    @Option(name: .customLong("node-label"), help: "A label of this node, key=value (repeatable; services' constraints and spread read them).") var nodeLabel: [String] = []
+    @Option(name: .customLong("node-label"), help: "A label of this node, key=value (repeatable; services' constraints and spread read them).")
+    var nodeLabel: [String] = []
     @Option(help: "YAML file whose keys are these flags' names.") var config: String?
 
     public init() {}
@@ -85,17 +98,17 @@ public struct AgentCommand: AsyncParsableCommand {
     /// ArgumentParser, or `MicroscaleCommand.run(_:)` after `AgentFlags`.
     static func run(flags: AgentSettings, config: String?) async throws {
         #if os(Linux)
-        // glibc gives each thread that contends for the heap its own arena (up to 8 per core),
-        // each with its own free lists and slack; the agent's few threads allocate little, so two
-        // arenas serve them, and resident memory stays lower (MALLOC_ARENA_MAX, set from within).
-        _ = glibcMallopt(-8 /* M_ARENA_MAX, malloc.h */, 2)
-        // Blocks of 128 KiB and more (a Raft snapshot: ~450 KB of JSON, copied twice on its way to
-        // SQLite) are mmapped, and unmapped when freed. By default glibc raises that threshold to
-        // the largest block freed so far, so after the first snapshot they came from the heap; the
-        // next one, a little larger, fit no hole and grew it. The hour-long soak showed +1.3 MiB at
-        // every compaction, and malloc_stats on a server 9.2 MB held for 6.2 MB in use. Setting
-        // the threshold also stops glibc moving it (and the trim threshold) after that.
-        _ = glibcMallopt(-3 /* M_MMAP_THRESHOLD, malloc.h */, 128 * 1024)
+            // glibc gives each thread that contends for the heap its own arena (up to 8 per core),
+            // each with its own free lists and slack; the agent's few threads allocate little, so two
+            // arenas serve them, and resident memory stays lower (MALLOC_ARENA_MAX, set from within).
+            _ = glibcMallopt(-8 /* M_ARENA_MAX, malloc.h */, 2)
+            // Blocks of 128 KiB and more (a Raft snapshot: ~450 KB of JSON, copied twice on its way to
+            // SQLite) are mmapped, and unmapped when freed. By default glibc raises that threshold to
+            // the largest block freed so far, so after the first snapshot they came from the heap; the
+            // next one, a little larger, fit no hole and grew it. The hour-long soak showed +1.3 MiB at
+            // every compaction, and malloc_stats on a server 9.2 MB held for 6.2 MB in use. Setting
+            // the threshold also stops glibc moving it (and the trim threshold) after that.
+            _ = glibcMallopt(-3 /* M_MMAP_THRESHOLD, malloc.h */, 128 * 1024)
         #endif
         // Whatever the agent writes (the data directory, its files) is its user's only.
         umask(0o077)
@@ -119,7 +132,10 @@ public struct AgentCommand: AsyncParsableCommand {
         // A signal, or `microscale leave` (which stops the agent itself).
         let signal = await withTaskGroup(of: Int32?.self) { group in
             group.addTask { await waitForTerminationSignal() }
-            group.addTask { await runtime.stopped(); return nil }
+            group.addTask {
+                await runtime.stopped()
+                return nil
+            }
             let first = await group.next() ?? nil
             group.cancelAll()
             return first
@@ -128,7 +144,8 @@ public struct AgentCommand: AsyncParsableCommand {
         // SIGTERM is a restart or an upgrade unless the operator said otherwise; SIGINT (Ctrl-C
         // on `microscale agent` in a terminal) leaves, as before.
         let leave = signal == SIGINT || runtime.configuration.leaveOnTerminate
-        runtime.logger.info(leave ? "signal received: leaving the cluster" : "signal received: stopping without leaving (--leave-on-terminate to leave)")
+        runtime.logger.info(
+            leave ? "signal received: leaving the cluster" : "signal received: stopping without leaving (--leave-on-terminate to leave)")
         await runtime.stop(leave: leave)
     }
 }
@@ -155,7 +172,7 @@ func waitForTerminationSignal() async -> Int32 {
 }
 
 #if os(Linux)
-/// glibc's mallopt(3); Swift's Glibc module does not export malloc.h.
-@_silgen_name("mallopt")
-private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
+    /// glibc's mallopt(3); Swift's Glibc module does not export malloc.h.
+    @_silgen_name("mallopt")
+    private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
 #endif

@@ -25,7 +25,9 @@ public struct ChaosCommand: AsyncParsableCommand {
     @Option(help: "soak: minutes to run.") var minutes = 10.0
     @Option(help: "bench: trials of the Raft and cluster figures.") var trials = 20
     @Option(help: "The microscale executable the agents run (default: next to this one).") var executable: String?
-    @Option(name: .customLong("previous-binary"), help: "upgrade: the previous commit's microscale executable, which the agents run before they are upgraded to --executable.")
+    @Option(
+        name: .customLong("previous-binary"),
+        help: "upgrade: the previous commit's microscale executable, which the agents run before they are upgraded to --executable.")
     var previousBinary: String?
     @Option(help: "Where the hosts' files live.") var root = "/tmp/microscale-chaos"
     @Flag(help: "Print JSON instead of lines.") var json = false
@@ -34,9 +36,13 @@ public struct ChaosCommand: AsyncParsableCommand {
     public init() {}
 
     public func validate() throws {
-        guard scenario == "clean" || scenario == "bench" || scenario == "all" || scenario == "smoke" || scenario == "crash-writes"
-                || scenario == "soak" || ChaosRunner.scenarios.contains(scenario) || ChaosRunner.separateScenarios.contains(scenario) else {
-            throw ValidationError("scenario: no such scenario \"\(scenario)\"; one of \(ChaosRunner.scenarios.joined(separator: ", ")), upgrade, all, smoke, crash-writes, soak, clean")
+        guard
+            scenario == "clean" || scenario == "bench" || scenario == "all" || scenario == "smoke" || scenario == "crash-writes"
+                || scenario == "soak" || ChaosRunner.scenarios.contains(scenario) || ChaosRunner.separateScenarios.contains(scenario)
+        else {
+            throw ValidationError(
+                "scenario: no such scenario \"\(scenario)\"; one of \(ChaosRunner.scenarios.joined(separator: ", ")), upgrade, all, smoke, crash-writes, soak, clean"
+            )
         }
         guard hosts >= 3, hosts <= 50 else { throw ValidationError("--hosts: must be between 3 and 50") }
         guard servers >= 1, servers <= hosts else { throw ValidationError("--servers: must be between 1 and --hosts") }
@@ -89,18 +95,20 @@ public struct ChaosCommand: AsyncParsableCommand {
             try await cluster.up()
             let runner = ChaosRunner(cluster: cluster)
             try await runner.prepare()
-            let names: [String] = switch scenario {
-            case "all": ChaosRunner.scenarios
-            case "smoke": ["host-kill", "leader-kill", "partition-one", "agent-restart"]
-            default: [scenario]
-            }
+            let names: [String] =
+                switch scenario {
+                case "all": ChaosRunner.scenarios
+                case "smoke": ["host-kill", "leader-kill", "partition-one", "agent-restart"]
+                default: [scenario]
+                }
             for name in names {
                 for k in 1...repetitions {
-                    let r: ChaosResult = switch name {
-                    case "crash-writes": await runner.crashWrites(kills: kills)
-                    case "soak": await runner.soak(minutes: minutes)
-                    default: await runner.run(name, repetition: k)
-                    }
+                    let r: ChaosResult =
+                        switch name {
+                        case "crash-writes": await runner.crashWrites(kills: kills)
+                        case "soak": await runner.soak(minutes: minutes)
+                        default: await runner.run(name, repetition: k)
+                        }
                     results.append(r)
                     // Lines go to stdout, or to stderr as progress when stdout carries the JSON.
                     (json ? FileHandle.standardError : FileHandle.standardOutput).write(Data((Self.line(r) + "\n").utf8))

@@ -27,8 +27,11 @@ public struct LeaderCommand: AsyncParsableCommand {
         try await reportingErrors {
             let (leader, raw) = try await client.get("/v1/leader", as: LeaderView.self)
             if json { return printJSON(raw) }
-            print(formatTable([["NAME", "ADDRESS", "TERM", "COMMIT", "VOTERS"],
-                               [leader.name, leader.address, "\(leader.term)", "\(leader.commitIndex)", leader.voters.joined(separator: ",")]]))
+            print(
+                formatTable([
+                    ["NAME", "ADDRESS", "TERM", "COMMIT", "VOTERS"],
+                    [leader.name, leader.address, "\(leader.term)", "\(leader.commitIndex)", leader.voters.joined(separator: ",")],
+                ]))
         }
     }
 }
@@ -116,8 +119,10 @@ public struct ServicesCommand: AsyncParsableCommand {
     static func table(_ services: [String: ServiceSpec]) -> String {
         var rows = [["NAME", "PRIORITY", "CPU", "MEMORY", "MIN", "MAX", "FILL", "DEMAND", "IMAGE"]]
         for (name, s) in services.sorted(by: { ($0.value.priority, $0.key) < ($1.value.priority, $1.key) }) {
-            rows.append([name, "\(s.priority)", formatCPU(s.cpu), formatBytes(Int64(s.memory)), "\(s.min)", "\(s.max)",
-                         s.fill ? "yes" : "no", s.demand?.source ?? "-", s.image])
+            rows.append([
+                name, "\(s.priority)", formatCPU(s.cpu), formatBytes(Int64(s.memory)), "\(s.min)", "\(s.max)",
+                s.fill ? "yes" : "no", s.demand?.source ?? "-", s.image,
+            ])
         }
         return formatTable(rows)
     }
@@ -260,8 +265,10 @@ public struct StatusCommand: AsyncParsableCommand {
         var rows = [["SERVICE", "PRIORITY", "DEMAND", "DESIRED", "RUNNING", "STARTING", "UNHEALTHY", "UPDATE"]]
         var failures: [String] = []
         for v in s.services {
-            rows.append([v.name, "\(v.priority)", v.demand.map(formatNumber) ?? "-", "\(v.desired)", "\(v.running)",
-                         "\(v.starting ?? 0)", "\(v.unhealthy ?? 0)", v.rollout ?? "-"])
+            rows.append([
+                v.name, "\(v.priority)", v.demand.map(formatNumber) ?? "-", "\(v.desired)", "\(v.running)",
+                "\(v.starting ?? 0)", "\(v.unhealthy ?? 0)", v.rollout ?? "-",
+            ])
             for (node, reason) in (v.pullFailures ?? [:]).sorted(by: { $0.key < $1.key }) {
                 failures.append("\(v.name) on \(node): image pull failing: \(reason)")
             }

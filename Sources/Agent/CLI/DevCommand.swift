@@ -58,9 +58,11 @@ public struct DevCommand: AsyncParsableCommand {
             try FileManager.default.createDirectory(atPath: "\(root)/docker", withIntermediateDirectories: true)
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = ["dockerd", "--data-root=\(root)/docker/data", "--exec-root=\(root)/docker/exec",
-                           "--pidfile=\(root)/docker/pid", "--host=unix://\(root)/docker.sock", "--storage-driver=vfs",
-                           "--iptables=false", "--ip-masq=false", "--bridge=none"]
+            p.arguments = [
+                "dockerd", "--data-root=\(root)/docker/data", "--exec-root=\(root)/docker/exec",
+                "--pidfile=\(root)/docker/pid", "--host=unix://\(root)/docker.sock", "--storage-driver=vfs",
+                "--iptables=false", "--ip-masq=false", "--bridge=none",
+            ]
             var env = ProcessInfo.processInfo.environment
             env["PATH"] = (env["PATH"] ?? "/usr/bin:/bin") + ":/usr/local/sbin:/usr/sbin:/sbin"
             p.environment = env
@@ -126,11 +128,13 @@ public struct DevCommand: AsyncParsableCommand {
         }
         for (i, n) in names.enumerated() {
             var s = AgentSettings()
-            for (k, v) in [("name", n), ("bind", "127.0.0.\(i + 1):7480"), ("http", "127.0.0.\(i + 1):7481"),
-                           ("data-dir", "\(root)/data/\(n)"), ("tls-ca", "\(root)/ca/ca.pem"),
-                           ("tls-cert", "\(root)/certs/\(n).pem"), ("tls-key", "\(root)/certs/\(n)-key.pem"),
-                           ("server", "true"), ("bootstrap-expect", "3"), ("docker-socket", host),
-                           ("capacity-cpu", "2"), ("capacity-memory", "2GiB")] {
+            for (k, v) in [
+                ("name", n), ("bind", "127.0.0.\(i + 1):7480"), ("http", "127.0.0.\(i + 1):7481"),
+                ("data-dir", "\(root)/data/\(n)"), ("tls-ca", "\(root)/ca/ca.pem"),
+                ("tls-cert", "\(root)/certs/\(n).pem"), ("tls-key", "\(root)/certs/\(n)-key.pem"),
+                ("server", "true"), ("bootstrap-expect", "3"), ("docker-socket", host),
+                ("capacity-cpu", "2"), ("capacity-memory", "2GiB"),
+            ] {
                 s.set(k, v, origin: "dev")
             }
             if i > 0 { s.append("join", "127.0.0.1:7480", origin: "dev") }

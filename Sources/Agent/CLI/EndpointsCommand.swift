@@ -109,8 +109,14 @@ public struct LBCommand: AsyncParsableCommand {
                 }
                 if let p = containerPort, !(1...65535).contains(p) { throw CLIError("--container-port: \(p) is not a port (1-65535)", exitCode: 2) }
                 let driver = HAProxyDriver(socket: HAProxySocket(path: socket), backend: backend ?? service)
-                try await HAProxyFollower(client: client, service: service, containerPort: containerPort, driver: driver,
-                                          resync: every, say: { print($0); flushOutput() }).run()
+                try await HAProxyFollower(
+                    client: client, service: service, containerPort: containerPort, driver: driver,
+                    resync: every,
+                    say: {
+                        print($0)
+                        flushOutput()
+                    }
+                ).run()
             }
         }
     }
@@ -127,8 +133,10 @@ public struct HAProxyFollower: Sendable {
     public var resync: Duration
     public var say: @Sendable (String) -> Void
 
-    public init(client: HTTPClientOptions, service: String, containerPort: Int?, driver: HAProxyDriver,
-                resync: Duration, say: @escaping @Sendable (String) -> Void) {
+    public init(
+        client: HTTPClientOptions, service: String, containerPort: Int?, driver: HAProxyDriver,
+        resync: Duration, say: @escaping @Sendable (String) -> Void
+    ) {
         self.client = client
         self.service = service
         self.containerPort = containerPort
@@ -142,8 +150,15 @@ public struct HAProxyFollower: Sendable {
     static func targets(_ v: EndpointsView, containerPort: Int?) -> Result<Set<HAProxyPlan.Target>, CLIError> {
         let ports = Set(v.endpoints.map(\.containerPort))
         let port: Int
-        if let containerPort { port = containerPort } else if ports.count <= 1 { port = ports.first ?? 0 } else {
-            return .failure(CLIError("\(v.service) publishes container ports \(ports.sorted().map(String.init).joined(separator: ", ")); choose one with --container-port", exitCode: 2))
+        if let containerPort {
+            port = containerPort
+        } else if ports.count <= 1 {
+            port = ports.first ?? 0
+        } else {
+            return .failure(
+                CLIError(
+                    "\(v.service) publishes container ports \(ports.sorted().map(String.init).joined(separator: ", ")); choose one with --container-port",
+                    exitCode: 2))
         }
         return .success(Set(v.endpoints.filter { $0.containerPort == port }.map { HAProxyPlan.Target(host: $0.host, port: $0.port) }))
     }
@@ -173,12 +188,15 @@ public struct HAProxyFollower: Sendable {
                 if lastProblem != nil { say("lb: working again") }
                 lastProblem = nil
                 if !plan.added.isEmpty || !plan.removed.isEmpty {
-                    say("lb: \(driver.backend): \(targets.count) server\(targets.count == 1 ? "" : "s") ready"
-                        + (plan.added.isEmpty ? "" : "; added \(plan.added.map(\.description).joined(separator: " "))")
-                        + (plan.removed.isEmpty ? "" : "; removed \(plan.removed.map(\.description).joined(separator: " "))"))
+                    say(
+                        "lb: \(driver.backend): \(targets.count) server\(targets.count == 1 ? "" : "s") ready"
+                            + (plan.added.isEmpty ? "" : "; added \(plan.added.map(\.description).joined(separator: " "))")
+                            + (plan.removed.isEmpty ? "" : "; removed \(plan.removed.map(\.description).joined(separator: " "))"))
                 }
                 if !plan.unplaced.isEmpty {
-                    say("lb: \(driver.backend) has no free server for \(plan.unplaced.count) endpoint\(plan.unplaced.count == 1 ? "" : "s"); make its server-template larger")
+                    say(
+                        "lb: \(driver.backend) has no free server for \(plan.unplaced.count) endpoint\(plan.unplaced.count == 1 ? "" : "s"); make its server-template larger"
+                    )
                 }
             } catch {
                 problem("\(error)")

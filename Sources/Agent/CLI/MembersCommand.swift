@@ -25,8 +25,9 @@ public struct HTTPClientOptions: ParsableArguments {
             do { return try APIToken.read(file: path, name: pathName) } catch { throw CLIError(error.message) }
         }
         return try pick(flag, "--token", file, "--token-file")
-            ?? pick(environment["MICROSCALE_HTTP_TOKEN"], "MICROSCALE_HTTP_TOKEN",
-                    environment["MICROSCALE_HTTP_TOKEN_FILE"], "MICROSCALE_HTTP_TOKEN_FILE")
+            ?? pick(
+                environment["MICROSCALE_HTTP_TOKEN"], "MICROSCALE_HTTP_TOKEN",
+                environment["MICROSCALE_HTTP_TOKEN_FILE"], "MICROSCALE_HTTP_TOKEN_FILE")
     }
 
     var baseURL: String {
@@ -62,9 +63,10 @@ public struct HTTPClientOptions: ParsableArguments {
         }
         let response: HTTPResponse
         do {
-            response = try await MiniHTTPClient().request(endpoint, method: HTTPMethod(rawValue: method), path: target,
-                                                          headers: headers, body: body.map { Array($0) } ?? (method == "GET" ? nil : []),
-                                                          timeout: timeout)
+            response = try await MiniHTTPClient().request(
+                endpoint, method: HTTPMethod(rawValue: method), path: target,
+                headers: headers, body: body.map { Array($0) } ?? (method == "GET" ? nil : []),
+                timeout: timeout)
         } catch {
             throw CLIError(Self.unreachable(baseURL, error))
         }
@@ -98,8 +100,10 @@ extension HTTPClientOptions {
     /// The errno text at the end of a connection error ("Connection refused", "No route to
     /// host"), lower-cased; else the first 80 characters of the first line.
     static func shortReason(_ text: String) -> String {
-        let known = ["Connection refused", "No route to host", "Network is unreachable", "Connection reset by peer",
-                     "Connection timed out", "Name or service not known", "No such file or directory", "Permission denied"]
+        let known = [
+            "Connection refused", "No route to host", "Network is unreachable", "Connection reset by peer",
+            "Connection timed out", "Name or service not known", "No such file or directory", "Permission denied",
+        ]
         if let k = known.first(where: { text.localizedCaseInsensitiveContains($0) }) { return k.lowercased() }
         if text.contains("connectTimeout") || text.contains("timed out") { return "no answer (timed out)" }
         let first = text.split(separator: "\n").first.map(String.init) ?? text
@@ -146,8 +150,10 @@ public struct MembersCommand: AsyncParsableCommand {
         var rows = [["NAME", "ADDRESS", "STATUS", "ROLE", "CPU", "MEMORY", "CONTAINERS", "LABELS"]]
         for m in members {
             let labels = (m.labels ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
-            rows.append([m.name, m.address, m.status, m.role, formatCPU(m.capacity.cpu),
-                         formatBytes(m.capacity.memoryBytes), "\(m.running.values.reduce(0, +))", labels.isEmpty ? "-" : labels])
+            rows.append([
+                m.name, m.address, m.status, m.role, formatCPU(m.capacity.cpu),
+                formatBytes(m.capacity.memoryBytes), "\(m.running.values.reduce(0, +))", labels.isEmpty ? "-" : labels,
+            ])
         }
         return formatTable(rows)
     }

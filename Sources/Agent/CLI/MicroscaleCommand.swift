@@ -7,9 +7,12 @@ public struct MicroscaleCommand: AsyncParsableCommand {
         commandName: "microscale",
         abstract: "Microscale: priority-aware container scheduling on the capacity you already have.",
         version: MicroscaleVersion.current,
-        subcommands: [AgentCommand.self, MembersCommand.self, LeaderCommand.self, ServicesCommand.self,
-                      DemandCommand.self, NodeCommand.self, StatusCommand.self, DecisionsCommand.self, ReportCommand.self, EndpointsCommand.self, LBCommand.self, OperatorCommand.self, LeaveCommand.self, ForceLeaveCommand.self, DevCommand.self,
-                      TLSCommand.self, VersionCommand.self])
+        subcommands: [
+            AgentCommand.self, MembersCommand.self, LeaderCommand.self, ServicesCommand.self,
+            DemandCommand.self, NodeCommand.self, StatusCommand.self, DecisionsCommand.self, ReportCommand.self, EndpointsCommand.self,
+            LBCommand.self, OperatorCommand.self, LeaveCommand.self, ForceLeaveCommand.self, DevCommand.self,
+            TLSCommand.self, VersionCommand.self,
+        ])
 
     public init() {}
 }
@@ -32,7 +35,7 @@ extension MicroscaleCommand {
             return
         }
         // Parsed once here only to tell a bad flag (one line, status 2) from help (as usual).
-        do { _ = try parseAsRoot(arguments) } catch where exitCode(for: error) != .success {
+        do { _ = try parseAsRoot(arguments) } catch  where exitCode(for: error) != .success {
             printError("error: \(message(for: error))")
             exit(withError: ExitCode(2))
         } catch {}

@@ -25,10 +25,15 @@ public struct RaftCommand: AsyncParsableCommand {
             try await reportingErrors {
                 let (peers, raw) = try await client.get("/v1/operator/raft/peers", as: [RaftPeer].self)
                 if json { return printJSON(raw) }
-                print(formatTable([["NAME", "ADDRESS", "STATE", "VOTER"]] + peers.map {
-                    [$0.name, $0.address.isEmpty ? "-" : $0.address, $0.leader ? "leader" : $0.voter ? "follower" : "learner",
-                     $0.voter ? "true" : "false"]
-                }))
+                print(
+                    formatTable(
+                        [["NAME", "ADDRESS", "STATE", "VOTER"]]
+                            + peers.map {
+                                [
+                                    $0.name, $0.address.isEmpty ? "-" : $0.address, $0.leader ? "leader" : $0.voter ? "follower" : "learner",
+                                    $0.voter ? "true" : "false",
+                                ]
+                            }))
             }
         }
     }
@@ -119,8 +124,9 @@ public struct SnapshotCommand: AsyncParsableCommand {
                 let raw = try await client.call("PUT", "/v1/operator/snapshot", body: Data(bytes), timeout: .seconds(30))
                 if json { return printJSON(raw) }
                 guard let r = try? JSONDecoder().decode(RestoreView.self, from: raw) else { return printJSON(raw) }
-                print("restored \(r.services) services, \(r.demand) demand values and \(r.drainedNodes) drained nodes "
-                    + "from \(file) (entry \(r.index))")
+                print(
+                    "restored \(r.services) services, \(r.demand) demand values and \(r.drainedNodes) drained nodes "
+                        + "from \(file) (entry \(r.index))")
             }
         }
     }

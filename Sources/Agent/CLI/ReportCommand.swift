@@ -1,6 +1,7 @@
 import ArgumentParser
 import Bounds
 import Foundation
+
 import struct Scaling.UtilizationSummary
 
 /// `microscale report utilization [--window 1h] [--json]`: capacity reserved and used per priority
@@ -24,8 +25,9 @@ public struct ReportCommand: AsyncParsableCommand {
                 guard let d = Units.duration(window), d >= .seconds(1), d <= Limits.maxUtilizationWindow else {
                     throw CLIError("--window \"\(window)\" must be a duration from 1s to 1h", exitCode: 2)
                 }
-                let (summary, raw) = try await client.get("/v1/report/utilization?window=\(d.components.seconds)s",
-                                                          as: UtilizationSummary.self)
+                let (summary, raw) = try await client.get(
+                    "/v1/report/utilization?window=\(d.components.seconds)s",
+                    as: UtilizationSummary.self)
                 if json { return printJSON(raw) }
                 print(Self.render(summary))
             }
@@ -38,11 +40,15 @@ public struct ReportCommand: AsyncParsableCommand {
             let span = max(0, (s.to - s.from) / 1000)
             var rows = [["PRIORITY", "RESERVED", "PEAK", "RUNNING", "BUSY", "RESERVED%", "RUNNING%", "BUSY%"]]
             for l in s.levels {
-                rows.append(["\(l.priority)\(l.andBelow == true ? "+" : "")", cores(l.reservedCores), cores(l.reservedPeakCores),
-                             cores(l.runningCores), cores(l.busyCores), percent(l.reservedShare), percent(l.runningShare), percent(l.busyShare)])
+                rows.append([
+                    "\(l.priority)\(l.andBelow == true ? "+" : "")", cores(l.reservedCores), cores(l.reservedPeakCores),
+                    cores(l.runningCores), cores(l.busyCores), percent(l.reservedShare), percent(l.runningShare), percent(l.busyShare),
+                ])
             }
-            rows.append(["all", cores(s.reservedShare * s.capacityCores), "", cores(s.runningShare * s.capacityCores),
-                         cores(s.busyShare * s.capacityCores), percent(s.reservedShare), percent(s.runningShare), percent(s.busyShare)])
+            rows.append([
+                "all", cores(s.reservedShare * s.capacityCores), "", cores(s.runningShare * s.capacityCores),
+                cores(s.busyShare * s.capacityCores), percent(s.reservedShare), percent(s.runningShare), percent(s.busyShare),
+            ])
             return "utilization over \(span) s (\(s.samples) samples), capacity \(cores(s.capacityCores)) cores; means in cores\n\n"
                 + formatTable(rows) + "\n\n" + s.compactionText
         }

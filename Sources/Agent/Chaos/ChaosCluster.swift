@@ -160,7 +160,9 @@ public actor ChaosCluster {
     /// hierarchy on v2.
     static var cgroupRoots: [String] {
         let v1 = "/sys/fs/cgroup/pids"
-        if FileManager.default.fileExists(atPath: "\(v1)/cgroup.procs") { return [v1, "/sys/fs/cgroup/freezer"].filter { FileManager.default.fileExists(atPath: $0) } }
+        if FileManager.default.fileExists(atPath: "\(v1)/cgroup.procs") {
+            return [v1, "/sys/fs/cgroup/freezer"].filter { FileManager.default.fileExists(atPath: $0) }
+        }
         return ["/sys/fs/cgroup"]
     }
     static var trackingRoot: String { cgroupRoots[0] }
@@ -234,11 +236,13 @@ public actor ChaosCluster {
     // MARK: Docker and agents
 
     private func startDocker(_ h: Host, fresh: Bool) async throws {
-        let args = ["dockerd", "--data-root=\(h.directory)/docker", "--exec-root=\(h.directory)/exec",
-                    "--pidfile=\(h.directory)/dockerd.pid", "--host=\(h.dockerHost)", "--storage-driver=vfs",
-                    "--iptables=false", "--ip-masq=false", "--bridge=none",
-                    "--cgroup-parent=/\(h.cgroup)/containers",
-                    "--containerd-namespace=\(h.netns)", "--containerd-plugins-namespace=\(h.netns)-plugins"]
+        let args = [
+            "dockerd", "--data-root=\(h.directory)/docker", "--exec-root=\(h.directory)/exec",
+            "--pidfile=\(h.directory)/dockerd.pid", "--host=\(h.dockerHost)", "--storage-driver=vfs",
+            "--iptables=false", "--ip-masq=false", "--bridge=none",
+            "--cgroup-parent=/\(h.cgroup)/containers",
+            "--containerd-namespace=\(h.netns)", "--containerd-plugins-namespace=\(h.netns)-plugins",
+        ]
         try? FileManager.default.removeItem(atPath: "\(h.directory)/dockerd.pid")
         _ = try spawn(h, log: "\(h.directory)/dockerd.log", args)
         guard try await pollUntil(60, { (try? await h.docker.ping()) != nil }) else {
@@ -247,8 +251,10 @@ public actor ChaosCluster {
         guard fresh else { return }
         try shell.run(["sh", "-c", "docker -H \(h.dockerHost) import \(options.root)/rootfs.tar \(Self.image) >/dev/null"])
         // The sentinel: a container without Microscale's labels, which nothing may ever touch.
-        let (_, id) = try shell.run(["docker", "-H", h.dockerHost, "run", "-d", "--name", "sentinel", "--network", "none",
-                                     Self.image, "sleep", "100000000"])
+        let (_, id) = try shell.run([
+            "docker", "-H", h.dockerHost, "run", "-d", "--name", "sentinel", "--network", "none",
+            Self.image, "sleep", "100000000",
+        ])
         sentinels[h.name] = id.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
@@ -259,12 +265,14 @@ public actor ChaosCluster {
     public func setExecutable(_ h: Host, _ path: String?) { executables[h.name] = path }
 
     public func startAgent(_ h: Host) throws {
-        var args = [executables[h.name] ?? options.executable, "agent", "--name", h.name, "--bind", "\(h.address):7480", "--http", "\(h.address):7481",
-                    "--api-token", token, "--data-dir", "\(h.directory)/agent",
-                    "--tls-ca", "\(options.root)/ca/ca.pem", "--tls-cert", "\(options.root)/certs/\(h.name).pem",
-                    "--tls-key", "\(options.root)/certs/\(h.name)-key.pem", "--docker-socket", h.dockerHost,
-                    "--capacity-cpu", "\(options.capacityCPU)", "--capacity-memory", options.capacityMemory,
-                    "--log-level", options.logLevel]
+        var args = [
+            executables[h.name] ?? options.executable, "agent", "--name", h.name, "--bind", "\(h.address):7480", "--http", "\(h.address):7481",
+            "--api-token", token, "--data-dir", "\(h.directory)/agent",
+            "--tls-ca", "\(options.root)/ca/ca.pem", "--tls-cert", "\(options.root)/certs/\(h.name).pem",
+            "--tls-key", "\(options.root)/certs/\(h.name)-key.pem", "--docker-socket", h.dockerHost,
+            "--capacity-cpu", "\(options.capacityCPU)", "--capacity-memory", options.capacityMemory,
+            "--log-level", options.logLevel,
+        ]
         if h.server { args += ["--server", "--bootstrap-expect", "\(min(options.servers, hosts.count))"] }
         if addedServers.contains(h.name) { args += ["--server"] }
         for other in hosts where other !== h { args += ["--join", "\(other.address):7480"] }
@@ -278,8 +286,9 @@ public actor ChaosCluster {
     /// from its next start.
     public func setAddedServer(_ h: Host, _ server: Bool) throws {
         guard !h.server else { return }
-        try CertificateIssuer.createNodeCertificate(caDir: "\(options.root)/ca", node: h.name, server: server,
-                                                    in: "\(options.root)/certs", force: true)
+        try CertificateIssuer.createNodeCertificate(
+            caDir: "\(options.root)/ca", node: h.name, server: server,
+            in: "\(options.root)/certs", force: true)
         if server { addedServers.insert(h.name) } else { addedServers.remove(h.name) }
     }
 
@@ -324,7 +333,8 @@ public actor ChaosCluster {
             try shell.run(["ip", "-n", h.netns, "link", "set", "eth0", "up"])
         }
         if let dockerd = try? String(contentsOfFile: "\(h.directory)/dockerd.pid", encoding: .utf8),
-           let pid = Int32(dockerd.trimmingCharacters(in: .whitespacesAndNewlines)), kill(pid, 0) == 0 {
+            let pid = Int32(dockerd.trimmingCharacters(in: .whitespacesAndNewlines)), kill(pid, 0) == 0
+        {
             // Still running: only the agent was killed.
         } else {
             // The exec root is the host's /run: empty after a power cut. Left as it was, dockerd
@@ -353,7 +363,8 @@ public actor ChaosCluster {
 
     static func isZombie(_ pid: Int32) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return true }
+            let close = stat.lastIndex(of: ")")
+        else { return true }
         return stat[stat.index(close, offsetBy: 2)] == "Z"
     }
 
@@ -372,10 +383,12 @@ public actor ChaosCluster {
     /// `a` is the side counted as cut off (the minority).
     public func partition(_ a: [Host], _ b: [Host]) throws {
         cutOff.formUnion(a.map(\.name))
-        for x in a { for y in b {
-            try shell.run(["ip", "netns", "exec", x.netns, "iptables", "-A", "INPUT", "-s", y.address, "-j", "DROP"])
-            try shell.run(["ip", "netns", "exec", y.netns, "iptables", "-A", "INPUT", "-s", x.address, "-j", "DROP"])
-        } }
+        for x in a {
+            for y in b {
+                try shell.run(["ip", "netns", "exec", x.netns, "iptables", "-A", "INPUT", "-s", y.address, "-j", "DROP"])
+                try shell.run(["ip", "netns", "exec", y.netns, "iptables", "-A", "INPUT", "-s", x.address, "-j", "DROP"])
+            }
+        }
     }
 
     /// Loses `probability` of the packets each host receives from the other hosts.
@@ -383,9 +396,11 @@ public actor ChaosCluster {
         for h in hs {
             // The observer's packets first, untouched: the harness must see the hosts throughout.
             try shell.run(["ip", "netns", "exec", h.netns, "iptables", "-A", "INPUT", "-s", Self.observerAddress, "-j", "ACCEPT"])
-            try shell.run(["ip", "netns", "exec", h.netns, "iptables", "-A", "INPUT", "-s", "\(Self.subnet).0/24",
-                           "-m", "statistic", "--mode", "random",
-                           "--probability", String(format: "%.3f", probability), "-j", "DROP"])
+            try shell.run([
+                "ip", "netns", "exec", h.netns, "iptables", "-A", "INPUT", "-s", "\(Self.subnet).0/24",
+                "-m", "statistic", "--mode", "random",
+                "--probability", String(format: "%.3f", probability), "-j", "DROP",
+            ])
         }
     }
 
@@ -393,8 +408,12 @@ public actor ChaosCluster {
     /// reported as skipped, never faked).
     public func latency(_ milliseconds: Int, on hs: [Host]) -> Bool {
         for h in hs {
-            guard (try? shell.run(["ip", "netns", "exec", h.netns, "tc", "qdisc", "add", "dev", "eth0", "root", "netem",
-                                    "delay", "\(milliseconds)ms"])) != nil else { return false }
+            guard
+                (try? shell.run([
+                    "ip", "netns", "exec", h.netns, "tc", "qdisc", "add", "dev", "eth0", "root", "netem",
+                    "delay", "\(milliseconds)ms",
+                ])) != nil
+            else { return false }
         }
         return true
     }
@@ -424,8 +443,9 @@ public actor ChaosCluster {
     }
 
     public func send(_ method: String, _ h: Host, _ path: String, _ body: String, timeoutMillis: Int = 3000) async -> (Int, Data)? {
-        await PlainHTTP.request(method, host: h.address, port: 7481, path: path, body: Array(body.utf8),
-                                timeoutMillis: timeoutMillis, token: token)
+        await PlainHTTP.request(
+            method, host: h.address, port: 7481, path: path, body: Array(body.utf8),
+            timeoutMillis: timeoutMillis, token: token)
     }
 
     /// A write through any live host, retried while a leader is being elected; true once acknowledged.
@@ -482,7 +502,10 @@ public actor ChaosCluster {
             for _ in 0..<50 {
                 let pids = pids(under: base)
                 if pids.isEmpty { break }
-                for p in pids { kill(p, SIGCONT); kill(p, SIGKILL) }
+                for p in pids {
+                    kill(p, SIGCONT)
+                    kill(p, SIGKILL)
+                }
                 usleep(50_000)
             }
             removeCgroupTree(base)
@@ -536,13 +559,20 @@ public struct Shell: Sendable {
         let data = out.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         let text = String(decoding: data, as: UTF8.self)
-        if let log, let h = FileHandle(forWritingAtPath: log) ?? { _ = FileManager.default.createFile(atPath: log, contents: nil); return FileHandle(forWritingAtPath: log) }() {
+        if let log,
+            let h = FileHandle(forWritingAtPath: log)
+                ?? {
+                    _ = FileManager.default.createFile(atPath: log, contents: nil)
+                    return FileHandle(forWritingAtPath: log)
+                }()
+        {
             h.seekToEndOfFile()
             h.write(Data("$ \(args.joined(separator: " "))  -> \(p.terminationStatus)\n\(text)".utf8))
             try? h.close()
         }
         guard p.terminationStatus == 0 else {
-            throw ChaosError("`\(args.joined(separator: " "))` failed (\(p.terminationStatus)): \(text.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw ChaosError(
+                "`\(args.joined(separator: " "))` failed (\(p.terminationStatus)): \(text.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         return (p.terminationStatus, text)
     }

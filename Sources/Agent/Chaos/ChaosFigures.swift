@@ -19,8 +19,10 @@ public struct ChaosFigures: Sendable {
         /// The measured value in the row's unit (ms, s, B/s, %, MiB), for JSON consumers.
         public var value: Double?
 
-        public init(figure: String, fault: String = "none", measured: String, trials: String = "1",
-                    target: String, reference: String, value: Double?) {
+        public init(
+            figure: String, fault: String = "none", measured: String, trials: String = "1",
+            target: String, reference: String, value: Double?
+        ) {
             self.figure = figure
             self.fault = fault
             self.measured = measured
@@ -32,9 +34,10 @@ public struct ChaosFigures: Sendable {
 
         /// A row for a figure measured over repeated trials: median / p90, failures counted.
         public init(figure: String, _ t: Trials, target: String, reference: String) {
-            self.init(figure: figure, fault: t.fault, measured: "\(ChaosFigures.ms(t.median)) / \(ChaosFigures.ms(t.p90))",
-                      trials: t.failed == 0 ? "\(t.count)" : "\(t.count), \(t.failed) failed (\(t.reasons))",
-                      target: target, reference: reference, value: t.median)
+            self.init(
+                figure: figure, fault: t.fault, measured: "\(ChaosFigures.ms(t.median)) / \(ChaosFigures.ms(t.p90))",
+                trials: t.failed == 0 ? "\(t.count)" : "\(t.count), \(t.failed) failed (\(t.reasons))",
+                target: target, reference: reference, value: t.median)
         }
     }
 
@@ -55,41 +58,61 @@ public struct ChaosFigures: Sendable {
         let serf: [Int: String] = [10: "Serf 5.6 s", 25: "Serf 7.8 s", 50: "Serf 9.5 s"]
         for n in sizes {
             progress("membership, \(n) agents")
-            let b = MembershipProcessBenchmark(nodes: n, executable: executable, workDirectory: NSTemporaryDirectory() + "microscale-chaos-bench-membership-\(n)")
+            let b = MembershipProcessBenchmark(
+                nodes: n, executable: executable, workDirectory: NSTemporaryDirectory() + "microscale-chaos-bench-membership-\(n)")
             let r = try await b.run(progress: progress)
-            rows.append(Row(figure: "SIGKILLed member marked dead by all, N=\(n)", fault: "SIGKILL of one member on loopback (kernel resets its connections)",
-                            measured: Self.s(r.killDetectionSeconds), target: "≤ 1.5 s",
-                            reference: serf[n] ?? "", value: r.killDetectionSeconds))
-            rows.append(Row(figure: "SIGSTOPped member marked dead by all, N=\(n)", fault: "SIGSTOP of one member (sockets stay open, nothing answers)",
-                            measured: Self.s(r.stopDetectionSeconds), target: "≤ 2 s",
-                            reference: "", value: r.stopDetectionSeconds))
-            rows.append(Row(figure: "join convergence, N=\(n)", measured: Self.s(r.joinConvergenceSeconds), target: n == 50 ? "≤ 0.5 s" : "",
-                            reference: n == 50 ? "Serf 1.1 s (one run 86.7 s)" : "", value: r.joinConvergenceSeconds))
-            rows.append(Row(figure: "gossip bytes per node, N=\(n)", measured: String(format: "%.0f B/s", r.bytesPerNodePerSecond), target: "≤ 500 B/s",
-                            reference: "Serf ~330 B/s", value: r.bytesPerNodePerSecond))
-            rows.append(Row(figure: "idle CPU / RSS per agent, N=\(n)", measured: String(format: "%.2f%% / %.1f MiB", r.idleCPUPercent, r.rssMiB),
-                            target: "≤ 0.5% / ≤ 40 MiB", reference: "Serf 0.3% / 14.5 MiB", value: r.rssMiB))
+            rows.append(
+                Row(
+                    figure: "SIGKILLed member marked dead by all, N=\(n)", fault: "SIGKILL of one member on loopback (kernel resets its connections)",
+                    measured: Self.s(r.killDetectionSeconds), target: "≤ 1.5 s",
+                    reference: serf[n] ?? "", value: r.killDetectionSeconds))
+            rows.append(
+                Row(
+                    figure: "SIGSTOPped member marked dead by all, N=\(n)", fault: "SIGSTOP of one member (sockets stay open, nothing answers)",
+                    measured: Self.s(r.stopDetectionSeconds), target: "≤ 2 s",
+                    reference: "", value: r.stopDetectionSeconds))
+            rows.append(
+                Row(
+                    figure: "join convergence, N=\(n)", measured: Self.s(r.joinConvergenceSeconds), target: n == 50 ? "≤ 0.5 s" : "",
+                    reference: n == 50 ? "Serf 1.1 s (one run 86.7 s)" : "", value: r.joinConvergenceSeconds))
+            rows.append(
+                Row(
+                    figure: "gossip bytes per node, N=\(n)", measured: String(format: "%.0f B/s", r.bytesPerNodePerSecond), target: "≤ 500 B/s",
+                    reference: "Serf ~330 B/s", value: r.bytesPerNodePerSecond))
+            rows.append(
+                Row(
+                    figure: "idle CPU / RSS per agent, N=\(n)", measured: String(format: "%.2f%% / %.1f MiB", r.idleCPUPercent, r.rssMiB),
+                    target: "≤ 0.5% / ≤ 40 MiB", reference: "Serf 0.3% / 14.5 MiB", value: r.rssMiB))
         }
         progress("raft failover, \(trials) trials")
         var raft = RaftProcessBenchmark(executable: executable, workDirectory: NSTemporaryDirectory() + "microscale-chaos-bench-raft")
         raft.trials = trials
         let rr = try await raft.run(progress: progress)
-        rows.append(Row(figure: "leader SIGKILLed → write committed on a survivor (300/50 ms), median / p90", rr.failover,
-                        target: "≤ 500 / ≤ 800 ms", reference: "etcd 384 / 687 ms (1,305 / 1,638 at its defaults)"))
+        rows.append(
+            Row(
+                figure: "leader SIGKILLed → write committed on a survivor (300/50 ms), median / p90", rr.failover,
+                target: "≤ 500 / ≤ 800 ms", reference: "etcd 384 / 687 ms (1,305 / 1,638 at its defaults)"))
         if let dockerHost, let image {
             progress("cluster, \(trials) trials")
-            var c = ClusterProcessBenchmark(executable: executable, workDirectory: NSTemporaryDirectory() + "microscale-chaos-bench-cluster",
-                                            dockerHost: dockerHost, image: image)
+            var c = ClusterProcessBenchmark(
+                executable: executable, workDirectory: NSTemporaryDirectory() + "microscale-chaos-bench-cluster",
+                dockerHost: dockerHost, image: image)
             c.trials = trials
             let cr = try await c.run(progress: progress)
             // Swarm's and Kubernetes' times are for a node that stops answering, not one whose
             // kernel resets its connections: the comparable figure is chaos's power-cut scenario.
-            rows.append(Row(figure: "host agent SIGKILLed (loopback) → its priority-1 containers running elsewhere, median / p90", cr.hostKill,
-                            target: "≤ 2,500 ms", reference: "not comparable with a node failure (Swarm 17-20 s): see chaos power-cut"))
-            rows.append(Row(figure: "demand step (6 more priority-1, preempting batch) → sixth start event, median / p90", cr.demandStep,
-                            target: "≤ 300 / ≤ 500 ms", reference: "Swarm scale 6→12: 1.5-1.9 s"))
-            rows.append(Row(figure: "leader's agent SIGKILLed with a demand step → next plan committed, median / p90", cr.leaderKill,
-                            target: "≤ 500 ms", reference: ""))
+            rows.append(
+                Row(
+                    figure: "host agent SIGKILLed (loopback) → its priority-1 containers running elsewhere, median / p90", cr.hostKill,
+                    target: "≤ 2,500 ms", reference: "not comparable with a node failure (Swarm 17-20 s): see chaos power-cut"))
+            rows.append(
+                Row(
+                    figure: "demand step (6 more priority-1, preempting batch) → sixth start event, median / p90", cr.demandStep,
+                    target: "≤ 300 / ≤ 500 ms", reference: "Swarm scale 6→12: 1.5-1.9 s"))
+            rows.append(
+                Row(
+                    figure: "leader's agent SIGKILLed with a demand step → next plan committed, median / p90", cr.leaderKill,
+                    target: "≤ 500 ms", reference: ""))
         } else {
             progress("no dockerd given (MICROSCALE_TEST_DOCKER_HOST): cluster figures skipped")
         }

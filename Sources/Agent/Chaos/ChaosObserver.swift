@@ -87,7 +87,9 @@ public actor ChaosObserver {
             used.memory += r.memory * Int64(n)
         }
         if used.cpu > capacity.cpu + 1e-9 || used.memory > capacity.memory {
-            note("\(host) over capacity: \(running.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")) reserves \(used.cpu) CPU, \(used.memory) bytes")
+            note(
+                "\(host) over capacity: \(running.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")) reserves \(used.cpu) CPU, \(used.memory) bytes"
+            )
         }
     }
 }
@@ -162,7 +164,10 @@ enum ChaosChecks {
         guard let status = await cluster.status() else { return ["no leader answers /v1/status"] }
         var total: [String: Int] = [:]
         for h in live {
-            guard let running = await running(on: h, timeoutMillis: 2000) else { problems.append("\(h.name): dockerd does not answer"); continue }
+            guard let running = await running(on: h, timeoutMillis: 2000) else {
+                problems.append("\(h.name): dockerd does not answer")
+                continue
+            }
             for (s, n) in running { total[s, default: 0] += n }
             let assigned = status.nodes.first { $0.name == h.name }?.assigned.filter { $0.value > 0 } ?? [:]
             if running.filter({ $0.value > 0 }) != assigned {
@@ -183,7 +188,10 @@ enum ChaosChecks {
             }
         }
         for h in live {
-            guard let members = await cluster.members(h) else { problems.append("\(h.name): /v1/members does not answer"); continue }
+            guard let members = await cluster.members(h) else {
+                problems.append("\(h.name): /v1/members does not answer")
+                continue
+            }
             for m in members {
                 let shouldLive = liveNames.contains(m.name)
                 if shouldLive && m.status != "alive" { problems.append("\(h.name) sees live \(m.name) as \(m.status)") }
@@ -224,15 +232,21 @@ enum ChaosChecks {
         var problems: [String] = []
         if let d = await read("/v1/services"), let text = String(data: d, encoding: .utf8) {
             for s in ["web", "batch"] where !text.contains("\"\(s)\"") { problems.append("service \(s) lost") }
-        } else { problems.append("GET /v1/services: no answer within 20 s") }
+        } else {
+            problems.append("GET /v1/services: no answer within 20 s")
+        }
         if let d = await read("/v1/demand"), let map = try? JSONDecoder().decode([String: Double].self, from: d) {
             let web = map["web"]
             if web != demand { problems.append("demand for web is \(web.map { "\($0)" } ?? "missing"), acknowledged \(demand)") }
-        } else { problems.append("GET /v1/demand: no answer within 20 s") }
+        } else {
+            problems.append("GET /v1/demand: no answer within 20 s")
+        }
         if let d = await read("/v1/nodes/drained"), let list = try? JSONDecoder().decode([String].self, from: d) {
             let have = Set(list)
             for n in drained where !have.contains(n) { problems.append("drain flag of \(n) lost") }
-        } else { problems.append("GET /v1/nodes/drained: no answer within 20 s") }
+        } else {
+            problems.append("GET /v1/nodes/drained: no answer within 20 s")
+        }
         return problems
     }
 

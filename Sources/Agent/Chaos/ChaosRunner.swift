@@ -86,8 +86,9 @@ public actor ChaosRunner {
         } catch {
             return ChaosResult(scenario: scenario, repetition: repetition, passed: false, problems: ["baseline: \(error)"], timings: [:], notes: [])
         }
-        let observer = ChaosObserver(cluster: cluster, services: ChaosServices.reservations,
-                                     capacity: .init(cpu: cluster.options.capacityCPU, memory: Units.bytes(cluster.options.capacityMemory) ?? 0))
+        let observer = ChaosObserver(
+            cluster: cluster, services: ChaosServices.reservations,
+            capacity: .init(cpu: cluster.options.capacityCPU, memory: Units.bytes(cluster.options.capacityMemory) ?? 0))
         await observer.start()
         t0 = ContinuousClock.now
         do {
@@ -122,8 +123,9 @@ public actor ChaosRunner {
         problems += await ChaosChecks.stateKept(cluster, demand: demand, drained: drained)
         problems += await ChaosChecks.sentinelsUntouched(cluster, killed: everKilled)
         notes.append("\(await observer.sampleCount) invariant samples")
-        return ChaosResult(scenario: scenario, repetition: repetition, passed: problems.isEmpty, problems: problems,
-                           timings: timings, notes: notes)
+        return ChaosResult(
+            scenario: scenario, repetition: repetition, passed: problems.isEmpty, problems: problems,
+            timings: timings, notes: notes)
     }
 
     // MARK: Steps
@@ -145,10 +147,13 @@ public actor ChaosRunner {
     private func settle(_ label: String) async throws {
         var last: [String] = []
         let d = demand
-        if try await pollUntil(Self.settleBound, every: .milliseconds(250), {
-            last = await ChaosChecks.unconverged(cluster, demand: d)
-            return last.isEmpty
-        }) {
+        if try await pollUntil(
+            Self.settleBound, every: .milliseconds(250),
+            {
+                last = await ChaosChecks.unconverged(cluster, demand: d)
+                return last.isEmpty
+            })
+        {
             timings[label] = elapsed
         } else {
             problems.append("\(label): not converged within \(Int(Self.settleBound)) s: \(last.prefix(5).joined(separator: "; "))")
@@ -342,7 +347,10 @@ public actor ChaosRunner {
         if leader { try await until("new_leader", seconds: 10) { await newLeader(other: v.name) } }
         try await until("dead_everywhere", seconds: 10) { await seenDeadByAll([v.name]) }
         try await until("p1_restored", seconds: 10) { await ChaosChecks.priorityOneRestored(cluster, demand: demand) }
-        if leader { try await setDemand(demand + 10); timings["write_committed"] = elapsed }
+        if leader {
+            try await setDemand(demand + 10)
+            timings["write_committed"] = elapsed
+        }
         let left = 10_000 - elapsed
         if left > 0 { try await sleep(left / 1000) }
         await cluster.thaw(v)
@@ -372,7 +380,10 @@ public actor ChaosRunner {
     private func partitionLeader() async throws {
         let l = try await leaderHost()
         let hosts = cluster.hosts
-        guard hosts.count >= 5 else { notes.append("needs 5 hosts; skipped"); return }
+        guard hosts.count >= 5 else {
+            notes.append("needs 5 hosts; skipped")
+            return
+        }
         let partner = hosts.first { $0 !== l && !$0.server } ?? hosts.first { $0 !== l }!
         let minority = [l, partner]
         let majority = hosts.filter { h in !minority.contains { $0 === h } }
@@ -406,7 +417,8 @@ public actor ChaosRunner {
         timings["healed"] = healed
         try await until("merged", seconds: 30, every: .milliseconds(100)) {
             for h in await cluster.liveHosts {
-                guard let m = await cluster.members(h), m.count >= hosts.count, m.allSatisfy({ $0.status == "alive" || $0.name == "spare-node" }) else { return false }
+                guard let m = await cluster.members(h), m.count >= hosts.count, m.allSatisfy({ $0.status == "alive" || $0.name == "spare-node" })
+                else { return false }
             }
             return true
         }
@@ -419,8 +431,11 @@ public actor ChaosRunner {
     private func linkLoss() async throws {
         let hosts = cluster.hosts
         try await cluster.loss(0.2, on: hosts)
-        if await cluster.latency(50, on: hosts) { notes.append("20% loss and 50 ms latency for 20 s") }
-        else { notes.append("20% loss for 20 s; latency skipped: this kernel has no sch_netem") }
+        if await cluster.latency(50, on: hosts) {
+            notes.append("20% loss and 50 ms latency for 20 s")
+        } else {
+            notes.append("20% loss for 20 s; latency skipped: this kernel has no sch_netem")
+        }
         try await setDemand(demand + 30)
         timings["write_committed"] = elapsed
         try await until("p1_restored", seconds: 20) { await ChaosChecks.priorityOneRestored(cluster, demand: demand) }
@@ -499,8 +514,10 @@ public actor ChaosRunner {
     /// SIGTERMs and starts every host's agent in turn (after `prepare`, which may change what it
     /// runs), waiting for each to be back and the cluster converged; every container that was
     /// stopped or started anywhere is a problem. Returns (containers moved, containers before).
-    private func restartEachWithoutMoves(_ hosts: [ChaosCluster.Host], label: String = "",
-                                         prepare: (ChaosCluster.Host) async -> Void = { _ in }) async throws -> (Int, Int) {
+    private func restartEachWithoutMoves(
+        _ hosts: [ChaosCluster.Host], label: String = "",
+        prepare: (ChaosCluster.Host) async -> Void = { _ in }
+    ) async throws -> (Int, Int) {
         let before = await allIDs(hosts)
         var changed = 0
         for h in hosts {
@@ -521,7 +538,9 @@ public actor ChaosRunner {
                     let moved = b.symmetricDifference(a).count
                     if moved > 0 {
                         changed += moved
-                        problems.append("after restarting \(h.name)\(label.isEmpty ? "" : " (\(label))"): \(other.name) \(service): \(b.subtracting(a).count) stopped, \(a.subtracting(b).count) started")
+                        problems.append(
+                            "after restarting \(h.name)\(label.isEmpty ? "" : " (\(label))"): \(other.name) \(service): \(b.subtracting(a).count) stopped, \(a.subtracting(b).count) started"
+                        )
                     }
                 }
             }
@@ -554,8 +573,10 @@ public actor ChaosRunner {
         let leader = try await leaderHost()
         let first = try await victim()
         let live = await cluster.liveHosts
-        guard let second = live.first(where: { $0 !== first && $0 !== leader && $0.server != first.server })
-                ?? live.first(where: { $0 !== first && $0 !== leader }) else { throw ChaosError("no second host to kill") }
+        guard
+            let second = live.first(where: { $0 !== first && $0 !== leader && $0.server != first.server })
+                ?? live.first(where: { $0 !== first && $0 !== leader })
+        else { throw ChaosError("no second host to kill") }
         notes.append("killed \(first.name) and \(second.name)")
         await cluster.killHost(first)
         await cluster.killHost(second)
@@ -620,18 +641,24 @@ public actor ChaosRunner {
         var have: Set<String> = []
         if try! await pollUntil(30, { (await cluster.leader()) != nil }) {
             for h in await cluster.liveHosts {
-                if let d = await cluster.get(h, "/v1/nodes/drained", timeoutMillis: 5000), let list = try? JSONDecoder().decode([String].self, from: d) {
+                if let d = await cluster.get(h, "/v1/nodes/drained", timeoutMillis: 5000),
+                    let list = try? JSONDecoder().decode([String].self, from: d)
+                {
                     have = Set(list)
                     break
                 }
             }
         }
         let lost = acknowledged.subtracting(have)
-        if have.isEmpty { problems.append("could not read the drain flags back") }
-        else if !lost.isEmpty { problems.append("\(lost.count) acknowledged writes lost: \(lost.sorted().prefix(10).joined(separator: ", "))") }
+        if have.isEmpty {
+            problems.append("could not read the drain flags back")
+        } else if !lost.isEmpty {
+            problems.append("\(lost.count) acknowledged writes lost: \(lost.sorted().prefix(10).joined(separator: ", "))")
+        }
         drained.formUnion(acknowledged)
-        return ChaosResult(scenario: "crash-writes", repetition: 1, passed: problems.isEmpty, problems: problems,
-                           timings: timings, notes: notes, figures: ["acknowledged_writes": Double(acknowledged.count), "kills": Double(done)])
+        return ChaosResult(
+            scenario: "crash-writes", repetition: 1, passed: problems.isEmpty, problems: problems,
+            timings: timings, notes: notes, figures: ["acknowledged_writes": Double(acknowledged.count), "kills": Double(done)])
     }
 
     /// `soak`: demand changing every second for `minutes`, each agent's resident memory and CPU
@@ -655,19 +682,25 @@ public actor ChaosRunner {
         warm: while ContinuousClock.now - warmStart < .seconds(1500) {
             let step = ChaosServices.perContainer
             for value in stride(from: step, through: step * Double(ChaosServices.webMax), by: step) + [step] {
-                if await cluster.write("PUT", "/v1/demand/web", "{\"value\": \(value)}", seconds: 5) { demand = value; warmupWrites += 1 }
+                if await cluster.write("PUT", "/v1/demand/web", "{\"value\": \(value)}", seconds: 5) {
+                    demand = value
+                    warmupWrites += 1
+                }
             }
             try? await Task.sleep(for: Scaling.Planner().stabilizationWindow + .milliseconds(400))
             guard let h = await cluster.liveHosts.first,
-                  let data = await cluster.get(h, "/v1/decisions?limit=\(ClusterState.maxDecisions)", timeoutMillis: 3000),
-                  let list = try? JSONSerialization.jsonObject(with: data) as? [Any], list.count >= ClusterState.maxDecisions
+                let data = await cluster.get(h, "/v1/decisions?limit=\(ClusterState.maxDecisions)", timeoutMillis: 3000),
+                let list = try? JSONSerialization.jsonObject(with: data) as? [Any], list.count >= ClusterState.maxDecisions
             else { continue }
             snapshotIndexes = await serverSnapshotIndexes()
             if snapshotIndexes.values.allSatisfy({ ($0 ?? 0) > 0 }) { break warm }
         }
         let warmupSeconds = Double((ContinuousClock.now - warmStart).components.seconds)
-        FileHandle.standardError.write(Data(("soak: warm-up: \(warmupWrites) writes in \(Int(warmupSeconds)) s fill the decision history"
-            + " and compact every server's log once (snapshot indexes \(snapshotIndexes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.map(String.init) ?? "-")" }.joined(separator: ", ")))\n").utf8))
+        FileHandle.standardError.write(
+            Data(
+                ("soak: warm-up: \(warmupWrites) writes in \(Int(warmupSeconds)) s fill the decision history"
+                    + " and compact every server's log once (snapshot indexes \(snapshotIndexes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.map(String.init) ?? "-")" }.joined(separator: ", ")))\n")
+                    .utf8))
         t0 = ContinuousClock.now
         let end = minutes * 60_000
         let every = max(5_000.0, min(60_000.0, end / 20))
@@ -677,7 +710,10 @@ public actor ChaosRunner {
         var firstCPU: [String: Double] = [:]
         while elapsed < end {
             let value = Double(Int.random(in: 1...12, using: &random) * 10)
-            if await cluster.write("PUT", "/v1/demand/web", "{\"value\": \(value)}", seconds: 5) { demand = value; writes += 1 }
+            if await cluster.write("PUT", "/v1/demand/web", "{\"value\": \(value)}", seconds: 5) {
+                demand = value
+                writes += 1
+            }
             if elapsed >= nextSample {
                 nextSample += every
                 var row: [String: (rss: Double, anon: Double, cpu: Double)] = [:]
@@ -690,15 +726,21 @@ public actor ChaosRunner {
                 let rss = row.values.map(\.rss), anon = row.values.map(\.anon)
                 // Each server's last snapshot index, so a step in memory can be matched to a compaction.
                 let compacted = await serverSnapshotIndexes().sorted { $0.key < $1.key }.map { $0.value.map(String.init) ?? "-" }
-                FileHandle.standardError.write(Data(String(format: "soak: %5.0f s: agent RSS %.1f-%.1f MiB (anonymous %.1f-%.1f), servers' snapshot indexes %@\n",
-                                                           elapsed / 1000, rss.min() ?? 0, rss.max() ?? 0, anon.min() ?? 0, anon.max() ?? 0,
-                                                           compacted.joined(separator: "/")).utf8))
+                FileHandle.standardError.write(
+                    Data(
+                        String(
+                            format: "soak: %5.0f s: agent RSS %.1f-%.1f MiB (anonymous %.1f-%.1f), servers' snapshot indexes %@\n",
+                            elapsed / 1000, rss.min() ?? 0, rss.max() ?? 0, anon.min() ?? 0, anon.max() ?? 0,
+                            compacted.joined(separator: "/")
+                        ).utf8))
             }
             try? await sleep(1)
         }
         try? await settle("converged")
-        var figures: [String: Double] = ["demand_writes": Double(writes), "minutes": minutes,
-                                         "warmup_writes": Double(warmupWrites), "warmup_seconds": warmupSeconds]
+        var figures: [String: Double] = [
+            "demand_writes": Double(writes), "minutes": minutes,
+            "warmup_writes": Double(warmupWrites), "warmup_seconds": warmupSeconds,
+        ]
         // Growth from the sample after a minute of warm-up (or the first) to the last.
         let warm = samples.firstIndex { _ in true }.map { i in min(samples.count - 1, i + Int((60_000 / every).rounded(.up))) } ?? 0
         if let last = samples.last, samples.count > 1 {
@@ -715,8 +757,9 @@ public actor ChaosRunner {
             figures["anon_growth_pct_max"] = worstAnon
             notes.append(String(format: "worst agent memory growth %.1f%% over the run after warm-up (anonymous memory: %.1f%%)", worst, worstAnon))
         }
-        return ChaosResult(scenario: "soak", repetition: 1, passed: problems.isEmpty, problems: problems,
-                           timings: timings, notes: notes, figures: figures)
+        return ChaosResult(
+            scenario: "soak", repetition: 1, passed: problems.isEmpty, problems: problems,
+            timings: timings, notes: notes, figures: figures)
     }
 }
 
@@ -741,7 +784,10 @@ actor CrashWriter {
         var k = 0
         while !stopped {
             let live = await cluster.liveHosts
-            guard !live.isEmpty else { try? await Task.sleep(for: .milliseconds(50)); continue }
+            guard !live.isEmpty else {
+                try? await Task.sleep(for: .milliseconds(50))
+                continue
+            }
             k += 1
             sent += 1
             let key = "cw-\(k)"

@@ -248,7 +248,8 @@ public struct AgentSettings: Sendable, Equatable {
         var cpu: Int64?
         if let raw = values["capacity-cpu"] {
             guard let m = Units.millicores(raw), m > 0, m <= Limits.maxNodeCPUMillicores else {
-                throw ConfigurationError("\(origin("capacity-cpu")): capacity-cpu \"\(raw)\" is not a number of cores from 0.001 to \(Limits.maxNodeCPUMillicores / 1000)")
+                throw ConfigurationError(
+                    "\(origin("capacity-cpu")): capacity-cpu \"\(raw)\" is not a number of cores from 0.001 to \(Limits.maxNodeCPUMillicores / 1000)")
             }
             cpu = m
         }
@@ -276,7 +277,8 @@ public struct AgentSettings: Sendable, Equatable {
         }
         let level = values["log-level"] ?? "info"
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) else {
-            throw ConfigurationError("\(origin("log-level")): log-level \"\(level)\" is not one of trace, debug, info, notice, warning, error, critical")
+            throw ConfigurationError(
+                "\(origin("log-level")): log-level \"\(level)\" is not one of trace, debug, info, notice, warning, error, critical")
         }
         func duration(_ key: String, default d: Duration) throws -> Duration {
             guard let raw = values[key] else { return d }
@@ -288,7 +290,8 @@ public struct AgentSettings: Sendable, Equatable {
         let election = try duration("raft-election-timeout", default: .milliseconds(300))
         let heartbeat = try duration("raft-heartbeat-interval", default: .milliseconds(50))
         guard heartbeat < election else {
-            throw ConfigurationError("\(origin("raft-heartbeat-interval")): raft-heartbeat-interval must be shorter than raft-election-timeout (\(election))")
+            throw ConfigurationError(
+                "\(origin("raft-heartbeat-interval")): raft-heartbeat-interval must be shorter than raft-election-timeout (\(election))")
         }
         var configuration = AgentConfiguration(
             name: name, bind: bind, advertise: advertise, http: http, server: server, bootstrapExpect: expect,
@@ -299,7 +302,8 @@ public struct AgentSettings: Sendable, Equatable {
         configuration.raftElectionTimeout = election
         if let file = values["registry-auth"] {
             do { configuration.registryAuth = try RegistryAuth.load(path: file) } catch {
-                throw ConfigurationError("\(origin("registry-auth")): \(error.description.replacingOccurrences(of: "--registry-auth ", with: "registry-auth "))")
+                throw ConfigurationError(
+                    "\(origin("registry-auth")): \(error.description.replacingOccurrences(of: "--registry-auth ", with: "registry-auth "))")
             }
         }
         configuration.raftHeartbeat = heartbeat
@@ -312,14 +316,16 @@ public struct AgentSettings: Sendable, Equatable {
                 configuration.deadServerCleanup = nil
             } else {
                 guard let v = Units.duration(raw), v >= .seconds(1), v <= .seconds(86_400) else {
-                    throw ConfigurationError("\(origin("dead-server-cleanup")): dead-server-cleanup \"\(raw)\" is not a duration from 1s to 24h (like 30s), or off")
+                    throw ConfigurationError(
+                        "\(origin("dead-server-cleanup")): dead-server-cleanup \"\(raw)\" is not a duration from 1s to 24h (like 30s), or off")
                 }
                 configuration.deadServerCleanup = v
             }
         }
         if let raw = values["server-stabilization-time"] {
             guard let v = Units.duration(raw), v >= .zero, v <= .seconds(600) else {
-                throw ConfigurationError("\(origin("server-stabilization-time")): server-stabilization-time \"\(raw)\" is not a duration from 0s to 10m (like 5s)")
+                throw ConfigurationError(
+                    "\(origin("server-stabilization-time")): server-stabilization-time \"\(raw)\" is not a duration from 0s to 10m (like 5s)")
             }
             configuration.serverStabilizationTime = v
         }
@@ -333,13 +339,15 @@ public struct AgentSettings: Sendable, Equatable {
         configuration.leaveOnTerminate = try bool("leave-on-terminate")
         if let raw = values["dead-node-grace"] {
             guard let v = Units.duration(raw), v >= .zero, v <= Limits.maxDeadNodeGrace else {
-                throw ConfigurationError("\(origin("dead-node-grace")): dead-node-grace \"\(raw)\" is not a duration from 0s to \(Limits.maxDeadNodeGrace) (like 5s)")
+                throw ConfigurationError(
+                    "\(origin("dead-node-grace")): dead-node-grace \"\(raw)\" is not a duration from 0s to \(Limits.maxDeadNodeGrace) (like 5s)")
             }
             configuration.deadNodeGrace = v
         }
         if let raw = values["reserve-cpu"] {
             guard let m = Units.millicores(raw), m >= 0, m <= Limits.maxNodeCPUMillicores else {
-                throw ConfigurationError("\(origin("reserve-cpu")): reserve-cpu \"\(raw)\" is not a number of cores from 0 to \(Limits.maxNodeCPUMillicores / 1000)")
+                throw ConfigurationError(
+                    "\(origin("reserve-cpu")): reserve-cpu \"\(raw)\" is not a number of cores from 0 to \(Limits.maxNodeCPUMillicores / 1000)")
             }
             configuration.reserveCPUMillis = m
         }

@@ -2,9 +2,10 @@ import Bounds
 import Consensus
 import Foundation
 import Logging
-import struct Scaling.UtilizationSummary
 import SecureTransport
 import Wire
+
+import struct Scaling.UtilizationSummary
 
 /// One API answer, whichever agent produced it.
 public struct APIResponse: Sendable, Equatable {
@@ -136,9 +137,11 @@ public actor ClusterAPI {
     }
     private var nextID: UInt64 = 1
 
-    public init(name: String, raft: RaftService?, transport: PeerTransport, logger: Logger,
-                apiToken: String? = nil, refusals: Refusals? = nil,
-                servers: @escaping @Sendable () async -> [String: String]) {
+    public init(
+        name: String, raft: RaftService?, transport: PeerTransport, logger: Logger,
+        apiToken: String? = nil, refusals: Refusals? = nil,
+        servers: @escaping @Sendable () async -> [String: String]
+    ) {
         self.name = name
         self.apiToken = apiToken
         self.refusals = refusals ?? Refusals(logger: logger)
@@ -148,8 +151,10 @@ public actor ClusterAPI {
         self.servers = servers
     }
 
-    func setStatusSources(members: @escaping @Sendable () async -> [MemberView],
-                          demand: @escaping @Sendable () async -> [String: Double]) {
+    func setStatusSources(
+        members: @escaping @Sendable () async -> [MemberView],
+        demand: @escaping @Sendable () async -> [String: Double]
+    ) {
         self.members = members
         self.demandInUse = demand
     }
@@ -248,8 +253,10 @@ public actor ClusterAPI {
     // MARK: Forwarding
 
     /// Sends the request to `peer`; `reached` is false when it could not be delivered at all.
-    private func forward(method: String, path: String, body: [UInt8], hops: Int, to peer: String,
-                         address: String) async -> (APIResponse, reached: Bool) {
+    private func forward(
+        method: String, path: String, body: [UInt8], hops: Int, to peer: String,
+        address: String
+    ) async -> (APIResponse, reached: Bool) {
         guard pending.count < Self.maxPending else { return (.error(503, "too many forwarded requests in flight"), true) }
         guard let hp = AgentConfiguration.HostPort(address) else { return (.error(503, "bad address \(address) for \(peer)"), false) }
         let id = nextID
@@ -330,7 +337,8 @@ public actor ClusterAPI {
             // Only the peer the request went to answers it: another peer guessing ids could
             // otherwise put words in the leader's mouth (a made-up 200 for a write never made).
             guard let p = pending[r.id], p.peer == peer.name else {
-                refusals.refuse(.forwardResponseNotAwaited, peer: peer.name, "a forward response for request \(r.id), not awaited from it (late, or never asked)")
+                refusals.refuse(
+                    .forwardResponseNotAwaited, peer: peer.name, "a forward response for request \(r.id), not awaited from it (late, or never asked)")
                 return
             }
             answer(r.id, APIResponse(status: Int(r.status), body: Array(r.body)))
@@ -350,16 +358,22 @@ public actor ClusterAPI {
         }
         guard !peer.identity.isServer, r.method != "GET" else { return nil }
         guard let apiToken else {
-            refusals.refuse(.forwardedWriteNeedsToken, peer: peer.name,
-                            "a forwarded \(clipped(r.method)) from a client certificate, and this server has no --api-token")
-            return .error(403, "\(name) refuses writes relayed by client agents: it has no API token to check them against. "
-                + "Set the same --api-token on servers and clients, or send the write to a server's API")
+            refusals.refuse(
+                .forwardedWriteNeedsToken, peer: peer.name,
+                "a forwarded \(clipped(r.method)) from a client certificate, and this server has no --api-token")
+            return .error(
+                403,
+                "\(name) refuses writes relayed by client agents: it has no API token to check them against. "
+                    + "Set the same --api-token on servers and clients, or send the write to a server's API")
         }
         guard tokensEqual(r.token, apiToken) else {
-            refusals.refuse(.forwardedWriteNeedsToken, peer: peer.name,
-                            "a forwarded \(clipped(r.method)) from a client certificate without the API token")
-            return .error(403, "a write relayed by client agent \(peer.name) needs the API token of the servers. "
-                + "Set the same --api-token on servers and clients, or send the write to a server's API")
+            refusals.refuse(
+                .forwardedWriteNeedsToken, peer: peer.name,
+                "a forwarded \(clipped(r.method)) from a client certificate without the API token")
+            return .error(
+                403,
+                "a write relayed by client agent \(peer.name) needs the API token of the servers. "
+                    + "Set the same --api-token on servers and clients, or send the write to a server's API")
         }
         return nil
     }
@@ -412,17 +426,21 @@ public actor ClusterAPI {
                 for (image, reason) in m.imageFailures ?? [:] { failing[image, default: [:]][m.name] = reason }
             }
             let services = state.services.map { name, spec in
-                StatusView.Service(name: name, priority: spec.priority, demand: spec.fill ? nil : demand[name],
-                                   perContainer: spec.demand?.perContainer, desired: state.plan.count(service: name), running: running[name] ?? 0,
-                                   rollout: state.plan.rollouts?[name].map { Self.rolloutText($0, spec: spec) },
-                                   starting: starting[name], unhealthy: unhealthy[name], pullFailures: failing[spec.image])
+                StatusView.Service(
+                    name: name, priority: spec.priority, demand: spec.fill ? nil : demand[name],
+                    perContainer: spec.demand?.perContainer, desired: state.plan.count(service: name), running: running[name] ?? 0,
+                    rollout: state.plan.rollouts?[name].map { Self.rolloutText($0, spec: spec) },
+                    starting: starting[name], unhealthy: unhealthy[name], pullFailures: failing[spec.image])
             }.sorted { ($0.priority, $0.name) < ($1.priority, $1.name) }
             let nodes = members.map { m in
-                StatusView.NodeRow(name: m.name, status: m.status, role: m.role, drained: state.isDrained(m.name),
-                                   assigned: state.plan.assignments[m.name] ?? [:], running: m.running)
+                StatusView.NodeRow(
+                    name: m.name, status: m.status, role: m.role, drained: state.isDrained(m.name),
+                    assigned: state.plan.assignments[m.name] ?? [:], running: m.running)
             }
-            return .json(StatusView(leader: s.role == "leader" ? name : s.leader ?? "", term: s.term, planIndex: state.planIndex,
-                                    services: services, nodes: nodes))
+            return .json(
+                StatusView(
+                    leader: s.role == "leader" ? name : s.leader ?? "", term: s.term, planIndex: state.planIndex,
+                    services: services, nodes: nodes))
         case ("GET", "report", 3) where p[2] == "utilization":
             let (window, refused) = Self.utilizationWindow(path)
             guard let window else { return refused ?? .error(400, "window") }
@@ -457,8 +475,9 @@ public actor ClusterAPI {
             guard let v = try? JSONDecoder().decode(Value.self, from: Data(body)) else {
                 return .error(400, "body: expected {\"value\": NUMBER}")
             }
-            return await commit(.setDemand(service: p[2], value: v.value), raft: raft,
-                                ok: .json(DemandView(service: p[2], value: v.value)))
+            return await commit(
+                .setDemand(service: p[2], value: v.value), raft: raft,
+                ok: .json(DemandView(service: p[2], value: v.value)))
         case ("POST", "services", 4) where p[3] == "rollback":
             // The previous spec comes back, and rolls out like any change (docs/rollouts.md).
             return await commit(.rollbackService(p[2]), raft: raft, ok: .json(["service": p[2], "rolledBack": "true"]))
@@ -472,11 +491,13 @@ public actor ClusterAPI {
                 // The leader would cut itself off from the servers that elected it mid-request.
                 return .error(400, "\(p[2]) leads the Raft servers: hand leadership off first (or deny it from after a 'leave')")
             }
-            return await commit(.setDenied(node: p[2], denied: denied), raft: raft,
-                                ok: .json(["node": p[2], "denied": denied ? "true" : "false"]))
+            return await commit(
+                .setDenied(node: p[2], denied: denied), raft: raft,
+                ok: .json(["node": p[2], "denied": denied ? "true" : "false"]))
         case ("POST", "nodes", 4) where p[3] == "drain" || p[3] == "undrain":
-            return await commit(.setDrain(node: p[2], drained: p[3] == "drain"), raft: raft,
-                                ok: .json(DrainView(node: p[2], drained: p[3] == "drain")))
+            return await commit(
+                .setDrain(node: p[2], drained: p[3] == "drain"), raft: raft,
+                ok: .json(DrainView(node: p[2], drained: p[3] == "drain")))
         case ("GET", "operator", 3) where p[2] == "snapshot":
             // The leader's applied state, copied in one step on its actor: a consistent point of the log.
             let backup = await raft.state.backup(takenAtMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
@@ -502,9 +523,12 @@ public actor ClusterAPI {
         case ("PUT", "operator", 3) where p[2] == "snapshot":
             let backup: ClusterBackup
             do { (_, backup) = try SnapshotFile.decode(body) } catch { return .error(400, error.description) }
-            return await commit(.restore(backup), raft: raft,
-                                ok: .json(RestoreView(index: backup.index, services: backup.services.count,
-                                                      demand: backup.demand.count, drainedNodes: backup.drainedNodes.count)))
+            return await commit(
+                .restore(backup), raft: raft,
+                ok: .json(
+                    RestoreView(
+                        index: backup.index, services: backup.services.count,
+                        demand: backup.demand.count, drainedNodes: backup.drainedNodes.count)))
         default:
             return .error(404, "no such endpoint: \(method) \(path)")
         }

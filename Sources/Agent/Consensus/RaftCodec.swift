@@ -49,8 +49,10 @@ public enum RaftCodec {
         let m = try decode(p)
         guard p.snapshotSize > 0 || p.snapshotOffset > 0 else { return (m, nil) }
         guard m.kind == .installSnapshot, m.snapshot != nil, p.snapshotSize <= UInt64(Int.max),
-              p.snapshotOffset < p.snapshotSize else {
-            throw WireDecodingError(kind: .raft, message: "raft message", underlying: "snapshot chunk at \(p.snapshotOffset) of \(p.snapshotSize) bytes")
+            p.snapshotOffset < p.snapshotSize
+        else {
+            throw WireDecodingError(
+                kind: .raft, message: "raft message", underlying: "snapshot chunk at \(p.snapshotOffset) of \(p.snapshotSize) bytes")
         }
         return (m, SnapshotChunk(offset: Int(p.snapshotOffset), size: Int(p.snapshotSize)))
     }
@@ -131,8 +133,9 @@ public enum RaftCodec {
     }
 
     static func decode(_ p: Microscale_Raft_Snapshot) -> Snapshot {
-        Snapshot(index: p.metadata.index, term: p.metadata.term,
-                 configuration: Configuration(voters: Set(p.metadata.conf.voters), learners: Set(p.metadata.conf.learners)),
-                 data: Array(p.data))
+        Snapshot(
+            index: p.metadata.index, term: p.metadata.term,
+            configuration: Configuration(voters: Set(p.metadata.conf.voters), learners: Set(p.metadata.conf.learners)),
+            data: Array(p.data))
     }
 }

@@ -139,8 +139,10 @@ public actor RaftService {
         observers.append(observer)
     }
 
-    public init(name: String, dataDir: String, options: Options, transport: PeerTransport, logger: Logger,
-                seed: UInt64, refusals: Refusals? = nil, servers: @escaping @Sendable () async -> [String: String]) throws {
+    public init(
+        name: String, dataDir: String, options: Options, transport: PeerTransport, logger: Logger,
+        seed: UInt64, refusals: Refusals? = nil, servers: @escaping @Sendable () async -> [String: String]
+    ) throws {
         self.name = name
         self.refusals = refusals ?? Refusals(logger: logger)
         self.options = options
@@ -206,7 +208,8 @@ public actor RaftService {
     /// that a restarted server knows them even before its first snapshot carries them.
     private func bootstrapIfReady(alive: Set<String>) {
         if let data = FileManager.default.contents(atPath: peersFile),
-           let saved = try? JSONDecoder().decode([String].self, from: data) {
+            let saved = try? JSONDecoder().decode([String].self, from: data)
+        {
             startNode(voters: Set(saved))
             return
         }
@@ -369,8 +372,12 @@ public actor RaftService {
             }
         }
         node = RaftNode(config: config, bootstrap: Configuration(voters: voters), recovered: recovered, seed: seed)
-        logger.info("raft started", metadata: ["voters": "\(voters.sorted())", "term": "\(recovered.hardState.term)",
-                                               "entries": "\(recovered.entries.count)"])
+        logger.info(
+            "raft started",
+            metadata: [
+                "voters": "\(voters.sorted())", "term": "\(recovered.hardState.term)",
+                "entries": "\(recovered.entries.count)",
+            ])
         drain()
     }
 
@@ -392,7 +399,7 @@ public actor RaftService {
             refusals.refuse(.raftNeedsServerCertificate, peer: peer.name, "a raft frame from a client certificate")
             return
         }
-        guard node != nil else { return } // not bootstrapped yet: Raft resends
+        guard node != nil else { return }  // not bootstrapped yet: Raft resends
         let isMember = node!.configuration.members.contains(peer.name)
         var m: Consensus.Message
         let chunk: RaftCodec.SnapshotChunk?
@@ -411,8 +418,9 @@ public actor RaftService {
         // lead only with the votes of a quorum that has the entry). Vote requests and the rest
         // from outside are dropped: a removed server must not disrupt the cluster (thesis §4.2.3).
         guard isMember || [.append, .heartbeat, .installSnapshot].contains(m.kind) else {
-            refusals.refuse(.raftSenderNotInConfiguration, peer: peer.name,
-                            "a raft \(m.kind) from a server outside the configuration \(node!.configuration.members.sorted().prefix(16))")
+            refusals.refuse(
+                .raftSenderNotInConfiguration, peer: peer.name,
+                "a raft \(m.kind) from a server outside the configuration \(node!.configuration.members.sorted().prefix(16))")
             return
         }
         if let chunk {
@@ -445,7 +453,8 @@ public actor RaftService {
     /// whole election timeout to find out (`RaftNode.leaderUnreachable`).
     public func connectionLost(_ address: String) {
         guard node != nil, let leader = node!.leader, let a = addresses[leader],
-              AgentConfiguration.HostPort(address).map({ $0.host == a.host && $0.port == a.port }) == true else { return }
+            AgentConfiguration.HostPort(address).map({ $0.host == a.host && $0.port == a.port }) == true
+        else { return }
         node!.leaderUnreachable(leader)
         drain()
     }
@@ -522,8 +531,9 @@ public actor RaftService {
         health[name] = .alive
         var match: [String: UInt64] = [:]
         for m in n.configuration.members { match[m] = n.match(of: m) ?? 0 }
-        let input = Autopilot.Input(leader: name, configuration: n.configuration, lastIndex: n.lastIndex, match: match,
-                                    health: health, servers: servers)
+        let input = Autopilot.Input(
+            leader: name, configuration: n.configuration, lastIndex: n.lastIndex, match: match,
+            health: health, servers: servers)
         guard let action = autopilot.step(input, now: ContinuousClock.now - epoch), n.canChangeConfiguration else { return }
         if case .addLearner = action.change, n.snapshot.index == 0 {
             // The first voters are in no log entry (they were agreed at bootstrap), so a server that
@@ -546,8 +556,9 @@ public actor RaftService {
         guard let n = node else { return nil }
         let c = n.configuration
         return c.members.sorted().map { m in
-            RaftPeer(name: m, address: gossip[m]?.address ?? addresses[m].map { "\($0.host):\($0.port)" } ?? "",
-                     voter: c.voters.contains(m), leader: n.leader == m)
+            RaftPeer(
+                name: m, address: gossip[m]?.address ?? addresses[m].map { "\($0.host):\($0.port)" } ?? "",
+                voter: c.voters.contains(m), leader: n.leader == m)
         }
     }
 
@@ -560,7 +571,8 @@ public actor RaftService {
         guard let n = node else { throw ProposalError.noCluster(noClusterReason) }
         guard n.role == .leader else { throw ProposalError.notLeader(leader: n.leader) }
         guard n.configuration.members.contains(peer) else {
-            throw ProposalError.notFound("\(peer) is not a Raft server of this cluster (servers: \(n.configuration.members.sorted().joined(separator: ", ")))")
+            throw ProposalError.notFound(
+                "\(peer) is not a Raft server of this cluster (servers: \(n.configuration.members.sorted().joined(separator: ", ")))")
         }
         if peer == name {
             let to = try await transferLeadership()
@@ -578,7 +590,9 @@ public actor RaftService {
             if case .notLeader(let l) = error { throw ProposalError.notLeader(leader: l) }
             throw ProposalError.invalid("\(error)")
         }
-        logger.info("server membership change proposed", metadata: ["change": "remove \(peer)", "reason": "\(departing ? "it leaves" : "operator raft remove-peer")"])
+        logger.info(
+            "server membership change proposed",
+            metadata: ["change": "remove \(peer)", "reason": "\(departing ? "it leaves" : "operator raft remove-peer")"])
         let timeout = options.proposalTimeout
         Task { [weak self] in
             try? await Task.sleep(for: timeout)
@@ -607,7 +621,7 @@ public actor RaftService {
             let deadline = ContinuousClock.now + options.electionTimeout * 3
             while let m = node, ContinuousClock.now < deadline {
                 if m.role != .leader, let l = m.leader, l != name { return l }
-                if m.role == .leader, m.leadTransferee == nil { break } // abandoned: try the next
+                if m.role == .leader, m.leadTransferee == nil { break }  // abandoned: try the next
                 try await Task.sleep(for: .milliseconds(10))
             }
             if let m = node, m.role != .leader { return m.leader }
@@ -677,8 +691,9 @@ public actor RaftService {
 
     public func status() -> RaftStatus? {
         guard let n = node else { return nil }
-        return RaftStatus(name: name, role: n.role.rawValue, leader: n.leader, term: n.term, commitIndex: n.commit,
-                          appliedIndex: n.applied, snapshotIndex: n.snapshot.index, voters: n.configuration.voters.sorted())
+        return RaftStatus(
+            name: name, role: n.role.rawValue, leader: n.leader, term: n.term, commitIndex: n.commit,
+            appliedIndex: n.applied, snapshotIndex: n.snapshot.index, voters: n.configuration.voters.sorted())
     }
 
     public var isLeader: Bool { node?.role == .leader }
@@ -733,8 +748,12 @@ public actor RaftService {
                 // A new leadership starts the autopilot's timers afresh: what an earlier one saw
                 // may be long out of date.
                 if soft.role == .leader, lastSoft?.role != .leader { autopilot = Autopilot(settings: autopilot.settings) }
-                logger.info("raft role", metadata: ["role": "\(soft.role.rawValue)", "leader": "\(soft.leader ?? "none")",
-                                                    "term": "\(soft.term)"])
+                logger.info(
+                    "raft role",
+                    metadata: [
+                        "role": "\(soft.role.rawValue)", "leader": "\(soft.leader ?? "none")",
+                        "term": "\(soft.term)",
+                    ])
                 lastSoft = soft
             }
             compactIfDue()
@@ -781,7 +800,7 @@ public actor RaftService {
     }
 
     private func send(_ m: Consensus.Message) {
-        guard let to = addresses[m.to] else { return } // not alive in membership: Raft retries
+        guard let to = addresses[m.to] else { return }  // not alive in membership: Raft retries
         let frames: [Frame]
         do { frames = try RaftCodec.frames(m) } catch {
             // Raft resends what it does not hear answered; an unencodable message would never be.
@@ -798,8 +817,9 @@ public actor RaftService {
         if outboxes[m.to] == nil {
             // One sender per peer keeps the order of appends (pipelining relies on it, Raft §5.3
             // tolerates reordering but each reorder costs a rejection and a resend).
-            let (stream, continuation) = AsyncStream.makeStream(of: (Frame, String, Int, Bool).self,
-                                                                bufferingPolicy: .bufferingOldest(options.outboxLimit))
+            let (stream, continuation) = AsyncStream.makeStream(
+                of: (Frame, String, Int, Bool).self,
+                bufferingPolicy: .bufferingOldest(options.outboxLimit))
             outboxes[m.to] = continuation
             let transport = self.transport
             let peer = m.to

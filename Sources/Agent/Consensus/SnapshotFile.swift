@@ -56,8 +56,9 @@ public enum SnapshotFile {
     /// The file's bytes for `backup`, taken in `cluster`.
     public static func encode(_ backup: ClusterBackup, cluster: String) throws -> [UInt8] {
         let payload = Array(try encoder.encode(backup))
-        let header = Header(bytes: payload.count, cluster: cluster, index: backup.index,
-                            sha256: Digest.hex(Digest.sha256(payload)), takenAtMilliseconds: backup.takenAtMilliseconds)
+        let header = Header(
+            bytes: payload.count, cluster: cluster, index: backup.index,
+            sha256: Digest.hex(Digest.sha256(payload)), takenAtMilliseconds: backup.takenAtMilliseconds)
         return Array("\(magic) \(version)\n".utf8) + Array(try encoder.encode(header)) + [UInt8(ascii: "\n")] + payload
     }
 

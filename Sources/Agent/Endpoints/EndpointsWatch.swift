@@ -48,11 +48,14 @@ public enum Endpoints {
         var out: [String: [ServiceEndpoint]] = [:]
         for m in members where m.status == "alive" || m.status == "suspect" {
             guard let endpoints = m.endpoints, !endpoints.isEmpty,
-                  let host = AgentConfiguration.HostPort(m.address)?.host else { continue }
+                let host = AgentConfiguration.HostPort(m.address)?.host
+            else { continue }
             for (service, list) in endpoints {
                 for e in list {
-                    out[service, default: []].append(ServiceEndpoint(node: m.name, host: host, port: e.hostPort,
-                                                                     containerPort: e.containerPort))
+                    out[service, default: []].append(
+                        ServiceEndpoint(
+                            node: m.name, host: host, port: e.hostPort,
+                            containerPort: e.containerPort))
                 }
             }
         }

@@ -73,20 +73,24 @@ public enum HTTPAPI {
         @Sendable func cluster(_ request: Request, _ context: APIRequestContext) async throws -> Response {
             let body = try await request.body.collect(upTo: maxBodyBytes)
             let query = request.uri.query.map { "?\($0)" } ?? ""
-            let answer = await state.cluster(method: request.method.rawValue, path: request.uri.path + query,
-                                             body: Array(body.readableBytesView))
-            return Response(status: .init(code: answer.status), headers: [.contentType: "application/json"],
-                            body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
+            let answer = await state.cluster(
+                method: request.method.rawValue, path: request.uri.path + query,
+                body: Array(body.readableBytesView))
+            return Response(
+                status: .init(code: answer.status), headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
         }
         router.get("/metrics") { _, _ -> Response in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                     body: .init(byteBuffer: ByteBuffer(string: await state.metricsText())))
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                body: .init(byteBuffer: ByteBuffer(string: await state.metricsText())))
         }
         // Served without the token (the page holds no data; its fetches carry the token), so it
         // starts nothing: the history sampler starts with the page's first /v1/history.
         router.get("/ui") { _, _ -> Response in
-            Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(string: DashboardPage.html)))
+            Response(
+                status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: DashboardPage.html)))
         }
         router.get("/v1/history") { _, _ -> JSONBody<[StatusHistory.Sample]> in
             JSONBody(await state.history())
@@ -104,8 +108,9 @@ public enum HTTPAPI {
             let answer = await state.endpoints(context.parameters.get("name") ?? "", query: query)
             var headers: HTTPFields = [.contentType: "application/json"]
             if let index = answer.index { headers[.init("X-Microscale-Index")!] = "\(index)" }
-            return Response(status: .init(code: answer.status), headers: headers,
-                            body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
+            return Response(
+                status: .init(code: answer.status), headers: headers,
+                body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
         }
         router.get("/v1/demand", use: cluster)
         router.put("/v1/demand/:service", use: cluster)
@@ -118,22 +123,25 @@ public enum HTTPAPI {
         // A snapshot file is not JSON (docs/consensus.md, "Backup and restore"); errors are.
         router.get("/v1/operator/snapshot") { request, _ -> Response in
             let answer = await state.cluster(method: "GET", path: request.uri.path, body: [])
-            return Response(status: .init(code: answer.status),
-                            headers: [.contentType: answer.status == 200 ? "application/octet-stream" : "application/json"],
-                            body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
+            return Response(
+                status: .init(code: answer.status),
+                headers: [.contentType: answer.status == 200 ? "application/octet-stream" : "application/json"],
+                body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
         }
         router.put("/v1/operator/snapshot", use: cluster)
         router.get("/v1/operator/raft/peers", use: cluster)
         router.delete("/v1/operator/raft/peers/:name", use: cluster)
         router.post("/v1/agent/force-leave/:name") { _, context -> Response in
             let answer = await state.forceLeave(context.parameters.get("name") ?? "")
-            return Response(status: .init(code: answer.status), headers: [.contentType: "application/json"],
-                            body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
+            return Response(
+                status: .init(code: answer.status), headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
         }
         router.post("/v1/agent/leave") { _, _ -> Response in
             let answer = await state.leave()
-            return Response(status: .init(code: answer.status), headers: [.contentType: "application/json"],
-                            body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
+            return Response(
+                status: .init(code: answer.status), headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
         }
         return router
     }
@@ -153,8 +161,9 @@ public struct JSONBody<T: Encodable & Sendable>: ResponseGenerator, Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let data = try encoder.encode(value)
-        return Response(status: status, headers: [.contentType: "application/json"],
-                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 }
 
@@ -234,7 +243,8 @@ public struct AcceptedHosts: Sendable, Equatable {
         if h.hasPrefix("["), h.hasSuffix("]") { h = String(h.dropFirst().dropLast()) }
         guard let address = try? SocketAddress(ipAddress: h, port: 0), let ip = address.ipAddress else { return h }
         if ip.hasPrefix("::ffff:"), let v4 = try? SocketAddress(ipAddress: String(ip.dropFirst(7)), port: 0),
-           v4.protocol == .inet {
+            v4.protocol == .inet
+        {
             return String(ip.dropFirst(7))
         }
         return ip
@@ -266,9 +276,10 @@ struct BrowserGuard: RouterMiddleware {
             return Self.refusal(.badRequest, "the request has more than one Host header")
         }
         guard hosts.accepts(authority: authority, arrivedAt: context.localAddress) else {
-            return Self.refusal(.misdirectedRequest,
-                                "Host \(Self.quoted(authority)) is not an address of this agent; the API answers only "
-                                    + "requests for localhost, 127.0.0.0/8, [::1] or the agent's --http and --advertise hosts")
+            return Self.refusal(
+                .misdirectedRequest,
+                "Host \(Self.quoted(authority)) is not an address of this agent; the API answers only "
+                    + "requests for localhost, 127.0.0.0/8, [::1] or the agent's --http and --advertise hosts")
         }
         switch request.method {
         case .get, .head, .options:
@@ -281,14 +292,18 @@ struct BrowserGuard: RouterMiddleware {
         // The page's own origin is the scheme and authority its address bar shows, which is the
         // Host the browser sends with it; the agent serves plain HTTP.
         if let origin = request.headers[.origin], origin.lowercased() != "http://\(authority.lowercased())" {
-            return Self.refusal(.forbidden, "Origin \(Self.quoted(origin)) may not write here: a \(request.method.rawValue) must "
-                                    + "come from this agent's own page (http://\(Self.quoted(authority, quotes: false))) or carry no Origin")
+            return Self.refusal(
+                .forbidden,
+                "Origin \(Self.quoted(origin)) may not write here: a \(request.method.rawValue) must "
+                    + "come from this agent's own page (http://\(Self.quoted(authority, quotes: false))) or carry no Origin")
         }
         // Sent by browsers when Origin may not be (some redirects); "same-site" is another port
         // or scheme of this host, which is another origin.
         if let site = request.headers[.init("Sec-Fetch-Site")!], site != "same-origin", site != "none" {
-            return Self.refusal(.forbidden, "Sec-Fetch-Site \(Self.quoted(site)): a \(request.method.rawValue) must come "
-                                    + "from this agent's own page (same-origin) or from outside a browser")
+            return Self.refusal(
+                .forbidden,
+                "Sec-Fetch-Site \(Self.quoted(site)): a \(request.method.rawValue) must come "
+                    + "from this agent's own page (same-origin) or from outside a browser")
         }
         return try await next(request, context)
     }
@@ -305,8 +320,9 @@ struct BrowserGuard: RouterMiddleware {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.withoutEscapingSlashes]
         let body = (try? encoder.encode(["error": message])) ?? Data(#"{"error":"refused"}"#.utf8)
-        return Response(status: status, headers: [.contentType: "application/json"],
-                        body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        return Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 }
 
@@ -324,9 +340,10 @@ struct TokenMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         guard APIToken.authorizes(request.headers[.authorization], token: token) else {
             // RFC 6750 §3: a 401 names the scheme it wants.
-            return Response(status: .unauthorized,
-                            headers: [.contentType: "application/json", .wwwAuthenticate: "Bearer"],
-                            body: .init(byteBuffer: ByteBuffer(string: #"{"error":"missing or wrong API token"}"#)))
+            return Response(
+                status: .unauthorized,
+                headers: [.contentType: "application/json", .wwwAuthenticate: "Bearer"],
+                body: .init(byteBuffer: ByteBuffer(string: #"{"error":"missing or wrong API token"}"#)))
         }
         return try await next(request, context)
     }

@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Drives a running HAProxy from the endpoints (issue 17 item 5, docs/endpoints.md): its backend
@@ -108,8 +109,10 @@ public enum HAProxyPlan {
             guard let i = columns.firstIndex(of: name) else { throw HAProxyError("show servers state: no column \(name)") }
             return i
         }
-        let (be, name, addr, admin, port) = (try col("be_name"), try col("srv_name"), try col("srv_addr"),
-                                             try col("srv_admin_state"), try col("srv_port"))
+        let (be, name, addr, admin, port) = (
+            try col("be_name"), try col("srv_name"), try col("srv_addr"),
+            try col("srv_admin_state"), try col("srv_port")
+        )
         var out: [Slot] = []
         for line in lines.dropFirst() where !line.hasPrefix("#") {
             let f = line.split(separator: " ").map(String.init)

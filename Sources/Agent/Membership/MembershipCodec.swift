@@ -88,13 +88,27 @@ public enum MembershipCodec {
         var x = Microscale_Membership_Gossip()
         switch g {
         case let .alive(inc, record):
-            x.alive = .with { $0.incarnation = inc; $0.record = encode(record) }
+            x.alive = .with {
+                $0.incarnation = inc
+                $0.record = encode(record)
+            }
         case let .suspect(name, inc, from):
-            x.suspect = .with { $0.name = name; $0.incarnation = inc; $0.from = from }
+            x.suspect = .with {
+                $0.name = name
+                $0.incarnation = inc
+                $0.from = from
+            }
         case let .dead(name, inc, from):
-            x.dead = .with { $0.name = name; $0.incarnation = inc; $0.from = from }
+            x.dead = .with {
+                $0.name = name
+                $0.incarnation = inc
+                $0.from = from
+            }
         case let .left(name, inc):
-            x.left = .with { $0.name = name; $0.incarnation = inc }
+            x.left = .with {
+                $0.name = name
+                $0.incarnation = inc
+            }
         case let .recordDelta(d):
             var y = Microscale_Membership_NodeRecordDelta()
             y.name = d.name
@@ -155,7 +169,10 @@ public enum MembershipCodec {
     static func encode(_ list: [Endpoint]) -> Microscale_Membership_Endpoints {
         .with {
             $0.endpoints = list.map { e in
-                .with { $0.containerPort = UInt32(clamping: e.containerPort); $0.hostPort = UInt32(clamping: e.hostPort) }
+                .with {
+                    $0.containerPort = UInt32(clamping: e.containerPort)
+                    $0.hostPort = UInt32(clamping: e.hostPort)
+                }
             }
         }
     }
@@ -181,7 +198,10 @@ public enum MembershipCodec {
     }
 
     static func encode(_ r: Membership.Resources) -> Microscale_Membership_Resources {
-        .with { $0.cpuMillicores = r.cpuMillicores; $0.memoryBytes = r.memoryBytes }
+        .with {
+            $0.cpuMillicores = r.cpuMillicores
+            $0.memoryBytes = r.memoryBytes
+        }
     }
 
     static func encode(_ r: NodeRole) -> Microscale_Membership_Role { r == .server ? .server : .client }
@@ -200,11 +220,15 @@ public enum MembershipCodec {
     public static func decode(_ m: Microscale_Membership_MembershipMessage) throws -> Membership.Message {
         switch m.body {
         case .ping(let x)?:
-            return .ping(Ping(sequence: x.sequence, from: x.from, fromAddress: x.fromAddress, target: x.target,
-                              suspectedAt: x.hasSuspectedAt ? x.suspectedAt : nil, gossip: try x.gossip.map(decode)))
+            return .ping(
+                Ping(
+                    sequence: x.sequence, from: x.from, fromAddress: x.fromAddress, target: x.target,
+                    suspectedAt: x.hasSuspectedAt ? x.suspectedAt : nil, gossip: try x.gossip.map(decode)))
         case .pingReq(let x)?:
-            return .pingReq(PingReq(sequence: x.sequence, from: x.from, fromAddress: x.fromAddress, target: x.target,
-                                    targetAddress: x.targetAddress, gossip: try x.gossip.map(decode)))
+            return .pingReq(
+                PingReq(
+                    sequence: x.sequence, from: x.from, fromAddress: x.fromAddress, target: x.target,
+                    targetAddress: x.targetAddress, gossip: try x.gossip.map(decode)))
         case .ack(let x)?:
             return .ack(Ack(sequence: x.sequence, from: x.from, gossip: try x.gossip.map(decode)))
         case .nack(let x)?:
@@ -212,8 +236,10 @@ public enum MembershipCodec {
         case .gossip(let x)?:
             return .gossip(GossipPacket(from: x.from, gossip: try x.gossip.map(decode)))
         case .pushPull(let x)?:
-            return .pushPull(PushPull(from: x.from, fromAddress: x.fromAddress, isReply: x.isReply, isJoin: x.isJoin,
-                                      wantsCertificates: x.wantsCertificates, states: try x.states.map(decode)))
+            return .pushPull(
+                PushPull(
+                    from: x.from, fromAddress: x.fromAddress, isReply: x.isReply, isJoin: x.isJoin,
+                    wantsCertificates: x.wantsCertificates, states: try x.states.map(decode)))
         case .recordRequest(let x)?:
             return .recordRequest(RecordRequest(from: x.from, fromAddress: x.fromAddress))
         case .record(let x)?:
@@ -270,10 +296,11 @@ public enum MembershipCodec {
     }
 
     static func decode(_ r: Microscale_Membership_NodeRecord) throws -> NodeRecord {
-        var record = NodeRecord(name: r.name, address: r.address, role: try decode(r.role, field: "record.role"),
-                                capacity: decode(r.capacity), reserved: decode(r.reserved),
-                                running: try runningCounts(r.running, field: "record.running"),
-                                agentVersion: r.agentVersion, version: r.version)
+        var record = NodeRecord(
+            name: r.name, address: r.address, role: try decode(r.role, field: "record.role"),
+            capacity: decode(r.capacity), reserved: decode(r.reserved),
+            running: try runningCounts(r.running, field: "record.running"),
+            agentVersion: r.agentVersion, version: r.version)
         record.certificate = [UInt8](r.certificate)
         record.signature = [UInt8](r.signature)
         record.provenIncarnation = r.provenIncarnation
@@ -306,11 +333,14 @@ public enum MembershipCodec {
         var out: [String: [Endpoint]] = [:]
         for (service, list) in m {
             guard list.endpoints.count <= Limits.maxRunningPerService else {
-                throw DecodingError(field: "\(field)[\(service.prefix(64))]", problem: "lists \(list.endpoints.count) endpoints, limit \(Limits.maxRunningPerService)")
+                throw DecodingError(
+                    field: "\(field)[\(service.prefix(64))]", problem: "lists \(list.endpoints.count) endpoints, limit \(Limits.maxRunningPerService)"
+                )
             }
             out[service] = try list.endpoints.map { e in
                 guard (1...65535).contains(e.containerPort), (1...65535).contains(e.hostPort) else {
-                    throw DecodingError(field: "\(field)[\(service.prefix(64))]", problem: "has a port out of range: \(e.containerPort)->\(e.hostPort)")
+                    throw DecodingError(
+                        field: "\(field)[\(service.prefix(64))]", problem: "has a port out of range: \(e.containerPort)->\(e.hostPort)")
                 }
                 return Endpoint(containerPort: Int(e.containerPort), hostPort: Int(e.hostPort))
             }

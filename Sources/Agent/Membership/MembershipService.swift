@@ -75,11 +75,14 @@ public actor MembershipService {
 
     nonisolated public var unownedExecutor: UnownedSerialExecutor { eventLoop.executor.asUnownedSerialExecutor() }
 
-    public init(configuration: MembershipConfiguration = .lan, record: NodeRecord, seed: UInt64,
-                authenticator: any RecordAuthenticator,
-                transport: PeerTransport, eventLoop: any EventLoop, logger: Logger) throws {
-        self.instance = try SWIMInstance(configuration: configuration, record: record, seed: seed, now: .zero,
-                                         authenticator: authenticator)
+    public init(
+        configuration: MembershipConfiguration = .lan, record: NodeRecord, seed: UInt64,
+        authenticator: any RecordAuthenticator,
+        transport: PeerTransport, eventLoop: any EventLoop, logger: Logger
+    ) throws {
+        self.instance = try SWIMInstance(
+            configuration: configuration, record: record, seed: seed, now: .zero,
+            authenticator: authenticator)
         self.transport = transport
         self.eventLoop = eventLoop
         self.logger = logger
@@ -116,8 +119,9 @@ public actor MembershipService {
         }
         // The transport vouches for the peer's name; a message speaking for another is refused.
         if let sender = message.sender, sender != peer.name {
-            logger.warning("dropping membership message whose sender is not its peer",
-                           metadata: ["peer": "\(peer.name)", "claims": "\(sender)"])
+            logger.warning(
+                "dropping membership message whose sender is not its peer",
+                metadata: ["peer": "\(peer.name)", "claims": "\(sender)"])
             return
         }
         execute(instance.receive(message, now: now))
@@ -286,10 +290,12 @@ public actor MembershipService {
         case let .memberChanged(c):
             let from = c.previous.map { "\($0)" } ?? "new"
             if c.status == .dead || c.status == .suspect {
-                logger.warning("member \(c.name) is \(c.status)", metadata: ["address": "\(c.address)", "was": "\(from)", "incarnation": "\(c.incarnation)"])
+                logger.warning(
+                    "member \(c.name) is \(c.status)", metadata: ["address": "\(c.address)", "was": "\(from)", "incarnation": "\(c.incarnation)"])
                 if c.status == .dead { Task { [transport] in await transport.disconnect(peer: c.name) } }
             } else {
-                logger.info("member \(c.name) is \(c.status)", metadata: ["address": "\(c.address)", "was": "\(from)", "incarnation": "\(c.incarnation)"])
+                logger.info(
+                    "member \(c.name) is \(c.status)", metadata: ["address": "\(c.address)", "was": "\(from)", "incarnation": "\(c.incarnation)"])
             }
         case let .recordUpdated(name, version):
             logger.debug("record updated", metadata: ["member": "\(name)", "version": "\(version)"])

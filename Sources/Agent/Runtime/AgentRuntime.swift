@@ -2,13 +2,13 @@ import Bounds
 import Consensus
 import DockerEngine
 import Foundation
-import Synchronization
 import Hummingbird
 import Logging
 import Membership
 import NIOCore
 import NIOPosix
 import SecureTransport
+import Synchronization
 import Wire
 
 /// The composition root of one agent: TLS identity, the peer transport, membership, the HTTP
@@ -61,7 +61,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             throw ConfigurationError("--tls-cert: certificate \(c.tlsCert) names node \(tls.identity.name), but --name is \(c.name)")
         }
         if c.server, !tls.identity.isServer {
-            throw ConfigurationError("--tls-cert: certificate \(c.tlsCert) is not a server certificate; make one with 'microscale tls cert create --server'")
+            throw ConfigurationError(
+                "--tls-cert: certificate \(c.tlsCert) is not a server certificate; make one with 'microscale tls cert create --server'")
         }
         do {
             try DataDirectory.prepare(c.dataDir)
@@ -98,7 +99,10 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
                     // queue on the actor before its next Ready, which is where batching comes from.
                     if let r = box.raft {
                         guard let permit = inFlight.acquire(peer: peer.name, bytes: frame.payload.readableBytes) else { return }
-                        Task { await r.receive(frame, from: peer); permit.release() }
+                        Task {
+                            await r.receive(frame, from: peer)
+                            permit.release()
+                        }
                     } else {
                         refusals.refuse(.raftToClientAgent, peer: peer.name, "a raft frame; client agents run no Raft")
                     }
@@ -111,11 +115,32 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
                     guard let permit = inFlight.acquire(peer: peer.name, bytes: frame.payload.readableBytes) else { return }
                     switch message.body {
                     case .forwardRequest, .forwardResponse:
-                        if let a = box.api { Task { await a.receive(message, from: peer); permit.release() } } else { permit.release() }
+                        if let a = box.api {
+                            Task {
+                                await a.receive(message, from: peer)
+                                permit.release()
+                            }
+                        } else {
+                            permit.release()
+                        }
                     case .bootstrapProposal, .bootstrapReply:
-                        if let r = box.raft { Task { await r.receive(bootstrap: message, from: peer); permit.release() } } else { permit.release() }
+                        if let r = box.raft {
+                            Task {
+                                await r.receive(bootstrap: message, from: peer)
+                                permit.release()
+                            }
+                        } else {
+                            permit.release()
+                        }
                     default:
-                        if let a = box.assignments { Task { await a.receive(message, from: peer); permit.release() } } else { permit.release() }
+                        if let a = box.assignments {
+                            Task {
+                                await a.receive(message, from: peer)
+                                permit.release()
+                            }
+                        } else {
+                            permit.release()
+                        }
                     }
                 default:
                     break
@@ -130,9 +155,10 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         do {
             var membershipConfiguration = MembershipConfiguration.lan
             membershipConfiguration.maxMembers = c.maxMembers
-            membership = try MembershipService(configuration: membershipConfiguration, record: record, seed: seed.next(),
-                                               authenticator: CertificateRecordAuthenticator(try NodeSignatures(current: { [transport] in transport.tlsContext })),
-                                               transport: transport, eventLoop: peerLoop, logger: logger)
+            membership = try MembershipService(
+                configuration: membershipConfiguration, record: record, seed: seed.next(),
+                authenticator: CertificateRecordAuthenticator(try NodeSignatures(current: { [transport] in transport.tlsContext })),
+                transport: transport, eventLoop: peerLoop, logger: logger)
         } catch {
             throw ConfigurationError("node record: \(error)")
         }
@@ -163,8 +189,9 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             options.autopilot.deadServerCleanup = c.deadServerCleanup
             options.autopilot.stabilizationTime = c.serverStabilizationTime
             do {
-                raft = try RaftService(name: c.name, dataDir: c.dataDir, options: options, transport: transport,
-                                       logger: logger, seed: seed.next(), refusals: refusals, servers: servers)
+                raft = try RaftService(
+                    name: c.name, dataDir: c.dataDir, options: options, transport: transport,
+                    logger: logger, seed: seed.next(), refusals: refusals, servers: servers)
             } catch {
                 throw ConfigurationError("--data-dir: cannot open the Raft log in \(c.dataDir): \(error)")
             }
@@ -172,43 +199,48 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             raft = nil
         }
         box.raft = raft
-        clusterAPI = ClusterAPI(name: c.name, raft: raft, transport: transport, logger: logger, apiToken: c.apiToken,
-                                refusals: refusals, servers: servers)
+        clusterAPI = ClusterAPI(
+            name: c.name, raft: raft, transport: transport, logger: logger, apiToken: c.apiToken,
+            refusals: refusals, servers: servers)
         box.api = clusterAPI
-        executor = NodeExecutor(node: c.name, dockerHost: c.dockerSocket, registryAuth: c.registryAuth,
-                                advertisesIPv6: c.advertise.host.contains(":"), logger: logger,
-                                report: { [logger] serving in
-            do {
-                try await service.updateRecord {
-                    $0.running = serving.running
-                    $0.rollouts = serving.rollouts
-                    $0.endpoints = serving.endpoints
+        executor = NodeExecutor(
+            node: c.name, dockerHost: c.dockerSocket, registryAuth: c.registryAuth,
+            advertisesIPv6: c.advertise.host.contains(":"), logger: logger,
+            report: { [logger] serving in
+                do {
+                    try await service.updateRecord {
+                        $0.running = serving.running
+                        $0.rollouts = serving.rollouts
+                        $0.endpoints = serving.endpoints
+                    }
+                } catch {
+                    // The record's size bound (2 KiB, gossiped to everyone) holds a few hundred
+                    // endpoints; past it the counts still go out, and the endpoints are left out.
+                    logger.warning(
+                        "this node's endpoints do not fit its record; gossiping its counts without them",
+                        metadata: ["reason": "\(error)"])
+                    try? await service.updateRecord {
+                        $0.running = serving.running
+                        $0.rollouts = serving.rollouts
+                        $0.endpoints = [:]
+                    }
                 }
-            } catch {
-                // The record's size bound (2 KiB, gossiped to everyone) holds a few hundred
-                // endpoints; past it the counts still go out, and the endpoints are left out.
-                logger.warning("this node's endpoints do not fit its record; gossiping its counts without them",
-                               metadata: ["reason": "\(error)"])
+            },
+            reportImageFailures: { failures in
+                // The record is at most 2 KiB (NodeRecordLimits): failures give way to what runs.
+                try? await service.updateRecord { r in
+                    r.imageFailures = failures
+                    while r.contentSize > NodeRecordLimits.standard.maxEncodedBytes, let k = r.imageFailures.keys.max() {
+                        r.imageFailures[k] = nil
+                    }
+                }
+            },
+            reportHealth: { starting, unhealthy in
                 try? await service.updateRecord {
-                    $0.running = serving.running
-                    $0.rollouts = serving.rollouts
-                    $0.endpoints = [:]
+                    $0.starting = starting
+                    $0.unhealthy = unhealthy
                 }
-            }
-        }, reportImageFailures: { failures in
-            // The record is at most 2 KiB (NodeRecordLimits): failures give way to what runs.
-            try? await service.updateRecord { r in
-                r.imageFailures = failures
-                while r.contentSize > NodeRecordLimits.standard.maxEncodedBytes, let k = r.imageFailures.keys.max() {
-                    r.imageFailures[k] = nil
-                }
-            }
-        }, reportHealth: { starting, unhealthy in
-            try? await service.updateRecord {
-                $0.starting = starting
-                $0.unhealthy = unhealthy
-            }
-        })
+            })
         let executor = self.executor
         // Where a server sends a changed deny list: every member it sees alive or suspect.
         let reachable: @Sendable () async -> [String: String] = {
@@ -216,8 +248,10 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             for m in await service.members() where m.status == "alive" || m.status == "suspect" { book[m.name] = m.address }
             return book
         }
-        assignments = AssignmentService(name: c.name, raft: raft, transport: transport, logger: logger, refusals: refusals,
-                                        servers: servers, members: reachable) { a in
+        assignments = AssignmentService(
+            name: c.name, raft: raft, transport: transport, logger: logger, refusals: refusals,
+            servers: servers, members: reachable
+        ) { a in
             await executor.assign(a)
         }
         box.assignments = assignments
@@ -272,10 +306,12 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             throw ConfigurationError("--http: cannot listen on \(c.http)")
         }
         httpAddress = address
-        logger.info("agent running", metadata: [
-            "name": "\(c.name)", "bind": "\(peerAddress.map { "\($0)" } ?? "")", "http": "\(address)",
-            "role": "\(c.server ? "server" : "client")",
-        ])
+        logger.info(
+            "agent running",
+            metadata: [
+                "name": "\(c.name)", "bind": "\(peerAddress.map { "\($0)" } ?? "")", "http": "\(address)",
+                "role": "\(c.server ? "server" : "client")",
+            ])
         if c.capacityCPUMillis == nil || c.capacityMemoryBytes == nil { await detectCapacity() }
         await membership.start(join: c.join.map(\.description))
         if let raft {
@@ -303,8 +339,9 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         let decisionLoop = decisions
         let roles = self.roles
         await clusterAPI.setClusterName(c.cluster)
-        await clusterAPI.setStatusSources(members: { Self.certified(await service.members(), roles) },
-                                          demand: { await decisionLoop?.demandInUse ?? [:] })
+        await clusterAPI.setStatusSources(
+            members: { Self.certified(await service.members(), roles) },
+            demand: { await decisionLoop?.demandInUse ?? [:] })
         await clusterAPI.setUtilizationSource { window in await decisionLoop?.utilizationSummary(window: window) }
         await executor.start()
         await assignments.start()
@@ -325,8 +362,12 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         do { try transport.reload(fresh) } catch { throw ConfigurationError("reload: \(error)") }
         // Our gossiped record carries the certificate and is signed by its key: sign it again.
         Task { [membership] in await membership.refreshRecordProof() }
-        logger.info("TLS certificate reloaded", metadata: ["serial": "\(fresh.serial)",
-                                                           "expires": "\(Date(timeIntervalSince1970: fresh.notAfter))"])
+        logger.info(
+            "TLS certificate reloaded",
+            metadata: [
+                "serial": "\(fresh.serial)",
+                "expires": "\(Date(timeIntervalSince1970: fresh.notAfter))",
+            ])
     }
 
     /// On every SIGHUP (`microscale agent` installs this; a SIGHUP no longer ends the agent):
@@ -379,10 +420,15 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             await raft?.setAutopilot(deadServerCleanup: c.deadServerCleanup, stabilizationTime: c.serverStabilizationTime)
         }
         if !reload.needRestart.isEmpty {
-            logger.warning("configuration reload: \(file) changes \(reload.needRestart.joined(separator: ", ")), which need a restart; their running values stay until then")
+            logger.warning(
+                "configuration reload: \(file) changes \(reload.needRestart.joined(separator: ", ")), which need a restart; their running values stay until then"
+            )
         }
-        logger.info("configuration reloaded", metadata: [
-            "file": "\(file)", "applied": "\(reload.applied.isEmpty ? "nothing changed" : reload.applied.joined(separator: ", "))"])
+        logger.info(
+            "configuration reloaded",
+            metadata: [
+                "file": "\(file)", "applied": "\(reload.applied.isEmpty ? "nothing changed" : reload.applied.joined(separator: ", "))",
+            ])
         return reload
     }
 
@@ -467,8 +513,9 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     static func resources(_ n: NodeCapacity, _ c: AgentConfiguration) -> Membership.Resources {
         let millis = n.cpus * 1000
         let cpu = millis.isFinite && millis > 0 ? Int64(min(millis.rounded(.down), Double(Limits.maxNodeCPUMillicores))) : 0
-        return Membership.Resources(cpuMillicores: c.capacityCPUMillis ?? cpu,
-                                    memoryBytes: c.capacityMemoryBytes ?? min(max(0, n.memoryBytes), Limits.maxNodeMemoryBytes))
+        return Membership.Resources(
+            cpuMillicores: c.capacityCPUMillis ?? cpu,
+            memoryBytes: c.capacityMemoryBytes ?? min(max(0, n.memoryBytes), Limits.maxNodeMemoryBytes))
     }
 
     /// Capacity from the Docker Engine (/info) and dockerd's cgroup limits, less the reserve
@@ -477,22 +524,30 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         let c = configuration
         do {
             let client = try DockerClient(host: c.dockerSocket)
-            let d = try await CapacityDetection.detect(client: client, reserveCPUs: Double(c.reserveCPUMillis) / 1000,
-                                                       reserveMemory: c.reserveMemoryBytes)
+            let d = try await CapacityDetection.detect(
+                client: client, reserveCPUs: Double(c.reserveCPUMillis) / 1000,
+                reserveMemory: c.reserveMemoryBytes)
             let capacity = Self.resources(d.offered, c)
             try await membership.updateRecord { $0.capacity = capacity }
-            logger.info("capacity", metadata: [
-                "cpu_millicores": "\(capacity.cpuMillicores)", "memory_bytes": "\(capacity.memoryBytes)",
-                "engine_cpus": "\(d.engineCPUs)", "engine_memory": "\(d.engineMemory)",
-                "dockerd_cgroup_cpus": "\(d.cgroupCPUs.map { "\($0)" } ?? "no limit")",
-                "dockerd_cgroup_memory": "\(d.cgroupMemory.map { "\($0)" } ?? "no limit")",
-                "reserved_cpu_millicores": "\(c.reserveCPUMillis)", "reserved_memory_bytes": "\(c.reserveMemoryBytes)"])
+            logger.info(
+                "capacity",
+                metadata: [
+                    "cpu_millicores": "\(capacity.cpuMillicores)", "memory_bytes": "\(capacity.memoryBytes)",
+                    "engine_cpus": "\(d.engineCPUs)", "engine_memory": "\(d.engineMemory)",
+                    "dockerd_cgroup_cpus": "\(d.cgroupCPUs.map { "\($0)" } ?? "no limit")",
+                    "dockerd_cgroup_memory": "\(d.cgroupMemory.map { "\($0)" } ?? "no limit")",
+                    "reserved_cpu_millicores": "\(c.reserveCPUMillis)", "reserved_memory_bytes": "\(c.reserveMemoryBytes)",
+                ])
             if capacity.cpuMillicores == 0 || capacity.memoryBytes == 0 {
-                logger.warning("the reserve leaves this node no capacity: it gets no containers (lower --reserve-cpu / --reserve-memory, or give --capacity-cpu / --capacity-memory)")
+                logger.warning(
+                    "the reserve leaves this node no capacity: it gets no containers (lower --reserve-cpu / --reserve-memory, or give --capacity-cpu / --capacity-memory)"
+                )
             }
         } catch {
             let fallback = Self.fallbackCapacity(c)
-            logger.warning("cannot ask the Docker Engine for this host's capacity; offering what this process sees (\(fallback.cpuMillicores)m CPU, \(fallback.memoryBytes) bytes): \(error)")
+            logger.warning(
+                "cannot ask the Docker Engine for this host's capacity; offering what this process sees (\(fallback.cpuMillicores)m CPU, \(fallback.memoryBytes) bytes): \(error)"
+            )
         }
     }
 
@@ -593,11 +648,12 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     public func selfView() async -> AgentSelfView {
         let (messages, bytes) = await membership.traffic()
         let assignment = await executor.current
-        return AgentSelfView(name: configuration.name, version: MicroscaleVersion.current, server: configuration.server,
-                             uptimeSeconds: Double((ContinuousClock.now - startedAt).nanosecondsSinceZero) / 1e9,
-                             gossipMessagesSent: messages, gossipBytesSent: bytes,
-                             raft: await raft?.status(), assignmentPlan: assignment?.planIndex,
-                             assigned: assignment?.services.mapValues(\.count).filter { $0.value > 0 })
+        return AgentSelfView(
+            name: configuration.name, version: MicroscaleVersion.current, server: configuration.server,
+            uptimeSeconds: Double((ContinuousClock.now - startedAt).nanosecondsSinceZero) / 1e9,
+            gossipMessagesSent: messages, gossipBytesSent: bytes,
+            raft: await raft?.status(), assignmentPlan: assignment?.planIndex,
+            assigned: assignment?.services.mapValues(\.count).filter { $0.value > 0 })
     }
 }
 

@@ -9,8 +9,9 @@ enum DataDirectory {
     static let fileMode: mode_t = 0o600
 
     static func prepare(_ path: String) throws {
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: Int(directoryMode)])
+        try FileManager.default.createDirectory(
+            atPath: path, withIntermediateDirectories: true,
+            attributes: [.posixPermissions: Int(directoryMode)])
         narrow(path)
     }
 
@@ -42,7 +43,10 @@ enum DataDirectory {
             var offset = 0
             while offset < raw.count {
                 let n = Foundation.write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n <= 0 { ok = false; return }
+                if n <= 0 {
+                    ok = false
+                    return
+                }
                 offset += n
             }
         }

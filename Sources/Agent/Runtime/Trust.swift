@@ -81,8 +81,9 @@ public final class Refusals: Sendable {
     public func refuse(_ rule: TrustRule, peer: String, _ detail: @autoclosure () -> String) {
         counts.withLock { $0[rule, default: 0] &+= 1 }
         guard limiter.allow(Key(peer: peer, rule: rule)) else { return }
-        logger.warning("refused a message from \(peer): \(detail())",
-                       metadata: ["peer": "\(peer)", "rule": "\(rule.rawValue)"])
+        logger.warning(
+            "refused a message from \(peer): \(detail())",
+            metadata: ["peer": "\(peer)", "rule": "\(rule.rawValue)"])
     }
 
     /// How many messages `rule` refused since start (logged or not).

@@ -29,8 +29,10 @@ public struct NodeAssignment: Sendable, Equatable {
         }
     }
 
-    public init(planIndex: UInt64, services: [String: (count: Int, spec: Consensus.ServiceSpec)], decidedAtMilliseconds: Int64? = nil,
-                keep: [String: Kept] = [:]) {
+    public init(
+        planIndex: UInt64, services: [String: (count: Int, spec: Consensus.ServiceSpec)], decidedAtMilliseconds: Int64? = nil,
+        keep: [String: Kept] = [:]
+    ) {
         self.planIndex = planIndex
         self.services = services
         self.decidedAtMilliseconds = decidedAtMilliseconds
@@ -103,11 +105,13 @@ public actor AssignmentService {
     private var loop: Task<Void, Never>?
     public var resubscribeInterval: Duration = .seconds(1)
 
-    public init(name: String, raft: RaftService?, transport: PeerTransport, logger: Logger,
-                refusals: Refusals? = nil,
-                servers: @escaping @Sendable () async -> [String: String],
-                members: @escaping @Sendable () async -> [String: String] = { [:] },
-                deliver: @escaping @Sendable (NodeAssignment) async -> Void) {
+    public init(
+        name: String, raft: RaftService?, transport: PeerTransport, logger: Logger,
+        refusals: Refusals? = nil,
+        servers: @escaping @Sendable () async -> [String: String],
+        members: @escaping @Sendable () async -> [String: String] = { [:] },
+        deliver: @escaping @Sendable (NodeAssignment) async -> Void
+    ) {
         self.name = name
         self.refusals = refusals ?? Refusals(logger: logger)
         self.raft = raft
@@ -247,7 +251,7 @@ public actor AssignmentService {
     public func receive(_ message: Microscale_Control_ControlMessage, from peer: AuthenticatedPeer) async {
         switch message.body {
         case .subscribe(let s):
-            guard let raft else { return } // a client agent has nothing to serve
+            guard let raft else { return }  // a client agent has nothing to serve
             // A node subscribes for itself only: its certificate names it.
             guard s.node == peer.name else {
                 refusals.refuse(.subscriptionForAnotherNode, peer: peer.name, "a subscription for \(clipped(s.node))")
@@ -268,8 +272,9 @@ public actor AssignmentService {
                 return
             }
             guard raft == nil, peer.name == upstream else {
-                refusals.refuse(.assignmentNotFromSubscribedServer, peer: peer.name,
-                                "an assignment push; this agent subscribed to \(raft == nil ? upstream ?? "no server" : "no server (it is one)")")
+                refusals.refuse(
+                    .assignmentNotFromSubscribedServer, peer: peer.name,
+                    "an assignment push; this agent subscribed to \(raft == nil ? upstream ?? "no server" : "no server (it is one)")")
                 return
             }
             guard a.node == name, a.planIndex > lastIndex else { return }
@@ -287,15 +292,20 @@ public actor AssignmentService {
                     return
                 }
                 guard s.count <= Limits.maxContainersPerService, services.count < ClusterState.maxServices else {
-                    logger.warning("assignment refused", metadata: ["from": "\(peer.name)", "error": "\(s.count) containers of \(s.service), or too many services"])
+                    logger.warning(
+                        "assignment refused",
+                        metadata: ["from": "\(peer.name)", "error": "\(s.count) containers of \(s.service), or too many services"])
                     return
                 }
                 services[s.service] = (Int(s.count), spec)
                 if !s.keepSpecHash.isEmpty {
                     let hashes = [s.keepSpecHash] + s.keepAlsoSpecHashes
                     guard s.keepCount <= Limits.maxContainersPerService, hashes.count <= ServiceRollout.maxAlsoFrom + 1,
-                          hashes.allSatisfy({ $0.utf8.count <= 64 }) else {
-                        logger.warning("assignment refused", metadata: ["from": "\(peer.name)", "error": "keeps \(s.keepCount) containers of \(s.service) of \(hashes.count) specs"])
+                        hashes.allSatisfy({ $0.utf8.count <= 64 })
+                    else {
+                        logger.warning(
+                            "assignment refused",
+                            metadata: ["from": "\(peer.name)", "error": "keeps \(s.keepCount) containers of \(s.service) of \(hashes.count) specs"])
                         return
                     }
                     keep[s.service] = NodeAssignment.Kept(specs: hashes, count: Int(s.keepCount))
@@ -315,8 +325,14 @@ public actor AssignmentService {
             guard raft == nil, d.index > deniedIndex else { return }
             // Bounded on receipt as the state machine bounds it (docs/limits.md).
             guard d.names.count <= Limits.defaultMaxMembers,
-                  d.names.allSatisfy({ !$0.isEmpty && $0.utf8.count <= ClusterState.maxNodeNameBytes }) else {
-                logger.warning("deny list refused", metadata: ["from": "\(peer.name)", "error": "more than \(Limits.defaultMaxMembers) names, or a name not of 1-\(ClusterState.maxNodeNameBytes) bytes"])
+                d.names.allSatisfy({ !$0.isEmpty && $0.utf8.count <= ClusterState.maxNodeNameBytes })
+            else {
+                logger.warning(
+                    "deny list refused",
+                    metadata: [
+                        "from": "\(peer.name)",
+                        "error": "more than \(Limits.defaultMaxMembers) names, or a name not of 1-\(ClusterState.maxNodeNameBytes) bytes",
+                    ])
                 return
             }
             deniedIndex = d.index

@@ -45,8 +45,10 @@ public actor DecisionLoop {
     /// A configuration reload (SIGHUP) changed --dead-node-grace: the next round uses it.
     public func setDeadNodeGrace(_ grace: Duration) { deadNodeGrace = grace }
 
-    public init(raft: RaftService, membership: MembershipService, logger: Logger, latency: DurationHistogram? = nil,
-                deadNodeGrace: Duration = AgentConfiguration.defaultDeadNodeGrace) {
+    public init(
+        raft: RaftService, membership: MembershipService, logger: Logger, latency: DurationHistogram? = nil,
+        deadNodeGrace: Duration = AgentConfiguration.defaultDeadNodeGrace
+    ) {
         self.latency = latency
         self.deadNodeGrace = deadNodeGrace
         self.raft = raft
@@ -164,7 +166,8 @@ public actor DecisionLoop {
         let reasons = Array((specChanges + rolloutReasons + result.decisions.map(\.description) + result.shortfalls.map(\.description)).prefix(50))
         let decision = Consensus.Decision(
             timestampMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
-            summary: "\(result.decisions.count + specChanges.count + rolloutReasons.count) change\(result.decisions.count + specChanges.count + rolloutReasons.count == 1 ? "" : "s") planned in \(String(format: "%.2f", planning.inMilliseconds)) ms",
+            summary:
+                "\(result.decisions.count + specChanges.count + rolloutReasons.count) change\(result.decisions.count + specChanges.count + rolloutReasons.count == 1 ? "" : "s") planned in \(String(format: "%.2f", planning.inMilliseconds)) ms",
             reasons: reasons)
         do {
             if let refused = try await raft.propose(.setPlan(Consensus.Plan(assignments: next, specs: specs, rollouts: rollouts), decision)) {
@@ -172,8 +175,12 @@ public actor DecisionLoop {
             } else {
                 latency?.record(ContinuousClock.now - now)
                 plansCommitted += 1
-                logger.info("plan committed", metadata: ["changes": "\(result.decisions.count)",
-                                                         "reasons": "\(reasons.prefix(5).joined(separator: "; "))"])
+                logger.info(
+                    "plan committed",
+                    metadata: [
+                        "changes": "\(result.decisions.count)",
+                        "reasons": "\(reasons.prefix(5).joined(separator: "; "))",
+                    ])
             }
         } catch {
             // Lost leadership or no quorum: the next leader plans from the committed state.
@@ -187,8 +194,10 @@ public actor DecisionLoop {
     /// from the one the committed plan was made for starts one (from the containers the committed
     /// plan runs), and every rollout takes one step of the pure `RolloutStepper` against the new
     /// counts and what the nodes report. nil when there is none.
-    static func rollouts(_ state: ClusterState, specs: [String: String], next: [String: [String: Int]],
-                         members: [MemberView]) -> ([String: ServiceRollout]?, [String]) {
+    static func rollouts(
+        _ state: ClusterState, specs: [String: String], next: [String: [String: Int]],
+        members: [MemberView]
+    ) -> ([String: ServiceRollout]?, [String]) {
         var out: [String: ServiceRollout] = [:]
         var reasons: [String] = []
         let committed = state.plan.rollouts ?? [:]
@@ -203,7 +212,9 @@ public actor DecisionLoop {
                 var running: [String: Int] = [:]
                 for (node, counts) in state.plan.assignments { if let n = counts[name], n > 0 { running[node] = n } }
                 current = Scaling.Rollout.begin(from: before, to: hash, running: running, reversing: current)
-                reasons.append("\(name): rolling out \(String(hash.prefix(8))) (\(spec.updatePolicy.effectiveOrder), max_parallel \(spec.updatePolicy.effectiveMaxParallel))")
+                reasons.append(
+                    "\(name): rolling out \(String(hash.prefix(8))) (\(spec.updatePolicy.effectiveOrder), max_parallel \(spec.updatePolicy.effectiveMaxParallel))"
+                )
             }
             guard let rollout = current, rollout.to == hash else { continue }
             var target: [String: Int] = [:]
@@ -212,13 +223,15 @@ public actor DecisionLoop {
             for m in members {
                 if let p = m.rollouts?[name] { reports[m.name] = RolloutReport(spec: p.spec, serving: p.serving, failed: p.failed) }
             }
-            let policy = RolloutPolicy(maxParallel: spec.updatePolicy.effectiveMaxParallel,
-                                       startFirst: spec.updatePolicy.effectiveOrder == UpdatePolicy.startFirst)
+            let policy = RolloutPolicy(
+                maxParallel: spec.updatePolicy.effectiveMaxParallel,
+                startFirst: spec.updatePolicy.effectiveOrder == UpdatePolicy.startFirst)
             let step = RolloutStepper.step(rollout, service: name, policy: policy, target: target, reports: reports)
             reasons.append(contentsOf: step.reasons)
             if let r = step.rollout {
-                out[name] = ServiceRollout(from: r.from, to: r.to, alsoFrom: r.alsoFrom.isEmpty ? nil : r.alsoFrom, old: r.old, new: r.new, paused: r.paused,
-                                           done: step.done, total: step.total)
+                out[name] = ServiceRollout(
+                    from: r.from, to: r.to, alsoFrom: r.alsoFrom.isEmpty ? nil : r.alsoFrom, old: r.old, new: r.new, paused: r.paused,
+                    done: step.done, total: step.total)
             }
         }
         return (out.isEmpty ? nil : out, reasons)
@@ -248,10 +261,11 @@ public actor DecisionLoop {
             // suspect: it keeps its containers and gets no new ones) until this leader's own probe
             // of it fails or it said itself that it leaves.
             if (status == .dead || status == .left) && m.confirmedDown == false { status = .suspect }
-            return Scaling.Node(name: m.name, cpuMillis: (m.capacity.cpu * 1000).exactlyRoundedInt ?? 0,
-                                memoryBytes: Int(m.capacity.memoryBytes), status: status,
-                                drained: state.isDrained(m.name), running: m.running, labels: m.labels ?? [:],
-                                blocked: blocked(m, byImage))
+            return Scaling.Node(
+                name: m.name, cpuMillis: (m.capacity.cpu * 1000).exactlyRoundedInt ?? 0,
+                memoryBytes: Int(m.capacity.memoryBytes), status: status,
+                drained: state.isDrained(m.name), running: m.running, labels: m.labels ?? [:],
+                blocked: blocked(m, byImage))
         }
     }
 
@@ -266,8 +280,10 @@ public actor DecisionLoop {
 
     private func sample(_ state: ClusterState, _ nodes: [Scaling.Node], demand: [String: DemandValue], at time: Int64) {
         let services = state.services.map { Specs.sampled($0.key, $0.value) }
-        utilization.append(Utilization.sample(time: time, services: services, assignments: state.plan.assignments,
-                                              nodes: nodes, demand: demand))
+        utilization.append(
+            Utilization.sample(
+                time: time, services: services, assignments: state.plan.assignments,
+                nodes: nodes, demand: demand))
     }
 
     /// `GET /v1/report/utilization`: this server's samples over the last `window`.
@@ -290,8 +306,9 @@ public actor DecisionLoop {
                 // Once per configuration, not once per step (every 100 ms).
                 if unusable[name] != config {
                     unusable[name] = config
-                    logger.error("demand source not usable; demand stays unknown and the count is held",
-                                 metadata: ["service": "\(name)", "source": "\(config.source)", "error": "\(e)"])
+                    logger.error(
+                        "demand source not usable; demand stays unknown and the count is held",
+                        metadata: ["service": "\(name)", "source": "\(config.source)", "error": "\(e)"])
                 }
                 continue
             }

@@ -67,10 +67,12 @@ public actor NodeExecutor {
     /// Services whose image could not be pulled here, with the registry's reason (docs/contracts.md, "The services file").
     public private(set) var pullFailures: [String: String] = [:]
 
-    public init(node: String, dockerHost: String, registryAuth: RegistryAuth = RegistryAuth(), advertisesIPv6: Bool = false, logger: Logger,
-                report: @escaping @Sendable (Serving) async -> Void,
-                reportImageFailures: @escaping @Sendable ([String: String]) async -> Void = { _ in },
-                reportHealth: @escaping @Sendable ([String: Int], [String: Int]) async -> Void = { _, _ in }) {
+    public init(
+        node: String, dockerHost: String, registryAuth: RegistryAuth = RegistryAuth(), advertisesIPv6: Bool = false, logger: Logger,
+        report: @escaping @Sendable (Serving) async -> Void,
+        reportImageFailures: @escaping @Sendable ([String: String]) async -> Void = { _ in },
+        reportHealth: @escaping @Sendable ([String: Int], [String: Int]) async -> Void = { _, _ in }
+    ) {
         self.reportHealth = reportHealth
         self.reportImageFailures = reportImageFailures
         self.node = node
@@ -104,8 +106,12 @@ public actor NodeExecutor {
         assignment = a
         received += 1
         predatesStart = Self.predatesStart(a, received: received, startedAtWallMilliseconds: startedAtWallMilliseconds)
-        logger.info("assignment", metadata: ["plan": "\(a.planIndex)",
-                                             "services": "\(a.services.filter { $0.value.count > 0 }.mapValues(\.count))"])
+        logger.info(
+            "assignment",
+            metadata: [
+                "plan": "\(a.planIndex)",
+                "services": "\(a.services.filter { $0.value.count > 0 }.mapValues(\.count))",
+            ])
         loop?.wake()
     }
 
@@ -165,11 +171,13 @@ public actor NodeExecutor {
         let mine = publishing
         let running = try await client.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(node)"], all: false)
         let health = await shell.currentHealth()
-        let specs = Dictionary(a.services.map { ($0.key, Specs.container($0.key, $0.value.spec, node: node)) },
-                               uniquingKeysWith: { x, _ in x })
+        let specs = Dictionary(
+            a.services.map { ($0.key, Specs.container($0.key, $0.value.spec, node: node)) },
+            uniquingKeysWith: { x, _ in x })
         // Services under a rolling update, with the hash of their new spec.
-        let rolling = Dictionary(a.keep.keys.compactMap { name in a.services[name].map { (name, Specs.hash($0.spec)) } },
-                                 uniquingKeysWith: { x, _ in x })
+        let rolling = Dictionary(
+            a.keep.keys.compactMap { name in a.services[name].map { (name, Specs.hash($0.spec)) } },
+            uniquingKeysWith: { x, _ in x })
         var serving = Self.serving(running, health: health, specs: specs, rolling: rolling, ipv6: advertisesIPv6)
         let failed = await shell.failures
         for (s, hash) in rolling { if let f = failed[s], f.spec == hash { serving.rollouts[s]?.failed = f.count } }
@@ -202,13 +210,16 @@ public actor NodeExecutor {
     /// container's endpoints are its published TCP ports (Docker lists each once per address
     /// family); a host-network container listens on its declared ports themselves; one on no
     /// network has none.
-    static func serving(_ running: [ContainerSummary], health: [String: ObservedContainer.Health],
-                        specs: [String: ContainerSpec], rolling: [String: String] = [:], ipv6: Bool = false) -> Serving {
+    static func serving(
+        _ running: [ContainerSummary], health: [String: ObservedContainer.Health],
+        specs: [String: ContainerSpec], rolling: [String: String] = [:], ipv6: Bool = false
+    ) -> Serving {
         var out = Serving()
         out.rollouts = rolling.mapValues { RolloutProgress(spec: $0, serving: 0) }
         for c in running where c.State == "running" {
             guard [nil, .healthy].contains(health[c.Id] ?? ObservedContainer.Health.fromEngineStatus(c.Status)),
-                  let s = c.Labels?[MicroscaleLabel.service] else { continue }
+                let s = c.Labels?[MicroscaleLabel.service]
+            else { continue }
             out.running[s, default: 0] += 1
             if let hash = rolling[s], c.Labels?[MicroscaleLabel.spec] == hash { out.rollouts[s]?.serving += 1 }
             var ports: Set<Endpoint> = []
@@ -287,8 +298,9 @@ public actor NodeExecutor {
                 lastImageFailures = failing
                 await reportImageFailures(failing)
             }
-            await shell!.setDesired(specs, counts: a.services.mapValues(\.count), held: held,
-                                    keep: a.keep.mapValues { (Set($0.specs), $0.count) })
+            await shell!.setDesired(
+                specs, counts: a.services.mapValues(\.count), held: held,
+                keep: a.keep.mapValues { (Set($0.specs), $0.count) })
             for _ in 0..<(hold ? 0 : 5) {
                 let report = try await shell!.reconcileOnce()
                 totals.started += report.started.count
@@ -299,10 +311,13 @@ public actor NodeExecutor {
                 }
                 if !report.plan.isEmpty {
                     let ms = { (d: Duration) in "\(d.inMilliseconds.rounded())" }
-                    logger.info("reconciled", metadata: [
-                        "plan": "\(a.planIndex)", "stopped": "\(report.stopped.count)", "started": "\(report.started.count)",
-                        "observe_ms": "\(ms(report.timings.observe))", "stops_ms": "\(ms(report.timings.stops))",
-                        "starts_ms": "\(ms(report.timings.starts))"])
+                    logger.info(
+                        "reconciled",
+                        metadata: [
+                            "plan": "\(a.planIndex)", "stopped": "\(report.stopped.count)", "started": "\(report.started.count)",
+                            "observe_ms": "\(ms(report.timings.observe))", "stops_ms": "\(ms(report.timings.stops))",
+                            "starts_ms": "\(ms(report.timings.starts))",
+                        ])
                 }
                 if report.plan.isEmpty { break }
             }

@@ -28,9 +28,12 @@ public enum Specs {
         }
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
-        let bytes = (try? e.encode(Identity(image: s.image, command: s.command, cpu: s.cpu, memory: s.memory,
-                                             stop: s.stopTimeoutMilliseconds, env: s.env, network: s.network,
-                                             ports: s.ports, health: s.health))) ?? Data()
+        let bytes =
+            (try? e.encode(
+                Identity(
+                    image: s.image, command: s.command, cpu: s.cpu, memory: s.memory,
+                    stop: s.stopTimeoutMilliseconds, env: s.env, network: s.network,
+                    ports: s.ports, health: s.health))) ?? Data()
         return String(fnv1a(bytes), radix: 16)
     }
 
@@ -64,52 +67,61 @@ public enum Specs {
     public static let queueScaleDownAt = 0.7
 
     public static func planner(_ name: String, _ s: Consensus.ServiceSpec) -> Scaling.ServiceSpec {
-        Scaling.ServiceSpec(name: name, priority: s.priority, cpuMillis: (s.cpu * 1000).exactlyRoundedInt ?? Int(Limits.maxContainerCPUMillicores),
-                            memoryBytes: Int(clamping: s.memory), min: s.min, max: s.max,
-                            perContainer: s.demand?.perContainer ?? 1, fill: s.fill,
-                            stopTimeout: .milliseconds(s.stopTimeoutMilliseconds), specHash: hash(s),
-                            control: control(s.demand), hostPorts: s.fixedHostPorts,
-                            constraints: s.placementConstraints, spread: s.spread)
+        Scaling.ServiceSpec(
+            name: name, priority: s.priority, cpuMillis: (s.cpu * 1000).exactlyRoundedInt ?? Int(Limits.maxContainerCPUMillicores),
+            memoryBytes: Int(clamping: s.memory), min: s.min, max: s.max,
+            perContainer: s.demand?.perContainer ?? 1, fill: s.fill,
+            stopTimeout: .milliseconds(s.stopTimeoutMilliseconds), specHash: hash(s),
+            control: control(s.demand), hostPorts: s.fixedHostPorts,
+            constraints: s.placementConstraints, spread: s.spread)
     }
 
     /// What a utilization sample needs of a service (no spec hash: sampled every second on every server).
     static func sampled(_ name: String, _ s: Consensus.ServiceSpec) -> Scaling.ServiceSpec {
-        Scaling.ServiceSpec(name: name, priority: s.priority, cpuMillis: (s.cpu * 1000).exactlyRoundedInt ?? Int(Limits.maxContainerCPUMillicores),
-                            memoryBytes: Int(clamping: s.memory), min: s.min, max: s.max,
-                            perContainer: s.demand?.perContainer ?? 1, fill: s.fill)
+        Scaling.ServiceSpec(
+            name: name, priority: s.priority, cpuMillis: (s.cpu * 1000).exactlyRoundedInt ?? Int(Limits.maxContainerCPUMillicores),
+            memoryBytes: Int(clamping: s.memory), min: s.min, max: s.max,
+            perContainer: s.demand?.perContainer ?? 1, fill: s.fill)
     }
 
     static func control(_ d: DemandSourceConfig?) -> Scaling.Control {
         guard let d else { return Scaling.Control() }
         let queue = queueSources.contains(d.source)
-        return Scaling.Control(scaleDownAt: d.scaleDownAt ?? (queue ? queueScaleDownAt : 1), maxChange: d.maxChange,
-                               gains: d.controller.map { Gains(kp: $0.kp, kd: $0.kd) }, queue: queue)
+        return Scaling.Control(
+            scaleDownAt: d.scaleDownAt ?? (queue ? queueScaleDownAt : 1), maxChange: d.maxChange,
+            gains: d.controller.map { Gains(kp: $0.kp, kd: $0.kd) }, queue: queue)
     }
 
     static func container(_ name: String, _ s: Consensus.ServiceSpec, node: String) -> ContainerSpec {
-        ContainerSpec(service: name, node: node, specHash: hash(s), image: s.image, command: s.command,
-                      env: (s.env ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
-                      cpu: s.cpu, memoryBytes: Int64(clamping: s.memory),
-                      stopTimeoutSeconds: Int((s.stopTimeoutMilliseconds + 999) / 1000),
-                      network: network(s.networkMode),
-                      ports: (s.ports ?? []).map { ContainerSpec.Port(container: $0.container, host: $0.host, proto: $0.protocolName) },
-                      probe: s.health.flatMap { h in
-                          let kind: ContainerSpec.Probe.Kind
-                          if let path = h.http, let port = h.port { kind = .http(path: path, port: port) }
-                          else if let port = h.tcp { kind = .tcp(port: port) }
-                          else { return nil }
-                          return ContainerSpec.Probe(kind: kind, interval: .milliseconds(h.intervalMilliseconds),
-                                                     timeout: .milliseconds(h.timeoutMilliseconds), retries: h.retries,
-                                                     startPeriod: .milliseconds(h.startPeriodMilliseconds))
-                      },
-                      healthCommand: s.health.flatMap { h in
-                          h.command.map {
-                              ContainerSpec.HealthCommand(
-                                  command: $0, interval: .milliseconds(h.intervalMilliseconds),
-                                  timeout: .milliseconds(h.timeoutMilliseconds), retries: h.retries,
-                                  startPeriod: .milliseconds(h.startPeriodMilliseconds))
-                          }
-                      })
+        ContainerSpec(
+            service: name, node: node, specHash: hash(s), image: s.image, command: s.command,
+            env: (s.env ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
+            cpu: s.cpu, memoryBytes: Int64(clamping: s.memory),
+            stopTimeoutSeconds: Int((s.stopTimeoutMilliseconds + 999) / 1000),
+            network: network(s.networkMode),
+            ports: (s.ports ?? []).map { ContainerSpec.Port(container: $0.container, host: $0.host, proto: $0.protocolName) },
+            probe: s.health.flatMap { h in
+                let kind: ContainerSpec.Probe.Kind
+                if let path = h.http, let port = h.port {
+                    kind = .http(path: path, port: port)
+                } else if let port = h.tcp {
+                    kind = .tcp(port: port)
+                } else {
+                    return nil
+                }
+                return ContainerSpec.Probe(
+                    kind: kind, interval: .milliseconds(h.intervalMilliseconds),
+                    timeout: .milliseconds(h.timeoutMilliseconds), retries: h.retries,
+                    startPeriod: .milliseconds(h.startPeriodMilliseconds))
+            },
+            healthCommand: s.health.flatMap { h in
+                h.command.map {
+                    ContainerSpec.HealthCommand(
+                        command: $0, interval: .milliseconds(h.intervalMilliseconds),
+                        timeout: .milliseconds(h.timeoutMilliseconds), retries: h.retries,
+                        startPeriod: .milliseconds(h.startPeriodMilliseconds))
+                }
+            })
     }
 
     /// The Docker network of a `network:` mode: `bridge` is the agent's own bridge network.

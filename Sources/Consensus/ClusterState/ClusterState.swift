@@ -21,8 +21,10 @@ public struct DemandSourceConfig: Sendable, Hashable, Codable {
     /// An optional PD controller's gains.
     public var controller: ControllerGains?
 
-    public init(source: String, perContainer: Double? = nil, options: [String: String] = [:],
-                scaleDownAt: Double? = nil, maxChange: Int? = nil, controller: ControllerGains? = nil) {
+    public init(
+        source: String, perContainer: Double? = nil, options: [String: String] = [:],
+        scaleDownAt: Double? = nil, maxChange: Int? = nil, controller: ControllerGains? = nil
+    ) {
         self.source = source
         self.perContainer = perContainer
         self.options = options
@@ -76,10 +78,12 @@ public struct ServiceSpec: Sendable, Hashable, Codable {
     public var constraints: [String]?
     public var spread: String?
 
-    public init(image: String, command: [String] = [], priority: Int = 1, cpu: Double, memory: UInt64,
-                min: Int = 0, max: Int, demand: DemandSourceConfig? = nil, fill: Bool = false,
-                stopTimeoutMilliseconds: Int64 = 10_000, env: [String: String]? = nil, network: String? = nil,
-                ports: [PortMapping]? = nil, health: HealthCheck? = nil, update: UpdatePolicy? = nil) {
+    public init(
+        image: String, command: [String] = [], priority: Int = 1, cpu: Double, memory: UInt64,
+        min: Int = 0, max: Int, demand: DemandSourceConfig? = nil, fill: Bool = false,
+        stopTimeoutMilliseconds: Int64 = 10_000, env: [String: String]? = nil, network: String? = nil,
+        ports: [PortMapping]? = nil, health: HealthCheck? = nil, update: UpdatePolicy? = nil
+    ) {
         self.update = update
         self.env = env
         self.network = network
@@ -191,8 +195,10 @@ public struct Plan: Sendable, Hashable, Codable {
     /// `assignments` stays the planner's count. nil (not empty) when there is none, so the bytes of
     /// a plan without rollouts are what they were.
     public var rollouts: [String: ServiceRollout]?
-    public init(assignments: [String: [String: Int]] = [:], specs: [String: String]? = nil,
-                rollouts: [String: ServiceRollout]? = nil) {
+    public init(
+        assignments: [String: [String: Int]] = [:], specs: [String: String]? = nil,
+        rollouts: [String: ServiceRollout]? = nil
+    ) {
         self.assignments = assignments
         self.specs = specs
         self.rollouts = rollouts
@@ -219,8 +225,10 @@ public struct ServiceRollout: Sendable, Hashable, Codable {
     public var done: Int
     public var total: Int
 
-    public init(from: String, to: String, alsoFrom: [String]? = nil, old: [String: Int], new: [String: Int], paused: String? = nil,
-                done: Int = 0, total: Int = 0) {
+    public init(
+        from: String, to: String, alsoFrom: [String]? = nil, old: [String: Int], new: [String: Int], paused: String? = nil,
+        done: Int = 0, total: Int = 0
+    ) {
         self.alsoFrom = alsoFrom
         self.from = from
         self.to = to
@@ -240,9 +248,13 @@ public struct ServiceRollout: Sendable, Hashable, Codable {
         }
         if (alsoFrom?.count ?? 0) > Self.maxAlsoFrom { return bad("keeps more than \(Self.maxAlsoFrom) older specs") }
         if (paused?.utf8.count ?? 0) > Decision.maxTextBytes { return bad("has a pause reason over \(Decision.maxTextBytes) bytes") }
-        if old.count > Limits.defaultMaxMembers || new.count > Limits.defaultMaxMembers { return bad("names more than \(Limits.defaultMaxMembers) nodes") }
+        if old.count > Limits.defaultMaxMembers || new.count > Limits.defaultMaxMembers {
+            return bad("names more than \(Limits.defaultMaxMembers) nodes")
+        }
         for (node, n) in old.merging(new, uniquingKeysWith: { max($0, $1) }) {
-            if node.isEmpty || node.utf8.count > ClusterState.maxNodeNameBytes { return bad("names a node not of 1-\(ClusterState.maxNodeNameBytes) bytes") }
+            if node.isEmpty || node.utf8.count > ClusterState.maxNodeNameBytes {
+                return bad("names a node not of 1-\(ClusterState.maxNodeNameBytes) bytes")
+            }
             if n < 0 || n > Limits.maxContainersPerService { return bad("has \(n) containers on a node; 0 to \(Limits.maxContainersPerService)") }
         }
         if old.values.contains(where: { $0 < 0 }) || new.values.contains(where: { $0 < 0 }) { return bad("has a negative count") }
@@ -265,8 +277,10 @@ public struct Decision: Sendable, Hashable, Codable {
     /// bytes of every other decision are what they were before the field existed).
     public var refused: Bool?
 
-    public init(index: UInt64 = 0, timestampMilliseconds: Int64, summary: String, reasons: [String],
-                refused: Bool? = nil) {
+    public init(
+        index: UInt64 = 0, timestampMilliseconds: Int64, summary: String, reasons: [String],
+        refused: Bool? = nil
+    ) {
         self.index = index
         self.timestampMilliseconds = timestampMilliseconds
         self.summary = summary
@@ -340,26 +354,37 @@ public enum ClusterCommand: Sendable, Hashable, Codable {
                 return .malformed("plan: \(plan.assignments.count) nodes; at most \(Limits.defaultMaxMembers)")
             }
             if let specs = plan.specs {
-                if specs.count > ClusterState.maxServices { return .malformed("plan: \(specs.count) spec hashes; at most \(ClusterState.maxServices)") }
+                if specs.count > ClusterState.maxServices {
+                    return .malformed("plan: \(specs.count) spec hashes; at most \(ClusterState.maxServices)")
+                }
                 for (service, hash) in specs where service.utf8.count > 63 || hash.utf8.count > 64 {
                     return .malformed("plan: the spec hash of \(service.prefix(63)) is not of a service of 1-63 bytes and a hash of at most 64")
                 }
             }
             if let rollouts = plan.rollouts {
-                if rollouts.count > ClusterState.maxServices { return .malformed("plan: \(rollouts.count) rollouts; at most \(ClusterState.maxServices)") }
+                if rollouts.count > ClusterState.maxServices {
+                    return .malformed("plan: \(rollouts.count) rollouts; at most \(ClusterState.maxServices)")
+                }
                 for (service, r) in rollouts {
                     if let e = r.validationError(service: service) { return e }
                 }
             }
             for (node, counts) in plan.assignments {
-                if node.isEmpty || node.utf8.count > ClusterState.maxNodeNameBytes { return .malformed("plan: a node name is not 1-\(ClusterState.maxNodeNameBytes) bytes") }
-                if counts.count > ClusterState.maxServices { return .malformed("plan: \(counts.count) services on \(node); at most \(ClusterState.maxServices)") }
+                if node.isEmpty || node.utf8.count > ClusterState.maxNodeNameBytes {
+                    return .malformed("plan: a node name is not 1-\(ClusterState.maxNodeNameBytes) bytes")
+                }
+                if counts.count > ClusterState.maxServices {
+                    return .malformed("plan: \(counts.count) services on \(node); at most \(ClusterState.maxServices)")
+                }
                 for (service, n) in counts where n < 0 || n > Limits.maxContainersPerService || service.utf8.count > 63 {
-                    return .malformed("plan: \(n) containers of \(service.prefix(63)) on \(node); 0 to \(Limits.maxContainersPerService) of a service of 1-63 bytes")
+                    return .malformed(
+                        "plan: \(n) containers of \(service.prefix(63)) on \(node); 0 to \(Limits.maxContainersPerService) of a service of 1-63 bytes"
+                    )
                 }
             }
             if decision.reasons.count > Decision.maxReasons || decision.summary.utf8.count > Decision.maxTextBytes
-                || decision.reasons.contains(where: { $0.utf8.count > Decision.maxTextBytes }) {
+                || decision.reasons.contains(where: { $0.utf8.count > Decision.maxTextBytes })
+            {
                 return .malformed("plan: decision text over \(Decision.maxReasons) reasons of \(Decision.maxTextBytes) bytes")
             }
         case .restore(let backup):
@@ -396,8 +421,10 @@ public struct ClusterBackup: Sendable, Hashable, Codable {
     /// The deny list (nil in a backup made before it existed: a restore then leaves it as it is).
     public var deniedNodes: [String]?
 
-    public init(index: UInt64, takenAtMilliseconds: Int64, services: [String: ServiceSpec], demand: [String: Double],
-                drainedNodes: [String], deniedNodes: [String]? = nil) {
+    public init(
+        index: UInt64, takenAtMilliseconds: Int64, services: [String: ServiceSpec], demand: [String: Double],
+        drainedNodes: [String], deniedNodes: [String]? = nil
+    ) {
         self.index = index
         self.takenAtMilliseconds = takenAtMilliseconds
         self.services = services
@@ -428,8 +455,11 @@ public struct ClusterBackup: Sendable, Hashable, Codable {
         if Set(drainedNodes).count != drainedNodes.count { return .malformed("backup: a drained node is listed twice") }
         let denied = deniedNodes ?? []
         if denied.count > Limits.defaultMaxMembers || Set(denied).count != denied.count
-            || denied.contains(where: { $0.isEmpty || $0.utf8.count > ClusterState.maxNodeNameBytes }) {
-            return .malformed("backup: the deny list holds a name twice, a name not of 1-\(ClusterState.maxNodeNameBytes) bytes, or more than \(Limits.defaultMaxMembers) names")
+            || denied.contains(where: { $0.isEmpty || $0.utf8.count > ClusterState.maxNodeNameBytes })
+        {
+            return .malformed(
+                "backup: the deny list holds a name twice, a name not of 1-\(ClusterState.maxNodeNameBytes) bytes, or more than \(Limits.defaultMaxMembers) names"
+            )
         }
         return nil
     }
@@ -523,7 +553,7 @@ public struct ClusterState: Sendable, Hashable, Codable {
     @discardableResult
     public mutating func apply(_ data: [UInt8], index: UInt64) -> ClusterStateError? {
         appliedIndex = max(appliedIndex, index)
-        if data.isEmpty { return nil } // a leader's no-op
+        if data.isEmpty { return nil }  // a leader's no-op
         let command: ClusterCommand
         do { command = try ClusterCommand.decode(data) } catch {
             recordRefusal(error, index: index)
@@ -558,7 +588,8 @@ public struct ClusterState: Sendable, Hashable, Codable {
         case .rollbackService(let name):
             guard let current = services[name] else { return .unknownService(name) }
             guard let previous = previousServices[name] else {
-                return .invalidService(name: name, field: "rollback", reason: "has no previous spec: its containers have not changed since it was declared")
+                return .invalidService(
+                    name: name, field: "rollback", reason: "has no previous spec: its containers have not changed since it was declared")
             }
             services[name] = previous
             previousServices[name] = current
@@ -599,9 +630,11 @@ public struct ClusterState: Sendable, Hashable, Codable {
                 deniedIndex = index
             }
             // Its time is the backup's: apply reads no clock (every server records the same bytes).
-            appendDecision(Decision(index: index, timestampMilliseconds: backup.takenAtMilliseconds,
-                                    summary: "restored \(backup.services.count) services from a snapshot of entry \(backup.index)",
-                                    reasons: ["demand values: \(backup.demand.count), drained nodes: \(backup.drainedNodes.count)"]))
+            appendDecision(
+                Decision(
+                    index: index, timestampMilliseconds: backup.takenAtMilliseconds,
+                    summary: "restored \(backup.services.count) services from a snapshot of entry \(backup.index)",
+                    reasons: ["demand values: \(backup.demand.count), drained nodes: \(backup.drainedNodes.count)"]))
         }
         return nil
     }
@@ -610,8 +643,9 @@ public struct ClusterState: Sendable, Hashable, Codable {
     /// entry. The plan and the decisions are left out: both describe nodes and times that a
     /// restore into another cluster does not have, and the leader plans anew after a restore.
     public func backup(takenAtMilliseconds: Int64) -> ClusterBackup {
-        ClusterBackup(index: appliedIndex, takenAtMilliseconds: takenAtMilliseconds, services: services,
-                      demand: demand, drainedNodes: drainedNodes, deniedNodes: deniedNodes)
+        ClusterBackup(
+            index: appliedIndex, takenAtMilliseconds: takenAtMilliseconds, services: services,
+            demand: demand, drainedNodes: drainedNodes, deniedNodes: deniedNodes)
     }
 
     private mutating func appendDecision(_ d: Decision) {
@@ -622,9 +656,11 @@ public struct ClusterState: Sendable, Hashable, Codable {
     /// The decision that says a committed entry was refused. Its time is the last decision's:
     /// apply reads no clock, and every server must record the same bytes.
     private mutating func recordRefusal(_ error: ClusterStateError, index: UInt64) {
-        appendDecision(Decision(index: index, timestampMilliseconds: decisions.last?.timestampMilliseconds ?? 0,
-                                summary: "entry \(index) refused", reasons: [String(error.description.prefix(Decision.maxTextBytes))],
-                                refused: true))
+        appendDecision(
+            Decision(
+                index: index, timestampMilliseconds: decisions.last?.timestampMilliseconds ?? 0,
+                summary: "entry \(index) refused", reasons: [String(error.description.prefix(Decision.maxTextBytes))],
+                refused: true))
     }
 
     /// The state as bytes for a Raft snapshot (Raft §7); same version byte and JSON as commands.

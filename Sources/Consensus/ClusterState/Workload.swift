@@ -36,9 +36,11 @@ public struct HealthCheck: Sendable, Hashable, Codable {
     /// Failures in this long after the start do not count.
     public var startPeriodMilliseconds: Int64
 
-    public init(http: String? = nil, tcp: Int? = nil, command: [String]? = nil, port: Int? = nil,
-                intervalMilliseconds: Int64 = 5000, timeoutMilliseconds: Int64 = 2000, retries: Int = 3,
-                startPeriodMilliseconds: Int64 = 0) {
+    public init(
+        http: String? = nil, tcp: Int? = nil, command: [String]? = nil, port: Int? = nil,
+        intervalMilliseconds: Int64 = 5000, timeoutMilliseconds: Int64 = 2000, retries: Int = 3,
+        startPeriodMilliseconds: Int64 = 0
+    ) {
         self.http = http
         self.tcp = tcp
         self.command = command
@@ -180,7 +182,9 @@ extension ServiceSpec {
                 return ("health", "http and tcp checks need network bridge or host (the agent probes the container)")
             }
             if let c = h.command {
-                if c.isEmpty || c.count > Limits.maxCommandArguments { return ("health.command", "must have 1 to \(Limits.maxCommandArguments) arguments") }
+                if c.isEmpty || c.count > Limits.maxCommandArguments {
+                    return ("health.command", "must have 1 to \(Limits.maxCommandArguments) arguments")
+                }
                 if c.contains(where: { $0.utf8.count > Limits.maxArgumentBytes }) {
                     return ("health.command", "an argument is longer than \(Limits.maxArgumentBytes) bytes")
                 }

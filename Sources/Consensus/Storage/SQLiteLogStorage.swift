@@ -1,5 +1,5 @@
-import Foundation
 import CSQLite
+import Foundation
 
 public struct StorageError: Error, Sendable, Hashable, CustomStringConvertible {
     public var operation: String
@@ -39,7 +39,8 @@ public final class SQLiteLogStorage: LogStorage {
         }
         try exec("PRAGMA journal_mode=WAL")
         try exec("PRAGMA synchronous=FULL")
-        try exec("""
+        try exec(
+            """
             CREATE TABLE IF NOT EXISTS entries(
                 idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, kind INTEGER NOT NULL, data BLOB NOT NULL);
             CREATE TABLE IF NOT EXISTS hard_state(
@@ -65,23 +66,29 @@ public final class SQLiteLogStorage: LogStorage {
             state.snapshot = Snapshot(
                 index: UInt64(bitPattern: sqlite3_column_int64(st, 0)),
                 term: UInt64(bitPattern: sqlite3_column_int64(st, 1)),
-                configuration: Configuration(voters: Self.names(String(cString: sqlite3_column_text(st, 2))),
-                                             learners: Self.names(String(cString: sqlite3_column_text(st, 3)))),
+                configuration: Configuration(
+                    voters: Self.names(String(cString: sqlite3_column_text(st, 2))),
+                    learners: Self.names(String(cString: sqlite3_column_text(st, 3)))),
                 data: Self.blob(st, 4))
         }
-        try query("SELECT idx, term, kind, data FROM entries WHERE idx > ? ORDER BY idx",
-                  bind: [Int64(bitPattern: state.snapshot?.index ?? 0)]) { st in
+        try query(
+            "SELECT idx, term, kind, data FROM entries WHERE idx > ? ORDER BY idx",
+            bind: [Int64(bitPattern: state.snapshot?.index ?? 0)]
+        ) { st in
             let kind = Entry.Kind(rawValue: UInt8(truncatingIfNeeded: sqlite3_column_int64(st, 2))) ?? .normal
-            state.entries.append(Entry(term: UInt64(bitPattern: sqlite3_column_int64(st, 1)),
-                                       index: UInt64(bitPattern: sqlite3_column_int64(st, 0)),
-                                       kind: kind, data: Self.blob(st, 3)))
+            state.entries.append(
+                Entry(
+                    term: UInt64(bitPattern: sqlite3_column_int64(st, 1)),
+                    index: UInt64(bitPattern: sqlite3_column_int64(st, 0)),
+                    kind: kind, data: Self.blob(st, 3)))
         }
         // The log must be contiguous after the snapshot; anything else is a bug or tampering.
         var expected = (state.snapshot?.index ?? 0) + 1
         for e in state.entries {
             if e.index != expected {
-                throw StorageError(operation: "recover \(path)", code: SQLITE_CORRUPT,
-                                   message: "log has a gap: expected index \(expected), found \(e.index)")
+                throw StorageError(
+                    operation: "recover \(path)", code: SQLITE_CORRUPT,
+                    message: "log has a gap: expected index \(expected), found \(e.index)")
             }
             expected += 1
         }
@@ -108,9 +115,12 @@ public final class SQLiteLogStorage: LogStorage {
                 }
             }
             if let hs = hardState {
-                try run("INSERT OR REPLACE INTO hard_state(id, term, vote, commit_index) VALUES (1, ?, ?, ?)",
-                        bind: [.int(Int64(bitPattern: hs.term)), hs.vote.map { .text($0) } ?? .null,
-                               .int(Int64(bitPattern: hs.commit))])
+                try run(
+                    "INSERT OR REPLACE INTO hard_state(id, term, vote, commit_index) VALUES (1, ?, ?, ?)",
+                    bind: [
+                        .int(Int64(bitPattern: hs.term)), hs.vote.map { .text($0) } ?? .null,
+                        .int(Int64(bitPattern: hs.commit)),
+                    ])
             }
         }
     }
@@ -127,13 +137,21 @@ public final class SQLiteLogStorage: LogStorage {
 
     // MARK: SQLite plumbing
 
-    private enum Value { case int(Int64), text(String), blob([UInt8]), null }
+    private enum Value {
+        case int(Int64)
+        case text(String)
+        case blob([UInt8])
+        case null
+    }
 
     private func saveSnapshot(_ s: Snapshot) throws {
-        try run("INSERT OR REPLACE INTO snapshot(id, idx, term, voters, learners, data) VALUES (1, ?, ?, ?, ?, ?)",
-                bind: [.int(Int64(bitPattern: s.index)), .int(Int64(bitPattern: s.term)),
-                       .text(s.configuration.voters.sorted().joined(separator: "\n")),
-                       .text(s.configuration.learners.sorted().joined(separator: "\n")), .blob(s.data)])
+        try run(
+            "INSERT OR REPLACE INTO snapshot(id, idx, term, voters, learners, data) VALUES (1, ?, ?, ?, ?, ?)",
+            bind: [
+                .int(Int64(bitPattern: s.index)), .int(Int64(bitPattern: s.term)),
+                .text(s.configuration.voters.sorted().joined(separator: "\n")),
+                .text(s.configuration.learners.sorted().joined(separator: "\n")), .blob(s.data),
+            ])
     }
 
     private static func names(_ text: String) -> Set<NodeID> {
@@ -149,8 +167,9 @@ public final class SQLiteLogStorage: LogStorage {
     private func bindBlob(_ st: OpaquePointer?, _ i: Int32, _ bytes: [UInt8]) {
         bytes.withUnsafeBytes { buf in
             // A zero-length blob needs a non-null pointer, or SQLite stores NULL.
-            _ = sqlite3_bind_blob(st, i, buf.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(buf.count),
-                                  ms_sqlite_transient())
+            _ = sqlite3_bind_blob(
+                st, i, buf.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(buf.count),
+                ms_sqlite_transient())
         }
     }
 
@@ -200,7 +219,10 @@ public final class SQLiteLogStorage: LogStorage {
         for (i, v) in values.enumerated() { sqlite3_bind_int64(st, Int32(i + 1), v) }
         while true {
             let rc = sqlite3_step(st)
-            if rc == SQLITE_ROW { try row(st); continue }
+            if rc == SQLITE_ROW {
+                try row(st)
+                continue
+            }
             if rc == SQLITE_DONE { return }
             throw error(sql, rc)
         }

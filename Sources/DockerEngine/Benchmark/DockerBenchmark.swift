@@ -44,7 +44,9 @@ public struct DockerBenchmark: Sendable {
     public func run() async throws -> Figures {
         let client = try DockerClient(host: host)
         let node = "bench\(UInt32.random(in: 0...UInt32.max))"
-        let spec = ContainerSpec(service: "bench", node: node, specHash: "b1", image: image, command: ["sleep", "600"], cpu: 0.05, memoryBytes: 16 << 20, stopTimeoutSeconds: 10)
+        let spec = ContainerSpec(
+            service: "bench", node: node, specHash: "b1", image: image, command: ["sleep", "600"], cpu: 0.05, memoryBytes: 16 << 20,
+            stopTimeoutSeconds: 10)
         _ = try await client.negotiatedVersion()
 
         // One container at a time: per-container latency.
@@ -105,21 +107,28 @@ public struct DockerBenchmark: Sendable {
 
     public static func report(_ f: Figures) -> String {
         func row(_ name: String, _ a: Stats, _ b: Stats) -> String {
-            String(format: "%@ client mean %7.1f p50 %7.1f max %7.1f | docker CLI mean %7.1f p50 %7.1f max %7.1f ms", name as NSString, a.mean, a.p50, a.max, b.mean, b.p50, b.max)
+            String(
+                format: "%@ client mean %7.1f p50 %7.1f max %7.1f | docker CLI mean %7.1f p50 %7.1f max %7.1f ms", name as NSString, a.mean, a.p50,
+                a.max, b.mean, b.p50, b.max)
         }
         return [
             "containers: \(f.containers), in flight while scaling: \(f.parallelism) for both (a sliding window, as xargs -P)",
             row("create+start (each)  ", f.clientCreateStartMs, f.cliCreateStartMs),
             row("stop+remove (each)   ", f.clientStopRemoveMs, f.cliStopRemoveMs),
-            String(format: "scale 0→%d running          reconciler %7.1f ms | docker CLI %7.1f ms (target ≤ 3000)", f.containers, f.clientScaleUpMs, f.cliScaleUpMs),
-            String(format: "scale %d→0                  reconciler %7.1f ms | docker CLI %7.1f ms", f.containers, f.clientScaleDownMs, f.cliScaleDownMs),
+            String(
+                format: "scale 0→%d running          reconciler %7.1f ms | docker CLI %7.1f ms (target ≤ 3000)", f.containers, f.clientScaleUpMs,
+                f.cliScaleUpMs),
+            String(
+                format: "scale %d→0                  reconciler %7.1f ms | docker CLI %7.1f ms", f.containers, f.clientScaleDownMs, f.cliScaleDownMs),
         ].joined(separator: "\n")
     }
 
     private func runArgs(node: String) -> [String] {
-        ["run", "-d", "--init", "--cpus", "0.05", "-m", "16m", "--network", "none", "--stop-timeout", "10",
-         "--label", "\(MicroscaleLabel.managed)=true", "--label", "\(MicroscaleLabel.service)=bench-cli",
-         "--label", "\(MicroscaleLabel.node)=\(node)-cli", image, "sleep", "600"]
+        [
+            "run", "-d", "--init", "--cpus", "0.05", "-m", "16m", "--network", "none", "--stop-timeout", "10",
+            "--label", "\(MicroscaleLabel.managed)=true", "--label", "\(MicroscaleLabel.service)=bench-cli",
+            "--label", "\(MicroscaleLabel.node)=\(node)-cli", image, "sleep", "600",
+        ]
     }
 
     private func cli(_ args: [String]) throws -> String {

@@ -32,10 +32,12 @@ public enum CapacityDetection {
         engineCPUs: Int, engineMemory: Int64, cgroupCPUs: Double?, cgroupMemory: Int64?,
         reserveCPUs: Double, reserveMemory: Int64, overrideCPUs: Double? = nil, overrideMemory: Int64? = nil
     ) -> NodeCapacity {
-        let detected = resolve(engineCPUs: max(0, engineCPUs), engineMemory: max(0, engineMemory),
-                               cgroupCPUs: cgroupCPUs, cgroupMemory: cgroupMemory)
-        return NodeCapacity(cpus: overrideCPUs ?? max(0, detected.cpus - reserveCPUs),
-                            memoryBytes: overrideMemory ?? max(0, detected.memoryBytes - max(0, reserveMemory)))
+        let detected = resolve(
+            engineCPUs: max(0, engineCPUs), engineMemory: max(0, engineMemory),
+            cgroupCPUs: cgroupCPUs, cgroupMemory: cgroupMemory)
+        return NodeCapacity(
+            cpus: overrideCPUs ?? max(0, detected.cpus - reserveCPUs),
+            memoryBytes: overrideMemory ?? max(0, detected.memoryBytes - max(0, reserveMemory)))
     }
 
     /// cgroup v2 cpu.max: "max 100000" (no limit) or "QUOTA PERIOD" → QUOTA/PERIOD cores.
@@ -58,7 +60,9 @@ public enum CapacityDetection {
     /// (`0::/path`: cpu.max, memory.max) and v1 (`N:cpu,cpuacct:/path`: cpu.cfs_quota_us over
     /// cpu.cfs_period_us; `N:memory:/path`: memory.limit_in_bytes). The roots are parameters so
     /// tests can hand it a tree of their own.
-    public static func readCgroupLimits(pid: Int32? = nil, procRoot: String = "/proc", root: String = "/sys/fs/cgroup") -> (cpus: Double?, memory: Int64?) {
+    public static func readCgroupLimits(pid: Int32? = nil, procRoot: String = "/proc", root: String = "/sys/fs/cgroup") -> (
+        cpus: Double?, memory: Int64?
+    ) {
         func read(_ p: String) -> String? { try? String(contentsOfFile: p, encoding: .utf8) }
         func trimmed(_ p: String) -> String? { read(p)?.trimmingCharacters(in: .whitespacesAndNewlines) }
         /// `dir` and its ancestors up to `base`, deepest first.
@@ -93,7 +97,8 @@ public enum CapacityDetection {
                 for mount in [fields[1], "cpu", "cpu,cpuacct"].map({ root + "/" + $0 }) where FileManager.default.fileExists(atPath: mount) {
                     let quotas: [Double?] = chain(mount, path).map { dir in
                         guard let q = trimmed(dir + "/cpu.cfs_quota_us").flatMap(Double.init),
-                              let p = trimmed(dir + "/cpu.cfs_period_us").flatMap(Double.init), q > 0, p > 0 else { return nil }
+                            let p = trimmed(dir + "/cpu.cfs_period_us").flatMap(Double.init), q > 0, p > 0
+                        else { return nil }
                         return q / p
                     }
                     cpus = lowest([cpus] + quotas)
@@ -111,27 +116,27 @@ public enum CapacityDetection {
     /// when the socket cannot be reached or the peer lives in another PID namespace (pid 0).
     public static func peerPID(socketPath: String) -> Int32? {
         #if os(Linux)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(socketPath.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (i, b) in bytes.enumerated() { raw[i] = b }
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else { return nil }
-        // struct ucred { pid_t pid; uid_t uid; gid_t gid; } (socket(7)).
-        var credentials: (Int32, UInt32, UInt32) = (0, 0, 0)
-        var length = socklen_t(MemoryLayout.size(ofValue: credentials))
-        guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0, credentials.0 > 0 else { return nil }
-        return credentials.0
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { return nil }
+            defer { close(fd) }
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            let bytes = Array(socketPath.utf8)
+            guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                for (i, b) in bytes.enumerated() { raw[i] = b }
+            }
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            guard connected == 0 else { return nil }
+            // struct ucred { pid_t pid; uid_t uid; gid_t gid; } (socket(7)).
+            var credentials: (Int32, UInt32, UInt32) = (0, 0, 0)
+            var length = socklen_t(MemoryLayout.size(ofValue: credentials))
+            guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0, credentials.0 > 0 else { return nil }
+            return credentials.0
         #else
-        return nil
+            return nil
         #endif
     }
 
@@ -156,10 +161,12 @@ public enum CapacityDetection {
         let info = try await client.info()
         let pid = peerPID(socketPath: client.socketPath)
         let cg = readCgroupLimits(pid: pid, procRoot: procRoot, root: cgroupRoot)
-        let offered = offered(engineCPUs: info.NCPU, engineMemory: info.MemTotal, cgroupCPUs: cg.cpus, cgroupMemory: cg.memory,
-                              reserveCPUs: reserveCPUs, reserveMemory: reserveMemory,
-                              overrideCPUs: overrideCPUs, overrideMemory: overrideMemory)
-        return Detected(offered: offered, engineCPUs: info.NCPU, engineMemory: info.MemTotal,
-                        cgroupCPUs: cg.cpus, cgroupMemory: cg.memory, dockerdPID: pid)
+        let offered = offered(
+            engineCPUs: info.NCPU, engineMemory: info.MemTotal, cgroupCPUs: cg.cpus, cgroupMemory: cg.memory,
+            reserveCPUs: reserveCPUs, reserveMemory: reserveMemory,
+            overrideCPUs: overrideCPUs, overrideMemory: overrideMemory)
+        return Detected(
+            offered: offered, engineCPUs: info.NCPU, engineMemory: info.MemTotal,
+            cgroupCPUs: cg.cpus, cgroupMemory: cg.memory, dockerdPID: pid)
     }
 }

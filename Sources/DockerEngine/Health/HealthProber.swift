@@ -20,8 +20,10 @@ public actor HealthProber {
     /// containers serve (endpoints follow a failing check within a probe, not a reconcile tick).
     private let onChange: @Sendable () async -> Void
 
-    public init(client: DockerClient, logger: Logger = Logger(label: "microscale.health"),
-                onChange: @escaping @Sendable () async -> Void = {}) {
+    public init(
+        client: DockerClient, logger: Logger = Logger(label: "microscale.health"),
+        onChange: @escaping @Sendable () async -> Void = {}
+    ) {
         self.client = client
         self.logger = logger
         self.onChange = onChange
@@ -57,8 +59,10 @@ public actor HealthProber {
                 case .tcp(let port):
                     ok = await http.canConnect(host: host, port: port, timeout: probe.timeout)
                 case .http(let path, let port):
-                    let status = (try? await http.request(.tcp(host: host, port: port), path: path,
-                                                          timeout: probe.timeout, maxBody: 64 << 10))?.status
+                    let status =
+                        (try? await http.request(
+                            .tcp(host: host, port: port), path: path,
+                            timeout: probe.timeout, maxBody: 64 << 10))?.status
                     ok = status.map { (200...399).contains($0) } ?? false
                 }
                 if ok {

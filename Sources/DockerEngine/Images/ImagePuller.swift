@@ -30,10 +30,12 @@ public actor ImagePuller {
     private var failures: [String: State] = [:]
 
     /// `onChange` runs when a pull ends (the executor runs a round at once instead of at its next tick).
-    public init(client: DockerClient, auth: RegistryAuth = RegistryAuth(), maxInFlight: Int = 2,
-                logger: Logger = Logger(label: "microscale.pull"),
-                now: @escaping @Sendable () -> Duration = { ContinuousClock().now - reconcilerEpoch },
-                onChange: @escaping @Sendable () async -> Void = {}) {
+    public init(
+        client: DockerClient, auth: RegistryAuth = RegistryAuth(), maxInFlight: Int = 2,
+        logger: Logger = Logger(label: "microscale.pull"),
+        now: @escaping @Sendable () -> Duration = { ContinuousClock().now - reconcilerEpoch },
+        onChange: @escaping @Sendable () async -> Void = {}
+    ) {
         self.client = client
         self.auth = auth
         self.maxInFlight = max(1, maxInFlight)
@@ -47,8 +49,14 @@ public actor ImagePuller {
     public func prepare(_ images: Set<String>) async -> [String: State] {
         var result: [String: State] = [:]
         for image in images.sorted() {
-            if present.contains(image) { result[image] = .ready; continue }
-            if inFlight.contains(image) { result[image] = .pulling; continue }
+            if present.contains(image) {
+                result[image] = .ready
+                continue
+            }
+            if inFlight.contains(image) {
+                result[image] = .pulling
+                continue
+            }
             if case .failed(_, _, let retryAt)? = failures[image], now() < retryAt {
                 result[image] = failures[image]
                 continue
@@ -59,7 +67,7 @@ public actor ImagePuller {
                 failures[image] = nil
                 result[image] = .ready
                 continue
-            } catch where error.kind == .imageMissing {
+            } catch  where error.kind == .imageMissing {
                 // Pull it, below.
             } catch {
                 // The daemon is unreachable: nothing to pull with; the round reports that itself.
@@ -117,12 +125,17 @@ public actor ImagePuller {
             let n = (failures[image].flatMap { if case .failed(_, let n, _) = $0 { n } else { nil } } ?? 0) + 1
             let wait = backoff(n)
             failures[image] = .failed(reason: error.daemonMessage, failures: n, retryAt: now() + wait)
-            logger.error("image pull failed", metadata: [
-                "image": "\(image)", "reason": "\(error.daemonMessage)", "failures": "\(n)", "retry_in": "\(wait)"])
+            logger.error(
+                "image pull failed",
+                metadata: [
+                    "image": "\(image)", "reason": "\(error.daemonMessage)", "failures": "\(n)", "retry_in": "\(wait)",
+                ])
         } else {
             present.insert(image)
             failures[image] = nil
-            logger.info("image pulled", metadata: ["image": "\(image)", "ms": "\(took.components.seconds * 1000 + took.components.attoseconds / 1_000_000_000_000_000)"])
+            logger.info(
+                "image pulled",
+                metadata: ["image": "\(image)", "ms": "\(took.components.seconds * 1000 + took.components.attoseconds / 1_000_000_000_000_000)"])
         }
         await onChange()
     }

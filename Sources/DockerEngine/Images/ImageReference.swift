@@ -86,7 +86,8 @@ public struct RegistryAuth: Sendable, Equatable {
             var user = entry.username, password = entry.password
             if let auth = entry.auth {
                 guard let decoded = Data(base64Encoded: auth).map({ String(decoding: $0, as: UTF8.self) }),
-                      let colon = decoded.firstIndex(of: ":") else {
+                    let colon = decoded.firstIndex(of: ":")
+                else {
                     throw FileError(description: "--registry-auth \(source): auths.\(key).auth: not base64 of user:password")
                 }
                 user = String(decoded[..<colon])

@@ -197,7 +197,8 @@ public struct Reconciler: Sendable {
         for (service, f) in failures where desired[service]?.specHash != f.spec { failures[service] = nil }
         for c in observed where c.isManaged && c.node == node && (c.state == .exited || (c.state == .running && c.health == .unhealthy)) {
             guard let service = c.service, let want = desired[service], c.specHash == want.specHash,
-                  !failedCounted.contains(c.id) else { continue }
+                !failedCounted.contains(c.id)
+            else { continue }
             failedCounted.insert(c.id)
             failedCountedOrder.append(c.id)
             if failedCountedOrder.count > policy.rememberedExits { failedCounted.remove(failedCountedOrder.removeFirst()) }

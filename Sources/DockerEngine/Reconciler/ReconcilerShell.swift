@@ -48,11 +48,12 @@ public actor ReconcilerShell {
         self.namePrefix = "ms-\(node)-\(String(UInt64(Date().timeIntervalSince1970 * 1000), radix: 36))"
     }
 
-
     /// Replaces the desired state: the specs (with their count) to run on this node.
     /// `held`: services none of whose containers may start yet (their image is not here).
     /// `keep`: per service, running containers of other spec hashes to keep, and how many at most (a rolling update).
-    public func setDesired(_ specs: [ContainerSpec], counts: [String: Int], held: Set<String> = [], keep: [String: (specs: Set<String>, count: Int)] = [:]) {
+    public func setDesired(
+        _ specs: [ContainerSpec], counts: [String: Int], held: Set<String> = [], keep: [String: (specs: Set<String>, count: Int)] = [:]
+    ) {
         self.specs = Dictionary(specs.map { ($0.service, $0) }, uniquingKeysWith: { _, new in new })
         self.counts = counts
         self.held = held
@@ -91,8 +92,11 @@ public actor ReconcilerShell {
         lastHealth = Dictionary(observed.compactMap { c in c.health.map { (c.id, $0) } }, uniquingKeysWith: { a, _ in a })
         let observedAt = clock.now
         var desired: [String: DesiredService] = [:]
-        for (service, spec) in specs { desired[service] = DesiredService(count: counts[service] ?? 0, specHash: spec.specHash, canStart: !held.contains(service),
-                                                                       keep: keep[service]?.specs ?? [], keepCount: keep[service]?.count ?? 0) }
+        for (service, spec) in specs {
+            desired[service] = DesiredService(
+                count: counts[service] ?? 0, specHash: spec.specHash, canStart: !held.contains(service),
+                keep: keep[service]?.specs ?? [], keepCount: keep[service]?.count ?? 0)
+        }
         let plan = reconciler.decide(desired: desired, observed: observed, now: now())
         if plan.unhealthy > 0 {
             logger.warning("replacing unhealthy containers", metadata: ["count": "\(plan.unhealthy)"])
@@ -195,7 +199,10 @@ public actor ReconcilerShell {
         let summaries = try await client.list(labels: ["\(MicroscaleLabel.managed)=true"])
         var observed: [ObservedContainer] = []
         var probed: Set<String> = []
-        defer { let p = prober, keep = probed; Task { await p.keepOnly(keep) } }
+        defer {
+            let p = prober, keep = probed
+            Task { await p.keepOnly(keep) }
+        }
         for s in summaries {
             let state = ObservedContainer.state(fromEngine: s.State ?? "exited")
             var ranFor: Duration? = nil
@@ -205,7 +212,8 @@ public actor ReconcilerShell {
             var health = ObservedContainer.Health.fromEngineStatus(s.Status)
             // The agent's own http/tcp probe, for this node's running containers of a service that has one.
             if state == .running, let service = s.Labels?[MicroscaleLabel.service], s.Labels?[MicroscaleLabel.node] == node,
-               let probe = specs[service]?.probe {
+                let probe = specs[service]?.probe
+            {
                 health = await prober.health(of: s.Id, service: service, probe: probe)
                 probed.insert(s.Id)
             }
@@ -224,7 +232,7 @@ public actor ReconcilerShell {
         let f = ISO8601DateFormatter()
         f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         var trimmed = s
-        if let dot = s.firstIndex(of: "."), let z = s.lastIndex(where: { $0 == "Z" || $0 == "+" }) , z > dot {
+        if let dot = s.firstIndex(of: "."), let z = s.lastIndex(where: { $0 == "Z" || $0 == "+" }), z > dot {
             let frac = s[s.index(after: dot)..<z]
             trimmed = String(s[...dot]) + String(frac.prefix(3)) + String(s[z...])
         }
@@ -295,7 +303,8 @@ public actor ReconcilerShell {
                 return .success((step, id))
             case .create(let service, let spec, let name):
                 guard let spec else {
-                    return .failure(DockerError(kind: .refused, operation: "create", service: service, status: nil, daemonMessage: "no spec for the service"))
+                    return .failure(
+                        DockerError(kind: .refused, operation: "create", service: service, status: nil, daemonMessage: "no spec for the service"))
                 }
                 return .success((step, try await client.create(spec, name: name)))
             case .start(let id, let service):

@@ -75,7 +75,8 @@ public struct HandshakeFloodBenchmark: Sendable {
             }
         }
         func context(_ n: String) throws -> TLSContext {
-            try TLSContext(configuration: .init(caFile: "\(dir)/ca/ca.pem", certificateFile: "\(dir)/certs/\(n).pem", keyFile: "\(dir)/certs/\(n)-key.pem"))
+            try TLSContext(
+                configuration: .init(caFile: "\(dir)/ca/ca.pem", certificateFile: "\(dir)/certs/\(n).pem", keyFile: "\(dir)/certs/\(n)-key.pem"))
         }
         let listenerLoop = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let others = MultiThreadedEventLoopGroup(numberOfThreads: 2)
@@ -110,8 +111,10 @@ public struct HandshakeFloodBenchmark: Sendable {
         }
     }
 
-    private func measure(listenerLoop: MultiThreadedEventLoopGroup, others: MultiThreadedEventLoopGroup,
-                         a: TLSContext, b: TLSContext) async throws -> Report {
+    private func measure(
+        listenerLoop: MultiThreadedEventLoopGroup, others: MultiThreadedEventLoopGroup,
+        a: TLSContext, b: TLSContext
+    ) async throws -> Report {
         let samples = Samples()
         let epoch = NIODeadline.now()
         let serverBox = NIOLockedValueBox<PeerTransport?>(nil)
@@ -123,18 +126,22 @@ public struct HandshakeFloodBenchmark: Sendable {
             options.maxHandshakesPerSource = 1 << 20
             options.handshakeRatePerSource = .infinity
         }
-        let server = PeerTransport(group: listenerLoop.next(), tls: b, options: options, onFrame: { peer, frame in
-            // Echo, written from the listener's loop as a probe's ack is.
-            let transport = serverBox.withLockedValue { $0 }
-            transport?.openChannel(toPeer: peer.name, address: nil)?.writeAndFlush(frame, promise: nil)
-        })
+        let server = PeerTransport(
+            group: listenerLoop.next(), tls: b, options: options,
+            onFrame: { peer, frame in
+                // Echo, written from the listener's loop as a probe's ack is.
+                let transport = serverBox.withLockedValue { $0 }
+                transport?.openChannel(toPeer: peer.name, address: nil)?.writeAndFlush(frame, promise: nil)
+            })
         serverBox.withLockedValue { $0 = server }
         let port = try await server.listen(host: "127.0.0.1", port: 0).port!
-        let client = PeerTransport(group: others.next(), tls: a, onFrame: { _, frame in
-            var payload = frame.payload
-            guard let sentAt = payload.readInteger(as: Int64.self) else { return }
-            samples.rtt((NIODeadline.now() - epoch).nanoseconds - sentAt)
-        })
+        let client = PeerTransport(
+            group: others.next(), tls: a,
+            onFrame: { _, frame in
+                var payload = frame.payload
+                guard let sentAt = payload.readInteger(as: Int64.self) else { return }
+                samples.rtt((NIODeadline.now() - epoch).nanoseconds - sentAt)
+            })
         let channel = try await client.connection(toAddress: "127.0.0.1", port: port, expecting: "bench-b")
 
         // A timer on the listener's loop, as the membership protocol's next deadline.
@@ -178,8 +185,12 @@ public struct HandshakeFloodBenchmark: Sendable {
                         .connectTimeout(.seconds(10))
                         .connect(host: "127.0.0.1", port: port) { ch in
                             ch.eventLoop.makeCompletedFuture {
-                                (ch, try SecureChannel.configure(ch, tls: a, role: .client, expectedPeer: "bench-b", hello: legitHello,
-                                                                 logger: .init(label: "bench")))
+                                (
+                                    ch,
+                                    try SecureChannel.configure(
+                                        ch, tls: a, role: .client, expectedPeer: "bench-b", hello: legitHello,
+                                        logger: .init(label: "bench"))
+                                )
                             }
                         }
                     _ = try await auth.get()
@@ -193,8 +204,9 @@ public struct HandshakeFloodBenchmark: Sendable {
             return out
         }
         opened.withLockedValue { $0 = 0 }
-        let count = await Self.flood(port: port, hello: hello, attackers: attackers, until: deadline,
-                                     stalledPerAttacker: stalledPerAttacker, group: others)
+        let count = await Self.flood(
+            port: port, hello: hello, attackers: attackers, until: deadline,
+            stalledPerAttacker: stalledPerAttacker, group: others)
         opened.withLockedValue { $0 = count }
         let cpu2 = try await loopCPU()
         var flood = phase(samples.take(), seconds: seconds, connections: opened.withLockedValue { $0 }, loopCPU: cpu2 - cpu1)
@@ -209,8 +221,9 @@ public struct HandshakeFloodBenchmark: Sendable {
         running.withLockedValue { $0 = false }
         await client.shutdown()
         await server.shutdown()
-        return Report(offloadHandshakes: offloadHandshakes, admissionBounds: admissionBounds, attackers: attackers,
-                      baseline: baseline, flood: flood)
+        return Report(
+            offloadHandshakes: offloadHandshakes, admissionBounds: admissionBounds, attackers: attackers,
+            baseline: baseline, flood: flood)
     }
 
     static func threadCPUMilliseconds() -> Double {
@@ -243,8 +256,10 @@ public struct HandshakeFloodBenchmark: Sendable {
     /// ...), open TCP connections to `port` on loopback and send `hello` until `deadline`; half
     /// hang up at once, half stall (up to `stalledPerAttacker` each, the oldest closed to make
     /// room). Returns the connections opened. Used by the benchmark and by the agent's tests.
-    public static func flood(port: Int, hello: ByteBuffer, attackers: Int, until deadline: ContinuousClock.Instant,
-                             stalledPerAttacker: Int, group: any EventLoopGroup) async -> Int {
+    public static func flood(
+        port: Int, hello: ByteBuffer, attackers: Int, until deadline: ContinuousClock.Instant,
+        stalledPerAttacker: Int, group: any EventLoopGroup
+    ) async -> Int {
         let opened = NIOLockedValueBox(0)
         await withTaskGroup(of: Void.self) { tasks in
             for i in 0..<attackers {
@@ -256,8 +271,9 @@ public struct HandshakeFloodBenchmark: Sendable {
                     while ContinuousClock.now < deadline {
                         n += 1
                         guard let local = try? SocketAddress(ipAddress: source, port: 0),
-                              let ch = try? await ClientBootstrap(group: group).bind(to: local)
-                                .connect(host: "127.0.0.1", port: port).get() else {
+                            let ch = try? await ClientBootstrap(group: group).bind(to: local)
+                                .connect(host: "127.0.0.1", port: port).get()
+                        else {
                             try? await Task.sleep(for: .milliseconds(1))
                             continue
                         }

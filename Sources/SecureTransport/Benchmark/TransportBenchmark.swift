@@ -48,7 +48,8 @@ public struct TransportBenchmark: Sendable {
             }
         }
         func context(_ n: String) throws -> TLSContext {
-            try TLSContext(configuration: .init(caFile: "\(dir)/ca/ca.pem", certificateFile: "\(dir)/certs/\(n).pem", keyFile: "\(dir)/certs/\(n)-key.pem"))
+            try TLSContext(
+                configuration: .init(caFile: "\(dir)/ca/ca.pem", certificateFile: "\(dir)/certs/\(n).pem", keyFile: "\(dir)/certs/\(n)-key.pem"))
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         do {
@@ -64,9 +65,11 @@ public struct TransportBenchmark: Sendable {
     private func measure(group: MultiThreadedEventLoopGroup, a: TLSContext, b: TLSContext) async throws -> Report {
 
         let received = NIOLockedValueBox(0)
-        let server = PeerTransport(group: group, tls: b, onFrame: { _, f in
-            received.withLockedValue { $0 += f.payload.readableBytes }
-        })
+        let server = PeerTransport(
+            group: group, tls: b,
+            onFrame: { _, f in
+                received.withLockedValue { $0 += f.payload.readableBytes }
+            })
         let port = try await server.listen(host: "127.0.0.1", port: 0).port!
 
         // Handshakes: fresh authenticated connections, `concurrency` at a time.
@@ -78,7 +81,11 @@ public struct TransportBenchmark: Sendable {
                 let (ch, auth) = try await ClientBootstrap(group: group)
                     .connect(host: "127.0.0.1", port: port) { ch in
                         ch.eventLoop.makeCompletedFuture {
-                            (ch, try SecureChannel.configure(ch, tls: a, role: .client, expectedPeer: "bench-b", hello: hello, logger: .init(label: "bench")))
+                            (
+                                ch,
+                                try SecureChannel.configure(
+                                    ch, tls: a, role: .client, expectedPeer: "bench-b", hello: hello, logger: .init(label: "bench"))
+                            )
                         }
                     }
                 _ = try await auth.get()
@@ -127,8 +134,9 @@ public struct TransportBenchmark: Sendable {
         await server.shutdown()
 
         let (raw, compressed) = try Self.nodeStatePayload(members: members)
-        let signatures = try Self.signatureFigures(signer: NodeSignatures(context: a), checker: NodeSignatures(context: b),
-                                                   name: a.identity.name)
+        let signatures = try Self.signatureFigures(
+            signer: NodeSignatures(context: a), checker: NodeSignatures(context: b),
+            name: a.identity.name)
         let (signedRaw, signedCompressed) = try Self.nodeStatePayload(members: members, proofOf: NodeSignatures(context: a))
         return Report(
             handshakes: handshakes, handshakeConcurrency: concurrency,
@@ -146,7 +154,8 @@ public struct TransportBenchmark: Sendable {
     /// Median of 2,000 signatures and 2,000 checks of a 300-byte record (after one check that
     /// verifies and caches the certificate).
     static func signatureFigures(signer: NodeSignatures, checker: NodeSignatures, name: String) throws
-        -> (sign: Double, verify: Double, proofBytes: Int) {
+        -> (sign: Double, verify: Double, proofBytes: Int)
+    {
         let message = [UInt8](repeating: 0x5a, count: 300)
         var signs: [Double] = [], checks: [Double] = []
         var signature = signer.sign(message)
@@ -174,9 +183,11 @@ public struct TransportBenchmark: Sendable {
     /// A push-pull as a 50-node cluster sends it: every member's record with ~20 services.
     public static func nodeStatePayload(members: Int, proofOf signer: NodeSignatures? = nil) throws -> (raw: Int, compressed: Int) {
         var pp = Microscale_Membership_PushPull()
-        let services = ["web", "api", "checkout", "search", "batch-orders", "video-encode", "thumbnails", "reports",
-                        "mailer", "etl", "cache-warm", "indexer", "ml-train", "billing", "auth", "gateway",
-                        "recommend", "inventory", "notify", "audit"]
+        let services = [
+            "web", "api", "checkout", "search", "batch-orders", "video-encode", "thumbnails", "reports",
+            "mailer", "etl", "cache-warm", "indexer", "ml-train", "billing", "auth", "gateway",
+            "recommend", "inventory", "notify", "audit",
+        ]
         for i in 0..<members {
             var r = Microscale_Membership_NodeRecord()
             r.name = "node-\(i)"

@@ -1,6 +1,7 @@
-@testable import Agent
 import Foundation
 import Testing
+
+@testable import Agent
 
 @Suite struct AgentFlagsTests {
     /// What ArgumentParser makes of the same arguments: the reference `AgentFlags` must match.
@@ -14,9 +15,11 @@ import Testing
 
     static let wellFormed: [[String]] = [
         [],
-        ["--name", "node-1", "--bind", "127.0.0.2:7480", "--http", "127.0.0.2:7481", "--data-dir", "/tmp/d",
-         "--tls-ca", "ca.pem", "--tls-cert", "n.pem", "--tls-key", "n-key.pem", "--capacity-cpu", "2",
-         "--capacity-memory", "4GiB", "--log-level", "warning", "--join", "127.0.0.1:7480"],
+        [
+            "--name", "node-1", "--bind", "127.0.0.2:7480", "--http", "127.0.0.2:7481", "--data-dir", "/tmp/d",
+            "--tls-ca", "ca.pem", "--tls-cert", "n.pem", "--tls-key", "n-key.pem", "--capacity-cpu", "2",
+            "--capacity-memory", "4GiB", "--log-level", "warning", "--join", "127.0.0.1:7480",
+        ],
         ["--server", "--bootstrap-expect", "3", "--join", "10.0.0.1:7480", "--join=10.0.0.2:7480", "--join", "[::1]:7480"],
         ["--name=a", "--advertise=10.1.1.1:7480", "--config", "agent.yaml", "--cluster", "prod", "--api-token", "s3cret"],
         ["--raft-election-timeout", "300ms", "--raft-heartbeat-interval=50ms", "--docker-socket", "/run/docker.sock"],
@@ -63,8 +66,10 @@ import Testing
         return (p.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
-    @Test(arguments: [(["agent", "--bogus", "x"], "--bogus"), (["agent", "--name"], "--name"),
-                      (["agent", "--server=true"], "--server")])
+    @Test(arguments: [
+        (["agent", "--bogus", "x"], "--bogus"), (["agent", "--name"], "--name"),
+        (["agent", "--server=true"], "--server"),
+    ])
     func aFlagTheAgentCannotParseIsOneLineNamingItWithExitStatus2(_ arguments: [String], _ named: String) throws {
         let (status, output) = try microscale(arguments)
         #expect(status == 2)

@@ -1,6 +1,7 @@
-@testable import Agent
 import Bounds
 import Testing
+
+@testable import Agent
 
 @Suite struct AgentConfigurationTests {
     func flags(_ pairs: [String: String], join: [String] = []) -> AgentSettings {
@@ -52,7 +53,10 @@ import Testing
             ("max-members", "1", "--max-members: max-members \"1\" must be a number from 2 to 100000"),
             ("max-members", "9223372036854775808", "--max-members: max-members \"9223372036854775808\" must be a number from 2 to 100000"),
             ("capacity-cpu", "4097", "--capacity-cpu: capacity-cpu \"4097\" is not a number of cores from 0.001 to 4096"),
-            ("capacity-cpu", "9223372036854775807m", "--capacity-cpu: capacity-cpu \"9223372036854775807m\" is not a number of cores from 0.001 to 4096"),
+            (
+                "capacity-cpu", "9223372036854775807m",
+                "--capacity-cpu: capacity-cpu \"9223372036854775807m\" is not a number of cores from 0.001 to 4096"
+            ),
             ("capacity-memory", "65TiB", "--capacity-memory: capacity-memory \"65TiB\" is not a size from 1 byte to 64TiB, like 8GiB"),
         ] {
             var bad = minimal
@@ -77,17 +81,17 @@ import Testing
 
     @Test func theConfigFileUsesTheFlagNamesAndFlagsWin() throws {
         let yaml = """
-        name: node-b
-        bind: 127.0.0.2:7480
-        server: true
-        bootstrap-expect: 3
-        join: [127.0.0.1:7480, 127.0.0.3:7480]
-        data-dir: /var/lib/microscale
-        tls-ca: ca.pem
-        tls-cert: b.pem
-        tls-key: b-key.pem
-        capacity_memory: 2GiB
-        """
+            name: node-b
+            bind: 127.0.0.2:7480
+            server: true
+            bootstrap-expect: 3
+            join: [127.0.0.1:7480, 127.0.0.3:7480]
+            data-dir: /var/lib/microscale
+            tls-ca: ca.pem
+            tls-cert: b.pem
+            tls-key: b-key.pem
+            capacity_memory: 2GiB
+            """
         let file = try AgentSettings.fromYAML(yaml, file: "agent.yaml")
         let c = try file.overridden(by: flags(["name": "node-z"])).resolve()
         #expect(c.name == "node-z")
@@ -130,8 +134,10 @@ import Testing
     @Test func aRaftTimeoutTooLongForMillisecondsIsRefusedNamingTheLine() throws {
         let file = "name: n\ndata-dir: d\ntls-ca: a\ntls-cert: b\ntls-key: c\nraft-election-timeout: 99999999999999999999h\n"
         let settings = try AgentSettings.fromYAML(file, file: "agent.yaml")
-        #expect(throws: ConfigurationError(
-            "agent.yaml line 6: raft-election-timeout \"99999999999999999999h\" is not a duration from 1ms to 60s (like 300ms)")) {
+        #expect(
+            throws: ConfigurationError(
+                "agent.yaml line 6: raft-election-timeout \"99999999999999999999h\" is not a duration from 1ms to 60s (like 300ms)")
+        ) {
             try settings.resolve()
         }
     }

@@ -1,6 +1,7 @@
-@testable import Agent
 import Foundation
 import Testing
+
+@testable import Agent
 
 /// What a SIGHUP does with `--config FILE` (docs/operations.md, "Reloading the configuration"):
 /// `ConfigurationReload` compares the running configuration with the one just read.
@@ -25,14 +26,18 @@ struct ConfigurationReloadTests {
 
     @Test func reloadableKeysTakeTheirNewValues() throws {
         let old = try fromFile(yaml([:]))
-        let new = try fromFile(yaml([
-            "log-level": "debug", "log-format": "json", "reserve-cpu": "1", "reserve-memory": "1GiB",
-            "capacity-cpu": "3", "capacity-memory": "6GiB", "dead-node-grace": "20s", "dead-server-cleanup": "off",
-            "server-stabilization-time": "1s", "leave-on-terminate": "true", "node-label": "zone=b",
-        ]))
+        let new = try fromFile(
+            yaml([
+                "log-level": "debug", "log-format": "json", "reserve-cpu": "1", "reserve-memory": "1GiB",
+                "capacity-cpu": "3", "capacity-memory": "6GiB", "dead-node-grace": "20s", "dead-server-cleanup": "off",
+                "server-stabilization-time": "1s", "leave-on-terminate": "true", "node-label": "zone=b",
+            ]))
         let r = ConfigurationReload(old: old, new: new)
-        #expect(r.applied == ["capacity-cpu", "capacity-memory", "dead-node-grace", "dead-server-cleanup", "leave-on-terminate",
-                              "log-format", "log-level", "node-label", "reserve-cpu", "reserve-memory", "server-stabilization-time"])
+        #expect(
+            r.applied == [
+                "capacity-cpu", "capacity-memory", "dead-node-grace", "dead-server-cleanup", "leave-on-terminate",
+                "log-format", "log-level", "node-label", "reserve-cpu", "reserve-memory", "server-stabilization-time",
+            ])
         #expect(r.configuration.nodeLabels == ["zone": "b"])
         #expect(r.needRestart.isEmpty)
         #expect(r.configuration == new)
@@ -41,9 +46,10 @@ struct ConfigurationReloadTests {
 
     @Test func keysThatNeedARestartAreNamedAndKeepTheirRunningValues() throws {
         let old = try fromFile(yaml([:]))
-        let new = try fromFile(yaml([
-            "bind": "127.0.0.1:9000", "raft-election-timeout": "500ms", "max-members": "50", "log-level": "error",
-        ]))
+        let new = try fromFile(
+            yaml([
+                "bind": "127.0.0.1:9000", "raft-election-timeout": "500ms", "max-members": "50", "log-level": "error",
+            ]))
         let r = ConfigurationReload(old: old, new: new)
         #expect(r.applied == ["log-level"])
         // advertise follows bind when not given: both change, both are named.

@@ -1,7 +1,8 @@
-@testable import Agent
 import Consensus
 import Scaling
 import Testing
+
+@testable import Agent
 
 /// The control keys of `demand:` (docs/demand.md, docs/scaling.md "Control"): what the file accepts,
 /// what the planner gets, and that every refusal names the field, its line and the limit.
@@ -19,8 +20,10 @@ import Testing
     }
 
     @Test func theControlKeysReachTheReplicatedSpecAndThePlanner() throws {
-        let specs = try ServicesFile.parse(Self.file(
-            "{ source: redis, address: 127.0.0.1:6379, per_container: 20, key: jobs, scale_down_at: 0.6, max_change: 3, controller: { kp: 0.5, kd: 10s } }"))
+        let specs = try ServicesFile.parse(
+            Self.file(
+                "{ source: redis, address: 127.0.0.1:6379, per_container: 20, key: jobs, scale_down_at: 0.6, max_change: 3, controller: { kp: 0.5, kd: 10s } }"
+            ))
         let demand = try #require(specs["worker"]?.demand)
         #expect(demand.scaleDownAt == 0.6)
         #expect(demand.maxChange == 3)
@@ -39,8 +42,11 @@ import Testing
 
     @Test func aSpecWithoutControlKeysEncodesAsBefore() throws {
         // Optional fields are left out when unset, so entries written before they existed keep their bytes.
-        let old = ClusterCommand.applyServices(["w": ServiceSpec(image: "i", cpu: 1, memory: 1, max: 1,
-                                                                 demand: DemandSourceConfig(source: "static", perContainer: 2))])
+        let old = ClusterCommand.applyServices([
+            "w": ServiceSpec(
+                image: "i", cpu: 1, memory: 1, max: 1,
+                demand: DemandSourceConfig(source: "static", perContainer: 2))
+        ])
         let text = String(decoding: try old.encoded().dropFirst(), as: UTF8.self)
         #expect(!text.contains("scaleDownAt") && !text.contains("maxChange") && !text.contains("controller"), "\(text)")
     }
@@ -70,9 +76,13 @@ import Testing
 
     @Test func theReplicatedSpecRefusesOutOfRangeControlHoweverItCame() {
         // The API and apply run the same validation as the file.
-        let bad = ServiceSpec(image: "i", cpu: 1, memory: 1, max: 1,
-                              demand: DemandSourceConfig(source: "static", controller: ControllerGains(kp: .nan)))
-        #expect(bad.validationError(name: "w") == .invalidService(name: "w", field: "demand.controller.kp",
-                                                                    reason: "must be greater than 0 and at most 1"))
+        let bad = ServiceSpec(
+            image: "i", cpu: 1, memory: 1, max: 1,
+            demand: DemandSourceConfig(source: "static", controller: ControllerGains(kp: .nan)))
+        #expect(
+            bad.validationError(name: "w")
+                == .invalidService(
+                    name: "w", field: "demand.controller.kp",
+                    reason: "must be greater than 0 and at most 1"))
     }
 }

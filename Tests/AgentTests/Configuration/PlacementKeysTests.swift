@@ -1,8 +1,9 @@
-@testable import Agent
 import Bounds
 import Consensus
 import Scaling
 import Testing
+
+@testable import Agent
 
 /// Placement (issue 17 item 6): `--node-label` (flags and the config file) and the services file's
 /// `constraints:` and `spread:`, with errors that name the service, the field and the line.
@@ -56,16 +57,21 @@ import Testing
     }
 
     @Test func constraintsAndSpreadParseAndReachThePlanner() throws {
-        let specs = try ServicesFile.parse(Self.file("""
-            constraints: ["zone == a", "disk != hdd"]
-            spread: zone
-            """))
+        let specs = try ServicesFile.parse(
+            Self.file(
+                """
+                constraints: ["zone == a", "disk != hdd"]
+                spread: zone
+                """))
         let web = try #require(specs["web"])
         #expect(web.constraints == ["zone == a", "disk != hdd"])
         #expect(web.spread == "zone")
         let planned = Specs.planner("web", web)
-        #expect(planned.constraints == [PlacementConstraint(key: "zone", op: .equal, value: "a"),
-                                        PlacementConstraint(key: "disk", op: .notEqual, value: "hdd")])
+        #expect(
+            planned.constraints == [
+                PlacementConstraint(key: "zone", op: .equal, value: "a"),
+                PlacementConstraint(key: "disk", op: .notEqual, value: "hdd"),
+            ])
         #expect(planned.spread == "zone")
         // Placement is not what a container is made from: the containers are not rebuilt for it.
         var plain = web
@@ -80,7 +86,10 @@ import Testing
         ("constraints: [\"zone = a\"]", "services file line 7: services.web.constraints[0]: \"zone = a\" is not `key == value` or `key != value`"),
         ("constraints: [\"zone == a\", \"== b\"]", "services file line 7: services.web.constraints[1]: \"== b\": a label key must not be empty"),
         ("constraints: {zone: a}", "services file line 7: services.web.constraints: must be a list of strings like \"zone == a\" or \"disk != hdd\""),
-        ("spread: \"zo ne\"", "services file line 7: services.web.spread: \"zo ne\": a label key is letters, digits, '-', '_', '.' or '/', starting and ending with a letter or digit"),
+        (
+            "spread: \"zo ne\"",
+            "services file line 7: services.web.spread: \"zo ne\": a label key is letters, digits, '-', '_', '.' or '/', starting and ending with a letter or digit"
+        ),
         ("spread: [zone]", "services file line 7: services.web.spread: must be a label key, like zone"),
     ])
     func aBadConstraintOrSpreadNamesTheServiceTheFieldAndTheLine(_ extra: String, _ message: String) {

@@ -1,5 +1,6 @@
-@testable import Agent
 import Testing
+
+@testable import Agent
 
 /// `--dead-server-cleanup` and `--server-stabilization-time` (docs/consensus.md, "Server membership").
 struct ServerMembershipFlagsTests {

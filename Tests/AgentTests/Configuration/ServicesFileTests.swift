@@ -1,7 +1,8 @@
-@testable import Agent
 import Consensus
 import Foundation
 import Testing
+
+@testable import Agent
 
 /// The services file of docs/contracts.md: what it accepts, and that every refusal names the field and line.
 @Suite struct ServicesFileTests {

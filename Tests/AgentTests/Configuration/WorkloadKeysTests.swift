@@ -1,6 +1,7 @@
-@testable import Agent
 import Consensus
 import Testing
+
+@testable import Agent
 
 /// The workload keys of the services file (docs/contracts.md, "The services file"): env, network, ports, health.
 @Suite struct WorkloadKeysTests {
@@ -17,19 +18,24 @@ import Testing
     }
 
     @Test func theDesignsExampleParses() throws {
-        let specs = try ServicesFile.parse(Self.file("""
-            env: { LOG_LEVEL: info, GREETING: "a=b c" }
-            network: bridge
-            ports: [ { container: 8080 }, { container: 53, host: 5353, protocol: udp } ]
-            health: { command: [cat, /ready], interval: 1s, timeout: 500ms, retries: 2, start_period: 2s }
-            """))
+        let specs = try ServicesFile.parse(
+            Self.file(
+                """
+                env: { LOG_LEVEL: info, GREETING: "a=b c" }
+                network: bridge
+                ports: [ { container: 8080 }, { container: 53, host: 5353, protocol: udp } ]
+                health: { command: [cat, /ready], interval: 1s, timeout: 500ms, retries: 2, start_period: 2s }
+                """))
         let web = try #require(specs["web"])
         #expect(web.env == ["LOG_LEVEL": "info", "GREETING": "a=b c"])
         #expect(web.networkMode == "bridge")
         #expect(web.ports == [PortMapping(container: 8080), PortMapping(container: 53, host: 5353, proto: "udp")])
         #expect(web.fixedHostPorts == [5353])
-        #expect(web.health == HealthCheck(command: ["cat", "/ready"], intervalMilliseconds: 1000, timeoutMilliseconds: 500,
-                                          retries: 2, startPeriodMilliseconds: 2000))
+        #expect(
+            web.health
+                == HealthCheck(
+                    command: ["cat", "/ready"], intervalMilliseconds: 1000, timeoutMilliseconds: 500,
+                    retries: 2, startPeriodMilliseconds: 2000))
         #expect(Specs.container("web", web, node: "n1").healthCommand?.command == ["cat", "/ready"])
         let container = Specs.container("web", web, node: "n1")
         #expect(container.env == ["GREETING=a=b c", "LOG_LEVEL=info"])

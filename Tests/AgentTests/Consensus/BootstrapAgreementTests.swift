@@ -1,5 +1,6 @@
-@testable import Agent
 import Testing
+
+@testable import Agent
 
 /// Servers started with --bootstrap-expect agree on one voter set before the first election
 /// (issue 15, item 7): a pledge is given once, to the N lowest names of a view that held still,
@@ -47,8 +48,9 @@ import Testing
         var lost = BootstrapAgreement(name: "s3", expect: 3, pledge: ["s1", "s2", "s3"])
         #expect(lost.receiveReply(.hasState(voters: ["s1", "s2", "s3"]), from: "s1") == [.bootstrap(["s1", "s2", "s3"])])
         var other = BootstrapAgreement(name: "s3", expect: 3, pledge: ["s2", "s3", "s4"])
-        #expect(other.receiveReply(.hasState(voters: ["s1", "s2", "s3"]), from: "s1").isEmpty,
-                "pledged to another set: it cannot be a voter of this one")
+        #expect(
+            other.receiveReply(.hasState(voters: ["s1", "s2", "s3"]), from: "s1").isEmpty,
+            "pledged to another set: it cannot be a voter of this one")
     }
 
     /// The safety argument, exhaustively for four servers and N = 3: whatever views each server has
@@ -59,12 +61,18 @@ import Testing
         // Each server pledges to at most one set containing it (or none): every assignment.
         func choices(_ n: String) -> [[String]?] { [nil] + sets.filter { $0.contains(n) } }
         var checked = 0
-        for p1 in choices("s1") { for p2 in choices("s2") { for p3 in choices("s3") { for p4 in choices("s4") {
-            let pledges = Dictionary(uniqueKeysWithValues: zip(names, [p1, p2, p3, p4]))
-            let started = sets.filter { set in set.allSatisfy { pledges[$0] == set } }
-            #expect(started.count <= 1, "\(pledges)")
-            checked += 1
-        } } } }
+        for p1 in choices("s1") {
+            for p2 in choices("s2") {
+                for p3 in choices("s3") {
+                    for p4 in choices("s4") {
+                        let pledges = Dictionary(uniqueKeysWithValues: zip(names, [p1, p2, p3, p4]))
+                        let started = sets.filter { set in set.allSatisfy { pledges[$0] == set } }
+                        #expect(started.count <= 1, "\(pledges)")
+                        checked += 1
+                    }
+                }
+            }
+        }
         #expect(checked == 4 * 4 * 4 * 4)
     }
 }

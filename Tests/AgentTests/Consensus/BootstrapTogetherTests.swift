@@ -1,8 +1,9 @@
-@testable import Agent
 import Foundation
 import Logging
 import SecureTransport
 import Testing
+
+@testable import Agent
 
 /// Issue 15, item 7 with real agents: four servers started together with `--bootstrap-expect 3`,
 /// again and again, agree on one voter set and never show two leaders in one term.

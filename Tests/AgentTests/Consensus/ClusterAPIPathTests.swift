@@ -1,7 +1,8 @@
-@testable import Agent
 import Foundation
 import Testing
 import Wire
+
+@testable import Agent
 
 /// The leader splits the path of every request it serves, forwarded ones included, whose path is
 /// whatever another agent sent.
@@ -21,7 +22,10 @@ import Wire
     @Test func aForwardedRequestWithAnEmptyPathDecodesToNoSegments() throws {
         let frame = Frame(kind: .control, payload: .init(bytes: [0x1a, 0x00]))
         let message = try frame.decode(Microscale_Control_ControlMessage.self)
-        guard case .forwardRequest(let r)? = message.body else { Issue.record("not a forward request"); return }
+        guard case .forwardRequest(let r)? = message.body else {
+            Issue.record("not a forward request")
+            return
+        }
         #expect(ClusterAPI.pathSegments(r.path) == [])
     }
 

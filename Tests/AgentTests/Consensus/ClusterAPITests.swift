@@ -1,9 +1,10 @@
-@testable import Agent
 import Consensus
 import Foundation
 import Logging
 import SecureTransport
 import Testing
+
+@testable import Agent
 
 /// Three server agents and a client in this process: real TLS on loopback, real SQLite logs, the
 /// cluster API as the HTTP routes call it.
@@ -28,8 +29,10 @@ import Testing
     /// operator's writes only with it (docs/ARCHITECTURE.md, "Trust").
     static let token = "t0ken-for-tests"
 
-    func agent(_ name: String, server: Bool, join: Int?, dataDir: String? = nil,
-               token: String? = ClusterAPITests.token) throws -> (AgentRuntime, Int) {
+    func agent(
+        _ name: String, server: Bool, join: Int?, dataDir: String? = nil,
+        token: String? = ClusterAPITests.token
+    ) throws -> (AgentRuntime, Int) {
         let port = AgentRuntimeTests.freePort()
         var s = loopbackAgentSettings(name, dir: Self.dir, port: port, dataDir: dataDir)
         if server {
@@ -86,11 +89,12 @@ import Testing
     @Test func everyAgentNamesTheSameLeaderAndWritesThroughAnyOfThemAreCommitted() async throws {
         let c = try await cluster()
         defer { Task { for a in c.all { await a.shutdown() } } }
-        #expect(try await eventually {
-            var names: Set<String?> = []
-            for a in c.all { names.insert(await leader(a)) }
-            return names.count == 1 && names.first! != nil
-        })
+        #expect(
+            try await eventually {
+                var names: Set<String?> = []
+                for a in c.all { names.insert(await leader(a)) }
+                return names.count == 1 && names.first! != nil
+            })
         let leaderName = try #require(await leader(c.client))
         let follower = try #require(c.servers.first { $0.configuration.name != leaderName })
 
@@ -122,11 +126,12 @@ import Testing
         #expect(text.contains(#"microscale_service_demand{service="web"} 12.5"#), "\(text)")
 
         // Every server applied the same state.
-        #expect(try await eventually {
-            var states: [ClusterState] = []
-            for s in c.servers { if let r = s.raft { states.append(await r.state) } }
-            return states.count == 3 && states.allSatisfy { $0.services == states[0].services && $0.demand == ["web": 12.5] }
-        })
+        #expect(
+            try await eventually {
+                var states: [ClusterState] = []
+                for s in c.servers { if let r = s.raft { states.append(await r.state) } }
+                return states.count == 3 && states.allSatisfy { $0.services == states[0].services && $0.demand == ["web": 12.5] }
+            })
     }
 
     @Test func aMalformedServicesFileIsRefusedWithItsLineAndNothingCommittedChanges() async throws {
@@ -135,7 +140,8 @@ import Testing
         #expect(try await eventually { await leader(c.client) != nil })
         let good = "services:\n  web:\n    image: mini:latest\n    cpu: 0.5\n    memory: 64MiB\n    max: 4\n"
         #expect(try await call(c.client, "PUT", "/v1/services", good).status == 200)
-        let bad = "services:\n  web:\n    image: mini:latest\n    cpu: -1\n    memory: 64MiB\n    max: 9\n  api:\n    image: a\n    cpu: 1\n    memory: 1MiB\n    max: 1\n"
+        let bad =
+            "services:\n  web:\n    image: mini:latest\n    cpu: -1\n    memory: 64MiB\n    max: 9\n  api:\n    image: a\n    cpu: 1\n    memory: 1MiB\n    max: 1\n"
         let refused = try await call(c.servers[1], "PUT", "/v1/services", bad)
         #expect(refused.status == 400)
         let message = try json(refused, [String: String].self)["error"] ?? ""
@@ -181,10 +187,11 @@ import Testing
 
         // The survivors elect a new leader and take writes again, with everything acknowledged before.
         let survivors = c.servers.filter { $0.configuration.name != old }
-        #expect(try await eventually {
-            let r = await survivors[0].cluster(method: "PUT", path: "/v1/demand/web", body: Array(#"{"value": 4}"#.utf8))
-            return r.status == 200
-        })
+        #expect(
+            try await eventually {
+                let r = await survivors[0].cluster(method: "PUT", path: "/v1/demand/web", body: Array(#"{"value": 4}"#.utf8))
+                return r.status == 200
+            })
         let now = await leader(survivors[1])
         #expect(now != nil && now != old)
         let services = try json(await call(survivors[1], "GET", "/v1/services"), [String: ServiceSpec].self)

@@ -1,10 +1,11 @@
-@testable import Agent
 import Determinism
 import Dispatch
 import Foundation
 import NIOConcurrencyHelpers
 import SecureTransport
 import Testing
+
+@testable import Agent
 
 /// Issue 19, item 3, as a client sees it (a Jepsen-style test): three real server processes;
 /// five clients write unique demand values of one service and read them back, each request to a
@@ -27,11 +28,13 @@ import Testing
     func start(_ s: Server, dir: String, join: String?) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: RaftCrashTests.executable)
-        var args = ["agent", "--name", s.name, "--bind", "\(s.host):7480", "--http", "\(s.host):7481",
-                    "--data-dir", "\(dir)/data/\(s.name)", "--tls-ca", "\(dir)/ca/ca.pem",
-                    "--tls-cert", "\(dir)/certs/\(s.name).pem", "--tls-key", "\(dir)/certs/\(s.name)-key.pem",
-                    "--server", "--bootstrap-expect", "3", "--log-level", "warning",
-                    "--docker-socket", "\(dir)/no-docker.sock"]
+        var args = [
+            "agent", "--name", s.name, "--bind", "\(s.host):7480", "--http", "\(s.host):7481",
+            "--data-dir", "\(dir)/data/\(s.name)", "--tls-ca", "\(dir)/ca/ca.pem",
+            "--tls-cert", "\(dir)/certs/\(s.name).pem", "--tls-key", "\(dir)/certs/\(s.name)-key.pem",
+            "--server", "--bootstrap-expect", "3", "--log-level", "warning",
+            "--docker-socket", "\(dir)/no-docker.sock",
+        ]
         if let join { args += ["--join", "\(join):7480"] }
         p.arguments = args
         let log = "\(dir)/\(s.name).log"
@@ -48,8 +51,9 @@ import Testing
 
     @Test(arguments: [UInt64(20_261_130)])
     func concurrentClientsThroughEveryServerWhileTheLeaderIsFrozenThawedAndKilledSeeALinearizableRegister(seed: UInt64) async throws {
-        #expect(FileManager.default.isExecutableFile(atPath: RaftCrashTests.executable),
-                "build the microscale executable first: \(RaftCrashTests.executable)")
+        #expect(
+            FileManager.default.isExecutableFile(atPath: RaftCrashTests.executable),
+            "build the microscale executable first: \(RaftCrashTests.executable)")
         let dir = NSTemporaryDirectory() + "microscale-linearizable-\(getpid())"
         try? FileManager.default.removeItem(atPath: dir)
         try CertificateIssuer.createCA(in: "\(dir)/ca")
@@ -64,13 +68,15 @@ import Testing
         for s in servers { try start(s, dir: dir, join: s === servers[0] ? nil : servers[0].host) }
 
         @Sendable func call(_ method: String, _ s: Server, _ path: String, _ body: String = "", timeout: Int = 2500) -> (Int, Data)? {
-            PlainHTTP.blockingRequest(method, host: s.host, port: 7481, path: path, body: Array(body.utf8),
-                                      timeoutMillis: timeout, maxBytes: 1 << 16)
+            PlainHTTP.blockingRequest(
+                method, host: s.host, port: 7481, path: path, body: Array(body.utf8),
+                timeoutMillis: timeout, maxBytes: 1 << 16)
         }
         func leader() -> Server? {
             for s in servers {
                 if let (status, body) = call("GET", s, "/v1/leader", timeout: 1000), status == 200,
-                   let view = try? JSONDecoder().decode(LeaderView.self, from: body) {
+                    let view = try? JSONDecoder().decode(LeaderView.self, from: body)
+                {
                     return servers.first { $0.name == view.name }
                 }
             }
@@ -115,7 +121,8 @@ import Testing
                         let answer = call("GET", s, "/v1/demand")
                         let t1 = Self.now()
                         guard let (status, body) = answer, status == 200,
-                              let map = try? JSONDecoder().decode([String: Double].self, from: body) else { continue }
+                            let map = try? JSONDecoder().decode([String: Double].self, from: body)
+                        else { continue }
                         history.withLockedValue { $0.append(.init(kind: .read(map["lin"]), call: t0, ret: t1, client: c)) }
                     }
                 }
@@ -128,7 +135,10 @@ import Testing
         var faults: [String] = []
         for _ in 0..<4 {
             try await Task.sleep(for: .milliseconds(Int64.random(in: 1000...2000, using: &rng)))
-            guard let l = leader() else { faults.append("no leader to freeze"); continue }
+            guard let l = leader() else {
+                faults.append("no leader to freeze")
+                continue
+            }
             let frozen = Int64.random(in: 1000...2000, using: &rng)
             kill(l.pid, SIGSTOP)
             try await Task.sleep(for: .milliseconds(frozen))
@@ -152,7 +162,9 @@ import Testing
         let reads = ops.filter { if case .read = $0.kind { return true } else { return false } }.count
         let acknowledged = ops.filter { if case .write = $0.kind { return $0.ret != nil } else { return false } }.count
         let unknown = ops.count - reads - acknowledged
-        print("linearizable reads: seed \(seed), \(reads) reads, \(acknowledged) acknowledged writes, \(unknown) of unknown outcome; \(faults.joined(separator: "; "))")
+        print(
+            "linearizable reads: seed \(seed), \(reads) reads, \(acknowledged) acknowledged writes, \(unknown) of unknown outcome; \(faults.joined(separator: "; "))"
+        )
         #expect(reads >= 50 && acknowledged >= 50, "seed \(seed): too few operations answered; see \(dir)/*.log")
         let linearizable = RegisterHistory(operations: ops).isLinearizable()
         if !linearizable {

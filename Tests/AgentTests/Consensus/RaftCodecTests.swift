@@ -1,17 +1,23 @@
-@testable import Agent
 import Consensus
 import Testing
 
+@testable import Agent
+
 @Suite struct RaftCodecTests {
     @Test func everyFieldOfEveryKindSurvivesTheWire() throws {
-        let kinds: [Consensus.Message.Kind] = [.preVote, .preVoteResponse, .vote, .voteResponse, .append, .appendResponse,
-                                               .heartbeat, .heartbeatResponse, .installSnapshot, .timeoutNow, .readIndex,
-                                               .readIndexResponse]
+        let kinds: [Consensus.Message.Kind] = [
+            .preVote, .preVoteResponse, .vote, .voteResponse, .append, .appendResponse,
+            .heartbeat, .heartbeatResponse, .installSnapshot, .timeoutNow, .readIndex,
+            .readIndexResponse,
+        ]
         for kind in kinds {
             var m = Consensus.Message(kind: kind, from: "s1", to: "s2", term: 7)
             m.logTerm = 6
             m.index = 41
-            m.entries = [Entry(term: 6, index: 42, data: [1, 2, 3]), Entry(term: 7, index: 43, kind: .configuration, data: ConfChange.addLearner("s4").encoded)]
+            m.entries = [
+                Entry(term: 6, index: 42, data: [1, 2, 3]),
+                Entry(term: 7, index: 43, kind: .configuration, data: ConfChange.addLearner("s4").encoded),
+            ]
             m.commit = 40
             m.reject = true
             m.rejectHint = 39

@@ -1,10 +1,11 @@
-@testable import Agent
 import Consensus
 import Determinism
 import Foundation
 import NIOConcurrencyHelpers
 import SecureTransport
 import Testing
+
+@testable import Agent
 
 /// Real server processes, killed with SIGKILL at random moments while a stream of writes goes on:
 /// every write that was acknowledged must be in the state afterwards (Raft §5.4: committed entries
@@ -35,10 +36,12 @@ import Testing
     func start(_ s: Server, dir: String, join: String?) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Self.executable)
-        var args = ["agent", "--name", s.name, "--bind", "\(s.host):7480", "--http", "\(s.host):7481",
-                    "--data-dir", "\(dir)/data/\(s.name)", "--tls-ca", "\(dir)/ca/ca.pem",
-                    "--tls-cert", "\(dir)/certs/\(s.name).pem", "--tls-key", "\(dir)/certs/\(s.name)-key.pem",
-                    "--server", "--bootstrap-expect", "3", "--log-level", "warning"]
+        var args = [
+            "agent", "--name", s.name, "--bind", "\(s.host):7480", "--http", "\(s.host):7481",
+            "--data-dir", "\(dir)/data/\(s.name)", "--tls-ca", "\(dir)/ca/ca.pem",
+            "--tls-cert", "\(dir)/certs/\(s.name).pem", "--tls-key", "\(dir)/certs/\(s.name)-key.pem",
+            "--server", "--bootstrap-expect", "3", "--log-level", "warning",
+        ]
         if let join { args += ["--join", "\(join):7480"] }
         p.arguments = args
         let log = "\(dir)/\(s.name).log"
@@ -53,7 +56,8 @@ import Testing
 
     func services(from s: Server) async -> Set<String>? {
         guard let data = await PlainHTTP.get(host: s.host, port: 7481, path: "/v1/services", timeoutMillis: 2000),
-              let map = try? JSONDecoder().decode([String: ServiceSpec].self, from: data) else { return nil }
+            let map = try? JSONDecoder().decode([String: ServiceSpec].self, from: data)
+        else { return nil }
         return Set(map.keys)
     }
 
@@ -79,8 +83,10 @@ import Testing
                 i += 1
                 let s = servers[i % 3]
                 let body = Array("services: { w\(i): { image: x, cpu: 0.1, memory: 1MiB, max: 1 } }".utf8)
-                if let (status, _) = PlainHTTP.blockingRequest("PUT", host: s.host, port: 7481, path: "/v1/services", body: body,
-                                                               timeoutMillis: 3000, maxBytes: 1 << 16), status == 200 {
+                if let (status, _) = PlainHTTP.blockingRequest(
+                    "PUT", host: s.host, port: 7481, path: "/v1/services", body: body,
+                    timeoutMillis: 3000, maxBytes: 1 << 16), status == 200
+                {
                     acknowledged.withLockedValue { $0.append(i) }
                 } else {
                     usleep(20_000)

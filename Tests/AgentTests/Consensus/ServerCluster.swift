@@ -1,8 +1,9 @@
-@testable import Agent
 import Consensus
 import Foundation
 import Logging
 import SecureTransport
+
+@testable import Agent
 
 /// Server agents in this process for the day-two tests (backup, server membership): real TLS on
 /// loopback, real SQLite logs, the cluster API as the HTTP routes call it.
@@ -44,8 +45,10 @@ struct ServerCluster {
 
     /// Starts server `name`, joining the first agent started (if any). `settings` adds flags.
     @discardableResult
-    mutating func start(_ name: String, bootstrapExpect: Int? = 3, generation: Int = 0,
-                        settings: [(String, String)] = []) async throws -> AgentRuntime {
+    mutating func start(
+        _ name: String, bootstrapExpect: Int? = 3, generation: Int = 0,
+        settings: [(String, String)] = []
+    ) async throws -> AgentRuntime {
         let port = AgentRuntimeTests.freePort()
         var s = loopbackAgentSettings(name, dir: dir, port: port, dataDir: dataDir(name, generation: generation))
         s.set("server", "true", origin: "test")

@@ -1,7 +1,8 @@
-@testable import Agent
 import Consensus
 import Foundation
 import Testing
+
+@testable import Agent
 
 /// Server membership at runtime (docs/consensus.md, "Server membership"): servers join as
 /// learners and become voters, dead ones are removed, a leaving leader hands off first.

@@ -1,7 +1,8 @@
-@testable import Agent
 import Consensus
 import Foundation
 import Testing
+
+@testable import Agent
 
 /// Issue 15, item 6: state of any size moves. A server that was away while the others wrote 10 MiB
 /// of state and 10,000 entries (the log compacted several times meanwhile) comes back and catches
@@ -26,11 +27,12 @@ import Testing
         try await s3.start()
         let running = Running([s1, s2])
         defer { Task { for a in running.all { await a.shutdown() } } }
-        #expect(try await t.eventually(30) {
-            let leader = await t.leader(s1)
-            let voters = await s3.raft?.status()?.voters.count
-            return leader != nil && voters == 3
-        })
+        #expect(
+            try await t.eventually(30) {
+                let leader = await t.leader(s1)
+                let voters = await s3.raft?.status()?.voters.count
+                return leader != nil && voters == 3
+            })
         await s3.shutdown()
 
         for i in 0..<45 {
@@ -58,11 +60,12 @@ import Testing
         let (back, _) = try t.agent("s3", server: true, join: p1, dataDir: dir3)
         running.add(back)
         try await back.start()
-        #expect(try await t.eventually(60) {
-            guard let r = back.raft else { return false }
-            let state = await r.state
-            return state.services.count == 46 && state.demand["web"] == 10_000
-        })
+        #expect(
+            try await t.eventually(60) {
+                guard let r = back.raft else { return false }
+                let state = await r.state
+                return state.services.count == 46 && state.demand["web"] == 10_000
+            })
         let status = try #require(await back.raft?.status())
         #expect(status.snapshotIndex > 0, "caught up from a snapshot")
         #expect(await back.raft?.state.services == leaderState.services)

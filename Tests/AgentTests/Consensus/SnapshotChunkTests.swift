@@ -1,7 +1,8 @@
-@testable import Agent
 import Consensus
-import Wire
 import Testing
+import Wire
+
+@testable import Agent
 
 /// A snapshot larger than a frame (1 MiB) travels in chunks and is put back together, once, by the
 /// follower (Raft §7: offset, data, done). Before, a state over the frame limit never left the
@@ -9,8 +10,9 @@ import Testing
 @Suite struct SnapshotChunkTests {
     func snapshotMessage(bytes: Int, index: UInt64 = 30) -> Consensus.Message {
         var m = Consensus.Message(kind: .installSnapshot, from: "s1", to: "s2", term: 7)
-        m.snapshot = Snapshot(index: index, term: 5, configuration: Configuration(voters: ["s1", "s2", "s3"]),
-                              data: (0..<bytes).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+        m.snapshot = Snapshot(
+            index: index, term: 5, configuration: Configuration(voters: ["s1", "s2", "s3"]),
+            data: (0..<bytes).map { UInt8(truncatingIfNeeded: $0 &* 31) })
         return m
     }
 

@@ -1,14 +1,17 @@
-@testable import Agent
 import Consensus
 import Foundation
 import Testing
+
+@testable import Agent
 
 /// `operator snapshot save | restore` (docs/consensus.md, "Backup and restore").
 @Suite(.serialized) struct SnapshotRestoreTests {
     static let backup = ClusterBackup(
         index: 42, takenAtMilliseconds: 1_700_000_000_000,
-        services: ["web": ServiceSpec(image: "nginx:1", cpu: 0.5, memory: 64 << 20, max: 8),
-                   "batch": ServiceSpec(image: "busybox", priority: 2, cpu: 1, memory: 32 << 20, max: 4)],
+        services: [
+            "web": ServiceSpec(image: "nginx:1", cpu: 0.5, memory: 64 << 20, max: 8),
+            "batch": ServiceSpec(image: "busybox", priority: 2, cpu: 1, memory: 32 << 20, max: 4),
+        ],
         demand: ["web": 12.5], drainedNodes: ["h2"])
 
     @Test func aSavedFileReadsBackAsTheSameStateWithItsHeader() throws {
@@ -29,21 +32,33 @@ import Testing
 
     @Test func aTruncatedFileIsRefusedAsDamaged() throws {
         let bytes = try SnapshotFile.encode(Self.backup, cluster: "prod")
-        do { _ = try SnapshotFile.decode(Array(bytes.dropLast(10))); Issue.record("accepted") } catch {
+        do {
+            _ = try SnapshotFile.decode(Array(bytes.dropLast(10)))
+            Issue.record("accepted")
+        } catch {
             #expect(error.description.contains("truncated"), "\(error)")
         }
     }
 
     @Test func aForeignFileOrAnotherFormatVersionIsRefusedSayingSo() throws {
-        do { _ = try SnapshotFile.decode(Array("services:\n  web: {}\n".utf8)); Issue.record("accepted") } catch {
+        do {
+            _ = try SnapshotFile.decode(Array("services:\n  web: {}\n".utf8))
+            Issue.record("accepted")
+        } catch {
             #expect(error.description.contains("not a Microscale snapshot"), "\(error)")
         }
-        do { _ = try SnapshotFile.decode(Array("{\"raft\": 1}".utf8)); Issue.record("accepted") } catch {
+        do {
+            _ = try SnapshotFile.decode(Array("{\"raft\": 1}".utf8))
+            Issue.record("accepted")
+        } catch {
             #expect(error.description.contains("not a Microscale snapshot"), "\(error)")
         }
         var future = try SnapshotFile.encode(Self.backup, cluster: "prod")
         future[20] = UInt8(ascii: "9")
-        do { _ = try SnapshotFile.decode(future); Issue.record("accepted") } catch {
+        do {
+            _ = try SnapshotFile.decode(future)
+            Issue.record("accepted")
+        } catch {
             #expect(error.description.contains("version 9"), "\(error)")
         }
     }
@@ -51,7 +66,10 @@ import Testing
     @Test func aFileWhoseStateBreaksALimitIsRefusedNamingTheField() throws {
         var bad = Self.backup
         bad.demand["web"] = 1e30
-        do { _ = try SnapshotFile.decode(try SnapshotFile.encode(bad, cluster: "prod")); Issue.record("accepted") } catch {
+        do {
+            _ = try SnapshotFile.decode(try SnapshotFile.encode(bad, cluster: "prod"))
+            Issue.record("accepted")
+        } catch {
             #expect("\(error)".contains("demand for web"), "\(error)")
         }
         #expect(ClusterCommand.restore(bad).validationError() != nil)
@@ -89,24 +107,27 @@ import Testing
         for n in names { try await cluster.start(n, generation: 1) }
         defer { Task { [cluster] in await cluster.shutdownAll() } }
         #expect(try await pollUntil(20) { await cluster.agreedLeader() != nil })
-        let empty = try decodeBody(try await callRetryingUnavailable(cluster.agents["s1"]!, "GET", "/v1/services", for: 10), [String: ServiceSpec].self)
+        let empty = try decodeBody(
+            try await callRetryingUnavailable(cluster.agents["s1"]!, "GET", "/v1/services", for: 10), [String: ServiceSpec].self)
         #expect(empty.isEmpty)
 
-        let restored = try await callRetryingUnavailable(cluster.agents["s1"]!, "PUT", "/v1/operator/snapshot",
-                                                         String(decoding: try SnapshotCommand.read(path), as: UTF8.self), for: 10)
+        let restored = try await callRetryingUnavailable(
+            cluster.agents["s1"]!, "PUT", "/v1/operator/snapshot",
+            String(decoding: try SnapshotCommand.read(path), as: UTF8.self), for: 10)
         #expect(restored.status == 200, "\(String(decoding: restored.body, as: UTF8.self))")
         let view = try decodeBody(restored, RestoreView.self)
         #expect(view.services == 3 && view.demand == 2 && view.drainedNodes == 1)
 
         // Every server applied it (one committed entry), not only the one that answered.
-        #expect(try await pollUntil(10) {
-            var ok = true
-            for a in cluster.running {
-                let s = await a.raft!.state
-                ok = ok && s.services == before && s.demand == ["web": 37.5, "api": 3] && s.drainedNodes == ["h7"]
-            }
-            return ok
-        })
+        #expect(
+            try await pollUntil(10) {
+                var ok = true
+                for a in cluster.running {
+                    let s = await a.raft!.state
+                    ok = ok && s.services == before && s.demand == ["web": 37.5, "api": 3] && s.drainedNodes == ["h7"]
+                }
+                return ok
+            })
         for a in cluster.running {
             let d = try decodeBody(try await callRetryingUnavailable(a, "GET", "/v1/demand", for: 10), [String: Double].self)
             #expect(d == ["web": 37.5, "api": 3])
@@ -119,7 +140,9 @@ import Testing
         defer { Task { [cluster] in await cluster.shutdownAll() } }
         let s1 = cluster.agents["s1"]!
         #expect(try await pollUntil(20) { await s1.raft?.isLeader == true })
-        #expect(try await callRetryingUnavailable(s1, "PUT", "/v1/services", "services: { web: { image: a, cpu: 1, memory: 1MiB, max: 1 } }", for: 10).status == 200)
+        #expect(
+            try await callRetryingUnavailable(s1, "PUT", "/v1/services", "services: { web: { image: a, cpu: 1, memory: 1MiB, max: 1 } }", for: 10)
+                .status == 200)
         var bytes = try SnapshotFile.encode(Self.backup, cluster: "microscale")
         bytes[bytes.count - 3] ^= 0x01
         let r = await s1.cluster(method: "PUT", path: "/v1/operator/snapshot", body: bytes)

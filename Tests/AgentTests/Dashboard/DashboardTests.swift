@@ -1,7 +1,9 @@
-@testable import Agent
 import Foundation
-import struct Scaling.UtilizationSummary
 import Testing
+
+import struct Scaling.UtilizationSummary
+
+@testable import Agent
 
 /// The dashboard in a real headless Chromium (Debian's package): the page loads from a running
 /// cluster, its chart has data, the members and decisions are listed, and a screenshot is taken.
@@ -11,9 +13,12 @@ import Testing
     func chromium(_ args: [String]) throws -> String {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Self.chromium)
-        p.arguments = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                       // A profile of its own per run: suites running side by side each start one.
-                       "--user-data-dir=\(NSTemporaryDirectory())microscale-chromium-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"] + args
+        p.arguments =
+            [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                // A profile of its own per run: suites running side by side each start one.
+                "--user-data-dir=\(NSTemporaryDirectory())microscale-chromium-\(getpid())-\(UInt32.random(in: 0...UInt32.max))",
+            ] + args
         let out = Pipe()
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice
@@ -45,7 +50,11 @@ import Testing
         var dom = ""
         for _ in 0..<3 {
             dom = try chromium(["--virtual-time-budget=5000", "--dump-dom", url])
-            if dom.contains("→3: demand 25") && dom.contains("Sharing saves") && c.servers.allSatisfy({ dom.contains("<td>\($0.configuration.name)</td><td>alive") }) { break }
+            if dom.contains("→3: demand 25") && dom.contains("Sharing saves")
+                && c.servers.allSatisfy({ dom.contains("<td>\($0.configuration.name)</td><td>alive") })
+            {
+                break
+            }
         }
         let points = dom.firstRange(of: #/data-points="(\d+)"/#).map { Int(dom[$0].dropFirst(13).dropLast()) ?? 0 } ?? 0
         #expect(points >= 2, "the chart drew \(points) samples")

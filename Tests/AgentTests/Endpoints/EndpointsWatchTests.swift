@@ -1,13 +1,16 @@
-@testable import Agent
 import DockerEngine
 import Foundation
 import Membership
 import Testing
 
+@testable import Agent
+
 /// The endpoints API's answers and its blocking queries (issue 17 item 5, docs/endpoints.md).
 @Suite struct EndpointsWatchTests {
-    static func member(_ name: String, _ address: String, status: MemberStatus = .alive,
-                       _ endpoints: [String: [Endpoint]]) -> MemberView {
+    static func member(
+        _ name: String, _ address: String, status: MemberStatus = .alive,
+        _ endpoints: [String: [Endpoint]]
+    ) -> MemberView {
         var r = NodeRecord(name: name, address: address, version: 1)
         r.endpoints = endpoints
         return MemberView(r, status: status, incarnation: 0)
@@ -88,8 +91,10 @@ import Testing
     @Test func theQueryParametersAreCheckedNamingTheField() throws {
         #expect(try Endpoints.query([("index", "7"), ("wait", "30s")]).get() == Endpoints.Query(index: 7, wait: .seconds(30)))
         #expect(try Endpoints.query([]).get().index == nil)
-        for (k, v, field) in [("index", "-1", "index"), ("index", "1e3", "index"), ("wait", "forever", "wait"),
-                              ("wait", "11m", "wait"), ("wait", "0s", "wait"), ("color", "red", "color")] {
+        for (k, v, field) in [
+            ("index", "-1", "index"), ("index", "1e3", "index"), ("wait", "forever", "wait"),
+            ("wait", "11m", "wait"), ("wait", "0s", "wait"), ("color", "red", "color"),
+        ] {
             guard case .failure(let e) = Endpoints.query([(k, v)]) else {
                 Issue.record("\(k)=\(v) was taken")
                 continue
@@ -129,8 +134,9 @@ import Testing
     }
 
     func spec(_ service: String, network: ContainerSpec.Network, ports: [Int]) -> ContainerSpec {
-        ContainerSpec(service: service, node: "n", specHash: "h", image: "i", cpu: 0.5, memoryBytes: 1 << 24,
-                      network: network, ports: ports.map { ContainerSpec.Port(container: $0) })
+        ContainerSpec(
+            service: service, node: "n", specHash: "h", image: "i", cpu: 0.5, memoryBytes: 1 << 24,
+            network: network, ports: ports.map { ContainerSpec.Port(container: $0) })
     }
 
     @Test func anEndpointIsThePortPublishedForTheFamilyTheNodeAdvertises() throws {
@@ -138,23 +144,31 @@ import Testing
         let running = [try summary("c1", service: "web", ports: [port("0.0.0.0", 8080, 32810), port("::", 8080, 32808)])]
         let specs = ["web": spec("web", network: .bridge("microscale"), ports: [8080])]
         #expect(NodeExecutor.serving(running, health: [:], specs: specs).endpoints["web"] == [Endpoint(containerPort: 8080, hostPort: 32810)])
-        #expect(NodeExecutor.serving(running, health: [:], specs: specs, ipv6: true).endpoints["web"] == [Endpoint(containerPort: 8080, hostPort: 32808)])
+        #expect(
+            NodeExecutor.serving(running, health: [:], specs: specs, ipv6: true).endpoints["web"] == [Endpoint(containerPort: 8080, hostPort: 32808)])
     }
 
     @Test func publishedTCPPortsOfHealthyContainersAreEndpointsOncePerAddressFamily() throws {
         let running = [
-            try summary("c1", service: "web", ports: [port("0.0.0.0", 8080, 32768), port("::", 8080, 32768),
-                                                      port("0.0.0.0", 53, 32999, "udp"), port(nil, 9000, nil)]),
+            try summary(
+                "c1", service: "web",
+                ports: [
+                    port("0.0.0.0", 8080, 32768), port("::", 8080, 32768),
+                    port("0.0.0.0", 53, 32999, "udp"), port(nil, 9000, nil),
+                ]),
             try summary("c2", service: "web", ports: [port("0.0.0.0", 8080, 32769)]),
-            try summary("c3", service: "web", status: "Up 2 seconds (unhealthy)",
-                        ports: [port("0.0.0.0", 8080, 32770)]),
+            try summary(
+                "c3", service: "web", status: "Up 2 seconds (unhealthy)",
+                ports: [port("0.0.0.0", 8080, 32770)]),
             try summary("c4", service: "web", ports: [port("0.0.0.0", 8080, 32771)]),
             try summary("h1", service: "edge", ports: []),
             try summary("x1", service: "quiet", ports: []),
         ]
-        let specs = ["web": spec("web", network: .bridge("microscale"), ports: [8080]),
-                     "edge": spec("edge", network: .host, ports: [80]),
-                     "quiet": spec("quiet", network: .none, ports: [])]
+        let specs = [
+            "web": spec("web", network: .bridge("microscale"), ports: [8080]),
+            "edge": spec("edge", network: .host, ports: [80]),
+            "quiet": spec("quiet", network: .none, ports: []),
+        ]
         // c4's own probe has not passed yet: not serving.
         let s = NodeExecutor.serving(running, health: ["c4": .starting, "c2": .healthy], specs: specs)
         #expect(s.running == ["web": 2, "edge": 1, "quiet": 1])

@@ -1,6 +1,7 @@
-@testable import Agent
 import Foundation
 import Testing
+
+@testable import Agent
 
 @Suite struct APITokenTests {
     // MARK: Comparing
@@ -73,7 +74,10 @@ import Testing
     @Test(arguments: [(0o644, "0644"), (0o640, "0640"), (0o604, "0604"), (0o660, "0660"), (0o620, "0620")])
     func aTokenFileOthersCanReadOrWriteIsRefusedNamingTheFlagAndTheMode(_ mode: Int, _ shown: String) throws {
         let path = try file("s3cret\n", mode: mode)
-        #expect(throws: ConfigurationError("--api-token-file: \(path) has mode \(shown); a token file must not be readable or writable by group or others (chmod 600 \(path))")) {
+        #expect(
+            throws: ConfigurationError(
+                "--api-token-file: \(path) has mode \(shown); a token file must not be readable or writable by group or others (chmod 600 \(path))")
+        ) {
             try APIToken.read(file: path, name: "--api-token-file")
         }
     }
@@ -89,7 +93,10 @@ import Testing
 
     @Test func aTokenFileThatIsNoTokenIsRefused() throws {
         let spaced = try file("s3cret \n", mode: 0o600)
-        #expect(throws: ConfigurationError("--token-file: the token in \(spaced) contains a space, a control or a non-ASCII character; use printable ASCII only")) {
+        #expect(
+            throws: ConfigurationError(
+                "--token-file: the token in \(spaced) contains a space, a control or a non-ASCII character; use printable ASCII only")
+        ) {
             try APIToken.read(file: spaced, name: "--token-file")
         }
         let large = try file(String(repeating: "a", count: 5000), mode: 0o600)
@@ -128,7 +135,10 @@ import Testing
 
         let open = try file("from-a-file\n", mode: 0o644)
         let refused = try AgentSettings.fromYAML("api-token-file: \(open)\n", file: "agent.yaml")
-        #expect(throws: ConfigurationError("agent.yaml line 1: \(open) has mode 0644; a token file must not be readable or writable by group or others (chmod 600 \(open))")) {
+        #expect(
+            throws: ConfigurationError(
+                "agent.yaml line 1: \(open) has mode 0644; a token file must not be readable or writable by group or others (chmod 600 \(open))")
+        ) {
             try refused.overridden(by: settings([:])).resolve()
         }
     }
@@ -149,10 +159,15 @@ import Testing
     @Test func aGroupReadableTokenFileStopsTheAgentWithOneLineAndExitStatus2() throws {
         let path = try file("s3cret\n", mode: 0o640)
         let (status, output) = try AgentFlagsTests().microscale(
-            ["agent", "--name", "node-a", "--data-dir", "\(Self.dir)/data", "--tls-ca", "ca.pem", "--tls-cert", "a.pem",
-             "--tls-key", "a-key.pem", "--api-token-file", path])
+            [
+                "agent", "--name", "node-a", "--data-dir", "\(Self.dir)/data", "--tls-ca", "ca.pem", "--tls-cert", "a.pem",
+                "--tls-key", "a-key.pem", "--api-token-file", path,
+            ])
         #expect(status == 2)
-        #expect(output == "error: --api-token-file: \(path) has mode 0640; a token file must not be readable or writable by group or others (chmod 600 \(path))\n")
+        #expect(
+            output
+                == "error: --api-token-file: \(path) has mode 0640; a token file must not be readable or writable by group or others (chmod 600 \(path))\n"
+        )
     }
 
     // MARK: The CLI

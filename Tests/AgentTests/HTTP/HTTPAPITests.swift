@@ -1,4 +1,3 @@
-@testable import Agent
 import Foundation
 import Hummingbird
 import Logging
@@ -6,18 +5,22 @@ import NIOCore
 import Synchronization
 import Testing
 
+@testable import Agent
+
 /// A stand-in agent behind the real router and server: it answers the cluster endpoints with a
 /// fixed status and records every request that reached them, so a test can tell a refused write
 /// from one that was carried out.
 final class RecordingAgent: AgentState, Sendable {
     let reached = Mutex<[String]>([])
 
-    static let status = #"{"leader":"node-a","term":3,"services":[],"nodes":[{"name":"node-a","status":"alive","role":"server","assigned":{},"running":{}}]}"#
+    static let status =
+        #"{"leader":"node-a","term":3,"services":[],"nodes":[{"name":"node-a","status":"alive","role":"server","assigned":{},"running":{}}]}"#
 
     func members() async -> [MemberView] { [] }
     func selfView() async -> AgentSelfView {
-        AgentSelfView(name: "node-a", version: "test", server: true, uptimeSeconds: 1, gossipMessagesSent: 0,
-                      gossipBytesSent: 0, raft: nil, assignmentPlan: nil, assigned: nil)
+        AgentSelfView(
+            name: "node-a", version: "test", server: true, uptimeSeconds: 1, gossipMessagesSent: 0,
+            gossipBytesSent: 0, raft: nil, assignmentPlan: nil, assigned: nil)
     }
     func cluster(method: String, path: String, body: [UInt8]) async -> APIResponse {
         reached.withLock { $0.append("\(method) \(path)") }
@@ -47,7 +50,8 @@ struct RawHTTP {
     }
 
     static func request(port: Int, _ method: String, _ path: String, headers: [(String, String)], body: String = "") async throws -> Answer {
-        let text = "\(method) \(path) HTTP/1.1\r\n" + headers.map { "\($0.0): \($0.1)\r\n" }.joined()
+        let text =
+            "\(method) \(path) HTTP/1.1\r\n" + headers.map { "\($0.0): \($0.1)\r\n" }.joined()
             + "Connection: close\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body
         let raw: [UInt8]? = await withCheckedContinuation { c in
             Thread { c.resume(returning: exchange(port: port, Array(text.utf8))) }.start()
@@ -94,14 +98,17 @@ struct RawHTTP {
 /// requests, and a DNS-rebinding page can make its own name resolve to 127.0.0.1.
 @Suite struct HTTPAPITests {
     /// The real router and server on 127.0.0.1:0 in front of `state`; `body` gets the port.
-    func serving(_ state: RecordingAgent = RecordingAgent(), token: String? = nil, hosts: AcceptedHosts = .loopback,
-                 _ body: (Int) async throws -> Void) async throws {
+    func serving(
+        _ state: RecordingAgent = RecordingAgent(), token: String? = nil, hosts: AcceptedHosts = .loopback,
+        _ body: (Int) async throws -> Void
+    ) async throws {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let bound = AsyncStream.makeStream(of: SocketAddress?.self)
-        let app = Application(router: HTTPAPI.router(state: state, token: token, hosts: hosts),
-                              configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: "microscale"),
-                              onServerRunning: { bound.continuation.yield($0.localAddress) }, logger: logger)
+        let app = Application(
+            router: HTTPAPI.router(state: state, token: token, hosts: hosts),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: "microscale"),
+            onServerRunning: { bound.continuation.yield($0.localAddress) }, logger: logger)
         let server = Task {
             defer { bound.continuation.yield(nil) }
             try await app.run()
@@ -126,8 +133,9 @@ struct RawHTTP {
         // curl -X POST 127.0.0.1:7481/v1/nodes/n/drain
         let agent = RecordingAgent()
         try await serving(agent) { port in
-            let answer = try await RawHTTP.request(port: port, "POST", "/v1/nodes/n/drain",
-                                                headers: [("Host", "127.0.0.1:\(port)"), ("User-Agent", "curl/8.14.1"), ("Accept", "*/*")])
+            let answer = try await RawHTTP.request(
+                port: port, "POST", "/v1/nodes/n/drain",
+                headers: [("Host", "127.0.0.1:\(port)"), ("User-Agent", "curl/8.14.1"), ("Accept", "*/*")])
             #expect(answer.status == 200, "\(answer.body)")
         }
         #expect(agent.reached.withLock { $0 } == ["POST /v1/nodes/n/drain"])
@@ -146,12 +154,15 @@ struct RawHTTP {
         #expect(agent.reached.withLock { $0 }.isEmpty)
     }
 
-    @Test(arguments: ["evil.example:7481", "127.evil.example", "localhost.evil.example", "127.0.0.1.nip.io", "[::2]:7481",
-                      "", "localhost:x", "127.0.0.1:", "[::1", "[localhost]:7481", "10.0.0.5:7481"])
+    @Test(arguments: [
+        "evil.example:7481", "127.evil.example", "localhost.evil.example", "127.0.0.1.nip.io", "[::2]:7481",
+        "", "localhost:x", "127.0.0.1:", "[::1", "[localhost]:7481", "10.0.0.5:7481",
+    ])
     func aRebindingOrMalformedHostIsRefusedBeforeTheToken(_ host: String) async throws {
         try await serving(token: "s3cret") { port in
-            let answer = try await RawHTTP.request(port: port, "GET", "/v1/status",
-                                                headers: [("Host", host), ("Authorization", "Bearer s3cret")])
+            let answer = try await RawHTTP.request(
+                port: port, "GET", "/v1/status",
+                headers: [("Host", host), ("Authorization", "Bearer s3cret")])
             #expect(answer.status == 421, "Host \(host): \(answer.status) \(answer.body)")
         }
     }
@@ -167,8 +178,10 @@ struct RawHTTP {
 
     @Test func loopbackNamesWithOrWithoutPortAreServed() async throws {
         try await serving { port in
-            for host in ["localhost", "localhost:\(port)", "LocalHost:\(port)", "127.0.0.1", "127.0.0.1:\(port)", "127.4.5.6:\(port)",
-                         "[::1]", "[::1]:\(port)", "[::ffff:127.0.0.1]:\(port)"] {
+            for host in [
+                "localhost", "localhost:\(port)", "LocalHost:\(port)", "127.0.0.1", "127.0.0.1:\(port)", "127.4.5.6:\(port)",
+                "[::1]", "[::1]:\(port)", "[::ffff:127.0.0.1]:\(port)",
+            ] {
                 let answer = try await RawHTTP.request(port: port, "GET", "/v1/members", headers: [("Host", host)])
                 #expect(answer.status == 200, "Host \(host): \(answer.status) \(answer.body)")
             }
@@ -204,9 +217,11 @@ struct RawHTTP {
         let port = AgentRuntimeTests.freePort()
         let dir = AgentRuntimeTests.dir
         var s = AgentSettings()
-        for (k, v) in ["name": "node-a", "bind": "127.0.0.1:\(port)", "advertise": "node-a.test:\(port)", "http": "127.0.0.1:0",
-                       "data-dir": "\(dir)/data-http-\(port)", "tls-ca": "\(dir)/ca/ca.pem", "tls-cert": "\(dir)/certs/node-a.pem",
-                       "tls-key": "\(dir)/certs/node-a-key.pem", "capacity-cpu": "1", "capacity-memory": "1GiB"] {
+        for (k, v) in [
+            "name": "node-a", "bind": "127.0.0.1:\(port)", "advertise": "node-a.test:\(port)", "http": "127.0.0.1:0",
+            "data-dir": "\(dir)/data-http-\(port)", "tls-ca": "\(dir)/ca/ca.pem", "tls-cert": "\(dir)/certs/node-a.pem",
+            "tls-key": "\(dir)/certs/node-a-key.pem", "capacity-cpu": "1", "capacity-memory": "1GiB",
+        ] {
             s.set(k, v, origin: "test")
         }
         var logger = Logger(label: "test")
@@ -220,8 +235,9 @@ struct RawHTTP {
                 try await RawHTTP.request(port: http, "GET", "/v1/members", headers: [("Host", "127.0.0.1:\(http)")]),
                 try await RawHTTP.request(port: http, "GET", "/v1/agent/self", headers: [("Host", "node-a.test:\(http)")]),
                 try await RawHTTP.request(port: http, "GET", "/v1/services", headers: [("Host", "evil.example")]),
-                try await RawHTTP.request(port: http, "POST", "/v1/nodes/node-a/drain",
-                                          headers: [("Host", "127.0.0.1:\(http)"), ("Origin", "https://evil.example")]),
+                try await RawHTTP.request(
+                    port: http, "POST", "/v1/nodes/node-a/drain",
+                    headers: [("Host", "127.0.0.1:\(http)"), ("Origin", "https://evil.example")]),
             ]
         } catch {
             await agent.shutdown()
@@ -242,11 +258,15 @@ struct RawHTTP {
         // form on any page makes the browser send, without a preflight.
         let agent = RecordingAgent()
         try await serving(agent) { port in
-            for (method, path) in [("POST", "/v1/nodes/n/drain"), ("PUT", "/v1/demand/web"), ("DELETE", "/v1/services/web"), ("PUT", "/v1/services")] {
-                let answer = try await RawHTTP.request(port: port, method, path,
-                                                    headers: [("Host", "127.0.0.1:\(port)"), ("Origin", "https://evil.example"),
-                                                              ("Content-Type", "text/plain")],
-                                                    body: #"{"value": 0}"#)
+            for (method, path) in [("POST", "/v1/nodes/n/drain"), ("PUT", "/v1/demand/web"), ("DELETE", "/v1/services/web"), ("PUT", "/v1/services")]
+            {
+                let answer = try await RawHTTP.request(
+                    port: port, method, path,
+                    headers: [
+                        ("Host", "127.0.0.1:\(port)"), ("Origin", "https://evil.example"),
+                        ("Content-Type", "text/plain"),
+                    ],
+                    body: #"{"value": 0}"#)
                 #expect(answer.status == 403, "\(method) \(path): \(answer.status)")
                 let error = try #require(answer.error, "\(answer.body)")
                 #expect(error.contains("Origin \"https://evil.example\"") && error.contains("own page"), "\(error)")
@@ -261,9 +281,12 @@ struct RawHTTP {
         // Another port is another origin (another local web app); "null" is a sandboxed frame or a file.
         let agent = RecordingAgent()
         try await serving(agent) { port in
-            let answer = try await RawHTTP.request(port: port, "POST", "/v1/nodes/n/drain",
-                                                headers: [("Host", "127.0.0.1:\(port)"),
-                                                          ("Origin", origin.replacingOccurrences(of: "PORT", with: "\(port)"))])
+            let answer = try await RawHTTP.request(
+                port: port, "POST", "/v1/nodes/n/drain",
+                headers: [
+                    ("Host", "127.0.0.1:\(port)"),
+                    ("Origin", origin.replacingOccurrences(of: "PORT", with: "\(port)")),
+                ])
             #expect(answer.status == 403, "Origin \(origin)")
         }
         #expect(agent.reached.withLock { $0 }.isEmpty)
@@ -273,8 +296,9 @@ struct RawHTTP {
         let agent = RecordingAgent()
         try await serving(agent) { port in
             for site in ["cross-site", "same-site"] {
-                let answer = try await RawHTTP.request(port: port, "POST", "/v1/nodes/n/undrain",
-                                                    headers: [("Host", "localhost:\(port)"), ("Sec-Fetch-Site", site)])
+                let answer = try await RawHTTP.request(
+                    port: port, "POST", "/v1/nodes/n/undrain",
+                    headers: [("Host", "localhost:\(port)"), ("Sec-Fetch-Site", site)])
                 #expect(answer.status == 403, "Sec-Fetch-Site \(site)")
                 #expect(answer.error?.contains("Sec-Fetch-Site \"\(site)\"") == true, "\(answer.body)")
             }
@@ -286,10 +310,13 @@ struct RawHTTP {
         // What a browser sends with a fetch from http://localhost:PORT/ui to the same origin.
         let agent = RecordingAgent()
         try await serving(agent) { port in
-            let answer = try await RawHTTP.request(port: port, "PUT", "/v1/demand/web",
-                                                headers: [("Host", "localhost:\(port)"), ("Origin", "http://localhost:\(port)"),
-                                                          ("Sec-Fetch-Site", "same-origin"), ("Content-Type", "application/json")],
-                                                body: #"{"value": 3}"#)
+            let answer = try await RawHTTP.request(
+                port: port, "PUT", "/v1/demand/web",
+                headers: [
+                    ("Host", "localhost:\(port)"), ("Origin", "http://localhost:\(port)"),
+                    ("Sec-Fetch-Site", "same-origin"), ("Content-Type", "application/json"),
+                ],
+                body: #"{"value": 3}"#)
             #expect(answer.status == 200, "\(answer.body)")
         }
         #expect(agent.reached.withLock { $0 } == ["PUT /v1/demand/web"])
@@ -297,9 +324,12 @@ struct RawHTTP {
 
     @Test func aCrossOriginReadIsAnsweredWithoutCORSHeadersSoTheBrowserHidesIt() async throws {
         try await serving { port in
-            let read = try await RawHTTP.request(port: port, "GET", "/v1/members",
-                                              headers: [("Host", "127.0.0.1:\(port)"), ("Origin", "https://evil.example"),
-                                                        ("Sec-Fetch-Site", "cross-site")])
+            let read = try await RawHTTP.request(
+                port: port, "GET", "/v1/members",
+                headers: [
+                    ("Host", "127.0.0.1:\(port)"), ("Origin", "https://evil.example"),
+                    ("Sec-Fetch-Site", "cross-site"),
+                ])
             #expect(read.status == 200)
             #expect(!read.headers.contains { $0.0.hasPrefix("access-control-") }, "\(read.headers)")
         }
@@ -310,10 +340,13 @@ struct RawHTTP {
         // Access-Control-Allow-* in the answer the browser never sends it.
         let agent = RecordingAgent()
         try await serving(agent, token: "s3cret") { port in
-            let answer = try await RawHTTP.request(port: port, "OPTIONS", "/v1/nodes/n/drain",
-                                                headers: [("Host", "127.0.0.1:\(port)"), ("Origin", "https://evil.example"),
-                                                          ("Access-Control-Request-Method", "POST"),
-                                                          ("Access-Control-Request-Headers", "authorization, content-type")])
+            let answer = try await RawHTTP.request(
+                port: port, "OPTIONS", "/v1/nodes/n/drain",
+                headers: [
+                    ("Host", "127.0.0.1:\(port)"), ("Origin", "https://evil.example"),
+                    ("Access-Control-Request-Method", "POST"),
+                    ("Access-Control-Request-Headers", "authorization, content-type"),
+                ])
             #expect(!(200..<300).contains(answer.status), "\(answer.status)")
             #expect(!answer.headers.contains { $0.0.hasPrefix("access-control-") }, "\(answer.headers)")
         }

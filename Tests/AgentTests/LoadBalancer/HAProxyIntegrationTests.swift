@@ -1,9 +1,10 @@
-@testable import Agent
 import DockerEngine
 import Foundation
 import Logging
 import SecureTransport
 import Testing
+
+@testable import Agent
 
 /// Issue 17 item 5 against real components: three agents on the test dockerd run busybox httpd
 /// containers with published ports and an http health check; `microscale lb haproxy`'s loop
@@ -29,11 +30,13 @@ import Testing
     func agent(_ name: String, join: Int?, docker: String) throws -> (AgentRuntime, Int) {
         let port = AgentRuntimeTests.freePort()
         var s = AgentSettings()
-        for (k, v) in [("name", name), ("bind", "127.0.0.1:\(port)"), ("http", "127.0.0.1:0"),
-                       ("data-dir", "\(Self.dir)/data-\(name)"), ("tls-ca", "\(Self.dir)/ca/ca.pem"),
-                       ("tls-cert", "\(Self.dir)/certs/\(name).pem"), ("tls-key", "\(Self.dir)/certs/\(name)-key.pem"),
-                       ("capacity-cpu", "2"), ("capacity-memory", "4GiB"), ("server", "true"), ("bootstrap-expect", "3"),
-                       ("docker-socket", docker)] {
+        for (k, v) in [
+            ("name", name), ("bind", "127.0.0.1:\(port)"), ("http", "127.0.0.1:0"),
+            ("data-dir", "\(Self.dir)/data-\(name)"), ("tls-ca", "\(Self.dir)/ca/ca.pem"),
+            ("tls-cert", "\(Self.dir)/certs/\(name).pem"), ("tls-key", "\(Self.dir)/certs/\(name)-key.pem"),
+            ("capacity-cpu", "2"), ("capacity-memory", "4GiB"), ("server", "true"), ("bootstrap-expect", "3"),
+            ("docker-socket", docker),
+        ] {
             s.set(k, v, origin: "test")
         }
         if let join { s.append("join", "127.0.0.1:\(join)", origin: "test") }
@@ -81,10 +84,13 @@ import Testing
         var out: [String] = []
         for a in agents {
             let v = await a.selfView()
-            out.append("\(v.name): \(v.raft?.role ?? "-") term \(v.raft?.term ?? 0) leader \(v.raft?.leader ?? "-") plan \(v.assignmentPlan ?? 0) assigned \(v.assigned ?? [:])")
+            out.append(
+                "\(v.name): \(v.raft?.role ?? "-") term \(v.raft?.term ?? 0) leader \(v.raft?.leader ?? "-") plan \(v.assignmentPlan ?? 0) assigned \(v.assigned ?? [:])"
+            )
         }
         let list = (try? await client.list(labels: ["\(MicroscaleLabel.service)=web"], all: false)) ?? []
-        out.append("running web: " + list.map { "\($0.Labels?[MicroscaleLabel.node] ?? "?")/\($0.Id.prefix(6))/\($0.Status ?? "")" }.joined(separator: ", "))
+        out.append(
+            "running web: " + list.map { "\($0.Labels?[MicroscaleLabel.node] ?? "?")/\($0.Id.prefix(6))/\($0.Status ?? "")" }.joined(separator: ", "))
         return out.joined(separator: "; ")
     }
 
@@ -109,8 +115,10 @@ import Testing
         let options = try HTTPClientOptions.parse(["--http-addr", "127.0.0.1:\(httpAddr)"])
         let said = LockedLines()
         let follower = Task {
-            try await HAProxyFollower(client: options, service: "web", containerPort: nil, driver: driver,
-                                      resync: .seconds(10), say: { said.append($0) }).run()
+            try await HAProxyFollower(
+                client: options, service: "web", containerPort: nil, driver: driver,
+                resync: .seconds(10), say: { said.append($0) }
+            ).run()
         }
         // Cleaned up before the test returns, failed or not: a clean-up left to a task may never
         // run before the process exits, and the containers would outlive the run.
@@ -160,11 +168,12 @@ import Testing
 
             // Scale up: four, each with a server in HAProxy, all answering.
             #expect(await a1.cluster(method: "PUT", path: "/v1/demand/web", body: Array(#"{"value": 40}"#.utf8)).status == 200)
-            #expect(try await pollUntil(60) {
-                eps = await Self.endpoints(a1)
-                routed = Self.routed(driver)
-                return eps.count == 4 && routed == eps
-            }, "endpoints \(eps), HAProxy \(routed); follower said \(said.lines)")
+            #expect(
+                try await pollUntil(60) {
+                    eps = await Self.endpoints(a1)
+                    routed = Self.routed(driver)
+                    return eps.count == 4 && routed == eps
+                }, "endpoints \(eps), HAProxy \(routed); follower said \(said.lines)")
             answers = await Self.through(frontend, 40)
             #expect(answers.failed == 0 && answers.hosts.count == 4, "\(answers)")
 
@@ -180,21 +189,23 @@ import Testing
             let clock = ContinuousClock()
             var leftEndpoints: ContinuousClock.Instant?
             var leftHAProxy: ContinuousClock.Instant?
-            #expect(try await pollUntil(30) {
-                if leftEndpoints == nil, !(await Self.endpoints(a1)).contains(address) { leftEndpoints = clock.now }
-                if leftHAProxy == nil, !Self.routed(driver).contains(address) { leftHAProxy = clock.now }
-                return leftEndpoints != nil && leftHAProxy != nil
-            }, "\(address) still routed; follower said \(said.lines)")
+            #expect(
+                try await pollUntil(30) {
+                    if leftEndpoints == nil, !(await Self.endpoints(a1)).contains(address) { leftEndpoints = clock.now }
+                    if leftHAProxy == nil, !Self.routed(driver).contains(address) { leftHAProxy = clock.now }
+                    return leftEndpoints != nil && leftHAProxy != nil
+                }, "\(address) still routed; follower said \(said.lines)")
             if let e = leftEndpoints, let h = leftHAProxy {
                 // A figure, not an assertion (tests assert behaviour, not time): polled every 50 ms.
                 print("lb: \(address) left the agent's endpoints and HAProxy \(max(.zero, h - e)) apart (50 ms polls)")
             }
             // The unhealthy container is replaced, and HAProxy follows back to four.
-            #expect(try await pollUntil(60) {
-                eps = await Self.endpoints(a1)
-                routed = Self.routed(driver)
-                return eps.count == 4 && routed == eps && !eps.contains(address)
-            }, "endpoints \(eps), HAProxy \(routed)")
+            #expect(
+                try await pollUntil(60) {
+                    eps = await Self.endpoints(a1)
+                    routed = Self.routed(driver)
+                    return eps.count == 4 && routed == eps && !eps.contains(address)
+                }, "endpoints \(eps), HAProxy \(routed)")
             answers = await Self.through(frontend, 40)
             #expect(answers.failed == 0 && answers.hosts.count == 4 && !answers.hosts.contains(String(sick.Id.prefix(12))), "\(answers)")
         }

@@ -1,5 +1,6 @@
-@testable import Agent
 import Testing
+
+@testable import Agent
 
 /// What `microscale lb haproxy` sends HAProxy to make a backend's servers equal to the endpoints.
 @Suite struct HAProxyPlanTests {
@@ -15,37 +16,47 @@ import Testing
     ]
 
     @Test func serversAlreadyPointingAtEndpointsAreLeftAloneAndNothingIsSentWhenAllMatch() {
-        let p = HAProxyPlan.plan(backend: "web", slots: slots,
-                                 desired: [Target(host: "10.0.0.1", port: 32768), Target(host: "10.0.0.2", port: 32768)])
+        let p = HAProxyPlan.plan(
+            backend: "web", slots: slots,
+            desired: [Target(host: "10.0.0.1", port: 32768), Target(host: "10.0.0.2", port: 32768)])
         #expect(p.commands.isEmpty)
     }
 
     @Test func newEndpointsTakeFreeServersFirstTheOneThatHadThemThenTheLowestNumberedAndGoneOnesGoToMaintenanceLast() {
-        let p = HAProxyPlan.plan(backend: "web", slots: slots,
-                                 desired: [Target(host: "10.0.0.1", port: 32768), Target(host: "10.0.0.9", port: 40000),
-                                           Target(host: "10.0.0.3", port: 32770)])
-        #expect(p.commands == [
-            "set server web/web3 state ready",
-            "set server web/web4 addr 10.0.0.3 port 32770",
-            "set server web/web4 state ready",
-            "set server web/web2 state maint",
-        ])
+        let p = HAProxyPlan.plan(
+            backend: "web", slots: slots,
+            desired: [
+                Target(host: "10.0.0.1", port: 32768), Target(host: "10.0.0.9", port: 40000),
+                Target(host: "10.0.0.3", port: 32770),
+            ])
+        #expect(
+            p.commands == [
+                "set server web/web3 state ready",
+                "set server web/web4 addr 10.0.0.3 port 32770",
+                "set server web/web4 state ready",
+                "set server web/web2 state maint",
+            ])
         #expect(p.removed == [Target(host: "10.0.0.2", port: 32768)])
         #expect(Set(p.added) == [Target(host: "10.0.0.9", port: 40000), Target(host: "10.0.0.3", port: 32770)])
         #expect(p.unplaced.isEmpty)
     }
 
     @Test func endpointsBeyondThePoolAreReportedNotPlaced() {
-        let p = HAProxyPlan.plan(backend: "web", slots: [Slot(name: "web1", address: "127.0.0.1", port: 9, ready: false)],
-                                 desired: [Target(host: "10.0.0.1", port: 1), Target(host: "10.0.0.1", port: 2)])
+        let p = HAProxyPlan.plan(
+            backend: "web", slots: [Slot(name: "web1", address: "127.0.0.1", port: 9, ready: false)],
+            desired: [Target(host: "10.0.0.1", port: 1), Target(host: "10.0.0.1", port: 2)])
         #expect(p.added == [Target(host: "10.0.0.1", port: 1)])
         #expect(p.unplaced == [Target(host: "10.0.0.1", port: 2)])
     }
 
     @Test func twoReadyServersOnOneEndpointKeepOne() {
-        let p = HAProxyPlan.plan(backend: "b", slots: [Slot(name: "s1", address: "10.0.0.1", port: 1, ready: true),
-                                                       Slot(name: "s2", address: "10.0.0.1", port: 1, ready: true)],
-                                 desired: [Target(host: "10.0.0.1", port: 1)])
+        let p = HAProxyPlan.plan(
+            backend: "b",
+            slots: [
+                Slot(name: "s1", address: "10.0.0.1", port: 1, ready: true),
+                Slot(name: "s2", address: "10.0.0.1", port: 1, ready: true),
+            ],
+            desired: [Target(host: "10.0.0.1", port: 1)])
         #expect(p.commands == ["set server b/s2 state maint"])
     }
 
@@ -62,19 +73,24 @@ import Testing
 
             """
         let s = try HAProxyPlan.parseServersState(text, backend: "web")
-        #expect(s == [Slot(name: "web1", address: "10.0.0.1", port: 32768, ready: true),
-                      Slot(name: "web2", address: "127.0.0.1", port: 9, ready: false),
-                      Slot(name: "web3", address: "127.0.0.1", port: 9, ready: false),
-                      // Draining (0x08) still routes existing sessions; not maintenance.
-                      Slot(name: "web4", address: "10.0.0.4", port: 40000, ready: true)])
+        #expect(
+            s == [
+                Slot(name: "web1", address: "10.0.0.1", port: 32768, ready: true),
+                Slot(name: "web2", address: "127.0.0.1", port: 9, ready: false),
+                Slot(name: "web3", address: "127.0.0.1", port: 9, ready: false),
+                // Draining (0x08) still routes existing sessions; not maintenance.
+                Slot(name: "web4", address: "10.0.0.4", port: 40000, ready: true),
+            ])
         #expect(throws: HAProxyError.self) { try HAProxyPlan.parseServersState("Can't find backend.\n", backend: "web") }
     }
 
     @Test func theTargetsAreTheEndpointsOfTheChosenOrOnlyContainerPort() throws {
-        let v = EndpointsView(service: "web", index: 3, endpoints: [
-            ServiceEndpoint(node: "a", host: "10.0.0.1", port: 32768, containerPort: 8080),
-            ServiceEndpoint(node: "a", host: "10.0.0.1", port: 32769, containerPort: 9090),
-        ])
+        let v = EndpointsView(
+            service: "web", index: 3,
+            endpoints: [
+                ServiceEndpoint(node: "a", host: "10.0.0.1", port: 32768, containerPort: 8080),
+                ServiceEndpoint(node: "a", host: "10.0.0.1", port: 32769, containerPort: 9090),
+            ])
         #expect(throws: CLIError.self) { try HAProxyFollower.targets(v, containerPort: nil).get() }
         #expect(try HAProxyFollower.targets(v, containerPort: 9090).get() == [Target(host: "10.0.0.1", port: 32769)])
         #expect(try HAProxyFollower.targets(EndpointsView(service: "web", index: 1, endpoints: []), containerPort: nil).get().isEmpty)

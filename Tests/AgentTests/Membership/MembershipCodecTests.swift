@@ -1,12 +1,14 @@
-@testable import Agent
 import Membership
 import Testing
+
+@testable import Agent
 
 /// The owner's proofs survive the wire: without them every relayed record would be refused.
 @Suite struct MembershipCodecTests {
     @Test func aRecordCarriesItsCertificateSignatureAndIncarnationProofAcrossTheWire() throws {
-        var r = NodeRecord(name: "n1", address: "10.0.0.1:7480", role: .server,
-                           capacity: Resources(cpuMillicores: 4000, memoryBytes: 1 << 33), running: ["web": 3], version: 9)
+        var r = NodeRecord(
+            name: "n1", address: "10.0.0.1:7480", role: .server,
+            capacity: Resources(cpuMillicores: 4000, memoryBytes: 1 << 33), running: ["web": 3], version: 9)
         r.certificate = [0x30, 0x82, 1, 2, 3]
         r.signature = Array(repeating: 7, count: 71)
         r.provenIncarnation = 12
@@ -41,7 +43,8 @@ import Testing
         var r = NodeRecord(name: "n1", address: "10.0.0.1:7480", version: 3)
         r.labels = ["zone": "a", "disk": "ssd"]
         r.imageFailures = ["web:v2": "manifest unknown"]
-        let back = try MembershipCodec.message(from: try MembershipCodec.frame(.gossip(GossipPacket(from: "n2", gossip: [.alive(incarnation: 1, record: r)]))))
+        let back = try MembershipCodec.message(
+            from: try MembershipCodec.frame(.gossip(GossipPacket(from: "n2", gossip: [.alive(incarnation: 1, record: r)]))))
         guard case let .gossip(g) = back, case let .alive(_, record)? = g.gossip.first else {
             Issue.record("not an alive gossip: \(back)")
             return
@@ -68,8 +71,9 @@ import Testing
     @Test func aRecordAndADeltaCarryTheirRolloutReports() throws {
         var r = NodeRecord(name: "n1", address: "10.0.0.1:7480", running: ["web": 3], version: 2)
         r.rollouts = ["web": RolloutProgress(spec: "1a2b", serving: 2, failed: 1)]
-        let back = try MembershipCodec.message(from: try MembershipCodec.frame(
-            .gossip(GossipPacket(from: "n2", gossip: [.alive(incarnation: 1, record: r)]))))
+        let back = try MembershipCodec.message(
+            from: try MembershipCodec.frame(
+                .gossip(GossipPacket(from: "n2", gossip: [.alive(incarnation: 1, record: r)]))))
         guard case let .gossip(g) = back, case let .alive(_, record)? = g.gossip.first else {
             Issue.record("not an alive gossip: \(back)")
             return
@@ -92,7 +96,8 @@ import Testing
         d.endpoints = ["web": [Endpoint(containerPort: 8080, hostPort: 32768)], "api": []]
         let message = Message.gossip(GossipPacket(from: "n2", gossip: [.alive(incarnation: 1, record: r), .recordDelta(d)]))
         guard case let .gossip(g) = try MembershipCodec.message(from: try MembershipCodec.frame(message)),
-              case let .alive(_, record)? = g.gossip.first, case let .recordDelta(delta)? = g.gossip.last else {
+            case let .alive(_, record)? = g.gossip.first, case let .recordDelta(delta)? = g.gossip.last
+        else {
             Issue.record("not the gossip sent")
             return
         }
@@ -102,7 +107,14 @@ import Testing
 
     @Test func aPortOutOfRangeIsRefusedNamingTheField() throws {
         var y = MembershipCodec.encode(NodeRecord(name: "n1", address: "10.0.0.1:7480", version: 1))
-        y.endpoints["web"] = .with { $0.endpoints = [.with { $0.containerPort = 8080; $0.hostPort = 70000 }] }
+        y.endpoints["web"] = .with {
+            $0.endpoints = [
+                .with {
+                    $0.containerPort = 8080
+                    $0.hostPort = 70000
+                }
+            ]
+        }
         #expect(throws: MembershipCodec.DecodingError.self) { _ = try MembershipCodec.decode(y) }
         do { _ = try MembershipCodec.decode(y) } catch { #expect("\(error)".contains("record.endpoints[web]")) }
     }

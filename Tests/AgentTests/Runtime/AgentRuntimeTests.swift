@@ -1,12 +1,14 @@
-@testable import Agent
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import Logging
 import NIOPosix
 import SecureTransport
 import Testing
+
+@testable import Agent
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 
 /// Real agents in this process: real TLS over loopback, real timers, the real HTTP API.
 @Suite(.serialized) struct AgentRuntimeTests {
@@ -26,7 +28,9 @@ import Testing
         var a = sockaddr_in()
         a.sin_family = sa_family_t(AF_INET)
         a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        _ = withUnsafePointer(to: &a) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
         return Int(UInt16(bigEndian: a.sin_port))
@@ -61,7 +65,13 @@ import Testing
         try await b.start()
         try await c.start()
         let all = ["node-a": "alive", "node-b": "alive", "node-c": "alive"]
-        #expect(try await eventually { let sa = await statuses(a); let sb = await statuses(b); let sc = await statuses(c); return sa == all && sb == all && sc == all })
+        #expect(
+            try await eventually {
+                let sa = await statuses(a)
+                let sb = await statuses(b)
+                let sc = await statuses(c)
+                return sa == all && sb == all && sc == all
+            })
         let view = await c.members().first { $0.name == "node-a" }
         #expect(view?.role == "server")
         #expect(view?.capacity == .init(cpu: 4, memoryBytes: 8 << 30))
@@ -77,7 +87,12 @@ import Testing
         try await c.start()
         #expect(try await eventually { await statuses(a).values.filter { $0 == "alive" }.count == 3 })
         await c.shutdown()
-        #expect(try await eventually { let sa = await statuses(a); let sb = await statuses(b); return sa["node-c"] == "dead" && sb["node-c"] == "dead" })
+        #expect(
+            try await eventually {
+                let sa = await statuses(a)
+                let sb = await statuses(b)
+                return sa["node-c"] == "dead" && sb["node-c"] == "dead"
+            })
         await b.stop()
         #expect(try await eventually { await statuses(a)["node-b"] == "left" })
         await a.shutdown()
@@ -117,8 +132,10 @@ import Testing
 
     @Test func aCertificateForAnotherNodeIsRefusedAtStart() throws {
         var s = AgentSettings()
-        for (k, v) in ["name": "node-b", "data-dir": "\(Self.dir)/x", "tls-ca": "\(Self.dir)/ca/ca.pem",
-                       "tls-cert": "\(Self.dir)/certs/node-a.pem", "tls-key": "\(Self.dir)/certs/node-a-key.pem"] {
+        for (k, v) in [
+            "name": "node-b", "data-dir": "\(Self.dir)/x", "tls-ca": "\(Self.dir)/ca/ca.pem",
+            "tls-cert": "\(Self.dir)/certs/node-a.pem", "tls-key": "\(Self.dir)/certs/node-a-key.pem",
+        ] {
             s.set(k, v, origin: "--\(k)")
         }
         #expect(throws: ConfigurationError("--tls-cert: certificate \(Self.dir)/certs/node-a.pem names node node-a, but --name is node-b")) {
@@ -128,8 +145,10 @@ import Testing
 
     @Test func aServerNeedsAServerCertificate() throws {
         var s = AgentSettings()
-        for (k, v) in ["name": "node-b", "data-dir": "\(Self.dir)/x", "tls-ca": "\(Self.dir)/ca/ca.pem",
-                       "tls-cert": "\(Self.dir)/certs/node-b.pem", "tls-key": "\(Self.dir)/certs/node-b-key.pem", "server": "true"] {
+        for (k, v) in [
+            "name": "node-b", "data-dir": "\(Self.dir)/x", "tls-ca": "\(Self.dir)/ca/ca.pem",
+            "tls-cert": "\(Self.dir)/certs/node-b.pem", "tls-key": "\(Self.dir)/certs/node-b-key.pem", "server": "true",
+        ] {
             s.set(k, v, origin: "--\(k)")
         }
         #expect(throws: ConfigurationError.self) {
@@ -138,9 +157,11 @@ import Testing
     }
 
     @Test func membersTableReadsLikeConsulMembers() {
-        let m = MemberView(.init(name: "node-a", address: "10.0.0.1:7480", role: .server,
-                                 capacity: .init(cpuMillicores: 2500, memoryBytes: 8 << 30), running: ["web": 3, "batch": 4]),
-                           status: .alive, incarnation: 1)
+        let m = MemberView(
+            .init(
+                name: "node-a", address: "10.0.0.1:7480", role: .server,
+                capacity: .init(cpuMillicores: 2500, memoryBytes: 8 << 30), running: ["web": 3, "batch": 4]),
+            status: .alive, incarnation: 1)
         let lines = MembersCommand.table([m]).split(separator: "\n")
         #expect(lines[0] == "NAME    ADDRESS        STATUS  ROLE    CPU   MEMORY  CONTAINERS")
         #expect(lines[1] == "node-a  10.0.0.1:7480  alive   server  2.50  8.0GiB  7")

@@ -1,8 +1,9 @@
-@testable import Agent
+import DockerEngine
 import Foundation
 import Logging
-import DockerEngine
 import Testing
+
+@testable import Agent
 
 /// Issue 19, item 7: what an operator expects of files, metrics, logs and the CLI's output.
 @Suite(.serialized) struct OperatorExpectationsTests {
@@ -25,7 +26,8 @@ import Testing
     @Test func theDataDirectoryIs0700AndItsFiles0600AndPromtoolFindsTheMetricsClean() async throws {
         let dataDir = NSTemporaryDirectory() + "microscale-modes-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-        FileManager.default.createFile(atPath: dataDir + "/left-by-an-older-version", contents: Data("x".utf8), attributes: [.posixPermissions: 0o644])
+        FileManager.default.createFile(
+            atPath: dataDir + "/left-by-an-older-version", contents: Data("x".utf8), attributes: [.posixPermissions: 0o644])
         defer { try? FileManager.default.removeItem(atPath: dataDir) }
         let a = try server(dataDir: dataDir)
         try await a.start()
@@ -64,12 +66,16 @@ import Testing
     }
 
     @Test func jsonLogLinesAreOneObjectEach() throws {
-        let line = JSONLogHandler.line(time: Date(timeIntervalSince1970: 0), level: .warning, message: "refused \"peer\"",
-                                       label: "microscale.agent", metadata: ["node": "a", "n": .stringConvertible(3)])
+        let line = JSONLogHandler.line(
+            time: Date(timeIntervalSince1970: 0), level: .warning, message: "refused \"peer\"",
+            label: "microscale.agent", metadata: ["node": "a", "n": .stringConvertible(3)])
         #expect(line.hasSuffix("\n") && !line.dropLast().contains("\n"))
         let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: String])
-        #expect(object == ["time": "1970-01-01T00:00:00.000Z", "level": "warning", "message": "refused \"peer\"",
-                           "label": "microscale.agent", "node": "a", "n": "3"])
+        #expect(
+            object == [
+                "time": "1970-01-01T00:00:00.000Z", "level": "warning", "message": "refused \"peer\"",
+                "label": "microscale.agent", "node": "a", "n": "3",
+            ])
     }
 
     @Test func versionNamesTheAgentAndTheProtocol() {
@@ -79,7 +85,8 @@ import Testing
     }
 
     @Test func anUnreachableAgentIsOneShortLine() {
-        let nio = "cannot connect to 127.0.0.1:1: Connection errors: SingleConnectionFailure(target: [IPv4]127.0.0.1/127.0.0.1:1, "
+        let nio =
+            "cannot connect to 127.0.0.1:1: Connection errors: SingleConnectionFailure(target: [IPv4]127.0.0.1/127.0.0.1:1, "
             + "error: connection reset (error set): Connection refused) (errno: 111))"
         let line = HTTPClientOptions.unreachable("http://127.0.0.1:1", HTTPClientError.connectFailed(endpoint: "127.0.0.1:1", reason: nio))
         #expect(line == "cannot reach the agent at 127.0.0.1:1: connection refused (is 'microscale agent' running? see --http-addr)")

@@ -1,7 +1,8 @@
-@testable import Agent
 import Consensus
 import Membership
 import Testing
+
+@testable import Agent
 
 /// The leader's side of a rolling update (docs/rollouts.md): a spec change begins a rollout from
 /// what the committed plan runs, each plan steps it on the nodes' reports, and every agent's share
@@ -25,8 +26,10 @@ import Testing
     func state() -> ClusterState {
         var s = ClusterState()
         _ = s.apply(.applyServices(["web": Self.v1]), index: 1)
-        _ = s.apply(.setPlan(Consensus.Plan(assignments: Self.counts, specs: ["web": Specs.hash(Self.v1)]),
-                             Consensus.Decision(timestampMilliseconds: 0, summary: "", reasons: [])), index: 2)
+        _ = s.apply(
+            .setPlan(
+                Consensus.Plan(assignments: Self.counts, specs: ["web": Specs.hash(Self.v1)]),
+                Consensus.Decision(timestampMilliseconds: 0, summary: "", reasons: [])), index: 2)
         _ = s.apply(.applyServices(["web": Self.v2]), index: 3)
         return s
     }
@@ -48,8 +51,10 @@ import Testing
         var s = state()
         let specs = ["web": Specs.hash(Self.v2)]
         let (rollouts, _) = DecisionLoop.rollouts(s, specs: specs, next: Self.counts, members: [])
-        _ = s.apply(.setPlan(Consensus.Plan(assignments: Self.counts, specs: specs, rollouts: rollouts),
-                             Consensus.Decision(timestampMilliseconds: 0, summary: "", reasons: [])), index: 4)
+        _ = s.apply(
+            .setPlan(
+                Consensus.Plan(assignments: Self.counts, specs: specs, rollouts: rollouts),
+                Consensus.Decision(timestampMilliseconds: 0, summary: "", reasons: [])), index: 4)
         let a = NodeAssignment.of(s, node: "a")
         #expect(a.services["web"]?.count == 1 && a.services["web"]?.spec == Self.v2)
         #expect(a.keep["web"] == NodeAssignment.Kept(specs: [Specs.hash(Self.v1)], count: 1))
@@ -59,8 +64,9 @@ import Testing
 
         // a reports its new container serving: the next replacement starts (a and b have one old
         // container each: the first by name).
-        let (next, _) = DecisionLoop.rollouts(s, specs: specs, next: Self.counts,
-                                              members: [member("a", RolloutProgress(spec: Specs.hash(Self.v2), serving: 1))])
+        let (next, _) = DecisionLoop.rollouts(
+            s, specs: specs, next: Self.counts,
+            members: [member("a", RolloutProgress(spec: Specs.hash(Self.v2), serving: 1))])
         #expect(next?["web"]?.old == ["b": 1] && next?["web"]?.new == ["a": 2])
         #expect(next?["web"]?.done == 1 && next?["web"]?.total == 3)
     }
@@ -69,13 +75,17 @@ import Testing
         var s = state()
         let specs = ["web": Specs.hash(Self.v2)]
         let (rollouts, _) = DecisionLoop.rollouts(s, specs: specs, next: Self.counts, members: [])
-        _ = s.apply(.setPlan(Consensus.Plan(assignments: Self.counts, specs: specs, rollouts: rollouts),
-                             Consensus.Decision(timestampMilliseconds: 0, summary: "", reasons: [])), index: 4)
-        let (paused, reasons) = DecisionLoop.rollouts(s, specs: specs, next: Self.counts,
-                                                      members: [member("a", RolloutProgress(spec: Specs.hash(Self.v2), serving: 0, failed: 1))])
+        _ = s.apply(
+            .setPlan(
+                Consensus.Plan(assignments: Self.counts, specs: specs, rollouts: rollouts),
+                Consensus.Decision(timestampMilliseconds: 0, summary: "", reasons: [])), index: 4)
+        let (paused, reasons) = DecisionLoop.rollouts(
+            s, specs: specs, next: Self.counts,
+            members: [member("a", RolloutProgress(spec: Specs.hash(Self.v2), serving: 0, failed: 1))])
         let r = try #require(paused?["web"])
         #expect(ClusterAPI.rolloutText(r, spec: Self.v2) == "paused: 1 new container failed (health check or exit)")
-        #expect(reasons.contains("web: rollout paused: 1 new container failed (health check or exit); roll back with `microscale services rollback web`"))
+        #expect(
+            reasons.contains("web: rollout paused: 1 new container failed (health check or exit); roll back with `microscale services rollback web`"))
         #expect(ClusterAPI.rolloutText(rollouts!["web"]!, spec: Self.v2) == "updating 0/3 (stop-first)")
     }
 }

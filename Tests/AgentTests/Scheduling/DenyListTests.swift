@@ -1,11 +1,12 @@
-@testable import Agent
 import Bounds
 import Foundation
 import Logging
 import NIOPosix
-@testable import SecureTransport
 import Testing
 import Wire
+
+@testable import Agent
+@testable import SecureTransport
 
 /// What a client agent takes of a deny list sent by the servers (docs/ARCHITECTURE.md, "Rotating
 /// and revoking certificates"): only from a server certificate, only a newer one than it holds,
@@ -26,8 +27,10 @@ import Wire
 
     @Test func aClientKeepsTheNewestListFromAnyServerAndNothingFromAClientCertificate() async throws {
         let certs = try ServerCluster(label: "deny-list-unit", names: ["s1"], clients: ["c1"])
-        let tls = try TLSContext(configuration: TLSConfiguration(caFile: "\(certs.dir)/ca/ca.pem", certificateFile: "\(certs.dir)/certs/c1.pem",
-                                                                 keyFile: "\(certs.dir)/certs/c1-key.pem"))
+        let tls = try TLSContext(
+            configuration: TLSConfiguration(
+                caFile: "\(certs.dir)/ca/ca.pem", certificateFile: "\(certs.dir)/certs/c1.pem",
+                keyFile: "\(certs.dir)/certs/c1-key.pem"))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         var logger = Logger(label: "test")
         logger.logLevel = .critical

@@ -1,10 +1,11 @@
-@testable import Agent
 import Consensus
 import DockerEngine
 import Foundation
 import Logging
 import SecureTransport
 import Testing
+
+@testable import Agent
 
 /// Three server agents in this process, each carrying out its assignment on the real dockerd that
 /// `scripts/test-env` starts (each labels its containers with its own node name, so they share the
@@ -37,11 +38,13 @@ import Testing
     func agent(_ name: String, join: Int?, docker: String, port fixed: Int? = nil) throws -> (AgentRuntime, Int) {
         let port = fixed ?? AgentRuntimeTests.freePort()
         var s = AgentSettings()
-        for (k, v) in [("name", name), ("bind", "127.0.0.1:\(port)"), ("http", "127.0.0.1:0"),
-                       ("data-dir", "\(Self.dir)/data-\(name)"), ("tls-ca", "\(Self.dir)/ca/ca.pem"),
-                       ("tls-cert", "\(Self.dir)/certs/\(name).pem"), ("tls-key", "\(Self.dir)/certs/\(name)-key.pem"),
-                       ("capacity-cpu", "2"), ("capacity-memory", "4GiB"), ("server", "true"), ("bootstrap-expect", "3"),
-                       ("docker-socket", docker)] {
+        for (k, v) in [
+            ("name", name), ("bind", "127.0.0.1:\(port)"), ("http", "127.0.0.1:0"),
+            ("data-dir", "\(Self.dir)/data-\(name)"), ("tls-ca", "\(Self.dir)/ca/ca.pem"),
+            ("tls-cert", "\(Self.dir)/certs/\(name).pem"), ("tls-key", "\(Self.dir)/certs/\(name)-key.pem"),
+            ("capacity-cpu", "2"), ("capacity-memory", "4GiB"), ("server", "true"), ("bootstrap-expect", "3"),
+            ("docker-socket", docker),
+        ] {
             s.set(k, v, origin: "test")
         }
         if let join { s.append("join", "127.0.0.1:\(join)", origin: "test") }
@@ -126,8 +129,12 @@ import Testing
         #expect(applied.status == 200, "\(String(decoding: applied.body, as: UTF8.self))")
         #expect(await a1.cluster(method: "PUT", path: "/v1/demand/web", body: Array(#"{"value": 30}"#.utf8)).status == 200)
         var seen: [String: [String: Int]] = [:]
-        #expect(try await eventually { seen = await self.running(client); return total(seen, "web") == 3 && total(seen, "batch") == 9 },
-                "running: \(seen)")
+        #expect(
+            try await eventually {
+                seen = await self.running(client)
+                return total(seen, "web") == 3 && total(seen, "batch") == 9
+            },
+            "running: \(seen)")
 
         // The containers carry the labels of docs/contracts.md and their limits.
         let webs = try await client.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.service)=web"], all: false)
@@ -139,8 +146,12 @@ import Testing
 
         // A demand spike: web doubles, batch is stopped to make room.
         #expect(await a1.cluster(method: "PUT", path: "/v1/demand/web", body: Array(#"{"value": 60}"#.utf8)).status == 200)
-        #expect(try await eventually { seen = await self.running(client); return total(seen, "web") == 6 && total(seen, "batch") == 6 },
-                "running: \(seen)")
+        #expect(
+            try await eventually {
+                seen = await self.running(client)
+                return total(seen, "web") == 6 && total(seen, "batch") == 6
+            },
+            "running: \(seen)")
 
         // A host dies (agent and its containers): its web containers run elsewhere, batch shrinks.
         let leader = try JSONDecoder().decode(LeaderView.self, from: Data(await a1.cluster(method: "GET", path: "/v1/leader", body: []).body)).name
@@ -148,13 +159,14 @@ import Testing
         let victim = agents.remove(at: victimIndex)
         await victim.shutdown()
         await removeAll(client, node: names[victimIndex])
-        #expect(try await eventually {
-            // The host is gone, and its containers with it: removed again on every look, since a
-            // removal can fail while DockerIntegrationTests restarts the shared daemon.
-            await removeAll(client, node: names[victimIndex])
-            seen = await self.running(client)
-            return seen[names[victimIndex]] == nil && total(seen, "web") == 6 && total(seen, "batch") == 2
-        }, "running: \(seen)")
+        #expect(
+            try await eventually {
+                // The host is gone, and its containers with it: removed again on every look, since a
+                // removal can fail while DockerIntegrationTests restarts the shared daemon.
+                await removeAll(client, node: names[victimIndex])
+                seen = await self.running(client)
+                return seen[names[victimIndex]] == nil && total(seen, "web") == 6 && total(seen, "batch") == 2
+            }, "running: \(seen)")
     }
 
     func ids(_ client: DockerClient, node: String) async -> Set<String> {
@@ -186,7 +198,11 @@ import Testing
         let file = "services: { web: { image: \(image), command: [sleep, '600'], cpu: 0.5, memory: 16MiB, min: 6, max: 6, stop_timeout: 1s } }"
         #expect(await a0.cluster(method: "PUT", path: "/v1/services", body: Array(file.utf8)).status == 200)
         var seen: [String: [String: Int]] = [:]
-        #expect(try await eventually { seen = await self.running(client); return self.total(seen, "web") == 6 }, "running: \(seen)")
+        #expect(
+            try await eventually {
+                seen = await self.running(client)
+                return self.total(seen, "web") == 6
+            }, "running: \(seen)")
         var before: [String: Set<String>] = [:]
         for n in names { before[n] = await ids(client, node: n) }
 
@@ -197,15 +213,17 @@ import Testing
         let li = try #require(names.firstIndex(of: leader))
         await agents[li].shutdown()
         let survivor = agents[(li + 1) % 3]
-        #expect(try await eventually {
-            let r = await survivor.cluster(method: "GET", path: "/v1/leader", body: [])
-            return r.status == 200 && (try? JSONDecoder().decode(LeaderView.self, from: Data(r.body)).name) != leader
-        })
+        #expect(
+            try await eventually {
+                let r = await survivor.cluster(method: "GET", path: "/v1/leader", body: [])
+                return r.status == 200 && (try? JSONDecoder().decode(LeaderView.self, from: Data(r.body)).name) != leader
+            })
         let survivors = names.filter { $0 != leader }
-        #expect(try await eventually {
-            seen = await self.running(client)
-            return survivors.reduce(0) { $0 + (seen[$1]?["web"] ?? 0) } == 6
-        }, "running: \(seen)")
+        #expect(
+            try await eventually {
+                seen = await self.running(client)
+                return survivors.reduce(0) { $0 + (seen[$1]?["web"] ?? 0) } == 6
+            }, "running: \(seen)")
         for n in survivors {
             let now = await ids(client, node: n)
             let history = await survivor.raft?.state.decisions.suffix(6).map { "\($0.index) \($0.summary): \($0.reasons)" } ?? []
@@ -218,18 +236,20 @@ import Testing
         try await back.start()
         box.replace(agents[li], with: back)
         agents[li] = back
-        #expect(try await eventually {
-            seen = await self.running(client)
-            return self.total(seen, "web") == 6
-        }, "running after restart: \(seen)")
+        #expect(
+            try await eventually {
+                seen = await self.running(client)
+                return self.total(seen, "web") == 6
+            }, "running after restart: \(seen)")
 
         // A drained node is emptied; its work runs on the others.
         let target = names[(li + 2) % 3]
         #expect(await survivor.cluster(method: "POST", path: "/v1/nodes/\(target)/drain", body: []).status == 200)
-        #expect(try await eventually {
-            seen = await self.running(client)
-            return seen[target] == nil && self.total(seen, "web") == 6
-        }, "running after drain: \(seen)")
+        #expect(
+            try await eventually {
+                seen = await self.running(client)
+                return seen[target] == nil && self.total(seen, "web") == 6
+            }, "running after drain: \(seen)")
     }
 }
 
@@ -268,7 +288,11 @@ extension EndToEndTests {
         #expect(try await callRetryingUnavailable(agents[0], "PUT", "/v1/services", file, for: 20).status == 200)
         #expect(try await callRetryingUnavailable(agents[0], "PUT", "/v1/demand/web", #"{"value": 60}"#, for: 20).status == 200)
         var seen: [String: [String: Int]] = [:]
-        #expect(try await eventually { seen = await self.running(client); return self.total(seen, "web") == 6 }, "running: \(seen)")
+        #expect(
+            try await eventually {
+                seen = await self.running(client)
+                return self.total(seen, "web") == 6
+            }, "running: \(seen)")
         var before: [String: Set<String>] = [:]
         for n in names { before[n] = await ids(client, node: n) }
 
@@ -276,21 +300,23 @@ extension EndToEndTests {
             await agents[i].stop(leave: false)
             let other = agents[(i + 1) % names.count]
             // Down long enough to be declared dead by the others: the grace, not luck, keeps its work.
-            #expect(try await eventually {
-                await other.members().first { $0.name == self.names[i] }?.status == "dead"
-            }, "\(names[i]) was never seen dead")
+            #expect(
+                try await eventually {
+                    await other.members().first { $0.name == self.names[i] }?.status == "dead"
+                }, "\(names[i]) was never seen dead")
             let (back, _) = try agent(names[i], join: ports[(i + 1) % names.count], docker: docker, port: ports[i])
             await back.executor.setAdoptionGrace(.seconds(120))
             try await back.start()
             box.replace(agents[i], with: back)
             agents[i] = back
-            #expect(try await eventually {
-                let all = await back.members()
-                let alive = all.filter { $0.status == "alive" }.count == self.names.count
-                let leader = await back.cluster(method: "GET", path: "/v1/leader", body: []).status == 200
-                let rounds = await back.executor.rounds
-                return alive && leader && rounds > 0
-            }, "\(names[i]) did not come back")
+            #expect(
+                try await eventually {
+                    let all = await back.members()
+                    let alive = all.filter { $0.status == "alive" }.count == self.names.count
+                    let leader = await back.cluster(method: "GET", path: "/v1/leader", body: []).status == 200
+                    let rounds = await back.executor.rounds
+                    return alive && leader && rounds > 0
+                }, "\(names[i]) did not come back")
             for n in names {
                 let now = await ids(client, node: n)
                 #expect(now == before[n], "after restarting \(names[i]): \(n) ran \(before[n]!.sorted()), now \(now.sorted())")
@@ -302,7 +328,11 @@ extension EndToEndTests {
         // The last agent started a moment ago; demand falls to zero: every container stops once
         // the stabilization window (3 s) has passed, though the last agent's grace runs for 2 min.
         #expect(try await callRetryingUnavailable(agents[0], "PUT", "/v1/demand/web", #"{"value": 0}"#, for: 20).status == 200)
-        #expect(try await eventually(40) { seen = await self.running(client); return self.total(seen, "web") == 0 }, "running: \(seen)")
+        #expect(
+            try await eventually(40) {
+                seen = await self.running(client)
+                return self.total(seen, "web") == 0
+            }, "running: \(seen)")
     }
 }
 

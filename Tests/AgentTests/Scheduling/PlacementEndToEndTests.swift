@@ -1,10 +1,11 @@
-@testable import Agent
 import Consensus
 import DockerEngine
 import Foundation
 import Logging
 import SecureTransport
 import Testing
+
+@testable import Agent
 
 /// Placement on a three-host cluster with two zones (issue 17 item 6, "Must show"): three server
 /// agents in this process, each with its own `--node-label`s, carrying out their assignments on
@@ -28,11 +29,13 @@ import Testing
     func agent(_ name: String, labels: [String], join: Int?, docker: String, registryAuth: String? = nil) throws -> (AgentRuntime, Int) {
         let port = AgentRuntimeTests.freePort()
         var s = AgentSettings()
-        for (k, v) in [("name", name), ("bind", "127.0.0.1:\(port)"), ("http", "127.0.0.1:0"),
-                       ("data-dir", "\(Self.dir)/data-\(name)"), ("tls-ca", "\(Self.dir)/ca/ca.pem"),
-                       ("tls-cert", "\(Self.dir)/certs/\(name).pem"), ("tls-key", "\(Self.dir)/certs/\(name)-key.pem"),
-                       ("capacity-cpu", "2"), ("capacity-memory", "4GiB"), ("server", "true"), ("bootstrap-expect", "3"),
-                       ("docker-socket", docker)] {
+        for (k, v) in [
+            ("name", name), ("bind", "127.0.0.1:\(port)"), ("http", "127.0.0.1:0"),
+            ("data-dir", "\(Self.dir)/data-\(name)"), ("tls-ca", "\(Self.dir)/ca/ca.pem"),
+            ("tls-cert", "\(Self.dir)/certs/\(name).pem"), ("tls-key", "\(Self.dir)/certs/\(name)-key.pem"),
+            ("capacity-cpu", "2"), ("capacity-memory", "4GiB"), ("server", "true"), ("bootstrap-expect", "3"),
+            ("docker-socket", docker),
+        ] {
             s.set(k, v, origin: "test")
         }
         for l in labels { s.append("node-label", l, origin: "test") }
@@ -63,8 +66,10 @@ import Testing
     /// Three agents with `labels`, the body run against them, then the agents stopped and their
     /// containers removed before returning (awaited: a clean-up in a detached task may not finish
     /// before the test process exits, leaving containers on the shared daemon).
-    func withCluster(labels: [[String]], registryAuth: [String?] = [nil, nil, nil],
-                     _ body: (DockerClient, [AgentRuntime]) async throws -> Void) async throws {
+    func withCluster(
+        labels: [[String]], registryAuth: [String?] = [nil, nil, nil],
+        _ body: (DockerClient, [AgentRuntime]) async throws -> Void
+    ) async throws {
         let docker = try EndToEndTests.env("MICROSCALE_TEST_DOCKER_HOST")
         let client = try DockerClient(host: docker)
         await removeAll(client)
@@ -98,12 +103,18 @@ import Testing
         try await withCluster(labels: labels) { client, agents in
             let a1 = agents[0]
             // Every member's labels reach every other (gossiped, signed), as `microscale members` shows them.
-            #expect(try await pollUntil(20) {
-                let seen = await a1.members()
-                return seen.count == 3 && zip(names, labels).allSatisfy { n, l in
-                    seen.first { $0.name == n }?.labels == Dictionary(uniqueKeysWithValues: l.map { ($0.split(separator: "=").map(String.init)[0], String($0.split(separator: "=")[1])) })
-                }
-            })
+            #expect(
+                try await pollUntil(20) {
+                    let seen = await a1.members()
+                    return seen.count == 3
+                        && zip(names, labels).allSatisfy { n, l in
+                            seen.first { $0.name == n }?.labels
+                                == Dictionary(
+                                    uniqueKeysWithValues: l.map {
+                                        ($0.split(separator: "=").map(String.init)[0], String($0.split(separator: "=")[1]))
+                                    })
+                        }
+                })
             #expect(MembersCommand.table(await a1.members()).contains("disk=hdd,zone=a"))
 
             // 3 hosts × 2 cores; 0.25-core containers: 8 slots a host.
@@ -142,24 +153,27 @@ import Testing
             let applied = try await callRetryingUnavailable(a1, "PUT", "/v1/services", file, for: 20)
             #expect(applied.status == 200, "\(String(decoding: applied.body, as: UTF8.self))")
             var seen: [String: [String: Int]] = [:]
-            #expect(try await pollUntil(60) {
-                seen = await self.running(client)
-                let api = names.map { seen[$0]?["api"] ?? 0 }
-                return seen[names[0]]?["web"] == 3 && api.reduce(0, +) == 4 && api[2] == 2
-            }, "running: \(seen)")
+            #expect(
+                try await pollUntil(60) {
+                    seen = await self.running(client)
+                    let api = names.map { seen[$0]?["api"] ?? 0 }
+                    return seen[names[0]]?["web"] == 3 && api.reduce(0, +) == 4 && api[2] == 2
+                }, "running: \(seen)")
             #expect(seen[names[1]]?["web"] == nil && seen[names[2]]?["web"] == nil)
             #expect(seen.values.allSatisfy { $0["gpu"] == nil })
-            let decisions = try JSONDecoder().decode([Consensus.Decision].self, from: Data(await a1.cluster(method: "GET", path: "/v1/decisions?limit=50", body: []).body))
+            let decisions = try JSONDecoder().decode(
+                [Consensus.Decision].self, from: Data(await a1.cluster(method: "GET", path: "/v1/decisions?limit=50", body: []).body))
             let reasons = decisions.flatMap(\.reasons)
             #expect(reasons.contains { $0.hasPrefix("gpu: 1 not placed: constraint gpu == yes matches 0 of 3 nodes") }, "\(reasons)")
 
             // A constraint changed to zone b: web leaves host 1 for host 3, where it may now run.
             let moved = file.replacingOccurrences(of: #"constraints: ["zone == a", "disk != hdd"]"#, with: #"constraints: ["zone == b"]"#)
             #expect(try await callRetryingUnavailable(a1, "PUT", "/v1/services", moved, for: 20).status == 200)
-            #expect(try await pollUntil(60) {
-                seen = await self.running(client)
-                return seen[names[2]]?["web"] == 3 && seen[names[0]]?["web"] == nil && seen[names[1]]?["web"] == nil
-            }, "running: \(seen)")
+            #expect(
+                try await pollUntil(60) {
+                    seen = await self.running(client)
+                    return seen[names[2]]?["web"] == 3 && seen[names[0]]?["web"] == nil && seen[names[1]]?["web"] == nil
+                }, "running: \(seen)")
             let api = names.map { seen[$0]?["api"] ?? 0 }
             #expect(api.reduce(0, +) == 4 && api[2] == 2, "running: \(seen)")
         }
@@ -196,25 +210,30 @@ import Testing
             let applied = try await callRetryingUnavailable(a1, "PUT", "/v1/services", file, for: 20)
             #expect(applied.status == 200, "\(String(decoding: applied.body, as: UTF8.self))")
             var status: StatusView?
-            #expect(try await pollUntil(60) {
-                let r = await a1.cluster(method: "GET", path: "/v1/status", body: [])
-                status = try? JSONDecoder().decode(StatusView.self, from: Data(r.body))
-                let gone = status?.services.first { $0.name == "gone" }
-                let slow = status?.services.first { $0.name == "slow" }
-                return gone?.pullFailures?.count == 3 && slow?.starting == 3 && slow?.running == 0
-            }, "status: \(String(describing: status))")
+            #expect(
+                try await pollUntil(60) {
+                    let r = await a1.cluster(method: "GET", path: "/v1/status", body: [])
+                    status = try? JSONDecoder().decode(StatusView.self, from: Data(r.body))
+                    let gone = status?.services.first { $0.name == "gone" }
+                    let slow = status?.services.first { $0.name == "slow" }
+                    return gone?.pullFailures?.count == 3 && slow?.starting == 3 && slow?.running == 0
+                }, "status: \(String(describing: status))")
             let gone = try #require(status?.services.first { $0.name == "gone" })
             // The reason is the daemon's and the registry's own words (here: nothing answers).
             for (_, reason) in gone.pullFailures ?? [:] { #expect(reason.contains("127.0.0.1:1"), "\(reason)") }
             #expect(StatusCommand.render(try #require(status)).contains("gone on \(names[0]): image pull failing: "))
             // No node can run it, so the plan gives it none, and the decisions say why.
-            #expect(try await pollUntil(30) {
-                let r = await a1.cluster(method: "GET", path: "/v1/status", body: [])
-                return (try? JSONDecoder().decode(StatusView.self, from: Data(r.body)))?.services.first { $0.name == "gone" }?.desired == 0
-            })
-            let decisions = try JSONDecoder().decode([Consensus.Decision].self, from: Data(await a1.cluster(method: "GET", path: "/v1/decisions?limit=50", body: []).body))
+            #expect(
+                try await pollUntil(30) {
+                    let r = await a1.cluster(method: "GET", path: "/v1/status", body: [])
+                    return (try? JSONDecoder().decode(StatusView.self, from: Data(r.body)))?.services.first { $0.name == "gone" }?.desired == 0
+                })
+            let decisions = try JSONDecoder().decode(
+                [Consensus.Decision].self, from: Data(await a1.cluster(method: "GET", path: "/v1/decisions?limit=50", body: []).body))
             let reasons = decisions.flatMap(\.reasons)
-            #expect(reasons.contains { $0.hasPrefix("gone: 2 not placed: 3 nodes cannot run it (") && $0.contains("image \(missing) failing: ") }, "\(reasons)")
+            #expect(
+                reasons.contains { $0.hasPrefix("gone: 2 not placed: 3 nodes cannot run it (") && $0.contains("image \(missing) failing: ") },
+                "\(reasons)")
             #expect(reasons.contains { $0.contains("cannot run it: image \(missing) failing: ") && $0.hasPrefix("gone −") }, "\(reasons)")
         }
     }
@@ -230,8 +249,9 @@ import Testing
         let auth = try EndToEndTests.env("MICROSCALE_TEST_REGISTRY_AUTH")
         let wrong = "\(Self.dir)/wrong-auth-\(names[0]).json"
         let bad = Data("microscale:wrong-password".utf8).base64EncodedString()
-        FileManager.default.createFile(atPath: wrong, contents: Data(#"{"auths":{"\#(registry)":{"auth":"\#(bad)"}}}"#.utf8),
-                                       attributes: [.posixPermissions: 0o600])
+        FileManager.default.createFile(
+            atPath: wrong, contents: Data(#"{"auths":{"\#(registry)":{"auth":"\#(bad)"}}}"#.utf8),
+            attributes: [.posixPermissions: 0o600])
         let unknown = "\(registry)/microscale/no-such-image:1"
         try await withCluster(labels: [[], [], []], registryAuth: [wrong, wrong, auth]) { _, agents in
             let a1 = agents[0]
@@ -246,11 +266,12 @@ import Testing
                 """
             #expect(try await callRetryingUnavailable(a1, "PUT", "/v1/services", file, for: 20).status == 200)
             var status: StatusView?
-            #expect(try await pollUntil(90) {
-                let r = await a1.cluster(method: "GET", path: "/v1/status", body: [])
-                status = try? JSONDecoder().decode(StatusView.self, from: Data(r.body))
-                return status?.services.first { $0.name == "typo" }?.pullFailures?.count == 3
-            }, "status: \(String(describing: status))")
+            #expect(
+                try await pollUntil(90) {
+                    let r = await a1.cluster(method: "GET", path: "/v1/status", body: [])
+                    status = try? JSONDecoder().decode(StatusView.self, from: Data(r.body))
+                    return status?.services.first { $0.name == "typo" }?.pullFailures?.count == 3
+                }, "status: \(String(describing: status))")
             let t = try #require(status?.services.first { $0.name == "typo" })
             // With the right credentials the registry says it has no such image; with wrong ones it
             // refuses before saying anything about the image.

@@ -1,11 +1,13 @@
-@testable import Agent
 import Demand
 import Foundation
 import Logging
 import SecureTransport
 import Testing
+
+@testable import Agent
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Issue 18's must-show, through the real decision path: a one-server agent (the Raft leader) polls a
@@ -85,7 +87,8 @@ import Glibc
     func worker(_ a: AgentRuntime) async -> (desired: Int, demand: Double?)? {
         let r = await a.cluster(method: "GET", path: "/v1/status", body: [])
         guard r.status == 200, let s = try? JSONDecoder().decode(StatusView.self, from: Data(r.body)),
-              let w = s.services.first(where: { $0.name == "worker" }) else { return nil }
+            let w = s.services.first(where: { $0.name == "worker" })
+        else { return nil }
         return (w.desired, w.demand)
     }
 
@@ -130,7 +133,11 @@ import Glibc
         let heldUntil = ContinuousClock.now + .seconds(5)
         var held = true
         while ContinuousClock.now < heldUntil {
-            if let w = await worker(a), w.desired != 5 { held = false; seen = w; break }
+            if let w = await worker(a), w.desired != 5 {
+                held = false
+                seen = w
+                break
+            }
             try await Task.sleep(for: .milliseconds(100))
         }
         #expect(held, "\(broker) at 40: the band should hold 5 (40 > 0.7×50), got \(String(describing: seen))")
@@ -139,8 +146,9 @@ import Glibc
         try await fill(0)
         #expect(try await until { $0.demand == 0 && $0.desired == 0 }, "\(broker) emptied: \(String(describing: seen))")
         let down = await reasons(a).last { $0.contains("worker 5→0") } ?? ""
-        #expect(down.contains("band: 0 ≤ 0.7×50") && down.contains("lower for"),
-                "\(broker): the scale-down names the band and the window: \(down)")
+        #expect(
+            down.contains("band: 0 ≤ 0.7×50") && down.contains("lower for"),
+            "\(broker): the scale-down names the band and the window: \(down)")
 
         // A rise is never held.
         try await fill(45)
@@ -177,9 +185,11 @@ import Glibc
             let push: [[String]] = n > 0 ? [["RPUSH", key] + (0..<n).map { "job\($0)" }] : []
             _ = try await RedisDemand.execute(host: host, port: port, credentials: credentials, commands: [["DEL", key]] + push)
         }
-        try await exercise(broker: "redis",
-                           demand: "{ source: redis, address: \"\(address)\", key: \(key), credentials: \(credentials), per_container: 10, interval: 200ms, timeout: 1s }",
-                           how: ("stop", "start"), fill: fill)
+        try await exercise(
+            broker: "redis",
+            demand:
+                "{ source: redis, address: \"\(address)\", key: \(key), credentials: \(credentials), per_container: 10, interval: 200ms, timeout: 1s }",
+            how: ("stop", "start"), fill: fill)
         try await fill(0)
     }
 
@@ -193,25 +203,31 @@ import Glibc
         defer { try? FileManager.default.removeItem(atPath: credentials) }
         let queue = "band-\(UUID().uuidString.prefix(8))"
         let http = SourceHTTP()
-        let auth = [("Authorization", Credentials.userPassword(user: "guest", password: "guest").basicAuthorization),
-                    ("Content-Type", "application/json")]
+        let auth = [
+            ("Authorization", Credentials.userPassword(user: "guest", password: "guest").basicAuthorization),
+            ("Content-Type", "application/json"),
+        ]
         func api(_ method: String, _ path: String, _ body: String? = nil) async throws {
-            _ = try await http.request(url, path: path, method: .init(rawValue: method), headers: auth, body: body.map { Array($0.utf8) },
-                                       source: "test", timeout: .seconds(5))
+            _ = try await http.request(
+                url, path: path, method: .init(rawValue: method), headers: auth, body: body.map { Array($0.utf8) },
+                source: "test", timeout: .seconds(5))
         }
         func fill(_ n: Int) async throws {
             try await api("PUT", "/api/queues/%2F/\(queue)", #"{"durable":true}"#)
             try await api("DELETE", "/api/queues/%2F/\(queue)/contents")
             for i in 0..<n {
-                try await api("POST", "/api/exchanges/%2F/amq.default/publish",
-                              #"{"properties":{},"routing_key":"\#(queue)","payload":"\#(i)","payload_encoding":"string"}"#)
+                try await api(
+                    "POST", "/api/exchanges/%2F/amq.default/publish",
+                    #"{"properties":{},"routing_key":"\#(queue)","payload":"\#(i)","payload_encoding":"string"}"#)
             }
         }
         // RabbitMQ takes ~10 s to stop and start again; hung (SIGSTOP), its polls time out and the
         // states are the same (QueueSourceIntegrationTests does the same).
-        try await exercise(broker: "rabbitmq",
-                           demand: "{ source: rabbitmq, url: \"\(base)\", queue: \(queue), credentials: \(credentials), per_container: 10, interval: 200ms, timeout: 1s }",
-                           how: ("pause", "resume"), fill: fill)
+        try await exercise(
+            broker: "rabbitmq",
+            demand:
+                "{ source: rabbitmq, url: \"\(base)\", queue: \(queue), credentials: \(credentials), per_container: 10, interval: 200ms, timeout: 1s }",
+            how: ("pause", "resume"), fill: fill)
         try await api("DELETE", "/api/queues/%2F/\(queue)")
     }
 
@@ -227,13 +243,15 @@ import Glibc
             defer { nats.close() }
             _ = try nats.request("$JS.API.STREAM.DELETE.\(stream)", "")
             _ = try nats.request("$JS.API.STREAM.CREATE.\(stream)", #"{"name":"\#(stream)","subjects":["\#(subject)"],"storage":"memory"}"#)
-            _ = try nats.request("$JS.API.CONSUMER.DURABLE.CREATE.\(stream).workers",
-                                 #"{"stream_name":"\#(stream)","config":{"durable_name":"workers","ack_policy":"explicit"}}"#)
+            _ = try nats.request(
+                "$JS.API.CONSUMER.DURABLE.CREATE.\(stream).workers",
+                #"{"stream_name":"\#(stream)","config":{"durable_name":"workers","ack_policy":"explicit"}}"#)
             for i in 0..<n { _ = try nats.request(subject, "job \(i)") }
         }
-        try await exercise(broker: "nats",
-                           demand: "{ source: nats, url: \"\(url)\", stream: \(stream), consumer: workers, per_container: 10, interval: 200ms, timeout: 1s }",
-                           how: ("stop", "start"), fill: { try fill($0) })
+        try await exercise(
+            broker: "nats",
+            demand: "{ source: nats, url: \"\(url)\", stream: \(stream), consumer: workers, per_container: 10, interval: 200ms, timeout: 1s }",
+            how: ("stop", "start"), fill: { try fill($0) })
     }
 
     @Test(.enabled(if: available("MICROSCALE_TEST_SQS_ENDPOINT")))
@@ -253,15 +271,21 @@ import Glibc
         // moto keeps queues in memory, so a restarted endpoint gets the queue again (same URL).
         func fill(_ n: Int) async throws {
             let url = try await queueURL()
-            while text(try await client.call([("Action", "ReceiveMessage"), ("QueueUrl", url), ("MaxNumberOfMessages", "10"),
-                                               ("VisibilityTimeout", "43200")])).contains("<Message>") {}
+            while text(
+                try await client.call([
+                    ("Action", "ReceiveMessage"), ("QueueUrl", url), ("MaxNumberOfMessages", "10"),
+                    ("VisibilityTimeout", "43200"),
+                ])
+            ).contains("<Message>") {}
             for i in 0..<n { _ = try await client.call([("Action", "SendMessage"), ("QueueUrl", url), ("MessageBody", "job \(i)")]) }
         }
         try await fill(0)
         let url = try await queueURL()
-        try await exercise(broker: "sqs",
-                           demand: "{ source: sqs, queue_url: \"\(url)\", endpoint: \"\(endpointText)\", region: us-east-1, credentials: \(credentials), per_container: 10, interval: 200ms, timeout: 2s }",
-                           how: ("stop", "start"), fill: fill)
+        try await exercise(
+            broker: "sqs",
+            demand:
+                "{ source: sqs, queue_url: \"\(url)\", endpoint: \"\(endpointText)\", region: us-east-1, credentials: \(credentials), per_container: 10, interval: 200ms, timeout: 2s }",
+            how: ("stop", "start"), fill: fill)
     }
 }
 
@@ -281,7 +305,9 @@ final class BlockingNATS {
         inet_pton(AF_INET, String(parts[0]), &addr.sin_addr)
         var tv = timeval(tv_sec: 5, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        let r = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let r = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
         guard r == 0 else {
             Glibc.close(fd)
             throw CLIError("cannot connect to \(address)")
@@ -321,7 +347,10 @@ final class BlockingNATS {
         send(Array("PUB \(subject) _INBOX.band \(body.count)\r\n".utf8) + body + [0x0D, 0x0A])
         while true {
             let l = try line()
-            if l.hasPrefix("PING") { send(Array("PONG\r\n".utf8)); continue }
+            if l.hasPrefix("PING") {
+                send(Array("PONG\r\n".utf8))
+                continue
+            }
             if l.hasPrefix("-ERR") { throw CLIError(l) }
             guard l.hasPrefix("MSG"), let n = Int(l.split(separator: " ").last ?? "") else { continue }
             while buffer.count < n + 2 { try receive() }

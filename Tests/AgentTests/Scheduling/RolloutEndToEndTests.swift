@@ -1,10 +1,11 @@
-@testable import Agent
 import Consensus
 import DockerEngine
 import Foundation
 import Logging
 import SecureTransport
 import Testing
+
+@testable import Agent
 
 /// Rolling updates end to end (issue 17 item 4, docs/rollouts.md): one server agent on the real
 /// dockerd of `scripts/test-env`, a busybox httpd service of two containers published on
@@ -43,12 +44,14 @@ import Testing
         var bodies: [String] = []
         for c in list where c.State == "running" {
             if ports[c.Id] == nil, let i = try? await client.inspect(c.Id),
-               let p = i.NetworkSettings?.Ports?["8080/tcp"]??.first?.HostPort.flatMap({ Int($0) }) {
+                let p = i.NetworkSettings?.Ports?["8080/tcp"]??.first?.HostPort.flatMap({ Int($0) })
+            {
                 ports[c.Id] = p
             }
             guard let port = ports[c.Id] else { continue }
             if let r = try? await MiniHTTPClient().request(.tcp(host: "127.0.0.1", port: port), path: "/index.html", timeout: .seconds(1)),
-               r.status == 200 {
+                r.status == 200
+            {
                 serving += 1
                 bodies.append(r.bodyText.trimmingCharacters(in: .whitespacesAndNewlines))
             }
@@ -84,11 +87,13 @@ import Testing
         for t in ["v1", "v2", "v3"] { try await client.tag(base, repository: repo, tag: t) }
         try CertificateIssuer.createNodeCertificate(caDir: "\(Self.dir)/ca", node: node, server: true, in: "\(Self.dir)/certs")
         var s = AgentSettings()
-        for (k, v) in [("name", node), ("bind", "127.0.0.1:\(AgentRuntimeTests.freePort())"), ("http", "127.0.0.1:0"),
-                       ("data-dir", "\(Self.dir)/data-\(node)"), ("tls-ca", "\(Self.dir)/ca/ca.pem"),
-                       ("tls-cert", "\(Self.dir)/certs/\(node).pem"), ("tls-key", "\(Self.dir)/certs/\(node)-key.pem"),
-                       ("capacity-cpu", "2"), ("capacity-memory", "4GiB"), ("server", "true"), ("bootstrap-expect", "1"),
-                       ("docker-socket", docker)] {
+        for (k, v) in [
+            ("name", node), ("bind", "127.0.0.1:\(AgentRuntimeTests.freePort())"), ("http", "127.0.0.1:0"),
+            ("data-dir", "\(Self.dir)/data-\(node)"), ("tls-ca", "\(Self.dir)/ca/ca.pem"),
+            ("tls-cert", "\(Self.dir)/certs/\(node).pem"), ("tls-key", "\(Self.dir)/certs/\(node)-key.pem"),
+            ("capacity-cpu", "2"), ("capacity-memory", "4GiB"), ("server", "true"), ("bootstrap-expect", "1"),
+            ("docker-socket", docker),
+        ] {
             s.set(k, v, origin: "test")
         }
         var logger = Logger(label: "test")
@@ -113,10 +118,11 @@ import Testing
         var ports: [String: Int] = [:]
         await apply(Self.file(image: "\(repo):v1", body: "v1"))
         var last: (serving: Int, running: Int, bodies: [String]) = (0, 0, [])
-        #expect(try await pollUntil(60) {
-            last = await Self.look(client, node: node, ports: &ports)
-            return last.bodies.sorted() == ["v1", "v1"] && last.running == 2
-        }, "v1 never served twice: \(last)")
+        #expect(
+            try await pollUntil(60) {
+                last = await Self.look(client, node: node, ports: &ports)
+                return last.bodies.sorted() == ["v1", "v1"] && last.running == 2
+            }, "v1 never served twice: \(last)")
 
         // The client keeps requesting every container while v2 rolls out.
         let watch = Watch()
@@ -130,16 +136,19 @@ import Testing
         }
         await apply(Self.file(image: "\(repo):v2", body: "v2"))
         var sawUpdating: String?
-        #expect(try await pollUntil(90) {
-            if let r = await status()?.rollout, r.hasPrefix("updating") { sawUpdating = r }
-            last = await Self.look(client, node: node, ports: &ports)
-            let rolling = await status()?.rollout
-            return last.bodies.sorted() == ["v2", "v2"] && last.running == 2 && rolling == nil
-        }, "v2 never replaced v1: \(last)")
+        #expect(
+            try await pollUntil(90) {
+                if let r = await status()?.rollout, r.hasPrefix("updating") { sawUpdating = r }
+                last = await Self.look(client, node: node, ports: &ports)
+                let rolling = await status()?.rollout
+                return last.bodies.sorted() == ["v2", "v2"] && last.running == 2 && rolling == nil
+            }, "v2 never replaced v1: \(last)")
         looking.cancel()
         _ = await looking.value
         let (samples, minServing, maxRunning, bodies) = await watch.figures
-        print("rollout v1→v2 (start-first, max_parallel 1): \(samples) looks, fewest serving \(minServing), most running \(maxRunning), answers \(bodies)")
+        print(
+            "rollout v1→v2 (start-first, max_parallel 1): \(samples) looks, fewest serving \(minServing), most running \(maxRunning), answers \(bodies)"
+        )
         #expect(samples > 5)
         // start-first: never fewer serving than the count; max_parallel 1: at most one more running.
         #expect(minServing >= 2, "a look saw \(minServing) containers serving")
@@ -152,10 +161,11 @@ import Testing
         // A new image that never serves: the rollout pauses, and the v2 containers keep serving.
         await apply(Self.file(image: "\(repo):v3", body: "v3", serves: false))
         var paused: String?
-        #expect(try await pollUntil(60) {
-            paused = await status()?.rollout
-            return paused?.hasPrefix("paused: ") == true
-        }, "never paused: \(String(describing: paused))")
+        #expect(
+            try await pollUntil(60) {
+                paused = await status()?.rollout
+                return paused?.hasPrefix("paused: ") == true
+            }, "never paused: \(String(describing: paused))")
         last = await Self.look(client, node: node, ports: &ports)
         #expect(last.bodies.sorted() == ["v2", "v2"], "\(last)")
         let pausedDecisions = String(decoding: await agent.cluster(method: "GET", path: "/v1/decisions?limit=100", body: []).body, as: UTF8.self)
@@ -164,12 +174,13 @@ import Testing
         // Rollback: v2 again, and nothing of v3 left.
         let back = await agent.cluster(method: "POST", path: "/v1/services/web/rollback", body: [])
         #expect(back.status == 200, "\(String(decoding: back.body, as: UTF8.self))")
-        #expect(try await pollUntil(60) {
-            last = await Self.look(client, node: node, ports: &ports)
-            let images = ((try? await client.list(labels: ["\(MicroscaleLabel.node)=\(node)"], all: false)) ?? []).compactMap(\.Image)
-            let rolling = await status()?.rollout
-            return last.bodies.sorted() == ["v2", "v2"] && images == ["\(repo):v2", "\(repo):v2"] && rolling == nil
-        }, "the rollback did not restore v2: \(last)")
+        #expect(
+            try await pollUntil(60) {
+                last = await Self.look(client, node: node, ports: &ports)
+                let images = ((try? await client.list(labels: ["\(MicroscaleLabel.node)=\(node)"], all: false)) ?? []).compactMap(\.Image)
+                let rolling = await status()?.rollout
+                return last.bodies.sorted() == ["v2", "v2"] && images == ["\(repo):v2", "\(repo):v2"] && rolling == nil
+            }, "the rollback did not restore v2: \(last)")
 
         // stop-first: never more running than the count (one serving less meanwhile).
         await watch.reset()
@@ -182,11 +193,12 @@ import Testing
             }
         }
         await apply(Self.file(image: "\(repo):v1", body: "v1", order: "stop-first"))
-        #expect(try await pollUntil(60) {
-            last = await Self.look(client, node: node, ports: &ports)
-            let rolling = await status()?.rollout
-            return last.bodies.sorted() == ["v1", "v1"] && last.running == 2 && rolling == nil
-        }, "stop-first never replaced v2: \(last)")
+        #expect(
+            try await pollUntil(60) {
+                last = await Self.look(client, node: node, ports: &ports)
+                let rolling = await status()?.rollout
+                return last.bodies.sorted() == ["v1", "v1"] && last.running == 2 && rolling == nil
+            }, "stop-first never replaced v2: \(last)")
         again.cancel()
         _ = await again.value
         let stopFirst = await watch.figures

@@ -1,4 +1,3 @@
-@testable import Agent
 import Consensus
 import Foundation
 import Logging
@@ -9,6 +8,8 @@ import SecureTransport
 import Synchronization
 import Testing
 import Wire
+
+@testable import Agent
 
 /// Every warning an agent logs, with its rule, for the assertions on what was refused.
 final class LogRecorder: Sendable {
@@ -86,14 +87,17 @@ struct RecordingHandler: LogHandler {
         let signer: CertificateRecordAuthenticator
 
         init() throws {
-            let tls = try TLSContext(configuration: TLSConfiguration(
-                caFile: "\(HostilePeerTests.dir)/ca/ca.pem", certificateFile: "\(HostilePeerTests.dir)/certs/mallory.pem",
-                keyFile: "\(HostilePeerTests.dir)/certs/mallory-key.pem"))
+            let tls = try TLSContext(
+                configuration: TLSConfiguration(
+                    caFile: "\(HostilePeerTests.dir)/ca/ca.pem", certificateFile: "\(HostilePeerTests.dir)/certs/mallory.pem",
+                    keyFile: "\(HostilePeerTests.dir)/certs/mallory-key.pem"))
             signer = CertificateRecordAuthenticator(try NodeSignatures(context: tls))
             let responses = self.responses
-            transport = PeerTransport(group: group, tls: tls, options: .init(cluster: "microscale", agentVersion: MicroscaleVersion.current)) { peer, frame in
+            transport = PeerTransport(group: group, tls: tls, options: .init(cluster: "microscale", agentVersion: MicroscaleVersion.current)) {
+                peer, frame in
                 guard frame.kind == .control, let m = try? frame.decode(Microscale_Control_ControlMessage.self),
-                      case .forwardResponse(let r) = m.body else { return }
+                    case .forwardResponse(let r) = m.body
+                else { return }
                 responses.append("\(peer.name)#\(r.id)=\(r.status)")
             }
         }
@@ -151,17 +155,24 @@ struct RecordingHandler: LogHandler {
         let (agents, ports) = try await startCluster(logs: logs)
         let all = agents.values
         let hostile = try Hostile()
-        defer { Task { await hostile.stop(); for a in all { await a.shutdown() } } }
+        defer {
+            Task {
+                await hostile.stop()
+                for a in all { await a.shutdown() }
+            }
+        }
         let names = ["c1", "s1", "s2", "s3"]
         let s1 = try #require(agents["s1"])
-        #expect(try await eventually {
-            let alive = await s1.members().filter { $0.status == "alive" }.map(\.name).sorted()
-            return alive == names
-        })
-        #expect(try await eventually {
-            for n in ["s1", "s2", "s3"] { if await agents[n]?.raft?.status()?.leader == nil { return false } }
-            return true
-        }, "every server runs Raft and knows the leader")
+        #expect(
+            try await eventually {
+                let alive = await s1.members().filter { $0.status == "alive" }.map(\.name).sorted()
+                return alive == names
+            })
+        #expect(
+            try await eventually {
+                for n in ["s1", "s2", "s3"] { if await agents[n]?.raft?.status()?.leader == nil { return false } }
+                return true
+            }, "every server runs Raft and knows the leader")
         let incarnations = Dictionary(uniqueKeysWithValues: await s1.members().map { ($0.name, $0.incarnation) })
         for n in ["s1", "s2", "s3"] {
             let lies: [Gossip] = [
@@ -170,8 +181,9 @@ struct RecordingHandler: LogHandler {
                 .left(name: "s3", incarnation: incarnations["s3"] ?? 0),
                 .suspect(name: "c1", incarnation: incarnations["c1"] ?? 0, from: "mallory"),
             ]
-            try await hostile.send(try MembershipCodec.frame(.gossip(GossipPacket(from: "mallory", gossip: lies))),
-                                   to: try #require(ports[n]), n)
+            try await hostile.send(
+                try MembershipCodec.frame(.gossip(GossipPacket(from: "mallory", gossip: lies))),
+                to: try #require(ports[n]), n)
         }
         // Refuted everywhere: every member alive in every agent's view, each server still in
         // Raft with the same voters, and no dead or left verdict anyone holds is confirmed.
@@ -205,11 +217,13 @@ struct RecordingHandler: LogHandler {
         inflated.capacity = Membership.Resources(cpuMillicores: 1_000_000, memoryBytes: 1 << 44)
         inflated.running = ["evil": 50]
         inflated.address = "127.0.0.1:1"
-        var ghost = NodeRecord(name: "ghost", address: "127.0.0.1:2", role: .server,
-                               capacity: Membership.Resources(cpuMillicores: 1_000_000, memoryBytes: 1 << 44))
+        var ghost = NodeRecord(
+            name: "ghost", address: "127.0.0.1:2", role: .server,
+            capacity: Membership.Resources(cpuMillicores: 1_000_000, memoryBytes: 1 << 44))
         ghost = ghost.signed(by: hostile.signer)
-        var emptied = NodeRecordDelta(name: "s3", baseVersion: s3Record.version, version: s3Record.version + 1,
-                                      running: ["evil": 50])
+        var emptied = NodeRecordDelta(
+            name: "s3", baseVersion: s3Record.version, version: s3Record.version + 1,
+            running: ["evil": 50])
         emptied.signature = hostile.signer.sign(s3Record.signedBytes)
         var keptSignature = inflated
         keptSignature.signature = s2Record.signature
@@ -220,12 +234,14 @@ struct RecordingHandler: LogHandler {
             .recordDelta(emptied),
         ]
         for n in ["s1", "s2", "s3", "c1"] {
-            try await hostile.send(try MembershipCodec.frame(.gossip(GossipPacket(from: "mallory", gossip: forgeries))),
-                                   to: try #require(ports[n]), n)
+            try await hostile.send(
+                try MembershipCodec.frame(.gossip(GossipPacket(from: "mallory", gossip: forgeries))),
+                to: try #require(ports[n]), n)
         }
-        #expect(try await eventually {
-            ["s1", "s3", "c1"].allSatisfy { n in logs.all.contains { $0.hasPrefix("\(n): membership input refused") } }
-        }, "the forgeries were refused (and logged) where they arrived")
+        #expect(
+            try await eventually {
+                ["s1", "s3", "c1"].allSatisfy { n in logs.all.contains { $0.hasPrefix("\(n): membership input refused") } }
+            }, "the forgeries were refused (and logged) where they arrived")
         for a in all {
             let view = Dictionary(uniqueKeysWithValues: await a.members().map { ($0.name, $0) })
             #expect(view["ghost"] == nil)
@@ -245,15 +261,21 @@ struct RecordingHandler: LogHandler {
         let all = agents.values
         let client = try #require(agents["c1"])
         let hostile = try Hostile()
-        defer { Task { await hostile.stop(); for a in all { await a.shutdown() } } }
+        defer {
+            Task {
+                await hostile.stop()
+                for a in all { await a.shutdown() }
+            }
+        }
         let servers = ["s1", "s2", "s3"]
 
         // A leader, and the client's writes with the operator's token go through (the baseline).
         #expect(try await eventually { (try? await call(client, "GET", "/v1/leader").status) == 200 })
-        #expect(try await eventually {
-            for n in servers { if await agents[n]?.raft?.status()?.leader == nil { return false } }
-            return true
-        }, "every server runs Raft and knows the leader")
+        #expect(
+            try await eventually {
+                for n in servers { if await agents[n]?.raft?.status()?.leader == nil { return false } }
+                return true
+            }, "every server runs Raft and knows the leader")
         #expect(try await call(client, "POST", "/v1/nodes/s3/undrain").status == 200)
         let assignedBefore = await client.assignments.lastPlanIndex
         let runningBefore = await client.executor.current
@@ -268,62 +290,78 @@ struct RecordingHandler: LogHandler {
 
         for n in servers {
             let port = try #require(ports[n])
-            func raft(_ kind: Consensus.Message.Kind, from: String = "mallory", _ fill: (inout Consensus.Message) -> Void = { _ in }) throws -> Frame {
+            func raft(_ kind: Consensus.Message.Kind, from: String = "mallory", _ fill: (inout Consensus.Message) -> Void = { _ in }) throws -> Frame
+            {
                 var m = Consensus.Message(kind: kind, from: from, to: n, term: .max)
                 fill(&m)
                 return try RaftCodec.frame(m)
             }
             try await hostile.send(try raft(.heartbeat), to: port, n)
             try await hostile.send(try raft(.heartbeat, from: leaderName), to: port, n)
-            try await hostile.send(try raft(.append) {
-                $0.index = 1_000_000
-                $0.logTerm = .max
-                $0.commit = 1_000_001
-                $0.entries = [Entry(term: .max, index: 1_000_001, data: (try? ClusterCommand.applyServices(evil).encoded()) ?? [])]
-            }, to: port, n)
-            try await hostile.send(try raft(.vote) { $0.index = .max; $0.logTerm = .max }, to: port, n)
-            try await hostile.send(try raft(.installSnapshot) {
-                $0.snapshot = Snapshot(index: 1_000_000, term: .max, configuration: Configuration(voters: ["mallory"]),
-                                       data: (try? evilState.snapshot()) ?? [])
-            }, to: port, n)
+            try await hostile.send(
+                try raft(.append) {
+                    $0.index = 1_000_000
+                    $0.logTerm = .max
+                    $0.commit = 1_000_001
+                    $0.entries = [Entry(term: .max, index: 1_000_001, data: (try? ClusterCommand.applyServices(evil).encoded()) ?? [])]
+                }, to: port, n)
+            try await hostile.send(
+                try raft(.vote) {
+                    $0.index = .max
+                    $0.logTerm = .max
+                }, to: port, n)
+            try await hostile.send(
+                try raft(.installSnapshot) {
+                    $0.snapshot = Snapshot(
+                        index: 1_000_000, term: .max, configuration: Configuration(voters: ["mallory"]),
+                        data: (try? evilState.snapshot()) ?? [])
+                }, to: port, n)
             try await hostile.send(try Self.forward(id: 1, "PUT", "/v1/services", evilFile), to: port, n)
             try await hostile.send(try Self.forward(id: 2, "POST", "/v1/nodes/\(n)/drain"), to: port, n)
             try await hostile.send(try Self.forward(id: 3, "PUT", "/v1/services", evilFile, token: "guess"), to: port, n)
-            try await hostile.send(try Self.control {
-                var r = Microscale_Control_ForwardResponse()
-                r.id = 1
-                r.status = 200
-                $0.forwardResponse = r
-            }, to: port, n)
+            try await hostile.send(
+                try Self.control {
+                    var r = Microscale_Control_ForwardResponse()
+                    r.id = 1
+                    r.status = 200
+                    $0.forwardResponse = r
+                }, to: port, n)
         }
         // At the client agent: a plan to run mallory's image, Raft, a request to relay, an answer.
         let clientPort = try #require(ports["c1"])
-        try await hostile.send(try Self.control {
-            var a = Microscale_Control_Assignment()
-            a.planIndex = 1_000_000
-            a.node = "c1"
-            var s = Microscale_Control_ServiceAssignment()
-            s.service = "evil"
-            s.count = 50
-            s.spec = (try? JSONEncoder().encode(evil["evil"]!)) ?? Data()
-            a.services = [s]
-            $0.assignment = a
-        }, to: clientPort, "c1")
-        try await hostile.send(try RaftCodec.frame(Consensus.Message(kind: .heartbeat, from: "mallory", to: "c1", term: .max)),
-                               to: clientPort, "c1")
+        try await hostile.send(
+            try Self.control {
+                var a = Microscale_Control_Assignment()
+                a.planIndex = 1_000_000
+                a.node = "c1"
+                var s = Microscale_Control_ServiceAssignment()
+                s.service = "evil"
+                s.count = 50
+                s.spec = (try? JSONEncoder().encode(evil["evil"]!)) ?? Data()
+                a.services = [s]
+                $0.assignment = a
+            }, to: clientPort, "c1")
+        try await hostile.send(
+            try RaftCodec.frame(Consensus.Message(kind: .heartbeat, from: "mallory", to: "c1", term: .max)),
+            to: clientPort, "c1")
         try await hostile.send(try Self.forward(id: 4, "PUT", "/v1/services", evilFile), to: clientPort, "c1")
-        try await hostile.send(try Self.control {
-            var r = Microscale_Control_ForwardResponse()
-            r.id = 4242
-            r.status = 200
-            $0.forwardResponse = r
-        }, to: clientPort, "c1")
+        try await hostile.send(
+            try Self.control {
+                var r = Microscale_Control_ForwardResponse()
+                r.id = 4242
+                r.status = 200
+                $0.forwardResponse = r
+            }, to: clientPort, "c1")
         // And to s1, a record of its own claiming the server role.
         let record = NodeRecord(name: "mallory", address: "127.0.0.1:1", role: .server, agentVersion: MicroscaleVersion.current)
             .signed(by: hostile.signer)
-        try await hostile.send(try MembershipCodec.frame(.ping(Ping(sequence: 1, from: "mallory", fromAddress: "127.0.0.1:1", target: "s1",
-                                                                    gossip: [.alive(incarnation: 1, record: record)]))),
-                               to: p1, "s1")
+        try await hostile.send(
+            try MembershipCodec.frame(
+                .ping(
+                    Ping(
+                        sequence: 1, from: "mallory", fromAddress: "127.0.0.1:1", target: "s1",
+                        gossip: [.alive(incarnation: 1, record: record)]))),
+            to: p1, "s1")
         // s1 takes mallory in as a member (while its probes go unanswered), but not as a server.
         #expect(try await eventually { await s1.members().contains { $0.name == "mallory" } })
         let book = await s1.clusterAPI.servers
@@ -337,11 +375,14 @@ struct RecordingHandler: LogHandler {
 
         // Each rule counted and logged what it refused.
         func refused(_ rule: TrustRule) -> Int { all.reduce(0) { $0 + $1.refusals.count(rule) } }
-        let expected: [TrustRule] = [.raftNeedsServerCertificate, .raftToClientAgent, .forwardedWriteNeedsToken,
-                                     .forwardRequestToClientAgent, .assignmentNeedsServerCertificate, .forwardResponseNotAwaited]
+        let expected: [TrustRule] = [
+            .raftNeedsServerCertificate, .raftToClientAgent, .forwardedWriteNeedsToken,
+            .forwardRequestToClientAgent, .assignmentNeedsServerCertificate, .forwardResponseNotAwaited,
+        ]
         // Five raft frames to each of three servers.
-        #expect(try await eventually { expected.allSatisfy { refused($0) > 0 } && refused(.raftNeedsServerCertificate) == 15 },
-                "\(expected.map { ($0, refused($0)) })")
+        #expect(
+            try await eventually { expected.allSatisfy { refused($0) > 0 } && refused(.raftNeedsServerCertificate) == 15 },
+            "\(expected.map { ($0, refused($0)) })")
         for rule in expected {
             #expect(logs.all.contains { $0.contains("rule=\(rule.rawValue)") && $0.contains("mallory") }, "\(rule) was not logged")
         }

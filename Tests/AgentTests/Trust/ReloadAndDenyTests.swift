@@ -1,9 +1,10 @@
-@testable import Agent
 import Consensus
 import Foundation
 import Logging
 import SecureTransport
 import Testing
+
+@testable import Agent
 
 /// Issue 19 item 5: certificates reloaded on SIGHUP, and the replicated deny list
 /// (docs/ARCHITECTURE.md, "Trust").
@@ -38,16 +39,19 @@ import Testing
         let port = AgentRuntimeTests.freePort()
         let p = Process()
         p.executableURL = URL(fileURLWithPath: RaftCrashTests.executable)
-        p.arguments = ["agent", "--name", "s1", "--server", "--bootstrap-expect", "1", "--bind", "127.0.0.1:\(port)",
-                       "--http", "127.0.0.1:\(AgentRuntimeTests.freePort())", "--data-dir", "\(d)/data-s1",
-                       "--tls-ca", "\(d)/ca/ca.pem", "--tls-cert", "\(d)/certs/s1.pem", "--tls-key", "\(d)/certs/s1-key.pem",
-                       "--log-level", "warning"]
+        p.arguments = [
+            "agent", "--name", "s1", "--server", "--bootstrap-expect", "1", "--bind", "127.0.0.1:\(port)",
+            "--http", "127.0.0.1:\(AgentRuntimeTests.freePort())", "--data-dir", "\(d)/data-s1",
+            "--tls-ca", "\(d)/ca/ca.pem", "--tls-cert", "\(d)/certs/s1.pem", "--tls-key", "\(d)/certs/s1-key.pem",
+            "--log-level", "warning",
+        ]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
         defer { kill(p.processIdentifier, SIGKILL) }
         // What a new connection is shown, as a TLS client with a certificate of the cluster sees it.
-        let presented = "openssl s_client -connect 127.0.0.1:\(port) -cert \(d)/certs/probe.pem -key \(d)/certs/probe-key.pem "
+        let presented =
+            "openssl s_client -connect 127.0.0.1:\(port) -cert \(d)/certs/probe.pem -key \(d)/certs/probe-key.pem "
             + "-CAfile \(d)/ca/ca.pem </dev/null 2>/dev/null | openssl x509 -noout -serial"
         let original = try sh("openssl x509 -noout -serial -in \(d)/certs/s1.pem")
         #expect(try await pollUntil(10) { (try? sh(presented)) == original })
@@ -100,9 +104,10 @@ import Testing
         defer { kill(p.processIdentifier, SIGKILL) }
         func cpu() -> Double? {
             guard let out = try? sh("\(RaftCrashTests.executable) members --json --http-addr 127.0.0.1:\(http)"),
-                  let all = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]],
-                  let me = all.first(where: { $0["name"] as? String == "s1" }),
-                  let capacity = me["capacity"] as? [String: Any] else { return nil }
+                let all = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]],
+                let me = all.first(where: { $0["name"] as? String == "s1" }),
+                let capacity = me["capacity"] as? [String: Any]
+            else { return nil }
             return capacity["cpu"] as? Double
         }
         func logText() -> String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
@@ -155,11 +160,12 @@ import Testing
         // s4 joins (a server, so every agent here enforces the list it applies).
         let s4 = try await cluster.start("s4", bootstrapExpect: nil)
         let others = ["s1", "s2", "s3"].map { cluster.agents[$0]! }
-        #expect(try await pollUntil(10) {
-            var all = true
-            for a in others where !(await a.transport.connectedPeers()).contains("s4") { all = false }
-            return all
-        })
+        #expect(
+            try await pollUntil(10) {
+                var all = true
+                for a in others where !(await a.transport.connectedPeers()).contains("s4") { all = false }
+                return all
+            })
         #expect(try await pollUntil(10) { await cluster.agreedLeader() != nil })
         let leader = try #require(await cluster.agreedLeader())
         let via = try #require(others.first { $0.configuration.name != leader })
@@ -230,12 +236,13 @@ import Testing
         #expect(try await pollUntil(20) { (await c1.transport.connectedPeers()).contains(follower) })
         let before = await c1.assignments.denyListIndex
         #expect(try await callRetryingUnavailable(cluster.agents[leader]!, "POST", "/v1/nodes/\(follower)/deny", for: 10).status == 200)
-        #expect(try await pollUntil(1) {
-            for n in all where n != follower && n != "c2" {
-                if (await cluster.agents[n]!.transport.connectedPeers()).contains(follower) { return false }
-            }
-            return true
-        }, "an agent still talks to \(follower) a second after the deny")
+        #expect(
+            try await pollUntil(1) {
+                for n in all where n != follower && n != "c2" {
+                    if (await cluster.agents[n]!.transport.connectedPeers()).contains(follower) { return false }
+                }
+                return true
+            }, "an agent still talks to \(follower) a second after the deny")
         #expect(await c1.assignments.denyListIndex > before)
 
         // Undenied, the client is sent the shorter list.

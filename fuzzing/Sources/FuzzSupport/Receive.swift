@@ -72,8 +72,9 @@ public enum Receive {
             NodeRecord(name: n, address: "\(n):7480", capacity: Resources(cpuMillicores: 2000, memoryBytes: 1 << 30))
         }
         var swim = try! SWIMInstance(configuration: .lan, record: record("node-1"), seed: 1, now: .zero)
-        swim.restore(["node-2", "node-3", "node-4"].map { MemberState(incarnation: 3, status: .alive, record: record($0)) },
-                     now: .zero)
+        swim.restore(
+            ["node-2", "node-3", "node-4"].map { MemberState(incarnation: 3, status: .alive, record: record($0)) },
+            now: .zero)
         return swim
     }()
 
@@ -118,8 +119,9 @@ public enum Receive {
     /// A follower in term 5 that has entries up to index 3, as a server mid-life would be.
     static let raftFollower: RaftNode = {
         let entries = (1...3).map { Entry(term: UInt64($0 + 2), index: UInt64($0)) }
-        var n = RaftNode(config: RaftConfig(id: "node-1"), bootstrap: Configuration(voters: ["node-1", "node-2", "node-3"]),
-                         recovered: RecoveredState(hardState: HardState(term: 5, commit: 2), entries: entries), seed: 1)
+        var n = RaftNode(
+            config: RaftConfig(id: "node-1"), bootstrap: Configuration(voters: ["node-1", "node-2", "node-3"]),
+            recovered: RecoveredState(hardState: HardState(term: 5, commit: 2), entries: entries), seed: 1)
         if n.hasReady { n.advance(n.ready()) }
         return n
     }()
@@ -182,14 +184,15 @@ public enum Receive {
         let fresh = Planner().plan(services: services, demand: wanted, nodes: nodes, currentPlan: nil, now: .zero)
         let byName = Dictionary(uniqueKeysWithValues: services.map { ($0.name, $0) })
         for node in nodes {
-            var cpu = 0.0, memory = 0.0 // in Double: the harness must not trap where the planner did not
+            var cpu = 0.0, memory = 0.0  // in Double: the harness must not trap where the planner did not
             for (service, n) in fresh.plan.assignments[node.name] ?? [:] {
                 guard let s = byName[service] else { fail("a plan places \(service), which was not declared") }
                 cpu += Double(n) * Double(s.cpuMillis)
                 memory += Double(n) * Double(s.memoryBytes)
             }
-            check(cpu <= Double(node.cpuMillis) && memory <= Double(node.memoryBytes),
-                  "a fresh plan puts more on \(node.name) than it holds")
+            check(
+                cpu <= Double(node.cpuMillis) && memory <= Double(node.memoryBytes),
+                "a fresh plan puts more on \(node.name) than it holds")
         }
         var current = Scaling.Plan()
         current.assignments = state.plan.assignments
