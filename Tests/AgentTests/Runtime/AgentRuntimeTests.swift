@@ -162,8 +162,12 @@ import Testing
                 name: "node-a", address: "10.0.0.1:7480", role: .server,
                 capacity: .init(cpuMillicores: 2500, memoryBytes: 8 << 30), running: ["web": 3, "batch": 4]),
             status: .alive, incarnation: 1)
-        let lines = MembersCommand.table([m]).split(separator: "\n")
-        #expect(lines[0] == "NAME    ADDRESS        STATUS  ROLE    CPU   MEMORY  CONTAINERS")
-        #expect(lines[1] == "node-a  10.0.0.1:7480  alive   server  2.50  8.0GiB  7")
+        var labelled = m
+        labelled.name = "node-b"
+        labelled.labels = ["zone": "a", "disk": "ssd"]
+        let lines = MembersCommand.table([m, labelled]).split(separator: "\n")
+        #expect(lines[0] == "NAME    ADDRESS        STATUS  ROLE    CPU   MEMORY  CONTAINERS  LABELS")
+        #expect(lines[1] == "node-a  10.0.0.1:7480  alive   server  2.50  8.0GiB  7           -")
+        #expect(lines[2] == "node-b  10.0.0.1:7480  alive   server  2.50  8.0GiB  7           disk=ssd,zone=a")
     }
 }
