@@ -153,6 +153,14 @@ public enum Receive {
             _ = p.voters.count <= 16 && p.voters.allSatisfy { $0.utf8.count <= 64 } ? p.voters.sorted() : []
         case .bootstrapReply(let r):
             _ = (r.pledged.sorted(), r.votersWithState.sorted(), r.candidate.sorted())
+        case .denyList(let d):
+            // AssignmentStream.receive bounds it as the state machine does: at most
+            // Limits.defaultMaxMembers (the default --max-members) names of 1-maxNodeNameBytes bytes.
+            if d.names.count <= AgentConfiguration().maxMembers,
+                d.names.allSatisfy({ !$0.isEmpty && $0.utf8.count <= ClusterState.maxNodeNameBytes })
+            {
+                _ = (d.index, Set(d.names))
+            }
         case nil:
             break
         }
