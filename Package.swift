@@ -97,7 +97,7 @@ let package = Package(
         .target(
             name: "Agent",
             dependencies: [
-                "Wire", "SecureTransport", "Bounds", "Membership", "Consensus", "Scaling", "DockerEngine", "Demand", "Figures",
+                "Wire", "SecureTransport", "Bounds", "Membership", "Consensus", "Scaling", "DockerEngine", "Demand",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
@@ -119,8 +119,6 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"],
                                           .when(platforms: [.linux], configuration: .release))]),
 
-        // Benchmarks against real services (the Docker Engine): thin, the work is in DockerEngine.
-
         // Seeded whole-cluster simulation.
         .target(
             name: "SimulationKit",
@@ -138,11 +136,25 @@ let package = Package(
             ],
             swiftSettings: strict),
 
+        // The harness: the chaos suite (Chaos/) and the benchmarks of real agent processes
+        // (Benchmark/). It drives `microscale` processes from outside and reads the Agent's
+        // `package` API views; only microscale-chaos, microscale-bench and tests link it, so the
+        // agent binary carries none of it.
+        .target(
+            name: "Harness",
+            dependencies: [
+                "Agent", "Bounds", "Consensus", "Scaling", "Demand", "DockerEngine", "SecureTransport", "Figures",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict),
+
         // Benchmarks of the real components: sockets, TLS, processes.
         .executableTarget(
             name: "microscale-bench",
             dependencies: [
-                "SecureTransport", "Agent", "DockerEngine", "Figures",
+                "SecureTransport", "Harness", "DockerEngine", "Figures",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
@@ -150,7 +162,7 @@ let package = Package(
         // The chaos suite (chaos/run): real agents, each host in its own network namespace.
         .executableTarget(
             name: "microscale-chaos",
-            dependencies: ["Agent"],
+            dependencies: ["Harness"],
             swiftSettings: strict),
 
         // Tests mirror Sources/.
@@ -175,7 +187,8 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(name: "DockerEngineTests", dependencies: ["DockerEngine"], swiftSettings: strict),
         .testTarget(name: "DemandTests", dependencies: ["Demand", "Bounds", "Scaling"], swiftSettings: strict),
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "Bounds"], swiftSettings: strict),
+        // Harness for PlainHTTP: RaftCrashTests and LinearizableReadTests talk to real agent processes.
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "Bounds", "Harness"], swiftSettings: strict),
         .testTarget(name: "SimulationKitTests", dependencies: ["SimulationKit"], swiftSettings: strict),
     ]
 )

@@ -1,8 +1,8 @@
-import Agent
 import ArgumentParser
 import DockerEngine
 import Figures
 import Foundation
+import Harness
 import SecureTransport
 
 /// Benchmarks with real sockets and processes: figures and JSON, never pass/fail.

@@ -1,6 +1,6 @@
-import Agent
+import Harness
 
-/// `chaos/run` calls this; the suite lives in Agent/Chaos so tests can drive it too.
+/// `chaos/run` calls this; the suite lives in Harness/Chaos so tests can drive it too.
 @main
 enum Main {
     static func main() async {

@@ -111,12 +111,13 @@ extension HTTPClientOptions {
     }
 }
 
-struct CLIError: Error, CustomStringConvertible {
-    var description: String
+/// `package`: microscale-chaos (Harness) reports its errors the same way.
+package struct CLIError: Error, CustomStringConvertible {
+    package var description: String
     /// 2 when what the user typed (or sent) was refused: an argument out of range, or a 400 from
     /// the agent naming the field; 1 for everything else (unreachable agent, no leader, ...).
-    var exitCode: Int32 = 1
-    init(_ d: String, exitCode: Int32 = 1) {
+    package var exitCode: Int32 = 1
+    package init(_ d: String, exitCode: Int32 = 1) {
         description = d
         self.exitCode = exitCode
     }

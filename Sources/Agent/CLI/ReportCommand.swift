@@ -33,7 +33,7 @@ public struct ReportCommand: AsyncParsableCommand {
             }
         }
 
-        static func render(_ s: UtilizationSummary) -> String {
+        package static func render(_ s: UtilizationSummary) -> String {
             func cores(_ c: Double) -> String { DemandText.format((c * 10).rounded() / 10) }
             func percent(_ share: Double) -> String { DemandText.format((share * 1000).rounded() / 10) + "%" }
             guard s.samples > 0 else { return "no utilization samples in the last \(s.windowSeconds) s (one is taken every second)" }

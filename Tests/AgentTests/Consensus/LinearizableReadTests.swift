@@ -1,6 +1,7 @@
 import Determinism
 import Dispatch
 import Foundation
+import Harness
 import NIOConcurrencyHelpers
 import SecureTransport
 import Testing

@@ -1,6 +1,7 @@
 import Consensus
 import Determinism
 import Foundation
+import Harness
 import NIOConcurrencyHelpers
 import SecureTransport
 import Testing

@@ -4,8 +4,9 @@ import Foundation
 /// A blocking HTTP/1.0 GET over a plain socket with hard timeouts, run off the cooperative
 /// pool. Benchmarks poll dozens of agents ten times a second; this keeps the poller simple and
 /// bounded (a frozen agent costs at most the timeout), independent of URLSession.
-enum PlainHTTP {
-    static func get(
+/// `package`: AgentTests' real-process tests (RaftCrashTests, LinearizableReadTests) use it too.
+package enum PlainHTTP {
+    package static func get(
         host: String, port: Int, path: String, timeoutMillis: Int = 1000, maxBytes: Int = 4 << 20,
         token: String? = nil
     ) async -> Data? {
@@ -19,7 +20,7 @@ enum PlainHTTP {
     }
 
     /// Any method, with an optional body; the status and body, or nil if no answer came.
-    static func request(
+    package static func request(
         _ method: String, host: String, port: Int, path: String, body: [UInt8] = [],
         timeoutMillis: Int = 1000, maxBytes: Int = 4 << 20, token: String? = nil
     ) async -> (Int, Data)? {
@@ -33,7 +34,7 @@ enum PlainHTTP {
         }
     }
 
-    static func blockingRequest(
+    package static func blockingRequest(
         _ method: String, host: String, port: Int, path: String, body: [UInt8],
         timeoutMillis: Int, maxBytes: Int, token: String? = nil
     ) -> (Int, Data)? {

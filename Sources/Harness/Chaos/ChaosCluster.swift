@@ -1,3 +1,4 @@
+import Agent
 import DockerEngine
 import Foundation
 import SecureTransport

@@ -1,3 +1,4 @@
+import Agent
 import Bounds
 import Figures
 import Foundation
