@@ -156,7 +156,7 @@ public enum Receive {
         case .denyList(let d):
             // AssignmentStream.receive bounds it as the state machine does: at most
             // Limits.defaultMaxMembers (the default --max-members) names of 1-maxNodeNameBytes bytes.
-            if d.names.count <= AgentConfiguration().maxMembers,
+            if d.names.count <= MembershipConfiguration().maxMembers,
                 d.names.allSatisfy({ !$0.isEmpty && $0.utf8.count <= ClusterState.maxNodeNameBytes })
             {
                 _ = (d.index, Set(d.names))
