@@ -134,4 +134,110 @@ struct QueueRun {
             #expect(run.decide(low) == run.proportional(low), "seed \(seed) \(high)→\(low) \(run.description): \(run.counts)")
         }
     }
+
+    /// A steady queue with bounded noise inside the band: `d ± a` with the band holding the count at
+    /// its start for the proportional rule alone, so any change is the controller's. White noise (a new
+    /// draw each second) or a random walk reflected at ±a, whose steps are a fifth to the whole of a.
+    struct NoisyQueue {
+        var run: QueueRun
+        var rng: SeededGenerator
+        var start: Int
+        var middle: Double
+        var amplitude: Double
+        var white: Bool
+        var step: Double
+        var offset = 0.0
+
+        init(seed: UInt64) {
+            run = QueueRun(seed: seed)
+            rng = SeededGenerator(seed: seed ^ 0x0a15e)
+            func unit(_ rng: inout SeededGenerator) -> Double { Double(rng.next() % 10_001) / 10_000 }
+            // Always a controller and a band (the noise must fit inside it); the rest as drawn.
+            let band = rng.next() % 2 == 0 ? 0.7 : 0.5 + 0.4 * unit(&rng)
+            let kd = rng.next() % 2 == 0 ? 1 + 9 * unit(&rng) : 1 + 59 * unit(&rng)
+            run.spec.control.scaleDownAt = band
+            run.spec.control.gains = Gains(kp: Swift.max(0.05, unit(&rng)), kd: kd)
+            start = Int(rng.next() % 38) + 3
+            run.spec.max = start * 3 + 5
+            run.spec.min = Swift.min(run.spec.min, start)
+            let absorbs = Double(start) * run.spec.perContainer
+            // Between band × absorbs and absorbs, with a tenth of the margin to spare each side.
+            middle = (band + 1) / 2 * absorbs
+            amplitude = (1 - band) / 2 * absorbs * 0.9
+            white = rng.next() % 2 == 0
+            step = amplitude * (0.2 + 0.8 * unit(&rng))
+        }
+
+        mutating func next() -> Double {
+            if white {
+                offset = amplitude * (2 * Double(rng.next() % 10_001) / 10_000 - 1)
+            } else {
+                offset += step * (2 * Double(rng.next() % 10_001) / 10_000 - 1)
+                if offset > amplitude { offset = 2 * amplitude - offset }
+                if offset < -amplitude { offset = -2 * amplitude - offset }
+            }
+            return middle + offset
+        }
+
+        var description: String {
+            "\(white ? "white" : "walk, step \(step)") noise ±\(amplitude) around \(middle), start \(start), \(run.description)"
+        }
+
+        static func changes(_ counts: [Int], from start: Int) -> Int {
+            zip([start] + counts, counts).filter { $0 != $1 }.count
+        }
+    }
+
+    @Test func noiseInsideTheBandDoesNotMakeTheControllerFlap() async {
+        await propertyCheck(count: 100, input: Gen.uint64(in: 0...UInt64(UInt32.max))) { seed in
+            var noisy = NoisyQueue(seed: seed)
+            let readings = (0..<300).map { _ in noisy.next() }
+            // The proportional rule and the band alone hold the count on these readings (the draw is right).
+            var plain = noisy.run
+            plain.spec.control.gains = nil
+            plain.start(at: noisy.start)
+            for q in readings { plain.decide(q) }
+            #expect(Set(plain.counts) == [noisy.start], "seed \(seed): the band alone moved: \(noisy.description)")
+            // With the controller: at most one excursion (up and back) in 300 decisions.
+            noisy.run.start(at: noisy.start)
+            for q in readings { noisy.run.decide(q) }
+            let changes = NoisyQueue.changes(noisy.run.counts, from: noisy.start)
+            #expect(changes <= 2, "seed \(seed): \(changes) changes in 300 decisions, \(noisy.description): \(noisy.run.counts)")
+        }
+    }
+
+    @Test func afterNoiseAStepIsFollowedWithinOneDecisionAndASteadyRiseGetsItsLookAhead() async {
+        await propertyCheck(count: 100, input: Gen.uint64(in: 0...UInt64(UInt32.max))) { seed in
+            var noisy = NoisyQueue(seed: seed)
+            // Nothing caps the look-ahead here: no max_change, a roomy max, and kp 1 (a smaller kp takes
+            // only part of the way up, which a fast enough rise of the proportional count outruns).
+            noisy.run.spec.control.maxChange = nil
+            noisy.run.spec.max = 100_000
+            let kd = noisy.run.spec.control.gains!.kd
+            noisy.run.spec.control.gains = Gains(kp: 1, kd: kd)
+            noisy.run.start(at: noisy.start)
+            for _ in 0..<60 { noisy.run.decide(noisy.next()) }
+            var stepped = noisy.run
+            // A step to twice what the count absorbs: proportional, within one decision.
+            let high = 2 * Double(noisy.start) * noisy.run.spec.perContainer
+            let after = stepped.decide(high)
+            #expect(after >= stepped.proportional(high), "seed \(seed): step to \(high) gave \(after), \(noisy.description)")
+            // A steady rise of four times the noise's amplitude a second (and at least two containers'
+            // worth over kd), the same noise on top: the controller goes beyond proportional within three
+            // filter time constants (kd / 10) or noise memories (10 s), whichever is longer.
+            let slope = Swift.max(4 * noisy.amplitude, 2 * noisy.run.spec.perContainer / kd)
+            let within = Int((3 * Swift.max(kd / 10, 10)).rounded(.up)) + 5
+            var queue = noisy.middle
+            var ahead = false
+            for _ in 0..<within {
+                queue += slope
+                let q = queue + noisy.next() - noisy.middle
+                if noisy.run.decide(q) > noisy.run.proportional(q) {
+                    ahead = true
+                    break
+                }
+            }
+            #expect(ahead, "seed \(seed): rising \(slope)/s, no look-ahead within \(within) decisions, \(noisy.description): \(noisy.run.counts.suffix(within))")
+        }
+    }
 }
