@@ -9,7 +9,8 @@ import Bounds
 ///   that fraction of what the current count absorbs, so a queue that is being drained by the workers
 ///   it has does not take them away one by one and then call them back;
 /// - an optional PD controller (`kp`, `kd`): `kd` looks ahead along the queue's trend (seconds), so a
-///   growing queue gets its workers before it is long; `kp` (0 < kp ≤ 1) is the fraction of the way
+///   growing queue gets its workers before it is long; the trend is filtered (Åström & Murray §10.5)
+///   and acted on only beyond the noise seen in it, so a noisy source does not flap the count; `kp` (0 < kp ≤ 1) is the fraction of the way
 ///   down taken per decision, so scale-down is gradual. Scale-up is never slower than proportional;
 ///   nothing the controller does goes below the proportional count, so the controller cannot undershoot
 ///   into a shortage and call workers back (the oscillation the property tests look for);
@@ -67,17 +68,62 @@ public struct Gains: Sendable, Hashable {
 }
 
 /// What the PD controller remembers between decisions: the reading the trend is measured from, when,
-/// and the last trend measured (per second). Lives in `Plan.control`, so it travels with the plan and
-/// starts afresh (trend 0) with a new leader, whose `now` is its own process's.
+/// the filtered trend (per second), the last raw slope, and the noise seen in the slopes. Lives in
+/// `Plan.control`, so it travels with the plan and starts afresh (trend 0, no noise seen) with a new
+/// leader, whose `now` is its own process's.
 public struct ControlState: Sendable, Hashable {
     public var reference: Double
     public var referenceAt: Duration
+    /// The derivative after its low-pass filter (Åström & Murray, "Feedback Systems", §10.5).
     public var trend: Double
+    /// The last unfiltered slope, (reading − reference) / elapsed.
+    public var slope: Double
+    /// How much the slope changes from one span to the next, peak-held and decaying: the noise the
+    /// trend must rise above before the controller acts on it.
+    public var noise: Double
 
-    public init(reference: Double, referenceAt: Duration, trend: Double = 0) {
+    public init(reference: Double, referenceAt: Duration, trend: Double = 0, slope: Double = 0, noise: Double = 0) {
         self.reference = reference
         self.referenceAt = referenceAt
         self.trend = trend
+        self.slope = slope
+        self.noise = noise
+    }
+
+    /// The derivative filter's time constant is kd / N (Åström & Murray §10.5: N from 2 to 20 limits the
+    /// derivative's gain on noise to kp × N); 10 is their usual middle.
+    static let filterN: Double = 10
+    /// The noise estimate is held at least this long (seconds): a slow drift of a noisy source must not
+    /// look like a quiet one a few spans after its last jump.
+    static let noiseMemory: Double = 10
+    /// The trend is acted on only beyond this many times the noise (the deadband). The filtered slope of
+    /// a bounded noise, white or a random walk, stays below twice the span-to-span change of its slope;
+    /// the property tests check it (ControlProperties, "noise inside the band").
+    static let deadband: Double = 2
+
+    /// One measured span: `elapsed` seconds (> 0) since the reference, the reading now. The filter is the
+    /// backward-difference form of §10.5, trend += h / (Tf + h) × (slope − trend), so a span longer than
+    /// Tf (a gap of unknown readings, or a small kd) takes the new slope almost whole.
+    mutating func measure(_ demand: Double, elapsed: Double, kd: Double, at now: Duration) {
+        let raw = (demand - reference) / elapsed
+        let tf = kd / Self.filterN
+        let a = elapsed / (tf + elapsed)
+        let decay = 1 - elapsed / (Swift.max(tf, Self.noiseMemory) + elapsed)
+        let change = abs(raw - slope)
+        // A slope of ±inf (a reading of 1e308 over a tiny span) must not poison the state with NaN.
+        noise = change.isFinite ? Swift.max(change, noise * decay) : noise
+        if raw.isFinite {
+            trend += a * (raw - trend)
+            slope = raw
+        }
+        reference = demand
+        referenceAt = now
+    }
+
+    /// The trend the controller acts on: the filtered trend less the deadband, 0 inside it.
+    var significantTrend: Double {
+        let beyond = Swift.max(0, abs(trend) - Self.deadband * noise)
+        return trend < 0 ? -beyond : beyond
     }
 }
 
@@ -120,14 +166,16 @@ extension Planner {
             let elapsed = now - s.referenceAt
             if elapsed >= trendSpan {
                 let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-                s.trend = (demand - s.reference) / seconds
-                s.reference = demand
-                s.referenceAt = now
+                s.measure(demand, elapsed: seconds, kd: g.kd, at: now)
             } else if elapsed < .zero {
                 s = ControlState(reference: demand, referenceAt: now)  // another clock: start afresh
             }
             out.state = s
-            let ahead = Swift.max(0, demand + g.kd * s.trend)
+            // The derivative acts on the filtered trend, and only on what of it rises above the noise
+            // (docs/scaling.md "Control"): the raw slope of a noisy source times kd raised the count on
+            // every upward wiggle and the band took it back a few seconds later, over and over.
+            let trend = s.significantTrend
+            let ahead = Swift.max(0, demand + g.kd * trend)
             let aheadRatio = per > 0 ? ahead / per : .infinity
             let c = Double(before)
             let u = c + g.kp * (aheadRatio - c)
@@ -135,8 +183,9 @@ extension Planner {
             // never below proportional.
             let pd = u > c ? count(u.rounded(.up)) : count(u.rounded(.down))
             if pd > target {
-                let trend = s.trend >= 0 ? "+\(formatDemand(s.trend))" : "−\(formatDemand(-s.trend))"
-                out.reason += "; PD kp \(formatDemand(g.kp)) kd \(formatDemand(g.kd))s (trend \(trend)/s) → \(pd)"
+                let shown = trend >= 0 ? "+\(formatDemand(trend))" : "−\(formatDemand(-trend))"
+                let noise = s.noise > 0 ? ", noise \(formatDemand(s.noise))/s" : ""
+                out.reason += "; PD kp \(formatDemand(g.kp)) kd \(formatDemand(g.kd))s (trend \(shown)/s\(noise)) → \(pd)"
                 target = pd
             }
         }

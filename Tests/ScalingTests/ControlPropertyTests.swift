@@ -237,7 +237,9 @@ struct QueueRun {
                     break
                 }
             }
-            #expect(ahead, "seed \(seed): rising \(slope)/s, no look-ahead within \(within) decisions, \(noisy.description): \(noisy.run.counts.suffix(within))")
+            #expect(
+                ahead,
+                "seed \(seed): rising \(slope)/s, no look-ahead within \(within) decisions, \(noisy.description): \(noisy.run.counts.suffix(within))")
         }
     }
 }

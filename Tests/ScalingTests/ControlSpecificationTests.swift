@@ -57,22 +57,56 @@ import Testing
         #expect(Self.decide(spec, queue: 0, count: 0).plan.total("worker") == 3)
     }
 
-    @Test func theControllerLooksAheadAlongAGrowingQueue() {
+    @Test func theControllerLooksAheadAlongAGrowingQueueOnceItsTrendStandsAboveTheNoise() throws {
         let spec = Self.worker(Control(gains: Gains(kp: 1, kd: 10), queue: true))
-        // The queue grew from 100 to 200 over the last 2 s (50/s): in 10 s it is 700 → 35 containers.
-        let r = Self.decide(spec, queue: 200, count: 5, state: ControlState(reference: 100, referenceAt: .seconds(98)))
-        #expect(r.plan.total("worker") == 35)
-        #expect(Self.reason(r) == "queue 200, target 20 per container → 10; PD kp 1 kd 10s (trend +50/s) → 35")
-        #expect(r.plan.control["worker"] == ControlState(reference: 200, referenceAt: .seconds(100), trend: 50))
+        // The queue grew from 100 to 200 over the last 2 s (50/s) after a flat start: the first slope is
+        // a change of slope of 50/s, as large as any noise, so it is not acted on yet.
+        let first = Self.decide(spec, queue: 200, count: 5, state: ControlState(reference: 100, referenceAt: .seconds(98)))
+        #expect(first.plan.total("worker") == 10)
+        // The filter (Tf = kd / 10 = 1 s, over a 2 s span) takes two thirds of the slope; the noise is 50/s.
+        let measured = try #require(first.plan.control["worker"])
+        #expect(abs(measured.trend - 100.0 / 3) < 1e-9)
+        #expect(measured.slope == 50 && measured.noise == 50 && measured.reference == 200 && measured.referenceAt == .seconds(100))
+        // It keeps growing at 50/s, a decision a second: the slope no longer changes, the noise seen at the
+        // start decays (10 s memory) and the filtered trend nears 50/s, until the trend stands above twice
+        // the noise and the controller looks 10 s ahead.
+        var state = first.plan.control["worker"]
+        var count = 10
+        var queue = 200.0
+        var ahead: PlanResult?
+        var at = 0
+        for second in 101...120 where ahead == nil {
+            queue += 50
+            let r = Self.decide(spec, queue: queue, count: count, state: state, now: .seconds(Int64(second)))
+            count = r.plan.total("worker")
+            state = r.plan.control["worker"]
+            if count > Int((queue / 20).rounded(.up)) { (ahead, at) = (r, second) }
+        }
+        let r = try #require(ahead)
+        // Trend 49.9/s against a noise decayed to 23.3/s: the ninth measured span, 8 s after the first.
+        #expect(at == 108)
+        #expect(Self.reason(r)?.contains("PD kp 1 kd 10s (trend +") == true, "\(Self.reason(r) ?? "")")
+        #expect((state?.trend ?? 0) > 2 * (state?.noise ?? 0))
+    }
+
+    @Test func aSingleJumpIsFollowedByTheProportionalRuleWithoutADerivativeKick() {
+        // A step from 100 to 600 in one span is a slope of 500/s once: as large a change as the noise
+        // estimate has seen, so the controller adds nothing to the proportional 30 (Åström & Murray §10.5
+        // avoid the same kick on setpoint steps by acting on the process output only).
+        let spec = Self.worker(Control(gains: Gains(kp: 1, kd: 10), queue: true))
+        let r = Self.decide(spec, queue: 600, count: 5, state: ControlState(reference: 100, referenceAt: .seconds(99)))
+        #expect(r.plan.total("worker") == 30)
     }
 
     @Test func theControllerNeverTakesTheCountBelowProportionalAndKpMakesScaleDownGradual() {
         let spec = Self.worker(Control(gains: Gains(kp: 0.5, kd: 10), queue: true))
-        // Shrinking fast (−50/s): looking ahead says 0, but the queue now needs 5.
-        let r = Self.decide(spec, queue: 100, count: 20, state: ControlState(reference: 200, referenceAt: .seconds(98)))
+        // Shrinking fast and steadily (−50/s, as over the spans before): looking ahead says 0, but the
+        // queue now needs 5.
+        let shrinking = ControlState(reference: 200, referenceAt: .seconds(98), trend: -50, slope: -50)
+        let r = Self.decide(spec, queue: 100, count: 20, state: shrinking)
         // Half the way from 20 to 0 is 10; never below the proportional 5.
         #expect(r.plan.total("worker") == 10)
-        let flat = Self.decide(spec, queue: 100, count: 6, state: ControlState(reference: 200, referenceAt: .seconds(98)))
+        let flat = Self.decide(spec, queue: 100, count: 6, state: shrinking)
         #expect(flat.plan.total("worker") == 5)
     }
 
