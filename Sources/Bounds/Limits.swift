@@ -41,6 +41,14 @@ public enum Limits {
     public static let maxPriority = 1000
     /// `stop_timeout`: an hour.
     public static let maxStopTimeoutMilliseconds: Int64 = 3_600_000
+    /// `stop_delay` (docs/endpoints.md): ten minutes. A container withdrawn for longer holds its
+    /// reservation while it serves nothing; AWS allows an hour, but its default is five minutes
+    /// for connections that last, and Microscale's scale-downs are second by second.
+    public static let maxStopDelayMilliseconds: Int64 = 600_000
+    /// `stop_delay` when not declared, for a service that publishes ports: long enough for gossip
+    /// to reach every agent (a few 50 ms rounds) and a load balancer to act on its blocking query,
+    /// with room to spare; short enough that a scale-down frees its room within seconds.
+    public static let defaultStopDelayMilliseconds: Int64 = 2000
     /// An image reference (Docker's own limit on a repository name is 255; a registry host, a
     /// tag and a digest come on top).
     public static let maxImageBytes = 1024

@@ -58,6 +58,16 @@ public struct ContainerSpec: Sendable, Hashable, Codable {
         }
     }
 
+    /// Host ports a container of this spec holds fixed: the declared `host:` ports, or every
+    /// declared port on the host network. Two containers needing one cannot run at once.
+    public var fixedHostPorts: Set<Int> {
+        switch network {
+        case .host: Set(ports.map(\.container))
+        case .none: []
+        case .bridge: Set(ports.compactMap(\.host))
+        }
+    }
+
     /// An `http:` or `tcp:` check the agent makes itself, from the host, to the container's address
     /// (its bridge IP, or 127.0.0.1 with the host network).
     public var probe: Probe?

@@ -99,6 +99,8 @@ public actor NodeExecutor {
     public func stop() async {
         let running = loop
         loop = nil
+        stopWake?.cancel()
+        stopWake = nil
         await running?.stopAndWait()
     }
 
@@ -130,6 +132,22 @@ public actor NodeExecutor {
     }
 
     private func wake() { loop?.wake() }
+
+    /// A round at the time the next withdrawn container may be stopped (docs/endpoints.md), rather
+    /// than at the next tick, up to `interval` later.
+    private var stopWake: Task<Void, Never>?
+    private var stopWakeAt: ContinuousClock.Instant?
+    private func wake(after d: Duration) {
+        let at = ContinuousClock.now + d
+        if let pending = stopWakeAt, pending <= at, pending > ContinuousClock.now { return }
+        stopWake?.cancel()
+        stopWakeAt = at
+        stopWake = Task { [weak self] in
+            try? await Task.sleep(until: at, clock: .continuous)
+            guard !Task.isCancelled else { return }
+            await self?.wake()
+        }
+    }
 
     /// What the record may carry (docs/limits.md): at most `Limits.maxImageFailures` images (by
     /// name), each reason cut to `Limits.maxImageFailureReasonBytes`; an image name longer than
@@ -171,6 +189,7 @@ public actor NodeExecutor {
         let mine = publishing
         let running = try await client.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(node)"], all: false)
         let health = await shell.currentHealth()
+        let withdrawn = await shell.withdrawn
         let specs = Dictionary(
             a.services.map { ($0.key, Specs.container($0.key, $0.value.spec, node: node)) },
             uniquingKeysWith: { x, _ in x })
@@ -178,12 +197,12 @@ public actor NodeExecutor {
         let rolling = Dictionary(
             a.keep.keys.compactMap { name in a.services[name].map { (name, Specs.hash($0.spec)) } },
             uniquingKeysWith: { x, _ in x })
-        var serving = Self.serving(running, health: health, specs: specs, rolling: rolling, ipv6: advertisesIPv6)
+        var serving = Self.serving(running, health: health, specs: specs, rolling: rolling, ipv6: advertisesIPv6, withdrawn: withdrawn)
         let failed = await shell.failures
         for (s, hash) in rolling { if let f = failed[s], f.spec == hash { serving.rollouts[s]?.failed = f.count } }
         // Running containers whose check has not passed yet, and that fail it: what status counts.
         var starting: [String: Int] = [:], unhealthy: [String: Int] = [:]
-        for c in running where c.State == "running" {
+        for c in running where c.State == "running" && !withdrawn.contains(c.Id) {
             guard let s = c.Labels?[MicroscaleLabel.service] else { continue }
             switch health[c.Id] ?? ObservedContainer.Health.fromEngineStatus(c.Status) {
             case .starting?: starting[s, default: 0] += 1
@@ -209,14 +228,16 @@ public actor NodeExecutor {
     /// Pure: the serving containers among `running`, per service, with their endpoints. A bridge
     /// container's endpoints are its published TCP ports (Docker lists each once per address
     /// family); a host-network container listens on its declared ports themselves; one on no
-    /// network has none.
+    /// network has none. A `withdrawn` container (a planned stop waiting for its delay) serves
+    /// nothing: it is neither counted nor an endpoint.
     static func serving(
         _ running: [ContainerSummary], health: [String: ObservedContainer.Health],
-        specs: [String: ContainerSpec], rolling: [String: String] = [:], ipv6: Bool = false
+        specs: [String: ContainerSpec], rolling: [String: String] = [:], ipv6: Bool = false,
+        withdrawn: Set<String> = []
     ) -> Serving {
         var out = Serving()
         out.rollouts = rolling.mapValues { RolloutProgress(spec: $0, serving: 0) }
-        for c in running where c.State == "running" {
+        for c in running where c.State == "running" && !withdrawn.contains(c.Id) {
             guard [nil, .healthy].contains(health[c.Id] ?? ObservedContainer.Health.fromEngineStatus(c.Status)),
                 let s = c.Labels?[MicroscaleLabel.service]
             else { continue }
@@ -259,6 +280,9 @@ public actor NodeExecutor {
                 // A container whose probe starts failing (or passes) is told to the cluster at
                 // once, before the round that replaces it: load balancers follow the endpoints.
                 await s.setOnHealthChange { [weak self] in await self?.healthChanged() }
+                // A container withdrawn before its planned stop leaves the endpoints at once
+                // (gossiped as a change of the record), not after the round (docs/endpoints.md).
+                await s.setOnWithdraw { [weak self] in try? await self?.publishServing() }
                 shell = s
                 // A finished pull runs a round at once: the containers waiting for it start now.
                 puller = ImagePuller(client: c, auth: registryAuth, logger: logger, onChange: { [weak self] in await self?.wake() })
@@ -300,7 +324,8 @@ public actor NodeExecutor {
             }
             await shell!.setDesired(
                 specs, counts: a.services.mapValues(\.count), held: held,
-                keep: a.keep.mapValues { (Set($0.specs), $0.count) })
+                keep: a.keep.mapValues { (Set($0.specs), $0.count) },
+                stopDelays: a.services.mapValues { .milliseconds($0.spec.effectiveStopDelayMilliseconds) })
             for _ in 0..<(hold ? 0 : 5) {
                 let report = try await shell!.reconcileOnce()
                 totals.started += report.started.count
@@ -322,6 +347,7 @@ public actor NodeExecutor {
                 if report.plan.isEmpty { break }
             }
             try await publishServing()
+            if let d = await shell!.untilNextStop() { wake(after: d) }
             if lastError != nil {
                 logger.info("docker reachable again")
                 lastError = nil

@@ -77,6 +77,10 @@ public struct ServiceSpec: Sendable, Hashable, Codable {
     /// rebuild them.
     public var constraints: [String]?
     public var spread: String?
+    /// `stop_delay`: how long a serving container stopped for a planned reason (a scale-down, a
+    /// rollout, a drain) is out of the endpoints before it is stopped (docs/endpoints.md); nil:
+    /// the default, `effectiveStopDelayMilliseconds`. Not part of the spec hash.
+    public var stopDelayMilliseconds: Int64?
 
     public init(
         image: String, command: [String] = [], priority: Int = 1, cpu: Double, memory: UInt64,
@@ -131,6 +135,9 @@ public struct ServiceSpec: Sendable, Hashable, Codable {
         if max < min { return bad("max", "must be at least min (\(min))") }
         if stopTimeoutMilliseconds < 0 || stopTimeoutMilliseconds > Limits.maxStopTimeoutMilliseconds {
             return bad("stop_timeout", "must be 0 to 1h")
+        }
+        if let d = stopDelayMilliseconds, d < 0 || d > Limits.maxStopDelayMilliseconds {
+            return bad("stop_delay", "must be 0 to \(Limits.maxStopDelayMilliseconds / 60_000)m")
         }
         if let d = demand, let e = d.validationError() { return bad("demand.\(e.field)", e.reason) }
         if let e = workloadValidationError() { return bad(e.field, e.reason) }

@@ -94,6 +94,15 @@ extension ServiceSpec {
         return (ports ?? []).compactMap(\.host).sorted()
     }
 
+    /// How long a serving container is withdrawn from the endpoints before a planned stop: the
+    /// declared `stop_delay`, else `Limits.defaultStopDelayMilliseconds` when the containers
+    /// publish ports (they are endpoints a load balancer may route to) and 0 when they do not.
+    public var effectiveStopDelayMilliseconds: Int64 {
+        if let d = stopDelayMilliseconds { return d }
+        let endpoints = networkMode != NetworkMode.none && !(ports ?? []).isEmpty
+        return endpoints ? Limits.defaultStopDelayMilliseconds : 0
+    }
+
     /// The rollout policy in force: the declared one, or Swarm's defaults (1, stop-first).
     public var updatePolicy: UpdatePolicy { update ?? UpdatePolicy() }
 

@@ -17,12 +17,23 @@ public struct DesiredService: Sendable, Hashable {
     /// containers of the desired spec beyond `count` are kept under the same budget.
     public var keep: Set<String>
     public var keepCount: Int
-    public init(count: Int, specHash: String, canStart: Bool = true, keep: Set<String> = [], keepCount: Int = 0) {
+    /// How long a serving container stopped for a planned reason is withdrawn from the endpoints
+    /// before it is stopped (`stop_delay`, Withdrawals); zero stops at once.
+    public var stopDelay: Duration
+    /// Host ports its containers hold fixed (`ports` with `host:`, or every port on the host
+    /// network): a start that needs one waits while a withdrawn container still holds it.
+    public var hostPorts: Set<Int>
+    public init(
+        count: Int, specHash: String, canStart: Bool = true, keep: Set<String> = [], keepCount: Int = 0, stopDelay: Duration = .zero,
+        hostPorts: Set<Int> = []
+    ) {
+        self.hostPorts = hostPorts
         self.count = count
         self.specHash = specHash
         self.canStart = canStart
         self.keep = keep
         self.keepCount = keepCount
+        self.stopDelay = stopDelay
     }
 }
 
@@ -114,6 +125,13 @@ public struct ReconcilePlan: Sendable, Hashable {
     public var ignored: Int = 0
     /// Running containers stopped because Docker reports them unhealthy.
     public var unhealthy: Int = 0
+    /// Containers withdrawn by this decision (a planned stop of a serving container with a stop
+    /// delay): the node tells the cluster at once that they are no endpoints, and stops them later.
+    public var withdrawn: [String] = []
+    /// Containers withdrawn earlier and still waiting for their stop.
+    public var draining: Int = 0
+    /// Services whose starts wait for a withdrawn container to free a fixed host port they need.
+    public var waitingForPorts: Set<String> = []
 
     /// Stops first, then starts.
     public var actions: [ReconcileAction] { stops + starts }
@@ -157,6 +175,13 @@ public struct Reconciler: Sendable {
     private(set) public var failures: [String: (spec: String, count: Int)] = [:]
     private var failedCounted: Set<String> = []
     private var failedCountedOrder: [String] = []
+    /// Containers withdrawn from the endpoints and waiting for their stop (docs/endpoints.md).
+    private(set) public var withdrawals = Withdrawals()
+    /// The last stop delay and fixed host ports of each service that still has containers here: a
+    /// service removed from the services file is no longer desired, but its serving containers
+    /// are withdrawn as long, and hold their ports meanwhile.
+    private var stopDelays: [String: Duration] = [:]
+    private var hostPorts: [String: Set<Int>] = [:]
 
     public init(node: String, policy: ReconcilerPolicy = ReconcilerPolicy()) {
         self.node = node
@@ -176,6 +201,18 @@ public struct Reconciler: Sendable {
             }
             byService[service, default: []].append(c)
         }
+
+        withdrawals.keepOnly(Set(byService.values.joined().filter { $0.state == .running }.map(\.id)))
+        for (service, want) in desired {
+            stopDelays[service] = want.stopDelay
+            hostPorts[service] = want.hostPorts.isEmpty ? nil : want.hostPorts
+        }
+        for service in stopDelays.keys where desired[service] == nil && byService[service] == nil {
+            stopDelays[service] = nil
+            hostPorts[service] = nil
+        }
+        // Services with a container withdrawn and not stopped by this decision.
+        var holding: Set<String> = []
 
         // Crash accounting first, so this decision already honours the back-off.
         for c in observed where c.isManaged && c.node == node && c.state == .exited {
@@ -212,6 +249,21 @@ public struct Reconciler: Sendable {
             var keep = 0
             var runningCurrent: [ObservedContainer] = []
             var keepable: [ObservedContainer] = []
+            // A planned stop: a serving container is withdrawn first and stopped once its delay
+            // has passed. One not serving yet (its check has not passed) is no endpoint: at once.
+            func plannedStop(_ c: ObservedContainer) {
+                let delay = c.isServing ? (stopDelays[service] ?? .zero) : .zero
+                let already = withdrawals.contains(c.id)
+                if withdrawals.stopDue(c.id, delay: delay, now: now) {
+                    plan.stops.append(.stop(id: c.id, service: service))
+                } else if already {
+                    plan.draining += 1
+                    holding.insert(service)
+                } else {
+                    plan.withdrawn.append(c.id)
+                    holding.insert(service)
+                }
+            }
             for c in containers {
                 switch c.state {
                 case .removing:
@@ -231,6 +283,9 @@ public struct Reconciler: Sendable {
                         let failures = (crashLoops[service]?.failures ?? 0) + 1
                         crashLoops[service] = CrashLoop(failures: failures, retryAt: now + backoff(failures))
                     }
+                case .running where withdrawals.contains(c.id):
+                    // Withdrawn earlier: counts for nothing, and is stopped when its delay is over.
+                    plannedStop(c)
                 case .running:
                     if let want, c.specHash == want.specHash {
                         runningCurrent.append(c)
@@ -238,7 +293,7 @@ public struct Reconciler: Sendable {
                         // An old container a rollout may keep for now (within its budget, below).
                         keepable.append(c)
                     } else {
-                        plan.stops.append(.stop(id: c.id, service: service))
+                        plannedStop(c)
                     }
                 }
             }
@@ -249,7 +304,7 @@ public struct Reconciler: Sendable {
                 if let want, want.keep.contains(want.specHash) {
                     keepable += runningCurrent[target...]
                 } else {
-                    for c in runningCurrent[target...] { plan.stops.append(.stop(id: c.id, service: service)) }
+                    for c in runningCurrent[target...] { plannedStop(c) }
                 }
                 keep = target
             } else {
@@ -257,7 +312,7 @@ public struct Reconciler: Sendable {
             }
             let budget = max(0, want?.keepCount ?? 0)
             if keepable.count > budget {
-                for c in keepable.sorted(by: { $0.id < $1.id })[budget...] { plan.stops.append(.stop(id: c.id, service: service)) }
+                for c in keepable.sorted(by: { $0.id < $1.id })[budget...] { plannedStop(c) }
             }
             guard let want, keep < target, want.canStart else { continue }
             if let loop = crashLoops[service], now < loop.retryAt {
@@ -266,6 +321,19 @@ public struct Reconciler: Sendable {
             }
             let missing = min(target - keep, policy.maxStartsPerService)
             for _ in 0..<missing { plan.starts.append(.start(service: service, specHash: want.specHash)) }
+        }
+        // A withdrawn container still listens on its fixed host ports until its stop: a new
+        // container needing one of them would fail to start (a stop-first rollout's replacement,
+        // say). It starts in the round that stops the withdrawn one (stops before starts).
+        let held = holding.reduce(into: Set<Int>()) { $0.formUnion(hostPorts[$1] ?? []) }
+        if !held.isEmpty {
+            var waiting: Set<String> = []
+            plan.starts.removeAll { a in
+                guard case .start(let s, _) = a, let ports = hostPorts[s], !ports.isDisjoint(with: held) else { return false }
+                waiting.insert(s)
+                return true
+            }
+            plan.waitingForPorts = waiting
         }
         return plan
     }

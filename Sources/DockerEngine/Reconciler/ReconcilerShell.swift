@@ -51,14 +51,33 @@ public actor ReconcilerShell {
     /// Replaces the desired state: the specs (with their count) to run on this node.
     /// `held`: services none of whose containers may start yet (their image is not here).
     /// `keep`: per service, running containers of other spec hashes to keep, and how many at most (a rolling update).
+    /// `stopDelays`: per service, how long a serving container is withdrawn before a planned stop (Withdrawals).
     public func setDesired(
-        _ specs: [ContainerSpec], counts: [String: Int], held: Set<String> = [], keep: [String: (specs: Set<String>, count: Int)] = [:]
+        _ specs: [ContainerSpec], counts: [String: Int], held: Set<String> = [], keep: [String: (specs: Set<String>, count: Int)] = [:],
+        stopDelays: [String: Duration] = [:]
     ) {
         self.specs = Dictionary(specs.map { ($0.service, $0) }, uniquingKeysWith: { _, new in new })
         self.counts = counts
         self.held = held
         self.keep = keep
+        self.stopDelays = stopDelays
     }
+    private var stopDelays: [String: Duration] = [:]
+
+    /// Containers withdrawn from the endpoints and waiting for their stop: the node publishes
+    /// none of them as endpoints, nor counts them as running.
+    public var withdrawn: Set<String> { reconciler.withdrawals.ids }
+
+    /// How long until the next withdrawn container may be stopped (the caller runs a round then).
+    public func untilNextStop() -> Duration? {
+        let t = now()
+        return reconciler.withdrawals.nextStop(after: t).map { $0 - t }
+    }
+
+    /// Runs when a round withdraws containers, before any Docker call of that round: the node
+    /// tells the cluster they are no endpoints as soon as it has decided to stop them.
+    public var onWithdraw: @Sendable () async -> Void = {}
+    public func setOnWithdraw(_ f: @escaping @Sendable () async -> Void) { onWithdraw = f }
     private var keep: [String: (specs: Set<String>, count: Int)] = [:]
 
     /// Containers of each service's desired spec that failed here while it was desired (Reconciler.failures).
@@ -95,9 +114,16 @@ public actor ReconcilerShell {
         for (service, spec) in specs {
             desired[service] = DesiredService(
                 count: counts[service] ?? 0, specHash: spec.specHash, canStart: !held.contains(service),
-                keep: keep[service]?.specs ?? [], keepCount: keep[service]?.count ?? 0)
+                keep: keep[service]?.specs ?? [], keepCount: keep[service]?.count ?? 0,
+                stopDelay: stopDelays[service] ?? .zero, hostPorts: spec.fixedHostPorts)
         }
         let plan = reconciler.decide(desired: desired, observed: observed, now: now())
+        if !plan.withdrawn.isEmpty {
+            logger.info(
+                "withdrawn from the endpoints; stopped after the service's stop_delay",
+                metadata: ["containers": "\(plan.withdrawn.map { String($0.prefix(12)) })"])
+            await onWithdraw()
+        }
         if plan.unhealthy > 0 {
             logger.warning("replacing unhealthy containers", metadata: ["count": "\(plan.unhealthy)"])
         }

@@ -78,6 +78,31 @@ import Testing
         }
     }
 
+    @Test func stopDelayIsADurationDefaultingToTwoSecondsForAServiceWithPortsAndZeroWithout() throws {
+        let base = "services: { a: { image: x, cpu: 1, memory: 1MiB, max: 1"
+        let declared = try #require(try ServicesFile.parse(base + ", ports: [8080], stop_delay: 500ms } }")["a"])
+        #expect(declared.stopDelayMilliseconds == 500 && declared.effectiveStopDelayMilliseconds == 500)
+        let ports = try #require(try ServicesFile.parse(base + ", ports: [8080] } }")["a"])
+        #expect(ports.stopDelayMilliseconds == nil && ports.effectiveStopDelayMilliseconds == 2000)
+        let none = try #require(try ServicesFile.parse(base + " } }")["a"])
+        #expect(none.effectiveStopDelayMilliseconds == 0)
+        let off = try #require(try ServicesFile.parse(base + ", ports: [8080], stop_delay: 0 } }")["a"])
+        #expect(off.effectiveStopDelayMilliseconds == 0)
+        // Not part of what a container is made from: changing it replaces nothing.
+        #expect(Specs.hash(declared) == Specs.hash(ports) && declared.makesSameContainers(as: ports))
+        for (bad, expected) in [
+            ("soon", "services.a.stop_delay: must be a duration"), ("11m", "services.a.stop_delay: must be 0 to 10m"),
+            ("99999999999999999999h", "services.a.stop_delay: must be a duration"),
+        ] {
+            do {
+                _ = try ServicesFile.parse(base + ", stop_delay: \(bad) } }", source: "svc.yaml")
+                Issue.record("accepted stop_delay: \(bad)")
+            } catch {
+                #expect(error.description.contains(expected) && error.description.hasPrefix("svc.yaml line 1"), "\(error.description)")
+            }
+        }
+    }
+
     @Test func aMissingRequiredFieldIsNamed() {
         #expect(throws: ServicesFileError.self) { try ServicesFile.parse("services: { a: { image: x, cpu: 1, memory: 1MiB } }") }
         do { _ = try ServicesFile.parse("services: { a: { image: x, cpu: 1, memory: 1MiB } }") } catch {

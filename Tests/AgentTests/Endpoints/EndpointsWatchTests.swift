@@ -175,5 +175,9 @@ import Testing
         #expect(s.endpoints["web"] == [Endpoint(containerPort: 8080, hostPort: 32768), Endpoint(containerPort: 8080, hostPort: 32769)])
         #expect(s.endpoints["edge"] == [Endpoint(containerPort: 80, hostPort: 80)])
         #expect(s.endpoints["quiet"] == nil)
+        // A withdrawn container (a planned stop waiting for its stop_delay) serves nothing.
+        let w = NodeExecutor.serving(running, health: ["c4": .starting, "c2": .healthy], specs: specs, withdrawn: ["c1"])
+        #expect(w.running["web"] == 1)
+        #expect(w.endpoints["web"] == [Endpoint(containerPort: 8080, hostPort: 32769)])
     }
 }
