@@ -111,44 +111,79 @@ public struct NATSDemand: DemandSource {
     }
 }
 
-/// `haproxy`: one figure of a backend from HAProxy's statistics as CSV (`stats uri`, with `;csv`;
-/// HAProxy management guide §9.1): `qcur` (requests queued, waiting for a server), `scur` (current
-/// sessions) or `rate` (sessions per second over the last second).
+/// `haproxy`: one figure of a backend or a frontend from HAProxy's statistics as CSV (`stats uri`,
+/// with `;csv`; HAProxy management guide §9.1): `qcur` (a backend's requests queued, waiting for a
+/// server), `scur` (current sessions), `rate` (sessions per second over the last second) or
+/// `req_rate` (a frontend's HTTP requests per second over the last second: with keep-alive one
+/// session carries many requests, so this, not `rate`, is a web service's traffic).
 public struct HAProxyDemand: DemandSource {
-    public enum Metric: String, Sendable, CaseIterable { case rate, scur, qcur }
+    public enum Metric: String, Sendable, CaseIterable {
+        case rate, scur, qcur
+        case reqRate = "req_rate"
+    }
+    /// Which row of the proxy: its `FRONTEND` or its `BACKEND` (the `svname` column).
+    public enum Side: String, Sendable {
+        case frontend = "FRONTEND"
+        case backend = "BACKEND"
+        var word: String { self == .frontend ? "frontend" : "backend" }
+    }
     public let name: String
     public let url: SourceURL
-    public let backend: String
+    public let proxy: String
+    public let side: Side
     public let metric: Metric
     public let credentials: String?
     public let timeout: Duration
     private let http: SourceHTTP
 
+    public var backend: String { proxy }
+
     public init(url: SourceURL, backend: String, metric: Metric, credentials: String? = nil, caFile: String? = nil, timeout: Duration = .seconds(5)) {
+        self.init(url: url, proxy: backend, side: .backend, metric: metric, credentials: credentials, caFile: caFile, timeout: timeout)
+    }
+
+    public init(
+        url: SourceURL, proxy: String, side: Side, metric: Metric, credentials: String? = nil, caFile: String? = nil,
+        timeout: Duration = .seconds(5)
+    ) {
         var u = url
         // The CSV form of the stats page is its URI with `;csv`.
         if !u.path.contains(";csv") {
             if let q = u.path.firstIndex(of: "?") { u.path.insert(contentsOf: ";csv", at: q) } else { u.path += ";csv" }
         }
-        self.name = "haproxy \(u) \(backend) \(metric.rawValue)"
+        self.name = "haproxy \(u) \(side.word) \(proxy) \(metric.rawValue)"
         self.url = u
-        self.backend = backend
+        self.proxy = proxy
+        self.side = side
         self.metric = metric
         self.credentials = credentials
         self.timeout = timeout
         self.http = SourceHTTP(caFile: caFile)
     }
 
+    /// Why `metric` cannot be read on `side` (HAProxy leaves the field empty there), or nil.
+    public static func unusable(_ metric: Metric, on side: Side) -> String? {
+        switch (metric, side) {
+        case (.reqRate, .backend): "req_rate is a frontend's figure (HAProxy leaves it empty for a backend); use frontend:"
+        case (.qcur, .frontend): "qcur is a backend's figure (a frontend has no queue); use backend:"
+        default: nil
+        }
+    }
+
     public func sample() async throws -> Double {
         var headers: [(String, String)] = []
         if let credentials { headers.append(("Authorization", try Credentials.read(path: credentials, source: name).basicAuthorization)) }
         let body = try await http.request(url, headers: headers, source: name, timeout: timeout)
-        return try Self.parse(body, backend: backend, metric: metric, source: name)
+        return try Self.parse(body, proxy: proxy, side: side, metric: metric, source: name)
+    }
+
+    public static func parse(_ body: [UInt8], backend: String, metric: Metric, source: String) throws -> Double {
+        try parse(body, proxy: backend, side: .backend, metric: metric, source: source)
     }
 
     /// The header line `# pxname,svname,qcur,qmax,scur,...` names the columns (their order has
-    /// changed between versions); the backend's own row has `svname` BACKEND.
-    public static func parse(_ body: [UInt8], backend: String, metric: Metric, source: String) throws -> Double {
+    /// changed between versions); the proxy's own row has `svname` FRONTEND or BACKEND.
+    public static func parse(_ body: [UInt8], proxy: String, side: Side, metric: Metric, source: String) throws -> Double {
         let text = String(decoding: body, as: UTF8.self)
         var lines = text.split(whereSeparator: \.isNewline).makeIterator()
         guard let header = lines.next(), header.hasPrefix("# ") else {
@@ -166,16 +201,17 @@ public struct HAProxyDemand: DemandSource {
             rows += 1
             guard rows <= 100_000 else { break }
             let fields = line.split(separator: ",", omittingEmptySubsequences: false)
-            guard fields.count > max(px, sv, col), fields[px] == backend, fields[sv] == "BACKEND" else { continue }
+            guard fields.count > max(px, sv, col), fields[px] == proxy, fields[sv] == side.rawValue else { continue }
             let raw = fields[col]
             guard let v = Double(raw), v.isFinite, v >= 0, v <= Limits.maxDemand else {
                 throw DemandError.badAnswer(
                     source: source,
-                    reason: "\(metric.rawValue) of backend \(backend) is `\(raw.prefix(40))`, not a number from 0 to \(Limits.text(Limits.maxDemand))"
+                    reason:
+                        "\(metric.rawValue) of \(side.word) \(proxy) is `\(raw.prefix(40))`, not a number from 0 to \(Limits.text(Limits.maxDemand))"
                 )
             }
             return v
         }
-        throw DemandError.badAnswer(source: source, reason: "no backend \(backend) in the statistics")
+        throw DemandError.badAnswer(source: source, reason: "no \(side.word) \(proxy) in the statistics")
     }
 }

@@ -33,7 +33,7 @@ public enum DemandSourceOptions {
         k["redis"] = polled(["address", "key", "group", "db", "credentials", "tls", "ca_file"])
         k["rabbitmq"] = polled(["url", "vhost", "queue", "credentials", "ca_file"])
         k["nats"] = polled(["url", "stream", "consumer", "account", "ca_file"])
-        k["haproxy"] = polled(["stats", "backend", "metric", "credentials", "ca_file"])
+        k["haproxy"] = polled(["stats", "backend", "frontend", "metric", "credentials", "ca_file"])
         k["sqs"] = polled(["queue_url", "region", "endpoint", "credentials", "ca_file"])
         return k
     }()
@@ -123,9 +123,22 @@ public enum DemandSourceOptions {
             if ca != nil && !u.secure { throw DemandConfigError(field: "ca_file", reason: "applies to an https:// stats URL") }
             let m = try r.required("metric")
             guard let metric = HAProxyDemand.Metric(rawValue: m) else {
-                throw DemandConfigError(field: "metric", reason: "`\(m.prefix(40))` is not one of rate, scur, qcur")
+                throw DemandConfigError(field: "metric", reason: "`\(m.prefix(40))` is not one of rate, req_rate, scur, qcur")
             }
-            return HAProxyDemand(url: u, backend: try r.name("backend"), metric: metric, credentials: credentials, caFile: ca, timeout: timeout)
+            // One row: a backend's (queue, sessions) or a frontend's (the traffic offered to it).
+            let side: HAProxyDemand.Side
+            let proxy: String
+            switch (o["backend"], o["frontend"]) {
+            case (.some, .some): throw DemandConfigError(field: "frontend", reason: "give backend: or frontend:, not both")
+            case (.none, .some):
+                side = .frontend
+                proxy = try r.name("frontend")
+            default:
+                side = .backend
+                proxy = try r.name("backend")
+            }
+            if let why = HAProxyDemand.unusable(metric, on: side) { throw DemandConfigError(field: "metric", reason: why) }
+            return HAProxyDemand(url: u, proxy: proxy, side: side, metric: metric, credentials: credentials, caFile: ca, timeout: timeout)
         case "sqs":
             return try sqs(r, credentials: credentials, ca: ca, timeout: timeout)
         default:

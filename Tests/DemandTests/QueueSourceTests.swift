@@ -53,6 +53,36 @@ import Testing
         #expect(throws: DemandError.self) { try HAProxyDemand.parse(bad, backend: "queue", metric: .scur, source: "h") }
     }
 
+    @Test func haproxyReadsAFrontendsRequestRateFromItsFrontendRow() throws {
+        // HAProxy 2.6's column order: req_rate is filled on FRONTEND rows only.
+        let csv = """
+            # pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status,check_code,check_duration,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,hanafail,req_rate,req_rate_max,req_tot
+            web,FRONTEND,,,4,9,256,800,0,0,0,0,0,,,,,OPEN,,,,,,,,,1,2,0,,,,0,7,0,9,,,,0,700,0,0,0,0,,42,50,800
+            web,BACKEND,3,5,4,9,26,800,0,0,0,0,,0,0,0,0,UP,0,0,0,,0,1,0,,1,2,0,,800,,1,7,,9,,,,0,700,0,0,0,0,,,,800
+            """
+        let body = Array(csv.utf8)
+        #expect(try HAProxyDemand.parse(body, proxy: "web", side: .frontend, metric: .reqRate, source: "h") == 42)
+        #expect(try HAProxyDemand.parse(body, proxy: "web", side: .frontend, metric: .scur, source: "h") == 4)
+        #expect(try HAProxyDemand.parse(body, proxy: "web", side: .backend, metric: .qcur, source: "h") == 3)
+        // The backend's req_rate is empty: a bad answer naming the field, not a zero.
+        #expect(throws: DemandError.self) { try HAProxyDemand.parse(body, proxy: "web", side: .backend, metric: .reqRate, source: "h") }
+        #expect(throws: DemandError.self) { try HAProxyDemand.parse(body, proxy: "api", side: .frontend, metric: .reqRate, source: "h") }
+    }
+
+    @Test func haproxyOptionsNameOneFrontendOrOneBackendAndAMetricItHas() {
+        func error(_ o: [String: String]) -> DemandConfigError? {
+            do { try DemandSourceOptions.check(source: "haproxy", options: o) } catch { return error }
+            return nil
+        }
+        let stats = "http://lb:8404/stats"
+        #expect(error(["stats": stats, "frontend": "web", "metric": "req_rate"]) == nil)
+        #expect(error(["stats": stats, "frontend": "web", "metric": "rate"]) == nil)
+        #expect(error(["stats": stats, "backend": "web", "metric": "req_rate"])?.field == "metric")
+        #expect(error(["stats": stats, "frontend": "web", "metric": "qcur"])?.field == "metric")
+        #expect(error(["stats": stats, "frontend": "web", "backend": "web", "metric": "scur"])?.field == "frontend")
+        #expect(error(["stats": stats, "metric": "scur"])?.field == "backend")
+    }
+
     @Test func theStatsURLGetsItsCSVSuffix() throws {
         let d = HAProxyDemand(url: try SourceURL.parse("http://lb:8404/stats", field: "stats"), backend: "b", metric: .qcur)
         #expect(d.url.path == "/stats;csv")
