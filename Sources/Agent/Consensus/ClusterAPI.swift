@@ -61,6 +61,9 @@ public struct StatusView: Codable, Sendable, Equatable {
         /// Nodes whose pull of the service's image fails, with the registry's reason (absent: none):
         /// the leader places none of its containers there until a retry works.
         public var pullFailures: [String: String]? = nil
+        /// What the demand counts, where the source says ("requests/s" for HAProxy's `req_rate`):
+        /// the dashboard shows it beside the containers.
+        public var demandUnit: String? = nil
     }
     public struct NodeRow: Codable, Sendable, Equatable {
         public var name: String
@@ -430,7 +433,8 @@ public actor ClusterAPI {
                     name: name, priority: spec.priority, demand: spec.fill ? nil : demand[name],
                     perContainer: spec.demand?.perContainer, desired: state.plan.count(service: name), running: running[name] ?? 0,
                     rollout: state.plan.rollouts?[name].map { Self.rolloutText($0, spec: spec) },
-                    starting: starting[name], unhealthy: unhealthy[name], pullFailures: failing[spec.image])
+                    starting: starting[name], unhealthy: unhealthy[name], pullFailures: failing[spec.image],
+                    demandUnit: spec.demand.flatMap(Self.demandUnit))
             }.sorted { ($0.priority, $0.name) < ($1.priority, $1.name) }
             let nodes = members.map { m in
                 StatusView.NodeRow(
@@ -535,6 +539,18 @@ public actor ClusterAPI {
     }
 
     /// "updating 3/6 (start-first)" or "paused: ..." (the rollout's progress as the plan recorded it).
+    /// The unit of a source's reading, for people (nil where it is just a number).
+    static func demandUnit(_ d: DemandSourceConfig) -> String? {
+        switch (d.source, d.options["metric"]) {
+        case ("haproxy", "req_rate"): "requests/s"
+        case ("haproxy", "rate"): "sessions/s"
+        case ("haproxy", "scur"): "sessions"
+        case ("haproxy", "qcur"): "queued requests"
+        case ("redis", _), ("rabbitmq", _), ("nats", _), ("sqs", _): "messages"
+        default: nil
+        }
+    }
+
     static func rolloutText(_ r: ServiceRollout, spec: ServiceSpec) -> String {
         if let why = r.paused { return "paused: \(why)" }
         return "updating \(r.done)/\(r.total) (\(spec.updatePolicy.effectiveOrder))"

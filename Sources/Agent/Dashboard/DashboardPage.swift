@@ -101,7 +101,7 @@ enum DashboardPage {
               ctx.stroke();
             }
             const last = history[history.length - 1].services.find(s => s.name === n);
-            legend.push('<span><i class="sw" style="background:' + col + '"></i>' + esc(n) + (last ? " (priority " + last.priority + ", running " + last.running + (last.demand != null ? ", demand " + num(last.demand) : "") + ")" : "") + "</span>");
+            legend.push('<span><i class="sw" style="background:' + col + '"></i>' + esc(n) + (last ? " (priority " + last.priority + ", running " + last.running + (last.demand != null ? ", demand " + num(last.demand) + (last.demandUnit ? " " + esc(last.demandUnit) : "") : "") + ")" : "") + "</span>");
           });
           document.getElementById("legend").innerHTML = legend.join("") + "<span>solid: running containers; dashed: demand in containers</span>";
         }
