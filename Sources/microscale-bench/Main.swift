@@ -11,7 +11,7 @@ struct MicroscaleBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "microscale-bench",
         abstract: "Benchmarks of the real components on this machine (build with -c release).",
-        subcommands: [Transport.self, MembershipBench.self, RaftBench.self, DockerBench.self, ClusterBench.self, DrainBench.self])
+        subcommands: [Transport.self, MembershipBench.self, RaftBench.self, DockerBench.self, ClusterBench.self, DrainBench.self, SpikeBench.self])
 
     static func main() async {
         // Stopped by a signal, a benchmark takes its agents and busy loops along.
@@ -342,5 +342,50 @@ struct DrainBench: AsyncParsableCommand {
             return
         }
         print(DrainBenchmark.render(r))
+    }
+}
+
+struct SpikeBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spike",
+        abstract:
+            "A step of offered load through a real HAProxy that needs 6 more web containers (preempting batch): time until requests are answered within 100 ms again, p50/p99 and failed requests across the step."
+    )
+
+    @Option(help: "Docker Engine (default: MICROSCALE_TEST_DOCKER_HOST, or the standard socket).") var host: String?
+    @Option(help: "Image with /bin/busybox (default: MICROSCALE_TEST_IMAGE or microscale-test:latest).") var image: String?
+    @Option(help: "The demo's services file.") var services = "cluster-configs/demo-services.yaml"
+    @Option(help: "The load generator.") var loadgen = "scripts/loadgen"
+    @Option(help: "Trials (median reported, failed trials beside it).") var trials = 10
+    @Option(help: "Requests/s before the step.") var base = 25.0
+    @Option(help: "Requests/s after the step.") var step = 85.0
+    @Option(help: "Seconds at the base rate before each step.") var warmup = 25.0
+    @Option(help: "Seconds measured after each step.") var length = 30.0
+    @Option(help: "The microscale executable (default: next to this one).") var microscale: String?
+    @Flag(help: "Print JSON instead of lines.") var json = false
+
+    func run() async throws {
+        guard trials >= 1, trials <= 1000, base > 0, step > base, step <= 2000, warmup >= 5, warmup <= 600, length >= 5, length <= 600 else {
+            throw ValidationError("--trials 1 to 1000, 0 < --base < --step ≤ 2000, --warmup and --length 5 to 600 s")
+        }
+        let env = ProcessInfo.processInfo.environment
+        let exe = microscale ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("microscale").path
+        var b = SpikeBenchmark(
+            executable: exe, workDirectory: NSTemporaryDirectory() + "microscale-bench-spike",
+            dockerHost: host ?? env["MICROSCALE_TEST_DOCKER_HOST"] ?? "unix:///var/run/docker.sock",
+            image: image ?? env["MICROSCALE_TEST_IMAGE"] ?? "microscale-test:latest", servicesFile: services, loadgen: loadgen)
+        b.trials = trials
+        b.base = base
+        b.step = step
+        b.warmup = warmup
+        b.length = length
+        let r = try await b.run(progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try enc.encode(r), as: UTF8.self))
+            return
+        }
+        print(SpikeBenchmark.render(r))
     }
 }
