@@ -197,7 +197,11 @@ public struct SpikeBenchmark: Sendable {
               default_backend web
             backend web
               balance roundrobin
-              server-template web 1-40 127.0.0.1:9 disabled maxconn 1
+              # Defence in depth while a planned stop can precede the endpoint's withdrawal: the first
+              # failed answer takes a server out (observe layer7, on-error mark-down) until its check
+              # passes again; a server made ready by `lb haproxy` is up at once.
+              option httpchk GET /
+              server-template web 1-40 127.0.0.1:9 disabled maxconn 1 check inter 1s observe layer7 error-limit 1 on-error mark-down
             listen stats
               bind 127.0.0.1:\(statsPort)
               stats enable
@@ -257,7 +261,8 @@ public struct SpikeBenchmark: Sendable {
                 log: "lb.log")
             guard await cluster.put(hosts, "/v1/services", shape.yaml) else { throw CLIError("could not apply the services") }
             guard
-                try await pollUntil(90, { await PlainHTTP.get(host: "127.0.0.1", port: frontendPort, path: "/cgi-bin/work", timeoutMillis: 2000) != nil })
+                try await pollUntil(
+                    90, { await PlainHTTP.get(host: "127.0.0.1", port: frontendPort, path: "/cgi-bin/work", timeoutMillis: 2000) != nil })
             else {
                 throw CLIError("web did not answer through HAProxy within 90 s; see \(dir)/*.log")
             }
@@ -318,7 +323,8 @@ public struct SpikeBenchmark: Sendable {
                 // Back to the base count before the next step: the next trial's warm-up does it.
             }
             await removeContainers()
-            let fault = "none: a step of offered load from \(DemandText.format(base)) to \(DemandText.format(step)) requests/s through HAProxy (\(target - baseCount) more web containers, preempting batch), 3 agents on one dockerd"
+            let fault =
+                "none: a step of offered load from \(DemandText.format(base)) to \(DemandText.format(step)) requests/s through HAProxy (\(target - baseCount) more web containers, preempting batch), 3 agents on one dockerd"
             var recovery = Trials(fault: fault, unit: "s"), servingT = Trials(fault: fault, unit: "s")
             for t in results {
                 if t.failure == nil, let r = t.analysis.recoverySeconds { recovery.record(r) } else { recovery.fail(t.failure ?? "not recovered") }

@@ -45,6 +45,7 @@ struct SpikeAnalysisTests {
 
     @Test func theRecordParsesSkippingCutLines() {
         let rs = SpikeBenchmark.parseRequests("0.0100,12.50,200\n1.5,2000.00,-1\n2.0,nan\ngarbage\n3.0,4.0,503")
-        #expect(rs == [R(sent: 0.01, latencyMs: 12.5, status: 200), R(sent: 1.5, latencyMs: 2000, status: -1), R(sent: 3, latencyMs: 4, status: 503)])
+        #expect(
+            rs == [R(sent: 0.01, latencyMs: 12.5, status: 200), R(sent: 1.5, latencyMs: 2000, status: -1), R(sent: 3, latencyMs: 4, status: 503)])
     }
 }
