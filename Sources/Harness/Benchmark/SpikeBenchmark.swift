@@ -279,6 +279,12 @@ public struct SpikeBenchmark: Sendable {
 
             var results: [Trial] = []
             for n in 1...trials {
+                // Web back at (or below) the base count before the warm-up: without load it shrinks
+                // to its minimum, and the warm-up brings it to the base count, so the step starts from
+                // there and not from a scale-down of the previous step still under way.
+                guard try await pollUntil(120, every: .milliseconds(500), { (await serving() ?? .max) <= baseCount }) else {
+                    throw CLIError("web did not come back to \(baseCount) containers within 120 s of trial \(n - 1); see \(dir)/*.log")
+                }
                 let out = "\(dir)/trial-\(n).csv"
                 let gen = try spawn(
                     "python3",
@@ -307,9 +313,9 @@ public struct SpikeBenchmark: Sendable {
                     servingAtStep: atStep, target: target, servingSeconds: reached)
                 if gen.terminationStatus != 0 {
                     trial.failure = "the load generator exited with \(gen.terminationStatus); see \(dir)/loadgen-\(n).log"
-                } else if atStep == nil || (atStep ?? 0) >= target {
-                    // The base rate's Poisson noise may move the count by one; the step still needs more.
-                    trial.failure = "web served with \(atStep.map(String.init) ?? "unknown") containers at the step, not fewer than \(target)"
+                } else if atStep == nil || (atStep ?? 0) > baseCount + 1 {
+                    // The base rate's Poisson noise may move the count by one.
+                    trial.failure = "web served with \(atStep.map(String.init) ?? "unknown") containers at the step, not \(baseCount) (or one more)"
                 } else if trial.analysis.recoverySeconds == nil {
                     trial.failure = "requests not answered within 100 ms again within \(Int(length)) s of the step"
                 }
