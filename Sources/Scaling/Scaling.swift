@@ -113,7 +113,9 @@ public struct NodeSteps: Sendable, Hashable {
 
 public struct Plan: Sendable, Hashable {
     /// node -> service -> containers. Counts, not containers: 1M containers are 5,000 small maps.
-    public var assignments: [String: [String: Int]] = [:]
+    /// Changing them from outside drops the planner's indexed form (`index`), which describes
+    /// these counts and no others.
+    public var assignments: [String: [String: Int]] = [:] { didSet { index = nil } }
     /// node -> the stops and starts that move the previous plan to this one, stops first.
     public var steps: [String: NodeSteps] = [:]
     /// Desired count per service as last decided (the base the stabilization window compares to).
@@ -122,8 +124,36 @@ public struct Plan: Sendable, Hashable {
     public var scaleDownSince: [String: Duration] = [:]
     /// What each PD-controlled service's controller remembers (the queue's trend): Control.swift.
     public var control: [String: ControlState] = [:]
+    /// The planner's dense form of `assignments` and of the inputs it planned them for, kept so that
+    /// the next plan starts from it instead of a million string-keyed entries (PlanIndex.swift).
+    /// A cache: not part of the plan's value (equality and hashing ignore it).
+    var index: PlanIndex?
 
     public init() {}
+
+    public static func == (a: Plan, b: Plan) -> Bool {
+        a.assignments == b.assignments && a.steps == b.steps && a.desired == b.desired
+            && a.scaleDownSince == b.scaleDownSince && a.control == b.control
+    }
+
+    public func hash(into h: inout Hasher) {
+        h.combine(assignments)
+        h.combine(steps)
+        h.combine(desired)
+        h.combine(scaleDownSince)
+        h.combine(control)
+    }
+
+    /// Whether the planner's indexed form travels with this plan (the next plan will be incremental
+    /// if its inputs allow). For tests and benchmarks.
+    public var isIndexed: Bool { index != nil }
+
+    /// The same plan without the planner's indexed form: planning from it takes the full path.
+    public var withoutIndex: Plan {
+        var p = self
+        p.index = nil
+        return p
+    }
 
     public func count(_ service: String, on node: String) -> Int { assignments[node]?[service] ?? 0 }
     public func total(_ service: String) -> Int {
@@ -238,7 +268,9 @@ public struct Planner: Sendable {
         // 2b. Containers on nodes the service may not use: constraints are hard (a node relabelled
         //     or a service newly constrained loses them), and a node whose pull of the service's
         //     image fails holds assignments it cannot start.
-        for n in 0..<w.nodeCount where w.nodes[n].keepsWork {
+        //     From a kept index only the nodes that changed can hold such containers: the previous
+        //     plan left none anywhere else.
+        for n in w.incremental ? w.recheck : Array(0..<w.nodeCount) where w.nodes[n].keepsWork {
             for s in 0..<w.svc.count where w.count[n][s] > 0 && !w.eligible[n][s] {
                 let why = w.ineligibility(s, n)
                 if healCause[s].isEmpty { healCause[s] = why }
@@ -312,8 +344,13 @@ public struct Planner: Sendable {
             if !fills.isEmpty { w.placeFairly(fills, wanted: wanted, cause: cause) }
         }
 
-        // 5. Emit the plan, its per-node steps and the per-node decisions.
-        for n in 0..<w.nodeCount {
+        // 5. Emit the plan, its per-node steps and the per-node decisions. From a kept index only
+        //    the rows this pass touched can differ from the previous plan's (a touched node that
+        //    ends as it began emits what it had), so the rest of the assignments are kept as they are.
+        if w.incremental, let previous = currentPlan {
+            newPlan.assignments = previous.assignments
+        }
+        for n in w.incremental ? w.touchedNodes : Array(0..<w.nodeCount) {
             let name = w.nodes[n].name
             var counts: [String: Int] = [:]
             // Sized once: growing a dictionary of a few hundred services rehashes every name
@@ -326,10 +363,11 @@ public struct Planner: Sendable {
                 if c < b { steps.stops[w.svc[s].name] = b - c }
                 if c > b { steps.starts[w.svc[s].name] = c - b }
             }
-            if !counts.isEmpty { newPlan.assignments[name] = counts }
+            newPlan.assignments[name] = counts.isEmpty ? nil : counts
             if !steps.stops.isEmpty || !steps.starts.isEmpty { newPlan.steps[name] = steps }
         }
         decisions.append(contentsOf: w.nodeDecisions())
+        newPlan.index = w.index()
         return PlanResult(plan: newPlan, decisions: decisions, shortfalls: shortfalls)
     }
 }
@@ -339,6 +377,8 @@ struct Work {
     let svc: [ServiceSpec]
     let nodes: [Node]
     var nodeCount: Int { nodes.count }
+    /// [node][service]. An array of rows, so that a plan made from a kept index copies only the
+    /// rows it changes (copy on write per row), not 5,000 × 1,000 counts.
     var count: [[Int]]
     let before: [[Int]]
     var freeCPU: [Int]
@@ -349,13 +389,41 @@ struct Work {
     var reasons: [[Int: String]]
     /// [node][service]: the node matches the service's constraints and can run it (not blocked).
     let eligible: [[Bool]]
+    /// Nodes whose counts this pass changed (then changed back, perhaps): only these rows are
+    /// emitted again when the plan is made from a kept index.
+    var touched: [Bool]
+    var touchedNodes: [Int] = []
+    /// Made from the previous plan's index: only the nodes in `recheck` can hold containers they
+    /// may no longer hold (their labels, blocked images, status or size changed).
+    let incremental: Bool
+    let recheck: [Int]
+    /// The inputs as given, and where each input node sits in `nodes`: the next plan's index.
+    let inputServices: [ServiceSpec]
+    let inputNodes: [Node]
+    let position: [Int]
+    /// Node and service names are unique, so an index can describe the plan.
+    let indexable: Bool
 
     init(services: [ServiceSpec], nodes: [Node], current: Plan?) {
+        if let index = current?.index, let w = Work(services: services, nodes: nodes, index: index) {
+            self = w
+            return
+        }
         // Deterministic order regardless of input order. Every size and count is clamped to the
         // limits the shells check on entry, so that what the planner adds up stays small.
         self.svc = services.map(Self.bounded).sorted { ($0.priority, $0.name) < ($1.priority, $1.name) }
-        self.nodes = nodes.map(Self.bounded).sorted { $0.name < $1.name }
+        let order = nodes.indices.sorted { nodes[$0].name < nodes[$1].name }
+        self.nodes = order.map { Self.bounded(nodes[$0]) }
+        var position = [Int](repeating: 0, count: nodes.count)
+        for (k, i) in order.enumerated() { position[i] = k }
+        self.position = position
+        self.inputServices = services
+        self.inputNodes = nodes
+        self.incremental = false
+        self.recheck = []
+        self.touched = [Bool](repeating: false, count: nodes.count)
         let index = Dictionary(svc.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+        self.indexable = index.count == svc.count && Set(nodes.map(\.name)).count == nodes.count
         var count = [[Int]](repeating: [Int](repeating: 0, count: svc.count), count: self.nodes.count)
         var freeCPU = [Int](repeating: 0, count: self.nodes.count)
         var freeMem = freeCPU
@@ -375,27 +443,81 @@ struct Work {
         }
         self.count = count
         self.before = count
-        let svc = self.svc
-        // Most nodes block nothing and most services have no constraints: only the constrained
-        // services' cells are evaluated, and a node's blocked images only where it has any. (Going
-        // through every spec for every node copied each spec, names and arrays, 5 million times
-        // on a 5,000 × 1,000 cell.)
-        let names = svc.map(\.name)
-        let constraints = svc.map(\.constraints)
-        let constrained = constraints.indices.filter { !constraints[$0].isEmpty }
-        let everywhere = [Bool](repeating: true, count: svc.count)
-        self.eligible = self.nodes.map { node in
-            var row = everywhere
-            for s in constrained where !constraints[s].allSatisfy({ $0.admits(node.labels) }) { row[s] = false }
-            if !node.blocked.isEmpty {
-                for s in row.indices where node.blocked[names[s]] != nil { row[s] = false }
-            }
-            return row
-        }
+        let rule = EligibilityRule(svc)
+        self.eligible = self.nodes.map(rule.row)
         self.reasons = Array(repeating: [:], count: self.nodes.count)
         self.freeCPU = freeCPU
         self.freeMem = freeMem
         self.totals = totals
+    }
+
+    /// The working state from the previous plan's index, when the inputs allow: the same services
+    /// (any change of spec plans in full) and the same node names in the same order (a node added,
+    /// removed or reordered plans in full). Nodes whose size, status, drain, labels or blocked
+    /// images changed get their row of eligibility and free room again and are re-checked in step
+    /// 2b; every other row is the one the previous plan left, which is what the full path would
+    /// rebuild from its assignments (docs/scaling.md, "Incremental re-planning").
+    init?(services: [ServiceSpec], nodes: [Node], index: PlanIndex) {
+        guard nodes.count == index.nodes.count, services == index.services else { return nil }
+        var changed: [(input: Int, at: Int)] = []
+        for i in nodes.indices {
+            guard nodes[i].name == index.nodes[i].name else { return nil }
+            if !Self.samePlacementInputs(nodes[i], index.nodes[i]) { changed.append((i, index.position[i])) }
+        }
+        svc = index.svc
+        var sorted = index.sortedNodes
+        var eligible = index.eligible
+        var freeCPU = index.freeCPU
+        var freeMem = index.freeMem
+        if !changed.isEmpty {
+            let rule = EligibilityRule(svc)
+            for (i, n) in changed {
+                sorted[n] = Self.bounded(nodes[i])
+                eligible[n] = rule.row(sorted[n])
+                (freeCPU[n], freeMem[n]) = Self.free(of: sorted[n], counts: index.count[n], svc)
+            }
+        }
+        self.nodes = sorted
+        self.eligible = eligible
+        self.freeCPU = freeCPU
+        self.freeMem = freeMem
+        self.count = index.count
+        self.before = index.count
+        self.totals = index.totals
+        self.reasons = Array(repeating: [:], count: sorted.count)
+        self.touched = [Bool](repeating: false, count: sorted.count)
+        self.incremental = true
+        self.recheck = changed.map(\.at).sorted()
+        self.inputServices = services
+        self.inputNodes = nodes
+        self.position = index.position
+        self.indexable = true
+    }
+
+    /// Everything of a node the planner reads once it has a current plan (`running` is read only
+    /// when there is none).
+    static func samePlacementInputs(_ a: Node, _ b: Node) -> Bool {
+        a.cpuMillis == b.cpuMillis && a.memoryBytes == b.memoryBytes && a.status == b.status && a.drained == b.drained
+            && a.labels == b.labels && a.blocked == b.blocked
+    }
+
+    /// A node's free room with these counts on it, summed as the full path sums it.
+    static func free(of node: Node, counts: [Int], _ svc: [ServiceSpec]) -> (Int, Int) {
+        var cpu = node.cpuMillis, mem = node.memoryBytes
+        for s in counts.indices where counts[s] > 0 {
+            cpu = saturating(cpu, -saturating(counts[s], times: svc[s].cpuMillis))
+            mem = saturating(mem, -saturating(counts[s], times: svc[s].memoryBytes))
+        }
+        return (cpu, mem)
+    }
+
+    /// The index the next plan starts from (nil when names repeat, so counts by name would not
+    /// round-trip).
+    func index() -> PlanIndex? {
+        guard indexable else { return nil }
+        return PlanIndex(
+            services: inputServices, nodes: inputNodes, position: position, svc: svc, sortedNodes: nodes,
+            eligible: eligible, count: count, freeCPU: freeCPU, freeMem: freeMem, totals: totals)
     }
 
     func total(_ s: Int) -> Int { totals[s] }
@@ -438,7 +560,15 @@ struct Work {
         if reasons[n][s] == nil { reasons[n][s] = reason }
     }
 
+    mutating func touch(_ n: Int) {
+        if !touched[n] {
+            touched[n] = true
+            touchedNodes.append(n)
+        }
+    }
+
     mutating func remove(_ s: Int, from n: Int, k: Int, reason: String) {
+        touch(n)
         count[n][s] -= k
         totals[s] -= k
         freeCPU[n] = saturating(freeCPU[n], saturating(k, times: svc[s].cpuMillis))
@@ -447,6 +577,7 @@ struct Work {
     }
 
     mutating func add(_ s: Int, to n: Int, k: Int, reason: String) {
+        touch(n)
         count[n][s] += k
         totals[s] += k
         freeCPU[n] = saturating(freeCPU[n], -saturating(k, times: svc[s].cpuMillis))
