@@ -377,6 +377,8 @@ struct Work {
     let svc: [ServiceSpec]
     let nodes: [Node]
     var nodeCount: Int { nodes.count }
+    /// `nodes[n].acceptsWork`, read once per node per service by `fits`.
+    let accepts: [Bool]
     /// [node][service]. An array of rows, so that a plan made from a kept index copies only the
     /// rows it changes (copy on write per row), not 5,000 × 1,000 counts.
     var count: [[Int]]
@@ -414,6 +416,7 @@ struct Work {
         self.svc = services.map(Self.bounded).sorted { ($0.priority, $0.name) < ($1.priority, $1.name) }
         let order = nodes.indices.sorted { nodes[$0].name < nodes[$1].name }
         self.nodes = order.map { Self.bounded(nodes[$0]) }
+        self.accepts = self.nodes.map(\.acceptsWork)
         var position = [Int](repeating: 0, count: nodes.count)
         for (k, i) in order.enumerated() { position[i] = k }
         self.position = position
@@ -478,6 +481,7 @@ struct Work {
             }
         }
         self.nodes = sorted
+        self.accepts = sorted.map(\.acceptsWork)
         self.eligible = eligible
         self.freeCPU = freeCPU
         self.freeMem = freeMem
@@ -539,9 +543,11 @@ struct Work {
     }
 
     func fits(_ s: Int, on n: Int) -> Int {
-        guard nodes[n].acceptsWork, eligible[n][s], portsFree(s, on: n) else { return 0 }
-        let c = svc[s].cpuMillis > 0 ? freeCPU[n] / svc[s].cpuMillis : Int.max
-        let m = svc[s].memoryBytes > 0 ? freeMem[n] / svc[s].memoryBytes : Int.max
+        let cpu = svc[s].cpuMillis, mem = svc[s].memoryBytes
+        // Most nodes of a busy cell have no room for most services: that is two comparisons.
+        guard freeCPU[n] >= cpu || cpu == 0, freeMem[n] >= mem || mem == 0, accepts[n], eligible[n][s], portsFree(s, on: n) else { return 0 }
+        let c = cpu > 0 ? freeCPU[n] / cpu : Int.max
+        let m = mem > 0 ? freeMem[n] / mem : Int.max
         // A container holding fixed host ports fits once per node.
         let p = svc[s].hostPorts.isEmpty ? Int.max : 1
         return Swift.max(0, Swift.min(c, m, p, 1 << 40))
@@ -626,6 +632,10 @@ struct Work {
     /// with min(max(counts[i], L), counts[i] + room[i]) for the highest level L whose total stays
     /// within `need`; what remains goes one each to buckets at L, in order.
     func waterFill(counts: [Int], room: [Int], need: Int) -> [Int] {
+        // A need small beside the buckets (a node's loss, a demand step, most services of a large
+        // cell) is met one container at a time, which gives the same result (a tested identity:
+        // PlannerPlacementTests) in O((M + need) log M) where the level search costs O(M log C).
+        if need <= counts.count / 2 { return waterFillByTurns(counts: counts, room: room, need: need) }
         func gained(_ level: Int) -> Int {
             var sum = 0
             for i in counts.indices where room[i] > 0 && counts[i] < level {
@@ -644,6 +654,36 @@ struct Work {
         for i in counts.indices where left > 0 && counts[i] + out[i] == lo && out[i] < room[i] {
             out[i] += 1
             left -= 1
+        }
+        return out
+    }
+
+    /// `waterFill`, one container at a time: the bucket with fewest so far (the lowest index among
+    /// equals) that still has room takes the next. Every bucket below the level is raised to it
+    /// before any at the level is touched, and those at the level are then taken in index order:
+    /// the level search's result exactly.
+    func waterFillByTurns(counts: [Int], room: [Int], need: Int) -> [Int] {
+        var out = [Int](repeating: 0, count: counts.count)
+        var heap: [(value: Int, at: Int)] = []
+        heap.reserveCapacity(counts.count)
+        for i in counts.indices where room[i] > 0 { heap.append((counts[i], i)) }
+        var k = heap.count / 2
+        while k > 0 {
+            k -= 1
+            siftDown(&heap, from: k)
+        }
+        var left = need
+        while left > 0 && !heap.isEmpty {
+            let i = heap[0].at
+            out[i] += 1
+            left -= 1
+            if out[i] < room[i] {
+                heap[0].value += 1
+            } else {
+                heap[0] = heap[heap.count - 1]
+                heap.removeLast()
+            }
+            siftDown(&heap, from: 0)
         }
         return out
     }
@@ -808,6 +848,21 @@ struct Work {
 }
 
 private func ceilDiv(_ a: Int, _ b: Int) -> Int { (a + b - 1) / b }
+
+/// A binary min-heap's sift-down, ordered by (value, index).
+private func siftDown(_ heap: inout [(value: Int, at: Int)], from start: Int) {
+    var i = start
+    let n = heap.count
+    while true {
+        let l = 2 * i + 1
+        guard l < n else { return }
+        var m = l
+        if l + 1 < n && (heap[l + 1].value, heap[l + 1].at) < (heap[l].value, heap[l].at) { m = l + 1 }
+        guard (heap[m].value, heap[m].at) < (heap[i].value, heap[i].at) else { return }
+        heap.swapAt(i, m)
+        i = m
+    }
+}
 
 /// Resource sums saturate at ±2^62. Every input is bounded (Limits), but a committed plan that puts
 /// a million of the largest containers on one node multiplies past Int.max; saturated, that node
