@@ -363,8 +363,14 @@ struct SpikeBench: AsyncParsableCommand {
     @Option(help: "Seconds measured after each step.") var length = 30.0
     @Option(help: "The microscale executable (default: next to this one).") var microscale: String?
     @Flag(help: "Print JSON instead of lines.") var json = false
+    @Option(help: "Print the lines of a report saved with --json, and run nothing.") var render: String?
 
     func run() async throws {
+        if let render {
+            let report = try JSONDecoder().decode(SpikeBenchmark.Report.self, from: Data(contentsOf: URL(fileURLWithPath: render)))
+            print(SpikeBenchmark.render(report))
+            return
+        }
         guard trials >= 1, trials <= 1000, base > 0, step > base, step <= 2000, warmup >= 5, warmup <= 600, length >= 5, length <= 600 else {
             throw ValidationError("--trials 1 to 1000, 0 < --base < --step ≤ 2000, --warmup and --length 5 to 600 s")
         }
