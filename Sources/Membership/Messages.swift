@@ -17,7 +17,9 @@ func stringField(_ s: String) -> Int {
     return 1 + lengthBytes + n
 }
 
-public enum MemberStatus: String, Sendable, Hashable, CaseIterable {
+/// Codable as its raw value: the agent's API shows it (`MemberView`), and a status that is none of
+/// these four is a decoding error naming the field, never read as one of them.
+public enum MemberStatus: String, Sendable, Hashable, CaseIterable, Codable {
     case alive, suspect, dead, left
 }
 

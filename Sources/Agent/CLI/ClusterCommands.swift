@@ -278,7 +278,7 @@ public struct StatusCommand: AsyncParsableCommand {
             c.isEmpty ? "-" : c.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
         }
         for n in s.nodes {
-            nodes.append([n.name, n.status + (n.drained ? " (drained)" : ""), n.role, counts(n.assigned), counts(n.running)])
+            nodes.append([n.name, n.status.rawValue + (n.drained ? " (drained)" : ""), n.role, counts(n.assigned), counts(n.running)])
         }
         return "leader \(s.leader), term \(s.term), plan \(s.planIndex)\n\n" + formatTable(rows)
             + (failures.isEmpty ? "" : "\n\n" + failures.joined(separator: "\n")) + "\n\n" + formatTable(nodes)

@@ -152,7 +152,7 @@ public struct MembersCommand: AsyncParsableCommand {
         for m in members {
             let labels = (m.labels ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
             rows.append([
-                m.name, m.address, m.status, m.role, formatCPU(m.capacity.cpu),
+                m.name, m.address, m.status.rawValue, m.role, formatCPU(m.capacity.cpu),
                 formatBytes(m.capacity.memoryBytes), "\(m.running.values.reduce(0, +))", labels.isEmpty ? "-" : labels,
             ])
         }

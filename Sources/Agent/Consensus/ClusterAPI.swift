@@ -5,6 +5,7 @@ import Logging
 import SecureTransport
 import Wire
 
+import enum Membership.MemberStatus
 import struct Scaling.UtilizationSummary
 
 /// One API answer, whichever agent produced it.
@@ -67,7 +68,7 @@ public struct StatusView: Codable, Sendable, Equatable {
     }
     public struct NodeRow: Codable, Sendable, Equatable {
         public var name: String
-        public var status: String
+        public var status: MemberStatus
         public var role: String
         public var drained: Bool
         public var assigned: [String: Int]
@@ -422,7 +423,7 @@ public actor ClusterAPI {
             let demand = await demandInUse()
             var running: [String: Int] = [:], starting: [String: Int] = [:], unhealthy: [String: Int] = [:]
             var failing: [String: [String: String]] = [:]
-            for m in members where m.status == "alive" || m.status == "suspect" {
+            for m in members where m.status == .alive || m.status == .suspect {
                 for (svc, n) in m.running { running[svc, default: 0] += n }
                 for (svc, n) in m.starting ?? [:] { starting[svc, default: 0] += n }
                 for (svc, n) in m.unhealthy ?? [:] { unhealthy[svc, default: 0] += n }

@@ -46,7 +46,7 @@ public struct EndpointsView: Codable, Sendable, Equatable {
 public enum Endpoints {
     public static func from(_ members: [MemberView]) -> [String: [ServiceEndpoint]] {
         var out: [String: [ServiceEndpoint]] = [:]
-        for m in members where m.status == "alive" || m.status == "suspect" {
+        for m in members where m.status == .alive || m.status == .suspect {
             guard let endpoints = m.endpoints, !endpoints.isEmpty,
                 let host = AgentConfiguration.HostPort(m.address)?.host
             else { continue }

@@ -352,7 +352,9 @@ public actor MembershipService {
 public struct MemberView: Codable, Sendable, Equatable {
     public var name: String
     public var address: String
-    public var status: String
+    /// Typed, not a string: what the leader plans with and what `GET /v1/members` shows are the
+    /// same four values, and JSON with any other status does not decode.
+    public var status: MemberStatus
     public var role: String
     public var incarnation: UInt64
     public var capacity: ResourceView
@@ -394,7 +396,7 @@ public struct MemberView: Codable, Sendable, Equatable {
     init(_ r: NodeRecord, status: MemberStatus, incarnation: UInt64) {
         name = r.name
         address = r.address
-        self.status = status.rawValue
+        self.status = status
         role = r.role.rawValue
         self.incarnation = incarnation
         capacity = ResourceView(cpu: Double(r.capacity.cpuMillicores) / 1000, memoryBytes: r.capacity.memoryBytes)

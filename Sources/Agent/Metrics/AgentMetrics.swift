@@ -43,7 +43,7 @@ public final class AgentMetrics: Sendable {
     func render(_ r: AgentRuntime) async -> String {
         let members = await r.membership.members()
         var byStatus: [String: Int] = ["alive": 0, "suspect": 0, "dead": 0, "left": 0]
-        for m in members { byStatus[m.status, default: 0] += 1 }
+        for m in members { byStatus[m.status.rawValue, default: 0] += 1 }
         for (status, n) in byStatus {
             set("microscale_members", labels: [("status", status)], Double(n), help: "Members by status, as this agent sees them")
         }
@@ -78,7 +78,7 @@ public final class AgentMetrics: Sendable {
                 help: "API reads this server answered after a ReadIndex round (docs/consensus.md)")
             let state = await raft.state
             var running: [String: Int] = [:]
-            for m in members where m.status == "alive" || m.status == "suspect" {
+            for m in members where m.status == .alive || m.status == .suspect {
                 for (svc, n) in m.running { running[svc, default: 0] += n }
             }
             let demand = await r.decisions?.demandInUse ?? [:]

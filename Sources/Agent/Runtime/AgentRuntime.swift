@@ -176,7 +176,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         // handed the operator's token, or the upstream whose pushes a client follows.
         let servers: @Sendable () async -> [String: String] = {
             var book: [String: String] = [:]
-            for m in await service.members() where roles.isServer(m.name) && (m.status == "alive" || m.status == "suspect") {
+            for m in await service.members() where roles.isServer(m.name) && (m.status == .alive || m.status == .suspect) {
                 book[m.name] = m.address
             }
             return book
@@ -245,7 +245,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         // Where a server sends a changed deny list: every member it sees alive or suspect.
         let reachable: @Sendable () async -> [String: String] = {
             var book: [String: String] = [:]
-            for m in await service.members() where m.status == "alive" || m.status == "suspect" { book[m.name] = m.address }
+            for m in await service.members() where m.status == .alive || m.status == .suspect { book[m.name] = m.address }
             return book
         }
         assignments = AssignmentService(
@@ -320,7 +320,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             await raft.setMemberHealth {
                 var out: [String: RaftService.MemberHealth] = [:]
                 for m in await service.members() {
-                    let health = Autopilot.Health(rawValue: m.status) ?? .dead
+                    let health = Autopilot.Health(m.status)
                     out[m.name] = RaftService.MemberHealth(health: health, address: m.address, isServer: roles.isServer(m.name))
                 }
                 return out

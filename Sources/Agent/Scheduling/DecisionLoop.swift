@@ -256,7 +256,7 @@ public actor DecisionLoop {
             for (name, spec) in state.services { byImage[spec.image, default: []].append(name) }
         }
         return members.map { m in
-            var status: NodeStatus = NodeStatus(rawValue: m.status) ?? .dead
+            var status = NodeStatus(m.status)
             // Hearsay does not move work: a node others call dead or left stays where it is (as a
             // suspect: it keeps its containers and gets no new ones) until this leader's own probe
             // of it fails or it said itself that it leaves.

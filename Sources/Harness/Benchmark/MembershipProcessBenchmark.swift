@@ -306,7 +306,7 @@ public struct MembershipProcessBenchmark: Sendable {
         guard let data = await PlainHTTP.get(host: a.host, port: 7481, path: "/v1/members"),
             let members = try? JSONDecoder().decode([MemberView].self, from: data)
         else { return nil }
-        return Dictionary(members.map { ($0.name, $0.status) }, uniquingKeysWith: { a, _ in a })
+        return Dictionary(members.map { ($0.name, $0.status.rawValue) }, uniquingKeysWith: { a, _ in a })
     }
 
     func traffic(_ agents: [Agent]) async -> Int {

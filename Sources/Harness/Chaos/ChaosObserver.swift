@@ -195,8 +195,8 @@ enum ChaosChecks {
             }
             for m in members {
                 let shouldLive = liveNames.contains(m.name)
-                if shouldLive && m.status != "alive" { problems.append("\(h.name) sees live \(m.name) as \(m.status)") }
-                if !shouldLive && m.status == "alive" { problems.append("\(h.name) sees down \(m.name) as alive") }
+                if shouldLive && m.status != .alive { problems.append("\(h.name) sees live \(m.name) as \(m.status)") }
+                if !shouldLive && m.status == .alive { problems.append("\(h.name) sees down \(m.name) as alive") }
             }
             for name in liveNames where !members.contains(where: { $0.name == name }) {
                 problems.append("\(h.name) does not know \(name)")

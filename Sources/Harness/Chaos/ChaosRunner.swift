@@ -193,7 +193,7 @@ public actor ChaosRunner {
     private func seenDeadByAll(_ victims: [String]) async -> Bool {
         for h in await cluster.liveHosts {
             guard let members = await cluster.members(h) else { return false }
-            for v in victims where members.first(where: { $0.name == v })?.status == "alive" { return false }
+            for v in victims where members.first(where: { $0.name == v })?.status == .alive { return false }
         }
         return true
     }
@@ -418,7 +418,7 @@ public actor ChaosRunner {
         timings["healed"] = healed
         try await until("merged", seconds: 30, every: .milliseconds(100)) {
             for h in await cluster.liveHosts {
-                guard let m = await cluster.members(h), m.count >= hosts.count, m.allSatisfy({ $0.status == "alive" || $0.name == "spare-node" })
+                guard let m = await cluster.members(h), m.count >= hosts.count, m.allSatisfy({ $0.status == .alive || $0.name == "spare-node" })
                 else { return false }
             }
             return true

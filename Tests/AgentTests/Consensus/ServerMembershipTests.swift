@@ -118,13 +118,13 @@ import Testing
 
         await cluster.stop("s4")
         // Declared dead by gossip first (a few probe rounds); then forced out.
-        #expect(try await pollUntil(20) { await s1.members().first { $0.name == "s4" }?.status == "dead" })
+        #expect(try await pollUntil(20) { await s1.members().first { $0.name == "s4" }?.status == .dead })
         let forced = await s1.forceLeave("s4")
         #expect(forced.status == 200, "\(String(decoding: forced.body, as: UTF8.self))")
         let leader = try #require(await cluster.agreedLeader())
         #expect(try await pollUntil(10) { await voters(cluster.agents[leader]!) == ["s1", "s2", "s3"] })
         for a in cluster.running {
-            #expect(try await pollUntil(5) { await a.members().first { $0.name == "s4" }?.status == "left" })
+            #expect(try await pollUntil(5) { await a.members().first { $0.name == "s4" }?.status == .left })
         }
     }
 }

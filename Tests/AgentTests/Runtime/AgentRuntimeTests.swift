@@ -50,7 +50,7 @@ import Testing
     }
 
     func statuses(_ a: AgentRuntime) async -> [String: String] {
-        Dictionary(uniqueKeysWithValues: await a.members().map { ($0.name, $0.status) })
+        Dictionary(uniqueKeysWithValues: await a.members().map { ($0.name, $0.status.rawValue) })
     }
 
     func eventually(_ seconds: Double = 10, _ condition: () async -> Bool) async throws -> Bool {

@@ -302,7 +302,7 @@ extension EndToEndTests {
             // Down long enough to be declared dead by the others: the grace, not luck, keeps its work.
             #expect(
                 try await eventually {
-                    await other.members().first { $0.name == self.names[i] }?.status == "dead"
+                    await other.members().first { $0.name == self.names[i] }?.status == .dead
                 }, "\(names[i]) was never seen dead")
             let (back, _) = try agent(names[i], join: ports[(i + 1) % names.count], docker: docker, port: ports[i])
             await back.executor.setAdoptionGrace(.seconds(120))
@@ -312,7 +312,7 @@ extension EndToEndTests {
             #expect(
                 try await eventually {
                     let all = await back.members()
-                    let alive = all.filter { $0.status == "alive" }.count == self.names.count
+                    let alive = all.filter { $0.status == .alive }.count == self.names.count
                     let leader = await back.cluster(method: "GET", path: "/v1/leader", body: []).status == 200
                     let rounds = await back.executor.rounds
                     return alive && leader && rounds > 0

@@ -29,7 +29,7 @@ import Testing
             try await t.eventually(30) {
                 for s in all {
                     guard await s.raft?.status()?.leader != nil else { return false }
-                    if await s.members().contains(where: { $0.status != "alive" }) { return false }
+                    if await s.members().contains(where: { $0.status != .alive }) { return false }
                 }
                 return true
             })
@@ -54,7 +54,7 @@ import Testing
         let end = ContinuousClock.now + .seconds(seconds)
         while ContinuousClock.now < end {
             for s in all {
-                for m in await s.members() where m.status != "alive" {
+                for m in await s.members() where m.status != .alive {
                     seen.withLock { _ = $0.insert("\(s.configuration.name) saw \(m.name) \(m.status)") }
                 }
             }

@@ -165,7 +165,7 @@ struct RecordingHandler: LogHandler {
         let s1 = try #require(agents["s1"])
         #expect(
             try await eventually {
-                let alive = await s1.members().filter { $0.status == "alive" }.map(\.name).sorted()
+                let alive = await s1.members().filter { $0.status == .alive }.map(\.name).sorted()
                 return alive == names
             })
         #expect(
@@ -189,7 +189,7 @@ struct RecordingHandler: LogHandler {
         // Raft with the same voters, and no dead or left verdict anyone holds is confirmed.
         let refuted = try await eventually(30) {
             for a in all {
-                let alive = await a.members().filter { $0.status == "alive" }.map(\.name)
+                let alive = await a.members().filter { $0.status == .alive }.map(\.name)
                 if !Set(names).isSubset(of: Set(alive)) { return false }
             }
             return true
@@ -405,7 +405,7 @@ struct RecordingHandler: LogHandler {
         #expect(await client.executor.current == runningBefore)
         let members = await s1.members()
         for n in servers + ["c1"] {
-            #expect(members.first { $0.name == n }?.status == "alive", "\(members)")
+            #expect(members.first { $0.name == n }?.status == .alive, "\(members)")
         }
         #expect(await s1.members().first { $0.name == "mallory" }?.role == "client")
     }
