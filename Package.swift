@@ -190,5 +190,6 @@ let package = Package(
         // Harness for PlainHTTP: RaftCrashTests and LinearizableReadTests talk to real agent processes.
         .testTarget(name: "AgentTests", dependencies: ["Agent", "Bounds", "Harness"], swiftSettings: strict),
         .testTarget(name: "SimulationKitTests", dependencies: ["SimulationKit"], swiftSettings: strict),
+        .testTarget(name: "HarnessTests", dependencies: ["Harness"], swiftSettings: strict),
     ]
 )
