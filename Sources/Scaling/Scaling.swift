@@ -225,6 +225,10 @@ public struct Planner: Sendable {
         //    clamp(ceil(demand / per_container), min, max)).
         var wanted = [Int](repeating: 0, count: w.svc.count)
         var demandReason = [String](repeating: "", count: w.svc.count)
+        // Sized once: a thousand services grown one by one rehash every name several times.
+        newPlan.desired.reserveCapacity(w.svc.count)
+        newPlan.scaleDownSince.reserveCapacity(w.svc.count)
+        newPlan.control.reserveCapacity(w.svc.count)
         for (s, spec) in w.svc.enumerated() {
             let before = currentPlan?.desired[spec.name] ?? w.total(s)
             if spec.fill {
@@ -463,9 +467,17 @@ struct Work {
     init?(services: [ServiceSpec], nodes: [Node], index: PlanIndex) {
         guard nodes.count == index.nodes.count, services == index.services else { return nil }
         var changed: [(input: Int, at: Int)] = []
+        // Field by field in place: binding each node to a local copied its name and three
+        // dictionaries, twice, for every node of every plan.
+        let kept = index.nodes
         for i in nodes.indices {
-            guard nodes[i].name == index.nodes[i].name else { return nil }
-            if !Self.samePlacementInputs(nodes[i], index.nodes[i]) { changed.append((i, index.position[i])) }
+            guard nodes[i].name == kept[i].name else { return nil }
+            if nodes[i].cpuMillis != kept[i].cpuMillis || nodes[i].memoryBytes != kept[i].memoryBytes
+                || nodes[i].status != kept[i].status || nodes[i].drained != kept[i].drained
+                || nodes[i].labels != kept[i].labels || nodes[i].blocked != kept[i].blocked
+            {
+                changed.append((i, index.position[i]))
+            }
         }
         svc = index.svc
         var sorted = index.sortedNodes
@@ -496,13 +508,6 @@ struct Work {
         self.inputNodes = nodes
         self.position = index.position
         self.indexable = true
-    }
-
-    /// Everything of a node the planner reads once it has a current plan (`running` is read only
-    /// when there is none).
-    static func samePlacementInputs(_ a: Node, _ b: Node) -> Bool {
-        a.cpuMillis == b.cpuMillis && a.memoryBytes == b.memoryBytes && a.status == b.status && a.drained == b.drained
-            && a.labels == b.labels && a.blocked == b.blocked
     }
 
     /// A node's free room with these counts on it, summed as the full path sums it.
@@ -625,66 +630,6 @@ struct Work {
     func groupCounts(_ s: Int) -> [String: Int] {
         var out: [String: Int] = [:]
         for n in 0..<nodeCount where count[n][s] > 0 { out[group(s, n), default: 0] += count[n][s] }
-        return out
-    }
-
-    /// How many of `need` each bucket gets so the fullest ends as low as possible: bucket i ends
-    /// with min(max(counts[i], L), counts[i] + room[i]) for the highest level L whose total stays
-    /// within `need`; what remains goes one each to buckets at L, in order.
-    func waterFill(counts: [Int], room: [Int], need: Int) -> [Int] {
-        // A need small beside the buckets (a node's loss, a demand step, most services of a large
-        // cell) is met one container at a time, which gives the same result (a tested identity:
-        // PlannerPlacementTests) in O((M + need) log M) where the level search costs O(M log C).
-        if need <= counts.count / 2 { return waterFillByTurns(counts: counts, room: room, need: need) }
-        func gained(_ level: Int) -> Int {
-            var sum = 0
-            for i in counts.indices where room[i] > 0 && counts[i] < level {
-                sum = Swift.min(sum + Swift.min(level - counts[i], room[i]), 1 << 60)
-            }
-            return sum
-        }
-        var lo = 0
-        var hi = (counts.max() ?? 0) + (room.max() ?? 0) + 1
-        while lo < hi {
-            let mid = (lo + hi + 1) / 2
-            if gained(mid) <= need { lo = mid } else { hi = mid - 1 }
-        }
-        var out = counts.indices.map { i in room[i] > 0 && counts[i] < lo ? Swift.min(lo - counts[i], room[i]) : 0 }
-        var left = need - out.reduce(0, +)
-        for i in counts.indices where left > 0 && counts[i] + out[i] == lo && out[i] < room[i] {
-            out[i] += 1
-            left -= 1
-        }
-        return out
-    }
-
-    /// `waterFill`, one container at a time: the bucket with fewest so far (the lowest index among
-    /// equals) that still has room takes the next. Every bucket below the level is raised to it
-    /// before any at the level is touched, and those at the level are then taken in index order:
-    /// the level search's result exactly.
-    func waterFillByTurns(counts: [Int], room: [Int], need: Int) -> [Int] {
-        var out = [Int](repeating: 0, count: counts.count)
-        var heap: [(value: Int, at: Int)] = []
-        heap.reserveCapacity(counts.count)
-        for i in counts.indices where room[i] > 0 { heap.append((counts[i], i)) }
-        var k = heap.count / 2
-        while k > 0 {
-            k -= 1
-            siftDown(&heap, from: k)
-        }
-        var left = need
-        while left > 0 && !heap.isEmpty {
-            let i = heap[0].at
-            out[i] += 1
-            left -= 1
-            if out[i] < room[i] {
-                heap[0].value += 1
-            } else {
-                heap[0] = heap[heap.count - 1]
-                heap.removeLast()
-            }
-            siftDown(&heap, from: 0)
-        }
         return out
     }
 
@@ -848,6 +793,71 @@ struct Work {
 }
 
 private func ceilDiv(_ a: Int, _ b: Int) -> Int { (a + b - 1) / b }
+
+/// How many of `need` each bucket gets so the fullest ends as low as possible: bucket i ends
+/// with min(max(counts[i], L), counts[i] + room[i]) for the highest level L whose total stays
+/// within `need`; what remains goes one each to buckets at L, in order.
+func waterFill(counts: [Int], room: [Int], need: Int) -> [Int] {
+    // A need small beside the buckets (a node's loss, a demand step, most services of a large
+    // cell) is met one container at a time, which gives the same result (a tested identity:
+    // WaterFillTests) in O((M + need) log M) where the level search costs O(M log C).
+    need <= counts.count / 2
+        ? waterFillByTurns(counts: counts, room: room, need: need) : waterFillByLevel(counts: counts, room: room, need: need)
+}
+
+/// `waterFill` by a binary search on the level L.
+func waterFillByLevel(counts: [Int], room: [Int], need: Int) -> [Int] {
+    func gained(_ level: Int) -> Int {
+        var sum = 0
+        for i in counts.indices where room[i] > 0 && counts[i] < level {
+            sum = Swift.min(sum + Swift.min(level - counts[i], room[i]), 1 << 60)
+        }
+        return sum
+    }
+    var lo = 0
+    var hi = (counts.max() ?? 0) + (room.max() ?? 0) + 1
+    while lo < hi {
+        let mid = (lo + hi + 1) / 2
+        if gained(mid) <= need { lo = mid } else { hi = mid - 1 }
+    }
+    var out = counts.indices.map { i in room[i] > 0 && counts[i] < lo ? Swift.min(lo - counts[i], room[i]) : 0 }
+    var left = need - out.reduce(0, +)
+    for i in counts.indices where left > 0 && counts[i] + out[i] == lo && out[i] < room[i] {
+        out[i] += 1
+        left -= 1
+    }
+    return out
+}
+
+/// `waterFill`, one container at a time: the bucket with fewest so far (the lowest index among
+/// equals) that still has room takes the next. Every bucket below the level is raised to it
+/// before any at the level is touched, and those at the level are then taken in index order:
+/// the level search's result exactly.
+func waterFillByTurns(counts: [Int], room: [Int], need: Int) -> [Int] {
+    var out = [Int](repeating: 0, count: counts.count)
+    var heap: [(value: Int, at: Int)] = []
+    heap.reserveCapacity(counts.count)
+    for i in counts.indices where room[i] > 0 { heap.append((counts[i], i)) }
+    var k = heap.count / 2
+    while k > 0 {
+        k -= 1
+        siftDown(&heap, from: k)
+    }
+    var left = need
+    while left > 0 && !heap.isEmpty {
+        let i = heap[0].at
+        out[i] += 1
+        left -= 1
+        if out[i] < room[i] {
+            heap[0].value += 1
+        } else {
+            heap[0] = heap[heap.count - 1]
+            heap.removeLast()
+        }
+        siftDown(&heap, from: 0)
+    }
+    return out
+}
 
 /// A binary min-heap's sift-down, ordered by (value, index).
 private func siftDown(_ heap: inout [(value: Int, at: Int)], from start: Int) {
