@@ -124,7 +124,8 @@ struct MembershipBench: AsyncParsableCommand {
     @Option(help: "Seconds between convergence and the idle measurement (the mesh of connections forms).") var settle = 15.0
     @Option(help: "The microscale executable (default: next to this one).") var microscale: String?
     @Option(help: "Instead of the standard measurement: soak this many seconds, counting false positives.") var soak: Double?
-    @Option(help: "With --soak: shell busy loops loading the cores meanwhile.") var busy = 2
+    @Option(help: "With --soak: CPU workers loading the cores meanwhile (stress-ng --cpu N, or N shell loops without stress-ng).") var busy = 2
+    @Flag(help: "With --soak: shell busy loops even where stress-ng is installed.") var shellLoops = false
     @Flag(help: "Print JSON instead of a table.") var json = false
 
     func run() async throws {
@@ -133,7 +134,8 @@ struct MembershipBench: AsyncParsableCommand {
             let n = nodes.split(separator: ",").compactMap({ Int($0) }).first ?? 25
             let b = MembershipProcessBenchmark(
                 nodes: n, executable: exe, workDirectory: NSTemporaryDirectory() + "microscale-bench-membership-soak-\(n)")
-            let r = try await b.soak(seconds: soak, busyLoops: busy, progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
+            let load: MembershipProcessBenchmark.SoakLoad = shellLoops ? .shellLoops(busy) : .preferred(workers: busy)
+            let r = try await b.soak(seconds: soak, load: load, progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
             if json {
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -142,13 +144,14 @@ struct MembershipBench: AsyncParsableCommand {
                 print(
                     String(
                         format:
-                            "soak N=%d, %.0f s, %d busy loops: false deaths %d (target 0), suspicions %d (refuted), polls with a non-alive member %d of %d",
-                        r.nodes, r.seconds, r.busyLoops, r.falseDeaths, r.suspicions, r.pollsWithNonAlive, r.polls))
+                            "soak N=%d, %.0f s, fault: %@ beside the agents: false deaths %d (target 0), false suspicions %d (each refuted), polls with a non-alive member %d of %d",
+                        r.nodes, r.seconds, r.load, r.falseDeaths, r.suspicions, r.pollsWithNonAlive, r.polls))
                 print(
                     String(
-                        format: "      join %@; %.0f B/s per node, CPU %.2f%% per agent, RSS %.1f MiB (under load)",
-                        r.joinConvergenceSeconds.map { String(format: "%.2f s", $0) } ?? "timed out", r.bytesPerNodePerSecond, r.cpuPercentPerAgent,
-                        r.rssMiB))
+                        format:
+                            "      join %@ (%d dead, %d suspect transitions while forming, not counted above); %.0f B/s per node, CPU %.2f%% per agent, RSS %.1f MiB (under load)",
+                        r.joinConvergenceSeconds.map { String(format: "%.2f s", $0) } ?? "timed out", r.joinDeaths, r.joinSuspicions,
+                        r.bytesPerNodePerSecond, r.cpuPercentPerAgent, r.rssMiB))
             }
             return
         }

@@ -45,16 +45,50 @@ public struct MembershipProcessBenchmark: Sendable {
         var process: Process
     }
 
-    /// The no-false-positive run: N agents join, `busyLoops` shell busy loops load the cores,
-    /// and for `seconds` every agent's view is polled once a second. Any member marked dead
-    /// (or suspect) is a false positive, since every agent stays alive; the agents' own logs
-    /// (warning level: every suspect and dead transition) count the ones a poll would miss.
+    /// What loads the cores during a soak: `stress-ng --cpu N` (Debian's stress-ng, what the
+    /// issue's soak names: N workers, each a busy mix of CPU methods), or N shell busy loops
+    /// where stress-ng is not installed.
+    public enum SoakLoad: Sendable, Hashable {
+        case stressNG(workers: Int)
+        case shellLoops(Int)
+
+        /// stress-ng when it is on the PATH, shell loops otherwise.
+        public static func preferred(workers: Int) -> SoakLoad {
+            Shell.which("stress-ng") != nil ? .stressNG(workers: workers) : .shellLoops(workers)
+        }
+
+        /// The fault the report names: what ran beside the agents.
+        public var name: String {
+            switch self {
+            case .stressNG(let n): "stress-ng --cpu \(n)"
+            case .shellLoops(let n): "\(n) shell busy loops"
+            }
+        }
+
+        var workers: Int {
+            switch self {
+            case .stressNG(let n), .shellLoops(let n): n
+            }
+        }
+    }
+
+    /// The no-false-positive run (Lifeguard §I, the promise measured: no live member declared
+    /// dead under CPU starvation): N agents join, `load` loads the cores, and for `seconds` every
+    /// agent's view is polled once a second. Any member marked dead (or suspect) is a false
+    /// positive, since every agent stays alive; the agents' own logs (warning level: every suspect
+    /// and dead transition) count the ones a poll would miss.
     public struct SoakReport: Codable, Sendable {
         public var nodes: Int
         public var seconds: Double
+        /// The load beside the agents, named (`stress-ng --cpu 2`, or shell loops).
+        public var load: String
         public var busyLoops: Int
         public var joinConvergenceSeconds: Double?
-        /// Transitions to dead, summed over every agent's log (0 is the target).
+        /// Transitions while the cluster formed, before the load and the soak began (suspicions
+        /// are expected there under load; deaths are worth reading).
+        public var joinDeaths: Int
+        public var joinSuspicions: Int
+        /// Transitions to dead during the soak, summed over every agent's log (0 is the target).
         public var falseDeaths: Int
         /// Transitions to suspect, summed over every agent's log (refuted suspicions; allowed).
         public var suspicions: Int
@@ -66,26 +100,46 @@ public struct MembershipProcessBenchmark: Sendable {
         public var rssMiB: Double
     }
 
-    public func soak(seconds: Double, busyLoops: Int, progress: @Sendable (String) -> Void = { _ in }) async throws -> SoakReport {
+    public func soak(seconds: Double, load: SoakLoad, progress: @Sendable (String) -> Void = { _ in }) async throws -> SoakReport {
         let dir = workDirectory
         var agents: [Agent] = []
         var busy: [Process] = []
         defer {
-            for p in busy where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+            // SIGTERM first: stress-ng passes it on to its workers and waits for them.
+            for p in busy where p.isRunning { kill(p.processIdentifier, SIGTERM) }
+            for p in busy {
+                for _ in 0..<20 where p.isRunning { usleep(100_000) }
+                if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+            }
             for a in agents where a.process.isRunning { kill(a.process.processIdentifier, SIGKILL) }
         }
         let (all, join) = try await startCluster(progress: progress) { agents.append($0) }
         agents = all
-        for _ in 0..<busyLoops {
+        switch load {
+        case .stressNG(let workers):
+            // One process: stress-ng forks its workers and, on SIGKILL of the parent, they see
+            // it gone within a second (--oomable aside, stress-ng workers poll their parent).
+            // The timeout bounds them should this process itself be killed.
             let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/bin/sh")
-            p.arguments = ["-c", "while :; do :; done"]
+            p.executableURL = URL(fileURLWithPath: Shell.which("stress-ng") ?? "/usr/bin/stress-ng")
+            p.arguments = ["--cpu", "\(workers)", "--timeout", "\(Int(seconds) + 120)s", "--quiet"]
             try BenchmarkChildren.run(p)
             busy.append(p)
+        case .shellLoops(let n):
+            for _ in 0..<n {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: "/bin/sh")
+                p.arguments = ["-c", "while :; do :; done"]
+                try BenchmarkChildren.run(p)
+                busy.append(p)
+            }
         }
-        progress("\(busyLoops) busy loops started; soaking for \(Int(seconds)) s")
+        progress("\(load.name) started; soaking for \(Int(seconds)) s")
         let before = await traffic(agents)
         let cpuBefore = agents.map { ProcessSample.read($0.process.processIdentifier)?.cpuSeconds ?? 0 }
+        let offsets = logOffsets(dir)
+        let joinTransitions = countTransitions(dir)
+        progress("during the join: \(joinTransitions.dead) dead, \(joinTransitions.suspect) suspect transitions (not counted as the soak's)")
         let start = Date()
         var polls = 0, nonAlive = 0
         var lastReport = start
@@ -98,7 +152,7 @@ public struct MembershipProcessBenchmark: Sendable {
             }
             if Date().timeIntervalSince(lastReport) >= 60 {
                 lastReport = Date()
-                let (d, sus) = countTransitions(dir)
+                let (d, sus) = countTransitions(dir, from: offsets)
                 progress(
                     "\(Int(Date().timeIntervalSince(start))) s: \(d) dead, \(sus) suspect transitions, \(nonAlive) of \(polls) polls saw a non-alive member"
                 )
@@ -109,20 +163,31 @@ public struct MembershipProcessBenchmark: Sendable {
         let after = await traffic(agents)
         let cpu = zip(cpuBefore, end).map { ((($1?.cpuSeconds) ?? 0) - $0) / elapsed * 100 }.reduce(0, +) / Double(nodes)
         let rss = end.map { $0?.rssBytes ?? 0 }.reduce(0, +) / Double(nodes) / 1_048_576
-        let (deaths, suspicions) = countTransitions(dir)
+        let (deaths, suspicions) = countTransitions(dir, from: offsets)
         return SoakReport(
-            nodes: nodes, seconds: elapsed, busyLoops: busyLoops, joinConvergenceSeconds: join,
+            nodes: nodes, seconds: elapsed, load: load.name, busyLoops: load.workers, joinConvergenceSeconds: join,
+            joinDeaths: joinTransitions.dead, joinSuspicions: joinTransitions.suspect,
             falseDeaths: deaths, suspicions: suspicions, pollsWithNonAlive: nonAlive, polls: polls,
             cpuPercentPerAgent: cpu, bytesPerNodePerSecond: Double(after - before) / elapsed / Double(nodes),
             rssMiB: rss)
     }
 
+    /// Every agent's log size now: where a later count starts, so that the join (where members
+    /// are suspected while the mesh forms under load) is not counted as the soak's.
+    func logOffsets(_ dir: String) -> [Int] {
+        (0..<nodes).map { i in
+            ((try? FileManager.default.attributesOfItem(atPath: "\(dir)/node-\(i).log"))?[.size] as? Int) ?? 0
+        }
+    }
+
     /// Transitions to dead and to suspect in every agent's log (MembershipService logs both at
-    /// warning level as "member NAME is dead|suspect").
-    func countTransitions(_ dir: String) -> (dead: Int, suspect: Int) {
+    /// warning level as "member NAME is dead|suspect"), from `offsets` on (the whole logs without).
+    func countTransitions(_ dir: String, from offsets: [Int] = []) -> (dead: Int, suspect: Int) {
         var dead = 0, suspect = 0
         for i in 0..<nodes {
-            guard let text = try? String(contentsOfFile: "\(dir)/node-\(i).log", encoding: .utf8) else { continue }
+            guard let data = FileManager.default.contents(atPath: "\(dir)/node-\(i).log") else { continue }
+            let from = i < offsets.count ? min(offsets[i], data.count) : 0
+            let text = String(decoding: data[from...], as: UTF8.self)
             for line in text.split(separator: "\n") where line.contains("member ") {
                 if line.contains(" is dead") { dead += 1 } else if line.contains(" is suspect") { suspect += 1 }
             }
