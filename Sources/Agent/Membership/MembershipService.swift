@@ -1,3 +1,4 @@
+import Bounds
 import Foundation
 import Logging
 import Membership
@@ -389,8 +390,44 @@ public struct MemberView: Codable, Sendable, Equatable {
     public var endpoints: [String: [Endpoint]]?
 
     public struct ResourceView: Codable, Sendable, Equatable {
-        public var cpu: Double
+        /// As the node's signed record carries it: what the planner reads, so no Double stands
+        /// between the record and the plan.
+        public var cpuMillicores: Int64
         public var memoryBytes: Int64
+        /// Cores, for people (`microscale members`) and the API's `cpu`, derived from millicores.
+        public var cpu: Double { Double(cpuMillicores) / 1000 }
+
+        public init(cpuMillicores: Int64, memoryBytes: Int64) {
+            self.cpuMillicores = cpuMillicores
+            self.memoryBytes = memoryBytes
+        }
+
+        enum CodingKeys: String, CodingKey { case cpu, cpuMillicores, memoryBytes }
+
+        /// JSON from an agent before `cpuMillicores` existed has only `cpu`: its cores become
+        /// millicores once, here, and a value that is no whole number of millicores in range is
+        /// an error naming the field.
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            memoryBytes = try c.decode(Int64.self, forKey: .memoryBytes)
+            if let m = try c.decodeIfPresent(Int64.self, forKey: .cpuMillicores) {
+                cpuMillicores = m
+            } else {
+                let cores = try c.decode(Double.self, forKey: .cpu)
+                guard let m = (cores * 1000).exactlyRoundedInt, (0...Int(Limits.maxNodeCPUMillicores)).contains(m) else {
+                    throw DecodingError.dataCorruptedError(
+                        forKey: .cpu, in: c, debugDescription: "cpu: \(cores) is not 0 to \(Limits.maxNodeCPUMillicores / 1000) cores")
+                }
+                cpuMillicores = Int64(m)
+            }
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(cpu, forKey: .cpu)
+            try c.encode(cpuMillicores, forKey: .cpuMillicores)
+            try c.encode(memoryBytes, forKey: .memoryBytes)
+        }
     }
 
     init(_ r: NodeRecord, status: MemberStatus, incarnation: UInt64) {
@@ -399,8 +436,8 @@ public struct MemberView: Codable, Sendable, Equatable {
         self.status = status
         role = r.role.rawValue
         self.incarnation = incarnation
-        capacity = ResourceView(cpu: Double(r.capacity.cpuMillicores) / 1000, memoryBytes: r.capacity.memoryBytes)
-        reserved = ResourceView(cpu: Double(r.reserved.cpuMillicores) / 1000, memoryBytes: r.reserved.memoryBytes)
+        capacity = ResourceView(cpuMillicores: r.capacity.cpuMillicores, memoryBytes: r.capacity.memoryBytes)
+        reserved = ResourceView(cpuMillicores: r.reserved.cpuMillicores, memoryBytes: r.reserved.memoryBytes)
         running = r.running
         agentVersion = r.agentVersion
         restarting = r.restarting ? true : nil

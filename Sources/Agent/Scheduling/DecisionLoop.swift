@@ -262,7 +262,7 @@ public actor DecisionLoop {
             // of it fails or it said itself that it leaves.
             if (status == .dead || status == .left) && m.confirmedDown == false { status = .suspect }
             return Scaling.Node(
-                name: m.name, cpuMillis: (m.capacity.cpu * 1000).exactlyRoundedInt ?? 0,
+                name: m.name, cpuMillis: Int(clamping: m.capacity.cpuMillicores),
                 memoryBytes: Int(m.capacity.memoryBytes), status: status,
                 drained: state.isDrained(m.name), running: m.running, labels: m.labels ?? [:],
                 blocked: blocked(m, byImage))

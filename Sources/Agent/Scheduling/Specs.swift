@@ -68,7 +68,7 @@ public enum Specs {
 
     public static func planner(_ name: String, _ s: Consensus.ServiceSpec) -> Scaling.ServiceSpec {
         Scaling.ServiceSpec(
-            name: name, priority: s.priority, cpuMillis: (s.cpu * 1000).exactlyRoundedInt ?? Int(Limits.maxContainerCPUMillicores),
+            name: name, priority: s.priority, cpuMillis: s.cpuMillicores,
             memoryBytes: Int(clamping: s.memory), min: s.min, max: s.max,
             perContainer: s.demand?.perContainer ?? 1, fill: s.fill,
             stopTimeout: .milliseconds(s.stopTimeoutMilliseconds), specHash: hash(s),
@@ -79,7 +79,7 @@ public enum Specs {
     /// What a utilization sample needs of a service (no spec hash: sampled every second on every server).
     static func sampled(_ name: String, _ s: Consensus.ServiceSpec) -> Scaling.ServiceSpec {
         Scaling.ServiceSpec(
-            name: name, priority: s.priority, cpuMillis: (s.cpu * 1000).exactlyRoundedInt ?? Int(Limits.maxContainerCPUMillicores),
+            name: name, priority: s.priority, cpuMillis: s.cpuMillicores,
             memoryBytes: Int(clamping: s.memory), min: s.min, max: s.max,
             perContainer: s.demand?.perContainer ?? 1, fill: s.fill)
     }

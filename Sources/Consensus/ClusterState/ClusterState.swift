@@ -54,8 +54,17 @@ public struct ServiceSpec: Sendable, Hashable, Codable {
     public var command: [String]
     /// 1 is the most important.
     public var priority: Int
-    /// Cores reserved per container.
+    /// Cores reserved per container. Stored as cores because that is the committed JSON every
+    /// agent version reads; the services file gives millicores (`Units.millicores`) and everything
+    /// downstream counts in `cpuMillicores`.
     public var cpu: Double
+    /// `cpu` in millicores, the unit of the planner and the YAML: the one place cores become
+    /// millicores. A spec that got in has 0.001 to `Limits.maxContainerCPUMillicores` / 1000 cores
+    /// written from whole millicores, so this is exact; anything else (never applied) is clamped.
+    public var cpuMillicores: Int {
+        guard let m = (cpu * 1000).exactlyRoundedInt else { return Int(Limits.maxContainerCPUMillicores) }
+        return Swift.min(Swift.max(m, 0), Int(Limits.maxContainerCPUMillicores))
+    }
     /// Bytes reserved per container.
     public var memory: UInt64
     public var min: Int

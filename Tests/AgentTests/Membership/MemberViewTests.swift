@@ -1,3 +1,4 @@
+import Consensus
 import Foundation
 import Membership
 import Scaling
@@ -29,6 +30,28 @@ import Testing
     @Test func everyStatusReachesThePlannerAsItself() {
         for status in MemberStatus.allCases {
             #expect(NodeStatus(status).rawValue == status.rawValue)
+        }
+    }
+
+    @Test func aNodesCPUReachesThePlannerInMillicoresWithoutPassingThroughCores() throws {
+        let r = NodeRecord(
+            name: "node-a", address: "10.0.0.1:7480", role: .server, capacity: .init(cpuMillicores: 2501, memoryBytes: 8 << 30))
+        let view = MemberView(r, status: .alive, incarnation: 1)
+        #expect(view.capacity.cpuMillicores == 2501 && view.capacity.cpu == 2.501)
+        let nodes = DecisionLoop.plannerNodes([view], ClusterState())
+        #expect(nodes.first?.cpuMillis == 2501)
+        let json = String(decoding: try JSONEncoder().encode(view.capacity), as: UTF8.self)
+        #expect(json.contains(#""cpu":2.501"#) && json.contains(#""cpuMillicores":2501"#), "\(json)")
+    }
+
+    @Test func anAgentsJSONWithoutMillicoresStillDecodesAndCoresOutOfRangeAreRefused() throws {
+        let old = try JSONDecoder().decode(MemberView.ResourceView.self, from: Data(#"{"cpu":2.5,"memoryBytes":1024}"#.utf8))
+        #expect(old.cpuMillicores == 2500)
+        #expect(throws: DecodingError.self) {
+            _ = try JSONDecoder().decode(MemberView.ResourceView.self, from: Data(#"{"cpu":1e300,"memoryBytes":1024}"#.utf8))
+        }
+        #expect(throws: DecodingError.self) {
+            _ = try JSONDecoder().decode(MemberView.ResourceView.self, from: Data(#"{"cpu":-1,"memoryBytes":1024}"#.utf8))
         }
     }
 }

@@ -74,7 +74,7 @@ import Testing
             })
         let view = await c.members().first { $0.name == "node-a" }
         #expect(view?.role == "server")
-        #expect(view?.capacity == .init(cpu: 4, memoryBytes: 8 << 30))
+        #expect(view?.capacity == .init(cpuMillicores: 4000, memoryBytes: 8 << 30))
         for r in [a, b, c] { await r.shutdown() }
     }
 
