@@ -19,8 +19,17 @@ public struct ClusterProcessBenchmark: Sendable {
     public struct Report: Codable, Sendable {
         public var trials: Int
         public var demandStep: Trials
+        /// Where a demand step's time goes: each milestone's time after the write, per trial (ms).
+        public var demandStepBreakdown: [Milestone] = []
         public var hostKill: Trials
         public var leaderKill: Trials
+    }
+
+    /// A point of the demand step, read from the Engine's events or the API, and its times after the
+    /// write over the finished trials.
+    public struct Milestone: Codable, Sendable {
+        public var name: String
+        public var trials: Trials
     }
 
     public var executable: String
@@ -87,14 +96,23 @@ public struct ClusterProcessBenchmark: Sendable {
         // read from the Engine's own `start` events (their timeNano against the wall clock at the
         // write), not from polling: polling three lists every few milliseconds loads the one daemon
         // that is starting the containers, and its granularity adds to the figure.
-        let starts = StartEvents()
+        let events = EngineEvents()
         let watcher = Task {
-            for await e in docker.events(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.service)=web"]) where e.Action == "start" {
-                if let t = e.timeNano { starts.append(t) }
+            for await e in docker.events(labels: ["\(MicroscaleLabel.managed)=true"]) {
+                guard let t = e.timeNano, let service = e.Actor.Attributes?[MicroscaleLabel.service] else { continue }
+                events.append(service: service, action: e.Action, at: t)
             }
         }
         defer { watcher.cancel() }
         var steps = Trials(fault: "none: demand written 20 → 80 through the API (6 more web, preempting 6 batch), 3 agents on one dockerd")
+        // The milestones, in the order they happen when nothing overlaps. A stop shows as the Engine's
+        // `kill` (the SIGTERM) and `die` (the exit); the batch's `kill` is the first sign that an
+        // executor acted on the new assignment (the push, its list of containers and the call).
+        let names = [
+            "write answered (committed)", "plan decided (leader's clock, ms)", "first batch kill (executor acts)",
+            "sixth batch exit", "sixth web create", "first web start", "sixth web start",
+        ]
+        var milestones = names.map { Milestone(name: $0, trials: Trials(fault: steps.fault)) }
         for trial in 1...trials {
             guard await put(hosts, "/v1/demand/web", #"{"value": 20}"#), try await steady(web: 2, batch: 10, on: all) else {
                 steps.fail("did not settle at 2 web + 10 batch")
@@ -106,15 +124,26 @@ public struct ClusterProcessBenchmark: Sendable {
                 steps.fail("demand write not committed")
                 continue
             }
+            let answered = Int64(Date().timeIntervalSince1970 * 1_000_000_000)
             // Confirmed by the containers' state, then timed by the sixth start event after the write.
             if try await pollUntil(20, every: .milliseconds(100), { await running("web", on: all) >= 8 }),
-                let sixth = starts.after(wall0).dropFirst(5).first
+                let sixth = events.after(wall0, service: "web", action: "start").dropFirst(5).first
             {
                 let elapsed = Double(sixth - wall0) / 1e6
                 steps.record(elapsed)
-                // Where the time went: the plan's decision time (wall clock, ms) against the step.
-                let planned = await lastDecisionTime(hosts).map { String(format: ", plan decided at %.0f ms", $0 - Double(wall0) / 1e6) } ?? ""
-                progress(String(format: "demand trial %d: %.0f ms", trial, elapsed) + planned)
+                let ms = { (t: Int64?) in t.map { Double($0 - wall0) / 1e6 } }
+                let planned = await lastDecisionTime(hosts).map { $0 - Double(wall0) / 1e6 }
+                let times: [Double?] = [
+                    ms(answered), planned, ms(events.after(wall0, service: "batch", action: "kill").first),
+                    ms(events.after(wall0, service: "batch", action: "die").dropFirst(5).first),
+                    ms(events.after(wall0, service: "web", action: "create").dropFirst(5).first),
+                    ms(events.after(wall0, service: "web", action: "start").first), elapsed,
+                ]
+                for (i, t) in times.enumerated() {
+                    if let t { milestones[i].trials.record(t) } else { milestones[i].trials.fail("no such event") }
+                }
+                let text = zip(names, times).map { "\($0) \($1.map { String(format: "%.0f", $0) } ?? "-")" }.joined(separator: ", ")
+                progress(String(format: "demand trial %d: %.0f ms (", trial, elapsed) + text + ")")
             } else {
                 steps.fail("web did not reach 8 running within 20 s")
                 progress("demand trial \(trial): web did not reach 8 running")
@@ -196,7 +225,7 @@ public struct ClusterProcessBenchmark: Sendable {
         for h in hosts {
             for c in (try? await docker.list(labels: ["\(MicroscaleLabel.node)=\(h.name)"])) ?? [] { try? await docker.remove(c.Id, force: true) }
         }
-        return Report(trials: trials, demandStep: steps, hostKill: hostKills, leaderKill: leaderKills)
+        return Report(trials: trials, demandStep: steps, demandStepBreakdown: milestones, hostKill: hostKills, leaderKill: leaderKills)
     }
 
     func start(_ h: ServerProcess, join: String) throws {
@@ -246,14 +275,19 @@ public struct ClusterProcessBenchmark: Sendable {
     }
 }
 
-/// The Engine's `start` event times (ns since the epoch) seen by the benchmark's watcher, bounded.
-final class StartEvents: Sendable {
-    private let times = NIOLockedValueBox<[Int64]>([])
-    func append(_ t: Int64) {
-        times.withLockedValue {
-            $0.append(t)
+/// The Engine's events of the managed containers seen by the benchmark's watcher: (service, action,
+/// time in ns since the epoch), bounded.
+final class EngineEvents: Sendable {
+    private let events = NIOLockedValueBox<[(service: String, action: String, at: Int64)]>([])
+    func append(service: String, action: String, at t: Int64) {
+        events.withLockedValue {
+            $0.append((service, action, t))
             if $0.count > 10_000 { $0.removeFirst($0.count - 10_000) }
         }
     }
-    func after(_ t: Int64) -> [Int64] { times.withLockedValue { $0.filter { $0 >= t }.sorted() } }
+    /// The times of `service`'s `action` events at or after `t`, earliest first. An action with
+    /// detail ("kill" is reported as "kill", the signal in the attributes) matches by name.
+    func after(_ t: Int64, service: String, action: String) -> [Int64] {
+        events.withLockedValue { $0.filter { $0.at >= t && $0.service == service && $0.action == action }.map(\.at).sorted() }
+    }
 }
