@@ -289,7 +289,12 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             router: HTTPAPI.router(state: self, token: c.apiToken, hosts: AcceptedHosts([c.http.host, c.advertise.host])),
             configuration: .init(address: .hostname(c.http.host, port: c.http.port), serverName: "microscale"),
             onServerRunning: { channel in bound.continuation.yield(channel.localAddress) },
-            eventLoopGroupProvider: .shared(group),
+            // NIO's singleton group, never shut down, not the agent's own: Hummingbird's server
+            // (its quiescing helper) may be released after `app.run()` returns, when its task is
+            // destroyed, and then fails a promise on its loop; on the agent's group, already
+            // shut down by `shutdown()`, that was a crash (seen once in CI, BootstrapTogetherTests,
+            // starting and stopping four agents fifty times).
+            eventLoopGroupProvider: .singleton,
             logger: logger)
         httpTask = Task {
             // If the server cannot bind, run() throws before anything was yielded.
