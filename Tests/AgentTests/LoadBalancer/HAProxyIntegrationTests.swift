@@ -28,21 +28,7 @@ import Testing
     }
 
     func agent(_ name: String, join: Int?, docker: String) throws -> (AgentRuntime, Int) {
-        let port = AgentRuntimeTests.freePort()
-        var s = AgentSettings()
-        for (k, v) in [
-            ("name", name), ("bind", "127.0.0.1:\(port)"), ("http", "127.0.0.1:0"),
-            ("data-dir", "\(Self.dir)/data-\(name)"), ("tls-ca", "\(Self.dir)/ca/ca.pem"),
-            ("tls-cert", "\(Self.dir)/certs/\(name).pem"), ("tls-key", "\(Self.dir)/certs/\(name)-key.pem"),
-            ("capacity-cpu", "2"), ("capacity-memory", "4GiB"), ("server", "true"), ("bootstrap-expect", "3"),
-            ("docker-socket", docker),
-        ] {
-            s.set(k, v, origin: "test")
-        }
-        if let join { s.append("join", "127.0.0.1:\(join)", origin: "test") }
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        return (try AgentRuntime(configuration: try s.resolve(), logger: logger), port)
+        try dockerServerAgent(name, dir: Self.dir, join: join, docker: docker)
     }
 
     func removeAll(_ client: DockerClient) async {

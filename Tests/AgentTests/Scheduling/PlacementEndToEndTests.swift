@@ -27,23 +27,9 @@ import Testing
     }
 
     func agent(_ name: String, labels: [String], join: Int?, docker: String, registryAuth: String? = nil) throws -> (AgentRuntime, Int) {
-        let port = AgentRuntimeTests.freePort()
-        var s = AgentSettings()
-        for (k, v) in [
-            ("name", name), ("bind", "127.0.0.1:\(port)"), ("http", "127.0.0.1:0"),
-            ("data-dir", "\(Self.dir)/data-\(name)"), ("tls-ca", "\(Self.dir)/ca/ca.pem"),
-            ("tls-cert", "\(Self.dir)/certs/\(name).pem"), ("tls-key", "\(Self.dir)/certs/\(name)-key.pem"),
-            ("capacity-cpu", "2"), ("capacity-memory", "4GiB"), ("server", "true"), ("bootstrap-expect", "3"),
-            ("docker-socket", docker),
-        ] {
-            s.set(k, v, origin: "test")
-        }
-        for l in labels { s.append("node-label", l, origin: "test") }
-        if let registryAuth { s.set("registry-auth", registryAuth, origin: "test") }
-        if let join { s.append("join", "127.0.0.1:\(join)", origin: "test") }
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        return (try AgentRuntime(configuration: try s.resolve(), logger: logger), port)
+        try dockerServerAgent(
+            name, dir: Self.dir, join: join, docker: docker,
+            extra: labels.map { ("node-label", $0) } + (registryAuth.map { [("registry-auth", $0)] } ?? []))
     }
 
     func running(_ client: DockerClient) async -> [String: [String: Int]] {
