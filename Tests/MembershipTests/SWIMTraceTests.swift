@@ -19,6 +19,7 @@ import Testing
 ///   leave ID                     a graceful leave
 ///   forge TO kind=suspect|dead|alive subject=S incarnation=I [from=F]   hostile gossip
 ///   members ID                   what ID knows: status and incarnation of each member
+///   health ID                    ID's Lifeguard local health multiplier (0 = healthy)
 struct SWIMTrace {
     struct Node {
         var swim: SWIMInstance
@@ -104,6 +105,10 @@ struct SWIMTrace {
             return s.knownMembers.sorted { $0.name < $1.name }
                 .map { "\($0.name) \($0.address) \($0.status.rawValue) incarnation=\($0.incarnation)" }
                 .joined(separator: "\n")
+        case "health":
+            guard let id = node(0) else { return "no such node" }
+            let lhm = nodes[id]!.swim.localHealth
+            return "\(id) local health \(lhm): timeouts x\(lhm + 1)"
         default:
             return "unknown command \(c.name)"
         }
