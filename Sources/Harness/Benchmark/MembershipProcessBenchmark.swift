@@ -1,4 +1,5 @@
 import Agent
+import Figures
 import Foundation
 import SecureTransport
 
@@ -15,6 +16,10 @@ public struct MembershipProcessBenchmark: Sendable {
         public var killDetectionSeconds: Double?
         /// SIGSTOP to every other agent showing the member dead.
         public var stopDetectionSeconds: Double?
+        /// `silentTrials` members silenced one after another (SIGSTOP: nothing answers and no
+        /// connection is reset, as when a host loses power), each until every other agent shows it
+        /// dead, then thawed and waited back; the first is `stopDetectionSeconds`. Seconds.
+        public var silentDetections: Trials?
         /// Members marked dead while alive, before the kill: transitions in the agents' logs,
         /// plus members shown dead at the end of the idle window.
         public var falsePositives: Int
@@ -32,6 +37,8 @@ public struct MembershipProcessBenchmark: Sendable {
     public var idleSeconds: Double = 10
     public var settleSeconds: Double = 15
     public var timeoutSeconds: Double = 30
+    /// How many members are silenced in turn (`Report.silentDetections`); 1: the SIGSTOP alone.
+    public var silentTrials = 1
 
     public init(nodes: Int, executable: String, workDirectory: String) {
         self.nodes = nodes
@@ -337,11 +344,53 @@ public struct MembershipProcessBenchmark: Sendable {
             await self.allSee(others, { $0[frozen.name] == "dead" })
         }
         let stopDetection = stopped ? Date().timeIntervalSince(ts) : nil
+        var silent = Trials(
+            fault: "SIGSTOP of one member on loopback (nothing answers, no connection reset: a power cut as its peers see it)", unit: "s")
+        if let stopDetection { silent.record(stopDetection) } else { silent.fail("not dead everywhere within \(Int(timeoutSeconds)) s") }
+        if silentTrials > 1 {
+            try await silenceInTurn(frozen, among: others, trials: silentTrials - 1, into: &silent)
+        }
 
         return Report(
             nodes: nodes, joinConvergenceSeconds: join, killDetectionSeconds: killDetection,
-            stopDetectionSeconds: stopDetection, falsePositives: falsePositives,
+            stopDetectionSeconds: stopDetection, silentDetections: silent, falsePositives: falsePositives,
             bytesPerNodePerSecond: bytesPerNode, idleCPUPercent: cpu, rssMiB: rss, rssAnonMiB: rssAnon)
+    }
+
+    /// More silent-member trials: the member frozen last is thawed and waited back (alive in every
+    /// view: it refutes with a higher incarnation), then the next one, never the seed, is frozen
+    /// and timed until every other agent shows it dead. A member that does not come back is killed
+    /// and left out; a trial that times out counts as failed, never dropped.
+    func silenceInTurn(_ first: Agent, among live: [Agent], trials: Int, into silent: inout Trials) async throws {
+        var thawing = first
+        var pool = live
+        // Members frozen in turn: the non-seed agents from the upper half down, so the servers
+        // (the first three) are the last picked.
+        let order = pool.filter { $0.name != "node-0" }.reversed()
+        var next = order.makeIterator()
+        for _ in 0..<trials {
+            kill(thawing.process.processIdentifier, SIGCONT)
+            let name = thawing.name, others = pool
+            let back = try await waitUntil(timeoutSeconds) {
+                await self.allSee(others, { $0[name] == "alive" })
+            }
+            if back {
+                pool.append(thawing)
+            } else {
+                kill(thawing.process.processIdentifier, SIGKILL)
+            }
+            guard let victim = next.next() else { break }
+            pool.removeAll { $0.name == victim.name }
+            kill(victim.process.processIdentifier, SIGSTOP)
+            let t = Date()
+            let watchers = pool
+            let seen = try await waitUntil(timeoutSeconds) {
+                await self.allSee(watchers, { $0[victim.name] == "dead" })
+            }
+            if seen { silent.record(Date().timeIntervalSince(t)) } else { silent.fail("not dead everywhere within \(Int(timeoutSeconds)) s") }
+            thawing = victim
+        }
+        kill(thawing.process.processIdentifier, SIGCONT)
     }
 
     // MARK: Polling

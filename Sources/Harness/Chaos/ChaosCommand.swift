@@ -25,6 +25,9 @@ public struct ChaosCommand: AsyncParsableCommand {
     @Option(help: "crash-writes: SIGKILLs of a server during the writes.") var kills = 100
     @Option(help: "soak: minutes to run.") var minutes = 10.0
     @Option(help: "bench: trials of the Raft and cluster figures.") var trials = 20
+    @Option(help: "bench: agent counts of the membership figures, comma-separated.") var sizes = "10,25,50,100"
+    @Option(help: "bench: members silenced in turn at each size.") var silentTrials = 10
+    @Option(help: "bench: power cuts on the namespace hosts (0: none).") var powerCutTrials = 10
     @Option(help: "The microscale executable the agents run (default: next to this one).") var executable: String?
     @Option(
         name: .customLong("previous-binary"),
@@ -63,7 +66,13 @@ public struct ChaosCommand: AsyncParsableCommand {
             let env = ProcessInfo.processInfo.environment
             var figures = ChaosFigures(executable: exe, dockerHost: env["MICROSCALE_TEST_DOCKER_HOST"], image: env["MICROSCALE_TEST_IMAGE"])
             figures.trials = trials
-            let rows = try await figures.run(progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
+            figures.silentTrials = silentTrials
+            figures.sizes = try Self.sizes(sizes)
+            var rows = try await figures.run(progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
+            if powerCutTrials > 0 {
+                log("power cut, \(powerCutTrials) trials on \(hosts) hosts")
+                rows += ChaosFigures.powerCutRows(try await repeatScenario("power-cut", times: powerCutTrials, executable: exe), hosts: hosts)
+            }
             if json {
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -128,6 +137,41 @@ public struct ChaosCommand: AsyncParsableCommand {
         }
         if let failure { throw CLIError("chaos: \(failure)") }
         if results.contains(where: { !$0.passed }) { throw ExitCode(1) }
+    }
+
+    /// One scenario repeated on a cluster of `hosts` namespace hosts set up for it and removed after.
+    func repeatScenario(_ name: String, times: Int, executable: String) async throws -> [ChaosResult] {
+        var options = ChaosCluster.Options(executable: executable)
+        options.hosts = hosts
+        options.servers = servers
+        options.root = root
+        let cluster = try ChaosCluster(options: options)
+        let interrupted = ChaosInterrupt.install(root: root)
+        defer { interrupted.cancel() }
+        var results: [ChaosResult] = []
+        do {
+            try await cluster.up()
+            let runner = ChaosRunner(cluster: cluster)
+            try await runner.prepare()
+            for k in 1...times {
+                let r = await runner.run(name, repetition: k)
+                FileHandle.standardError.write(Data(("  " + Self.line(r) + "\n").utf8))
+                results.append(r)
+            }
+        } catch {
+            await cluster.teardown()
+            throw error
+        }
+        await cluster.teardown()
+        return results
+    }
+
+    static func sizes(_ text: String) throws -> [Int] {
+        let parts = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, parts.count <= 8, parts.allSatisfy({ ($0 ?? 0) >= 3 && ($0 ?? 0) <= 250 }) else {
+            throw ValidationError("--sizes: comma-separated agent counts, each 3-250 (at most 8)")
+        }
+        return parts.compactMap { $0 }
     }
 
     func log(_ s: String) {
