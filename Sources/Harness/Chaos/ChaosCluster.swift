@@ -99,9 +99,11 @@ public actor ChaosCluster {
     /// Network, cgroups, dockerds (with the test image and a sentinel container each), certificates
     /// and agents; returns once a leader answers.
     public func up() async throws {
+        // What a killed run left comes first (its mounts under the root would make the removal
+        // fail half way), then the root itself.
+        try Self.clean(shell: shell, root: options.root)
         try? FileManager.default.removeItem(atPath: options.root)
         try FileManager.default.createDirectory(atPath: options.root, withIntermediateDirectories: true)
-        try Self.clean(shell: shell)
         try makeNetwork()
         try CertificateIssuer.createCA(in: "\(options.root)/ca")
         try makeImageTar()
@@ -491,7 +493,7 @@ public actor ChaosCluster {
     public func teardown() async {
         for h in hosts { for p in pids(of: h) { kill(p, SIGCONT) } }
         for h in hosts { await killHost(h) }
-        try? Self.clean(shell: shell)
+        try? Self.clean(shell: shell, root: options.root)
         try? FileManager.default.removeItem(atPath: options.root)
     }
 
