@@ -15,7 +15,7 @@ let package = Package(
         .executable(name: "microscale-chaos", targets: ["microscale-chaos"]),
         // For the fuzz targets in fuzzing/ (a package of their own, so `swift build` here is unaffected).
         .library(name: "MicroscaleWire", targets: ["Wire"]),
-        .library(name: "MicroscaleAgent", targets: ["Agent", "Membership", "Consensus", "Scaling"]),
+        .library(name: "MicroscaleAgent", targets: ["Agent", "ControlPlane", "Membership", "Consensus", "Scaling"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -70,6 +70,12 @@ let package = Package(
             dependencies: ["Determinism", "Bounds", "CSQLite"],
             swiftSettings: strict),
         .target(name: "Scaling", dependencies: ["Bounds"], swiftSettings: strict),
+        // The pure control plane above the cores: the leader's round, what an assignment means to a
+        // node, when an executor carries it out. Cores only: no shell, no clock (docs/ARCHITECTURE.md).
+        .target(
+            name: "ControlPlane",
+            dependencies: ["Bounds", "Membership", "Consensus", "Scaling"],
+            swiftSettings: strict),
 
         // Shells to the outside world.
         .target(
@@ -97,7 +103,7 @@ let package = Package(
         .target(
             name: "Agent",
             dependencies: [
-                "Wire", "SecureTransport", "Bounds", "Membership", "Consensus", "Scaling", "DockerEngine", "Demand",
+                "Wire", "SecureTransport", "Bounds", "Membership", "Consensus", "Scaling", "ControlPlane", "DockerEngine", "Demand",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
@@ -143,7 +149,7 @@ let package = Package(
         .target(
             name: "Harness",
             dependencies: [
-                "Agent", "Bounds", "Consensus", "Scaling", "Demand", "DockerEngine", "SecureTransport", "Figures",
+                "Agent", "Bounds", "Consensus", "Scaling", "ControlPlane", "Demand", "DockerEngine", "SecureTransport", "Figures",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Yams", package: "Yams"),
@@ -188,7 +194,8 @@ let package = Package(
         .testTarget(name: "DockerEngineTests", dependencies: ["DockerEngine"], swiftSettings: strict),
         .testTarget(name: "DemandTests", dependencies: ["Demand", "Bounds", "Scaling"], swiftSettings: strict),
         // Harness for PlainHTTP: RaftCrashTests and LinearizableReadTests talk to real agent processes.
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "Bounds", "Harness"], swiftSettings: strict),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "Bounds", "ControlPlane", "Harness"], swiftSettings: strict),
+        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "Consensus", "Membership", "Scaling"], swiftSettings: strict),
         .testTarget(name: "SimulationKitTests", dependencies: ["SimulationKit"], swiftSettings: strict),
         .testTarget(name: "HarnessTests", dependencies: ["Harness"], swiftSettings: strict),
     ]

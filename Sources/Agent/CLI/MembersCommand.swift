@@ -1,4 +1,5 @@
 import ArgumentParser
+import ControlPlane
 import DockerEngine
 import Foundation
 import NIOHTTP1

@@ -1,5 +1,6 @@
 import Bounds
 import Consensus
+import ControlPlane
 import Foundation
 import Logging
 import SecureTransport

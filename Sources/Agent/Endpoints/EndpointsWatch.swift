@@ -1,4 +1,5 @@
 import Bounds
+import ControlPlane
 import Foundation
 import Membership
 

@@ -1,5 +1,6 @@
 import Bounds
 import Consensus
+import ControlPlane
 import DockerEngine
 import Foundation
 import Hummingbird
@@ -44,13 +45,18 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     /// The address the HTTP API listens on (port 0 in the configuration picks a free one).
     public private(set) var httpAddress: SocketAddress?
     public private(set) var peerAddress: SocketAddress?
-    private let startedAt = ContinuousClock.now
+    /// The agent's one clock (docs/ARCHITECTURE.md, "Time"): handed to the scheduling shells,
+    /// which pass its readings to the control plane as `now`.
+    public let clock: AgentClock
+    private let startedAt: Duration
     private let stoppedStream = AsyncStream.makeStream(of: Void.self)
     private var hangups: (any DispatchSourceSignal)?
 
     /// Builds the agent; throws `ConfigurationError` for anything an operator must fix.
-    public init(configuration c: AgentConfiguration, logger: Logger) throws {
+    public init(configuration c: AgentConfiguration, logger: Logger, clock: AgentClock = .system()) throws {
         _configuration = c
+        self.clock = clock
+        startedAt = clock.now
         self.logger = logger
         do {
             tls = try TLSContext(configuration: TLSConfiguration(caFile: c.tlsCA, certificateFile: c.tlsCert, keyFile: c.tlsKey))
@@ -240,7 +246,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
                     $0.starting = starting
                     $0.unhealthy = unhealthy
                 }
-            })
+            },
+            clock: clock)
         let executor = self.executor
         // Where a server sends a changed deny list: every member it sees alive or suspect.
         let reachable: @Sendable () async -> [String: String] = {
@@ -256,7 +263,9 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         }
         box.assignments = assignments
         let latency = metrics.decisionLatency
-        decisions = raft.map { DecisionLoop(raft: $0, membership: service, logger: logger, latency: latency, deadNodeGrace: c.deadNodeGrace) }
+        decisions = raft.map {
+            DecisionLoop(raft: $0, membership: service, logger: logger, latency: latency, deadNodeGrace: c.deadNodeGrace, clock: clock)
+        }
         let api = clusterAPI
         let consensus = raft
         transport.onConnectionLost { address in
@@ -655,7 +664,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         let assignment = await executor.current
         return AgentSelfView(
             name: configuration.name, version: MicroscaleVersion.current, server: configuration.server,
-            uptimeSeconds: Double((ContinuousClock.now - startedAt).nanosecondsSinceZero) / 1e9,
+            uptimeSeconds: Double((clock.now - startedAt).nanosecondsSinceZero) / 1e9,
             gossipMessagesSent: messages, gossipBytesSent: bytes,
             raft: await raft?.status(), assignmentPlan: assignment?.planIndex,
             assigned: assignment?.services.mapValues(\.count).filter { $0.value > 0 })

@@ -1,5 +1,6 @@
 import Bounds
 import Consensus
+import ControlPlane
 import Demand
 import Foundation
 import Logging
@@ -14,20 +15,22 @@ import Scaling
 /// leader starts from the committed plan, so nothing is restarted by a change of leader.
 public actor DecisionLoop {
     public var interval: Duration = .milliseconds(100)
-    public var maxQuiet: Duration = .seconds(1)
+    public var maxQuiet: Duration {
+        get { round.maxQuiet }
+        set { round.maxQuiet = newValue }
+    }
 
     let raft: RaftService
     let membership: MembershipService
     let logger: Logger
-    let planner = Planner()
-    private var lastPlan: Scaling.Plan?
-    private var lastInputs: Int?
-    private var lastRun = ContinuousClock.now
+    let clock: AgentClock
+    /// The decisions (pure, ControlPlane): this actor reads their inputs, commits their plan and
+    /// keeps the metrics.
+    private var round: LeaderRound
     private var loop: WakeLoop?
     private var pollers: [String: (config: DemandSourceConfig, poller: DemandPoller, task: Task<Void, Never>)] = [:]
     /// Sources that could not be built, by service, so each is reported once.
     private var unusable: [String: DemandSourceConfig] = [:]
-    private let epoch = ContinuousClock.now
     public private(set) var plansCommitted = 0
     /// The demand the last plan used, per service (known values only).
     public private(set) var demandInUse: [String: Double] = [:]
@@ -37,23 +40,22 @@ public actor DecisionLoop {
 
     let latency: DurationHistogram?
     /// A dead node keeps its work this long (as a suspect: no new work) before it moves
-    /// (--dead-node-grace; "Restart is not leave" in docs/ARCHITECTURE.md).
-    private(set) var deadNodeGrace: Duration
-    /// When this leader first saw each node dead (its own probe unanswered).
-    private var deadSince: [String: ContinuousClock.Instant] = [:]
+    /// (--dead-node-grace; docs/operations.md, "Restart is not leave").
+    var deadNodeGrace: Duration { round.deadNodeGrace }
 
     /// A configuration reload (SIGHUP) changed --dead-node-grace: the next round uses it.
-    public func setDeadNodeGrace(_ grace: Duration) { deadNodeGrace = grace }
+    public func setDeadNodeGrace(_ grace: Duration) { round.deadNodeGrace = grace }
 
     public init(
         raft: RaftService, membership: MembershipService, logger: Logger, latency: DurationHistogram? = nil,
-        deadNodeGrace: Duration = AgentConfiguration.defaultDeadNodeGrace
+        deadNodeGrace: Duration = AgentConfiguration.defaultDeadNodeGrace, clock: AgentClock = .system()
     ) {
         self.latency = latency
-        self.deadNodeGrace = deadNodeGrace
+        self.round = LeaderRound(deadNodeGrace: deadNodeGrace)
         self.raft = raft
         self.membership = membership
         self.logger = logger
+        self.clock = clock
     }
 
     public func start() {
@@ -84,198 +86,61 @@ public actor DecisionLoop {
 
     func step() async {
         let state = await raft.state
-        let wallClock = Int64(Date().timeIntervalSince1970 * 1000)
+        let wallClock = clock.wallMilliseconds
         guard await raft.isLeader else {
             // Sources are polled by the leader only: followers' polls were wasted load on the
             // source, and a source that made a server fail made every server fail at once.
             stopPollers()
-            lastPlan = nil
-            lastInputs = nil
+            round.follow()
             if utilization.due(at: wallClock) {
                 // A follower knows no polled reading: only the demand set through the API.
-                let nodes = Self.plannerNodes(await membership.members(), state)
+                let nodes = LeaderRound.plannerNodes(await membership.members(), state)
                 sample(state, nodes, demand: state.demand.mapValues { .known($0) }, at: wallClock)
             }
-            deadSince = [:]
             return
         }
         syncPollers(state.services)
         let members = await membership.members()
-        var demand: [String: DemandValue] = [:]
+        var polled: [String: DemandValue] = [:]
         for (name, spec) in state.services where !spec.fill {
-            if let p = pollers[name] {
-                switch await p.poller.reading {
-                case .known(let v): demand[name] = .known(v)
-                case .unknown: demand[name] = .unknown
-                }
-            } else if let v = state.demand[name] {
-                demand[name] = .known(v)
-            } else {
-                demand[name] = .unknown
+            guard let p = pollers[name] else { continue }
+            switch await p.poller.reading {
+            case .known(let v): polled[name] = .known(v)
+            case .unknown: polled[name] = .unknown
             }
         }
+        let demand = LeaderRound.demand(state, polled: polled)
         demandInUse = demand.compactMapValues { if case .known(let v) = $0 { return v } else { return nil } }
-        var nodes = Self.plannerNodes(members, state)
-        // Restart is not leave: an agent stopped by SIGTERM (an upgrade, a restart) is dead to the
-        // others until it comes back; its work stays for `deadNodeGrace` after this leader saw it
-        // dead, so a quick restart adopts its containers instead of seeing them moved and then
-        // stopped. A node that said it leaves is not waited for.
-        // Only a node whose record said it was stopping to restart is waited for: a crash or a
-        // power cut says nothing, and its work moves as soon as this leader's own probe fails.
-        let seenAt = ContinuousClock.now
-        let restarting = Set(members.lazy.filter { $0.restarting == true }.map(\.name))
-        var dead: Set<String> = []
-        for i in nodes.indices where nodes[i].status == .dead && restarting.contains(nodes[i].name) {
-            dead.insert(nodes[i].name)
-            let since = deadSince[nodes[i].name] ?? seenAt
-            deadSince[nodes[i].name] = since
-            if seenAt - since < deadNodeGrace { nodes[i].status = .suspect }
-        }
-        deadSince = deadSince.filter { dead.contains($0.key) }
-        if utilization.due(at: wallClock) { sample(state, nodes, demand: demand, at: wallClock) }
-        var h = Hasher()
-        h.combine(state.appliedIndex)
-        h.combine(nodes)
-        h.combine(demand)
-        // What nodes report of rollouts moves them on: a new container serving starts the next.
-        for m in members { h.combine(m.rollouts) }
-        let inputs = h.finalize()
-        let now = ContinuousClock.now
-        guard inputs != lastInputs || now - lastRun >= maxQuiet else { return }
-        lastInputs = inputs
-        lastRun = now
-
-        let services = state.services.map { Specs.planner($0.key, $0.value) }
-        var current = lastPlan ?? Scaling.Plan()
-        if lastPlan == nil { current.assignments = state.plan.assignments }
-        let t0 = ContinuousClock.now
-        let result = planner.plan(services: services, demand: demand, nodes: nodes, currentPlan: current, now: now - epoch)
-        let planning = ContinuousClock.now - t0
-        lastPlan = result.plan
-        let next = result.plan.assignments.filter { !$0.value.isEmpty }.mapValues { $0.filter { $0.value > 0 } }
-        let committed = state.plan.assignments.filter { !$0.value.isEmpty }.mapValues { $0.filter { $0.value > 0 } }
-        // What each service's containers are made from: a change of image, command, env, ports,
-        // resources or health alone changes no count, yet must reach every agent (issue 17 item 4).
-        let specs = state.services.mapValues(Specs.hash)
-        let specChanges = Self.specChanges(state, specs)
-        let (rollouts, rolloutReasons) = Self.rollouts(state, specs: specs, next: next, members: members)
-        guard next != committed || specs != state.plan.specs || rollouts != state.plan.rollouts else {
-            latency?.record(ContinuousClock.now - now)
+        let now = clock.now
+        let outcome = round.step(state: state, members: members, demand: demand, now: now)
+        if utilization.due(at: wallClock) { sample(state, outcome.nodes, demand: demand, at: wallClock) }
+        let commit: LeaderRound.Commit
+        switch outcome.verdict {
+        case .quiet: return
+        case .unchanged:
+            latency?.record(clock.now - now)
             return
+        case .commit(let c): commit = c
         }
-        let reasons = Array((specChanges + rolloutReasons + result.decisions.map(\.description) + result.shortfalls.map(\.description)).prefix(50))
-        let decision = Consensus.Decision(
-            timestampMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
-            summary:
-                "\(result.decisions.count + specChanges.count + rolloutReasons.count) change\(result.decisions.count + specChanges.count + rolloutReasons.count == 1 ? "" : "s") planned in \(String(format: "%.2f", planning.inMilliseconds)) ms",
-            reasons: reasons)
+        let decision = commit.decision(timestampMilliseconds: clock.wallMilliseconds, planning: clock.now - now)
         do {
-            if let refused = try await raft.propose(.setPlan(Consensus.Plan(assignments: next, specs: specs, rollouts: rollouts), decision)) {
+            if let refused = try await raft.propose(.setPlan(commit.plan, decision)) {
                 logger.error("plan refused: \(refused)")
             } else {
-                latency?.record(ContinuousClock.now - now)
+                latency?.record(clock.now - now)
                 plansCommitted += 1
                 logger.info(
                     "plan committed",
                     metadata: [
-                        "changes": "\(result.decisions.count)",
-                        "reasons": "\(reasons.prefix(5).joined(separator: "; "))",
+                        "changes": "\(commit.plannerDecisions)",
+                        "reasons": "\(commit.reasons.prefix(5).joined(separator: "; "))",
                     ])
             }
         } catch {
             // Lost leadership or no quorum: the next leader plans from the committed state.
-            lastPlan = nil
-            lastInputs = nil
+            round.commitFailed()
             logger.warning("plan not committed: \(error)")
         }
-    }
-
-    /// The rolling updates of the next plan (docs/rollouts.md): a service whose spec hash differs
-    /// from the one the committed plan was made for starts one (from the containers the committed
-    /// plan runs), and every rollout takes one step of the pure `RolloutStepper` against the new
-    /// counts and what the nodes report. nil when there is none.
-    static func rollouts(
-        _ state: ClusterState, specs: [String: String], next: [String: [String: Int]],
-        members: [MemberView]
-    ) -> ([String: ServiceRollout]?, [String]) {
-        var out: [String: ServiceRollout] = [:]
-        var reasons: [String] = []
-        let committed = state.plan.rollouts ?? [:]
-        for name in specs.keys.sorted() {
-            guard let spec = state.services[name], let hash = specs[name] else { continue }
-            var current: Scaling.Rollout?
-            if let r = committed[name] {
-                current = Scaling.Rollout(from: r.from, to: r.to, alsoFrom: r.alsoFrom ?? [], old: r.old, new: r.new, paused: r.paused)
-            }
-            if let before = state.plan.specs?[name], before != hash {
-                // The containers the committed plan runs: its rollout's (old and new), or its counts.
-                var running: [String: Int] = [:]
-                for (node, counts) in state.plan.assignments { if let n = counts[name], n > 0 { running[node] = n } }
-                current = Scaling.Rollout.begin(from: before, to: hash, running: running, reversing: current)
-                reasons.append(
-                    "\(name): rolling out \(String(hash.prefix(8))) (\(spec.updatePolicy.effectiveOrder), max_parallel \(spec.updatePolicy.effectiveMaxParallel))"
-                )
-            }
-            guard let rollout = current, rollout.to == hash else { continue }
-            var target: [String: Int] = [:]
-            for (node, counts) in next { if let n = counts[name], n > 0 { target[node] = n } }
-            var reports: [String: RolloutReport] = [:]
-            for m in members {
-                if let p = m.rollouts?[name] { reports[m.name] = RolloutReport(spec: p.spec, serving: p.serving, failed: p.failed) }
-            }
-            let policy = RolloutPolicy(
-                maxParallel: spec.updatePolicy.effectiveMaxParallel,
-                startFirst: spec.updatePolicy.effectiveOrder == UpdatePolicy.startFirst)
-            let step = RolloutStepper.step(rollout, service: name, policy: policy, target: target, reports: reports)
-            reasons.append(contentsOf: step.reasons)
-            if let r = step.rollout {
-                out[name] = ServiceRollout(
-                    from: r.from, to: r.to, alsoFrom: r.alsoFrom.isEmpty ? nil : r.alsoFrom, old: r.old, new: r.new, paused: r.paused,
-                    done: step.done, total: step.total)
-            }
-        }
-        return (out.isEmpty ? nil : out, reasons)
-    }
-
-    /// One reason per service whose containers are to be made from a new spec. A plan committed
-    /// before plans carried spec hashes (nil) names none: its containers are what they were.
-    static func specChanges(_ state: ClusterState, _ specs: [String: String]) -> [String] {
-        guard let before = state.plan.specs else { return [] }
-        return specs.keys.sorted().compactMap { name in
-            guard let old = before[name], old != specs[name] else { return nil }
-            let was = state.previousServices[name].flatMap { Specs.hash($0) == old ? $0 : nil }
-            let what = was.map { Specs.difference($0, state.services[name]!) } ?? "its spec"
-            return "\(name): containers change: \(what)"
-        }
-    }
-
-    static func plannerNodes(_ members: [MemberView], _ state: ClusterState) -> [Scaling.Node] {
-        // Services by image, for the images members say fail to pull there.
-        var byImage: [String: [String]] = [:]
-        if members.contains(where: { $0.imageFailures != nil }) {
-            for (name, spec) in state.services { byImage[spec.image, default: []].append(name) }
-        }
-        return members.map { m in
-            var status = NodeStatus(m.status)
-            // Hearsay does not move work: a node others call dead or left stays where it is (as a
-            // suspect: it keeps its containers and gets no new ones) until this leader's own probe
-            // of it fails or it said itself that it leaves.
-            if (status == .dead || status == .left) && m.confirmedDown == false { status = .suspect }
-            return Scaling.Node(
-                name: m.name, cpuMillis: Int(clamping: m.capacity.cpuMillicores),
-                memoryBytes: Int(m.capacity.memoryBytes), status: status,
-                drained: state.isDrained(m.name), running: m.running, labels: m.labels ?? [:],
-                blocked: blocked(m, byImage))
-        }
-    }
-
-    /// The services `m` cannot run for now: their image fails to pull there (the registry's reason).
-    static func blocked(_ m: MemberView, _ byImage: [String: [String]]) -> [String: String] {
-        var out: [String: String] = [:]
-        for (image, reason) in m.imageFailures ?? [:] {
-            for s in byImage[image] ?? [] { out[s] = "image \(image) failing: \(reason)" }
-        }
-        return out
     }
 
     private func sample(_ state: ClusterState, _ nodes: [Scaling.Node], demand: [String: DemandValue], at time: Int64) {
@@ -288,7 +153,7 @@ public actor DecisionLoop {
 
     /// `GET /v1/report/utilization`: this server's samples over the last `window`.
     public func utilizationSummary(window: Duration) -> UtilizationSummary {
-        Utilization.summarize(utilization.samples, window: window, now: Int64(Date().timeIntervalSince1970 * 1000))
+        Utilization.summarize(utilization.samples, window: window, now: clock.wallMilliseconds)
     }
 
     /// One poller per service whose demand comes from a source other than the API (`static`).

@@ -1,4 +1,5 @@
 import Bounds
+import ControlPlane
 import DockerEngine
 import Foundation
 import Logging
@@ -37,20 +38,11 @@ public actor NodeExecutor {
     /// The node advertises an IPv6 address: its endpoints are the ports Docker published for IPv6.
     public let advertisesIPv6: Bool
     public var interval: Duration = .seconds(2)
-    /// After the agent starts, an assignment that gives this node nothing is not carried out for
-    /// this long if its plan was decided before the agent started: such a plan was made while the
-    /// agent was away (restarting); stopping on it would throw away the containers the agent
-    /// should adopt, only to start them again a moment later when the leader sees the node back
-    /// (static stability, docs/scheduling.md). A plan decided after the start is obeyed at once: a
-    /// scale-to-zero right after a restart is the operator's, not an artefact of the absence.
-    public var adoptionGrace: Duration = .seconds(10)
-    private let startedAt = ContinuousClock.now
-    private let startedAtWallMilliseconds = Int64(Date().timeIntervalSince1970 * 1000)
-    private var heldEmpty = false
-    /// Assignments received since the start.
-    private var received = 0
-    /// Whether the current assignment's plan may have been decided before this agent started.
-    private var predatesStart = true
+    let clock: AgentClock
+    /// When to carry the assignment out, and what the reconciler is to make true (pure,
+    /// ControlPlane): the adoption grace after a start is its `adoptionGrace`.
+    private var policy: ExecutorPolicy
+    public var adoptionGrace: Duration { policy.adoptionGrace }
 
     private var shell: ReconcilerShell?
     private var client: DockerClient?
@@ -71,8 +63,11 @@ public actor NodeExecutor {
         node: String, dockerHost: String, registryAuth: RegistryAuth = RegistryAuth(), advertisesIPv6: Bool = false, logger: Logger,
         report: @escaping @Sendable (Serving) async -> Void,
         reportImageFailures: @escaping @Sendable ([String: String]) async -> Void = { _ in },
-        reportHealth: @escaping @Sendable ([String: Int], [String: Int]) async -> Void = { _, _ in }
+        reportHealth: @escaping @Sendable ([String: Int], [String: Int]) async -> Void = { _, _ in },
+        clock: AgentClock = .system()
     ) {
+        self.clock = clock
+        self.policy = ExecutorPolicy(startedAt: clock.now, startedAtWallMilliseconds: clock.wallMilliseconds)
         self.reportHealth = reportHealth
         self.reportImageFailures = reportImageFailures
         self.node = node
@@ -106,8 +101,7 @@ public actor NodeExecutor {
 
     public func assign(_ a: NodeAssignment) {
         assignment = a
-        received += 1
-        predatesStart = Self.predatesStart(a, received: received, startedAtWallMilliseconds: startedAtWallMilliseconds)
+        policy.assigned(a)
         logger.info(
             "assignment",
             metadata: [
@@ -119,33 +113,33 @@ public actor NodeExecutor {
 
     public var current: NodeAssignment? { assignment }
 
-    public func setAdoptionGrace(_ d: Duration) { adoptionGrace = d }
-
-    /// Whether `a`, the `received`-th assignment since the start, may carry a plan decided before
-    /// the agent started. With the plan's decision time (a server reads it from its replicated
-    /// state), by the clocks: a leader's clock behind ours only holds a new plan for the grace,
-    /// as before. Without it (a push), only the first assignment can: every later one was
-    /// committed after the first reached this running agent.
-    static func predatesStart(_ a: NodeAssignment, received: Int, startedAtWallMilliseconds: Int64) -> Bool {
-        if let decided = a.decidedAtMilliseconds { return decided < startedAtWallMilliseconds }
-        return received <= 1
-    }
+    public func setAdoptionGrace(_ d: Duration) { policy.adoptionGrace = d }
 
     private func wake() { loop?.wake() }
 
     /// A round at the time the next withdrawn container may be stopped (docs/endpoints.md), rather
     /// than at the next tick, up to `interval` later.
     private var stopWake: Task<Void, Never>?
-    private var stopWakeAt: ContinuousClock.Instant?
+    private var stopWakeAt: Duration?
     private func wake(after d: Duration) {
-        let at = ContinuousClock.now + d
-        if let pending = stopWakeAt, pending <= at, pending > ContinuousClock.now { return }
+        let now = clock.now
+        let at = now + d
+        if let pending = stopWakeAt, pending <= at, pending > now { return }
         stopWake?.cancel()
         stopWakeAt = at
         stopWake = Task { [weak self] in
-            try? await Task.sleep(until: at, clock: .continuous)
+            try? await Task.sleep(for: d)
             guard !Task.isCancelled else { return }
             await self?.wake()
+        }
+    }
+
+    /// The policy's name for where the puller says an image stands.
+    static func image(_ state: ImagePuller.State) -> ExecutorPolicy.Image {
+        switch state {
+        case .ready: .ready
+        case .pulling: .pending
+        case .failed(let reason, _, _): .failed(reason: reason)
         }
     }
 
@@ -287,30 +281,18 @@ public actor NodeExecutor {
                 // A finished pull runs a round at once: the containers waiting for it start now.
                 puller = ImagePuller(client: c, auth: registryAuth, logger: logger, onChange: { [weak self] in await self?.wake() })
             }
-            let nothing = a.services.values.allSatisfy { $0.count == 0 }
-            let hold = nothing && predatesStart && ContinuousClock.now - startedAt < adoptionGrace
-            if hold && !heldEmpty { logger.info("the plan gives this node nothing yet; keeping its containers while the leader sees it back") }
-            heldEmpty = hold
-            let specs = a.services.map { Specs.container($0.key, $0.value.spec, node: node) }
             // Images first: a service whose image is not here yet starts nothing this round (its
             // pull runs in the background, once per image, bounded; ImagePuller).
             // An image that failed keeps being retried on its back-off even once the leader has
             // placed its service elsewhere (because of that failure), while some service still
             // uses it: "until a retry succeeds" needs a retry.
-            let used = Set(a.services.values.map(\.spec.image))
-            let wanted = Set(a.services.values.filter { $0.count > 0 }.map(\.spec.image))
-            let images = await puller!.prepare(wanted.union(await puller!.failing.keys.filter(used.contains)))
-            var held: Set<String> = []
-            var failures: [String: String] = [:]
-            for (name, s) in a.services where s.count > 0 {
-                switch images[s.spec.image] {
-                case .ready?: break
-                case .failed(let reason, _, _)?:
-                    held.insert(name)
-                    failures[name] = reason
-                default: held.insert(name)
-                }
-            }
+            let (used, wanted) = ExecutorPolicy.images(a)
+            let pulls = await puller!.prepare(wanted.union(await puller!.failing.keys.filter(used.contains)))
+            let decided = policy.round(a, images: pulls.mapValues(Self.image), now: clock.now)
+            let hold = decided.hold
+            if decided.startsHolding { logger.info("the plan gives this node nothing yet; keeping its containers while the leader sees it back") }
+            let desired = decided.desired
+            let failures = desired.pullFailures
             if failures != pullFailures {
                 for (name, reason) in failures where pullFailures[name] != reason {
                     logger.warning("service held: its image cannot be pulled", metadata: ["service": "\(name)", "reason": "\(reason)"])
@@ -323,9 +305,8 @@ public actor NodeExecutor {
                 await reportImageFailures(failing)
             }
             await shell!.setDesired(
-                specs, counts: a.services.mapValues(\.count), held: held,
-                keep: a.keep.mapValues { (Set($0.specs), $0.count) },
-                stopDelays: a.services.mapValues { .milliseconds($0.spec.effectiveStopDelayMilliseconds) })
+                desired.specs.map { Specs.container($0.key, $0.value, node: node) }, counts: desired.counts, held: desired.held,
+                keep: desired.keep.mapValues { (Set($0.specs), $0.count) }, stopDelays: desired.stopDelays)
             for _ in 0..<(hold ? 0 : 5) {
                 let report = try await shell!.reconcileOnce()
                 totals.started += report.started.count

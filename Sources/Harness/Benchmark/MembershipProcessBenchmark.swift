@@ -1,4 +1,5 @@
 import Agent
+import ControlPlane
 import Figures
 import Foundation
 import SecureTransport

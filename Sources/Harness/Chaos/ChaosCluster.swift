@@ -1,4 +1,5 @@
 import Agent
+import ControlPlane
 import DockerEngine
 import Foundation
 import SecureTransport

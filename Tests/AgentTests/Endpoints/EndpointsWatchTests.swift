@@ -1,3 +1,4 @@
+import ControlPlane
 import DockerEngine
 import Foundation
 import Membership

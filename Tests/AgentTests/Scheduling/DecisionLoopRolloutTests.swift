@@ -1,4 +1,5 @@
 import Consensus
+import ControlPlane
 import Membership
 import Testing
 
@@ -37,8 +38,8 @@ import Testing
     @Test func aSpecChangeBeginsARolloutFromWhatTheCommittedPlanRunsAndTakesItsFirstStep() throws {
         let s = state()
         let specs = ["web": Specs.hash(Self.v2)]
-        #expect(DecisionLoop.specChanges(s, specs) == ["web: containers change: image web:1 → web:2"])
-        let (rollouts, reasons) = DecisionLoop.rollouts(s, specs: specs, next: Self.counts, members: [member("a"), member("b")])
+        #expect(LeaderRound.specChanges(s, specs) == ["web: containers change: image web:1 → web:2"])
+        let (rollouts, reasons) = LeaderRound.rollouts(s, specs: specs, next: Self.counts, members: [member("a"), member("b")])
         let r = try #require(rollouts?["web"])
         // Swarm's defaults: one at a time, stop-first, from the node with the most old containers.
         #expect(r.from == Specs.hash(Self.v1) && r.to == Specs.hash(Self.v2))
@@ -50,7 +51,7 @@ import Testing
     @Test func eachAgentRunsItsNewContainersAndKeepsItsOldOnes() throws {
         var s = state()
         let specs = ["web": Specs.hash(Self.v2)]
-        let (rollouts, _) = DecisionLoop.rollouts(s, specs: specs, next: Self.counts, members: [])
+        let (rollouts, _) = LeaderRound.rollouts(s, specs: specs, next: Self.counts, members: [])
         _ = s.apply(
             .setPlan(
                 Consensus.Plan(assignments: Self.counts, specs: specs, rollouts: rollouts),
@@ -64,7 +65,7 @@ import Testing
 
         // a reports its new container serving: the next replacement starts (a and b have one old
         // container each: the first by name).
-        let (next, _) = DecisionLoop.rollouts(
+        let (next, _) = LeaderRound.rollouts(
             s, specs: specs, next: Self.counts,
             members: [member("a", RolloutProgress(spec: Specs.hash(Self.v2), serving: 1))])
         #expect(next?["web"]?.old == ["b": 1] && next?["web"]?.new == ["a": 2])
@@ -74,12 +75,12 @@ import Testing
     @Test func aFailedNewContainerPausesAndTheStatusSaysSo() throws {
         var s = state()
         let specs = ["web": Specs.hash(Self.v2)]
-        let (rollouts, _) = DecisionLoop.rollouts(s, specs: specs, next: Self.counts, members: [])
+        let (rollouts, _) = LeaderRound.rollouts(s, specs: specs, next: Self.counts, members: [])
         _ = s.apply(
             .setPlan(
                 Consensus.Plan(assignments: Self.counts, specs: specs, rollouts: rollouts),
                 Consensus.Decision(timestampMilliseconds: 0, summary: "", reasons: [])), index: 4)
-        let (paused, reasons) = DecisionLoop.rollouts(
+        let (paused, reasons) = LeaderRound.rollouts(
             s, specs: specs, next: Self.counts,
             members: [member("a", RolloutProgress(spec: Specs.hash(Self.v2), serving: 0, failed: 1))])
         let r = try #require(paused?["web"])

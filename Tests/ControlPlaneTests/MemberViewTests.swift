@@ -1,10 +1,9 @@
 import Consensus
+import ControlPlane
 import Foundation
 import Membership
 import Scaling
 import Testing
-
-@testable import Agent
 
 /// `MemberView.status` is typed: the API's JSON is what it was ("alive", ...), a status outside
 /// the four is a decoding error, and the planner gets each status as itself.
@@ -38,7 +37,7 @@ import Testing
             name: "node-a", address: "10.0.0.1:7480", role: .server, capacity: .init(cpuMillicores: 2501, memoryBytes: 8 << 30))
         let view = MemberView(r, status: .alive, incarnation: 1)
         #expect(view.capacity.cpuMillicores == 2501 && view.capacity.cpu == 2.501)
-        let nodes = DecisionLoop.plannerNodes([view], ClusterState())
+        let nodes = LeaderRound.plannerNodes([view], ClusterState())
         #expect(nodes.first?.cpuMillis == 2501)
         let json = String(decoding: try JSONEncoder().encode(view.capacity), as: UTF8.self)
         #expect(json.contains(#""cpu":2.501"#) && json.contains(#""cpuMillicores":2501"#), "\(json)")

@@ -1,0 +1,126 @@
+import Consensus
+
+/// What this node does with its assignment, pure (docs/scheduling.md): whether a round carries it
+/// out or holds (the adoption grace after a restart), and the desired set handed to the
+/// reconciler (counts, the services held back for their image, the containers a rollout keeps,
+/// the planned stops' delays). `NodeExecutor` is its shell: it pulls images, runs the reconciler
+/// against the local Docker Engine and reports what serves.
+///
+/// Time comes in as `now`, a `Duration` since the caller's epoch (`AgentClock`), and the agent's
+/// start as the same reading plus the wall clock then (a plan's decision time is the leader's
+/// wall clock).
+public struct ExecutorPolicy: Sendable {
+    /// After the agent starts, an assignment that gives this node nothing is not carried out for
+    /// this long if its plan was decided before the agent started: such a plan was made while the
+    /// agent was away (restarting); stopping on it would throw away the containers the agent
+    /// should adopt, only to start them again a moment later when the leader sees the node back
+    /// (static stability). A plan decided after the start is obeyed at once: a scale-to-zero right
+    /// after a restart is the operator's, not an artefact of the absence.
+    public var adoptionGrace: Duration
+    /// When the agent started: monotonic (the caller's epoch) and wall clock (ms since 1970).
+    public let startedAt: Duration
+    public let startedAtWallMilliseconds: Int64
+    /// Assignments received since the start.
+    public private(set) var received = 0
+    /// Whether the current assignment's plan may have been decided before this agent started.
+    public private(set) var predatesStart = true
+    /// Whether the last round held an empty assignment (to say so once in the log).
+    public private(set) var holdingEmpty = false
+
+    public static let defaultAdoptionGrace: Duration = .seconds(10)
+
+    public init(startedAt: Duration, startedAtWallMilliseconds: Int64, adoptionGrace: Duration = defaultAdoptionGrace) {
+        self.startedAt = startedAt
+        self.startedAtWallMilliseconds = startedAtWallMilliseconds
+        self.adoptionGrace = adoptionGrace
+    }
+
+    /// A new assignment arrived (it replaces the previous one).
+    public mutating func assigned(_ a: NodeAssignment) {
+        received += 1
+        predatesStart = Self.predatesStart(a, received: received, startedAtWallMilliseconds: startedAtWallMilliseconds)
+    }
+
+    /// Whether `a`, the `received`-th assignment since the start, may carry a plan decided before
+    /// the agent started. With the plan's decision time (a server reads it from its replicated
+    /// state), by the clocks: a leader's clock behind ours only holds a new plan for the grace,
+    /// as before. Without it (a push), only the first assignment can: every later one was
+    /// committed after the first reached this running agent.
+    public static func predatesStart(_ a: NodeAssignment, received: Int, startedAtWallMilliseconds: Int64) -> Bool {
+        if let decided = a.decidedAtMilliseconds { return decided < startedAtWallMilliseconds }
+        return received <= 1
+    }
+
+    /// Whether a round at `now` holds `a` (the current assignment) instead of carrying it out: it
+    /// gives this node nothing, its plan may predate the start, and the grace has not passed.
+    public func holds(_ a: NodeAssignment, now: Duration) -> Bool {
+        let nothing = a.services.values.allSatisfy { $0.count == 0 }
+        return nothing && predatesStart && now - startedAt < adoptionGrace
+    }
+
+    /// Where an image stands on this node (the shell's puller says).
+    public enum Image: Sendable, Hashable {
+        case ready
+        /// Being pulled, or not asked about yet.
+        case pending
+        /// The last pull failed, with the registry's reason.
+        case failed(reason: String)
+    }
+
+    /// The images `a` names: every service's (`used`: a failing one keeps being retried while
+    /// some service uses it) and those of services with containers here (`wanted`: pulled now).
+    public static func images(_ a: NodeAssignment) -> (used: Set<String>, wanted: Set<String>) {
+        (Set(a.services.values.map(\.spec.image)), Set(a.services.values.filter { $0.count > 0 }.map(\.spec.image)))
+    }
+
+    /// What the reconciler is to make true on this node.
+    public struct Desired: Sendable, Equatable {
+        /// Every service of the assignment with its spec (a count of 0 included: its containers stop).
+        public var specs: [String: Consensus.ServiceSpec]
+        public var counts: [String: Int]
+        /// Services none of whose containers may start yet: their image is not here.
+        public var held: Set<String>
+        /// Of those, the ones whose image failed to pull, with the registry's reason.
+        public var pullFailures: [String: String]
+        /// Per service under a rolling update: running containers of these spec hashes to keep.
+        public var keep: [String: NodeAssignment.Kept]
+        /// Per service: how long a serving container is withdrawn before a planned stop.
+        public var stopDelays: [String: Duration]
+    }
+
+    /// One round's decision.
+    public struct Round: Sendable, Equatable {
+        /// Carry nothing out this round (the adoption grace): the desired set is still handed over.
+        public var hold: Bool
+        /// This round begins a hold (the log says so once).
+        public var startsHolding: Bool
+        public var desired: Desired
+    }
+
+    /// A round at `now` for assignment `a`, with where each image stands.
+    public mutating func round(_ a: NodeAssignment, images: [String: Image], now: Duration) -> Round {
+        let hold = holds(a, now: now)
+        let starts = hold && !holdingEmpty
+        holdingEmpty = hold
+        return Round(hold: hold, startsHolding: starts, desired: Self.desired(a, images: images))
+    }
+
+    /// The desired set of `a`: a service with containers here whose image is not ready starts
+    /// none this round (its pull runs in the background).
+    public static func desired(_ a: NodeAssignment, images: [String: Image]) -> Desired {
+        var held: Set<String> = []
+        var failures: [String: String] = [:]
+        for (name, s) in a.services where s.count > 0 {
+            switch images[s.spec.image] {
+            case .ready?: break
+            case .failed(let reason)?:
+                held.insert(name)
+                failures[name] = reason
+            case .pending?, nil: held.insert(name)
+            }
+        }
+        return Desired(
+            specs: a.services.mapValues(\.spec), counts: a.services.mapValues(\.count), held: held, pullFailures: failures,
+            keep: a.keep, stopDelays: a.services.mapValues { .milliseconds($0.spec.effectiveStopDelayMilliseconds) })
+    }
+}

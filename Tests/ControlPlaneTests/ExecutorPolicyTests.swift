@@ -1,0 +1,95 @@
+import Consensus
+import ControlPlane
+import Testing
+
+/// What a node does with its assignment (docs/scheduling.md), as a specification: the adoption
+/// grace after a start, and the desired set the reconciler is handed. The agent started at 100 s
+/// of its clock, at wall time 1,000,000 ms.
+@Suite struct ExecutorPolicyTests {
+    static let start: Duration = .seconds(100)
+    static let startWall: Int64 = 1_000_000
+    static let web = ServiceSpec(image: "web:1", cpu: 0.5, memory: 64 << 20, max: 4)
+
+    static func policy() -> ExecutorPolicy {
+        ExecutorPolicy(startedAt: start, startedAtWallMilliseconds: startWall)
+    }
+
+    static func assignment(_ count: Int, decidedAt: Int64? = nil, index: UInt64 = 5) -> NodeAssignment {
+        NodeAssignment(planIndex: index, services: ["web": (count, web)], decidedAtMilliseconds: decidedAt)
+    }
+
+    @Test func anEmptyAssignmentWhosePlanPredatesTheStartIsHeldForTheGrace() {
+        var p = Self.policy()
+        let empty = Self.assignment(0, decidedAt: Self.startWall - 1)
+        p.assigned(empty)
+        #expect(p.predatesStart)
+        #expect(p.holds(empty, now: Self.start))
+        #expect(p.holds(empty, now: Self.start + p.adoptionGrace - .milliseconds(1)))
+        #expect(!p.holds(empty, now: Self.start + p.adoptionGrace))
+    }
+
+    @Test func anEmptyAssignmentDecidedAfterTheStartIsObeyedAtOnce() {
+        var p = Self.policy()
+        let empty = Self.assignment(0, decidedAt: Self.startWall + 1)
+        p.assigned(empty)
+        #expect(!p.predatesStart)
+        #expect(!p.holds(empty, now: Self.start))
+    }
+
+    @Test func anAssignmentWithWorkIsNeverHeld() {
+        var p = Self.policy()
+        let work = Self.assignment(2, decidedAt: Self.startWall - 1)
+        p.assigned(work)
+        #expect(!p.holds(work, now: Self.start))
+    }
+
+    @Test func aPushWithoutADecisionTimeMayPredateTheStartOnlyIfItIsTheFirst() {
+        var p = Self.policy()
+        p.assigned(Self.assignment(2, index: 5))
+        #expect(p.predatesStart)
+        let empty = Self.assignment(0, index: 6)
+        p.assigned(empty)
+        // Committed after the first reached this running agent: decided after the start.
+        #expect(!p.predatesStart && p.received == 2)
+        #expect(!p.holds(empty, now: Self.start))
+    }
+
+    @Test func aHoldIsAnnouncedOnceAndTheDesiredSetIsStillHandedOver() {
+        var p = Self.policy()
+        let empty = Self.assignment(0, decidedAt: Self.startWall - 1)
+        p.assigned(empty)
+        let first = p.round(empty, images: [:], now: Self.start + .seconds(1))
+        #expect(first.hold && first.startsHolding)
+        #expect(first.desired.counts == ["web": 0])
+        let second = p.round(empty, images: [:], now: Self.start + .seconds(2))
+        #expect(second.hold && !second.startsHolding)
+        let after = p.round(empty, images: [:], now: Self.start + .seconds(11))
+        #expect(!after.hold && !after.startsHolding && !p.holdingEmpty)
+    }
+
+    @Test func aServiceWhoseImageIsNotReadyStartsNothingAndAFailedPullSaysWhy() {
+        var db = Self.web
+        db.image = "db:1"
+        var cache = Self.web
+        cache.image = "cache:1"
+        var gone = Self.web
+        gone.image = "gone:1"
+        let a = NodeAssignment(planIndex: 1, services: ["web": (2, Self.web), "db": (1, db), "cache": (1, cache), "gone": (0, gone)])
+        let images: [String: ExecutorPolicy.Image] = ["web:1": .ready, "db:1": .failed(reason: "manifest unknown"), "cache:1": .pending]
+        let d = ExecutorPolicy.desired(a, images: images)
+        #expect(d.held == ["db", "cache"])
+        #expect(d.pullFailures == ["db": "manifest unknown"])
+        // A service with no containers here is never held: there is nothing of it to start.
+        #expect(d.counts == ["web": 2, "db": 1, "cache": 1, "gone": 0] && d.specs["gone"] == gone)
+        #expect(ExecutorPolicy.images(a) == (used: ["web:1", "db:1", "cache:1", "gone:1"], wanted: ["web:1", "db:1", "cache:1"]))
+    }
+
+    @Test func theDesiredSetCarriesARolloutsKeptContainersAndEachServicesStopDelay() {
+        var slow = Self.web
+        slow.stopDelayMilliseconds = 2500
+        let kept = NodeAssignment.Kept(specs: ["aaa", "bbb"], count: 1)
+        let a = NodeAssignment(planIndex: 1, services: ["web": (1, slow)], keep: ["web": kept])
+        let d = ExecutorPolicy.desired(a, images: ["web:1": .ready])
+        #expect(d.keep == ["web": kept] && d.stopDelays == ["web": .milliseconds(2500)] && d.held.isEmpty)
+    }
+}
