@@ -20,13 +20,10 @@ public actor AssignmentService {
     let servers: @Sendable () async -> [String: String]
     let deliver: @Sendable (NodeAssignment) async -> Void
     let refusals: Refusals
-    /// Bound on subscribers one server serves.
-    static let maxSubscribers = 4096
-
-    private var subscribers: [String: UInt64] = [:]
+    /// When to deliver and push, and which pushes to take (pure, ControlPlane).
+    private var feed: AssignmentFeed
     /// The newest deny list index each subscriber named or was sent.
     private var subscriberDenied: [String: UInt64] = [:]
-    private var lastIndex: UInt64 = 0
     /// The index of the deny list this agent enforces (`ClusterState.deniedIndex`): on a client,
     /// the newest any server sent; on a server, the last one it sent to every client it knows.
     private var deniedIndex: UInt64 = 0
@@ -46,6 +43,7 @@ public actor AssignmentService {
         deliver: @escaping @Sendable (NodeAssignment) async -> Void
     ) {
         self.name = name
+        self.feed = AssignmentFeed(node: name)
         self.refusals = refusals ?? Refusals(logger: logger)
         self.raft = raft
         self.transport = transport
@@ -69,7 +67,7 @@ public actor AssignmentService {
         loop = nil
     }
 
-    public var lastPlanIndex: UInt64 { lastIndex }
+    public var lastPlanIndex: UInt64 { feed.lastIndex }
 
     private func subscribe() async {
         if let raft {
@@ -81,7 +79,7 @@ public actor AssignmentService {
         guard let server = upstream, let address = book[server], let hp = AgentConfiguration.HostPort(address) else { return }
         var s = Microscale_Control_SubscribeAssignments()
         s.node = name
-        s.afterIndex = lastIndex
+        s.afterIndex = feed.lastIndex
         s.deniedAfterIndex = deniedIndex
         var m = Microscale_Control_ControlMessage()
         m.subscribe = s
@@ -94,18 +92,12 @@ public actor AssignmentService {
 
     /// Called by the local Raft when a plan (or the services) changed.
     public func planApplied(_ state: ClusterState) async {
-        let planIndex = state.planIndex
-        if planIndex > lastIndex {
-            lastIndex = planIndex
-            await deliver(NodeAssignment.of(state, node: name))
-        }
-        for (peer, after) in subscribers where planIndex > after {
-            if await push(NodeAssignment.of(state, node: peer), to: peer) {
-                subscribers[peer] = planIndex
-            } else {
-                subscribers[peer] = nil
-                subscriberDenied[peer] = nil
-            }
+        let sends = feed.planApplied(state)
+        if let mine = sends.local { await deliver(mine) }
+        for (peer, assignment) in sends.pushes {
+            let delivered = await push(assignment, to: peer)
+            feed.pushed(to: peer, index: assignment.planIndex, delivered: delivered)
+            if !delivered { subscriberDenied[peer] = nil }
         }
         await sendDenyList(state)
     }
@@ -190,15 +182,14 @@ public actor AssignmentService {
                 refusals.refuse(.subscriptionForAnotherNode, peer: peer.name, "a subscription for \(clipped(s.node))")
                 return
             }
-            guard subscribers[peer.name] != nil || subscribers.count < Self.maxSubscribers else { return }
-            subscribers[peer.name] = s.afterIndex
+            guard feed.subscribe(peer.name, after: s.afterIndex) else { return }
             subscriberDenied[peer.name] = s.deniedAfterIndex
             await planApplied(await raft.state)
         case .assignment(let a):
             // What an agent runs comes from the servers' committed plan, so a push is taken only
             // from a server certificate, and only from the server this agent subscribed to: any
             // other (an old upstream's late push included) is dropped; the upstream re-sends
-            // whatever is newer than `lastIndex` on the next subscription. A server agent reads
+            // whatever is newer than `feed.lastIndex` on the next subscription. A server agent reads
             // its own replicated state and subscribes to no one.
             guard peer.identity.isServer else {
                 refusals.refuse(.assignmentNeedsServerCertificate, peer: peer.name, "an assignment push from a client certificate")
@@ -210,7 +201,7 @@ public actor AssignmentService {
                     "an assignment push; this agent subscribed to \(raft == nil ? upstream ?? "no server" : "no server (it is one)")")
                 return
             }
-            guard a.node == name, a.planIndex > lastIndex else { return }
+            guard feed.wants(planIndex: a.planIndex, for: a.node) else { return }
             var services: [String: (Int, Consensus.ServiceSpec)] = [:]
             var keep: [String: NodeAssignment.Kept] = [:]
             for s in a.services {
@@ -244,7 +235,7 @@ public actor AssignmentService {
                     keep[s.service] = NodeAssignment.Kept(specs: hashes, count: Int(s.keepCount))
                 }
             }
-            lastIndex = a.planIndex
+            feed.took(a.planIndex)
             await deliver(NodeAssignment(planIndex: a.planIndex, services: services, keep: keep))
         case .denyList(let d):
             // Like an assignment, only from a server certificate; unlike one, from any server,
