@@ -22,13 +22,15 @@ final class PlanIndex: Sendable {
     let eligible: [[Bool]]
     /// The plan's counts, [node][service], and what they leave free per node and total per service.
     let count: [[Int]]
+    /// The same counts by service, [service][node] (`Work.column`).
+    let column: [[Int]]
     let freeCPU: [Int]
     let freeMem: [Int]
     let totals: [Int]
 
     init(
         services: [ServiceSpec], nodes: [Node], position: [Int], svc: [ServiceSpec], sortedNodes: [Node],
-        eligible: [[Bool]], count: [[Int]], freeCPU: [Int], freeMem: [Int], totals: [Int]
+        eligible: [[Bool]], count: [[Int]], column: [[Int]], freeCPU: [Int], freeMem: [Int], totals: [Int]
     ) {
         self.services = services
         self.nodes = nodes
@@ -37,6 +39,7 @@ final class PlanIndex: Sendable {
         self.sortedNodes = sortedNodes
         self.eligible = eligible
         self.count = count
+        self.column = column
         self.freeCPU = freeCPU
         self.freeMem = freeMem
         self.totals = totals
@@ -60,6 +63,19 @@ struct EligibilityRule {
         self.constraints = constraints
         constrained = constraints.indices.filter { !constraints[$0].isEmpty }
         everywhere = [Bool](repeating: true, count: svc.count)
+    }
+
+    /// The rows of `nodes`: nodes with the same labels and nothing blocked share one row (a cell
+    /// has a handful of label sets over thousands of nodes), computed once and stored once.
+    func rows(_ nodes: [Node]) -> [[Bool]] {
+        var byLabels: [[String: String]: [Bool]] = [:]
+        return nodes.map { node in
+            guard node.blocked.isEmpty else { return row(node) }
+            if let shared = byLabels[node.labels] { return shared }
+            let r = row(node)
+            byLabels[node.labels] = r
+            return r
+        }
     }
 
     func row(_ node: Node) -> [Bool] {

@@ -288,8 +288,9 @@ public struct Planner: Sendable {
             let reason = w.svc[s].fill ? "above max \(w.svc[s].max)" : demandReason[s]
             if w.svc[s].fill {
                 // Fill services shed from their emptiest nodes first, so the rest stay packed.
-                let order = (0..<w.nodeCount).filter { w.count[$0][s] > 0 }.sorted {
-                    (w.count[$0][s], w.nodes[$0].name) < (w.count[$1][s], w.nodes[$1].name)
+                let held = w.column[s]
+                let order = (0..<w.nodeCount).filter { held[$0] > 0 }.sorted {
+                    (held[$0], w.nodes[$0].name) < (held[$1], w.nodes[$1].name)
                 }
                 for n in order where surplus > 0 {
                     let k = Swift.min(surplus, w.count[n][s])
@@ -302,9 +303,10 @@ public struct Planner: Sendable {
             while surplus > 0 {
                 let group = w.groupCounts(s)
                 let g = { (n: Int) in w.svc[s].spread == nil ? 0 : group[w.group(s, n)] ?? 0 }
+                let held = w.column[s]
                 guard
-                    let n = (0..<w.nodeCount).filter({ w.count[$0][s] > 0 }).max(by: {
-                        (g($0), w.count[$0][s], w.nodes[$1].name) < (g($1), w.count[$1][s], w.nodes[$0].name)
+                    let n = (0..<w.nodeCount).filter({ held[$0] > 0 }).max(by: {
+                        (g($0), held[$0], w.nodes[$1].name) < (g($1), held[$1], w.nodes[$0].name)
                     })
                 else { break }
                 w.remove(s, from: n, k: 1, reason: reason)
@@ -353,24 +355,54 @@ public struct Planner: Sendable {
         //    ends as it began emits what it had), so the rest of the assignments are kept as they are.
         if w.incremental, let previous = currentPlan {
             newPlan.assignments = previous.assignments
+        } else {
+            newPlan.assignments.reserveCapacity(w.nodeCount)
+            newPlan.steps.reserveCapacity(w.nodeCount)
         }
         for n in w.incremental ? w.touchedNodes : Array(0..<w.nodeCount) {
             let name = w.nodes[n].name
-            var counts: [String: Int] = [:]
+            let row = w.count[n], was = w.before[n]
             // Sized once: growing a dictionary of a few hundred services rehashes every name
             // several times, which was most of a re-plan on a 5,000-node cell.
-            counts.reserveCapacity(w.count[n].reduce(0) { $0 + ($1 > 0 ? 1 : 0) })
-            var steps = NodeSteps()
+            var held = 0, stops = 0, starts = 0
+            var hadNone = true
             for s in 0..<w.svc.count {
-                let c = w.count[n][s], b = w.before[n][s]
-                if c > 0 { counts[w.svc[s].name] = c }
-                if c < b { steps.stops[w.svc[s].name] = b - c }
-                if c > b { steps.starts[w.svc[s].name] = c - b }
+                let c = row[s], b = was[s]
+                if c > 0 { held += 1 }
+                if b != 0 { hadNone = false }
+                if c < b { stops += 1 } else if c > b { starts += 1 }
+            }
+            var counts: [String: Int]
+            if w.incremental {
+                // The node's counts as the previous plan left them (which the kept index
+                // describes), with the changed cells changed: a few names hashed, not hundreds.
+                counts = currentPlan?.assignments[name] ?? [:]
+                if stops + starts > 0 {
+                    counts.reserveCapacity(held)
+                    for s in 0..<w.svc.count where row[s] != was[s] { counts[w.svc[s].name] = row[s] > 0 ? row[s] : nil }
+                }
+            } else {
+                counts = [:]
+                counts.reserveCapacity(held)
+                for s in 0..<w.svc.count where row[s] > 0 { counts[w.svc[s].name] = row[s] }
+            }
+            var steps = NodeSteps()
+            if hadNone {
+                // A node that held nothing starts exactly what it now holds (every node of a plan
+                // from nothing): the same dictionary, not a million names hashed again.
+                steps.starts = counts
+            } else if stops + starts > 0 {
+                steps.stops.reserveCapacity(stops)
+                steps.starts.reserveCapacity(starts)
+                for s in 0..<w.svc.count where row[s] != was[s] {
+                    let c = row[s], b = was[s]
+                    if c < b { steps.stops[w.svc[s].name] = b - c } else { steps.starts[w.svc[s].name] = c - b }
+                }
             }
             newPlan.assignments[name] = counts.isEmpty ? nil : counts
             if !steps.stops.isEmpty || !steps.starts.isEmpty { newPlan.steps[name] = steps }
         }
-        decisions.append(contentsOf: w.nodeDecisions())
+        w.nodeDecisions(into: &decisions)
         newPlan.index = w.index()
         return PlanResult(plan: newPlan, decisions: decisions, shortfalls: shortfalls)
     }
@@ -386,13 +418,23 @@ struct Work {
     /// [node][service]. An array of rows, so that a plan made from a kept index copies only the
     /// rows it changes (copy on write per row), not 5,000 × 1,000 counts.
     var count: [[Int]]
+    /// The same counts by service, [service][node]: `column[s][n] == count[n][s]` always. Looking
+    /// for room for one service reads its count on every node; from the rows that is a cache miss
+    /// per node (most of a node's loss re-planned, `perf annotate`), from here a contiguous scan.
+    var column: [[Int]]
     let before: [[Int]]
     var freeCPU: [Int]
     var freeMem: [Int]
     var totals: [Int]
-    /// Per node: service -> the first reason for a change there (it wins in the decision text).
-    /// An array over nodes, so that noting a reason is one small hash, not two.
-    var reasons: [[Int: String]]
+    /// The reasons for changes, in the order noted: a cell's first reason wins in the decision
+    /// text. A cell is noted when a change starts from its count before this pass (which its
+    /// first change always does), so the log holds about one entry per changed cell. (A
+    /// dictionary per node cost a hash insert per change: 140 ms of a full plan on the
+    /// 5,000 × 1,000 cell of docs/scaling.md.)
+    var reasonLog: [(n: Int, s: Int, reason: String)] = []
+    /// While a level is placed in one go (`placeFairly`): each change, with the node's free room
+    /// before it, so that the attempt can be undone exactly.
+    var journal: [(n: Int, s: Int, k: Int, cpu: Int, mem: Int)]? = nil
     /// [node][service]: the node matches the service's constraints and can run it (not blocked).
     let eligible: [[Bool]]
     /// Nodes whose counts this pass changed (then changed back, perhaps): only these rows are
@@ -432,6 +474,7 @@ struct Work {
         let index = Dictionary(svc.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         self.indexable = index.count == svc.count && Set(nodes.map(\.name)).count == nodes.count
         var count = [[Int]](repeating: [Int](repeating: 0, count: svc.count), count: self.nodes.count)
+        var column = [[Int]](repeating: [Int](repeating: 0, count: self.nodes.count), count: svc.count)
         var freeCPU = [Int](repeating: 0, count: self.nodes.count)
         var freeMem = freeCPU
         var totals = [Int](repeating: 0, count: svc.count)
@@ -443,16 +486,16 @@ struct Work {
                 guard let s = index[name] else { continue }
                 let c = Swift.min(reported, Limits.maxContainersPerService)
                 count[n][s] = c
+                column[s][n] = c
                 totals[s] += c
                 freeCPU[n] = saturating(freeCPU[n], -saturating(c, times: svc[s].cpuMillis))
                 freeMem[n] = saturating(freeMem[n], -saturating(c, times: svc[s].memoryBytes))
             }
         }
         self.count = count
+        self.column = column
         self.before = count
-        let rule = EligibilityRule(svc)
-        self.eligible = self.nodes.map(rule.row)
-        self.reasons = Array(repeating: [:], count: self.nodes.count)
+        self.eligible = EligibilityRule(svc).rows(self.nodes)
         self.freeCPU = freeCPU
         self.freeMem = freeMem
         self.totals = totals
@@ -498,9 +541,9 @@ struct Work {
         self.freeCPU = freeCPU
         self.freeMem = freeMem
         self.count = index.count
+        self.column = index.column
         self.before = index.count
         self.totals = index.totals
-        self.reasons = Array(repeating: [:], count: sorted.count)
         self.touched = [Bool](repeating: false, count: sorted.count)
         self.incremental = true
         self.recheck = changed.map(\.at).sorted()
@@ -526,7 +569,7 @@ struct Work {
         guard indexable else { return nil }
         return PlanIndex(
             services: inputServices, nodes: inputNodes, position: position, svc: svc, sortedNodes: nodes,
-            eligible: eligible, count: count, freeCPU: freeCPU, freeMem: freeMem, totals: totals)
+            eligible: eligible, count: count, column: column, freeCPU: freeCPU, freeMem: freeMem, totals: totals)
     }
 
     func total(_ s: Int) -> Int { totals[s] }
@@ -567,8 +610,9 @@ struct Work {
         return true
     }
 
+    /// Notes why cell (n, s) is about to change, if it still holds its count from before this pass.
     mutating func note(_ s: Int, _ n: Int, _ reason: String) {
-        if reasons[n][s] == nil { reasons[n][s] = reason }
+        if count[n][s] == before[n][s] { reasonLog.append((n, s, reason)) }
     }
 
     mutating func touch(_ n: Int) {
@@ -580,20 +624,50 @@ struct Work {
 
     mutating func remove(_ s: Int, from n: Int, k: Int, reason: String) {
         touch(n)
+        note(s, n, reason)
+        journal?.append((n, s, -k, freeCPU[n], freeMem[n]))
         count[n][s] -= k
+        column[s][n] -= k
         totals[s] -= k
         freeCPU[n] = saturating(freeCPU[n], saturating(k, times: svc[s].cpuMillis))
         freeMem[n] = saturating(freeMem[n], saturating(k, times: svc[s].memoryBytes))
-        note(s, n, reason)
     }
 
     mutating func add(_ s: Int, to n: Int, k: Int, reason: String) {
         touch(n)
+        note(s, n, reason)
+        journal?.append((n, s, k, freeCPU[n], freeMem[n]))
         count[n][s] += k
+        column[s][n] += k
         totals[s] += k
         freeCPU[n] = saturating(freeCPU[n], -saturating(k, times: svc[s].cpuMillis))
         freeMem[n] = saturating(freeMem[n], -saturating(k, times: svc[s].memoryBytes))
-        note(s, n, reason)
+    }
+
+    /// Where an attempt that may be undone starts: changes from here on are journaled.
+    mutating func begin() -> (touched: Int, log: Int) {
+        journal = []
+        return (touchedNodes.count, reasonLog.count)
+    }
+
+    /// Keeps the changes since `begin`.
+    mutating func commit() { journal = nil }
+
+    /// Undoes every change since `begin`, as if it had not been made: counts, totals and free room
+    /// (restored, not recomputed, so no saturated sum can drift), the nodes touched, the reasons.
+    mutating func rollback(to mark: (touched: Int, log: Int)) {
+        guard let changes = journal else { return }
+        journal = nil
+        for c in changes.reversed() {
+            count[c.n][c.s] -= c.k
+            column[c.s][c.n] -= c.k
+            totals[c.s] -= c.k
+            freeCPU[c.n] = c.cpu
+            freeMem[c.n] = c.mem
+        }
+        for n in touchedNodes[mark.touched...] { touched[n] = false }
+        touchedNodes.removeLast(touchedNodes.count - mark.touched)
+        reasonLog.removeLast(reasonLog.count - mark.log)
     }
 
     /// Places up to `need` containers of `s` in free room. Spread services water-fill (the nodes with
@@ -602,12 +676,22 @@ struct Work {
     @discardableResult
     mutating func place(_ s: Int, need: Int, reason: String) -> Int {
         guard need > 0 else { return 0 }
-        let room = (0..<nodeCount).map { fits(s, on: $0) }
-        guard svc[s].spread != nil else { return place(s, need: need, among: Array(0..<nodeCount), room: room, reason: reason) }
+        // The nodes with room for `s`, with their room and count of `s`, in node order: a node
+        // without room takes no part in the water-fill (it gets none, and moves no level).
+        var among: [Int] = [], counts: [Int] = [], room: [Int] = []
+        let held = column[s]
+        for n in 0..<nodeCount {
+            let r = fits(s, on: n)
+            guard r > 0 else { continue }
+            among.append(n)
+            counts.append(held[n])
+            room.append(r)
+        }
+        guard svc[s].spread != nil else { return place(s, need: need, among: among, counts: counts, room: room, reason: reason) }
         // `spread: KEY`: the same water-filling one level up, over the label's values (a value's
         // count is its nodes' containers of `s`, its room theirs), then within each value.
         var members: [String: [Int]] = [:]
-        for n in 0..<nodeCount where room[n] > 0 { members[group(s, n), default: []].append(n) }
+        for (i, n) in among.enumerated() { members[group(s, n), default: []].append(i) }
         let names = members.keys.sorted()
         let have = groupCounts(s)
         let cnt = names.map { have[$0] ?? 0 }
@@ -615,7 +699,9 @@ struct Work {
         let quota = waterFill(counts: cnt, room: gRoom, need: need)
         var placed = 0
         for (i, g) in names.enumerated() where quota[i] > 0 {
-            placed += place(s, need: quota[i], among: members[g]!, room: room, reason: reason)
+            let m = members[g]!
+            placed += place(
+                s, need: quota[i], among: m.map { among[$0] }, counts: m.map { counts[$0] }, room: m.map { room[$0] }, reason: reason)
         }
         return placed
     }
@@ -629,7 +715,8 @@ struct Work {
     /// Containers of `s` per value of its spread label, over the nodes that keep work.
     func groupCounts(_ s: Int) -> [String: Int] {
         var out: [String: Int] = [:]
-        for n in 0..<nodeCount where count[n][s] > 0 { out[group(s, n), default: 0] += count[n][s] }
+        let held = column[s]
+        for n in 0..<nodeCount where held[n] > 0 { out[group(s, n), default: 0] += held[n] }
         return out
     }
 
@@ -666,24 +753,25 @@ struct Work {
         return parts.isEmpty ? nil : parts.joined(separator: "; ")
     }
 
-    /// Places up to `need` containers of `s` on the nodes `among` (their room given).
-    mutating func place(_ s: Int, need: Int, among: [Int], room: [Int], reason: String) -> Int {
+    /// Places up to `need` containers of `s` on the nodes `among` (in node order, each with room;
+    /// its count of `s` and its room at the same place in `counts` and `room`).
+    mutating func place(_ s: Int, need: Int, among: [Int], counts: [Int], room: [Int], reason: String) -> Int {
         guard need > 0 else { return 0 }
         if svc[s].fill {
-            let order = among.filter { room[$0] > 0 }.sorted {
-                (freeCPU[$0], nodes[$0].name) < (freeCPU[$1], nodes[$1].name)
+            let order = among.indices.sorted {
+                (freeCPU[among[$0]], nodes[among[$0]].name) < (freeCPU[among[$1]], nodes[among[$1]].name)
             }
             var left = need
-            for n in order where left > 0 {
-                let k = Swift.min(left, room[n])
-                add(s, to: n, k: k, reason: reason)
+            for i in order where left > 0 {
+                let k = Swift.min(left, room[i])
+                add(s, to: among[i], k: k, reason: reason)
                 left -= k
             }
             return need - left
         }
         // Water level L: node n ends with min(max(count, L), count + room); the remainder goes one
         // each to the nodes at the level, by name order (deterministic).
-        let quota = waterFill(counts: among.map { count[$0][s] }, room: among.map { room[$0] }, need: need)
+        let quota = waterFill(counts: counts, room: room, need: need)
         var placed = 0
         for (i, n) in among.enumerated() where quota[i] > 0 {
             add(s, to: n, k: quota[i], reason: reason)
@@ -706,10 +794,15 @@ struct Work {
         // (52 s for 1,000 services on 5,000 nodes, where this takes about one). So the level is
         // placed in one go first, and only if some member ends short is that undone and the
         // level shared in rounds. (Undoing is cheap: the copy shares storage until it is written.)
-        let saved = self
+        // (Undone from a journal of the changes: a copy of the whole state to go back to made
+        // every row it shared be copied on its first change.)
+        let mark = begin()
         for s in active { place(s, need: wanted[s] - totals[s], reason: cause(s)) }
-        if active.allSatisfy({ totals[$0] >= wanted[$0] }) { return }
-        self = saved
+        if active.allSatisfy({ totals[$0] >= wanted[$0] }) {
+            commit()
+            return
+        }
+        rollback(to: mark)
         while !active.isEmpty {
             let smallest = active.map { wanted[$0] - totals[$0] }.min() ?? 1
             let chunk = Swift.max(1, Swift.min(smallest, (active.map { wanted[$0] - totals[$0] }.reduce(0, +)) / (active.count * 32)))
@@ -776,19 +869,41 @@ struct Work {
         return true
     }
 
-    func nodeDecisions() -> [Decision] {
-        var out: [Decision] = []
-        for n in 0..<nodeCount {
-            let r = reasons[n]
-            guard !r.isEmpty else { continue }
-            for s in r.keys.sorted() where count[n][s] != before[n][s] {
+    /// The per-node decisions, appended to `out`: by node, then service, each changed cell with
+    /// its first reason.
+    func nodeDecisions(into out: inout [Decision]) {
+        guard !reasonLog.isEmpty else { return }
+        // The log grouped by node, keeping each node's entries in the order noted (counting sort).
+        var start = [Int](repeating: 0, count: nodeCount + 1)
+        for e in reasonLog { start[e.n + 1] += 1 }
+        for n in 0..<nodeCount { start[n + 1] += start[n] }
+        var order = [Int](repeating: 0, count: reasonLog.count)
+        var next = start
+        for (i, e) in reasonLog.enumerated() {
+            order[next[e.n]] = i
+            next[e.n] += 1
+        }
+        out.reserveCapacity(out.count + reasonLog.count)
+        var seen = [Int](repeating: -1, count: svc.count)
+        var cells: [(s: Int, at: Int)] = []
+        for n in 0..<nodeCount where start[n] < start[n + 1] {
+            cells.removeAll(keepingCapacity: true)
+            var ordered = true
+            for k in start[n]..<start[n + 1] {
+                let i = order[k]
+                let s = reasonLog[i].s
+                guard seen[s] != n else { continue }  // a later reason for the same cell
+                seen[s] = n
+                if let last = cells.last, last.s > s { ordered = false }
+                cells.append((s, i))
+            }
+            if !ordered { cells.sort { $0.s < $1.s } }
+            let row = count[n], was = before[n]
+            for (s, i) in cells where row[s] != was[s] {
                 out.append(
-                    Decision(
-                        service: svc[s].name, node: nodes[n].name, from: before[n][s], to: count[n][s],
-                        reason: r[s]!))
+                    Decision(service: svc[s].name, node: nodes[n].name, from: was[s], to: row[s], reason: reasonLog[i].reason))
             }
         }
-        return out
     }
 }
 
@@ -798,11 +913,36 @@ private func ceilDiv(_ a: Int, _ b: Int) -> Int { (a + b - 1) / b }
 /// with min(max(counts[i], L), counts[i] + room[i]) for the highest level L whose total stays
 /// within `need`; what remains goes one each to buckets at L, in order.
 func waterFill(counts: [Int], room: [Int], need: Int) -> [Int] {
+    // When the buckets at the lowest count (among those with room) are at least `need`, the level
+    // does not rise: one each to the first `need` of them, in order. That is every service of a
+    // plan from nothing (all counts 0), in one pass instead of a heap.
+    var low = Int.max, atLow = 0
+    for i in counts.indices where room[i] > 0 {
+        if counts[i] < low {
+            low = counts[i]
+            atLow = 1
+        } else if counts[i] == low {
+            atLow += 1
+        }
+    }
+    if need <= atLow { return waterFillAtLowest(counts: counts, room: room, need: need, low: low) }
     // A need small beside the buckets (a node's loss, a demand step, most services of a large
     // cell) is met one container at a time, which gives the same result (a tested identity:
     // WaterFillTests) in O((M + need) log M) where the level search costs O(M log C).
-    need <= counts.count / 2
+    return need <= counts.count / 2
         ? waterFillByTurns(counts: counts, room: room, need: need) : waterFillByLevel(counts: counts, room: room, need: need)
+}
+
+/// One each to the first `need` buckets with room whose count is `low`, the lowest with room:
+/// `waterFill` when those are at least `need`.
+func waterFillAtLowest(counts: [Int], room: [Int], need: Int, low: Int) -> [Int] {
+    var out = [Int](repeating: 0, count: counts.count)
+    var left = need
+    for i in counts.indices where left > 0 && room[i] > 0 && counts[i] == low {
+        out[i] = 1
+        left -= 1
+    }
+    return out
 }
 
 /// `waterFill` by a binary search on the level L.

@@ -18,6 +18,11 @@ import Testing
             #expect(
                 waterFillByTurns(counts: counts, room: room, need: need) == waterFillByLevel(counts: counts, room: room, need: need),
                 "seed \(seed): counts \(counts), room \(room), need \(need)")
+            // And what the planner calls, which first gives one each at the lowest level when
+            // that is enough.
+            #expect(
+                waterFill(counts: counts, room: room, need: need) == waterFillByLevel(counts: counts, room: room, need: need),
+                "seed \(seed): counts \(counts), room \(room), need \(need)")
         }
     }
 
