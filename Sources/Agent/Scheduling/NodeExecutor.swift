@@ -270,7 +270,10 @@ public actor NodeExecutor {
             if shell == nil {
                 let c = try DockerClient(host: dockerHost)
                 client = c
-                let s = ReconcilerShell(client: c, node: node, logger: logger)
+                // The reconciler's back-offs and planned stops, and the puller's retries, are
+                // measured on the agent's clock like the rest of the executor.
+                let now: @Sendable () -> Duration = { [clock] in clock.now }
+                let s = ReconcilerShell(client: c, node: node, now: now, logger: logger)
                 // A container whose probe starts failing (or passes) is told to the cluster at
                 // once, before the round that replaces it: load balancers follow the endpoints.
                 await s.setOnHealthChange { [weak self] in await self?.healthChanged() }
@@ -279,7 +282,8 @@ public actor NodeExecutor {
                 await s.setOnWithdraw { [weak self] in try? await self?.publishServing() }
                 shell = s
                 // A finished pull runs a round at once: the containers waiting for it start now.
-                puller = ImagePuller(client: c, auth: registryAuth, logger: logger, onChange: { [weak self] in await self?.wake() })
+                puller = ImagePuller(
+                    client: c, auth: registryAuth, logger: logger, now: now, onChange: { [weak self] in await self?.wake() })
             }
             // Images first: a service whose image is not here yet starts nothing this round (its
             // pull runs in the background, once per image, bounded; ImagePuller).
