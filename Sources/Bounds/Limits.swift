@@ -31,6 +31,9 @@ public enum Limits {
 
     // MARK: One service (the services file, the API, a Raft entry on apply)
 
+    /// A service's name: 1 to 63 bytes (a DNS label, so it can name containers and hosts).
+    public static let maxServiceNameBytes = 63
+
     /// Cores reserved per container: 1,024 cores, in millicores.
     public static let maxContainerCPUMillicores: Int64 = 1024 * 1000
     /// Memory per container: 16 TiB.

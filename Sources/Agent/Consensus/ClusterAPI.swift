@@ -103,8 +103,9 @@ public struct LeaderView: Codable, Sendable, Equatable {
 /// The cluster-state part of the HTTP API (docs/contracts.md): leader, services, demand, drain. Every
 /// such request is answered by the Raft leader, so a write returns only once committed and a read
 /// that follows it (through any agent) sees it. Another agent forwards the request over the peer
-/// transport in a control frame: a follower to the leader it knows, a client (which runs no Raft)
-/// to any alive server, which relays it once more if it is not the leader.
+/// transport in a control frame, typed (`ClusterRequest`, one protobuf message per command): a
+/// follower to the leader it knows, a client (which runs no Raft) to any alive server, which
+/// relays it once more if it is not the leader.
 public actor ClusterAPI {
     /// A request is relayed at most this often (client → follower → leader).
     static let maxHops = 2
@@ -187,30 +188,38 @@ public actor ClusterAPI {
         return (window, nil)
     }
 
-    public func handle(method: String, path: String, body: [UInt8], hops: Int = 0) async -> APIResponse {
+    /// A request to this agent's HTTP API: parsed here, once (an endpoint that does not exist or a
+    /// value out of bounds is answered here), then served or forwarded typed.
+    public func handle(method: String, path: String, body: [UInt8]) async -> APIResponse {
+        let request: ClusterRequest
+        do { request = try ClusterRequest(method: method, path: path, body: body) } catch { return error.response }
+        return await handle(request)
+    }
+
+    public func handle(_ request: ClusterRequest, hops: Int = 0) async -> APIResponse {
         // `?stale` (Consul's consistency mode of that name): any server answers from the state it
         // has applied, without asking anyone; it may be behind the leader, or a deposed leader's.
-        if method == "GET", Self.isStale(path), let raft, await raft.status() != nil {
-            return await execute(method: method, path: path, body: body, raft: raft)
+        if request.isStaleRead, let raft, await raft.status() != nil {
+            return await execute(request, raft: raft)
         }
         var moved = false
         if let raft, await raft.isLeader {
             var answer: APIResponse
-            if method == "GET" {
+            if request.isRead {
                 // Linearizable by default (thesis §6.4 ReadIndex): the leader confirms it still
                 // leads before it answers from its state, so no read returns a value older than
                 // a write that completed before the read began (issue 19: a frozen and thawed
                 // leader answered such reads from its applied state).
                 do {
                     try await raft.readBarrier()
-                    answer = await execute(method: method, path: path, body: body, raft: raft)
+                    answer = await execute(request, raft: raft)
                 } catch let e as ProposalError {
                     answer = Self.response(for: e)
                 } catch {
                     return .error(500, "\(error)")
                 }
             } else {
-                answer = await execute(method: method, path: path, body: body, raft: raft)
+                answer = await execute(request, raft: raft)
             }
             // Leadership moved while the request was served (a hand-off, thesis §3.10): it goes
             // to the new leader like any request reaching a follower.
@@ -234,7 +243,7 @@ public actor ClusterAPI {
                 try? await Task.sleep(for: .milliseconds(10))
             }
             if await raft.isLeader {
-                let again = await execute(method: method, path: path, body: body, raft: raft)
+                let again = await execute(request, raft: raft)
                 return again.status == Self.leadershipMoved ? APIResponse(status: 503, body: again.body) : again
             }
             guard let leader = await raft.leader, leader != name else { return .error(503, "no leader elected yet; retry shortly") }
@@ -248,7 +257,7 @@ public actor ClusterAPI {
         var last = APIResponse.error(503, raft == nil ? "no server is alive to answer" : "the leader is not reachable; retry shortly")
         for target in targets.prefix(3) {
             guard let address = book[target] else { continue }
-            let (response, reached) = await forward(method: method, path: path, body: body, hops: hops + 1, to: target, address: address)
+            let (response, reached) = await forward(request, hops: hops + 1, to: target, address: address)
             if reached { return response }
             last = response
         }
@@ -258,27 +267,21 @@ public actor ClusterAPI {
     // MARK: Forwarding
 
     /// Sends the request to `peer`; `reached` is false when it could not be delivered at all.
-    private func forward(
-        method: String, path: String, body: [UInt8], hops: Int, to peer: String,
-        address: String
-    ) async -> (APIResponse, reached: Bool) {
+    private func forward(_ command: ClusterRequest, hops: Int, to peer: String, address: String) async -> (APIResponse, reached: Bool) {
         guard pending.count < Self.maxPending else { return (.error(503, "too many forwarded requests in flight"), true) }
         guard let hp = AgentConfiguration.HostPort(address) else { return (.error(503, "bad address \(address) for \(peer)"), false) }
         let id = nextID
         nextID += 1
-        var request = Microscale_Control_ForwardRequest()
+        var request = command.wire
         request.id = id
-        request.method = method
-        request.path = path
-        request.body = Data(body)
-        request.hops = UInt32(hops)
+        request.hops = UInt32(clamping: hops)
         // Only a client agent sends the token, and only with its own operator's writes (a client
         // serves no forwarded request, so every request it forwards is its operator's; reads need
         // none). A server relaying to the leader vouches with its certificate, and keeps the
         // token to itself.
-        if raft == nil, method != "GET", let apiToken { request.token = apiToken }
+        if raft == nil, !command.isRead, let apiToken { request.token = apiToken }
         var message = Microscale_Control_ControlMessage()
-        message.forwardRequest = request
+        message.apiRequest = request
         let frame: Frame
         do { frame = try Frame(kind: .control, message: message) } catch { return (.error(500, "cannot encode: \(error)"), true) }
         let timeout = forwardTimeout
@@ -327,17 +330,37 @@ public actor ClusterAPI {
     /// A control frame from another agent: a request to serve, or the answer to one we sent.
     public func receive(_ message: Microscale_Control_ControlMessage, from peer: AuthenticatedPeer) {
         switch message.body {
-        case .forwardRequest(let r):
-            if let refused = refusal(of: r, from: peer) {
+        case .apiRequest(let r):
+            if let refused = refusal(isRead: { if case .read? = r.command { true } else { false } }(), token: r.token, from: peer) {
                 // Answered rather than only dropped: the operator behind a client agent should
                 // read why (a hostile peer learns nothing it did not know).
                 reply(to: r.id, peer: peer.name, refused)
                 return
             }
+            let request: ClusterRequest
+            do { request = try ClusterRequest(wire: r) } catch {
+                // Only an agent that does not run this code sends one: the HTTP API that took the
+                // request refused these values before forwarding it.
+                refusals.refuse(.malformedForwardedRequest, peer: peer.name, error.description)
+                reply(to: r.id, peer: peer.name, .error(400, error.description))
+                return
+            }
+            logger.debug("serving a forwarded request", metadata: ["peer": "\(peer.name)", "request": "\(request.summary)"])
             Task {
-                let response = await self.handle(method: r.method, path: r.path, body: Array(r.body), hops: Int(r.hops))
+                let response = await self.handle(request, hops: Int(r.hops))
                 self.reply(to: r.id, peer: peer.name, response)
             }
+        case .forwardRequest(let r):
+            // An agent of a version before typed requests (docs/ARCHITECTURE.md, "Forwarded API
+            // requests"): answered at once, so its operator reads what to do instead of a timeout.
+            refusals.refuse(
+                .forwardRequestFromOlderAgent, peer: peer.name, "a forwarded \(clipped(r.method)) \(clipped(r.path)) in the form of older versions")
+            reply(
+                to: r.id, peer: peer.name,
+                .error(
+                    503,
+                    "\(name) runs Microscale \(MicroscaleVersion.current), which takes forwarded requests typed, not as an HTTP method "
+                        + "and path: upgrade \(peer.name), or send the request to the leader's HTTP API"))
         case .forwardResponse(let r):
             // Only the peer the request went to answers it: another peer guessing ids could
             // otherwise put words in the leader's mouth (a made-up 200 for a write never made).
@@ -355,26 +378,27 @@ public actor ClusterAPI {
     /// Why a forwarded request may not be served here, as the answer to send back; nil to serve
     /// it. Servers serve anything from server certificates; from a client certificate, reads, and
     /// writes carrying this server's API token (docs/ARCHITECTURE.md, "Trust").
-    private func refusal(of r: Microscale_Control_ForwardRequest, from peer: AuthenticatedPeer) -> APIResponse? {
+    private func refusal(isRead: Bool, token: String, from peer: AuthenticatedPeer) -> APIResponse? {
+        let what = isRead ? "read" : "write"
         guard raft != nil else {
             // A client relaying it would send it on under its own certificate, with its token.
-            refusals.refuse(.forwardRequestToClientAgent, peer: peer.name, "a forwarded \(clipped(r.method)) request; client agents serve none")
+            refusals.refuse(.forwardRequestToClientAgent, peer: peer.name, "a forwarded \(what); client agents serve none")
             return .error(403, "\(name) is a client agent and serves no forwarded request")
         }
-        guard !peer.identity.isServer, r.method != "GET" else { return nil }
+        guard !peer.identity.isServer, !isRead else { return nil }
         guard let apiToken else {
             refusals.refuse(
                 .forwardedWriteNeedsToken, peer: peer.name,
-                "a forwarded \(clipped(r.method)) from a client certificate, and this server has no --api-token")
+                "a forwarded write from a client certificate, and this server has no --api-token")
             return .error(
                 403,
                 "\(name) refuses writes relayed by client agents: it has no API token to check them against. "
                     + "Set the same --api-token on servers and clients, or send the write to a server's API")
         }
-        guard tokensEqual(r.token, apiToken) else {
+        guard tokensEqual(token, apiToken) else {
             refusals.refuse(
                 .forwardedWriteNeedsToken, peer: peer.name,
-                "a forwarded \(clipped(r.method)) from a client certificate without the API token")
+                "a forwarded write from a client certificate without the API token")
             return .error(
                 403,
                 "a write relayed by client agent \(peer.name) needs the API token of the servers. "
@@ -406,18 +430,16 @@ public actor ClusterAPI {
         return beforeQuery.split(separator: "/").map(String.init)
     }
 
-    private func execute(method: String, path: String, body: [UInt8], raft: RaftService) async -> APIResponse {
-        let p = Self.pathSegments(path)
-        guard p.count >= 2, p[0] == "v1" else { return .error(404, "no such endpoint: \(method) \(path)") }
-        switch (method, p[1], p.count) {
-        case ("GET", "leader", 2):
+    private func execute(_ request: ClusterRequest, raft: RaftService) async -> APIResponse {
+        switch request {
+        case .read(.leader, _):
             // On the leader, itself; on a follower asked for a stale read, the leader it knows.
             guard let s = await raft.status(), let leader = s.role == "leader" ? name : s.leader else {
                 return .error(503, await raft.status() == nil ? await raft.noClusterReason : "no leader elected yet; retry shortly")
             }
             let address = await servers()[leader] ?? ""
             return .json(LeaderView(name: leader, address: address, term: s.term, commitIndex: s.commitIndex, voters: s.voters))
-        case ("GET", "status", 2):
+        case .read(.status, _):
             guard let s = await raft.status() else { return .error(503, await raft.noClusterReason) }
             let state = await raft.state
             let members = await members()
@@ -447,64 +469,45 @@ public actor ClusterAPI {
                 StatusView(
                     leader: s.role == "leader" ? name : s.leader ?? "", term: s.term, planIndex: state.planIndex,
                     services: services, nodes: nodes))
-        case ("GET", "report", 3) where p[2] == "utilization":
-            let (window, refused) = Self.utilizationWindow(path)
-            guard let window else { return refused ?? .error(400, "window") }
+        case .read(.utilization(let window), _):
             guard let summary = await utilization(window) else { return .error(503, "this server keeps no utilization samples") }
             return .json(summary)
-        case ("GET", "decisions", 2):
-            var limit = 20
-            if let q = path.split(separator: "?", maxSplits: 1).dropFirst().first {
-                for pair in q.split(separator: "&") {
-                    let kv = pair.split(separator: "=", maxSplits: 1)
-                    if kv.count == 2, kv[0] == "limit" {
-                        guard let n = Int(kv[1]), n >= 1 else { return .error(400, "limit: \"\(kv[1])\" is not a number >= 1") }
-                        limit = min(n, ClusterState.maxDecisions)
-                    }
-                }
-            }
+        case .read(.decisions(let limit), _):
             return .json(Array(await raft.state.decisions.suffix(limit)))
-        case ("GET", "services", 2):
+        case .read(.services, _):
             return .json(await raft.state.services)
-        case ("PUT", "services", 2), ("POST", "services", 2):
+        case .applyServices(let document):
             let specs: [String: ServiceSpec]
-            do { specs = try ServicesFile.parse(String(decoding: body, as: UTF8.self), source: "request body") } catch {
+            do { specs = try ServicesFile.parse(String(decoding: document, as: UTF8.self), source: "request body") } catch {
                 return .error(400, error.description)
             }
             return await commit(.applyServices(specs), raft: raft, ok: .json(["applied": specs.keys.sorted()]))
-        case ("DELETE", "services", 3):
-            return await commit(.removeService(p[2]), raft: raft, ok: .json(["removed": p[2]]))
-        case ("GET", "demand", 2):
+        case .removeService(let service):
+            return await commit(.removeService(service), raft: raft, ok: .json(["removed": service]))
+        case .read(.demand, _):
             return .json(await raft.state.demand)
-        case ("PUT", "demand", 3):
-            struct Value: Decodable { var value: Double }
-            guard let v = try? JSONDecoder().decode(Value.self, from: Data(body)) else {
-                return .error(400, "body: expected {\"value\": NUMBER}")
-            }
+        case .setDemand(let service, let value):
             return await commit(
-                .setDemand(service: p[2], value: v.value), raft: raft,
-                ok: .json(DemandView(service: p[2], value: v.value)))
-        case ("POST", "services", 4) where p[3] == "rollback":
+                .setDemand(service: service, value: value), raft: raft,
+                ok: .json(DemandView(service: service, value: value)))
+        case .rollbackService(let service):
             // The previous spec comes back, and rolls out like any change (docs/rollouts.md).
-            return await commit(.rollbackService(p[2]), raft: raft, ok: .json(["service": p[2], "rolledBack": "true"]))
-        case ("GET", "nodes", 3) where p[2] == "drained":
+            return await commit(.rollbackService(service), raft: raft, ok: .json(["service": service, "rolledBack": "true"]))
+        case .read(.drainedNodes, _):
             return .json(await raft.state.drainedNodes)
-        case ("GET", "nodes", 3) where p[2] == "denied":
+        case .read(.deniedNodes, _):
             return .json(await raft.state.deniedNodes)
-        case ("POST", "nodes", 4) where p[3] == "deny" || p[3] == "undeny":
-            let denied = p[3] == "deny"
-            guard !denied || p[2] != name else {
+        case .setDenied(let node, let denied):
+            guard !denied || node != name else {
                 // The leader would cut itself off from the servers that elected it mid-request.
-                return .error(400, "\(p[2]) leads the Raft servers: hand leadership off first (or deny it from after a 'leave')")
+                return .error(400, "\(node) leads the Raft servers: hand leadership off first (or deny it from after a 'leave')")
             }
             return await commit(
-                .setDenied(node: p[2], denied: denied), raft: raft,
-                ok: .json(["node": p[2], "denied": denied ? "true" : "false"]))
-        case ("POST", "nodes", 4) where p[3] == "drain" || p[3] == "undrain":
-            return await commit(
-                .setDrain(node: p[2], drained: p[3] == "drain"), raft: raft,
-                ok: .json(DrainView(node: p[2], drained: p[3] == "drain")))
-        case ("GET", "operator", 3) where p[2] == "snapshot":
+                .setDenied(node: node, denied: denied), raft: raft,
+                ok: .json(["node": node, "denied": denied ? "true" : "false"]))
+        case .setDrain(let node, let drained):
+            return await commit(.setDrain(node: node, drained: drained), raft: raft, ok: .json(DrainView(node: node, drained: drained)))
+        case .read(.snapshot, _):
             // The leader's applied state, copied in one step on its actor: a consistent point of the log.
             let backup = await raft.state.backup(takenAtMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
             let bytes: [UInt8]
@@ -515,28 +518,25 @@ public actor ClusterAPI {
                 return .error(507, "the state is \(bytes.count) bytes as a snapshot; a snapshot holds at most \(SnapshotFile.maxBytes)")
             }
             return APIResponse(status: 200, body: bytes)
-        case ("GET", "operator", 4) where p[2] == "raft" && p[3] == "peers":
+        case .read(.raftPeers, _):
             guard let peers = await raft.peers() else { return .error(503, await raft.noClusterReason) }
             return .json(peers)
-        case ("DELETE", "operator", 5) where p[2] == "raft" && p[3] == "peers":
-            let leaving = path.contains("?leaving")
-            do { try await raft.removePeer(p[4], departing: leaving) } catch let e as ProposalError {
+        case .removeRaftPeer(let peer, let leaving):
+            do { try await raft.removePeer(peer, departing: leaving) } catch let e as ProposalError {
                 return Self.response(for: e)
             } catch {
                 return .error(500, "\(error)")
             }
-            return .json(["removed": p[4]])
-        case ("PUT", "operator", 3) where p[2] == "snapshot":
+            return .json(["removed": peer])
+        case .restoreSnapshot(let file):
             let backup: ClusterBackup
-            do { (_, backup) = try SnapshotFile.decode(body) } catch { return .error(400, error.description) }
+            do { (_, backup) = try SnapshotFile.decode(file) } catch { return .error(400, error.description) }
             return await commit(
                 .restore(backup), raft: raft,
                 ok: .json(
                     RestoreView(
                         index: backup.index, services: backup.services.count,
                         demand: backup.demand.count, drainedNodes: backup.drainedNodes.count)))
-        default:
-            return .error(404, "no such endpoint: \(method) \(path)")
         }
     }
 

@@ -120,7 +120,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
                     }
                     guard let permit = inFlight.acquire(peer: peer.name, bytes: frame.payload.readableBytes) else { return }
                     switch message.body {
-                    case .forwardRequest, .forwardResponse:
+                    case .apiRequest, .forwardRequest, .forwardResponse:
                         if let a = box.api {
                             Task {
                                 await a.receive(message, from: peer)
@@ -500,7 +500,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             }
         }
         while ContinuousClock.now < deadline {
-            let r = await clusterAPI.handle(method: "DELETE", path: "/v1/operator/raft/peers/\(configuration.name)?leaving", body: [])
+            let r = await clusterAPI.handle(.removeRaftPeer(configuration.name, leaving: true))
             if r.status == 200 {
                 logger.info("left the Raft configuration")
                 return

@@ -25,6 +25,11 @@ public enum TrustRule: String, Sendable, Hashable, CaseIterable {
     case forwardRequestToClientAgent = "forward-request-to-client-agent"
     /// A write forwarded from a client certificate needs the operator's API token.
     case forwardedWriteNeedsToken = "forwarded-write-needs-token"
+    /// A forwarded request must be within the bounds of docs/limits.md, field by field.
+    case malformedForwardedRequest = "malformed-forwarded-request"
+    /// A forwarded request in the untyped form of older versions (an HTTP method and path) is
+    /// answered 503 naming the upgrade (docs/ARCHITECTURE.md, "Forwarded API requests").
+    case forwardRequestFromOlderAgent = "forward-request-from-older-agent"
     /// A forward response is taken only from the peer the request went to, for an id it was sent.
     case forwardResponseNotAwaited = "forward-response-not-awaited"
     /// Bootstrap agreement is between server certificates only.

@@ -357,9 +357,9 @@ public enum ClusterCommand: Sendable, Hashable, Codable {
                 if let e = specs[name]!.validationError(name: name) { return e }
             }
         case .removeService(let name), .rollbackService(let name):
-            if name.isEmpty || name.utf8.count > 63 { return .unknownService(String(name.prefix(63))) }
+            if name.isEmpty || name.utf8.count > Limits.maxServiceNameBytes { return .unknownService(String(name.prefix(63))) }
         case .setDemand(let service, let value):
-            if service.isEmpty || service.utf8.count > 63 { return .unknownService(String(service.prefix(63))) }
+            if service.isEmpty || service.utf8.count > Limits.maxServiceNameBytes { return .unknownService(String(service.prefix(63))) }
             guard value.isFinite, value >= 0, value <= Limits.maxDemand else { return .invalidDemand(service: service, value: value) }
         case .setDrain(let node, _):
             if node.isEmpty || node.utf8.count > ClusterState.maxNodeNameBytes {

@@ -9,7 +9,7 @@
 //   https://github.com/apple/swift-protobuf/
 
 /// Control traffic between agents: assignment streams from the servers, and CLI/API requests
-/// forwarded to the leader.
+/// forwarded to the leader (typed: ApiRequest).
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -115,7 +115,9 @@ public nonisolated struct Microscale_Control_DenyList: Sendable {
   public init() {}
 }
 
-/// An API request received by a follower or a client agent, forwarded to the leader.
+/// The form of a forwarded API request before typed requests (an HTTP method and path with the
+/// body). Agents no longer send it; one that receives it answers with a ForwardResponse of status
+/// 503 saying the sender must be upgraded (docs/ARCHITECTURE.md, "Forwarded API requests").
 public nonisolated struct Microscale_Control_ForwardRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -129,6 +131,26 @@ public nonisolated struct Microscale_Control_ForwardRequest: Sendable {
 
   public var body: Data = Data()
 
+  public var hops: UInt32 = 0
+
+  public var token: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A cluster API request (docs/contracts.md) received by a follower or a client agent, forwarded
+/// to the leader as one typed command: parsed once where it entered (the HTTP API of the agent the
+/// operator spoke to), and every field bounded again by the agent that receives it
+/// (ForwardedRequest.decode names the field it refuses). Answered with a ForwardResponse of the same id.
+public nonisolated struct Microscale_Control_ApiRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: UInt64 = 0
+
   /// How many agents relayed it so far (a client to a server, a follower to the leader); bounded so
   /// that two servers with stale leader hints cannot bounce a request between them.
   public var hops: UInt32 = 0
@@ -137,6 +159,318 @@ public nonisolated struct Microscale_Control_ForwardRequest: Sendable {
   /// a server executes a write from a client certificate only with the token configured on it
   /// (docs/ARCHITECTURE.md, "Trust"). Servers relaying to the leader never send it.
   public var token: String = String()
+
+  public var command: Microscale_Control_ApiRequest.OneOf_Command? = nil
+
+  public var read: Microscale_Control_ReadView {
+    get {
+      if case .read(let v)? = command {return v}
+      return Microscale_Control_ReadView()
+    }
+    set {command = .read(newValue)}
+  }
+
+  public var applyServices: Microscale_Control_ApplyServices {
+    get {
+      if case .applyServices(let v)? = command {return v}
+      return Microscale_Control_ApplyServices()
+    }
+    set {command = .applyServices(newValue)}
+  }
+
+  public var removeService: Microscale_Control_RemoveService {
+    get {
+      if case .removeService(let v)? = command {return v}
+      return Microscale_Control_RemoveService()
+    }
+    set {command = .removeService(newValue)}
+  }
+
+  public var rollbackService: Microscale_Control_RollbackService {
+    get {
+      if case .rollbackService(let v)? = command {return v}
+      return Microscale_Control_RollbackService()
+    }
+    set {command = .rollbackService(newValue)}
+  }
+
+  public var setDemand: Microscale_Control_SetDemand {
+    get {
+      if case .setDemand(let v)? = command {return v}
+      return Microscale_Control_SetDemand()
+    }
+    set {command = .setDemand(newValue)}
+  }
+
+  public var setDrain: Microscale_Control_SetDrain {
+    get {
+      if case .setDrain(let v)? = command {return v}
+      return Microscale_Control_SetDrain()
+    }
+    set {command = .setDrain(newValue)}
+  }
+
+  public var setDenied: Microscale_Control_SetDenied {
+    get {
+      if case .setDenied(let v)? = command {return v}
+      return Microscale_Control_SetDenied()
+    }
+    set {command = .setDenied(newValue)}
+  }
+
+  public var removeRaftPeer: Microscale_Control_RemoveRaftPeer {
+    get {
+      if case .removeRaftPeer(let v)? = command {return v}
+      return Microscale_Control_RemoveRaftPeer()
+    }
+    set {command = .removeRaftPeer(newValue)}
+  }
+
+  public var restoreSnapshot: Microscale_Control_RestoreSnapshot {
+    get {
+      if case .restoreSnapshot(let v)? = command {return v}
+      return Microscale_Control_RestoreSnapshot()
+    }
+    set {command = .restoreSnapshot(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Command: Equatable, Sendable {
+    case read(Microscale_Control_ReadView)
+    case applyServices(Microscale_Control_ApplyServices)
+    case removeService(Microscale_Control_RemoveService)
+    case rollbackService(Microscale_Control_RollbackService)
+    case setDemand(Microscale_Control_SetDemand)
+    case setDrain(Microscale_Control_SetDrain)
+    case setDenied(Microscale_Control_SetDenied)
+    case removeRaftPeer(Microscale_Control_RemoveRaftPeer)
+    case restoreSnapshot(Microscale_Control_RestoreSnapshot)
+
+  }
+
+  public init() {}
+}
+
+/// A read of the cluster state: answered by the leader after a ReadIndex round (thesis §6.4), or
+/// by any server from what it applied when `stale` (Consul's consistency mode of that name).
+public nonisolated struct Microscale_Control_ReadView: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var view: Microscale_Control_ReadView.View = .unspecified
+
+  public var stale: Bool = false
+
+  /// VIEW_UTILIZATION: the window, 1 s to 1 h in milliseconds.
+  public var windowMilliseconds: UInt64 = 0
+
+  /// VIEW_DECISIONS: how many of the latest decisions, 1 to ClusterState.maxDecisions.
+  public var limit: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum View: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case unspecified // = 0
+
+    /// GET /v1/leader
+    case leader // = 1
+
+    /// GET /v1/status
+    case status // = 2
+
+    /// GET /v1/report/utilization
+    case utilization // = 3
+
+    /// GET /v1/decisions
+    case decisions // = 4
+
+    /// GET /v1/services
+    case services // = 5
+
+    /// GET /v1/demand
+    case demand // = 6
+
+    /// GET /v1/nodes/drained
+    case drainedNodes // = 7
+
+    /// GET /v1/nodes/denied
+    case deniedNodes // = 8
+
+    /// GET /v1/operator/snapshot
+    case snapshot // = 9
+
+    /// GET /v1/operator/raft/peers
+    case raftPeers // = 10
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .leader
+      case 2: self = .status
+      case 3: self = .utilization
+      case 4: self = .decisions
+      case 5: self = .services
+      case 6: self = .demand
+      case 7: self = .drainedNodes
+      case 8: self = .deniedNodes
+      case 9: self = .snapshot
+      case 10: self = .raftPeers
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .leader: return 1
+      case .status: return 2
+      case .utilization: return 3
+      case .decisions: return 4
+      case .services: return 5
+      case .demand: return 6
+      case .drainedNodes: return 7
+      case .deniedNodes: return 8
+      case .snapshot: return 9
+      case .raftPeers: return 10
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Microscale_Control_ReadView.View] = [
+      .unspecified,
+      .leader,
+      .status,
+      .utilization,
+      .decisions,
+      .services,
+      .demand,
+      .drainedNodes,
+      .deniedNodes,
+      .snapshot,
+      .raftPeers,
+    ]
+
+  }
+
+  public init() {}
+}
+
+/// PUT /v1/services: a services file (YAML or JSON, docs/contracts.md), at most 256 KiB, parsed
+/// by the leader with its own limits.
+public nonisolated struct Microscale_Control_ApplyServices: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var document: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// DELETE /v1/services/NAME
+public nonisolated struct Microscale_Control_RemoveService: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var service: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// POST /v1/services/NAME/rollback
+public nonisolated struct Microscale_Control_RollbackService: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var service: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// PUT /v1/demand/NAME: a finite value from 0 to 1e12.
+public nonisolated struct Microscale_Control_SetDemand: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var service: String = String()
+
+  public var value: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// POST /v1/nodes/NAME/drain (drained) and /undrain.
+public nonisolated struct Microscale_Control_SetDrain: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var node: String = String()
+
+  public var drained: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// POST /v1/nodes/NAME/deny (denied) and /undeny.
+public nonisolated struct Microscale_Control_SetDenied: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var node: String = String()
+
+  public var denied: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// DELETE /v1/operator/raft/peers/NAME (`leaving`: the server itself is leaving, ?leaving).
+public nonisolated struct Microscale_Control_RemoveRaftPeer: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var node: String = String()
+
+  public var leaving: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// PUT /v1/operator/snapshot: a snapshot file (docs/consensus.md, "Backup and restore"), at most 256 KiB.
+public nonisolated struct Microscale_Control_RestoreSnapshot: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var file: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -257,6 +591,14 @@ public nonisolated struct Microscale_Control_ControlMessage: Sendable {
     set {body = .denyList(newValue)}
   }
 
+  public var apiRequest: Microscale_Control_ApiRequest {
+    get {
+      if case .apiRequest(let v)? = body {return v}
+      return Microscale_Control_ApiRequest()
+    }
+    set {body = .apiRequest(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -267,6 +609,7 @@ public nonisolated struct Microscale_Control_ControlMessage: Sendable {
     case bootstrapProposal(Microscale_Control_BootstrapProposal)
     case bootstrapReply(Microscale_Control_BootstrapReply)
     case denyList(Microscale_Control_DenyList)
+    case apiRequest(Microscale_Control_ApiRequest)
 
   }
 
@@ -512,6 +855,516 @@ nonisolated extension Microscale_Control_ForwardRequest: SwiftProtobuf.Message, 
   }
 }
 
+nonisolated extension Microscale_Control_ApiRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ApiRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}hops\0\u{1}token\0\u{2}\u{7}read\0\u{3}apply_services\0\u{3}remove_service\0\u{3}rollback_service\0\u{3}set_demand\0\u{3}set_drain\0\u{3}set_denied\0\u{3}remove_raft_peer\0\u{3}restore_snapshot\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.hops) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.token) }()
+      case 10: try {
+        var v: Microscale_Control_ReadView?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .read(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .read(v)
+        }
+      }()
+      case 11: try {
+        var v: Microscale_Control_ApplyServices?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .applyServices(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .applyServices(v)
+        }
+      }()
+      case 12: try {
+        var v: Microscale_Control_RemoveService?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .removeService(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .removeService(v)
+        }
+      }()
+      case 13: try {
+        var v: Microscale_Control_RollbackService?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .rollbackService(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .rollbackService(v)
+        }
+      }()
+      case 14: try {
+        var v: Microscale_Control_SetDemand?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .setDemand(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .setDemand(v)
+        }
+      }()
+      case 15: try {
+        var v: Microscale_Control_SetDrain?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .setDrain(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .setDrain(v)
+        }
+      }()
+      case 16: try {
+        var v: Microscale_Control_SetDenied?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .setDenied(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .setDenied(v)
+        }
+      }()
+      case 17: try {
+        var v: Microscale_Control_RemoveRaftPeer?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .removeRaftPeer(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .removeRaftPeer(v)
+        }
+      }()
+      case 18: try {
+        var v: Microscale_Control_RestoreSnapshot?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .restoreSnapshot(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .restoreSnapshot(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.id != 0 {
+      try visitor.visitSingularUInt64Field(value: self.id, fieldNumber: 1)
+    }
+    if self.hops != 0 {
+      try visitor.visitSingularUInt32Field(value: self.hops, fieldNumber: 2)
+    }
+    if !self.token.isEmpty {
+      try visitor.visitSingularStringField(value: self.token, fieldNumber: 3)
+    }
+    switch self.command {
+    case .read?: try {
+      guard case .read(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    }()
+    case .applyServices?: try {
+      guard case .applyServices(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    }()
+    case .removeService?: try {
+      guard case .removeService(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+    }()
+    case .rollbackService?: try {
+      guard case .rollbackService(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+    }()
+    case .setDemand?: try {
+      guard case .setDemand(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+    }()
+    case .setDrain?: try {
+      guard case .setDrain(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+    }()
+    case .setDenied?: try {
+      guard case .setDenied(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
+    }()
+    case .removeRaftPeer?: try {
+      guard case .removeRaftPeer(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 17)
+    }()
+    case .restoreSnapshot?: try {
+      guard case .restoreSnapshot(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Control_ApiRequest, rhs: Microscale_Control_ApiRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.hops != rhs.hops {return false}
+    if lhs.token != rhs.token {return false}
+    if lhs.command != rhs.command {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Control_ReadView: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReadView"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}view\0\u{1}stale\0\u{3}window_milliseconds\0\u{1}limit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.view) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.stale) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.windowMilliseconds) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.view != .unspecified {
+      try visitor.visitSingularEnumField(value: self.view, fieldNumber: 1)
+    }
+    if self.stale != false {
+      try visitor.visitSingularBoolField(value: self.stale, fieldNumber: 2)
+    }
+    if self.windowMilliseconds != 0 {
+      try visitor.visitSingularUInt64Field(value: self.windowMilliseconds, fieldNumber: 3)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Control_ReadView, rhs: Microscale_Control_ReadView) -> Bool {
+    if lhs.view != rhs.view {return false}
+    if lhs.stale != rhs.stale {return false}
+    if lhs.windowMilliseconds != rhs.windowMilliseconds {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Control_ReadView.View: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0VIEW_UNSPECIFIED\0\u{1}VIEW_LEADER\0\u{1}VIEW_STATUS\0\u{1}VIEW_UTILIZATION\0\u{1}VIEW_DECISIONS\0\u{1}VIEW_SERVICES\0\u{1}VIEW_DEMAND\0\u{1}VIEW_DRAINED_NODES\0\u{1}VIEW_DENIED_NODES\0\u{1}VIEW_SNAPSHOT\0\u{1}VIEW_RAFT_PEERS\0")
+}
+
+nonisolated extension Microscale_Control_ApplyServices: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ApplyServices"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}document\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBytesField(value: &self.document) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.document.isEmpty {
+      try visitor.visitSingularBytesField(value: self.document, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Control_ApplyServices, rhs: Microscale_Control_ApplyServices) -> Bool {
+    if lhs.document != rhs.document {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Control_RemoveService: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RemoveService"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.service) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.service.isEmpty {
+      try visitor.visitSingularStringField(value: self.service, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Control_RemoveService, rhs: Microscale_Control_RemoveService) -> Bool {
+    if lhs.service != rhs.service {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Control_RollbackService: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RollbackService"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.service) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.service.isEmpty {
+      try visitor.visitSingularStringField(value: self.service, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Control_RollbackService, rhs: Microscale_Control_RollbackService) -> Bool {
+    if lhs.service != rhs.service {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Control_SetDemand: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SetDemand"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}value\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.service) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.value) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.service.isEmpty {
+      try visitor.visitSingularStringField(value: self.service, fieldNumber: 1)
+    }
+    if self.value.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.value, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Control_SetDemand, rhs: Microscale_Control_SetDemand) -> Bool {
+    if lhs.service != rhs.service {return false}
+    if lhs.value != rhs.value {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Control_SetDrain: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SetDrain"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}drained\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.drained) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.node.isEmpty {
+      try visitor.visitSingularStringField(value: self.node, fieldNumber: 1)
+    }
+    if self.drained != false {
+      try visitor.visitSingularBoolField(value: self.drained, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Control_SetDrain, rhs: Microscale_Control_SetDrain) -> Bool {
+    if lhs.node != rhs.node {return false}
+    if lhs.drained != rhs.drained {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Control_SetDenied: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SetDenied"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}denied\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.denied) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.node.isEmpty {
+      try visitor.visitSingularStringField(value: self.node, fieldNumber: 1)
+    }
+    if self.denied != false {
+      try visitor.visitSingularBoolField(value: self.denied, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Control_SetDenied, rhs: Microscale_Control_SetDenied) -> Bool {
+    if lhs.node != rhs.node {return false}
+    if lhs.denied != rhs.denied {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Control_RemoveRaftPeer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RemoveRaftPeer"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}leaving\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.leaving) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.node.isEmpty {
+      try visitor.visitSingularStringField(value: self.node, fieldNumber: 1)
+    }
+    if self.leaving != false {
+      try visitor.visitSingularBoolField(value: self.leaving, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Control_RemoveRaftPeer, rhs: Microscale_Control_RemoveRaftPeer) -> Bool {
+    if lhs.node != rhs.node {return false}
+    if lhs.leaving != rhs.leaving {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Microscale_Control_RestoreSnapshot: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RestoreSnapshot"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}file\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBytesField(value: &self.file) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.file.isEmpty {
+      try visitor.visitSingularBytesField(value: self.file, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Microscale_Control_RestoreSnapshot, rhs: Microscale_Control_RestoreSnapshot) -> Bool {
+    if lhs.file != rhs.file {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Microscale_Control_ForwardResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForwardResponse"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}status\0\u{1}body\0\u{3}leader_hint\0")
@@ -629,7 +1482,7 @@ nonisolated extension Microscale_Control_BootstrapReply: SwiftProtobuf.Message, 
 
 nonisolated extension Microscale_Control_ControlMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ControlMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}assignment\0\u{1}subscribe\0\u{3}forward_request\0\u{3}forward_response\0\u{3}bootstrap_proposal\0\u{3}bootstrap_reply\0\u{3}deny_list\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}assignment\0\u{1}subscribe\0\u{3}forward_request\0\u{3}forward_response\0\u{3}bootstrap_proposal\0\u{3}bootstrap_reply\0\u{3}deny_list\0\u{3}api_request\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -728,6 +1581,19 @@ nonisolated extension Microscale_Control_ControlMessage: SwiftProtobuf.Message, 
           self.body = .denyList(v)
         }
       }()
+      case 8: try {
+        var v: Microscale_Control_ApiRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .apiRequest(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .apiRequest(v)
+        }
+      }()
       default: break
       }
     }
@@ -766,6 +1632,10 @@ nonisolated extension Microscale_Control_ControlMessage: SwiftProtobuf.Message, 
     case .denyList?: try {
       guard case .denyList(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    }()
+    case .apiRequest?: try {
+      guard case .apiRequest(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
     }()
     case nil: break
     }

@@ -4,8 +4,9 @@ import Wire
 
 @testable import Agent
 
-/// The leader splits the path of every request it serves, forwarded ones included, whose path is
-/// whatever another agent sent.
+/// An agent splits the path of every request its HTTP API takes (ClusterRequest). Forwarded
+/// requests are typed now, but the untyped form of older versions still decodes, with whatever
+/// path its sender put in it.
 @Suite struct ClusterAPIPathTests {
     @Test func aPathIsItsSegmentsWithoutTheQuery() {
         #expect(ClusterAPI.pathSegments("/v1/services") == ["v1", "services"])

@@ -82,6 +82,8 @@ struct RecordingHandler: LogHandler {
         let transport: PeerTransport
         /// "peer#id=status" for every forward response it got.
         let responses = LogRecorder()
+        /// "peer#id body" for the same responses.
+        let bodies = LogRecorder()
         /// Signs as mallory, with mallory's key: what it may do for its own record, and all it can
         /// do for anyone else's.
         let signer: CertificateRecordAuthenticator
@@ -93,12 +95,14 @@ struct RecordingHandler: LogHandler {
                     keyFile: "\(HostilePeerTests.dir)/certs/mallory-key.pem"))
             signer = CertificateRecordAuthenticator(try NodeSignatures(context: tls))
             let responses = self.responses
+            let bodies = self.bodies
             transport = PeerTransport(group: group, tls: tls, options: .init(cluster: "microscale", agentVersion: MicroscaleVersion.current)) {
                 peer, frame in
                 guard frame.kind == .control, let m = try? frame.decode(Microscale_Control_ControlMessage.self),
                     case .forwardResponse(let r) = m.body
                 else { return }
                 responses.append("\(peer.name)#\(r.id)=\(r.status)")
+                bodies.append("\(peer.name)#\(r.id) \(String(decoding: r.body, as: UTF8.self))")
             }
         }
 
@@ -118,14 +122,22 @@ struct RecordingHandler: LogHandler {
         return try Frame(kind: .control, message: m)
     }
 
+    /// A request as an agent forwards it: typed (ClusterRequest), with `token` as a client agent
+    /// relaying its operator's write sends it.
     static func forward(id: UInt64, _ method: String, _ path: String, _ body: String = "", token: String = "") throws -> Frame {
+        var r = try ClusterRequest(method: method, path: path, body: Array(body.utf8)).wire
+        r.id = id
+        r.token = token
+        return try control { $0.apiRequest = r }
+    }
+
+    /// A request in the form agents sent before typed requests: the HTTP method and path.
+    static func untypedForward(id: UInt64, _ method: String, _ path: String) throws -> Frame {
         try control {
             var r = Microscale_Control_ForwardRequest()
             r.id = id
             r.method = method
             r.path = path
-            r.body = Data(body.utf8)
-            r.token = token
             $0.forwardRequest = r
         }
     }
@@ -408,6 +420,63 @@ struct RecordingHandler: LogHandler {
             #expect(members.first { $0.name == n }?.status == .alive, "\(members)")
         }
         #expect(await s1.members().first { $0.name == "mallory" }?.role == "client")
+    }
+
+    /// Typed forwarding end to end (docs/ARCHITECTURE.md, "Forwarded API requests"): mallory, with
+    /// the operator's token as a client agent would send it, hands a follower a drain; the
+    /// follower relays the same typed command to the leader, which carries it out. A command out
+    /// of bounds is refused by the agent that receives it, naming the field; one in the untyped
+    /// form of older versions is answered 503 at once, saying what to do.
+    @Test func aWriteForwardedThroughAFollowerIsCarriedOutAndAMalformedOneIsRefusedNamingTheField() async throws {
+        let logs = LogRecorder()
+        let (agents, ports) = try await startCluster(logs: logs)
+        let all = agents.values
+        let client = try #require(agents["c1"])
+        let hostile = try Hostile()
+        defer {
+            Task {
+                await hostile.stop()
+                for a in all { await a.shutdown() }
+            }
+        }
+        let servers = ["s1", "s2", "s3"]
+        #expect(try await eventually { (try? await call(client, "GET", "/v1/leader").status) == 200 })
+        #expect(
+            try await eventually {
+                for n in servers { if await agents[n]?.raft?.status()?.leader == nil { return false } }
+                return true
+            }, "every server runs Raft and knows the leader")
+        let leaderAnswer = try await call(client, "GET", "/v1/leader")
+        let leaderName = try JSONDecoder().decode(LeaderView.self, from: Data(leaderAnswer.body)).name
+        let follower = try #require(servers.first { $0 != leaderName })
+        let port = try #require(ports[follower])
+
+        try await hostile.send(try Self.forward(id: 1, "POST", "/v1/nodes/c1/drain", token: Self.token), to: port, follower)
+        #expect(try await eventually { hostile.responses.all.contains { $0.hasPrefix("\(follower)#1=") } })
+        #expect(hostile.responses.all.contains("\(follower)#1=200"), "\(hostile.bodies.all)")
+        let drained = try JSONDecoder().decode([String].self, from: Data(try await call(client, "GET", "/v1/nodes/drained").body))
+        #expect(drained == ["c1"])
+
+        var bad = Microscale_Control_ApiRequest()
+        bad.id = 2
+        bad.token = Self.token
+        bad.setDemand = .with {
+            $0.service = "web"
+            $0.value = .infinity
+        }
+        try await hostile.send(try Self.control { $0.apiRequest = bad }, to: port, follower)
+        try await hostile.send(try Self.untypedForward(id: 3, "POST", "/v1/nodes/c1/undrain"), to: port, follower)
+        #expect(try await eventually { hostile.responses.all.count >= 3 })
+        #expect(hostile.responses.all.sorted() == ["\(follower)#1=200", "\(follower)#2=400", "\(follower)#3=503"])
+        let bodies = hostile.bodies.all
+        #expect(bodies.contains { $0.hasPrefix("\(follower)#2 ") && $0.contains("api_request.set_demand.value: inf") }, "\(bodies)")
+        #expect(bodies.contains { $0.hasPrefix("\(follower)#3 ") && $0.contains("upgrade mallory") }, "\(bodies)")
+        let target = try #require(agents[follower])
+        #expect(target.refusals.count(.malformedForwardedRequest) == 1)
+        #expect(target.refusals.count(.forwardRequestFromOlderAgent) == 1)
+        // Neither moved anything: c1 is still drained, and no demand was set.
+        #expect(try JSONDecoder().decode([String].self, from: Data(try await call(client, "GET", "/v1/nodes/drained").body)) == ["c1"])
+        #expect(try JSONDecoder().decode([String: Double].self, from: Data(try await call(client, "GET", "/v1/demand").body)).isEmpty)
     }
 
     @Test func aRefusalIsLoggedOncePerPeerAndRulePerIntervalAndAlwaysCounted() {

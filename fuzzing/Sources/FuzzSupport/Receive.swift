@@ -126,18 +126,31 @@ public enum Receive {
         return n
     }()
 
-    /// AgentRuntime's onFrame for `.control`, then ClusterAPI.receive (forwarded requests, served
-    /// as the leader would: the path's segments, and a services body parsed as a services file) or
-    /// AssignmentStream.receive (each service's spec decoded from JSON).
+    /// AgentRuntime's onFrame for `.control`, then ClusterAPI.receive (a forwarded request bounded
+    /// field by field as ClusterRequest(wire:), then served as the leader would: a services
+    /// document parsed as a services file, a snapshot file decoded; an untyped request of older
+    /// versions only answered) or AssignmentStream.receive (each service's spec decoded from JSON).
     public static func control(_ frame: Frame) {
         guard let message = try? frame.decode(Microscale_Control_ControlMessage.self) else { return }
         switch message.body {
-        case .forwardRequest(let r):
-            let segments = ClusterAPI.pathSegments(r.path)
-            _ = Int(r.hops)
-            if segments.count == 2, segments[1] == "services", r.method == "PUT" || r.method == "POST" {
-                services(String(decoding: r.body, as: UTF8.self))
+        case .apiRequest(let r):
+            guard let request = try? ClusterRequest(wire: r) else { return }
+            // What passed the bounds crosses the wire again unchanged (a relay to the leader).
+            var again = request.wire
+            again.id = r.id
+            check((try? ClusterRequest(wire: again)) == request, "a forwarded request changes when relayed")
+            _ = request.summary
+            switch request {
+            case .applyServices(let document):
+                services(String(decoding: document, as: UTF8.self))
+            case .restoreSnapshot(let file):
+                _ = try? SnapshotFile.decode(file)
+            default:
+                break
             }
+        case .forwardRequest(let r):
+            // Answered 503 with its method and path clipped into a log line, never served.
+            _ = (r.id, r.method.prefix(64), r.path.prefix(64))
         case .forwardResponse(let r):
             _ = (r.id, Int(r.status), Array(r.body))
         case .assignment(let a):

@@ -265,14 +265,18 @@ public enum Seeds {
         }
         func request(_ method: String, _ path: String, _ body: String = "", hops: UInt32 = 1) -> Microscale_Control_ControlMessage {
             var m = Microscale_Control_ControlMessage()
-            m.forwardRequest = .with {
-                $0.id = 7
-                $0.method = method
-                $0.path = path
-                $0.body = Data(body.utf8)
-                $0.hops = hops
-            }
+            guard var r = try? ClusterRequest(method: method, path: path, body: Array(body.utf8)).wire else { return m }
+            r.id = 7
+            r.hops = hops
+            m.apiRequest = r
             return m
+        }
+        var untyped = Microscale_Control_ControlMessage()
+        untyped.forwardRequest = .with {
+            $0.id = 8
+            $0.method = "PUT"
+            $0.path = "/v1/demand/web"
+            $0.body = Data(#"{"value": 12}"#.utf8)
         }
         var response = Microscale_Control_ControlMessage()
         response.forwardResponse = .with {
@@ -290,6 +294,11 @@ public enum Seeds {
             ("request-put-demand", serialized(request("PUT", "/v1/demand/web", #"{"value": 12}"#))),
             ("request-drain", serialized(request("POST", "/v1/nodes/node-2/drain", hops: 2))),
             ("request-delete", serialized(request("DELETE", "/v1/services/batch"))),
+            ("request-utilization", serialized(request("GET", "/v1/report/utilization?window=10m&stale"))),
+            ("request-rollback", serialized(request("POST", "/v1/services/web/rollback"))),
+            ("request-deny", serialized(request("POST", "/v1/nodes/node-3/deny"))),
+            ("request-remove-peer", serialized(request("DELETE", "/v1/operator/raft/peers/node-3?leaving"))),
+            ("request-untyped", serialized(untyped)),
             ("response", serialized(response)),
             ("empty", []),
         ]
