@@ -143,12 +143,16 @@ public actor ClusterAPI {
     }
     private var nextID: UInt64 = 1
 
+    /// The agent's clock: a snapshot's time is its wall clock.
+    let clock: AgentClock
+
     public init(
         name: String, raft: RaftService?, transport: PeerTransport, logger: Logger,
-        apiToken: String? = nil, refusals: Refusals? = nil,
+        apiToken: String? = nil, refusals: Refusals? = nil, clock: AgentClock = .system(),
         servers: @escaping @Sendable () async -> [String: String]
     ) {
         self.name = name
+        self.clock = clock
         self.apiToken = apiToken
         self.refusals = refusals ?? Refusals(logger: logger)
         self.raft = raft
@@ -509,7 +513,7 @@ public actor ClusterAPI {
             return await commit(.setDrain(node: node, drained: drained), raft: raft, ok: .json(DrainView(node: node, drained: drained)))
         case .read(.snapshot, _):
             // The leader's applied state, copied in one step on its actor: a consistent point of the log.
-            let backup = await raft.state.backup(takenAtMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
+            let backup = await raft.state.backup(takenAtMilliseconds: clock.wallMilliseconds)
             let bytes: [UInt8]
             do { bytes = try SnapshotFile.encode(backup, cluster: clusterName) } catch {
                 return .error(500, "cannot encode the snapshot: \(error)")

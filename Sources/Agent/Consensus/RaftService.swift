@@ -117,7 +117,10 @@ public actor RaftService {
     /// Agreeing on the first voters with the other servers (no Raft state yet).
     private var agreement: BootstrapAgreement?
     private var agreementBroken = false
-    private let epoch = ContinuousClock.now
+    /// The agent's clock (AgentRuntime's): the bootstrap agreement and the autopilot run on its
+    /// monotonic time. (The Ready loop's ticks and the wait-until-deadline loops still measure
+    /// elapsed time on the continuous clock: docs/ARCHITECTURE.md, "Time in the shells".)
+    private let clock: AgentClock
     /// Frames of a snapshot waiting in a peer's outbox.
     private var snapshotFramesQueued: [String: Int] = [:]
     /// The leader's driver of server membership; its timers start afresh with each leadership.
@@ -141,8 +144,10 @@ public actor RaftService {
 
     public init(
         name: String, dataDir: String, options: Options, transport: PeerTransport, logger: Logger,
-        seed: UInt64, refusals: Refusals? = nil, servers: @escaping @Sendable () async -> [String: String]
+        seed: UInt64, refusals: Refusals? = nil, clock: AgentClock = .system(),
+        servers: @escaping @Sendable () async -> [String: String]
     ) throws {
+        self.clock = clock
         self.name = name
         self.refusals = refusals ?? Refusals(logger: logger)
         self.options = options
@@ -227,7 +232,7 @@ public actor RaftService {
             logger.info("waiting for servers to agree on the voters", metadata: ["expect": "\(options.bootstrapExpect)", "alive": "\(alive.count)"])
             waitingLogged = true
         }
-        perform(agreement!.observe(servers: alive, now: ContinuousClock.now - epoch))
+        perform(agreement!.observe(servers: alive, now: clock.now))
         // A server that is not among the first voters (started later, with the same flags as they
         // were) never pledges; it asks the others, once a second, whether a cluster runs already:
         // the answer names its voters, and this server then joins (an empty proposal commits no
@@ -534,7 +539,7 @@ public actor RaftService {
         let input = Autopilot.Input(
             leader: name, configuration: n.configuration, lastIndex: n.lastIndex, match: match,
             health: health, servers: servers)
-        guard let action = autopilot.step(input, now: ContinuousClock.now - epoch), n.canChangeConfiguration else { return }
+        guard let action = autopilot.step(input, now: clock.now), n.canChangeConfiguration else { return }
         if case .addLearner = action.change, n.snapshot.index == 0 {
             // The first voters are in no log entry (they were agreed at bootstrap), so a server that
             // copied the log from its start would not know them. After a compaction the leader
@@ -578,7 +583,7 @@ public actor RaftService {
             let to = try await transferLeadership()
             throw ProposalError.notLeader(leader: to)
         }
-        if departing { autopilot.departing(peer, now: ContinuousClock.now - epoch) }
+        if departing { autopilot.departing(peer, now: clock.now) }
         // The autopilot may have a change of its own in flight: one at a time (thesis §4.1).
         let deadline = ContinuousClock.now + options.proposalTimeout
         while node?.canChangeConfiguration == false, node?.role == .leader, ContinuousClock.now < deadline {

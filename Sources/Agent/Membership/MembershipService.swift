@@ -24,7 +24,8 @@ public actor MembershipService {
     private let transport: PeerTransport
     private let logger: Logger
     private let eventLoop: any EventLoop
-    private let epoch = ContinuousClock.now
+    /// The agent's clock (AgentRuntime's): SWIM's timers run on its monotonic time.
+    private let clock: AgentClock
     private var timer: Scheduled<Void>?
     private var timerDeadline: Duration?
     /// Frames waiting for a dial, per destination address, in order: sends to an address being
@@ -80,17 +81,18 @@ public actor MembershipService {
     public init(
         configuration: MembershipConfiguration = .lan, record: NodeRecord, seed: UInt64,
         authenticator: any RecordAuthenticator,
-        transport: PeerTransport, eventLoop: any EventLoop, logger: Logger
+        transport: PeerTransport, eventLoop: any EventLoop, logger: Logger, clock: AgentClock = .system()
     ) throws {
+        self.clock = clock
         self.instance = try SWIMInstance(
-            configuration: configuration, record: record, seed: seed, now: .zero,
+            configuration: configuration, record: record, seed: seed, now: clock.now,
             authenticator: authenticator)
         self.transport = transport
         self.eventLoop = eventLoop
         self.logger = logger
     }
 
-    private var now: Duration { ContinuousClock.now - epoch }
+    private var now: Duration { clock.now }
 
     // MARK: Inputs
 

@@ -164,7 +164,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             membership = try MembershipService(
                 configuration: membershipConfiguration, record: record, seed: seed.next(),
                 authenticator: CertificateRecordAuthenticator(try NodeSignatures(current: { [transport] in transport.tlsContext })),
-                transport: transport, eventLoop: peerLoop, logger: logger)
+                transport: transport, eventLoop: peerLoop, logger: logger, clock: clock)
         } catch {
             throw ConfigurationError("node record: \(error)")
         }
@@ -197,7 +197,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             do {
                 raft = try RaftService(
                     name: c.name, dataDir: c.dataDir, options: options, transport: transport,
-                    logger: logger, seed: seed.next(), refusals: refusals, servers: servers)
+                    logger: logger, seed: seed.next(), refusals: refusals, clock: clock, servers: servers)
             } catch {
                 throw ConfigurationError("--data-dir: cannot open the Raft log in \(c.dataDir): \(error)")
             }
@@ -207,7 +207,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         box.raft = raft
         clusterAPI = ClusterAPI(
             name: c.name, raft: raft, transport: transport, logger: logger, apiToken: c.apiToken,
-            refusals: refusals, servers: servers)
+            refusals: refusals, clock: clock, servers: servers)
         box.api = clusterAPI
         executor = NodeExecutor(
             node: c.name, dockerHost: c.dockerSocket, registryAuth: c.registryAuth,
