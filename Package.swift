@@ -130,6 +130,8 @@ let package = Package(
             name: "SimulationKit",
             dependencies: [
                 "Determinism", "Membership", "Consensus", "Scaling",
+                // The pure Reconciler (DockerEngine/Reconciler) carries out assignments on the simulated engine.
+                "DockerEngine",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
             ],

@@ -1,0 +1,1233 @@
+import Consensus
+import DockerEngine
+import HeapModule
+import Scaling
+
+/// The whole cluster under one seed (docs/simulation.md): servers running `RaftNode` over
+/// `ClusterState`, the leader planning with `Planner` and committing plans, every agent carrying
+/// its share out on a `SimulatedEngine` through the pure `Reconciler`, a heartbeat failure detector
+/// over the `SimulatedNetwork`, an operator changing demand and draining nodes, and faults, all
+/// driven by one `SeededGenerator` and one simulated clock. The same seed and options always give
+/// the same run (nothing here iterates a dictionary where the order could reach a random draw).
+/// The model is TigerBeetle's VOPR and FoundationDB's simulator: real cores, simulated world.
+
+/// A rule deliberately broken, to show that some seed catches it (docs/simulation.md).
+public enum BrokenRule: String, Sendable, Hashable, Codable, CaseIterable {
+    /// The executor starts a round's new containers without waiting for the round's stops
+    /// (docs/ARCHITECTURE.md, Principles 3: stops before starts).
+    case startsBeforeStops = "starts-before-stops"
+}
+
+public struct ClusterSimulationOptions: Sendable, Hashable, Codable {
+    /// Agents in all; the first `servers` of them are servers (which also run work, as in a
+    /// small `microscale` cluster).
+    public var nodes = 4
+    public var servers = 3
+    /// Faults happen during this first part of the run, then stop ...
+    public var faultDuration: Duration = .seconds(12)
+    /// ... and every live node must run its assignment of the last plan this long after.
+    public var convergenceBound: Duration = .seconds(24)
+    public var electionTimeout: Duration = .milliseconds(500)
+    public var heartbeatInterval: Duration = .milliseconds(100)
+    /// Failure detector (docs/simulation.md, "Membership"): every agent reports to every server
+    /// this often; a server calls an agent suspect after `suspectAfter` without a report and
+    /// dead after `deadAfter`. A stopped agent is seen dead by a connected leader within
+    /// `deadAfter` plus one network delay: the bound the SWIM protocol gives probabilistically.
+    public var reportInterval: Duration = .milliseconds(500)
+    public var suspectAfter: Duration = .seconds(1)
+    public var deadAfter: Duration = .seconds(2)
+    /// DecisionLoop's settings (--dead-node-grace, its 100 ms look, its 1 s quiet bound).
+    public var deadNodeGrace: Duration = .seconds(5)
+    public var decisionInterval: Duration = .milliseconds(100)
+    public var maxQuiet: Duration = .seconds(1)
+    /// NodeExecutor's settings (its adoption grace and round interval).
+    public var adoptionGrace: Duration = .seconds(10)
+    public var executorInterval: Duration = .seconds(2)
+    /// AssignmentService's re-subscription interval (client agents).
+    public var resubscribeInterval: Duration = .seconds(1)
+    /// The leader stamps each plan with the applied index of the state it planned from
+    /// (`Consensus.Plan.basedOnIndex`). False plans as a leader before that field did, which
+    /// is how the race "a plan computed before a drain, applied after it" is replayed.
+    public var plansCarryBase = true
+    public var broken: BrokenRule?
+
+    public init() {}
+}
+
+public struct ClusterViolation: Sendable, Hashable, Codable {
+    public var invariant: String
+    /// Simulated seconds since the start.
+    public var time: Double
+    public var detail: String
+}
+
+/// What one run found. `violations` is empty when every invariant held.
+public struct ClusterSimulationResult: Sendable, Hashable, Codable {
+    public var seed: UInt64
+    public var nodes: Int
+    public var servers: Int
+    /// Faults injected, by kind.
+    public var faults: [String: Int] = [:]
+    /// Invariant checks made, by invariant.
+    public var checks: [String: Int] = [:]
+    public var violations: [ClusterViolation] = []
+    /// The last events before the end (or the first violation), when the run failed.
+    public var trace: [String] = []
+    public var elections = 0
+    public var plansCommitted = 0
+    public var plansRefused = 0
+    public var operatorActions = 0
+    public var containersStarted = 0
+    public var containersStopped = 0
+    public var startFailures = 0
+    public var simulatedSeconds: Double = 0
+}
+
+/// The invariants (docs/simulation.md, "Invariants").
+public enum ClusterInvariant {
+    public static let oneLeaderPerTerm = "one-leader-per-term"
+    public static let noCommittedPlanLost = "no-committed-plan-lost"
+    public static let capacity = "no-node-over-capacity"
+    public static let noWorkOnDeadOrDrained = "no-work-on-dead-or-drained-node"
+    public static let convergence = "convergence-after-faults"
+    public static let priorityOneDemand = "priority-1-demand-met"
+    public static let unmanagedUntouched = "no-unmanaged-container-touched"
+    public static let noTrap = "no-trap"
+    public static let all = [
+        oneLeaderPerTerm, noCommittedPlanLost, capacity, noWorkOnDeadOrDrained, convergence, priorityOneDemand, unmanagedUntouched, noTrap,
+    ]
+}
+
+/// The fault kinds (docs/simulation.md, "Faults").
+public enum ClusterFault: String, Sendable, CaseIterable {
+    case crash, restart, gracefulRestart = "graceful-restart", freeze, partition, loss = "message-loss", clockSkew = "clock-skew",
+        dockerdDown = "dockerd-down", imageMissing = "image-missing", startFailure = "start-failure"
+}
+
+/// Runs one seed. The same seed and options always give the same result.
+public func runClusterSimulation(seed: UInt64, options: ClusterSimulationOptions = ClusterSimulationOptions()) -> ClusterSimulationResult {
+    var sim = ClusterSimulation(seed: seed, options: options)
+    return sim.run()
+}
+
+// MARK: - Messages and agents
+
+/// What an agent reports to the servers (its gossiped record, reduced to what the planner reads).
+struct NodeReport: Sendable, Hashable {
+    var node: String
+    var running: [String: Int]
+    /// Set by an agent stopping to restart (SIGTERM with restart): "restart is not leave".
+    var restarting: Bool
+}
+
+/// One node's share of a committed plan (NodeAssignment's fields the executor reads).
+struct SimAssignment: Sendable, Hashable {
+    var planIndex: UInt64
+    var counts: [String: Int]
+    var specs: [String: Consensus.ServiceSpec]
+    /// The leader's wall clock when it decided the plan; nil in a push to a client agent.
+    var decidedAtMilliseconds: Int64?
+}
+
+enum ClusterMessage: Sendable {
+    case raft(Consensus.Message)
+    case report(NodeReport)
+    case subscribe(node: String, after: UInt64)
+    case assignment(SimAssignment)
+}
+
+/// The planner's inputs a round compares with the last (DecisionLoop hashes the same things).
+struct PlanInputs: Equatable {
+    var applied: UInt64
+    var nodes: [Scaling.Node]
+    var demand: [String: DemandValue]
+}
+
+final class ClusterAgent {
+    let name: String
+    let isServer: Bool
+    let cpuMillis = 2000
+    let memoryBytes = 4 << 30
+    var engine: SimulatedEngine
+    var up = true
+    var frozen = false
+    /// Bumped by every crash and restart: events of an earlier incarnation are dropped.
+    var incarnation = 0
+    var downSince: Duration?
+    var downGraceful = false
+    var skewMilliseconds: Int64 = 0
+    /// Agent-side events that came due while the agent was frozen, run when it thaws.
+    var deferred: [ClusterSimulation.Event] = []
+
+    // Executor (NodeExecutor).
+    var reconciler: Reconciler
+    var assignment: SimAssignment?
+    var received = 0
+    var predatesStart = true
+    var startedAt: Duration = .zero
+    var startedAtWall: Int64 = 0
+    var round: Round?
+    var roundToken = 0
+    var wakeWanted = false
+    /// Images being pulled, and when each pull ends.
+    var pulls: [String: Duration] = [:]
+    var lastRunning: [String: Int] = [:]
+    var restarting = false
+    // Client agents (AssignmentService).
+    var upstream: String?
+    var lastIndex: UInt64 = 0
+
+    // Servers (RaftService, DecisionLoop, AssignmentService).
+    var raft: RaftNode?
+    var disk = MemoryStorage()
+    var state = ClusterState()
+    var pending: (ready: Ready, completeAt: Duration)?
+    var lastTick: Duration = .zero
+    var lastHeard: [String: Duration] = [:]
+    var reports: [String: NodeReport] = [:]
+    var lastPlan: Scaling.Plan?
+    var lastInputs: PlanInputs?
+    var lastRun: Duration = .zero
+    var deadSince: [String: Duration] = [:]
+    var deciding = false
+    var awaiting: (index: UInt64, term: UInt64, deadline: Duration)?
+    var subscribers: [String: UInt64] = [:]
+    var deliveredIndex: UInt64 = 0
+
+    struct Round {
+        var token: Int
+        var loops: Int
+        var nonEmpty: Bool
+        var starts: [(service: String, hash: String)]
+        var created: [(id: String, service: String)] = []
+        var generation: Int
+    }
+
+    init(name: String, isServer: Bool) {
+        self.name = name
+        self.isServer = isServer
+        self.engine = SimulatedEngine(node: name)
+        self.reconciler = Reconciler(node: name)
+    }
+}
+
+// MARK: - The simulation
+
+struct ClusterSimulation {
+    enum Event {
+        // Agent-side (dropped for another incarnation, deferred while frozen).
+        case report(String, Int)
+        case decide(String, Int)
+        case propose(String, Int, Consensus.Plan, Consensus.Decision, readAt: Duration)
+        case executorTick(String, Int)
+        case subscribe(String, Int)
+        case startPhase(String, Int, token: Int)
+        case roundEnd(String, Int, token: Int)
+        case pullDone(String, Int, image: String)
+        // The daemon's side (happen whatever the agent does).
+        case engineStop(String, id: String, generation: Int)
+        case engineCreate(String, Int, token: Int, service: String, hash: String, generation: Int)
+        case engineStart(String, Int, id: String, service: String, crashes: Bool, generation: Int)
+        // The world.
+        case fault
+        case endFaults
+        case restartAgent(String, Int)
+        case thaw(String, Int)
+        case heal(Int)
+        case lossEnds(Int)
+        case daemonUp(String, Int)
+        case operatorTick
+
+        var agent: (String, Int)? {
+            switch self {
+            case .report(let a, let i), .decide(let a, let i), .executorTick(let a, let i), .subscribe(let a, let i): (a, i)
+            case .propose(let a, let i, _, _, _), .startPhase(let a, let i, _), .roundEnd(let a, let i, _), .pullDone(let a, let i, _): (a, i)
+            default: nil
+            }
+        }
+    }
+
+    struct Scheduled: Comparable {
+        var at: Duration
+        var sequence: UInt64
+        var event: Event
+        static func < (a: Scheduled, b: Scheduled) -> Bool { (a.at, a.sequence) < (b.at, b.sequence) }
+        static func == (a: Scheduled, b: Scheduled) -> Bool { a.sequence == b.sequence }
+    }
+
+    static let services: [String: Consensus.ServiceSpec] = {
+        let mib: UInt64 = 1 << 20
+        return [
+            "web": Consensus.ServiceSpec(
+                image: "sim/web:1", priority: 1, cpu: 0.25, memory: 256 * mib, min: 1, max: 12,
+                demand: DemandSourceConfig(source: "static", perContainer: 10)),
+            "api": Consensus.ServiceSpec(
+                image: "sim/api:1", priority: 1, cpu: 0.5, memory: 512 * mib, min: 1, max: 6,
+                demand: DemandSourceConfig(source: "static", perContainer: 20)),
+            "worker": Consensus.ServiceSpec(
+                image: "sim/worker:1", priority: 2, cpu: 0.25, memory: 256 * mib, max: 10,
+                demand: DemandSourceConfig(source: "static", perContainer: 5)),
+            "batch": Consensus.ServiceSpec(image: "sim/batch:1", priority: 3, cpu: 0.5, memory: 256 * mib, max: 8, fill: true),
+        ]
+    }()
+    static let demandServices = ["api", "web", "worker"]
+    static let demandRange: [String: ClosedRange<Int>] = ["web": 0...130, "api": 0...110, "worker": 0...60]
+    /// Wall clocks start here (ms since 1970), plus each agent's skew.
+    static let wallEpoch: Int64 = 1_800_000_000_000
+
+    let seed: UInt64
+    let options: ClusterSimulationOptions
+    var rng: SeededGenerator
+    var net: SimulatedNetwork<String, ClusterMessage>
+    var now: Duration = .zero
+    var agents: [ClusterAgent]
+    var index: [String: Int] = [:]
+    var names: [String]
+    var serverNames: [String]
+    var bootstrap: Configuration
+    var events = Heap<Scheduled>()
+    var sequence: UInt64 = 0
+    var result: ClusterSimulationResult
+    let planner = Planner()
+    var trace: [String] = []
+    var stopped = false
+
+    // Checker state.
+    var leaders: [UInt64: String] = [:]
+    var committed: [UInt64: Entry] = [:]
+    /// Plans the leaders proposed, by index: the term and the time the leader read the state.
+    var proposedPlans: [UInt64: (term: UInt64, readAt: Duration)] = [:]
+    /// The last plan committed (not refused): its index and when it was first applied.
+    var lastPlanIndex: UInt64 = 0
+    var lastPlanAt: Duration = .zero
+    var partitionEpoch = 0
+    var lossEpoch = 0
+    var faultsOver = false
+    var demandLevel: [String: Int] = [:]
+
+    var faultEnd: Duration { options.faultDuration }
+    var end: Duration { options.faultDuration + options.convergenceBound }
+
+    init(seed: UInt64, options: ClusterSimulationOptions) {
+        self.seed = seed
+        self.options = options
+        var rng = SeededGenerator(seed: seed)
+        self.net = SimulatedNetwork(seed: rng.next(), faults: .init(delay: .microseconds(300) ... .milliseconds(4)))
+        let servers = max(1, min(options.servers, options.nodes))
+        names = (1...max(1, options.nodes)).map { "n\($0)" }
+        serverNames = Array(names.prefix(servers))
+        agents = names.enumerated().map { ClusterAgent(name: $1, isServer: $0 < servers) }
+        for (i, a) in agents.enumerated() { index[a.name] = i }
+        bootstrap = Configuration(voters: Set(serverNames))
+        self.rng = rng
+        result = ClusterSimulationResult(seed: seed, nodes: names.count, servers: servers)
+        for c in ClusterInvariant.all { result.checks[c] = 0 }
+        for a in agents {
+            // Someone else's container on every host, and one another node's agent made: the
+            // reconciler must leave both alone.
+            a.engine.addForeign(labels: ["com.example.owner": "ops"], image: "postgres:16")
+            a.engine.addForeign(
+                labels: [MicroscaleLabel.managed: "true", MicroscaleLabel.service: "web", MicroscaleLabel.node: "elsewhere"],
+                image: "sim/web:1")
+            start(a)
+        }
+        schedule(.milliseconds(Int64.random(in: 300...1200, using: &self.rng)), .fault)
+        schedule(faultEnd, .endFaults)
+        schedule(.milliseconds(200), .operatorTick)
+    }
+
+    func agent(_ name: String) -> ClusterAgent? { index[name].map { agents[$0] } }
+
+    mutating func schedule(_ at: Duration, _ e: Event) {
+        sequence += 1
+        events.insert(Scheduled(at: at, sequence: sequence, event: e))
+    }
+
+    mutating func after(_ d: Duration, _ e: Event) { schedule(now + d, e) }
+
+    mutating func draw(_ range: ClosedRange<Int64>) -> Duration { .milliseconds(Int64.random(in: range, using: &rng)) }
+
+    func wall(_ a: ClusterAgent) -> Int64 { Self.wallEpoch + now.nanoseconds / 1_000_000 + a.skewMilliseconds }
+
+    mutating func note(_ text: String) {
+        trace.append("t=\(fmt(now)) \(text)")
+        if trace.count > 80 { trace.removeFirst(trace.count - 80) }
+    }
+
+    func fmt(_ d: Duration) -> String {
+        let ms = d.nanoseconds / 1_000_000
+        return "\(ms / 1000).\(String(ms % 1000 + 1000).dropFirst())s"
+    }
+
+    mutating func check(_ invariant: String) { result.checks[invariant, default: 0] += 1 }
+
+    mutating func violation(_ invariant: String, _ detail: String) {
+        note("VIOLATION \(invariant): \(detail)")
+        if result.violations.count < 20 {
+            result.violations.append(ClusterViolation(invariant: invariant, time: now.seconds, detail: detail))
+        }
+    }
+
+    // MARK: Agent lifecycle
+
+    /// Starts (or restarts) an agent: a fresh executor and reconciler, a server's Raft from its disk.
+    mutating func start(_ a: ClusterAgent) {
+        a.up = true
+        a.frozen = false
+        a.incarnation += 1
+        a.downSince = nil
+        a.downGraceful = false
+        a.deferred = []
+        net.restart(a.name)
+        net.thaw(a.name, now: now)
+        a.reconciler = Reconciler(node: a.name)
+        a.assignment = nil
+        a.received = 0
+        a.predatesStart = true
+        a.startedAt = now
+        a.startedAtWall = wall(a)
+        a.round = nil
+        a.wakeWanted = false
+        a.pulls = [:]
+        a.restarting = false
+        a.upstream = nil
+        a.lastIndex = 0
+        let inc = a.incarnation
+        if a.isServer {
+            let recovered = a.disk.recover()
+            var c = RaftConfig(id: a.name)
+            c.electionTimeout = options.electionTimeout
+            c.heartbeatInterval = options.heartbeatInterval
+            c.maxEntriesPerMessage = 32
+            a.raft = RaftNode(config: c, bootstrap: bootstrap, recovered: recovered, seed: rng.next())
+            a.state = ClusterState()
+            a.pending = nil
+            a.lastTick = now
+            // A server learns the members when it joins: each is alive until it misses reports.
+            a.lastHeard = Dictionary(uniqueKeysWithValues: names.map { ($0, now) })
+            a.reports = [:]
+            a.lastPlan = nil
+            a.lastInputs = nil
+            a.deadSince = [:]
+            a.deciding = false
+            a.awaiting = nil
+            a.subscribers = [:]
+            a.deliveredIndex = 0
+            after(draw(0...100), .decide(a.name, inc))
+        } else {
+            after(draw(0...200), .subscribe(a.name, inc))
+        }
+        after(draw(0...300), .report(a.name, inc))
+        after(options.executorInterval, .executorTick(a.name, inc))
+    }
+
+    /// kill -9: the agent's memory is gone (a server keeps what its Ready writes persisted); the
+    /// daemon and its containers carry on.
+    mutating func crash(_ a: ClusterAgent, graceful: Bool) {
+        guard a.up else { return }
+        a.up = false
+        a.frozen = false
+        a.incarnation += 1
+        a.downSince = now
+        a.downGraceful = graceful
+        a.deferred = []
+        a.round = nil
+        net.thaw(a.name, now: now)
+        net.crash(a.name)
+        if a.isServer {
+            a.raft = nil
+            a.pending = nil
+        }
+    }
+
+    // MARK: Run
+
+    mutating func run() -> ClusterSimulationResult {
+        while now < end && !stopped {
+            var next = end
+            if let t = net.nextDeliveryTime { next = min(next, t) }
+            if let e = events.min { next = min(next, e.at) }
+            for s in agents where s.up && !s.frozen {
+                if let p = s.pending { next = min(next, p.completeAt) }
+                if let r = s.raft, let d = r.timeoutUntilNext { next = min(next, s.lastTick + d) }
+            }
+            now = max(now, next)
+            for s in agents where s.up && !s.frozen {
+                if let p = s.pending, p.completeAt <= now { complete(s) }
+            }
+            while let e = net.deliverNext(upTo: now) { receive(e) }
+            for s in agents where s.up && !s.frozen {
+                if let r = s.raft, let d = r.timeoutUntilNext, s.lastTick + d <= now {
+                    tick(s)
+                    pump(s)
+                }
+            }
+            while let e = events.min, e.at <= now {
+                _ = events.removeMin()
+                handle(e.event)
+            }
+            if result.violations.count >= 5 { stopped = true }
+        }
+        if !stopped { finalChecks() }
+        // Reaching here is the "no trap" invariant: a trap in any core would have ended the process.
+        check(ClusterInvariant.noTrap)
+        result.faults[ClusterFault.startFailure.rawValue] = result.startFailures
+        result.simulatedSeconds = now.seconds
+        if !result.violations.isEmpty { result.trace = trace }
+        return result
+    }
+
+    // MARK: Raft shell (RaftService)
+
+    mutating func tick(_ s: ClusterAgent) {
+        if now > s.lastTick {
+            s.raft?.tick(by: now - s.lastTick)
+            s.lastTick = now
+        }
+    }
+
+    mutating func pump(_ s: ClusterAgent) {
+        var n = 0
+        while s.pending == nil, let r = s.raft, r.hasReady, n < 100 {
+            n += 1
+            observeRole(s)
+            let rd = s.raft!.ready()
+            let needsDisk = rd.snapshot != nil || !rd.entries.isEmpty || rd.hardState != nil
+            let latency: Duration = needsDisk ? .microseconds(Int64.random(in: 100...2_000, using: &rng)) : .zero
+            s.pending = (rd, now + latency)
+            if latency == .zero { complete(s) }
+        }
+        observeRole(s)
+    }
+
+    mutating func complete(_ s: ClusterAgent) {
+        guard let (rd, _) = s.pending, s.raft != nil else { return }
+        s.disk.persist(snapshot: rd.snapshot, entries: rd.entries, hardState: rd.hardState)
+        for m in rd.messages { net.send(.raft(m), from: s.name, to: m.to, size: m.approximateSize, now: now) }
+        var planChanged = false
+        for e in rd.committedEntries {
+            let before = s.state.planIndex
+            apply(e, on: s)
+            if s.state.planIndex != before { planChanged = true }
+        }
+        s.raft!.advance(rd)
+        s.pending = nil
+        if planChanged { planApplied(s) }
+        pump(s)
+    }
+
+    mutating func apply(_ e: Entry, on s: ClusterAgent) {
+        check(ClusterInvariant.noCommittedPlanLost)
+        let first = committed[e.index] == nil
+        if let c = committed[e.index] {
+            if c != e {
+                violation(
+                    ClusterInvariant.noCommittedPlanLost,
+                    "\(s.name) applied entry \(e.index) of term \(e.term) where term \(c.term)'s entry was applied")
+            }
+        } else {
+            committed[e.index] = e
+        }
+        let planBefore = s.state.planIndex
+        guard e.kind == .normal, !e.data.isEmpty else {
+            s.state.apply([], index: e.index)
+            return
+        }
+        let refused = s.state.apply(e.data, index: e.index)
+        if s.state.planIndex < planBefore {
+            violation(ClusterInvariant.noCommittedPlanLost, "\(s.name)'s plan went back from entry \(planBefore) to \(s.state.planIndex)")
+        }
+        guard let command = try? ClusterCommand.decode(e.data) else { return }
+        if case .setPlan(let plan, _) = command {
+            if let w = s.awaiting, w.index == e.index {
+                s.awaiting = nil
+                if w.term != e.term {
+                    s.lastPlan = nil
+                    s.lastInputs = nil
+                } else if let refused {
+                    result.plansRefused += 1
+                    note("\(s.name): plan \(e.index) refused: \(refused)")
+                } else {
+                    result.plansCommitted += 1
+                }
+            }
+            if first && refused == nil {
+                lastPlanIndex = e.index
+                lastPlanAt = now
+                note("plan \(e.index) committed: \(describe(plan.assignments))")
+                checkPlan(plan, index: e.index, term: e.term, state: s.state)
+            }
+        } else if first {
+            note("entry \(e.index): \(short(command))\(refused.map { " (refused: \($0))" } ?? "")")
+        }
+    }
+
+    func short(_ c: ClusterCommand) -> String {
+        switch c {
+        case .applyServices(let s): "services applied: \(s.keys.sorted())"
+        case .setDemand(let s, let v): "demand \(s) = \(v)"
+        case .setDrain(let n, let d): d ? "drain \(n)" : "undrain \(n)"
+        default: "\(c)".prefix(80).description
+        }
+    }
+
+    func describe(_ a: [String: [String: Int]]) -> String {
+        a.keys.sorted().map { n in "\(n){" + (a[n] ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ",") + "}" }
+            .joined(separator: " ")
+    }
+
+    /// "Nothing runs on a dead, left or drained node once the plan says so", on the plan side: a
+    /// committed plan gives nothing to a node drained in the state it is applied to, nor to a node
+    /// whose agent had been down (not a graceful restart) longer than the failure detector's bound
+    /// when the leader read the state it planned from.
+    mutating func checkPlan(_ plan: Consensus.Plan, index: UInt64, term: UInt64, state: ClusterState) {
+        check(ClusterInvariant.noWorkOnDeadOrDrained)
+        for node in plan.assignments.keys.sorted() {
+            let total = (plan.assignments[node] ?? [:]).values.reduce(0, +)
+            guard total > 0 else { continue }
+            if state.isDrained(node) {
+                violation(
+                    ClusterInvariant.noWorkOnDeadOrDrained,
+                    "plan \(index) gives \(total) containers to \(node), drained in the state it was applied to")
+            }
+            guard let p = proposedPlans[index], p.term == term, let a = agent(node), !a.up, let since = a.downSince, !a.downGraceful,
+                let leader = leaders[term], let l = agent(leader)
+            else { continue }
+            // The detector's bound: reports every `reportInterval`, dead after `deadAfter`, plus
+            // the network's delay; and the leader must have been up that long itself.
+            let bound = options.deadAfter + options.reportInterval + .milliseconds(50)
+            if since + bound <= p.readAt && l.startedAt + bound <= p.readAt {
+                violation(
+                    ClusterInvariant.noWorkOnDeadOrDrained,
+                    "plan \(index) gives \(total) containers to \(node), down since \(fmt(since)), planned at \(fmt(p.readAt))")
+            }
+        }
+    }
+
+    mutating func observeRole(_ s: ClusterAgent) {
+        guard let r = s.raft, r.role == .leader else { return }
+        check(ClusterInvariant.oneLeaderPerTerm)
+        if let l = leaders[r.term] {
+            if l != s.name { violation(ClusterInvariant.oneLeaderPerTerm, "\(l) and \(s.name) both lead term \(r.term)") }
+            return
+        }
+        leaders[r.term] = s.name
+        result.elections += 1
+        note("\(s.name) leads term \(r.term)")
+    }
+
+    // MARK: Messages
+
+    mutating func receive(_ e: SimulatedNetwork<String, ClusterMessage>.Envelope) {
+        guard let a = agent(e.to), a.up else { return }
+        switch e.message {
+        case .raft(let m):
+            guard a.raft != nil else { return }
+            tick(a)
+            a.raft!.step(m)
+            pump(a)
+        case .report(let r):
+            guard a.isServer else { return }
+            a.lastHeard[r.node] = now
+            a.reports[r.node] = r
+        case .subscribe(let node, let after):
+            guard a.isServer else { return }
+            a.subscribers[node] = after
+            if a.state.planIndex > after { push(from: a, to: node) }
+        case .assignment(let s):
+            guard !a.isServer, e.from == a.upstream, s.planIndex > a.lastIndex else { return }
+            a.lastIndex = s.planIndex
+            deliver(s, to: a)
+        }
+    }
+
+    /// AssignmentService.planApplied: a server's own agent reads the state; subscribers get a push.
+    mutating func planApplied(_ s: ClusterAgent) {
+        if s.state.planIndex > s.deliveredIndex {
+            s.deliveredIndex = s.state.planIndex
+            deliver(assignment(s.state, node: s.name, withDecisionTime: true), to: s)
+        }
+        for peer in s.subscribers.keys.sorted() where s.state.planIndex > (s.subscribers[peer] ?? 0) {
+            push(from: s, to: peer)
+        }
+    }
+
+    mutating func push(from s: ClusterAgent, to peer: String) {
+        guard net.canReach(s.name, peer) else {
+            s.subscribers[peer] = nil
+            return
+        }
+        s.subscribers[peer] = s.state.planIndex
+        net.send(.assignment(assignment(s.state, node: peer, withDecisionTime: false)), from: s.name, to: peer, now: now)
+    }
+
+    /// NodeAssignment.of (the rollout cases aside: specs do not change in these runs).
+    func assignment(_ state: ClusterState, node: String, withDecisionTime: Bool) -> SimAssignment {
+        var counts: [String: Int] = [:]
+        for name in state.services.keys { counts[name] = state.plan.assignments[node]?[name] ?? 0 }
+        let decided = withDecisionTime ? state.decisions.last { $0.index == state.planIndex }?.timestampMilliseconds : nil
+        return SimAssignment(planIndex: state.planIndex, counts: counts, specs: state.services, decidedAtMilliseconds: decided)
+    }
+
+    /// NodeExecutor.assign.
+    mutating func deliver(_ s: SimAssignment, to a: ClusterAgent) {
+        a.assignment = s
+        a.received += 1
+        if let decided = s.decidedAtMilliseconds {
+            a.predatesStart = decided < a.startedAtWall
+        } else {
+            a.predatesStart = a.received <= 1
+        }
+        wake(a)
+    }
+
+    // MARK: Events
+
+    mutating func handle(_ e: Event) {
+        if let (name, inc) = e.agent {
+            guard let a = agent(name), a.up, a.incarnation == inc else { return }
+            if a.frozen {
+                a.deferred.append(e)
+                return
+            }
+        }
+        switch e {
+        case .report(let name, let inc):
+            let a = agent(name)!
+            sendReport(a)
+            after(options.reportInterval, .report(name, inc))
+        case .decide(let name, let inc):
+            decide(agent(name)!)
+            after(options.decisionInterval, .decide(name, inc))
+        case .propose(let name, _, let plan, let decision, let readAt):
+            propose(agent(name)!, plan, decision, readAt: readAt)
+        case .executorTick(let name, let inc):
+            wake(agent(name)!)
+            after(options.executorInterval, .executorTick(name, inc))
+        case .subscribe(let name, let inc):
+            subscribe(agent(name)!)
+            after(options.resubscribeInterval, .subscribe(name, inc))
+        case .startPhase(let name, let inc, let token):
+            startPhase(agent(name)!, incarnation: inc, token: token)
+        case .roundEnd(let name, _, let token):
+            roundEnd(agent(name)!, token: token)
+        case .pullDone(let name, _, let image):
+            let a = agent(name)!
+            a.pulls[image] = nil
+            if a.engine.up { a.engine.images.insert(image) }
+            wake(a)
+        case .engineStop(let name, let id, let generation):
+            let a = agent(name)!
+            if a.engine.stopAndRemove(id, issuedIn: generation) { result.containersStopped += 1 }
+            checkUnmanaged(a)
+        case .engineCreate(let name, let inc, let token, let service, let hash, let generation):
+            let a = agent(name)!
+            let spec = Self.services[service]!
+            guard a.engine.up, a.engine.generation == generation,
+                let id = a.engine.create(
+                    service: service, specHash: hash, image: spec.image, cpuMillis: spec.cpuMillicores, memoryBytes: Int(spec.memory))
+            else { return }
+            if a.up, a.incarnation == inc, a.round?.token == token { a.round!.created.append((id, service)) }
+        case .engineStart(let name, _, let id, let service, let crashes, let generation):
+            let a = agent(name)!
+            switch a.engine.start(id, now: now, crashes: crashes, issuedIn: generation) {
+            case .started:
+                result.containersStarted += 1
+                checkCapacity(a)
+            case .failed:
+                if crashes { result.startFailures += 1 }
+            case .imageMissing:
+                note("\(name): start of \(service) failed: image missing")
+            case .daemonDown:
+                break
+            }
+            checkUnmanaged(a)
+        case .fault:
+            injectFault()
+            let next = now + draw(300...1300)
+            if next < faultEnd { schedule(next, .fault) }
+        case .endFaults:
+            endFaults()
+        case .restartAgent(let name, let inc):
+            if let a = agent(name), !a.up, a.incarnation == inc {
+                note("\(name) starts again")
+                start(a)
+            }
+        case .thaw(let name, let inc):
+            if let a = agent(name), a.up, a.frozen, a.incarnation == inc { thaw(a) }
+        case .heal(let epoch):
+            if epoch == partitionEpoch {
+                net.heal()
+                note("partition healed")
+            }
+        case .lossEnds(let epoch):
+            if epoch == lossEpoch { net.faults.loss = 0 }
+        case .daemonUp(let name, let generation):
+            if let a = agent(name), !a.engine.up, a.engine.generation == generation {
+                a.engine.daemonUp()
+                note("\(name): dockerd up")
+            }
+        case .operatorTick:
+            operatorTick()
+        }
+    }
+
+    mutating func thaw(_ a: ClusterAgent) {
+        a.frozen = false
+        net.thaw(a.name, now: now)
+        a.lastTick = now  // a frozen process's timers fire late, all at once
+        let deferred = a.deferred
+        a.deferred = []
+        for e in deferred { schedule(now, e) }
+        note("\(a.name) thawed")
+    }
+
+    mutating func sendReport(_ a: ClusterAgent) {
+        if let running = a.engine.up ? a.engine.runningManaged() : nil { a.lastRunning = running }
+        let r = NodeReport(node: a.name, running: a.lastRunning, restarting: a.restarting)
+        for s in serverNames {
+            if s == a.name {
+                a.lastHeard[a.name] = now
+                a.reports[a.name] = r
+            } else {
+                net.send(.report(r), from: a.name, to: s, now: now)
+            }
+        }
+    }
+
+    mutating func subscribe(_ a: ClusterAgent) {
+        if a.upstream == nil { a.upstream = serverNames[Int.random(in: 0..<serverNames.count, using: &rng)] }
+        guard let up = a.upstream else { return }
+        // A connection that cannot be made drops the upstream (AssignmentService.subscribe).
+        guard net.canReach(a.name, up) else {
+            a.upstream = nil
+            return
+        }
+        net.send(.subscribe(node: a.name, after: a.lastIndex), from: a.name, to: up, now: now)
+    }
+
+    // MARK: The leader's decision loop (DecisionLoop.step)
+
+    mutating func decide(_ s: ClusterAgent) {
+        guard let r = s.raft, r.role == .leader else {
+            s.lastPlan = nil
+            s.lastInputs = nil
+            s.deadSince = [:]
+            s.awaiting = nil
+            return
+        }
+        if let w = s.awaiting {
+            guard now >= w.deadline else { return }
+            // The proposal timed out: the next round plans from the committed state.
+            s.awaiting = nil
+            s.lastPlan = nil
+            s.lastInputs = nil
+        }
+        guard !s.deciding else { return }
+        let state = s.state
+        guard !state.services.isEmpty else { return }
+        var demand: [String: DemandValue] = [:]
+        for (name, spec) in state.services where !spec.fill {
+            demand[name] = state.demand[name].map { .known($0) } ?? .unknown
+        }
+        var nodes = plannerNodes(s, state)
+        // Restart is not leave: a node whose record said it restarts keeps its work for
+        // `deadNodeGrace` after this leader saw it dead.
+        var dead: Set<String> = []
+        for i in nodes.indices where nodes[i].status == .dead && s.reports[nodes[i].name]?.restarting == true {
+            dead.insert(nodes[i].name)
+            let since = s.deadSince[nodes[i].name] ?? now
+            s.deadSince[nodes[i].name] = since
+            if now - since < options.deadNodeGrace { nodes[i].status = .suspect }
+        }
+        s.deadSince = s.deadSince.filter { dead.contains($0.key) }
+        let inputs = PlanInputs(applied: state.appliedIndex, nodes: nodes, demand: demand)
+        guard inputs != s.lastInputs || now - s.lastRun >= options.maxQuiet else { return }
+        s.lastInputs = inputs
+        s.lastRun = now
+        let services = state.services.keys.sorted().map { Self.plannerSpec($0, state.services[$0]!) }
+        var current = s.lastPlan ?? Scaling.Plan()
+        if s.lastPlan == nil { current.assignments = state.plan.assignments }
+        let planned = planner.plan(services: services, demand: demand, nodes: nodes, currentPlan: current, now: now)
+        s.lastPlan = planned.plan
+        let next = planned.plan.assignments.filter { !$0.value.isEmpty }.mapValues { $0.filter { $0.value > 0 } }
+        let committedNow = state.plan.assignments.filter { !$0.value.isEmpty }.mapValues { $0.filter { $0.value > 0 } }
+        let specs = state.services.mapValues(Self.specHash)
+        guard next != committedNow || specs != state.plan.specs else { return }
+        let plan = Consensus.Plan(assignments: next, specs: specs)
+        let reasons = Array((planned.decisions.map(\.description) + planned.shortfalls.map(\.description)).prefix(20))
+        let decision = Consensus.Decision(
+            timestampMilliseconds: wall(s), summary: "\(planned.decisions.count) changes planned", reasons: reasons)
+        // Between reading the state and proposing, the loop awaits (membership, the demand
+        // sources, the Raft actor): other proposals, an operator's drain say, can enter the log
+        // in that time.
+        s.deciding = true
+        after(.microseconds(Int64.random(in: 500...20_000, using: &rng)), .propose(s.name, s.incarnation, plan, decision, readAt: now))
+    }
+
+    mutating func propose(_ s: ClusterAgent, _ plan: Consensus.Plan, _ decision: Consensus.Decision, readAt: Duration) {
+        s.deciding = false
+        guard s.raft?.role == .leader, let data = try? ClusterCommand.setPlan(plan, decision).encoded() else {
+            s.lastPlan = nil
+            s.lastInputs = nil
+            return
+        }
+        tick(s)
+        guard let (index, term) = try? s.raft!.propose(data) else {
+            s.lastPlan = nil
+            s.lastInputs = nil
+            return
+        }
+        s.awaiting = (index, term, now + .seconds(3))
+        proposedPlans[index] = (term, readAt)
+        pump(s)
+    }
+
+    /// DecisionLoop.plannerNodes, from this server's failure detector.
+    func plannerNodes(_ s: ClusterAgent, _ state: ClusterState) -> [Scaling.Node] {
+        names.map { name in
+            let age = name == s.name ? .zero : now - (s.lastHeard[name] ?? .zero)
+            let status: NodeStatus = age < options.suspectAfter ? .alive : age < options.deadAfter ? .suspect : .dead
+            let a = agent(name)!
+            return Scaling.Node(
+                name: name, cpuMillis: a.cpuMillis, memoryBytes: a.memoryBytes, status: status, drained: state.isDrained(name),
+                running: s.reports[name]?.running ?? [:])
+        }
+    }
+
+    /// Specs.planner.
+    static func plannerSpec(_ name: String, _ s: Consensus.ServiceSpec) -> Scaling.ServiceSpec {
+        Scaling.ServiceSpec(
+            name: name, priority: s.priority, cpuMillis: s.cpuMillicores, memoryBytes: Int(clamping: s.memory), min: s.min, max: s.max,
+            perContainer: s.demand?.perContainer ?? 1, fill: s.fill, stopTimeout: .milliseconds(s.stopTimeoutMilliseconds),
+            specHash: specHash(s))
+    }
+
+    /// A stable stand-in for Specs.hash (FNV-1a over what makes the container; specs do not change here).
+    static func specHash(_ s: Consensus.ServiceSpec) -> String {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in "\(s.image)|\(s.command)|\(s.cpuMillicores)|\(s.memory)".utf8 {
+            h ^= UInt64(b)
+            h = h &* 0x100_0000_01b3
+        }
+        return String(h, radix: 16)
+    }
+
+    // MARK: The executor (NodeExecutor.round, ReconcilerShell.reconcileOnce)
+
+    mutating func wake(_ a: ClusterAgent) {
+        guard a.up else { return }
+        if a.round != nil {
+            a.wakeWanted = true
+            return
+        }
+        beginRound(a, loops: 0)
+    }
+
+    mutating func beginRound(_ a: ClusterAgent, loops: Int) {
+        guard let asg = a.assignment else { return }
+        a.wakeWanted = false
+        let nothing = asg.counts.values.allSatisfy { $0 == 0 }
+        let hold = nothing && a.predatesStart && now - a.startedAt < options.adoptionGrace
+        if hold { return }
+        guard let observed = a.engine.list(now: now) else { return }  // dockerd down: the next tick retries
+        var held: Set<String> = []
+        for name in asg.counts.keys.sorted() where (asg.counts[name] ?? 0) > 0 {
+            guard let image = asg.specs[name]?.image, !a.engine.images.contains(image) else { continue }
+            held.insert(name)
+            if a.pulls[image] == nil {
+                let done = now + draw(300...2500)
+                a.pulls[image] = done
+                schedule(done, .pullDone(a.name, a.incarnation, image: image))
+            }
+        }
+        var desired: [String: DesiredService] = [:]
+        for (name, count) in asg.counts {
+            guard let spec = asg.specs[name] else { continue }
+            desired[name] = DesiredService(count: count, specHash: Self.specHash(spec), canStart: !held.contains(name))
+        }
+        let plan = a.reconciler.decide(desired: desired, observed: observed, now: now)
+        guard !plan.isEmpty else { return }
+        a.roundToken += 1
+        let token = a.roundToken
+        let generation = a.engine.generation
+        var stopsDone = now, createsDone = now
+        for action in plan.stops {
+            switch action {
+            case .stop(let id, _):
+                let at = now + draw(50...900)
+                stopsDone = max(stopsDone, at)
+                schedule(at, .engineStop(a.name, id: id, generation: generation))
+            case .remove(let id, _):
+                let at = now + draw(5...60)
+                stopsDone = max(stopsDone, at)
+                schedule(at, .engineStop(a.name, id: id, generation: generation))
+            case .start: break
+            }
+        }
+        var starts: [(String, String)] = []
+        for action in plan.starts {
+            guard case .start(let service, let hash) = action else { continue }
+            starts.append((service, hash))
+            let at = now + draw(10...150)
+            createsDone = max(createsDone, at)
+            schedule(at, .engineCreate(a.name, a.incarnation, token: token, service: service, hash: hash, generation: generation))
+        }
+        a.round = ClusterAgent.Round(token: token, loops: loops, nonEmpty: true, starts: starts, generation: generation)
+        // Stops before starts: the starts begin once every stop is done (the creates overlap them).
+        let phase = options.broken == .startsBeforeStops ? createsDone : max(stopsDone, createsDone)
+        schedule(phase + .microseconds(1), .startPhase(a.name, a.incarnation, token: token))
+    }
+
+    mutating func startPhase(_ a: ClusterAgent, incarnation: Int, token: Int) {
+        guard let r = a.round, r.token == token else { return }
+        var doneAt = now
+        for (id, service) in r.created {
+            let at = now + draw(50...600)
+            doneAt = max(doneAt, at)
+            let crashes = !faultsOver && rng.chance(0.03)
+            schedule(at, .engineStart(a.name, incarnation, id: id, service: service, crashes: crashes, generation: r.generation))
+        }
+        schedule(doneAt + .microseconds(1), .roundEnd(a.name, incarnation, token: token))
+    }
+
+    mutating func roundEnd(_ a: ClusterAgent, token: Int) {
+        guard let r = a.round, r.token == token else { return }
+        a.round = nil
+        // Up to five reconcile rounds while there is work (NodeExecutor.round), then wait.
+        if r.loops < 4 {
+            beginRound(a, loops: r.loops + 1)
+            if a.round != nil { return }
+        }
+        if a.wakeWanted { wake(a) }
+    }
+
+    mutating func checkCapacity(_ a: ClusterAgent) {
+        check(ClusterInvariant.capacity)
+        let (cpu, memory) = a.engine.reserved()
+        if cpu > a.cpuMillis || memory > a.memoryBytes {
+            violation(
+                ClusterInvariant.capacity,
+                "\(a.name) runs \(cpu)m of \(a.cpuMillis)m CPU, \(memory >> 20) of \(a.memoryBytes >> 20) MiB: \(a.engine.runningManaged().sorted { $0.key < $1.key })"
+            )
+        }
+    }
+
+    mutating func checkUnmanaged(_ a: ClusterAgent) {
+        check(ClusterInvariant.unmanagedUntouched)
+        if let t = a.engine.touchedUnmanaged.first {
+            violation(ClusterInvariant.unmanagedUntouched, "\(a.name): \(t)")
+            stopped = true
+        }
+    }
+
+    // MARK: The operator
+
+    mutating func operatorTick() {
+        defer { if !faultsOver || result.operatorActions == 0 { after(draw(300...900), .operatorTick) } }
+        guard let leader = agents.first(where: { $0.up && !$0.frozen && $0.raft?.role == .leader }) else { return }
+        var command: ClusterCommand?
+        if leader.state.services.isEmpty {
+            command = .applyServices(Self.services)
+        } else if faultsOver {
+            return
+        } else if let name = Self.demandServices.first(where: { leader.state.demand[$0] == nil }) {
+            command = .setDemand(service: name, value: Double(Int.random(in: Self.demandRange[name]!, using: &rng)))
+        } else {
+            let roll = Int.random(in: 0..<100, using: &rng)
+            if roll < 70 {
+                let name = Self.demandServices[Int.random(in: 0..<Self.demandServices.count, using: &rng)]
+                let range = Self.demandRange[name]!
+                let old = Int(leader.state.demand[name] ?? 0)
+                let v = min(range.upperBound, max(range.lowerBound, old + Int.random(in: -40...40, using: &rng)))
+                command = .setDemand(service: name, value: Double(v))
+            } else if let drained = leader.state.drainedNodes.first {
+                command = .setDrain(node: drained, drained: false)
+            } else {
+                command = .setDrain(node: names[Int.random(in: 0..<names.count, using: &rng)], drained: true)
+            }
+        }
+        guard let command, let data = try? command.encoded() else { return }
+        tick(leader)
+        if (try? leader.raft!.propose(data)) != nil {
+            result.operatorActions += 1
+            pump(leader)
+        }
+    }
+
+    // MARK: Faults
+
+    mutating func count(_ f: ClusterFault) { result.faults[f.rawValue, default: 0] += 1 }
+
+    mutating func pick(_ filter: (ClusterAgent) -> Bool) -> ClusterAgent? {
+        let candidates = agents.filter(filter)
+        guard !candidates.isEmpty else { return nil }
+        return candidates[Int.random(in: 0..<candidates.count, using: &rng)]
+    }
+
+    mutating func injectFault() {
+        let roll = Int.random(in: 0..<100, using: &rng)
+        switch roll {
+        case 0..<12:
+            guard let a = pick({ $0.up }) else { return }
+            count(.crash)
+            note("\(a.name) crashes")
+            crash(a, graceful: false)
+            schedule(now + draw(2000...7000), .restartAgent(a.name, a.incarnation))
+        case 12..<22:
+            guard let a = pick({ $0.up }) else { return }
+            count(.restart)
+            note("\(a.name) killed and restarted")
+            crash(a, graceful: false)
+            schedule(now + draw(50...400), .restartAgent(a.name, a.incarnation))
+        case 22..<32:
+            guard let a = pick({ $0.up && !$0.frozen }) else { return }
+            count(.gracefulRestart)
+            note("\(a.name) restarts gracefully")
+            // SIGTERM with restart: the record says so before the agent stops.
+            a.restarting = true
+            sendReport(a)
+            crash(a, graceful: true)
+            schedule(now + draw(500...3500), .restartAgent(a.name, a.incarnation))
+        case 32..<42:
+            guard let a = pick({ $0.up && !$0.frozen }) else { return }
+            count(.freeze)
+            note("\(a.name) frozen")
+            a.frozen = true
+            net.freeze(a.name)
+            schedule(now + draw(300...3000), .thaw(a.name, a.incarnation))
+        case 42..<54:
+            count(.partition)
+            var sideA: [String] = [], sideB: [String] = []
+            for n in names { if rng.chance(0.5) { sideA.append(n) } else { sideB.append(n) } }
+            net.partition([sideA, sideB])
+            partitionEpoch += 1
+            note("partition \(sideA) | \(sideB)")
+            schedule(now + draw(800...4000), .heal(partitionEpoch))
+        case 54..<64:
+            count(.loss)
+            net.faults.loss = Double(Int.random(in: 5...35, using: &rng)) / 100
+            lossEpoch += 1
+            note("message loss \(net.faults.loss)")
+            schedule(now + draw(800...4000), .lossEnds(lossEpoch))
+        case 64..<72:
+            guard let a = pick({ _ in true }) else { return }
+            count(.clockSkew)
+            a.skewMilliseconds = Int64.random(in: -3000...3000, using: &rng)
+            note("\(a.name)'s clock off by \(a.skewMilliseconds) ms")
+        case 72..<84:
+            guard let a = pick({ $0.engine.up }) else { return }
+            count(.dockerdDown)
+            note("\(a.name): dockerd restarts")
+            a.engine.daemonDown(now: now)
+            schedule(now + draw(500...4000), .daemonUp(a.name, a.engine.generation))
+        default:
+            guard let a = pick({ !$0.engine.images.isEmpty }) else { return }
+            let image = a.engine.images.sorted()[Int.random(in: 0..<a.engine.images.count, using: &rng)]
+            count(.imageMissing)
+            note("\(a.name): image \(image) removed")
+            a.engine.images.remove(image)
+        }
+    }
+
+    /// The last fault: every agent up and thawed, the network whole, every daemon up.
+    mutating func endFaults() {
+        faultsOver = true
+        net.heal()
+        net.faults.loss = 0
+        partitionEpoch += 1
+        lossEpoch += 1
+        for a in agents {
+            if !a.engine.up { a.engine.daemonUp() }
+            if !a.up { start(a) } else if a.frozen { thaw(a) }
+        }
+        note("faults end")
+    }
+
+    // MARK: At the end
+
+    /// Why a node may not run what it should: crash-loop back-offs, images, the daemon.
+    func diagnosis(_ a: ClusterAgent) -> String {
+        var out: [String] = []
+        for (service, loop) in a.reconciler.crashLoops.sorted(by: { $0.key < $1.key }) {
+            out.append("\(service) crash-looping (\(loop.failures) failures, retry at \(fmt(loop.retryAt)))")
+        }
+        if !a.engine.up { out.append("dockerd down") }
+        if !a.up { out.append("agent down") } else if a.frozen { out.append("agent frozen") }
+        if !a.pulls.isEmpty { out.append("pulling \(a.pulls.keys.sorted())") }
+        return out.isEmpty ? "" : "; " + out.joined(separator: ", ")
+    }
+
+    mutating func finalChecks() {
+        let servers = agents.filter { $0.isServer && $0.up }
+        guard let reference = servers.max(by: { ($0.state.appliedIndex, $0.name) < ($1.state.appliedIndex, $1.name) }) else { return }
+        let state = reference.state
+        // No committed plan lost: every server holds the last committed plan.
+        for s in servers {
+            check(ClusterInvariant.noCommittedPlanLost)
+            if s.state.planIndex != lastPlanIndex {
+                violation(
+                    ClusterInvariant.noCommittedPlanLost,
+                    "\(s.name) holds plan \(s.state.planIndex) (applied to \(s.state.appliedIndex)); plan \(lastPlanIndex) was committed")
+            }
+        }
+        guard !state.services.isEmpty else {
+            violation(ClusterInvariant.convergence, "no services were ever declared (no leader for the operator?)")
+            return
+        }
+        // Convergence: every live node runs its share of the last plan.
+        if now - lastPlanAt < .seconds(2) {
+            violation(ClusterInvariant.convergence, "the plan was still changing at the end (plan \(lastPlanIndex) at \(fmt(lastPlanAt)))")
+        }
+        for a in agents {
+            check(ClusterInvariant.convergence)
+            let want = (state.plan.assignments[a.name] ?? [:]).filter { $0.value > 0 }
+            let have = a.engine.runningManaged()
+            if a.assignment?.planIndex != state.planIndex {
+                violation(
+                    ClusterInvariant.convergence, "\(a.name) has assignment \(a.assignment.map { "\($0.planIndex)" } ?? "none"), not \(state.planIndex)")
+            } else if want != have {
+                violation(
+                    ClusterInvariant.convergence,
+                    "\(a.name) runs \(have.sorted { $0.key < $1.key }), plan \(state.planIndex) says \(want.sorted { $0.key < $1.key })"
+                        + diagnosis(a))
+            }
+            // Nothing on a drained node once the plan says so (the node side).
+            if state.isDrained(a.name) {
+                check(ClusterInvariant.noWorkOnDeadOrDrained)
+                if !have.isEmpty { violation(ClusterInvariant.noWorkOnDeadOrDrained, "drained \(a.name) still runs \(have)") }
+            }
+            checkUnmanaged(a)
+        }
+        // Priority-1 demand met whenever capacity allows: the live, undrained capacity less one
+        // container of the largest size per node (what packing can strand) covers it.
+        var cpuFree = 0, memoryFree = 0
+        for a in agents where !state.isDrained(a.name) {
+            cpuFree += a.cpuMillis - 500
+            memoryFree += a.memoryBytes - (512 << 20)
+        }
+        var wanted: [String: Int] = [:]
+        var cpuNeeded = 0, memoryNeeded = 0
+        for name in state.services.keys.sorted() {
+            let spec = state.services[name]!
+            guard spec.priority == 1, let demand = state.demand[name], let per = spec.demand?.perContainer else { continue }
+            let n = min(spec.max, max(spec.min, Int((demand / per).rounded(.up))))
+            wanted[name] = n
+            cpuNeeded += n * spec.cpuMillicores
+            memoryNeeded += n * Int(spec.memory)
+        }
+        if cpuNeeded <= cpuFree && memoryNeeded <= memoryFree {
+            for name in wanted.keys.sorted() {
+                check(ClusterInvariant.priorityOneDemand)
+                let running = agents.reduce(0) { $0 + ($1.engine.runningManaged()[name] ?? 0) }
+                if running < wanted[name]! {
+                    violation(ClusterInvariant.priorityOneDemand, "\(name): \(running) running, demand needs \(wanted[name]!)")
+                }
+            }
+        }
+    }
+}
+
+extension RaftNode {
+    var timeoutUntilNext: Duration? { timeUntilNextTimeout }
+}
