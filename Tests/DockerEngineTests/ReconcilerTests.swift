@@ -96,6 +96,20 @@ private func c(
         #expect(p.starts.count == 1)
     }
 
+    /// Found by `microscale-sim cluster --seeds 34` (docs/simulation.md): one dockerd restart
+    /// stopped seven young containers of a service, which counted as seven crashes in a row.
+    @Test func quickExitsSeenTogetherCountAsOneFailureOfTheirService() {
+        var r = Reconciler(node: "n1")
+        let want = ["web": DesiredService(count: 7, specHash: "h1"), "api": DesiredService(count: 1, specHash: "h2")]
+        let exited = (0..<7).map { c("w\($0)", "web", state: .exited, ranFor: .seconds(2)) } + [c("a", "api", state: .exited, ranFor: .seconds(1))]
+        let p = r.decide(desired: want, observed: exited, now: .zero)
+        #expect(r.crashLoops["web"]?.failures == 1)
+        #expect(r.crashLoops["api"]?.failures == 1)
+        #expect(p.crashLooping["web"]?.retryAt == .seconds(1), "the first back-off, not the seventh")
+        _ = r.decide(desired: want, observed: [c("w9", "web", state: .exited, ranFor: .seconds(2))], now: .seconds(2))
+        #expect(r.crashLoops["web"]?.failures == 2, "a later exit is a second failure")
+    }
+
     @Test func oneExitIsCountedOnceEvenIfItsRemovalFailed() {
         var r = Reconciler(node: "n1")
         let want = ["web": DesiredService(count: 1, specHash: "h1")]

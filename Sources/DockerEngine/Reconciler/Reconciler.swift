@@ -215,13 +215,19 @@ public struct Reconciler: Sendable {
         var holding: Set<String> = []
 
         // Crash accounting first, so this decision already honours the back-off.
-        for c in observed where c.isManaged && c.node == node && c.state == .exited {
+        // Quick exits seen together count as one failure of their service: they are one event
+        // (a dockerd restart stops every container at once, a node's memory pressure kills
+        // several), not a loop. Counted one by one, seven young containers stopped by one daemon
+        // restart made a back-off of 64 s (microscale-sim cluster, seed 34; docs/simulation.md).
+        var failedNow: Set<String> = []
+        for c in observed.sorted(by: { $0.id < $1.id }) where c.isManaged && c.node == node && c.state == .exited {
             guard let service = c.service, !countedExits.contains(c.id) else { continue }
             remember(c.id)
             // An exit whose run time is unknown (the daemon can list a container as exited a
             // moment before its inspect shows FinishedAt) counts as quick: a wrongly counted crash
             // costs one short back-off, a missed one a restart storm.
             if c.ranFor.map({ $0 < policy.minimumRunTime }) ?? true {
+                guard failedNow.insert(service).inserted else { continue }
                 let failures = (crashLoops[service]?.failures ?? 0) + 1
                 crashLoops[service] = CrashLoop(failures: failures, retryAt: now + backoff(failures))
             } else {
