@@ -211,13 +211,20 @@ public struct Plan: Sendable, Hashable, Codable {
     /// `assignments` stays the planner's count. nil (not empty) when there is none, so the bytes of
     /// a plan without rollouts are what they were.
     public var rollouts: [String: ServiceRollout]?
+    /// The applied index of the state the leader planned from. Apply refuses a plan older than the
+    /// last change of the services, the drained nodes or the deny list (`ClusterState.declaredIndex`):
+    /// a plan computed before a drain and committed after it would give work to the drained node
+    /// (found by `microscale-sim cluster --seeds 144`, docs/simulation.md). nil in plans written
+    /// before it existed, which apply as they always did.
+    public var basedOnIndex: UInt64?
     public init(
         assignments: [String: [String: Int]] = [:], specs: [String: String]? = nil,
-        rollouts: [String: ServiceRollout]? = nil
+        rollouts: [String: ServiceRollout]? = nil, basedOnIndex: UInt64? = nil
     ) {
         self.assignments = assignments
         self.specs = specs
         self.rollouts = rollouts
+        self.basedOnIndex = basedOnIndex
     }
 
     public func count(service: String) -> Int { assignments.values.reduce(0) { $0 + ($1[service] ?? 0) } }
@@ -488,6 +495,9 @@ public enum ClusterStateError: Error, Sendable, Hashable, CustomStringConvertibl
     /// A committed entry that did not decode or broke a limit (not a user's everyday mistake).
     case malformed(String)
     case unsupportedVersion(UInt8)
+    /// A plan computed from the state at `basedOn`, committed after entry `changedAt` changed the
+    /// services, the drained nodes or the deny list: the leader plans again.
+    case stalePlan(basedOn: UInt64, changedAt: UInt64)
 
     public var description: String {
         switch self {
@@ -496,6 +506,9 @@ public enum ClusterStateError: Error, Sendable, Hashable, CustomStringConvertibl
         case .invalidDemand(let s, let v): return "demand for \(s): \(v) is not a number from 0 to \(Limits.text(Limits.maxDemand))"
         case .malformed(let m): return "malformed \(m)"
         case .unsupportedVersion(let v): return "unsupported encoding version \(v)"
+        case .stalePlan(let b, let c):
+            return
+                "plan computed on the state of entry \(b), before entry \(c) changed the services, drained nodes or deny list; the leader plans again"
         }
     }
 }
@@ -536,11 +549,16 @@ public struct ClusterState: Sendable, Hashable, Codable {
     public private(set) var decisions: [Decision] = []
     /// The last log index applied.
     public private(set) var appliedIndex: UInt64 = 0
+    /// The log index of the entry that last changed what a plan is computed from besides the
+    /// nodes and the demand: the services, the drained nodes, the deny list (0 before the first).
+    /// A plan based on an older state is refused (`Plan.basedOnIndex`).
+    public private(set) var declaredIndex: UInt64 = 0
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
         case services, previousServices, demand, drainedNodes, deniedNodes, deniedIndex, plan, planIndex, decisions, appliedIndex
+        case declaredIndex
     }
 
     /// Snapshots written before `planIndex` existed lack it: it was the last decision's index then.
@@ -558,6 +576,9 @@ public struct ClusterState: Sendable, Hashable, Codable {
         // Snapshots written before `deniedIndex` existed: the list is at least as old as the
         // snapshot, and a client agent holding none must still be sent it.
         deniedIndex = try c.decodeIfPresent(UInt64.self, forKey: .deniedIndex) ?? (deniedNodes.isEmpty ? 0 : appliedIndex)
+        // Snapshots written before `declaredIndex` existed: 0, so every plan applies until the
+        // next change, as before.
+        declaredIndex = try c.decodeIfPresent(UInt64.self, forKey: .declaredIndex) ?? 0
     }
 
     public func isDrained(_ node: String) -> Bool { drainedNodes.contains(node) }
@@ -622,6 +643,11 @@ public struct ClusterState: Sendable, Hashable, Codable {
                 drainedNodes.sort()
             }
         case .setPlan(let p, var d):
+            if let based = p.basedOnIndex, based < declaredIndex {
+                let e = ClusterStateError.stalePlan(basedOn: based, changedAt: declaredIndex)
+                recordRefusal(e, index: index)
+                return e
+            }
             plan = p
             planIndex = index
             d.index = index
@@ -651,6 +677,10 @@ public struct ClusterState: Sendable, Hashable, Codable {
                     index: index, timestampMilliseconds: backup.takenAtMilliseconds,
                     summary: "restored \(backup.services.count) services from a snapshot of entry \(backup.index)",
                     reasons: ["demand values: \(backup.demand.count), drained nodes: \(backup.drainedNodes.count)"]))
+        }
+        switch command {
+        case .applyServices, .removeService, .rollbackService, .setDrain, .setDenied, .restore: declaredIndex = index
+        case .setDemand, .setPlan: break
         }
         return nil
     }
