@@ -127,7 +127,8 @@ struct ClusterCommand: ParsableCommand {
         } else {
             print(
                 "cluster: \(runs) runs of \(nodes) agents (\(servers) servers), \(failing.count) failing; \(elections) elections, "
-                    + "\(plans) plans committed, \(refused) refused, \(operatorActions) operator actions, \(started) containers started, \(stopped) stopped")
+                    + "\(plans) plans committed, \(refused) refused, \(operatorActions) operator actions, \(started) containers started, \(stopped) stopped"
+            )
             print("  faults: " + faults.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
             print("  invariant checks: " + checks.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
             if !violations.isEmpty {

@@ -100,8 +100,15 @@ public enum ClusterInvariant {
 
 /// The fault kinds (docs/simulation.md, "Faults").
 public enum ClusterFault: String, Sendable, CaseIterable {
-    case crash, restart, gracefulRestart = "graceful-restart", freeze, partition, loss = "message-loss", clockSkew = "clock-skew",
-        dockerdDown = "dockerd-down", imageMissing = "image-missing", startFailure = "start-failure"
+    case crash, restart
+    case gracefulRestart = "graceful-restart"
+    case freeze, partition
+    case loss = "message-loss"
+    case clockSkew = "clock-skew"
+    case
+        dockerdDown = "dockerd-down"
+    case imageMissing = "image-missing"
+    case startFailure = "start-failure"
 }
 
 /// Runs one seed. The same seed and options always give the same result.
@@ -854,7 +861,7 @@ struct ClusterSimulation {
         let committedNow = state.plan.assignments.filter { !$0.value.isEmpty }.mapValues { $0.filter { $0.value > 0 } }
         let specs = state.services.mapValues(Self.specHash)
         guard next != committedNow || specs != state.plan.specs else { return }
-        let plan = Consensus.Plan(assignments: next, specs: specs)
+        let plan = Consensus.Plan(assignments: next, specs: specs, basedOnIndex: options.plansCarryBase ? state.appliedIndex : nil)
         let reasons = Array((planned.decisions.map(\.description) + planned.shortfalls.map(\.description)).prefix(20))
         let decision = Consensus.Decision(
             timestampMilliseconds: wall(s), summary: "\(planned.decisions.count) changes planned", reasons: reasons)
@@ -1185,7 +1192,8 @@ struct ClusterSimulation {
             let have = a.engine.runningManaged()
             if a.assignment?.planIndex != state.planIndex {
                 violation(
-                    ClusterInvariant.convergence, "\(a.name) has assignment \(a.assignment.map { "\($0.planIndex)" } ?? "none"), not \(state.planIndex)")
+                    ClusterInvariant.convergence,
+                    "\(a.name) has assignment \(a.assignment.map { "\($0.planIndex)" } ?? "none"), not \(state.planIndex)")
             } else if want != have {
                 violation(
                     ClusterInvariant.convergence,
