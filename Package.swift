@@ -129,7 +129,7 @@ let package = Package(
         .target(
             name: "SimulationKit",
             dependencies: [
-                "Determinism", "Membership", "Consensus", "Scaling",
+                "Determinism", "Membership", "Consensus", "Scaling", "ControlPlane",
                 // The pure Reconciler (DockerEngine/Reconciler) carries out assignments on the simulated engine.
                 "DockerEngine",
                 .product(name: "DequeModule", package: "swift-collections"),

@@ -1,6 +1,8 @@
 import Consensus
+import ControlPlane
 import DockerEngine
 import HeapModule
+import Membership
 import Scaling
 
 /// The whole cluster under one seed (docs/simulation.md): servers running `RaftNode` over
@@ -127,27 +129,11 @@ struct NodeReport: Sendable, Hashable {
     var restarting: Bool
 }
 
-/// One node's share of a committed plan (NodeAssignment's fields the executor reads).
-struct SimAssignment: Sendable, Hashable {
-    var planIndex: UInt64
-    var counts: [String: Int]
-    var specs: [String: Consensus.ServiceSpec]
-    /// The leader's wall clock when it decided the plan; nil in a push to a client agent.
-    var decidedAtMilliseconds: Int64?
-}
-
 enum ClusterMessage: Sendable {
     case raft(Consensus.Message)
     case report(NodeReport)
     case subscribe(node: String, after: UInt64)
-    case assignment(SimAssignment)
-}
-
-/// The planner's inputs a round compares with the last (DecisionLoop hashes the same things).
-struct PlanInputs: Equatable {
-    var applied: UInt64
-    var nodes: [Scaling.Node]
-    var demand: [String: DemandValue]
+    case assignment(NodeAssignment)
 }
 
 final class ClusterAgent {
@@ -168,11 +154,13 @@ final class ClusterAgent {
 
     // Executor (NodeExecutor).
     var reconciler: Reconciler
-    var assignment: SimAssignment?
-    var received = 0
-    var predatesStart = true
+    var assignment: NodeAssignment?
+    var policy = ExecutorPolicy(startedAt: .zero, startedAtWallMilliseconds: 0)
     var startedAt: Duration = .zero
-    var startedAtWall: Int64 = 0
+    /// Since when the agent has been running without a pause: its start or its last thaw.
+    var observingSince: Duration = .zero
+    /// When this server last became leader.
+    var leadingSince: Duration = .zero
     var round: Round?
     var roundToken = 0
     var wakeWanted = false
@@ -192,10 +180,7 @@ final class ClusterAgent {
     var lastTick: Duration = .zero
     var lastHeard: [String: Duration] = [:]
     var reports: [String: NodeReport] = [:]
-    var lastPlan: Scaling.Plan?
-    var lastInputs: PlanInputs?
-    var lastRun: Duration = .zero
-    var deadSince: [String: Duration] = [:]
+    var leaderRound = LeaderRound(deadNodeGrace: .seconds(5))
     var deciding = false
     var awaiting: (index: UInt64, term: UInt64, deadline: Duration)?
     var subscribers: [String: UInt64] = [:]
@@ -389,10 +374,9 @@ struct ClusterSimulation {
         net.thaw(a.name, now: now)
         a.reconciler = Reconciler(node: a.name)
         a.assignment = nil
-        a.received = 0
-        a.predatesStart = true
         a.startedAt = now
-        a.startedAtWall = wall(a)
+        a.observingSince = now
+        a.policy = ExecutorPolicy(startedAt: now, startedAtWallMilliseconds: wall(a), adoptionGrace: options.adoptionGrace)
         a.round = nil
         a.wakeWanted = false
         a.pulls = [:]
@@ -413,9 +397,7 @@ struct ClusterSimulation {
             // A server learns the members when it joins: each is alive until it misses reports.
             a.lastHeard = Dictionary(uniqueKeysWithValues: names.map { ($0, now) })
             a.reports = [:]
-            a.lastPlan = nil
-            a.lastInputs = nil
-            a.deadSince = [:]
+            a.leaderRound = LeaderRound(deadNodeGrace: options.deadNodeGrace, maxQuiet: options.maxQuiet)
             a.deciding = false
             a.awaiting = nil
             a.subscribers = [:]
@@ -549,8 +531,7 @@ struct ClusterSimulation {
             if let w = s.awaiting, w.index == e.index {
                 s.awaiting = nil
                 if w.term != e.term {
-                    s.lastPlan = nil
-                    s.lastInputs = nil
+                    s.leaderRound.commitFailed()
                 } else if let refused {
                     result.plansRefused += 1
                     note("\(s.name): plan \(e.index) refused: \(refused)")
@@ -601,9 +582,18 @@ struct ClusterSimulation {
                 let leader = leaders[term], let l = agent(leader)
             else { continue }
             // The detector's bound: reports every `reportInterval`, dead after `deadAfter`, plus
-            // the network's delay; and the leader must have been up that long itself.
+            // the network's delay; and the leader must have been running that long itself (since
+            // its start or its last thaw: reports held while it was frozen arrive at the thaw).
             let bound = options.deadAfter + options.reportInterval + .milliseconds(50)
-            if since + bound <= p.readAt && l.startedAt + bound <= p.readAt {
+            var earliest = max(since, l.observingSince) + bound
+            // Restart is not leave: a node whose last record this leader holds said it was
+            // restarting keeps its work for the dead-node grace, counted from when this leader,
+            // leading, first saw it dead (a crash after a restart it could not report changes
+            // nothing the leader can see).
+            if l.reports[node]?.restarting == true {
+                earliest = max(earliest, l.leadingSince + bound) + options.deadNodeGrace + options.decisionInterval
+            }
+            if earliest <= p.readAt {
                 violation(
                     ClusterInvariant.noWorkOnDeadOrDrained,
                     "plan \(index) gives \(total) containers to \(node), down since \(fmt(since)), planned at \(fmt(p.readAt))")
@@ -619,6 +609,7 @@ struct ClusterSimulation {
             return
         }
         leaders[r.term] = s.name
+        s.leadingSince = now
         result.elections += 1
         note("\(s.name) leads term \(r.term)")
     }
@@ -652,7 +643,7 @@ struct ClusterSimulation {
     mutating func planApplied(_ s: ClusterAgent) {
         if s.state.planIndex > s.deliveredIndex {
             s.deliveredIndex = s.state.planIndex
-            deliver(assignment(s.state, node: s.name, withDecisionTime: true), to: s)
+            deliver(NodeAssignment.of(s.state, node: s.name), to: s)
         }
         for peer in s.subscribers.keys.sorted() where s.state.planIndex > (s.subscribers[peer] ?? 0) {
             push(from: s, to: peer)
@@ -665,26 +656,16 @@ struct ClusterSimulation {
             return
         }
         s.subscribers[peer] = s.state.planIndex
-        net.send(.assignment(assignment(s.state, node: peer, withDecisionTime: false)), from: s.name, to: peer, now: now)
-    }
-
-    /// NodeAssignment.of (the rollout cases aside: specs do not change in these runs).
-    func assignment(_ state: ClusterState, node: String, withDecisionTime: Bool) -> SimAssignment {
-        var counts: [String: Int] = [:]
-        for name in state.services.keys { counts[name] = state.plan.assignments[node]?[name] ?? 0 }
-        let decided = withDecisionTime ? state.decisions.last { $0.index == state.planIndex }?.timestampMilliseconds : nil
-        return SimAssignment(planIndex: state.planIndex, counts: counts, specs: state.services, decidedAtMilliseconds: decided)
+        // A push carries no decision time (AssignmentService.push).
+        var a = NodeAssignment.of(s.state, node: peer)
+        a.decidedAtMilliseconds = nil
+        net.send(.assignment(a), from: s.name, to: peer, now: now)
     }
 
     /// NodeExecutor.assign.
-    mutating func deliver(_ s: SimAssignment, to a: ClusterAgent) {
+    mutating func deliver(_ s: NodeAssignment, to a: ClusterAgent) {
         a.assignment = s
-        a.received += 1
-        if let decided = s.decidedAtMilliseconds {
-            a.predatesStart = decided < a.startedAtWall
-        } else {
-            a.predatesStart = a.received <= 1
-        }
+        a.policy.assigned(s)
         wake(a)
     }
 
@@ -781,6 +762,7 @@ struct ClusterSimulation {
 
     mutating func thaw(_ a: ClusterAgent) {
         a.frozen = false
+        a.observingSince = now
         net.thaw(a.name, now: now)
         a.lastTick = now  // a frozen process's timers fire late, all at once
         let deferred = a.deferred
@@ -817,9 +799,7 @@ struct ClusterSimulation {
 
     mutating func decide(_ s: ClusterAgent) {
         guard let r = s.raft, r.role == .leader else {
-            s.lastPlan = nil
-            s.lastInputs = nil
-            s.deadSince = [:]
+            s.leaderRound.follow()
             s.awaiting = nil
             return
         }
@@ -827,62 +807,34 @@ struct ClusterSimulation {
             guard now >= w.deadline else { return }
             // The proposal timed out: the next round plans from the committed state.
             s.awaiting = nil
-            s.lastPlan = nil
-            s.lastInputs = nil
+            s.leaderRound.commitFailed()
         }
         guard !s.deciding else { return }
         let state = s.state
         guard !state.services.isEmpty else { return }
-        var demand: [String: DemandValue] = [:]
-        for (name, spec) in state.services where !spec.fill {
-            demand[name] = state.demand[name].map { .known($0) } ?? .unknown
-        }
-        var nodes = plannerNodes(s, state)
-        // Restart is not leave: a node whose record said it restarts keeps its work for
-        // `deadNodeGrace` after this leader saw it dead.
-        var dead: Set<String> = []
-        for i in nodes.indices where nodes[i].status == .dead && s.reports[nodes[i].name]?.restarting == true {
-            dead.insert(nodes[i].name)
-            let since = s.deadSince[nodes[i].name] ?? now
-            s.deadSince[nodes[i].name] = since
-            if now - since < options.deadNodeGrace { nodes[i].status = .suspect }
-        }
-        s.deadSince = s.deadSince.filter { dead.contains($0.key) }
-        let inputs = PlanInputs(applied: state.appliedIndex, nodes: nodes, demand: demand)
-        guard inputs != s.lastInputs || now - s.lastRun >= options.maxQuiet else { return }
-        s.lastInputs = inputs
-        s.lastRun = now
-        let services = state.services.keys.sorted().map { Self.plannerSpec($0, state.services[$0]!) }
-        var current = s.lastPlan ?? Scaling.Plan()
-        if s.lastPlan == nil { current.assignments = state.plan.assignments }
-        let planned = planner.plan(services: services, demand: demand, nodes: nodes, currentPlan: current, now: now)
-        s.lastPlan = planned.plan
-        let next = planned.plan.assignments.filter { !$0.value.isEmpty }.mapValues { $0.filter { $0.value > 0 } }
-        let committedNow = state.plan.assignments.filter { !$0.value.isEmpty }.mapValues { $0.filter { $0.value > 0 } }
-        let specs = state.services.mapValues(Self.specHash)
-        guard next != committedNow || specs != state.plan.specs else { return }
-        let plan = Consensus.Plan(assignments: next, specs: specs, basedOnIndex: options.plansCarryBase ? state.appliedIndex : nil)
-        let reasons = Array((planned.decisions.map(\.description) + planned.shortfalls.map(\.description)).prefix(20))
-        let decision = Consensus.Decision(
-            timestampMilliseconds: wall(s), summary: "\(planned.decisions.count) changes planned", reasons: reasons)
+        // The agent's own round (ControlPlane.LeaderRound), on this server's member view.
+        let outcome = s.leaderRound.step(
+            state: state, members: memberViews(s), demand: LeaderRound.demand(state, polled: [:]), now: now)
+        guard case .commit(var commit) = outcome.verdict else { return }
+        if options.plansCarryBase { commit.plan.basedOnIndex = state.appliedIndex }
+        let decision = commit.decision(timestampMilliseconds: wall(s), planning: .zero)
         // Between reading the state and proposing, the loop awaits (membership, the demand
         // sources, the Raft actor): other proposals, an operator's drain say, can enter the log
         // in that time.
         s.deciding = true
-        after(.microseconds(Int64.random(in: 500...20_000, using: &rng)), .propose(s.name, s.incarnation, plan, decision, readAt: now))
+        after(
+            .microseconds(Int64.random(in: 500...20_000, using: &rng)), .propose(s.name, s.incarnation, commit.plan, decision, readAt: now))
     }
 
     mutating func propose(_ s: ClusterAgent, _ plan: Consensus.Plan, _ decision: Consensus.Decision, readAt: Duration) {
         s.deciding = false
         guard s.raft?.role == .leader, let data = try? ClusterCommand.setPlan(plan, decision).encoded() else {
-            s.lastPlan = nil
-            s.lastInputs = nil
+            s.leaderRound.commitFailed()
             return
         }
         tick(s)
         guard let (index, term) = try? s.raft!.propose(data) else {
-            s.lastPlan = nil
-            s.lastInputs = nil
+            s.leaderRound.commitFailed()
             return
         }
         s.awaiting = (index, term, now + .seconds(3))
@@ -890,34 +842,23 @@ struct ClusterSimulation {
         pump(s)
     }
 
-    /// DecisionLoop.plannerNodes, from this server's failure detector.
-    func plannerNodes(_ s: ClusterAgent, _ state: ClusterState) -> [Scaling.Node] {
+    /// What `MembershipService.members()` gives the leader, from this server's failure detector:
+    /// each agent's last report as its record, its status by the time since that report. The
+    /// leader's own detector decides, so a dead or left member is confirmed down.
+    func memberViews(_ s: ClusterAgent) -> [MemberView] {
         names.map { name in
             let age = name == s.name ? .zero : now - (s.lastHeard[name] ?? .zero)
-            let status: NodeStatus = age < options.suspectAfter ? .alive : age < options.deadAfter ? .suspect : .dead
+            let status: MemberStatus = age < options.suspectAfter ? .alive : age < options.deadAfter ? .suspect : .dead
             let a = agent(name)!
-            return Scaling.Node(
-                name: name, cpuMillis: a.cpuMillis, memoryBytes: a.memoryBytes, status: status, drained: state.isDrained(name),
+            let record = NodeRecord(
+                name: name, address: "\(name):7946", role: a.isServer ? .server : .client,
+                capacity: Resources(cpuMillicores: Int64(a.cpuMillis), memoryBytes: Int64(a.memoryBytes)),
                 running: s.reports[name]?.running ?? [:])
+            var m = MemberView(record, status: status, incarnation: 0)
+            if s.reports[name]?.restarting == true { m.restarting = true }
+            if status == .dead || status == .left { m.confirmedDown = true }
+            return m
         }
-    }
-
-    /// Specs.planner.
-    static func plannerSpec(_ name: String, _ s: Consensus.ServiceSpec) -> Scaling.ServiceSpec {
-        Scaling.ServiceSpec(
-            name: name, priority: s.priority, cpuMillis: s.cpuMillicores, memoryBytes: Int(clamping: s.memory), min: s.min, max: s.max,
-            perContainer: s.demand?.perContainer ?? 1, fill: s.fill, stopTimeout: .milliseconds(s.stopTimeoutMilliseconds),
-            specHash: specHash(s))
-    }
-
-    /// A stable stand-in for Specs.hash (FNV-1a over what makes the container; specs do not change here).
-    static func specHash(_ s: Consensus.ServiceSpec) -> String {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in "\(s.image)|\(s.command)|\(s.cpuMillicores)|\(s.memory)".utf8 {
-            h ^= UInt64(b)
-            h = h &* 0x100_0000_01b3
-        }
-        return String(h, radix: 16)
     }
 
     // MARK: The executor (NodeExecutor.round, ReconcilerShell.reconcileOnce)
@@ -934,24 +875,26 @@ struct ClusterSimulation {
     mutating func beginRound(_ a: ClusterAgent, loops: Int) {
         guard let asg = a.assignment else { return }
         a.wakeWanted = false
-        let nothing = asg.counts.values.allSatisfy { $0 == 0 }
-        let hold = nothing && a.predatesStart && now - a.startedAt < options.adoptionGrace
-        if hold { return }
+        // The agent's own policy (ControlPlane.ExecutorPolicy): the adoption grace, and which
+        // services wait for their image.
+        let (used, wanted) = ExecutorPolicy.images(asg)
+        var images: [String: ExecutorPolicy.Image] = [:]
+        for image in used { images[image] = a.engine.images.contains(image) ? .ready : .pending }
+        let round = a.policy.round(asg, images: images, now: now)
+        if round.hold { return }
         guard let observed = a.engine.list(now: now) else { return }  // dockerd down: the next tick retries
-        var held: Set<String> = []
-        for name in asg.counts.keys.sorted() where (asg.counts[name] ?? 0) > 0 {
-            guard let image = asg.specs[name]?.image, !a.engine.images.contains(image) else { continue }
-            held.insert(name)
-            if a.pulls[image] == nil {
-                let done = now + draw(300...2500)
-                a.pulls[image] = done
-                schedule(done, .pullDone(a.name, a.incarnation, image: image))
-            }
+        for image in wanted.sorted() where images[image] != .ready && a.pulls[image] == nil {
+            let done = now + draw(300...2500)
+            a.pulls[image] = done
+            schedule(done, .pullDone(a.name, a.incarnation, image: image))
         }
+        let d = round.desired
         var desired: [String: DesiredService] = [:]
-        for (name, count) in asg.counts {
-            guard let spec = asg.specs[name] else { continue }
-            desired[name] = DesiredService(count: count, specHash: Self.specHash(spec), canStart: !held.contains(name))
+        for (name, spec) in d.specs {
+            desired[name] = DesiredService(
+                count: d.counts[name] ?? 0, specHash: ServiceSpecs.hash(spec), canStart: !d.held.contains(name),
+                keep: Set(d.keep[name]?.specs ?? []), keepCount: d.keep[name]?.count ?? 0, stopDelay: d.stopDelays[name] ?? .zero,
+                hostPorts: Set(spec.fixedHostPorts))
         }
         let plan = a.reconciler.decide(desired: desired, observed: observed, now: now)
         guard !plan.isEmpty else { return }
