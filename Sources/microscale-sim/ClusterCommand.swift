@@ -29,6 +29,9 @@ struct ClusterCommand: ParsableCommand {
     @Flag(help: "Plan as a leader did before plans carried the index of the state they were computed from (replays the drain race).")
     var plansWithoutBase = false
 
+    @Flag(help: "Check that an assignment giving a node nothing, decided after the agent started, is carried out within 4 s.")
+    var checkEmptyAssignments = false
+
     @Flag(help: "Print every run, not only the failing ones.")
     var verbose = false
 
@@ -49,6 +52,7 @@ struct ClusterCommand: ParsableCommand {
     var replay: String {
         "microscale-sim cluster --nodes \(nodes) --servers \(servers) --fault-seconds \(faultSeconds)"
             + (broken.map { " --broken \($0)" } ?? "") + (plansWithoutBase ? " --plans-without-base" : "")
+            + (checkEmptyAssignments ? " --check-empty-assignments" : "")
     }
 
     func run() throws {
@@ -59,6 +63,7 @@ struct ClusterCommand: ParsableCommand {
         options.faultDuration = .seconds(faultSeconds)
         options.broken = broken.flatMap(BrokenRule.init(rawValue:))
         options.plansCarryBase = !plansWithoutBase
+        options.checkEmptyAssignments = checkEmptyAssignments
         var failing: [ClusterSimulationResult] = []
         var faults: [String: Int] = [:], checks: [String: Int] = [:], violations: [String: Int] = [:]
         var runs = 0, elections = 0, plans = 0, refused = 0, started = 0, stopped = 0, operatorActions = 0

@@ -52,6 +52,13 @@ public struct ClusterSimulationOptions: Sendable, Hashable, Codable {
     /// is how the race "a plan computed before a drain, applied after it" is replayed.
     public var plansCarryBase = true
     public var broken: BrokenRule?
+    /// An assignment that gives a node nothing, from a plan decided after the agent started, is
+    /// carried out within this bound (a round's interval, a round in progress, the stops).
+    public var emptyAssignmentBound: Duration = .seconds(4)
+    /// Check that bound (`empty-assignment-carried-out`). Off by default until the executor's
+    /// adoption grace stops holding such plans: it finds them held when the leader's wall clock is
+    /// behind the node's (seed 14; docs/simulation.md).
+    public var checkEmptyAssignments = false
 
     public init() {}
 }
@@ -92,11 +99,13 @@ public enum ClusterInvariant {
     public static let capacity = "no-node-over-capacity"
     public static let noWorkOnDeadOrDrained = "no-work-on-dead-or-drained-node"
     public static let convergence = "convergence-after-faults"
+    public static let emptyAssignmentCarriedOut = "empty-assignment-carried-out"
     public static let priorityOneDemand = "priority-1-demand-met"
     public static let unmanagedUntouched = "no-unmanaged-container-touched"
     public static let noTrap = "no-trap"
     public static let all = [
-        oneLeaderPerTerm, noCommittedPlanLost, capacity, noWorkOnDeadOrDrained, convergence, priorityOneDemand, unmanagedUntouched, noTrap,
+        oneLeaderPerTerm, noCommittedPlanLost, capacity, noWorkOnDeadOrDrained, convergence, emptyAssignmentCarriedOut, priorityOneDemand,
+        unmanagedUntouched, noTrap,
     ]
 }
 
@@ -149,6 +158,7 @@ final class ClusterAgent {
     var downSince: Duration?
     var downGraceful = false
     var skewMilliseconds: Int64 = 0
+    var freezes = 0
     /// Agent-side events that came due while the agent was frozen, run when it thaws.
     var deferred: [ClusterSimulation.Event] = []
 
@@ -229,6 +239,7 @@ struct ClusterSimulation {
         case lossEnds(Int)
         case daemonUp(String, Int)
         case operatorTick
+        case checkEmpty(String, Int, planIndex: UInt64, freezes: Int, generation: Int)
 
         var agent: (String, Int)? {
             switch self {
@@ -666,7 +677,34 @@ struct ClusterSimulation {
     mutating func deliver(_ s: NodeAssignment, to a: ClusterAgent) {
         a.assignment = s
         a.policy.assigned(s)
+        if options.checkEmptyAssignments, s.services.values.allSatisfy({ $0.count == 0 }) {
+            schedule(
+                now + options.emptyAssignmentBound,
+                .checkEmpty(a.name, a.incarnation, planIndex: s.planIndex, freezes: a.freezes, generation: a.engine.generation))
+        }
         wake(a)
+    }
+
+    /// "Every live node converges to its assignment within a bound", for the assignment that
+    /// gives a node nothing (a drain, a scale to zero): carried out within
+    /// `emptyAssignmentBound` unless its plan was decided before the agent started (the adoption
+    /// grace holds such a plan: it was made while the agent was away). Decided is the simulation's
+    /// own time of the leader's reading, not a wall clock. Skipped when the agent restarted, froze
+    /// or lost its daemon meanwhile, or holds another assignment by then (a later empty one is
+    /// checked on its own).
+    mutating func checkEmpty(_ name: String, incarnation: Int, planIndex: UInt64, freezes: Int, generation: Int) {
+        guard let a = agent(name), a.up, a.incarnation == incarnation, !a.frozen, a.freezes == freezes, a.engine.up,
+            a.engine.generation == generation, let asg = a.assignment, asg.planIndex == planIndex,
+            let p = proposedPlans[planIndex], committed[planIndex]?.term == p.term, p.readAt > a.startedAt
+        else { return }
+        check(ClusterInvariant.emptyAssignmentCarriedOut)
+        let running = a.engine.runningManaged()
+        if !running.isEmpty {
+            violation(
+                ClusterInvariant.emptyAssignmentCarriedOut,
+                "\(name) still runs \(running.sorted { $0.key < $1.key }) \(fmt(options.emptyAssignmentBound)) after plan \(planIndex) gave it nothing; "
+                    + "the plan was decided at \(fmt(p.readAt)), after the agent started at \(fmt(a.startedAt))")
+        }
     }
 
     // MARK: Events
@@ -757,6 +795,8 @@ struct ClusterSimulation {
             }
         case .operatorTick:
             operatorTick()
+        case .checkEmpty(let name, let inc, let planIndex, let freezes, let generation):
+            checkEmpty(name, incarnation: inc, planIndex: planIndex, freezes: freezes, generation: generation)
         }
     }
 
@@ -1044,6 +1084,7 @@ struct ClusterSimulation {
             count(.freeze)
             note("\(a.name) frozen")
             a.frozen = true
+            a.freezes += 1
             net.freeze(a.name)
             schedule(now + draw(300...3000), .thaw(a.name, a.incarnation))
         case 42..<54:
