@@ -51,6 +51,17 @@ import Testing
         #expect(fixed.plansRefused > 0 || fixed.plansCommitted > 0)
     }
 
+    /// The adoption grace's "an empty plan within 10 s of the start is deferred" holds a drain
+    /// decided after a restart when the leader's wall clock is behind the node's (seed 14: n1's
+    /// clock 2.4 s ahead, drained 0.4 s after it started). Found, not yet fixed: the check is off
+    /// by default (docs/simulation.md).
+    @Test func theAdoptionGraceHoldsADrainDecidedAfterTheStartWhenTheLeadersClockIsBehind() {
+        var o = ClusterSimulationOptions()
+        o.checkEmptyAssignments = true
+        let r = runClusterSimulation(seed: 14, options: o)
+        #expect(r.violations.contains { $0.invariant == ClusterInvariant.emptyAssignmentCarriedOut })
+    }
+
     /// A deliberately broken rule is caught: starting a round's containers before its stops
     /// finish puts a node over its capacity in seed 1.
     @Test func startingBeforeStoppingIsCaught() {
