@@ -178,9 +178,9 @@ final class ClusterAgent {
     var pulls: [String: Duration] = [:]
     var lastRunning: [String: Int] = [:]
     var restarting = false
-    // Client agents (AssignmentService).
+    // AssignmentService: the upstream a client agent follows, and the agent's own feed.
     var upstream: String?
-    var lastIndex: UInt64 = 0
+    var feed: AssignmentFeed
 
     // Servers (RaftService, DecisionLoop, AssignmentService).
     var raft: RaftNode?
@@ -193,8 +193,6 @@ final class ClusterAgent {
     var leaderRound = LeaderRound(deadNodeGrace: .seconds(5))
     var deciding = false
     var awaiting: (index: UInt64, term: UInt64, deadline: Duration)?
-    var subscribers: [String: UInt64] = [:]
-    var deliveredIndex: UInt64 = 0
 
     struct Round {
         var token: Int
@@ -210,6 +208,7 @@ final class ClusterAgent {
         self.isServer = isServer
         self.engine = SimulatedEngine(node: name)
         self.reconciler = Reconciler(node: name)
+        self.feed = AssignmentFeed(node: name)
     }
 }
 
@@ -393,7 +392,7 @@ struct ClusterSimulation {
         a.pulls = [:]
         a.restarting = false
         a.upstream = nil
-        a.lastIndex = 0
+        a.feed = AssignmentFeed(node: a.name)
         let inc = a.incarnation
         if a.isServer {
             let recovered = a.disk.recover()
@@ -411,8 +410,6 @@ struct ClusterSimulation {
             a.leaderRound = LeaderRound(deadNodeGrace: options.deadNodeGrace, maxQuiet: options.maxQuiet)
             a.deciding = false
             a.awaiting = nil
-            a.subscribers = [:]
-            a.deliveredIndex = 0
             after(draw(0...100), .decide(a.name, inc))
         } else {
             after(draw(0...200), .subscribe(a.name, inc))
@@ -641,36 +638,30 @@ struct ClusterSimulation {
             a.reports[r.node] = r
         case .subscribe(let node, let after):
             guard a.isServer else { return }
-            a.subscribers[node] = after
-            if a.state.planIndex > after { push(from: a, to: node) }
+            if a.feed.subscribe(node, after: after) { planApplied(a) }
         case .assignment(let s):
-            guard !a.isServer, e.from == a.upstream, s.planIndex > a.lastIndex else { return }
-            a.lastIndex = s.planIndex
+            // Only from the server this agent follows (AssignmentService.receive).
+            guard !a.isServer, e.from == a.upstream, a.feed.wants(planIndex: s.planIndex, for: a.name) else { return }
+            a.feed.took(s.planIndex)
             deliver(s, to: a)
         }
     }
 
-    /// AssignmentService.planApplied: a server's own agent reads the state; subscribers get a push.
+    /// AssignmentService.planApplied, on the agent's own `AssignmentFeed`: a server's own agent
+    /// reads the state; subscribers holding an older plan get a push.
     mutating func planApplied(_ s: ClusterAgent) {
-        if s.state.planIndex > s.deliveredIndex {
-            s.deliveredIndex = s.state.planIndex
-            deliver(NodeAssignment.of(s.state, node: s.name), to: s)
+        let sends = s.feed.planApplied(s.state)
+        if let local = sends.local { deliver(local, to: s) }
+        for (peer, assignment) in sends.pushes {
+            // A connection that cannot be made drops the subscriber until it subscribes again.
+            let reachable = net.canReach(s.name, peer)
+            s.feed.pushed(to: peer, index: assignment.planIndex, delivered: reachable)
+            guard reachable else { continue }
+            // A push carries no decision time (AssignmentService.push).
+            var a = assignment
+            a.decidedAtMilliseconds = nil
+            net.send(.assignment(a), from: s.name, to: peer, now: now)
         }
-        for peer in s.subscribers.keys.sorted() where s.state.planIndex > (s.subscribers[peer] ?? 0) {
-            push(from: s, to: peer)
-        }
-    }
-
-    mutating func push(from s: ClusterAgent, to peer: String) {
-        guard net.canReach(s.name, peer) else {
-            s.subscribers[peer] = nil
-            return
-        }
-        s.subscribers[peer] = s.state.planIndex
-        // A push carries no decision time (AssignmentService.push).
-        var a = NodeAssignment.of(s.state, node: peer)
-        a.decidedAtMilliseconds = nil
-        net.send(.assignment(a), from: s.name, to: peer, now: now)
     }
 
     /// NodeExecutor.assign.
@@ -832,7 +823,7 @@ struct ClusterSimulation {
             a.upstream = nil
             return
         }
-        net.send(.subscribe(node: a.name, after: a.lastIndex), from: a.name, to: up, now: now)
+        net.send(.subscribe(node: a.name, after: a.feed.lastIndex), from: a.name, to: up, now: now)
     }
 
     // MARK: The leader's decision loop (DecisionLoop.step)
