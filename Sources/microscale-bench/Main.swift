@@ -11,7 +11,10 @@ struct MicroscaleBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "microscale-bench",
         abstract: "Benchmarks of the real components on this machine (build with -c release).",
-        subcommands: [Transport.self, MembershipBench.self, RaftBench.self, DockerBench.self, ClusterBench.self, DrainBench.self, SpikeBench.self])
+        subcommands: [
+            Transport.self, MembershipBench.self, IdleBench.self, RaftBench.self, DockerBench.self, ClusterBench.self, DrainBench.self,
+            SpikeBench.self,
+        ])
 
     static func main() async {
         // Stopped by a signal, a benchmark takes its agents and busy loops along.
@@ -173,6 +176,44 @@ struct MembershipBench: AsyncParsableCommand {
                             "      %.0f B/s per node (target <= 500)  idle CPU %.2f%% (target <= 0.5%%)  RSS %.1f MiB (target <= 40; private %.1f MiB)  false positives %d",
                         r.bytesPerNodePerSecond, r.idleCPUPercent, r.rssMiB, r.rssAnonMiB, r.falsePositives))
             }
+        }
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try enc.encode(reports), as: UTF8.self))
+        }
+    }
+}
+
+struct IdleBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "idle",
+        abstract: "An idle agent's resident memory and CPU, per agent (median, p90), and where its memory goes; serf beside it.")
+
+    @Option(help: "Cluster sizes to measure, comma separated.") var nodes = "10,50"
+    @Option(help: "Seconds of idle measurement.") var idle = 30.0
+    @Option(help: "Seconds between convergence and the idle measurement (the mesh of connections forms).") var settle = 15.0
+    @Option(help: "The microscale executable (default: next to this one).") var microscale: String?
+    @Option(help: "Instead: print where the memory of this running process (of --microscale) goes, and exit.") var pid: Int32?
+    @Flag(help: "Print JSON instead of text.") var json = false
+
+    func run() async throws {
+        let exe = microscale ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("microscale").path
+        if let pid {
+            guard let f = try FootprintReader(executable: exe).read(pid: pid) else { throw ValidationError("cannot read process \(pid) of \(exe)") }
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try enc.encode(f), as: UTF8.self))
+            return
+        }
+        var reports: [IdleFootprintBenchmark.Report] = []
+        for n in nodes.split(separator: ",").compactMap({ Int($0) }) {
+            var b = IdleFootprintBenchmark(nodes: n, executable: exe, workDirectory: NSTemporaryDirectory() + "microscale-bench-idle-\(n)")
+            b.idleSeconds = idle
+            b.settleSeconds = settle
+            let r = try await b.run(progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
+            reports.append(r)
+            if !json { print(IdleFootprintBenchmark.text(r)) }
         }
         if json {
             let enc = JSONEncoder()
