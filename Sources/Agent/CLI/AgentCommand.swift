@@ -123,6 +123,9 @@ public struct AgentCommand: AsyncParsableCommand {
             logger[metadataKey: "node"] = "\(c.name)"
             runtime = try AgentRuntime(configuration: c, logger: logger)
             try await runtime.start()
+            #if os(Linux)
+                releaseStartupPagesPeriodically(logger: logger)
+            #endif
             // SIGHUP: the TLS files again, and the file's reloadable keys (flags still win).
             runtime.reloadOnHangup(configurationFile: config) { try resolve(flags: flags, config: config) }
         } catch let e as ConfigurationError {
@@ -172,6 +175,24 @@ func waitForTerminationSignal() async -> Int32 {
 }
 
 #if os(Linux)
+    /// Start-up's pages of the binary and libraries out of the resident set (ResidentMemory,
+    /// docs/footprint.md): 10 s after start (joined, probing), 30 s (the mesh of connections has
+    /// formed: each agent opens its connections over its first probe round, N·0.2 s, and a TLS
+    /// handshake maps much of libcrypto), then every five minutes: a burst of work (an API
+    /// request, a plan, a reload) maps more code, which an idle agent no longer runs.
+    /// MICROSCALE_KEEP_STARTUP_PAGES=1 turns it off, to measure the difference.
+    private func releaseStartupPagesPeriodically(logger: Logger) {
+        guard ProcessInfo.processInfo.environment["MICROSCALE_KEEP_STARTUP_PAGES"] != "1" else { return }
+        Task.detached(priority: .background) {
+            var delays: [Duration] = [.seconds(10), .seconds(20)]
+            while !Task.isCancelled {
+                try? await Task.sleep(for: delays.isEmpty ? .seconds(300) : delays.removeFirst())
+                let kib = ResidentMemory.releaseStartupPages()
+                logger.debug("released start-up pages", metadata: ["KiB": "\(kib)"])
+            }
+        }
+    }
+
     /// glibc's mallopt(3); Swift's Glibc module does not export malloc.h.
     @_silgen_name("mallopt")
     private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
