@@ -112,7 +112,8 @@ public final class FootprintReader: Sendable {
             } else if let dash = first.firstIndex(of: "-"), let s = UInt64(first[..<dash], radix: 16),
                 let e = UInt64(first[first.index(after: dash)...], radix: 16), fields.count >= 5
             {
-                maps.append(Mapping(start: s, end: e, permissions: String(fields[1]), path: fields.count > 5 ? fields[5...].joined(separator: " ") : ""))
+                let path = fields.count > 5 ? fields[5...].joined(separator: " ") : ""
+                maps.append(Mapping(start: s, end: e, permissions: String(fields[1]), path: path))
             }
         }
         guard let base = maps.first(where: { $0.path == executable })?.start else { return nil }

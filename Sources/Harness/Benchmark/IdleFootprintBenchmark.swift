@@ -160,7 +160,9 @@ public struct IdleFootprintBenchmark: Sendable {
         lines.append(
             "  CPU per agent  median \(f(r.cpuMedianPercent, 2))%  p90 \(f(r.cpuP90Percent, 2))% of a core  (target <= 0.25%; serf \(r.serfCPUPercent)%)"
         )
-        if !r.failedAgents.isEmpty { lines.append("  failed: \(r.failedAgents.count) of \(r.nodes) agents gone: \(r.failedAgents.joined(separator: ", "))") }
+        if !r.failedAgents.isEmpty {
+            lines.append("  failed: \(r.failedAgents.count) of \(r.nodes) agents gone: \(r.failedAgents.joined(separator: ", "))")
+        }
         if let name = r.medianCPUAgent {
             lines.append("  where \(name)'s CPU goes (the median agent by CPU), by thread:")
             for t in r.cpuByThread {
