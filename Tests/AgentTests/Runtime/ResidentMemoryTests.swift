@@ -13,7 +13,11 @@ import Testing
         }
 
         static func work() throws -> (Data, [Int], String) {
-            let json = try JSONEncoder().encode(Sample(name: "node-1", values: [0.5, 1e6, -3]))
+            // Sorted keys: the encoder's key order otherwise follows a dictionary's, which may
+            // differ between two encodings in one process.
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = .sortedKeys
+            let json = try encoder.encode(Sample(name: "node-1", values: [0.5, 1e6, -3]))
             let sorted = (0..<1000).map { ($0 * 7919) % 1000 }.sorted()
             return (json, sorted, String(format: "%.3f", 2.0 / 3.0))
         }
