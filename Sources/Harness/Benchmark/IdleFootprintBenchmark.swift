@@ -7,7 +7,7 @@ import Foundation
 /// median and p90 across agents, and where the memory of the median agent goes (`Footprint`).
 /// Figures, not assertions: `microscale-bench idle`.
 public struct IdleFootprintBenchmark: Sendable {
-    /// serf's idle agent, measured on this machine the same way (issue 20): the reference.
+    /// serf's idle agent: issue 20's reference figures (not measured by this benchmark).
     public static let serfRSSMiB = 14.5
     public static let serfCPUPercent = 0.3
 
