@@ -103,6 +103,27 @@ public struct ChaosFigures: Sendable {
                     figure: "idle CPU / RSS per agent, N=\(n)", measured: String(format: "%.2f%% / %.1f MiB", r.idleCPUPercent, r.rssMiB),
                     target: "≤ 0.5% / ≤ 40 MiB", reference: "Serf 0.3% / 14.5 MiB", value: r.rssMiB))
         }
+        // An idle agent's footprint (docs/footprint.md): the membership rows above sample RSS
+        // before the agent's start-up pages are released (30 s after start); this waits past it.
+        for n in sizes where n == 10 || n == 50 {
+            progress("idle footprint, \(n) agents")
+            let idle = try await IdleFootprintBenchmark(
+                nodes: n, executable: executable, workDirectory: NSTemporaryDirectory() + "microscale-chaos-bench-idle-\(n)"
+            ).run(progress: progress)
+            func mib(_ v: Double?) -> String { v.map { String(format: "%.1f MiB", $0) } ?? "did not finish" }
+            func pct(_ v: Double?) -> String { v.map { String(format: "%.2f%%", $0) } ?? "did not finish" }
+            let counted = idle.failedAgents.isEmpty ? "\(n) agents" : "\(n) agents, \(idle.failedAgents.count) gone"
+            rows.append(
+                Row(
+                    figure: "idle agent RSS per agent, N=\(n), median / p90", fault: idle.fault,
+                    measured: "\(mib(idle.rssMedianMiB)) / \(mib(idle.rssP90MiB))", trials: counted,
+                    target: "≤ 20 MiB", reference: "Serf 14.5 MiB", value: idle.rssMedianMiB))
+            rows.append(
+                Row(
+                    figure: "idle agent CPU per agent, N=\(n), median / p90", fault: idle.fault,
+                    measured: "\(pct(idle.cpuMedianPercent)) / \(pct(idle.cpuP90Percent))", trials: counted,
+                    target: "≤ 0.25%", reference: "Serf 0.3%", value: idle.cpuMedianPercent))
+        }
         progress("raft failover, \(trials) trials")
         var raft = RaftProcessBenchmark(executable: executable, workDirectory: NSTemporaryDirectory() + "microscale-chaos-bench-raft")
         raft.trials = trials
