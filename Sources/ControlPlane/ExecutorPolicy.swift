@@ -24,6 +24,10 @@ public struct ExecutorPolicy: Sendable {
     public private(set) var received = 0
     /// Whether the current assignment's plan may have been decided before this agent started.
     public private(set) var predatesStart = true
+    /// The plan index of the first assignment received since the start: the plan committed when
+    /// this agent came up (or later). A plan of a higher index was committed after that one had
+    /// reached the running agent, so after its start, whatever any clock says.
+    public private(set) var firstPlanIndex: UInt64?
     /// Whether the last round held an empty assignment (to say so once in the log).
     public private(set) var holdingEmpty = false
 
@@ -38,17 +42,22 @@ public struct ExecutorPolicy: Sendable {
     /// A new assignment arrived (it replaces the previous one).
     public mutating func assigned(_ a: NodeAssignment) {
         received += 1
-        predatesStart = Self.predatesStart(a, received: received, startedAtWallMilliseconds: startedAtWallMilliseconds)
+        if firstPlanIndex == nil { firstPlanIndex = a.planIndex }
+        predatesStart = Self.predatesStart(a, firstPlanIndex: firstPlanIndex ?? a.planIndex, startedAtWallMilliseconds: startedAtWallMilliseconds)
     }
 
-    /// Whether `a`, the `received`-th assignment since the start, may carry a plan decided before
-    /// the agent started. With the plan's decision time (a server reads it from its replicated
-    /// state), by the clocks: a leader's clock behind ours only holds a new plan for the grace,
-    /// as before. Without it (a push), only the first assignment can: every later one was
-    /// committed after the first reached this running agent.
-    public static func predatesStart(_ a: NodeAssignment, received: Int, startedAtWallMilliseconds: Int64) -> Bool {
+    /// Whether `a` may carry a plan decided before the agent started. By the Raft index first: a
+    /// plan committed after the first one this agent received (`firstPlanIndex`) was decided
+    /// while it ran, and is obeyed at once. Only the plan that was current when the agent came
+    /// up (or an older one, pushed late) can predate the start; for it, the plan's decision time
+    /// (a server reads it from its replicated state) against the start, when there is one.
+    /// Comparing the leader's wall clock with ours for every plan held a drain decided after a
+    /// restart for the whole grace whenever the leader's clock was behind (found by
+    /// `microscale-sim cluster --check-empty-assignments`, seeds 14, 147, 167, 173).
+    public static func predatesStart(_ a: NodeAssignment, firstPlanIndex: UInt64, startedAtWallMilliseconds: Int64) -> Bool {
+        if a.planIndex > firstPlanIndex { return false }
         if let decided = a.decidedAtMilliseconds { return decided < startedAtWallMilliseconds }
-        return received <= 1
+        return true
     }
 
     /// Whether a round at `now` holds `a` (the current assignment) instead of carrying it out: it

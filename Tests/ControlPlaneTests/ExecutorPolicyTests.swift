@@ -54,6 +54,23 @@ import Testing
         #expect(!p.holds(empty, now: Self.start))
     }
 
+    /// The leader's wall clock 3 s behind ours: a drain committed after the first assignment
+    /// reached this agent reads as "decided before the start" by the clocks, but its Raft index
+    /// says it came later, and the index wins (microscale-sim cluster, seed 14).
+    @Test func aPlanCommittedAfterTheFirstAssignmentIsObeyedAtOnceWhateverTheLeadersClockSays() {
+        var p = Self.policy()
+        p.assigned(Self.assignment(2, decidedAt: Self.startWall - 10_000, index: 5))
+        #expect(p.predatesStart && p.firstPlanIndex == 5)
+        let drain = Self.assignment(0, decidedAt: Self.startWall - 3_000, index: 7)
+        p.assigned(drain)
+        #expect(!p.predatesStart)
+        #expect(!p.holds(drain, now: Self.start + .milliseconds(400)))
+        // An older plan pushed late is still treated as one that may predate the start.
+        let late = Self.assignment(0, decidedAt: Self.startWall - 20_000, index: 4)
+        p.assigned(late)
+        #expect(p.predatesStart && p.firstPlanIndex == 5)
+    }
+
     @Test func aHoldIsAnnouncedOnceAndTheDesiredSetIsStillHandedOver() {
         var p = Self.policy()
         let empty = Self.assignment(0, decidedAt: Self.startWall - 1)
