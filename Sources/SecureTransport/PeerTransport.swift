@@ -144,6 +144,12 @@ public final class PeerTransport: Sendable {
     private let lostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
     private let peerLostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
     private let shuttingDown = NIOLockedValueBox(false)
+    /// Every accepted connection until it closes, authenticated or not: `shutdown` closes them
+    /// all. The table holds a connection only once its handshake is done, and with TLS 1.3 the
+    /// dialer finishes first, so a peer can have sent a frame over a connection this side has
+    /// not registered yet; left open by a shutdown, the peer would hear of it only at the idle
+    /// timeout.
+    private let accepted = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
 
     /// Called with the address ("host:port") of a dialed connection that closed while the
     /// transport was running: a killed peer resets its connections at once, a hint failure
@@ -323,6 +329,7 @@ public final class PeerTransport: Sendable {
                         }
                         slot = s
                     }
+                    self.trackAccepted(channel)
                     let authenticated: EventLoopFuture<AuthenticatedPeer>
                     let ctx = tls
                     do {
@@ -520,6 +527,15 @@ public final class PeerTransport: Sendable {
         try ops.addHandler(OutboundQueueBound())
     }
 
+    /// Inserted before the flag is read, and `shutdown` sets the flag before it reads the set:
+    /// either this sees the shutdown or the shutdown sees the connection.
+    private func trackAccepted(_ channel: Channel) {
+        let id = ObjectIdentifier(channel)
+        accepted.withLockedValue { $0[id] = channel }
+        channel.closeFuture.whenComplete { _ in self.accepted.withLockedValue { $0[id] = nil } }
+        if shuttingDown.withLockedValue({ $0 }) { channel.close(promise: nil) }
+    }
+
     private func register(key: String?, peer: String, channel: Channel) {
         for evicted in table.add(key: key, peer: peer, channel: channel) {
             logger.debug(
@@ -562,6 +578,7 @@ public final class PeerTransport: Sendable {
         shuttingDown.withLockedValue { $0 = true }
         if let s = server.withLockedValue({ $0 }) { try? await s.close() }
         for c in table.removeEverything() { try? await c.close() }
+        for c in accepted.withLockedValue({ Array($0.values) }) { try? await c.close() }
         // After the connections: a step still running returns to its loop, which is still up.
         if let pool = handshakeThread.withLockedValue({ p -> NIOThreadPool? in
             defer { p = nil }
