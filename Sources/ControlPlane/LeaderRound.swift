@@ -88,8 +88,13 @@ public struct LeaderRound: Sendable {
     }
 
     /// One round as the leader. `demand` is per non-fill service (see `demand(_:polled:)`).
+    /// `servers` is the Raft configuration (voters and learners): once every one of them runs a
+    /// version that refuses stale plans (`ServerFeatures.stalePlanCheck`), the plan carries the
+    /// applied index it was computed from (`Consensus.Plan.basedOnIndex`); nil or an older server
+    /// leaves it out, and the plan applies as before.
     public mutating func step(
-        state: ClusterState, members: [MemberView], demand: [String: DemandValue], now: Duration
+        state: ClusterState, members: [MemberView], demand: [String: DemandValue], now: Duration,
+        servers: Set<String>? = nil
     ) -> Outcome {
         var nodes = Self.plannerNodes(members, state)
         // Restart is not leave: an agent stopped by SIGTERM (an upgrade, a restart) is dead to the
@@ -130,8 +135,11 @@ public struct LeaderRound: Sendable {
         }
         let reasons = Array(
             (specChanges + rolloutReasons + result.decisions.map(\.description) + result.shortfalls.map(\.description)).prefix(50))
+        let based =
+            servers.map { ServerFeatures.allServers($0, in: members, atLeast: ServerFeatures.stalePlanCheck) } == true
+            ? state.appliedIndex : nil
         let commit = Commit(
-            plan: Consensus.Plan(assignments: next, specs: specs, rollouts: rollouts), reasons: reasons,
+            plan: Consensus.Plan(assignments: next, specs: specs, rollouts: rollouts, basedOnIndex: based), reasons: reasons,
             changes: result.decisions.count + specChanges.count + rolloutReasons.count,
             plannerDecisions: result.decisions.count)
         return Outcome(nodes: nodes, verdict: .commit(commit))

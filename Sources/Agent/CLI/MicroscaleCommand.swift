@@ -18,7 +18,7 @@ public struct MicroscaleCommand: AsyncParsableCommand {
 }
 
 public enum MicroscaleVersion {
-    public static let current = "0.1.0"
+    public static let current = "0.2.0"
 }
 
 extension MicroscaleCommand {

@@ -555,6 +555,10 @@ public actor RaftService {
         scheduleDrain()
     }
 
+    /// The servers of the current configuration, voters and learners (both apply the log); nil
+    /// before this server has a Raft node.
+    public var configurationMembers: Set<String>? { node?.configuration.members }
+
     /// The Raft servers, for `operator raft list-peers` (answered by the leader).
     public func peers() async -> [RaftPeer]? {
         let gossip = await memberHealth()

@@ -112,7 +112,8 @@ public actor DecisionLoop {
         let demand = LeaderRound.demand(state, polled: polled)
         demandInUse = demand.compactMapValues { if case .known(let v) = $0 { return v } else { return nil } }
         let now = clock.now
-        let outcome = round.step(state: state, members: members, demand: demand, now: now)
+        let outcome = round.step(
+            state: state, members: members, demand: demand, now: now, servers: await raft.configurationMembers)
         if utilization.due(at: wallClock) { sample(state, outcome.nodes, demand: demand, at: wallClock) }
         let commit: LeaderRound.Commit
         switch outcome.verdict {
@@ -125,7 +126,14 @@ public actor DecisionLoop {
         let decision = commit.decision(timestampMilliseconds: clock.wallMilliseconds, planning: clock.now - now)
         do {
             if let refused = try await raft.propose(.setPlan(commit.plan, decision)) {
-                logger.error("plan refused: \(refused)")
+                // A stale plan (the state changed between reading and committing) is refused
+                // by apply: plan again from the committed state, not from the refused plan.
+                round.commitFailed()
+                if case .stalePlan = refused {
+                    logger.info("plan refused as stale; planning again", metadata: ["reason": "\(refused)"])
+                } else {
+                    logger.error("plan refused: \(refused)")
+                }
             } else {
                 latency?.record(clock.now - now)
                 plansCommitted += 1
