@@ -100,24 +100,11 @@ public enum DemandValue: Sendable, Hashable {
     case unknown
 }
 
-/// Which stops must finish on a node before which starts: every stop listed here comes before every
-/// start, so the room the stops free is there when the starts need it.
-public struct NodeSteps: Sendable, Hashable {
-    public var stops: [String: Int] = [:]
-    public var starts: [String: Int] = [:]
-    public init(stops: [String: Int] = [:], starts: [String: Int] = [:]) {
-        self.stops = stops
-        self.starts = starts
-    }
-}
-
 public struct Plan: Sendable, Hashable {
     /// node -> service -> containers. Counts, not containers: 1M containers are 5,000 small maps.
     /// Changing them from outside drops the planner's indexed form (`index`), which describes
     /// these counts and no others.
     public var assignments: [String: [String: Int]] = [:] { didSet { index = nil } }
-    /// node -> the stops and starts that move the previous plan to this one, stops first.
-    public var steps: [String: NodeSteps] = [:]
     /// Desired count per service as last decided (the base the stabilization window compares to).
     public var desired: [String: Int] = [:]
     /// Since when a demand-driven service has wanted fewer containers than `desired`.
@@ -132,13 +119,12 @@ public struct Plan: Sendable, Hashable {
     public init() {}
 
     public static func == (a: Plan, b: Plan) -> Bool {
-        a.assignments == b.assignments && a.steps == b.steps && a.desired == b.desired
+        a.assignments == b.assignments && a.desired == b.desired
             && a.scaleDownSince == b.scaleDownSince && a.control == b.control
     }
 
     public func hash(into h: inout Hasher) {
         h.combine(assignments)
-        h.combine(steps)
         h.combine(desired)
         h.combine(scaleDownSince)
         h.combine(control)
@@ -350,34 +336,31 @@ public struct Planner: Sendable {
             if !fills.isEmpty { w.placeFairly(fills, wanted: wanted, cause: cause) }
         }
 
-        // 5. Emit the plan, its per-node steps and the per-node decisions. From a kept index only
+        // 5. Emit the plan and the per-node decisions (what to stop before what to start is the
+        //    executor's to work out from the counts: docs/ARCHITECTURE.md, Principles 3). From a kept index only
         //    the rows this pass touched can differ from the previous plan's (a touched node that
         //    ends as it began emits what it had), so the rest of the assignments are kept as they are.
         if w.incremental, let previous = currentPlan {
             newPlan.assignments = previous.assignments
         } else {
             newPlan.assignments.reserveCapacity(w.nodeCount)
-            newPlan.steps.reserveCapacity(w.nodeCount)
         }
         for n in w.incremental ? w.touchedNodes : Array(0..<w.nodeCount) {
             let name = w.nodes[n].name
             let row = w.count[n], was = w.before[n]
             // Sized once: growing a dictionary of a few hundred services rehashes every name
             // several times, which was most of a re-plan on a 5,000-node cell.
-            var held = 0, stops = 0, starts = 0
-            var hadNone = true
+            var held = 0, changed = false
             for s in 0..<w.svc.count {
-                let c = row[s], b = was[s]
-                if c > 0 { held += 1 }
-                if b != 0 { hadNone = false }
-                if c < b { stops += 1 } else if c > b { starts += 1 }
+                if row[s] > 0 { held += 1 }
+                if row[s] != was[s] { changed = true }
             }
             var counts: [String: Int]
             if w.incremental {
                 // The node's counts as the previous plan left them (which the kept index
                 // describes), with the changed cells changed: a few names hashed, not hundreds.
                 counts = currentPlan?.assignments[name] ?? [:]
-                if stops + starts > 0 {
+                if changed {
                     counts.reserveCapacity(held)
                     for s in 0..<w.svc.count where row[s] != was[s] { counts[w.svc[s].name] = row[s] > 0 ? row[s] : nil }
                 }
@@ -386,21 +369,7 @@ public struct Planner: Sendable {
                 counts.reserveCapacity(held)
                 for s in 0..<w.svc.count where row[s] > 0 { counts[w.svc[s].name] = row[s] }
             }
-            var steps = NodeSteps()
-            if hadNone {
-                // A node that held nothing starts exactly what it now holds (every node of a plan
-                // from nothing): the same dictionary, not a million names hashed again.
-                steps.starts = counts
-            } else if stops + starts > 0 {
-                steps.stops.reserveCapacity(stops)
-                steps.starts.reserveCapacity(starts)
-                for s in 0..<w.svc.count where row[s] != was[s] {
-                    let c = row[s], b = was[s]
-                    if c < b { steps.stops[w.svc[s].name] = b - c } else { steps.starts[w.svc[s].name] = c - b }
-                }
-            }
             newPlan.assignments[name] = counts.isEmpty ? nil : counts
-            if !steps.stops.isEmpty || !steps.starts.isEmpty { newPlan.steps[name] = steps }
         }
         w.nodeDecisions(into: &decisions)
         newPlan.index = w.index()
