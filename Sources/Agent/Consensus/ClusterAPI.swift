@@ -240,8 +240,8 @@ public actor ClusterAPI {
             guard await raft.status() != nil else { return .error(503, await raft.noClusterReason) }
             // During an election (a hand-off's is a round trip) no leader is known for a moment:
             // wait for one rather than fail a request that a few milliseconds later would commit.
-            let deadline = ContinuousClock.now + .seconds(moved ? 2 : 1)
-            while ContinuousClock.now < deadline {
+            let deadline = clock.now + .seconds(moved ? 2 : 1)
+            while clock.now < deadline {
                 let (known, leading) = (await raft.leader, await raft.isLeader)
                 if leading || (known != nil && known != name) { break }
                 try? await Task.sleep(for: .milliseconds(10))

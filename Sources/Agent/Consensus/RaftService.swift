@@ -117,9 +117,9 @@ public actor RaftService {
     /// Agreeing on the first voters with the other servers (no Raft state yet).
     private var agreement: BootstrapAgreement?
     private var agreementBroken = false
-    /// The agent's clock (AgentRuntime's): the bootstrap agreement and the autopilot run on its
-    /// monotonic time. (The Ready loop's ticks and the wait-until-deadline loops still measure
-    /// elapsed time on the continuous clock: docs/ARCHITECTURE.md, "Time in the shells".)
+    /// The agent's clock (AgentRuntime's): the Ready loop's ticks, the bootstrap agreement, the
+    /// autopilot and the wait-until-deadline loops run on its monotonic time (only the sleeps
+    /// between them are the host's: docs/ARCHITECTURE.md, "Time in the shells").
     private let clock: AgentClock
     /// Frames of a snapshot waiting in a peer's outbox.
     private var snapshotFramesQueued: [String: Int] = [:]
@@ -127,7 +127,7 @@ public actor RaftService {
     private var autopilot: Autopilot
     /// Every member gossip knows (set by the runtime).
     private var memberHealth: @Sendable () async -> [String: MemberHealth] = { [:] }
-    private var lastHello = ContinuousClock.now - .seconds(10)
+    private var lastHello: Duration?
     /// Linearizable reads (thesis §6.4) waiting for their ReadState, by request id; then for the
     /// state machine to reach its index.
     private var reads: [UInt64: (index: UInt64?, continuation: CheckedContinuation<Void, any Error>)] = [:]
@@ -169,10 +169,11 @@ public actor RaftService {
 
     public func start() {
         loop = Task { [weak self] in
-            var last = ContinuousClock.now
-            var refreshed = ContinuousClock.now - .seconds(1)
+            guard let start = self?.clock.now else { return }
+            var last = start
+            var refreshed = start - .seconds(1)
             while !Task.isCancelled, let self {
-                let now = ContinuousClock.now
+                let now = self.clock.now
                 if now - refreshed >= .milliseconds(250) {
                     refreshed = now
                     await self.refreshAddresses()
@@ -237,8 +238,8 @@ public actor RaftService {
         // were) never pledges; it asks the others, once a second, whether a cluster runs already:
         // the answer names its voters, and this server then joins (an empty proposal commits no
         // one to anything).
-        if node == nil, agreement?.pledge == nil, ContinuousClock.now - lastHello >= .seconds(1) {
-            lastHello = ContinuousClock.now
+        if node == nil, agreement?.pledge == nil, lastHello.map({ clock.now - $0 >= .seconds(1) }) ?? true {
+            lastHello = clock.now
             var m = Microscale_Control_ControlMessage()
             m.bootstrapProposal = Microscale_Control_BootstrapProposal()
             guard let frame = try? Frame(kind: .control, message: m) else { return }
@@ -505,8 +506,8 @@ public actor RaftService {
     /// Returns once no leadership transfer is in progress here; throws `notLeader` if this server
     /// no longer leads.
     private func waitForTransfer() async throws {
-        let deadline = ContinuousClock.now + options.electionTimeout * 3
-        while let n = node, n.role == .leader, n.leadTransferee != nil, ContinuousClock.now < deadline {
+        let deadline = clock.now + options.electionTimeout * 3
+        while let n = node, n.role == .leader, n.leadTransferee != nil, clock.now < deadline {
             try await Task.sleep(for: .milliseconds(10))
         }
         guard let n = node else { throw ProposalError.noCluster("the agent is stopping") }
@@ -589,8 +590,8 @@ public actor RaftService {
         }
         if departing { autopilot.departing(peer, now: clock.now) }
         // The autopilot may have a change of its own in flight: one at a time (thesis §4.1).
-        let deadline = ContinuousClock.now + options.proposalTimeout
-        while node?.canChangeConfiguration == false, node?.role == .leader, ContinuousClock.now < deadline {
+        let deadline = clock.now + options.proposalTimeout
+        while node?.canChangeConfiguration == false, node?.role == .leader, clock.now < deadline {
             try await Task.sleep(for: .milliseconds(10))
         }
         guard node?.role == .leader else { throw ProposalError.notLeader(leader: node?.leader) }
@@ -627,8 +628,8 @@ public actor RaftService {
             do { try node?.transferLeadership(to: target) } catch { continue }
             logger.info("handing leadership off", metadata: ["to": "\(target)"])
             drain()
-            let deadline = ContinuousClock.now + options.electionTimeout * 3
-            while let m = node, ContinuousClock.now < deadline {
+            let deadline = clock.now + options.electionTimeout * 3
+            while let m = node, clock.now < deadline {
                 if m.role != .leader, let l = m.leader, l != name { return l }
                 if m.role == .leader, m.leadTransferee == nil { break }  // abandoned: try the next
                 try await Task.sleep(for: .milliseconds(10))

@@ -1,5 +1,3 @@
-import Foundation
-
 /// The samples behind the dashboard's chart: one `GET /v1/status` a second, kept for ten minutes.
 /// It starts with the first request for the dashboard, so an agent nobody watches does no work.
 public actor StatusHistory {
@@ -16,8 +14,11 @@ public actor StatusHistory {
     private var samples: [Sample] = []
     private var loop: Task<Void, Never>?
     private let fetch: @Sendable () async -> StatusView?
+    /// The agent's clock: a sample's time is its wall clock.
+    private let clock: AgentClock
 
-    public init(fetch: @escaping @Sendable () async -> StatusView?) {
+    public init(clock: AgentClock = .system(), fetch: @escaping @Sendable () async -> StatusView?) {
+        self.clock = clock
         self.fetch = fetch
     }
 
@@ -38,7 +39,7 @@ public actor StatusHistory {
 
     func sample() async {
         guard let s = await fetch() else { return }
-        samples.append(Sample(time: Int64(Date().timeIntervalSince1970 * 1000), services: s.services, nodes: s.nodes))
+        samples.append(Sample(time: clock.wallMilliseconds, services: s.services, nodes: s.nodes))
         if samples.count > Self.limit { samples.removeFirst(samples.count - Self.limit) }
     }
 

@@ -493,13 +493,13 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         guard let raft, let status = await raft.status() else { return }
         let others = status.voters.filter { $0 != configuration.name }
         guard !others.isEmpty else { return }  // the only voter: there is no one to hand off to
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = clock.now + .seconds(10)
         if await raft.isLeader {
             do { try await raft.transferLeadership() } catch {
                 logger.warning("could not hand leadership off before leaving: \(error)")
             }
         }
-        while ContinuousClock.now < deadline {
+        while clock.now < deadline {
             let r = await clusterAPI.handle(.removeRaftPeer(configuration.name, leaving: true))
             if r.status == 200 {
                 logger.info("left the Raft configuration")
@@ -644,7 +644,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     public func history() async -> [StatusHistory.Sample] {
         let h: StatusHistory = historyLock.withLock {
             if let h = statusHistory { return h }
-            let h = StatusHistory { [weak self] in
+            let h = StatusHistory(clock: clock) { [weak self] in
                 guard let self, case let r = await self.cluster(method: "GET", path: "/v1/status", body: []), r.status == 200 else { return nil }
                 return try? JSONDecoder().decode(StatusView.self, from: Data(r.body))
             }
