@@ -142,6 +142,33 @@ struct RecordingHandler: LogHandler {
         }
     }
 
+    /// Runs `body` on three servers and a client agent, started and joined through s1, once every
+    /// server runs Raft and knows the leader, beside the hostile peer; then stops them all, also
+    /// when `body` throws, before the next test starts its own.
+    func withHostileCluster(
+        _ body: (_ agents: [String: AgentRuntime], _ ports: [String: Int], _ hostile: Hostile, _ logs: LogRecorder) async throws -> Void
+    ) async throws {
+        let logs = LogRecorder()
+        let (agents, ports) = try await startCluster(logs: logs)
+        let hostile = try Hostile()
+        func stop() async {
+            await hostile.stop()
+            for a in agents.values { await a.shutdown() }
+        }
+        do {
+            #expect(
+                try await eventually {
+                    for n in ["s1", "s2", "s3"] { if await agents[n]?.raft?.status()?.leader == nil { return false } }
+                    return true
+                }, "every server runs Raft and knows the leader")
+            try await body(agents, ports, hostile, logs)
+        } catch {
+            await stop()
+            throw error
+        }
+        await stop()
+    }
+
     /// Three servers and a client agent, started and joined through s1.
     func startCluster(logs: LogRecorder) async throws -> (agents: [String: AgentRuntime], ports: [String: Int]) {
         var ports: [String: Int] = [:]
@@ -163,263 +190,240 @@ struct RecordingHandler: LogHandler {
     /// suspect, dead or left, or this member suspect at the largest incarnation. Nobody crashes,
     /// every forged verdict is refuted by its subject, and no leader takes it as evidence.
     @Test func forgedVerdictsAboutOtherMembersAreRefutedAndMoveNothing() async throws {
-        let logs = LogRecorder()
-        let (agents, ports) = try await startCluster(logs: logs)
-        let all = agents.values
-        let hostile = try Hostile()
-        defer {
-            Task {
-                await hostile.stop()
-                for a in all { await a.shutdown() }
+        try await withHostileCluster { agents, ports, hostile, logs in
+            let all = agents.values
+            let names = ["c1", "s1", "s2", "s3"]
+            let s1 = try #require(agents["s1"])
+            #expect(
+                try await eventually {
+                    let alive = await s1.members().filter { $0.status == .alive }.map(\.name).sorted()
+                    return alive == names
+                })
+            let incarnations = Dictionary(uniqueKeysWithValues: await s1.members().map { ($0.name, $0.incarnation) })
+            for n in ["s1", "s2", "s3"] {
+                let lies: [Gossip] = [
+                    .suspect(name: n, incarnation: .max, from: "mallory"),
+                    .dead(name: "s2", incarnation: incarnations["s2"] ?? 0, from: "mallory"),
+                    .left(name: "s3", incarnation: incarnations["s3"] ?? 0),
+                    .suspect(name: "c1", incarnation: incarnations["c1"] ?? 0, from: "mallory"),
+                ]
+                try await hostile.send(
+                    try MembershipCodec.frame(.gossip(GossipPacket(from: "mallory", gossip: lies))),
+                    to: try #require(ports[n]), n)
             }
-        }
-        let names = ["c1", "s1", "s2", "s3"]
-        let s1 = try #require(agents["s1"])
-        #expect(
-            try await eventually {
-                let alive = await s1.members().filter { $0.status == .alive }.map(\.name).sorted()
-                return alive == names
-            })
-        #expect(
-            try await eventually {
-                for n in ["s1", "s2", "s3"] { if await agents[n]?.raft?.status()?.leader == nil { return false } }
+            // Refuted everywhere: every member alive in every agent's view, each server still in
+            // Raft with the same voters, and no dead or left verdict anyone holds is confirmed.
+            let refuted = try await eventually(30) {
+                for a in all {
+                    let alive = await a.members().filter { $0.status == .alive }.map(\.name)
+                    if !Set(names).isSubset(of: Set(alive)) { return false }
+                }
                 return true
-            }, "every server runs Raft and knows the leader")
-        let incarnations = Dictionary(uniqueKeysWithValues: await s1.members().map { ($0.name, $0.incarnation) })
-        for n in ["s1", "s2", "s3"] {
-            let lies: [Gossip] = [
-                .suspect(name: n, incarnation: .max, from: "mallory"),
-                .dead(name: "s2", incarnation: incarnations["s2"] ?? 0, from: "mallory"),
-                .left(name: "s3", incarnation: incarnations["s3"] ?? 0),
-                .suspect(name: "c1", incarnation: incarnations["c1"] ?? 0, from: "mallory"),
-            ]
-            try await hostile.send(
-                try MembershipCodec.frame(.gossip(GossipPacket(from: "mallory", gossip: lies))),
-                to: try #require(ports[n]), n)
-        }
-        // Refuted everywhere: every member alive in every agent's view, each server still in
-        // Raft with the same voters, and no dead or left verdict anyone holds is confirmed.
-        let refuted = try await eventually(30) {
-            for a in all {
-                let alive = await a.members().filter { $0.status == .alive }.map(\.name)
-                if !Set(names).isSubset(of: Set(alive)) { return false }
             }
-            return true
-        }
-        let view = await s1.members().map { "\($0.name) \($0.status)" }
-        #expect(refuted, "\(view)")
-        for n in ["s1", "s2", "s3"] {
-            let status = try #require(await agents[n]?.raft?.status())
-            #expect(status.voters == ["s1", "s2", "s3"])
-        }
-        for a in all {
-            let confirmed = await a.members().filter { $0.confirmedDown == true && $0.name != "mallory" }
-            #expect(confirmed.isEmpty, "\(confirmed.map(\.name))")
-        }
+            let view = await s1.members().map { "\($0.name) \($0.status)" }
+            #expect(refuted, "\(view)")
+            for n in ["s1", "s2", "s3"] {
+                let status = try #require(await agents[n]?.raft?.status())
+                #expect(status.voters == ["s1", "s2", "s3"])
+            }
+            for a in all {
+                let confirmed = await a.members().filter { $0.confirmedDown == true && $0.name != "mallory" }
+                #expect(confirmed.isEmpty, "\(confirmed.map(\.name))")
+            }
 
-        // Item 2, records: mallory rewrites s2 (capacity, containers, address) under its own
-        // signature and unsigned, makes up a member, and sends s3 a delta that empties it. No
-        // agent takes any of it: each view of s2 and s3 stays what their owners said.
-        let views = Dictionary(uniqueKeysWithValues: await s1.members().map { ($0.name, $0) })
-        let s2 = try #require(views["s2"]), s3 = try #require(views["s3"])
-        let s2Record = try #require(await agents["s2"]?.membership.ownRecord())
-        let s3Record = try #require(await agents["s3"]?.membership.ownRecord())
-        var inflated = s2Record
-        inflated.version += 100
-        inflated.capacity = Membership.Resources(cpuMillicores: 1_000_000, memoryBytes: 1 << 44)
-        inflated.running = ["evil": 50]
-        inflated.address = "127.0.0.1:1"
-        var ghost = NodeRecord(
-            name: "ghost", address: "127.0.0.1:2", role: .server,
-            capacity: Membership.Resources(cpuMillicores: 1_000_000, memoryBytes: 1 << 44))
-        ghost = ghost.signed(by: hostile.signer)
-        var emptied = NodeRecordDelta(
-            name: "s3", baseVersion: s3Record.version, version: s3Record.version + 1,
-            running: ["evil": 50])
-        emptied.signature = hostile.signer.sign(s3Record.signedBytes)
-        var keptSignature = inflated
-        keptSignature.signature = s2Record.signature
-        let forgeries: [Gossip] = [
-            .alive(incarnation: s2.incarnation, record: inflated.signed(by: hostile.signer)),
-            .alive(incarnation: s2.incarnation, record: keptSignature),
-            .alive(incarnation: 1, record: ghost),
-            .recordDelta(emptied),
-        ]
-        for n in ["s1", "s2", "s3", "c1"] {
-            try await hostile.send(
-                try MembershipCodec.frame(.gossip(GossipPacket(from: "mallory", gossip: forgeries))),
-                to: try #require(ports[n]), n)
-        }
-        #expect(
-            try await eventually {
-                ["s1", "s3", "c1"].allSatisfy { n in logs.all.contains { $0.hasPrefix("\(n): membership input refused") } }
-            }, "the forgeries were refused (and logged) where they arrived")
-        for a in all {
-            let view = Dictionary(uniqueKeysWithValues: await a.members().map { ($0.name, $0) })
-            #expect(view["ghost"] == nil)
-            #expect(view["s2"]?.capacity == s2.capacity)
-            #expect(view["s2"]?.address == s2.address)
-            #expect(view["s2"]?.running["evil"] == nil)
-            #expect(view["s3"]?.running["evil"] == nil)
-            #expect(view["s3"]?.address == s3.address)
+            // Item 2, records: mallory rewrites s2 (capacity, containers, address) under its own
+            // signature and unsigned, makes up a member, and sends s3 a delta that empties it. No
+            // agent takes any of it: each view of s2 and s3 stays what their owners said.
+            let views = Dictionary(uniqueKeysWithValues: await s1.members().map { ($0.name, $0) })
+            let s2 = try #require(views["s2"]), s3 = try #require(views["s3"])
+            let s2Record = try #require(await agents["s2"]?.membership.ownRecord())
+            let s3Record = try #require(await agents["s3"]?.membership.ownRecord())
+            var inflated = s2Record
+            inflated.version += 100
+            inflated.capacity = Membership.Resources(cpuMillicores: 1_000_000, memoryBytes: 1 << 44)
+            inflated.running = ["evil": 50]
+            inflated.address = "127.0.0.1:1"
+            var ghost = NodeRecord(
+                name: "ghost", address: "127.0.0.1:2", role: .server,
+                capacity: Membership.Resources(cpuMillicores: 1_000_000, memoryBytes: 1 << 44))
+            ghost = ghost.signed(by: hostile.signer)
+            var emptied = NodeRecordDelta(
+                name: "s3", baseVersion: s3Record.version, version: s3Record.version + 1,
+                running: ["evil": 50])
+            emptied.signature = hostile.signer.sign(s3Record.signedBytes)
+            var keptSignature = inflated
+            keptSignature.signature = s2Record.signature
+            let forgeries: [Gossip] = [
+                .alive(incarnation: s2.incarnation, record: inflated.signed(by: hostile.signer)),
+                .alive(incarnation: s2.incarnation, record: keptSignature),
+                .alive(incarnation: 1, record: ghost),
+                .recordDelta(emptied),
+            ]
+            for n in ["s1", "s2", "s3", "c1"] {
+                try await hostile.send(
+                    try MembershipCodec.frame(.gossip(GossipPacket(from: "mallory", gossip: forgeries))),
+                    to: try #require(ports[n]), n)
+            }
+            #expect(
+                try await eventually {
+                    ["s1", "s3", "c1"].allSatisfy { n in logs.all.contains { $0.hasPrefix("\(n): membership input refused") } }
+                }, "the forgeries were refused (and logged) where they arrived")
+            for a in all {
+                let view = Dictionary(uniqueKeysWithValues: await a.members().map { ($0.name, $0) })
+                #expect(view["ghost"] == nil)
+                #expect(view["s2"]?.capacity == s2.capacity)
+                #expect(view["s2"]?.address == s2.address)
+                #expect(view["s2"]?.running["evil"] == nil)
+                #expect(view["s3"]?.running["evil"] == nil)
+                #expect(view["s3"]?.address == s3.address)
+            }
         }
     }
 
     @Test func aPeerWithAClientCertificateCannotMoveRaftWriteStateCommandAClientOrForgeAnswersOrARole() async throws {
-        let logs = LogRecorder()
-        let (agents, ports) = try await startCluster(logs: logs)
-        let s1 = try #require(agents["s1"])
-        let p1 = try #require(ports["s1"])
-        let all = agents.values
-        let client = try #require(agents["c1"])
-        let hostile = try Hostile()
-        defer {
-            Task {
-                await hostile.stop()
-                for a in all { await a.shutdown() }
+        try await withHostileCluster { agents, ports, hostile, logs in
+            let s1 = try #require(agents["s1"])
+            let p1 = try #require(ports["s1"])
+            let all = agents.values
+            let client = try #require(agents["c1"])
+            let servers = ["s1", "s2", "s3"]
+
+            // A leader, and the client's writes with the operator's token go through (the baseline).
+            #expect(try await eventually { (try? await call(client, "GET", "/v1/leader").status) == 200 })
+            #expect(try await call(client, "POST", "/v1/nodes/s3/undrain").status == 200)
+            let assignedBefore = await client.assignments.lastPlanIndex
+            let runningBefore = await client.executor.current
+
+            // What mallory asks for: a service of its own, in a log entry, a snapshot and a write.
+            let evil = ["evil": ServiceSpec(image: "mallory/miner:latest", cpu: 1, memory: 1 << 20, max: 100)]
+            var evilState = ClusterState()
+            _ = evilState.apply(try ClusterCommand.applyServices(evil).encoded(), index: 1)
+            let evilFile = "services: { evil: { image: mallory/miner:latest, cpu: 1, memory: 1MiB, max: 100 } }"
+            let leaderAnswer = try await call(client, "GET", "/v1/leader")
+            let leaderName = try JSONDecoder().decode(LeaderView.self, from: Data(leaderAnswer.body)).name
+
+            for n in servers {
+                let port = try #require(ports[n])
+                func raft(_ kind: Consensus.Message.Kind, from: String = "mallory", _ fill: (inout Consensus.Message) -> Void = { _ in }) throws
+                    -> Frame
+                {
+                    var m = Consensus.Message(kind: kind, from: from, to: n, term: .max)
+                    fill(&m)
+                    return try RaftCodec.frame(m)
+                }
+                try await hostile.send(try raft(.heartbeat), to: port, n)
+                try await hostile.send(try raft(.heartbeat, from: leaderName), to: port, n)
+                try await hostile.send(
+                    try raft(.append) {
+                        $0.index = 1_000_000
+                        $0.logTerm = .max
+                        $0.commit = 1_000_001
+                        $0.entries = [Entry(term: .max, index: 1_000_001, data: (try? ClusterCommand.applyServices(evil).encoded()) ?? [])]
+                    }, to: port, n)
+                try await hostile.send(
+                    try raft(.vote) {
+                        $0.index = .max
+                        $0.logTerm = .max
+                    }, to: port, n)
+                try await hostile.send(
+                    try raft(.installSnapshot) {
+                        $0.snapshot = Snapshot(
+                            index: 1_000_000, term: .max, configuration: Configuration(voters: ["mallory"]),
+                            data: (try? evilState.snapshot()) ?? [])
+                    }, to: port, n)
+                try await hostile.send(try Self.forward(id: 1, "PUT", "/v1/services", evilFile), to: port, n)
+                try await hostile.send(try Self.forward(id: 2, "POST", "/v1/nodes/\(n)/drain"), to: port, n)
+                try await hostile.send(try Self.forward(id: 3, "PUT", "/v1/services", evilFile, token: "guess"), to: port, n)
+                try await hostile.send(
+                    try Self.control {
+                        var r = Microscale_Control_ForwardResponse()
+                        r.id = 1
+                        r.status = 200
+                        $0.forwardResponse = r
+                    }, to: port, n)
             }
-        }
-        let servers = ["s1", "s2", "s3"]
-
-        // A leader, and the client's writes with the operator's token go through (the baseline).
-        #expect(try await eventually { (try? await call(client, "GET", "/v1/leader").status) == 200 })
-        #expect(
-            try await eventually {
-                for n in servers { if await agents[n]?.raft?.status()?.leader == nil { return false } }
-                return true
-            }, "every server runs Raft and knows the leader")
-        #expect(try await call(client, "POST", "/v1/nodes/s3/undrain").status == 200)
-        let assignedBefore = await client.assignments.lastPlanIndex
-        let runningBefore = await client.executor.current
-
-        // What mallory asks for: a service of its own, in a log entry, a snapshot and a write.
-        let evil = ["evil": ServiceSpec(image: "mallory/miner:latest", cpu: 1, memory: 1 << 20, max: 100)]
-        var evilState = ClusterState()
-        _ = evilState.apply(try ClusterCommand.applyServices(evil).encoded(), index: 1)
-        let evilFile = "services: { evil: { image: mallory/miner:latest, cpu: 1, memory: 1MiB, max: 100 } }"
-        let leaderAnswer = try await call(client, "GET", "/v1/leader")
-        let leaderName = try JSONDecoder().decode(LeaderView.self, from: Data(leaderAnswer.body)).name
-
-        for n in servers {
-            let port = try #require(ports[n])
-            func raft(_ kind: Consensus.Message.Kind, from: String = "mallory", _ fill: (inout Consensus.Message) -> Void = { _ in }) throws -> Frame
-            {
-                var m = Consensus.Message(kind: kind, from: from, to: n, term: .max)
-                fill(&m)
-                return try RaftCodec.frame(m)
-            }
-            try await hostile.send(try raft(.heartbeat), to: port, n)
-            try await hostile.send(try raft(.heartbeat, from: leaderName), to: port, n)
+            // At the client agent: a plan to run mallory's image, Raft, a request to relay, an answer.
+            let clientPort = try #require(ports["c1"])
             try await hostile.send(
-                try raft(.append) {
-                    $0.index = 1_000_000
-                    $0.logTerm = .max
-                    $0.commit = 1_000_001
-                    $0.entries = [Entry(term: .max, index: 1_000_001, data: (try? ClusterCommand.applyServices(evil).encoded()) ?? [])]
-                }, to: port, n)
+                try Self.control {
+                    var a = Microscale_Control_Assignment()
+                    a.planIndex = 1_000_000
+                    a.node = "c1"
+                    var s = Microscale_Control_ServiceAssignment()
+                    s.service = "evil"
+                    s.count = 50
+                    s.spec = (try? JSONEncoder().encode(evil["evil"]!)) ?? Data()
+                    a.services = [s]
+                    $0.assignment = a
+                }, to: clientPort, "c1")
             try await hostile.send(
-                try raft(.vote) {
-                    $0.index = .max
-                    $0.logTerm = .max
-                }, to: port, n)
-            try await hostile.send(
-                try raft(.installSnapshot) {
-                    $0.snapshot = Snapshot(
-                        index: 1_000_000, term: .max, configuration: Configuration(voters: ["mallory"]),
-                        data: (try? evilState.snapshot()) ?? [])
-                }, to: port, n)
-            try await hostile.send(try Self.forward(id: 1, "PUT", "/v1/services", evilFile), to: port, n)
-            try await hostile.send(try Self.forward(id: 2, "POST", "/v1/nodes/\(n)/drain"), to: port, n)
-            try await hostile.send(try Self.forward(id: 3, "PUT", "/v1/services", evilFile, token: "guess"), to: port, n)
+                try RaftCodec.frame(Consensus.Message(kind: .heartbeat, from: "mallory", to: "c1", term: .max)),
+                to: clientPort, "c1")
+            try await hostile.send(try Self.forward(id: 4, "PUT", "/v1/services", evilFile), to: clientPort, "c1")
             try await hostile.send(
                 try Self.control {
                     var r = Microscale_Control_ForwardResponse()
-                    r.id = 1
+                    r.id = 4242
                     r.status = 200
                     $0.forwardResponse = r
-                }, to: port, n)
-        }
-        // At the client agent: a plan to run mallory's image, Raft, a request to relay, an answer.
-        let clientPort = try #require(ports["c1"])
-        try await hostile.send(
-            try Self.control {
-                var a = Microscale_Control_Assignment()
-                a.planIndex = 1_000_000
-                a.node = "c1"
-                var s = Microscale_Control_ServiceAssignment()
-                s.service = "evil"
-                s.count = 50
-                s.spec = (try? JSONEncoder().encode(evil["evil"]!)) ?? Data()
-                a.services = [s]
-                $0.assignment = a
-            }, to: clientPort, "c1")
-        try await hostile.send(
-            try RaftCodec.frame(Consensus.Message(kind: .heartbeat, from: "mallory", to: "c1", term: .max)),
-            to: clientPort, "c1")
-        try await hostile.send(try Self.forward(id: 4, "PUT", "/v1/services", evilFile), to: clientPort, "c1")
-        try await hostile.send(
-            try Self.control {
-                var r = Microscale_Control_ForwardResponse()
-                r.id = 4242
-                r.status = 200
-                $0.forwardResponse = r
-            }, to: clientPort, "c1")
-        // And to s1, a record of its own claiming the server role.
-        let record = NodeRecord(name: "mallory", address: "127.0.0.1:1", role: .server, agentVersion: MicroscaleVersion.current)
-            .signed(by: hostile.signer)
-        try await hostile.send(
-            try MembershipCodec.frame(
-                .ping(
-                    Ping(
-                        sequence: 1, from: "mallory", fromAddress: "127.0.0.1:1", target: "s1",
-                        gossip: [.alive(incarnation: 1, record: record)]))),
-            to: p1, "s1")
-        // s1 takes mallory in as a member (while its probes go unanswered), but not as a server.
-        #expect(try await eventually { await s1.members().contains { $0.name == "mallory" } })
-        let book = await s1.clusterAPI.servers
-        #expect(await book().keys.sorted() == servers)
-        #expect(await s1.members().first { $0.name == "mallory" }?.role == "client")
+                }, to: clientPort, "c1")
+            // And to s1, a record of its own claiming the server role.
+            let record = NodeRecord(name: "mallory", address: "127.0.0.1:1", role: .server, agentVersion: MicroscaleVersion.current)
+                .signed(by: hostile.signer)
+            try await hostile.send(
+                try MembershipCodec.frame(
+                    .ping(
+                        Ping(
+                            sequence: 1, from: "mallory", fromAddress: "127.0.0.1:1", target: "s1",
+                            gossip: [.alive(incarnation: 1, record: record)]))),
+                to: p1, "s1")
+            // s1 takes mallory in as a member (while its probes go unanswered), but not as a server.
+            #expect(try await eventually { await s1.members().contains { $0.name == "mallory" } })
+            let book = await s1.clusterAPI.servers
+            #expect(await book().keys.sorted() == servers)
+            #expect(await s1.members().first { $0.name == "mallory" }?.role == "client")
 
-        // Every forwarded request is answered 403, by every server and by the client agent.
-        let answers = servers.flatMap { n in (1...3).map { "\(n)#\($0)=403" } } + ["c1#4=403"]
-        #expect(try await eventually { hostile.responses.all.count >= answers.count })
-        #expect(hostile.responses.all.sorted() == answers.sorted())
+            // Every forwarded request is answered 403, by every server and by the client agent.
+            let answers = servers.flatMap { n in (1...3).map { "\(n)#\($0)=403" } } + ["c1#4=403"]
+            #expect(try await eventually { hostile.responses.all.count >= answers.count })
+            #expect(hostile.responses.all.sorted() == answers.sorted())
 
-        // Each rule counted and logged what it refused.
-        func refused(_ rule: TrustRule) -> Int { all.reduce(0) { $0 + $1.refusals.count(rule) } }
-        let expected: [TrustRule] = [
-            .raftNeedsServerCertificate, .raftToClientAgent, .forwardedWriteNeedsToken,
-            .forwardRequestToClientAgent, .assignmentNeedsServerCertificate, .forwardResponseNotAwaited,
-        ]
-        // Five raft frames to each of three servers.
-        #expect(
-            try await eventually { expected.allSatisfy { refused($0) > 0 } && refused(.raftNeedsServerCertificate) == 15 },
-            "\(expected.map { ($0, refused($0)) })")
-        for rule in expected {
-            #expect(logs.all.contains { $0.contains("rule=\(rule.rawValue)") && $0.contains("mallory") }, "\(rule) was not logged")
-        }
-        let metrics = await client.metricsText()
-        #expect(metrics.contains(#"microscale_refused_messages_total{rule="assignment-needs-server-certificate"} 1"#), "\(metrics)")
+            // Each rule counted and logged what it refused.
+            func refused(_ rule: TrustRule) -> Int { all.reduce(0) { $0 + $1.refusals.count(rule) } }
+            let expected: [TrustRule] = [
+                .raftNeedsServerCertificate, .raftToClientAgent, .forwardedWriteNeedsToken,
+                .forwardRequestToClientAgent, .assignmentNeedsServerCertificate, .forwardResponseNotAwaited,
+            ]
+            // Five raft frames to each of three servers.
+            #expect(
+                try await eventually { expected.allSatisfy { refused($0) > 0 } && refused(.raftNeedsServerCertificate) == 15 },
+                "\(expected.map { ($0, refused($0)) })")
+            for rule in expected {
+                #expect(logs.all.contains { $0.contains("rule=\(rule.rawValue)") && $0.contains("mallory") }, "\(rule) was not logged")
+            }
+            let metrics = await client.metricsText()
+            #expect(metrics.contains(#"microscale_refused_messages_total{rule="assignment-needs-server-certificate"} 1"#), "\(metrics)")
 
-        // Nothing happened: the same voters under a sane term and a leader, no service, no drain,
-        // the client's assignment untouched, every agent alive, and mallory is no server.
-        #expect(try await eventually { (try? await call(client, "GET", "/v1/leader").status) == 200 })
-        for n in servers {
-            let status = try #require(await agents[n]?.raft?.status())
-            #expect(status.voters == servers)
-            #expect(status.term < 1_000, "term \(status.term)")
+            // Nothing happened: the same voters under a sane term and a leader, no service, no drain,
+            // the client's assignment untouched, every agent alive, and mallory is no server.
+            #expect(try await eventually { (try? await call(client, "GET", "/v1/leader").status) == 200 })
+            for n in servers {
+                let status = try #require(await agents[n]?.raft?.status())
+                #expect(status.voters == servers)
+                #expect(status.term < 1_000, "term \(status.term)")
+            }
+            let services = try JSONDecoder().decode([String: ServiceSpec].self, from: Data(try await call(client, "GET", "/v1/services").body))
+            #expect(services.isEmpty)
+            let drained = try JSONDecoder().decode([String].self, from: Data(try await call(client, "GET", "/v1/nodes/drained").body))
+            #expect(drained.isEmpty)
+            #expect(await client.assignments.lastPlanIndex == assignedBefore)
+            #expect(await client.executor.current == runningBefore)
+            let members = await s1.members()
+            for n in servers + ["c1"] {
+                #expect(members.first { $0.name == n }?.status == .alive, "\(members)")
+            }
+            #expect(await s1.members().first { $0.name == "mallory" }?.role == "client")
         }
-        let services = try JSONDecoder().decode([String: ServiceSpec].self, from: Data(try await call(client, "GET", "/v1/services").body))
-        #expect(services.isEmpty)
-        let drained = try JSONDecoder().decode([String].self, from: Data(try await call(client, "GET", "/v1/nodes/drained").body))
-        #expect(drained.isEmpty)
-        #expect(await client.assignments.lastPlanIndex == assignedBefore)
-        #expect(await client.executor.current == runningBefore)
-        let members = await s1.members()
-        for n in servers + ["c1"] {
-            #expect(members.first { $0.name == n }?.status == .alive, "\(members)")
-        }
-        #expect(await s1.members().first { $0.name == "mallory" }?.role == "client")
     }
 
     /// Typed forwarding end to end (docs/ARCHITECTURE.md, "Forwarded API requests"): mallory, with
@@ -428,55 +432,43 @@ struct RecordingHandler: LogHandler {
     /// of bounds is refused by the agent that receives it, naming the field; one in the untyped
     /// form of older versions is answered 503 at once, saying what to do.
     @Test func aWriteForwardedThroughAFollowerIsCarriedOutAndAMalformedOneIsRefusedNamingTheField() async throws {
-        let logs = LogRecorder()
-        let (agents, ports) = try await startCluster(logs: logs)
-        let all = agents.values
-        let client = try #require(agents["c1"])
-        let hostile = try Hostile()
-        defer {
-            Task {
-                await hostile.stop()
-                for a in all { await a.shutdown() }
+        try await withHostileCluster { agents, ports, hostile, logs in
+            let all = agents.values
+            let client = try #require(agents["c1"])
+            let servers = ["s1", "s2", "s3"]
+            #expect(try await eventually { (try? await call(client, "GET", "/v1/leader").status) == 200 })
+            let leaderAnswer = try await call(client, "GET", "/v1/leader")
+            let leaderName = try JSONDecoder().decode(LeaderView.self, from: Data(leaderAnswer.body)).name
+            let follower = try #require(servers.first { $0 != leaderName })
+            let port = try #require(ports[follower])
+
+            try await hostile.send(try Self.forward(id: 1, "POST", "/v1/nodes/c1/drain", token: Self.token), to: port, follower)
+            #expect(try await eventually { hostile.responses.all.contains { $0.hasPrefix("\(follower)#1=") } })
+            #expect(hostile.responses.all.contains("\(follower)#1=200"), "\(hostile.bodies.all)")
+            let drained = try JSONDecoder().decode([String].self, from: Data(try await call(client, "GET", "/v1/nodes/drained").body))
+            #expect(drained == ["c1"])
+
+            var bad = Microscale_Control_ApiRequest()
+            bad.id = 2
+            bad.token = Self.token
+            bad.setDemand = .with {
+                $0.service = "web"
+                $0.value = .infinity
             }
+            try await hostile.send(try Self.control { $0.apiRequest = bad }, to: port, follower)
+            try await hostile.send(try Self.untypedForward(id: 3, "POST", "/v1/nodes/c1/undrain"), to: port, follower)
+            #expect(try await eventually { hostile.responses.all.count >= 3 })
+            #expect(hostile.responses.all.sorted() == ["\(follower)#1=200", "\(follower)#2=400", "\(follower)#3=503"])
+            let bodies = hostile.bodies.all
+            #expect(bodies.contains { $0.hasPrefix("\(follower)#2 ") && $0.contains("api_request.set_demand.value: inf") }, "\(bodies)")
+            #expect(bodies.contains { $0.hasPrefix("\(follower)#3 ") && $0.contains("upgrade mallory") }, "\(bodies)")
+            let target = try #require(agents[follower])
+            #expect(target.refusals.count(.malformedForwardedRequest) == 1)
+            #expect(target.refusals.count(.forwardRequestFromOlderAgent) == 1)
+            // Neither moved anything: c1 is still drained, and no demand was set.
+            #expect(try JSONDecoder().decode([String].self, from: Data(try await call(client, "GET", "/v1/nodes/drained").body)) == ["c1"])
+            #expect(try JSONDecoder().decode([String: Double].self, from: Data(try await call(client, "GET", "/v1/demand").body)).isEmpty)
         }
-        let servers = ["s1", "s2", "s3"]
-        #expect(try await eventually { (try? await call(client, "GET", "/v1/leader").status) == 200 })
-        #expect(
-            try await eventually {
-                for n in servers { if await agents[n]?.raft?.status()?.leader == nil { return false } }
-                return true
-            }, "every server runs Raft and knows the leader")
-        let leaderAnswer = try await call(client, "GET", "/v1/leader")
-        let leaderName = try JSONDecoder().decode(LeaderView.self, from: Data(leaderAnswer.body)).name
-        let follower = try #require(servers.first { $0 != leaderName })
-        let port = try #require(ports[follower])
-
-        try await hostile.send(try Self.forward(id: 1, "POST", "/v1/nodes/c1/drain", token: Self.token), to: port, follower)
-        #expect(try await eventually { hostile.responses.all.contains { $0.hasPrefix("\(follower)#1=") } })
-        #expect(hostile.responses.all.contains("\(follower)#1=200"), "\(hostile.bodies.all)")
-        let drained = try JSONDecoder().decode([String].self, from: Data(try await call(client, "GET", "/v1/nodes/drained").body))
-        #expect(drained == ["c1"])
-
-        var bad = Microscale_Control_ApiRequest()
-        bad.id = 2
-        bad.token = Self.token
-        bad.setDemand = .with {
-            $0.service = "web"
-            $0.value = .infinity
-        }
-        try await hostile.send(try Self.control { $0.apiRequest = bad }, to: port, follower)
-        try await hostile.send(try Self.untypedForward(id: 3, "POST", "/v1/nodes/c1/undrain"), to: port, follower)
-        #expect(try await eventually { hostile.responses.all.count >= 3 })
-        #expect(hostile.responses.all.sorted() == ["\(follower)#1=200", "\(follower)#2=400", "\(follower)#3=503"])
-        let bodies = hostile.bodies.all
-        #expect(bodies.contains { $0.hasPrefix("\(follower)#2 ") && $0.contains("api_request.set_demand.value: inf") }, "\(bodies)")
-        #expect(bodies.contains { $0.hasPrefix("\(follower)#3 ") && $0.contains("upgrade mallory") }, "\(bodies)")
-        let target = try #require(agents[follower])
-        #expect(target.refusals.count(.malformedForwardedRequest) == 1)
-        #expect(target.refusals.count(.forwardRequestFromOlderAgent) == 1)
-        // Neither moved anything: c1 is still drained, and no demand was set.
-        #expect(try JSONDecoder().decode([String].self, from: Data(try await call(client, "GET", "/v1/nodes/drained").body)) == ["c1"])
-        #expect(try JSONDecoder().decode([String: Double].self, from: Data(try await call(client, "GET", "/v1/demand").body)).isEmpty)
     }
 
     @Test func aRefusalIsLoggedOncePerPeerAndRulePerIntervalAndAlwaysCounted() {
