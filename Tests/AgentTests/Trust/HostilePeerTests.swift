@@ -433,7 +433,6 @@ struct RecordingHandler: LogHandler {
     /// form of older versions is answered 503 at once, saying what to do.
     @Test func aWriteForwardedThroughAFollowerIsCarriedOutAndAMalformedOneIsRefusedNamingTheField() async throws {
         try await withHostileCluster { agents, ports, hostile, logs in
-            let all = agents.values
             let client = try #require(agents["c1"])
             let servers = ["s1", "s2", "s3"]
             #expect(try await eventually { (try? await call(client, "GET", "/v1/leader").status) == 200 })
