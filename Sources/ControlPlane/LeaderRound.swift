@@ -118,7 +118,7 @@ public struct LeaderRound: Sendable {
         lastInputs = inputs
         lastRun = now
 
-        let services = state.services.map { ServiceSpecs.planner($0.key, $0.value) }
+        let services = state.services.map { ServiceSpecs.planner($0.key, $0.value, specHash: state.specHashes[$0.key]) }
         var current = lastPlan ?? Scaling.Plan()
         if lastPlan == nil { current.assignments = state.plan.assignments }
         let result = planner.plan(services: services, demand: demand, nodes: nodes, currentPlan: current, now: now)
@@ -127,7 +127,7 @@ public struct LeaderRound: Sendable {
         let committed = Self.nonEmpty(state.plan.assignments)
         // What each service's containers are made from: a change of image, command, env, ports,
         // resources or health alone changes no count, yet must reach every agent.
-        let specs = state.services.mapValues(ServiceSpecs.hash)
+        let specs = state.specHashes
         let specChanges = Self.specChanges(state, specs)
         let (rollouts, rolloutReasons) = Self.rollouts(state, specs: specs, next: next, members: members)
         guard next != committed || specs != state.plan.specs || rollouts != state.plan.rollouts else {
@@ -236,7 +236,7 @@ public struct LeaderRound: Sendable {
         guard let before = state.plan.specs else { return [] }
         return specs.keys.sorted().compactMap { name in
             guard let old = before[name], old != specs[name], let now = state.services[name] else { return nil }
-            let was = state.previousServices[name].flatMap { ServiceSpecs.hash($0) == old ? $0 : nil }
+            let was = state.previousServices[name].flatMap { $0.containerHash == old ? $0 : nil }
             let what = was.map { ServiceSpecs.difference($0, now) } ?? "its spec"
             return "\(name): containers change: \(what)"
         }

@@ -12,6 +12,10 @@ public struct NodeAssignment: Sendable, Equatable {
     /// included, so the node reports its progress): besides `count` containers of `spec`, keep
     /// up to `count` running containers of spec hash `spec` here (and never start one).
     public var keep: [String: Kept]
+    /// Each service's `containerHash`: the state's (computed once when the spec was applied) on a
+    /// server; computed once here for an assignment pushed to a client agent, which does not take
+    /// a peer's word for the hash its containers are labelled with.
+    public var specHashes: [String: String]
 
     public struct Kept: Sendable, Hashable {
         /// The hashes whose containers may be kept: the rollout's `from`, then older ones (a
@@ -26,12 +30,13 @@ public struct NodeAssignment: Sendable, Equatable {
 
     public init(
         planIndex: UInt64, services: [String: (count: Int, spec: Consensus.ServiceSpec)], decidedAtMilliseconds: Int64? = nil,
-        keep: [String: Kept] = [:]
+        keep: [String: Kept] = [:], specHashes: [String: String]? = nil
     ) {
         self.planIndex = planIndex
         self.services = services
         self.decidedAtMilliseconds = decidedAtMilliseconds
         self.keep = keep
+        self.specHashes = specHashes ?? services.mapValues(\.spec.containerHash)
     }
 
     public static func == (a: NodeAssignment, b: NodeAssignment) -> Bool {
@@ -44,7 +49,7 @@ public struct NodeAssignment: Sendable, Equatable {
         var services: [String: (Int, Consensus.ServiceSpec)] = [:]
         var keep: [String: Kept] = [:]
         for (name, spec) in state.services {
-            let hash = ServiceSpecs.hash(spec)
+            let hash = state.specHashes[name] ?? spec.containerHash
             if let r = state.plan.rollouts?[name], r.to == hash {
                 // A rollout splits the planner's count between new and old containers.
                 services[name] = (r.new[node] ?? 0, spec)
@@ -64,6 +69,8 @@ public struct NodeAssignment: Sendable, Equatable {
             }
         }
         let decided = state.decisions.last { $0.index == state.planIndex }?.timestampMilliseconds
-        return NodeAssignment(planIndex: state.planIndex, services: services, decidedAtMilliseconds: decided, keep: keep)
+        return NodeAssignment(
+            planIndex: state.planIndex, services: services, decidedAtMilliseconds: decided, keep: keep,
+            specHashes: services.keys.reduce(into: [:]) { $0[$1] = state.specHashes[$1] ?? state.services[$1]?.containerHash })
     }
 }

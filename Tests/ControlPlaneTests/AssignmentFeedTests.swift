@@ -10,7 +10,7 @@ import Testing
     static func state(planAt index: UInt64) -> ClusterState {
         var s = ClusterState()
         _ = s.apply(.applyServices(["web": web]), index: 1)
-        let plan = Consensus.Plan(assignments: ["c1": ["web": 2]], specs: ["web": ServiceSpecs.hash(web)])
+        let plan = Consensus.Plan(assignments: ["c1": ["web": 2]], specs: ["web": web.containerHash])
         _ = s.apply(.setPlan(plan, Consensus.Decision(timestampMilliseconds: 0, summary: "", reasons: [])), index: index)
         return s
     }

@@ -53,7 +53,7 @@ import Testing
         var state = Self.services()
         let members = [Self.member("a"), Self.member("b")]
         let first = try Self.commit(round.step(state: state, members: members, demand: [:], now: .seconds(1)), to: &state)
-        #expect(first.plan.specs == ["web": ServiceSpecs.hash(Self.web)])
+        #expect(first.plan.specs == ["web": Self.web.containerHash])
         #expect(first.reasons.allSatisfy { $0.contains("web") })
         // The plan committed (a new applied index): planned again, and it is the committed one, so no proposal.
         #expect(round.step(state: state, members: members, demand: [:], now: .milliseconds(1100)).verdict == .unchanged)
@@ -155,7 +155,7 @@ import Testing
         v2.image = "web:2"
         _ = state.apply(.applyServices(["web": v2]), index: state.appliedIndex + 1)
         let c = try Self.commit(round.step(state: state, members: [Self.member("a"), Self.member("b")], demand: [:], now: .seconds(2)), to: &state)
-        #expect(c.plan.specs == ["web": ServiceSpecs.hash(v2)])
+        #expect(c.plan.specs == ["web": v2.containerHash])
         #expect(c.reasons.first == "web: containers change: image web:1 → web:2")
         #expect(c.plan.rollouts?["web"] != nil)
     }

@@ -12,7 +12,7 @@ import Testing
         _ = s.apply(.applyServices(["web": web, "api": api]), index: 1)
         let plan = Consensus.Plan(
             assignments: ["a": ["web": 2], "b": ["api": 1]],
-            specs: ["web": ServiceSpecs.hash(web), "api": ServiceSpecs.hash(api)])
+            specs: ["web": web.containerHash, "api": api.containerHash])
         _ = s.apply(.setPlan(plan, Consensus.Decision(timestampMilliseconds: 1234, summary: "", reasons: [])), index: 2)
         return s
     }

@@ -69,15 +69,24 @@ import Testing
         let members = [LeaderRoundTests.member("a"), LeaderRoundTests.member("b"), Self.member("s1", version: "0.2.0")]
         var round = LeaderRound(deadNodeGrace: .seconds(30))
         guard case .commit(let stale) = round.step(state: state, members: members, demand: [:], now: .seconds(1), servers: ["s1"]).verdict
-        else { Issue.record("no plan"); return }
+        else {
+            Issue.record("no plan")
+            return
+        }
         #expect(stale.plan.assignments["a"]?["web"] ?? 0 > 0)
         // The drain enters the log between the read and the proposal.
         _ = state.apply(.setDrain(node: "a", drained: true), index: 2)
         let refused = state.apply(.setPlan(stale.plan, stale.decision(timestampMilliseconds: 0, planning: .zero)), index: 3)
-        guard case .stalePlan = refused else { Issue.record("applied: \(String(describing: refused))"); return }
+        guard case .stalePlan = refused else {
+            Issue.record("applied: \(String(describing: refused))")
+            return
+        }
         round.commitFailed()
         guard case .commit(let next) = round.step(state: state, members: members, demand: [:], now: .seconds(2), servers: ["s1"]).verdict
-        else { Issue.record("no plan after the refusal"); return }
+        else {
+            Issue.record("no plan after the refusal")
+            return
+        }
         #expect(next.plan.assignments["a"]?["web"] == nil)
         #expect(state.apply(.setPlan(next.plan, next.decision(timestampMilliseconds: 0, planning: .zero)), index: 4) == nil)
     }

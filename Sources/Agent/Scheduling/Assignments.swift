@@ -157,7 +157,7 @@ public actor AssignmentService {
             var s = Microscale_Control_ServiceAssignment()
             s.service = service
             s.count = UInt32(clamping: count)
-            s.specHash = Specs.hash(spec)
+            s.specHash = a.specHashes[service] ?? spec.containerHash
             s.spec = (try? e.encode(spec)) ?? Data()
             if let k = a.keep[service], let first = k.specs.first {
                 s.keepSpecHash = first

@@ -212,7 +212,7 @@ public actor DecisionLoop {
             guard low.isFinite, high.isFinite, high >= low, step.isFinite, step > 0, start.isFinite else {
                 return .failure(DemandConfigError(field: "min", reason: "the walk's range or step is empty"))
             }
-            let seed = o["seed"].flatMap(UInt64.init) ?? Specs.fnv1a(name.utf8)
+            let seed = o["seed"].flatMap(UInt64.init) ?? StableHash.fnv1a(name.utf8)
             return .success(RandomDemand(name: "random \(name)", walk: RandomWalk(seed: seed, start: start, step: step, bounds: low...high)))
         default:
             // Every other source is built (and its options checked, naming the key) in Demand.

@@ -185,11 +185,11 @@ public actor NodeExecutor {
         let health = await shell.currentHealth()
         let withdrawn = await shell.withdrawn
         let specs = Dictionary(
-            a.services.map { ($0.key, Specs.container($0.key, $0.value.spec, node: node)) },
+            a.services.map { ($0.key, Specs.container($0.key, $0.value.spec, hash: a.specHashes[$0.key], node: node)) },
             uniquingKeysWith: { x, _ in x })
         // Services under a rolling update, with the hash of their new spec.
         let rolling = Dictionary(
-            a.keep.keys.compactMap { name in a.services[name].map { (name, Specs.hash($0.spec)) } },
+            a.keep.keys.compactMap { name in a.specHashes[name].map { (name, $0) } },
             uniquingKeysWith: { x, _ in x })
         var serving = Self.serving(running, health: health, specs: specs, rolling: rolling, ipv6: advertisesIPv6, withdrawn: withdrawn)
         let failed = await shell.failures
@@ -309,7 +309,8 @@ public actor NodeExecutor {
                 await reportImageFailures(failing)
             }
             await shell!.setDesired(
-                desired.specs.map { Specs.container($0.key, $0.value, node: node) }, counts: desired.counts, held: desired.held,
+                desired.specs.map { Specs.container($0.key, $0.value, hash: a.specHashes[$0.key], node: node) }, counts: desired.counts,
+                held: desired.held,
                 keep: desired.keep.mapValues { (Set($0.specs), $0.count) }, stopDelays: desired.stopDelays)
             for _ in 0..<(hold ? 0 : 5) {
                 let report = try await shell!.reconcileOnce()

@@ -6,22 +6,23 @@ import Foundation
 import Scaling
 
 /// Translations between the replicated services (Consensus), the planner's view (Scaling) and the
-/// containers an agent creates (DockerEngine). The hash and the planner's view are ControlPlane's
-/// (`ServiceSpecs`), so the agent and the simulator never disagree on a hash.
+/// containers an agent creates (DockerEngine). The hash is the spec's own (`containerHash`, kept
+/// per service by the state) and the planner's view is ControlPlane's (`ServiceSpecs`), so the
+/// agent and the simulator never disagree on a hash.
 /// Public for the fuzz targets, which plan what they decode as the decision loop would.
 public enum Specs {
     // The pure translations live in ControlPlane (`ServiceSpecs`); these names stay for the
     // Agent's callers and the fuzz targets.
-    static func hash(_ s: Consensus.ServiceSpec) -> String { ServiceSpecs.hash(s) }
     static func difference(_ a: Consensus.ServiceSpec, _ b: Consensus.ServiceSpec) -> String { ServiceSpecs.difference(a, b) }
-    static func fnv1a<S: Sequence>(_ bytes: S) -> UInt64 where S.Element == UInt8 { ServiceSpecs.fnv1a(bytes) }
     public static func planner(_ name: String, _ s: Consensus.ServiceSpec) -> Scaling.ServiceSpec { ServiceSpecs.planner(name, s) }
     static func sampled(_ name: String, _ s: Consensus.ServiceSpec) -> Scaling.ServiceSpec { ServiceSpecs.sampled(name, s) }
     static func control(_ d: DemandSourceConfig?) -> Scaling.Control { ServiceSpecs.control(d) }
 
-    static func container(_ name: String, _ s: Consensus.ServiceSpec, node: String) -> ContainerSpec {
+    /// `hash` is the assignment's (`NodeAssignment.specHashes`), computed once where the spec was
+    /// applied; nil computes it.
+    static func container(_ name: String, _ s: Consensus.ServiceSpec, hash: String? = nil, node: String) -> ContainerSpec {
         ContainerSpec(
-            service: name, node: node, specHash: hash(s), image: s.image, command: s.command,
+            service: name, node: node, specHash: hash ?? s.containerHash, image: s.image, command: s.command,
             env: (s.env ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
             cpu: s.cpu, memoryBytes: Int64(clamping: s.memory),
             stopTimeoutSeconds: Int((s.stopTimeoutMilliseconds + 999) / 1000),

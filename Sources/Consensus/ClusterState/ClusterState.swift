@@ -553,6 +553,10 @@ public struct ClusterState: Sendable, Hashable, Codable {
     /// nodes and the demand: the services, the drained nodes, the deny list (0 before the first).
     /// A plan based on an older state is refused (`Plan.basedOnIndex`).
     public private(set) var declaredIndex: UInt64 = 0
+    /// Each service's `containerHash`, computed once when its spec is applied (or the state
+    /// decoded), not on every leader round and every node's assignment. Derived from `services`,
+    /// so not part of the snapshot's bytes.
+    public private(set) var specHashes: [String: String] = [:]
 
     public init() {}
 
@@ -579,6 +583,7 @@ public struct ClusterState: Sendable, Hashable, Codable {
         // Snapshots written before `declaredIndex` existed: 0, so every plan applies until the
         // next change, as before.
         declaredIndex = try c.decodeIfPresent(UInt64.self, forKey: .declaredIndex) ?? 0
+        specHashes = services.mapValues(\.containerHash)
     }
 
     public func isDrained(_ node: String) -> Bool { drainedNodes.contains(node) }
@@ -618,8 +623,10 @@ public struct ClusterState: Sendable, Hashable, Codable {
                 if let old = services[name], !old.makesSameContainers(as: spec) { previousServices[name] = old }
             }
             services.merge(specs) { _, new in new }
+            for (name, spec) in specs { specHashes[name] = spec.containerHash }
         case .removeService(let name):
             guard services.removeValue(forKey: name) != nil else { return .unknownService(name) }
+            specHashes[name] = nil
             demand[name] = nil
             previousServices[name] = nil
         case .rollbackService(let name):
@@ -630,6 +637,7 @@ public struct ClusterState: Sendable, Hashable, Codable {
             }
             services[name] = previous
             previousServices[name] = current
+            specHashes[name] = previous.containerHash
         case .setDemand(let service, let value):
             guard services[service] != nil else { return .unknownService(service) }
             demand[service] = value
@@ -664,6 +672,7 @@ public struct ClusterState: Sendable, Hashable, Codable {
             deniedIndex = index
         case .restore(let backup):
             services = backup.services
+            specHashes = services.mapValues(\.containerHash)
             previousServices = [:]
             demand = backup.demand
             drainedNodes = backup.drainedNodes.sorted()
@@ -735,6 +744,7 @@ public struct ClusterState: Sendable, Hashable, Codable {
         }
         for (name, spec) in state.services where spec.validationError(name: name) != nil {
             state.services[name] = nil
+            state.specHashes[name] = nil
             state.demand[name] = nil
         }
         for (name, spec) in state.previousServices where state.services[name] == nil || spec.validationError(name: name) != nil {

@@ -923,7 +923,7 @@ struct ClusterSimulation {
         var desired: [String: DesiredService] = [:]
         for (name, spec) in d.specs {
             desired[name] = DesiredService(
-                count: d.counts[name] ?? 0, specHash: ServiceSpecs.hash(spec), canStart: !d.held.contains(name),
+                count: d.counts[name] ?? 0, specHash: spec.containerHash, canStart: !d.held.contains(name),
                 keep: Set(d.keep[name]?.specs ?? []), keepCount: d.keep[name]?.count ?? 0, stopDelay: d.stopDelays[name] ?? .zero,
                 hostPorts: Set(spec.fixedHostPorts))
         }

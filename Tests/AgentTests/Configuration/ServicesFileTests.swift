@@ -89,7 +89,7 @@ import Testing
         let off = try #require(try ServicesFile.parse(base + ", ports: [8080], stop_delay: 0 } }")["a"])
         #expect(off.effectiveStopDelayMilliseconds == 0)
         // Not part of what a container is made from: changing it replaces nothing.
-        #expect(Specs.hash(declared) == Specs.hash(ports) && declared.makesSameContainers(as: ports))
+        #expect(declared.containerHash == ports.containerHash && declared.makesSameContainers(as: ports))
         for (bad, expected) in [
             ("soon", "services.a.stop_delay: must be a duration"), ("11m", "services.a.stop_delay: must be 0 to 10m"),
             ("99999999999999999999h", "services.a.stop_delay: must be a duration"),

@@ -39,7 +39,8 @@ import Testing
             #expect(
                 try await pollUntil(20) {
                     let r = await a.cluster(method: "GET", path: "/v1/decisions", body: [])
-                    planned = (try? JSONDecoder().decode([Consensus.Decision].self, from: Data(r.body)))?.filter { $0.summary.contains("planned") } ?? []
+                    planned =
+                        (try? JSONDecoder().decode([Consensus.Decision].self, from: Data(r.body)))?.filter { $0.summary.contains("planned") } ?? []
                     return !planned.isEmpty
                 })
             // The leader stamped its plan with the agent's clock: ten years from now.

@@ -29,7 +29,7 @@ import Testing
         _ = s.apply(.applyServices(["web": Self.v1]), index: 1)
         _ = s.apply(
             .setPlan(
-                Consensus.Plan(assignments: Self.counts, specs: ["web": Specs.hash(Self.v1)]),
+                Consensus.Plan(assignments: Self.counts, specs: ["web": Self.v1.containerHash]),
                 Consensus.Decision(timestampMilliseconds: 0, summary: "", reasons: [])), index: 2)
         _ = s.apply(.applyServices(["web": Self.v2]), index: 3)
         return s
@@ -37,20 +37,20 @@ import Testing
 
     @Test func aSpecChangeBeginsARolloutFromWhatTheCommittedPlanRunsAndTakesItsFirstStep() throws {
         let s = state()
-        let specs = ["web": Specs.hash(Self.v2)]
+        let specs = ["web": Self.v2.containerHash]
         #expect(LeaderRound.specChanges(s, specs) == ["web: containers change: image web:1 → web:2"])
         let (rollouts, reasons) = LeaderRound.rollouts(s, specs: specs, next: Self.counts, members: [member("a"), member("b")])
         let r = try #require(rollouts?["web"])
         // Swarm's defaults: one at a time, stop-first, from the node with the most old containers.
-        #expect(r.from == Specs.hash(Self.v1) && r.to == Specs.hash(Self.v2))
+        #expect(r.from == Self.v1.containerHash && r.to == Self.v2.containerHash)
         #expect(r.old == ["a": 1, "b": 1] && r.new == ["a": 1])
-        #expect(reasons.first == "web: rolling out \(Specs.hash(Self.v2).prefix(8)) (stop-first, max_parallel 1)")
+        #expect(reasons.first == "web: rolling out \(Self.v2.containerHash.prefix(8)) (stop-first, max_parallel 1)")
         #expect(reasons.contains { $0.contains("1 replacement started (stop-first, 0/3 done)") })
     }
 
     @Test func eachAgentRunsItsNewContainersAndKeepsItsOldOnes() throws {
         var s = state()
-        let specs = ["web": Specs.hash(Self.v2)]
+        let specs = ["web": Self.v2.containerHash]
         let (rollouts, _) = LeaderRound.rollouts(s, specs: specs, next: Self.counts, members: [])
         _ = s.apply(
             .setPlan(
@@ -58,7 +58,7 @@ import Testing
                 Consensus.Decision(timestampMilliseconds: 0, summary: "", reasons: [])), index: 4)
         let a = NodeAssignment.of(s, node: "a")
         #expect(a.services["web"]?.count == 1 && a.services["web"]?.spec == Self.v2)
-        #expect(a.keep["web"] == NodeAssignment.Kept(specs: [Specs.hash(Self.v1)], count: 1))
+        #expect(a.keep["web"] == NodeAssignment.Kept(specs: [Self.v1.containerHash], count: 1))
         // b has no new container yet, but is told of the rollout so that it reports on it.
         let b = NodeAssignment.of(s, node: "b")
         #expect(b.services["web"]?.count == 0 && b.keep["web"]?.count == 1)
@@ -67,14 +67,14 @@ import Testing
         // container each: the first by name).
         let (next, _) = LeaderRound.rollouts(
             s, specs: specs, next: Self.counts,
-            members: [member("a", RolloutProgress(spec: Specs.hash(Self.v2), serving: 1))])
+            members: [member("a", RolloutProgress(spec: Self.v2.containerHash, serving: 1))])
         #expect(next?["web"]?.old == ["b": 1] && next?["web"]?.new == ["a": 2])
         #expect(next?["web"]?.done == 1 && next?["web"]?.total == 3)
     }
 
     @Test func aFailedNewContainerPausesAndTheStatusSaysSo() throws {
         var s = state()
-        let specs = ["web": Specs.hash(Self.v2)]
+        let specs = ["web": Self.v2.containerHash]
         let (rollouts, _) = LeaderRound.rollouts(s, specs: specs, next: Self.counts, members: [])
         _ = s.apply(
             .setPlan(
@@ -82,7 +82,7 @@ import Testing
                 Consensus.Decision(timestampMilliseconds: 0, summary: "", reasons: [])), index: 4)
         let (paused, reasons) = LeaderRound.rollouts(
             s, specs: specs, next: Self.counts,
-            members: [member("a", RolloutProgress(spec: Specs.hash(Self.v2), serving: 0, failed: 1))])
+            members: [member("a", RolloutProgress(spec: Self.v2.containerHash, serving: 0, failed: 1))])
         let r = try #require(paused?["web"])
         #expect(ClusterAPI.rolloutText(r, spec: Self.v2) == "paused: 1 new container failed (health check or exit)")
         #expect(
@@ -98,6 +98,6 @@ extension DecisionLoopRolloutTests {
         let s = state()
         let a = NodeAssignment.of(s, node: "a")
         #expect(a.services["web"]?.count == 0)
-        #expect(a.keep["web"] == NodeAssignment.Kept(specs: [Specs.hash(Self.v1)], count: 2))
+        #expect(a.keep["web"] == NodeAssignment.Kept(specs: [Self.v1.containerHash], count: 2))
     }
 }
