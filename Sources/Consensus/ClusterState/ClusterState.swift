@@ -202,7 +202,7 @@ extension DemandSourceConfig {
 /// The planner's output as data: per node, per service, how many containers.
 public struct Plan: Sendable, Hashable, Codable {
     public var assignments: [String: [String: Int]]
-    /// The spec hash each service's containers are made to (`Specs.hash`), so that a change of the
+    /// The spec hash each service's containers are made to (`ServiceSpec.containerHash`), so that a change of the
     /// containers alone (image, command, env...) makes a new plan, and so a new assignment for
     /// every agent. nil in plans committed before it existed.
     public var specs: [String: String]?

@@ -107,7 +107,7 @@ extension ServiceSpec {
     public var updatePolicy: UpdatePolicy { update ?? UpdatePolicy() }
 
     /// Whether `other` makes the same containers: image, command, resources, stop timeout and the
-    /// workload keys (what `Specs.hash` covers). A change of any of them is rolled out and keeps
+    /// workload keys (what `containerHash` covers). A change of any of them is rolled out and keeps
     /// the spec it replaces for `services rollback`; a change of counts, priority, demand or the
     /// update policy is not.
     public func makesSameContainers(as other: ServiceSpec) -> Bool {
