@@ -28,38 +28,104 @@ import Foundation
             guard let file = FileHandle(forReadingAtPath: "/proc/self/smaps") else { return 0 }
             defer { try? file.close() }
             guard let data = try? file.readToEnd() else { return 0 }
-            let smaps = String(decoding: data, as: UTF8.self)
-            struct Candidate {
-                var start: UInt
-                var end: UInt
-                var eligible: Bool
-                var rss = 0
-                var anonymous = 0
-            }
-            var mappings: [Candidate] = []
-            for line in smaps.split(separator: "\n") {
-                let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-                guard let first = fields.first else { continue }
-                if first == "Rss:" || first == "Anonymous:" {
-                    guard !mappings.isEmpty, fields.count >= 2, let kib = Int(fields[1]) else { continue }
-                    if first == "Rss:" { mappings[mappings.count - 1].rss = kib } else { mappings[mappings.count - 1].anonymous = kib }
-                } else if !first.hasSuffix(":"), let dash = first.firstIndex(of: "-"), let start = UInt(first[..<dash], radix: 16),
-                    let end = UInt(first[first.index(after: dash)...], radix: 16), fields.count >= 5
-                {
-                    // "r-xp" or "r--p", a path: a private read-only file mapping (not [vdso] and the like).
-                    let permissions = fields[1]
-                    let path = fields.count > 5 ? fields[5] : ""
-                    let eligible = permissions.hasPrefix("r") && permissions.dropFirst().hasPrefix("-") && path.hasPrefix("/")
-                    mappings.append(Candidate(start: start, end: end, eligible: eligible))
-                }
-            }
             var released = 0
-            for m in mappings where m.eligible && m.anonymous == 0 && m.rss > 0 {
+            for m in mappings(smaps: [UInt8](data)) where m.eligible && m.anonymous == 0 && m.rss > 0 {
                 guard let address = UnsafeMutableRawPointer(bitPattern: m.start) else { continue }
                 if madvise(address, Int(m.end - m.start), MADV_DONTNEED) == 0 { released += m.rss }
             }
             _ = glibcMallocTrim(0)
             return released
+        }
+
+        /// One mapping of /proc/self/smaps: its address range, whether it is a private read-only
+        /// file mapping ("r--p" or "r-xp" and a path, not [vdso] and the like), and its Rss and
+        /// Anonymous (KiB).
+        struct Mapping: Equatable {
+            var start: UInt
+            var end: UInt
+            var eligible: Bool
+            var rss = 0
+            var anonymous = 0
+        }
+
+        /// smaps read byte by byte. It is ~200 KB of text (a hundred mappings, two dozen lines
+        /// each); split into Strings and Characters it took ~50 million instructions, more than
+        /// an idle agent's membership protocol spends in a minute, and the 30 s release falls in
+        /// every idle measurement (docs/footprint.md, "CPU").
+        static func mappings(smaps text: [UInt8]) -> [Mapping] {
+            var out: [Mapping] = []
+            // The line's fields, separated by runs of spaces (one array for every line).
+            var fields: [Range<Int>] = []
+            fields.reserveCapacity(6)
+            var lineStart = 0
+            let n = text.count
+            while lineStart < n {
+                var lineEnd = lineStart
+                while lineEnd < n && text[lineEnd] != UInt8(ascii: "\n") { lineEnd += 1 }
+                defer { lineStart = lineEnd + 1 }
+                fields.removeAll(keepingCapacity: true)
+                var i = lineStart
+                while i < lineEnd && fields.count < 6 {
+                    while i < lineEnd && text[i] == UInt8(ascii: " ") { i += 1 }
+                    if i == lineEnd { break }
+                    let f = i
+                    while i < lineEnd && text[i] != UInt8(ascii: " ") { i += 1 }
+                    fields.append(f..<i)
+                }
+                guard let first = fields.first else { continue }
+                if equals(text, first, "Rss:") || equals(text, first, "Anonymous:") {
+                    guard !out.isEmpty, fields.count >= 2, let kib = decimal(text, fields[1]) else { continue }
+                    if equals(text, first, "Rss:") { out[out.count - 1].rss = kib } else { out[out.count - 1].anonymous = kib }
+                } else if text[first.upperBound - 1] != UInt8(ascii: ":"), fields.count >= 5,
+                    let dash = first.first(where: { text[$0] == UInt8(ascii: "-") }),
+                    let start = hex(text, first.lowerBound..<dash), let end = hex(text, (dash + 1)..<first.upperBound)
+                {
+                    let permissions = fields[1]
+                    let eligible =
+                        permissions.count >= 2 && text[permissions.lowerBound] == UInt8(ascii: "r")
+                        && text[permissions.lowerBound + 1] == UInt8(ascii: "-")
+                        && fields.count > 5 && text[fields[5].lowerBound] == UInt8(ascii: "/")
+                    out.append(Mapping(start: start, end: end, eligible: eligible))
+                }
+            }
+            return out
+        }
+
+        private static func equals(_ text: [UInt8], _ r: Range<Int>, _ s: StaticString) -> Bool {
+            guard r.count == s.utf8CodeUnitCount else { return false }
+            let p = s.utf8Start
+            for k in 0..<r.count where text[r.lowerBound + k] != p[k] { return false }
+            return true
+        }
+
+        /// A decimal field; nil if it is not one (or does not fit).
+        private static func decimal(_ text: [UInt8], _ r: Range<Int>) -> Int? {
+            guard !r.isEmpty, r.count <= 18 else { return nil }
+            var v = 0
+            for k in r {
+                let d = Int(text[k]) - 48
+                guard d >= 0 && d <= 9 else { return nil }
+                v = v * 10 + d
+            }
+            return v
+        }
+
+        /// A hexadecimal field (an address); nil if it is not one (or does not fit).
+        private static func hex(_ text: [UInt8], _ r: Range<Int>) -> UInt? {
+            guard !r.isEmpty, r.count <= 16 else { return nil }
+            var v: UInt = 0
+            for k in r {
+                let c = text[k]
+                let d: UInt
+                switch c {
+                case UInt8(ascii: "0")...UInt8(ascii: "9"): d = UInt(c - UInt8(ascii: "0"))
+                case UInt8(ascii: "a")...UInt8(ascii: "f"): d = UInt(c - UInt8(ascii: "a") + 10)
+                case UInt8(ascii: "A")...UInt8(ascii: "F"): d = UInt(c - UInt8(ascii: "A") + 10)
+                default: return nil
+                }
+                v = v << 4 | d
+            }
+            return v
         }
     }
 

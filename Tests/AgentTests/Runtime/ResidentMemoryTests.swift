@@ -34,6 +34,44 @@ import Testing
             #expect(try JSONDecoder().decode(Sample.self, from: after.0) == Sample(name: "node-1", values: [0.5, 1e6, -3]))
         }
 
+        @Test func smapsIsReadMappingByMappingWithItsRssAndAnonymousPages() {
+            let text = """
+                7f00a000-7f00c000 r-xp 00000000 fd:01 42                         /usr/lib/libc.so.6
+                Size:                  8 kB
+                Rss:                   8 kB
+                Anonymous:             0 kB
+                VmFlags: rd ex mr mw me sd
+                7f00c000-7f00d000 rw-p 00002000 fd:01 42                         /usr/lib/libc.so.6
+                Rss:                   4 kB
+                Anonymous:             4 kB
+                7f00d000-7f00e000 r--p 00003000 fd:01 42                         /usr/lib/libc.so.6
+                Rss:                   4 kB
+                Anonymous:             4 kB
+                7FFD0000-7ffd2000 r--p 00000000 00:00 0                          [vvar]
+                Rss:                   0 kB
+                7ffd3000-7ffd4000 r--p 00000000 00:00 0
+                Rss:                   4 kB
+                """
+            #expect(
+                ResidentMemory.mappings(smaps: Array(text.utf8)) == [
+                    .init(start: 0x7f00a000, end: 0x7f00c000, eligible: true, rss: 8, anonymous: 0),
+                    .init(start: 0x7f00c000, end: 0x7f00d000, eligible: false, rss: 4, anonymous: 4),
+                    // Read-only but holding copies (RELRO after its relocations): eligible by its
+                    // permissions, left alone by its Anonymous pages.
+                    .init(start: 0x7f00d000, end: 0x7f00e000, eligible: true, rss: 4, anonymous: 4),
+                    .init(start: 0x7ffd0000, end: 0x7ffd2000, eligible: false, rss: 0, anonymous: 0),
+                    .init(start: 0x7ffd3000, end: 0x7ffd4000, eligible: false, rss: 4, anonymous: 0),
+                ])
+        }
+
+        @Test func thisProcessSmapsHasItsExecutableAmongTheMappingsItMayRelease() throws {
+            let file = try #require(FileHandle(forReadingAtPath: "/proc/self/smaps"))
+            let data = try #require(try file.readToEnd())
+            let mappings = ResidentMemory.mappings(smaps: [UInt8](data))
+            #expect(mappings.count > 10)
+            #expect(mappings.contains { $0.eligible && $0.rss > 0 && $0.anonymous == 0 })
+        }
+
         @Test func releasingTwiceInARowIsHarmless() throws {
             ResidentMemory.releaseStartupPages()
             ResidentMemory.releaseStartupPages()
