@@ -208,7 +208,10 @@ public struct SWIMInstance: Sendable {
             if now >= p.roundDeadline { probeFailed(p, now) }
         }
         if !relays.isEmpty {
-            for (seq, r) in relays where now >= r.deadline {
+            // In sequence order, not the dictionary's (which differs between processes): the nacks'
+            // order reaches the network, and a simulation's seed must replay in any process.
+            for seq in relays.keys.sorted() {
+                guard let r = relays[seq], now >= r.deadline else { continue }
                 // Lifeguard IV.A: the target did not answer us in time; tell the requester so it
                 // knows its own link to us is fine.
                 send(.nack(Nack(sequence: r.sequence, from: name)), to: r.requester)
@@ -217,8 +220,9 @@ public struct SWIMInstance: Sendable {
         }
         if !suspicions.isEmpty {
             let n = liveCount + 1
-            for (subject, s) in suspicions
-            where now >= s.startedAt + suspicionTimeout(members: n, s) {
+            // By name, not in the dictionary's order: the verdicts' order reaches the gossip.
+            for subject in suspicions.keys.sorted() {
+                guard let s = suspicions[subject], now >= s.startedAt + suspicionTimeout(members: n, s) else { continue }
                 suspicions[subject] = nil
                 if let i = index[subject], members[i].status == .suspect, members[i].incarnation == s.incarnation {
                     applyDead(subject, incarnation: s.incarnation, from: name, now)
@@ -518,6 +522,17 @@ public struct SWIMInstance: Sendable {
 
     private mutating func onPing(_ p: Ping, _ now: Duration) {
         apply(p.gossip, from: p.from, now)
+        // A member that probes us but that we do not know: ask it for its record. It knows us, so
+        // nothing else would tell us of it before its next push-pull (up to 37.5 s): its own
+        // `alive` went out when it joined, and members that restarted since (each joining through
+        // others that did not know it either) never heard it. microscale-sim cluster seed 182:
+        // three servers restarted while the fourth agent was partitioned away and frozen; it knew
+        // them, they did not know it, and its work waited 22 s for the push-pull. The answer is
+        // checked like any record (`onRecord`), at most one request per member per
+        // recordRequestInterval, and none past maxMembers.
+        if !p.from.isEmpty, p.from != name, index[p.from] == nil, members.count < configuration.maxMembers {
+            requestRecord(of: p.from, at: p.fromAddress, now)
+        }
         // A ping for someone else (this address now belongs to another member) gets no ack, so
         // the sender's probe of that member fails as it should.
         guard p.target.isEmpty || p.target == name else { return }

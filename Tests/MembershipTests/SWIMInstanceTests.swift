@@ -115,6 +115,26 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
         let ok = h.receive(.ping(Ping(sequence: 2, from: "a", fromAddress: "a:7480", target: "me")))
         #expect(ok.acks.map(\.ack.sequence) == [2])
     }
+
+    /// A member that knows us but that we do not know (it joined through others that have all
+    /// restarted since, say) is learned from its own probe of us: we ask it for its record and
+    /// take its answer, instead of waiting for its next push-pull (microscale-sim cluster seed
+    /// 182). Asked once per recordRequestInterval, however often it probes.
+    @Test func aPingFromAMemberWeDoNotKnowAsksItForItsRecordAndTheAnswerMakesItAMember() {
+        var h = Harness(members: five)
+        #expect(h.status("stranger") == nil)
+        let d = h.receive(.ping(Ping(sequence: 1, from: "stranger", fromAddress: "stranger:7480", target: "me")))
+        #expect(d.acks.map(\.ack.sequence) == [1], "the probe is answered as any other")
+        let requests = d.messages.filter { if case .recordRequest = $0.message { return $0.to == "stranger:7480" } else { return false } }
+        #expect(requests.count == 1)
+        let again = h.receive(.ping(Ping(sequence: 2, from: "stranger", fromAddress: "stranger:7480", target: "me")))
+        #expect(!again.messages.contains { if case .recordRequest = $0.message { return true } else { return false } })
+        _ = h.receive(.record(RecordReply(incarnation: 3, record: Harness.alive("stranger", 3))))
+        #expect(h.status("stranger") == .alive)
+        // A ping from a member we know asks for nothing.
+        let known = h.receive(.ping(Ping(sequence: 3, from: "a", fromAddress: "a:7480", target: "me")))
+        #expect(!known.messages.contains { if case .recordRequest = $0.message { return true } else { return false } })
+    }
 }
 
 @Suite struct RelaySpecification {
