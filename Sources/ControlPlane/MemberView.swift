@@ -103,6 +103,23 @@ public struct MemberView: Codable, Sendable, Equatable {
     }
 }
 
+extension MemberView {
+    /// Every member `instance` knows, itself included, sorted by name: what `GET /v1/members`
+    /// shows and what the leader plans with (`MembershipService.members()` in the agent, and the
+    /// leader's view in `microscale-sim cluster`, so both read SWIM the same way). A dead or left
+    /// member says whether this instance saw it gone itself (`confirmedDown`); hearsay does not
+    /// move work (docs/ARCHITECTURE.md, "Trust").
+    public static func members(of instance: SWIMInstance) -> [MemberView] {
+        var out = instance.knownMembers.map { m in
+            var v = MemberView(m.record, status: m.status, incarnation: m.incarnation)
+            if m.status == .dead || m.status == .left { v.confirmedDown = instance.isConfirmedDown(m.name) }
+            return v
+        }
+        out.append(MemberView(instance.record, status: instance.isLeaving ? .left : .alive, incarnation: instance.incarnation))
+        return out.sorted { $0.name < $1.name }
+    }
+}
+
 extension NodeStatus {
     /// The planner's name for a member's status: an exhaustive switch, so a status added to
     /// Membership does not compile until the planner says what it means.

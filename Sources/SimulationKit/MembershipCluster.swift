@@ -1,10 +1,9 @@
-import HeapModule
 import Membership
 
 /// A whole cluster of real `SWIMInstance`s on a `SimulatedNetwork`, in one process. The event
-/// loop takes the earlier of the next message arrival and the earliest node deadline (a heap of
-/// per-node deadlines, stale entries skipped), so thousands of nodes cost only the events they
-/// produce. Nodes are numbered 0..<N; node i is named "n<i>" and listens on "n<i>:7480".
+/// loop takes the earlier of the next message arrival and the earliest node deadline (`SWIMHosts`:
+/// a heap of per-node deadlines, stale entries skipped), so thousands of nodes cost only the
+/// events they produce. Nodes are numbered 0..<N; node i is named "n<i>" and listens on "n<i>:7480".
 public final class MembershipCluster {
     public typealias Network = SimulatedNetwork<Int, Message>
 
@@ -12,10 +11,8 @@ public final class MembershipCluster {
     public var network: Network
     public let configuration: MembershipConfiguration
     public let size: Int
-    private var nodes: [SWIMInstance?]
-    private var deadlines: [Duration?]
-    private var timers = Heap<Timer>()
-    private var addressToNode: [String: Int] = [:]
+    /// The instances and their timers, composed as in `ClusterSimulation` (SWIMHosts).
+    private var hosts: SWIMHosts
     private var rng: SeededGenerator
     private var restarts: [Int] = []
     /// Up (started, not crashed) and not frozen.
@@ -40,12 +37,6 @@ public final class MembershipCluster {
         public var status: MemberStatus
     }
 
-    private struct Timer: Comparable {
-        var at: Duration
-        var node: Int32
-        static func < (a: Timer, b: Timer) -> Bool { (a.at, a.node) < (b.at, b.node) }
-    }
-
     public static func name(_ i: Int) -> String { "n\(i)" }
     public static func address(_ i: Int) -> String { "n\(i):7480" }
 
@@ -63,13 +54,10 @@ public final class MembershipCluster {
         self.configuration = configuration
         rng = SeededGenerator(seed: seed)
         network = Network(seed: rng.next(), faults: faults)
-        nodes = Array(repeating: nil, count: size)
-        deadlines = Array(repeating: nil, count: size)
+        hosts = SWIMHosts(configuration: configuration, addresses: (0..<size).map(Self.address))
         sentMessages = Array(repeating: 0, count: size)
         sentBytes = Array(repeating: 0, count: size)
         restarts = Array(repeating: 0, count: size)
-        addressToNode.reserveCapacity(size)
-        for i in 0..<size { addressToNode[Self.address(i)] = i }
     }
 
     // MARK: Building the cluster
@@ -77,13 +65,10 @@ public final class MembershipCluster {
     /// Starts node `i` and has it join through `seeds` (none: it is the first).
     public func start(_ i: Int, joining seeds: [Int], incarnation: UInt64 = 0) {
         // The record validates by construction; a failure here is a bug in this file.
-        var instance = try! SWIMInstance(
-            configuration: configuration, record: Self.record(i),
-            seed: rng.next(), now: now, incarnation: incarnation)
-        let d = instance.join(seeds: seeds.map(Self.address), now: now)
-        if nodes[i] == nil && !network.isFrozen(i) { runningCount += 1 }
-        nodes[i] = instance
-        handle(i, d)
+        if hosts.instance(i) == nil && !network.isFrozen(i) { runningCount += 1 }
+        let e = try! hosts.start(
+            i, record: Self.record(i), seed: rng.next(), now: now, incarnation: incarnation, joining: seeds.map(Self.address))
+        handle(i, e)
     }
 
     /// Every node up and already knowing every other as alive (the converged start for large
@@ -95,10 +80,8 @@ public final class MembershipCluster {
                 configuration: configuration, record: states[i].record,
                 seed: rng.next(), now: now)
             instance.restore(states, now: now)
-            if nodes[i] == nil { runningCount += 1 }
-            nodes[i] = instance
-            let d = nodes[i]!.tick(now: now)
-            handle(i, d)
+            if hosts.instance(i) == nil { runningCount += 1 }
+            handle(i, hosts.install(i, instance, now: now))
         }
     }
 
@@ -110,12 +93,10 @@ public final class MembershipCluster {
     public func crash(_ i: Int, resetHints: Bool = false) {
         if isRunning(i) { runningCount -= 1 }
         network.crash(i)
-        nodes[i] = nil
-        deadlines[i] = nil
+        hosts.remove(i)
         guard resetHints else { return }
         for j in 0..<size where j != i && isRunning(j) {
-            let d = nodes[j]!.peerUnreachable(address: Self.address(i), now: now)
-            handle(j, d)
+            handle(j, hosts.step(j, now: now) { $0.peerUnreachable(address: Self.address(i), now: now) })
         }
     }
 
@@ -134,26 +115,24 @@ public final class MembershipCluster {
     public func thaw(_ i: Int) {
         if isUp(i) && network.isFrozen(i) { runningCount += 1 }
         network.thaw(i, now: now)
-        if nodes[i] != nil { schedule(i, at: now) }
+        hosts.wake(i, now: now)
     }
 
     public func leave(_ i: Int) {
-        guard nodes[i] != nil else { return }
-        let d = nodes[i]!.leave(now: now)
-        handle(i, d)
+        handle(i, hosts.step(i, now: now) { $0.leave(now: now) })
     }
 
     public func updateRecord(_ i: Int, _ change: (inout NodeRecord) -> Void) throws(NodeRecordError) {
-        guard var r = nodes[i]?.record else { return }
+        guard var r = hosts.instance(i)?.record else { return }
         change(&r)
-        let d = try nodes[i]!.updateRecord(r, now: now)
-        handle(i, d)
+        let e = try hosts.step(i, now: now) { (x: inout SWIMInstance) throws(NodeRecordError) in try x.updateRecord(r, now: now) }
+        handle(i, e)
     }
 
     // MARK: Observation
 
-    public func instance(_ i: Int) -> SWIMInstance? { nodes[i] }
-    public func isUp(_ i: Int) -> Bool { nodes[i] != nil && !network.isCrashed(i) }
+    public func instance(_ i: Int) -> SWIMInstance? { hosts.instance(i) }
+    public func isUp(_ i: Int) -> Bool { hosts.instance(i) != nil && !network.isCrashed(i) }
     public func isRunning(_ i: Int) -> Bool { isUp(i) && !network.isFrozen(i) }
 
     /// Tracks which nodes hold `subject` dead from now on.
@@ -161,7 +140,7 @@ public final class MembershipCluster {
         watched.insert(subject)
         var holders = Set<Int>()
         for i in 0..<size where i != subject {
-            if let s = nodes[i]?.member(named: Self.name(subject))?.status, s == .dead || s == .left { holders.insert(i) }
+            if let s = hosts.instance(i)?.member(named: Self.name(subject))?.status, s == .dead || s == .left { holders.insert(i) }
         }
         deadHolders[subject] = holders
     }
@@ -183,7 +162,7 @@ public final class MembershipCluster {
         var running = Set<String>()
         for i in 0..<size where isRunning(i) { running.insert(Self.name(i)) }
         for i in 0..<size where isRunning(i) {
-            guard let inst = nodes[i] else { return false }
+            guard let inst = hosts.instance(i) else { return false }
             if inst.count(.alive) != running.count - 1 || inst.count(.suspect) != 0 { return false }
             for m in inst.knownMembers where m.status == .alive && !running.contains(m.name) { return false }
         }
@@ -198,23 +177,18 @@ public final class MembershipCluster {
     public func run(until limit: Duration, stopWhen stop: (() -> Bool)? = nil) -> Duration? {
         while true {
             let tn = network.nextDeliveryTime
-            let tt = timers.min?.at
+            let tt = hosts.nextTimer
             guard let next = [tn, tt].compactMap({ $0 }).min(), next <= limit else { break }
             now = max(now, next)
             if let tn, tn == next, tt == nil || tn <= tt! {
                 guard let e = network.deliverNext(upTo: now) else { continue }
-                guard nodes[e.to] != nil else { continue }
-                let d = nodes[e.to]!.receive(e.message, now: now)
-                handle(e.to, d)
+                guard hosts.instance(e.to) != nil else { continue }
+                handle(e.to, hosts.receive(e.to, e.message, now: now))
                 onStep?(e.to)
             } else {
-                let t = timers.removeMin()
-                let i = Int(t.node)
-                guard deadlines[i] == t.at, nodes[i] != nil else { continue }
-                if network.isFrozen(i) { continue }  // thaw() reschedules
-                deadlines[i] = nil
-                let d = nodes[i]!.tick(now: now)
-                handle(i, d)
+                guard let i = hosts.popTimer() else { continue }
+                if network.isFrozen(i) { continue }  // thaw() wakes it
+                handle(i, hosts.tick(i, now: now))
                 onStep?(i)
             }
             if let stop, stop() { return now }
@@ -226,21 +200,13 @@ public final class MembershipCluster {
     /// Runs for `duration` more.
     public func advance(by duration: Duration) { run(until: now + duration) }
 
-    private func schedule(_ i: Int, at t: Duration) {
-        if let cur = deadlines[i], cur <= t { return }
-        deadlines[i] = t
-        timers.insert(Timer(at: t, node: Int32(i)))
-    }
-
-    private func handle(_ i: Int, _ d: Directives) {
-        for o in d.messages {
-            guard let to = addressToNode[o.to] else { continue }
-            let size = o.message.estimatedSize
+    private func handle(_ i: Int, _ e: SWIMHosts.Effects) {
+        for (to, message, size) in e.messages {
             sentMessages[i] += 1
             sentBytes[i] += size
-            network.send(o.message, from: i, to: to, size: size, now: now)
+            network.send(message, from: i, to: to, size: size, now: now)
         }
-        for e in d.events {
+        for e in e.events {
             guard case let .memberChanged(c) = e, let subject = Self.node(named: c.name) else { continue }
             if c.status == .dead || c.status == .suspect {
                 verdicts.append(Verdict(time: now, observer: i, subject: subject, status: c.status))
@@ -253,9 +219,6 @@ public final class MembershipCluster {
                 }
             }
         }
-        // The instance's deadline after each input is authoritative; older heap entries go stale.
-        deadlines[i] = nil
-        if let next = d.nextDeadline { schedule(i, at: max(next, now)) }
     }
 
     private static func node(named name: String) -> Int? {

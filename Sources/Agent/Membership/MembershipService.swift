@@ -341,15 +341,7 @@ public actor MembershipService {
         return await currentMembers()
     }
 
-    private func currentMembers() -> [MemberView] {
-        var out = instance.knownMembers.map { m in
-            var v = MemberView(m.record, status: m.status, incarnation: m.incarnation)
-            if m.status == .dead || m.status == .left { v.confirmedDown = instance.isConfirmedDown(m.name) }
-            return v
-        }
-        out.append(MemberView(instance.record, status: instance.isLeaving ? .left : .alive, incarnation: instance.incarnation))
-        return out.sorted { $0.name < $1.name }
-    }
+    private func currentMembers() -> [MemberView] { MemberView.members(of: instance) }
 }
 
 extension Message {
