@@ -63,6 +63,24 @@ import Testing
         #expect(r.violations.isEmpty, "seed 14: \(r.violations)")
     }
 
+    /// The leader planning every member as alive, whatever its SWIM instance says, gives a
+    /// crashed node work past SWIM's detection bound: seed 5 catches it (docs/simulation.md,
+    /// "The bound"), so the check is not vacuous.
+    @Test func planningOnMembersSWIMHoldsDeadIsCaught() {
+        var broken = ClusterSimulationOptions()
+        broken.broken = .ignoresDeadMembers
+        let r = runClusterSimulation(seed: 5, options: broken)
+        #expect(r.violations.contains { $0.invariant == ClusterInvariant.noWorkOnDeadOrDrained })
+    }
+
+    /// Seed 182: the servers restarted while n4 was partitioned away and frozen, each joining
+    /// through members that did not know n4, and n4 stayed unknown to them until its push-pull
+    /// 22 s later. A SWIM instance now asks a prober it does not know for its record.
+    @Test func aMemberTheOthersNeverHeardOfIsLearnedFromItsOwnProbes() {
+        let r = runClusterSimulation(seed: 182, options: ClusterSimulationOptions())
+        #expect(r.violations.isEmpty, "seed 182: \(r.violations)")
+    }
+
     /// A deliberately broken rule is caught: starting a round's containers before its stops
     /// finish puts a node over its capacity in seed 1.
     @Test func startingBeforeStoppingIsCaught() {

@@ -7,8 +7,8 @@ import Scaling
 
 /// The whole cluster under one seed (docs/simulation.md): servers running `RaftNode` over
 /// `ClusterState`, the leader planning with `Planner` and committing plans, every agent carrying
-/// its share out on a `SimulatedEngine` through the pure `Reconciler`, a heartbeat failure detector
-/// over the `SimulatedNetwork`, an operator changing demand and draining nodes, and faults, all
+/// its share out on a `SimulatedEngine` through the pure `Reconciler`, SWIM (`SWIMInstance` with
+/// Lifeguard, as `MembershipService` runs it) on every agent over the `SimulatedNetwork`, an operator changing demand and draining nodes, and faults, all
 /// driven by one `SeededGenerator` and one simulated clock. The same seed and options always give
 /// the same run (nothing here iterates a dictionary where the order could reach a random draw).
 /// The model is TigerBeetle's VOPR and FoundationDB's simulator: real cores, simulated world.
@@ -18,6 +18,9 @@ public enum BrokenRule: String, Sendable, Hashable, Codable, CaseIterable {
     /// The executor starts a round's new containers without waiting for the round's stops
     /// (docs/ARCHITECTURE.md, Principles 3: stops before starts).
     case startsBeforeStops = "starts-before-stops"
+    /// The leader plans with every member as alive, whatever its SWIM instance says: the work of
+    /// a crashed node is never moved (the check of SWIM's detection bound must catch it).
+    case ignoresDeadMembers = "ignores-dead-members"
 }
 
 public struct ClusterSimulationOptions: Sendable, Hashable, Codable {
@@ -31,13 +34,10 @@ public struct ClusterSimulationOptions: Sendable, Hashable, Codable {
     public var convergenceBound: Duration = .seconds(24)
     public var electionTimeout: Duration = .milliseconds(500)
     public var heartbeatInterval: Duration = .milliseconds(100)
-    /// Failure detector (docs/simulation.md, "Membership"): every agent reports to every server
-    /// this often; a server calls an agent suspect after `suspectAfter` without a report and
-    /// dead after `deadAfter`. A stopped agent is seen dead by a connected leader within
-    /// `deadAfter` plus one network delay: the bound the SWIM protocol gives probabilistically.
-    public var reportInterval: Duration = .milliseconds(500)
-    public var suspectAfter: Duration = .seconds(1)
-    public var deadAfter: Duration = .seconds(2)
+    /// How often an agent's executor publishes what runs there into its SWIM record (the
+    /// instance gossips a change as a delta; an unchanged record sends nothing). The agent
+    /// publishes after each reconcile; this is at least as often.
+    public var recordInterval: Duration = .milliseconds(500)
     /// DecisionLoop's settings (--dead-node-grace, its 100 ms look, its 1 s quiet bound).
     public var deadNodeGrace: Duration = .seconds(5)
     public var decisionInterval: Duration = .milliseconds(100)
@@ -130,17 +130,9 @@ public func runClusterSimulation(seed: UInt64, options: ClusterSimulationOptions
 
 // MARK: - Messages and agents
 
-/// What an agent reports to the servers (its gossiped record, reduced to what the planner reads).
-struct NodeReport: Sendable, Hashable {
-    var node: String
-    var running: [String: Int]
-    /// Set by an agent stopping to restart (SIGTERM with restart): "restart is not leave".
-    var restarting: Bool
-}
-
 enum ClusterMessage: Sendable {
     case raft(Consensus.Message)
-    case report(NodeReport)
+    case swim(Membership.Message)
     case subscribe(node: String, after: UInt64)
     case assignment(NodeAssignment)
 }
@@ -177,7 +169,15 @@ final class ClusterAgent {
     /// Images being pulled, and when each pull ends.
     var pulls: [String: Duration] = [:]
     var lastRunning: [String: Int] = [:]
+    /// Set by an agent stopping to restart (SIGTERM with restart), gossiped in its record:
+    /// "restart is not leave".
     var restarting = false
+    /// Between the restart's announcement and the stop: the executor and the assignment
+    /// subscription have stopped (AgentRuntime.stop), membership and Raft carry on.
+    var stopping = false
+    /// The leader's Lifeguard local health multiplier when it changed (time, value), for the
+    /// detection bound of `no-work-on-dead-or-drained-node`; bounded, oldest dropped.
+    var localHealth: [(at: Duration, value: Int)] = []
     // AssignmentService: the upstream a client agent follows, and the agent's own feed.
     var upstream: String?
     var feed: AssignmentFeed
@@ -188,8 +188,6 @@ final class ClusterAgent {
     var state = ClusterState()
     var pending: (ready: Ready, completeAt: Duration)?
     var lastTick: Duration = .zero
-    var lastHeard: [String: Duration] = [:]
-    var reports: [String: NodeReport] = [:]
     var leaderRound = LeaderRound(deadNodeGrace: .seconds(5))
     var deciding = false
     var awaiting: (index: UInt64, term: UInt64, deadline: Duration)?
@@ -218,6 +216,7 @@ struct ClusterSimulation {
     enum Event {
         // Agent-side (dropped for another incarnation, deferred while frozen).
         case report(String, Int)
+        case gracefulStop(String, Int)
         case decide(String, Int)
         case propose(String, Int, Consensus.Plan, Consensus.Decision, readAt: Duration)
         case executorTick(String, Int)
@@ -242,7 +241,8 @@ struct ClusterSimulation {
 
         var agent: (String, Int)? {
             switch self {
-            case .report(let a, let i), .decide(let a, let i), .executorTick(let a, let i), .subscribe(let a, let i): (a, i)
+            case .report(let a, let i), .decide(let a, let i), .executorTick(let a, let i), .subscribe(let a, let i), .gracefulStop(let a, let i):
+                (a, i)
             case .propose(let a, let i, _, _, _), .startPhase(let a, let i, _), .roundEnd(let a, let i, _), .pullDone(let a, let i, _): (a, i)
             default: nil
             }
@@ -276,13 +276,23 @@ struct ClusterSimulation {
     static let demandRange: [String: ClosedRange<Int>] = ["web": 0...130, "api": 0...110, "worker": 0...60]
     /// Wall clocks start here (ms since 1970), plus each agent's skew.
     static let wallEpoch: Int64 = 1_800_000_000_000
+    /// SWIM's configuration: the agent's default (`MembershipConfiguration.lan`, as
+    /// AgentRuntime passes it to MembershipService).
+    static let membership = MembershipConfiguration.lan
+    /// Where an agent's SWIM listens (its record's address).
+    static func swimAddress(_ name: String) -> String { "\(name):7946" }
 
     let seed: UInt64
     let options: ClusterSimulationOptions
     var rng: SeededGenerator
     var net: SimulatedNetwork<String, ClusterMessage>
+    /// Every agent's SWIM instance, by the agent's position in `agents` (shared with
+    /// `MembershipCluster`).
+    var swim: SWIMHosts
     var now: Duration = .zero
     var agents: [ClusterAgent]
+    /// The servers among them (only they have Raft timers and disk writes to wait for).
+    var servers: [ClusterAgent] = []
     var index: [String: Int] = [:]
     var names: [String]
     var serverNames: [String]
@@ -320,7 +330,9 @@ struct ClusterSimulation {
         serverNames = Array(names.prefix(servers))
         agents = names.enumerated().map { ClusterAgent(name: $1, isServer: $0 < servers) }
         for (i, a) in agents.enumerated() { index[a.name] = i }
+        self.servers = agents.filter(\.isServer)
         bootstrap = Configuration(voters: Set(serverNames))
+        swim = SWIMHosts(configuration: Self.membership, addresses: names.map(Self.swimAddress))
         self.rng = rng
         result = ClusterSimulationResult(seed: seed, nodes: names.count, servers: servers)
         for c in ClusterInvariant.all { result.checks[c] = 0 }
@@ -391,6 +403,9 @@ struct ClusterSimulation {
         a.wakeWanted = false
         a.pulls = [:]
         a.restarting = false
+        a.stopping = false
+        a.lastRunning = [:]
+        if (a.localHealth.last?.value ?? 0) != 0 { a.localHealth.append((now, 0)) }  // a fresh instance
         a.upstream = nil
         a.feed = AssignmentFeed(node: a.name)
         let inc = a.incarnation
@@ -404,9 +419,6 @@ struct ClusterSimulation {
             a.state = ClusterState()
             a.pending = nil
             a.lastTick = now
-            // A server learns the members when it joins: each is alive until it misses reports.
-            a.lastHeard = Dictionary(uniqueKeysWithValues: names.map { ($0, now) })
-            a.reports = [:]
             a.leaderRound = LeaderRound(deadNodeGrace: options.deadNodeGrace, maxQuiet: options.maxQuiet)
             a.deciding = false
             a.awaiting = nil
@@ -414,6 +426,16 @@ struct ClusterSimulation {
         } else {
             after(draw(0...200), .subscribe(a.name, inc))
         }
+        // MembershipService: a fresh instance (incarnation 0: hearing itself dead at a higher one
+        // makes it refute above it), joining through the servers as `--join` names them. Its
+        // record carries what runs here once the executor publishes it.
+        let record = NodeRecord(
+            name: a.name, address: Self.swimAddress(a.name), role: a.isServer ? .server : .client,
+            capacity: Resources(cpuMillicores: Int64(a.cpuMillis), memoryBytes: Int64(a.memoryBytes)), agentVersion: "0.1.0")
+        let seeds = serverNames.map(Self.swimAddress)
+        // The record is valid by construction; a failure here is a bug in this file.
+        let joined = try! swim.start(index[a.name]!, record: record, seed: rng.next(), now: now, joining: seeds)
+        carryOut(a, joined)
         after(draw(0...300), .report(a.name, inc))
         after(options.executorInterval, .executorTick(a.name, inc))
     }
@@ -429,8 +451,10 @@ struct ClusterSimulation {
         a.downGraceful = graceful
         a.deferred = []
         a.round = nil
+        a.stopping = false
         net.thaw(a.name, now: now)
         net.crash(a.name)
+        swim.remove(index[a.name]!)
         if a.isServer {
             a.raft = nil
             a.pending = nil
@@ -443,17 +467,23 @@ struct ClusterSimulation {
         while now < end && !stopped {
             var next = end
             if let t = net.nextDeliveryTime { next = min(next, t) }
+            if let t = swim.nextTimer { next = min(next, t) }
             if let e = events.min { next = min(next, e.at) }
-            for s in agents where s.up && !s.frozen {
+            for s in servers where s.up && !s.frozen {
                 if let p = s.pending { next = min(next, p.completeAt) }
                 if let r = s.raft, let d = r.timeoutUntilNext { next = min(next, s.lastTick + d) }
             }
             now = max(now, next)
-            for s in agents where s.up && !s.frozen {
+            for s in servers where s.up && !s.frozen {
                 if let p = s.pending, p.completeAt <= now { complete(s) }
             }
             while let e = net.deliverNext(upTo: now) { receive(e) }
-            for s in agents where s.up && !s.frozen {
+            while let t = swim.nextTimer, t <= now {
+                // A frozen agent's tick is dropped; its thaw wakes the instance.
+                guard let i = swim.popTimer(), agents[i].up, !agents[i].frozen else { continue }
+                carryOut(agents[i], swim.tick(i, now: now))
+            }
+            for s in servers where s.up && !s.frozen {
                 if let r = s.raft, let d = r.timeoutUntilNext, s.lastTick + d <= now {
                     tick(s)
                     pump(s)
@@ -574,8 +604,8 @@ struct ClusterSimulation {
 
     /// "Nothing runs on a dead, left or drained node once the plan says so", on the plan side: a
     /// committed plan gives nothing to a node drained in the state it is applied to, nor to a node
-    /// whose agent had been down (not a graceful restart) longer than the failure detector's bound
-    /// when the leader read the state it planned from.
+    /// whose agent had been down (not a graceful restart) longer than SWIM's detection bound
+    /// (`detectionBound`) when the leader read the state it planned from.
     mutating func checkPlan(_ plan: Consensus.Plan, index: UInt64, term: UInt64, state: ClusterState) {
         check(ClusterInvariant.noWorkOnDeadOrDrained)
         for node in plan.assignments.keys.sorted() {
@@ -589,16 +619,17 @@ struct ClusterSimulation {
             guard let p = proposedPlans[index], p.term == term, let a = agent(node), !a.up, let since = a.downSince, !a.downGraceful,
                 let leader = leaders[term], let l = agent(leader)
             else { continue }
-            // The detector's bound: reports every `reportInterval`, dead after `deadAfter`, plus
-            // the network's delay; and the leader must have been running that long itself (since
-            // its start or its last thaw: reports held while it was frozen arrive at the thaw).
-            let bound = options.deadAfter + options.reportInterval + .milliseconds(50)
-            var earliest = max(since, l.observingSince) + bound
-            // Restart is not leave: a node whose last record this leader holds said it was
+            // SWIM's bound, counted from when the leader could first observe the node down: its
+            // crash, or the leader's own start or thaw (messages held while it was frozen arrive
+            // at the thaw, and a fresh instance must join first).
+            let from = max(since, l.observingSince)
+            let bound = detectionBound(l, from: from, to: p.readAt, fresh: l.startedAt >= since)
+            var earliest = from + bound
+            // Restart is not leave: a node whose record as this leader holds it says it was
             // restarting keeps its work for the dead-node grace, counted from when this leader,
-            // leading, first saw it dead (a crash after a restart it could not report changes
+            // leading, first saw it dead (a crash after a restart it could not gossip changes
             // nothing the leader can see).
-            if l.reports[node]?.restarting == true {
+            if swim.instance(self.index[leader]!)?.member(named: node)?.record.restarting == true {
                 earliest = max(earliest, l.leadingSince + bound) + options.deadNodeGrace + options.decisionInterval
             }
             if earliest <= p.readAt {
@@ -607,6 +638,39 @@ struct ClusterSimulation {
                     "plan \(index) gives \(total) containers to \(node), down since \(fmt(since)), planned at \(fmt(p.readAt))")
             }
         }
+    }
+
+    /// How long after a node stops the leader's own SWIM instance holds it dead and confirmed
+    /// down (its own probe unanswered), which is when `LeaderRound` moves its work
+    /// (docs/simulation.md, "Membership: SWIM, and the bound the checker holds it to"). With
+    /// M = N − 1 other members and the leader's Lifeguard local health multiplier at most h over
+    /// the interval (IV.A stretches its probe interval, probe timeout and suspicion timeouts by
+    /// h + 1):
+    ///
+    /// - the leader probes the node within two of its rounds (SWIM §4.3: round-robin over an
+    ///   order shuffled each round, so the node can be first of one round and last of the next):
+    ///   2M − 1 probe intervals;
+    /// - that probe fails at the end of its round: one probe interval (direct and indirect);
+    /// - the suspicion times out after at most Lifeguard IV.B's Max = 3 · 1.5 · max(1, log10 N)
+    ///   · probe interval (fewer with confirmations), and the leader's own probe having failed,
+    ///   the node is confirmed down;
+    /// - a leader that started (or restarted) after the node stopped first joins: its join
+    ///   retries every second while no server answers, and it probes only after its early
+    ///   push-pulls (14 × 0.1 s), though hearsay of the death makes it verify at once.
+    ///
+    /// All scaled by h + 1, plus 20 ms for the network (at most 4 ms a message) and timers.
+    func detectionBound(_ l: ClusterAgent, from: Duration, to: Duration, fresh: Bool) -> Duration {
+        let c = Self.membership
+        let n = names.count
+        var h = 0
+        for (at, value) in l.localHealth.reversed() {
+            if at <= to { h = max(h, value) }
+            if at <= from { break }
+        }
+        let probes = c.probeInterval * max(1, 2 * (n - 1))
+        var bound = (probes + c.suspicionMax(members: n)) * (h + 1)
+        if fresh { bound += c.joinRetryInterval + c.joinPushPullDelay * c.joinPushPulls }
+        return bound + .milliseconds(20)
     }
 
     mutating func observeRole(_ s: ClusterAgent) {
@@ -632,16 +696,14 @@ struct ClusterSimulation {
             tick(a)
             a.raft!.step(m)
             pump(a)
-        case .report(let r):
-            guard a.isServer else { return }
-            a.lastHeard[r.node] = now
-            a.reports[r.node] = r
+        case .swim(let m):
+            carryOut(a, swim.receive(index[a.name]!, m, now: now))
         case .subscribe(let node, let after):
             guard a.isServer else { return }
             if a.feed.subscribe(node, after: after) { planApplied(a) }
         case .assignment(let s):
             // Only from the server this agent follows (AssignmentService.receive).
-            guard !a.isServer, e.from == a.upstream, a.feed.wants(planIndex: s.planIndex, for: a.name) else { return }
+            guard !a.isServer, !a.stopping, e.from == a.upstream, a.feed.wants(planIndex: s.planIndex, for: a.name) else { return }
             a.feed.took(s.planIndex)
             deliver(s, to: a)
         }
@@ -711,8 +773,16 @@ struct ClusterSimulation {
         switch e {
         case .report(let name, let inc):
             let a = agent(name)!
-            sendReport(a)
-            after(options.reportInterval, .report(name, inc))
+            if !a.stopping { publishRecord(a) }
+            after(options.recordInterval, .report(name, inc))
+        case .gracefulStop(let name, _):
+            // AgentRuntime.stop(leave: false): announceRestart ticks once more after its 300 ms,
+            // then everything stops.
+            let a = agent(name)!
+            carryOut(a, swim.tick(index[name]!, now: now))
+            note("\(name) stops to restart")
+            crash(a, graceful: true)
+            schedule(now + draw(500...3500), .restartAgent(a.name, a.incarnation))
         case .decide(let name, let inc):
             decide(agent(name)!)
             after(options.decisionInterval, .decide(name, inc))
@@ -796,26 +866,44 @@ struct ClusterSimulation {
         a.observingSince = now
         net.thaw(a.name, now: now)
         a.lastTick = now  // a frozen process's timers fire late, all at once
+        swim.wake(index[a.name]!, now: now)
         let deferred = a.deferred
         a.deferred = []
         for e in deferred { schedule(now, e) }
         note("\(a.name) thawed")
     }
 
-    mutating func sendReport(_ a: ClusterAgent) {
+    /// NodeExecutor's report (AgentRuntime: `membership.updateRecord { $0.running = ... }`): what
+    /// runs here into the agent's own SWIM record, gossiped as a delta when it changed.
+    mutating func publishRecord(_ a: ClusterAgent) {
         if let running = a.engine.up ? a.engine.runningManaged() : nil { a.lastRunning = running }
-        let r = NodeReport(node: a.name, running: a.lastRunning, restarting: a.restarting)
-        for s in serverNames {
-            if s == a.name {
-                a.lastHeard[a.name] = now
-                a.reports[a.name] = r
-            } else {
-                net.send(.report(r), from: a.name, to: s, now: now)
+        let i = index[a.name]!
+        guard var r = swim.instance(i)?.record else { return }
+        r.running = a.lastRunning
+        r.restarting = a.restarting
+        // Four services fit the record's bounds; were one refused, the record would stay as it was.
+        let e = try? swim.step(i, now: now) { (x: inout SWIMInstance) throws(NodeRecordError) in try x.updateRecord(r, now: now) }
+        if let e { carryOut(a, e) }
+    }
+
+    /// MembershipService.execute: the instance's messages go out on the network, its verdicts
+    /// into the trace; the leader's local health is kept for the detection bound.
+    mutating func carryOut(_ a: ClusterAgent, _ e: SWIMHosts.Effects) {
+        for (to, message, size) in e.messages { net.send(.swim(message), from: a.name, to: names[to], size: size, now: now) }
+        for event in e.events {
+            guard case .memberChanged(let c) = event else { continue }
+            if c.status == .dead || c.status == .left || c.previous == .dead {
+                note("\(a.name) sees \(c.name) \(c.status)")
             }
+        }
+        if a.isServer, let h = swim.instance(index[a.name]!)?.localHealth, h != (a.localHealth.last?.value ?? 0) {
+            a.localHealth.append((now, h))
+            if a.localHealth.count > 4096 { a.localHealth.removeFirst(a.localHealth.count - 4096) }
         }
     }
 
     mutating func subscribe(_ a: ClusterAgent) {
+        guard !a.stopping else { return }
         if a.upstream == nil { a.upstream = serverNames[Int.random(in: 0..<serverNames.count, using: &rng)] }
         guard let up = a.upstream else { return }
         // A connection that cannot be made drops the upstream (AssignmentService.subscribe).
@@ -873,29 +961,23 @@ struct ClusterSimulation {
         pump(s)
     }
 
-    /// What `MembershipService.members()` gives the leader, from this server's failure detector:
-    /// each agent's last report as its record, its status by the time since that report. The
-    /// leader's own detector decides, so a dead or left member is confirmed down.
+    /// What `MembershipService.members()` gives the leader: its own SWIM instance's members
+    /// (`MemberView.members(of:)`, the agent's own mapping), records as gossiped.
     func memberViews(_ s: ClusterAgent) -> [MemberView] {
-        names.map { name in
-            let age = name == s.name ? .zero : now - (s.lastHeard[name] ?? .zero)
-            let status: MemberStatus = age < options.suspectAfter ? .alive : age < options.deadAfter ? .suspect : .dead
-            let a = agent(name)!
-            let record = NodeRecord(
-                name: name, address: "\(name):7946", role: a.isServer ? .server : .client,
-                capacity: Resources(cpuMillicores: Int64(a.cpuMillis), memoryBytes: Int64(a.memoryBytes)),
-                running: s.reports[name]?.running ?? [:])
-            var m = MemberView(record, status: status, incarnation: 0)
-            if s.reports[name]?.restarting == true { m.restarting = true }
-            if status == .dead || status == .left { m.confirmedDown = true }
-            return m
+        var members = swim.instance(index[s.name]!).map(MemberView.members(of:)) ?? []
+        if options.broken == .ignoresDeadMembers {
+            for i in members.indices {
+                members[i].status = .alive
+                members[i].confirmedDown = nil
+            }
         }
+        return members
     }
 
     // MARK: The executor (NodeExecutor.round, ReconcilerShell.reconcileOnce)
 
     mutating func wake(_ a: ClusterAgent) {
-        guard a.up else { return }
+        guard a.up, !a.stopping else { return }
         if a.round != nil {
             a.wakeWanted = true
             return
@@ -904,7 +986,7 @@ struct ClusterSimulation {
     }
 
     mutating func beginRound(_ a: ClusterAgent, loops: Int) {
-        guard let asg = a.assignment else { return }
+        guard !a.stopping, let asg = a.assignment else { return }
         a.wakeWanted = false
         // The agent's own policy (ControlPlane.ExecutorPolicy): the adoption grace, and which
         // services wait for their image.
@@ -1065,14 +1147,17 @@ struct ClusterSimulation {
             crash(a, graceful: false)
             schedule(now + draw(50...400), .restartAgent(a.name, a.incarnation))
         case 22..<32:
-            guard let a = pick({ $0.up && !$0.frozen }) else { return }
+            guard let a = pick({ $0.up && !$0.frozen && !$0.stopping }) else { return }
             count(.gracefulRestart)
             note("\(a.name) restarts gracefully")
-            // SIGTERM with restart: the record says so before the agent stops.
+            // SIGTERM with restart (AgentRuntime.stop(leave: false)): the executor and the
+            // subscription stop, the record says "restarting" (announceRestart), and the agent
+            // stops 300 ms later, the gossip having had that moment on the wire.
+            a.stopping = true
             a.restarting = true
-            sendReport(a)
-            crash(a, graceful: true)
-            schedule(now + draw(500...3500), .restartAgent(a.name, a.incarnation))
+            publishRecord(a)
+            a.round = nil
+            schedule(now + .milliseconds(300), .gracefulStop(a.name, a.incarnation))
         case 32..<42:
             guard let a = pick({ $0.up && !$0.frozen }) else { return }
             count(.freeze)
