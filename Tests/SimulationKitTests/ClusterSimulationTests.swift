@@ -39,28 +39,30 @@ import Testing
     }
 
     /// The race of issue 16: with plans that do not carry the index of the state they were
-    /// computed from (as before the fix in ClusterState), seed 144 commits a plan computed before
-    /// a drain and applied after it; with the fix it holds.
+    /// computed from (as before the fix in ClusterState), seed 51 commits a plan computed before
+    /// a drain and applied after it; with the fix it holds. (Seed 144 found it with the heartbeat
+    /// detector SWIM replaced; the runs differ since.)
     @Test func theDrainRaceIsFoundWithoutThePlansBaseAndGoneWithIt() {
         var without = ClusterSimulationOptions()
         without.plansCarryBase = false
-        let found = runClusterSimulation(seed: 144, options: without)
+        let found = runClusterSimulation(seed: 51, options: without)
         #expect(found.violations.contains { $0.invariant == ClusterInvariant.noWorkOnDeadOrDrained && $0.detail.contains("drained") })
-        let fixed = runClusterSimulation(seed: 144, options: ClusterSimulationOptions())
+        let fixed = runClusterSimulation(seed: 51, options: ClusterSimulationOptions())
         #expect(fixed.violations.isEmpty, "\(fixed.violations)")
         #expect(fixed.plansRefused > 0 || fixed.plansCommitted > 0)
     }
 
     /// The adoption grace's "an empty plan within 10 s of the start is deferred" held a drain
-    /// decided after a restart when the leader's wall clock was behind the node's (seed 14: n1's
-    /// clock 2.4 s ahead, drained 0.4 s after it started). The policy now asks the Raft index
-    /// before any clock, and the drain is carried out (docs/simulation.md).
+    /// decided after a restart when the leader's wall clock was behind the node's (seed 14 with the
+    /// heartbeat detector: n1's clock 2.4 s ahead, drained 0.4 s after it started). The policy now
+    /// asks the Raft index before any clock, and the drain is carried out (docs/simulation.md).
+    /// With SWIM the runs differ; seed 2 checks an empty assignment.
     @Test func aDrainDecidedAfterARestartIsCarriedOutThoughTheLeadersClockIsBehind() {
         var o = ClusterSimulationOptions()
         o.checkEmptyAssignments = true
-        let r = runClusterSimulation(seed: 14, options: o)
-        #expect(r.checks[ClusterInvariant.emptyAssignmentCarriedOut, default: 0] > 0, "seed 14 checks no empty assignment")
-        #expect(r.violations.isEmpty, "seed 14: \(r.violations)")
+        let r = runClusterSimulation(seed: 2, options: o)
+        #expect(r.checks[ClusterInvariant.emptyAssignmentCarriedOut, default: 0] > 0, "seed 2 checks no empty assignment")
+        #expect(r.violations.isEmpty, "seed 2: \(r.violations)")
     }
 
     /// The leader planning every member as alive, whatever its SWIM instance says, gives a
@@ -82,11 +84,11 @@ import Testing
     }
 
     /// A deliberately broken rule is caught: starting a round's containers before its stops
-    /// finish puts a node over its capacity in seed 1.
+    /// finish puts a node over its capacity in seed 2.
     @Test func startingBeforeStoppingIsCaught() {
         var broken = ClusterSimulationOptions()
         broken.broken = .startsBeforeStops
-        let r = runClusterSimulation(seed: 1, options: broken)
+        let r = runClusterSimulation(seed: 2, options: broken)
         #expect(r.violations.contains { $0.invariant == ClusterInvariant.capacity })
     }
 }
