@@ -5,6 +5,11 @@ public enum MicroscaleLabel {
     public static let service = "io.microscale.service"
     public static let node = "io.microscale.node"
     public static let spec = "io.microscale.spec"
+    /// `true` on a standby container (docs/contracts.md, "Docker labels"): created ahead of need
+    /// and left unstarted, so that a demand step starts it instead of creating one. While it is
+    /// only created it counts as nothing (not running, no reservation); once started it is an
+    /// ordinary container of its service (the label stays: Docker labels cannot change).
+    public static let standby = "io.microscale.standby"
 }
 
 /// What a container should be: what the reconciler asks the client to create.

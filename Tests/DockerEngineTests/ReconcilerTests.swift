@@ -248,3 +248,118 @@ private func c(
         #expect(r.failures["web"] == nil)
     }
 }
+
+private func standby(_ id: String, _ service: String = "web", _ hash: String = "h1", node: String = "n1") -> ObservedContainer {
+    var o = c(id, service, hash, node: node, state: .created)
+    o.labels[MicroscaleLabel.standby] = "true"
+    return o
+}
+
+/// The standby pool (docs/scheduling.md, "Standby containers"): containers created ahead of need
+/// and left unstarted, so a demand step starts them with no create before.
+@Suite struct StandbyPoolTests {
+    static let web = DesiredService(count: 1, specHash: "h1", standby: 2)
+
+    @Test func anEmptyPoolIsFilledAfterTheStartsAndNotInTheirPlace() {
+        var r = Reconciler(node: "n1")
+        let plan = r.decide(desired: ["web": Self.web], observed: [], now: .zero)
+        #expect(plan.starts == [.start(service: "web", specHash: "h1")])
+        #expect(plan.standby == Array(repeating: .createStandby(service: "web", specHash: "h1"), count: 2))
+        #expect(plan.actions.last == .createStandby(service: "web", specHash: "h1"))
+    }
+
+    @Test func aStepStartsTheStandbysFirstAndCreatesOnlyWhatThePoolLacks() {
+        var r = Reconciler(node: "n1")
+        var want = Self.web
+        want.count = 4
+        let plan = r.decide(desired: ["web": want], observed: [c("a", "web"), standby("s1"), standby("s2")], now: .zero)
+        #expect(
+            plan.starts == [.startStandby(id: "s1", service: "web"), .startStandby(id: "s2", service: "web"), .start(service: "web", specHash: "h1")])
+        #expect(plan.stops.isEmpty)
+        // The pool is refilled behind the starts.
+        #expect(plan.standby.count == 2)
+    }
+
+    @Test func standbysAreNeverCountedAsRunning() {
+        var r = Reconciler(node: "n1")
+        // Two standbys and no running container: the one container wanted is still missing.
+        let plan = r.decide(desired: ["web": Self.web], observed: [standby("s1"), standby("s2")], now: .zero)
+        #expect(plan.starts == [.startStandby(id: "s1", service: "web")])
+        #expect(plan.standby == [.createStandby(service: "web", specHash: "h1")])
+        #expect(!standby("s1").isServing)
+    }
+
+    @Test func aFullPoolIsAdoptedByAFreshReconcilerAfterARestart() {
+        // An agent restarting has an empty reconciler: what it observes is the truth.
+        var r = Reconciler(node: "n1")
+        let plan = r.decide(desired: ["web": Self.web], observed: [c("a", "web"), standby("s1"), standby("s2")], now: .zero)
+        #expect(plan.isEmpty)
+    }
+
+    @Test func standbysOfAnOldSpecAreRemovedAndThePoolRefilledWithTheNewOne() {
+        var r = Reconciler(node: "n1")
+        var want = Self.web
+        want.specHash = "h2"
+        let plan = r.decide(
+            desired: ["web": want], observed: [c("a", "web", "h2"), standby("s1", "web", "h1"), standby("s2", "web", "h1")], now: .zero)
+        #expect(Set(plan.stops) == [.remove(id: "s1", service: "web"), .remove(id: "s2", service: "web")])
+        #expect(plan.starts.isEmpty)
+        #expect(plan.standby == Array(repeating: .createStandby(service: "web", specHash: "h2"), count: 2))
+    }
+
+    @Test func standbysOfAServiceThatWentAwayAreRemoved() {
+        var r = Reconciler(node: "n1")
+        let plan = r.decide(desired: [:], observed: [standby("s1"), standby("s2")], now: .zero)
+        #expect(Set(plan.stops) == [.remove(id: "s1", service: "web"), .remove(id: "s2", service: "web")])
+        #expect(plan.standby.isEmpty && plan.starts.isEmpty)
+    }
+
+    @Test func aPoolOfZeroRemovesTheStandbys() {
+        // A node given no work (a drained one) is handed no pool: ExecutorPolicy.standby.
+        var r = Reconciler(node: "n1")
+        let plan = r.decide(desired: ["web": .init(count: 0, specHash: "h1", standby: 0)], observed: [standby("s1")], now: .zero)
+        #expect(plan.stops == [.remove(id: "s1", service: "web")])
+        #expect(plan.standby.isEmpty)
+    }
+
+    @Test func aPoolThatShrankGivesBackItsExtraStandbys() {
+        var r = Reconciler(node: "n1")
+        var want = Self.web
+        want.standby = 1
+        let plan = r.decide(desired: ["web": want], observed: [c("a", "web"), standby("s1"), standby("s2")], now: .zero)
+        #expect(plan.stops == [.remove(id: "s2", service: "web")])
+        #expect(plan.standby.isEmpty)
+    }
+
+    @Test func aCreatedContainerWithoutTheStandbyLabelIsStillRemoved() {
+        var r = Reconciler(node: "n1")
+        let plan = r.decide(
+            desired: ["web": Self.web], observed: [c("a", "web"), c("half", "web", state: .created), standby("s1"), standby("s2")], now: .zero)
+        #expect(plan.stops == [.remove(id: "half", service: "web")])
+        #expect(plan.standby.isEmpty)
+    }
+
+    @Test func anotherNodesStandbysAreNeverTouched() {
+        var r = Reconciler(node: "n1")
+        let plan = r.decide(
+            desired: ["web": Self.web], observed: [c("a", "web"), standby("s1", node: "n2"), standby("s2"), standby("s3")], now: .zero)
+        #expect(plan.isEmpty)
+        #expect(plan.ignored == 1)
+    }
+
+    @Test func aHeldServiceKeepsItsStandbysButCreatesNone() {
+        var r = Reconciler(node: "n1")
+        var want = Self.web
+        want.canStart = false
+        let plan = r.decide(desired: ["web": want], observed: [standby("s1")], now: .zero)
+        #expect(plan.isEmpty)
+    }
+
+    @Test func aCrashLoopingServiceNeitherStartsNorRefillsItsPool() {
+        var r = Reconciler(node: "n1")
+        _ = r.decide(desired: ["web": Self.web], observed: [c("x", "web", state: .exited, ranFor: .milliseconds(10)), standby("s1")], now: .zero)
+        let plan = r.decide(desired: ["web": Self.web], observed: [standby("s1")], now: .milliseconds(1))
+        #expect(plan.starts.isEmpty && plan.standby.isEmpty)
+        #expect(plan.crashLooping["web"] != nil)
+    }
+}

@@ -23,11 +23,16 @@ public struct DesiredService: Sendable, Hashable {
     /// Host ports its containers hold fixed (`ports` with `host:`, or every port on the host
     /// network): a start that needs one waits while a withdrawn container still holds it.
     public var hostPorts: Set<Int>
+    /// Standby containers to keep created (not started) for this service on this node, so a
+    /// demand step starts them rather than creating containers on its critical path
+    /// (docs/scheduling.md, "Standby containers"). Zero keeps none (and removes any there is).
+    public var standby: Int
     public init(
         count: Int, specHash: String, canStart: Bool = true, keep: Set<String> = [], keepCount: Int = 0, stopDelay: Duration = .zero,
-        hostPorts: Set<Int> = []
+        hostPorts: Set<Int> = [], standby: Int = 0
     ) {
         self.hostPorts = hostPorts
+        self.standby = standby
         self.count = count
         self.specHash = specHash
         self.canStart = canStart
@@ -84,6 +89,9 @@ public struct ObservedContainer: Sendable, Hashable {
     public var isServing: Bool { state == .running && (health == nil || health == .healthy) }
 
     public var isManaged: Bool { labels[MicroscaleLabel.managed] == "true" }
+    /// A standby container waiting to be started: created by the reconciler ahead of need
+    /// (`MicroscaleLabel.standby`) and never started. It counts as nothing.
+    public var isStandby: Bool { state == .created && labels[MicroscaleLabel.standby] == "true" }
     public var service: String? { labels[MicroscaleLabel.service] }
     public var node: String? { labels[MicroscaleLabel.node] }
     public var specHash: String? { labels[MicroscaleLabel.spec] }
@@ -107,10 +115,15 @@ public enum ReconcileAction: Sendable, Hashable {
     case remove(id: String, service: String)
     /// Create and start one container of the service with this spec hash.
     case start(service: String, specHash: String)
+    /// Start a standby container of the service (created earlier, of the desired spec): a start
+    /// with no create before it.
+    case startStandby(id: String, service: String)
+    /// Create one standby container of the service with this spec hash, and leave it unstarted.
+    case createStandby(service: String, specHash: String)
 
     public var service: String {
         switch self {
-        case .stop(_, let s), .remove(_, let s), .start(let s, _): s
+        case .stop(_, let s), .remove(_, let s), .start(let s, _), .startStandby(_, let s), .createStandby(let s, _): s
         }
     }
 }
@@ -119,6 +132,9 @@ public struct ReconcilePlan: Sendable, Hashable {
     /// Stops and removals: they free room and must be done before `starts` begin (docs/ARCHITECTURE.md, Principles 3).
     public var stops: [ReconcileAction] = []
     public var starts: [ReconcileAction] = []
+    /// Standby containers to create (`createStandby`), after the starts: refilling the pool is
+    /// never on a step's critical path.
+    public var standby: [ReconcileAction] = []
     /// Services held back because their containers keep exiting, and until when.
     public var crashLooping: [String: CrashLoop] = [:]
     /// Containers left alone because they are not ours (no managed label, or another node's).
@@ -133,9 +149,9 @@ public struct ReconcilePlan: Sendable, Hashable {
     /// Services whose starts wait for a withdrawn container to free a fixed host port they need.
     public var waitingForPorts: Set<String> = []
 
-    /// Stops first, then starts.
-    public var actions: [ReconcileAction] { stops + starts }
-    public var isEmpty: Bool { stops.isEmpty && starts.isEmpty }
+    /// Stops first, then starts, then the standby pool's refill.
+    public var actions: [ReconcileAction] { stops + starts + standby }
+    public var isEmpty: Bool { stops.isEmpty && starts.isEmpty && standby.isEmpty }
 }
 
 public struct CrashLoop: Sendable, Hashable {
@@ -156,6 +172,8 @@ public struct ReconcilerPolicy: Sendable, Hashable {
     public var maxStartsPerService: Int = 64
     /// Exit records kept to avoid counting one exit twice (bounded).
     public var rememberedExits: Int = 4096
+    /// At most this many standby containers per service, whatever `DesiredService.standby` asks.
+    public var maxStandbyPerService: Int = 8
 
     public init() {}
 }
@@ -255,6 +273,9 @@ public struct Reconciler: Sendable {
             var keep = 0
             var runningCurrent: [ObservedContainer] = []
             var keepable: [ObservedContainer] = []
+            // Standby containers of the desired spec, kept while the service wants a pool here.
+            var standbys: [ObservedContainer] = []
+            let pool = min(max(0, want?.standby ?? 0), policy.maxStandbyPerService)
             // A planned stop: a serving container is withdrawn first and stopped once its delay
             // has passed. One not serving yet (its check has not passed) is no endpoint: at once.
             func plannedStop(_ c: ObservedContainer) {
@@ -274,8 +295,15 @@ public struct Reconciler: Sendable {
                 switch c.state {
                 case .removing:
                     continue
+                case .created where c.isStandby && pool > 0 && c.specHash == want?.specHash:
+                    // A standby of the desired spec (adopted as such after a restart too): it
+                    // counts as nothing; it is started below when a start is needed, else kept.
+                    standbys.append(c)
                 case .exited, .created:
                     // Exited containers go first: they free their names and show up in no count.
+                    // A created container that is no standby of the desired spec (a create whose
+                    // start never came, a standby of an old spec, of a service gone or no longer
+                    // pooled here) is removed too.
                     plan.stops.append(.remove(id: c.id, service: service))
                 case .running where c.health == .unhealthy:
                     // An unhealthy container is replaced: stopped, and a new one started in its place
@@ -320,13 +348,26 @@ public struct Reconciler: Sendable {
             if keepable.count > budget {
                 for c in keepable.sorted(by: { $0.id < $1.id })[budget...] { plannedStop(c) }
             }
-            guard let want, keep < target, want.canStart else { continue }
-            if let loop = crashLoops[service], now < loop.retryAt {
-                plan.crashLooping[service] = loop
-                continue
+            var pooled = standbys[...]
+            // Held (its image is not here) or backing off: the standbys stay, nothing is started
+            // or created.
+            let backingOff = crashLoops[service].map { now < $0.retryAt } ?? false
+            if let want, want.canStart, !backingOff, keep < target {
+                // Standbys first: a start with no create before it (docs/scheduling.md, "Standby containers").
+                let missing = min(target - keep, policy.maxStartsPerService)
+                let fromPool = min(missing, pooled.count)
+                for c in pooled.prefix(fromPool) { plan.starts.append(.startStandby(id: c.id, service: service)) }
+                pooled = pooled.dropFirst(fromPool)
+                for _ in 0..<(missing - fromPool) { plan.starts.append(.start(service: service, specHash: want.specHash)) }
             }
-            let missing = min(target - keep, policy.maxStartsPerService)
-            for _ in 0..<missing { plan.starts.append(.start(service: service, specHash: want.specHash)) }
+            // The pool is refilled after the starts (never in their way), up to its size; a pool
+            // that shrank gives its extra standbys back.
+            for c in pooled.dropFirst(pool) { plan.stops.append(.remove(id: c.id, service: service)) }
+            if let want, want.canStart, !backingOff {
+                for _ in 0..<max(0, pool - pooled.count) { plan.standby.append(.createStandby(service: service, specHash: want.specHash)) }
+            } else if let want, want.canStart, keep < target, let loop = crashLoops[service] {
+                plan.crashLooping[service] = loop
+            }
         }
         // A withdrawn container still listens on its fixed host ports until its stop: a new
         // container needing one of them would fail to start (a stop-first rollout's replacement,
@@ -334,10 +375,18 @@ public struct Reconciler: Sendable {
         let held = holding.reduce(into: Set<Int>()) { $0.formUnion(hostPorts[$1] ?? []) }
         if !held.isEmpty {
             var waiting: Set<String> = []
+            var keptStandbys: [String: Int] = [:]
             plan.starts.removeAll { a in
-                guard case .start(let s, _) = a, let ports = hostPorts[s], !ports.isDisjoint(with: held) else { return false }
-                waiting.insert(s)
+                guard let ports = hostPorts[a.service], !ports.isDisjoint(with: held) else { return false }
+                waiting.insert(a.service)
+                if case .startStandby = a { keptStandbys[a.service, default: 0] += 1 }
                 return true
+            }
+            // A standby that waits is still in the pool: no refill for it.
+            for (s, n) in keptStandbys {
+                for _ in 0..<n {
+                    if let i = plan.standby.firstIndex(where: { $0.service == s }) { plan.standby.remove(at: i) }
+                }
             }
             plan.waitingForPorts = waiting
         }

@@ -12,6 +12,8 @@ public actor ReconcilerShell {
         public var plan: ReconcilePlan
         public var started: [String] = []
         public var stopped: [String] = []
+        /// Standby containers created by the round (the pool's refill).
+        public var standbys: [String] = []
         public var errors: [DockerError] = []
         /// Where the round's time went: listing, the stop phase (with the creates beside it), the
         /// starts. Logged by the caller so an operator can see which part of a scale-up is slow.
@@ -52,10 +54,12 @@ public actor ReconcilerShell {
     /// `held`: services none of whose containers may start yet (their image is not here).
     /// `keep`: per service, running containers of other spec hashes to keep, and how many at most (a rolling update).
     /// `stopDelays`: per service, how long a serving container is withdrawn before a planned stop (Withdrawals).
+    /// `standby`: per service, how many standby containers to keep created here (DesiredService.standby).
     public func setDesired(
         _ specs: [ContainerSpec], counts: [String: Int], held: Set<String> = [], keep: [String: (specs: Set<String>, count: Int)] = [:],
-        stopDelays: [String: Duration] = [:]
+        stopDelays: [String: Duration] = [:], standby: [String: Int] = [:]
     ) {
+        self.standby = standby
         self.specs = Dictionary(specs.map { ($0.service, $0) }, uniquingKeysWith: { _, new in new })
         self.counts = counts
         self.held = held
@@ -63,6 +67,7 @@ public actor ReconcilerShell {
         self.stopDelays = stopDelays
     }
     private var stopDelays: [String: Duration] = [:]
+    private var standby: [String: Int] = [:]
 
     /// Containers withdrawn from the endpoints and waiting for their stop: the node publishes
     /// none of them as endpoints, nor counts them as running.
@@ -72,6 +77,12 @@ public actor ReconcilerShell {
     public func untilNextStop() -> Duration? {
         let t = now()
         return reconciler.withdrawals.nextStop(after: t).map { $0 - t }
+    }
+
+    /// How long until the first crash-looping service may start again (the caller runs a round then).
+    public func untilNextRetry() -> Duration? {
+        let t = now()
+        return reconciler.crashLoops.values.map(\.retryAt).filter { $0 > t }.min().map { $0 - t }
     }
 
     /// Runs when a round withdraws containers, before any Docker call of that round: the node
@@ -115,7 +126,7 @@ public actor ReconcilerShell {
             desired[service] = DesiredService(
                 count: counts[service] ?? 0, specHash: spec.specHash, canStart: !held.contains(service),
                 keep: keep[service]?.specs ?? [], keepCount: keep[service]?.count ?? 0,
-                stopDelay: stopDelays[service] ?? .zero, hostPorts: spec.fixedHostPorts)
+                stopDelay: stopDelays[service] ?? .zero, hostPorts: spec.fixedHostPorts, standby: standby[service] ?? 0)
         }
         let plan = reconciler.decide(desired: desired, observed: observed, now: now())
         if !plan.withdrawn.isEmpty {
@@ -135,20 +146,22 @@ public actor ReconcilerShell {
         // Stops before starts (docs/ARCHITECTURE.md, Principles 3): a start needs the room a stop frees. Creating a
         // container needs no room, so the new containers are created while the old ones stop; they
         // are started once every stop is done, and the stopped containers are removed last (removal
-        // frees nothing the starts need). Each phase keeps at most `maxInFlight` calls in flight, so
-        // the first phase has at most twice that.
+        // frees nothing the starts need). Standby containers are started the moment the stops are
+        // done, beside the creates still running (docs/scheduling.md, "Standby containers"); the
+        // pool is refilled last, after the removals. Each phase keeps at most `maxInFlight` calls
+        // in flight, so the first two have at most twice that.
         var stops: [Step] = []
         for a in plan.stops {
             switch a {
             case .stop(let id, let service): stops.append(.stop(id: id, service: service))
             case .remove(let id, let service): stops.append(.remove(id: id, service: service, force: true))
-            case .start: break
+            case .start, .startStandby, .createStandby: break
             }
         }
         // A bridge network is made once per shell, before the first container that joins it, and
         // again after a create found it missing (someone removed it).
         var failedNetwork: DockerError?
-        for network in Set(plan.starts.compactMap { specs[$0.service]?.network }) {
+        for network in Set((plan.starts + plan.standby).compactMap { specs[$0.service]?.network }) {
             guard case .bridge(let name) = network, readyNetworks[name] == nil else { continue }
             do throws(DockerError) {
                 readyNetworks[name] = try await client.ensureBridgeNetwork(name)
@@ -159,14 +172,17 @@ public actor ReconcilerShell {
         }
         if let failedNetwork { report.errors.append(failedNetwork) }
         var creates: [Step] = []
+        var standbyStarts: [Step] = []
         for a in plan.starts {
-            guard case .start(let service, _) = a else { continue }
-            var spec = specs[service]
-            if case .bridge(let name)? = spec?.network, let id = readyNetworks[name] { spec?.network = .bridge(id) }
-            creates.append(.create(service: service, spec: spec, name: nextName(service)))
+            switch a {
+            case .start(let service, _): creates.append(.create(service: service, spec: spec(service), name: nextName(service)))
+            case .startStandby(let id, let service): standbyStarts.append(.start(id: id, service: service))
+            case .stop, .remove, .createStandby: break
+            }
         }
         async let created = run(creates)
         let stopped = await run(stops)
+        async let standbyStarted = run(standbyStarts)
         let createdResults = await created
         let startsBegan = clock.now
         report.timings.stops = startsBegan - observedAt
@@ -179,7 +195,7 @@ public actor ReconcilerShell {
                 report.errors.append(e)
             }
         }
-        let startedResults = await run(starts)
+        let startedResults = await run(starts) + (await standbyStarted)
         report.timings.starts = clock.now - startsBegan
         var removals: [Step] = []
         for r in stopped {
@@ -205,8 +221,31 @@ public actor ReconcilerShell {
             case .failure(let e): report.errors.append(e)
             }
         }
+        var refills: [Step] = []
+        for a in plan.standby {
+            guard case .createStandby(let service, _) = a else { continue }
+            var s = spec(service)
+            s?.extraLabels[MicroscaleLabel.standby] = "true"
+            refills.append(.create(service: service, spec: s, name: nextName(service)))
+        }
+        for r in await run(refills) {
+            switch r {
+            case .success(let (_, id)): report.standbys.append(id)
+            case .failure(let e):
+                if e.operation == "create", e.kind == .notFound { readyNetworks.removeAll() }
+                report.errors.append(e)
+            }
+        }
         for e in report.errors { logger.error("\(e)") }
         return report
+    }
+
+    /// The service's spec to create a container with: its bridge network named by the id this
+    /// shell made it with.
+    private func spec(_ service: String) -> ContainerSpec? {
+        var spec = specs[service]
+        if case .bridge(let name)? = spec?.network, let id = readyNetworks[name] { spec?.network = .bridge(id) }
+        return spec
     }
 
     /// Rounds until nothing is left to do (or `maxRounds`), e.g. after a change of desired state.
@@ -222,7 +261,10 @@ public actor ReconcilerShell {
     }
 
     private func observe() async throws(DockerError) -> [ObservedContainer] {
-        let summaries = try await client.list(labels: ["\(MicroscaleLabel.managed)=true"])
+        // This node's containers only: another agent's on a shared daemon are none of this
+        // round's business, and inspecting their exited ones cost a call each before every
+        // decision (docs/scheduling.md, "Where a demand step's time goes").
+        let summaries = try await client.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(node)"])
         var observed: [ObservedContainer] = []
         var probed: Set<String> = []
         defer {

@@ -1025,7 +1025,8 @@ struct ClusterSimulation {
                 let at = now + draw(5...60)
                 stopsDone = max(stopsDone, at)
                 schedule(at, .engineStop(a.name, id: id, generation: generation))
-            case .start: break
+            // The simulated agents keep no standby pool (their desired state asks for none).
+            case .start, .startStandby, .createStandby: break
             }
         }
         var starts: [(String, String)] = []
