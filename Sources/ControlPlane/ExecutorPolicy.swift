@@ -95,6 +95,8 @@ public struct ExecutorPolicy: Sendable {
         public var keep: [String: NodeAssignment.Kept]
         /// Per service: how long a serving container is withdrawn before a planned stop.
         public var stopDelays: [String: Duration]
+        /// Per service: standby containers to keep created here (`standby(_:per:)`).
+        public var standby: [String: Int] = [:]
     }
 
     /// One round's decision.
@@ -106,12 +108,29 @@ public struct ExecutorPolicy: Sendable {
         public var desired: Desired
     }
 
-    /// A round at `now` for assignment `a`, with where each image stands.
-    public mutating func round(_ a: NodeAssignment, images: [String: Image], now: Duration) -> Round {
+    /// A round at `now` for assignment `a`, with where each image stands, keeping `standby`
+    /// standby containers per priority-1 service (`standby(_:per:)`).
+    public mutating func round(_ a: NodeAssignment, images: [String: Image], now: Duration, standby: Int = 0) -> Round {
         let hold = holds(a, now: now)
         let starts = hold && !holdingEmpty
         holdingEmpty = hold
-        return Round(hold: hold, startsHolding: starts, desired: Self.desired(a, images: images))
+        var desired = Self.desired(a, images: images)
+        desired.standby = Self.standby(a, per: standby)
+        return Round(hold: hold, startsHolding: starts, desired: desired)
+    }
+
+    /// The standby pool of `a` (docs/scheduling.md, "Standby containers"): `per` standby
+    /// containers for each priority-1 service, those a demand step must start fast (the planner
+    /// preempts lower priorities for them), on a node the plan gives some work. A node given
+    /// nothing keeps none: a drained node (the plan moves all its work away) or one the cluster
+    /// does not need, so the pool sits only where the planner places work, and a drain removes it
+    /// with the rest. A service under a rolling update keeps none while the update runs (its
+    /// containers are being replaced).
+    public static func standby(_ a: NodeAssignment, per: Int) -> [String: Int] {
+        guard per > 0, a.services.values.contains(where: { $0.count > 0 }) else { return [:] }
+        var out: [String: Int] = [:]
+        for (name, s) in a.services where s.spec.priority == 1 && a.keep[name] == nil { out[name] = per }
+        return out
     }
 
     /// The desired set of `a`: a service with containers here whose image is not ready starts

@@ -109,4 +109,32 @@ import Testing
         let d = ExecutorPolicy.desired(a, images: ["web:1": .ready])
         #expect(d.keep == ["web": kept] && d.stopDelays == ["web": .milliseconds(2500)] && d.held.isEmpty)
     }
+
+    // The standby pool (docs/scheduling.md, "Standby containers").
+
+    static let batch = ServiceSpec(image: "batch:1", priority: 2, cpu: 0.5, memory: 64 << 20, max: 4)
+
+    @Test func aNodeWithWorkKeepsAPoolForEachPriorityOneServiceOnly() {
+        let a = NodeAssignment(planIndex: 5, services: ["web": (0, Self.web), "batch": (3, Self.batch)])
+        #expect(ExecutorPolicy.standby(a, per: 2) == ["web": 2])
+    }
+
+    @Test func aNodeGivenNoWorkKeepsNoPoolSoADrainedNodeHasNone() {
+        let a = NodeAssignment(planIndex: 5, services: ["web": (0, Self.web), "batch": (0, Self.batch)])
+        #expect(ExecutorPolicy.standby(a, per: 2).isEmpty)
+    }
+
+    @Test func aServiceUnderARollingUpdateKeepsNoPool() {
+        let a = NodeAssignment(
+            planIndex: 5, services: ["web": (1, Self.web)], keep: ["web": NodeAssignment.Kept(specs: ["old"], count: 1)])
+        #expect(ExecutorPolicy.standby(a, per: 2).isEmpty)
+    }
+
+    @Test func aRoundHandsThePoolToTheReconciler() {
+        var p = Self.policy()
+        let a = Self.assignment(2)
+        p.assigned(a)
+        #expect(p.round(a, images: ["web:1": .ready], now: Self.start, standby: 1).desired.standby == ["web": 1])
+        #expect(p.round(a, images: ["web:1": .ready], now: Self.start).desired.standby.isEmpty)
+    }
 }

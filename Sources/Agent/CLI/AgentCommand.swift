@@ -51,6 +51,10 @@ public struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-format"), help: "text or json (default text).") var logFormat: String?
     @Option(name: .customLong("node-label"), help: "A label of this node, key=value (repeatable; services' constraints and spread read them).")
     var nodeLabel: [String] = []
+    @Option(
+        name: .customLong("standby"),
+        help: "Standby containers (created, not started) per priority-1 service on this node, started first by a demand step (default 2; 0 to 4)."
+    ) var standby: String?
     @Option(help: "YAML file whose keys are these flags' names.") var config: String?
 
     public init() {}
@@ -67,7 +71,7 @@ public struct AgentCommand: AsyncParsableCommand {
             ("max-members", maxMembers), ("dead-server-cleanup", deadServerCleanup),
             ("server-stabilization-time", serverStabilizationTime),
             ("dead-node-grace", deadNodeGrace), ("reserve-cpu", reserveCPU),
-            ("reserve-memory", reserveMemory), ("log-format", logFormat),
+            ("reserve-memory", reserveMemory), ("log-format", logFormat), ("standby", standby),
         ]
         for (k, v) in pairs { if let v { s.set(k, v, origin: "--\(k)") } }
         if server { s.set("server", "true", origin: "--server") }

@@ -93,6 +93,12 @@ public struct AgentConfiguration: Sendable, Equatable {
     /// `--node-label key=value` (repeatable): gossiped in the node's signed record, read by the
     /// services' `constraints:` and `spread:` (docs/scheduling.md).
     public var nodeLabels: [String: String] = [:]
+    /// `--standby N`: standby containers (created, not started) kept per priority-1 service on a
+    /// node the plan gives work, so a demand step starts them with no create on its critical
+    /// path (docs/scheduling.md, "Standby containers").
+    public var standby = AgentConfiguration.defaultStandby
+    public static let defaultStandby = 2
+    public static let maxStandby = 4
 }
 
 /// A configuration problem, naming the flag or key and, for a file, the line.
@@ -116,7 +122,7 @@ public struct AgentSettings: Sendable, Equatable {
         "tls-ca", "tls-cert", "tls-key", "docker-socket", "capacity-cpu", "capacity-memory",
         "cluster", "api-token", "api-token-file", "log-level", "raft-election-timeout", "raft-heartbeat-interval",
         "max-members", "dead-server-cleanup", "server-stabilization-time", "leave-on-terminate", "dead-node-grace",
-        "reserve-cpu", "reserve-memory", "log-format", "registry-auth", "node-label",
+        "reserve-cpu", "reserve-memory", "log-format", "registry-auth", "node-label", "standby",
     ]
     /// Keys given as a bare flag (`--server`), true when present.
     static let booleanKeys: Set<String> = ["server", "leave-on-terminate"]
@@ -335,6 +341,15 @@ public struct AgentSettings: Sendable, Equatable {
                 throw ConfigurationError("\(origin("max-members")): max-members \"\(raw)\" must be a number from 2 to 100000")
             }
             configuration.maxMembers = n
+        }
+        if let raw = values["standby"] {
+            // Each standby is a container created on the node's disk (its writable layer): a few
+            // per service is what a step uses; more is disk for nothing.
+            guard let n = Int(raw), n >= 0, n <= AgentConfiguration.maxStandby else {
+                throw ConfigurationError(
+                    "\(origin("standby")): standby \"\(raw)\" must be a number from 0 to \(AgentConfiguration.maxStandby)")
+            }
+            configuration.standby = n
         }
         configuration.leaveOnTerminate = try bool("leave-on-terminate")
         if let raw = values["dead-node-grace"] {

@@ -91,6 +91,7 @@ public struct ConfigurationReload: Sendable, Equatable {
         live("reserve-memory", \.reserveMemoryBytes),
         fixed("server", \.server),
         live("server-stabilization-time", \.serverStabilizationTime),
+        fixed("standby", \.standby),
         fixed("tls-ca", \.tlsCA),
         fixed("tls-cert", \.tlsCert),
         fixed("tls-key", \.tlsKey),

@@ -357,6 +357,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             members: { Self.certified(await service.members(), roles) },
             demand: { await decisionLoop?.demandInUse ?? [:] })
         await clusterAPI.setUtilizationSource { window in await decisionLoop?.utilizationSummary(window: window) }
+        await executor.setStandby(c.standby)
         await executor.start()
         await assignments.start()
         await decisions?.start()

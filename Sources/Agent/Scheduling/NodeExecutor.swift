@@ -37,7 +37,17 @@ public actor NodeExecutor {
     }
     /// The node advertises an IPv6 address: its endpoints are the ports Docker published for IPv6.
     public let advertisesIPv6: Bool
-    public var interval: Duration = .seconds(2)
+    /// Rounds run on a new assignment, on the Engine's events for this node's containers (an exit,
+    /// a removal, a health change: `watchEngine`), at the times the executor knows of (a planned
+    /// stop's delay, a crash loop's retry, the adoption grace's end), and otherwise every
+    /// `interval`, a backstop for what no event tells (an event stream that stayed down, an
+    /// image pull's retry). It was a 2 s poll, which was also how exits were noticed (issue 16
+    /// item 5).
+    public var interval: Duration = .seconds(10)
+    /// Standby containers per priority-1 service (`--standby`, docs/scheduling.md, "Standby containers").
+    public private(set) var standby = 0
+    public func setStandby(_ n: Int) { standby = max(0, n) }
+    private var watcher: Task<Void, Never>?
     let clock: AgentClock
     /// When to carry the assignment out, and what the reconciler is to make true (pure,
     /// ControlPlane): the adoption grace after a start is its `adoptionGrace`.
@@ -79,13 +89,36 @@ public actor NodeExecutor {
     }
 
     public func start() {
-        // A round runs on a new assignment at once and otherwise every `interval` (to restart what
-        // exited and to notice what someone removed).
+        // A round runs on a new assignment at once, on the Engine's events, and otherwise every
+        // `interval` (see there).
         loop = WakeLoop(every: interval) { [weak self] in
             guard let self else { return false }
             await self.round()
             return true
         }
+        watchEngine()
+    }
+
+    /// Wakes the loop on the Engine's events for this node's containers that change what the
+    /// reconciler would decide and that no round of ours is waiting for: an exit (`die`, `oom`),
+    /// a removal by someone else (`destroy`), a health check's change (`health_status: ...`),
+    /// and the stream's reconnection (events may have been missed while it was down). Our own
+    /// stops' exits wake it too: one more round, which finds nothing to do.
+    private func watchEngine() {
+        guard watcher == nil, let client = try? DockerClient(host: dockerHost) else { return }
+        let labels = ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(node)"]
+        watcher = Task { [weak self] in
+            for await e in client.events(labels: labels) {
+                guard Self.wakes(e.Action) else { continue }
+                guard let self else { return }
+                await self.wake()
+            }
+        }
+    }
+
+    /// Whether an Engine event's action calls for a round (`watchEngine`).
+    static func wakes(_ action: String) -> Bool {
+        ["die", "oom", "destroy", "microscale.reconnected"].contains(action) || action.hasPrefix("health_status")
     }
 
     /// Stops the rounds and waits for one in progress: a container it was creating exists by the
@@ -94,6 +127,8 @@ public actor NodeExecutor {
     public func stop() async {
         let running = loop
         loop = nil
+        watcher?.cancel()
+        watcher = nil
         stopWake?.cancel()
         stopWake = nil
         await running?.stopAndWait()
@@ -117,8 +152,9 @@ public actor NodeExecutor {
 
     private func wake() { loop?.wake() }
 
-    /// A round at the time the next withdrawn container may be stopped (docs/endpoints.md), rather
-    /// than at the next tick, up to `interval` later.
+    /// A round at a time the executor knows something is due (the next withdrawn container's stop,
+    /// docs/endpoints.md; a crash loop's retry; the adoption grace's end), rather than at the next
+    /// tick, up to `interval` later.
     private var stopWake: Task<Void, Never>?
     private var stopWakeAt: Duration?
     private func wake(after d: Duration) {
@@ -181,6 +217,8 @@ public actor NodeExecutor {
         guard let client, let shell, let a = assignment else { return }
         publishing &+= 1
         let mine = publishing
+        // Running containers only (`all: false`): a standby is created and never started, so it
+        // is neither counted nor an endpoint (docs/scheduling.md, "Standby containers").
         let running = try await client.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(node)"], all: false)
         let health = await shell.currentHealth()
         let withdrawn = await shell.withdrawn
@@ -292,7 +330,7 @@ public actor NodeExecutor {
             // uses it: "until a retry succeeds" needs a retry.
             let (used, wanted) = ExecutorPolicy.images(a)
             let pulls = await puller!.prepare(wanted.union(await puller!.failing.keys.filter(used.contains)))
-            let decided = policy.round(a, images: pulls.mapValues(Self.image), now: clock.now)
+            let decided = policy.round(a, images: pulls.mapValues(Self.image), now: clock.now, standby: standby)
             let hold = decided.hold
             if decided.startsHolding { logger.info("the plan gives this node nothing yet; keeping its containers while the leader sees it back") }
             let desired = decided.desired
@@ -311,7 +349,7 @@ public actor NodeExecutor {
             await shell!.setDesired(
                 desired.specs.map { Specs.container($0.key, $0.value, hash: a.specHashes[$0.key], node: node) }, counts: desired.counts,
                 held: desired.held,
-                keep: desired.keep.mapValues { (Set($0.specs), $0.count) }, stopDelays: desired.stopDelays)
+                keep: desired.keep.mapValues { (Set($0.specs), $0.count) }, stopDelays: desired.stopDelays, standby: desired.standby)
             for _ in 0..<(hold ? 0 : 5) {
                 let report = try await shell!.reconcileOnce()
                 totals.started += report.started.count
@@ -326,6 +364,7 @@ public actor NodeExecutor {
                         "reconciled",
                         metadata: [
                             "plan": "\(a.planIndex)", "stopped": "\(report.stopped.count)", "started": "\(report.started.count)",
+                            "standbys_created": "\(report.standbys.count)",
                             "observe_ms": "\(ms(report.timings.observe))", "stops_ms": "\(ms(report.timings.stops))",
                             "starts_ms": "\(ms(report.timings.starts))",
                         ])
@@ -333,7 +372,11 @@ public actor NodeExecutor {
                 if report.plan.isEmpty { break }
             }
             try await publishServing()
-            if let d = await shell!.untilNextStop() { wake(after: d) }
+            // What is due later wakes a round then: a planned stop, a crash loop's retry, the end
+            // of the adoption grace.
+            var due = [await shell!.untilNextStop(), await shell!.untilNextRetry()].compactMap { $0 }
+            if hold { due.append(max(.milliseconds(1), policy.adoptionGrace - (clock.now - policy.startedAt))) }
+            if let d = due.min() { wake(after: d) }
             if lastError != nil {
                 logger.info("docker reachable again")
                 lastError = nil

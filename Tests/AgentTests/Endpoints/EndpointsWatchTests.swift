@@ -181,4 +181,21 @@ import Testing
         #expect(w.running["web"] == 1)
         #expect(w.endpoints["web"] == [Endpoint(containerPort: 8080, hostPort: 32769)])
     }
+
+    @Test func aStandbyContainerIsNeitherCountedNorAnEndpoint() throws {
+        // A standby is created and never started (docs/scheduling.md, "Standby containers"): should
+        // a list ever carry one, it serves nothing.
+        var standby = try summary("s1", service: "web", status: "Created", ports: [port("0.0.0.0", 8080, 32770)])
+        standby.State = "created"
+        standby.Labels?[MicroscaleLabel.standby] = "true"
+        let running = [try summary("c1", service: "web", ports: [port("0.0.0.0", 8080, 32768)]), standby]
+        let s = NodeExecutor.serving(running, health: [:], specs: ["web": spec("web", network: .bridge("microscale"), ports: [8080])])
+        #expect(s.running == ["web": 1])
+        #expect(s.endpoints["web"] == [Endpoint(containerPort: 8080, hostPort: 32768)])
+    }
+
+    @Test func theExecutorRunsARoundOnExitsRemovalsHealthChangesAndReconnectsButNotOnItsOwnStarts() {
+        for action in ["die", "oom", "destroy", "health_status: unhealthy", "microscale.reconnected"] { #expect(NodeExecutor.wakes(action)) }
+        for action in ["create", "start", "kill", "stop", "exec_start: sh -c true"] { #expect(!NodeExecutor.wakes(action)) }
+    }
 }
