@@ -157,8 +157,11 @@ let package = Package(
             name: "Harness",
             dependencies: [
                 "Agent", "Bounds", "Consensus", "Scaling", "ControlPlane", "Demand", "DockerEngine", "SecureTransport", "Figures",
+                "Wire", "COpenSSL",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict),

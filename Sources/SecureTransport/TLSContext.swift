@@ -30,7 +30,8 @@ public struct TLSConfiguration: Sendable, Hashable {
 /// to dial). Immutable after init, which is what makes sharing it across event loops safe:
 /// OpenSSL documents SSL_CTX as thread-safe for SSL_new once configured.
 public final class TLSContext: @unchecked Sendable {
-    let ctx: OpaquePointer
+    /// `package`: the handshake flood benchmark (Harness) records a ClientHello from it.
+    package let ctx: OpaquePointer
     public let configuration: TLSConfiguration
     /// This node's identity, read from its own certificate.
     public let identity: PeerIdentity

@@ -1,3 +1,4 @@
+import DockerEngine
 import Foundation
 
 /// The Docker benchmark: the same work through this client and through the docker CLI, in the same

@@ -3,6 +3,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import SecureTransport
 import Wire
 
 /// What a flood of unauthenticated handshakes does to a listener's event loop, on loopback.

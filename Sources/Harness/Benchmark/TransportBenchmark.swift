@@ -2,6 +2,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import SecureTransport
 import Wire
 
 /// Measures the transport on loopback: authenticated connections per second (TCP + TLS 1.3
