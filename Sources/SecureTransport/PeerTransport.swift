@@ -141,8 +141,8 @@ public final class PeerTransport: Sendable {
     /// Refused connections whose close has not run yet (see `AdmissionGate`).
     private let pendingRefusedCloses = NIOLockedValueBox(0)
     private let server = NIOLockedValueBox<Channel?>(nil)
-    private let lostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
-    private let peerLostHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
+    private let lostHandler = CallbackSlot<String>()
+    private let peerLostHandler = CallbackSlot<String>()
     private let shuttingDown = NIOLockedValueBox(false)
     /// Every accepted connection until it closes, authenticated or not: `shutdown` closes them
     /// all. The table holds a connection only once its handshake is done, and with TLS 1.3 the
@@ -155,7 +155,7 @@ public final class PeerTransport: Sendable {
     /// transport was running: a killed peer resets its connections at once, a hint failure
     /// detectors can use long before any timeout (memberlist and Lifeguard treat it the same way).
     public func onConnectionLost(_ handler: @escaping @Sendable (String) -> Void) {
-        lostHandler.withLockedValue { $0 = handler }
+        lostHandler.set(handler)
     }
 
     /// Called with the peer's node name when any of its connections, dialed or accepted, closes
@@ -163,7 +163,7 @@ public final class PeerTransport: Sendable {
     /// (`send(_:toPeer:)`), a pair of agents often shares one connection that only one side
     /// dialed; the other side hears of the peer's death through this.
     public func onPeerConnectionLost(_ handler: @escaping @Sendable (String) -> Void) {
-        peerLostHandler.withLockedValue { $0 = handler }
+        peerLostHandler.set(handler)
     }
 
     public init(
@@ -549,9 +549,9 @@ public final class PeerTransport: Sendable {
             // A connection we closed for a bound says nothing about the peer: no hint.
             let evicted = self.table.remove(channel: channel)
             guard !evicted, !self.shuttingDown.withLockedValue({ $0 }) else { return }
-            if let key, let lost = self.lostHandler.withLockedValue({ $0 }) {
+            if let key, let lost = self.lostHandler.current {
                 lost(key)
-            } else if key == nil, let lost = self.peerLostHandler.withLockedValue({ $0 }) {
+            } else if key == nil, let lost = self.peerLostHandler.current {
                 lost(peer)
             }
         }

@@ -46,12 +46,13 @@ public actor MembershipService {
     private nonisolated var halted: Bool { final.withLockedValue { $0 != nil } }
 
     /// Called when a member's status or record changed, this agent's own included (the endpoints
-    /// watch recomputes then; docs/endpoints.md). Set once at start-up.
-    private nonisolated let changeHandler = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
+    /// watch recomputes then; docs/endpoints.md). Set once at start-up; a `CallbackSlot`, not a
+    /// box of a function value, which grew a thunk chain on every read.
+    private nonisolated let changeHandler = CallbackSlot<Void>()
     public nonisolated func onMembersChanged(_ f: @escaping @Sendable () -> Void) {
-        changeHandler.withLockedValue { $0 = f }
+        changeHandler.set { _ in f() }
     }
-    private func membersChanged() { changeHandler.withLockedValue { $0 }?() }
+    private func membersChanged() { changeHandler.current?(()) }
 
     /// Each member address parsed once into where to dial and the transport's connection key:
     /// every message goes to one of a few dozen addresses, several times a second.
