@@ -137,10 +137,19 @@ public actor EndpointsWatch {
 
     public var waiting: Int { waiters.count }
 
-    /// The members changed: recompute (coalesced: one recomputation runs at a time, and one more
-    /// after it if changes came in meanwhile).
+    /// The members changed. Recomputed at once only while a blocking query waits; otherwise the
+    /// next query recomputes. Every member change calls this (every suspicion and refutation of
+    /// a 50-agent join, thousands), and each recomputation reads the whole member list on the
+    /// membership loop: nobody asking, nothing is read.
     public func changed() async {
         dirty = true
+        guard computed, !waiters.isEmpty else { return }
+        await refresh()
+    }
+
+    /// Recomputes while changes come in (coalesced: one recomputation runs at a time, and one
+    /// more after it if changes came in meanwhile).
+    private func refresh() async {
         guard !refreshing else { return }
         refreshing = true
         while dirty {
@@ -171,7 +180,10 @@ public actor EndpointsWatch {
     /// The service's endpoints now, or, with `after` equal to the index of the answer the client
     /// holds, once they change or `wait` ends (then the same answer again, as Consul does).
     public func query(_ service: String, after: UInt64?, wait: Duration) async throws(Failure) -> EndpointsView {
-        if !computed { await changed() }
+        if !computed || dirty {
+            dirty = true
+            await refresh()
+        }
         if let after, after > 0, after <= index, modifyIndex(service) <= after {
             guard waiters.count < maxWaiters else { throw .tooManyWaiting(maxWaiters) }
             nextWaiter &+= 1

@@ -56,6 +56,35 @@ import Testing
         #expect(await watch.waiting == 0)
     }
 
+    actor CountingMembers {
+        var list: [MemberView] = []
+        var reads = 0
+        func set(_ l: [MemberView]) { list = l }
+        func read() -> [MemberView] {
+            reads += 1
+            return list
+        }
+    }
+
+    @Test func memberChangesWithNobodyWaitingAreReadByTheNextQueryOnly() async throws {
+        let members = CountingMembers()
+        let watch = EndpointsWatch { await members.read() }
+        // A join's storm of member changes, nobody asking: the member list is not read.
+        for _ in 0..<1_000 { await watch.changed() }
+        #expect(await members.reads == 0)
+        let first = try await watch.query("web", after: nil, wait: .seconds(60))
+        #expect(await members.reads == 1 && first.endpoints.isEmpty)
+        await members.set([Self.member("a", "10.0.0.1:7480", ["web": e8080])])
+        for _ in 0..<100 { await watch.changed() }
+        #expect(await members.reads == 1)
+        // The next query sees the change, with a new index; one more with nothing changed reads nothing.
+        let second = try await watch.query("web", after: nil, wait: .seconds(60))
+        #expect(second.endpoints.map(\.port) == [32768])
+        #expect(second.index > first.index)
+        #expect(try await watch.query("web", after: nil, wait: .seconds(60)) == second)
+        #expect(await members.reads == 2)
+    }
+
     @Test func aQueryAnswersAtOnceWithoutAnIndexWithZeroOrWithAnIndexAheadOfTheAgents() async throws {
         let watch = EndpointsWatch { [Self.member("a", "10.0.0.1:7480", ["web": [Endpoint(containerPort: 8080, hostPort: 32768)]])] }
         let now = try await watch.query("web", after: nil, wait: .seconds(60))
