@@ -59,6 +59,12 @@ public struct ClusterSimulationOptions: Sendable, Hashable, Codable {
     /// receives after its start, decided within the leaders' clock skew of that start, may still be
     /// held for the adoption grace, which no Raft index can settle (seed 125; docs/simulation.md).
     public var checkEmptyAssignments = false
+    /// The scale mode (`microscale-sim cluster --scale`, docs/simulation.md "At scale"): no
+    /// faults, the operator only declares the services and their first demand (the scale driver,
+    /// `runClusterScale`, writes the rest), SWIM starts converged, and the services are sized to
+    /// the node count. The composition is the same: Raft, the leader's round, the feed, the
+    /// executors, SWIM on every agent, and every invariant checked as events happen.
+    public var scale = false
 
     public init() {}
 }
@@ -301,6 +307,12 @@ struct ClusterSimulation {
     var sequence: UInt64 = 0
     var result: ClusterSimulationResult
     let planner = Planner()
+    /// The services the operator declares (`services`, or `scaleServices` in the scale mode).
+    let services: [String: Consensus.ServiceSpec]
+    /// The scale driver's probes and the leader's CPU meter (nil outside the scale mode).
+    var probe: ScaleProbe?
+    /// The scale mode's converged membership: every instance starts knowing every member.
+    var convergedMembers: [MemberState] = []
     var trace: [String] = []
     var stopped = false
 
@@ -334,8 +346,17 @@ struct ClusterSimulation {
         bootstrap = Configuration(voters: Set(serverNames))
         swim = SWIMHosts(configuration: Self.membership, addresses: names.map(Self.swimAddress))
         self.rng = rng
+        services = options.scale ? Self.scaleServices(nodes: max(1, options.nodes)) : Self.services
         result = ClusterSimulationResult(seed: seed, nodes: names.count, servers: servers)
         for c in ClusterInvariant.all { result.checks[c] = 0 }
+        if options.scale {
+            // N simultaneous joins through three seeds cost the seeds O(N^2) push-pull bytes
+            // (docs/membership.md): the scale questions start after membership converged.
+            faultsOver = true
+            convergedMembers = names.map {
+                MemberState(incarnation: 0, status: .alive, record: Self.nodeRecord($0, server: serverNames.contains($0)))
+            }
+        }
         for a in agents {
             // Someone else's container on every host, and one another node's agent made: the
             // reconciler must leave both alone.
@@ -345,8 +366,10 @@ struct ClusterSimulation {
                 image: "sim/web:1")
             start(a)
         }
-        schedule(.milliseconds(Int64.random(in: 300...1200, using: &self.rng)), .fault)
-        schedule(faultEnd, .endFaults)
+        if !options.scale {
+            schedule(.milliseconds(Int64.random(in: 300...1200, using: &self.rng)), .fault)
+            schedule(faultEnd, .endFaults)
+        }
         schedule(.milliseconds(200), .operatorTick)
     }
 
@@ -429,13 +452,19 @@ struct ClusterSimulation {
         // MembershipService: a fresh instance (incarnation 0: hearing itself dead at a higher one
         // makes it refute above it), joining through the servers as `--join` names them. Its
         // record carries what runs here once the executor publishes it.
-        let record = NodeRecord(
-            name: a.name, address: Self.swimAddress(a.name), role: a.isServer ? .server : .client,
-            capacity: Resources(cpuMillicores: Int64(a.cpuMillis), memoryBytes: Int64(a.memoryBytes)), agentVersion: "0.1.0")
+        let record = Self.nodeRecord(a.name, server: a.isServer)
         let seeds = serverNames.map(Self.swimAddress)
-        // The record is valid by construction; a failure here is a bug in this file.
-        let joined = try! swim.start(index[a.name]!, record: record, seed: rng.next(), now: now, joining: seeds)
-        carryOut(a, joined)
+        if options.scale && now == .zero {
+            // The scale mode's converged start (MembershipCluster.startConverged).
+            // The record is valid by construction; a failure here is a bug in this file.
+            var instance = try! SWIMInstance(configuration: Self.membership, record: record, seed: rng.next(), now: now)
+            instance.restore(convergedMembers, now: now)
+            carryOut(a, swim.install(index[a.name]!, instance, now: now))
+        } else {
+            // The record is valid by construction; a failure here is a bug in this file.
+            let joined = try! swim.start(index[a.name]!, record: record, seed: rng.next(), now: now, joining: seeds)
+            carryOut(a, joined)
+        }
         after(draw(0...300), .report(a.name, inc))
         after(options.executorInterval, .executorTick(a.name, inc))
     }
@@ -463,45 +492,76 @@ struct ClusterSimulation {
 
     // MARK: Run
 
+    /// An agent's record as it joins (every simulated agent has the same capacity).
+    static func nodeRecord(_ name: String, server: Bool) -> NodeRecord {
+        NodeRecord(
+            name: name, address: swimAddress(name), role: server ? .server : .client,
+            capacity: Resources(cpuMillicores: 2000, memoryBytes: 4 << 30), agentVersion: "0.1.0")
+    }
+
     mutating func run() -> ClusterSimulationResult {
         while now < end && !stopped {
-            var next = end
-            if let t = net.nextDeliveryTime { next = min(next, t) }
-            if let t = swim.nextTimer { next = min(next, t) }
-            if let e = events.min { next = min(next, e.at) }
-            for s in servers where s.up && !s.frozen {
-                if let p = s.pending { next = min(next, p.completeAt) }
-                if let r = s.raft, let d = r.timeoutUntilNext { next = min(next, s.lastTick + d) }
-            }
-            now = max(now, next)
-            for s in servers where s.up && !s.frozen {
-                if let p = s.pending, p.completeAt <= now { complete(s) }
-            }
-            while let e = net.deliverNext(upTo: now) { receive(e) }
-            while let t = swim.nextTimer, t <= now {
-                // A frozen agent's tick is dropped; its thaw wakes the instance.
-                guard let i = swim.popTimer(), agents[i].up, !agents[i].frozen else { continue }
-                carryOut(agents[i], swim.tick(i, now: now))
-            }
-            for s in servers where s.up && !s.frozen {
-                if let r = s.raft, let d = r.timeoutUntilNext, s.lastTick + d <= now {
-                    tick(s)
-                    pump(s)
-                }
-            }
-            while let e = events.min, e.at <= now {
-                _ = events.removeMin()
-                handle(e.event)
-            }
+            step(upTo: end)
             if result.violations.count >= 5 { stopped = true }
         }
         if !stopped { finalChecks() }
+        return finish()
+    }
+
+    mutating func finish() -> ClusterSimulationResult {
         // Reaching here is the "no trap" invariant: a trap in any core would have ended the process.
         check(ClusterInvariant.noTrap)
         result.faults[ClusterFault.startFailure.rawValue] = result.startFailures
         result.simulatedSeconds = now.seconds
         if !result.violations.isEmpty { result.trace = trace }
         return result
+    }
+
+    /// Advances to the next instant something is due (at most `limit`) and runs everything due then.
+    mutating func step(upTo limit: Duration) {
+        var next = limit
+        if let t = net.nextDeliveryTime { next = min(next, t) }
+        if let t = swim.nextTimer { next = min(next, t) }
+        if let e = events.min { next = min(next, e.at) }
+        for s in servers where s.up && !s.frozen {
+            if let p = s.pending { next = min(next, p.completeAt) }
+            if let r = s.raft, let d = r.timeoutUntilNext { next = min(next, s.lastTick + d) }
+        }
+        now = max(now, next)
+        for s in servers where s.up && !s.frozen {
+            if let p = s.pending, p.completeAt <= now {
+                let leading = measuring(s, .raft)
+                complete(s)
+                if leading { probe?.meter.end() }
+            }
+        }
+        while let e = net.deliverNext(upTo: now) { receive(e) }
+        while let t = swim.nextTimer, t <= now {
+            // A frozen agent's tick is dropped; its thaw wakes the instance.
+            guard let i = swim.popTimer(), agents[i].up, !agents[i].frozen else { continue }
+            carryOut(agents[i], swim.tick(i, now: now))
+            probe?.observeSWIM(i, swim, now: now)
+        }
+        for s in servers where s.up && !s.frozen {
+            if let r = s.raft, let d = r.timeoutUntilNext, s.lastTick + d <= now {
+                let leading = measuring(s, .raft)
+                tick(s)
+                pump(s)
+                if leading { probe?.meter.end() }
+            }
+        }
+        while let e = events.min, e.at <= now {
+            _ = events.removeMin()
+            handle(e.event)
+        }
+    }
+
+    /// Starts a CPU section of the leader's (`kind`) when the scale mode measures and `s` leads;
+    /// true when the caller must end it.
+    func measuring(_ s: ClusterAgent, _ kind: ScaleProbe.Kind) -> Bool {
+        guard let probe, s.raft?.role == .leader else { return false }
+        probe.meter.begin(kind)
+        return true
     }
 
     // MARK: Raft shell (RaftService)
@@ -554,6 +614,7 @@ struct ClusterSimulation {
             }
         } else {
             committed[e.index] = e
+            probe?.committed(e.index, now: now)
         }
         let planBefore = s.state.planIndex
         guard e.kind == .normal, !e.data.isEmpty else {
@@ -580,7 +641,9 @@ struct ClusterSimulation {
             if first && refused == nil {
                 lastPlanIndex = e.index
                 lastPlanAt = now
-                note("plan \(e.index) committed: \(describe(plan.assignments))")
+                probe?.planCommitted(plan, index: e.index, now: now)
+                // At scale the assignments of thousands of nodes would make each trace line a book.
+                note("plan \(e.index) committed: " + (options.scale ? "\(plan.assignments.count) nodes" : describe(plan.assignments)))
                 checkPlan(plan, index: e.index, term: e.term, state: s.state)
             }
         } else if first {
@@ -693,14 +756,19 @@ struct ClusterSimulation {
         switch e.message {
         case .raft(let m):
             guard a.raft != nil else { return }
+            let leading = measuring(a, .raft)
             tick(a)
             a.raft!.step(m)
             pump(a)
+            if leading { probe?.meter.end() }
         case .swim(let m):
             carryOut(a, swim.receive(index[a.name]!, m, now: now))
+            probe?.observeSWIM(index[a.name]!, swim, now: now)
         case .subscribe(let node, let after):
             guard a.isServer else { return }
+            let leading = measuring(a, .subscription)
             if a.feed.subscribe(node, after: after) { planApplied(a) }
+            if leading { probe?.meter.end() }
         case .assignment(let s):
             // Only from the server this agent follows (AssignmentService.receive).
             guard !a.isServer, !a.stopping, e.from == a.upstream, a.feed.wants(planIndex: s.planIndex, for: a.name) else { return }
@@ -712,6 +780,14 @@ struct ClusterSimulation {
     /// AssignmentService.planApplied, on the agent's own `AssignmentFeed`: a server's own agent
     /// reads the state; subscribers holding an older plan get a push.
     mutating func planApplied(_ s: ClusterAgent) {
+        // A push answering a subscription is the subscription's (counted apart, not per plan).
+        let leading = probe?.meter.current != .subscription && measuring(s, .push)
+        defer {
+            if leading {
+                probe?.pushed(planIndex: s.state.planIndex)
+                probe?.meter.end()
+            }
+        }
         let sends = s.feed.planApplied(s.state)
         if let local = sends.local { deliver(local, to: s) }
         for (peer, assignment) in sends.pushes {
@@ -730,6 +806,7 @@ struct ClusterSimulation {
     mutating func deliver(_ s: NodeAssignment, to a: ClusterAgent) {
         a.assignment = s
         a.policy.assigned(s)
+        probe?.assigned(index[a.name]!, planIndex: s.planIndex, now: now)
         if options.checkEmptyAssignments, s.services.values.allSatisfy({ $0.count == 0 }) {
             schedule(
                 now + options.emptyAssignmentBound,
@@ -784,10 +861,17 @@ struct ClusterSimulation {
             crash(a, graceful: true)
             schedule(now + draw(500...3500), .restartAgent(a.name, a.incarnation))
         case .decide(let name, let inc):
-            decide(agent(name)!)
+            let s = agent(name)!
+            let leading = measuring(s, .decide)
+            let before = s.deciding
+            decide(s)
+            if leading { probe?.meter.end(roundPlanned: !before && s.deciding) }
             after(options.decisionInterval, .decide(name, inc))
         case .propose(let name, _, let plan, let decision, let readAt):
-            propose(agent(name)!, plan, decision, readAt: readAt)
+            let s = agent(name)!
+            let leading = measuring(s, .raft)
+            propose(s, plan, decision, readAt: readAt)
+            if leading { probe?.meter.end() }
         case .executorTick(let name, let inc):
             wake(agent(name)!)
             after(options.executorInterval, .executorTick(name, inc))
@@ -807,9 +891,10 @@ struct ClusterSimulation {
             let a = agent(name)!
             if a.engine.stopAndRemove(id, issuedIn: generation) { result.containersStopped += 1 }
             checkUnmanaged(a)
+            probe?.engineChanged(index[name]!, a.engine, now: now)
         case .engineCreate(let name, let inc, let token, let service, let hash, let generation):
             let a = agent(name)!
-            let spec = Self.services[service]!
+            let spec = services[service]!
             guard a.engine.up, a.engine.generation == generation,
                 let id = a.engine.create(
                     service: service, specHash: hash, image: spec.image, cpuMillis: spec.cpuMillicores, memoryBytes: Int(spec.memory))
@@ -821,6 +906,7 @@ struct ClusterSimulation {
             case .started:
                 result.containersStarted += 1
                 checkCapacity(a)
+                probe?.engineChanged(index[name]!, a.engine, now: now)
             case .failed:
                 if crashes { result.startFailures += 1 }
             case .imageMissing:
@@ -1088,6 +1174,10 @@ struct ClusterSimulation {
     // MARK: The operator
 
     mutating func operatorTick() {
+        if options.scale {
+            scaleOperatorTick()
+            return
+        }
         // After the faults the operator goes on only until the services are declared: its
         // declaration may have been proposed to a leader that crashed before committing it
         // (seeds 3132 and 8180 of 1-10000 ended with none declared, a leader in place for 24 s).
