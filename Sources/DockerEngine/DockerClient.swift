@@ -154,6 +154,18 @@ public actor DockerClient {
         guard r.status == 204 || r.status == 304 else { throw Self.error(r, "start", service) }
     }
 
+    /// Freezes the container's processes (the cgroup freezer): they keep their memory and use no
+    /// CPU until `unpause`.
+    public func pause(_ id: String, service: String? = nil) async throws(DockerError) {
+        let r = try await raw("pause", .POST, "/containers/\(id)/pause", service: service)
+        guard r.status == 204 else { throw Self.error(r, "pause", service) }
+    }
+
+    public func unpause(_ id: String, service: String? = nil) async throws(DockerError) {
+        let r = try await raw("unpause", .POST, "/containers/\(id)/unpause", service: service)
+        guard r.status == 204 else { throw Self.error(r, "unpause", service) }
+    }
+
     /// Stops with SIGTERM, then SIGKILL after `timeoutSeconds`. Already stopped is success.
     public func stop(_ id: String, timeoutSeconds: Int? = nil, service: String? = nil) async throws(DockerError) {
         let t = timeoutSeconds.map { "?t=\($0)" } ?? ""

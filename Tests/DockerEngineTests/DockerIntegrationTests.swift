@@ -241,6 +241,63 @@ private func cleanup(_ client: DockerClient, node: String) async {
         #expect(sawAfter)
     }
 
+    /// Warm standbys (docs/scheduling.md, "Warm standbys") on a real dockerd: created, started and
+    /// paused; a step pauses its victims, unpauses the standbys, then stops the victims (a paused
+    /// container takes its stop); the pool is refilled warm; an agent restart adopts it; a paused
+    /// container that is no standby is stopped and replaced; a node given no pool keeps none.
+    @Test func warmStandbysArePausedUnpausedByAStepRefilledAndNeverLeftFrozen() async throws {
+        let node = uniqueNode("warm")
+        defer { Task { await cleanup(client, node: node) } }
+        let specs = [spec("web", node: node, image: image), spec("batch", node: node, hash: "b1", image: image)]
+        func states() async throws -> [(id: String, service: String, state: String, standby: Bool)] {
+            try await client.list(labels: ["\(MicroscaleLabel.node)=\(node)", "\(MicroscaleLabel.managed)=true"]).map {
+                ($0.Id, $0.Labels?[MicroscaleLabel.service] ?? "", $0.State ?? "", $0.Labels?[MicroscaleLabel.standby] == "true")
+            }
+        }
+        func count(_ service: String, _ state: String) async throws -> Int {
+            try await states().filter { $0.service == service && $0.state == state }.count
+        }
+        let shell = ReconcilerShell(client: client, node: node)
+        await shell.setDesired(specs, counts: ["web": 1, "batch": 2], standby: ["web": 2], warmStandby: ["web": 2])
+        try await shell.converge()
+        #expect(try await count("web", "running") == 1)
+        #expect(try await count("batch", "running") == 2)
+        let pool = try await states().filter { $0.state == "paused" }
+        #expect(pool.count == 2 && pool.allSatisfy { $0.service == "web" && $0.standby })
+
+        // An agent restart adopts the warm pool as it is.
+        let restarted = ReconcilerShell(client: client, node: node)
+        await restarted.setDesired(specs, counts: ["web": 1, "batch": 2], standby: ["web": 2], warmStandby: ["web": 2])
+        #expect(try await restarted.reconcileOnce().plan.isEmpty)
+
+        // The step: two more web in batch's place. The starts are the two unpauses.
+        await restarted.setDesired(specs, counts: ["web": 3, "batch": 0], standby: ["web": 2], warmStandby: ["web": 2])
+        let step = try await restarted.reconcileOnce()
+        #expect(Set(step.unpaused) == Set(pool.map(\.id)))
+        #expect(step.plan.pauseFirst.count == 2)
+        #expect(step.errors.isEmpty, "\(step.errors)")
+        try await restarted.converge()
+        #expect(try await count("web", "running") == 3)
+        #expect(try await states().filter { $0.service == "batch" }.isEmpty, "the paused victims were stopped and removed")
+        let refilled = try await states().filter { $0.state == "paused" }
+        #expect(refilled.count == 2 && refilled.allSatisfy { $0.service == "web" && $0.standby })
+        #expect(Set(refilled.map(\.id)).isDisjoint(with: pool.map(\.id)))
+
+        // A paused container that is no standby is stopped and replaced, never left frozen.
+        let victim = try #require(try await states().first { $0.service == "web" && $0.state == "running" && !$0.standby }?.id)
+        try await client.pause(victim)
+        try await restarted.converge()
+        #expect(try await states().allSatisfy { $0.id != victim })
+        #expect(try await count("web", "running") == 3)
+        #expect(try await count("web", "paused") == 2)
+
+        // A node given no pool (a drained one) keeps none.
+        await restarted.setDesired(specs, counts: ["web": 3, "batch": 0])
+        try await restarted.converge()
+        #expect(try await count("web", "paused") == 0)
+        #expect(try await count("web", "running") == 3)
+    }
+
     private func createUnmanaged(_ s: ContainerSpec) async throws -> String {
         // The client always adds managed=true; a foreign container comes from the docker CLI.
         let host = try TestEnvironment.require("MICROSCALE_TEST_DOCKER_HOST")

@@ -363,3 +363,154 @@ private func standby(_ id: String, _ service: String = "web", _ hash: String = "
         #expect(plan.crashLooping["web"] != nil)
     }
 }
+
+private func warm(_ id: String, _ service: String = "web", _ hash: String = "h1", node: String = "n1") -> ObservedContainer {
+    var o = c(id, service, hash, node: node, state: .paused)
+    o.labels[MicroscaleLabel.standby] = "true"
+    return o
+}
+
+/// Warm standbys (docs/scheduling.md, "Warm standbys"): standbys started and then paused, which a
+/// demand step unpauses.
+@Suite struct WarmStandbyTests {
+    static let web = DesiredService(count: 1, specHash: "h1", standby: 2, warmStandby: 2)
+
+    @Test func theEnginesPausedStateIsPausedNotRunning() {
+        #expect(ObservedContainer.state(fromEngine: "paused") == .paused)
+        #expect(ObservedContainer.state(fromEngine: "running") == .running)
+        #expect(warm("w1").isStandby && !warm("w1").isServing)
+    }
+
+    @Test func aPausedStandbyIsAStandbyAndNeverCountedAsRunning() {
+        var r = Reconciler(node: "n1")
+        // Two warm standbys and nothing running: the one container wanted is still missing, and
+        // it is a warm standby's unpause; the pool is refilled warm behind it.
+        let plan = r.decide(desired: ["web": Self.web], observed: [warm("w1"), warm("w2")], now: .zero)
+        #expect(plan.starts == [.unpauseStandby(id: "w1", service: "web")])
+        #expect(plan.stops.isEmpty)
+        #expect(plan.standby == [.createWarmStandby(service: "web", specHash: "h1")])
+        #expect(plan.actions.last == .createWarmStandby(service: "web", specHash: "h1"))
+    }
+
+    @Test func aFullWarmPoolIsAdoptedByAFreshReconcilerAfterARestart() {
+        var r = Reconciler(node: "n1")
+        let plan = r.decide(desired: ["web": Self.web], observed: [c("a", "web"), warm("w1"), warm("w2")], now: .zero)
+        #expect(plan.isEmpty)
+    }
+
+    @Test func aStepUnpausesTheWarmStandbysFirstThenStartsTheColdOnesThenCreates() {
+        var r = Reconciler(node: "n1")
+        let want = DesiredService(count: 5, specHash: "h1", standby: 3, warmStandby: 2)
+        let plan = r.decide(desired: ["web": want], observed: [c("a", "web"), warm("w1"), warm("w2"), standby("s1")], now: .zero)
+        #expect(
+            plan.starts == [
+                .unpauseStandby(id: "w1", service: "web"), .unpauseStandby(id: "w2", service: "web"), .startStandby(id: "s1", service: "web"),
+                .start(service: "web", specHash: "h1"),
+            ])
+        // Refilled behind the starts: two warm, one cold.
+        #expect(
+            plan.standby == [
+                .createWarmStandby(service: "web", specHash: "h1"), .createWarmStandby(service: "web", specHash: "h1"),
+                .createStandby(service: "web", specHash: "h1"),
+            ])
+    }
+
+    @Test func aStepThatUnpausesPausesItsRunningVictimsFirst() {
+        var r = Reconciler(node: "n1")
+        var want = Self.web
+        want.count = 2
+        let desired = ["web": want, "batch": DesiredService(count: 0, specHash: "b1")]
+        let observed = [
+            c("a", "web"), warm("w1"), warm("w2"), c("b1", "batch", "b1"), c("b2", "batch", "b1"),
+            c("b3", "batch", "b1", state: .exited, ranFor: .seconds(60)),
+        ]
+        let plan = r.decide(desired: desired, observed: observed, now: .zero)
+        #expect(plan.starts == [.unpauseStandby(id: "w1", service: "web")])
+        #expect(Set(plan.stops) == [.stop(id: "b1", service: "batch"), .stop(id: "b2", service: "batch"), .remove(id: "b3", service: "batch")])
+        // The running victims only: an exited one has nothing to pause.
+        #expect(plan.pauseFirst.sorted() == ["b1", "b2"])
+    }
+
+    @Test func aStepWithNoUnpausePausesNothing() {
+        var r = Reconciler(node: "n1")
+        var want = Self.web
+        want.count = 2
+        want.warmStandby = 0
+        let plan = r.decide(
+            desired: ["web": want, "batch": DesiredService(count: 0, specHash: "b1")],
+            observed: [c("a", "web"), standby("s1"), standby("s2"), c("b1", "batch", "b1")], now: .zero)
+        #expect(plan.starts == [.startStandby(id: "s1", service: "web")])
+        #expect(plan.stops == [.stop(id: "b1", service: "batch")])
+        #expect(plan.pauseFirst.isEmpty)
+    }
+
+    @Test func aPausedContainerThatIsNoStandbyIsStoppedAtOnceAndReplaced() {
+        var r = Reconciler(node: "n1")
+        // A container of ours left paused (a step's victim whose stop never came, an agent
+        // stopped in between, someone's docker pause) is never left frozen: stopped with no
+        // withdrawal delay (it serves nothing), and the count is made up by a start.
+        let want = DesiredService(count: 1, specHash: "h1", stopDelay: .seconds(5))
+        let plan = r.decide(desired: ["web": want], observed: [c("p", "web", state: .paused)], now: .zero)
+        #expect(plan.stops == [.stop(id: "p", service: "web")])
+        #expect(plan.withdrawn.isEmpty)
+        #expect(plan.starts == [.start(service: "web", specHash: "h1")])
+        // A paused container of a service gone is stopped too.
+        var r2 = Reconciler(node: "n1")
+        #expect(r2.decide(desired: [:], observed: [c("q", "batch", state: .paused)], now: .zero).stops == [.stop(id: "q", service: "batch")])
+    }
+
+    @Test func warmStandbysNoLongerWantedAreRemovedNeverLeftFrozen() {
+        // An old spec: removed, the pool refilled warm with the new one.
+        var r = Reconciler(node: "n1")
+        var want = Self.web
+        want.specHash = "h2"
+        var plan = r.decide(desired: ["web": want], observed: [c("a", "web", "h2"), warm("w1"), warm("w2")], now: .zero)
+        #expect(Set(plan.stops) == [.remove(id: "w1", service: "web"), .remove(id: "w2", service: "web")])
+        #expect(plan.standby == Array(repeating: .createWarmStandby(service: "web", specHash: "h2"), count: 2))
+        // A warm share that shrank (the budget) gives its extra warm standby back for a cold one.
+        want = Self.web
+        want.warmStandby = 1
+        plan = r.decide(desired: ["web": want], observed: [c("a", "web"), warm("w1"), warm("w2")], now: .zero)
+        #expect(plan.stops == [.remove(id: "w2", service: "web")])
+        #expect(plan.standby == [.createStandby(service: "web", specHash: "h1")])
+        // The service gone.
+        plan = r.decide(desired: [:], observed: [warm("w1")], now: .zero)
+        #expect(plan.stops == [.remove(id: "w1", service: "web")])
+    }
+
+    @Test func aDrainedNodeKeepsNoWarmStandby() {
+        // A node given no work is handed no pool (ExecutorPolicy.standby), so no warm share either.
+        var r = Reconciler(node: "n1")
+        let plan = r.decide(
+            desired: ["web": .init(count: 0, specHash: "h1", standby: 0, warmStandby: 2)], observed: [warm("w1"), standby("s1")], now: .zero)
+        #expect(Set(plan.stops) == [.remove(id: "w1", service: "web"), .remove(id: "s1", service: "web")])
+        #expect(plan.standby.isEmpty && plan.starts.isEmpty)
+    }
+
+    @Test func aServiceWithFixedHostPortsKeepsItsStandbysCold() {
+        // A started standby would hold the host port its running containers need.
+        var r = Reconciler(node: "n1")
+        var want = Self.web
+        want.hostPorts = [8080]
+        let plan = r.decide(desired: ["web": want], observed: [c("a", "web"), warm("w1")], now: .zero)
+        #expect(plan.stops == [.remove(id: "w1", service: "web")])
+        #expect(plan.standby == Array(repeating: .createStandby(service: "web", specHash: "h1"), count: 2))
+    }
+
+    @Test func aRunningContainerWithTheStandbyLabelIsAnOrdinaryContainerOfItsService() {
+        // Docker labels cannot change: a standby a step unpaused keeps its label and runs.
+        var r = Reconciler(node: "n1")
+        var unpaused = warm("w1")
+        unpaused.state = .running
+        let plan = r.decide(desired: ["web": Self.web], observed: [unpaused, warm("w2"), warm("w3")], now: .zero)
+        #expect(plan.isEmpty)
+    }
+
+    @Test func aHeldServiceKeepsItsWarmStandbysAndCreatesNone() {
+        var r = Reconciler(node: "n1")
+        var want = Self.web
+        want.canStart = false
+        let plan = r.decide(desired: ["web": want], observed: [warm("w1")], now: .zero)
+        #expect(plan.isEmpty)
+    }
+}

@@ -27,12 +27,19 @@ public struct DesiredService: Sendable, Hashable {
     /// demand step starts them rather than creating containers on its critical path
     /// (docs/scheduling.md, "Standby containers"). Zero keeps none (and removes any there is).
     public var standby: Int
+    /// How many of the `standby` pool are warm: created, started and then paused (`docker pause`,
+    /// the cgroup freezer), so a demand step unpauses them rather than starting them
+    /// (docs/scheduling.md, "Warm standbys"). The rest of the pool stays created. A service with
+    /// fixed host ports keeps none warm: a started standby would hold the ports its running
+    /// containers need.
+    public var warmStandby: Int
     public init(
         count: Int, specHash: String, canStart: Bool = true, keep: Set<String> = [], keepCount: Int = 0, stopDelay: Duration = .zero,
-        hostPorts: Set<Int> = [], standby: Int = 0
+        hostPorts: Set<Int> = [], standby: Int = 0, warmStandby: Int = 0
     ) {
         self.hostPorts = hostPorts
         self.standby = standby
+        self.warmStandby = warmStandby
         self.count = count
         self.specHash = specHash
         self.canStart = canStart
@@ -45,8 +52,11 @@ public struct DesiredService: Sendable, Hashable {
 /// One container as Docker reported it, reduced to plain values.
 public struct ObservedContainer: Sendable, Hashable {
     public enum State: Sendable, Hashable {
-        /// Running, restarting or paused: it holds its reservation.
+        /// Running or restarting: it holds its reservation.
         case running
+        /// Paused (frozen by the cgroup freezer): it holds its memory and uses no CPU. A warm
+        /// standby, else a container the reconciler stops (it never leaves one of its own frozen).
+        case paused
         /// Created but never started: holds nothing but is ours to finish or clean up.
         case created
         /// Exited or dead.
@@ -90,8 +100,11 @@ public struct ObservedContainer: Sendable, Hashable {
 
     public var isManaged: Bool { labels[MicroscaleLabel.managed] == "true" }
     /// A standby container waiting to be started: created by the reconciler ahead of need
-    /// (`MicroscaleLabel.standby`) and never started. It counts as nothing.
-    public var isStandby: Bool { state == .created && labels[MicroscaleLabel.standby] == "true" }
+    /// (`MicroscaleLabel.standby`) and never started (cold), or started and paused (warm). It is
+    /// not running for the plan: a cold one holds nothing, a warm one holds memory the node keeps
+    /// out of the capacity it advertises (`--warm-standby-memory`). Docker labels cannot change,
+    /// so a standby that is running (unpaused by a step) is an ordinary container of its service.
+    public var isStandby: Bool { (state == .created || state == .paused) && labels[MicroscaleLabel.standby] == "true" }
     public var service: String? { labels[MicroscaleLabel.service] }
     public var node: String? { labels[MicroscaleLabel.node] }
     public var specHash: String? { labels[MicroscaleLabel.spec] }
@@ -99,7 +112,8 @@ public struct ObservedContainer: Sendable, Hashable {
     /// Maps the Engine API's State string ("running", "exited", ...).
     public static func state(fromEngine s: String) -> State {
         switch s {
-        case "running", "restarting", "paused": .running
+        case "running", "restarting": .running
+        case "paused": .paused
         case "created": .created
         case "removing": .removing
         default: .exited
@@ -118,12 +132,19 @@ public enum ReconcileAction: Sendable, Hashable {
     /// Start a standby container of the service (created earlier, of the desired spec): a start
     /// with no create before it.
     case startStandby(id: String, service: String)
+    /// Unpause a warm standby of the service (started and paused earlier, of the desired spec):
+    /// the start of a warm standby.
+    case unpauseStandby(id: String, service: String)
     /// Create one standby container of the service with this spec hash, and leave it unstarted.
     case createStandby(service: String, specHash: String)
+    /// Create one standby container of the service with this spec hash, start it and pause it.
+    case createWarmStandby(service: String, specHash: String)
 
     public var service: String {
         switch self {
-        case .stop(_, let s), .remove(_, let s), .start(let s, _), .startStandby(_, let s), .createStandby(let s, _): s
+        case .stop(_, let s), .remove(_, let s), .start(let s, _), .startStandby(_, let s), .unpauseStandby(_, let s),
+            .createStandby(let s, _), .createWarmStandby(let s, _):
+            s
         }
     }
 }
@@ -148,6 +169,12 @@ public struct ReconcilePlan: Sendable, Hashable {
     public var draining: Int = 0
     /// Services whose starts wait for a withdrawn container to free a fixed host port they need.
     public var waitingForPorts: Set<String> = []
+    /// Running containers among `stops` to pause before the plan's unpauses (`unpauseStandby`)
+    /// and stop after them: stops before starts is a capacity rule, and a paused container uses
+    /// no CPU, while the memory the unpaused standbys use was held (and kept out of the node's
+    /// advertised capacity) all along (docs/scheduling.md, "Warm standbys"). Empty when the plan
+    /// unpauses nothing: its stops then go first, as ever.
+    public var pauseFirst: [String] = []
 
     /// Stops first, then starts, then the standby pool's refill.
     public var actions: [ReconcileAction] { stops + starts + standby }
@@ -273,9 +300,12 @@ public struct Reconciler: Sendable {
             var keep = 0
             var runningCurrent: [ObservedContainer] = []
             var keepable: [ObservedContainer] = []
-            // Standby containers of the desired spec, kept while the service wants a pool here.
+            // Standby containers of the desired spec, kept while the service wants a pool here:
+            // created (cold) and paused (warm).
             var standbys: [ObservedContainer] = []
+            var warmStandbys: [ObservedContainer] = []
             let pool = min(max(0, want?.standby ?? 0), policy.maxStandbyPerService)
+            let warm = (want?.hostPorts.isEmpty ?? false) ? min(pool, max(0, want?.warmStandby ?? 0)) : 0
             // A planned stop: a serving container is withdrawn first and stopped once its delay
             // has passed. One not serving yet (its check has not passed) is no endpoint: at once.
             func plannedStop(_ c: ObservedContainer) {
@@ -299,6 +329,20 @@ public struct Reconciler: Sendable {
                     // A standby of the desired spec (adopted as such after a restart too): it
                     // counts as nothing; it is started below when a start is needed, else kept.
                     standbys.append(c)
+                case .paused where c.isStandby && warm > 0 && c.specHash == want?.specHash:
+                    // A warm standby of the desired spec (adopted too): not running for the plan;
+                    // unpaused below when a start is needed, else kept.
+                    warmStandbys.append(c)
+                case .paused where c.isStandby:
+                    // A warm standby the pool no longer wants (an old spec, a service gone, a
+                    // pool or budget that shrank): removed, never left frozen. It served nothing.
+                    plan.stops.append(.remove(id: c.id, service: service))
+                case .paused:
+                    // Any other container of ours that is paused (a step's victim whose stop did
+                    // not happen, an agent stopped between the two, someone's `docker pause`):
+                    // stopped, never left frozen. It serves nothing, so no withdrawal delay, and
+                    // it counts for nothing: the count is made up by a start.
+                    plan.stops.append(.stop(id: c.id, service: service))
                 case .exited, .created:
                     // Exited containers go first: they free their names and show up in no count.
                     // A created container that is no standby of the desired spec (a create whose
@@ -349,22 +393,33 @@ public struct Reconciler: Sendable {
                 for c in keepable.sorted(by: { $0.id < $1.id })[budget...] { plannedStop(c) }
             }
             var pooled = standbys[...]
+            var warmPooled = warmStandbys[...]
             // Held (its image is not here) or backing off: the standbys stay, nothing is started
             // or created.
             let backingOff = crashLoops[service].map { now < $0.retryAt } ?? false
             if let want, want.canStart, !backingOff, keep < target {
-                // Standbys first: a start with no create before it (docs/scheduling.md, "Standby containers").
-                let missing = min(target - keep, policy.maxStartsPerService)
+                // Standbys first, warm before cold: an unpause, else a start with no create before
+                // it (docs/scheduling.md, "Standby containers", "Warm standbys").
+                var missing = min(target - keep, policy.maxStartsPerService)
+                let fromWarm = min(missing, warmPooled.count)
+                for c in warmPooled.prefix(fromWarm) { plan.starts.append(.unpauseStandby(id: c.id, service: service)) }
+                warmPooled = warmPooled.dropFirst(fromWarm)
+                missing -= fromWarm
                 let fromPool = min(missing, pooled.count)
                 for c in pooled.prefix(fromPool) { plan.starts.append(.startStandby(id: c.id, service: service)) }
                 pooled = pooled.dropFirst(fromPool)
                 for _ in 0..<(missing - fromPool) { plan.starts.append(.start(service: service, specHash: want.specHash)) }
             }
-            // The pool is refilled after the starts (never in their way), up to its size; a pool
-            // that shrank gives its extra standbys back.
-            for c in pooled.dropFirst(pool) { plan.stops.append(.remove(id: c.id, service: service)) }
+            // The pool is refilled after the starts (never in their way), up to its size, `warm`
+            // of it warm and the rest cold; a pool that shrank (or whose warm share did) gives
+            // its extra standbys back.
+            for c in warmPooled.dropFirst(warm) { plan.stops.append(.remove(id: c.id, service: service)) }
+            for c in pooled.dropFirst(pool - warm) { plan.stops.append(.remove(id: c.id, service: service)) }
             if let want, want.canStart, !backingOff {
-                for _ in 0..<max(0, pool - pooled.count) { plan.standby.append(.createStandby(service: service, specHash: want.specHash)) }
+                let warmKept = min(warmPooled.count, warm)
+                let coldKept = min(pooled.count, pool - warm)
+                for _ in 0..<(warm - warmKept) { plan.standby.append(.createWarmStandby(service: service, specHash: want.specHash)) }
+                for _ in 0..<(pool - warm - coldKept) { plan.standby.append(.createStandby(service: service, specHash: want.specHash)) }
             } else if let want, want.canStart, keep < target, let loop = crashLoops[service] {
                 plan.crashLooping[service] = loop
             }
@@ -380,6 +435,7 @@ public struct Reconciler: Sendable {
                 guard let ports = hostPorts[a.service], !ports.isDisjoint(with: held) else { return false }
                 waiting.insert(a.service)
                 if case .startStandby = a { keptStandbys[a.service, default: 0] += 1 }
+                if case .unpauseStandby = a { keptStandbys[a.service, default: 0] += 1 }
                 return true
             }
             // A standby that waits is still in the pool: no refill for it.
@@ -389,6 +445,13 @@ public struct Reconciler: Sendable {
                 }
             }
             plan.waitingForPorts = waiting
+        }
+        // A step whose starts are unpauses pauses its running victims first (`pauseFirst`).
+        if plan.starts.contains(where: { if case .unpauseStandby = $0 { true } else { false } }) {
+            let running = Set(observed.filter { $0.state == .running }.map(\.id))
+            plan.pauseFirst = plan.stops.compactMap { a in
+                if case .stop(let id, _) = a, running.contains(id) { id } else { nil }
+            }
         }
         return plan
     }

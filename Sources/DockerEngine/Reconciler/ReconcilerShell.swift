@@ -11,6 +11,8 @@ public actor ReconcilerShell {
     public struct RoundReport: Sendable {
         public var plan: ReconcilePlan
         public var started: [String] = []
+        /// Of `started`, the warm standbys unpaused (docs/scheduling.md, "Warm standbys").
+        public var unpaused: [String] = []
         public var stopped: [String] = []
         /// Standby containers created by the round (the pool's refill).
         public var standbys: [String] = []
@@ -20,6 +22,8 @@ public actor ReconcilerShell {
         public var timings = Timings()
         public struct Timings: Sendable {
             public var observe: Duration = .zero
+            /// Pausing the victims and unpausing the warm standbys, before the stops.
+            public var unpauses: Duration = .zero
             public var stops: Duration = .zero
             public var starts: Duration = .zero
         }
@@ -55,11 +59,13 @@ public actor ReconcilerShell {
     /// `keep`: per service, running containers of other spec hashes to keep, and how many at most (a rolling update).
     /// `stopDelays`: per service, how long a serving container is withdrawn before a planned stop (Withdrawals).
     /// `standby`: per service, how many standby containers to keep created here (DesiredService.standby).
+    /// `warmStandby`: per service, how many of those are started and paused (DesiredService.warmStandby).
     public func setDesired(
         _ specs: [ContainerSpec], counts: [String: Int], held: Set<String> = [], keep: [String: (specs: Set<String>, count: Int)] = [:],
-        stopDelays: [String: Duration] = [:], standby: [String: Int] = [:]
+        stopDelays: [String: Duration] = [:], standby: [String: Int] = [:], warmStandby: [String: Int] = [:]
     ) {
         self.standby = standby
+        self.warmStandby = warmStandby
         self.specs = Dictionary(specs.map { ($0.service, $0) }, uniquingKeysWith: { _, new in new })
         self.counts = counts
         self.held = held
@@ -68,6 +74,11 @@ public actor ReconcilerShell {
     }
     private var stopDelays: [String: Duration] = [:]
     private var standby: [String: Int] = [:]
+    private var warmStandby: [String: Int] = [:]
+    /// A warm standby's pause failed (a daemon or kernel without the freezer, say): the pool
+    /// stays cold until then, rather than creating and removing a container every round.
+    private var warmHeldUntil: Duration?
+    public static let warmRetryAfter: Duration = .seconds(300)
 
     /// Containers withdrawn from the endpoints and waiting for their stop: the node publishes
     /// none of them as endpoints, nor counts them as running.
@@ -122,11 +133,13 @@ public actor ReconcilerShell {
         lastHealth = Dictionary(observed.compactMap { c in c.health.map { (c.id, $0) } }, uniquingKeysWith: { a, _ in a })
         let observedAt = clock.now
         var desired: [String: DesiredService] = [:]
+        let warmHeld = warmHeldUntil.map { now() < $0 } ?? false
         for (service, spec) in specs {
             desired[service] = DesiredService(
                 count: counts[service] ?? 0, specHash: spec.specHash, canStart: !held.contains(service),
                 keep: keep[service]?.specs ?? [], keepCount: keep[service]?.count ?? 0,
-                stopDelay: stopDelays[service] ?? .zero, hostPorts: spec.fixedHostPorts, standby: standby[service] ?? 0)
+                stopDelay: stopDelays[service] ?? .zero, hostPorts: spec.fixedHostPorts, standby: standby[service] ?? 0,
+                warmStandby: warmHeld ? 0 : warmStandby[service] ?? 0)
         }
         let plan = reconciler.decide(desired: desired, observed: observed, now: now())
         if !plan.withdrawn.isEmpty {
@@ -149,13 +162,17 @@ public actor ReconcilerShell {
         // frees nothing the starts need). Standby containers are started the moment the stops are
         // done, beside the creates still running (docs/scheduling.md, "Standby containers"); the
         // pool is refilled last, after the removals. Each phase keeps at most `maxInFlight` calls
-        // in flight, so the first two have at most twice that.
+        // in flight, so the first two have at most twice that. Warm standbys are unpaused before
+        // the stops, once the victims are paused (ReconcilePlan.pauseFirst; docs/scheduling.md,
+        // "Warm standbys"): a paused victim uses no CPU, and the standbys' memory was held all
+        // along. The victims are then stopped as usual (moby delivers the TERM to a paused
+        // container and resumes it), and their own stop timeout applies.
         var stops: [Step] = []
         for a in plan.stops {
             switch a {
             case .stop(let id, let service): stops.append(.stop(id: id, service: service))
             case .remove(let id, let service): stops.append(.remove(id: id, service: service, force: true))
-            case .start, .startStandby, .createStandby: break
+            case .start, .startStandby, .unpauseStandby, .createStandby, .createWarmStandby: break
             }
         }
         // A bridge network is made once per shell, before the first container that joins it, and
@@ -173,14 +190,29 @@ public actor ReconcilerShell {
         if let failedNetwork { report.errors.append(failedNetwork) }
         var creates: [Step] = []
         var standbyStarts: [Step] = []
+        var unpauses: [Step] = []
         for a in plan.starts {
             switch a {
             case .start(let service, _): creates.append(.create(service: service, spec: spec(service), name: nextName(service)))
             case .startStandby(let id, let service): standbyStarts.append(.start(id: id, service: service))
-            case .stop, .remove, .createStandby: break
+            case .unpauseStandby(let id, let service): unpauses.append(.unpause(id: id, service: service))
+            case .stop, .remove, .createStandby, .createWarmStandby: break
             }
         }
         async let created = run(creates)
+        var unpausedResults: [Result<(Step, String), DockerError>] = []
+        if !unpauses.isEmpty {
+            let unpausesBegan = clock.now
+            var services: [String: String] = [:]
+            for case .stop(let id, let service) in plan.stops { services[id] = service }
+            for r in await run(plan.pauseFirst.map { .pause(id: $0, service: services[$0] ?? "") }) {
+                // A victim that could not be paused (it exited meanwhile, say) is stopped below
+                // all the same; the unpauses go on.
+                if case .failure(let e) = r { logger.info("could not pause a container before its stop: \(e)") }
+            }
+            unpausedResults = await run(unpauses)
+            report.timings.unpauses = clock.now - unpausesBegan
+        }
         let stopped = await run(stops)
         async let standbyStarted = run(standbyStarts)
         let createdResults = await created
@@ -195,7 +227,7 @@ public actor ReconcilerShell {
                 report.errors.append(e)
             }
         }
-        let startedResults = await run(starts) + (await standbyStarted)
+        let startedResults = unpausedResults + (await run(starts)) + (await standbyStarted)
         report.timings.starts = clock.now - startsBegan
         var removals: [Step] = []
         for r in stopped {
@@ -207,7 +239,9 @@ public actor ReconcilerShell {
         }
         for r in startedResults {
             switch r {
-            case .success(let (_, id)): report.started.append(id)
+            case .success(let (step, id)):
+                report.started.append(id)
+                if case .unpause = step { report.unpaused.append(id) }
             case .failure(let e):
                 // The network a container was created on can be gone by its start (another agent
                 // on this daemon removed a duplicate it had made): find the network again next round.
@@ -223,16 +257,24 @@ public actor ReconcilerShell {
         }
         var refills: [Step] = []
         for a in plan.standby {
-            guard case .createStandby(let service, _) = a else { continue }
+            let service = a.service
             var s = spec(service)
             s?.extraLabels[MicroscaleLabel.standby] = "true"
-            refills.append(.create(service: service, spec: s, name: nextName(service)))
+            switch a {
+            case .createStandby: refills.append(.create(service: service, spec: s, name: nextName(service)))
+            case .createWarmStandby: refills.append(.createPaused(service: service, spec: s, name: nextName(service)))
+            case .stop, .remove, .start, .startStandby, .unpauseStandby: break
+            }
         }
         for r in await run(refills) {
             switch r {
             case .success(let (_, id)): report.standbys.append(id)
             case .failure(let e):
                 if e.operation == "create", e.kind == .notFound { readyNetworks.removeAll() }
+                if e.operation == "pause" {
+                    warmHeldUntil = now() + Self.warmRetryAfter
+                    logger.warning("a warm standby could not be paused; keeping the standbys cold for \(Self.warmRetryAfter)")
+                }
                 report.errors.append(e)
             }
         }
@@ -320,10 +362,16 @@ public actor ReconcilerShell {
         case start(id: String, service: String)
         case stop(id: String, service: String)
         case remove(id: String, service: String, force: Bool)
+        case pause(id: String, service: String)
+        case unpause(id: String, service: String)
+        /// A warm standby's refill: create, start, pause.
+        case createPaused(service: String, spec: ContainerSpec?, name: String)
 
         var service: String {
             switch self {
-            case .create(let s, _, _), .start(_, let s), .stop(_, let s), .remove(_, let s, _): return s
+            case .create(let s, _, _), .start(_, let s), .stop(_, let s), .remove(_, let s, _), .pause(_, let s), .unpause(_, let s),
+                .createPaused(let s, _, _):
+                return s
             }
         }
     }
@@ -380,6 +428,28 @@ public actor ReconcilerShell {
                     try await client.start(id, service: service)
                 } catch {
                     // A container that cannot start is removed, so it does not pile up.
+                    try? await client.remove(id, force: true, service: service)
+                    throw error
+                }
+                return .success((step, id))
+            case .pause(let id, let service):
+                try await client.pause(id, service: service)
+                return .success((step, id))
+            case .unpause(let id, let service):
+                try await client.unpause(id, service: service)
+                return .success((step, id))
+            case .createPaused(let service, let spec, let name):
+                guard let spec else {
+                    return .failure(
+                        DockerError(kind: .refused, operation: "create", service: service, status: nil, daemonMessage: "no spec for the service"))
+                }
+                let id = try await client.create(spec, name: name)
+                do throws(DockerError) {
+                    try await client.start(id, service: service)
+                    try await client.pause(id, service: service)
+                } catch {
+                    // Never left half-made: a running container with the standby label would be
+                    // an ordinary container of its service (docs/contracts.md), one too many.
                     try? await client.remove(id, force: true, service: service)
                     throw error
                 }

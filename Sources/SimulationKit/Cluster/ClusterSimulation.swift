@@ -1112,7 +1112,7 @@ struct ClusterSimulation {
                 stopsDone = max(stopsDone, at)
                 schedule(at, .engineStop(a.name, id: id, generation: generation))
             // The simulated agents keep no standby pool (their desired state asks for none).
-            case .start, .startStandby, .createStandby: break
+            case .start, .startStandby, .unpauseStandby, .createStandby, .createWarmStandby: break
             }
         }
         var starts: [(String, String)] = []
