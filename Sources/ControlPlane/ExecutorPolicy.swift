@@ -97,6 +97,8 @@ public struct ExecutorPolicy: Sendable {
         public var stopDelays: [String: Duration]
         /// Per service: standby containers to keep created here (`standby(_:per:)`).
         public var standby: [String: Int] = [:]
+        /// Per service: how many of those are warm, started and paused (`warm(_:pool:budget:)`).
+        public var warmStandby: [String: Int] = [:]
     }
 
     /// One round's decision.
@@ -109,14 +111,46 @@ public struct ExecutorPolicy: Sendable {
     }
 
     /// A round at `now` for assignment `a`, with where each image stands, keeping `standby`
-    /// standby containers per priority-1 service (`standby(_:per:)`).
-    public mutating func round(_ a: NodeAssignment, images: [String: Image], now: Duration, standby: Int = 0) -> Round {
+    /// standby containers per priority-1 service (`standby(_:per:)`), as many of them warm as
+    /// `warmStandbyMemory` bytes hold (`warm(_:pool:budget:)`).
+    public mutating func round(
+        _ a: NodeAssignment, images: [String: Image], now: Duration, standby: Int = 0, warmStandbyMemory: Int64 = 0
+    ) -> Round {
         let hold = holds(a, now: now)
         let starts = hold && !holdingEmpty
         holdingEmpty = hold
         var desired = Self.desired(a, images: images)
         desired.standby = Self.standby(a, per: standby)
+        desired.warmStandby = Self.warm(a, pool: desired.standby, budget: warmStandbyMemory)
         return Round(hold: hold, startsHolding: starts, desired: desired)
+    }
+
+    /// How many of each service's standby `pool` are warm (started and paused, docs/scheduling.md,
+    /// "Warm standbys"): a paused container holds its memory, so the sum of the services' memory
+    /// limits over the warm standbys stays within `budget` (`--warm-standby-memory`, which the
+    /// node keeps out of the capacity it advertises). One per service per pass, services in name
+    /// order, so every pooled service gets a warm standby before any gets a second; a service
+    /// with fixed host ports gets none (a started standby would hold the ports). Beyond the
+    /// budget the pool stays created (cold).
+    public static func warm(_ a: NodeAssignment, pool: [String: Int], budget: Int64) -> [String: Int] {
+        guard budget > 0 else { return [:] }
+        var left = UInt64(budget)
+        var out: [String: Int] = [:]
+        let candidates = pool.filter { $0.value > 0 && a.services[$0.key].map { $0.spec.fixedHostPorts.isEmpty } == true }
+            .keys.sorted()
+        var placed = true
+        while placed {
+            placed = false
+            for name in candidates {
+                guard let memory = a.services[name]?.spec.memory, memory > 0, memory <= left,
+                    out[name, default: 0] < pool[name, default: 0]
+                else { continue }
+                left -= memory
+                out[name, default: 0] += 1
+                placed = true
+            }
+        }
+        return out
     }
 
     /// The standby pool of `a` (docs/scheduling.md, "Standby containers"): `per` standby

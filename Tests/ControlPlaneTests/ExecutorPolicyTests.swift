@@ -137,4 +137,45 @@ import Testing
         #expect(p.round(a, images: ["web:1": .ready], now: Self.start, standby: 1).desired.standby == ["web": 1])
         #expect(p.round(a, images: ["web:1": .ready], now: Self.start).desired.standby.isEmpty)
     }
+
+    // Warm standbys (docs/scheduling.md, "Warm standbys"): as many of the pool as the budget's
+    // memory holds, by the services' memory limits.
+
+    static let api = ServiceSpec(image: "api:1", cpu: 0.5, memory: 16 << 20, max: 4)
+
+    @Test func theWarmShareIsAsManyOfThePoolAsTheBudgetHolds() {
+        let a = NodeAssignment(planIndex: 5, services: ["web": (1, Self.web)])
+        // web is 64 MiB: 100 MiB holds one, 128 MiB two, and never more than the pool.
+        #expect(ExecutorPolicy.warm(a, pool: ["web": 2], budget: 100 << 20) == ["web": 1])
+        #expect(ExecutorPolicy.warm(a, pool: ["web": 2], budget: 128 << 20) == ["web": 2])
+        #expect(ExecutorPolicy.warm(a, pool: ["web": 2], budget: 1 << 30) == ["web": 2])
+        #expect(ExecutorPolicy.warm(a, pool: ["web": 2], budget: 0).isEmpty)
+        #expect(ExecutorPolicy.warm(a, pool: ["web": 2], budget: 32 << 20).isEmpty)
+    }
+
+    @Test func everyPooledServiceGetsAWarmStandbyBeforeAnyGetsASecond() {
+        let a = NodeAssignment(planIndex: 5, services: ["web": (1, Self.web), "api": (1, Self.api)])
+        // 64 + 16 = 80 MiB for one each; the 16 MiB left holds a second api, not a second web.
+        #expect(ExecutorPolicy.warm(a, pool: ["web": 2, "api": 2], budget: 96 << 20) == ["web": 1, "api": 2])
+        #expect(ExecutorPolicy.warm(a, pool: ["web": 2, "api": 2], budget: 79 << 20) == ["api": 2])
+    }
+
+    @Test func aServiceWithFixedHostPortsGetsNoWarmStandby() {
+        var edge = Self.api
+        edge.ports = [PortMapping(container: 80, host: 80)]
+        let a = NodeAssignment(planIndex: 5, services: ["edge": (1, edge)])
+        #expect(ExecutorPolicy.warm(a, pool: ["edge": 2], budget: 1 << 30).isEmpty)
+    }
+
+    @Test func aRoundHandsTheWarmShareToTheReconcilerAndADrainedNodeGetsNone() {
+        var p = Self.policy()
+        let a = Self.assignment(2)
+        p.assigned(a)
+        let d = p.round(a, images: ["web:1": .ready], now: Self.start, standby: 2, warmStandbyMemory: 128 << 20).desired
+        #expect(d.standby == ["web": 2] && d.warmStandby == ["web": 2])
+        let drained = Self.assignment(0, index: 6)
+        p.assigned(drained)
+        let e = p.round(drained, images: [:], now: Self.start + .seconds(60), standby: 2, warmStandbyMemory: 128 << 20).desired
+        #expect(e.standby.isEmpty && e.warmStandby.isEmpty)
+    }
 }

@@ -55,6 +55,11 @@ public struct AgentCommand: AsyncParsableCommand {
         name: .customLong("standby"),
         help: "Standby containers (created, not started) per priority-1 service on this node, started first by a demand step (default 2; 0 to 4)."
     ) var standby: String?
+    @Option(
+        name: .customLong("warm-standby-memory"),
+        help:
+            "Memory for warm standbys (started, then paused), kept out of the capacity this node advertises; a demand step unpauses them (default 0: standbys stay created)."
+    ) var warmStandbyMemory: String?
     @Option(help: "YAML file whose keys are these flags' names.") var config: String?
 
     public init() {}
@@ -72,6 +77,7 @@ public struct AgentCommand: AsyncParsableCommand {
             ("server-stabilization-time", serverStabilizationTime),
             ("dead-node-grace", deadNodeGrace), ("reserve-cpu", reserveCPU),
             ("reserve-memory", reserveMemory), ("log-format", logFormat), ("standby", standby),
+            ("warm-standby-memory", warmStandbyMemory),
         ]
         for (k, v) in pairs { if let v { s.set(k, v, origin: "--\(k)") } }
         if server { s.set("server", "true", origin: "--server") }

@@ -99,6 +99,12 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var standby = AgentConfiguration.defaultStandby
     public static let defaultStandby = 2
     public static let maxStandby = 4
+    /// `--warm-standby-memory SIZE`: memory for warm standbys on this node, standbys started and
+    /// then paused so a demand step unpauses them (docs/scheduling.md, "Warm standbys"). As many
+    /// of the pool are warm as the services' memory limits fit in it; the rest stay created. A
+    /// paused container holds its memory, so the node advertises its capacity less this, like
+    /// `reserve-memory`. 0 (the default): every standby stays created.
+    public var warmStandbyMemoryBytes: Int64 = 0
 }
 
 /// A configuration problem, naming the flag or key and, for a file, the line.
@@ -123,6 +129,7 @@ public struct AgentSettings: Sendable, Equatable {
         "cluster", "api-token", "api-token-file", "log-level", "raft-election-timeout", "raft-heartbeat-interval",
         "max-members", "dead-server-cleanup", "server-stabilization-time", "leave-on-terminate", "dead-node-grace",
         "reserve-cpu", "reserve-memory", "log-format", "registry-auth", "node-label", "standby",
+        "warm-standby-memory",
     ]
     /// Keys given as a bare flag (`--server`), true when present.
     static let booleanKeys: Set<String> = ["server", "leave-on-terminate"]
@@ -350,6 +357,13 @@ public struct AgentSettings: Sendable, Equatable {
                     "\(origin("standby")): standby \"\(raw)\" must be a number from 0 to \(AgentConfiguration.maxStandby)")
             }
             configuration.standby = n
+        }
+        if let raw = values["warm-standby-memory"] {
+            guard let b = Units.bytes(raw), b >= 0, b <= Limits.maxNodeMemoryBytes else {
+                throw ConfigurationError(
+                    "\(origin("warm-standby-memory")): warm-standby-memory \"\(raw)\" is not a size from 0 to 64TiB, like 64MiB")
+            }
+            configuration.warmStandbyMemoryBytes = b
         }
         configuration.leaveOnTerminate = try bool("leave-on-terminate")
         if let raw = values["dead-node-grace"] {

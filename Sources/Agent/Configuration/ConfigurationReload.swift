@@ -95,5 +95,6 @@ public struct ConfigurationReload: Sendable, Equatable {
         fixed("tls-ca", \.tlsCA),
         fixed("tls-cert", \.tlsCert),
         fixed("tls-key", \.tlsKey),
+        fixed("warm-standby-memory", \.warmStandbyMemoryBytes),
     ]
 }

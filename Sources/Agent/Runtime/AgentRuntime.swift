@@ -358,6 +358,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             demand: { await decisionLoop?.demandInUse ?? [:] })
         await clusterAPI.setUtilizationSource { window in await decisionLoop?.utilizationSummary(window: window) }
         await executor.setStandby(c.standby)
+        await executor.setWarmStandbyMemory(c.warmStandbyMemoryBytes)
         await executor.start()
         await assignments.start()
         await decisions?.start()
@@ -524,13 +525,15 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     }
 
     /// Millicores and bytes within the node limits (the Engine's figures come from outside), the
-    /// operator's --capacity-* as given.
+    /// operator's --capacity-* as given, less the warm standbys' memory (--warm-standby-memory):
+    /// a paused standby holds its memory though the plan counts it nowhere (docs/scheduling.md,
+    /// "Warm standbys"). Its CPU is not taken out: a frozen container uses none.
     static func resources(_ n: NodeCapacity, _ c: AgentConfiguration) -> Membership.Resources {
         let millis = n.cpus * 1000
         let cpu = millis.isFinite && millis > 0 ? Int64(min(millis.rounded(.down), Double(Limits.maxNodeCPUMillicores))) : 0
+        let memory = c.capacityMemoryBytes ?? min(max(0, n.memoryBytes), Limits.maxNodeMemoryBytes)
         return Membership.Resources(
-            cpuMillicores: c.capacityCPUMillis ?? cpu,
-            memoryBytes: c.capacityMemoryBytes ?? min(max(0, n.memoryBytes), Limits.maxNodeMemoryBytes))
+            cpuMillicores: c.capacityCPUMillis ?? cpu, memoryBytes: max(0, memory - c.warmStandbyMemoryBytes))
     }
 
     /// Capacity from the Docker Engine (/info) and dockerd's cgroup limits, less the reserve

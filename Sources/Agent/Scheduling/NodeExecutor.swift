@@ -47,6 +47,9 @@ public actor NodeExecutor {
     /// Standby containers per priority-1 service (`--standby`, docs/scheduling.md, "Standby containers").
     public private(set) var standby = 0
     public func setStandby(_ n: Int) { standby = max(0, n) }
+    /// Memory for warm standbys (`--warm-standby-memory`, docs/scheduling.md, "Warm standbys").
+    public private(set) var warmStandbyMemory: Int64 = 0
+    public func setWarmStandbyMemory(_ bytes: Int64) { warmStandbyMemory = max(0, bytes) }
     private var watcher: Task<Void, Never>?
     let clock: AgentClock
     /// When to carry the assignment out, and what the reconciler is to make true (pure,
@@ -217,8 +220,9 @@ public actor NodeExecutor {
         guard let client, let shell, let a = assignment else { return }
         publishing &+= 1
         let mine = publishing
-        // Running containers only (`all: false`): a standby is created and never started, so it
-        // is neither counted nor an endpoint (docs/scheduling.md, "Standby containers").
+        // Running containers only (`all: false`): a cold standby is created and never started, and
+        // a warm one is listed but paused (its State is "paused", not "running"), so neither is
+        // counted nor an endpoint (docs/scheduling.md, "Standby containers", "Warm standbys").
         let running = try await client.list(labels: ["\(MicroscaleLabel.managed)=true", "\(MicroscaleLabel.node)=\(node)"], all: false)
         let health = await shell.currentHealth()
         let withdrawn = await shell.withdrawn
@@ -330,7 +334,8 @@ public actor NodeExecutor {
             // uses it: "until a retry succeeds" needs a retry.
             let (used, wanted) = ExecutorPolicy.images(a)
             let pulls = await puller!.prepare(wanted.union(await puller!.failing.keys.filter(used.contains)))
-            let decided = policy.round(a, images: pulls.mapValues(Self.image), now: clock.now, standby: standby)
+            let decided = policy.round(
+                a, images: pulls.mapValues(Self.image), now: clock.now, standby: standby, warmStandbyMemory: warmStandbyMemory)
             let hold = decided.hold
             if decided.startsHolding { logger.info("the plan gives this node nothing yet; keeping its containers while the leader sees it back") }
             let desired = decided.desired
@@ -349,7 +354,8 @@ public actor NodeExecutor {
             await shell!.setDesired(
                 desired.specs.map { Specs.container($0.key, $0.value, hash: a.specHashes[$0.key], node: node) }, counts: desired.counts,
                 held: desired.held,
-                keep: desired.keep.mapValues { (Set($0.specs), $0.count) }, stopDelays: desired.stopDelays, standby: desired.standby)
+                keep: desired.keep.mapValues { (Set($0.specs), $0.count) }, stopDelays: desired.stopDelays, standby: desired.standby,
+                warmStandby: desired.warmStandby)
             for _ in 0..<(hold ? 0 : 5) {
                 let report = try await shell!.reconcileOnce()
                 totals.started += report.started.count
@@ -364,8 +370,9 @@ public actor NodeExecutor {
                         "reconciled",
                         metadata: [
                             "plan": "\(a.planIndex)", "stopped": "\(report.stopped.count)", "started": "\(report.started.count)",
-                            "standbys_created": "\(report.standbys.count)",
-                            "observe_ms": "\(ms(report.timings.observe))", "stops_ms": "\(ms(report.timings.stops))",
+                            "standbys_created": "\(report.standbys.count)", "unpaused": "\(report.unpaused.count)",
+                            "observe_ms": "\(ms(report.timings.observe))", "unpauses_ms": "\(ms(report.timings.unpauses))",
+                            "stops_ms": "\(ms(report.timings.stops))",
                             "starts_ms": "\(ms(report.timings.starts))",
                         ])
                 }

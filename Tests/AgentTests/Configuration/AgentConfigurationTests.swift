@@ -1,4 +1,6 @@
 import Bounds
+import DockerEngine
+import Membership
 import Testing
 
 @testable import Agent
@@ -62,6 +64,32 @@ import Testing
             var bad = minimal
             bad[key] = value
             #expect(throws: ConfigurationError(message)) { try flags(bad).resolve() }
+        }
+    }
+
+    /// docs/scheduling.md, "Warm standbys": a budget of memory, bounded, named when bad; the node
+    /// advertises its capacity less it.
+    @Test func theWarmStandbyMemoryIsASizeTakenOutOfTheAdvertisedCapacity() throws {
+        var m = minimal
+        #expect(try flags(m).resolve().warmStandbyMemoryBytes == 0)
+        m["warm-standby-memory"] = "64MiB"
+        m["capacity-memory"] = "2GiB"
+        m["capacity-cpu"] = "2"
+        let c = try flags(m).resolve()
+        #expect(c.warmStandbyMemoryBytes == 64 << 20)
+        // Given capacity or detected, the budget is kept out; the CPU is not (a frozen container uses none).
+        #expect(AgentRuntime.resources(NodeCapacity(cpus: 0, memoryBytes: 0), c) == .init(cpuMillicores: 2000, memoryBytes: (2 << 30) - (64 << 20)))
+        var detected = c
+        detected.capacityMemoryBytes = nil
+        #expect(AgentRuntime.resources(NodeCapacity(cpus: 2, memoryBytes: 1 << 30), detected).memoryBytes == (1 << 30) - (64 << 20))
+        detected.warmStandbyMemoryBytes = 2 << 30
+        #expect(AgentRuntime.resources(NodeCapacity(cpus: 2, memoryBytes: 1 << 30), detected).memoryBytes == 0)
+        for value in ["65TiB", "-1MiB", "lots"] {
+            var bad = minimal
+            bad["warm-standby-memory"] = value
+            #expect(throws: ConfigurationError("--warm-standby-memory: warm-standby-memory \"\(value)\" is not a size from 0 to 64TiB, like 64MiB")) {
+                try flags(bad).resolve()
+            }
         }
     }
 
