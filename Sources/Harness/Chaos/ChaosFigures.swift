@@ -147,7 +147,7 @@ public struct ChaosFigures: Sendable {
                     target: "≤ 2,500 ms", reference: "not comparable with a node failure (Swarm 17-20 s): see chaos power-cut"))
             rows.append(
                 Row(
-                    figure: "demand step (6 more priority-1, preempting batch) → sixth start event, median / p90", cr.demandStep,
+                    figure: "demand step (6 more priority-1, preempting batch) → sixth web running (start or unpause), median / p90", cr.demandStep,
                     target: "≤ 300 / ≤ 500 ms", reference: "Swarm scale 6→12: 1.5-1.9 s"))
             rows.append(
                 Row(
