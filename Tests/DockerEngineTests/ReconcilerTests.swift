@@ -1,6 +1,7 @@
-import DockerEngine
 import Foundation
 import Testing
+
+@testable import DockerEngine
 
 private func c(
     _ id: String, _ service: String, _ hash: String = "h1", node: String = "n1", state: ObservedContainer.State = .running, ranFor: Duration? = nil,
@@ -504,6 +505,20 @@ private func warm(_ id: String, _ service: String = "web", _ hash: String = "h1"
         unpaused.state = .running
         let plan = r.decide(desired: ["web": Self.web], observed: [unpaused, warm("w2"), warm("w3")], now: .zero)
         #expect(plan.isEmpty)
+    }
+
+    @Test func onlyAPauseTheDaemonRefusesForARunningContainerKeepsThePoolCold() {
+        func e(_ op: String, _ kind: DockerError.Kind, _ message: String) -> DockerError {
+            DockerError(kind: kind, operation: op, service: "web", status: 500, daemonMessage: message)
+        }
+        #expect(ReconcilerShell.pauseUnsupported(e("pause", .badResponse, "Cannot pause container x: freezer not supported")))
+        // Seen in `microscale-bench cluster` while a host's containers were force-removed: no sign
+        // of a daemon that cannot pause.
+        #expect(!ReconcilerShell.pauseUnsupported(e("pause", .badResponse, "Cannot pause container x: cannot pause a stopped container: unknown")))
+        #expect(!ReconcilerShell.pauseUnsupported(e("pause", .conflict, "Container x is not running")))
+        #expect(!ReconcilerShell.pauseUnsupported(e("pause", .notFound, "No such container: x")))
+        #expect(!ReconcilerShell.pauseUnsupported(e("pause", .daemonUnreachable, "no complete answer within 30.0 seconds")))
+        #expect(!ReconcilerShell.pauseUnsupported(e("start", .badResponse, "anything")))
     }
 
     @Test func aHeldServiceKeepsItsWarmStandbysAndCreatesNone() {

@@ -271,7 +271,7 @@ public actor ReconcilerShell {
             case .success(let (_, id)): report.standbys.append(id)
             case .failure(let e):
                 if e.operation == "create", e.kind == .notFound { readyNetworks.removeAll() }
-                if e.operation == "pause" {
+                if Self.pauseUnsupported(e) {
                     warmHeldUntil = now() + Self.warmRetryAfter
                     logger.warning("a warm standby could not be paused; keeping the standbys cold for \(Self.warmRetryAfter)")
                 }
@@ -280,6 +280,16 @@ public actor ReconcilerShell {
         }
         for e in report.errors { logger.error("\(e)") }
         return report
+    }
+
+    /// Whether a warm refill's failure says this daemon cannot pause (then the pool stays cold for
+    /// `warmRetryAfter`): a failed pause of a container that was running. A container that stopped
+    /// or went away before its pause (someone removed it, its process exited, the daemon took too
+    /// long to answer) says nothing about the freezer; such a refill is simply made again.
+    public static func pauseUnsupported(_ e: DockerError) -> Bool {
+        guard e.operation == "pause", e.kind != .notFound, e.kind != .daemonUnreachable else { return false }
+        let m = e.daemonMessage.lowercased()
+        return !(m.contains("stopped") || m.contains("not running") || m.contains("no such container"))
     }
 
     /// The service's spec to create a container with: its bridge network named by the id this
