@@ -30,6 +30,13 @@ import Testing
         #expect(r.checks[ClusterInvariant.noWorkOnDeadOrDrained, default: 0] > 0)
     }
 
+    @Test func aNegativeStepCountRunsNoStepInsteadOfTrapping() {
+        var o = ClusterScaleOptions()
+        o.nodes = 5
+        o.steps = -3
+        #expect(runClusterScale(seed: 1, options: o, cpuClock: { .zero }).steps.isEmpty)
+    }
+
     @Test func aScaleRunReplaysExactlyWithoutTheCPUClock() {
         var o = ClusterScaleOptions()
         o.nodes = 20

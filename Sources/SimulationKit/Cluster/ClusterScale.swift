@@ -347,7 +347,9 @@ extension ClusterSimulation {
         let base = Self.scaleBaseDemand(nodes: n)["web"]!
         let cpuBefore = probe.meter.totals
         let stepsFrom = now
-        for k in 0..<(report.convergedSeconds == nil ? 0 : options.steps) {
+        // Bounded here as `nodes` is, not only by the command: a negative count would trap the range.
+        let steps = max(0, min(options.steps, ClusterScaleOptions.maxSteps))
+        for k in 0..<(report.convergedSeconds == nil ? 0 : steps) {
             _ = run(until: now + .seconds(1)) { _ in false }
             guard let leader = currentLeader else { continue }
             let value = k % 2 == 0 ? base + Double(n) : base
