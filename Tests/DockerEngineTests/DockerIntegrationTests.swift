@@ -32,6 +32,23 @@ private func cleanup(_ client: DockerClient, node: String) async {
     for c in all { try? await client.remove(c.Id, force: true) }
 }
 
+/// Whether a process named `command` runs in container `id` yet, asked of /proc (the test dockerd
+/// runs on this host, and every process of a container has the container's id in its cgroup path);
+/// polled for at most 10 s.
+private func containerRuns(_ command: String, in id: String) async throws -> Bool {
+    for _ in 0..<500 {
+        let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.filter { $0.allSatisfy(\.isNumber) } ?? []
+        for pid in pids {
+            guard let cgroup = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8), cgroup.contains(id),
+                let comm = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)
+            else { continue }
+            if comm.trimmingCharacters(in: .whitespacesAndNewlines) == command { return true }
+        }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return false
+}
+
 /// Serialized: one test restarts the daemon.
 @Suite(.serialized) struct DockerIntegrationTests {
     let client: DockerClient
@@ -87,6 +104,11 @@ private func cleanup(_ client: DockerClient, node: String) async {
         #expect(listed.map(\.Id) == [id])
         // The init process forwards SIGTERM to `sleep`, so stop returns long before the timeout
         // would SIGKILL it; the exit code shows which happened (143 = TERM, 137 = KILL).
+        // `start` returns once the init process exists, not once it has blocked its signals: a TERM
+        // sent before that reaches a PID 1 with no handler and the kernel drops it (CI saw 137 after
+        // the whole 30 s). The init blocks its signals before it forks `sleep`, so once `sleep` runs
+        // the TERM will be forwarded.
+        #expect(try await containerRuns("sleep", in: id))
         try await client.stop(id, timeoutSeconds: 30, service: "web")
         let stopped = try await client.inspect(id)
         #expect(!stopped.State.Running)
