@@ -29,6 +29,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
     ],
+    // Every target lists each module it imports, even one that another dependency brings along:
+    // SwiftPM recompiles a target only when a module it lists changes, so a module reached through
+    // another target can change under its objects (docs/ARCHITECTURE.md, "Every target declares
+    // what it imports"; scripts/lint checks it).
     targets: [
         // System libraries (Debian: libssl-dev, liblz4-dev, libsqlite3-dev).
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
@@ -57,6 +61,7 @@ let package = Package(
             name: "SecureTransport",
             dependencies: [
                 "COpenSSL", "Wire",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -92,6 +97,7 @@ let package = Package(
             dependencies: [
                 "Determinism", "Bounds", "DockerEngine",  // DockerEngine for its small HTTP/1.1 client (MiniHTTPClient)
                 "COpenSSL", "SecureTransport",  // HMAC-SHA256 for SQS's Signature V4; TLS to brokers
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -109,7 +115,10 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
             swiftSettings: strict),
@@ -144,7 +153,7 @@ let package = Package(
         .executableTarget(
             name: "microscale-sim",
             dependencies: [
-                "SimulationKit",
+                "SimulationKit", "Bounds", "Scaling",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
@@ -185,8 +194,21 @@ let package = Package(
         .testTarget(name: "DeterminismTests", dependencies: ["Determinism"], swiftSettings: strict),
         .testTarget(name: "BoundsTests", dependencies: ["Bounds"], swiftSettings: strict),
         .testTarget(name: "FiguresTests", dependencies: ["Figures"], swiftSettings: strict),
-        .testTarget(name: "WireTests", dependencies: ["Wire", .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
-        .testTarget(name: "SecureTransportTests", dependencies: ["SecureTransport", "Agent", .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
+        .testTarget(
+            name: "WireTests",
+            dependencies: ["Wire", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")],
+            swiftSettings: strict),
+        .testTarget(
+            name: "SecureTransportTests",
+            dependencies: [
+                "SecureTransport", "Agent", "Wire",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
         .testTarget(
             name: "MembershipTests",
             dependencies: ["Bounds", "Membership", "SimulationKit"],
@@ -202,11 +224,33 @@ let package = Package(
             dependencies: ["Bounds", "Scaling", "SimulationKit", .product(name: "PropertyBased", package: "swift-property-based")],
             swiftSettings: strict),
         .testTarget(name: "DockerEngineTests", dependencies: ["DockerEngine"], swiftSettings: strict),
-        .testTarget(name: "DemandTests", dependencies: ["Demand", "Bounds", "Scaling"], swiftSettings: strict),
+        .testTarget(
+            name: "DemandTests",
+            dependencies: [
+                "Demand", "Bounds", "Scaling", "DockerEngine",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
         // Harness for PlainHTTP: RaftCrashTests and LinearizableReadTests talk to real agent processes.
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "Bounds", "ControlPlane", "Harness"], swiftSettings: strict),
+        .testTarget(
+            name: "AgentTests",
+            dependencies: [
+                "Agent", "Bounds", "ControlPlane", "Harness", "Consensus", "Demand", "Determinism", "DockerEngine",
+                "Membership", "Scaling", "SecureTransport", "Wire",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "Consensus", "Membership", "Scaling"], swiftSettings: strict),
         .testTarget(name: "SimulationKitTests", dependencies: ["SimulationKit"], swiftSettings: strict),
-        .testTarget(name: "HarnessTests", dependencies: ["Harness"], swiftSettings: strict),
+        .testTarget(
+            name: "HarnessTests",
+            dependencies: ["Harness", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict),
     ]
 )
