@@ -182,6 +182,8 @@ public struct ContainerInspect: Sendable, Decodable {
         public var Status: String
         public var Running: Bool
         public var ExitCode: Int
+        /// The host PID of the container's first process; 0 when it is not running.
+        public var Pid: Int?
         public var OOMKilled: Bool?
         public var StartedAt: String?
         public var FinishedAt: String?
