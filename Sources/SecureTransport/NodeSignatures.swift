@@ -17,6 +17,16 @@ public final class NodeSignatures: @unchecked Sendable {
     private let current: @Sendable () -> TLSContext
     private let der = Mutex<(context: ObjectIdentifier, certificate: [UInt8])?>(nil)
     private let keys = Mutex<[[UInt8]: Verified]>([:])
+    /// Signatures already found good, by the SHA-256 of what was checked (certificate, name,
+    /// signature, message). The same record reaches a member many times: in push-pulls, from
+    /// several relays, and again in the same input (its record and its incarnation proof are taken
+    /// in separate steps). A check is one ECDSA verification (~60-100 µs, most of a 50-member join's
+    /// CPU on one machine); a digest is ~1 µs. Only successes are kept, so a forgery is checked
+    /// every time it comes; the certificate is checked first, so an expired one is not let
+    /// through by an old entry.
+    private let checked = Mutex<Set<[UInt8]>>([])
+    /// Good signatures remembered at most (cleared when full).
+    public static let checkedCapacity = 8_192
 
     /// Certificates kept at most: one per member of the largest cluster, with room for rotation.
     public static let capacity = 16_384
@@ -58,6 +68,7 @@ public final class NodeSignatures: @unchecked Sendable {
         der.withLock { $0 = (id, bytes) }
         // A reloaded CA bundle may trust less: check every certificate again against it.
         keys.withLock { $0.removeAll() }
+        checked.withLock { $0.removeAll() }
         return bytes
     }
 
@@ -108,6 +119,14 @@ public final class NodeSignatures: @unchecked Sendable {
         let verified = self.verified(certificate)
         if let r = verified.refusal { return r }
         guard verified.name == name else { return "its certificate names \(verified.name)" }
+        var what = certificate
+        what.reserveCapacity(certificate.count + name.utf8.count + signature.count + message.count + 16)
+        for part in [Array(name.utf8), signature, message] {
+            withUnsafeBytes(of: UInt64(part.count).bigEndian) { what.append(contentsOf: $0) }
+            what.append(contentsOf: part)
+        }
+        let digest = Digest.sha256(what)
+        if checked.withLock({ $0.contains(digest) }) { return nil }
         guard let key = verified.key, let md = EVP_MD_CTX_new() else { return "no key to check it with" }
         defer { EVP_MD_CTX_free(md) }
         guard EVP_DigestVerifyInit(md, nil, EVP_sha256(), nil, key.key) == 1 else {
@@ -118,7 +137,12 @@ public final class NodeSignatures: @unchecked Sendable {
             message.withUnsafeBufferPointer { EVP_DigestVerify(md, sig.baseAddress, sig.count, $0.baseAddress, $0.count) }
         }
         ERR_clear_error()
-        return ok == 1 ? nil : "the signature does not match its certificate"
+        guard ok == 1 else { return "the signature does not match its certificate" }
+        checked.withLock { set in
+            if set.count >= Self.checkedCapacity { set.removeAll(keepingCapacity: true) }
+            set.insert(digest)
+        }
+        return nil
     }
 
     private func verified(_ certificate: [UInt8]) -> Verified {

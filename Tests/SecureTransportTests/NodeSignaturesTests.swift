@@ -25,6 +25,23 @@ import Testing
         #expect(c.refusal(name: "node-b", certificate: b.certificate, signature: signature, message: message) == nil)
     }
 
+    @Test func aSignatureFoundGoodOnceLetsNothingElseThroughAfterIt() throws {
+        let b = try NodeSignatures(context: Fixtures.context("node-b"))
+        let c = try NodeSignatures(context: Fixtures.context("node-c"))
+        let signature = b.sign(message)
+        #expect(c.refusal(name: "node-b", certificate: b.certificate, signature: signature, message: message) == nil)
+        // The remembered success is of these exact bytes: any change is checked, and refused.
+        var changed = message
+        changed[0] ^= 1
+        #expect(c.refusal(name: "node-b", certificate: b.certificate, signature: signature, message: changed) != nil)
+        var flipped = signature
+        flipped[flipped.count - 1] ^= 1
+        #expect(c.refusal(name: "node-b", certificate: b.certificate, signature: flipped, message: message) != nil)
+        #expect(c.refusal(name: "node-a", certificate: b.certificate, signature: signature, message: message) != nil)
+        #expect(c.refusal(name: "node-b", certificate: c.certificate, signature: signature, message: message) != nil)
+        #expect(c.refusal(name: "node-b", certificate: b.certificate, signature: signature, message: message) == nil)
+    }
+
     @Test func changedBytesAnotherNodesNameOrAMissingProofAreRefused() throws {
         let b = try NodeSignatures(context: Fixtures.context("node-b"))
         let c = try NodeSignatures(context: Fixtures.context("node-c"))
