@@ -126,6 +126,7 @@ struct MembershipBench: AsyncParsableCommand {
     @Option(help: "Seconds of idle measurement.") var idle = 10.0
     @Option(help: "Seconds between convergence and the idle measurement (the mesh of connections forms).") var settle = 15.0
     @Option(help: "The microscale executable (default: next to this one).") var microscale: String?
+    @Option(help: "Milliseconds between two polls of one agent's view during the join.") var pollMs = 100
     @Option(help: "Instead of the standard measurement: soak this many seconds, counting false positives.") var soak: Double?
     @Option(help: "With --soak: CPU workers loading the cores meanwhile (stress-ng --cpu N, or N shell loops without stress-ng).") var busy = 2
     @Flag(help: "With --soak: shell busy loops even where stress-ng is installed.") var shellLoops = false
@@ -163,6 +164,7 @@ struct MembershipBench: AsyncParsableCommand {
             var b = MembershipProcessBenchmark(nodes: n, executable: exe, workDirectory: NSTemporaryDirectory() + "microscale-bench-membership-\(n)")
             b.idleSeconds = idle
             b.settleSeconds = settle
+            b.pollMilliseconds = pollMs
             let r = try await b.run(progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
             reports.append(r)
             if !json {

@@ -38,6 +38,8 @@ public struct MembershipProcessBenchmark: Sendable {
     public var idleSeconds: Double = 10
     public var settleSeconds: Double = 15
     public var timeoutSeconds: Double = 30
+    /// How often each agent not yet converged is asked for its view during the join.
+    public var pollMilliseconds = 100
     /// How many members are silenced in turn (`Report.silentDetections`); 1: the SIGSTOP alone.
     public var silentTrials = 1
 
@@ -284,7 +286,7 @@ public struct MembershipProcessBenchmark: Sendable {
     /// to the figure.) A time is taken when the answer arrives, so it is never early.
     func firstSeeingAllAlive(_ agents: [Agent], since start: Date) async -> [Double?] {
         let deadline = start.addingTimeInterval(timeoutSeconds)
-        let nodes = nodes
+        let nodes = nodes, pollMilliseconds = max(1, pollMilliseconds)
         return await withTaskGroup(of: (Int, Double?).self) { group in
             for (i, a) in agents.enumerated() {
                 group.addTask {
@@ -292,7 +294,7 @@ public struct MembershipProcessBenchmark: Sendable {
                         if let v = await self.view(a), v.values.filter({ $0 == "alive" }).count == nodes {
                             return (i, Date().timeIntervalSince(start))
                         }
-                        try? await Task.sleep(for: .milliseconds(100))
+                        try? await Task.sleep(for: .milliseconds(pollMilliseconds))
                     }
                     return (i, nil)
                 }
