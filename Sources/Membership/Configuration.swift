@@ -29,6 +29,13 @@ public struct MembershipConfiguration: Sendable, Hashable {
     public var probeInterval: Duration = .milliseconds(200)
     /// Wait this long for a direct ack before asking k relays (SWIM §3.1).
     public var probeTimeout: Duration = .milliseconds(100)
+    /// Added to a probe's deadlines when it is our first contact with the member (we have never
+    /// heard from it first-hand). Our transport is TLS over TCP, not SWIM's UDP: the first ping
+    /// to a member waits for a handshake (ECDSA work on both sides), and when a whole cluster
+    /// starts probing at once (a mass join on shared cores) that takes far longer than
+    /// `probeTimeout`; counted as a failed probe, it started a suspicion storm (docs/membership.md,
+    /// "The join storm"). Later probes go over the connection the first one opened.
+    public var firstContactAllowance: Duration = .seconds(1)
     /// k: relays asked for an indirect probe (SWIM §3.1).
     public var indirectChecks = 3
     /// Lifeguard IV.B: Min = multiplier · max(1, log10 N) · probeInterval.

@@ -180,14 +180,20 @@ public struct PushPull: Sendable, Hashable {
     }
 }
 
-/// Asks a member for its full record when a delta arrived that does not apply (a gap).
+/// Asks a member for its full record when a delta arrived that does not apply (a gap); or, with
+/// `names`, for the records of members the sender heard of from it without their certificates
+/// (docs/membership.md, "Certificates travel to who lacks them"). The second is answered with a
+/// push-pull reply holding those of `names` the receiver knows, certificates included.
 public struct RecordRequest: Sendable, Hashable {
     public var from: String
     public var fromAddress: String
+    /// Empty: the receiver's own record.
+    public var names: [String]
 
-    public init(from: String, fromAddress: String) {
+    public init(from: String, fromAddress: String, names: [String] = []) {
         self.from = from
         self.fromAddress = fromAddress
+        self.names = names
     }
 }
 
@@ -243,7 +249,8 @@ public enum Message: Sendable, Hashable {
         case let .pushPull(p):
             return 4 + stringField(p.from) + stringField(p.fromAddress) + 4
                 + p.states.reduce(0) { $0 + $1.estimatedSize }
-        case let .recordRequest(r): return 2 + stringField(r.from) + stringField(r.fromAddress)
+        case let .recordRequest(r):
+            return 2 + stringField(r.from) + stringField(r.fromAddress) + r.names.reduce(0) { $0 + stringField($1) }
         case let .record(r): return 4 + varintField(r.incarnation) + r.record.estimatedSize
         }
     }

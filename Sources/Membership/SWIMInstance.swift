@@ -51,6 +51,9 @@ public struct SWIMInstance: Sendable {
     /// push-pulls: members learned from it are not re-announced (see `onPushPull`).
     private var mergingJoinReply = false
     private var recordRequests: [String: Duration] = [:]
+    /// Members heard of in this input without their certificates, by the address of the member
+    /// that told us: asked of it in one request when the input is done (`askRelays`).
+    private var wantedRecords: [String: [String]] = [:]
     /// The members we heard from most recently, newest last, with when (see `hear`).
     private var recentPeers: [(name: String, at: Duration)] = []
     private var out = Directives()
@@ -63,6 +66,9 @@ public struct SWIMInstance: Sendable {
         var indirectSent = false
         var expectedNacks = 0
         var nacks = 0
+        /// When the next probe would start had this not been a first contact: an ack brings the
+        /// schedule back to it (`firstContactAllowance` is for the handshake, not the round).
+        var usualNextProbeAt: Duration? = nil
     }
 
     private struct Relay: Sendable {
@@ -86,6 +92,8 @@ public struct SWIMInstance: Sendable {
     private static let maxVerifications = 8
     private static let maxJoinSeeds = 16
     private static let maxRecordRequests = 256
+    /// Records one `RecordRequest` asks a relay for, and one answer holds, at most.
+    public static let maxRecordsPerRequest = 128
     private static let maxRecentPeers = 64
 
     /// - Parameters:
@@ -191,7 +199,11 @@ public struct SWIMInstance: Sendable {
         case let .gossip(g): apply(g.gossip, from: g.from, now)
         case let .pushPull(p): onPushPull(p, now)
         case let .recordRequest(r):
-            send(.record(RecordReply(incarnation: incarnation, record: record)), to: r.fromAddress)
+            if r.names.isEmpty {
+                send(.record(RecordReply(incarnation: incarnation, record: record)), to: r.fromAddress)
+            } else {
+                answerRecordRequest(r)
+            }
         case let .record(r): onRecord(r, now)
         }
         return finish(now)
@@ -242,10 +254,11 @@ public struct SWIMInstance: Sendable {
             // answered the join, at first): it knows the most, and it costs no new connection.
             let target = earlyPushPulls > 0 ? recentLiveMembers(1, now).first : randomLiveMembers(1, excluding: nil).first
             if !isLeaving, let target {
-                // Right after a join we may lack members the target knows: certificates wanted.
-                send(
-                    .pushPull(fullState(isReply: false, isJoin: false, certificates: earlyPushPulls > 0)),
-                    to: members[target].address)
+                // Without certificates, even right after a join: members either side lacks are
+                // asked of the other in one request (`wantRecord`). With them, a 50-member state
+                // was ~35 KB each way, 14 times per joiner, and a mass join of 50 on one machine
+                // spent its CPU on them (docs/membership.md, "Certificates travel to who lacks them").
+                send(.pushPull(fullState(isReply: false, isJoin: false, certificates: false)), to: members[target].address)
             }
             if earlyPushPulls > 0 {
                 earlyPushPulls -= 1
@@ -395,6 +408,10 @@ public struct SWIMInstance: Sendable {
         nextProbeAt = now + scaled(configuration.probeInterval)
         guard let i = nextProbeTarget(now) else { return }
         let m = members[i]
+        // First contact: the ping waits for a handshake too (`firstContactAllowance`). The next
+        // probe waits for this one's round, so one slow handshake is in flight at a time.
+        let allowance = m.lastHeard == nil ? configuration.firstContactAllowance : .zero
+        nextProbeAt += allowance
         let seq = nextSequence()
         send(
             .ping(
@@ -405,8 +422,9 @@ public struct SWIMInstance: Sendable {
             to: m.address)
         probe = Probe(
             target: m.name, sequence: seq,
-            directDeadline: now + scaled(configuration.probeTimeout),
-            roundDeadline: now + scaled(configuration.probeInterval))
+            directDeadline: now + scaled(configuration.probeTimeout) + allowance,
+            roundDeadline: now + scaled(configuration.probeInterval) + allowance,
+            usualNextProbeAt: allowance > .zero ? nextProbeAt - allowance : nil)
     }
 
     /// SWIM §4.3: round-robin over a list shuffled at the start of each round, so every member
@@ -570,6 +588,7 @@ public struct SWIMInstance: Sendable {
         if let p = probe, p.sequence == a.sequence {
             probe = nil
             adjustHealth(-1)
+            if let usual = p.usualNextProbeAt { nextProbeAt = min(nextProbeAt, max(usual, now)) }
         } else if let r = relays.removeValue(forKey: a.sequence) {
             // The target's refutation, if any, is in our queue now; pass it on with the ack.
             send(
@@ -624,7 +643,7 @@ public struct SWIMInstance: Sendable {
     private mutating func apply(_ updates: [Gossip], from sender: String, _ now: Duration) {
         for g in updates {
             switch g {
-            case let .alive(inc, rec): applyAlive(inc, rec, now)
+            case let .alive(inc, rec): applyAlive(inc, rec, relay: index[sender].map { members[$0].address }, now)
             case let .suspect(n, inc, from): applySuspect(n, incarnation: inc, from: from, now)
             case let .dead(n, inc, from): applyDead(n, incarnation: inc, from: from, now)
             case let .left(n, inc):
@@ -658,7 +677,9 @@ public struct SWIMInstance: Sendable {
                     previous: previous, status: status, incarnation: inc)))
     }
 
-    private mutating func applyAlive(_ inc: UInt64, _ rec: NodeRecord, _ now: Duration) {
+    /// - Parameter relay: the address of the member that passed this on, asked for the record
+    ///   with its certificate when it came without one and we do not know the member.
+    private mutating func applyAlive(_ inc: UInt64, _ rec: NodeRecord, relay: String? = nil, _ now: Duration) {
         do throws(NodeRecordError) {
             try rec.validate(configuration.recordLimits)
         } catch {
@@ -671,12 +692,12 @@ public struct SWIMInstance: Sendable {
             noteReportAboutSelf(incarnation: inc, status: .alive, record: ours, now)
             return
         }
-        // Sent without its certificate (news about a member the sender expects us to know):
-        // checked against the one we hold; a member we never heard of is asked of its owner.
+        // Sent without its certificate: checked against the one we hold; a member we never heard
+        // of is asked of whoever told us (it checked the record, so it holds the certificate).
         var rec = rec
         if rec.certificate.isEmpty, !authenticator.certificate.isEmpty {
             guard let i = index[rec.name] else {
-                requestRecord(of: rec.name, at: rec.address, now)
+                wantRecord(of: rec.name, ownerAddress: rec.address, relay: relay, now)
                 return
             }
             rec.certificate = members[i].record.certificate
@@ -703,7 +724,11 @@ public struct SWIMInstance: Sendable {
                     MemberChange(
                         name: rec.name, address: rec.address, previous: nil,
                         status: .alive, incarnation: inc)))
-            if !mergingJoinReply { broadcasts.enqueue(.alive(incarnation: inc, record: rec)) }
+            // Without its certificate (~480 of its ~690 bytes): most who hear it hold it already
+            // or soon will, and one that does not asks us (`wantRecord`). With it, the update
+            // was too big to ride on a probe and took a gossip packet of its own, so a mass
+            // join's news drained slowly and cost every member N certificates λ·log N times.
+            if !mergingJoinReply { broadcasts.enqueue(.alive(incarnation: inc, record: rec.withoutCertificate)) }
             return
         }
         let m = members[i]
@@ -843,6 +868,49 @@ public struct SWIMInstance: Sendable {
         if recordRequests.count >= Self.maxRecordRequests { recordRequests = [:] }
         recordRequests[name] = now
         send(.recordRequest(RecordRequest(from: self.name, fromAddress: self.address)), to: address)
+    }
+
+    /// A member heard of without its certificate, from the member at `relay` (nil: we cannot
+    /// tell who): asked of the relay in one request per input, or of its owner when there is no
+    /// relay to ask. Each member is asked about at most once per `recordRequestInterval`.
+    private mutating func wantRecord(of member: String, ownerAddress: String, relay: String?, _ now: Duration) {
+        guard let relay, relay != address, relay != ownerAddress else {
+            requestRecord(of: member, at: ownerAddress, now)
+            return
+        }
+        if let last = recordRequests[member], now - last < configuration.recordRequestInterval { return }
+        guard wantedRecords[relay, default: []].count < Self.maxRecordsPerRequest else { return }
+        if recordRequests.count >= Self.maxRecordRequests { recordRequests = [:] }
+        recordRequests[member] = now
+        wantedRecords[relay, default: []].append(member)
+    }
+
+    /// Sends the requests `wantRecord` gathered during this input, by relay address.
+    private mutating func askRelays() {
+        guard !wantedRecords.isEmpty else { return }
+        // In address order, not the dictionary's: the order reaches the network, and a seed must
+        // replay in any process.
+        for relay in wantedRecords.keys.sorted() {
+            send(.recordRequest(RecordRequest(from: name, fromAddress: address, names: wantedRecords[relay]!)), to: relay)
+        }
+        wantedRecords = [:]
+    }
+
+    /// The records of the members `r` names that we know, certificates included, as a push-pull
+    /// reply (merged like any; each record is checked against its owner's signature there).
+    private mutating func answerRecordRequest(_ r: RecordRequest) {
+        var states: [MemberState] = []
+        for n in r.names.prefix(Self.maxRecordsPerRequest) {
+            if n == name {
+                states.append(selfState)
+            } else if let i = index[n], !members[i].record.certificate.isEmpty {
+                states.append(members[i].state)
+            }
+        }
+        guard !states.isEmpty else { return }
+        send(
+            .pushPull(PushPull(from: name, fromAddress: address, isReply: true, isJoin: false, wantsCertificates: false, states: states)),
+            to: r.fromAddress)
     }
 
     private mutating func onRecord(_ r: RecordReply, _ now: Duration) {
@@ -1022,10 +1090,12 @@ public struct SWIMInstance: Sendable {
         }
         for var s in p.states {
             // A record sent without its certificate is checked against the one we hold for that
-            // member; one we have never heard of is asked of its owner.
+            // member; one we have never heard of is asked of the sender, in one request.
             if s.record.certificate.isEmpty, !authenticator.certificate.isEmpty, s.record.name != name {
                 guard let i = index[s.record.name] else {
-                    if s.status == .alive || s.status == .suspect { requestRecord(of: s.record.name, at: s.record.address, now) }
+                    if s.status == .alive || s.status == .suspect {
+                        wantRecord(of: s.record.name, ownerAddress: s.record.address, relay: p.fromAddress, now)
+                    }
                     continue
                 }
                 s.record.certificate = members[i].record.certificate
@@ -1126,6 +1196,7 @@ public struct SWIMInstance: Sendable {
     }
 
     private mutating func finish(_ now: Duration) -> Directives {
+        askRelays()
         var next: Duration? = nil
         func consider(_ d: Duration) { next = min(next ?? d, d) }
         if !isLeaving && liveCount > 0 { consider(nextProbeAt) }

@@ -18,10 +18,15 @@ struct Harness {
         return record(name).signed(by: a).proving(incarnation: incarnation, by: a)
     }
 
+    /// - Parameter firstContact: whether the members start as never heard from (their first probe
+    ///   waits `firstContactAllowance` for a handshake); by default the harness is a running
+    ///   cluster whose connections are up, and the allowance is zero.
     init(
         name: String = "me", members: [String], configuration: MembershipConfiguration = .lan, seed: UInt64 = 1,
-        signed: Bool = false
+        signed: Bool = false, firstContact: Bool = false
     ) {
+        var configuration = configuration
+        if !firstContact { configuration.firstContactAllowance = .zero }
         let authenticator: any RecordAuthenticator = signed ? KeyedAuthenticator(owner: name) : UnsignedRecords()
         swim = try! SWIMInstance(
             configuration: configuration, record: Self.record(name), seed: seed, now: .zero,

@@ -56,6 +56,34 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
         #expect(reqs.allSatisfy { $0.req.target == p.target && $0.to != "\(p.target):7480" })
     }
 
+    @Test func aFirstContactWaitsFirstContactAllowanceForItsHandshakeBeforeAskingRelays() throws {
+        var h = Harness(members: ["b", "c", "d", "e"], firstContact: true)
+        let allowance = h.swim.configuration.firstContactAllowance
+        let (to, ping) = try h.probe()
+        let sentAt = h.now
+        #expect(h.tick(at: sentAt + .milliseconds(100)).pingReqs.isEmpty, "not at probeTimeout: the handshake may still be running")
+        #expect(h.tick(at: sentAt + .milliseconds(99) + allowance).pingReqs.isEmpty)
+        #expect(h.tick(at: sentAt + .milliseconds(100) + allowance).pingReqs.map(\.req.target) == [ping.target, ping.target, ping.target])
+        #expect(to == ping.target + ":7480")
+    }
+
+    @Test func anAckedFirstContactKeepsTheUsualProbeScheduleAndLaterProbesHaveNoAllowance() throws {
+        var h = Harness(members: ["b", "c"], firstContact: true)
+        let interval = h.swim.configuration.probeInterval
+        let (_, p1) = try h.probe()
+        let t1 = h.now
+        _ = h.receive(.ack(Ack(sequence: p1.sequence, from: p1.target)), at: t1 + .milliseconds(30))
+        let (_, p2) = try h.probe()
+        #expect(h.now == t1 + interval, "the allowance is for the handshake, not the round")
+        #expect(p2.target != p1.target)
+        _ = h.receive(.ack(Ack(sequence: p2.sequence, from: p2.target)), at: h.now + .milliseconds(30))
+        // Both have answered: the next round's probe is asked of the relay at probeTimeout.
+        let (_, p3) = try h.probe()
+        let t3 = h.now
+        let relayed = h.tick(at: t3 + h.swim.configuration.probeTimeout).pingReqs
+        #expect(relayed.map(\.req.target) == [p3.target])
+    }
+
     @Test func aProbeRoundWithoutAnyAckMakesTheTargetSuspectButNacksKeepLocalHealth() throws {
         // SWIM §4.2 (suspicion instead of instant death); Lifeguard IV.A (nacks prove our own links).
         var h = Harness(members: five)

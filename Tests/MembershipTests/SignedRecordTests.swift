@@ -226,21 +226,89 @@ import Testing
         #expect(h.swim.member(named: "c")?.record.running == ["web": 6])
     }
 
-    @Test func aMemberNeverHeardOfThatComesWithoutACertificateIsAskedOfItsOwner() throws {
+    /// The record requests in `d`: (to, names).
+    func recordRequests(_ d: Directives) -> [(to: String, names: [String])] {
+        d.messages.compactMap { o in
+            if case let .recordRequest(r) = o.message { return (o.to, r.names) } else { return nil }
+        }
+    }
+
+    @Test func aMemberNeverHeardOfThatComesWithoutACertificateIsAskedOfWhoeverToldUs() throws {
         var h = Harness(members: ["b"], signed: true)
         let pp = PushPull(
             from: "b", fromAddress: "b:7480", isReply: true, isJoin: false, wantsCertificates: false,
-            states: [MemberState(incarnation: 3, status: .alive, record: stripped(Harness.alive("d", 3, signed: true)))])
+            states: [
+                MemberState(incarnation: 3, status: .alive, record: stripped(Harness.alive("d", 3, signed: true))),
+                MemberState(incarnation: 0, status: .alive, record: stripped(Harness.alive("e", 0, signed: true))),
+            ])
         let d = h.receive(.pushPull(pp))
         #expect(h.swim.member(named: "d") == nil)
         #expect(!refused(d), "not a forgery: just not checkable here yet")
-        #expect(
-            d.messages.contains { o in
-                if case .recordRequest = o.message { return o.to == "d:7480" } else { return false }
-            })
-        _ = h.receive(.record(RecordReply(incarnation: 3, record: Harness.alive("d", 3, signed: true))))
+        let asked = recordRequests(d)
+        #expect(asked.count == 1, "one request for both, to the member that told us, not one dial per owner")
+        #expect(asked.first?.to == "b:7480")
+        #expect(asked.first?.names == ["d", "e"])
+        // b answers with what it holds, certificates included, as a push-pull reply.
+        let answer = PushPull(
+            from: "b", fromAddress: "b:7480", isReply: true, isJoin: false, wantsCertificates: false,
+            states: [
+                MemberState(incarnation: 3, status: .alive, record: Harness.alive("d", 3, signed: true)),
+                MemberState(incarnation: 0, status: .alive, record: Harness.alive("e", 0, signed: true)),
+            ])
+        _ = h.receive(.pushPull(answer))
         #expect(h.status("d") == .alive)
         #expect(h.swim.member(named: "d")?.incarnation == 3)
+        #expect(h.status("e") == .alive)
+    }
+
+    @Test func aMemberIsAskedAboutAtMostOncePerRecordRequestInterval() {
+        var h = Harness(members: ["b", "c"], signed: true)
+        let news = Gossip.alive(incarnation: 0, record: stripped(Harness.alive("d", 0, signed: true)))
+        #expect(recordRequests(h.receive(gossip(news, from: "b"))).map(\.names) == [["d"]])
+        #expect(recordRequests(h.receive(gossip(news, from: "c"))).isEmpty, "asked already, from b")
+        let later = h.receive(gossip(news, from: "c"), at: h.now + h.swim.configuration.recordRequestInterval)
+        #expect(recordRequests(later).map(\.to) == ["c:7480"])
+    }
+
+    @Test func newsOfAMemberNeverHeardOfFromAnUnknownSenderIsAskedOfItsOwner() {
+        var h = Harness(members: ["b"], signed: true)
+        let news = Gossip.alive(incarnation: 0, record: stripped(Harness.alive("d", 0, signed: true)))
+        let d = h.receive(gossip(news, from: "stranger"))
+        #expect(recordRequests(d).map(\.to) == ["d:7480"])
+        #expect(recordRequests(d).first?.names == [], "its own record")
+    }
+
+    @Test func aRecordRequestNamingMembersIsAnsweredWithTheirRecordsAndCertificates() throws {
+        var h = Harness(members: ["b", "c"], signed: true)
+        let d = h.receive(.recordRequest(RecordRequest(from: "z", fromAddress: "z:7480", names: ["c", "nobody", "me"])))
+        let reply = try #require(d.pushPulls.first)
+        #expect(reply.to == "z:7480")
+        #expect(reply.pp.isReply)
+        #expect(reply.pp.states.map(\.record.name) == ["c", "me"], "only the members it knows")
+        #expect(reply.pp.states.allSatisfy { !$0.record.certificate.isEmpty })
+        let none = h.receive(.recordRequest(RecordRequest(from: "z", fromAddress: "z:7480", names: ["nobody"])))
+        #expect(none.messages.isEmpty)
+    }
+
+    @Test func aRecordRequestWithoutNamesIsStillAnsweredWithTheOwnRecord() throws {
+        var h = Harness(members: ["b"], signed: true)
+        let d = h.receive(.recordRequest(RecordRequest(from: "z", fromAddress: "z:7480")))
+        let reply = try #require(
+            d.messages.compactMap { o -> RecordReply? in if case let .record(r) = o.message { r } else { nil } }.first)
+        #expect(reply.record.name == "me")
+        #expect(!reply.record.certificate.isEmpty)
+    }
+
+    @Test func aNewMemberIsGossipedWithoutItsCertificate() {
+        var h = Harness(members: ["b"], signed: true)
+        _ = h.receive(gossip(.alive(incarnation: 0, record: Harness.alive("d", 0, signed: true)), from: "b"))
+        #expect(h.status("d") == .alive)
+        let out = h.runTimers(until: h.now + .seconds(2))
+        let relayed = out.gossip.compactMap { g -> NodeRecord? in
+            if case let .alive(_, r) = g, r.name == "d" { r } else { nil }
+        }
+        #expect(!relayed.isEmpty)
+        #expect(relayed.allSatisfy { $0.certificate.isEmpty && !$0.signature.isEmpty })
     }
 
     /// A node certificate reloaded on SIGHUP: same node, a new key.

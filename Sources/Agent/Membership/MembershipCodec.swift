@@ -74,6 +74,7 @@ public enum MembershipCodec {
             var x = Microscale_Membership_RecordRequest()
             x.from = r.from
             x.fromAddress = r.fromAddress
+            x.names = r.names
             m.recordRequest = x
         case let .record(r):
             var x = Microscale_Membership_RecordReply()
@@ -241,7 +242,14 @@ public enum MembershipCodec {
                     from: x.from, fromAddress: x.fromAddress, isReply: x.isReply, isJoin: x.isJoin,
                     wantsCertificates: x.wantsCertificates, states: try x.states.map(decode)))
         case .recordRequest(let x)?:
-            return .recordRequest(RecordRequest(from: x.from, fromAddress: x.fromAddress))
+            // The core answers at most `SWIMInstance.maxRecordsPerRequest` of them; more is not a
+            // request any member sends.
+            guard x.names.count <= SWIMInstance.maxRecordsPerRequest else {
+                throw DecodingError(
+                    field: "record_request.names",
+                    problem: "holds \(x.names.count) names, more than \(SWIMInstance.maxRecordsPerRequest)")
+            }
+            return .recordRequest(RecordRequest(from: x.from, fromAddress: x.fromAddress, names: x.names))
         case .record(let x)?:
             guard x.hasRecord else { throw DecodingError(field: "record.record", problem: "is missing") }
             return .record(RecordReply(incarnation: x.incarnation, record: try decode(x.record)))

@@ -745,6 +745,10 @@ public nonisolated struct Microscale_Membership_RecordRequest: Sendable {
 
   public var fromAddress: String = String()
 
+  /// Empty: the receiver's own record. Otherwise the members whose records (with their owners'
+  /// certificates) the sender lacks; answered with a push-pull reply holding those it knows.
+  public var names: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2025,7 +2029,7 @@ nonisolated extension Microscale_Membership_PushPull: SwiftProtobuf.Message, Swi
 
 nonisolated extension Microscale_Membership_RecordRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RecordRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}from\0\u{3}from_address\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}from\0\u{3}from_address\0\u{1}names\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2035,6 +2039,7 @@ nonisolated extension Microscale_Membership_RecordRequest: SwiftProtobuf.Message
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.from) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.fromAddress) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.names) }()
       default: break
       }
     }
@@ -2047,12 +2052,16 @@ nonisolated extension Microscale_Membership_RecordRequest: SwiftProtobuf.Message
     if !self.fromAddress.isEmpty {
       try visitor.visitSingularStringField(value: self.fromAddress, fieldNumber: 2)
     }
+    if !self.names.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.names, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Microscale_Membership_RecordRequest, rhs: Microscale_Membership_RecordRequest) -> Bool {
     if lhs.from != rhs.from {return false}
     if lhs.fromAddress != rhs.fromAddress {return false}
+    if lhs.names != rhs.names {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

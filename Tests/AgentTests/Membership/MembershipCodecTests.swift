@@ -5,6 +5,20 @@ import Testing
 
 /// The owner's proofs survive the wire: without them every relayed record would be refused.
 @Suite struct MembershipCodecTests {
+    @Test func aRecordRequestCarriesTheNamesItAsksForAndRefusesMoreThanTheCoreAnswers() throws {
+        let ask = RecordRequest(from: "a", fromAddress: "a:7480", names: ["b", "c"])
+        #expect(try MembershipCodec.decode(MembershipCodec.encode(.recordRequest(ask))) == .recordRequest(ask))
+        let own = RecordRequest(from: "a", fromAddress: "a:7480")
+        #expect(try MembershipCodec.decode(MembershipCodec.encode(.recordRequest(own))) == .recordRequest(own))
+        let tooMany = RecordRequest(
+            from: "a", fromAddress: "a:7480", names: (0...SWIMInstance.maxRecordsPerRequest).map { "n\($0)" })
+        #expect {
+            _ = try MembershipCodec.decode(MembershipCodec.encode(.recordRequest(tooMany)))
+        } throws: { error in
+            (error as? MembershipCodec.DecodingError)?.field == "record_request.names"
+        }
+    }
+
     @Test func aRecordCarriesItsCertificateSignatureAndIncarnationProofAcrossTheWire() throws {
         var r = NodeRecord(
             name: "n1", address: "10.0.0.1:7480", role: .server,
