@@ -9,6 +9,9 @@ public struct MembershipBenchmark {
         public var seed: UInt64
         public var configuration = MembershipConfiguration.lan
         public var loss = 0.0
+        /// Records signed as the agent's are (`SimulatedCertificates`): certificates and
+        /// signatures in the messages, and every certificate path of the core running.
+        public var signedRecords = false
         /// Above this many nodes the cluster starts converged instead of joining (N simultaneous
         /// joins through one seed cost the seed O(N²) push-pull bytes; it is not the 10,000-node
         /// question).
@@ -29,6 +32,8 @@ public struct MembershipBenchmark {
         public var seed: UInt64
         /// nil when the cluster started converged.
         public var joinConvergenceSeconds: Double?
+        /// Bytes each node sent, on average, from the first start to the join's convergence.
+        public var joinBytesPerNode: Double?
         public var recordSpread999Seconds: Double?
         public var recordSpreadAllSeconds: Double?
         /// Until every survivor holds it dead; the first suspicion and first dead verdict show
@@ -55,14 +60,19 @@ public struct MembershipBenchmark {
     public static func run(_ o: Options) -> Report {
         precondition(o.nodes >= 6, "the scenario crashes two members and freezes a third: use at least 6 nodes")
         let faults = MembershipCluster.Network.Faults(loss: o.loss, delay: .microseconds(200) ... .milliseconds(2))
-        let c = MembershipCluster(size: o.nodes, seed: o.seed, configuration: o.configuration, faults: faults)
+        let c = MembershipCluster(
+            size: o.nodes, seed: o.seed, configuration: o.configuration, faults: faults, signedRecords: o.signedRecords)
         let limit: Duration = .seconds(60)
 
         var join: Double? = nil
+        var joinBytes: Double? = nil
         if o.nodes <= o.maxJoiningNodes {
             c.start(0, joining: [])
             for i in 1..<o.nodes { c.start(i, joining: [0]) }
-            if let t = c.run(until: c.now + limit, stopWhen: c.isConverged) { join = t.seconds }
+            if let t = c.run(until: c.now + limit, stopWhen: c.isConverged) {
+                join = t.seconds
+                joinBytes = Double(c.sentBytes.reduce(0, +)) / Double(o.nodes)
+            }
         } else {
             c.startConverged()
         }
@@ -135,7 +145,7 @@ public struct MembershipBenchmark {
         }
         let fp = c.verdicts.filter { $0.subject != crashed && $0.subject != frozen && $0.subject != hinted }
         return Report(
-            nodes: o.nodes, seed: o.seed, joinConvergenceSeconds: join,
+            nodes: o.nodes, seed: o.seed, joinConvergenceSeconds: join, joinBytesPerNode: joinBytes,
             recordSpread999Seconds: t999, recordSpreadAllSeconds: tAll.map { ($0 - start).seconds },
             crashDetectionSeconds: crashT,
             crashFirstSuspectSeconds: first(crashed, .suspect, after: crashAt),

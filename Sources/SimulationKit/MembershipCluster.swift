@@ -46,15 +46,21 @@ public final class MembershipCluster {
             capacity: Resources(cpuMillicores: 2000, memoryBytes: 4 << 30), agentVersion: "0.1.0")
     }
 
+    /// Whether records are signed (`SimulatedCertificates`), as the agent's are; unsigned by default.
+    public let signedRecords: Bool
+
     public init(
         size: Int, seed: UInt64, configuration: MembershipConfiguration = .lan,
-        faults: Network.Faults = .init(delay: .microseconds(200) ... .milliseconds(2))
+        faults: Network.Faults = .init(delay: .microseconds(200) ... .milliseconds(2)),
+        signedRecords: Bool = false
     ) {
+        self.signedRecords = signedRecords
         self.size = size
         self.configuration = configuration
         rng = SeededGenerator(seed: seed)
         network = Network(seed: rng.next(), faults: faults)
         hosts = SWIMHosts(configuration: configuration, addresses: (0..<size).map(Self.address))
+        if signedRecords { hosts.authenticator = { SimulatedCertificates(owner: Self.name($0)) } }
         sentMessages = Array(repeating: 0, count: size)
         sentBytes = Array(repeating: 0, count: size)
         restarts = Array(repeating: 0, count: size)
@@ -74,11 +80,14 @@ public final class MembershipCluster {
     /// Every node up and already knowing every other as alive (the converged start for large
     /// clusters, where N simultaneous joins would be a benchmark of their own).
     public func startConverged() {
-        let states = (0..<size).map { MemberState(incarnation: 0, status: .alive, record: Self.record($0)) }
+        let authenticator = hosts.authenticator
+        let states = (0..<size).map {
+            MemberState(incarnation: 0, status: .alive, record: Self.record($0).signed(by: authenticator($0)))
+        }
         for i in 0..<size {
             var instance = try! SWIMInstance(
                 configuration: configuration, record: states[i].record,
-                seed: rng.next(), now: now)
+                seed: rng.next(), now: now, authenticator: authenticator(i))
             instance.restore(states, now: now)
             if hosts.instance(i) == nil { runningCount += 1 }
             handle(i, hosts.install(i, instance, now: now))

@@ -14,6 +14,9 @@ import Membership
 /// returns the messages already routed to node numbers, and the events as they are.
 public struct SWIMHosts: Sendable {
     public let configuration: MembershipConfiguration
+    /// Who signs and checks node i's records: `UnsignedRecords` unless the caller says otherwise
+    /// (`SimulatedCertificates` runs the certificate paths the agent runs).
+    public var authenticator: @Sendable (Int) -> any RecordAuthenticator = { _ in UnsignedRecords() }
     private var nodes: [SWIMInstance?]
     private var deadlines: [Duration?]
     private var timers = Heap<Timer>()
@@ -67,7 +70,9 @@ public struct SWIMHosts: Sendable {
     public mutating func start(
         _ i: Int, record: NodeRecord, seed: UInt64, now: Duration, incarnation: UInt64 = 0, joining seeds: [String]
     ) throws(NodeRecordError) -> Effects {
-        nodes[i] = try SWIMInstance(configuration: configuration, record: record, seed: seed, now: now, incarnation: incarnation)
+        nodes[i] = try SWIMInstance(
+            configuration: configuration, record: record, seed: seed, now: now, incarnation: incarnation,
+            authenticator: authenticator(i))
         deadlines[i] = nil
         return step(i, now: now) { $0.join(seeds: seeds, now: now) }
     }

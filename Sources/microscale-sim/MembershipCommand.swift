@@ -11,6 +11,8 @@ struct MembershipCommand: ParsableCommand {
     @Option(help: "Number of nodes (at least 6).") var nodes = 50
     @Option(help: "Seed; the same seed replays the same run.") var seed: UInt64 = 1
     @Option(help: "Message loss probability, 0...1.") var loss = 0.0
+    @Flag(help: "Sign records as the agent does (simulated certificates of the agent's sizes): every certificate path runs.")
+    var signedRecords = false
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
@@ -21,6 +23,7 @@ struct MembershipCommand: ParsableCommand {
     func run() throws {
         var o = MembershipBenchmark.Options(nodes: nodes, seed: seed)
         o.loss = loss
+        o.signedRecords = signedRecords
         let wall = ContinuousClock.now
         let r = MembershipBenchmark.run(o)
         let elapsed = (ContinuousClock.now - wall).seconds
@@ -31,9 +34,10 @@ struct MembershipCommand: ParsableCommand {
             return
         }
         func s(_ v: Double?) -> String { v.map { String(format: "%.3f s", $0) } ?? "n/a" }
-        print("membership: \(r.nodes) nodes, seed \(r.seed), loss \(loss)")
+        print("membership: \(r.nodes) nodes, seed \(r.seed), loss \(loss), records \(signedRecords ? "signed" : "unsigned")")
         print(
             "  join convergence (all join one seed) : \(r.joinConvergenceSeconds.map { String(format: "%.3f s", $0) } ?? "n/a (started converged)")")
+        print("  bytes sent per node until converged  : \(r.joinBytesPerNode.map { String(format: "%.0f B", $0) } ?? "n/a")")
         print("  record change reaches 99.9% / 100%   : \(s(r.recordSpread999Seconds)) / \(s(r.recordSpreadAllSeconds))")
         print("  crashed member dead at all survivors : \(s(r.crashDetectionSeconds))")
         print("  same, with the connection-reset hint : \(s(r.crashWithResetHintDetectionSeconds))")

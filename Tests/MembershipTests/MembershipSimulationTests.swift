@@ -28,6 +28,24 @@ import Testing
         c.verdicts.filter { $0.status == .dead && !excluding.contains($0.subject) }
     }
 
+    @Test(arguments: seeds) func aSignedJoinConvergesWithEveryMemberHoldingEveryCertificateAndACrashIsDetected(seed: UInt64) {
+        let c = MembershipCluster(size: Self.size, seed: seed, signedRecords: true)
+        c.start(0, joining: [])
+        for i in 1..<Self.size { c.start(i, joining: [0]) }
+        #expect(c.run(until: .seconds(30), stopWhen: c.isConverged) != nil, "seed \(seed): signed joins did not converge within 30 s")
+        for i in 0..<Self.size {
+            let held = c.instance(i)?.knownMembers.filter { $0.record.certificate.isEmpty }.map(\.name) ?? ["no instance"]
+            #expect(held.isEmpty, "seed \(seed): n\(i) holds no certificate for \(held)")
+        }
+        let lan = MembershipConfiguration.lan
+        c.advance(by: lan.joinPushPullDelay * lan.joinPushPulls + lan.probeInterval)
+        c.watch(5)
+        c.crash(5)
+        let t0 = c.now
+        #expect(c.run(until: t0 + .seconds(10), stopWhen: { c.allRunningHoldDead(5) }) != nil, "seed \(seed): crash not detected")
+        #expect(falseDeaths(c, excluding: [5]).isEmpty, "seed \(seed): a running member was marked dead")
+    }
+
     @Test(arguments: seeds) func everySurvivorMarksACrashedMemberDead(seed: UInt64) {
         let c = joined(seed: seed)
         c.watch(5)
