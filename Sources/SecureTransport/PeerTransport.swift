@@ -397,6 +397,12 @@ public final class PeerTransport: Sendable {
         guard !shuttingDown.withLockedValue({ $0 }) else { throw EventLoopError.shutdown }
         return try await table.dial(key) { [self] in
             let (channel, authenticated) = try await dial(peer: peer, host: host, port: port)
+            // A dial that completes once shutdown has begun is closed, not kept: `shutdown` waits
+            // for dials in flight, so this close still has its loop.
+            if shuttingDown.withLockedValue({ $0 }) {
+                try? await channel.close()
+                throw EventLoopError.shutdown
+            }
             register(key: key, peer: authenticated.name, channel: channel)
             return channel
         }
@@ -577,6 +583,15 @@ public final class PeerTransport: Sendable {
     public func shutdown() async {
         shuttingDown.withLockedValue { $0 = true }
         if let s = server.withLockedValue({ $0 }) { try? await s.close() }
+        // Dials in flight finish first, while the loops are up. One that connected after the
+        // flag was read registered its channel and handed its close callback to the channel's
+        // loop; once the caller shut the loops down, that was work on a dead loop, a crash under
+        // SWIFTNIO_STRICT (AgentRuntimeTests in CI, 1 Dec 2026). Bounded by the dial's own
+        // timeouts: the connect's and the handshake's.
+        let dialDeadline = ContinuousClock.now + options.connectTimeout + tls.configuration.handshakeTimeout + .seconds(1)
+        while ContinuousClock.now < dialDeadline, table.dialsInFlight > 0 {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
         for c in table.removeEverything() { try? await c.close() }
         for c in accepted.withLockedValue({ Array($0.values) }) { try? await c.close() }
         // After the connections: a step still running returns to its loop, which is still up.
@@ -657,6 +672,7 @@ final class ConnectionTable: Sendable {
         /// Oldest first: the bound evicts from the front.
         var entries: [Entry] = []
         var dialing: [String: Task<Channel, Error>] = [:]
+        var running = 0
         /// Connections closed for a bound whose close has not been seen yet (at most one per
         /// connection closed, and removed as it closes).
         var evicted: Set<ObjectIdentifier> = []
@@ -698,13 +714,20 @@ final class ConnectionTable: Sendable {
     func dial(_ key: String, _ make: @escaping @Sendable () async throws -> Channel) async throws -> Channel {
         let (task, mine) = state.withLockedValue { s -> (Task<Channel, Error>, Bool) in
             if let inFlight = s.dialing[key] { return (inFlight, false) }
-            let task = Task { try await make() }
+            s.running += 1
+            let task = Task { [state] in
+                defer { state.withLockedValue { $0.running -= 1 } }
+                return try await make()
+            }
             s.dialing[key] = task
             return (task, true)
         }
         defer { if mine { state.withLockedValue { $0.dialing[key] = nil } } }
         return try await task.value
     }
+
+    /// Dials started whose task has not finished.
+    var dialsInFlight: Int { state.withLockedValue { $0.running } }
 
     /// Adds a connection; returns those to close because a bound was reached.
     ///
