@@ -197,6 +197,7 @@ struct IdleBench: AsyncParsableCommand {
     @Option(help: "Seconds between convergence and the idle measurement (the mesh of connections forms).") var settle = 15.0
     @Option(help: "The microscale executable (default: next to this one).") var microscale: String?
     @Option(help: "Instead: print where the memory of this running process (of --microscale) goes, and exit.") var pid: Int32?
+    @Flag(help: "Do not measure serf beside ours (it is measured when `serf` is on the PATH: apt-get install serf).") var noSerf = false
     @Flag(help: "Print JSON instead of text.") var json = false
 
     func run() async throws {
@@ -213,7 +214,18 @@ struct IdleBench: AsyncParsableCommand {
             var b = IdleFootprintBenchmark(nodes: n, executable: exe, workDirectory: NSTemporaryDirectory() + "microscale-bench-idle-\(n)")
             b.idleSeconds = idle
             b.settleSeconds = settle
-            let r = try await b.run(progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
+            var r = try await b.run(progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
+            if !noSerf, let serf = SerfIdleBenchmark.installed() {
+                // Right after ours, same N and windows: CPU figures on this machine move with the
+                // host's load, so serf's reference is read in the same minutes.
+                var s = SerfIdleBenchmark(nodes: n, serf: serf, workDirectory: NSTemporaryDirectory() + "microscale-bench-idle-serf-\(n)")
+                s.idleSeconds = idle
+                s.settleSeconds = settle
+                r.serf = try await s.run(progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
+            } else if !noSerf {
+                FileHandle.standardError.write(
+                    Data("  serf is not installed (apt-get install serf): only the issue's figures are printed beside ours\n".utf8))
+            }
             reports.append(r)
             if !json { print(IdleFootprintBenchmark.text(r)) }
         }

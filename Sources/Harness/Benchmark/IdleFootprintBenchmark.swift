@@ -7,7 +7,8 @@ import Foundation
 /// median and p90 across agents, and where the memory of the median agent goes (`Footprint`).
 /// Figures, not assertions: `microscale-bench idle`.
 public struct IdleFootprintBenchmark: Sendable {
-    /// serf's idle agent: issue 20's reference figures (not measured by this benchmark).
+    /// serf's idle agent: issue 20's reference figures, taken on another day (`serf` below is
+    /// serf measured beside ours, when it is installed).
     public static let serfRSSMiB = 14.5
     public static let serfCPUPercent = 0.3
 
@@ -39,6 +40,11 @@ public struct IdleFootprintBenchmark: Sendable {
         public var cpuByThread: [ThreadCPU]
         public var serfRSSMiB: Double
         public var serfCPUPercent: Double
+        /// serf measured in the minutes after ours, at the same N and windows (nil: not installed,
+        /// or `--no-serf`).
+        public var serf: SerfIdleBenchmark.Figures? = nil
+        /// Our probe period, for reading the CPU figures side by side.
+        public var probePeriod: String = "a probe every 200 ms"
     }
 
     /// One thread's CPU over the idle window.
@@ -158,8 +164,18 @@ public struct IdleFootprintBenchmark: Sendable {
             "  RSS per agent  median \(f(r.rssMedianMiB)) MiB  p90 \(f(r.rssP90MiB)) MiB  (PSS median \(f(r.pssMedianMiB)) MiB; target <= 20; serf \(r.serfRSSMiB) MiB)"
         )
         lines.append(
-            "  CPU per agent  median \(f(r.cpuMedianPercent, 2))%  p90 \(f(r.cpuP90Percent, 2))% of a core  (target <= 0.25%; serf \(r.serfCPUPercent)%)"
+            "  CPU per agent  median \(f(r.cpuMedianPercent, 2))%  p90 \(f(r.cpuP90Percent, 2))% of a core  (target <= 0.25%; serf \(r.serfCPUPercent)% on the issue's day)"
         )
+        if let s = r.serf {
+            lines.append("  serf measured now (\(s.version), \(s.nodes) agents, encrypted; join \(f(s.joinSeconds, 1)) s, \(s.profile)):")
+            lines.append(
+                "    RSS median \(f(s.rssMedianMiB)) MiB  p90 \(f(s.rssP90MiB)) MiB   CPU median \(f(s.cpuMedianPercent, 2))%  p90 \(f(s.cpuP90Percent, 2))%"
+                    + (s.failedAgents.isEmpty ? "" : "   failed: \(s.failedAgents.count) gone"))
+            if let ours = r.cpuMedianPercent, let theirs = s.cpuMedianPercent, theirs > 0, let m = r.rssMedianMiB, let n = s.rssMedianMiB, n > 0 {
+                lines.append(
+                    "    ours / serf: RSS \(f(m / n, 2))x, CPU \(f(ours / theirs, 2))x (ours: \(r.probePeriod); serf: a probe every 1 s)")
+            }
+        }
         if !r.failedAgents.isEmpty {
             lines.append("  failed: \(r.failedAgents.count) of \(r.nodes) agents gone: \(r.failedAgents.joined(separator: ", "))")
         }
