@@ -109,7 +109,7 @@ let package = Package(
         .target(
             name: "Agent",
             dependencies: [
-                "Wire", "SecureTransport", "Bounds", "Membership", "Consensus", "Scaling", "ControlPlane", "DockerEngine", "Demand",
+                "Wire", "SecureTransport", "Bounds", "Membership", "Consensus", "Scaling", "ControlPlane", "DockerEngine", "Demand", "Determinism",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),

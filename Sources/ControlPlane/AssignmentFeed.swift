@@ -59,6 +59,15 @@ public struct AssignmentFeed: Sendable {
         return true
     }
 
+    /// What a subscriber is due when it subscribes: its share of `state`'s plan, when that plan is
+    /// newer than the one it holds (nil: it is up to date, or not a subscriber). Only this
+    /// subscriber is looked at: answering each subscription by looking at every subscriber cost
+    /// a server O(subscribers²) per round of subscriptions.
+    public func due(for peer: String, in state: ClusterState) -> NodeAssignment? {
+        guard let held = subscribers[peer], state.planIndex > held else { return nil }
+        return NodeAssignment.of(state, node: peer)
+    }
+
     /// Whether a pushed assignment is one to take: for this node, and of a newer plan.
     public func wants(planIndex: UInt64, for target: String) -> Bool {
         target == node && planIndex > lastIndex

@@ -46,6 +46,19 @@ import Testing
         #expect(feed.planApplied(Self.state(planAt: 3)).pushes.map(\.peer) == ["c1"])
     }
 
+    @Test func aSubscriptionIsAnsweredWithThatSubscribersShareOnlyWhenItHoldsAnOlderPlan() {
+        var feed = AssignmentFeed(node: "s1")
+        let state = Self.state(planAt: 4)
+        _ = feed.subscribe("c1", after: 2)
+        _ = feed.subscribe("c2", after: 0)
+        #expect(feed.due(for: "c1", in: state)?.services["web"]?.count == 2)
+        #expect(feed.due(for: "c1", in: state)?.planIndex == 4)
+        _ = feed.subscribe("c1", after: 4)
+        #expect(feed.due(for: "c1", in: state) == nil, "up to date")
+        #expect(feed.due(for: "c3", in: state) == nil, "not a subscriber")
+        #expect(feed.subscribers["c2"] == 0, "another subscriber is not looked at")
+    }
+
     @Test func aServerServesAtMostMaxSubscribersButAlwaysOneItKnows() {
         var feed = AssignmentFeed(node: "s1")
         let taken = (0..<AssignmentFeed.maxSubscribers).filter { feed.subscribe("c\($0)", after: 0) }.count

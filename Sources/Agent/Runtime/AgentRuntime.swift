@@ -172,7 +172,6 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         let service0 = membership
         let watch = EndpointsWatch { await service0.members() }
         endpointsWatch = watch
-        membership.onMembersChanged { Task { await watch.changed() } }
         let service = membership
         // Alive servers and where to reach them, for Raft (its bootstrap voters, where it sends),
         // for forwarding API requests (with the operator's token, from a client) and for the
@@ -255,13 +254,19 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             for m in await service.members() where m.status == .alive || m.status == .suspect { book[m.name] = m.address }
             return book
         }
-        assignments = AssignmentService(
-            name: c.name, raft: raft, transport: transport, logger: logger, refusals: refusals,
+        let subscriber = AssignmentService(
+            name: c.name, raft: raft, transport: transport, logger: logger, refusals: refusals, clock: clock, seed: seed.next(),
             servers: servers, members: reachable
         ) { a in
             await executor.assign(a)
         }
-        box.assignments = assignments
+        assignments = subscriber
+        box.assignments = subscriber
+        // A member change may take away the server this agent follows, or bring a first one.
+        membership.onMembersChanged {
+            Task { await watch.changed() }
+            Task { await subscriber.membersChanged() }
+        }
         let latency = metrics.decisionLatency
         decisions = raft.map {
             DecisionLoop(raft: $0, membership: service, logger: logger, latency: latency, deadNodeGrace: c.deadNodeGrace, clock: clock)
@@ -277,6 +282,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         // reported by the peer's name.
         transport.onPeerConnectionLost { name in
             Task { await service.peerConnectionLost(name) }
+            Task { await subscriber.peerConnectionLost(name) }
             Task { await api.peerConnectionLost(name) }
             if let consensus { Task { await consensus.peerConnectionLost(name) } }
         }

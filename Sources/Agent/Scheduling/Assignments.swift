@@ -1,6 +1,7 @@
 import Bounds
 import Consensus
 import ControlPlane
+import Determinism
 import Foundation
 import Logging
 import SecureTransport
@@ -8,9 +9,10 @@ import Wire
 
 /// Assignments from the servers to every agent (docs/scheduling.md): an agent subscribes to one server,
 /// naming the last plan index it saw; the server answers with the agent's share when it holds a
-/// newer plan, and pushes each new plan to its subscribers as soon as it is applied. The agent
-/// re-subscribes every second (to another server if its own is gone), which is also how it resumes
-/// after a reconnect or a healed partition. A server agent reads its own replicated state directly.
+/// newer plan, and pushes each new plan to its subscribers as soon as it is applied. When it
+/// subscribes again is `Subscription`'s (ControlPlane): at once when its server is gone from
+/// membership or its connection to it was lost, after a second when a subscription could not be
+/// sent, and otherwise every `keepalive`. A server agent reads its own replicated state directly.
 /// With no server reachable an agent keeps running its last assignment (static stability).
 public actor AssignmentService {
     let name: String
@@ -31,13 +33,22 @@ public actor AssignmentService {
     /// list to every client agent, not only its own subscribers (a client subscribed to the very
     /// server that was denied would otherwise never hear of it).
     private let members: @Sendable () async -> [String: String]
-    private var upstream: String?
+    /// Which server this agent follows and when it subscribes again (pure, ControlPlane).
+    private var subscription: Subscription
+    private var upstream: String? { subscription.upstream }
+    private let clock: AgentClock
+    private var random: SeededGenerator
+    /// Wakes the subscription loop for a check now (a member change, a lost connection); holds at
+    /// most one pending wake-up, so a burst of member changes costs one check.
+    private let wakeups: AsyncStream<Void>.Continuation
+    private let wakeupStream: AsyncStream<Void>
     private var loop: Task<Void, Never>?
-    public var resubscribeInterval: Duration = .seconds(1)
+    private var timer: Task<Void, Never>?
 
     public init(
         name: String, raft: RaftService?, transport: PeerTransport, logger: Logger,
-        refusals: Refusals? = nil,
+        refusals: Refusals? = nil, clock: AgentClock = .system(), seed: UInt64 = 0,
+        subscription: Subscription = Subscription(),
         servers: @escaping @Sendable () async -> [String: String],
         members: @escaping @Sendable () async -> [String: String] = { [:] },
         deliver: @escaping @Sendable (NodeAssignment) async -> Void
@@ -51,32 +62,69 @@ public actor AssignmentService {
         self.servers = servers
         self.members = members
         self.deliver = deliver
+        self.clock = clock
+        self.random = SeededGenerator(seed: seed)
+        self.subscription = subscription
+        (wakeupStream, wakeups) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     public func start() {
+        let stream = wakeupStream
         loop = Task { [weak self] in
-            while !Task.isCancelled, let self {
-                await self.subscribe()
-                try? await Task.sleep(for: await self.resubscribeInterval)
+            for await _ in stream {
+                guard !Task.isCancelled, let self else { return }
+                await self.check()
             }
         }
+        wakeups.yield()
     }
 
     public func stop() {
         loop?.cancel()
         loop = nil
+        timer?.cancel()
+        timer = nil
+        wakeups.finish()
     }
 
     public var lastPlanIndex: UInt64 { feed.lastIndex }
 
-    private func subscribe() async {
+    /// The members changed: the upstream may be gone, or a first server known.
+    public func membersChanged() { wakeups.yield() }
+
+    /// A connection to `peer` closed: if it is the upstream, subscribe again at once (it may
+    /// have forgotten this agent).
+    public func peerConnectionLost(_ peer: String) {
+        if subscription.connectionLost(peer, now: clock.now) { wakeups.yield() }
+    }
+
+    /// Subscribes if due, then sleeps until the next check is due (or a wake-up comes first).
+    private func check() async {
         if let raft {
+            // A server agent follows its own replicated state; now and then it pushes again
+            // what a subscriber still lacks (a push that failed keeps nothing in the feed).
             await planApplied(await raft.state)
+            arm(after: subscription.keepalive)
             return
         }
         let book = await servers()
-        if upstream == nil || book[upstream!] == nil { upstream = book.keys.randomElement() }
-        guard let server = upstream, let address = book[server], let hp = AgentConfiguration.HostPort(address) else { return }
+        let now = clock.now
+        if let server = subscription.check(servers: Array(book.keys), now: now, pick: { Int.random(in: 0..<$0, using: &random) }) {
+            await subscribe(to: server, at: book[server])
+        }
+        arm(after: subscription.wait(now: clock.now))
+    }
+
+    private func arm(after wait: Duration) {
+        timer?.cancel()
+        let wakeups = self.wakeups
+        timer = Task {
+            try? await Task.sleep(for: max(wait, .milliseconds(1)))
+            if !Task.isCancelled { wakeups.yield() }
+        }
+    }
+
+    private func subscribe(to server: String, at address: String?) async {
         var s = Microscale_Control_SubscribeAssignments()
         s.node = name
         s.afterIndex = feed.lastIndex
@@ -84,9 +132,10 @@ public actor AssignmentService {
         var m = Microscale_Control_ControlMessage()
         m.subscribe = s
         do {
+            guard let address, let hp = AgentConfiguration.HostPort(address) else { throw CLIError("no address for \(server)") }
             try await transport.send(try Frame(kind: .control, message: m), toAddress: hp.host, port: hp.port, expecting: server)
         } catch {
-            upstream = nil
+            subscription.sendFailed(now: clock.now)
         }
     }
 
@@ -184,7 +233,22 @@ public actor AssignmentService {
             }
             guard feed.subscribe(peer.name, after: s.afterIndex) else { return }
             subscriberDenied[peer.name] = s.deniedAfterIndex
-            await planApplied(await raft.state)
+            // Answered on its own: this subscriber's share if it lacks the plan, and the deny
+            // list if it holds an older one (not a look at every subscriber, `AssignmentFeed.due`).
+            let state = await raft.state
+            if let a = feed.due(for: peer.name, in: state) {
+                let delivered = await push(a, to: peer.name)
+                feed.pushed(to: peer.name, index: a.planIndex, delivered: delivered)
+                if !delivered {
+                    subscriberDenied[peer.name] = nil
+                    return
+                }
+            }
+            if state.deniedIndex > s.deniedAfterIndex, let frame = Self.denyListFrame(state),
+                await transport.send(frame, toPeer: peer.name)
+            {
+                subscriberDenied[peer.name] = state.deniedIndex
+            }
         case .assignment(let a):
             // What an agent runs comes from the servers' committed plan, so a push is taken only
             // from a server certificate, and only from the server this agent subscribed to: any

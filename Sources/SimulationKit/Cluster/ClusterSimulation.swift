@@ -45,8 +45,12 @@ public struct ClusterSimulationOptions: Sendable, Hashable, Codable {
     /// NodeExecutor's settings (its adoption grace and round interval).
     public var adoptionGrace: Duration = .seconds(10)
     public var executorInterval: Duration = .seconds(2)
-    /// AssignmentService's re-subscription interval (client agents).
-    public var resubscribeInterval: Duration = .seconds(1)
+    /// AssignmentService's subscription policy (client agents): its keepalive and retry.
+    public var subscriptionKeepalive = Subscription().keepalive
+    public var subscriptionRetry = Subscription().retry
+    /// How often a client agent's view of the servers is looked at: the simulation's stand-in for
+    /// the shell's wake-up on every member change (`MembershipService.onMembersChanged`).
+    public var subscriptionCheck: Duration = .seconds(1)
     /// The leader stamps each plan with the applied index of the state it planned from
     /// (`Consensus.Plan.basedOnIndex`). False plans as a leader before that field did, which
     /// is how the race "a plan computed before a drain, applied after it" is replayed.
@@ -184,8 +188,9 @@ final class ClusterAgent {
     /// The leader's Lifeguard local health multiplier when it changed (time, value), for the
     /// detection bound of `no-work-on-dead-or-drained-node`; bounded, oldest dropped.
     var localHealth: [(at: Duration, value: Int)] = []
-    // AssignmentService: the upstream a client agent follows, and the agent's own feed.
-    var upstream: String?
+    // AssignmentService: whom a client agent follows and when it subscribes, and its own feed.
+    var subscription: Subscription
+    var upstream: String? { subscription.upstream }
     var feed: AssignmentFeed
 
     // Servers (RaftService, DecisionLoop, AssignmentService).
@@ -212,6 +217,7 @@ final class ClusterAgent {
         self.isServer = isServer
         self.engine = SimulatedEngine(node: name)
         self.reconciler = Reconciler(node: name)
+        self.subscription = Subscription()
         self.feed = AssignmentFeed(node: name)
     }
 }
@@ -429,7 +435,7 @@ struct ClusterSimulation {
         a.stopping = false
         a.lastRunning = [:]
         if (a.localHealth.last?.value ?? 0) != 0 { a.localHealth.append((now, 0)) }  // a fresh instance
-        a.upstream = nil
+        a.subscription = Subscription(keepalive: options.subscriptionKeepalive, retry: options.subscriptionRetry)
         a.feed = AssignmentFeed(node: a.name)
         let inc = a.incarnation
         if a.isServer {
@@ -767,7 +773,10 @@ struct ClusterSimulation {
         case .subscribe(let node, let after):
             guard a.isServer else { return }
             let leading = measuring(a, .subscription)
-            if a.feed.subscribe(node, after: after) { planApplied(a) }
+            // Answered on its own (AssignmentService.receive): this subscriber's share, if due.
+            if a.feed.subscribe(node, after: after), let due = a.feed.due(for: node, in: a.state) {
+                push(due, from: a, to: node)
+            }
             if leading { probe?.meter.end() }
         case .assignment(let s):
             // Only from the server this agent follows (AssignmentService.receive).
@@ -790,16 +799,19 @@ struct ClusterSimulation {
         }
         let sends = s.feed.planApplied(s.state)
         if let local = sends.local { deliver(local, to: s) }
-        for (peer, assignment) in sends.pushes {
-            // A connection that cannot be made drops the subscriber until it subscribes again.
-            let reachable = net.canReach(s.name, peer)
-            s.feed.pushed(to: peer, index: assignment.planIndex, delivered: reachable)
-            guard reachable else { continue }
-            // A push carries no decision time (AssignmentService.push).
-            var a = assignment
-            a.decidedAtMilliseconds = nil
-            net.send(.assignment(a), from: s.name, to: peer, now: now)
-        }
+        for (peer, assignment) in sends.pushes { push(assignment, from: s, to: peer) }
+    }
+
+    /// AssignmentService.push: a connection that cannot be made drops the subscriber until it
+    /// subscribes again.
+    mutating func push(_ assignment: NodeAssignment, from s: ClusterAgent, to peer: String) {
+        let reachable = net.canReach(s.name, peer)
+        s.feed.pushed(to: peer, index: assignment.planIndex, delivered: reachable)
+        guard reachable else { return }
+        // A push carries no decision time (AssignmentService.push).
+        var a = assignment
+        a.decidedAtMilliseconds = nil
+        net.send(.assignment(a), from: s.name, to: peer, now: now)
     }
 
     /// NodeExecutor.assign.
@@ -877,7 +889,7 @@ struct ClusterSimulation {
             after(options.executorInterval, .executorTick(name, inc))
         case .subscribe(let name, let inc):
             subscribe(agent(name)!)
-            after(options.resubscribeInterval, .subscribe(name, inc))
+            after(options.subscriptionCheck, .subscribe(name, inc))
         case .startPhase(let name, let inc, let token):
             startPhase(agent(name)!, incarnation: inc, token: token)
         case .roundEnd(let name, _, let token):
@@ -988,13 +1000,19 @@ struct ClusterSimulation {
         }
     }
 
+    /// AssignmentService.check: the servers this agent's membership holds alive or suspect, and
+    /// `Subscription` says whether to subscribe now and to whom.
     mutating func subscribe(_ a: ClusterAgent) {
         guard !a.stopping else { return }
-        if a.upstream == nil { a.upstream = serverNames[Int.random(in: 0..<serverNames.count, using: &rng)] }
-        guard let up = a.upstream else { return }
-        // A connection that cannot be made drops the upstream (AssignmentService.subscribe).
+        let view = swim.instance(index[a.name]!)
+        let servers = serverNames.filter { name in
+            guard let m = view?.member(named: name) else { return false }
+            return m.status == .alive || m.status == .suspect
+        }
+        guard let up = a.subscription.check(servers: servers, now: now, pick: { Int.random(in: 0..<$0, using: &rng) }) else { return }
+        // A connection that cannot be made fails the send (AssignmentService.subscribe).
         guard net.canReach(a.name, up) else {
-            a.upstream = nil
+            a.subscription.sendFailed(now: now)
             return
         }
         net.send(.subscribe(node: a.name, after: a.feed.lastIndex), from: a.name, to: up, now: now)
