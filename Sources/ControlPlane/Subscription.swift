@@ -9,6 +9,8 @@
 ///   longer among those it can reach (membership found it dead, or it left);
 /// - at once when its connection to that server was lost: the server may have forgotten it (a
 ///   push that cannot be delivered drops the subscriber; a restarted server knows no one);
+/// - "at once" being never sooner than `retry` after the last subscription: connections that
+///   close again and again (a join storm) must not become a subscription and a dial each time;
 /// - `retry` after a subscription that could not be sent, to a server chosen again;
 /// - every `keepalive` otherwise. That bounds how long a subscription lost without a sign (a
 ///   push lost in flight on a connection that stayed up) goes unnoticed.
@@ -24,6 +26,10 @@ public struct Subscription: Sendable, Equatable {
     public private(set) var upstream: String?
     /// When the next subscription is due.
     public private(set) var due: Duration = .zero
+    /// When the last subscription went out: "at once" means at most one a `retry` after it, so
+    /// that connections closing again and again (a join storm, a flapping link) cannot turn into
+    /// a subscription, and a dial, each time.
+    public private(set) var lastSent: Duration?
 
     public init(keepalive: Duration = .seconds(10), retry: Duration = .seconds(1)) {
         self.keepalive = keepalive
@@ -37,7 +43,7 @@ public struct Subscription: Sendable, Equatable {
     public mutating func check(servers: [String], now: Duration, pick: (Int) -> Int) -> String? {
         if let u = upstream, !servers.contains(u) {
             upstream = nil
-            due = min(due, now)
+            due = soon(now)
         }
         if upstream == nil {
             guard !servers.isEmpty else { return nil }
@@ -47,7 +53,14 @@ public struct Subscription: Sendable, Equatable {
         }
         guard now >= due else { return nil }
         due = now + keepalive
+        lastSent = now
         return upstream
+    }
+
+    /// "At once", but not sooner than a `retry` after the last subscription sent.
+    private func soon(_ now: Duration) -> Duration {
+        let earliest = lastSent.map { $0 + retry } ?? now
+        return max(min(due, now), earliest)
     }
 
     /// The subscription sent at `now` could not be: choose a server again, `retry` from now.
@@ -56,15 +69,23 @@ public struct Subscription: Sendable, Equatable {
         due = now + retry
     }
 
-    /// A connection to `peer` was lost at `now`: if it is the upstream, subscribe again at once.
-    /// Whether it is due now: the caller checks at once when it is.
+    /// A connection to `peer` was lost at `now`: if it is the upstream, subscribe again at once
+    /// (at most one a `retry`). Whether the upstream's was lost: the caller then checks again
+    /// after `wait(now:)`.
     @discardableResult
     public mutating func connectionLost(_ peer: String, now: Duration) -> Bool {
         guard peer == upstream else { return false }
-        due = min(due, now)
+        due = soon(now)
         return true
     }
 
     /// How long from `now` until the next check is due (zero: now).
     public func wait(now: Duration) -> Duration { max(.zero, due - now) }
+
+    /// When to check again, from `now`: nil when only a server appearing can make a subscription
+    /// possible (none is followed and nothing is pending), so that the caller waits for a member
+    /// change instead of checking again and again.
+    public func nextCheck(now: Duration) -> Duration? {
+        upstream == nil && due <= now ? nil : wait(now: now)
+    }
 }

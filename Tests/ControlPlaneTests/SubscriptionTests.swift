@@ -23,6 +23,18 @@ import Testing
         #expect(s.wait(now: .seconds(11)) == .seconds(10))
     }
 
+    @Test func withNoServerKnownTheNextCheckWaitsForAMemberChangeNotForATimer() {
+        var s = Subscription(keepalive: .seconds(10), retry: .seconds(1))
+        let none = s.check(servers: [], now: .seconds(5), pick: Self.first)
+        #expect(none == nil && s.nextCheck(now: .seconds(5)) == nil, "nothing to wait for but a server")
+        let sent = s.check(servers: ["s1"], now: .seconds(6), pick: Self.first)
+        #expect(sent == "s1" && s.nextCheck(now: .seconds(6)) == .seconds(10))
+        s.sendFailed(now: .seconds(6))
+        #expect(s.nextCheck(now: .seconds(6)) == .seconds(1), "the retry is waited for")
+        let gone = s.check(servers: [], now: .seconds(7), pick: Self.first)
+        #expect(gone == nil && s.nextCheck(now: .seconds(7)) == nil)
+    }
+
     @Test func aServerGoneFromMembershipIsReplacedAtOnce() {
         var s = Subscription(keepalive: .seconds(10), retry: .seconds(1))
         let r5 = s.check(servers: ["s1", "s2", "s3"], now: .zero, pick: Self.first)
@@ -49,6 +61,22 @@ import Testing
         #expect(s.wait(now: .seconds(4)) == .zero)
         let r12 = s.check(servers: ["s1", "s2"], now: .seconds(4), pick: Self.last)
         #expect(r12 == "s1", "the same server, which may have forgotten it")
+    }
+
+    @Test func connectionsClosingAgainAndAgainMakeAtMostOneSubscriptionARetry() {
+        var s = Subscription(keepalive: .seconds(10), retry: .seconds(1))
+        let sent = s.check(servers: ["s1"], now: .zero, pick: Self.first)
+        #expect(sent == "s1")
+        s.connectionLost("s1", now: .milliseconds(200))
+        #expect(s.wait(now: .milliseconds(200)) == .milliseconds(800), "not before a retry after the last one sent")
+        let early = s.check(servers: ["s1"], now: .milliseconds(500), pick: Self.first)
+        #expect(early == nil)
+        let due = s.check(servers: ["s1"], now: .seconds(1), pick: Self.first)
+        #expect(due == "s1")
+        s.connectionLost("s1", now: .milliseconds(1100))
+        s.connectionLost("s1", now: .milliseconds(1300))
+        let again = s.check(servers: ["s1"], now: .milliseconds(1300), pick: Self.first)
+        #expect(again == nil && s.wait(now: .milliseconds(1300)) == .milliseconds(700))
     }
 
     @Test func aSubscriptionThatCouldNotBeSentIsRetriedAfterRetryToAServerChosenAgain() {

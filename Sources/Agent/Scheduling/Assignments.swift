@@ -44,6 +44,11 @@ public actor AssignmentService {
     private let wakeupStream: AsyncStream<Void>
     private var loop: Task<Void, Never>?
     private var timer: Task<Void, Never>?
+    /// When the member list was last read, and the wake-up deferred until a `retry` after it:
+    /// a join or a suspicion storm changes members many times a second, and each read builds the
+    /// list on the membership loop, so member changes wake the loop at most once a `retry`.
+    private var lastBookRead: Duration?
+    private var deferredWake: Task<Void, Never>?
 
     public init(
         name: String, raft: RaftService?, transport: PeerTransport, logger: Logger,
@@ -84,18 +89,38 @@ public actor AssignmentService {
         loop = nil
         timer?.cancel()
         timer = nil
+        deferredWake?.cancel()
+        deferredWake = nil
         wakeups.finish()
     }
 
     public var lastPlanIndex: UInt64 { feed.lastIndex }
 
     /// The members changed: the upstream may be gone, or a first server known.
-    public func membersChanged() { wakeups.yield() }
+    public func membersChanged() {
+        let wait = lastBookRead.map { subscription.retry - (clock.now - $0) } ?? .zero
+        guard wait > .zero else {
+            wakeups.yield()
+            return
+        }
+        guard deferredWake == nil else { return }
+        deferredWake = Task { [weak self] in
+            try? await Task.sleep(for: wait)
+            await self?.deferredWakeFired()
+        }
+    }
+
+    private func deferredWakeFired() {
+        deferredWake = nil
+        wakeups.yield()
+    }
 
     /// A connection to `peer` closed: if it is the upstream, subscribe again at once (it may
     /// have forgotten this agent).
     public func peerConnectionLost(_ peer: String) {
-        if subscription.connectionLost(peer, now: clock.now) { wakeups.yield() }
+        // The timer, not a check now: a check reads the member list, and connections may close
+        // many times a second in a storm; the subscription is due at most once a `retry`.
+        if subscription.connectionLost(peer, now: clock.now) { arm(after: subscription.wait(now: clock.now)) }
     }
 
     /// Subscribes if due, then sleeps until the next check is due (or a wake-up comes first).
@@ -107,12 +132,19 @@ public actor AssignmentService {
             arm(after: subscription.keepalive)
             return
         }
+        lastBookRead = clock.now
         let book = await servers()
         let now = clock.now
         if let server = subscription.check(servers: Array(book.keys), now: now, pick: { Int.random(in: 0..<$0, using: &random) }) {
             await subscribe(to: server, at: book[server])
         }
-        arm(after: subscription.wait(now: clock.now))
+        if let wait = subscription.nextCheck(now: clock.now) {
+            arm(after: wait)
+        } else {
+            // No server known: a member change wakes the loop (`membersChanged`).
+            timer?.cancel()
+            timer = nil
+        }
     }
 
     private func arm(after wait: Duration) {
