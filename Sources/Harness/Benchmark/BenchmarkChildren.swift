@@ -20,7 +20,7 @@ public enum BenchmarkChildren {
 
     /// Starts `process` and remembers it.
     static func run(_ process: Process) throws {
-        try process.run()
+        try process.runWithSignalsUnblocked()
         children.withLock { list in
             list.removeAll { !$0.value.isRunning }
             list.append(Held(process))

@@ -142,7 +142,7 @@ public struct DockerBenchmark: Sendable {
 
     private func launch(_ args: [String]) throws -> (Process, Pipe) {
         let (p, pipe) = try prepare(args)
-        try p.run()
+        try p.runWithSignalsUnblocked()
         return (p, pipe)
     }
 
@@ -191,7 +191,7 @@ public struct DockerBenchmark: Sendable {
                 slots.signal()
                 group.leave()
             }
-            do { try process.run() } catch {
+            do { try process.runWithSignalsUnblocked() } catch {
                 slots.signal()
                 group.leave()
                 throw error

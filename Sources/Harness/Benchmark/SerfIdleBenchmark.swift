@@ -135,7 +135,7 @@ public struct SerfIdleBenchmark: Sendable {
         let pipe = Pipe()
         p.standardOutput = pipe
         p.standardError = FileHandle.nullDevice
-        guard (try? p.run()) != nil else { return nil }
+        guard (try? p.runWithSignalsUnblocked()) != nil else { return nil }
         let deadline = Date().addingTimeInterval(5)
         while p.isRunning, Date() < deadline { usleep(10_000) }
         if p.isRunning { kill(p.processIdentifier, SIGKILL) }

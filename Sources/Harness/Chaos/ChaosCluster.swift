@@ -233,7 +233,7 @@ public actor ChaosCluster {
         p.standardOutput = handle
         p.standardError = handle
         p.standardInput = FileHandle.nullDevice
-        try p.run()
+        try p.runWithSignalsUnblocked()
         return p
     }
 
@@ -559,7 +559,7 @@ public struct Shell: Sendable {
         p.standardOutput = out
         p.standardError = out
         p.standardInput = FileHandle.nullDevice
-        try p.run()
+        try p.runWithSignalsUnblocked()
         let data = out.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         let text = String(decoding: data, as: UTF8.self)
