@@ -36,6 +36,15 @@ public struct MembershipConfiguration: Sendable, Hashable {
     /// `probeTimeout`; counted as a failed probe, it started a suspicion storm (docs/membership.md,
     /// "The join storm"). Later probes go over the connection the first one opened.
     public var firstContactAllowance: Duration = .seconds(1)
+    /// While the shell reports the dial a first contact needs as in progress
+    /// (`SWIMInstance.peerDialing`), the probe's direct deadline stands this long after the dial
+    /// began, and once the connection is open (`peerConnected`) it is the usual `probeTimeout`
+    /// from then: the failure detector measures the member, not our own queue of handshakes. The
+    /// agent's dial gives up after its connect timeout and TLS handshake timeout (2 + 5 s) and
+    /// says so (`peerUnreachable`, which asks the relays at once), so this only bounds a dial
+    /// whose end the shell never reports. A member whose process is gone refuses the dial at
+    /// once; one behind a power cut or a partition fails it at the connect timeout.
+    public var dialAllowance: Duration = .seconds(8)
     /// k: relays asked for an indirect probe (SWIM §3.1).
     public var indirectChecks = 3
     /// Lifeguard IV.B: Min = multiplier · max(1, log10 N) · probeInterval.

@@ -383,6 +383,41 @@ public struct SWIMInstance: Sendable {
         return finish(now)
     }
 
+    /// The shell began opening a connection to `address` (TCP and a TLS handshake) for what it
+    /// sends there. A first-contact probe of that member then waits for the dial, up to
+    /// `configuration.dialAllowance`, instead of its fixed `firstContactAllowance`: when a mass
+    /// join starves the cores, handshakes take seconds, and counting them against the member
+    /// suspected members that were fine and fed the starvation with indirect probes and
+    /// refutations (docs/membership.md, "The join storm"). Later probes of the member use the
+    /// connection this one opened, and have no allowance.
+    public mutating func peerDialing(address: String, now: Duration) -> Directives {
+        begin()
+        if var p = probe, p.usualNextProbeAt != nil, !p.indirectSent,
+            let i = index[p.target], members[i].address == address
+        {
+            p.directDeadline = max(p.directDeadline, now + scaled(configuration.probeTimeout) + configuration.dialAllowance)
+            p.roundDeadline = max(p.roundDeadline, now + scaled(configuration.probeInterval) + configuration.dialAllowance)
+            probe = p
+            nextProbeAt = max(nextProbeAt, p.roundDeadline)
+        }
+        return finish(now)
+    }
+
+    /// The dial to `address` completed: a first-contact probe waiting on it now has the usual
+    /// `probeTimeout` from this moment, and the usual round after it.
+    public mutating func peerConnected(address: String, now: Duration) -> Directives {
+        begin()
+        if var p = probe, p.usualNextProbeAt != nil, !p.indirectSent,
+            let i = index[p.target], members[i].address == address
+        {
+            p.directDeadline = min(p.directDeadline, now + scaled(configuration.probeTimeout))
+            p.roundDeadline = min(p.roundDeadline, now + scaled(configuration.probeInterval))
+            probe = p
+            nextProbeAt = min(nextProbeAt, p.roundDeadline)
+        }
+        return finish(now)
+    }
+
     // MARK: Probing (SWIM §3, §4.3; Lifeguard IV.A)
 
     private func scaled(_ d: Duration) -> Duration { d * (localHealth + 1) }
@@ -478,7 +513,13 @@ public struct SWIMInstance: Sendable {
         p.indirectSent = true
         guard let ti = index[p.target] else { return }
         let targetAddress = members[ti].address
-        let relays = randomLiveMembers(configuration.indirectChecks, excluding: p.target)
+        // Relays we already talk to, as for gossip: over TCP + TLS a relay with no open
+        // connection costs a handshake before it can even be asked. When a mass join starves the
+        // cores, first-contact probes fail for want of handshakes, and asking three random relays
+        // (three more handshakes, and their pings to the target three more) fed the starvation
+        // that failed them: 862 of the 2,900 dials of a 50-agent join were ping-reqs
+        // (docs/membership.md, "The join storm"). Any live member is as good a witness.
+        let relays = relayCandidates(configuration.indirectChecks, excluding: p.target, now)
         p.expectedNacks = relays.count
         for r in relays {
             send(
@@ -602,14 +643,17 @@ public struct SWIMInstance: Sendable {
             // dead that answers is a healed partition, as with a redial: a push-pull merges views.
             verifications[a.from] = nil
             if let i = index[a.from], members[i].status == .dead {
-                send(.pushPull(fullState(isReply: false, isJoin: false, certificates: true)), to: members[i].address)
+                send(.pushPull(fullState(isReply: false, isJoin: false, certificates: false)), to: members[i].address)
             }
         } else if let d = redial, d.sequence == a.sequence {
             // A member we declared dead answers: the partition healed. A push-pull merges the
-            // two views; the member refutes its death when it sees it in our state.
+            // two views; the member refutes its death when it sees it in our state. Without
+            // certificates, as any push-pull after a join: what either side lacks it asks for
+            // (`wantRecord`); with them a 50-member state is ~35 KB each way, and redials of the
+            // members a starved mass join declared dead sent them twice a second per member.
             redial = nil
             if let i = index[d.name] {
-                send(.pushPull(fullState(isReply: false, isJoin: false, certificates: true)), to: members[i].address)
+                send(.pushPull(fullState(isReply: false, isJoin: false, certificates: false)), to: members[i].address)
             }
         }
     }
@@ -1070,6 +1114,29 @@ public struct SWIMInstance: Sendable {
             wantsCertificates: certificates, states: states)
     }
 
+    /// Our state for the member that pushed `p`, less what `p` showed it already holds as we do
+    /// (same incarnation, status and record version): merging those would change nothing there.
+    /// memberlist answers with the whole state; during a mass join the seed answers ~10 pulls a
+    /// second from every joiner, and encoding 50 signed records per answer was a quarter of its
+    /// CPU while its probes went unanswered (docs/membership.md, "The join storm"). After the
+    /// first pull a joiner holds nearly everything, and its answers shrink to what is new.
+    private func reply(to p: PushPull) -> PushPull {
+        var held: [String: (UInt64, MemberStatus, UInt64)] = [:]
+        held.reserveCapacity(p.states.count)
+        for s in p.states.prefix(Self.maxHeldStates) {
+            held[s.record.name] = (s.incarnation, s.status, s.record.version)
+        }
+        var full = fullState(isReply: true, isJoin: false, certificates: p.wantsCertificates)
+        full.states.removeAll { s in
+            guard let h = held[s.record.name] else { return false }
+            return h.0 == s.incarnation && h.1 == s.status && h.2 == s.record.version
+        }
+        return full
+    }
+
+    /// Bounds the index `reply(to:)` builds of a push-pull's states (a frame's worth and more).
+    private static let maxHeldStates = 65_536
+
     private mutating func sendJoin() {
         let pp = fullState(isReply: false, isJoin: true, certificates: true)
         for s in joinSeeds { send(.pushPull(pp), to: s) }
@@ -1085,7 +1152,7 @@ public struct SWIMInstance: Sendable {
             mergingJoinReply = false
             // Answer after merging, so the reply already holds what the sender just told us.
             if !p.isReply {
-                send(.pushPull(fullState(isReply: true, isJoin: false, certificates: p.wantsCertificates)), to: p.fromAddress)
+                send(.pushPull(reply(to: p)), to: p.fromAddress)
             }
         }
         for var s in p.states {
@@ -1173,6 +1240,26 @@ public struct SWIMInstance: Sendable {
         if warm.isEmpty { return randomLiveMembers(n, excluding: nil) }
         warm.shuffle(using: &rng)
         return Array(warm.prefix(n))
+    }
+
+    /// Indirect-probe relays: up to `n` distinct live members other than `target`, those heard
+    /// from within `configuration.gossipPeerWindow` first (their connection is open), random
+    /// live members after them.
+    private mutating func relayCandidates(_ n: Int, excluding target: String, _ now: Duration) -> [Int] {
+        var warm: [Int] = []
+        for p in recentPeers where p.name != target && now - p.at <= configuration.gossipPeerWindow {
+            if let i = index[p.name], members[i].status == .alive || members[i].status == .suspect, !warm.contains(i) {
+                warm.append(i)
+            }
+        }
+        warm.shuffle(using: &rng)
+        var picked = Array(warm.prefix(n))
+        if picked.count < n {
+            for i in randomLiveMembers(n, excluding: target) where picked.count < n && !picked.contains(i) {
+                picked.append(i)
+            }
+        }
+        return picked
     }
 
     /// Up to `n` distinct random alive-or-suspect members other than `excluding`.

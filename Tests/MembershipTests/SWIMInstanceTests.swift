@@ -67,6 +67,74 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
         #expect(to == ping.target + ":7480")
     }
 
+    @Test func aFirstContactWhoseDialIsInProgressWaitsForItUpToTheDialAllowance() throws {
+        var h = Harness(members: ["b", "c", "d", "e"], firstContact: true)
+        let c = h.swim.configuration
+        let (to, ping) = try h.probe()
+        let sentAt = h.now
+        h.next = h.swim.peerDialing(address: to, now: sentAt).nextDeadline
+        #expect(h.tick(at: sentAt + c.probeTimeout + c.firstContactAllowance).pingReqs.isEmpty, "the handshake is still running")
+        #expect(h.tick(at: sentAt + c.probeTimeout + c.dialAllowance - .milliseconds(1)).pingReqs.isEmpty)
+        #expect(h.tick(at: sentAt + c.probeTimeout + c.dialAllowance).pingReqs.map(\.req.target) == Array(repeating: ping.target, count: 3))
+    }
+
+    @Test func aFirstContactWhoseDialCompletedHasTheUsualProbeTimeoutFromThen() throws {
+        var h = Harness(members: ["b", "c", "d", "e"], firstContact: true)
+        let c = h.swim.configuration
+        let (to, ping) = try h.probe()
+        let sentAt = h.now
+        _ = h.swim.peerDialing(address: to, now: sentAt)
+        let connectedAt = sentAt + .seconds(3)
+        let d = h.swim.peerConnected(address: to, now: connectedAt)
+        #expect(d.nextDeadline == connectedAt + c.probeTimeout)
+        h.next = d.nextDeadline
+        #expect(h.tick(at: connectedAt + c.probeTimeout - .milliseconds(1)).pingReqs.isEmpty)
+        #expect(h.tick(at: connectedAt + c.probeTimeout).pingReqs.map(\.req.target) == Array(repeating: ping.target, count: 3))
+    }
+
+    @Test func aDialReportDoesNotStretchAProbeOfAMemberAlreadyHeardFromNorOneToAnotherAddress() throws {
+        var h = Harness(members: five)
+        let (to, _) = try h.probe()
+        let sentAt = h.now
+        h.next = h.swim.peerDialing(address: to, now: sentAt).nextDeadline
+        #expect(h.tick(at: sentAt + h.swim.configuration.probeTimeout).pingReqs.count == 3)
+        var first = Harness(members: ["b", "c", "d", "e"], firstContact: true)
+        let c = first.swim.configuration
+        let (firstTo, _) = try first.probe()
+        let firstAt = first.now
+        let other = ["b:7480", "c:7480", "d:7480", "e:7480"].first { $0 != firstTo }!
+        first.next = first.swim.peerDialing(address: other, now: firstAt).nextDeadline
+        #expect(first.tick(at: firstAt + c.probeTimeout + c.firstContactAllowance).pingReqs.count == 3)
+    }
+
+    @Test func indirectProbesAskMembersHeardFromRecentlyBeforeOthers() throws {
+        // Over TCP + TLS a relay we hold no connection to costs a handshake before it can be asked.
+        var h = Harness(members: eight)
+        var heard: [String] = []
+        for _ in 0..<3 {
+            let (_, p) = try h.probe()
+            heard.append(p.target)
+            _ = h.receive(.ack(Ack(sequence: p.sequence, from: p.target)))
+        }
+        let (_, silent) = try h.probe()
+        let reqs = h.tick(at: h.now + h.swim.configuration.probeTimeout).pingReqs
+        #expect(Set(reqs.map { String($0.to.prefix { $0 != ":" }) }) == Set(heard), "not \(silent.target), not the four never heard")
+    }
+
+    @Test func aPushPullIsAnsweredWithoutWhatTheSenderShowedItHoldsAsWeDo() throws {
+        var h = Harness(members: five)
+        let held = ["a", "b", "c"].map { MemberState(incarnation: 0, status: .alive, record: Harness.record($0)) }
+        let stale = MemberState(incarnation: 0, status: .suspect, record: Harness.record("d"))
+        let d = h.receive(.pushPull(PushPull(from: "a", fromAddress: "a:7480", isReply: false, isJoin: false, states: held + [stale])))
+        let reply = try #require(d.pushPulls.first { $0.to == "a:7480" }?.pp)
+        #expect(reply.isReply)
+        let names = Set(reply.states.map(\.record.name))
+        #expect(names.isDisjoint(with: ["a", "b", "c"]), "held as we hold them")
+        #expect(names.isSuperset(of: ["me", "e"]), "unknown to the sender")
+        #expect(h.status("d") == .suspect)
+        #expect(!names.contains("d"), "its suspicion, merged before the answer, is ours too: not news to it")
+    }
+
     @Test func anAckedFirstContactKeepsTheUsualProbeScheduleAndLaterProbesHaveNoAllowance() throws {
         var h = Harness(members: ["b", "c"], firstContact: true)
         let interval = h.swim.configuration.probeInterval
@@ -397,7 +465,7 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
         #expect(!later.pings.isEmpty, "probing starts once the join has settled")
     }
 
-    @Test func aPushPullIsAnsweredWithTheFullState() throws {
+    @Test func aJoinIsAnsweredWithEveryMemberTheJoinerLacks() throws {
         var h = Harness(members: five)
         let d = h.receive(
             .pushPull(
@@ -406,7 +474,7 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
                     states: [MemberState(incarnation: 0, status: .alive, record: Harness.record("z"))])))
         let (to, reply) = try #require(d.pushPulls.first)
         #expect(to == "z:7480" && reply.isReply)
-        #expect(Set(reply.states.map(\.record.name)) == Set(five + ["me", "z"]))
+        #expect(Set(reply.states.map(\.record.name)) == Set(five + ["me"]), "z holds its own record as we now do")
     }
 
     @Test func gracefulLeaveTellsMembersAtOnceAndStopsProbing() {

@@ -31,6 +31,9 @@ public actor MembershipService {
     /// Frames waiting for a dial, per destination address, in order: sends to an address being
     /// dialed queue here and go out together once it connects; later ones find the connection.
     private var pending: [String: [Frame]] = [:]
+    /// Addresses whose dial `send` began during the current `execute`, told to the instance
+    /// after it (at most `maxPendingDials`: a dial begins only below that many in progress).
+    private var dialsBegun: [String] = []
     /// What the service showed when `stop()` ran (nil until then), readable off the loop. This
     /// actor runs on the peer event loop, which the agent shuts down after stopping it; a hop
     /// onto it after that is a job enqueued on a shut-down loop, which NIO drops (its caller
@@ -229,6 +232,11 @@ public actor MembershipService {
         for out in d.messages { send(out) }
         for e in d.events { report(e) }
         if let deadline = d.nextDeadline { schedule(deadline) }
+        // After this input's own effects: a first-contact probe waits for the dials just begun
+        // (SWIMInstance.peerDialing); its answer sends nothing, so this does not recurse.
+        while let address = dialsBegun.popLast() {
+            execute(instance.peerDialing(address: address, now: now))
+        }
     }
 
     private func schedule(_ deadline: Duration) {
@@ -270,6 +278,7 @@ public actor MembershipService {
         }
         guard pending.count < Self.maxPendingDials else { return }
         pending[out.to] = [frame]
+        dialsBegun.append(out.to)
         let transport = self.transport
         let address = out.to
         Task { [weak self] in
@@ -284,6 +293,7 @@ public actor MembershipService {
         guard let frames = pending.removeValue(forKey: address) else { return }
         for f in frames { channel.write(f, promise: nil) }
         channel.flush()
+        execute(instance.peerConnected(address: address, now: now))
     }
 
     private func report(_ event: MembershipEvent) {
