@@ -38,6 +38,12 @@ struct Transport: AsyncParsableCommand {
     @Option(help: "With --flood: attacking tasks, each from its own 127.0.0.x address.") var attackers = 8
     @Flag(help: "Print JSON instead of a table.") var json = false
 
+    func validate() throws {
+        guard (1...TransportBenchmark.maxConcurrency).contains(concurrency) else {
+            throw ValidationError("--concurrency must be 1-\(TransportBenchmark.maxConcurrency), not \(concurrency)")
+        }
+    }
+
     func run() async throws {
         let dir = NSTemporaryDirectory() + "microscale-bench-certs-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: dir) }

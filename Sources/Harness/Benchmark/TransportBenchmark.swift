@@ -33,6 +33,8 @@ public struct TransportBenchmark: Sendable {
 
     public var handshakes = 2000
     public var concurrency = 16
+    /// Dials in flight at most (the listener's per-peer bound is set one above it).
+    public static let maxConcurrency = 1024
     public var frames = 400_000
     public var frameBytes = 1024
     public var members = 50
@@ -70,7 +72,7 @@ public struct TransportBenchmark: Sendable {
         // per peer closed the 5th of 16 in flight ("Already closed"). The benchmark measures
         // handshakes, not that bound, and the per-source bounds stay as the agent has them.
         let server = PeerTransport(
-            group: group, tls: b, options: PeerTransport.Options(maxConnectionsPerPeer: max(4, concurrency + 1)),
+            group: group, tls: b, options: PeerTransport.Options(maxConnectionsPerPeer: max(4, min(concurrency, Self.maxConcurrency) + 1)),
             onFrame: { _, f in
                 received.withLockedValue { $0 += f.payload.readableBytes }
             })
