@@ -102,6 +102,15 @@ public struct MembershipConfiguration: Sendable, Hashable {
     /// push-pull, which merges the two sides. After the window the member is forgotten.
     public var redialInterval: Duration = .milliseconds(500)
     public var redialWindow: Duration = .seconds(300)
+    /// A split that no dead member can heal: every agent restarts during a partition and joins
+    /// only its own side, so after the heal each side knows none of the other, and nobody is
+    /// dead to redial (microscale-sim cluster seeds 1137, 2442, 8600). Every `seedCheckInterval`
+    /// a member pings one join seed it does not know as a live member; a seed that answers with
+    /// a name we do not hold live gets a push-pull, which merges the two views. A seed learned
+    /// to be a live member (by address, or by the name its ack carried: a host name never
+    /// equals a member's address) costs nothing after its first ack. Consul's `retry_join`
+    /// stops at the first success and has this split; serf's snapshot rejoin does too.
+    public var seedCheckInterval: Duration = .seconds(5)
     /// Left members are remembered this long so late gossip about them does not revive them.
     public var leftRetention: Duration = .seconds(60)
     /// A record delta that does not apply triggers a full-record request, at most this often per member.

@@ -45,6 +45,12 @@ public struct SWIMInstance: Sendable {
     private var lastVerified: [String: Duration] = [:]
     private var joinSeeds: [String] = []
     private var nextJoinAt: Duration?
+    /// Join seeds rechecked after the join (`checkSeeds`): the name each seed's last ack carried,
+    /// the check in flight, and when the next one is due.
+    private var seedNames: [String: String] = [:]
+    private var seedCheck: (sequence: UInt64, seed: String)?
+    private var nextSeedCheckAt: Duration?
+    private var seedCursor = 0
     /// Push-pulls still owed soon after joining (see `onPushPull`).
     private var earlyPushPulls = 0
     /// Set while merging a push-pull reply that completes our join or answers one of its early
@@ -166,6 +172,7 @@ public struct SWIMInstance: Sendable {
         joinSeeds = Array(seeds.filter { $0 != address }.prefix(Self.maxJoinSeeds))
         sendJoin()
         nextJoinAt = joinSeeds.isEmpty ? nil : now + configuration.joinRetryInterval
+        nextSeedCheckAt = joinSeeds.isEmpty ? nil : now + configuration.seedCheckInterval
         return finish(now)
     }
 
@@ -274,6 +281,11 @@ public struct SWIMInstance: Sendable {
         if now >= nextRedialAt {
             nextRedialAt = now + configuration.redialInterval
             if count(.dead) > 0 && !isLeaving { redialDead(now) }
+        }
+        if let c = nextSeedCheckAt, now >= c {
+            nextSeedCheckAt = now + configuration.seedCheckInterval
+            // While the join still retries it contacts every seed itself.
+            if nextJoinAt == nil && !isLeaving { checkSeeds() }
         }
         if let j = nextJoinAt, now >= j {
             if liveCount == 0 {
@@ -645,6 +657,14 @@ public struct SWIMInstance: Sendable {
             if let i = index[a.from], members[i].status == .dead {
                 send(.pushPull(fullState(isReply: false, isJoin: false, certificates: false)), to: members[i].address)
             }
+        } else if let c = seedCheck, c.sequence == a.sequence {
+            // A join seed answered. One we do not hold live is on the other side of a split (or
+            // restarted unseen): a push-pull merges the views, as after a redial.
+            seedCheck = nil
+            seedNames[c.seed] = a.from
+            if a.from != name, !isLive(a.from) {
+                send(.pushPull(fullState(isReply: false, isJoin: false, certificates: false)), to: c.seed)
+            }
         } else if let d = redial, d.sequence == a.sequence {
             // A member we declared dead answers: the partition healed. A push-pull merges the
             // two views; the member refutes its death when it sees it in our state. Without
@@ -655,6 +675,40 @@ public struct SWIMInstance: Sendable {
             if let i = index[d.name] {
                 send(.pushPull(fullState(isReply: false, isJoin: false, certificates: false)), to: members[i].address)
             }
+        }
+    }
+
+    private func isLive(_ member: String) -> Bool {
+        guard let i = index[member] else { return false }
+        return members[i].status == .alive || members[i].status == .suspect
+    }
+
+    /// Pings the next join seed that is not a live member we know, with no target name (any
+    /// member answers such a ping, and its ack names it). Seeds in turn, not at random: the
+    /// random source's draws reach the network, and this check must not move a simulation's
+    /// other choices.
+    private mutating func checkSeeds() {
+        guard !joinSeeds.isEmpty else { return }
+        // Built only while some seed is not yet known by name: once each is, a check is a few
+        // dictionary lookups.
+        var liveAddresses: [String: String]? = nil
+        for k in 0..<joinSeeds.count {
+            let seed = joinSeeds[(seedCursor + k) % joinSeeds.count]
+            if let n = seedNames[seed], n == name || isLive(n) { continue }
+            if liveAddresses == nil {
+                var byAddress: [String: String] = [:]
+                for m in members where m.status == .alive || m.status == .suspect { byAddress[m.address] = m.name }
+                liveAddresses = byAddress
+            }
+            if let n = liveAddresses?[seed] {
+                seedNames[seed] = n
+                continue
+            }
+            seedCursor = (seedCursor + k + 1) % joinSeeds.count
+            let seq = nextSequence()
+            seedCheck = (seq, seed)
+            send(.ping(Ping(sequence: seq, from: name, fromAddress: address, target: "")), to: seed)
+            return
         }
     }
 
@@ -1299,6 +1353,7 @@ public struct SWIMInstance: Sendable {
         if liveCount > 0 { consider(nextPushPullAt) }
         if count(.dead) > 0 { consider(nextRedialAt) }
         if let j = nextJoinAt { consider(j) }
+        if let c = nextSeedCheckAt { consider(c) }
         out.nextDeadline = next
         let result = out
         out = Directives()

@@ -488,6 +488,52 @@ private let eight = ["a", "b", "c", "d", "e", "f", "g", "h"]
         #expect(h.runAnswering(until: .seconds(3)).pings.isEmpty)
     }
 
+    @Test func aJoinSeedThatIsNoLiveMemberIsPingedAndAStrangersAnswerStartsAPushPull() throws {
+        // Both sides of a partition restarted and joined only their own side: nobody is dead, so
+        // no redial merges them; the join seed on the other side does (microscale-sim seed 2442).
+        var h = Harness(members: five)
+        h.next = h.swim.join(seeds: ["a:7480", "z:7480"], now: .zero).nextDeadline
+        let interval = h.swim.configuration.seedCheckInterval
+        var checks: [(to: String, ping: Ping)] = []
+        while checks.isEmpty, let n = h.next, n <= interval {
+            let d = h.tick(at: n)
+            checks = d.pings.filter { $0.ping.target.isEmpty }
+            for (_, p) in d.pings where !p.target.isEmpty {
+                _ = h.receive(.ack(Ack(sequence: p.sequence, from: p.target, gossip: [])))
+            }
+        }
+        #expect(checks.map(\.to) == ["z:7480"], "a:7480 is a live member's address; z:7480 is no one we know")
+        let ping = try #require(checks.first?.ping)
+        let d = h.receive(.ack(Ack(sequence: ping.sequence, from: "z", gossip: [])))
+        #expect(d.pushPulls.map(\.to) == ["z:7480"])
+        #expect(d.pushPulls.first?.pp.isJoin == false)
+    }
+
+    @Test func aJoinSeedWhoseAckNamedALiveMemberIsNotPingedAgainUntilThatMemberDies() throws {
+        // A seed given as a host name never equals a member's address; its ack's name does.
+        var h = Harness(members: five)
+        h.next = h.swim.join(seeds: ["seed.example:7480"], now: .zero).nextDeadline
+        let interval = h.swim.configuration.seedCheckInterval
+        func seedChecks(until limit: Duration) -> [Ping] {
+            var found: [Ping] = []
+            while let n = h.next, n <= limit {
+                let d = h.tick(at: n)
+                found += d.pings.filter { $0.to == "seed.example:7480" }.map(\.ping)
+                for (_, p) in d.pings where !p.target.isEmpty {
+                    _ = h.receive(.ack(Ack(sequence: p.sequence, from: p.target, gossip: [])))
+                }
+            }
+            return found
+        }
+        let first = try #require(seedChecks(until: interval).first)
+        #expect(first.target.isEmpty)
+        let d = h.receive(.ack(Ack(sequence: first.sequence, from: "b", gossip: [])))
+        #expect(d.pushPulls.isEmpty, "b is a live member: nothing to merge")
+        #expect(seedChecks(until: interval * 3).isEmpty, "known by name now")
+        _ = h.receive(.gossip(GossipPacket(from: "c", gossip: [.dead(name: "b", incarnation: 0, from: "c")])))
+        #expect(!seedChecks(until: interval * 5).isEmpty, "b is dead: the seed is checked again")
+    }
+
     @Test func aDeadMemberIsRedialedAndItsAnswerStartsAPushPull() throws {
         // memberlist's open problem: a healed partition must merge by itself.
         var h = Harness(members: five)
