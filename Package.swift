@@ -247,7 +247,7 @@ let package = Package(
             ],
             swiftSettings: strict),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "Consensus", "Membership", "Scaling"], swiftSettings: strict),
-        .testTarget(name: "SimulationKitTests", dependencies: ["SimulationKit"], swiftSettings: strict),
+        .testTarget(name: "SimulationKitTests", dependencies: ["SimulationKit", "ControlPlane"], swiftSettings: strict),
         .testTarget(
             name: "HarnessTests",
             dependencies: ["Harness", .product(name: "ArgumentParser", package: "swift-argument-parser")],

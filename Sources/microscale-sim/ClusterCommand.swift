@@ -38,6 +38,12 @@ struct ClusterCommand: ParsableCommand {
     @Flag(help: "Check that an assignment giving a node nothing, decided after the agent started, is carried out within 4 s.")
     var checkEmptyAssignments = false
 
+    @Flag(help: "Records unsigned (the agent signs them): the hostile peer's forged records are then taken, and caught.")
+    var unsignedRecords = false
+
+    @Flag(help: "No disk errors and no hostile peer (the adversary's faults, drawn apart from the others).")
+    var noAdversary = false
+
     @Flag(help: "Print every run, not only the failing ones.")
     var verbose = false
 
@@ -79,7 +85,8 @@ struct ClusterCommand: ParsableCommand {
     var replay: String {
         "microscale-sim cluster --nodes \(nodes) --servers \(servers) --fault-seconds \(faultSeconds)"
             + (broken.map { " --broken \($0)" } ?? "") + (plansWithoutBase ? " --plans-without-base" : "")
-            + (checkEmptyAssignments ? " --check-empty-assignments" : "")
+            + (checkEmptyAssignments ? " --check-empty-assignments" : "") + (unsignedRecords ? " --unsigned-records" : "")
+            + (noAdversary ? " --no-adversary" : "")
     }
 
     func run() throws {
@@ -92,8 +99,10 @@ struct ClusterCommand: ParsableCommand {
         options.broken = broken.flatMap(BrokenRule.init(rawValue:))
         options.plansCarryBase = !plansWithoutBase
         options.checkEmptyAssignments = checkEmptyAssignments
+        options.signedRecords = !unsignedRecords
+        options.adversary = !noAdversary
         var failing: [ClusterSimulationResult] = []
-        var faults: [String: Int] = [:], checks: [String: Int] = [:], violations: [String: Int] = [:]
+        var faults: [String: Int] = [:], checks: [String: Int] = [:], violations: [String: Int] = [:], admission: [String: Int] = [:]
         var runs = 0, elections = 0, plans = 0, refused = 0, started = 0, stopped = 0, operatorActions = 0
         var simulated = 0.0
         let began = ContinuousClock.now
@@ -109,6 +118,7 @@ struct ClusterCommand: ParsableCommand {
             simulated += r.simulatedSeconds
             faults.merge(r.faults, uniquingKeysWith: +)
             checks.merge(r.checks, uniquingKeysWith: +)
+            admission.merge(r.refused, uniquingKeysWith: +)
             for v in r.violations { violations[v.invariant, default: 0] += 1 }
             if !r.violations.isEmpty {
                 failing.append(r)
@@ -135,6 +145,8 @@ struct ClusterCommand: ParsableCommand {
                 var plansWithoutBase: Bool
                 var faults: [String: Int]
                 var invariantChecks: [String: Int]
+                /// Messages the shells' admission refused, by trust rule.
+                var refusedByAdmission: [String: Int]
                 var violations: Int
                 var violationsByInvariant: [String: Int]
                 var failingSeeds: [UInt64]
@@ -150,7 +162,8 @@ struct ClusterCommand: ParsableCommand {
             }
             let s = Summary(
                 runs: runs, nodes: nodes, servers: servers, broken: broken, plansWithoutBase: plansWithoutBase, faults: faults,
-                invariantChecks: checks, violations: failing.reduce(0) { $0 + $1.violations.count }, violationsByInvariant: violations,
+                invariantChecks: checks, refusedByAdmission: admission, violations: failing.reduce(0) { $0 + $1.violations.count },
+                violationsByInvariant: violations,
                 failingSeeds: failing.map(\.seed), failing: failing, elections: elections, plansCommitted: plans, plansRefused: refused,
                 operatorActions: operatorActions, containersStarted: started, containersStopped: stopped, simulatedSeconds: simulated,
                 wallSeconds: wall)
@@ -164,6 +177,7 @@ struct ClusterCommand: ParsableCommand {
             )
             print("  faults: " + faults.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
             print("  invariant checks: " + checks.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+            print("  refused by admission: " + admission.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
             if !violations.isEmpty {
                 print("  violations: " + violations.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
             }

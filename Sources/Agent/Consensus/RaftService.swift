@@ -1,4 +1,5 @@
 import Consensus
+import ControlPlane
 import Foundation
 import Logging
 import SecureTransport
@@ -401,32 +402,28 @@ public actor RaftService {
     /// (the bootstrap voters until a snapshot or a configuration entry says otherwise), speaking
     /// for itself. Anything else is dropped and counted (docs/ARCHITECTURE.md, "Trust").
     public func receive(_ frame: Frame, from peer: AuthenticatedPeer) {
-        guard peer.identity.isServer else {
-            refusals.refuse(.raftNeedsServerCertificate, peer: peer.name, "a raft frame from a client certificate")
+        if let rule = PeerAdmission.raftFrame(peerIsServer: peer.identity.isServer) {
+            refusals.refuse(rule, peer: peer.name, "a raft frame from a client certificate")
             return
         }
         guard node != nil else { return }  // not bootstrapped yet: Raft resends
-        let isMember = node!.configuration.members.contains(peer.name)
         var m: Consensus.Message
         let chunk: RaftCodec.SnapshotChunk?
         do { (m, chunk) = try RaftCodec.decodeChunk(frame) } catch {
             logger.warning("dropping raft frame", metadata: ["peer": "\(peer.name)", "error": "\(error)"])
             return
         }
-        // The certificate is the only identity we trust: a member may not speak for another.
-        guard m.from == peer.name, m.to == name else {
+        // The certificate is the only identity we trust: a member may not speak for another
+        // (`PeerAdmission.raftMessage`).
+        let members = node!.configuration.members
+        switch PeerAdmission.raftMessage(m, peer: peer.name, me: name, members: members) {
+        case nil: break
+        case .raftSenderIsNotThePeer?:
             refusals.refuse(.raftSenderIsNotThePeer, peer: peer.name, "a raft message from \(clipped(m.from)) to \(clipped(m.to))")
             return
-        }
-        // A server outside the configuration this node knows may only lead it: a joining server
-        // knows no configuration until the leader's snapshot, and a follower that has not yet
-        // received the entry adding a server must still follow that server once it leads (it can
-        // lead only with the votes of a quorum that has the entry). Vote requests and the rest
-        // from outside are dropped: a removed server must not disrupt the cluster (thesis §4.2.3).
-        guard isMember || [.append, .heartbeat, .installSnapshot].contains(m.kind) else {
+        case let rule?:
             refusals.refuse(
-                .raftSenderNotInConfiguration, peer: peer.name,
-                "a raft \(m.kind) from a server outside the configuration \(node!.configuration.members.sorted().prefix(16))")
+                rule, peer: peer.name, "a raft \(m.kind) from a server outside the configuration \(members.sorted().prefix(16))")
             return
         }
         if let chunk {

@@ -126,7 +126,7 @@ public actor MembershipService {
             return
         }
         // The transport vouches for the peer's name; a message speaking for another is refused.
-        if let sender = message.sender, sender != peer.name {
+        if !PeerAdmission.membership(sender: message.sender, peer: peer.name), let sender = message.sender {
             logger.warning(
                 "dropping membership message whose sender is not its peer",
                 metadata: ["peer": "\(peer.name)", "claims": "\(sender)"])

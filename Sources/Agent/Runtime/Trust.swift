@@ -1,40 +1,9 @@
+import ControlPlane
 import Foundation
 import Logging
 import Membership
 import SecureTransport
 import Synchronization
-
-/// A rule of the trust model (docs/ARCHITECTURE.md, "Trust") that refused something a peer sent.
-/// The raw value is what the log line and the test name.
-public enum TrustRule: String, Sendable, Hashable, CaseIterable {
-    /// Raft frames come from server certificates only.
-    case raftNeedsServerCertificate = "raft-needs-server-certificate"
-    /// ...and only from a member of this server's Raft configuration.
-    case raftSenderNotInConfiguration = "raft-sender-not-in-configuration"
-    /// ...whose message names itself, and this server, as sender and recipient.
-    case raftSenderIsNotThePeer = "raft-sender-is-not-the-peer"
-    /// A client agent runs no Raft.
-    case raftToClientAgent = "raft-to-client-agent"
-    /// Assignments are pushed by server certificates only...
-    case assignmentNeedsServerCertificate = "assignment-needs-server-certificate"
-    /// ...and only by the server this agent subscribed to (a server reads its own state).
-    case assignmentNotFromSubscribedServer = "assignment-not-from-subscribed-server"
-    /// A node subscribes to assignments for itself only.
-    case subscriptionForAnotherNode = "subscription-for-another-node"
-    /// A client agent serves no forwarded request (it would relay it under its own certificate).
-    case forwardRequestToClientAgent = "forward-request-to-client-agent"
-    /// A write forwarded from a client certificate needs the operator's API token.
-    case forwardedWriteNeedsToken = "forwarded-write-needs-token"
-    /// A forwarded request must be within the bounds of docs/limits.md, field by field.
-    case malformedForwardedRequest = "malformed-forwarded-request"
-    /// A forwarded request in the untyped form of older versions (an HTTP method and path) is
-    /// answered 503 naming the upgrade (docs/ARCHITECTURE.md, "Forwarded API requests").
-    case forwardRequestFromOlderAgent = "forward-request-from-older-agent"
-    /// A forward response is taken only from the peer the request went to, for an id it was sent.
-    case forwardResponseNotAwaited = "forward-response-not-awaited"
-    /// Bootstrap agreement is between server certificates only.
-    case bootstrapNeedsServerCertificate = "bootstrap-needs-server-certificate"
-}
 
 /// At most one `allow` per key per `interval`: what keeps a peer that repeats a refused message
 /// from turning each copy into a log line. Bounded: past `capacity` keys, those whose interval is

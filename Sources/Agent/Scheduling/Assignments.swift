@@ -259,8 +259,8 @@ public actor AssignmentService {
         case .subscribe(let s):
             guard let raft else { return }  // a client agent has nothing to serve
             // A node subscribes for itself only: its certificate names it.
-            guard s.node == peer.name else {
-                refusals.refuse(.subscriptionForAnotherNode, peer: peer.name, "a subscription for \(clipped(s.node))")
+            if let rule = PeerAdmission.subscription(for: s.node, peer: peer.name) {
+                refusals.refuse(rule, peer: peer.name, "a subscription for \(clipped(s.node))")
                 return
             }
             guard feed.subscribe(peer.name, after: s.afterIndex) else { return }
@@ -282,18 +282,16 @@ public actor AssignmentService {
                 subscriberDenied[peer.name] = state.deniedIndex
             }
         case .assignment(let a):
-            // What an agent runs comes from the servers' committed plan, so a push is taken only
-            // from a server certificate, and only from the server this agent subscribed to: any
-            // other (an old upstream's late push included) is dropped; the upstream re-sends
-            // whatever is newer than `feed.lastIndex` on the next subscription. A server agent reads
-            // its own replicated state and subscribes to no one.
-            guard peer.identity.isServer else {
+            // Only from the server this agent subscribed to (`PeerAdmission.assignment`); the
+            // upstream re-sends whatever is newer than `feed.lastIndex` on the next subscription.
+            switch PeerAdmission.assignment(peer: peer.name, peerIsServer: peer.identity.isServer, meIsServer: raft != nil, upstream: upstream) {
+            case nil: break
+            case .assignmentNeedsServerCertificate?:
                 refusals.refuse(.assignmentNeedsServerCertificate, peer: peer.name, "an assignment push from a client certificate")
                 return
-            }
-            guard raft == nil, peer.name == upstream else {
+            case let rule?:
                 refusals.refuse(
-                    .assignmentNotFromSubscribedServer, peer: peer.name,
+                    rule, peer: peer.name,
                     "an assignment push; this agent subscribed to \(raft == nil ? upstream ?? "no server" : "no server (it is one)")")
                 return
             }

@@ -21,6 +21,10 @@ public enum BrokenRule: String, Sendable, Hashable, Codable, CaseIterable {
     /// The leader plans with every member as alive, whatever its SWIM instance says: the work of
     /// a crashed node is never moved (the check of SWIM's detection bound must catch it).
     case ignoresDeadMembers = "ignores-dead-members"
+    /// The Raft shell takes frames from any certificate (`PeerAdmission.raftFrame` skipped): the
+    /// hostile peer's append, sent as itself (a server outside the configuration may lead it),
+    /// reaches `RaftNode` (the check of committed entries must catch it).
+    case trustsClientRaft = "trusts-client-raft"
 }
 
 public struct ClusterSimulationOptions: Sendable, Hashable, Codable {
@@ -69,6 +73,13 @@ public struct ClusterSimulationOptions: Sendable, Hashable, Codable {
     /// the node count. The composition is the same: Raft, the leader's round, the feed, the
     /// executors, SWIM on every agent, and every invariant checked as events happen.
     public var scale = false
+    /// The adversary's faults (disk errors and a hostile peer, docs/simulation.md), drawn from a
+    /// generator of their own so that the other faults of a seed stay where they were. Off in the
+    /// scale mode, which has no faults.
+    public var adversary = true
+    /// Records signed as the agent's are (`SimulatedCertificates`); false runs unsigned, which
+    /// takes the hostile peer's forged records (to show `no-forged-record-taken` can fail).
+    public var signedRecords = true
 
     public init() {}
 }
@@ -99,6 +110,10 @@ public struct ClusterSimulationResult: Sendable, Hashable, Codable {
     public var containersStarted = 0
     public var containersStopped = 0
     public var startFailures = 0
+    /// Messages the shells' admission (`PeerAdmission`) refused, by rule.
+    public var refused: [String: Int] = [:]
+    /// Servers whose Raft stopped on a failed write (disk-error), the agent running on.
+    public var raftStops = 0
     public var simulatedSeconds: Double = 0
 }
 
@@ -113,9 +128,14 @@ public enum ClusterInvariant {
     public static let priorityOneDemand = "priority-1-demand-met"
     public static let unmanagedUntouched = "no-unmanaged-container-touched"
     public static let noTrap = "no-trap"
+    /// No agent's membership view holds a record its owner did not sign (the hostile peer's).
+    public static let noForgedRecordTaken = "no-forged-record-taken"
+    /// Simulated time advances: no core keeps something due at one instant (a livelock, which
+    /// would hang the agent as surely as a trap would end it).
+    public static let timeAdvances = "time-advances"
     public static let all = [
         oneLeaderPerTerm, noCommittedPlanLost, capacity, noWorkOnDeadOrDrained, convergence, emptyAssignmentCarriedOut, priorityOneDemand,
-        unmanagedUntouched, noTrap,
+        unmanagedUntouched, noTrap, noForgedRecordTaken, timeAdvances,
     ]
 }
 
@@ -130,6 +150,8 @@ public enum ClusterFault: String, Sendable, CaseIterable {
         dockerdDown = "dockerd-down"
     case imageMissing = "image-missing"
     case startFailure = "start-failure"
+    case diskError = "disk-error"
+    case hostilePeer = "hostile-peer"
 }
 
 /// Runs one seed. The same seed and options always give the same result.
@@ -161,6 +183,8 @@ final class ClusterAgent {
     var downGraceful = false
     var skewMilliseconds: Int64 = 0
     var freezes = 0
+    /// The server's disk refuses writes (disk-error): its next Raft write fails.
+    var diskFailing = false
     /// Agent-side events that came due while the agent was frozen, run when it thaws.
     var deferred: [ClusterSimulation.Event] = []
 
@@ -250,6 +274,10 @@ struct ClusterSimulation {
         case daemonUp(String, Int)
         case operatorTick
         case checkEmpty(String, Int, planIndex: UInt64, freezes: Int, generation: Int)
+        // The adversary (Adversary.swift).
+        case diskFails
+        case diskRepaired(String, Int)
+        case hostile(until: Duration)
 
         var agent: (String, Int)? {
             switch self {
@@ -297,6 +325,9 @@ struct ClusterSimulation {
     let seed: UInt64
     let options: ClusterSimulationOptions
     var rng: SeededGenerator
+    /// The adversary's own draws (disk errors, the hostile peer): adding them moved no other
+    /// fault of a seed.
+    var adversary: SeededGenerator
     var net: SimulatedNetwork<String, ClusterMessage>
     /// Every agent's SWIM instance, by the agent's position in `agents` (shared with
     /// `MembershipCluster`).
@@ -352,6 +383,13 @@ struct ClusterSimulation {
         bootstrap = Configuration(voters: Set(serverNames))
         swim = SWIMHosts(configuration: Self.membership, addresses: names.map(Self.swimAddress))
         self.rng = rng
+        adversary = SeededGenerator(seed: seed ^ Self.adversarySalt)
+        if !options.scale && options.signedRecords {
+            // Signed as the agent's records are (SimulatedCertificates: the agent's sizes and
+            // verdicts): the hostile peer's forged records must be refused where the agent's are.
+            let names = names
+            swim.authenticator = { SimulatedCertificates(owner: names[$0]) }
+        }
         services = options.scale ? Self.scaleServices(nodes: max(1, options.nodes)) : Self.services
         result = ClusterSimulationResult(seed: seed, nodes: names.count, servers: servers)
         for c in ClusterInvariant.all { result.checks[c] = 0 }
@@ -375,6 +413,7 @@ struct ClusterSimulation {
         if !options.scale {
             schedule(.milliseconds(Int64.random(in: 300...1200, using: &self.rng)), .fault)
             schedule(faultEnd, .endFaults)
+            if options.adversary { scheduleAdversary() }
         }
         schedule(.milliseconds(200), .operatorTick)
     }
@@ -506,10 +545,19 @@ struct ClusterSimulation {
     }
 
     mutating func run() -> ClusterSimulationResult {
+        var stalled = 0
         while now < end && !stopped {
+            let before = now
             step(upTo: end)
             if result.violations.count >= 5 { stopped = true }
+            // A core that always has something due at the same instant would hang its agent.
+            stalled = now == before ? stalled + 1 : 0
+            if stalled >= Self.maxStepsAtOneInstant {
+                violation(ClusterInvariant.timeAdvances, "\(stalled) steps at t=\(fmt(now)) without time advancing")
+                stopped = true
+            }
         }
+        check(ClusterInvariant.timeAdvances)
         if !stopped { finalChecks() }
         return finish()
     }
@@ -524,6 +572,10 @@ struct ClusterSimulation {
     }
 
     /// Advances to the next instant something is due (at most `limit`) and runs everything due then.
+    /// Steps at one simulated instant before `time-advances` is violated (a run of 4 agents has
+    /// a few dozen things due at once at most).
+    static let maxStepsAtOneInstant = 100_000
+
     mutating func step(upTo limit: Duration) {
         var next = limit
         if let t = net.nextDeliveryTime { next = min(next, t) }
@@ -595,6 +647,16 @@ struct ClusterSimulation {
 
     mutating func complete(_ s: ClusterAgent) {
         guard let (rd, _) = s.pending, s.raft != nil else { return }
+        if s.diskFailing, rd.snapshot != nil || !rd.entries.isEmpty || rd.hardState != nil {
+            // RaftService.drain: a write that fails stops Raft on this server before anything
+            // it would have answered goes out (fail-stop); the agent itself runs on.
+            note("\(s.name): the Raft write fails; raft stops on this server")
+            s.raft = nil
+            s.pending = nil
+            result.raftStops += 1
+            raftStopped(s)
+            return
+        }
         s.disk.persist(snapshot: rd.snapshot, entries: rd.entries, hardState: rd.hardState)
         for m in rd.messages { net.send(.raft(m), from: s.name, to: m.to, size: m.approximateSize, now: now) }
         var planChanged = false
@@ -758,20 +820,35 @@ struct ClusterSimulation {
     // MARK: Messages
 
     mutating func receive(_ e: SimulatedNetwork<String, ClusterMessage>.Envelope) {
-        guard let a = agent(e.to), a.up else { return }
-        switch e.message {
+        receive(e.message, from: e.from, to: e.to)
+    }
+
+    /// A message from `peer` (the name its certificate vouches for; a server certificate if it is
+    /// one of the servers), admitted or refused by the shells' own rules (`PeerAdmission`) before
+    /// any core sees it, as RaftService, AssignmentService and MembershipService do.
+    mutating func receive(_ message: ClusterMessage, from peer: String, to recipient: String) {
+        guard let a = agent(recipient), a.up else { return }
+        let peerIsServer = serverNames.contains(peer)
+        switch message {
         case .raft(let m):
-            guard a.raft != nil else { return }
+            guard a.isServer else { return }
+            if options.broken != .trustsClientRaft, let rule = PeerAdmission.raftFrame(peerIsServer: peerIsServer) {
+                return refuse(rule)
+            }
+            guard let members = a.raft?.configuration.members else { return }
+            if let rule = PeerAdmission.raftMessage(m, peer: peer, me: a.name, members: members) { return refuse(rule) }
             let leading = measuring(a, .raft)
             tick(a)
             a.raft!.step(m)
             pump(a)
             if leading { probe?.meter.end() }
         case .swim(let m):
+            guard PeerAdmission.membership(sender: m.senderName, peer: peer) else { return }
             carryOut(a, swim.receive(index[a.name]!, m, now: now))
             probe?.observeSWIM(index[a.name]!, swim, now: now)
         case .subscribe(let node, let after):
             guard a.isServer else { return }
+            if let rule = PeerAdmission.subscription(for: node, peer: peer) { return refuse(rule) }
             let leading = measuring(a, .subscription)
             // Answered on its own (AssignmentService.receive): this subscriber's share, if due.
             if a.feed.subscribe(node, after: after), let due = a.feed.due(for: node, in: a.state) {
@@ -780,11 +857,16 @@ struct ClusterSimulation {
             if leading { probe?.meter.end() }
         case .assignment(let s):
             // Only from the server this agent follows (AssignmentService.receive).
-            guard !a.isServer, !a.stopping, e.from == a.upstream, a.feed.wants(planIndex: s.planIndex, for: a.name) else { return }
+            if let rule = PeerAdmission.assignment(peer: peer, peerIsServer: peerIsServer, meIsServer: a.isServer, upstream: a.upstream) {
+                return refuse(rule)
+            }
+            guard !a.stopping, a.feed.wants(planIndex: s.planIndex, for: a.name) else { return }
             a.feed.took(s.planIndex)
             deliver(s, to: a)
         }
     }
+
+    mutating func refuse(_ rule: TrustRule) { result.refused[rule.rawValue, default: 0] += 1 }
 
     /// AssignmentService.planApplied, on the agent's own `AssignmentFeed`: a server's own agent
     /// reads the state; subscribers holding an older plan get a push.
@@ -956,6 +1038,14 @@ struct ClusterSimulation {
             operatorTick()
         case .checkEmpty(let name, let inc, let planIndex, let freezes, let generation):
             checkEmpty(name, incarnation: inc, planIndex: planIndex, freezes: freezes, generation: generation)
+        case .diskFails:
+            diskFails()
+        case .diskRepaired(let name, let inc):
+            diskRepaired(name, incarnation: inc)
+        case .hostile(let until):
+            hostileMessage()
+            let next = now + .milliseconds(Int64.random(in: 20...150, using: &adversary))
+            if next < min(until, faultEnd) { schedule(next, .hostile(until: until)) }
         }
     }
 
@@ -1318,6 +1408,11 @@ struct ClusterSimulation {
         lossEpoch += 1
         for a in agents {
             if !a.engine.up { a.engine.daemonUp() }
+            if a.isServer, a.diskFailing || (a.up && a.raft == nil) {
+                // The operator replaces the disk and restarts the agent (its Raft stopped).
+                a.diskFailing = false
+                if a.up { crash(a, graceful: false) }
+            }
             if !a.up { start(a) } else if a.frozen { thaw(a) }
         }
         note("faults end")

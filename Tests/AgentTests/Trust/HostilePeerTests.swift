@@ -1,4 +1,5 @@
 import Consensus
+import ControlPlane
 import Foundation
 import Logging
 import Membership
