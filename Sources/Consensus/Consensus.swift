@@ -136,7 +136,7 @@ public enum Role: String, Sendable, Hashable, Codable {
 
 /// One RPC of Raft Figure 2 and its extensions, as one flat struct (as etcd's raftpb.Message):
 /// fields a kind does not use stay at their defaults.
-public struct Message: Sendable, Hashable {
+public struct RaftMessage: Sendable, Hashable {
     public enum Kind: UInt8, Sendable, Hashable {
         case preVote, preVoteResponse  // thesis §9.6
         case vote, voteResponse  // RequestVote, Raft §5.2
@@ -197,7 +197,7 @@ public struct Ready: Sendable {
     public var hardState: HardState?
     public var snapshot: Snapshot?
     public var entries: [Entry] = []
-    public var messages: [Message] = []
+    public var messages: [RaftMessage] = []
     public var committedEntries: [Entry] = []
     public var readStates: [ReadState] = []
     /// Set when the role or the known leader changed, for the shell's logs and metrics.

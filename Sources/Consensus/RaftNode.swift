@@ -37,7 +37,7 @@ public struct RaftNode: Sendable {
     private var installedSnapshot: Snapshot?
     private var lastHardState: HardState
     private var lastSoftState: SoftState
-    private var outbox: [Message] = []
+    private var outbox: [RaftMessage] = []
     private var readStates: [ReadState] = []
 
     // Timers (Raft §5.2), in Durations so that the election timeout is randomized finely:
@@ -302,9 +302,9 @@ public struct RaftNode: Sendable {
         tallyVotes()
     }
 
-    private mutating func requestVotes(kind: Message.Kind, term: UInt64, transfer: Bool) {
+    private mutating func requestVotes(kind: RaftMessage.Kind, term: UInt64, transfer: Bool) {
         for peer in configuration.voters.sorted() where peer != id {
-            var m = Message(kind: kind, from: id, to: peer, term: term)
+            var m = RaftMessage(kind: kind, from: id, to: peer, term: term)
             m.index = lastIndex
             m.logTerm = lastTerm
             m.transfer = transfer
@@ -407,7 +407,7 @@ public struct RaftNode: Sendable {
         leadTransferee = target
         electionElapsed = .zero
         if progress[target]?.match == lastIndex {
-            outbox.append(Message(kind: .timeoutNow, from: id, to: target, term: term))
+            outbox.append(RaftMessage(kind: .timeoutNow, from: id, to: target, term: term))
         } else {
             sendAppend(to: target, sendIfEmpty: true)
         }
@@ -420,7 +420,7 @@ public struct RaftNode: Sendable {
         if role == .leader {
             try leaderRead(requester: id, context: context)
         } else if let l = leader {
-            var m = Message(kind: .readIndex, from: id, to: l, term: term)
+            var m = RaftMessage(kind: .readIndex, from: id, to: l, term: term)
             m.context = context
             outbox.append(m)
         } else {
@@ -454,7 +454,7 @@ public struct RaftNode: Sendable {
         if requester == id {
             readStates.append(ReadState(index: index, context: context))
         } else {
-            var m = Message(kind: .readIndexResponse, from: id, to: requester, term: term)
+            var m = RaftMessage(kind: .readIndexResponse, from: id, to: requester, term: term)
             m.index = index
             m.context = context
             outbox.append(m)
@@ -475,7 +475,7 @@ public struct RaftNode: Sendable {
 
     // MARK: Messages
 
-    public mutating func step(_ m: Message) {
+    public mutating func step(_ m: RaftMessage) {
         // Counters from a peer are checked before anything uses them, so that no arithmetic on
         // them can trap (a committed value from a peer must never stop a server).
         guard isSane(m) else { return }
@@ -497,9 +497,9 @@ public struct RaftNode: Sendable {
             if (config.checkQuorum || config.preVote) && (m.kind == .append || m.kind == .heartbeat) {
                 // A stale leader (say, back from a partition) learns the newer term and steps
                 // down; without this, with pre-vote, it could go on forever (etcd-raft #8501).
-                outbox.append(Message(kind: .appendResponse, from: id, to: m.from, term: term))
+                outbox.append(RaftMessage(kind: .appendResponse, from: id, to: m.from, term: term))
             } else if m.kind == .preVote {
-                var r = Message(kind: .preVoteResponse, from: id, to: m.from, term: term)
+                var r = RaftMessage(kind: .preVoteResponse, from: id, to: m.from, term: term)
                 r.reject = true
                 outbox.append(r)
             }
@@ -546,7 +546,7 @@ public struct RaftNode: Sendable {
     /// A message a correct server could have sent: its term within `maxTermJump` of ours, and
     /// its indexes such that `index + entries.count` and the entries' own indexes line up without
     /// overflow. Anything else is dropped, as a lost message would be.
-    func isSane(_ m: Message) -> Bool {
+    func isSane(_ m: RaftMessage) -> Bool {
         guard Limits.isSaneJump(m.term, from: term, limit: config.maxTermJump) else { return false }
         guard m.term < .max, m.index < .max - UInt64(m.entries.count), m.rejectHint < .max, m.commit < .max else { return false }
         for (k, e) in m.entries.enumerated() where e.index != m.index + 1 + UInt64(k) || e.term > m.term {
@@ -556,27 +556,27 @@ public struct RaftNode: Sendable {
         return true
     }
 
-    private mutating func handleVoteRequest(_ m: Message) {
+    private mutating func handleVoteRequest(_ m: RaftMessage) {
         // Raft §5.2: one vote per term (a repeat request from the same candidate is granted
         // again); a pre-vote for a future term promises nothing, so it may be granted freely.
         let canVote = vote == m.from || (vote == nil && leader == nil) || (m.kind == .preVote && m.term > term)
         // Raft §5.4.1: only for a candidate whose log is at least as up to date.
         let upToDate = m.logTerm > lastTerm || (m.logTerm == lastTerm && m.index >= lastIndex)
-        let kind: Message.Kind = m.kind == .vote ? .voteResponse : .preVoteResponse
+        let kind: RaftMessage.Kind = m.kind == .vote ? .voteResponse : .preVoteResponse
         if canVote && upToDate {
-            outbox.append(Message(kind: kind, from: id, to: m.from, term: m.term))
+            outbox.append(RaftMessage(kind: kind, from: id, to: m.from, term: m.term))
             if m.kind == .vote {
                 vote = m.from
                 electionElapsed = .zero
             }
         } else {
-            var r = Message(kind: kind, from: id, to: m.from, term: term)
+            var r = RaftMessage(kind: kind, from: id, to: m.from, term: term)
             r.reject = true
             outbox.append(r)
         }
     }
 
-    private mutating func handleAppend(_ m: Message) {
+    private mutating func handleAppend(_ m: RaftMessage) {
         // A server that has never known a configuration (it joined empty and has had no
         // snapshot) cannot tell what the configuration was before entries that start at index
         // 1; it waits for a snapshot rather than build one on nothing. No answer: the leader's
@@ -584,7 +584,7 @@ public struct RaftNode: Sendable {
         // compacted and sends the snapshot. (Entries after index 1 fail the consistency check
         // below as usual, and the rejection walks the leader back to its snapshot.)
         if m.index == 0, snapshot.index == 0, configuration.members.isEmpty, !m.entries.isEmpty { return }
-        var r = Message(kind: .appendResponse, from: id, to: m.from, term: term)
+        var r = RaftMessage(kind: .appendResponse, from: id, to: m.from, term: term)
         if m.index < commit {
             // Already committed here; say so, so the leader skips ahead.
             r.index = commit
@@ -627,17 +627,17 @@ public struct RaftNode: Sendable {
         outbox.append(r)
     }
 
-    private mutating func handleHeartbeat(_ m: Message) {
+    private mutating func handleHeartbeat(_ m: RaftMessage) {
         // The leader sends min(match, commit), so this is within what we agreed on with it.
         commit = max(commit, min(m.commit, lastIndex))
-        var r = Message(kind: .heartbeatResponse, from: id, to: m.from, term: term)
+        var r = RaftMessage(kind: .heartbeatResponse, from: id, to: m.from, term: term)
         r.readRound = m.readRound
         outbox.append(r)
     }
 
-    private mutating func handleSnapshot(_ m: Message) {
+    private mutating func handleSnapshot(_ m: RaftMessage) {
         guard let s = m.snapshot else { return }
-        var r = Message(kind: .appendResponse, from: id, to: m.from, term: term)
+        var r = RaftMessage(kind: .appendResponse, from: id, to: m.from, term: term)
         if s.index <= commit {
             r.index = commit
         } else if term(at: s.index) == s.term {
@@ -660,7 +660,7 @@ public struct RaftNode: Sendable {
         outbox.append(r)
     }
 
-    private mutating func handleAppendResponse(_ m: Message) {
+    private mutating func handleAppendResponse(_ m: RaftMessage) {
         // A follower cannot have matched (or been sent) more than the leader has.
         guard m.index <= lastIndex, var pr = progress[m.from] else { return }
         pr.recentActive = true
@@ -690,7 +690,7 @@ public struct RaftNode: Sendable {
             // Keep the pipe full while more entries wait.
             sendAppend(to: m.from, sendIfEmpty: false)
             if m.from == leadTransferee, progress[m.from]?.match == lastIndex {
-                outbox.append(Message(kind: .timeoutNow, from: id, to: m.from, term: term))
+                outbox.append(RaftMessage(kind: .timeoutNow, from: id, to: m.from, term: term))
             }
         } else {
             if pr.state == .snapshot && pr.match >= pr.pendingSnapshot { pr.becomeProbe() }
@@ -698,7 +698,7 @@ public struct RaftNode: Sendable {
         }
     }
 
-    private mutating func handleHeartbeatResponse(_ m: Message) {
+    private mutating func handleHeartbeatResponse(_ m: RaftMessage) {
         guard var pr = progress[m.from] else { return }
         pr.recentActive = true
         pr.probeSent = false
@@ -765,14 +765,14 @@ public struct RaftNode: Sendable {
             // Raft §7: the entries this follower needs are compacted; send the snapshot.
             pr.becomeSnapshot(snapshot.index)
             progress[peer] = pr
-            var m = Message(kind: .installSnapshot, from: id, to: peer, term: term)
+            var m = RaftMessage(kind: .installSnapshot, from: id, to: peer, term: term)
             m.snapshot = snapshot
             outbox.append(m)
             return
         }
         let ents = entries(from: pr.next, maxCount: config.maxEntriesPerMessage, maxBytes: config.maxBytesPerMessage)
         if ents.isEmpty && !sendIfEmpty { return }
-        var m = Message(kind: .append, from: id, to: peer, term: term)
+        var m = RaftMessage(kind: .append, from: id, to: peer, term: term)
         m.index = prevIndex
         m.logTerm = prevTerm
         m.entries = ents
@@ -844,7 +844,7 @@ public struct RaftNode: Sendable {
         }
         if needsHeartbeat {
             for p in peers {
-                var m = Message(kind: .heartbeat, from: id, to: p, term: term)
+                var m = RaftMessage(kind: .heartbeat, from: id, to: p, term: term)
                 m.commit = min(progress[p]?.match ?? 0, commit)
                 m.readRound = readRound
                 outbox.append(m)

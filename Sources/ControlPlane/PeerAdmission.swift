@@ -50,7 +50,7 @@ public enum PeerAdmission {
     /// entry adding a server must still follow that server once it leads (it can lead only with
     /// the votes of a quorum that has the entry). Vote requests and the rest from outside are
     /// dropped: a removed server must not disrupt the cluster (thesis §4.2.3).
-    public static func raftMessage(_ m: Consensus.Message, peer: String, me: String, members: Set<String>) -> TrustRule? {
+    public static func raftMessage(_ m: RaftMessage, peer: String, me: String, members: Set<String>) -> TrustRule? {
         guard m.from == peer, m.to == me else { return .raftSenderIsNotThePeer }
         guard members.contains(peer) || m.kind == .append || m.kind == .heartbeat || m.kind == .installSnapshot else {
             return .raftSenderNotInConfiguration

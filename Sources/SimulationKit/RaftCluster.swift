@@ -69,7 +69,7 @@ struct RaftSimulation {
     let seed: UInt64
     let options: RaftSimulationOptions
     var rng: SeededGenerator
-    var net: SimulatedNetwork<NodeID, Message>
+    var net: SimulatedNetwork<NodeID, RaftMessage>
     var now: Duration = .zero
     var servers: [SimServer]
     var bootstrap: Configuration

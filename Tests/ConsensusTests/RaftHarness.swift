@@ -10,7 +10,7 @@ struct RaftHarness {
     var applied: [NodeID: [Entry]] = [:]
     var reads: [NodeID: [ReadState]] = [:]
     var isolated: Set<NodeID> = []
-    var queue: [Message] = []
+    var queue: [RaftMessage] = []
     let electionTimeout: Duration = .milliseconds(300)
 
     static func config(_ id: NodeID, preVote: Bool = true) -> RaftConfig {

@@ -15,7 +15,7 @@ import Testing
     @Test func aHeartbeatAtTermTwoToTheSixtyFourMinusOneIsDroppedAndTheTermKept() {
         var n = follower()
         let term = n.term
-        var m = Message(kind: .heartbeat, from: "a", to: "b", term: .max)
+        var m = RaftMessage(kind: .heartbeat, from: "a", to: "b", term: .max)
         m.commit = 1
         n.step(m)
         #expect(n.term == term)
@@ -28,21 +28,21 @@ import Testing
     @Test func aTermWithinTheJumpIsAdopted() {
         var n = follower()
         let term = n.term
-        n.step(Message(kind: .heartbeat, from: "a", to: "b", term: term + Limits.maxTermJump))
+        n.step(RaftMessage(kind: .heartbeat, from: "a", to: "b", term: term + Limits.maxTermJump))
         #expect(n.term == term + Limits.maxTermJump)
-        n.step(Message(kind: .heartbeat, from: "a", to: "b", term: n.term + Limits.maxTermJump + 1))
+        n.step(RaftMessage(kind: .heartbeat, from: "a", to: "b", term: n.term + Limits.maxTermJump + 1))
         #expect(n.term == term + Limits.maxTermJump)
     }
 
     @Test func anAppendWhoseIndexesWouldOverflowIsDropped() {
         var n = follower()
         let last = n.lastIndex
-        var m = Message(kind: .append, from: "a", to: "b", term: n.term)
+        var m = RaftMessage(kind: .append, from: "a", to: "b", term: n.term)
         m.index = .max - 1
         m.entries = [Entry(term: n.term, index: .max), Entry(term: n.term, index: 0)]
         n.step(m)
         #expect(n.lastIndex == last)
-        var gap = Message(kind: .append, from: "a", to: "b", term: n.term)
+        var gap = RaftMessage(kind: .append, from: "a", to: "b", term: n.term)
         gap.index = last
         gap.logTerm = n.lastTerm
         gap.entries = [Entry(term: n.term, index: last + 5)]
@@ -54,7 +54,7 @@ import Testing
         var h = RaftHarness(voters: ["a", "b", "c"])
         h.expireElectionTimeout("a")
         let commit = h.nodes["a"]!.commit
-        var m = Message(kind: .appendResponse, from: "b", to: "a", term: h.nodes["a"]!.term)
+        var m = RaftMessage(kind: .appendResponse, from: "b", to: "a", term: h.nodes["a"]!.term)
         m.index = .max
         h.nodes["a"]!.step(m)
         m.index = .max - 1

@@ -27,7 +27,7 @@ import Testing
         var n = RaftNode(
             config: RaftHarness.config("c", preVote: false),
             bootstrap: Configuration(voters: ["a", "b", "c"]), seed: 1)
-        var req = Message(kind: .vote, from: "a", to: "c", term: 5)
+        var req = RaftMessage(kind: .vote, from: "a", to: "c", term: 5)
         n.step(req)
         req.from = "b"
         n.step(req)
@@ -47,7 +47,7 @@ import Testing
             config: RaftHarness.config("c", preVote: false),
             bootstrap: Configuration(voters: ["a", "b", "c"]),
             recovered: RecoveredState(hardState: HardState(term: 3), entries: entries([1, 3])), seed: 1)
-        var req = Message(kind: .vote, from: "a", to: "c", term: 4)
+        var req = RaftMessage(kind: .vote, from: "a", to: "c", term: 4)
         req.index = 5
         req.logTerm = 2  // longer log, older last term
         n.step(req)
@@ -166,19 +166,19 @@ import Testing
         n.tick(by: .seconds(1))
         #expect(n.role == .candidate)
         #expect(n.term == 4)
-        for v in ["s2", "s3"] { n.step(Message(kind: .voteResponse, from: v, to: "s1", term: 4)) }
+        for v in ["s2", "s3"] { n.step(RaftMessage(kind: .voteResponse, from: v, to: "s1", term: 4)) }
         #expect(n.role == .leader)
         #expect(n.lastIndex == 3)  // the no-op of term 4
         n.advance(n.ready())
         // s2 and s3 now hold index 2 (term 2): a majority with s1, yet it must not commit.
         for f in ["s2", "s3"] {
-            var ack = Message(kind: .appendResponse, from: f, to: "s1", term: 4)
+            var ack = RaftMessage(kind: .appendResponse, from: f, to: "s1", term: 4)
             ack.index = 2
             n.step(ack)
         }
         #expect(n.commit < 2)
         for f in ["s2", "s3"] {
-            var ack = Message(kind: .appendResponse, from: f, to: "s1", term: 4)
+            var ack = RaftMessage(kind: .appendResponse, from: f, to: "s1", term: 4)
             ack.index = 3
             n.step(ack)
         }

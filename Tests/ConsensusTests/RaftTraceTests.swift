@@ -34,7 +34,7 @@ struct RaftTrace {
     var seeds: [NodeID: UInt64] = [:]
     var crashed: Set<NodeID> = []
     var isolated: Set<NodeID> = []
-    var queue: [Message] = []
+    var queue: [RaftMessage] = []
     var electionTimeout: Duration { RaftConfig(id: "").electionTimeout }
     var heartbeat: Duration { RaftConfig(id: "").heartbeatInterval }
 
@@ -140,7 +140,7 @@ struct RaftTrace {
             else {
                 return "usage: forge TO kind=K from=F term=T"
             }
-            var m = Message(kind: kind, from: from, to: to, term: term)
+            var m = RaftMessage(kind: kind, from: from, to: to, term: term)
             m.index = c.keyed["index"].flatMap { UInt64($0) } ?? 0
             m.logTerm = c.keyed["logterm"].flatMap { UInt64($0) } ?? 0
             m.commit = c.keyed["commit"].flatMap { UInt64($0) } ?? 0
@@ -243,7 +243,7 @@ struct RaftTrace {
         return "\(e.index)/\(e.term) \(e.kind == .configuration ? "conf" : "normal") \"\(data)\""
     }
 
-    func render(_ m: Message) -> String {
+    func render(_ m: RaftMessage) -> String {
         var s = "\(m.from)->\(m.to) \(m.kind) term=\(m.term)"
         switch m.kind {
         case .vote, .preVote, .append: s += " log=\(m.index)/\(m.logTerm)"
@@ -262,7 +262,7 @@ struct RaftTrace {
         return s
     }
 
-    static let kinds: [String: Message.Kind] = [
+    static let kinds: [String: RaftMessage.Kind] = [
         "preVote": .preVote, "preVoteResponse": .preVoteResponse, "vote": .vote, "voteResponse": .voteResponse,
         "append": .append, "appendResponse": .appendResponse, "heartbeat": .heartbeat,
         "heartbeatResponse": .heartbeatResponse, "timeoutNow": .timeoutNow, "readIndex": .readIndex,

@@ -5,11 +5,11 @@ import Wire
 /// Raft messages on the wire (proto/raft.proto), in frames of kind `.raft`. The pure core has its own
 /// types; this is the only place that knows both.
 public enum RaftCodec {
-    public static func frame(_ m: Consensus.Message) throws -> Frame {
+    public static func frame(_ m: RaftMessage) throws -> Frame {
         try Frame(kind: .raft, message: encode(m))
     }
 
-    public static func decode(_ frame: Frame) throws -> Consensus.Message {
+    public static func decode(_ frame: Frame) throws -> RaftMessage {
         try decode(frame.decode(Microscale_Raft_Message.self))
     }
 
@@ -24,7 +24,7 @@ public enum RaftCodec {
 
     /// The frames that carry `m`: one, or an InstallSnapshot whose state is larger than a frame in
     /// chunks of `chunkBytes`, in order, each with the message's header and snapshot metadata.
-    public static func frames(_ m: Consensus.Message, chunkBytes: Int = snapshotChunkBytes) throws -> [Frame] {
+    public static func frames(_ m: RaftMessage, chunkBytes: Int = snapshotChunkBytes) throws -> [Frame] {
         guard m.kind == .installSnapshot, let s = m.snapshot, s.data.count > chunkBytes else { return [try frame(m)] }
         var header = m
         header.snapshot?.data = []
@@ -44,7 +44,7 @@ public enum RaftCodec {
     }
 
     /// A message, and where its snapshot data sits when it is one chunk of a larger snapshot.
-    public static func decodeChunk(_ frame: Frame) throws -> (Consensus.Message, SnapshotChunk?) {
+    public static func decodeChunk(_ frame: Frame) throws -> (RaftMessage, SnapshotChunk?) {
         let p = try frame.decode(Microscale_Raft_Message.self)
         let m = try decode(p)
         guard p.snapshotSize > 0 || p.snapshotOffset > 0 else { return (m, nil) }
@@ -57,7 +57,7 @@ public enum RaftCodec {
         return (m, SnapshotChunk(offset: Int(p.snapshotOffset), size: Int(p.snapshotSize)))
     }
 
-    static let kinds: [(Consensus.Message.Kind, Microscale_Raft_MessageType)] = [
+    static let kinds: [(RaftMessage.Kind, Microscale_Raft_MessageType)] = [
         (.append, .msgAppend), (.appendResponse, .msgAppendResponse), (.vote, .msgVote),
         (.voteResponse, .msgVoteResponse), (.preVote, .msgPreVote), (.preVoteResponse, .msgPreVoteResponse),
         (.heartbeat, .msgHeartbeat), (.heartbeatResponse, .msgHeartbeatResponse),
@@ -65,7 +65,7 @@ public enum RaftCodec {
         (.readIndexResponse, .msgReadIndexResponse),
     ]
 
-    public static func encode(_ m: Consensus.Message) -> Microscale_Raft_Message {
+    public static func encode(_ m: RaftMessage) -> Microscale_Raft_Message {
         var p = Microscale_Raft_Message()
         p.type = kinds.first { $0.0 == m.kind }!.1
         p.from = m.from
@@ -84,11 +84,11 @@ public enum RaftCodec {
         return p
     }
 
-    public static func decode(_ p: Microscale_Raft_Message) throws -> Consensus.Message {
+    public static func decode(_ p: Microscale_Raft_Message) throws -> RaftMessage {
         guard let kind = kinds.first(where: { $0.1 == p.type })?.0 else {
             throw WireDecodingError(kind: .raft, message: "raft message", underlying: "unknown type \(p.type.rawValue)")
         }
-        var m = Consensus.Message(kind: kind, from: p.from, to: p.to, term: p.term)
+        var m = RaftMessage(kind: kind, from: p.from, to: p.to, term: p.term)
         m.logTerm = p.logTerm
         m.index = p.index
         m.entries = try p.entries.map(decode)

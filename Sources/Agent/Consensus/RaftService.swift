@@ -407,7 +407,7 @@ public actor RaftService {
             return
         }
         guard node != nil else { return }  // not bootstrapped yet: Raft resends
-        var m: Consensus.Message
+        var m: RaftMessage
         let chunk: RaftCodec.SnapshotChunk?
         do { (m, chunk) = try RaftCodec.decodeChunk(frame) } catch {
             logger.warning("dropping raft frame", metadata: ["peer": "\(peer.name)", "error": "\(error)"])
@@ -806,7 +806,7 @@ public actor RaftService {
         }
     }
 
-    private func send(_ m: Consensus.Message) {
+    private func send(_ m: RaftMessage) {
         guard let to = addresses[m.to] else { return }  // not alive in membership: Raft retries
         let frames: [Frame]
         do { frames = try RaftCodec.frames(m) } catch {

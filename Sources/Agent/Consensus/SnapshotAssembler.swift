@@ -36,7 +36,7 @@ struct SnapshotAssembler {
 
     /// Adds one chunk; returns the whole message once its last chunk is in, nil while more are
     /// expected, and throws (dropping what was assembled from that peer) on a chunk that does not fit.
-    mutating func add(_ m: Message, chunk: RaftCodec.SnapshotChunk) throws(Refusal) -> Message? {
+    mutating func add(_ m: RaftMessage, chunk: RaftCodec.SnapshotChunk) throws(Refusal) -> RaftMessage? {
         guard let s = m.snapshot else { return nil }
         guard chunk.size <= Self.maxBytes else {
             partial[m.from] = nil

@@ -78,7 +78,7 @@ extension ClusterSimulation {
         case 0:
             // A vote request in a server's name, far ahead of every term.
             guard target.isServer, let r = target.raft else { return }
-            var m = Consensus.Message(kind: .vote, from: victim.name, to: target.name, term: r.term + 100)
+            var m = RaftMessage(kind: .vote, from: victim.name, to: target.name, term: r.term + 100)
             m.logTerm = r.lastTerm + 100
             m.index = r.lastIndex + 100
             deliverHostile(.raft(m), to: target)
@@ -86,7 +86,7 @@ extension ClusterSimulation {
             // An append as itself: a server outside the configuration may lead it, so only the
             // certificate's role stands between this and a forged entry committed.
             guard target.isServer, let r = target.raft else { return }
-            var m = Consensus.Message(kind: .append, from: me, to: target.name, term: r.term + 100)
+            var m = RaftMessage(kind: .append, from: me, to: target.name, term: r.term + 100)
             m.index = r.lastIndex
             m.logTerm = r.lastTerm
             let data = (try? ClusterCommand.setDrain(node: victim.name, drained: true).encoded()) ?? []
@@ -96,7 +96,7 @@ extension ClusterSimulation {
         case 2:
             // A heartbeat in the leader's name with a commit index far ahead.
             guard target.isServer, let r = target.raft else { return }
-            var m = Consensus.Message(kind: .heartbeat, from: r.leader ?? victim.name, to: target.name, term: r.term)
+            var m = RaftMessage(kind: .heartbeat, from: r.leader ?? victim.name, to: target.name, term: r.term)
             m.commit = r.lastIndex + 1_000
             deliverHostile(.raft(m), to: target)
         case 3:

@@ -163,7 +163,7 @@ public func runClusterSimulation(seed: UInt64, options: ClusterSimulationOptions
 // MARK: - Messages and agents
 
 enum ClusterMessage: Sendable {
-    case raft(Consensus.Message)
+    case raft(RaftMessage)
     case swim(Membership.Message)
     case subscribe(node: String, after: UInt64)
     case assignment(NodeAssignment)

@@ -5,13 +5,13 @@ import Testing
 
 @Suite struct RaftCodecTests {
     @Test func everyFieldOfEveryKindSurvivesTheWire() throws {
-        let kinds: [Consensus.Message.Kind] = [
+        let kinds: [RaftMessage.Kind] = [
             .preVote, .preVoteResponse, .vote, .voteResponse, .append, .appendResponse,
             .heartbeat, .heartbeatResponse, .installSnapshot, .timeoutNow, .readIndex,
             .readIndexResponse,
         ]
         for kind in kinds {
-            var m = Consensus.Message(kind: kind, from: "s1", to: "s2", term: 7)
+            var m = RaftMessage(kind: kind, from: "s1", to: "s2", term: 7)
             m.logTerm = 6
             m.index = 41
             m.entries = [
@@ -30,7 +30,7 @@ import Testing
     }
 
     @Test func aMessageWithDefaultsStaysWithoutASnapshot() throws {
-        let m = Consensus.Message(kind: .heartbeat, from: "a", to: "b", term: 1)
+        let m = RaftMessage(kind: .heartbeat, from: "a", to: "b", term: 1)
         let back = try RaftCodec.decode(RaftCodec.frame(m))
         #expect(back == m && back.snapshot == nil)
     }

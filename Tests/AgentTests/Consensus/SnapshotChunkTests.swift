@@ -8,8 +8,8 @@ import Wire
 /// follower (Raft §7: offset, data, done). Before, a state over the frame limit never left the
 /// leader: the encoder refused it and a far-behind follower waited forever.
 @Suite struct SnapshotChunkTests {
-    func snapshotMessage(bytes: Int, index: UInt64 = 30) -> Consensus.Message {
-        var m = Consensus.Message(kind: .installSnapshot, from: "s1", to: "s2", term: 7)
+    func snapshotMessage(bytes: Int, index: UInt64 = 30) -> RaftMessage {
+        var m = RaftMessage(kind: .installSnapshot, from: "s1", to: "s2", term: 7)
         m.snapshot = Snapshot(
             index: index, term: 5, configuration: Configuration(voters: ["s1", "s2", "s3"]),
             data: (0..<bytes).map { UInt8(truncatingIfNeeded: $0 &* 31) })
@@ -21,7 +21,7 @@ import Wire
         let frames = try RaftCodec.frames(m)
         #expect(frames.count == 20)
         var assembler = SnapshotAssembler()
-        var whole: Consensus.Message?
+        var whole: RaftMessage?
         for (i, f) in frames.enumerated() {
             let (part, chunk) = try RaftCodec.decodeChunk(f)
             let c = try #require(chunk)

@@ -305,10 +305,10 @@ struct RecordingHandler: LogHandler {
 
             for n in servers {
                 let port = try #require(ports[n])
-                func raft(_ kind: Consensus.Message.Kind, from: String = "mallory", _ fill: (inout Consensus.Message) -> Void = { _ in }) throws
+                func raft(_ kind: RaftMessage.Kind, from: String = "mallory", _ fill: (inout RaftMessage) -> Void = { _ in }) throws
                     -> Frame
                 {
-                    var m = Consensus.Message(kind: kind, from: from, to: n, term: .max)
+                    var m = RaftMessage(kind: kind, from: from, to: n, term: .max)
                     fill(&m)
                     return try RaftCodec.frame(m)
                 }
@@ -358,7 +358,7 @@ struct RecordingHandler: LogHandler {
                     $0.assignment = a
                 }, to: clientPort, "c1")
             try await hostile.send(
-                try RaftCodec.frame(Consensus.Message(kind: .heartbeat, from: "mallory", to: "c1", term: .max)),
+                try RaftCodec.frame(RaftMessage(kind: .heartbeat, from: "mallory", to: "c1", term: .max)),
                 to: clientPort, "c1")
             try await hostile.send(try Self.forward(id: 4, "PUT", "/v1/services", evilFile), to: clientPort, "c1")
             try await hostile.send(
