@@ -754,7 +754,12 @@ struct ClusterSimulation {
             // crash, or the leader's own start or thaw (messages held while it was frozen arrive
             // at the thaw, and a fresh instance must join first).
             let from = max(since, l.observingSince)
-            let bound = detectionBound(l, from: from, to: p.readAt, fresh: l.startedAt >= since)
+            // A leader still joining when the node stopped (started within a join's time before
+            // it) probes no one until its join settles (seeds 5554 and 5668: the leader started
+            // 0.19 and 0.36 s before the crash).
+            let c = Self.membership
+            let joining = c.joinRetryInterval + c.joinPushPullDelay * c.joinPushPulls
+            let bound = detectionBound(l, from: from, to: p.readAt, fresh: l.startedAt + joining >= since)
             var earliest = from + bound
             // Restart is not leave: a node whose record as this leader holds it says it was
             // restarting keeps its work for the dead-node grace, counted from when this leader,
@@ -785,7 +790,8 @@ struct ClusterSimulation {
     /// - the suspicion times out after at most Lifeguard IV.B's Max = 3 · 1.5 · max(1, log10 N)
     ///   · probe interval (fewer with confirmations), and the leader's own probe having failed,
     ///   the node is confirmed down;
-    /// - a leader that started (or restarted) after the node stopped first joins: its join
+    /// - a leader that started (or restarted) after the node stopped, or so shortly before that
+    ///   its join was not over, first joins: its join
     ///   retries every second while no server answers, and it probes only after its early
     ///   push-pulls (14 × 0.1 s), though hearsay of the death makes it verify at once.
     ///
