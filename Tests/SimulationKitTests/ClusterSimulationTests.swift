@@ -40,17 +40,18 @@ import Testing
     }
 
     /// The race of issue 16: with plans that do not carry the index of the state they were
-    /// computed from (as before the fix in ClusterState), seed 30 commits a plan computed before
+    /// computed from (as before the fix in ClusterState), seed 40 commits a plan computed before
     /// a drain and applied after it; with the fix it holds. (Seed 144 found it with the heartbeat
     /// detector SWIM replaced, seed 51 before subscriptions were long-lived, seed 20 before
-    /// indirect probes went to recently heard relays, seed 4 before the adversary's faults; the
+    /// indirect probes went to recently heard relays, seed 4 before the adversary's faults, seed 30
+    /// before a failed Raft write stopped the agent; the
     /// runs differ since.)
     @Test func theDrainRaceIsFoundWithoutThePlansBaseAndGoneWithIt() {
         var without = ClusterSimulationOptions()
         without.plansCarryBase = false
-        let found = runClusterSimulation(seed: 30, options: without)
+        let found = runClusterSimulation(seed: 40, options: without)
         #expect(found.violations.contains { $0.invariant == ClusterInvariant.noWorkOnDeadOrDrained && $0.detail.contains("drained") })
-        let fixed = runClusterSimulation(seed: 30, options: ClusterSimulationOptions())
+        let fixed = runClusterSimulation(seed: 40, options: ClusterSimulationOptions())
         #expect(fixed.violations.isEmpty, "\(fixed.violations)")
         #expect(fixed.plansRefused > 0 || fixed.plansCommitted > 0)
     }
@@ -119,13 +120,13 @@ import Testing
         #expect(r.violations.contains { $0.invariant == ClusterInvariant.noCommittedPlanLost })
     }
 
-    /// Seed 7: a server's disk refuses writes; Raft stops there before anything it would have
-    /// answered goes out (RaftService's fail-stop), the agent runs on, the operator restarts it,
-    /// and every invariant holds.
+    /// Seed 7: a server's disk refuses writes; its first failed Raft write stops the agent before
+    /// anything that write backs goes out (RaftService's fail-stop), its service manager starts
+    /// it again, the operator replaces the disk, and every invariant holds.
     @Test func aServerWhoseDiskFailsStopsItsRaftAndTheClusterCarriesOn() {
         let r = runClusterSimulation(seed: 7, options: ClusterSimulationOptions())
         #expect(r.faults[ClusterFault.diskError.rawValue] == 1)
-        #expect(r.raftStops == 1)
+        #expect(r.raftStops >= 1)
         #expect(r.violations.isEmpty, "seed 7: \(r.violations)")
     }
 

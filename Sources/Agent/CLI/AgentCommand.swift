@@ -153,7 +153,14 @@ public struct AgentCommand: AsyncParsableCommand {
             group.cancelAll()
             return first
         }
-        guard let signal else { return }
+        guard let signal else {
+            if let reason = runtime.failStopReason {
+                // A service manager restarts it; a disk still broken stops it again.
+                printError("error: \(reason); the agent stopped (docs/consensus.md, \"A disk that fails\")")
+                throw ExitCode(1)
+            }
+            return
+        }
         // SIGTERM is a restart or an upgrade unless the operator said otherwise; SIGINT (Ctrl-C
         // on `microscale agent` in a terminal) leaves, as before.
         let leave = signal == SIGINT || runtime.configuration.leaveOnTerminate

@@ -99,7 +99,10 @@ public actor RaftService {
     let dataDir: String
     /// Where refused Raft frames are counted and logged (rate-limited).
     let refusals: Refusals
-    private var storage: SQLiteLogStorage
+    private var storage: any LogStorage
+    /// Told why, when Raft stops on this server because it cannot make its state durable (the
+    /// runtime then stops the agent: fail-stop, `onFailStop`).
+    private var failStopHandler: (@Sendable (String) -> Void)?
     private var node: RaftNode?
     public private(set) var state = ClusterState()
     private var waiters: [UInt64: (term: UInt64, continuation: CheckedContinuation<ClusterStateError?, any Error>)] = [:]
@@ -160,6 +163,17 @@ public actor RaftService {
         autopilot = Autopilot(settings: options.autopilot)
         storage = try SQLiteLogStorage(path: (dataDir as NSString).appendingPathComponent("raft.sqlite"))
     }
+
+    /// Called once if Raft stops here because a write to its log failed, or a snapshot could not
+    /// be restored (docs/consensus.md, "A disk that fails"). Answering from state that is not
+    /// durable would break Raft's guarantees; serving the state last applied would keep this
+    /// agent and every client subscribed to it on a plan the cluster has moved past.
+    public func onFailStop(_ handler: @escaping @Sendable (String) -> Void) {
+        failStopHandler = handler
+    }
+
+    /// Tests: the log storage, replaced before `start` (a storage that fails on demand).
+    func replaceStorage(_ s: any LogStorage) { storage = s }
 
     /// Where the autopilot and `list-peers` learn what gossip says of each member.
     public func setMemberHealth(_ source: @escaping @Sendable () async -> [String: MemberHealth]) {
@@ -713,10 +727,9 @@ public actor RaftService {
             rounds += 1
             let rd = node!.ready()
             do { try storage.persist(rd) } catch {
-                // Answering from state we could not make durable would break Raft's guarantees;
-                // this server stops taking part instead.
-                logger.critical("cannot persist the Raft log; raft stops on this server: \(error)")
-                stop()
+                // Answering from state we could not make durable would break Raft's guarantees:
+                // nothing of this Ready goes out, and the agent stops (fail-stop).
+                failStop("cannot persist the Raft log: \(error)")
                 return
             }
             for m in rd.messages { send(m) }
@@ -724,8 +737,7 @@ public actor RaftService {
                 do { state = try ClusterState.restore(snap.data) } catch {
                     // Fail-stop: serving the state from before the snapshot (or an empty one)
                     // would answer reads and plan from what the cluster has moved past.
-                    logger.critical("cannot restore snapshot \(snap.index); raft stops on this server: \(error)")
-                    stop()
+                    failStop("cannot restore snapshot \(snap.index): \(error)")
                     return
                 }
                 for (i, w) in waiters where i <= snap.index {
@@ -794,6 +806,18 @@ public actor RaftService {
     private func compactIfDue() {
         guard let n = node, n.applied >= n.snapshot.index + options.compactEvery else { return }
         compact()
+    }
+
+    /// Raft stops here, and the runtime is told so that it stops the agent (etcd does the same on
+    /// a failed WAL write). An agent that ran on with Raft stopped would serve its own executor and
+    /// its subscribers the state it last applied, and they would follow it, alive in membership,
+    /// for as long as the disk stays broken.
+    private func failStop(_ reason: String) {
+        logger.critical("\(reason); raft stops on this server, and the agent stops (fail-stop)")
+        stop()
+        let handler = failStopHandler
+        failStopHandler = nil
+        handler?(reason)
     }
 
     private func compact() {

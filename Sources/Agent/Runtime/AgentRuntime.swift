@@ -50,6 +50,7 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
     public let clock: AgentClock
     private let startedAt: Duration
     private let stoppedStream = AsyncStream.makeStream(of: Void.self)
+    private let failure = Mutex<String?>(nil)
     private var hangups: (any DispatchSourceSignal)?
 
     /// Builds the agent; throws `ConfigurationError` for anything an operator must fix.
@@ -354,6 +355,13 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
                 await a.planApplied(state)
                 await loop?.poke()
             }
+            // A Raft that cannot write its log stops the agent (RaftService.onFailStop): its peers
+            // then see it gone, the leader moves its work, and its clients follow another server.
+            await raft.onFailStop { [weak self] reason in
+                guard let self else { return }
+                self.failure.withLock { $0 = reason }
+                Task { await self.shutdown() }
+            }
             await raft.start()
         }
         let decisionLoop = decisions
@@ -591,6 +599,9 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
         if leave { await membership.leave() } else { await membership.announceRestart() }
         await shutdown()
     }
+
+    /// Why the agent stopped itself (fail-stop), if it did: `microscale agent` then exits 1.
+    public var failStopReason: String? { failure.withLock { $0 } }
 
     /// Stops without telling anyone (as a crash would, but closing sockets cleanly).
     public func shutdown() async {

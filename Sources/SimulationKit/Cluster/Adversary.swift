@@ -46,22 +46,21 @@ extension ClusterSimulation {
         count(.diskError)
         note("\(s.name): its disk refuses writes")
         s.diskFailing = true
+        scheduleRepair(s)
     }
 
-    /// Raft stopped on `s` after a failed write; the operator replaces the disk and restarts the
-    /// agent 2-7 s later (what was written before the failure is kept).
-    mutating func raftStopped(_ s: ClusterAgent) {
+    /// The disk starts refusing writes; the operator replaces it 2-7 s later (what was written
+    /// before the failure is kept). Until then every start of the agent stops again at its first
+    /// Raft write (`complete`).
+    mutating func scheduleRepair(_ s: ClusterAgent) {
         let after = Duration.milliseconds(Int64.random(in: 2_000...7_000, using: &adversary))
-        schedule(now + after, .diskRepaired(s.name, s.incarnation))
+        schedule(now + after, .diskRepaired(s.name))
     }
 
-    mutating func diskRepaired(_ name: String, incarnation: Int) {
-        guard let s = agent(name) else { return }
+    mutating func diskRepaired(_ name: String) {
+        guard let s = agent(name), s.diskFailing else { return }
+        note("\(name): disk replaced")
         s.diskFailing = false
-        guard s.up, s.incarnation == incarnation, s.raft == nil else { return }
-        note("\(name): disk replaced, the agent restarts")
-        crash(s, graceful: false)
-        start(s)
     }
 
     // MARK: The hostile peer

@@ -112,7 +112,7 @@ public struct ClusterSimulationResult: Sendable, Hashable, Codable {
     public var startFailures = 0
     /// Messages the shells' admission (`PeerAdmission`) refused, by rule.
     public var refused: [String: Int] = [:]
-    /// Servers whose Raft stopped on a failed write (disk-error), the agent running on.
+    /// Agents stopped by a failed Raft write (disk-error: RaftService's fail-stop).
     public var raftStops = 0
     public var simulatedSeconds: Double = 0
 }
@@ -276,7 +276,7 @@ struct ClusterSimulation {
         case checkEmpty(String, Int, planIndex: UInt64, freezes: Int, generation: Int)
         // The adversary (Adversary.swift).
         case diskFails
-        case diskRepaired(String, Int)
+        case diskRepaired(String)
         case hostile(until: Duration)
 
         var agent: (String, Int)? {
@@ -648,13 +648,14 @@ struct ClusterSimulation {
     mutating func complete(_ s: ClusterAgent) {
         guard let (rd, _) = s.pending, s.raft != nil else { return }
         if s.diskFailing, rd.snapshot != nil || !rd.entries.isEmpty || rd.hardState != nil {
-            // RaftService.drain: a write that fails stops Raft on this server before anything
-            // it would have answered goes out (fail-stop); the agent itself runs on.
-            note("\(s.name): the Raft write fails; raft stops on this server")
-            s.raft = nil
-            s.pending = nil
+            // RaftService.drain: a write that fails stops Raft before anything it would have
+            // answered goes out, and the agent with it (fail-stop, AgentRuntime); its service
+            // manager starts it again a second later, and while the disk is broken the next
+            // write stops it again. Its containers run on, as after a crash.
+            note("\(s.name): the Raft write fails; the agent stops (fail-stop)")
             result.raftStops += 1
-            raftStopped(s)
+            crash(s, graceful: false)
+            schedule(now + .seconds(1), .restartAgent(s.name, s.incarnation))
             return
         }
         s.disk.persist(snapshot: rd.snapshot, entries: rd.entries, hardState: rd.hardState)
@@ -1046,8 +1047,8 @@ struct ClusterSimulation {
             checkEmpty(name, incarnation: inc, planIndex: planIndex, freezes: freezes, generation: generation)
         case .diskFails:
             diskFails()
-        case .diskRepaired(let name, let inc):
-            diskRepaired(name, incarnation: inc)
+        case .diskRepaired(let name):
+            diskRepaired(name)
         case .hostile(let until):
             hostileMessage()
             let next = now + .milliseconds(Int64.random(in: 20...150, using: &adversary))
@@ -1414,11 +1415,7 @@ struct ClusterSimulation {
         lossEpoch += 1
         for a in agents {
             if !a.engine.up { a.engine.daemonUp() }
-            if a.isServer, a.diskFailing || (a.up && a.raft == nil) {
-                // The operator replaces the disk and restarts the agent (its Raft stopped).
-                a.diskFailing = false
-                if a.up { crash(a, graceful: false) }
-            }
+            a.diskFailing = false  // the operator replaced any broken disk
             if !a.up { start(a) } else if a.frozen { thaw(a) }
         }
         note("faults end")
