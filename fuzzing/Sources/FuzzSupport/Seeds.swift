@@ -142,9 +142,9 @@ public enum Seeds {
         return (try? state.snapshot()) ?? []
     }
 
-    static func raftMessages() -> [(String, Consensus.Message)] {
-        func m(_ kind: Consensus.Message.Kind, _ edit: (inout Consensus.Message) -> Void = { _ in }) -> Consensus.Message {
-            var x = Consensus.Message(kind: kind, from: "node-1", to: "node-2", term: 3)
+    static func raftMessages() -> [(String, RaftMessage)] {
+        func m(_ kind: RaftMessage.Kind, _ edit: (inout RaftMessage) -> Void = { _ in }) -> RaftMessage {
+            var x = RaftMessage(kind: kind, from: "node-1", to: "node-2", term: 3)
             edit(&x)
             return x
         }
