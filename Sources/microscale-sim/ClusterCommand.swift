@@ -131,7 +131,7 @@ struct ClusterCommand: ParsableCommand {
             } else if verbose && !json {
                 print(
                     "ok   seed \(seed): \(r.elections) elections, \(r.plansCommitted) plans committed (\(r.plansRefused) refused), "
-                        + "\(r.containersStarted) containers started, \(r.containersStopped) stopped, faults \(r.faults.filter { $0.value > 0 }.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))"
+                        + "\(r.containersStarted) containers started, \(r.containersStopped) stopped, faults \(counted(r.faults.filter { $0.value > 0 }))"
                 )
             }
         }
@@ -175,11 +175,11 @@ struct ClusterCommand: ParsableCommand {
                 "cluster: \(runs) runs of \(nodes) agents (\(servers) servers), \(failing.count) failing; \(elections) elections, "
                     + "\(plans) plans committed, \(refused) refused, \(operatorActions) operator actions, \(started) containers started, \(stopped) stopped"
             )
-            print("  faults: " + faults.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
-            print("  invariant checks: " + checks.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
-            print("  refused by admission: " + admission.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+            print("  faults: " + counted(faults))
+            print("  invariant checks: " + counted(checks))
+            print("  refused by admission: " + (admission.isEmpty ? "none" : counted(admission)))
             if !violations.isEmpty {
-                print("  violations: " + violations.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+                print("  violations: " + counted(violations))
             }
             print(String(format: "  %.0f simulated seconds in %.2f s", simulated, wall))
         }
@@ -266,7 +266,7 @@ extension ClusterCommand {
                     + "a plan without it committed: \(s(r.crashReplannedSeconds)); restarted and converged: \(s(r.reconvergedSeconds))")
             print(
                 "  \(r.plansCommitted) plans committed, \(r.containersStarted) containers started, \(r.containersStopped) stopped; "
-                    + "invariant checks: " + r.checks.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+                    + "invariant checks: " + counted(r.checks))
             print("  violations: \(r.violations.count)" + r.violations.map { "\n    \($0.invariant) at t=\($0.time)s: \($0.detail)" }.joined())
             print(
                 String(
@@ -275,4 +275,9 @@ extension ClusterCommand {
         }
         if !r.violations.isEmpty || r.convergedSeconds == nil { throw ExitCode(1) }
     }
+}
+
+/// "key value, key value", by key: how the summaries print counts.
+func counted(_ d: [String: Int]) -> String {
+    d.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
 }

@@ -126,7 +126,7 @@ public actor MembershipService {
             return
         }
         // The transport vouches for the peer's name; a message speaking for another is refused.
-        if !PeerAdmission.membership(sender: message.sender, peer: peer.name), let sender = message.sender {
+        if let sender = message.sender, !PeerAdmission.membership(sender: sender, peer: peer.name) {
             logger.warning(
                 "dropping membership message whose sender is not its peer",
                 metadata: ["peer": "\(peer.name)", "claims": "\(sender)"])

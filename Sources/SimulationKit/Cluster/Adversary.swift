@@ -32,6 +32,7 @@ extension ClusterSimulation {
         if Int.random(in: 0..<100, using: &adversary) < 40 {
             let start = Duration.milliseconds(Int64.random(in: 200...max(200, window), using: &adversary))
             let length = Duration.milliseconds(Int64.random(in: 1_000...4_000, using: &adversary))
+            count(.hostilePeer)
             schedule(start, .hostile(until: start + length))
         }
     }
@@ -46,15 +47,9 @@ extension ClusterSimulation {
         count(.diskError)
         note("\(s.name): its disk refuses writes")
         s.diskFailing = true
-        scheduleRepair(s)
-    }
-
-    /// The disk starts refusing writes; the operator replaces it 2-7 s later (what was written
-    /// before the failure is kept). Until then every start of the agent stops again at its first
-    /// Raft write (`complete`).
-    mutating func scheduleRepair(_ s: ClusterAgent) {
-        let after = Duration.milliseconds(Int64.random(in: 2_000...7_000, using: &adversary))
-        schedule(now + after, .diskRepaired(s.name))
+        // The operator replaces it 2-7 s later (what was written before the failure is kept);
+        // until then every start of the agent stops again at its first Raft write.
+        schedule(now + .milliseconds(Int64.random(in: 2_000...7_000, using: &adversary)), .diskRepaired(s.name))
     }
 
     mutating func diskRepaired(_ name: String) {
@@ -71,7 +66,6 @@ extension ClusterSimulation {
         let target = live[Int.random(in: 0..<live.count, using: &adversary)]
         let others = agents.filter { $0 !== target }
         let victim = others.isEmpty ? target : others[Int.random(in: 0..<others.count, using: &adversary)]
-        if result.faults[ClusterFault.hostilePeer.rawValue] == nil { count(.hostilePeer) }
         let me = Self.hostileName
         switch Int.random(in: 0..<8, using: &adversary) {
         case 0:

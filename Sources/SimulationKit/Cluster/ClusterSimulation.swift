@@ -571,11 +571,11 @@ struct ClusterSimulation {
         return result
     }
 
-    /// Advances to the next instant something is due (at most `limit`) and runs everything due then.
     /// Steps at one simulated instant before `time-advances` is violated (a run of 4 agents has
     /// a few dozen things due at once at most).
     static let maxStepsAtOneInstant = 100_000
 
+    /// Advances to the next instant something is due (at most `limit`) and runs everything due then.
     mutating func step(upTo limit: Duration) {
         var next = limit
         if let t = net.nextDeliveryTime { next = min(next, t) }
