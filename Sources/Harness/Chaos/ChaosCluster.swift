@@ -27,6 +27,8 @@ public actor ChaosCluster {
         public var capacityCPU = 2.0
         public var capacityMemory = "1GiB"
         public var logLevel = "info"
+        /// The agents' `--warm-standby-memory` (nil: the agent's default, 0, no warm standbys).
+        public var warmStandbyMemory: String?
         public init(executable: String) { self.executable = executable }
     }
 
@@ -183,6 +185,19 @@ public actor ChaosCluster {
         Self.pids(under: "\(Self.trackingRoot)/\(h.cgroup)")
     }
 
+    /// Thaws the cgroup v1 freezer that holds `pid`, if it is frozen (`docker pause`).
+    static func thawFreezer(of pid: Int32) {
+        guard let lines = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8) else { return }
+        for line in lines.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 2)
+            guard parts.count == 3, parts[1].split(separator: ",").contains("freezer") else { continue }
+            let state = "/sys/fs/cgroup/freezer\(parts[2])/freezer.state"
+            guard let now = try? String(contentsOfFile: state, encoding: .utf8), !now.hasPrefix("THAWED") else { return }
+            try? "THAWED".write(toFile: state, atomically: false, encoding: .utf8)
+            return
+        }
+    }
+
     static func pids(under dir: String) -> [Int32] {
         var out: [Int32] = []
         if let procs = try? String(contentsOfFile: "\(dir)/cgroup.procs", encoding: .utf8) {
@@ -275,8 +290,9 @@ public actor ChaosCluster {
             "--tls-ca", "\(options.root)/ca/ca.pem", "--tls-cert", "\(options.root)/certs/\(h.name).pem",
             "--tls-key", "\(options.root)/certs/\(h.name)-key.pem", "--docker-socket", h.dockerHost,
             "--capacity-cpu", "\(options.capacityCPU)", "--capacity-memory", options.capacityMemory,
-            "--log-level", options.logLevel,
+            "--log-level", options.logLevel, "--log-format", "json",
         ]
+        if let warm = options.warmStandbyMemory { args += ["--warm-standby-memory", warm] }
         if h.server { args += ["--server", "--bootstrap-expect", "\(min(options.servers, hosts.count))"] }
         if addedServers.contains(h.name) { args += ["--server"] }
         for other in hosts where other !== h { args += ["--join", "\(other.address):7480"] }
@@ -313,6 +329,9 @@ public actor ChaosCluster {
             let pids = pids(of: h)
             if pids.isEmpty { break }
             for p in pids { kill(p, SIGKILL) }
+            // A paused container (a warm standby, a victim being preempted) is in a frozen cgroup,
+            // where a SIGKILL waits for a thaw: thawed, it dies now, as a powerless host's would.
+            for p in pids { Self.thawFreezer(of: p) }
             try? await Task.sleep(for: .milliseconds(50))
         }
         agentPIDs[h.name] = nil
@@ -571,7 +590,10 @@ public struct Shell: Sendable {
                 }()
         {
             h.seekToEndOfFile()
-            h.write(Data("$ \(args.joined(separator: " "))  -> \(p.terminationStatus)\n\(text)".utf8))
+            // Stamped to the millisecond, as the agents' JSON logs are, so a fault lines up with
+            // what each agent logged after it.
+            let at = Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true))
+            h.write(Data("\(at) $ \(args.joined(separator: " "))  -> \(p.terminationStatus)\n\(text)".utf8))
             try? h.close()
         }
         guard p.terminationStatus == 0 else {

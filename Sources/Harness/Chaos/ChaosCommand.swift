@@ -28,6 +28,10 @@ public struct ChaosCommand: AsyncParsableCommand {
     @Option(help: "bench: agent counts of the membership figures, comma-separated.") var sizes = "10,25,50,100"
     @Option(help: "bench: members silenced in turn at each size.") var silentTrials = 10
     @Option(help: "bench: power cuts on the namespace hosts (0: none).") var powerCutTrials = 10
+    @Option(
+        name: .customLong("warm-standby-memory"),
+        help: "The agents' --warm-standby-memory (default: theirs, 0); bench's power cuts use it too.")
+    var warmStandbyMemory: String?
     @Option(help: "The microscale executable the agents run (default: next to this one).") var executable: String?
     @Option(
         name: .customLong("previous-binary"),
@@ -71,7 +75,9 @@ public struct ChaosCommand: AsyncParsableCommand {
             var rows = try await figures.run(progress: { FileHandle.standardError.write(Data("  \($0)\n".utf8)) })
             if powerCutTrials > 0 {
                 log("power cut, \(powerCutTrials) trials on \(hosts) hosts")
-                rows += ChaosFigures.powerCutRows(try await repeatScenario("power-cut", times: powerCutTrials, executable: exe), hosts: hosts)
+                rows += ChaosFigures.powerCutRows(
+                    try await repeatScenario("power-cut", times: powerCutTrials, executable: exe, warmStandbyMemory: warmStandbyMemory),
+                    hosts: hosts, standbys: warmStandbyMemory.map { "--warm-standby-memory \($0)" } ?? "standbys created, not warm (the default)")
             }
             if json {
                 let enc = JSONEncoder()
@@ -86,6 +92,7 @@ public struct ChaosCommand: AsyncParsableCommand {
         options.hosts = hosts
         options.servers = servers
         options.root = root
+        options.warmStandbyMemory = warmStandbyMemory
         if let previousBinary {
             guard FileManager.default.isExecutableFile(atPath: previousBinary) else {
                 throw CLIError("--previous-binary: \(previousBinary) is not an executable")
@@ -140,8 +147,9 @@ public struct ChaosCommand: AsyncParsableCommand {
     }
 
     /// One scenario repeated on a cluster of `hosts` namespace hosts set up for it and removed after.
-    func repeatScenario(_ name: String, times: Int, executable: String) async throws -> [ChaosResult] {
+    func repeatScenario(_ name: String, times: Int, executable: String, warmStandbyMemory: String?) async throws -> [ChaosResult] {
         var options = ChaosCluster.Options(executable: executable)
+        options.warmStandbyMemory = warmStandbyMemory
         options.hosts = hosts
         options.servers = servers
         options.root = root

@@ -163,20 +163,24 @@ public struct ChaosFigures: Sendable {
     /// one host's link down and kills every process on it (no FIN, no RST), and times its
     /// priority-1 containers running elsewhere and every survivor holding it dead. A repetition that
     /// failed (a milestone not reached, an invariant broken) counts as a failed trial.
-    public static func powerCutRows(_ results: [ChaosResult], hosts: Int) -> [Row] {
+    public static func powerCutRows(_ results: [ChaosResult], hosts: Int, standbys: String) -> [Row] {
         let fault = "power cut of one of \(hosts) namespace hosts: link down, then every process killed (no FIN or RST)"
-        var restored = Trials(fault: fault), dead = Trials(fault: fault)
+        var restored = Trials(fault: fault), dead = Trials(fault: fault), deadToLeader = Trials(fault: fault)
         for r in results {
             let why = r.problems.first.map { String($0.prefix(80)) } ?? "milestone not reached"
             if let v = r.timings["p1_restored"], r.passed { restored.record(v) } else { restored.fail(why) }
             if let v = r.timings["dead_everywhere"], r.passed { dead.record(v) } else { dead.fail(why) }
+            if let v = r.timings["dead_to_leader"], r.passed { deadToLeader.record(v) } else { deadToLeader.fail(why) }
         }
         return [
             Row(
-                figure: "host power cut → its priority-1 containers running elsewhere, \(hosts) hosts, median / p90", restored,
+                figure: "host power cut → dead in the leader's view (detection), \(hosts) hosts, \(standbys), median / p90", deadToLeader,
+                target: "", reference: ""),
+            Row(
+                figure: "host power cut → its priority-1 containers running elsewhere, \(hosts) hosts, \(standbys), median / p90", restored,
                 target: "≤ 1,000 ms median", reference: "Swarm 17-20 s; Kubernetes ~5 min 45 s (node failure)"),
             Row(
-                figure: "host power cut → dead in every survivor's view, \(hosts) hosts, median / p90", dead,
+                figure: "host power cut → dead in every survivor's view, \(hosts) hosts, \(standbys), median / p90", dead,
                 target: "", reference: ""),
         ]
     }

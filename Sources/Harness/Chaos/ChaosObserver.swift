@@ -208,11 +208,16 @@ enum ChaosChecks {
     /// Priority-1 restored: the live hosts run at least what the demand needs (capacity allowing).
     static func priorityOneRestored(_ cluster: ChaosCluster, demand: Double) async -> Bool {
         let live = await cluster.liveHosts
-        var n = 0
-        for h in live {
-            guard let r = await running(on: h, timeoutMillis: 1000) else { return false }
-            n += r["web"] ?? 0
+        // Every host asked at once: a milestone timed by this check is late by its slowest dockerd,
+        // not by the sum of them.
+        let counts = await withTaskGroup(of: Int?.self) { group in
+            for h in live { group.addTask { await running(on: h, timeoutMillis: 1000).map { $0["web"] ?? 0 } } }
+            var out: [Int?] = []
+            for await c in group { out.append(c) }
+            return out
         }
+        guard !counts.contains(where: { $0 == nil }) else { return false }
+        let n = counts.reduce(0) { $0 + ($1 ?? 0) }
         return n >= min(ChaosServices.webNeeded(demand), live.count * ChaosServices.slotsPerHost(capacityCPU: cluster.options.capacityCPU))
     }
 

@@ -133,6 +133,39 @@ public actor ChaosRunner {
 
     private var elapsed: Double { (ContinuousClock.now - t0).inMilliseconds }
 
+    /// Every timing counts from here: the moment the fault is injected, after the victim is chosen.
+    /// Choosing it asks every host's agent and dockerd over HTTP, which the figures counted until
+    /// 2 Dec 2026.
+    private func faultStarts() { t0 = ContinuousClock.now }
+
+    /// Times several milestones of one fault, each polled by a task of its own every `every`
+    /// until it holds, so none is timed late because another was checked first. (Waited for in
+    /// turn, `dead_everywhere` after `p1_restored` could only ever read a few ms after it, whatever
+    /// the detection took; checked in one loop, each reading was late by the others' HTTP calls.)
+    private func untilEach(
+        _ milestones: [(String, @Sendable () async -> Bool)], seconds: Double, every: Duration = .milliseconds(20)
+    ) async throws {
+        let start = t0
+        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        let reached = await withTaskGroup(of: (String, Double?).self) { group in
+            for (label, condition) in milestones {
+                group.addTask {
+                    while ContinuousClock.now < deadline {
+                        if await condition() { return (label, (ContinuousClock.now - start).inMilliseconds) }
+                        try? await Task.sleep(for: every)
+                    }
+                    return (label, nil)
+                }
+            }
+            var out: [(String, Double?)] = []
+            for await r in group { out.append(r) }
+            return out
+        }
+        for (label, ms) in reached {
+            if let ms { timings[label] = ms } else { problems.append("\(label): not within \(Int(seconds)) s") }
+        }
+    }
+
     /// Times the milestone `label` from the fault; a problem if it is not reached within `seconds`.
     @discardableResult
     private func until(_ label: String, seconds: Double, every: Duration = .milliseconds(50), _ condition: () async -> Bool) async throws -> Bool {
@@ -190,10 +223,27 @@ public actor ChaosRunner {
         return l.name != old
     }
 
+    /// Every live host holds each victim dead (or has forgotten it); a suspect is not dead yet.
     private func seenDeadByAll(_ victims: [String]) async -> Bool {
-        for h in await cluster.liveHosts {
-            guard let members = await cluster.members(h) else { return false }
-            for v in victims where members.first(where: { $0.name == v })?.status == .alive { return false }
+        let hosts = await cluster.liveHosts
+        return await withTaskGroup(of: Bool.self) { group in
+            for h in hosts { group.addTask { await self.seenDead(victims, by: h) } }
+            for await held in group where !held { return false }
+            return true
+        }
+    }
+
+    /// The leader holds `victim` dead: what its plan moves work on.
+    private func seenDeadByLeader(_ victim: String) async -> Bool {
+        guard let l = await cluster.leader(), l.name != victim, let h = await cluster.host(named: l.name) else { return false }
+        return await seenDead([victim], by: h)
+    }
+
+    private func seenDead(_ victims: [String], by h: ChaosCluster.Host) async -> Bool {
+        guard let members = await cluster.members(h) else { return false }
+        for v in victims {
+            let status = members.first(where: { $0.name == v })?.status
+            if status == .alive || status == .suspect { return false }
         }
         return true
     }
@@ -238,14 +288,21 @@ public actor ChaosRunner {
         let v = try await victim()
         if powerCut {
             notes.append("power cut on \(v.name): link down, then every process killed")
+            faultStarts()
             await cluster.powerCut(v)
         } else {
             notes.append("killed \(v.name)")
+            faultStarts()
             await cluster.killHost(v)
         }
         everKilled.insert(v.name)
-        try await until("p1_restored", seconds: 30) { await ChaosChecks.priorityOneRestored(cluster, demand: demand) }
-        try await until("dead_everywhere", seconds: 30) { await seenDeadByAll([v.name]) }
+        let d = demand, name = v.name, cluster = self.cluster
+        try await untilEach(
+            [
+                ("dead_to_leader", { await self.seenDeadByLeader(name) }),
+                ("dead_everywhere", { await self.seenDeadByAll([name]) }),
+                ("p1_restored", { await ChaosChecks.priorityOneRestored(cluster, demand: d) }),
+            ], seconds: 30)
         try await settle("converged")
         try await cluster.restartHost(v)
         try await settle("rejoined")
@@ -258,6 +315,7 @@ public actor ChaosRunner {
         let survivors = await cluster.liveHosts.filter { $0 !== l }
         let before = await webIDs(survivors)
         notes.append("killed the agent of leader \(l.name)")
+        faultStarts()
         await cluster.signalAgent(l, SIGKILL)
         try await until("new_leader", seconds: 30) { await newLeader(other: l.name) }
         try await setDemand(demand + 10)
@@ -309,6 +367,7 @@ public actor ChaosRunner {
         let leader = try await leaderHost()
         guard let f = await cluster.serverHosts.first(where: { $0 !== leader }) else { throw ChaosError("no follower") }
         notes.append("killed the host of follower \(f.name)")
+        faultStarts()
         await cluster.killHost(f)
         everKilled.insert(f.name)
         try await until("removed", seconds: 60, every: .milliseconds(250)) {
@@ -329,6 +388,7 @@ public actor ChaosRunner {
         let leader = try await leaderHost()
         guard let f = await cluster.serverHosts.first(where: { $0 !== leader }) else { throw ChaosError("no follower") }
         notes.append("killed the agent of follower \(f.name)")
+        faultStarts()
         await cluster.signalAgent(f, SIGKILL)
         try await setDemand(demand + 10)
         timings["write_committed"] = elapsed
@@ -344,6 +404,7 @@ public actor ChaosRunner {
     private func frozenHost(leader: Bool) async throws {
         let v = leader ? try await leaderHost() : try await victim()
         notes.append("froze \(v.name) for 10 s")
+        faultStarts()
         await cluster.freeze(v)
         if leader { try await until("new_leader", seconds: 10) { await newLeader(other: v.name) } }
         try await until("dead_everywhere", seconds: 10) { await seenDeadByAll([v.name]) }
@@ -365,6 +426,7 @@ public actor ChaosRunner {
         let v = try await victim()
         let others = cluster.hosts.filter { $0 !== v }
         notes.append("isolated \(v.name) for 10 s")
+        faultStarts()
         try await cluster.partition([v], others)
         try await until("dead_everywhere", seconds: 10) { await seenDeadByAll([v.name]) }
         try await until("p1_restored", seconds: 10) { await ChaosChecks.priorityOneRestored(cluster, demand: demand) }
@@ -389,6 +451,7 @@ public actor ChaosRunner {
         let minority = [l, partner]
         let majority = hosts.filter { h in !minority.contains { $0 === h } }
         notes.append("isolated leader \(l.name) with \(partner.name) for 10 s")
+        faultStarts()
         try await cluster.partition(minority, majority)
         try await until("new_leader", seconds: 10) { await newLeader(other: l.name) }
         try await setDemand(demand + 10)
@@ -409,6 +472,7 @@ public actor ChaosRunner {
         let side = hosts.filter { $0 !== l }.suffix(max(1, (hosts.count - 1) / 2))
         let rest = hosts.filter { h in !side.contains { $0 === h } }
         notes.append("split \(side.map(\.name)) from \(rest.map(\.name)) for 15 s")
+        faultStarts()
         try await cluster.partition(Array(side), rest)
         try await until("dead_everywhere", seconds: 15) { await seenDeadByAll(side.map(\.name)) }
         let left = 15_000 - elapsed
@@ -452,6 +516,7 @@ public actor ChaosRunner {
         let v = try await victim()
         let before = await ChaosChecks.ids(on: v, timeoutMillis: 2000) ?? [:]
         notes.append("restarted the agent of \(v.name)")
+        faultStarts()
         await cluster.signalAgent(v, SIGTERM)
         guard await cluster.waitForAgentExit(v) else { throw ChaosError("\(v.name)'s agent did not exit on SIGTERM within 15 s") }
         timings["stopped"] = elapsed
@@ -579,6 +644,7 @@ public actor ChaosRunner {
                 ?? live.first(where: { $0 !== first && $0 !== leader })
         else { throw ChaosError("no second host to kill") }
         notes.append("killed \(first.name) and \(second.name)")
+        faultStarts()
         await cluster.killHost(first)
         await cluster.killHost(second)
         everKilled.formUnion([first.name, second.name])
