@@ -57,6 +57,13 @@ public actor MembershipService {
     }
     private func membersChanged() { changeHandler.current?(()) }
 
+    /// Called when a member's status changed (alive, suspect, dead, left), not its record: the
+    /// leader's decision loop plans at once on a death rather than at its next 100 ms look.
+    private nonisolated let statusHandler = CallbackSlot<Void>()
+    public nonisolated func onMemberStatusChanged(_ f: @escaping @Sendable () -> Void) {
+        statusHandler.set { _ in f() }
+    }
+
     /// Each member address parsed once into where to dial and the transport's connection key:
     /// every message goes to one of a few dozen addresses, several times a second.
     private var routes: [String: Route] = [:]
@@ -303,6 +310,7 @@ public actor MembershipService {
         }
         switch event {
         case let .memberChanged(c):
+            statusHandler.current?(())
             let from = c.previous.map { "\($0)" } ?? "new"
             if c.status == .dead || c.status == .suspect {
                 logger.warning(

@@ -349,6 +349,8 @@ public final class AgentRuntime: AgentState, @unchecked Sendable {
             let a = assignments
             let loop = decisions
             let peers = transport
+            // A member's death (or return) changes the plan's nodes: plan now, not at the next look.
+            service.onMemberStatusChanged { Task { await loop?.poke() } }
             await raft.onApply { state in
                 // The replicated deny list (docs/ARCHITECTURE.md, "Trust"), enforced at once.
                 peers.setDenied(Set(state.deniedNodes))

@@ -225,6 +225,7 @@ final class ClusterAgent {
     var lastTick: Duration = .zero
     var leaderRound = LeaderRound(deadNodeGrace: .seconds(5))
     var deciding = false
+    var pokePending = false
     var awaiting: (index: UInt64, term: UInt64, deadline: Duration)?
 
     struct Round {
@@ -254,6 +255,9 @@ struct ClusterSimulation {
         case report(String, Int)
         case gracefulStop(String, Int)
         case decide(String, Int)
+        /// DecisionLoop.poke from a member's change of status: one round now, the 100 ms looks
+        /// unchanged (WakeLoop holds at most one pending wake).
+        case poke(String, Int)
         case propose(String, Int, Consensus.Plan, Consensus.Decision, readAt: Duration)
         case executorTick(String, Int)
         case subscribe(String, Int)
@@ -281,7 +285,8 @@ struct ClusterSimulation {
 
         var agent: (String, Int)? {
             switch self {
-            case .report(let a, let i), .decide(let a, let i), .executorTick(let a, let i), .subscribe(let a, let i), .gracefulStop(let a, let i):
+            case .report(let a, let i), .decide(let a, let i), .poke(let a, let i), .executorTick(let a, let i), .subscribe(let a, let i),
+                .gracefulStop(let a, let i):
                 (a, i)
             case .propose(let a, let i, _, _, _), .startPhase(let a, let i, _), .roundEnd(let a, let i, _), .pullDone(let a, let i, _): (a, i)
             default: nil
@@ -489,6 +494,7 @@ struct ClusterSimulation {
             a.lastTick = now
             a.leaderRound = LeaderRound(deadNodeGrace: options.deadNodeGrace, maxQuiet: options.maxQuiet)
             a.deciding = false
+            a.pokePending = false
             a.awaiting = nil
             after(draw(0...100), .decide(a.name, inc))
         } else {
@@ -968,6 +974,13 @@ struct ClusterSimulation {
             decide(s)
             if leading { probe?.meter.end(roundPlanned: !before && s.deciding) }
             after(options.decisionInterval, .decide(name, inc))
+        case .poke(let name, _):
+            let s = agent(name)!
+            s.pokePending = false
+            let leading = measuring(s, .decide)
+            let before = s.deciding
+            decide(s)
+            if leading { probe?.meter.end(roundPlanned: !before && s.deciding) }
         case .propose(let name, _, let plan, let decision, let readAt):
             let s = agent(name)!
             let leading = measuring(s, .raft)
@@ -1089,6 +1102,11 @@ struct ClusterSimulation {
             guard case .memberChanged(let c) = event else { continue }
             if c.status == .dead || c.status == .left || c.previous == .dead {
                 note("\(a.name) sees \(c.name) \(c.status)")
+            }
+            // AgentRuntime: MembershipService.onMemberStatusChanged pokes the decision loop.
+            if a.isServer, !a.pokePending {
+                a.pokePending = true
+                after(.zero, .poke(a.name, a.incarnation))
             }
         }
         if a.isServer, let h = swim.instance(index[a.name]!)?.localHealth, h != (a.localHealth.last?.value ?? 0) {
