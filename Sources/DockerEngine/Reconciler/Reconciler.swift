@@ -169,13 +169,6 @@ public struct ReconcilePlan: Sendable, Hashable {
     public var draining: Int = 0
     /// Services whose starts wait for a withdrawn container to free a fixed host port they need.
     public var waitingForPorts: Set<String> = []
-    /// Running containers among `stops` to pause before the plan's unpauses (`unpauseStandby`)
-    /// and stop after them: stops before starts is a capacity rule, and a paused container uses
-    /// no CPU, while the memory the unpaused standbys use was held (and kept out of the node's
-    /// advertised capacity) all along (docs/scheduling.md, "Warm standbys"). Empty when the plan
-    /// unpauses nothing: its stops then go first, as ever.
-    public var pauseFirst: [String] = []
-
     /// Stops first, then starts, then the standby pool's refill.
     public var actions: [ReconcileAction] { stops + starts + standby }
     public var isEmpty: Bool { stops.isEmpty && starts.isEmpty && standby.isEmpty }
@@ -445,13 +438,6 @@ public struct Reconciler: Sendable {
                 }
             }
             plan.waitingForPorts = waiting
-        }
-        // A step whose starts are unpauses pauses its running victims first (`pauseFirst`).
-        if plan.starts.contains(where: { if case .unpauseStandby = $0 { true } else { false } }) {
-            let running = Set(observed.filter { $0.state == .running }.map(\.id))
-            plan.pauseFirst = plan.stops.compactMap { a in
-                if case .stop(let id, _) = a, running.contains(id) { id } else { nil }
-            }
         }
         return plan
     }

@@ -162,11 +162,12 @@ public actor ReconcilerShell {
         // frees nothing the starts need). Standby containers are started the moment the stops are
         // done, beside the creates still running (docs/scheduling.md, "Standby containers"); the
         // pool is refilled last, after the removals. Each phase keeps at most `maxInFlight` calls
-        // in flight, so the first two have at most twice that. Warm standbys are unpaused before
-        // the stops, once the victims are paused (ReconcilePlan.pauseFirst; docs/scheduling.md,
-        // "Warm standbys"): a paused victim uses no CPU, and the standbys' memory was held all
-        // along. The victims are then stopped as usual (moby delivers the TERM to a paused
-        // container and resumes it), and their own stop timeout applies.
+        // in flight, so the first two have at most twice that. Warm standbys are unpaused once the
+        // stops are done, like the cold ones started (docs/scheduling.md, "Warm standbys"). They
+        // were unpaused before the stops, with the victims paused first; but moby resumes a paused
+        // container to deliver its stop's TERM, so each victim ran beside the unpaused standbys
+        // for its whole graceful stop, over the node's capacity (the chaos power cut's observer
+        // caught it, docs/chaos.md).
         var stops: [Step] = []
         for a in plan.stops {
             switch a {
@@ -200,21 +201,14 @@ public actor ReconcilerShell {
             }
         }
         async let created = run(creates)
+        let stopped = await run(stops)
+        async let standbyStarted = run(standbyStarts)
         var unpausedResults: [Result<(Step, String), DockerError>] = []
         if !unpauses.isEmpty {
             let unpausesBegan = clock.now
-            var services: [String: String] = [:]
-            for case .stop(let id, let service) in plan.stops { services[id] = service }
-            for r in await run(plan.pauseFirst.map { .pause(id: $0, service: services[$0] ?? "") }) {
-                // A victim that could not be paused (it exited meanwhile, say) is stopped below
-                // all the same; the unpauses go on.
-                if case .failure(let e) = r { logger.info("could not pause a container before its stop: \(e)") }
-            }
             unpausedResults = await run(unpauses)
             report.timings.unpauses = clock.now - unpausesBegan
         }
-        let stopped = await run(stops)
-        async let standbyStarted = run(standbyStarts)
         let createdResults = await created
         let startsBegan = clock.now
         report.timings.stops = startsBegan - observedAt
@@ -372,14 +366,13 @@ public actor ReconcilerShell {
         case start(id: String, service: String)
         case stop(id: String, service: String)
         case remove(id: String, service: String, force: Bool)
-        case pause(id: String, service: String)
         case unpause(id: String, service: String)
         /// A warm standby's refill: create, start, pause.
         case createPaused(service: String, spec: ContainerSpec?, name: String)
 
         var service: String {
             switch self {
-            case .create(let s, _, _), .start(_, let s), .stop(_, let s), .remove(_, let s, _), .pause(_, let s), .unpause(_, let s),
+            case .create(let s, _, _), .start(_, let s), .stop(_, let s), .remove(_, let s, _), .unpause(_, let s),
                 .createPaused(let s, _, _):
                 return s
             }
@@ -441,9 +434,6 @@ public actor ReconcilerShell {
                     try? await client.remove(id, force: true, service: service)
                     throw error
                 }
-                return .success((step, id))
-            case .pause(let id, let service):
-                try await client.pause(id, service: service)
                 return .success((step, id))
             case .unpause(let id, let service):
                 try await client.unpause(id, service: service)
