@@ -274,7 +274,7 @@ public actor MembershipService {
             return
         }
         guard let route = route(out.to) else { return }
-        let expected = instance.knownMembers.first(where: { $0.address == out.to })?.name
+        let expected = memberName(at: out.to)
         // Any open connection with the member will do, whoever dialed it: on TCP + TLS a new
         // connection costs a handshake (~1 ms of CPU on each side), and without reuse every pair
         // of members would hold two connections, one per direction — N(N−1) handshakes when N
@@ -330,6 +330,18 @@ public actor MembershipService {
             logger.warning("membership input refused", metadata: ["from": "\(clipped(from))", "reason": "\(reason)"])
         }
     }
+
+    /// The member at `address`, for the certificate its connection must show. Remembered per
+    /// address and checked against the member's current record (an address can change hands), so
+    /// a message costs a dictionary lookup, not a scan of every member (10,000 at most).
+    private func memberName(at address: String) -> String? {
+        if let n = namesByAddress[address], instance.member(named: n)?.address == address { return n }
+        guard let n = instance.knownMembers.first(where: { $0.address == address })?.name else { return nil }
+        if namesByAddress.count >= Self.maxRoutes { namesByAddress.removeAll(keepingCapacity: true) }
+        namesByAddress[address] = n
+        return n
+    }
+    private var namesByAddress: [String: String] = [:]
 
     private func route(_ address: String) -> Route? {
         if let r = routes[address] { return r }
