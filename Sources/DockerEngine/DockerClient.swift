@@ -73,7 +73,9 @@ public actor DockerClient {
         return try await call("list", .GET, "/containers/json?all=\(all ? 1 : 0)&filters=\(Self.query(filters))")
     }
 
-    public func create(_ spec: ContainerSpec, name: String? = nil) async throws(DockerError) -> String {
+    /// `cpuShares`: the CFS weight (Docker's default 1024); a warm standby is made at
+    /// `ReconcilerShell.makingCPUShares` (docs/scheduling.md, "Warm standbys").
+    public func create(_ spec: ContainerSpec, name: String? = nil, cpuShares: Int? = nil) async throws(DockerError) -> String {
         struct Body: Encodable {
             var Image: String
             var Cmd: [String]?
@@ -97,6 +99,7 @@ public actor DockerClient {
             }
             struct Host: Encodable {
                 var NanoCpus: Int64
+                var CpuShares: Int?
                 var Memory: Int64
                 var Init: Bool
                 var NetworkMode: String
@@ -126,7 +129,7 @@ public actor DockerClient {
             Image: spec.image, Cmd: spec.command.isEmpty ? nil : spec.command, Env: spec.env, Labels: spec.labels,
             StopTimeout: spec.stopTimeoutSeconds, ExposedPorts: exposed.isEmpty ? nil : exposed, Healthcheck: health,
             HostConfig: .init(
-                NanoCpus: Int64((spec.cpu * 1e9).rounded()), Memory: spec.memoryBytes, Init: true,
+                NanoCpus: Int64((spec.cpu * 1e9).rounded()), CpuShares: cpuShares, Memory: spec.memoryBytes, Init: true,
                 NetworkMode: spec.network.dockerMode, RestartPolicy: ["Name": "no"],
                 PortBindings: bindings.isEmpty ? nil : bindings))
         let bytes = Array((try? JSONEncoder().encode(body)) ?? Data())
@@ -159,6 +162,13 @@ public actor DockerClient {
     public func pause(_ id: String, service: String? = nil) async throws(DockerError) {
         let r = try await raw("pause", .POST, "/containers/\(id)/pause", service: service)
         guard r.status == 204 else { throw Self.error(r, "pause", service) }
+    }
+
+    /// Sets the container's CFS weight, running or paused: the cgroup's `cpu.shares` changes in
+    /// place (Engine API, ContainerUpdate).
+    public func update(_ id: String, cpuShares: Int, service: String? = nil) async throws(DockerError) {
+        let r = try await raw("update", .POST, "/containers/\(id)/update", body: Array(#"{"CpuShares":\#(cpuShares)}"#.utf8), service: service)
+        guard r.status == 200 else { throw Self.error(r, "update", service) }
     }
 
     public func unpause(_ id: String, service: String? = nil) async throws(DockerError) {

@@ -211,6 +211,8 @@ public struct ContainerInspect: Sendable, Decodable {
     }
     public struct HostConfig: Sendable, Decodable {
         public var NanoCpus: Int64?
+        /// The CFS weight; 0 or absent is Docker's default (1024).
+        public var CpuShares: Int?
         public var Memory: Int64?
         public var Init: Bool?
         public var NetworkMode: String?

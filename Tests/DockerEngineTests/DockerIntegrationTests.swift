@@ -263,8 +263,9 @@ private func containerRuns(_ command: String, in id: String) async throws -> Boo
         #expect(sawAfter)
     }
 
-    /// Warm standbys (docs/scheduling.md, "Warm standbys") on a real dockerd: created, started and
-    /// paused; a step stops its victims, then unpauses the standbys; the pool is refilled warm; an agent restart adopts it; a paused
+    /// Warm standbys (docs/scheduling.md, "Warm standbys") on a real dockerd: created at the least
+    /// CPU weight, started and paused; a step stops its victims, then gives the standbys the usual
+    /// weight and unpauses them; the pool is refilled warm; an agent restart adopts it; a paused
     /// container that is no standby is stopped and replaced; a node given no pool keeps none.
     @Test func warmStandbysArePausedUnpausedByAStepRefilledAndNeverLeftFrozen() async throws {
         let node = uniqueNode("warm")
@@ -285,6 +286,8 @@ private func containerRuns(_ command: String, in id: String) async throws -> Boo
         #expect(try await count("batch", "running") == 2)
         let pool = try await states().filter { $0.state == "paused" }
         #expect(pool.count == 2 && pool.allSatisfy { $0.service == "web" && $0.standby })
+        // Made at the least CPU weight: it ran between its start and its pause.
+        for c in pool { #expect(try await client.inspect(c.id).HostConfig.CpuShares == ReconcilerShell.makingCPUShares) }
 
         // An agent restart adopts the warm pool as it is.
         let restarted = ReconcilerShell(client: client, node: node)
@@ -295,6 +298,8 @@ private func containerRuns(_ command: String, in id: String) async throws -> Boo
         await restarted.setDesired(specs, counts: ["web": 3, "batch": 0], standby: ["web": 2], warmStandby: ["web": 2])
         let step = try await restarted.reconcileOnce()
         #expect(Set(step.unpaused) == Set(pool.map(\.id)))
+        // Unpaused with the usual weight.
+        for c in pool { #expect(try await client.inspect(c.id).HostConfig.CpuShares == ReconcilerShell.defaultCPUShares) }
         #expect(step.errors.isEmpty, "\(step.errors)")
         try await restarted.converge()
         #expect(try await count("web", "running") == 3)

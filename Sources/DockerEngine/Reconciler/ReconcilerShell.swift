@@ -276,6 +276,17 @@ public actor ReconcilerShell {
         return report
     }
 
+    /// The CFS weight a warm standby is made with: between its start and its pause it runs, and
+    /// on a node that batch work fills, at the usual weight it would take CPU from the containers
+    /// the plan runs there (the chaos power cut's observer saw such a node over its capacity).
+    /// At 2 (the kernel's least) it gets CPU only when they leave some, about 2/1024 of what one
+    /// of them gets when all want it. A quota would bound it too, but runc often cannot freeze a
+    /// container its quota throttles ("unable to freeze"; docs/scheduling.md, "Warm standbys").
+    /// Its weight goes back to `defaultCPUShares` just before its unpause.
+    public static let makingCPUShares = 2
+    /// Docker's default CFS weight.
+    public static let defaultCPUShares = 1024
+
     /// Whether a warm refill's failure says this daemon cannot pause (then the pool stays cold for
     /// `warmRetryAfter`): a failed pause of a container that was running. A container that stopped
     /// or went away before its pause (someone removed it, its process exited, the daemon took too
@@ -436,6 +447,8 @@ public actor ReconcilerShell {
                 }
                 return .success((step, id))
             case .unpause(let id, let service):
+                // Made at the least weight (`makingCPUShares`): its share of the CPU back first.
+                try await client.update(id, cpuShares: Self.defaultCPUShares, service: service)
                 try await client.unpause(id, service: service)
                 return .success((step, id))
             case .createPaused(let service, let spec, let name):
@@ -443,7 +456,7 @@ public actor ReconcilerShell {
                     return .failure(
                         DockerError(kind: .refused, operation: "create", service: service, status: nil, daemonMessage: "no spec for the service"))
                 }
-                let id = try await client.create(spec, name: name)
+                let id = try await client.create(spec, name: name, cpuShares: Self.makingCPUShares)
                 do throws(DockerError) {
                     try await client.start(id, service: service)
                     try await client.pause(id, service: service)
