@@ -134,13 +134,14 @@ enum ChaosChecks {
         return list.mapValues(\.count)
     }
 
-    /// Running managed container ids per service on a host.
+    /// Managed container ids per service running for the plan on a host (`runningForPlan`: a warm
+    /// standby being made is not counted).
     static func ids(on h: ChaosCluster.Host, timeoutMillis: Int) async -> [String: Set<String>]? {
         await withTaskGroup(of: [String: Set<String>]?.self) { group in
             group.addTask {
-                guard let list = try? await h.docker.list(labels: ["\(MicroscaleLabel.managed)=true"], all: false) else { return nil }
+                guard let list = try? await runningForPlan(h.docker, labels: ["\(MicroscaleLabel.managed)=true"]) else { return nil }
                 var out: [String: Set<String>] = [:]
-                for c in list where c.State == "running" {
+                for c in list {
                     if let s = c.Labels?[MicroscaleLabel.service] { out[s, default: []].insert(c.Id) }
                 }
                 return out

@@ -1,0 +1,20 @@
+import DockerEngine
+
+/// The managed containers running for a plan, as the chaos suite and the benchmarks count them:
+/// in the running state, but not a warm standby being made. That one runs between its start and
+/// its pause, for no plan, at `ReconcilerShell.makingCPUShares`, where it takes CPU only when the
+/// plan's containers leave some (docs/scheduling.md, "Warm standbys"); a standby unpaused for a
+/// step has the usual weight and counts. Counted in, it made a node look over its capacity and a
+/// step look done one container early.
+func runningForPlan(_ docker: DockerClient, labels: [String]) async throws(DockerError) -> [ContainerSummary] {
+    var out: [ContainerSummary] = []
+    for c in try await docker.list(labels: labels, all: false) where c.State == "running" {
+        if c.Labels?[MicroscaleLabel.standby] == "true",
+            let shares = try? await docker.inspect(c.Id).HostConfig.CpuShares, shares == ReconcilerShell.makingCPUShares
+        {
+            continue
+        }
+        out.append(c)
+    }
+    return out
+}
