@@ -739,7 +739,7 @@ struct Work {
             return need - left
         }
         // Water level L: node n ends with min(max(count, L), count + room); the remainder goes one
-        // each to the nodes at the level, by name order (deterministic).
+        // each to the nodes at the level that gained fewest, then by name order (deterministic).
         let quota = waterFill(counts: counts, room: room, need: need)
         var placed = 0
         for (i, n) in among.enumerated() where quota[i] > 0 {
@@ -931,22 +931,25 @@ func waterFillByLevel(counts: [Int], room: [Int], need: Int) -> [Int] {
     }
     var out = counts.indices.map { i in room[i] > 0 && counts[i] < lo ? Swift.min(lo - counts[i], room[i]) : 0 }
     var left = need - out.reduce(0, +)
-    for i in counts.indices where left > 0 && counts[i] + out[i] == lo && out[i] < room[i] {
-        out[i] += 1
-        left -= 1
-    }
+    guard left > 0 else { return out }
+    // The remainder, one each, to the buckets at the level that gained fewest here, then in order:
+    // a node that had more of the service gets the next rather than one that had none (0/1/1 plus
+    // 6 is 2/3/3, not 3/3/2), so a step's starts spread over more nodes and each node's share
+    // stays within its standby pool (docs/scheduling.md, "Not done yet").
+    let atLevel = counts.indices.filter { counts[$0] + out[$0] == lo && out[$0] < room[$0] }.sorted { (out[$0], $0) < (out[$1], $1) }
+    for i in atLevel.prefix(left) { out[i] += 1 }
     return out
 }
 
-/// `waterFill`, one container at a time: the bucket with fewest so far (the lowest index among
-/// equals) that still has room takes the next. Every bucket below the level is raised to it
-/// before any at the level is touched, and those at the level are then taken in index order:
-/// the level search's result exactly.
+/// `waterFill`, one container at a time: the bucket with fewest so far that still has room takes
+/// the next (among equals, the one that gained fewest here, then the lowest index). Every bucket
+/// below the level is raised to it before any at the level is touched, and those at the level
+/// are then taken by what they gained and index: the level search's result exactly.
 func waterFillByTurns(counts: [Int], room: [Int], need: Int) -> [Int] {
     var out = [Int](repeating: 0, count: counts.count)
-    var heap: [(value: Int, at: Int)] = []
+    var heap: [(value: Int, gained: Int, at: Int)] = []
     heap.reserveCapacity(counts.count)
-    for i in counts.indices where room[i] > 0 { heap.append((counts[i], i)) }
+    for i in counts.indices where room[i] > 0 { heap.append((counts[i], 0, i)) }
     var k = heap.count / 2
     while k > 0 {
         k -= 1
@@ -959,6 +962,7 @@ func waterFillByTurns(counts: [Int], room: [Int], need: Int) -> [Int] {
         left -= 1
         if out[i] < room[i] {
             heap[0].value += 1
+            heap[0].gained += 1
         } else {
             heap[0] = heap[heap.count - 1]
             heap.removeLast()
@@ -968,16 +972,17 @@ func waterFillByTurns(counts: [Int], room: [Int], need: Int) -> [Int] {
     return out
 }
 
-/// A binary min-heap's sift-down, ordered by (value, index).
-private func siftDown(_ heap: inout [(value: Int, at: Int)], from start: Int) {
+/// A binary min-heap's sift-down, ordered by (value, gained, index).
+private func siftDown(_ heap: inout [(value: Int, gained: Int, at: Int)], from start: Int) {
     var i = start
     let n = heap.count
+    func key(_ k: Int) -> (Int, Int, Int) { (heap[k].value, heap[k].gained, heap[k].at) }
     while true {
         let l = 2 * i + 1
         guard l < n else { return }
         var m = l
-        if l + 1 < n && (heap[l + 1].value, heap[l + 1].at) < (heap[l].value, heap[l].at) { m = l + 1 }
-        guard (heap[m].value, heap[m].at) < (heap[i].value, heap[i].at) else { return }
+        if l + 1 < n && key(l + 1) < key(l) { m = l + 1 }
+        guard key(m) < key(i) else { return }
         heap.swapAt(i, m)
         i = m
     }

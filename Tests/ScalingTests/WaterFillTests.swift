@@ -26,12 +26,17 @@ import Testing
         }
     }
 
-    @Test func theRemainderGoesToTheBucketsAtTheLevelInOrder() {
+    @Test func theRemainderGoesToTheBucketsAtTheLevelThatGainedFewestThenInOrder() {
         // Levels 1, 0, 0, 2 with room everywhere: two raise the zeros to 1, the third goes to the
-        // first bucket at 1 (index 0).
+        // bucket at 1 that gained none (index 0).
         let counts = [1, 0, 0, 2], room = [5, 5, 5, 5]
         #expect(waterFillByTurns(counts: counts, room: room, need: 3) == [1, 1, 1, 0])
         #expect(waterFillByLevel(counts: counts, room: room, need: 3) == [1, 1, 1, 0])
+        // 0/1/1 plus 6: the level is 2 (2 + 1 + 1 placed), and the two left go to the buckets that
+        // gained one, not to the first, which gained two: 2/3/3, a share of at most 2 each.
+        for fill in [waterFillByTurns, waterFillByLevel, waterFill] {
+            #expect(fill([0, 1, 1], [5, 5, 5], 6) == [2, 2, 2])
+        }
         // A bucket without room is passed over.
         #expect(waterFillByTurns(counts: [0, 0], room: [0, 3], need: 2) == [0, 2])
     }
