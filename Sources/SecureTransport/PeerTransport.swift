@@ -599,7 +599,16 @@ public final class PeerTransport: Sendable {
             defer { p = nil }
             return p
         }) {
-            try? await pool.shutdownGracefully()
+            // On a serial queue of our own. NIO fails the handshakes still queued (each failure
+            // hops to its channel's loop) in a block it puts on the given queue before the one
+            // that says the pool is down; on the global queue, its default, the two ran in either
+            // order, so the accept loop below could shut down before a failure hopped onto it: a
+            // crash ("Cannot schedule tasks on an EventLoop that has already shut down",
+            // HandshakeFloodTests in make test, 2 Dec 2026).
+            let queue = DispatchQueue(label: "microscale.handshake-pool.shutdown")
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                pool.shutdownGracefully(queue: queue) { _ in done.resume() }
+            }
         }
         if let loop = acceptLoop.withLockedValue({ l -> MultiThreadedEventLoopGroup? in
             defer { l = nil }
