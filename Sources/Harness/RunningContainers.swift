@@ -1,4 +1,5 @@
 import DockerEngine
+import Synchronization
 
 /// The managed containers running for a plan, as the chaos suite and the benchmarks count them:
 /// in the running state, but not a warm standby being made. That one runs between its start and
@@ -9,12 +10,18 @@ import DockerEngine
 func runningForPlan(_ docker: DockerClient, labels: [String]) async throws(DockerError) -> [ContainerSummary] {
     var out: [ContainerSummary] = []
     for c in try await docker.list(labels: labels, all: false) where c.State == "running" {
-        if c.Labels?[MicroscaleLabel.standby] == "true",
-            let shares = try? await docker.inspect(c.Id).HostConfig.CpuShares, shares == ReconcilerShell.makingCPUShares
-        {
-            continue
+        // A standby keeps its label once unpaused: asked once, as its weight never goes back.
+        if c.Labels?[MicroscaleLabel.standby] == "true", !servingStandbys.withLock({ $0.contains(c.Id) }) {
+            guard let shares = try? await docker.inspect(c.Id).HostConfig.CpuShares, shares != ReconcilerShell.makingCPUShares else { continue }
+            servingStandbys.withLock { known in
+                if known.count >= 10_000 { known.removeAll() }
+                known.insert(c.Id)
+            }
         }
         out.append(c)
     }
     return out
 }
+
+/// Standbys seen running at the usual weight (unpaused for a step): they run for the plan for good.
+private let servingStandbys = Mutex<Set<String>>([])

@@ -968,19 +968,12 @@ struct ClusterSimulation {
             crash(a, graceful: true)
             schedule(now + draw(500...3500), .restartAgent(a.name, a.incarnation))
         case .decide(let name, let inc):
-            let s = agent(name)!
-            let leading = measuring(s, .decide)
-            let before = s.deciding
-            decide(s)
-            if leading { probe?.meter.end(roundPlanned: !before && s.deciding) }
+            decideMeasured(agent(name)!)
             after(options.decisionInterval, .decide(name, inc))
         case .poke(let name, _):
             let s = agent(name)!
             s.pokePending = false
-            let leading = measuring(s, .decide)
-            let before = s.deciding
-            decide(s)
-            if leading { probe?.meter.end(roundPlanned: !before && s.deciding) }
+            decideMeasured(s)
         case .propose(let name, _, let plan, let decision, let readAt):
             let s = agent(name)!
             let leading = measuring(s, .raft)
@@ -1134,6 +1127,14 @@ struct ClusterSimulation {
     }
 
     // MARK: The leader's decision loop (DecisionLoop.step)
+
+    /// One decision round, its CPU charged to the leader when the scale mode measures.
+    mutating func decideMeasured(_ s: ClusterAgent) {
+        let leading = measuring(s, .decide)
+        let before = s.deciding
+        decide(s)
+        if leading { probe?.meter.end(roundPlanned: !before && s.deciding) }
+    }
 
     mutating func decide(_ s: ClusterAgent) {
         guard let r = s.raft, r.role == .leader else {
